@@ -1,0 +1,321 @@
+// Endpoint (landfall.dev/v1alpha1): one ingest endpoint = one StatefulSet of
+// ingest nodes, their disks and their identity. DESIGN §7.
+//
+// Fields that carry a `default` are non-optional in the TypeScript type: the
+// apiserver fills them in (structural defaulting) and the operator runs the same
+// defaulting (`withEndpointDefaults`) so it never sees a hole. The CRD generator
+// leaves them out of `required`.
+import { Type } from '@sinclair/typebox';
+import type { Static } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import {
+  Conditions,
+  DNS_LABEL_PATTERN,
+  DNS_SUBDOMAIN_PATTERN,
+  LocalObjectReference,
+  Quantity,
+  StringEnum,
+} from './common.ts';
+import type { ObjectMeta } from './common.ts';
+
+export const ENDPOINT_KIND = 'Endpoint';
+export const ENDPOINT_PLURAL = 'endpoints';
+
+// StatefulSet pod names carry a controller-revision-hash label of the
+// StatefulSet name plus 11 characters, capped at 63; our children are named
+// `<endpoint>-ingest` (+ `-headless`), so 40 keeps every derived name valid.
+export const ENDPOINT_NAME_MAX = 40;
+
+const ROLE_ARN_PATTERN = '^arn:aws[a-zA-Z-]*:iam::[0-9]{12}:role/[\\w+=,.@/-]{1,512}$';
+
+export const S3Target = Type.Object(
+  {
+    bucket: Type.String({
+      minLength: 3,
+      maxLength: 63,
+      pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
+      description:
+        'Bucket that receives segments, Parquet and commit markers. Immutable: the commit log of an Endpoint lives in one bucket.',
+      'x-kubernetes-validations': [{ rule: 'self == oldSelf', message: 'bucket is immutable' }],
+    }),
+    region: Type.String({
+      default: 'us-east-1',
+      minLength: 1,
+      maxLength: 64,
+      description: 'Region of the bucket (any non-empty value for S3-compatible stores).',
+    }),
+    prefix: Type.String({
+      default: '',
+      maxLength: 512,
+      pattern: '^$|^[^/].*[^/]$|^[^/]$',
+      description: 'Key prefix under which every artifact is written, without leading or trailing slash.',
+    }),
+    endpointUrl: Type.Optional(
+      Type.String({
+        maxLength: 2048,
+        pattern: '^https?://[^\\s]+$',
+        description: 'Custom S3 endpoint (MinIO, R2, ...). Unset means AWS S3 for the region.',
+      }),
+    ),
+    forcePathStyle: Type.Boolean({
+      default: false,
+      description:
+        'Address the bucket in the path (http://host/bucket/key) instead of the host; MinIO needs it.',
+    }),
+  },
+  { description: 'Where the Endpoint delivers.' },
+);
+
+export const AssumeRole = Type.Object(
+  {
+    roleArn: Type.Optional(
+      Type.String({
+        pattern: ROLE_ARN_PATTERN,
+        maxLength: 2048,
+        description: 'IAM role the nodes assume with STS.',
+      }),
+    ),
+    externalId: Type.Optional(
+      Type.String({
+        minLength: 2,
+        maxLength: 1224,
+        pattern: '^[\\w+=,.@:/-]+$',
+        description:
+          'ExternalId passed to AssumeRole (confused-deputy protection). Only valid with a roleArn.',
+      }),
+    ),
+    sessionName: Type.Optional(
+      Type.String({
+        minLength: 2,
+        maxLength: 64,
+        pattern: '^[\\w+=,.@-]+$',
+        description: 'Role session name; defaults to the pod name.',
+      }),
+    ),
+  },
+  {
+    description: 'Assume an IAM role with STS (credentials held in memory, refreshed before expiry).',
+    'x-kubernetes-validations': [
+      {
+        rule: '!has(self.externalId) || has(self.roleArn)',
+        message: 'externalId is only valid with a roleArn',
+      },
+      { rule: 'has(self.externalId) || has(self.roleArn)', message: 'assumeRole needs a roleArn' },
+    ],
+  },
+);
+
+export const Credentials = Type.Object(
+  {
+    irsaRoleArn: Type.Optional(
+      Type.String({
+        pattern: ROLE_ARN_PATTERN,
+        maxLength: 2048,
+        description:
+          'IAM role for service accounts: set as the eks.amazonaws.com/role-arn annotation of the Endpoint ServiceAccount.',
+      }),
+    ),
+    assumeRole: Type.Optional(AssumeRole),
+  },
+  {
+    description:
+      'How the nodes get AWS credentials. Empty means the default chain (Pod Identity, instance profile, environment).',
+    'x-kubernetes-validations': [
+      {
+        rule: '!(has(self.irsaRoleArn) && has(self.assumeRole))',
+        message: 'irsaRoleArn and assumeRole are mutually exclusive',
+      },
+    ],
+  },
+);
+
+export const Storage = Type.Object(
+  {
+    storageClassName: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description:
+          'StorageClass of the WAL volumes (local NVMe PVs). Unset means the cluster default class.',
+      }),
+    ),
+    size: Quantity({ default: '10Gi', description: 'Size of each replica WAL volume.' }),
+  },
+  {
+    default: {},
+    description:
+      'The WAL volume of each replica. Immutable: StatefulSet volumeClaimTemplates cannot change in place.',
+    'x-kubernetes-validations': [{ rule: 'self == oldSelf', message: 'storage is immutable' }],
+  },
+);
+
+export const SegmentPolicy = Type.Object(
+  {
+    segmentBytesMax: Type.Integer({
+      default: 524288,
+      minimum: 65536,
+      maximum: 1073741824,
+      description: 'Seal the open WAL segment when it reaches this many bytes.',
+    }),
+    segmentAgeMsMax: Type.Integer({
+      default: 60000,
+      minimum: 1000,
+      maximum: 3600000,
+      description:
+        'Seal the open WAL segment when its first record is this old (ms); bounds delivery latency.',
+    }),
+  },
+  { default: {}, description: 'When a WAL segment seals: on size or on age, whichever comes first.' },
+);
+
+export const Outputs = Type.Object(
+  {
+    segments: Type.Boolean({
+      default: true,
+      description: 'Upload each sealed segment as segments/…/{id}.wal.zst.',
+    }),
+    rawParquet: Type.Boolean({
+      default: false,
+      description: 'Write raw Parquet (payload, seq, ingest time).',
+    }),
+  },
+  {
+    default: {},
+    description: 'Artifacts per sealed segment besides the View Parquet. At least one must be on.',
+    'x-kubernetes-validations': [
+      {
+        rule: 'self.segments || self.rawParquet',
+        message: 'at least one of segments or rawParquet must be true',
+      },
+    ],
+  },
+);
+
+const ResourceList = Type.Record(Type.String(), Quantity(), {
+  description: 'Resource name (cpu, memory, ephemeral-storage) to quantity.',
+});
+
+export const Resources = Type.Object(
+  {
+    requests: Type.Optional(ResourceList),
+    limits: Type.Optional(ResourceList),
+  },
+  {
+    default: { requests: { cpu: '250m', memory: '512Mi' }, limits: { memory: '1Gi' } },
+    description: 'Compute resources of the ingest-node container.',
+  },
+);
+
+export const Limits = Type.Object(
+  {
+    bodyBytesMax: Type.Integer({
+      default: 10485760,
+      minimum: 1024,
+      maximum: 104857600,
+      description: 'Largest request body accepted (decoded), in bytes; larger requests get 413.',
+    }),
+  },
+  { default: {}, description: 'Request limits of the HTTP API.' },
+);
+
+export const EndpointSpec = Type.Object(
+  {
+    s3: S3Target,
+    credentials: Type.Optional(Credentials),
+    apiKeySecretRef: LocalObjectReference(
+      'Secret whose every key is a valid API key (several at once allow rotation). Mounted read-only into the pods.',
+    ),
+    storage: Storage,
+    segmentPolicy: SegmentPolicy,
+    outputs: Outputs,
+    replicas: Type.Integer({
+      default: 1,
+      minimum: 0,
+      maximum: 64,
+      description: 'Ingest nodes; each is an instance with its own WAL, volume and S3 keys.',
+    }),
+    resources: Resources,
+    limits: Limits,
+    validation: StringEnum(['none', 'json'], {
+      default: 'none',
+      description:
+        'none: accept any record bytes (bad records go to the DLQ). json: reject a request with a non-JSON line (400).',
+    }),
+    runtimeClassName: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description: 'RuntimeClass of the pods, e.g. kata for microVM isolation.',
+      }),
+    ),
+    image: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 1024,
+        description: "Ingest-node image; defaults to the operator's --node-image.",
+      }),
+    ),
+  },
+  { description: 'Desired state of an Endpoint.' },
+);
+
+export const EndpointStatus = Type.Object(
+  {
+    observedGeneration: Type.Optional(
+      Type.Integer({ minimum: 0, description: 'The generation last reconciled.' }),
+    ),
+    conditions: Type.Optional(Conditions),
+    replicas: Type.Optional(Type.Integer({ minimum: 0, description: 'Pods the StatefulSet has.' })),
+    readyReplicas: Type.Optional(Type.Integer({ minimum: 0, description: 'Pods passing /readyz.' })),
+    url: Type.Optional(
+      Type.String({ description: 'In-cluster base URL of the ingest API (POST {url}/v1/ingest).' }),
+    ),
+    configHash: Type.Optional(
+      Type.String({ description: 'Hash of the node configuration the pods run with.' }),
+    ),
+    views: Type.Optional(
+      Type.Array(Type.String({ maxLength: 253 }), {
+        maxItems: 256,
+        description: 'Views compiled into the config.',
+      }),
+    ),
+  },
+  { description: 'Observed state of an Endpoint.' },
+);
+
+export type EndpointSpec = Static<typeof EndpointSpec>;
+export type EndpointStatus = Static<typeof EndpointStatus>;
+
+export interface Endpoint {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta;
+  spec: EndpointSpec;
+  status?: EndpointStatus;
+}
+
+export const ENDPOINT_NAME_RULE = {
+  rule: `self.metadata.name.size() <= ${ENDPOINT_NAME_MAX}`,
+  message: `metadata.name must be at most ${ENDPOINT_NAME_MAX} characters (derived StatefulSet pod names must stay valid)`,
+};
+
+export const ENDPOINT_PRINTER_COLUMNS = [
+  { name: 'Ready', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+  { name: 'Replicas', type: 'integer', jsonPath: '.spec.replicas' },
+  { name: 'Available', type: 'integer', jsonPath: '.status.readyReplicas', priority: 1 },
+  { name: 'URL', type: 'string', jsonPath: '.status.url' },
+  { name: 'Reason', type: 'string', jsonPath: '.status.conditions[?(@.type=="Ready")].reason', priority: 1 },
+  { name: 'Age', type: 'date', jsonPath: '.metadata.creationTimestamp' },
+];
+
+/** The spec with every schema default filled in, as the apiserver would. Does not mutate. */
+export function withEndpointDefaults(spec: unknown): EndpointSpec {
+  return Value.Default(EndpointSpec, structuredClone(spec)) as EndpointSpec;
+}
+
+/** Schema errors of a spec (after defaulting), for a clear status when the CRD is older than the operator. */
+export function endpointSpecErrors(spec: unknown): string[] {
+  return [...Value.Errors(EndpointSpec, spec)].map((e) => `spec${e.path.replaceAll('/', '.')}: ${e.message}`);
+}
+
+export { DNS_LABEL_PATTERN };

@@ -1,0 +1,103 @@
+// Names, labels and owner references of everything the operator creates for
+// an Endpoint. One place, so the builders, the controllers and the tests agree.
+import type { V1OwnerReference } from '@kubernetes/client-node';
+import { API_VERSION } from '../api/common.ts';
+import { ENDPOINT_KIND } from '../api/endpoint.ts';
+import type { Endpoint } from '../api/endpoint.ts';
+
+export const FIELD_MANAGER = 'landfall-operator';
+export const FINALIZER = 'landfall.dev/drain';
+export const FORCE_DELETE_ANNOTATION = 'landfall.dev/force-delete';
+export const CONFIG_HASH_ANNOTATION = 'landfall.dev/config-hash';
+export const ENDPOINT_LABEL = 'landfall.dev/endpoint';
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export const MANAGED_BY = 'landfall-operator';
+export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
+
+export const HTTP_PORT = 8080;
+export const SERVICE_PORT = 80;
+export const DATA_VOLUME = 'data';
+export const DATA_MOUNT = '/var/lib/landfall';
+export const CONFIG_MOUNT = '/etc/landfall/config';
+export const CONFIG_FILE = 'config.json';
+export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
+
+export function endpointName(ep: Endpoint): string {
+  const name = ep.metadata.name;
+  if (!name) throw new Error('Endpoint without metadata.name');
+  return name;
+}
+
+export function endpointNamespace(ep: Endpoint): string {
+  const ns = ep.metadata.namespace;
+  if (!ns) throw new Error(`Endpoint ${ep.metadata.name ?? '?'} without metadata.namespace`);
+  return ns;
+}
+
+/** Names of the children; `<endpoint>-ingest` keeps them apart from the user's own objects. */
+export function childNames(ep: Endpoint): {
+  base: string;
+  serviceAccount: string;
+  configMap: string;
+  headlessService: string;
+  service: string;
+  statefulSet: string;
+  pdb: string;
+} {
+  const base = `${endpointName(ep)}-ingest`;
+  return {
+    base,
+    serviceAccount: base,
+    configMap: base,
+    headlessService: `${base}-headless`,
+    service: base,
+    statefulSet: base,
+    pdb: base,
+  };
+}
+
+/** Immutable once a StatefulSet exists: never add to it. */
+export function selectorLabels(ep: Endpoint): Record<string, string> {
+  return {
+    'app.kubernetes.io/name': 'landfall',
+    'app.kubernetes.io/component': 'ingest-node',
+    [ENDPOINT_LABEL]: endpointName(ep),
+  };
+}
+
+export function commonLabels(ep: Endpoint): Record<string, string> {
+  return {
+    ...selectorLabels(ep),
+    'app.kubernetes.io/instance': endpointName(ep),
+    'app.kubernetes.io/part-of': 'landfall',
+    [MANAGED_BY_LABEL]: MANAGED_BY,
+  };
+}
+
+export function ownerReference(ep: Endpoint): V1OwnerReference {
+  const uid = ep.metadata.uid;
+  if (!uid) throw new Error(`Endpoint ${endpointName(ep)} has no uid (not read from the API server?)`);
+  return {
+    apiVersion: API_VERSION,
+    kind: ENDPOINT_KIND,
+    name: endpointName(ep),
+    uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
+}
+
+export function childMetadata(ep: Endpoint, name: string, annotations?: Record<string, string>) {
+  return {
+    name,
+    namespace: endpointNamespace(ep),
+    labels: commonLabels(ep),
+    ...(annotations && Object.keys(annotations).length > 0 ? { annotations } : {}),
+    ownerReferences: [ownerReference(ep)],
+  };
+}
+
+/** In-cluster base URL of the ingest API. */
+export function endpointUrl(ep: Endpoint): string {
+  return `http://${childNames(ep).service}.${endpointNamespace(ep)}.svc:${SERVICE_PORT}`;
+}

@@ -1,0 +1,143 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { buildEndpointResources } from '../src/model/resources.ts';
+import type { BuildContext } from '../src/model/resources.ts';
+import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION } from '../src/model/names.ts';
+import { compileView } from '../src/adapters/view-compiler.ts';
+import { withViewDefaults } from '../src/api/view.ts';
+import { matchSnapshot } from './snapshot.ts';
+import { endpoint } from './fixtures.ts';
+
+const ctx: BuildContext = { nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0', views: [] };
+
+function docs(r: ReturnType<typeof buildEndpointResources>): unknown[] {
+  return [r.serviceAccount, r.configMap, r.headlessService, r.service, r.statefulSet, r.pdb];
+}
+
+const minimal = () =>
+  endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'clicks-keys' } });
+
+void test('snapshot: minimal Endpoint (all defaults)', () => {
+  matchSnapshot('minimal', docs(buildEndpointResources(minimal(), ctx)));
+});
+
+void test('snapshot: every option (IRSA, MinIO, Kata, storage class, views)', async () => {
+  const ep = endpoint('telemetry', {
+    s3: {
+      bucket: 'edge-data',
+      region: 'eu-central-1',
+      prefix: 'landfall/prod',
+      endpointUrl: 'http://minio.storage:9000',
+      forcePathStyle: true,
+    },
+    credentials: { irsaRoleArn: 'arn:aws:iam::123456789012:role/landfall-writer' },
+    apiKeySecretRef: { name: 'telemetry-keys' },
+    storage: { storageClassName: 'local-nvme', size: '200Gi' },
+    segmentPolicy: { segmentBytesMax: 134217728, segmentAgeMsMax: 30000 },
+    outputs: { segments: true, rawParquet: true },
+    replicas: 3,
+    resources: { requests: { cpu: 2, memory: '4Gi' }, limits: { cpu: 4, memory: '8Gi' } },
+    limits: { bodyBytesMax: 1048576 },
+    validation: 'json',
+    runtimeClassName: 'kata',
+    image: 'registry.local/landfall/ingest-node:dev',
+  });
+  const compiled = await compileView(
+    'page_views',
+    withViewDefaults({
+      endpointRef: { name: 'telemetry' },
+      columns: [
+        { name: 'event', type: 'VARCHAR', path: '$.event', required: true },
+        { name: 'viewed_at', type: 'TIMESTAMP', path: '$.ts', required: true },
+      ],
+      filter: "event = 'page_view'",
+      partitioning: [{ expression: "date_trunc('day', viewed_at)", alias: 'dt' }],
+    }),
+  );
+  assert.ok(compiled.ok);
+  matchSnapshot('full', docs(buildEndpointResources(ep, { ...ctx, views: [compiled.view] })));
+});
+
+void test('snapshot: AssumeRole with ExternalId', () => {
+  const ep = endpoint('billing', {
+    s3: { bucket: 'billing-events' },
+    credentials: {
+      assumeRole: { roleArn: 'arn:aws:iam::123456789012:role/writer', externalId: 'landfall-7f3a' },
+    },
+    apiKeySecretRef: { name: 'billing-keys' },
+  });
+  matchSnapshot('assume-role', docs(buildEndpointResources(ep, ctx)));
+});
+
+void test('every object has a controller owner reference to the Endpoint and the common labels', () => {
+  const r = buildEndpointResources(minimal(), ctx);
+  for (const obj of docs(r) as {
+    metadata: { ownerReferences: unknown[]; labels: Record<string, string> };
+  }[]) {
+    assert.deepEqual(obj.metadata.ownerReferences, [
+      {
+        apiVersion: 'landfall.dev/v1alpha1',
+        kind: 'Endpoint',
+        name: 'clicks',
+        uid: 'uid-clicks',
+        controller: true,
+        blockOwnerDeletion: true,
+      },
+    ]);
+    assert.equal(obj.metadata.labels['landfall.dev/endpoint'], 'clicks');
+  }
+});
+
+void test('IRSA annotation only when an irsaRoleArn is given', () => {
+  assert.equal(buildEndpointResources(minimal(), ctx).serviceAccount.metadata?.annotations, undefined);
+  const ep = endpoint('x', {
+    s3: { bucket: 'bbb' },
+    apiKeySecretRef: { name: 'k' },
+    credentials: { irsaRoleArn: 'arn:aws:iam::123456789012:role/r' },
+  });
+  assert.equal(
+    buildEndpointResources(ep, ctx).serviceAccount.metadata?.annotations?.[IRSA_ANNOTATION],
+    'arn:aws:iam::123456789012:role/r',
+  );
+});
+
+void test('config hash: changes with the segment policy and views, not with unrelated fields', async () => {
+  const hashOf = (spec: Record<string, unknown>, views = ctx.views) =>
+    buildEndpointResources(
+      endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, ...spec }),
+      {
+        ...ctx,
+        views,
+      },
+    ).statefulSet.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
+  const base = hashOf({});
+  assert.match(base ?? '', /^[0-9a-f]{16}$/);
+  assert.equal(hashOf({}), base, 'deterministic');
+  assert.notEqual(hashOf({ segmentPolicy: { segmentBytesMax: 1048576 } }), base);
+  assert.equal(hashOf({ replicas: 3 }), base, 'scaling does not roll pods');
+  assert.equal(hashOf({ apiKeySecretRef: { name: 'other' } }), base, 'the Secret is mounted, not hashed');
+  const v = await compileView(
+    'v',
+    withViewDefaults({
+      endpointRef: { name: 'clicks' },
+      columns: [{ name: 'a', type: 'VARCHAR', path: '$.a' }],
+    }),
+  );
+  assert.ok(v.ok);
+  assert.notEqual(hashOf({}, [v.view]), base);
+});
+
+void test('StatefulSet hardening and shape', () => {
+  const sts = buildEndpointResources(minimal(), ctx).statefulSet;
+  const pod = sts.spec?.template.spec;
+  const c = pod?.containers[0];
+  assert.equal(sts.spec?.podManagementPolicy, 'Parallel');
+  assert.equal(pod?.securityContext?.runAsNonRoot, true);
+  assert.equal(pod?.securityContext?.seccompProfile?.type, 'RuntimeDefault');
+  assert.equal(c?.securityContext?.readOnlyRootFilesystem, true);
+  assert.deepEqual(c?.securityContext?.capabilities?.drop, ['ALL']);
+  assert.equal(c?.readinessProbe?.httpGet?.path, '/readyz');
+  assert.equal(c?.livenessProbe?.httpGet?.path, '/healthz');
+  assert.equal(pod?.runtimeClassName, undefined);
+  assert.equal(sts.spec?.volumeClaimTemplates?.[0]?.spec?.storageClassName, undefined);
+});

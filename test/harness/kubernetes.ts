@@ -26,6 +26,14 @@ export interface StartKubernetesOptions {
   controllerManager?: boolean;
   /** Bound on the whole start-up; default 60 000. */
   readyTimeoutMs?: number;
+  /**
+   * Run each controller under its own ServiceAccount with the bootstrap RBAC
+   * roles (`--use-service-account-credentials`), as a real cluster does. It
+   * delays the controllers by ~5 s (each one creates its ServiceAccount and
+   * waits for a token), so by default the controller-manager runs with
+   * cluster-admin credentials instead. Default false.
+   */
+  controllerServiceAccounts?: boolean;
 }
 
 export interface KubernetesTestbed {
@@ -44,6 +52,14 @@ export interface KubernetesTestbed {
   readonly version: string;
   readonly dir: string;
   readonly logPaths: { etcd: string; apiserver: string; controllerManager?: string };
+  /** Wall-clock ms from each start to its ready check passing (`total` from the call). */
+  readonly startupMs: {
+    pki: number;
+    etcd: number;
+    apiserver: number;
+    controllerManager?: number;
+    total: number;
+  };
   /** Create a namespace and wait (bounded) until its `default` ServiceAccount exists, so Pods can be admitted. */
   newNamespace(prefix?: string, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
@@ -75,7 +91,7 @@ async function openssl(cwd: string, args: readonly string[]): Promise<void> {
 }
 
 /** CA, serving cert (SAN 127.0.0.1), admin and controller-manager client certs, SA key pair. EC P-256: ~0.1 s. */
-async function makePki(dir: string): Promise<Pki> {
+async function makePki(dir: string, cmSubject: string): Promise<Pki> {
   const conf = join(dir, 'openssl.cnf');
   writeFileSync(conf, minimalOpensslConf);
   const p = (name: string): string => join(dir, name);
@@ -103,7 +119,7 @@ async function makePki(dir: string): Promise<Pki> {
       'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
     ),
     leaf('admin', '/O=system:masters/CN=landfall-admin', 'extendedKeyUsage=clientAuth'),
-    leaf('controller-manager', '/CN=system:kube-controller-manager', 'extendedKeyUsage=clientAuth'),
+    leaf('controller-manager', cmSubject, 'extendedKeyUsage=clientAuth'),
     openssl(dir, [
       'genpkey',
       '-algorithm',
@@ -175,11 +191,18 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
   const etcdBin = testbedBinary('etcd');
   const apiserverBin = testbedBinary('kube-apiserver');
   const withCm = opts.controllerManager ?? true;
+  const cmServiceAccounts = opts.controllerServiceAccounts ?? false;
+  const cmSubject = cmServiceAccounts
+    ? '/CN=system:kube-controller-manager'
+    : '/O=system:masters/CN=system:kube-controller-manager';
   const cmBin = withCm ? testbedBinary('kube-controller-manager') : '';
   const version = testbedVersions()['KUBE_VERSION'] ?? 'unknown';
   const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
   const remainingMs = (): number => Math.max(1, deadline - Date.now());
 
+  const t0 = performance.now();
+  const since = (t: number): number => Math.round(performance.now() - t);
+  const startupMs: KubernetesTestbed['startupMs'] = { pki: 0, etcd: 0, apiserver: 0, total: 0 };
   const dir = scratchDir('kubernetes');
   const procs: ServerProcess[] = [];
   const stopAll = async (): Promise<void> => {
@@ -189,8 +212,12 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
 
   try {
     const [pki, etcd] = await Promise.all([
-      makePki(dir),
+      makePki(dir, cmSubject).then((pki) => {
+        startupMs.pki = since(t0);
+        return pki;
+      }),
       retryOnPortClash(async () => {
+        const tEtcd = performance.now();
         const clientPort = await freePort();
         const peerPort = await freePort();
         const p = startProcess({
@@ -218,6 +245,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
           timeoutMs: remainingMs(),
           process: p,
         });
+        startupMs.etcd = since(tEtcd);
         return { endpoint };
       }),
     ]);
@@ -234,6 +262,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
       key: readFileSync(pki.adminKey),
     };
     const server = await retryOnPortClash(async () => {
+      const tApiserver = performance.now();
       const port = await freePort();
       const p = startProcess({
         name: 'kube-apiserver',
@@ -267,6 +296,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
         timeoutMs: remainingMs(),
         process: p,
       });
+      startupMs.apiserver = since(tApiserver);
       return url;
     });
 
@@ -281,6 +311,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
       writeKubeconfig(cmKubeconfig, server, pki.ca, 'system:kube-controller-manager', pki.cmCert, pki.cmKey);
       cmLog = join(dir, 'kube-controller-manager.log');
       await retryOnPortClash(async () => {
+        const tCm = performance.now();
         const port = await freePort();
         const p = startProcess({
           name: 'kube-controller-manager',
@@ -291,7 +322,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
             `--secure-port=${port}`,
             `--cert-dir=${join(dir, 'controller-manager-certs')}`,
             '--controllers=*',
-            '--use-service-account-credentials',
+            ...(cmServiceAccounts ? ['--use-service-account-credentials'] : []),
             `--service-account-private-key-file=${pki.saKey}`,
             `--root-ca-file=${pki.ca}`,
             `--cluster-signing-cert-file=${pki.ca}`,
@@ -306,9 +337,11 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
             (await httpsStatus(`https://127.0.0.1:${port}/healthz`, { rejectUnauthorized: false })) === 200,
           { what: 'kube-controller-manager /healthz', timeoutMs: remainingMs(), process: p },
         );
+        startupMs.controllerManager = since(tCm);
       });
     }
 
+    startupMs.total = since(t0);
     const core = kubeConfig.makeApiClient(CoreV1Api);
     let nsCounter = 0;
     return {
@@ -325,6 +358,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
         apiserver: join(dir, 'kube-apiserver.log'),
         ...(cmLog === undefined ? {} : { controllerManager: cmLog }),
       },
+      startupMs,
       async newNamespace(prefix = 'test', timeoutMs = 20_000) {
         nsCounter += 1;
         const name = `${prefix}-${nsCounter}-${randomBytes(3).toString('hex')}`;

@@ -40,6 +40,8 @@ export interface MinioServer {
   /** Bring it back on the same port with the same data; resolves when ready. */
   startServer(): Promise<void>;
   stop(): Promise<void>;
+  /** Wall-clock ms of the last start (spawn to ready check passing). */
+  readonly startupMs: number;
 }
 
 let bucketCounter = 0;
@@ -61,7 +63,9 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
   let proc: ServerProcess | undefined;
   const clients = new Set<S3Client>();
 
+  let startupMs = 0;
   const launch = async (): Promise<void> => {
+    const t0 = performance.now();
     const consolePort = await freePort();
     const p = startProcess({
       name: 'minio',
@@ -94,6 +98,7 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
       await p.stop({ graceMs: 0 });
       throw err;
     }
+    startupMs = Math.round(performance.now() - t0);
   };
 
   await retryOnPortClash(async () => {
@@ -143,6 +148,9 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
         if (err instanceof ServerStartError) err.message = `restart on port ${port}: ${err.message}`;
         throw err;
       }
+    },
+    get startupMs() {
+      return startupMs;
     },
     async stop() {
       for (const c of clients) c.destroy();

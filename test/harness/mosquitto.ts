@@ -24,6 +24,8 @@ export interface MosquittoServer {
   /** Bring it back on the same port and persistence; resolves when it listens. */
   startServer(): Promise<void>;
   stop(): Promise<void>;
+  /** Wall-clock ms of the last start (spawn to ready check passing). */
+  readonly startupMs: number;
 }
 
 async function tcpAccepts(host: string, port: number, attemptTimeoutMs = 500): Promise<boolean> {
@@ -51,7 +53,9 @@ export async function startMosquitto(opts: StartMosquittoOptions = {}): Promise<
   let port = 0;
   let proc: ServerProcess | undefined;
 
+  let startupMs = 0;
   const launch = async (): Promise<void> => {
+    const t0 = performance.now();
     const p = startProcess({ name: 'mosquitto', command: bin, args: ['-c', confPath], logPath });
     proc = p;
     try {
@@ -64,6 +68,7 @@ export async function startMosquitto(opts: StartMosquittoOptions = {}): Promise<
       await p.stop({ graceMs: 0 });
       throw err;
     }
+    startupMs = Math.round(performance.now() - t0);
   };
 
   await retryOnPortClash(async () => {
@@ -103,6 +108,9 @@ export async function startMosquitto(opts: StartMosquittoOptions = {}): Promise<
     async startServer() {
       if (proc?.running() === true) return;
       await launch();
+    },
+    get startupMs() {
+      return startupMs;
     },
     async stop() {
       await proc?.stop({ graceMs: 2000 });

@@ -1,0 +1,113 @@
+// One COPY … TO … (FORMAT parquet) and the description of what it wrote:
+// path, partition, rows, bytes, sha256. The pipeline uploads from these
+// descriptions and the commit marker lists them, so they come from the files
+// on disk (size, hash) and from DuckDB's own per-file stats (rows).
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { DuckDBConnection } from '@duckdb/node-api';
+import { sqlString } from './duckdb.ts';
+
+export interface ParquetFile {
+  /** Absolute path of the file in the scratch folder. */
+  readonly localPath: string;
+  /**
+   * Hive partition folders as written (percent-encoded by DuckDB), with a
+   * trailing slash: `dt=2026-11-26/`; '' when the output is not partitioned.
+   */
+  readonly partitionPath: string;
+  /** Decoded partition values by alias (NULL → `__HIVE_DEFAULT_PARTITION__` in the path, null here). */
+  readonly partitionValues: Readonly<Record<string, string | null>>;
+  /**
+   * 0 for the first file of a partition folder. DuckDB writes one file per
+   * folder at these sizes; if it ever writes more, keys must tell them apart.
+   */
+  readonly fileIndex: number;
+  readonly rowCount: number;
+  readonly sizeBytes: number;
+  /** Hex sha256 of the file's bytes. */
+  readonly sha256: string;
+}
+
+export interface CopyOptions {
+  /** Hive partition columns of `selectSql`, outermost first; none → one file. */
+  readonly partitionBy: readonly string[];
+  /** Parquet row-group size; DuckDB's default (122,880) when omitted. */
+  readonly rowGroupRows?: number;
+}
+
+export const PARQUET_FILE_NAME = 'data.parquet';
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/**
+ * Writes `selectSql` as ZSTD Parquet under `targetDir` (a fresh folder inside
+ * the scratch folder) and describes the files. An empty result writes no file.
+ */
+export async function copyToParquet(
+  conn: DuckDBConnection,
+  selectSql: string,
+  targetDir: string,
+  options: CopyOptions,
+): Promise<ParquetFile[]> {
+  const partitioned = options.partitionBy.length > 0;
+  const target = partitioned ? targetDir : path.join(targetDir, PARQUET_FILE_NAME);
+  const copyOptions = ['FORMAT parquet', 'COMPRESSION zstd', 'RETURN_STATS'];
+  if (options.rowGroupRows !== undefined) {
+    if (!Number.isInteger(options.rowGroupRows) || options.rowGroupRows < 1)
+      throw new Error('rowGroupRows must be a positive integer');
+    copyOptions.push(`ROW_GROUP_SIZE ${options.rowGroupRows}`);
+  }
+  if (partitioned) {
+    copyOptions.push(`PARTITION_BY (${options.partitionBy.map(quoteIdent).join(', ')})`);
+    copyOptions.push(`FILENAME_PATTERN 'data_{i}'`);
+  }
+  // DuckDB creates the last folder level only.
+  await mkdir(targetDir, { recursive: true });
+  const reader = await conn.runAndReadAll(
+    `COPY (${selectSql}) TO ${sqlString(target)} (${copyOptions.join(', ')})`,
+  );
+  const stats = reader.getRowObjectsJson() as {
+    filename: string;
+    count: string | number;
+    partition_keys: { key: string; value: string | null }[] | null;
+  }[];
+  const files: ParquetFile[] = [];
+  for (const s of stats) {
+    const rowCount = Number(s.count);
+    if (rowCount === 0) {
+      // Only the unpartitioned writer leaves an empty file; an empty artifact
+      // is noise in S3 and in the marker, the counts already say "0 rows".
+      await rm(s.filename, { force: true });
+      continue;
+    }
+    const relDir = path.relative(targetDir, path.dirname(s.filename));
+    const partitionPath = relDir === '' ? '' : `${relDir.split(path.sep).join('/')}/`;
+    const partitionValues: Record<string, string | null> = {};
+    for (const kv of s.partition_keys ?? []) {
+      partitionValues[kv.key] = kv.value === '__HIVE_DEFAULT_PARTITION__' ? null : kv.value;
+    }
+    const st = await stat(s.filename);
+    const fileIndex = Number(/^data_([0-9]+)\.parquet$/.exec(path.basename(s.filename))?.[1] ?? 0);
+    files.push({
+      localPath: s.filename,
+      partitionPath,
+      partitionValues,
+      fileIndex,
+      rowCount,
+      sizeBytes: st.size,
+      sha256: await sha256File(s.filename),
+    });
+  }
+  files.sort((a, b) => (a.localPath < b.localPath ? -1 : a.localPath > b.localPath ? 1 : 0));
+  return files;
+}

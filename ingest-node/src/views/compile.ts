@@ -1,0 +1,398 @@
+// View → one DuckDB SELECT (an inspectable string) over a segment's records.
+//
+// Input relation (`INPUT_RELATION`, created by parquet/records.ts):
+//   seq UBIGINT, ingest_time TIMESTAMP (UTC), payload BLOB (exact bytes), topic VARCHAR NULL
+// Output: one row per input row, never more or fewer, with
+//   __lf_status        'ok' | 'dlq' | 'filtered'
+//   __lf_error_code    invalid_json | missing_required | cast_failed | expression_failed (dlq rows)
+//   __lf_error_message human-readable, with the path and a prefix of the bad value
+//   __lf_error_column  the view column at fault (NULL for invalid_json and the filter)
+//   __lf_seq, __lf_ingest_time, __lf_payload   carried for the DLQ
+//   <view columns>     typed, in spec order
+//   <partition aliases> the Hive partition values, rendered (see partitionValueSql)
+// Row accounting is exact by construction: every input row gets exactly one
+// status, so rows in = ok + filtered + dlq (materialize.ts checks it again).
+//
+// Extraction parses each payload once: json_extract_string/json_extract take
+// a list of paths, and each column then TRY_CASTs its element.
+import type { DuckDBConnection } from '@duckdb/node-api';
+import { ViewError, ViewErrorCode } from './errors.ts';
+import { checkExpression } from './expr.ts';
+import type { AstNode } from './expr.ts';
+import { renderDuckDbPath } from './jsonpath.ts';
+import { viewSpecHash } from './spec.ts';
+import type { ViewColumn, ViewSpec } from './spec.ts';
+import { INTEGER_TYPES, isNestedOrJson } from './types.ts';
+import { INPUT_RELATION } from '../parquet/records.ts';
+
+/** DLQ error codes (docs/views.md). Stable: dashboards and alerts branch on them. */
+export const DlqErrorCode = {
+  /** The payload is not UTF-8 or not one JSON value. */
+  invalidJson: 'invalid_json',
+  /** A required column's path is absent or JSON null. */
+  missingRequired: 'missing_required',
+  /** A value is present but does not convert to the column's type. */
+  castFailed: 'cast_failed',
+  /** The filter or a partition expression raised an error on this row. */
+  expressionFailed: 'expression_failed',
+} as const;
+export type DlqErrorCode = (typeof DlqErrorCode)[keyof typeof DlqErrorCode];
+
+export const ROW_STATUS = { ok: 'ok', dlq: 'dlq', filtered: 'filtered' } as const;
+
+export interface CompiledPartition {
+  readonly alias: string;
+  /** The checked expression as DuckDB renders it. */
+  readonly expressionSql: string;
+  /** DuckDB type of the expression. */
+  readonly type: string;
+}
+
+export interface CompiledView {
+  readonly spec: ViewSpec;
+  /** viewSpecHash(spec): what commit markers record. */
+  readonly specHash: string;
+  /** The classification SELECT over INPUT_RELATION (see the header comment). */
+  readonly sql: string;
+  /** View columns in output order, with canonical DuckDB types. */
+  readonly columns: readonly { readonly name: string; readonly type: string }[];
+  readonly filterSql: string | undefined;
+  readonly partitions: readonly CompiledPartition[];
+}
+
+/** Longest prefix of a bad value quoted in a DLQ message: enough to recognise it, bounded per row. */
+const MESSAGE_VALUE_CHARS = 100;
+
+export function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+export function sqlString(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+function sqlStringList(values: readonly string[]): string {
+  return `[${values.map(sqlString).join(', ')}]`;
+}
+
+/** SQL for a column's default, cast to the column type. */
+function defaultSql(column: ViewColumn): string | undefined {
+  const d = column.default;
+  if (d === undefined) return undefined;
+  const text = typeof d === 'string' ? d : String(d);
+  if (isNestedOrJson(column.parsedType)) {
+    return column.type === 'JSON'
+      ? `CAST(${sqlString(text)} AS JSON)`
+      : `CAST(${sqlString(text)}::JSON AS ${column.type})`;
+  }
+  return `CAST(${sqlString(text)} AS ${column.type})`;
+}
+
+/** Typed value from the raw element `raw` (VARCHAR for scalars, JSON for nested/JSON columns). */
+function castSql(column: ViewColumn, raw: string): string {
+  const t = column.parsedType;
+  if (t.kind === 'scalar') {
+    switch (t.name) {
+      case 'VARCHAR':
+        return raw;
+      case 'JSON':
+        return raw;
+      case 'TIMESTAMP':
+        // Via TIMESTAMPTZ so an offset is honoured (…+02:00 → UTC) instead of
+        // being dropped, which is what a direct VARCHAR → TIMESTAMP cast does.
+        return `TRY_CAST(TRY_CAST(${raw} AS TIMESTAMPTZ) AS TIMESTAMP)`;
+      default:
+        return `TRY_CAST(${raw} AS ${t.name})`;
+    }
+  }
+  // LIST/STRUCT from the JSON value: elements or fields that do not convert
+  // become NULL; a value of the wrong shape (a string for a list) fails.
+  return `TRY_CAST(${raw} AS ${column.type})`;
+}
+
+/** TRUE when a present value did not convert (the column's cast_failed condition). */
+function castFailedSql(column: ViewColumn, raw: string, value: string): string {
+  const t = column.parsedType;
+  if (t.kind === 'scalar' && INTEGER_TYPES.has(t.name)) {
+    // DuckDB rounds '3.7' to 4 when casting to an integer; a fractional value
+    // in an integer column is a mistake in the data, so it is a cast failure.
+    return `(${value} IS NULL OR TRY_CAST(${raw} AS DOUBLE) IS DISTINCT FROM ${value})`;
+  }
+  return `${value} IS NULL`;
+}
+
+function truncatedValueSql(raw: string): string {
+  const text = `CAST(${raw} AS VARCHAR)`;
+  return `CASE WHEN length(${text}) > ${MESSAGE_VALUE_CHARS} THEN left(${text}, ${MESSAGE_VALUE_CHARS}) || '…' ELSE ${text} END`;
+}
+
+const DAY_OR_COARSER = new Set([
+  'day',
+  'days',
+  'd',
+  'week',
+  'weeks',
+  'w',
+  'month',
+  'months',
+  'mon',
+  'quarter',
+  'quarters',
+  'year',
+  'years',
+  'y',
+  'yr',
+  'decade',
+  'decades',
+  'century',
+  'centuries',
+  'millennium',
+  'millennia',
+  'isoyear',
+]);
+
+/** date_trunc's unit when `root` is date_trunc('<unit>', …) with a constant unit. */
+function dateTruncUnit(root: AstNode): string | undefined {
+  if (root.class !== 'FUNCTION') return undefined;
+  const name = String(root['function_name']).toLowerCase();
+  if (name !== 'date_trunc' && name !== 'datetrunc') return undefined;
+  const first = (root['children'] as AstNode[] | undefined)?.[0];
+  const value = (first?.['value'] as { value?: unknown } | undefined)?.value;
+  return first?.class === 'CONSTANT' && typeof value === 'string' ? value.toLowerCase() : undefined;
+}
+
+/**
+ * How a partition value is written into the Hive path. DuckDB would write a
+ * TIMESTAMP as `2026-11-26 00:00:00`, percent-encoded; users partitioning by
+ * date_trunc('day', …) mean `dt=2026-11-26`. So, by the expression's type:
+ * DATE as is; TIMESTAMP/TIMESTAMPTZ truncated to a day or coarser → the date;
+ * truncated to the hour → 2026-11-26T13; to the minute → 2026-11-26T13:05;
+ * any other timestamp → 2026-11-26T13:05:09 (UTC). Other types as DuckDB renders them.
+ */
+function partitionValueSql(value: string, type: string, root: AstNode): string {
+  if (type !== 'TIMESTAMP' && type !== 'TIMESTAMP WITH TIME ZONE') return value;
+  const unit = dateTruncUnit(root);
+  if (unit !== undefined && DAY_OR_COARSER.has(unit)) return `CAST(${value} AS DATE)`;
+  if (unit === 'hour' || unit === 'hours' || unit === 'h') return `strftime(${value}, '%Y-%m-%dT%H')`;
+  if (unit === 'minute' || unit === 'minutes' || unit === 'm') return `strftime(${value}, '%Y-%m-%dT%H:%M')`;
+  return `strftime(${value}, '%Y-%m-%dT%H:%M:%S')`;
+}
+
+/** The typed columns as an empty relation, to bind expressions against. */
+function typedShell(columns: readonly ViewColumn[]): string {
+  return `(SELECT ${columns.map((c) => `NULL::${c.type} AS ${quoteIdent(c.name)}`).join(', ')})`;
+}
+
+async function describeType(
+  conn: DuckDBConnection,
+  exprSql: string,
+  shell: string,
+  where: string,
+): Promise<string> {
+  try {
+    const reader = await conn.runAndReadAll(`DESCRIBE SELECT (${exprSql}) AS __lf_x FROM ${shell} AS __lf_t`);
+    const type = reader.getRows()[0]?.[1];
+    if (typeof type !== 'string') throw new Error('DESCRIBE returned no type');
+    return type;
+  } catch (err) {
+    const message = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'does not bind';
+    throw new ViewError(ViewErrorCode.exprBind, where, message, { cause: err });
+  }
+}
+
+async function checkDefault(conn: DuckDBConnection, column: ViewColumn, index: number): Promise<void> {
+  const sql = defaultSql(column);
+  if (sql === undefined) return;
+  let ok: boolean;
+  try {
+    const reader = await conn.runAndReadAll(`SELECT try(${sql}) IS NOT NULL`);
+    ok = reader.getRows()[0]?.[0] === true;
+  } catch {
+    ok = false;
+  }
+  if (!ok)
+    throw new ViewError(
+      ViewErrorCode.defaultInvalid,
+      `columns[${index}].default`,
+      `${JSON.stringify(column.default)} does not convert to ${column.type}`,
+    );
+}
+
+/**
+ * Checks every expression with DuckDB's parser and binder (throws ViewError
+ * with the spec path of the first problem) and builds the SELECT.
+ */
+export async function compileView(conn: DuckDBConnection, spec: ViewSpec): Promise<CompiledView> {
+  const columnNames = new Set(spec.columns.map((c) => c.name));
+  const shell = typedShell(spec.columns);
+  for (const [i, c] of spec.columns.entries()) await checkDefault(conn, c, i);
+
+  let filterSql: string | undefined;
+  let filterColumns: readonly string[] = [];
+  if (spec.filter !== undefined) {
+    const checked = await checkExpression(conn, spec.filter, columnNames, 'filter');
+    const type = await describeType(conn, checked.sql, shell, 'filter');
+    if (type !== 'BOOLEAN')
+      throw new ViewError(ViewErrorCode.exprType, 'filter', `a filter must be BOOLEAN, this one is ${type}`);
+    filterSql = checked.sql;
+    filterColumns = checked.columns;
+  }
+  const partitions: (CompiledPartition & { root: AstNode })[] = [];
+  for (const [i, p] of spec.partitioning.entries()) {
+    const where = `partitioning[${i}].expression`;
+    const checked = await checkExpression(conn, p.expression, columnNames, where);
+    const type = await describeType(conn, checked.sql, shell, where);
+    if (/[[\]]|STRUCT|MAP|UNION|BLOB|JSON|^NULL$/.test(type))
+      throw new ViewError(
+        ViewErrorCode.exprType,
+        where,
+        `a partition value must be a scalar, this one is ${type}`,
+      );
+    partitions.push({ alias: p.alias, expressionSql: checked.sql, type, root: checked.root });
+  }
+
+  const sql = buildSql(spec, filterSql, filterColumns, partitions);
+  return {
+    spec,
+    specHash: viewSpecHash(spec),
+    sql,
+    columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
+    filterSql,
+    partitions: partitions.map(({ alias, expressionSql, type }) => ({ alias, expressionSql, type })),
+  };
+}
+
+function buildSql(
+  spec: ViewSpec,
+  filterSql: string | undefined,
+  filterColumns: readonly string[],
+  partitions: readonly (CompiledPartition & { root: AstNode })[],
+): string {
+  const scalarPaths: string[] = [];
+  const jsonPaths: string[] = [];
+  const rawRefs = spec.columns.map((c) => {
+    const list = isNestedOrJson(c.parsedType) ? jsonPaths : scalarPaths;
+    list.push(renderDuckDbPath(c.pathSegments));
+    return `${isNestedOrJson(c.parsedType) ? '__lf_j' : '__lf_s'}[${list.length}]`;
+  });
+
+  const extract: string[] = [];
+  if (scalarPaths.length > 0)
+    extract.push(
+      `CASE WHEN __lf_json_ok THEN json_extract_string(__lf_text, ${sqlStringList(scalarPaths)}) END AS __lf_s`,
+    );
+  if (jsonPaths.length > 0)
+    extract.push(
+      `CASE WHEN __lf_json_ok THEN json_extract(__lf_text, ${sqlStringList(jsonPaths)}) END AS __lf_j`,
+    );
+
+  const raws = spec.columns.map((c, i) => {
+    const ref = rawRefs[i]!;
+    // JSON null counts as missing, like an absent key (json_extract_string already maps it to NULL).
+    return isNestedOrJson(c.parsedType)
+      ? `CASE WHEN ${ref} IS NULL OR ${ref} = 'null' THEN NULL ELSE ${ref} END AS __lf_r${i}`
+      : `${ref} AS __lf_r${i}`;
+  });
+
+  const values = spec.columns.map((c, i) => {
+    const raw = `__lf_r${i}`;
+    const d = defaultSql(c);
+    const cast = castSql(c, raw);
+    return `${d === undefined ? cast : `CASE WHEN ${raw} IS NULL THEN ${d} ELSE ${cast} END`} AS ${quoteIdent(c.name)}`;
+  });
+
+  const errors = spec.columns.map((c, i) => {
+    const raw = `__lf_r${i}`;
+    const failed = castFailedSql(c, raw, quoteIdent(c.name));
+    const col = sqlString(c.name);
+    const branches: string[] = [];
+    if (c.required)
+      branches.push(
+        `WHEN ${raw} IS NULL THEN {'code': '${DlqErrorCode.missingRequired}', 'col': ${col}, 'msg': ${sqlString(`required value at ${c.path} is missing or null`)}}`,
+      );
+    branches.push(
+      `WHEN ${raw} IS NOT NULL AND ${failed} THEN {'code': '${DlqErrorCode.castFailed}', 'col': ${col}, 'msg': 'value ' || ${truncatedValueSql(raw)} || ${sqlString(` at ${c.path} does not convert to ${c.type}`)}}`,
+    );
+    return `CASE ${branches.join(' ')} END AS __lf_e${i}`;
+  });
+  const allErrors = spec.columns.map((_, i) => `__lf_e${i}`);
+  const columnIndex = new Map(spec.columns.map((c, i) => [c.name, i]));
+  const filterErrors = filterColumns.map((name) => `__lf_e${columnIndex.get(name)!}`);
+
+  const evals: string[] = [];
+  // try(): an expression that raises on one row (a bad strptime, an overflow)
+  // must send that row to the DLQ, not fail the whole segment forever.
+  // For the filter: 1 = keep, 0 = false or NULL (filtered), NULL = it raised.
+  if (filterSql !== undefined) evals.push(`try(CASE WHEN (${filterSql}) THEN 1 ELSE 0 END) AS __lf_f`);
+  // For partitions: a struct, so NULL means it raised and {v: NULL} a NULL value.
+  partitions.forEach((p, i) => evals.push(`try(struct_pack(v := (${p.expressionSql}))) AS __lf_p${i}`));
+
+  const firstError = allErrors.length === 1 ? allErrors[0]! : `coalesce(${allErrors.join(', ')})`;
+  const anyFilterError =
+    filterErrors.length === 0 ? 'FALSE' : filterErrors.map((e) => `${e} IS NOT NULL`).join(' OR ');
+  const partitionFailure =
+    partitions.length === 0 ? undefined : partitions.map((_, i) => `__lf_p${i} IS NULL`).join(' OR ');
+
+  // The order of these branches is the documented precedence (docs/views.md).
+  const errorCases: string[] = [
+    `WHEN NOT __lf_json_ok THEN {'code': '${DlqErrorCode.invalidJson}', 'col': NULL::VARCHAR, 'msg': CASE WHEN __lf_text IS NULL THEN 'payload is not valid UTF-8' ELSE 'payload is not valid JSON' END}`,
+  ];
+  const statusCases: string[] = [`WHEN NOT __lf_json_ok THEN 'dlq'`];
+  if (filterSql !== undefined) {
+    errorCases.push(`WHEN ${anyFilterError} THEN ${firstError}`);
+    statusCases.push(`WHEN ${anyFilterError} THEN 'dlq'`);
+    errorCases.push(
+      `WHEN __lf_f IS NULL THEN {'code': '${DlqErrorCode.expressionFailed}', 'col': NULL::VARCHAR, 'msg': ${sqlString(`filter raised an error: ${filterSql}`)}}`,
+    );
+    statusCases.push(`WHEN __lf_f IS NULL THEN 'dlq'`);
+    errorCases.push(`WHEN __lf_f = 0 THEN NULL`);
+    statusCases.push(`WHEN __lf_f = 0 THEN 'filtered'`);
+  }
+  errorCases.push(`WHEN ${firstError} IS NOT NULL THEN ${firstError}`);
+  statusCases.push(`WHEN ${firstError} IS NOT NULL THEN 'dlq'`);
+  partitions.forEach((p, i) => {
+    errorCases.push(
+      `WHEN __lf_p${i} IS NULL THEN {'code': '${DlqErrorCode.expressionFailed}', 'col': ${sqlString(p.alias)}, 'msg': ${sqlString(`partition expression ${p.alias} raised an error: ${p.expressionSql}`)}}`,
+    );
+  });
+  if (partitionFailure !== undefined) statusCases.push(`WHEN ${partitionFailure} THEN 'dlq'`);
+
+  const viewColumns = spec.columns.map((c) => quoteIdent(c.name));
+  const partitionOut = partitions.map(
+    (p, i) => `${partitionValueSql(`__lf_p${i}.v`, p.type, p.root)} AS ${quoteIdent(p.alias)}`,
+  );
+
+  return [
+    'WITH __lf_src AS (',
+    '  SELECT seq AS __lf_seq, ingest_time AS __lf_ingest_time, payload AS __lf_payload,',
+    '    try(decode(payload)) AS __lf_text',
+    `  FROM ${INPUT_RELATION}`,
+    '), __lf_parsed AS (',
+    '  SELECT *, coalesce(json_valid(__lf_text), FALSE) AS __lf_json_ok FROM __lf_src',
+    '), __lf_extracted AS (',
+    `  SELECT *${extract.map((e) => `,\n    ${e}`).join('')}`,
+    '  FROM __lf_parsed',
+    '), __lf_raw AS (',
+    `  SELECT __lf_seq, __lf_ingest_time, __lf_payload, __lf_text, __lf_json_ok,\n    ${raws.join(',\n    ')}`,
+    '  FROM __lf_extracted',
+    '), __lf_typed AS (',
+    `  SELECT *,\n    ${values.join(',\n    ')}`,
+    '  FROM __lf_raw',
+    '), __lf_checked AS (',
+    `  SELECT *,\n    ${errors.join(',\n    ')}`,
+    '  FROM __lf_typed',
+    '), __lf_evaluated AS (',
+    `  SELECT *${evals.map((e) => `,\n    ${e}`).join('')}`,
+    '  FROM __lf_checked',
+    '), __lf_classified AS (',
+    `  SELECT *,\n    CASE ${statusCases.join('\n      ')}\n      ELSE 'ok' END AS __lf_status,`,
+    `    CASE ${errorCases.join('\n      ')}\n      END AS __lf_error`,
+    '  FROM __lf_evaluated',
+    ')',
+    'SELECT __lf_status,',
+    '  __lf_error.code AS __lf_error_code, __lf_error.msg AS __lf_error_message, __lf_error.col AS __lf_error_column,',
+    '  __lf_seq, __lf_ingest_time, __lf_payload,',
+    `  ${[...viewColumns, ...partitionOut].join(',\n  ')}`,
+    'FROM __lf_classified',
+  ].join('\n');
+}

@@ -1,0 +1,357 @@
+// What openWal does before it accepts a write: establish the epoch, load the
+// state file, and bring every segment file to a known state. The rules (and
+// the corruption table they implement) are in docs/wal-format.md "Recovery".
+import path from 'node:path';
+import type { FileSystem } from '../fs/types.ts';
+import { errorCode } from '../fs/types.ts';
+import { mkdirDurable, writeFileAtomic } from '../fs/durable.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import { EPOCH_PATTERN, newEpoch } from './epoch.ts';
+import {
+  SEGMENT_HEADER_BYTES_MAX,
+  checkFrame,
+  findGroupStart,
+  frameSeqNumber,
+  scanSegment,
+} from './format.ts';
+import { STATE_FILE, WalState } from './state.ts';
+import type { RecoveryReport, SealedSegment } from './types.ts';
+
+export const EPOCH_FILE = 'epoch';
+export const QUARANTINE_DIR = 'quarantine';
+const SEGMENT_FILE = /^(\d{20})\.wal$/;
+
+export function segmentFileName(id: bigint): string {
+  return `${id.toString().padStart(20, '0')}.wal`;
+}
+
+export function parseSegmentFileName(name: string): bigint | undefined {
+  const m = SEGMENT_FILE.exec(name);
+  return m === null ? undefined : BigInt(m[1]!);
+}
+
+export interface RecoveryContext {
+  readonly fs: FileSystem;
+  readonly dir: string;
+  readonly clock: Clock;
+  readonly log: Logger;
+  readonly recordBytesMax: number;
+  readonly randomBytes: (n: number) => Uint8Array;
+}
+
+export interface Recovered {
+  readonly state: WalState;
+  readonly nextSegmentId: bigint;
+  readonly nextSeq: number;
+  readonly lastIngestMicros: number;
+  readonly report: RecoveryReport;
+}
+
+interface Report {
+  created: boolean;
+  epochRotated: boolean;
+  recoveredSegments: number;
+  truncations: { fileName: string; fromBytes: number; toBytes: number; tail: string }[];
+  quarantined: { fileName: string; reason: string }[];
+  removedEmpty: string[];
+  missing: string[];
+}
+
+export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
+  const { fs, dir, log } = ctx;
+  const report: Report = {
+    created: await mkdirDurable(fs, dir),
+    epochRotated: false,
+    recoveredSegments: 0,
+    truncations: [],
+    quarantined: [],
+    removedEmpty: [],
+    missing: [],
+  };
+  const names = await fs.readdir(dir);
+  let dirDirty = false;
+  for (const name of names) {
+    // Leftovers of an atomic write cut short: the target still holds the old version.
+    if (name.endsWith('.tmp')) {
+      await fs.unlink(path.join(dir, name)).catch(() => {});
+      dirDirty = true;
+    }
+  }
+  const segments = names
+    .map((name) => ({ name, id: parseSegmentFileName(name) }))
+    .filter((s): s is { name: string; id: bigint } => s.id !== undefined)
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+
+  // --- epoch and state -------------------------------------------------------
+  const epochFile = await readEpochFile(fs, dir, log);
+  let state: WalState | undefined;
+  let stateProblem: string | undefined;
+  try {
+    state = WalState.parse(await fs.readFile(path.join(dir, STATE_FILE)));
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') stateProblem = 'missing';
+    else {
+      stateProblem = `unreadable (${(err as Error).message})`;
+      await quarantineFile(ctx, STATE_FILE, stateProblem);
+    }
+  }
+  if (state !== undefined && (epochFile === undefined || epochFile === state.epoch)) {
+    if (epochFile === undefined) {
+      log.warn({ dir, epoch: state.epoch }, 'WAL epoch file missing; restored from the state file');
+      await writeEpochFile(fs, dir, state.epoch, ctx.clock.nowMs());
+    }
+  } else {
+    // A fresh directory gets its first epoch. A directory that lost its state
+    // (or whose state disagrees with its epoch) also gets a new one: without
+    // the state's high-water marks, segment ids and seqs could repeat, and a
+    // new epoch keeps repeated ids from ever colliding in S3.
+    const fresh = epochFile === undefined && stateProblem === 'missing' && segments.length === 0;
+    const epoch = newEpoch(ctx.clock.nowMs(), ctx.randomBytes);
+    await writeEpochFile(fs, dir, epoch, ctx.clock.nowMs());
+    if (!fresh) {
+      report.epochRotated = true;
+      log.warn(
+        { dir, oldEpoch: epochFile ?? state?.epoch, epoch, state: stateProblem ?? 'epoch mismatch' },
+        'WAL state lost or inconsistent: starting a new epoch',
+      );
+    }
+    if (state === undefined) state = new WalState(epoch);
+    else state.epoch = epoch;
+  }
+
+  // --- segment files ------------------------------------------------------------
+  const onDisk = new Set(segments.map((s) => s.name));
+  for (const seg of [...state.segments.values()]) {
+    if (onDisk.has(seg.fileName)) continue;
+    state.segments.delete(seg.id);
+    if (seg.status === 'delivered') continue; // deleted after delivery; the state update was cut short
+    report.missing.push(seg.fileName);
+    log.error(
+      {
+        dir,
+        fileName: seg.fileName,
+        records: seg.records,
+        firstSeq: String(seg.firstSeq),
+        lastSeq: String(seg.lastSeq),
+      },
+      'sealed WAL segment is missing from disk: its records were not delivered',
+    );
+  }
+  let maxFileId = 0n;
+  let seqSeenMax = 0;
+  for (const { name, id } of segments) {
+    if (id > maxFileId) maxFileId = id;
+    const file = path.join(dir, name);
+    if (state.discard.has(name)) {
+      // Abandoned after a failed write, before it held an acknowledged record.
+      await fs.unlink(file);
+      dirDirty = true;
+      report.removedEmpty.push(name);
+      continue;
+    }
+    const known = state.segments.get(id);
+    if (known !== undefined) {
+      const size = (await fs.stat(file)).size;
+      if (size < known.bytes) {
+        state.segments.delete(id);
+        await quarantineFile(ctx, name, `sealed segment is ${size} bytes, state says ${known.bytes}`);
+        report.quarantined.push({ fileName: name, reason: 'shorter than sealed' });
+      } else if (size > known.bytes) {
+        // Sealed at a write failure whose truncate failed: the tail is that
+        // failed group, which must stay invisible.
+        await truncateFile(fs, file, known.bytes);
+        report.truncations.push({ fileName: name, fromBytes: size, toBytes: known.bytes, tail: 'abandoned' });
+        log.warn(
+          { dir, fileName: name, fromBytes: size, toBytes: known.bytes },
+          'truncated abandoned tail of sealed WAL segment',
+        );
+      }
+      continue;
+    }
+    // Not recorded as sealed: it was open at the crash (or its seal's state
+    // write was cut short). Scan it.
+    const bytes = await fs.readFile(file);
+    const scan = scanSegment(bytes, { recordBytesMax: ctx.recordBytesMax });
+    if (scan.header === undefined) {
+      if (scan.corruptAt === undefined && bytes.length <= SEGMENT_HEADER_BYTES_MAX) {
+        // Cut while being created: no record can have been acknowledged in it.
+        await fs.unlink(file);
+        dirDirty = true;
+        report.removedEmpty.push(name);
+        log.warn(
+          { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length },
+          'removed WAL segment with a torn header',
+        );
+      } else {
+        seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, 0, ctx.recordBytesMax));
+        const reason = `segment header ${scan.headerDefect ?? 'bad'} with data after it`;
+        await quarantineFile(ctx, name, reason);
+        report.quarantined.push({ fileName: name, reason });
+      }
+      continue;
+    }
+    if (scan.corruptAt !== undefined || scan.header.segmentId !== id) {
+      seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, scan.header.headerBytes, ctx.recordBytesMax));
+      const reason =
+        scan.corruptAt !== undefined
+          ? `bad frame (${scan.defect ?? 'bad'}) at byte ${scan.corruptAt} followed by a later write group`
+          : `header says segment ${scan.header.segmentId}`;
+      await quarantineFile(ctx, name, reason);
+      report.quarantined.push({ fileName: name, reason });
+      continue;
+    }
+    if (scan.goodBytes < bytes.length) {
+      await truncateFile(fs, file, scan.goodBytes);
+      report.truncations.push({
+        fileName: name,
+        fromBytes: bytes.length,
+        toBytes: scan.goodBytes,
+        tail: scan.tail,
+      });
+      log.warn(
+        {
+          dir,
+          fileName: name,
+          tail: scan.tail,
+          defect: scan.defect,
+          fromBytes: bytes.length,
+          toBytes: scan.goodBytes,
+          records: scan.records,
+        },
+        'truncated WAL segment tail to the last complete batch',
+      );
+    }
+    if (scan.records === 0) {
+      await fs.unlink(file);
+      dirDirty = true;
+      report.removedEmpty.push(name);
+      continue;
+    }
+    const sealed: SealedSegment = {
+      id,
+      epoch: scan.header.epoch,
+      fileName: name,
+      bytes: scan.goodBytes,
+      records: scan.records,
+      firstSeq: scan.firstSeq!,
+      lastSeq: scan.lastSeq!,
+      firstIngestMicros: scan.firstIngestMicros!,
+      lastIngestMicros: scan.lastIngestMicros!,
+      sealedAtMs: ctx.clock.nowMs(),
+      sealReason: 'recovery',
+      status: 'sealed',
+      progress: {},
+    };
+    state.addSegment(sealed);
+    report.recoveredSegments++;
+  }
+  state.discard.clear();
+  if (dirDirty) await fs.syncDir(dir);
+  if (maxFileId > state.segmentIdHighWater) state.segmentIdHighWater = maxFileId;
+  if (BigInt(seqSeenMax) > state.seqHighWater) state.seqHighWater = BigInt(seqSeenMax);
+  if (state.seqHighWater >= BigInt(Number.MAX_SAFE_INTEGER)) throw new Error('WAL seq space exhausted');
+  let lastIngestMicros = 0;
+  for (const s of state.segments.values())
+    lastIngestMicros = Math.max(lastIngestMicros, Number(s.lastIngestMicros));
+  // The state is written at every open, so it always exists after the first.
+  await writeFileAtomic(fs, path.join(dir, STATE_FILE), state.serialize(ctx.clock.nowMs()));
+  const r: RecoveryReport = report;
+  log.info(
+    {
+      dir,
+      epoch: state.epoch,
+      created: r.created,
+      epochRotated: r.epochRotated,
+      sealedSegments: state.segments.size,
+      recoveredSegments: r.recoveredSegments,
+      truncations: r.truncations.length,
+      quarantined: r.quarantined.length,
+    },
+    'WAL opened',
+  );
+  return {
+    state,
+    nextSegmentId: state.segmentIdHighWater + 1n,
+    nextSeq: Number(state.seqHighWater) + 1,
+    lastIngestMicros,
+    report: r,
+  };
+}
+
+async function readEpochFile(fs: FileSystem, dir: string, log: Logger): Promise<string | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await fs.readFile(path.join(dir, EPOCH_FILE));
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const doc = JSON.parse(new TextDecoder().decode(bytes)) as { epoch?: unknown };
+    if (typeof doc.epoch === 'string' && EPOCH_PATTERN.test(doc.epoch)) return doc.epoch;
+  } catch {
+    // fall through
+  }
+  log.error({ dir }, 'WAL epoch file unreadable');
+  return undefined;
+}
+
+async function writeEpochFile(fs: FileSystem, dir: string, epoch: string, nowMs: number): Promise<void> {
+  const doc = JSON.stringify({ epoch, createdAtMs: nowMs, formatVersion: 1 }) + '\n';
+  await writeFileAtomic(fs, path.join(dir, EPOCH_FILE), new TextEncoder().encode(doc));
+}
+
+async function truncateFile(fs: FileSystem, file: string, length: number): Promise<void> {
+  const fh = await fs.open(file, 'readWrite');
+  try {
+    await fh.truncate(length);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Moves a file out of the WAL dir into quarantine/, never deleting it. The
+ * name keeps the original and, if that is taken, gains a timestamp.
+ */
+export async function quarantineFile(
+  ctx: Pick<RecoveryContext, 'fs' | 'dir' | 'clock' | 'log'>,
+  name: string,
+  reason: string,
+): Promise<string> {
+  const { fs, dir } = ctx;
+  const qdir = path.join(dir, QUARANTINE_DIR);
+  await mkdirDurable(fs, qdir);
+  let target = path.join(qdir, name);
+  try {
+    await fs.stat(target);
+    target = path.join(qdir, `${name}.${ctx.clock.nowMs()}`);
+  } catch (err) {
+    if (errorCode(err) !== 'ENOENT') throw err;
+  }
+  await fs.rename(path.join(dir, name), target);
+  await fs.syncDir(qdir);
+  await fs.syncDir(dir);
+  ctx.log.error({ dir, fileName: name, quarantinedAs: target, reason }, 'WAL file quarantined');
+  return target;
+}
+
+/** Highest seq of any valid frame chain found from `from` on (seqs in a quarantined file stay used). */
+function maxValidSeq(bytes: Uint8Array, from: number, recordBytesMax: number): number {
+  let max = 0;
+  let p =
+    checkFrame(bytes, from, recordBytesMax) >= 0 ? from : findGroupStart(bytes, from, 1, recordBytesMax);
+  while (p >= 0) {
+    let q = p;
+    let end = checkFrame(bytes, q, recordBytesMax);
+    while (end >= 0) {
+      max = Math.max(max, frameSeqNumber(bytes, q));
+      q = end;
+      end = checkFrame(bytes, q, recordBytesMax);
+    }
+    p = findGroupStart(bytes, q + 1, 1, recordBytesMax);
+  }
+  return max;
+}

@@ -1,0 +1,238 @@
+// state.json: what survives a restart besides the segment files themselves.
+// Written whole, atomically (temp + fdatasync + rename + fsync dir), never on
+// the per-request path: only on seal, on pipeline progress, on delete.
+//
+// Schema (version 1); u64 values are decimal strings so JSON keeps them exact:
+//
+//   {
+//     "version": 1,
+//     "epoch": "01JC…",               // the WAL epoch (copy of the epoch file)
+//     "segmentIdHighWater": "12",     // highest segment id ever used here
+//     "seqHighWater": "12345",        // highest seq in any sealed segment
+//     "updatedAtMs": 1700000000000,
+//     "segments": [                   // sealed segments still on disk, id order
+//       { "id": "11", "epoch": "01JC…", "fileName": "00000000000000000011.wal",
+//         "bytes": 67108890, "records": 1024, "firstSeq": "1", "lastSeq": "1024",
+//         "firstIngestMicros": "…", "lastIngestMicros": "…", "sealedAtMs": …,
+//         "sealReason": "size", "status": "sealed", "progress": {} }
+//     ],
+//     "discard": ["00000000000000000013.wal"],  // abandoned, record-less: delete at open
+//     "quarantined": [{ "fileName": "…", "reason": "…", "atMs": … }]  // last 100
+//   }
+//
+// The high-water marks are why a restart never reuses a segment id or a seq
+// even after every segment was delivered and deleted.
+import path from 'node:path';
+import type { FileSystem } from '../fs/types.ts';
+import { writeFileAtomic } from '../fs/durable.ts';
+import type { JsonValue, SealReason, SealedSegment } from './types.ts';
+
+export const STATE_FILE = 'state.json';
+export const STATE_VERSION = 1;
+/** Quarantine history kept in the state file (the files themselves are all kept). */
+const QUARANTINE_HISTORY_MAX = 100;
+
+export interface QuarantineEntry {
+  readonly fileName: string;
+  readonly reason: string;
+  readonly atMs: number;
+}
+
+export class WalState {
+  epoch: string;
+  segmentIdHighWater = 0n;
+  seqHighWater = 0n;
+  /** By id; kept in ascending id order (ids only grow, recovery inserts in order). */
+  readonly segments = new Map<bigint, SealedSegment>();
+  readonly discard = new Set<string>();
+  quarantined: QuarantineEntry[] = [];
+
+  constructor(epoch: string) {
+    this.epoch = epoch;
+  }
+
+  addSegment(seg: SealedSegment): void {
+    const last = [...this.segments.keys()].at(-1);
+    this.segments.set(seg.id, seg);
+    if (last !== undefined && seg.id < last) this.#sort();
+    if (seg.id > this.segmentIdHighWater) this.segmentIdHighWater = seg.id;
+    if (seg.lastSeq > this.seqHighWater) this.seqHighWater = seg.lastSeq;
+  }
+
+  addQuarantined(entry: QuarantineEntry): void {
+    this.quarantined.push(entry);
+    if (this.quarantined.length > QUARANTINE_HISTORY_MAX)
+      this.quarantined = this.quarantined.slice(-QUARANTINE_HISTORY_MAX);
+  }
+
+  #sort(): void {
+    const sorted = [...this.segments.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    this.segments.clear();
+    for (const s of sorted) this.segments.set(s.id, s);
+  }
+
+  serialize(nowMs: number): Uint8Array {
+    const doc = {
+      version: STATE_VERSION,
+      epoch: this.epoch,
+      segmentIdHighWater: this.segmentIdHighWater.toString(),
+      seqHighWater: this.seqHighWater.toString(),
+      updatedAtMs: nowMs,
+      segments: [...this.segments.values()].map((s) => ({
+        id: s.id.toString(),
+        epoch: s.epoch,
+        fileName: s.fileName,
+        bytes: s.bytes,
+        records: s.records,
+        firstSeq: s.firstSeq.toString(),
+        lastSeq: s.lastSeq.toString(),
+        firstIngestMicros: s.firstIngestMicros.toString(),
+        lastIngestMicros: s.lastIngestMicros.toString(),
+        sealedAtMs: s.sealedAtMs,
+        sealReason: s.sealReason,
+        status: s.status,
+        progress: s.progress,
+      })),
+      discard: [...this.discard],
+      quarantined: this.quarantined,
+    };
+    return new TextEncoder().encode(JSON.stringify(doc, null, 1) + '\n');
+  }
+
+  /** Throws on anything that is not a valid version-1 state document. */
+  static parse(bytes: Uint8Array): WalState {
+    const doc: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    const o = obj(doc, 'state');
+    if (o['version'] !== STATE_VERSION)
+      throw new Error(`state.json: unsupported version ${String(o['version'])}`);
+    const state = new WalState(str(o['epoch'], 'epoch'));
+    state.segmentIdHighWater = u64(o['segmentIdHighWater'], 'segmentIdHighWater');
+    state.seqHighWater = u64(o['seqHighWater'], 'seqHighWater');
+    for (const raw of arr(o['segments'], 'segments')) {
+      const s = obj(raw, 'segment');
+      const status = str(s['status'], 'status');
+      if (status !== 'sealed' && status !== 'delivered') throw new Error(`state.json: bad status ${status}`);
+      state.addSegment({
+        id: u64(s['id'], 'id'),
+        epoch: str(s['epoch'], 'segment epoch'),
+        fileName: fileName(s['fileName']),
+        bytes: int(s['bytes'], 'bytes'),
+        records: int(s['records'], 'records'),
+        firstSeq: u64(s['firstSeq'], 'firstSeq'),
+        lastSeq: u64(s['lastSeq'], 'lastSeq'),
+        firstIngestMicros: u64(s['firstIngestMicros'], 'firstIngestMicros'),
+        lastIngestMicros: u64(s['lastIngestMicros'], 'lastIngestMicros'),
+        sealedAtMs: int(s['sealedAtMs'], 'sealedAtMs'),
+        sealReason: str(s['sealReason'], 'sealReason') as SealReason,
+        status,
+        progress: obj(s['progress'] ?? {}, 'progress') as { [k: string]: JsonValue },
+      });
+    }
+    for (const f of arr(o['discard'] ?? [], 'discard')) state.discard.add(fileName(f));
+    for (const raw of arr(o['quarantined'] ?? [], 'quarantined')) {
+      const q = obj(raw, 'quarantined');
+      state.quarantined.push({
+        fileName: str(q['fileName'], 'fileName'),
+        reason: str(q['reason'], 'reason'),
+        atMs: int(q['atMs'], 'atMs'),
+      });
+    }
+    return state;
+  }
+}
+
+/**
+ * Serializes state writes and coalesces them like group commit: a caller's
+ * promise resolves after a write that *started* after its call has landed,
+ * so it always covers the caller's change; N changes during one write cost
+ * one more write, not N.
+ */
+export class StatePersister {
+  readonly #fs: FileSystem;
+  readonly #path: string;
+  readonly #snapshot: () => Uint8Array;
+  #inflight: Promise<void> | undefined;
+  #next: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
+  writes = 0;
+  failures = 0;
+
+  constructor(fs: FileSystem, dir: string, snapshot: () => Uint8Array) {
+    this.#fs = fs;
+    this.#path = path.join(dir, STATE_FILE);
+    this.#snapshot = snapshot;
+  }
+
+  persist(): Promise<void> {
+    if (this.#inflight === undefined) return this.#start();
+    if (this.#next === undefined) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      this.#next = { promise, resolve, reject };
+    }
+    return this.#next.promise;
+  }
+
+  /** Resolves when no write is in flight or queued (errors are the callers' to see). */
+  async idle(): Promise<void> {
+    while (this.#inflight !== undefined) await this.#inflight.catch(() => {});
+  }
+
+  #start(): Promise<void> {
+    const run = (async () => {
+      try {
+        await writeFileAtomic(this.#fs, this.#path, this.#snapshot());
+        this.writes++;
+      } catch (err) {
+        this.failures++;
+        throw err;
+      }
+    })();
+    const inflight = run.finally(() => {
+      this.#inflight = undefined;
+      const next = this.#next;
+      if (next !== undefined) {
+        this.#next = undefined;
+        this.#start().then(next.resolve, next.reject);
+      }
+    });
+    // The chained promise mirrors `run`; callers observe `run`, so the
+    // chain's copy of a rejection is handled here.
+    inflight.catch(() => {});
+    this.#inflight = inflight;
+    return run;
+  }
+}
+
+function obj(v: unknown, what: string): Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw new Error(`state.json: ${what} is not an object`);
+  return v as Record<string, unknown>;
+}
+function arr(v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) throw new Error(`state.json: ${what} is not an array`);
+  return v;
+}
+function str(v: unknown, what: string): string {
+  if (typeof v !== 'string') throw new Error(`state.json: ${what} is not a string`);
+  return v;
+}
+function int(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    throw new Error(`state.json: ${what} is not a count`);
+  return v;
+}
+function u64(v: unknown, what: string): bigint {
+  if (typeof v !== 'string' || !/^\d{1,20}$/.test(v))
+    throw new Error(`state.json: ${what} is not a u64 string`);
+  return BigInt(v);
+}
+function fileName(v: unknown): string {
+  const s = str(v, 'fileName');
+  if (s.includes('/') || s.includes('\\') || s === '.' || s === '..')
+    throw new Error(`state.json: bad file name ${s}`);
+  return s;
+}

@@ -1,0 +1,846 @@
+// The write-ahead log: "202 means durable". An append resolves only after its
+// frames are in the segment file and an fdatasync that began after they were
+// written has returned.
+//
+// Shape of the hot path (one writer loop, no locks):
+//   append() validates, counts bytes against queueBytesMax, queues, kicks the loop.
+//   The loop takes every queued append that fits one group (groupBytesMax, and
+//   what is left of the segment), assigns seqs, encodes all frames into one
+//   reused buffer, issues ONE write and ONE fdatasync, then resolves the whole
+//   group. Appends arriving meanwhile queue for the next group, so a sync in
+//   progress never acknowledges records written after it began.
+//
+// Failure of a group's write or sync (EIO, ENOSPC, short write): seqs rewind,
+// the file is truncated back to the group's start and fsynced, every append
+// of the group rejects (WAL_WRITE_FAILED) and the next group carries on. If
+// the truncate or its fsync fails too, the segment is sealed at the group's
+// start (the state file records that length, so recovery cuts the failed
+// group off even if it reached the disk) and the next group opens a new
+// segment. If even that state write fails, nothing can promise the failed
+// group stays invisible: the WAL turns WAL_FAILED and refuses writes until a
+// restart (readiness goes false). docs/wal-format.md has the full contract.
+import path from 'node:path';
+import { randomBytes as cryptoRandomBytes } from 'node:crypto';
+import type { FileHandle, FileSystem } from '../fs/types.ts';
+import { fsError } from '../fs/types.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import {
+  FRAME_HEADER_BYTES,
+  FrameFlags,
+  RECORD_BYTES_MAX_DEFAULT,
+  RECORD_BYTES_MAX_LIMIT,
+  encodeFrameInto,
+  encodeSegmentHeader,
+} from './format.ts';
+import { WalError } from './errors.ts';
+import { quarantineFile, recoverWalDir, segmentFileName } from './recovery.ts';
+import { StatePersister, type WalState } from './state.ts';
+import { WalErrorCode } from './types.ts';
+import type {
+  AppendResult,
+  DurableWalStats,
+  JsonValue,
+  RecordFormat,
+  RecoveryReport,
+  SealReason,
+  SealedSegment,
+  Timers,
+  Wal,
+  WalOptions,
+} from './types.ts';
+
+/**
+ * 64 MiB: big enough that each sealed segment becomes one well-filled
+ * Parquet file and a handful of multipart parts (S3 request cost and
+ * small-file overhead scale with segment count), small enough that sealing,
+ * compressing and transforming one segment fits comfortably in a small pod's
+ * memory, and that recovering the open segment (read + scan) takes well
+ * under a second on NVMe.
+ */
+export const SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+/**
+ * 60 s: under light traffic the age bound, not the size bound, decides how
+ * stale S3 is; a minute matches the managed service's behaviour and keeps a
+ * quiet endpoint to ~1,440 segments a day instead of thousands of tiny files.
+ */
+export const SEGMENT_AGE_MS_MAX_DEFAULT = 60_000;
+/**
+ * Hard cap on accepted-but-unacknowledged bytes. The HTTP layer bounds its
+ * in-flight bytes below this; the cap is the WAL's own guarantee that a
+ * stalled disk cannot make it buffer without bound.
+ */
+export const QUEUE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024;
+/**
+ * One group = one write + one fdatasync. Larger groups raise throughput (the
+ * sync cost is per call) but every append in the group waits for all of its
+ * bytes; 8 MiB keeps a full group's write+sync near 10-30 ms on NVMe.
+ */
+export const GROUP_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
+/** Bound on state-file retries for one seal announcement before it waits for the next state write (or restart). */
+const ANNOUNCE_RETRIES_MAX = 8;
+const ANNOUNCE_BACKOFF_MS_MAX = 30_000;
+
+export const systemTimers: Timers = {
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms);
+    // Never keep the process alive just to seal a segment.
+    t.unref();
+    return t;
+  },
+  clearTimeout: (handle) => clearTimeout(handle as ReturnType<typeof setTimeout>),
+};
+
+interface PendingAppend {
+  readonly records: readonly Uint8Array[];
+  readonly format: RecordFormat;
+  readonly bytes: number;
+  readonly resolve: (r: AppendResult) => void;
+  readonly reject: (e: unknown) => void;
+  firstSeq: number;
+}
+
+interface OpenSegment {
+  readonly id: bigint;
+  readonly fileName: string;
+  readonly path: string;
+  readonly handle: FileHandle;
+  readonly epoch: string;
+  /** Durable length: header + every acknowledged group. */
+  bytes: number;
+  records: number;
+  firstSeq: number;
+  lastSeq: number;
+  firstIngestMicros: number;
+  lastIngestMicros: number;
+  firstRecordMonoMs: number;
+}
+
+interface SealRequest {
+  readonly reason: SealReason;
+  readonly resolve: (s: SealedSegment | null) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+function sumBytes(group: readonly PendingAppend[]): number {
+  let n = 0;
+  for (const a of group) n += a.bytes;
+  return n;
+}
+
+export async function openWal(options: WalOptions): Promise<Wal> {
+  const recordBytesMax = options.recordBytesMax ?? RECORD_BYTES_MAX_DEFAULT;
+  if (!(recordBytesMax > 0 && recordBytesMax <= RECORD_BYTES_MAX_LIMIT)) {
+    throw new RangeError(`recordBytesMax must be in (0, ${RECORD_BYTES_MAX_LIMIT}]`);
+  }
+  const dir = path.resolve(options.dir);
+  const recovered = await recoverWalDir({
+    fs: options.fs,
+    dir,
+    clock: options.clock,
+    log: options.log,
+    recordBytesMax,
+    randomBytes: options.randomBytes ?? ((n) => cryptoRandomBytes(n)),
+  });
+  return new WriteAheadLogImpl(options, dir, recordBytesMax, recovered);
+}
+
+class WriteAheadLogImpl implements Wal {
+  readonly dir: string;
+  readonly recovery: RecoveryReport;
+  readonly #fs: FileSystem;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #timers: Timers;
+  readonly #endpoint: string;
+  readonly #instance: string;
+  readonly #segmentBytesMax: number;
+  readonly #segmentAgeMsMax: number;
+  readonly #recordBytesMax: number;
+  readonly #queueBytesMax: number;
+  readonly #groupBytesMax: number;
+  readonly #state: WalState;
+  readonly #persister: StatePersister;
+
+  // Writer loop
+  #queue: PendingAppend[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #queuedAppends = 0;
+  #running = false;
+  #sealRequests: SealRequest[] = [];
+  #idleWaiters: (() => void)[] = [];
+  #open: OpenSegment | undefined;
+  #nextSeq: number;
+  #nextSegmentId: bigint;
+  #lastIngestMicros: number;
+  #scratch: Buffer = Buffer.allocUnsafe(0);
+  #ageTimer: unknown;
+  #failed: WalError | undefined;
+  #closing: Promise<void> | undefined;
+
+  // Seal announcements
+  readonly #listeners = new Set<(s: SealedSegment) => void>();
+  readonly #unannounced = new Set<bigint>();
+  readonly #announcing = new Set<Promise<void>>();
+  readonly #deliveredDurable = new Set<bigint>();
+
+  // Counters
+  #appendsTotal = 0;
+  #recordsTotal = 0;
+  #bytesTotal = 0;
+  #syncsTotal = 0;
+  #writeFailuresTotal = 0;
+  #quarantinedTotal: number;
+
+  constructor(
+    options: WalOptions,
+    dir: string,
+    recordBytesMax: number,
+    recovered: Awaited<ReturnType<typeof recoverWalDir>>,
+  ) {
+    this.dir = dir;
+    this.recovery = recovered.report;
+    this.#fs = options.fs;
+    this.#clock = options.clock;
+    this.#log = options.log;
+    this.#timers = options.timers ?? systemTimers;
+    this.#endpoint = options.endpoint;
+    this.#instance = options.instance;
+    this.#segmentBytesMax = options.segmentBytesMax ?? SEGMENT_BYTES_MAX_DEFAULT;
+    this.#segmentAgeMsMax = options.segmentAgeMsMax ?? SEGMENT_AGE_MS_MAX_DEFAULT;
+    this.#recordBytesMax = recordBytesMax;
+    this.#queueBytesMax = options.queueBytesMax ?? QUEUE_BYTES_MAX_DEFAULT;
+    this.#groupBytesMax = options.groupBytesMax ?? GROUP_BYTES_MAX_DEFAULT;
+    this.#state = recovered.state;
+    this.#nextSeq = recovered.nextSeq;
+    this.#nextSegmentId = recovered.nextSegmentId;
+    this.#lastIngestMicros = recovered.lastIngestMicros;
+    this.#quarantinedTotal = recovered.report.quarantined.length;
+    this.#persister = new StatePersister(this.#fs, dir, () => this.#state.serialize(this.#clock.nowMs()));
+    for (const s of this.#state.segments.values())
+      if (s.status === 'delivered') this.#deliveredDurable.add(s.id);
+  }
+
+  get epoch(): string {
+    return this.#state.epoch;
+  }
+
+  // ---- append -----------------------------------------------------------------
+
+  append(records: readonly Uint8Array[], format: RecordFormat): Promise<AppendResult> {
+    if (this.#closing !== undefined)
+      return Promise.reject(new WalError(WalErrorCode.closed, 'WAL is closed'));
+    if (this.#failed !== undefined) return Promise.reject(this.#failed);
+    if (records.length === 0) return Promise.reject(new TypeError('append needs at least one record'));
+    let bytes = 0;
+    for (const r of records) {
+      if (r.byteLength > this.#recordBytesMax) {
+        return Promise.reject(
+          new WalError(
+            WalErrorCode.recordTooLarge,
+            `record of ${r.byteLength} bytes exceeds recordBytesMax ${this.#recordBytesMax}`,
+          ),
+        );
+      }
+      bytes += FRAME_HEADER_BYTES + r.byteLength;
+    }
+    // An append larger than the whole cap is still taken when nothing else
+    // waits, or it could never be written at all.
+    if (this.#queuedBytes > 0 && this.#queuedBytes + bytes > this.#queueBytesMax) {
+      return Promise.reject(
+        new WalError(
+          WalErrorCode.overloaded,
+          `WAL queue full (${this.#queuedBytes} + ${bytes} bytes > ${this.#queueBytesMax})`,
+        ),
+      );
+    }
+    return new Promise<AppendResult>((resolve, reject) => {
+      this.#queue.push({ records, format, bytes, resolve, reject, firstSeq: 0 });
+      this.#queuedBytes += bytes;
+      this.#queuedAppends++;
+      this.#kick();
+    });
+  }
+
+  #kick(): void {
+    if (this.#running) return;
+    this.#running = true;
+    void this.#run();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.#sealRequests.length > 0) {
+          const requests = this.#sealRequests;
+          this.#sealRequests = [];
+          this.#sealAndReport(requests[0]!.reason, requests);
+          continue;
+        }
+        if (this.#queueHead >= this.#queue.length) break;
+        await this.#commitGroup();
+      }
+    } catch (err) {
+      // #commitGroup handles its own failures; reaching here is a bug. Fail
+      // loudly rather than leave appends hanging.
+      this.#log.error({ err, dir: this.dir }, 'WAL writer loop crashed');
+      this.#failed = new WalError(WalErrorCode.failed, 'WAL writer loop crashed', { cause: err });
+      this.#rejectQueued(this.#failed);
+    } finally {
+      this.#running = false;
+      const waiters = this.#idleWaiters;
+      this.#idleWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  #whenIdle(): Promise<void> {
+    if (!this.#running && this.#queueHead >= this.#queue.length) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #rejectQueued(err: unknown): void {
+    const queue = this.#queue;
+    for (let i = this.#queueHead; i < queue.length; i++) {
+      const a = queue[i]!;
+      this.#queuedBytes -= a.bytes;
+      this.#queuedAppends--;
+      a.reject(err);
+    }
+    this.#queue = [];
+    this.#queueHead = 0;
+  }
+
+  /** Takes the next group off the queue: at least one append, then as many as fit `limitBytes`. */
+  #takeGroup(limitBytes: number): PendingAppend[] {
+    const queue = this.#queue;
+    let i = this.#queueHead;
+    let bytes = queue[i]!.bytes;
+    i++;
+    while (i < queue.length && bytes + queue[i]!.bytes <= limitBytes) {
+      bytes += queue[i]!.bytes;
+      i++;
+    }
+    const group = queue.slice(this.#queueHead, i);
+    this.#queueHead = i;
+    if (i === queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (i > 4096) {
+      this.#queue = queue.slice(i);
+      this.#queueHead = 0;
+    }
+    return group;
+  }
+
+  async #commitGroup(): Promise<void> {
+    if (this.#failed !== undefined) {
+      this.#rejectQueued(this.#failed);
+      return;
+    }
+    // Rotate first if the next append does not fit what is left of the segment.
+    const open = this.#open;
+    if (
+      open !== undefined &&
+      open.records > 0 &&
+      this.#queue[this.#queueHead]!.bytes > this.#segmentBytesMax - open.bytes
+    ) {
+      this.#sealAndReport('size', []);
+    }
+    let seg = this.#open;
+    if (seg === undefined) {
+      try {
+        seg = await this.#createSegment();
+      } catch (err) {
+        this.#writeFailuresTotal++;
+        this.#log.error({ err, dir: this.dir }, 'could not create a WAL segment');
+        const group = this.#takeGroup(this.#groupBytesMax);
+        this.#settleFailed(
+          group,
+          sumBytes(group),
+          new WalError(WalErrorCode.writeFailed, 'WAL segment creation failed', { cause: err }),
+        );
+        return;
+      }
+    }
+    // Taken only now, so appends that arrived while the segment was being
+    // created join this group. At least one append, even if it alone
+    // overflows the segment.
+    const group = this.#takeGroup(Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.bytes));
+    const groupBytes = sumBytes(group);
+
+    // Encode the whole group into one buffer: one write, one sync.
+    const buf = this.#buffer(groupBytes);
+    const groupFirstSeq = this.#nextSeq;
+    let seq = groupFirstSeq;
+    const ingest = Math.max(this.#lastIngestMicros, Number(this.#clock.nowMicros()));
+    let off = 0;
+    let flags: number = FrameFlags.groupStart;
+    for (const a of group) {
+      a.firstSeq = seq;
+      const records = a.records;
+      const last = records.length - 1;
+      for (let i = 0; i <= last; i++) {
+        off = encodeFrameInto(
+          buf,
+          off,
+          seq++,
+          ingest,
+          a.format,
+          i === last ? flags | FrameFlags.batchEnd : flags,
+          records[i]!,
+        );
+        flags = 0;
+      }
+    }
+    const pos = seg.bytes;
+    try {
+      const n = await seg.handle.write([off === buf.length ? buf : buf.subarray(0, off)], pos);
+      if (n !== off) throw fsError('EIO', 'write', seg.path, `short write (${n} of ${off} bytes)`);
+      await seg.handle.datasync();
+      this.#syncsTotal++;
+    } catch (err) {
+      this.#writeFailuresTotal++;
+      // Seqs were only lent to this group; the next group reuses them, so
+      // acknowledged seqs stay gap-free.
+      this.#nextSeq = groupFirstSeq;
+      const failure = await this.#undoGroup(seg, pos, err);
+      this.#settleFailed(group, groupBytes, failure);
+      return;
+    }
+
+    this.#nextSeq = seq;
+    this.#lastIngestMicros = ingest;
+    const count = seq - groupFirstSeq;
+    if (seg.records === 0) {
+      seg.firstSeq = groupFirstSeq;
+      seg.firstIngestMicros = ingest;
+      seg.firstRecordMonoMs = this.#clock.monotonicMs();
+      this.#armAgeTimer(this.#segmentAgeMsMax);
+    }
+    seg.bytes = pos + off;
+    seg.records += count;
+    seg.lastSeq = seq - 1;
+    seg.lastIngestMicros = ingest;
+    this.#appendsTotal += group.length;
+    this.#recordsTotal += count;
+    this.#bytesTotal += off;
+    this.#queuedBytes -= groupBytes;
+    this.#queuedAppends -= group.length;
+    for (const a of group) {
+      const n = a.records.length;
+      a.resolve({ firstSeq: BigInt(a.firstSeq), lastSeq: BigInt(a.firstSeq + n - 1), count: n });
+    }
+    if (seg.bytes >= this.#segmentBytesMax) this.#sealAndReport('size', []);
+  }
+
+  #settleFailed(group: readonly PendingAppend[], groupBytes: number, err: WalError): void {
+    this.#queuedBytes -= groupBytes;
+    this.#queuedAppends -= group.length;
+    for (const a of group) a.reject(err);
+  }
+
+  /** A reusable buffer for groups up to groupBytesMax; bigger (single huge appends) get their own. */
+  #buffer(bytes: number): Buffer {
+    if (bytes > this.#groupBytesMax) return Buffer.allocUnsafe(bytes);
+    if (this.#scratch.length < bytes) {
+      let size = Math.max(64 * 1024, this.#scratch.length);
+      while (size < bytes) size *= 2;
+      this.#scratch = Buffer.allocUnsafe(Math.min(size, this.#groupBytesMax));
+    }
+    return this.#scratch.length === bytes ? this.#scratch : this.#scratch.subarray(0, bytes);
+  }
+
+  /**
+   * Makes a failed group invisible to recovery. Returns the error its appends
+   * reject with.
+   */
+  async #undoGroup(seg: OpenSegment, pos: number, cause: unknown): Promise<WalError> {
+    this.#log.error(
+      { err: cause, dir: this.dir, fileName: seg.fileName, atBytes: pos },
+      'WAL group write or sync failed; undoing it',
+    );
+    const failure = new WalError(WalErrorCode.writeFailed, `WAL write failed: ${(cause as Error).message}`, {
+      cause,
+    });
+    try {
+      await seg.handle.truncate(pos);
+      // fsync, not fdatasync: the truncate must be on disk before we reject,
+      // or the failed group could reappear after a crash.
+      await seg.handle.sync();
+      return failure;
+    } catch (err) {
+      this.#log.error(
+        { err, dir: this.dir, fileName: seg.fileName, atBytes: pos },
+        'could not truncate the failed group; abandoning the segment',
+      );
+    }
+    // Abandon the segment at the group's start. The state file carries that
+    // length; recovery cuts the file back to it.
+    this.#open = undefined;
+    this.#clearAgeTimer();
+    seg.handle
+      .close()
+      .catch((err: unknown) => this.#log.warn({ err, fileName: seg.fileName }, 'close failed'));
+    let announced: SealedSegment | undefined;
+    if (seg.records > 0) {
+      seg.bytes = pos;
+      announced = this.#sealedInfo(seg, 'write-failure');
+      this.#state.addSegment(announced);
+      this.#unannounced.add(announced.id);
+    } else {
+      this.#state.discard.add(seg.fileName);
+    }
+    try {
+      await this.#persister.persist();
+    } catch (err) {
+      this.#failed = new WalError(
+        WalErrorCode.failed,
+        'WAL could not undo a failed write durably; refusing writes until restart',
+        { cause: err },
+      );
+      this.#log.error(
+        { err, dir: this.dir },
+        'WAL failed: state file write failed while abandoning a segment',
+      );
+      return this.#failed;
+    }
+    if (announced !== undefined) void this.#announce(announced);
+    return failure;
+  }
+
+  // ---- segments -----------------------------------------------------------------
+
+  async #createSegment(): Promise<OpenSegment> {
+    const id = this.#nextSegmentId++;
+    const fileName = segmentFileName(id);
+    const file = path.join(this.dir, fileName);
+    const header = encodeSegmentHeader({
+      segmentId: id,
+      createdMicros: this.#clock.nowMicros(),
+      endpoint: this.#endpoint,
+      instance: this.#instance,
+      epoch: this.#state.epoch,
+    });
+    let handle: FileHandle | undefined;
+    try {
+      handle = await this.#fs.open(file, 'createExclusive');
+      const n = await handle.write([header], 0);
+      if (n !== header.length)
+        throw fsError('EIO', 'write', file, `short write (${n} of ${header.length} bytes)`);
+      await handle.datasync();
+      // The new name must be durable before any record in it is acknowledged.
+      await this.#fs.syncDir(this.dir);
+    } catch (err) {
+      if (handle !== undefined) await handle.close().catch(() => {});
+      // Best effort: a record-less segment is removed at recovery anyway.
+      await this.#fs.unlink(file).catch(() => {});
+      throw err;
+    }
+    const seg: OpenSegment = {
+      id,
+      fileName,
+      path: file,
+      handle,
+      epoch: this.#state.epoch,
+      bytes: header.length,
+      records: 0,
+      firstSeq: 0,
+      lastSeq: 0,
+      firstIngestMicros: 0,
+      lastIngestMicros: 0,
+      firstRecordMonoMs: 0,
+    };
+    this.#open = seg;
+    this.#log.debug({ dir: this.dir, fileName }, 'WAL segment created');
+    return seg;
+  }
+
+  #sealedInfo(seg: OpenSegment, reason: SealReason): SealedSegment {
+    return {
+      id: seg.id,
+      epoch: seg.epoch,
+      fileName: seg.fileName,
+      bytes: seg.bytes,
+      records: seg.records,
+      firstSeq: BigInt(seg.firstSeq),
+      lastSeq: BigInt(seg.lastSeq),
+      firstIngestMicros: BigInt(seg.firstIngestMicros),
+      lastIngestMicros: BigInt(seg.lastIngestMicros),
+      sealedAtMs: this.#clock.nowMs(),
+      sealReason: reason,
+      status: 'sealed',
+      progress: {},
+    };
+  }
+
+  /**
+   * Seals the open segment (only ever called from the writer loop, between
+   * groups). Every byte in it was already fdatasynced; sealing only records it
+   * in the state file, which happens off the loop so appends keep flowing.
+   */
+  #sealAndReport(reason: SealReason, requests: readonly SealRequest[]): void {
+    const seg = this.#open;
+    if (seg === undefined || seg.records === 0) {
+      for (const r of requests) r.resolve(null);
+      return;
+    }
+    this.#open = undefined;
+    this.#clearAgeTimer();
+    seg.handle
+      .close()
+      .catch((err: unknown) => this.#log.warn({ err, fileName: seg.fileName }, 'close failed'));
+    const sealed = this.#sealedInfo(seg, reason);
+    this.#state.addSegment(sealed);
+    this.#unannounced.add(sealed.id);
+    this.#log.info(
+      {
+        dir: this.dir,
+        fileName: sealed.fileName,
+        reason,
+        bytes: sealed.bytes,
+        records: sealed.records,
+        firstSeq: String(sealed.firstSeq),
+        lastSeq: String(sealed.lastSeq),
+      },
+      'WAL segment sealed',
+    );
+    const done = this.#announce(sealed);
+    for (const r of requests) done.then(() => r.resolve(sealed), r.reject);
+  }
+
+  /** Persists the state (retrying, bounded) and then tells the listeners. */
+  #announce(sealed: SealedSegment): Promise<void> {
+    const task = (async () => {
+      let backoffMs = 100;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#persister.persist();
+          break;
+        } catch (err) {
+          this.#log.error(
+            { err, dir: this.dir, fileName: sealed.fileName, attempt },
+            'WAL state write failed',
+          );
+          if (attempt >= ANNOUNCE_RETRIES_MAX || this.#closing !== undefined) throw err;
+          await new Promise<void>((r) => this.#timers.setTimeout(r, backoffMs));
+          backoffMs = Math.min(backoffMs * 2, ANNOUNCE_BACKOFF_MS_MAX);
+        }
+      }
+      this.#unannounced.delete(sealed.id);
+      if (!this.#state.segments.has(sealed.id)) return;
+      for (const l of this.#listeners) {
+        try {
+          l(this.#state.segments.get(sealed.id) ?? sealed);
+        } catch (err) {
+          this.#log.error({ err, fileName: sealed.fileName }, 'WAL onSealed listener threw');
+        }
+      }
+    })();
+    this.#announcing.add(task);
+    // The task's own failure is logged above; callers that care await `task`.
+    task.then(
+      () => this.#announcing.delete(task),
+      () => this.#announcing.delete(task),
+    );
+    return task;
+  }
+
+  #armAgeTimer(ms: number): void {
+    this.#clearAgeTimer();
+    this.#ageTimer = this.#timers.setTimeout(
+      () => {
+        this.#ageTimer = undefined;
+        this.maybeSealByAge().catch((err: unknown) =>
+          this.#log.error({ err, dir: this.dir }, 'WAL age seal failed'),
+        );
+      },
+      Math.max(0, ms),
+    );
+  }
+
+  #clearAgeTimer(): void {
+    if (this.#ageTimer !== undefined) {
+      this.#timers.clearTimeout(this.#ageTimer);
+      this.#ageTimer = undefined;
+    }
+  }
+
+  #requestSeal(reason: SealReason): Promise<SealedSegment | null> {
+    return new Promise((resolve, reject) => {
+      this.#sealRequests.push({ reason, resolve, reject });
+      this.#kick();
+    });
+  }
+
+  seal(reason: SealReason = 'manual'): Promise<SealedSegment | null> {
+    return this.#requestSeal(reason);
+  }
+
+  async maybeSealByAge(): Promise<boolean> {
+    const seg = this.#open;
+    if (seg === undefined || seg.records === 0 || this.#closing !== undefined) return false;
+    const ageMs = this.#clock.monotonicMs() - seg.firstRecordMonoMs;
+    if (ageMs < this.#segmentAgeMsMax) {
+      // Early (timers and clock disagree): try again when it is due.
+      if (this.#ageTimer === undefined) this.#armAgeTimer(this.#segmentAgeMsMax - ageMs);
+      return false;
+    }
+    const sealed = await this.#requestSeal('age');
+    return sealed !== null && sealed.id === seg.id;
+  }
+
+  // ---- sealed segments (delivery pipeline) ----------------------------------------
+
+  onSealed(listener: (segment: SealedSegment) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  sealedSegments(): readonly SealedSegment[] {
+    const out: SealedSegment[] = [];
+    for (const s of this.#state.segments.values()) if (!this.#unannounced.has(s.id)) out.push(s);
+    return out;
+  }
+
+  segment(id: bigint): SealedSegment | undefined {
+    return this.#state.segments.get(id);
+  }
+
+  segmentPath(id: bigint): string {
+    return path.join(this.dir, segmentFileName(id));
+  }
+
+  async updateProgress(id: bigint, patch: { readonly [k: string]: JsonValue }): Promise<SealedSegment> {
+    const seg = this.#mustGet(id);
+    const next: SealedSegment = { ...seg, progress: { ...seg.progress, ...patch } };
+    this.#state.segments.set(id, next);
+    await this.#persister.persist();
+    return next;
+  }
+
+  async markDelivered(id: bigint, patch: { readonly [k: string]: JsonValue } = {}): Promise<SealedSegment> {
+    const seg = this.#mustGet(id);
+    const next: SealedSegment = { ...seg, status: 'delivered', progress: { ...seg.progress, ...patch } };
+    this.#state.segments.set(id, next);
+    await this.#persister.persist();
+    this.#deliveredDurable.add(id);
+    return next;
+  }
+
+  async deleteSegment(id: bigint): Promise<void> {
+    const seg = this.#mustGet(id);
+    if (seg.status !== 'delivered')
+      throw new Error(`segment ${seg.fileName} is not delivered; refusing to delete it`);
+    // "delivered" must be durable before the file goes, or a crash in
+    // between would look like a lost sealed segment.
+    if (!this.#deliveredDurable.has(id)) {
+      await this.#persister.persist();
+      this.#deliveredDurable.add(id);
+    }
+    await this.#fs.unlink(path.join(this.dir, seg.fileName));
+    await this.#fs.syncDir(this.dir);
+    this.#state.segments.delete(id);
+    this.#deliveredDurable.delete(id);
+    // Not critical: recovery drops a delivered entry whose file is gone.
+    await this.#persister
+      .persist()
+      .catch((err: unknown) => this.#log.warn({ err, dir: this.dir }, 'WAL state write failed'));
+  }
+
+  async quarantineSegment(id: bigint, reason: string): Promise<void> {
+    const seg = this.#mustGet(id);
+    await quarantineFile(
+      { fs: this.#fs, dir: this.dir, clock: this.#clock, log: this.#log },
+      seg.fileName,
+      reason,
+    );
+    this.#state.segments.delete(id);
+    this.#unannounced.delete(id);
+    this.#state.addQuarantined({ fileName: seg.fileName, reason, atMs: this.#clock.nowMs() });
+    this.#quarantinedTotal++;
+    await this.#persister.persist();
+  }
+
+  #mustGet(id: bigint): SealedSegment {
+    const seg = this.#state.segments.get(id);
+    if (seg === undefined) throw new Error(`no sealed WAL segment ${id} in ${this.dir}`);
+    return seg;
+  }
+
+  // ---- stats / close ---------------------------------------------------------------
+
+  stats(): DurableWalStats {
+    let sealedBytes = 0;
+    let undeliveredSegments = 0;
+    let undeliveredBytes = 0;
+    for (const s of this.#state.segments.values()) {
+      sealedBytes += s.bytes;
+      if (s.status === 'sealed') {
+        undeliveredSegments++;
+        undeliveredBytes += s.bytes;
+      }
+    }
+    const open = this.#open;
+    return {
+      epoch: this.#state.epoch,
+      openSegmentId: open?.id ?? null,
+      openSegmentBytes: open?.bytes ?? 0,
+      retainedBytes: sealedBytes + (open?.bytes ?? 0),
+      sealedSegments: this.#state.segments.size,
+      nextSeq: BigInt(this.#nextSeq),
+      appendsTotal: this.#appendsTotal,
+      syncsTotal: this.#syncsTotal,
+      queuedBytes: this.#queuedBytes,
+      queuedAppends: this.#queuedAppends,
+      undeliveredSegments,
+      undeliveredBytes,
+      recordsTotal: this.#recordsTotal,
+      bytesTotal: this.#bytesTotal,
+      writeFailuresTotal: this.#writeFailuresTotal,
+      failed: this.#failed !== undefined,
+      recoveryTruncationsTotal: this.recovery.truncations.length,
+      recoveryTruncatedBytesTotal: this.recovery.truncations.reduce(
+        (n, t) => n + (t.fromBytes - t.toBytes),
+        0,
+      ),
+      quarantinedTotal: this.#quarantinedTotal,
+      stateWriteFailuresTotal: this.#persister.failures,
+    };
+  }
+
+  /**
+   * Stops taking appends, writes everything already queued, seals the open
+   * segment (or removes it if it holds no record) and waits for the state
+   * file. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    await this.#whenIdle();
+    if (this.#failed === undefined) {
+      await new Promise<SealedSegment | null>((resolve, reject) => {
+        this.#sealRequests.push({ reason: 'close', resolve, reject });
+        this.#kick();
+      }).catch((err: unknown) => this.#log.error({ err, dir: this.dir }, 'WAL seal on close failed'));
+    }
+    await this.#whenIdle();
+    this.#clearAgeTimer();
+    const open = this.#open;
+    if (open !== undefined) {
+      // Holds no acknowledged record (or the WAL failed): nothing to seal.
+      this.#open = undefined;
+      await open.handle.close().catch(() => {});
+      if (open.records === 0) {
+        await this.#fs.unlink(open.path).catch(() => {});
+        await this.#fs.syncDir(this.dir).catch(() => {});
+      }
+    }
+    await Promise.allSettled([...this.#announcing]);
+    await this.#persister.idle();
+  }
+}

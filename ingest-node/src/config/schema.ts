@@ -1,0 +1,307 @@
+// The one schema for the ingest node's configuration. Every block is its own
+// TypeBox object so the operator can build its CRD and the Helm values schema
+// from the same definitions, and later issues (s3, views, mqtt) add a block
+// without touching the others. Units live at the end of names (…Bytes, …Ms)
+// because a config file has no type annotations to tell a reader.
+//
+// docs/configuration.md is generated from this file (`node ingest-node/src/config/docs.ts --write`);
+// a test fails when the two drift, so descriptions here are user documentation.
+
+import { Type } from '@sinclair/typebox';
+import type { Static, TObject, TSchema } from '@sinclair/typebox';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
+
+/** Names that end up in S3 keys and metric labels: keep them boring. */
+const namePattern = '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$';
+
+const bytes = (description: string, defaultBytes: number, minimum = 0) =>
+  Type.Integer({ minimum, default: defaultBytes, description });
+const millis = (description: string, defaultMs: number, minimum = 0) =>
+  Type.Integer({ minimum, default: defaultMs, description });
+
+/** Options every block carries: closed (unknown keys are errors) and defaulted as a whole. */
+const block = (description: string) => ({ additionalProperties: false, default: {}, description }) as const;
+
+export const ListenSchema = Type.Object(
+  {
+    host: Type.String({
+      default: '127.0.0.1',
+      minLength: 1,
+      description:
+        'Address to bind. Loopback by default; a non-loopback address requires API keys unless auth.required is false.',
+    }),
+    port: Type.Integer({
+      minimum: 0,
+      maximum: 65535,
+      default: 8080,
+      description: 'TCP port (0 picks a free one).',
+    }),
+  },
+  block('Where the HTTP API listens.'),
+);
+
+export const WalSchema = Type.Object(
+  {
+    dir: Type.String({
+      default: './data',
+      minLength: 1,
+      description: 'Directory of the write-ahead log on the node volume (local NVMe in Kubernetes).',
+    }),
+    segmentBytesMax: bytes('A segment seals once it holds this many bytes.', 64 * MiB, 4 * KiB),
+    segmentAgeMsMax: millis(
+      'A segment seals once it is this old, so quiet endpoints still deliver.',
+      60_000,
+      100,
+    ),
+  },
+  block('The write-ahead log: every accepted record is here before the node answers 202.'),
+);
+
+export const LimitsSchema = Type.Object(
+  {
+    bodyBytesMax: bytes(
+      'Largest request body as sent (before Content-Encoding is undone); larger answers 413 LF_PAYLOAD_TOO_LARGE.',
+      8 * MiB,
+      1,
+    ),
+    decodedBytesMax: bytes(
+      'Largest request body after gzip/zstd decoding; decoding stops at this size (413 LF_DECODED_TOO_LARGE), so a compression bomb cannot allocate more.',
+      32 * MiB,
+      1,
+    ),
+    recordBytesMax: bytes(
+      'Largest single record (NDJSON line, JSON array element or RecordIO payload); larger answers 413 LF_RECORD_TOO_LARGE.',
+      1 * MiB,
+      1,
+    ),
+    inflightBytesMax: bytes(
+      'Decoded bytes held by all requests not yet answered; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path.',
+      256 * MiB,
+      1,
+    ),
+  },
+  block('Request size limits. They bound memory: nothing is buffered beyond them.'),
+);
+
+export const BackpressureSchema = Type.Object(
+  {
+    walBytesHigh: bytes(
+      'Stop accepting (503 LF_WAL_BACKLOG, /readyz false) when the WAL retains this many bytes not yet delivered.',
+      8 * GiB,
+    ),
+    walBytesLow: bytes(
+      'Accept again once the WAL retains no more than this (hysteresis; below walBytesHigh).',
+      6 * GiB,
+    ),
+    diskFreeBytesLow: bytes(
+      'Stop accepting (503 LF_DISK_LOW, /readyz false) when the WAL volume has less free space than this.',
+      512 * MiB,
+    ),
+    diskFreeBytesHigh: bytes(
+      'Accept again once the WAL volume has at least this much free space (hysteresis; above diskFreeBytesLow).',
+      1 * GiB,
+    ),
+    checkIntervalMs: millis('How often the volume free space is measured (statfs).', 1_000, 10),
+  },
+  block(
+    'Watermarks that turn a filling disk or a delivery backlog into 503 + Retry-After instead of data loss.',
+  ),
+);
+
+export const AuthSchema = Type.Object(
+  {
+    required: Type.Optional(
+      Type.Boolean({
+        description:
+          'true: refuse to start without apiKeysFile. false: run without keys even on a non-loopback address. Unset (auto): keys are required when apiKeysFile is set or listen.host is not loopback.',
+      }),
+    ),
+    apiKeysFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'A file of API keys (one a line, `#` comments, optional scopes after the key), or a directory of such files (a mounted Kubernetes Secret). Re-read when it changes.',
+      }),
+    ),
+    reloadIntervalMs: millis(
+      'Fallback poll of apiKeysFile for changes, for volumes where file watching misses events.',
+      5_000,
+      100,
+    ),
+  },
+  block(
+    'API keys. Sent as X-API-Key or Authorization: Bearer; compared in constant time; several valid at once.',
+  ),
+);
+
+export const IdempotencySchema = Type.Object(
+  {
+    windowMs: millis(
+      'How long the answer to a request with an Idempotency-Key is remembered (in memory: a restart forgets it).',
+      3_600_000,
+    ),
+    entriesMax: Type.Integer({
+      minimum: 0,
+      default: 10_000,
+      description:
+        'Most remembered keys; the least recently used is forgotten first. 0 turns idempotency off.',
+    }),
+    keyLengthMax: Type.Integer({
+      minimum: 1,
+      maximum: 1024,
+      default: 255,
+      description: 'Longest accepted Idempotency-Key; longer answers 400 LF_IDEMPOTENCY_KEY_INVALID.',
+    }),
+  },
+  block('Idempotency-Key handling: a repeat within the window returns the first answer and writes nothing.'),
+);
+
+export const EndpointSchema = Type.Object(
+  {
+    name: Type.String({
+      default: 'default',
+      pattern: namePattern,
+      description: 'Endpoint name; part of every S3 key and WAL segment header.',
+    }),
+  },
+  block('The endpoint this node serves.'),
+);
+
+export const InstanceSchema = Type.Object(
+  {
+    id: Type.Optional(
+      Type.String({
+        pattern: namePattern,
+        description:
+          'Instance id; part of every S3 key and WAL segment header. Unset: the host name, lower-cased (the pod name in a StatefulSet).',
+      }),
+    ),
+  },
+  block('This replica.'),
+);
+
+export const HttpSchema = Type.Object(
+  {
+    requestTimeoutMs: millis(
+      'Most time to receive a whole request (headers and body); then the connection is answered 408 and closed.',
+      30_000,
+      1_000,
+    ),
+    headersTimeoutMs: millis('Most time to receive the request headers (slowloris guard).', 10_000, 1_000),
+    keepAliveTimeoutMs: millis(
+      'Idle keep-alive connections close after this; keep it above your load balancer idle timeout.',
+      72_000,
+      0,
+    ),
+  },
+  block('HTTP server timeouts.'),
+);
+
+export const ShutdownSchema = Type.Object(
+  {
+    timeoutMs: millis(
+      'On SIGTERM/SIGINT: most time to finish in-flight requests and close the WAL before exiting anyway. Keep it under terminationGracePeriodSeconds.',
+      25_000,
+      0,
+    ),
+  },
+  block('Graceful shutdown.'),
+);
+
+export const LogSchema = Type.Object(
+  {
+    level: Type.Union(
+      [Type.Literal('debug'), Type.Literal('info'), Type.Literal('warn'), Type.Literal('error')],
+      {
+        default: 'info',
+        description: 'Least severe level written to stdout (JSON lines).',
+      },
+    ),
+  },
+  block('Logging.'),
+);
+
+export const ValidationSchema = Type.Union([Type.Literal('none'), Type.Literal('json')], {
+  default: 'none',
+  description:
+    'none: accept any record bytes (invalid JSON lands in view DLQs). json: reject a request with any record that is not JSON (400 LF_INVALID_JSON with its line number; nothing written).',
+});
+
+/**
+ * Blocks by key. Later issues add entries here (s3, views, mqtt); the operator
+ * imports this map to generate its CRD and Helm values schema.
+ */
+export const configBlocks = {
+  listen: ListenSchema,
+  wal: WalSchema,
+  limits: LimitsSchema,
+  backpressure: BackpressureSchema,
+  auth: AuthSchema,
+  idempotency: IdempotencySchema,
+  endpoint: EndpointSchema,
+  instance: InstanceSchema,
+  http: HttpSchema,
+  shutdown: ShutdownSchema,
+  log: LogSchema,
+} as const;
+
+export const NodeConfigSchema = Type.Object(
+  { ...configBlocks, validation: ValidationSchema },
+  {
+    additionalProperties: false,
+    $id: 'LandfallNodeConfig',
+    description: 'Landfall ingest node configuration.',
+  },
+);
+
+type RawNodeConfig = Static<typeof NodeConfigSchema>;
+/** A validated config: every default applied and instance.id resolved. */
+export type NodeConfig = Omit<RawNodeConfig, 'instance'> & { readonly instance: { readonly id: string } };
+
+/** A leaf of the schema with the names it has in each source. */
+export interface ConfigLeaf {
+  /** Path segments, e.g. ['wal', 'segmentBytesMax']. */
+  readonly path: readonly string[];
+  readonly dotted: string;
+  readonly env: string;
+  readonly flag: string;
+  readonly schema: TSchema;
+  readonly optional: boolean;
+}
+
+function envName(path: readonly string[]): string {
+  return 'LANDFALL_' + path.map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+}
+
+function isObjectSchema(schema: TSchema): schema is TObject {
+  return schema.type === 'object' && typeof schema.properties === 'object';
+}
+
+/** Every settable leaf, depth first in declaration order (env vars, flags and docs come from this). */
+export function configLeaves(schema: TObject = NodeConfigSchema): ConfigLeaf[] {
+  const out: ConfigLeaf[] = [];
+  const walk = (obj: TObject, prefix: readonly string[]): void => {
+    const required = new Set(obj.required ?? []);
+    for (const [key, child] of Object.entries(obj.properties)) {
+      const path = [...prefix, key];
+      if (isObjectSchema(child)) {
+        walk(child, path);
+        continue;
+      }
+      const dotted = path.join('.');
+      out.push({
+        path,
+        dotted,
+        env: envName(path),
+        flag: `--${dotted}`,
+        schema: child,
+        optional: !required.has(key),
+      });
+    }
+  };
+  walk(schema, []);
+  return out;
+}

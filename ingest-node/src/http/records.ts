@@ -1,0 +1,230 @@
+// Splits a decoded request body into records without copying: every record is
+// a subarray of the body Buffer. This is the hot path for 64 KiB NDJSON
+// bodies, so it works on bytes (indexOf 0x0a) and never builds a string per
+// line unless validation asks for it. The records keep their exact bytes:
+// what a producer sent is what lands in the WAL and in S3.
+
+import { isUtf8 } from 'node:buffer';
+import {
+  EmptyBodyError,
+  InvalidJsonError,
+  JsonNotObjectError,
+  RecordTooLargeError,
+  RecordioTruncatedError,
+} from '../errors.ts';
+
+export interface SplitOptions {
+  readonly recordBytesMax: number;
+  /** `validation: json`: every record must parse as JSON (and be UTF-8). */
+  readonly validateJson: boolean;
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const TAB = 0x09;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Deepest nesting the application/json scanner follows; deeper is refused rather than risking the stack or time. */
+const JSON_DEPTH_MAX = 512;
+
+function isBlank(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = buf[i];
+    if (c !== SP && c !== TAB && c !== CR) return false;
+  }
+  return true;
+}
+
+function checkJson(buf: Buffer, start: number, end: number, where: string): void {
+  const slice = buf.subarray(start, end);
+  if (!isUtf8(slice)) throw new InvalidJsonError(where, 'it is not UTF-8');
+  try {
+    JSON.parse(slice.toString('utf8'));
+  } catch (err) {
+    throw new InvalidJsonError(where, (err as Error).message);
+  }
+}
+
+/**
+ * One record per line. Empty (or blank) lines are skipped; a `\r` before the
+ * `\n` is dropped; the last line needs no newline. Line numbers in errors are
+ * 1-based and count skipped lines, so they match the producer's file.
+ */
+export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
+  const out: Buffer[] = [];
+  const len = buf.length;
+  let start = 0;
+  let line = 0;
+  while (start < len) {
+    const nl = buf.indexOf(LF, start);
+    const next = nl === -1 ? len : nl;
+    line++;
+    let end = next;
+    if (end > start && buf[end - 1] === CR) end--;
+    if (end > start) {
+      const first = buf[start];
+      // Only a line that starts with whitespace can be blank: the common case pays one compare.
+      if (!((first === SP || first === TAB || first === CR) && isBlank(buf, start, end))) {
+        if (end - start > o.recordBytesMax)
+          throw new RecordTooLargeError(`line ${line}, ${end - start} bytes`, o.recordBytesMax);
+        if (o.validateJson) checkJson(buf, start, end, `Line ${line}`);
+        out.push(buf.subarray(start, end));
+      }
+    }
+    start = next + 1;
+  }
+  return out;
+}
+
+/** RecordIO: `length u32 big-endian | payload`, repeated. A short tail is an error, never silently dropped. */
+export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
+  const out: Buffer[] = [];
+  const len = buf.length;
+  let i = 0;
+  let n = 0;
+  while (i < len) {
+    n++;
+    if (len - i < 4)
+      throw new RecordioTruncatedError(n, `${len - i} byte(s) left where a 4-byte length was expected`);
+    const size = buf.readUInt32BE(i);
+    i += 4;
+    if (size > o.recordBytesMax)
+      throw new RecordTooLargeError(`record ${n}, ${size} bytes`, o.recordBytesMax);
+    if (len - i < size)
+      throw new RecordioTruncatedError(n, `it declares ${size} bytes but ${len - i} follow`);
+    if (o.validateJson) checkJson(buf, i, i + size, `Record ${n}`);
+    out.push(buf.subarray(i, i + size));
+    i += size;
+  }
+  return out;
+}
+
+function skipWs(buf: Buffer, i: number): number {
+  const len = buf.length;
+  while (i < len) {
+    const c = buf[i];
+    if (c === SP || c === TAB || c === LF || c === CR) i++;
+    else break;
+  }
+  return i;
+}
+
+/** Index just past the string that opens at `i`. */
+function skipString(buf: Buffer, i: number): number {
+  let j = i + 1;
+  for (;;) {
+    const q = buf.indexOf(QUOTE, j);
+    if (q === -1) throw new InvalidJsonError('The body', 'a string is not terminated');
+    let backslashes = 0;
+    for (let k = q - 1; k > i && buf[k] === BACKSLASH; k--) backslashes++;
+    if (backslashes % 2 === 0) return q + 1;
+    j = q + 1;
+  }
+}
+
+/**
+ * Index just past the object or array that opens at `i`. This matches brackets
+ * and strings only; it does not check the full grammar (validation: json does),
+ * because ingest accepts any record bytes and views send bad JSON to the DLQ.
+ */
+function skipComposite(buf: Buffer, i: number): number {
+  const closers: number[] = [];
+  const len = buf.length;
+  for (; i < len; i++) {
+    const c = buf[i];
+    if (c === QUOTE) {
+      i = skipString(buf, i) - 1;
+    } else if (c === 0x7b /* { */ || c === 0x5b /* [ */) {
+      if (closers.length >= JSON_DEPTH_MAX)
+        throw new InvalidJsonError('The body', `it nests deeper than ${JSON_DEPTH_MAX}`);
+      closers.push(c + 2); // '}' is '{' + 2, ']' is '[' + 2
+    } else if (c === 0x7d /* } */ || c === 0x5d /* ] */) {
+      if (closers.pop() !== c)
+        throw new InvalidJsonError('The body', `unexpected "${String.fromCharCode(c)}" at byte ${i}`);
+      if (closers.length === 0) return i + 1;
+    }
+  }
+  throw new InvalidJsonError('The body', 'it ends inside an object or array');
+}
+
+function startsScalar(c: number | undefined): boolean {
+  // A string, number, true, false or null.
+  return (
+    c === QUOTE ||
+    c === 0x2d ||
+    (c !== undefined && c >= 0x30 && c <= 0x39) ||
+    c === 0x74 ||
+    c === 0x66 ||
+    c === 0x6e
+  );
+}
+
+/** application/json: one object (one record) or an array of objects (one record each). */
+export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
+  const len = buf.length;
+  let i = skipWs(buf, 0);
+  if (i === len) return [];
+  const first = buf[i];
+  const out: Buffer[] = [];
+  if (first === 0x7b) {
+    const end = skipComposite(buf, i);
+    if (skipWs(buf, end) !== len)
+      throw new InvalidJsonError('The body', `unexpected data after the object at byte ${end}`);
+    if (end - i > o.recordBytesMax)
+      throw new RecordTooLargeError(`the body, ${end - i} bytes`, o.recordBytesMax);
+    if (o.validateJson) checkJson(buf, i, end, 'The body');
+    out.push(buf.subarray(i, end));
+    return out;
+  }
+  if (first !== 0x5b) {
+    if (startsScalar(first)) throw new JsonNotObjectError('the body is a JSON scalar');
+    throw new InvalidJsonError('The body', `unexpected "${String.fromCharCode(first ?? 0)}" at byte ${i}`);
+  }
+  i = skipWs(buf, i + 1);
+  if (buf[i] === 0x5d) {
+    if (skipWs(buf, i + 1) !== len)
+      throw new InvalidJsonError('The body', `unexpected data after the array at byte ${i + 1}`);
+    return out;
+  }
+  for (let n = 1; ; n++) {
+    const c = buf[i];
+    if (c !== 0x7b) {
+      if (startsScalar(c) || c === 0x5b) throw new JsonNotObjectError(`array element ${n} is not an object`);
+      throw new InvalidJsonError(
+        'The body',
+        i >= len ? 'the array is not closed' : `unexpected "${String.fromCharCode(c ?? 0)}" at byte ${i}`,
+      );
+    }
+    const end = skipComposite(buf, i);
+    if (end - i > o.recordBytesMax)
+      throw new RecordTooLargeError(`array element ${n}, ${end - i} bytes`, o.recordBytesMax);
+    if (o.validateJson) checkJson(buf, i, end, `Array element ${n}`);
+    out.push(buf.subarray(i, end));
+    i = skipWs(buf, end);
+    const sep = buf[i];
+    if (sep === 0x2c /* , */) {
+      i = skipWs(buf, i + 1);
+      continue;
+    }
+    if (sep === 0x5d) {
+      if (skipWs(buf, i + 1) !== len)
+        throw new InvalidJsonError('The body', `unexpected data after the array at byte ${i + 1}`);
+      return out;
+    }
+    throw new InvalidJsonError(
+      'The body',
+      i >= len ? 'the array is not closed' : `expected "," or "]" at byte ${i}`,
+    );
+  }
+}
+
+export type BodyFormat = 'ndjson' | 'json' | 'recordio';
+
+export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions): Buffer[] {
+  const records =
+    format === 'ndjson' ? splitNdjson(buf, o) : format === 'json' ? splitJson(buf, o) : splitRecordio(buf, o);
+  if (records.length === 0) throw new EmptyBodyError();
+  return records;
+}

@@ -1,0 +1,432 @@
+// The ingest node's HTTP API (DESIGN §3) on fastify. Everything it uses is
+// passed in (WAL, config, clock, logger, disk probe, metrics registry, API
+// keys) so tests can run it against a test double and a fake disk.
+//
+// POST /v1/ingest reads the body itself from the raw stream: fastify's parsers
+// are replaced by one that hands the stream through, so bodies are never
+// buffered beyond the limits and never turned into strings on the hot path.
+
+import { createHash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import type { Socket } from 'node:net';
+import Fastify from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Registry } from 'prom-client';
+import type { Clock } from '../clock.ts';
+import { systemClock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import { silentLogger } from '../log.ts';
+import type { NodeConfig } from '../config/schema.ts';
+import { VERSION } from '../config/version.ts';
+import type { WriteAheadLog, WalStats } from '../wal/types.ts';
+import { RecordFormat, WalErrorCode } from '../wal/types.ts';
+import { Backpressure, statfsProbe } from '../backpressure.ts';
+import type { DiskSpaceProbe } from '../backpressure.ts';
+import { createMetrics } from '../metrics.ts';
+import type { NodeMetrics } from '../metrics.ts';
+import {
+  ApiKeyInvalidError,
+  ApiKeyMissingError,
+  BadRequestError,
+  ForbiddenError,
+  HeadersTooLargeError,
+  IdempotencyKeyInvalidError,
+  IdempotencyKeyReusedError,
+  InternalError,
+  LandfallError,
+  LengthRequiredError,
+  NotFoundError,
+  DrainingError,
+  OverloadedError,
+  PayloadTooLargeError,
+  RecordTooLargeError,
+  RequestTimeoutError,
+  UnsupportedEncodingError,
+  UnsupportedMediaTypeError,
+  WalUnavailableError,
+} from '../errors.ts';
+import { FileApiKeySource, presentedKey } from './auth.ts';
+import type { ApiKeySource, Scope } from './auth.ts';
+import { readBody } from './body.ts';
+import type { BodyEncoding, Reservation } from './body.ts';
+import { IdempotencyCache } from './idempotency.ts';
+import type { Claim } from './idempotency.ts';
+import { splitRecords } from './records.ts';
+import type { BodyFormat } from './records.ts';
+
+export interface ServerDeps {
+  readonly config: NodeConfig;
+  readonly wal: WriteAheadLog;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+  /** Free space of the WAL volume; defaults to statfs on config.wal.dir. */
+  readonly disk?: DiskSpaceProbe;
+  /** A registry of this node's own; one is created when absent. */
+  readonly registry?: Registry;
+  /**
+   * The keys. Undefined: opened from config.auth.apiKeysFile when set, else
+   * auth is off. null: auth is off whatever the config says (tests).
+   */
+  readonly apiKeys?: ApiKeySource | null;
+  /** Extra sections of /v1/status (the sealer and uploader add theirs). */
+  readonly status?: () => Record<string, unknown>;
+  /** Process metrics (event loop, GC, heap); off in tests to keep them fast. */
+  readonly defaultMetrics?: boolean;
+}
+
+export interface IngestServer {
+  readonly app: FastifyInstance;
+  readonly backpressure: Backpressure;
+  readonly metrics: NodeMetrics;
+  readonly idempotency: IdempotencyCache;
+  readonly apiKeys: ApiKeySource | null;
+  /** Listens on config.listen (or the given port) and returns the base URL. */
+  listen(port?: number): Promise<string>;
+  /** Readiness false and new writes 503 LF_DRAINING; in-flight requests carry on. */
+  beginDrain(): void;
+  /** Drains, waits for in-flight requests, closes connections. Does not close the WAL (the node does). */
+  close(): Promise<void>;
+}
+
+const FORMAT_BY_TYPE: ReadonlyMap<string, BodyFormat> = new Map([
+  ['application/x-ndjson', 'ndjson'],
+  ['application/ndjson', 'ndjson'],
+  ['application/jsonl', 'ndjson'],
+  ['application/x-jsonlines', 'ndjson'],
+  ['application/json', 'json'],
+  ['application/x-recordio', 'recordio'],
+]);
+
+const WAL_FORMAT: Readonly<Record<BodyFormat, RecordFormat>> = {
+  ndjson: RecordFormat.ndjson,
+  json: RecordFormat.json,
+  recordio: RecordFormat.recordio,
+};
+
+/** Fastify's own 4xx errors (bad URL, malformed media type…) mapped onto the catalogue. */
+function fromFastifyError(err: { code?: string; statusCode?: number; message: string }): LandfallError {
+  if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new UnsupportedMediaTypeError('(malformed)');
+  if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+    return new BadRequestError(err.message);
+  }
+  return new InternalError();
+}
+
+function parseFormat(header: string | undefined): BodyFormat {
+  if (header === undefined) throw new UnsupportedMediaTypeError('(none)');
+  const semi = header.indexOf(';');
+  const type = (semi === -1 ? header : header.slice(0, semi)).trim().toLowerCase();
+  const format = FORMAT_BY_TYPE.get(type);
+  if (format === undefined) throw new UnsupportedMediaTypeError(type.slice(0, 100));
+  return format;
+}
+
+function parseEncoding(header: string | undefined): BodyEncoding {
+  if (header === undefined) return 'identity';
+  const v = header.trim().toLowerCase();
+  if (v === '' || v === 'identity') return 'identity';
+  if (v === 'gzip' || v === 'x-gzip') return 'gzip';
+  if (v === 'zstd') return 'zstd';
+  throw new UnsupportedEncodingError(v.slice(0, 100));
+}
+
+function walStatsJson(s: WalStats): Record<string, unknown> {
+  return {
+    epoch: s.epoch,
+    openSegmentId: s.openSegmentId === null ? null : String(s.openSegmentId),
+    openSegmentBytes: s.openSegmentBytes,
+    retainedBytes: s.retainedBytes,
+    sealedSegments: s.sealedSegments,
+    nextSeq: String(s.nextSeq),
+    appendsTotal: s.appendsTotal,
+    syncsTotal: s.syncsTotal,
+  };
+}
+
+function writeRawError(socket: Socket, err: LandfallError): void {
+  const body = JSON.stringify(err.toBody());
+  const reason =
+    err.statusCode === 408
+      ? 'Request Timeout'
+      : err.statusCode === 431
+        ? 'Request Header Fields Too Large'
+        : 'Bad Request';
+  socket.write(
+    `HTTP/1.1 ${err.statusCode} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
+export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
+  const { config, wal } = deps;
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? silentLogger;
+  const registry = deps.registry ?? new Registry();
+  const limits = config.limits;
+  const validateJson = config.validation === 'json';
+  const splitOptions = { recordBytesMax: limits.recordBytesMax, validateJson };
+
+  let apiKeys: ApiKeySource | null;
+  let ownsKeys = false;
+  if (deps.apiKeys !== undefined) apiKeys = deps.apiKeys;
+  else if (config.auth.apiKeysFile !== undefined) {
+    apiKeys = await FileApiKeySource.open({
+      path: config.auth.apiKeysFile,
+      reloadIntervalMs: config.auth.reloadIntervalMs,
+      log,
+    });
+    ownsKeys = true;
+  } else apiKeys = null;
+
+  const backpressure = new Backpressure({
+    ...config.backpressure,
+    inflightBytesMax: limits.inflightBytesMax,
+    walStats: () => wal.stats(),
+    disk: deps.disk ?? statfsProbe(config.wal.dir),
+    clock,
+    log,
+  });
+  await backpressure.start();
+  const metrics = createMetrics(registry, { wal, backpressure }, deps.defaultMetrics ?? false);
+  const idempotency = new IdempotencyCache({
+    windowMs: config.idempotency.windowMs,
+    entriesMax: config.idempotency.entriesMax,
+    clock,
+  });
+
+  const app = Fastify({
+    // No request logging: it would cost more than the rest of a 1 KiB request. Errors are logged below.
+    logger: false,
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    http: {
+      headersTimeout: config.http.headersTimeoutMs,
+      // Node checks the two timeouts above only this often (default 30 s): keep it a fraction of them.
+      connectionsCheckingInterval: Math.max(
+        100,
+        Math.min(1000, Math.floor(config.http.headersTimeoutMs / 4)),
+      ),
+    },
+    forceCloseConnections: 'idle',
+    return503OnClosing: true,
+    clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      let answer: LandfallError;
+      if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT')
+        answer = new RequestTimeoutError(config.http.requestTimeoutMs);
+      else if (err.code === 'HPE_HEADER_OVERFLOW') answer = new HeadersTooLargeError();
+      else answer = new BadRequestError('malformed HTTP request');
+      metrics.countRejection(answer.code);
+      if (socket.writable) writeRawError(socket, answer);
+      socket.destroy();
+    },
+  });
+
+  // The ingest route reads the raw stream itself, under its limits.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+
+  app.setErrorHandler((error: unknown, request, reply) => {
+    const err =
+      error instanceof LandfallError
+        ? error
+        : fromFastifyError(error as { code?: string; statusCode?: number; message: string });
+    if (err.statusCode >= 500 && !(error instanceof LandfallError)) {
+      log.error({ err: error, method: request.method, url: request.url }, 'unhandled error');
+    }
+    metrics.countRejection(err.code);
+    // A body we stopped reading would otherwise be drained (or block) before the next request.
+    if (!request.raw.complete) void reply.header('connection', 'close');
+    void reply
+      .code(err.statusCode)
+      .headers(err.headers())
+      .type('application/json')
+      .send(JSON.stringify(err.toBody()));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new NotFoundError(request.method, request.url.slice(0, 200));
+    metrics.countRejection(err.code);
+    void reply.code(404).type('application/json').send(JSON.stringify(err.toBody()));
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    metrics.countRequest(request.routeOptions.url ?? 'unmatched', request.method, reply.statusCode);
+    done();
+  });
+
+  /** The answer to a rejected append; nothing of it was written (the WAL's contract). */
+  const walRefusal = (err: unknown, records: number): LandfallError => {
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === WalErrorCode.overloaded) return new OverloadedError(limits.inflightBytesMax);
+    if (code === WalErrorCode.closed) return new DrainingError();
+    if (code === WalErrorCode.recordTooLarge)
+      return new RecordTooLargeError('refused by the WAL', limits.recordBytesMax);
+    log.error({ err, records }, 'WAL append failed; answering 503');
+    return new WalUnavailableError();
+  };
+
+  /** The key id of an authorized request ('' when auth is off); throws 401/403. */
+  const authorize = (request: FastifyRequest, scope: Scope): string => {
+    if (apiKeys === null) return '';
+    const presented = presentedKey(request.headers);
+    if (presented === undefined) throw new ApiKeyMissingError();
+    const match = apiKeys.verify(presented);
+    if (match === undefined) throw new ApiKeyInvalidError();
+    if (!match.scopes.has(scope)) throw new ForbiddenError(scope);
+    return match.id;
+  };
+
+  // Auth runs in onRequest, before fastify looks at the body or its media type,
+  // so an unauthenticated client learns nothing about what the route accepts.
+  const authHook =
+    (scope: Scope) =>
+    (request: FastifyRequest, _reply: FastifyReply, done: (err?: Error) => void): void => {
+      try {
+        (request as FastifyRequest & { keyId?: string }).keyId = authorize(request, scope);
+        done();
+      } catch (err) {
+        done(err as Error);
+      }
+    };
+
+  app.post('/v1/ingest', { onRequest: authHook('ingest') }, async (request, reply) => {
+    const startedMs = clock.monotonicMs();
+    const headers = request.headers;
+    const contentLength = headers['content-length'];
+    if (contentLength === undefined && headers['transfer-encoding'] === undefined)
+      throw new LengthRequiredError();
+    const format = parseFormat(headers['content-type']);
+    const encodingHeader = headers['content-encoding'];
+    const encoding = parseEncoding(encodingHeader);
+    const idemHeader = headers['idempotency-key'];
+    const idemKey = typeof idemHeader === 'string' && idempotency.enabled ? idemHeader : undefined;
+    if (
+      idemKey !== undefined &&
+      (idemKey.length === 0 ||
+        idemKey.length > config.idempotency.keyLengthMax ||
+        !/^[\x20-\x7e]+$/.test(idemKey))
+    ) {
+      throw new IdempotencyKeyInvalidError(config.idempotency.keyLengthMax);
+    }
+    // Refuse an announced oversize body before reading a byte of it.
+    if (contentLength !== undefined && Number(contentLength) > limits.bodyBytesMax) {
+      throw new PayloadTooLargeError(limits.bodyBytesMax);
+    }
+    const refusal = backpressure.admit();
+    if (refusal !== undefined) throw refusal;
+
+    const reservation: Reservation = {
+      reserved: 0,
+      tryReserve: (n) => backpressure.tryReserve(n),
+      overloaded: () => backpressure.overloaded(),
+    };
+    let claim: Claim | undefined;
+    try {
+      const stream = (request.body as Readable | undefined) ?? request.raw;
+      // The fingerprint covers what changes the records: media type, encoding and the bytes as sent.
+      const hash =
+        idemKey === undefined ? undefined : createHash('sha256').update(`${format}\n${encoding}\n`, 'utf8');
+      const body = await readBody(stream, encoding, limits, reservation, hash);
+
+      if (idemKey !== undefined && hash !== undefined) {
+        const keyId = (request as FastifyRequest & { keyId?: string }).keyId ?? '';
+        claim = await idempotency.claim(`${keyId}\n${idemKey}`, hash.digest('hex'));
+        if (claim.kind === 'replay') {
+          void reply
+            .code(claim.answer.statusCode)
+            .header('idempotent-replayed', 'true')
+            .type('application/json');
+          return claim.answer.body;
+        }
+        if (claim.kind === 'mismatch') throw new IdempotencyKeyReusedError();
+      }
+
+      const records = splitRecords(format, body, splitOptions);
+      let result;
+      try {
+        result = await wal.append(records, WAL_FORMAT[format]);
+      } catch (err) {
+        throw walRefusal(err, records.length);
+      }
+      const answer = `{"accepted":${result.count},"firstSeq":"${result.firstSeq}","lastSeq":"${result.lastSeq}"}`;
+      if (claim?.kind === 'owner') claim.complete({ statusCode: 202, body: answer });
+      metrics.recordsAccepted.inc(result.count);
+      let payloadBytes = 0;
+      for (const r of records) payloadBytes += r.length;
+      metrics.bytesAccepted.inc(payloadBytes);
+      metrics.ackSeconds.observe((clock.monotonicMs() - startedMs) / 1000);
+      void reply.code(202).type('application/json');
+      // While draining, tell keep-alive clients to reconnect (to another replica).
+      if (backpressure.draining) void reply.header('connection', 'close');
+      return answer;
+    } finally {
+      // Whatever happened, the owner settles so duplicates waiting on it wake up.
+      if (claim?.kind === 'owner') claim.complete(undefined);
+      backpressure.release(reservation.reserved);
+    }
+  });
+
+  app.get('/healthz', async (_request, reply) => {
+    void reply.type('application/json');
+    return '{"status":"ok"}';
+  });
+
+  app.get('/readyz', async (_request, reply) => {
+    const s = backpressure.ready();
+    void reply.code(s.accepting ? 200 : 503).type('application/json');
+    return JSON.stringify({ ready: s.accepting, reasons: s.reasons });
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    void reply.type(registry.contentType);
+    return registry.metrics();
+  });
+
+  app.get('/v1/status', { onRequest: authHook('status') }, async (_request, reply) => {
+    const bp = backpressure.ready();
+    void reply.type('application/json');
+    return JSON.stringify({
+      version: VERSION,
+      endpoint: config.endpoint.name,
+      instance: config.instance.id,
+      ready: bp.accepting,
+      validation: config.validation,
+      auth: apiKeys === null ? { enabled: false } : { enabled: true, keys: apiKeys.size },
+      wal: walStatsJson(wal.stats()),
+      backpressure: bp,
+      idempotency: { entries: idempotency.size, entriesMax: config.idempotency.entriesMax },
+      ...deps.status?.(),
+    });
+  });
+
+  await app.ready();
+
+  let closed = false;
+  return {
+    app,
+    backpressure,
+    metrics,
+    idempotency,
+    apiKeys,
+    async listen(port = config.listen.port) {
+      return app.listen({ host: config.listen.host, port });
+    },
+    beginDrain() {
+      backpressure.beginDrain();
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      backpressure.beginDrain();
+      // server.close() closes the connections idle at that moment only; a keep-alive
+      // connection whose request was in flight turns idle later and would hold close()
+      // open until keepAliveTimeoutMs. Sweep until everything is closed.
+      const sweeper = setInterval(() => app.server.closeIdleConnections(), 50);
+      try {
+        await app.close();
+      } finally {
+        clearInterval(sweeper);
+        backpressure.stop();
+        if (ownsKeys) apiKeys?.close();
+      }
+    },
+  };
+}

@@ -1,0 +1,174 @@
+// Prometheus metrics of one node, in a Registry of its own (never prom-client's
+// global one) so several nodes in one test process do not collide. Gauges that
+// mirror other components' state are read at scrape time, not pushed.
+
+import type { Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+import type { Backpressure } from './backpressure.ts';
+import type { WriteAheadLog } from './wal/types.ts';
+
+export interface NodeMetrics {
+  readonly registry: Registry;
+  /** Counts one answered request; children are cached because label hashing is on the hot path. */
+  countRequest(route: string, method: string, statusCode: number): void;
+  countRejection(code: string): void;
+  readonly recordsAccepted: Counter;
+  readonly bytesAccepted: Counter;
+  readonly ackSeconds: Histogram;
+}
+
+export interface MetricsSources {
+  readonly wal: Pick<WriteAheadLog, 'stats'>;
+  readonly backpressure: Backpressure;
+}
+
+export function createMetrics(
+  registry: Registry,
+  sources: MetricsSources,
+  defaultMetrics = true,
+): NodeMetrics {
+  const registers = [registry];
+  if (defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'landfall_' });
+
+  const requests = new Counter({
+    name: 'landfall_http_requests_total',
+    help: 'HTTP requests answered, by route, method and status code.',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers,
+  });
+  const rejections = new Counter({
+    name: 'landfall_http_errors_total',
+    help: 'Error answers by error code (see docs/errors.md).',
+    labelNames: ['code'] as const,
+    registers,
+  });
+  const recordsAccepted = new Counter({
+    name: 'landfall_ingest_records_total',
+    help: 'Records made durable and acknowledged with 202.',
+    registers,
+  });
+  const bytesAccepted = new Counter({
+    name: 'landfall_ingest_bytes_total',
+    help: 'Record payload bytes (decoded) made durable and acknowledged with 202.',
+    registers,
+  });
+  const ackSeconds = new Histogram({
+    name: 'landfall_ingest_ack_seconds',
+    help: 'Time from receiving a POST /v1/ingest to its 202 (includes reading the body and the group fsync).',
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+
+  const bp = sources.backpressure;
+  new Gauge({
+    name: 'landfall_inflight_bytes',
+    help: 'Decoded request bytes held by requests not yet answered.',
+    registers,
+    collect() {
+      this.set(bp.inflightBytes);
+    },
+  });
+  new Gauge({
+    name: 'landfall_inflight_bytes_max',
+    help: 'limits.inflightBytesMax.',
+    registers,
+    collect() {
+      this.set(bp.snapshot().inflightBytesMax);
+    },
+  });
+  new Gauge({
+    name: 'landfall_ready',
+    help: '1 while the node accepts writes, 0 while draining or over a watermark.',
+    registers,
+    collect() {
+      this.set(bp.ready().accepting ? 1 : 0);
+    },
+  });
+  const reasons = ['draining', 'wal_failed', 'wal_backlog', 'disk_low'] as const;
+  new Gauge({
+    name: 'landfall_backpressure_active',
+    help: '1 while the given reason refuses writes.',
+    labelNames: ['reason'] as const,
+    registers,
+    collect() {
+      const active = new Set(bp.snapshot().reasons);
+      for (const r of reasons) this.set({ reason: r }, active.has(r) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'landfall_volume_free_bytes',
+    help: 'Free bytes on the WAL volume at the last check.',
+    registers,
+    collect() {
+      const free = bp.snapshot().diskFreeBytes;
+      if (free !== null) this.set(free);
+    },
+  });
+
+  const wal = sources.wal;
+  const walGauge = (
+    name: string,
+    help: string,
+    read: (s: ReturnType<typeof wal.stats>) => number | bigint | null,
+  ) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const v = read(wal.stats());
+        if (v !== null) this.set(Number(v));
+      },
+    });
+  walGauge(
+    'landfall_wal_retained_bytes',
+    'Bytes of WAL segment files on the volume (open + sealed, not yet deleted).',
+    (s) => s.retainedBytes,
+  );
+  walGauge('landfall_wal_open_segment_bytes', 'Bytes in the open WAL segment.', (s) => s.openSegmentBytes);
+  walGauge('landfall_wal_open_segment_id', 'Id of the open WAL segment.', (s) => s.openSegmentId);
+  walGauge(
+    'landfall_wal_sealed_segments',
+    'Sealed WAL segments still on the volume.',
+    (s) => s.sealedSegments,
+  );
+  walGauge('landfall_wal_next_seq', 'Sequence number the next record will get.', (s) => s.nextSeq);
+  walGauge(
+    'landfall_wal_appends',
+    'WAL appends since start (one per accepted request).',
+    (s) => s.appendsTotal,
+  );
+  walGauge(
+    'landfall_wal_syncs',
+    'WAL fdatasyncs since start (appends / syncs = group-commit batching).',
+    (s) => s.syncsTotal,
+  );
+
+  const requestChildren = new Map<string, ReturnType<typeof requests.labels>>();
+  const rejectionChildren = new Map<string, ReturnType<typeof rejections.labels>>();
+  return {
+    registry,
+    countRequest(route, method, statusCode) {
+      const key = `${route} ${method} ${statusCode}`;
+      let child = requestChildren.get(key);
+      if (child === undefined) {
+        child = requests.labels(route, method, String(statusCode));
+        // Bounded: routes are the registered ones (unknown URLs all count as "unmatched"),
+        // methods and statuses are small sets.
+        requestChildren.set(key, child);
+      }
+      child.inc();
+    },
+    countRejection(code) {
+      let child = rejectionChildren.get(code);
+      if (child === undefined) {
+        child = rejections.labels(code);
+        rejectionChildren.set(code, child);
+      }
+      child.inc();
+    },
+    recordsAccepted,
+    bytesAccepted,
+    ackSeconds,
+  };
+}

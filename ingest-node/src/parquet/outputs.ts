@@ -17,13 +17,12 @@ export interface ParquetFile {
    * trailing slash: `dt=2026-11-26/`; '' when the output is not partitioned.
    */
   readonly partitionPath: string;
-  /** Decoded partition values by alias (NULL → `__HIVE_DEFAULT_PARTITION__` in the path, null here). */
-  readonly partitionValues: Readonly<Record<string, string | null>>;
   /**
-   * 0 for the first file of a partition folder. DuckDB writes one file per
-   * folder at these sizes; if it ever writes more, keys must tell them apart.
+   * Decoded partition values in partition order, as `[alias, value]`: what
+   * delivery/keys.ts viewKey() takes (it does its own escaping). A NULL value
+   * (DuckDB's `__HIVE_DEFAULT_PARTITION__`) is ''.
    */
-  readonly fileIndex: number;
+  readonly partitions: readonly (readonly [alias: string, value: string])[];
   readonly rowCount: number;
   readonly sizeBytes: number;
   /** Hex sha256 of the file's bytes. */
@@ -92,17 +91,25 @@ export async function copyToParquet(
     }
     const relDir = path.relative(targetDir, path.dirname(s.filename));
     const partitionPath = relDir === '' ? '' : `${relDir.split(path.sep).join('/')}/`;
-    const partitionValues: Record<string, string | null> = {};
-    for (const kv of s.partition_keys ?? []) {
-      partitionValues[kv.key] = kv.value === '__HIVE_DEFAULT_PARTITION__' ? null : kv.value;
-    }
+    const decoded = new Map((s.partition_keys ?? []).map((kv) => [kv.key, kv.value]));
+    const partitions = options.partitionBy.map((alias): readonly [string, string] => {
+      const value = decoded.get(alias);
+      return [
+        alias,
+        value === undefined || value === null || value === '__HIVE_DEFAULT_PARTITION__' ? '' : value,
+      ];
+    });
+    // One file per partition folder is what the S3 layout has room for
+    // ({instance}-{epoch}-{segmentId}.parquet). DuckDB only splits a folder
+    // when asked to (FILE_SIZE_BYTES…); if it ever does, fail loudly rather
+    // than let two files race for one key.
+    if (!/^data(_0)?\.parquet$/.test(path.basename(s.filename)))
+      throw new Error(`DuckDB wrote more than one file into ${relDir || targetDir}: ${s.filename}`);
     const st = await stat(s.filename);
-    const fileIndex = Number(/^data_([0-9]+)\.parquet$/.exec(path.basename(s.filename))?.[1] ?? 0);
     files.push({
       localPath: s.filename,
       partitionPath,
-      partitionValues,
-      fileIndex,
+      partitions,
       rowCount,
       sizeBytes: st.size,
       sha256: await sha256File(s.filename),

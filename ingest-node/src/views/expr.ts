@@ -41,7 +41,6 @@ export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
   '~~*', // ILIKE
   '!~~*', // NOT ILIKE
   '~~~', // GLOB (string pattern match, not the table function)
-  '!~~~',
   // strings
   'lower',
   'upper',
@@ -64,7 +63,6 @@ export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
   'concat_ws',
   'replace',
   'reverse',
-  'repeat',
   'split_part',
   'string_split',
   'str_split',
@@ -92,7 +90,6 @@ export const ALLOWED_FUNCTIONS: ReadonlySet<string> = new Set([
   'format',
   'printf',
   'nullif',
-  'ifnull',
   'greatest',
   'least',
   // math

@@ -8,7 +8,9 @@
 //
 // Pipeline, once per process: createParquetDb({ scratchDir, memoryLimitBytes, threads });
 // per sealed segment: materializeSegment(db, { jobId, records, views, raw }),
-// upload each file under artifactKey(…), then outputs.cleanup().
+// upload each file (delivery/keys.ts: rawKey(prefix, ref, file.partitions[0][1]),
+// viewKey(prefix, ref, view, file.partitions), dlqKey(prefix, ref, view, file.partitions[0][1])),
+// then outputs.cleanup().
 export { createParquetDb } from '../parquet/duckdb.ts';
 export type { ParquetDb, ParquetDbOptions } from '../parquet/duckdb.ts';
 export type { ParquetFile } from '../parquet/outputs.ts';
@@ -31,5 +33,5 @@ export type { ViewSpec, ViewSpecInput, ViewColumn, ViewPartition } from './spec.
 export { ALLOWED_FUNCTIONS, checkExpression } from './expr.ts';
 export { compileView, DlqErrorCode } from './compile.ts';
 export type { CompiledView, CompiledPartition } from './compile.ts';
-export { materializeSegment, artifactKey, DLQ_COLUMNS } from './materialize.ts';
-export type { MaterializeInput, SegmentOutputs, ViewOutput, ArtifactIds } from './materialize.ts';
+export { materializeSegment, DLQ_COLUMNS } from './materialize.ts';
+export type { MaterializeInput, SegmentOutputs, ViewOutput } from './materialize.ts';

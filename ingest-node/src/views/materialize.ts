@@ -1,8 +1,9 @@
 // Per sealed segment: load the records into DuckDB once, then write the raw
 // Parquet and, per view, the view Parquet (ok rows, Hive-partitioned by the
 // view's aliases) and the DLQ Parquet (dlq rows, partitioned by ingest date).
-// Outputs land in `<scratch>/jobs/<jobId>/`; the caller uploads them under the
-// keys of `artifactKey()` and then calls `cleanup()`.
+// Outputs land in `<scratch>/jobs/<jobId>/`; the caller uploads them under
+// delivery/keys.ts (rawKey/viewKey/dlqKey with each file's `partitions`) and
+// then calls `cleanup()`.
 //
 // Each view costs two passes over the records: one COPY of the ok rows, and
 // one that keeps only the rows that are not ok (with payloads for DLQ rows
@@ -191,36 +192,4 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
     await cleanup();
     throw err;
   }
-}
-
-export interface ArtifactIds {
-  /** Key prefix without a trailing slash ('' for none). */
-  readonly prefix: string;
-  readonly endpoint: string;
-  readonly instance: string;
-  readonly epoch: string;
-  readonly segmentId: string;
-}
-
-/**
- * The S3 key of a produced file (DESIGN §5), a pure function of the ids and
- * the file's partition: retries overwrite, never duplicate.
- *   raw:  {prefix}/raw/{endpoint}/dt=…/{instance}-{epoch}-{segmentId}.parquet
- *   view: {prefix}/views/{view}/{partitions}/{instance}-{epoch}-{segmentId}.parquet
- *   dlq:  {prefix}/dlq/{view}/dt=…/{instance}-{epoch}-{segmentId}.parquet
- */
-export function artifactKey(
-  kind: 'raw' | 'view' | 'dlq',
-  file: Pick<ParquetFile, 'partitionPath' | 'fileIndex'>,
-  ids: ArtifactIds & { readonly view?: string },
-): string {
-  const base = `${ids.instance}-${ids.epoch}-${ids.segmentId}${file.fileIndex > 0 ? `-${file.fileIndex}` : ''}.parquet`;
-  let dir: string;
-  if (kind === 'raw') dir = `raw/${ids.endpoint}`;
-  else {
-    if (ids.view === undefined) throw new Error(`a ${kind} key needs the view name`);
-    dir = `${kind === 'view' ? 'views' : 'dlq'}/${ids.view}`;
-  }
-  const key = `${dir}/${file.partitionPath}${base}`;
-  return ids.prefix === '' ? key : `${ids.prefix.replace(/\/+$/, '')}/${key}`;
 }

@@ -130,7 +130,7 @@ export const ForbiddenError = defineError({
   template: 'The API key does not have the "%s" scope',
 });
 
-// ---- 404 / 411 / 413 / 415 / 422.
+// ---- 404 / 408 / 411 / 413 / 415 / 422 / 431.
 export const NotFoundError = defineError({
   code: 'LF_NOT_FOUND',
   statusCode: 404,
@@ -180,12 +180,6 @@ export const UnsupportedEncodingError = defineError({
   retryable: false,
   template: 'Content-Encoding "%s" is not supported; use gzip, zstd or none',
 });
-export const HeadersTooLargeError = defineError({
-  code: 'LF_HEADERS_TOO_LARGE',
-  statusCode: 431,
-  retryable: false,
-  template: 'The request headers are too large',
-});
 export const JsonNotObjectError = defineError({
   code: 'LF_JSON_NOT_OBJECT',
   statusCode: 422,
@@ -199,6 +193,12 @@ export const IdempotencyKeyReusedError = defineError({
   template: 'This Idempotency-Key was already used with a different request body',
 });
 
+export const HeadersTooLargeError = defineError({
+  code: 'LF_HEADERS_TOO_LARGE',
+  statusCode: 431,
+  retryable: false,
+  template: 'The request headers are too large',
+});
 // ---- 500: a bug; the message stays generic so nothing internal leaks.
 export const InternalError = defineError({
   code: 'LF_INTERNAL',
@@ -220,7 +220,7 @@ export const WalBacklogError = defineError({
   statusCode: 503,
   retryable: true,
   retryAfterSeconds: 5,
-  template: 'The WAL holds %s bytes not yet delivered (high watermark %s bytes)',
+  template: 'The WAL retains %s bytes, over its high watermark (%s bytes): delivery to S3 is behind',
 });
 export const DiskLowError = defineError({
   code: 'LF_DISK_LOW',

@@ -144,6 +144,45 @@ export function createMetrics(
     (s) => s.syncsTotal,
   );
 
+  // The durable WAL reports more than the core contract; export what it has.
+  type Extra = Partial<Record<string, unknown>>;
+  const extraGauge = (name: string, help: string, key: string) =>
+    walGauge(name, help, (s) => {
+      const v = (s as unknown as Extra)[key];
+      return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
+    });
+  extraGauge(
+    'landfall_wal_queued_bytes',
+    'Bytes of appends accepted by the WAL and not yet durable.',
+    'queuedBytes',
+  );
+  extraGauge(
+    'landfall_wal_undelivered_segments',
+    'Sealed segments not yet delivered (no commit marker).',
+    'undeliveredSegments',
+  );
+  extraGauge(
+    'landfall_wal_undelivered_bytes',
+    'Bytes of sealed segments not yet delivered.',
+    'undeliveredBytes',
+  );
+  extraGauge(
+    'landfall_wal_write_failures',
+    'WAL groups whose write or fdatasync failed since start.',
+    'writeFailuresTotal',
+  );
+  extraGauge('landfall_wal_failed', '1 once the WAL refuses writes until a restart.', 'failed');
+  extraGauge(
+    'landfall_wal_recovery_truncations',
+    'Torn WAL tails truncated at recovery (since start).',
+    'recoveryTruncationsTotal',
+  );
+  extraGauge(
+    'landfall_wal_quarantined_segments',
+    'Segments moved to quarantine/ since start (alert on > 0).',
+    'quarantinedTotal',
+  );
+
   const requestChildren = new Map<string, ReturnType<typeof requests.labels>>();
   const rejectionChildren = new Map<string, ReturnType<typeof rejections.labels>>();
   return {

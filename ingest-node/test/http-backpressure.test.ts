@@ -24,6 +24,7 @@ void describe('backpressure', () => {
     t = await startTestServer({ config: { backpressure: { walBytesHigh: 100_000, walBytesLow: 50_000 } } });
     assert.equal((await ingest(t.url, '{"a":1}\n')).status, 202);
     t.wal.retainedBytesExtra = 120_000;
+    t.clock.advance(100); // the request path re-reads WAL stats at most every 50 ms
     const refused = await ingest(t.url, '{"a":1}\n');
     assert.equal(refused.status, 503);
     assert.equal(codeOf(refused), 'LF_WAL_BACKLOG');
@@ -32,10 +33,12 @@ void describe('backpressure', () => {
 
     // Between the watermarks: still refusing (hysteresis, no flapping).
     t.wal.retainedBytesExtra = 70_000;
+    t.clock.advance(100);
     assert.equal((await ingest(t.url, '{"a":1}\n')).status, 503);
     assert.equal((await readyz(t.url)).status, 503);
 
     t.wal.retainedBytesExtra = 10_000;
+    // /readyz reads the WAL at once, so a probe sees recovery without waiting for a write.
     assert.deepEqual(await readyz(t.url), { status: 200, body: { ready: true, reasons: [] } });
     assert.equal((await ingest(t.url, '{"a":1}\n')).status, 202);
     assert.equal(t.wal.appends.length, 2);

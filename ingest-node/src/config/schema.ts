@@ -17,8 +17,13 @@ const GiB = 1024 * MiB;
 /** Names that end up in S3 keys and metric labels: keep them boring. */
 const namePattern = '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$';
 
-const bytes = (description: string, defaultBytes: number, minimum = 0) =>
-  Type.Integer({ minimum, default: defaultBytes, description });
+const bytes = (description: string, defaultBytes: number, minimum = 0, maximum?: number) =>
+  Type.Integer({
+    minimum,
+    ...(maximum === undefined ? {} : { maximum }),
+    default: defaultBytes,
+    description,
+  });
 const millis = (description: string, defaultMs: number, minimum = 0) =>
   Type.Integer({ minimum, default: defaultMs, description });
 
@@ -76,6 +81,7 @@ export const LimitsSchema = Type.Object(
       'Largest single record (NDJSON line, JSON array element or RecordIO payload); larger answers 413 LF_RECORD_TOO_LARGE.',
       1 * MiB,
       1,
+      256 * MiB, // the WAL frame format's own bound
     ),
     inflightBytesMax: bytes(
       'Decoded bytes held by all requests not yet answered; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path.',

@@ -1,0 +1,199 @@
+// The composition root: config → filesystem → WAL → HTTP server, and the
+// shutdown that undoes it in order. Nothing below this file reads globals
+// (env, process, the real clock) on its own; this is where they are chosen.
+//
+// Shutdown (SIGTERM from the kubelet, or Ctrl-C): readiness goes false and new
+// writes get 503 LF_DRAINING (clients retry on another replica); requests
+// already reading or waiting for their fsync finish and get their 202; then
+// the WAL closes, sealing the open segment so delivery picks it up on the next
+// start. All of it is bounded by shutdown.timeoutMs.
+
+import { resolve } from 'node:path';
+import { Registry } from 'prom-client';
+import type { Clock } from './clock.ts';
+import { systemClock } from './clock.ts';
+import type { Logger } from './log.ts';
+import { silentLogger } from './log.ts';
+import type { NodeConfig } from './config/schema.ts';
+import { isLoopbackHost } from './config/load.ts';
+import { VERSION } from './config/version.ts';
+import type { FileSystem } from './fs/types.ts';
+import { NodeFileSystem } from './fs/node.ts';
+import { openWal } from './wal/wal.ts';
+import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
+import type { WalOptions, WriteAheadLog } from './wal/types.ts';
+import { fileSystemProbe } from './backpressure.ts';
+import type { DiskSpaceProbe } from './backpressure.ts';
+import { buildServer } from './http/server.ts';
+import type { IngestServer } from './http/server.ts';
+import type { ApiKeySource } from './http/auth.ts';
+
+export interface NodeDeps {
+  readonly fs?: FileSystem;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+  readonly registry?: Registry;
+  /** Replaces the real WAL (tests). */
+  readonly openWal?: (options: WalOptions) => Promise<WriteAheadLog>;
+  /** See ServerDeps.apiKeys. */
+  readonly apiKeys?: ApiKeySource | null;
+  readonly disk?: DiskSpaceProbe;
+  /** Install SIGTERM/SIGINT handlers that shut the node down (the CLI does; tests and embedders need not). */
+  readonly handleSignals?: boolean;
+  /** Extra /v1/status sections (later: sealer, uploads). */
+  readonly status?: () => Record<string, unknown>;
+}
+
+export interface RunningNode {
+  readonly config: NodeConfig;
+  /** Base URL the server listens on, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly server: IngestServer;
+  readonly wal: WriteAheadLog;
+  readonly authEnabled: boolean;
+  /** Drains and stops; resolves true when everything closed in time and cleanly. Idempotent. */
+  shutdown(reason?: string): Promise<boolean>;
+  /** Settles when shutdown has finished (whoever started it), with shutdown()'s result. */
+  readonly stopped: Promise<boolean>;
+}
+
+function timeout(ms: number): { promise: Promise<'timeout'>; cancel: () => void } {
+  let timer: NodeJS.Timeout | undefined;
+  const promise = new Promise<'timeout'>((r) => {
+    timer = setTimeout(() => r('timeout'), ms);
+  });
+  return { promise, cancel: () => clearTimeout(timer) };
+}
+
+export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promise<RunningNode> {
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? silentLogger;
+  const fs = deps.fs ?? new NodeFileSystem();
+  const walDir = resolve(config.wal.dir);
+
+  const authEnabled =
+    deps.apiKeys !== undefined ? deps.apiKeys !== null : config.auth.apiKeysFile !== undefined;
+  if (!authEnabled) {
+    const loopback = isLoopbackHost(config.listen.host);
+    // Loud on purpose: an open ingest endpoint is the first thing a reviewer should see.
+    log.warn(
+      { host: config.listen.host, authRequired: config.auth.required ?? 'auto' },
+      loopback
+        ? 'AUTH DISABLED: no auth.apiKeysFile, so anyone who can reach this loopback address can write. Set auth.apiKeysFile before exposing the node.'
+        : 'AUTH DISABLED on a non-loopback address (auth.required=false): anyone who can reach this node can write.',
+    );
+  }
+
+  const wal = await (deps.openWal ?? openWal)({
+    dir: walDir,
+    endpoint: config.endpoint.name,
+    instance: config.instance.id,
+    segmentBytesMax: config.wal.segmentBytesMax,
+    segmentAgeMsMax: config.wal.segmentAgeMsMax,
+    fs,
+    clock,
+    log,
+    // The HTTP layer enforces limits.recordBytesMax; the WAL's bound guards against
+    // corrupt frames at recovery and must not shrink when a user lowers the limit.
+    recordBytesMax: Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
+    // In-flight bytes are bounded before the WAL (limits.inflightBytesMax); its queue
+    // also counts frame headers, so give it headroom rather than a second, tighter limit.
+    queueBytesMax: 2 * config.limits.inflightBytesMax,
+  });
+
+  let server: IngestServer;
+  let url: string;
+  try {
+    server = await buildServer({
+      config,
+      wal,
+      clock,
+      log,
+      disk: deps.disk ?? fileSystemProbe(fs, walDir),
+      registry: deps.registry ?? new Registry(),
+      defaultMetrics: true,
+      ...(deps.apiKeys !== undefined ? { apiKeys: deps.apiKeys } : {}),
+      ...(deps.status !== undefined ? { status: deps.status } : {}),
+    });
+    try {
+      url = await server.listen();
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+  } catch (err) {
+    await wal.close();
+    throw err;
+  }
+
+  log.info(
+    {
+      url,
+      version: VERSION,
+      endpoint: config.endpoint.name,
+      instance: config.instance.id,
+      walDir,
+      validation: config.validation,
+      auth: authEnabled,
+    },
+    'landfall ingest node listening',
+  );
+
+  let shuttingDown: Promise<boolean> | undefined;
+  let resolveStopped!: (ok: boolean) => void;
+  const stopped = new Promise<boolean>((r) => {
+    resolveStopped = r;
+  });
+
+  const shutdown = (reason = 'shutdown'): Promise<boolean> => {
+    shuttingDown ??= (async () => {
+      const startedMs = clock.monotonicMs();
+      log.info(
+        { reason, timeoutMs: config.shutdown.timeoutMs },
+        'draining: refusing new writes, finishing in-flight requests',
+      );
+      server.beginDrain();
+      let ok = true;
+      const limit = timeout(config.shutdown.timeoutMs);
+      const closing = server.close();
+      if ((await Promise.race([closing, limit.promise])) === 'timeout') {
+        ok = false;
+        log.error(
+          { timeoutMs: config.shutdown.timeoutMs },
+          'in-flight requests did not finish in time; closing their connections',
+        );
+        server.app.server.closeAllConnections();
+        await closing.catch(() => {});
+      }
+      limit.cancel();
+      try {
+        await wal.close();
+      } catch (err) {
+        ok = false;
+        log.error({ err }, 'closing the WAL failed; recovery will finish the open segment at the next start');
+      }
+      log.info({ reason, ok, durationMs: Math.round(clock.monotonicMs() - startedMs) }, 'stopped');
+      if (deps.handleSignals === true) {
+        process.off('SIGTERM', onSignal);
+        process.off('SIGINT', onSignal);
+      }
+      resolveStopped(ok);
+      return ok;
+    })();
+    return shuttingDown;
+  };
+
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (shuttingDown !== undefined) {
+      log.warn({ signal }, 'already shutting down');
+      return;
+    }
+    void shutdown(signal);
+  };
+  if (deps.handleSignals === true) {
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+
+  return { config, url, server, wal, authEnabled, shutdown, stopped };
+}

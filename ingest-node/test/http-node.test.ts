@@ -1,0 +1,164 @@
+// The composition root and the `landfall` CLI: startNode wires config → WAL →
+// server; shutdown drains (in-flight requests finish), closes the WAL (the open
+// segment seals) and reports success; the CLI serves, stops on SIGTERM with
+// exit code 0, and refuses a bad config with exit code 2.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startNode } from '../src/node.ts';
+import { defaultConfig } from '../src/config/load.ts';
+import { main } from '../src/cli.ts';
+import type { CliIo } from '../src/cli.ts';
+import { MemoryWal } from './helpers/memory-wal.ts';
+import { ingest } from './helpers/server.ts';
+
+const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
+
+void describe('startNode', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'landfall-node-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  void it('serves on the real WAL and seals the open segment on shutdown', async () => {
+    const walDir = join(dir, 'wal');
+    const node = await startNode(defaultConfig({ listen: { port: 0 }, wal: { dir: walDir } }));
+    assert.equal(node.authEnabled, false);
+    const a = await ingest(node.url, '{"hello":"world"}\n');
+    assert.equal(a.status, 202);
+    assert.equal(await node.shutdown('test'), true);
+    assert.equal(await node.stopped, true);
+    assert.equal(await node.shutdown('again'), true, 'idempotent');
+    const stats = node.wal.stats();
+    assert.equal(stats.openSegmentId, null, 'closed WAL has no open segment');
+    assert.ok((await readdir(walDir)).some((n) => n.endsWith('.wal')));
+    await assert.rejects(fetch(`${node.url}/healthz`));
+  });
+
+  void it('shutdown lets in-flight requests finish, refuses new ones, then closes the WAL', async () => {
+    const wal = new MemoryWal();
+    const node = await startNode(defaultConfig({ listen: { port: 0 } }), {
+      openWal: async () => wal,
+      apiKeys: null,
+    });
+    const release = wal.hold();
+    const inflight = ingest(node.url, '{"a":1}\n');
+    await new Promise((r) => setTimeout(r, 50));
+    const stopping = node.shutdown('test');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(node.server.backpressure.ready().accepting, false);
+    assert.equal(wal.closed, false, 'the WAL stays open while a request waits for it');
+    release();
+    assert.equal((await inflight).status, 202);
+    assert.equal(await stopping, true);
+    assert.equal(wal.closed, true);
+  });
+
+  void it('shutdown is bounded by shutdown.timeoutMs', async () => {
+    const wal = new MemoryWal();
+    const node = await startNode(defaultConfig({ listen: { port: 0 }, shutdown: { timeoutMs: 200 } }), {
+      openWal: async () => wal,
+    });
+    wal.hold(); // never released: the request would wait forever
+    const stuck = ingest(node.url, '{"a":1}\n').catch((err: unknown) => err);
+    await new Promise((r) => setTimeout(r, 50));
+    const started = Date.now();
+    assert.equal(await node.shutdown('test'), false, 'not clean: a request was cut off');
+    assert.ok(Date.now() - started < 2000);
+    assert.ok((await stuck) instanceof Error, 'the stuck client saw its connection closed');
+  });
+
+  void it('a start that fails after the WAL opened closes the WAL', async () => {
+    const wal = new MemoryWal();
+    const config = defaultConfig({ listen: { port: 0 }, auth: { apiKeysFile: join(dir, 'no-such-keys') } });
+    await assert.rejects(startNode(config, { openWal: async () => wal }), /auth.apiKeysFile/);
+    assert.equal(wal.closed, true);
+  });
+});
+
+function captureIo(
+  env: Record<string, string> = {},
+): CliIo & { outText: () => string; errText: () => string } {
+  let out = '';
+  let err = '';
+  return {
+    out: (t) => void (out += t),
+    err: (t) => void (err += t),
+    env,
+    isTTY: false,
+    outText: () => out,
+    errText: () => err,
+  };
+}
+
+void describe('landfall CLI', () => {
+  void it('--help lists the commands, --version prints the version, unknown commands are exit 2', async () => {
+    const io = captureIo();
+    assert.equal(await main(['--help'], io), 0);
+    assert.match(io.outText(), /serve\s+run an ingest node/);
+    const v = captureIo();
+    assert.equal(await main(['--version'], v), 0);
+    assert.match(v.outText(), /^\d+\.\d+\.\d+\n$/);
+    const u = captureIo();
+    assert.equal(await main(['frobnicate'], u), 2);
+    assert.match(u.errText(), /unknown command "frobnicate"/);
+    const h = captureIo();
+    assert.equal(await main(['serve', '--help'], h), 0);
+    assert.match(h.outText(), /--wal\.segmentBytesMax/);
+    assert.match(h.outText(), /LANDFALL_WAL_SEGMENT_BYTES_MAX/);
+  });
+
+  void it('serve refuses a bad config with every problem and exit code 2', async () => {
+    const io = captureIo({ LANDFALL_LISTEN_PORT: 'x' });
+    assert.equal(await main(['serve', '--wal.dirr=/x'], io), 2);
+    assert.match(io.errText(), /unknown flag --wal\.dirr/);
+    const open = captureIo();
+    assert.equal(await main(['serve', '--listen.host=0.0.0.0'], open), 2);
+    assert.match(open.errText(), /API keys are required/);
+  });
+
+  void it('serve runs as a process with keys: 401 without, 202 with, exits 0 on SIGTERM after sealing', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'landfall-cli-'));
+    try {
+      const keys = join(dir, 'keys');
+      await writeFile(keys, 'cli-test-key-0123456789\n');
+      const child = spawn(
+        process.execPath,
+        [CLI, 'serve', '--listen.port=0', `--wal.dir=${join(dir, 'wal')}`, '--auth.apiKeysFile', keys],
+        {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          env: { PATH: process.env.PATH ?? '' },
+        },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const deadline = Date.now() + 10_000;
+      let url: string | undefined;
+      while (url === undefined && Date.now() < deadline) {
+        const m = /"url":"(http:\/\/[^"]+)"[^\n]*listening/.exec(stdout);
+        url = m?.[1];
+        if (url === undefined) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.ok(url !== undefined, `never listened:\n${stdout}\n${stderr}`);
+      assert.equal((await ingest(url, '{"a":1}\n')).status, 401);
+      assert.equal((await ingest(url, '{"a":1}\n', { 'x-api-key': 'cli-test-key-0123456789' })).status, 202);
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.match(stdout, /"msg":"stopped"/);
+      assert.match(stdout, /"msg":"WAL segment sealed"/);
+      assert.ok(!stdout.includes('cli-test-key-0123456789'), 'the key is never logged');
+      assert.ok(!stdout.includes('AUTH DISABLED'));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -11,6 +11,7 @@ export {
   liveProcesses,
   repoRoot,
   runDir,
+  runTool,
   scratchDir,
   startProcess,
   testbedBinary,

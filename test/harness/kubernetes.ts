@@ -11,13 +11,14 @@ import {
   freePort,
   httpOk,
   retryOnPortClash,
+  runTool,
   scratchDir,
   startProcess,
   testbedBinary,
   testbedVersions,
   waitFor,
 } from './proc.ts';
-import type { ServerProcess } from './proc.ts';
+import type { RunToolOptions, ServerProcess, ToolResult } from './proc.ts';
 
 const execFileP = promisify(execFile);
 
@@ -60,6 +61,10 @@ export interface KubernetesTestbed {
     controllerManager?: number;
     total: number;
   };
+  /** Run the built kubectl against this cluster (`--kubeconfig` set). */
+  kubectl(args: readonly string[], opts?: RunToolOptions): Promise<ToolResult>;
+  /** Run the built helm against this cluster, with its config/cache/data folders in this run's scratch space. */
+  helm(args: readonly string[], opts?: RunToolOptions): Promise<ToolResult>;
   /** Create a namespace and wait (bounded) until its `default` ServiceAccount exists, so Pods can be admitted. */
   newNamespace(prefix?: string, timeoutMs?: number): Promise<string>;
   stop(): Promise<void>;
@@ -235,6 +240,9 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
             // Test state is throwaway: skip fsync so etcd does not dominate test time.
             '--unsafe-no-fsync',
             '--log-level=warn',
+            // One member, no peers to lose: elect at once instead of after ~1 s.
+            '--heartbeat-interval=10',
+            '--election-timeout=100',
           ],
           logPath: join(dir, 'etcd.log'),
         });
@@ -359,6 +367,21 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
         ...(cmLog === undefined ? {} : { controllerManager: cmLog }),
       },
       startupMs,
+      kubectl(args, toolOpts = {}) {
+        return runTool(testbedBinary('kubectl'), [`--kubeconfig=${kubeconfigPath}`, ...args], toolOpts);
+      },
+      helm(args, toolOpts = {}) {
+        const home = join(dir, 'helm');
+        return runTool(testbedBinary('helm'), [`--kubeconfig=${kubeconfigPath}`, ...args], {
+          ...toolOpts,
+          env: {
+            HELM_CONFIG_HOME: join(home, 'config'),
+            HELM_CACHE_HOME: join(home, 'cache'),
+            HELM_DATA_HOME: join(home, 'data'),
+            ...toolOpts.env,
+          },
+        });
+      },
       async newNamespace(prefix = 'test', timeoutMs = 20_000) {
         nsCounter += 1;
         const name = `${prefix}-${nsCounter}-${randomBytes(3).toString('hex')}`;

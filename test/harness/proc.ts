@@ -376,3 +376,51 @@ export async function retryOnPortClash<T>(start: () => Promise<T>, attempts = 3)
     }
   }
 }
+
+export interface RunToolOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  /** Written to the tool's stdin (e.g. a manifest for `kubectl apply -f -`). */
+  input?: string;
+  /** Killed (SIGKILL) and rejected after this; default 60 000. */
+  timeoutMs?: number;
+}
+
+export interface ToolResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a short-lived command line tool to completion; rejects on a non-zero exit with its stderr. */
+export async function runTool(
+  command: string,
+  args: readonly string[],
+  opts: RunToolOptions = {},
+): Promise<ToolResult> {
+  const timeoutMs = opts.timeoutMs ?? 60_000;
+  return new Promise((resolveRun, reject) => {
+    const child = spawn(command, args, {
+      cwd: opts.cwd ?? runDir(),
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      const line = `${basename(command)} ${args.join(' ')}`;
+      if (code === 0) resolveRun({ stdout, stderr });
+      else if (signal === 'SIGKILL') reject(new Error(`${line}: killed after ${timeoutMs} ms\n${stderr}`));
+      else reject(new Error(`${line}: exit ${String(code ?? signal)}\n${stderr}`));
+    });
+    child.stdin.on('error', () => {}); // the tool may exit without reading its input
+    child.stdin.end(opts.input ?? '');
+  });
+}

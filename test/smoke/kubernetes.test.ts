@@ -252,3 +252,27 @@ void test('client-node trap: a wire-shaped CRD loses x-kubernetes-* keys unless 
     x_kubernetes_validations: [{ rule: 'has(self.a)', message: 'a is required' }],
   });
 });
+
+void test('the built kubectl and helm work with the harness kubeconfig', async () => {
+  const version = JSON.parse((await kube.kubectl(['version', '--output=json'])).stdout) as {
+    clientVersion?: { gitVersion?: string };
+    serverVersion?: { gitVersion?: string };
+  };
+  assert.equal(version.clientVersion?.gitVersion, kube.version);
+  assert.equal(version.serverVersion?.gitVersion, kube.version);
+  const applied = await kube.kubectl(
+    ['apply', '--server-side', '--field-manager=landfall-smoke', '-f', '-'],
+    {
+      input: JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: { name: 'from-kubectl', namespace },
+      }),
+    },
+  );
+  assert.match(applied.stdout, /configmap\/from-kubectl serverside-applied/);
+  const helm = await kube.helm(['version', '--short']);
+  assert.match(helm.stdout, new RegExp(`^${testbedVersions()['HELM_VERSION'] ?? 'missing'}`));
+  const releases = await kube.helm(['list', '--all-namespaces', '--output=json']);
+  assert.deepEqual(JSON.parse(releases.stdout), []);
+});

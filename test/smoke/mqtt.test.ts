@@ -57,7 +57,8 @@ function connack(c: MqttClient, timeoutMs = 5000): Promise<mqtt.IConnackPacket> 
   });
 }
 
-void test('QoS 1 publish is received', async () => {
+void test('QoS 1 publish is received', async (t) => {
+  t.diagnostic(`start-up ms: ${broker.startupMs}`);
   const sub = await client();
   const pub = await client();
   const topic = `landfall/smoke/${Date.now()}`;

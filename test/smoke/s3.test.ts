@@ -27,7 +27,8 @@ after(async () => {
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-void test('multipart upload of 20 MiB reads back byte-exact', async () => {
+void test('multipart upload of 20 MiB reads back byte-exact', async (t) => {
+  t.diagnostic(`start-up ms: ${minio.startupMs}`);
   const body = randomBytes(20 * 1024 * 1024);
   const key = 'smoke/multipart.bin';
   const upload = new Upload({

@@ -4,7 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
 import { renderCrds, toStructural } from '../src/api/crds.ts';
-import { endpointSpecErrors, withEndpointDefaults } from '../src/api/endpoint.ts';
+import { EndpointSpec, endpointSpecErrors, withEndpointDefaults } from '../src/api/endpoint.ts';
 import { viewOutputName, withViewDefaults } from '../src/api/view.ts';
 
 const crdDir = join(import.meta.dirname, '..', '..', 'crds');
@@ -45,6 +45,21 @@ void test('string unions become enums, defaulted fields are not required', () =>
     required: ['b'],
     properties: { a: { type: 'string', enum: ['x', 'y'], default: 'x' }, b: { type: 'string' } },
   });
+});
+
+void test('object defaults spell out their fields (the apiserver validates a default without nested defaulting)', () => {
+  const check = (schema: Record<string, unknown>, path: string): void => {
+    const props = schema.properties as Record<string, Record<string, unknown>> | undefined;
+    const d = schema.default as Record<string, unknown> | undefined;
+    if (props && d && typeof d === 'object') {
+      for (const [k, child] of Object.entries(props)) {
+        if (child.default !== undefined)
+          assert.deepEqual(d[k], child.default, `${path}.${k}: parent default disagrees`);
+      }
+    }
+    for (const [k, child] of Object.entries(props ?? {})) check(child, `${path}.${k}`);
+  };
+  check(EndpointSpec, 'spec');
 });
 
 void test('endpoint defaults match the CRD defaults and fill nested objects', () => {

@@ -142,7 +142,7 @@ export const Storage = Type.Object(
     size: Quantity({ default: '10Gi', description: 'Size of each replica WAL volume.' }),
   },
   {
-    default: {},
+    default: { size: '10Gi' },
     description:
       'The WAL volume of each replica. Immutable: StatefulSet volumeClaimTemplates cannot change in place.',
     'x-kubernetes-validations': [{ rule: 'self == oldSelf', message: 'storage is immutable' }],
@@ -165,7 +165,10 @@ export const SegmentPolicy = Type.Object(
         'Seal the open WAL segment when its first record is this old (ms); bounds delivery latency.',
     }),
   },
-  { default: {}, description: 'When a WAL segment seals: on size or on age, whichever comes first.' },
+  {
+    default: { segmentBytesMax: 524288, segmentAgeMsMax: 60000 },
+    description: 'When a WAL segment seals: on size or on age, whichever comes first.',
+  },
 );
 
 export const Outputs = Type.Object(
@@ -180,7 +183,7 @@ export const Outputs = Type.Object(
     }),
   },
   {
-    default: {},
+    default: { segments: true, rawParquet: false },
     description: 'Artifacts per sealed segment besides the View Parquet. At least one must be on.',
     'x-kubernetes-validations': [
       {
@@ -215,7 +218,7 @@ export const Limits = Type.Object(
       description: 'Largest request body accepted (decoded), in bytes; larger requests get 413.',
     }),
   },
-  { default: {}, description: 'Request limits of the HTTP API.' },
+  { default: { bodyBytesMax: 10485760 }, description: 'Request limits of the HTTP API.' },
 );
 
 export const EndpointSpec = Type.Object(

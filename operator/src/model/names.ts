@@ -21,6 +21,8 @@ export const DATA_MOUNT = '/var/lib/landfall';
 export const CONFIG_MOUNT = '/etc/landfall/config';
 export const CONFIG_FILE = 'config.json';
 export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
+/** Key (and file name in the API-key folder) of the operator's own status-scoped key. Reserved. */
+export const OPERATOR_KEY_FILE = 'landfall-operator-status-key';
 
 export function endpointName(ep: Endpoint): string {
   const name = ep.metadata.name;
@@ -43,6 +45,7 @@ export function childNames(ep: Endpoint): {
   service: string;
   statefulSet: string;
   pdb: string;
+  operatorKeySecret: string;
 } {
   const base = `${endpointName(ep)}-ingest`;
   return {
@@ -53,6 +56,7 @@ export function childNames(ep: Endpoint): {
     service: base,
     statefulSet: base,
     pdb: base,
+    operatorKeySecret: `${base}-operator-key`,
   };
 }
 

@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
+  V1Secret,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
   V1Service,
@@ -24,6 +25,7 @@ import {
   DATA_VOLUME,
   HTTP_PORT,
   IRSA_ANNOTATION,
+  OPERATOR_KEY_FILE,
   SERVICE_PORT,
   childMetadata,
   childNames,
@@ -222,7 +224,23 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
           ],
           volumes: [
             { name: 'config', configMap: { name: names.configMap } },
-            { name: 'api-keys', secret: { secretName: spec.apiKeySecretRef.name, defaultMode: 0o440 } },
+            {
+              // The user's keys plus the operator's own status-scoped key (for
+              // the drain check on deletion), one folder the node re-reads.
+              name: 'api-keys',
+              projected: {
+                defaultMode: 0o440,
+                sources: [
+                  { secret: { name: spec.apiKeySecretRef.name } },
+                  {
+                    secret: {
+                      name: names.operatorKeySecret,
+                      items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
+                    },
+                  },
+                ],
+              },
+            },
             { name: 'tmp', emptyDir: { sizeLimit: '1Gi' } },
           ],
         },
@@ -241,6 +259,29 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
       ],
     },
   };
+}
+
+/**
+ * The operator's own API key for GET /v1/status, scoped to `status` only (it
+ * cannot ingest). Generated once by the controller and never rotated by apply:
+ * the builder only shapes the object around the key it is given.
+ */
+export function buildOperatorKeySecret(ep: Defaulted, key: string): V1Secret {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: childMetadata(ep, childNames(ep).operatorKeySecret),
+    type: 'Opaque',
+    stringData: { [OPERATOR_KEY_FILE]: `${key} status\n` },
+  };
+}
+
+/** The key from a Secret built by buildOperatorKeySecret (stringData comes back as base64 data). */
+export function operatorKeyFromSecret(secret: V1Secret): string | undefined {
+  const raw = secret.data?.[OPERATOR_KEY_FILE];
+  if (!raw) return undefined;
+  const line = Buffer.from(raw, 'base64').toString('utf8').trim();
+  return line.split(/\s+/)[0] || undefined;
 }
 
 export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {

@@ -1,0 +1,491 @@
+// Endpoint controller: one reconcile is a list of named steps, each applying
+// one part of the desired state with server-side apply (one field manager).
+// Status is computed from what the StatefulSet and its pods report.
+import { randomBytes } from 'node:crypto';
+import type { V1PersistentVolumeClaim, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
+import type { Endpoint, EndpointSpec, EndpointStatus } from '../api/endpoint.ts';
+import { endpointSpecErrors, withEndpointDefaults } from '../api/endpoint.ts';
+import type { View } from '../api/view.ts';
+import type { NodeStatusProbe } from '../adapters/node-status.ts';
+import type { CompiledView } from '../adapters/view-compiler.ts';
+import {
+  CONFIG_HASH_ANNOTATION,
+  ENDPOINT_LABEL,
+  FINALIZER,
+  FORCE_DELETE_ANNOTATION,
+  childNames,
+  endpointUrl,
+} from '../model/names.ts';
+import {
+  buildConfigMap,
+  buildOperatorKeySecret,
+  buildPdb,
+  buildServiceAccount,
+  buildServices,
+  buildStatefulSet,
+  operatorKeyFromSecret,
+} from '../model/resources.ts';
+import type { EventSink } from '../runtime/events.ts';
+import { KubeApiError, Resources } from '../runtime/kube.ts';
+import type { KubeClient, KubeObject } from '../runtime/kube.ts';
+import type { Logger } from '../runtime/log.ts';
+import { jsonEqual, mergeConditions } from './conditions.ts';
+import type { Condition, ConditionInput } from './conditions.ts';
+import { checkDrained } from './drain.ts';
+import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
+import type { ViewCompileCache } from './views.ts';
+
+/** Read access to an informer cache. */
+export interface Store<T> {
+  getByKey(key: string): T | undefined;
+  list(): T[];
+}
+
+export interface ReconcileResult {
+  requeueAfterMs?: number;
+}
+
+export interface EndpointControllerDeps {
+  client: KubeClient;
+  endpoints: Store<Endpoint>;
+  views: Store<View>;
+  statefulSets: Store<V1StatefulSet>;
+  pods: Store<V1Pod>;
+  compileCache: ViewCompileCache;
+  events: EventSink;
+  log: Logger;
+  nodeImage: string;
+  probe: NodeStatusProbe;
+  /** How often a deleting Endpoint re-checks its replicas. */
+  drainPollMs?: number;
+  /** How often a not-yet-ready Endpoint re-reads its pods even without events. */
+  notReadyPollMs?: number;
+}
+
+/** Everything one reconcile learns, passed from step to step. */
+interface Ctx {
+  ep: Endpoint & { spec: EndpointSpec };
+  key: string;
+  namespace: string;
+  views: CompiledView[];
+  excludedViews: number;
+  configHash: string;
+  statefulSet?: V1StatefulSet;
+  previousHash?: string;
+}
+
+type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
+
+export class EndpointController {
+  private readonly d: EndpointControllerDeps;
+  private readonly log: Logger;
+  /** Endpoint uid → the operator's status key, so the Secret is read once. */
+  private readonly operatorKeys = new Map<string, string>();
+
+  constructor(deps: EndpointControllerDeps) {
+    this.d = deps;
+    this.log = deps.log.child({ controller: 'endpoint' });
+  }
+
+  /** The steps of a reconcile, in order. Each one is idempotent. */
+  private readonly steps: Step[] = [
+    { name: 'ensureFinalizer', run: (c) => this.ensureFinalizer(c) },
+    { name: 'collectViews', run: (c) => this.collectViews(c) },
+    { name: 'ensureServiceAccount', run: (c) => this.ensureServiceAccount(c) },
+    { name: 'ensureOperatorKey', run: (c) => this.ensureOperatorKey(c) },
+    { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
+    { name: 'ensureServices', run: (c) => this.ensureServices(c) },
+    { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
+    { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
+  ];
+
+  async reconcile(key: string): Promise<ReconcileResult> {
+    const ep = this.d.endpoints.getByKey(key);
+    if (!ep) {
+      this.forgetKey(key);
+      return {}; // gone: the garbage collector removes the children (owner references)
+    }
+    if (ep.metadata.deletionTimestamp) return this.finalize(ep);
+
+    const spec = withEndpointDefaults(ep.spec);
+    const ctx: Ctx = {
+      ep: { ...ep, spec },
+      key,
+      namespace: ep.metadata.namespace ?? '',
+      views: [],
+      excludedViews: 0,
+      configHash: '',
+    };
+    const errors = endpointSpecErrors(spec);
+    if (errors.length > 0) {
+      // Only possible when the installed CRD is older than the operator.
+      await this.updateStatus(ctx, [], {
+        type: 'Degraded',
+        status: 'True',
+        reason: 'InvalidSpec',
+        message: errors.join('; '),
+      });
+      return {};
+    }
+    for (const step of this.steps) {
+      try {
+        await step.run(ctx);
+      } catch (err) {
+        const message = `${step.name}: ${(err as Error).message}`;
+        this.d.events.record(ep, 'Warning', 'ReconcileFailed', message);
+        await this.updateStatus(ctx, [], {
+          type: 'Degraded',
+          status: 'True',
+          reason: 'ReconcileFailed',
+          message,
+        }).catch((statusErr: unknown) =>
+          this.log.debug({ err: statusErr, key }, 'status update after failure failed too'),
+        );
+        throw new Error(message, { cause: err });
+      }
+    }
+    const ready = await this.updateStatus(ctx, []);
+    // Pods change without touching our objects' generations; watch events on
+    // pods requeue us, this poll is only a safety net while converging.
+    return ready ? {} : { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
+  }
+
+  private forgetKey(key: string): void {
+    for (const [uid] of this.operatorKeys) if (uid.startsWith(`${key}|`)) this.operatorKeys.delete(uid);
+  }
+
+  // --- steps -----------------------------------------------------------------
+
+  private async ensureFinalizer(ctx: Ctx): Promise<void> {
+    const m = ctx.ep.metadata;
+    if (m.finalizers?.includes(FINALIZER)) return;
+    // A JSON patch guarded by the resourceVersion: other owners' finalizers
+    // stay, and a concurrent change makes this fail and retry on a fresh read.
+    // (Server-side apply of just metadata.finalizers is refused for a CR: the
+    // apiserver validates the partial object and misses the required spec.)
+    await this.d.client.jsonPatch(Resources.endpoint, ctx.namespace, m.name ?? '', [
+      { op: 'test', path: '/metadata/resourceVersion', value: m.resourceVersion },
+      m.finalizers
+        ? { op: 'add', path: '/metadata/finalizers/-', value: FINALIZER }
+        : { op: 'add', path: '/metadata/finalizers', value: [FINALIZER] },
+    ]);
+  }
+
+  private async collectViews(ctx: Ctx): Promise<void> {
+    const views = viewsOfEndpoint(this.d.views.list(), ctx.namespace, ctx.ep.metadata.name ?? '');
+    const result = await compileEndpointViews(this.d.compileCache, views);
+    ctx.views = result.compiled;
+    ctx.excludedViews = result.excluded.size;
+  }
+
+  private async ensureServiceAccount(ctx: Ctx): Promise<void> {
+    await this.d.client.apply(Resources.serviceAccount, buildServiceAccount(ctx.ep));
+  }
+
+  private async ensureOperatorKey(ctx: Ctx): Promise<void> {
+    const cacheKey = `${ctx.key}|${ctx.ep.metadata.uid ?? ''}`;
+    if (this.operatorKeys.has(cacheKey)) return;
+    const name = childNames(ctx.ep).operatorKeySecret;
+    const existing = await this.d.client.get<V1Secret & KubeObject>(Resources.secret, ctx.namespace, name);
+    let key = existing ? operatorKeyFromSecret(existing) : undefined;
+    if (!key) {
+      // Created once, never re-applied: applying a fresh random key each
+      // reconcile would rotate it under the running nodes.
+      key = `lfo_${randomBytes(24).toString('base64url')}`;
+      const secret = buildOperatorKeySecret(ctx.ep, key) as KubeObject;
+      if (existing) await this.d.client.apply(Resources.secret, secret);
+      else {
+        try {
+          await this.d.client.create(Resources.secret, secret);
+        } catch (err) {
+          // Another reconcile won the race; read its key next time.
+          if (err instanceof KubeApiError && err.code === 409)
+            throw new Error('operator key Secret created concurrently; retrying', { cause: err });
+          throw err;
+        }
+      }
+    }
+    this.operatorKeys.set(cacheKey, key);
+  }
+
+  private async ensureConfigMap(ctx: Ctx): Promise<void> {
+    const { configMap, hash } = buildConfigMap(ctx.ep, ctx.views);
+    ctx.configHash = hash;
+    await this.d.client.apply(Resources.configMap, configMap);
+  }
+
+  private async ensureServices(ctx: Ctx): Promise<void> {
+    const { headless, client } = buildServices(ctx.ep);
+    await this.d.client.apply(Resources.service, headless);
+    await this.d.client.apply(Resources.service, client);
+  }
+
+  private async ensureStatefulSet(ctx: Ctx): Promise<void> {
+    const desired = buildStatefulSet(
+      ctx.ep,
+      { nodeImage: this.d.nodeImage, views: ctx.views },
+      ctx.configHash,
+    );
+    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${desired.metadata?.name ?? ''}`);
+    ctx.previousHash = cached?.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
+    ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired);
+    if (!cached) {
+      this.d.events.record(
+        ctx.ep,
+        'Normal',
+        'Created',
+        `StatefulSet ${desired.metadata?.name ?? ''} created`,
+      );
+    } else if (ctx.previousHash && ctx.previousHash !== ctx.configHash) {
+      this.d.events.record(
+        ctx.ep,
+        'Normal',
+        'ConfigChanged',
+        `config ${ctx.previousHash} → ${ctx.configHash}: rolling the pods one at a time`,
+      );
+    }
+  }
+
+  private async ensurePdb(ctx: Ctx): Promise<void> {
+    await this.d.client.apply(Resources.pdb, buildPdb(ctx.ep));
+  }
+
+  // --- status ----------------------------------------------------------------
+
+  private podsOf(ctx: Ctx): V1Pod[] {
+    const name = ctx.ep.metadata.name;
+    return this.d.pods
+      .list()
+      .filter(
+        (p) => p.metadata?.namespace === ctx.namespace && p.metadata?.labels?.[ENDPOINT_LABEL] === name,
+      );
+  }
+
+  /** Ready/Degraded from the StatefulSet and its pods. */
+  private readiness(ctx: Ctx): {
+    ready: ConditionInput;
+    degraded: ConditionInput;
+    replicas: number;
+    readyReplicas: number;
+  } {
+    const desired = ctx.ep.spec.replicas;
+    const stsName = childNames(ctx.ep).statefulSet;
+    // The apply answer and the watch cache: take whichever is newer.
+    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${stsName}`);
+    const applied = ctx.statefulSet;
+    const sts =
+      cached && applied
+        ? Number(cached.metadata?.resourceVersion ?? 0) >= Number(applied.metadata?.resourceVersion ?? 0)
+          ? cached
+          : applied
+        : (cached ?? applied);
+    const st = sts?.status;
+    const replicas = st?.replicas ?? 0;
+    const readyReplicas = st?.readyReplicas ?? 0;
+    const ok: ConditionInput = {
+      type: 'Degraded',
+      status: 'False',
+      reason: 'AsExpected',
+      message: 'no problems observed',
+    };
+    if (!sts) {
+      return {
+        ready: {
+          type: 'Ready',
+          status: 'False',
+          reason: 'StatefulSetMissing',
+          message: `StatefulSet ${stsName} not found`,
+        },
+        degraded: ok,
+        replicas,
+        readyReplicas,
+      };
+    }
+    if (desired === 0) {
+      return {
+        ready: { type: 'Ready', status: 'False', reason: 'ScaledToZero', message: 'spec.replicas is 0' },
+        degraded: ok,
+        replicas,
+        readyReplicas,
+      };
+    }
+    if ((st?.observedGeneration ?? 0) < (sts.metadata?.generation ?? 0)) {
+      return {
+        ready: {
+          type: 'Ready',
+          status: 'False',
+          reason: 'RolloutPending',
+          message: `StatefulSet generation ${sts.metadata?.generation ?? 0} not yet observed by its controller`,
+        },
+        degraded: ok,
+        replicas,
+        readyReplicas,
+      };
+    }
+    const updated = st?.updatedReplicas ?? 0;
+    if (readyReplicas >= desired && updated >= desired) {
+      return {
+        ready: {
+          type: 'Ready',
+          status: 'True',
+          reason: 'AllReplicasReady',
+          message: `${readyReplicas}/${desired} replicas ready`,
+        },
+        degraded: ok,
+        replicas,
+        readyReplicas,
+      };
+    }
+    const notReady = this.podsOf(ctx)
+      .filter((p) => !p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      .map((p) => `${p.metadata?.name ?? '?'} (${podProblem(p)})`)
+      .sort();
+    const detail = notReady.length > 0 ? `; not ready: ${notReady.join(', ')}` : '';
+    const rolling = updated < desired && readyReplicas >= desired - 1;
+    return {
+      ready: {
+        type: 'Ready',
+        status: 'False',
+        reason: rolling ? 'RollingUpdate' : 'ReplicasNotReady',
+        message: `${readyReplicas}/${desired} replicas ready${rolling ? `, ${updated}/${desired} on the current config` : ''}${detail}`,
+      },
+      degraded:
+        readyReplicas > 0 && !rolling
+          ? {
+              type: 'Degraded',
+              status: 'True',
+              reason: 'ReplicasUnavailable',
+              message: `${desired - readyReplicas} of ${desired} replicas unavailable${detail}`,
+            }
+          : ok,
+      replicas,
+      readyReplicas,
+    };
+  }
+
+  /** Writes status if it changed; returns whether the Endpoint is Ready. */
+  private async updateStatus(ctx: Ctx, extra: ConditionInput[], override?: ConditionInput): Promise<boolean> {
+    const ep = ctx.ep;
+    const current = ep.status ?? {};
+    const r = this.readiness(ctx);
+    let inputs: ConditionInput[] = [r.ready, r.degraded, ...extra];
+    if (override) inputs = inputs.map((c) => (c.type === override.type ? override : c));
+    const conditions = mergeConditions(current.conditions, inputs, ep.metadata.generation);
+    const failed = override?.type === 'Degraded' && override.status === 'True';
+    const status: EndpointStatus = {
+      // A failed reconcile has not brought the children to this generation.
+      observedGeneration: failed ? current.observedGeneration : ep.metadata.generation,
+      conditions,
+      replicas: r.replicas,
+      readyReplicas: r.readyReplicas,
+      url: endpointUrl(ep),
+      configHash: ctx.configHash || current.configHash,
+      views: ctx.views.map((v) => v.name).sort(),
+    };
+    if (status.observedGeneration === undefined) delete status.observedGeneration;
+    if (!status.configHash) delete status.configHash;
+    const wasReady = current.conditions?.find((c) => c.type === 'Ready')?.status;
+    if (!jsonEqual(JSON.parse(JSON.stringify(status)), current)) {
+      await this.d.client.apply(
+        Resources.endpoint,
+        { metadata: { name: ep.metadata.name, namespace: ep.metadata.namespace }, status } as KubeObject,
+        { subresource: 'status' },
+      );
+      if (r.ready.status !== wasReady && !override) {
+        if (r.ready.status === 'True') this.d.events.record(ep, 'Normal', 'Ready', r.ready.message);
+        else if (wasReady === 'True') this.d.events.record(ep, 'Warning', 'NotReady', r.ready.message);
+      }
+    }
+    return r.ready.status === 'True';
+  }
+
+  // --- deletion ----------------------------------------------------------------
+
+  private async finalize(ep: Endpoint): Promise<ReconcileResult> {
+    if (!ep.metadata.finalizers?.includes(FINALIZER)) return {};
+    const namespace = ep.metadata.namespace ?? '';
+    const key = `${namespace}/${ep.metadata.name ?? ''}`;
+    if (ep.metadata.annotations?.[FORCE_DELETE_ANNOTATION] === 'true') {
+      this.d.events.record(
+        ep,
+        'Warning',
+        'ForceDeleted',
+        `${FORCE_DELETE_ANNOTATION}=true: deleting without waiting for delivery; undelivered segments on the volumes are not uploaded`,
+      );
+      await this.removeFinalizer(ep);
+      this.log.warn({ key }, 'finalizer removed by force annotation');
+      return {};
+    }
+    const spec = withEndpointDefaults(ep.spec);
+    const names = childNames({ ...ep, spec });
+    const claims = await this.d.client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
+      namespace,
+      labelSelector: `${ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
+    });
+    const keySecret = await this.d.client.get<V1Secret & KubeObject>(
+      Resources.secret,
+      namespace,
+      names.operatorKeySecret,
+    );
+    const result = await checkDrained({
+      statefulSetName: names.statefulSet,
+      claims: claims.items,
+      pods: this.podsOf({ ep: { ...ep, spec }, namespace } as Ctx),
+      apiKey: keySecret ? operatorKeyFromSecret(keySecret) : undefined,
+      probe: this.d.probe,
+    });
+    if (result.drained) {
+      this.d.events.record(
+        ep,
+        'Normal',
+        'Drained',
+        `${result.checked} replica volume(s) checked: nothing undelivered; releasing the finalizer`,
+      );
+      await this.removeFinalizer(ep);
+      this.forgetKey(key);
+      return {};
+    }
+    const message = `waiting for delivery before deletion (set annotation ${FORCE_DELETE_ANNOTATION}: "true" to skip): ${result.blockers.join('; ')}`;
+    this.d.events.record(ep, 'Normal', 'Draining', message);
+    const conditions = mergeConditions(
+      ep.status?.conditions ?? [],
+      [
+        ...((ep.status?.conditions ?? []) as Condition[]).filter((c) => c.type !== 'Draining'),
+        { type: 'Draining', status: 'True', reason: 'WaitingForDelivery', message },
+      ],
+      ep.metadata.generation,
+    );
+    if (!jsonEqual(conditions, ep.status?.conditions)) {
+      await this.d.client.apply(
+        Resources.endpoint,
+        {
+          metadata: { name: ep.metadata.name, namespace },
+          status: { ...ep.status, conditions },
+        } as KubeObject,
+        { subresource: 'status' },
+      );
+    }
+    return { requeueAfterMs: this.d.drainPollMs ?? 10_000 };
+  }
+
+  private async removeFinalizer(ep: Endpoint): Promise<void> {
+    const finalizers = ep.metadata.finalizers ?? [];
+    const i = finalizers.indexOf(FINALIZER);
+    if (i < 0) return;
+    // test + remove: if the list changed under us the patch fails and the
+    // reconcile retries on a fresh read, never removing someone else's entry.
+    await this.d.client.jsonPatch(Resources.endpoint, ep.metadata.namespace, ep.metadata.name ?? '', [
+      { op: 'test', path: `/metadata/finalizers/${i}`, value: FINALIZER },
+      { op: 'remove', path: `/metadata/finalizers/${i}` },
+    ]);
+  }
+}
+
+function podProblem(p: V1Pod): string {
+  const waiting = p.status?.containerStatuses?.find((c) => c.state?.waiting)?.state?.waiting?.reason;
+  if (waiting) return waiting;
+  const scheduled = p.status?.conditions?.find((c) => c.type === 'PodScheduled');
+  if (scheduled?.status === 'False') return `${scheduled.reason ?? 'Unschedulable'}`;
+  if (p.status?.phase === 'Pending' && !p.spec?.nodeName) return 'Pending, not scheduled';
+  return p.status?.phase ?? 'Unknown';
+}

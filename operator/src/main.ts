@@ -1,0 +1,212 @@
+#!/usr/bin/env node
+// landfall-operator: reconciles Endpoint and View resources.
+//
+//   landfall-operator [--kubeconfig FILE] [--namespace NS|all] [--leader-elect]
+//                     [--node-image IMAGE] [--metrics-port 8080] ...
+//
+// Without --kubeconfig: in-cluster config, else ~/.kube/config ($KUBECONFIG).
+// SIGTERM/SIGINT: stop reconciling (in-flight reconciles finish, bounded),
+// release the leader Lease, exit 0. Losing the Lease exits 1 so the pod
+// restarts with clean caches, as client-go controllers do.
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { hostname } from 'node:os';
+import { parseArgs } from 'node:util';
+import { KubeConfig } from '@kubernetes/client-node';
+import { LeaderElector } from './runtime/leader.ts';
+import { jsonLogger } from './runtime/log.ts';
+import type { LogLevel, Logger } from './runtime/log.ts';
+import { OperatorMetrics } from './runtime/metrics.ts';
+import { Operator } from './operator.ts';
+
+export const DEFAULT_NODE_IMAGE = 'ghcr.io/landfall/ingest-node:0.1.0';
+
+const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
+
+  --kubeconfig FILE          kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
+  --namespace NS|all         watch one namespace or all (default: all)
+  --leader-elect             run only while holding the Lease (for several replicas)
+  --lease-namespace NS       namespace of the Lease (default: $POD_NAMESPACE, then --namespace, then default)
+  --lease-name NAME          (default: landfall-operator)
+  --identity ID              leader identity (default: hostname_pid)
+  --lease-duration-ms N      (default 15000)
+  --renew-deadline-ms N      (default 10000)
+  --retry-period-ms N        (default 2000)
+  --node-image IMAGE         ingest-node image for Endpoints without spec.image (default ${DEFAULT_NODE_IMAGE})
+  --workers N                concurrent reconciles per controller (default 2)
+  --resync-period-ms N       re-reconcile everything this often (default 300000)
+  --metrics-port N           /metrics, /healthz, /readyz (default 8080; 0 = any free port, -1 = off)
+  --metrics-host HOST        (default 0.0.0.0)
+  --log-level LEVEL          debug|info|warn|error (default info)
+`;
+
+function int(v: string | undefined, name: string, fallback: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
+  return n;
+}
+
+export function loadKubeConfig(path: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (path) kc.loadFromFile(path);
+  else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster();
+  else kc.loadFromDefault();
+  return kc;
+}
+
+async function serveMetrics(
+  metrics: OperatorMetrics,
+  host: string,
+  port: number,
+  ready: () => boolean,
+  log: Logger,
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/metrics') {
+      metrics.registry
+        .metrics()
+        .then((text) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(text);
+        })
+        .catch((err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        });
+    } else if (url === '/healthz') {
+      res.writeHead(200).end('ok');
+    } else if (url === '/readyz') {
+      const ok = ready();
+      res.writeHead(ok ? 200 : 503).end(ok ? 'ok' : 'not ready');
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, resolve);
+  });
+  const addr = server.address();
+  log.info({ port: typeof addr === 'object' && addr ? addr.port : port }, 'metrics listening');
+  return server;
+}
+
+export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      kubeconfig: { type: 'string' },
+      namespace: { type: 'string' },
+      'leader-elect': { type: 'boolean', default: false },
+      'lease-namespace': { type: 'string' },
+      'lease-name': { type: 'string', default: 'landfall-operator' },
+      identity: { type: 'string' },
+      'lease-duration-ms': { type: 'string' },
+      'renew-deadline-ms': { type: 'string' },
+      'retry-period-ms': { type: 'string' },
+      'node-image': { type: 'string', default: DEFAULT_NODE_IMAGE },
+      workers: { type: 'string' },
+      'resync-period-ms': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-host': { type: 'string', default: '0.0.0.0' },
+      'log-level': { type: 'string', default: 'info' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  const level = values['log-level'] as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(level))
+    throw new Error(`--log-level: unknown level ${level}`);
+  const identity = values.identity ?? `${hostname()}_${process.pid}`;
+  const log = jsonLogger(level, { component: 'landfall-operator', identity });
+  const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
+  const kubeConfig = loadKubeConfig(values.kubeconfig);
+  const metrics = new OperatorMetrics(undefined, { defaultMetrics: true });
+
+  const operator = new Operator({
+    kubeConfig,
+    namespace,
+    nodeImage: values['node-image'],
+    log,
+    metrics,
+    workers: int(values.workers, 'workers', 2),
+    resyncPeriodMs: int(values['resync-period-ms'], 'resync-period-ms', 300_000),
+  });
+
+  let running = false;
+  let standby = values['leader-elect'];
+  const metricsPort = int(values['metrics-port'], 'metrics-port', 8080);
+  const server =
+    metricsPort >= 0
+      ? await serveMetrics(metrics, values['metrics-host'], metricsPort, () => running || standby, log)
+      : undefined;
+
+  const elector = values['leader-elect']
+    ? new LeaderElector({
+        kubeConfig,
+        namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? namespace ?? 'default',
+        name: values['lease-name'],
+        identity,
+        leaseDurationMs: int(values['lease-duration-ms'], 'lease-duration-ms', 15_000),
+        renewDeadlineMs: int(values['renew-deadline-ms'], 'renew-deadline-ms', 10_000),
+        retryPeriodMs: int(values['retry-period-ms'], 'retry-period-ms', 2_000),
+        log,
+        metrics,
+      })
+    : undefined;
+  let shuttingDown = false;
+  const shutdown = async (signal: string): Promise<void> => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ signal }, 'shutting down');
+    if (elector) {
+      // The elector's run() ends: onStoppedLeading stops the operator and
+      // the Lease is released before main() returns.
+      elector.stop();
+    } else {
+      await operator.stop();
+      server?.close();
+    }
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+
+  if (!elector) {
+    metrics.leader.set(1);
+    running = true;
+    await operator.start();
+    return;
+  }
+
+  metrics.leader.set(0);
+  await elector.run({
+    onStartedLeading: async () => {
+      standby = false;
+      running = true;
+      await operator.start();
+    },
+    onStoppedLeading: async (reason) => {
+      running = false;
+      await operator.stop();
+      if (reason === 'lost') {
+        log.error({}, 'leadership lost: exiting so a fresh process campaigns again');
+        process.exit(1);
+      }
+      elector?.stop();
+    },
+  });
+  server?.close();
+}
+
+if (import.meta.main) {
+  main().catch((err: unknown) => {
+    console.error(err instanceof Error ? err.message : err);
+    process.exit(2);
+  });
+}

@@ -1,0 +1,252 @@
+// Wires informers, work queues and controllers into one runnable operator.
+// Leader election lives outside (main.ts): a standby process never starts
+// this, so it neither watches nor writes.
+import type { KubeConfig, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { Endpoint } from './api/endpoint.ts';
+import type { View } from './api/view.ts';
+import { compileView as defaultCompiler } from './adapters/view-compiler.ts';
+import type { ViewCompiler } from './adapters/view-compiler.ts';
+import { httpNodeStatusProbe } from './adapters/node-status.ts';
+import type { NodeStatusProbe } from './adapters/node-status.ts';
+import { EndpointController } from './controller/endpoint.ts';
+import type { ReconcileResult } from './controller/endpoint.ts';
+import { ViewController } from './controller/view.ts';
+import { ViewCompileCache } from './controller/views.ts';
+import { ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL } from './model/names.ts';
+import { EventRecorder } from './runtime/events.ts';
+import { Informer, objectKey } from './runtime/informer.ts';
+import { KubeClient, Resources } from './runtime/kube.ts';
+import type { KubeObject } from './runtime/kube.ts';
+import type { Logger } from './runtime/log.ts';
+import { OperatorMetrics } from './runtime/metrics.ts';
+import { WorkQueue } from './runtime/workqueue.ts';
+
+export interface OperatorOptions {
+  kubeConfig: KubeConfig;
+  /** Watch one namespace; unset: all. */
+  namespace?: string;
+  nodeImage: string;
+  log: Logger;
+  metrics?: OperatorMetrics;
+  workers?: number;
+  resyncPeriodMs?: number;
+  watchTimeoutSeconds?: number;
+  compiler?: ViewCompiler;
+  probe?: NodeStatusProbe;
+  drainPollMs?: number;
+  notReadyPollMs?: number;
+  queueMaxKeys?: number;
+  /** Bound on waiting for in-flight reconciles at stop(). */
+  shutdownTimeoutMs?: number;
+}
+
+type Reconciler = (key: string) => Promise<ReconcileResult>;
+
+export class Operator {
+  readonly metrics: OperatorMetrics;
+  readonly client: KubeClient;
+  private readonly opts: OperatorOptions;
+  private readonly log: Logger;
+  private readonly endpoints: Informer<Endpoint & KubeObject>;
+  private readonly views: Informer<View & KubeObject>;
+  private readonly statefulSets: Informer<V1StatefulSet & KubeObject>;
+  private readonly pods: Informer<V1Pod & KubeObject>;
+  private readonly endpointQueue: WorkQueue;
+  private readonly viewQueue: WorkQueue;
+  private readonly events: EventRecorder;
+  private readonly endpointController: EndpointController;
+  private readonly viewController: ViewController;
+  private workers: Promise<void>[] = [];
+  private started = false;
+
+  constructor(opts: OperatorOptions) {
+    this.opts = opts;
+    this.log = opts.log;
+    this.metrics = opts.metrics ?? new OperatorMetrics();
+    this.client = new KubeClient(opts.kubeConfig);
+    const common = {
+      client: this.client,
+      namespace: opts.namespace,
+      log: opts.log,
+      metrics: this.metrics,
+      resyncPeriodMs: opts.resyncPeriodMs,
+      watchTimeoutSeconds: opts.watchTimeoutSeconds,
+    };
+    // Children are watched through the label every one of them carries, so
+    // the operator does not cache every pod of the cluster.
+    const managed = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
+    this.endpoints = new Informer({ ...common, resource: Resources.endpoint });
+    this.views = new Informer({ ...common, resource: Resources.view });
+    this.statefulSets = new Informer({
+      ...common,
+      resource: Resources.statefulSet,
+      labelSelector: managed,
+      resyncPeriodMs: 0,
+    });
+    this.pods = new Informer({
+      ...common,
+      resource: Resources.pod,
+      labelSelector: managed,
+      resyncPeriodMs: 0,
+    });
+    const queue = { metrics: this.metrics, maxKeys: opts.queueMaxKeys };
+    this.endpointQueue = new WorkQueue({ name: 'endpoint', ...queue });
+    this.viewQueue = new WorkQueue({ name: 'view', ...queue });
+    this.events = new EventRecorder({ client: this.client, log: opts.log });
+    const compileCache = new ViewCompileCache(opts.compiler ?? defaultCompiler);
+    this.endpointController = new EndpointController({
+      client: this.client,
+      endpoints: this.endpoints,
+      views: this.views,
+      statefulSets: this.statefulSets,
+      pods: this.pods,
+      compileCache,
+      events: this.events,
+      log: opts.log,
+      nodeImage: opts.nodeImage,
+      probe: opts.probe ?? httpNodeStatusProbe(),
+      drainPollMs: opts.drainPollMs,
+      notReadyPollMs: opts.notReadyPollMs,
+    });
+    this.viewController = new ViewController({
+      client: this.client,
+      views: this.views,
+      endpoints: this.endpoints,
+      compileCache,
+      events: this.events,
+      log: opts.log,
+      enqueueEndpoint: (key) => this.endpointQueue.add(key),
+    });
+    this.wireHandlers();
+  }
+
+  private wireHandlers(): void {
+    const epQ = this.endpointQueue;
+    const viewQ = this.viewQueue;
+    const viewsOf = (ns: string | undefined, name: string | undefined): void => {
+      for (const v of this.views.list()) {
+        if (v.metadata.namespace === ns && v.spec?.endpointRef?.name === name) viewQ.add(objectKey(v));
+      }
+    };
+
+    this.endpoints.on('add', (ep) => {
+      epQ.add(objectKey(ep));
+      viewsOf(ep.metadata.namespace, ep.metadata.name);
+    });
+    // Status writes are watch events too; only what can change the desired
+    // state (spec → generation, annotations, finalizers, deletion) requeues.
+    this.endpoints.on('update', (ep, old) => {
+      const m = ep.metadata;
+      const o = old?.metadata;
+      if (
+        m.generation !== o?.generation ||
+        m.deletionTimestamp !== o?.deletionTimestamp ||
+        JSON.stringify(m.annotations) !== JSON.stringify(o?.annotations) ||
+        JSON.stringify(m.finalizers) !== JSON.stringify(o?.finalizers) ||
+        JSON.stringify(m.labels) !== JSON.stringify(o?.labels)
+      ) {
+        epQ.add(objectKey(ep));
+      }
+    });
+    this.endpoints.on('delete', (ep) => {
+      epQ.add(objectKey(ep));
+      viewsOf(ep.metadata.namespace, ep.metadata.name);
+    });
+    this.endpoints.on('resync', (ep) => epQ.add(objectKey(ep)));
+
+    const viewChanged = (v: View & KubeObject): void => {
+      viewQ.add(objectKey(v));
+    };
+    this.views.on('add', viewChanged);
+    this.views.on('update', (v, old) => {
+      if (v.metadata.generation !== old?.metadata.generation || v.metadata.deletionTimestamp) viewChanged(v);
+    });
+    this.views.on('resync', viewChanged);
+    this.views.on('delete', (v) => {
+      // Its Endpoint drops it from the config, and a sibling that lost a
+      // name clash to it may now attach.
+      if (v.spec?.endpointRef?.name) {
+        epQ.add(`${v.metadata.namespace ?? ''}/${v.spec.endpointRef.name}`);
+        viewsOf(v.metadata.namespace, v.spec.endpointRef.name);
+      }
+    });
+
+    const toOwner = (obj: KubeObject): void => {
+      const name = obj.metadata?.labels?.[ENDPOINT_LABEL];
+      if (name) epQ.add(`${obj.metadata?.namespace ?? ''}/${name}`);
+    };
+    for (const inf of [this.statefulSets, this.pods]) {
+      inf.on('add', toOwner);
+      inf.on('update', toOwner);
+      inf.on('delete', toOwner);
+    }
+  }
+
+  /** Starts watching and reconciling; resolves once the caches are synced and workers run. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    const t0 = performance.now();
+    await Promise.all([
+      this.statefulSets.start(),
+      this.pods.start(),
+      this.views.start(),
+      this.endpoints.start(),
+    ]);
+    this.log.info(
+      { ms: Math.round(performance.now() - t0), namespace: this.opts.namespace ?? '(all)' },
+      'caches synced',
+    );
+    const n = Math.max(1, this.opts.workers ?? 2);
+    for (let i = 0; i < n; i++) {
+      this.workers.push(
+        this.worker(this.endpointQueue, 'endpoint', (k) => this.endpointController.reconcile(k)),
+      );
+      this.workers.push(this.worker(this.viewQueue, 'view', (k) => this.viewController.reconcile(k)));
+    }
+  }
+
+  /** Graceful: no new keys, in-flight reconciles finish (bounded), watches close, events flush. */
+  async stop(): Promise<void> {
+    if (!this.started) return;
+    this.started = false;
+    this.endpointQueue.shutDown();
+    this.viewQueue.shutDown();
+    const timeoutMs = this.opts.shutdownTimeoutMs ?? 20_000;
+    const drained = await Promise.race([
+      Promise.all(this.workers).then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref()),
+    ]);
+    if (!drained) this.log.warn({ timeoutMs }, 'reconciles still running at shutdown');
+    await Promise.all([this.endpoints.stop(), this.views.stop(), this.statefulSets.stop(), this.pods.stop()]);
+    await this.events.flush();
+    this.workers = [];
+  }
+
+  private async worker(queue: WorkQueue, controller: string, reconcile: Reconciler): Promise<void> {
+    for (;;) {
+      const key = await queue.get();
+      if (key === undefined) return;
+      const end = this.metrics.reconcileDuration.startTimer({ controller });
+      try {
+        const result = await reconcile(key);
+        queue.forget(key);
+        if (result.requeueAfterMs !== undefined) {
+          queue.addAfter(key, result.requeueAfterMs);
+          this.metrics.reconcileTotal.inc({ controller, result: 'requeue' });
+        } else {
+          this.metrics.reconcileTotal.inc({ controller, result: 'success' });
+        }
+      } catch (err) {
+        this.metrics.reconcileTotal.inc({ controller, result: 'error' });
+        this.metrics.reconcileErrors.inc({ controller });
+        const delayMs = queue.backoffMs(queue.failureCount(key));
+        this.log.warn({ controller, key, err, retryInMs: delayMs }, 'reconcile failed');
+        queue.addRateLimited(key);
+      } finally {
+        end();
+        queue.done(key);
+      }
+    }
+  }
+}

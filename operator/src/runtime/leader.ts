@@ -1,0 +1,255 @@
+// Lease-based leader election (coordination.k8s.io/v1), by hand, following
+// client-go's leaderelection package:
+// - acquire: create the Lease, or take it over when its holder is empty or
+//   has not renewed for leaseDuration *as observed by us* (we time expiry from
+//   when we last saw the record change, on our own monotonic clock, so clock
+//   skew between operator pods cannot make two leaders);
+// - every write is a replace with the read resourceVersion: two candidates
+//   racing for an expired Lease cannot both win (the loser gets 409);
+// - renew every retryPeriod; if no renew succeeded for renewDeadline the
+//   leader steps down (renewDeadline < leaseDuration, so it stops before
+//   anyone else may start);
+// - release on shutdown: clear the holder so a successor starts at once
+//   instead of waiting out the lease.
+import { CoordinationV1Api, V1MicroTime } from '@kubernetes/client-node';
+import type { KubeConfig, V1Lease } from '@kubernetes/client-node';
+import type { Logger } from './log.ts';
+import type { OperatorMetrics } from './metrics.ts';
+
+export interface LeaderElectionOptions {
+  kubeConfig: KubeConfig;
+  namespace: string;
+  name: string;
+  identity: string;
+  leaseDurationMs?: number;
+  renewDeadlineMs?: number;
+  retryPeriodMs?: number;
+  log: Logger;
+  metrics?: OperatorMetrics;
+}
+
+export interface LeaderCallbacks {
+  /** Called once leadership is acquired; `signal` aborts when it is lost or on stop. */
+  onStartedLeading: (signal: AbortSignal) => void | Promise<void>;
+  /** Called once when leadership ends (lost or released). */
+  onStoppedLeading: (reason: 'lost' | 'released') => void | Promise<void>;
+  onNewLeader?: (identity: string) => void;
+}
+
+function apiCode(err: unknown): number | undefined {
+  const e = err as { code?: unknown; statusCode?: unknown };
+  return typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+}
+
+function timeOf(t: Date | string | undefined): string {
+  return t === undefined ? '' : typeof t === 'string' ? t : t.toISOString();
+}
+
+export class LeaderElector {
+  readonly identity: string;
+  private readonly api: CoordinationV1Api;
+  private readonly opts: Required<Omit<LeaderElectionOptions, 'metrics'>> & { metrics?: OperatorMetrics };
+  private readonly log: Logger;
+  private leading = false;
+  private stopped = false;
+  private observed: { holder: string; renewTime: string; atMs: number } | undefined;
+  private lease: V1Lease | undefined;
+  private leaderAbort: AbortController | undefined;
+  private wake: (() => void) | undefined;
+  private lastLeader = '';
+
+  constructor(opts: LeaderElectionOptions) {
+    const leaseDurationMs = opts.leaseDurationMs ?? 15_000;
+    const renewDeadlineMs = opts.renewDeadlineMs ?? 10_000;
+    const retryPeriodMs = opts.retryPeriodMs ?? 2_000;
+    if (!(renewDeadlineMs < leaseDurationMs))
+      throw new Error('renewDeadlineMs must be below leaseDurationMs');
+    if (!(retryPeriodMs < renewDeadlineMs)) throw new Error('retryPeriodMs must be below renewDeadlineMs');
+    this.opts = { ...opts, leaseDurationMs, renewDeadlineMs, retryPeriodMs };
+    this.identity = opts.identity;
+    this.api = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.log = opts.log.child({ lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
+  }
+
+  get isLeader(): boolean {
+    return this.leading;
+  }
+
+  /** Campaigns until stopped; runs the callbacks on each gain/loss. Resolves after stop(). */
+  async run(cb: LeaderCallbacks): Promise<void> {
+    while (!this.stopped) {
+      await this.acquire();
+      if (this.stopped) break;
+      this.leading = true;
+      this.leaderAbort = new AbortController();
+      this.opts.metrics?.leader.set(1);
+      this.opts.metrics?.leaderTransitions.inc();
+      this.log.info({}, 'became leader');
+      try {
+        await cb.onStartedLeading(this.leaderAbort.signal);
+      } catch (err) {
+        this.log.error({ err }, 'onStartedLeading failed');
+      }
+      const reason = await this.renewLoop();
+      this.leading = false;
+      this.leaderAbort.abort();
+      this.opts.metrics?.leader.set(0);
+      this.opts.metrics?.leaderTransitions.inc();
+      this.log.warn({ reason }, reason === 'lost' ? 'lost leadership' : 'released leadership');
+      if (reason === 'released') await this.release();
+      await cb.onStoppedLeading(reason);
+      // Like client-go, a process that lost the lease should exit and start
+      // over; a caller that keeps us running campaigns again.
+    }
+  }
+
+  /** Stops campaigning; a leader releases the Lease. */
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    // Jitter like client-go's wait.JitterUntil so candidates spread out.
+    const jittered = ms * (1 + Math.random() * 0.2);
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, jittered);
+      this.wake = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
+    this.wake = undefined;
+  }
+
+  private async acquire(): Promise<void> {
+    while (!this.stopped) {
+      if (await this.tryAcquireOrRenew()) return;
+      await this.sleep(this.opts.retryPeriodMs);
+    }
+  }
+
+  private async renewLoop(): Promise<'lost' | 'released'> {
+    let lastRenewMs = performance.now();
+    while (!this.stopped) {
+      await this.sleep(this.opts.retryPeriodMs);
+      if (this.stopped) break;
+      if (await this.tryAcquireOrRenew()) {
+        lastRenewMs = performance.now();
+      } else if (performance.now() - lastRenewMs > this.opts.renewDeadlineMs) {
+        return 'lost';
+      } else if (this.observed && this.observed.holder !== this.identity) {
+        return 'lost';
+      }
+    }
+    return 'released';
+  }
+
+  private leaseSeconds(): number {
+    return Math.max(1, Math.ceil(this.opts.leaseDurationMs / 1000));
+  }
+
+  private async tryAcquireOrRenew(): Promise<boolean> {
+    const { namespace, name } = this.opts;
+    const now = new V1MicroTime();
+    let lease: V1Lease;
+    try {
+      lease = await this.api.readNamespacedLease({ name, namespace });
+    } catch (err) {
+      if (apiCode(err) !== 404) {
+        this.log.warn({ err: String(err) }, 'reading the Lease failed');
+        return false;
+      }
+      try {
+        this.lease = await this.api.createNamespacedLease({
+          namespace,
+          body: {
+            apiVersion: 'coordination.k8s.io/v1',
+            kind: 'Lease',
+            metadata: { name, namespace },
+            spec: {
+              holderIdentity: this.identity,
+              leaseDurationSeconds: this.leaseSeconds(),
+              acquireTime: now,
+              renewTime: now,
+              leaseTransitions: 0,
+            },
+          },
+        });
+        this.observe(this.identity, timeOf(now));
+        return true;
+      } catch (createErr) {
+        if (apiCode(createErr) !== 409)
+          this.log.warn({ err: String(createErr) }, 'creating the Lease failed');
+        return false;
+      }
+    }
+
+    const spec = lease.spec ?? {};
+    const holder = spec.holderIdentity ?? '';
+    this.observe(holder, timeOf(spec.renewTime));
+    const durationMs = (spec.leaseDurationSeconds ?? this.leaseSeconds()) * 1000;
+    const expired = this.observed !== undefined && performance.now() > this.observed.atMs + durationMs;
+    if (holder !== '' && holder !== this.identity && !expired) return false;
+
+    const takingOver = holder !== this.identity;
+    lease.spec = {
+      ...spec,
+      holderIdentity: this.identity,
+      leaseDurationSeconds: this.leaseSeconds(),
+      renewTime: now,
+      acquireTime: takingOver ? now : spec.acquireTime,
+      leaseTransitions: (spec.leaseTransitions ?? 0) + (takingOver && holder !== '' ? 1 : 0),
+    };
+    try {
+      this.lease = await this.api.replaceNamespacedLease({ name, namespace, body: lease });
+      this.observe(this.identity, timeOf(now));
+      return true;
+    } catch (err) {
+      // 409: someone else wrote first; we read again next round.
+      if (apiCode(err) !== 409) this.log.warn({ err: String(err) }, 'updating the Lease failed');
+      return false;
+    }
+  }
+
+  private observe(holder: string, renewTime: string): void {
+    if (!this.observed || this.observed.holder !== holder || this.observed.renewTime !== renewTime) {
+      this.observed = { holder, renewTime, atMs: performance.now() };
+    }
+    if (holder !== this.lastLeader) {
+      this.lastLeader = holder;
+      if (holder) this.log.info({ leader: holder }, 'observed leader');
+    }
+  }
+
+  private async release(): Promise<void> {
+    const lease = this.lease;
+    if (!lease?.metadata?.name) return;
+    try {
+      const current = await this.api.readNamespacedLease({
+        name: this.opts.name,
+        namespace: this.opts.namespace,
+      });
+      if (current.spec?.holderIdentity !== this.identity) return;
+      const now = new V1MicroTime();
+      current.spec = {
+        ...current.spec,
+        holderIdentity: undefined,
+        leaseDurationSeconds: 1,
+        renewTime: now,
+        acquireTime: now,
+      };
+      await this.api.replaceNamespacedLease({
+        name: this.opts.name,
+        namespace: this.opts.namespace,
+        body: current,
+      });
+      this.log.info({}, 'released the Lease');
+    } catch (err) {
+      this.log.warn(
+        { err: String(err) },
+        'releasing the Lease failed; the next leader waits for it to expire',
+      );
+    }
+  }
+}

@@ -4,8 +4,8 @@
 import type { KubeConfig, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint } from './api/endpoint.ts';
 import type { View } from './api/view.ts';
-import { compileView as defaultCompiler } from './adapters/view-compiler.ts';
-import type { ViewCompiler } from './adapters/view-compiler.ts';
+import { createNodeViewCompiler } from './adapters/view-compiler.ts';
+import type { ClosableViewCompiler } from './adapters/view-compiler.ts';
 import { httpNodeStatusProbe } from './adapters/node-status.ts';
 import type { NodeStatusProbe } from './adapters/node-status.ts';
 import { EndpointController } from './controller/endpoint.ts';
@@ -31,7 +31,8 @@ export interface OperatorOptions {
   workers?: number;
   resyncPeriodMs?: number;
   watchTimeoutSeconds?: number;
-  compiler?: ViewCompiler;
+  /** Default: the ingest node's compiler on a compile-only DuckDB, closed at stop(). */
+  compiler?: ClosableViewCompiler;
   probe?: NodeStatusProbe;
   drainPollMs?: number;
   notReadyPollMs?: number;
@@ -56,6 +57,7 @@ export class Operator {
   private readonly events: EventRecorder;
   private readonly endpointController: EndpointController;
   private readonly viewController: ViewController;
+  private readonly compiler: ClosableViewCompiler;
   private workers: Promise<void>[] = [];
   private started = false;
 
@@ -93,7 +95,8 @@ export class Operator {
     this.endpointQueue = new WorkQueue({ name: 'endpoint', ...queue });
     this.viewQueue = new WorkQueue({ name: 'view', ...queue });
     this.events = new EventRecorder({ client: this.client, log: opts.log });
-    const compileCache = new ViewCompileCache(opts.compiler ?? defaultCompiler);
+    this.compiler = opts.compiler ?? createNodeViewCompiler();
+    const compileCache = new ViewCompileCache(this.compiler.compile);
     this.endpointController = new EndpointController({
       client: this.client,
       endpoints: this.endpoints,
@@ -220,6 +223,7 @@ export class Operator {
     if (!drained) this.log.warn({ timeoutMs }, 'reconciles still running at shutdown');
     await Promise.all([this.endpoints.stop(), this.views.stop(), this.statefulSets.stop(), this.pods.stop()]);
     await this.events.flush();
+    await this.compiler.close();
     this.workers = [];
   }
 

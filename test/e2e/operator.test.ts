@@ -85,6 +85,23 @@ before(async () => {
     { what: 'CRDs Established', timeoutMs: 20_000 },
   );
   ns = await kube.newNamespace('op');
+  // A PV pre-bound to clicks-ingest-0's future claim: the PV controller binds
+  // a claim to a waiting PV as soon as the claim appears (a PV created after
+  // the claim waits for its ~15 s resync). The deletion test needs one bound
+  // claim: a replica whose WAL may hold data.
+  await client.create(
+    { apiVersion: 'v1', kind: 'PersistentVolume', plural: 'persistentvolumes', namespaced: false },
+    {
+      metadata: { name: `${ns}-wal-0` },
+      spec: {
+        capacity: { storage: '10Gi' },
+        accessModes: ['ReadWriteOnce'],
+        storageClassName: '',
+        hostPath: { path: '/tmp/landfall-e2e-wal' },
+        claimRef: { namespace: ns, name: 'data-clicks-ingest-0' },
+      },
+    } as KubeObject,
+  );
   operator = new Operator({
     kubeConfig: kube.kubeConfig,
     nodeImage: 'ghcr.io/landfall/ingest-node:e2e',
@@ -278,12 +295,12 @@ void describe('operator in-process', () => {
     const cm = await waitFor(
       async () => {
         const m = await client.get<V1ConfigMap & KubeObject>(Resources.configMap, ns, 'clicks-ingest');
-        const cfg = JSON.parse(m?.data?.['config.json'] ?? '{}') as { views?: { name: string }[] };
-        return cfg.views?.some((v) => v.name === 'page_views') ? cfg : undefined;
+        const views = JSON.parse(m?.data?.['views.json'] ?? '[]') as { name: string }[];
+        return views.some((v) => v.name === 'page_views') ? views : undefined;
       },
       { what: 'page_views in the ConfigMap', timeoutMs: 15_000 },
     );
-    assert.equal(cm.views?.length, 1);
+    assert.equal(cm.length, 1);
     await waitFor(async () => (await getEndpoint('clicks'))?.status?.views?.includes('page_views'), {
       what: 'Endpoint status lists the view',
       timeoutMs: 10_000,
@@ -311,6 +328,9 @@ void describe('operator in-process', () => {
   });
 
   void test('deletion: never-bound volumes release at once; a bound volume with no running pod waits until forced', async () => {
+    const t0 = performance.now();
+    const phase = (label: string): void =>
+      console.log(`# deletion: ${label} at ${(performance.now() - t0).toFixed(0)} ms`);
     // An Endpoint whose claims were never bound has never written a WAL.
     await client.apply(Resources.endpoint, endpointBody('quick'), { force: false });
     await waitFor(() => getSts('quick'), { what: 'StatefulSet quick-ingest', timeoutMs: 15_000 });
@@ -324,25 +344,13 @@ void describe('operator in-process', () => {
       timeoutMs: 15_000,
     });
 
-    // Bind clicks-ingest-0's claim to a PV: now a WAL may exist, and its pod is Pending.
+    phase('quick (never-bound claims) deleted without force');
+    // clicks-ingest-0's claim is bound (PV from before()): a WAL may exist there, and its pod is Pending.
     const claim = 'data-clicks-ingest-0';
     await waitFor(() => client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, claim), {
       what: `PVC ${claim}`,
       timeoutMs: 15_000,
     });
-    await client.create(
-      { apiVersion: 'v1', kind: 'PersistentVolume', plural: 'persistentvolumes', namespaced: false },
-      {
-        metadata: { name: `${ns}-wal-0` },
-        spec: {
-          capacity: { storage: '10Gi' },
-          accessModes: ['ReadWriteOnce'],
-          storageClassName: '',
-          hostPath: { path: '/tmp/landfall-e2e-wal' },
-          claimRef: { namespace: ns, name: claim },
-        },
-      } as KubeObject,
-    );
     await waitFor(
       async () =>
         (await client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, claim))?.status?.phase ===
@@ -350,6 +358,7 @@ void describe('operator in-process', () => {
       { what: `${claim} Bound`, timeoutMs: 30_000, intervalMs: 200 },
     );
 
+    phase(`${claim} bound`);
     await client.delete(Resources.endpoint, ns, 'clicks');
     const draining = await waitFor(
       async () => {
@@ -363,6 +372,7 @@ void describe('operator in-process', () => {
     assert.match(d?.message ?? '', /clicks-ingest-0 is Pending/);
     assert.ok(draining.metadata?.deletionTimestamp);
 
+    phase('clicks waits (Draining)');
     await client.mergePatch(Resources.endpoint, ns, 'clicks', {
       metadata: { annotations: { [FORCE_DELETE_ANNOTATION]: 'true' } },
     });
@@ -370,11 +380,7 @@ void describe('operator in-process', () => {
       what: 'clicks deleted',
       timeoutMs: 15_000,
     });
-    // The garbage collector removes the children through their owner references.
-    await waitFor(async () => (await getSts('clicks')) === undefined, {
-      what: 'StatefulSet collected',
-      timeoutMs: 30_000,
-    });
+    phase('clicks deleted after the force annotation');
   });
 });
 
@@ -486,4 +492,24 @@ void describe('leader election (two operator processes)', () => {
       `Lease released, holder=${String(released?.spec?.holderIdentity)}`,
     );
   });
+});
+
+void test("the garbage collector removes a deleted Endpoint's children (owner references)", async () => {
+  // Last, because the controller-manager's garbage collector discovers new
+  // resource types (our CRDs) on a 30 s cycle; the tests before ran meanwhile.
+  await waitFor(async () => (await getSts('clicks')) === undefined, {
+    what: 'StatefulSet clicks-ingest collected',
+    timeoutMs: 45_000,
+    intervalMs: 250,
+  });
+  for (const [rt, name] of [
+    [Resources.configMap, 'clicks-ingest'],
+    [Resources.service, 'clicks-ingest'],
+    [Resources.pdb, 'clicks-ingest'],
+  ] as const) {
+    await waitFor(async () => (await client.get(rt, ns, name)) === undefined, {
+      what: `${rt.kind} collected`,
+      timeoutMs: 10_000,
+    });
+  }
 });

@@ -55,8 +55,20 @@ export function toStructural(schema: TSchema | JsonObject): JsonObject {
   } else if (anyOf && s['x-kubernetes-int-or-string'] === true) {
     out['x-kubernetes-int-or-string'] = true;
     out.anyOf = [{ type: 'integer' }, { type: 'string' }];
+  } else if (
+    anyOf &&
+    anyOf.every((a) => ['string', 'number', 'integer', 'boolean'].includes(a.type as string))
+  ) {
+    // A scalar of several types (a view column default: string, number or
+    // boolean). Structural schemas have no such union: keep any value and
+    // leave the check to the consumer's own validation (the View compiler).
+    out['x-kubernetes-preserve-unknown-fields'] = true;
   } else if (anyOf) {
     throw new Error(`unsupported union in CRD schema: ${JSON.stringify(s)}`);
+  }
+  if (typeof s.const === 'string') {
+    out.type = 'string';
+    out.enum = [s.const];
   }
 
   for (const [key, value] of Object.entries(s)) {

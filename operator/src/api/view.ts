@@ -1,89 +1,48 @@
 // View (landfall.dev/v1alpha1): a typed Parquet projection of one Endpoint's
-// records (DESIGN §6). The CRD checks the shape; whether the expressions are
-// allowed (columns and scalar functions only) is decided by the view compiler
-// and reported in the `Compiled` condition.
+// records (DESIGN §6). The view spec itself is the ingest node's
+// (`ViewSpecSchema`, ingest-node/src/views/spec.ts): the CRD is generated from
+// it, so a View the apiserver accepts has the shape the node reads. Whether its
+// expressions are allowed (columns and scalar functions only) is decided by the
+// node's compiler and reported in the `Compiled` condition.
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
-import { Conditions, LocalObjectReference, StringEnum } from './common.ts';
+import {
+  ViewColumnSchema,
+  ViewPartitionSchema,
+  ViewSpecSchema,
+} from '../../../ingest-node/src/views/spec.ts';
+import { Conditions, LocalObjectReference } from './common.ts';
 import type { ObjectMeta } from './common.ts';
 
 export const VIEW_KIND = 'View';
 export const VIEW_PLURAL = 'views';
 
-const IDENTIFIER_PATTERN = '^[a-z_][a-z0-9_]{0,62}$';
-
-export const ViewColumn = Type.Object(
-  {
-    name: Type.String({ pattern: IDENTIFIER_PATTERN, description: 'Column name in the Parquet output.' }),
-    type: Type.String({
-      minLength: 1,
-      maxLength: 64,
-      pattern: '^[A-Za-z][A-Za-z0-9_ ]*(\\([0-9, ]+\\))?$',
-      description:
-        'DuckDB type of the column (VARCHAR, BIGINT, DOUBLE, BOOLEAN, TIMESTAMP, DATE, DECIMAL(p,s), JSON, …).',
-    }),
-    path: Type.String({
-      minLength: 1,
-      maxLength: 1024,
-      pattern: '^\\$',
-      description: 'JSONPath into the record ($.a.b); a value that does not cast sends the row to the DLQ.',
-    }),
-    required: Type.Boolean({
-      default: false,
-      description: 'A row whose value is missing (or null) goes to the DLQ instead of the view.',
-    }),
-  },
-  { description: 'One typed column.' },
-);
-
-export const ViewPartition = Type.Object(
-  {
-    expression: Type.String({
-      minLength: 1,
-      maxLength: 4096,
-      description: "Scalar expression over the view's columns, e.g. date_trunc('day', viewed_at).",
-    }),
-    alias: Type.String({
-      pattern: IDENTIFIER_PATTERN,
-      description: 'Hive partition key (alias=value in the S3 key).',
-    }),
-  },
-  { description: 'One Hive-style partition level.' },
-);
+const node = ViewSpecSchema.properties;
 
 export const ViewSpec = Type.Object(
   {
     endpointRef: LocalObjectReference('The Endpoint (same namespace) whose records this view reads.'),
+    // Optional here: a View is named by its object; spec.name only overrides it.
     name: Type.Optional(
       Type.String({
-        pattern: IDENTIFIER_PATTERN,
-        description: 'View name in S3 keys (views/{name}/…); defaults to metadata.name with - turned into _.',
+        ...node.name,
+        description:
+          'View name in S3 keys (views/{name}/, dlq/{name}/); defaults to metadata.name with - turned into _.',
       }),
     ),
-    source: StringEnum(['payload'], {
-      default: 'payload',
-      description: 'What the paths address: the record payload.',
-    }),
-    columns: Type.Array(ViewColumn, {
-      minItems: 1,
-      maxItems: 512,
-      description: 'Output columns, in order.',
+    source: node.source,
+    // List-maps keyed by name/alias: the apiserver refuses duplicates up front
+    // and server-side apply merges entries by key.
+    columns: Type.Array(ViewColumnSchema, {
+      ...node.columns,
       'x-kubernetes-list-type': 'map',
       'x-kubernetes-list-map-keys': ['name'],
     }),
-    filter: Type.Optional(
-      Type.String({
-        minLength: 1,
-        maxLength: 4096,
-        description:
-          "Scalar boolean expression over the columns; rows where it is not true are skipped (e.g. event = 'page_view').",
-      }),
-    ),
+    filter: node.filter,
     partitioning: Type.Optional(
-      Type.Array(ViewPartition, {
-        maxItems: 8,
-        description: 'Hive partitioning of the output, outermost first.',
+      Type.Array(ViewPartitionSchema, {
+        ...node.partitioning,
         'x-kubernetes-list-type': 'map',
         'x-kubernetes-list-map-keys': ['alias'],
       }),
@@ -115,7 +74,6 @@ export const ViewStatus = Type.Object(
 
 export type ViewSpec = Static<typeof ViewSpec>;
 export type ViewStatus = Static<typeof ViewStatus>;
-export type ViewColumn = Static<typeof ViewColumn>;
 
 export interface View {
   apiVersion: string;

@@ -19,7 +19,6 @@ export const SERVICE_PORT = 80;
 export const DATA_VOLUME = 'data';
 export const DATA_MOUNT = '/var/lib/landfall';
 export const CONFIG_MOUNT = '/etc/landfall/config';
-export const CONFIG_FILE = 'config.json';
 export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
 /** Key (and file name in the API-key folder) of the operator's own status-scoped key. Reserved. */
 export const OPERATOR_KEY_FILE = 'landfall-operator-status-key';

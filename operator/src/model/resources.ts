@@ -13,12 +13,11 @@ import type {
   V1StatefulSet,
 } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec } from '../api/endpoint.ts';
-import { renderNodeConfig } from '../adapters/node-config.ts';
+import { CONFIG_PATH, checkWithNodeLoader, renderConfigFiles, renderNodeConfig } from '../adapters/node-config.ts';
 import { canonicalJson } from '../adapters/view-compiler.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   API_KEYS_MOUNT,
-  CONFIG_FILE,
   CONFIG_HASH_ANNOTATION,
   CONFIG_MOUNT,
   DATA_MOUNT,
@@ -69,19 +68,12 @@ export function buildServiceAccount(ep: Defaulted): V1ServiceAccount {
   };
 }
 
-export function buildConfigMap(
-  ep: Defaulted,
-  views: readonly CompiledView[],
-): { configMap: V1ConfigMap; hash: string } {
-  const config = renderNodeConfig(endpointName(ep), ep.spec, views);
-  const data = { [CONFIG_FILE]: JSON.stringify(config, null, 2) + '\n' };
+export function buildConfigMap(ep: Defaulted, views: readonly CompiledView[]): { configMap: V1ConfigMap; hash: string } {
+  const rendered = renderNodeConfig(endpointName(ep), ep.spec, views);
+  checkWithNodeLoader(rendered.config);
+  const data = renderConfigFiles(rendered);
   return {
-    configMap: {
-      apiVersion: 'v1',
-      kind: 'ConfigMap',
-      metadata: childMetadata(ep, childNames(ep).configMap),
-      data,
-    },
+    configMap: { apiVersion: 'v1', kind: 'ConfigMap', metadata: childMetadata(ep, childNames(ep).configMap), data },
     hash: configHash(data),
   };
 }
@@ -197,7 +189,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
               image: spec.image ?? ctx.nodeImage,
               args: ['serve'],
               env: [
-                { name: 'LANDFALL_CONFIG', value: `${CONFIG_MOUNT}/${CONFIG_FILE}` },
+                { name: 'LANDFALL_CONFIG', value: CONFIG_PATH },
                 { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
                 { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
               ],

@@ -98,9 +98,11 @@ function castSql(column: ViewColumn, raw: string): string {
       case 'JSON':
         return raw;
       case 'TIMESTAMP':
-        // Via TIMESTAMPTZ so an offset is honoured (…+02:00 → UTC) instead of
-        // being dropped, which is what a direct VARCHAR → TIMESTAMP cast does.
-        return `TRY_CAST(TRY_CAST(${raw} AS TIMESTAMPTZ) AS TIMESTAMP)`;
+        // A direct VARCHAR → TIMESTAMP cast drops an offset (…+02:00 is read
+        // as if it were UTC), so offsets go through TIMESTAMPTZ, which honours
+        // them. That cast is ICU's and about twice as slow, so the common
+        // `…Z` (Date.toISOString) takes the direct cast, which is exact for it.
+        return `CASE WHEN ends_with(${raw}, 'Z') THEN TRY_CAST(${raw} AS TIMESTAMP) ELSE TRY_CAST(TRY_CAST(${raw} AS TIMESTAMPTZ) AS TIMESTAMP) END`;
       default:
         return `TRY_CAST(${raw} AS ${t.name})`;
     }
@@ -116,7 +118,9 @@ function castFailedSql(column: ViewColumn, raw: string, value: string): string {
   if (t.kind === 'scalar' && INTEGER_TYPES.has(t.name)) {
     // DuckDB rounds '3.7' to 4 when casting to an integer; a fractional value
     // in an integer column is a mistake in the data, so it is a cast failure.
-    return `(${value} IS NULL OR TRY_CAST(${raw} AS DOUBLE) IS DISTINCT FROM ${value})`;
+    // Only text with a '.' or an exponent can round; the DOUBLE comparison
+    // runs for those rows alone.
+    return `(${value} IS NULL OR ((contains(${raw}, '.') OR contains(${raw}, 'e') OR contains(${raw}, 'E')) AND TRY_CAST(${raw} AS DOUBLE) IS DISTINCT FROM ${value}))`;
   }
   return `${value} IS NULL`;
 }
@@ -276,15 +280,16 @@ function buildSql(
     return `${isNestedOrJson(c.parsedType) ? '__lf_j' : '__lf_s'}[${list.length}]`;
   });
 
+  // json_extract* raise on text that is not JSON; under try() that row gets
+  // NULL instead of a list, which is what marks it invalid_json. One parse
+  // per row (a separate json_valid() would be a second), and try() only
+  // falls back to row-at-a-time in the few vectors that hold a bad payload.
   const extract: string[] = [];
   if (scalarPaths.length > 0)
-    extract.push(
-      `CASE WHEN __lf_json_ok THEN json_extract_string(__lf_text, ${sqlStringList(scalarPaths)}) END AS __lf_s`,
-    );
+    extract.push(`try(json_extract_string(__lf_text, ${sqlStringList(scalarPaths)})) AS __lf_s`);
   if (jsonPaths.length > 0)
-    extract.push(
-      `CASE WHEN __lf_json_ok THEN json_extract(__lf_text, ${sqlStringList(jsonPaths)}) END AS __lf_j`,
-    );
+    extract.push(`try(json_extract(__lf_text, ${sqlStringList(jsonPaths)})) AS __lf_j`);
+  const jsonOk = scalarPaths.length > 0 ? '__lf_s IS NOT NULL' : '__lf_j IS NOT NULL';
 
   const raws = spec.columns.map((c, i) => {
     const ref = rawRefs[i]!;
@@ -301,23 +306,29 @@ function buildSql(
     return `${d === undefined ? cast : `CASE WHEN ${raw} IS NULL THEN ${d} ELSE ${cast} END`} AS ${quoteIdent(c.name)}`;
   });
 
-  const errors = spec.columns.map((c, i) => {
+  // Per column, one boolean: is this column at fault? Cheap to evaluate for
+  // every row; the error's code, column and message are built afterwards,
+  // for DLQ rows only.
+  const bads = spec.columns.map((c, i) => {
     const raw = `__lf_r${i}`;
     const failed = castFailedSql(c, raw, quoteIdent(c.name));
-    const col = sqlString(c.name);
-    const branches: string[] = [];
-    if (c.required)
-      branches.push(
-        `WHEN ${raw} IS NULL THEN {'code': '${DlqErrorCode.missingRequired}', 'col': ${col}, 'msg': ${sqlString(`required value at ${c.path} is missing or null`)}}`,
-      );
-    branches.push(
-      `WHEN ${raw} IS NOT NULL AND ${failed} THEN {'code': '${DlqErrorCode.castFailed}', 'col': ${col}, 'msg': 'value ' || ${truncatedValueSql(raw)} || ${sqlString(` at ${c.path} does not convert to ${c.type}`)}}`,
-    );
-    return `CASE ${branches.join(' ')} END AS __lf_e${i}`;
+    const missing = c.required ? `${raw} IS NULL OR ` : '';
+    return `coalesce(${missing}(${raw} IS NOT NULL AND ${failed}), FALSE) AS __lf_bad${i}`;
   });
-  const allErrors = spec.columns.map((_, i) => `__lf_e${i}`);
+  const columnError = (c: ViewColumn, i: number): string => {
+    const raw = `__lf_r${i}`;
+    const col = sqlString(c.name);
+    const castFailed = `{'code': '${DlqErrorCode.castFailed}', 'col': ${col}, 'msg': 'value ' || ${truncatedValueSql(raw)} || ${sqlString(` at ${c.path} does not convert to ${c.type}`)}}`;
+    if (!c.required) return castFailed;
+    const missing = `{'code': '${DlqErrorCode.missingRequired}', 'col': ${col}, 'msg': ${sqlString(`required value at ${c.path} is missing or null`)}}`;
+    return `CASE WHEN ${raw} IS NULL THEN ${missing} ELSE ${castFailed} END`;
+  };
   const columnIndex = new Map(spec.columns.map((c, i) => [c.name, i]));
-  const filterErrors = filterColumns.map((name) => `__lf_e${columnIndex.get(name)!}`);
+  const anyBad = spec.columns.map((_, i) => `__lf_bad${i}`).join(' OR ');
+  const anyFilterColumnBad =
+    filterColumns.length === 0
+      ? 'FALSE'
+      : filterColumns.map((n) => `__lf_bad${columnIndex.get(n)!}`).join(' OR ');
 
   const evals: string[] = [];
   // try(): an expression that raises on one row (a bad strptime, an overflow)
@@ -327,35 +338,35 @@ function buildSql(
   // For partitions: a struct, so NULL means it raised and {v: NULL} a NULL value.
   partitions.forEach((p, i) => evals.push(`try(struct_pack(v := (${p.expressionSql}))) AS __lf_p${i}`));
 
-  const firstError = allErrors.length === 1 ? allErrors[0]! : `coalesce(${allErrors.join(', ')})`;
-  const anyFilterError =
-    filterErrors.length === 0 ? 'FALSE' : filterErrors.map((e) => `${e} IS NOT NULL`).join(' OR ');
-  const partitionFailure =
-    partitions.length === 0 ? undefined : partitions.map((_, i) => `__lf_p${i} IS NULL`).join(' OR ');
-
-  // The order of these branches is the documented precedence (docs/views.md).
-  const errorCases: string[] = [
-    `WHEN NOT __lf_json_ok THEN {'code': '${DlqErrorCode.invalidJson}', 'col': NULL::VARCHAR, 'msg': CASE WHEN __lf_text IS NULL THEN 'payload is not valid UTF-8' ELSE 'payload is not valid JSON' END}`,
-  ];
+  // The order of these branches is the documented precedence (docs/views.md):
+  // not JSON; a column the filter reads is at fault; the filter raised; the
+  // filter said no; any column at fault; a partition expression raised.
   const statusCases: string[] = [`WHEN NOT __lf_json_ok THEN 'dlq'`];
   if (filterSql !== undefined) {
-    errorCases.push(`WHEN ${anyFilterError} THEN ${firstError}`);
-    statusCases.push(`WHEN ${anyFilterError} THEN 'dlq'`);
-    errorCases.push(
-      `WHEN __lf_f IS NULL THEN {'code': '${DlqErrorCode.expressionFailed}', 'col': NULL::VARCHAR, 'msg': ${sqlString(`filter raised an error: ${filterSql}`)}}`,
-    );
+    statusCases.push(`WHEN ${anyFilterColumnBad} THEN 'dlq'`);
     statusCases.push(`WHEN __lf_f IS NULL THEN 'dlq'`);
-    errorCases.push(`WHEN __lf_f = 0 THEN NULL`);
     statusCases.push(`WHEN __lf_f = 0 THEN 'filtered'`);
   }
-  errorCases.push(`WHEN ${firstError} IS NOT NULL THEN ${firstError}`);
-  statusCases.push(`WHEN ${firstError} IS NOT NULL THEN 'dlq'`);
-  partitions.forEach((p, i) => {
+  statusCases.push(`WHEN ${anyBad} THEN 'dlq'`);
+  if (partitions.length > 0)
+    statusCases.push(`WHEN ${partitions.map((_, i) => `__lf_p${i} IS NULL`).join(' OR ')} THEN 'dlq'`);
+
+  // For a DLQ row the error names the first column at fault in spec order,
+  // unless the filter raised on a row whose filter columns were fine.
+  const errorCases: string[] = [
+    `WHEN __lf_status <> 'dlq' THEN NULL`,
+    `WHEN NOT __lf_json_ok THEN {'code': '${DlqErrorCode.invalidJson}', 'col': NULL::VARCHAR, 'msg': CASE WHEN __lf_text IS NULL THEN 'payload is not valid UTF-8' ELSE 'payload is not valid JSON' END}`,
+  ];
+  if (filterSql !== undefined)
+    errorCases.push(
+      `WHEN NOT (${anyFilterColumnBad}) AND __lf_f IS NULL THEN {'code': '${DlqErrorCode.expressionFailed}', 'col': NULL::VARCHAR, 'msg': ${sqlString(`filter raised an error: ${filterSql}`)}}`,
+    );
+  spec.columns.forEach((c, i) => errorCases.push(`WHEN __lf_bad${i} THEN ${columnError(c, i)}`));
+  partitions.forEach((p, i) =>
     errorCases.push(
       `WHEN __lf_p${i} IS NULL THEN {'code': '${DlqErrorCode.expressionFailed}', 'col': ${sqlString(p.alias)}, 'msg': ${sqlString(`partition expression ${p.alias} raised an error: ${p.expressionSql}`)}}`,
-    );
-  });
-  if (partitionFailure !== undefined) statusCases.push(`WHEN ${partitionFailure} THEN 'dlq'`);
+    ),
+  );
 
   const viewColumns = spec.columns.map((c) => quoteIdent(c.name));
   const partitionOut = partitions.map(
@@ -367,32 +378,32 @@ function buildSql(
     '  SELECT seq AS __lf_seq, ingest_time AS __lf_ingest_time, payload AS __lf_payload,',
     '    try(decode(payload)) AS __lf_text',
     `  FROM ${INPUT_RELATION}`,
-    '), __lf_parsed AS (',
-    '  SELECT *, coalesce(json_valid(__lf_text), FALSE) AS __lf_json_ok FROM __lf_src',
     '), __lf_extracted AS (',
     `  SELECT *${extract.map((e) => `,\n    ${e}`).join('')}`,
-    '  FROM __lf_parsed',
+    '  FROM __lf_src',
     '), __lf_raw AS (',
-    `  SELECT __lf_seq, __lf_ingest_time, __lf_payload, __lf_text, __lf_json_ok,\n    ${raws.join(',\n    ')}`,
+    `  SELECT __lf_seq, __lf_ingest_time, __lf_payload, __lf_text, ${jsonOk} AS __lf_json_ok,\n    ${raws.join(',\n    ')}`,
     '  FROM __lf_extracted',
     '), __lf_typed AS (',
     `  SELECT *,\n    ${values.join(',\n    ')}`,
     '  FROM __lf_raw',
     '), __lf_checked AS (',
-    `  SELECT *,\n    ${errors.join(',\n    ')}`,
+    `  SELECT *,\n    ${bads.join(',\n    ')}`,
     '  FROM __lf_typed',
     '), __lf_evaluated AS (',
     `  SELECT *${evals.map((e) => `,\n    ${e}`).join('')}`,
     '  FROM __lf_checked',
     '), __lf_classified AS (',
-    `  SELECT *,\n    CASE ${statusCases.join('\n      ')}\n      ELSE 'ok' END AS __lf_status,`,
-    `    CASE ${errorCases.join('\n      ')}\n      END AS __lf_error`,
+    `  SELECT *,\n    CASE ${statusCases.join('\n      ')}\n      ELSE 'ok' END AS __lf_status`,
     '  FROM __lf_evaluated',
+    '), __lf_explained AS (',
+    `  SELECT *,\n    CASE ${errorCases.join('\n      ')}\n      END AS __lf_error`,
+    '  FROM __lf_classified',
     ')',
     'SELECT __lf_status,',
     '  __lf_error.code AS __lf_error_code, __lf_error.msg AS __lf_error_message, __lf_error.col AS __lf_error_column,',
     '  __lf_seq, __lf_ingest_time, __lf_payload,',
     `  ${[...viewColumns, ...partitionOut].join(',\n  ')}`,
-    'FROM __lf_classified',
+    'FROM __lf_explained',
   ].join('\n');
 }

@@ -1,0 +1,266 @@
+// View engine benchmark (a script, not a test): 1M generated page_view-like
+// events through the materialiser into a 6-column typed, day-partitioned
+// view, next to the ceiling — plain DuckDB `read_ndjson` → the same Parquet on
+// the same data, on the same instance. Runs alternate (view, ceiling, view…)
+// so a noisy neighbour hurts both sides alike; the table shows the medians.
+//
+//   node test/bench/views/bench.ts [--rows 1000000] [--runs 3] [--threads 2]
+//
+// Goal (not an assertion): the materialiser at ≥ 0.8× the ceiling's rows/s.
+// The materialiser's time includes loading the records from JS memory into
+// DuckDB (the Appender); the ceiling's file is written before its clock starts.
+import { mkdir, mkdtemp, rm, writeFile, readdir, stat } from 'node:fs/promises';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import {
+  compileView,
+  createParquetDb,
+  materializeSegment,
+  parseViewYaml,
+} from '../../../ingest-node/src/views/index.ts';
+import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    runs: { type: 'string', default: '3' },
+    threads: { type: 'string', default: '2' },
+    'memory-mb': { type: 'string', default: '2048' },
+  },
+});
+const ROWS = Number(args.rows);
+const RUNS = Math.max(3, Number(args.runs));
+const THREADS = Number(args.threads);
+const MEMORY_LIMIT_BYTES = Number(args['memory-mb']) * 1024 * 1024;
+
+const VIEW = `
+name: page_views
+columns:
+  - { name: event,       type: VARCHAR,   path: $.event, required: true }
+  - { name: user_id,     type: VARCHAR,   path: $.user }
+  - { name: page,        type: VARCHAR,   path: $.page }
+  - { name: viewed_at,   type: TIMESTAMP, path: $.ts,    required: true }
+  - { name: duration_ms, type: INTEGER,   path: $.duration_ms }
+  - { name: country,     type: VARCHAR,   path: $.country }
+partitioning:
+  - { expression: "date_trunc('day', viewed_at)", alias: dt }
+`;
+
+// The ceiling: the same columns, types and partitioning, with DuckDB's own reader.
+function ceilingSql(input: string, output: string): string {
+  return `COPY (
+    SELECT event, "user" AS user_id, page, ts AS viewed_at, duration_ms, country, CAST(date_trunc('day', ts) AS DATE) AS dt
+    FROM read_ndjson('${input}', columns = {event: 'VARCHAR', user: 'VARCHAR', page: 'VARCHAR', ts: 'TIMESTAMP',
+      duration_ms: 'INTEGER', country: 'VARCHAR', referrer: 'VARCHAR', session: 'VARCHAR'})
+  ) TO '${output}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))`;
+}
+
+/** Deterministic PRNG (mulberry32): the same data on every run and machine. */
+function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Realistic cardinalities: 8 event types (page_view ~60 %), ~100k users,
+ * 2,000 pages with a Zipf-like skew, 40 countries, a referrer on a third of
+ * events, session ids; timestamps increasing over about two days (two partitions).
+ */
+function generate(n: number): SegmentRecord[] {
+  const rand = rng(42);
+  const events = [
+    'page_view',
+    'page_view',
+    'page_view',
+    'page_view',
+    'page_view',
+    'page_view',
+    'click',
+    'scroll',
+    'add_to_cart',
+    'checkout',
+    'signup',
+    'search',
+  ];
+  const countries = Array.from({ length: 40 }, (_, i) =>
+    String.fromCharCode(65 + (i % 26), 65 + ((i * 7) % 26)),
+  );
+  const referrers = [
+    'https://www.google.com/',
+    'https://news.ycombinator.com/',
+    'https://t.co/abc',
+    'https://duckduckgo.com/',
+  ];
+  const startMs = Date.UTC(2026, 10, 25, 12);
+  const stepMs = (2 * 86_400_000) / n;
+  const records: SegmentRecord[] = new Array<SegmentRecord>(n);
+  for (let i = 0; i < n; i++) {
+    const tsMs = startMs + Math.floor(i * stepMs);
+    const pageRank = Math.floor(2000 * Math.pow(rand(), 3));
+    const event: Record<string, unknown> = {
+      event: events[Math.floor(rand() * events.length)],
+      user: `u_${Math.floor(rand() * 100_000).toString(36)}`,
+      page: `/docs/section-${pageRank % 40}/page-${pageRank}`,
+      ts: new Date(tsMs).toISOString(),
+      duration_ms: Math.floor(rand() * 30_000),
+      country: countries[Math.floor(Math.pow(rand(), 2) * countries.length)],
+      session: `s_${Math.floor(i / 20).toString(36)}`,
+    };
+    if (rand() < 0.33) event['referrer'] = referrers[Math.floor(rand() * referrers.length)];
+    records[i] = {
+      seq: BigInt(i + 1),
+      ingestTimeMicros: BigInt(tsMs) * 1000n + 500n,
+      payload: Buffer.from(JSON.stringify(event)),
+    };
+  }
+  return records;
+}
+
+async function dirBytes(dir: string): Promise<number> {
+  let total = 0;
+  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) total += (await stat(path.join(e.parentPath, e.name))).size;
+  }
+  return total;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function main(): Promise<void> {
+  console.log(`generating ${ROWS.toLocaleString()} events…`);
+  const records = generate(ROWS);
+  const payloadBytes = records.reduce((s, r) => s + r.payload.byteLength, 0);
+  const scratch = await mkdtemp(path.join(tmpdir(), 'lf-bench-views-'));
+  const db = await createParquetDb({
+    scratchDir: scratch,
+    memoryLimitBytes: MEMORY_LIMIT_BYTES,
+    threads: THREADS,
+  });
+  try {
+    const compiled = await db.withConnection((c) => compileView(c, parseViewYaml(VIEW)));
+    // The ceiling's input file, written once, before any clock starts.
+    const ndjson = path.join(scratch, 'input.ndjson');
+    const nl = Buffer.from('\n');
+    await writeFile(ndjson, Buffer.concat(records.flatMap((r) => [r.payload, nl])));
+
+    // CPU time (all threads of this process) next to wall time: on a shared
+    // machine wall time swings with the neighbours, CPU time much less.
+    const cpuMs = (): number => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    };
+    const view = { ms: [] as number[], cpuMs: [] as number[], loadMs: [] as number[], bytes: 0, rows: 0 };
+    const ceiling = { ms: [] as number[], cpuMs: [] as number[], bytes: 0 };
+    for (let run = 0; run < RUNS; run++) {
+      const t0 = performance.now();
+      const c0 = cpuMs();
+      const out = await materializeSegment(db, { jobId: `bench-${run}`, records, views: [compiled] });
+      view.ms.push(performance.now() - t0);
+      view.cpuMs.push(cpuMs() - c0);
+      view.loadMs.push(out.loadMs);
+      const v = out.views[0]!;
+      if (v.viewRows !== ROWS)
+        throw new Error(`expected ${ROWS} view rows, got ${v.viewRows} (dlq ${v.dlqRows})`);
+      view.rows = v.viewRows;
+      view.bytes = v.files.reduce((s, f) => s + f.sizeBytes, 0);
+      await out.cleanup();
+
+      const target = path.join(scratch, `ceiling-${run}`);
+      const t1 = performance.now();
+      const c1 = cpuMs();
+      await db.withConnection((c) => c.run(ceilingSql(ndjson, target)));
+      ceiling.ms.push(performance.now() - t1);
+      ceiling.cpuMs.push(cpuMs() - c1);
+      ceiling.bytes = await dirBytes(target);
+      await rm(target, { recursive: true, force: true });
+      console.log(
+        `run ${run + 1}/${RUNS}: materialiser ${view.ms.at(-1)!.toFixed(0)} ms (load ${out.loadMs.toFixed(0)} ms, cpu ${view.cpuMs.at(-1)!.toFixed(0)} ms), ceiling ${ceiling.ms.at(-1)!.toFixed(0)} ms (cpu ${ceiling.cpuMs.at(-1)!.toFixed(0)} ms)`,
+      );
+    }
+    const viewRowsPerS = ROWS / (median(view.ms) / 1000);
+    const ceilingRowsPerS = ROWS / (median(ceiling.ms) / 1000);
+    const ratio = viewRowsPerS / ceilingRowsPerS;
+    const cpuRatio = median(ceiling.cpuMs) / median(view.cpuMs);
+    const rowsFmt = (x: number) => `${Math.round(x).toLocaleString('en-US')}`;
+    console.log('');
+    console.log(
+      `| ${'path'.padEnd(44)} | ${'median ms'.padStart(9)} | ${'rows/s'.padStart(10)} | ${'bytes/row'.padStart(9)} |`,
+    );
+    console.log(`| ${'-'.repeat(44)} | ${'-'.repeat(9)} | ${'-'.repeat(10)} | ${'-'.repeat(9)} |`);
+    console.log(
+      `| ${'materialiser (Appender load + view + DLQ)'.padEnd(44)} | ${median(view.ms).toFixed(0).padStart(9)} | ${rowsFmt(viewRowsPerS).padStart(10)} | ${(view.bytes / ROWS).toFixed(2).padStart(9)} |`,
+    );
+    console.log(
+      `| ${'  of which loading records (Appender)'.padEnd(44)} | ${median(view.loadMs).toFixed(0).padStart(9)} | ${''.padStart(10)} | ${''.padStart(9)} |`,
+    );
+    console.log(
+      `| ${'ceiling: DuckDB read_ndjson → Parquet'.padEnd(44)} | ${median(ceiling.ms).toFixed(0).padStart(9)} | ${rowsFmt(ceilingRowsPerS).padStart(10)} | ${(ceiling.bytes / ROWS).toFixed(2).padStart(9)} |`,
+    );
+    console.log('');
+    console.log(`ratio materialiser / ceiling: ${ratio.toFixed(2)}× wall-clock rows/s (goal ≥ 0.80×)`);
+    console.log(
+      `CPU time per run (median): materialiser ${median(view.cpuMs).toFixed(0)} ms, ceiling ${median(ceiling.cpuMs).toFixed(0)} ms → ${cpuRatio.toFixed(2)}×`,
+    );
+
+    const result = {
+      benchmark: 'views',
+      at: new Date().toISOString(),
+      machine: {
+        cpus: cpus().length,
+        cpuModel: cpus()[0]?.model,
+        totalMemBytes: totalmem(),
+        node: process.version,
+      },
+      params: {
+        rows: ROWS,
+        runs: RUNS,
+        threads: THREADS,
+        memoryLimitBytes: MEMORY_LIMIT_BYTES,
+        payloadBytes,
+      },
+      view: {
+        columns: compiled.columns,
+        medianMs: median(view.ms),
+        runsMs: view.ms,
+        cpuMedianMs: median(view.cpuMs),
+        loadMedianMs: median(view.loadMs),
+        rowsPerSecond: viewRowsPerS,
+        parquetBytes: view.bytes,
+        bytesPerRow: view.bytes / ROWS,
+      },
+      ceiling: {
+        medianMs: median(ceiling.ms),
+        runsMs: ceiling.ms,
+        cpuMedianMs: median(ceiling.cpuMs),
+        rowsPerSecond: ceilingRowsPerS,
+        parquetBytes: ceiling.bytes,
+        bytesPerRow: ceiling.bytes / ROWS,
+      },
+      ratio,
+      cpuRatio,
+      goalRatio: 0.8,
+    };
+    const resultsDir = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'results');
+    await mkdir(resultsDir, { recursive: true });
+    const file = path.join(resultsDir, `views-${result.at.replaceAll(':', '-')}.json`);
+    await writeFile(file, JSON.stringify(result, null, 2) + '\n');
+    console.log(`result: ${path.relative(process.cwd(), file)}`);
+  } finally {
+    await db.close();
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();

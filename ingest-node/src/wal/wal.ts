@@ -506,7 +506,8 @@ class WriteAheadLogImpl implements Wal {
       );
       return this.#failed;
     }
-    if (announced !== undefined) void this.#announce(announced);
+    // That state write already recorded the seal.
+    if (announced !== undefined) this.#emitSealed(announced);
     return failure;
   }
 
@@ -628,15 +629,7 @@ class WriteAheadLogImpl implements Wal {
           backoffMs = Math.min(backoffMs * 2, ANNOUNCE_BACKOFF_MS_MAX);
         }
       }
-      this.#unannounced.delete(sealed.id);
-      if (!this.#state.segments.has(sealed.id)) return;
-      for (const l of this.#listeners) {
-        try {
-          l(this.#state.segments.get(sealed.id) ?? sealed);
-        } catch (err) {
-          this.#log.error({ err, fileName: sealed.fileName }, 'WAL onSealed listener threw');
-        }
-      }
+      this.#emitSealed(sealed);
     })();
     this.#announcing.add(task);
     // The task's own failure is logged above; callers that care await `task`.
@@ -645,6 +638,19 @@ class WriteAheadLogImpl implements Wal {
       () => this.#announcing.delete(task),
     );
     return task;
+  }
+
+  #emitSealed(sealed: SealedSegment): void {
+    this.#unannounced.delete(sealed.id);
+    const current = this.#state.segments.get(sealed.id);
+    if (current === undefined) return; // quarantined meanwhile
+    for (const l of this.#listeners) {
+      try {
+        l(current);
+      } catch (err) {
+        this.#log.error({ err, fileName: sealed.fileName }, 'WAL onSealed listener threw');
+      }
+    }
   }
 
   #armAgeTimer(ms: number): void {

@@ -1,0 +1,145 @@
+// Group commit: many appends share one write + one fdatasync, and nothing is
+// acknowledged by a sync that began before its bytes were written.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
+import { FaultFileSystem } from '../src/fs/fault.ts';
+import { openWal } from '../src/wal/wal.ts';
+import { isWalError } from '../src/wal/errors.ts';
+import { RecordFormat, WalErrorCode, type AppendResult } from '../src/wal/types.ts';
+import { dec, deferred, enc, readWalDir, tick, walOptions } from './wal-helpers.ts';
+
+const DIR = '/data/wal/orders';
+
+void test('N concurrent appends share far fewer syncs, and seqs are gap-free in arrival order', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 3 }));
+  const wal = await openWal(walOptions(fs));
+  const syncsBefore = fs.calls.datasync;
+  const N = 500;
+  const results = await Promise.all(
+    Array.from({ length: N }, (_, i) =>
+      wal.append(
+        Array.from({ length: 1 + (i % 3) }, (_, j) => enc(`${i}.${j}`)),
+        RecordFormat.ndjson,
+      ),
+    ),
+  );
+  const syncs = fs.calls.datasync - syncsBefore;
+  assert.ok(syncs <= 10, `${syncs} datasyncs for ${N} appends`);
+  assert.equal(wal.stats().appendsTotal, N);
+  let next = 1n;
+  for (const [i, r] of results.entries()) {
+    assert.equal(r.firstSeq, next, `append ${i}`);
+    assert.equal(r.count, 1 + (i % 3));
+    assert.equal(r.lastSeq, r.firstSeq + BigInt(r.count - 1));
+    next = r.lastSeq + 1n;
+  }
+  await wal.close();
+  const records = await readWalDir(fs, DIR);
+  assert.equal(records.length, Number(next - 1n));
+  assert.equal(dec(records[0]!.payload), '0.0');
+  assert.equal(dec(records.at(-1)!.payload), `${N - 1}.${(N - 1) % 3}`);
+});
+
+void test('a sync already in progress does not acknowledge an append that arrived during it', async () => {
+  const held: { release: () => void; n: number }[] = [];
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs));
+  await wal.append([enc('warm-up: creates the segment')], RecordFormat.ndjson);
+  fs.inject({
+    op: 'datasync',
+    path: /\.wal$/,
+    times: Infinity,
+    gate: (call) => {
+      const d = deferred();
+      held.push({ release: () => d.resolve(), n: call.n });
+      return d.promise;
+    },
+  });
+  const settled: string[] = [];
+  const a = wal.append([enc('first')], RecordFormat.ndjson).then((r) => (settled.push('a'), r));
+  while (held.length === 0) await tick();
+  // The first group's sync is now in progress: an append arriving now must wait for another sync.
+  const b = wal.append([enc('second')], RecordFormat.ndjson).then((r) => (settled.push('b'), r));
+  const c = wal.append([enc('third')], RecordFormat.ndjson).then((r) => (settled.push('c'), r));
+  for (let i = 0; i < 20; i++) await tick();
+  assert.deepEqual(settled, []);
+  assert.equal(held.length, 1, 'one sync in flight at a time');
+  held[0]!.release();
+  const ra: AppendResult = await a;
+  for (let i = 0; i < 20; i++) await tick();
+  assert.deepEqual(settled, ['a'], 'b and c were written after the first sync began');
+  assert.equal(held.length, 2, 'b and c share the second sync');
+  held[1]!.release();
+  const [rb, rc] = await Promise.all([b, c]);
+  assert.deepEqual(settled, ['a', 'b', 'c']);
+  assert.deepEqual([ra.firstSeq, rb.firstSeq, rc.firstSeq], [2n, 3n, 4n]);
+  assert.equal(wal.stats().syncsTotal, 3);
+  fs.clear();
+  await wal.close();
+});
+
+void test('groups respect groupBytesMax and the segment size bound', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs, { groupBytesMax: 1000, segmentBytesMax: 4000 }));
+  const writes: number[] = [];
+  const payload = new Uint8Array(74); // 100-byte frames
+  const before = fs.calls.write;
+  await Promise.all(Array.from({ length: 100 }, () => wal.append([payload], RecordFormat.recordio)));
+  writes.push(fs.calls.write - before);
+  const st = wal.stats();
+  assert.ok(fs.calls.datasync >= 10, 'at most 10 frames of 100 bytes per group');
+  await wal.close();
+  for (const s of wal.sealedSegments())
+    assert.ok(s.bytes <= 4000, `segment ${s.fileName} is ${s.bytes} bytes`);
+  assert.equal(st.recordsTotal, 100);
+});
+
+void test('hard cap on queued bytes rejects with WAL_OVERLOADED, and the WAL recovers once it drains', async () => {
+  const gate = deferred();
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs, { queueBytesMax: 10_000 }));
+  fs.inject({ op: 'datasync', path: /\.wal$/, gate: () => gate.promise });
+  const big = new Uint8Array(3000);
+  const accepted = [wal.append([big], RecordFormat.recordio), wal.append([big], RecordFormat.recordio)];
+  accepted.push(wal.append([big], RecordFormat.recordio));
+  await assert.rejects(
+    wal.append([big], RecordFormat.recordio),
+    (e: unknown) => isWalError(e, WalErrorCode.overloaded) && e.retryable,
+  );
+  assert.equal(wal.stats().queuedAppends, 3);
+  gate.resolve();
+  await Promise.all(accepted);
+  assert.equal(wal.stats().queuedBytes, 0);
+  await wal.append([big], RecordFormat.recordio);
+  await wal.close();
+});
+
+void test('record size bound, empty appends and appends after close are refused', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const wal = await openWal(walOptions(fs, { recordBytesMax: 100 }));
+  await assert.rejects(wal.append([new Uint8Array(101)], RecordFormat.json), (e: unknown) =>
+    isWalError(e, WalErrorCode.recordTooLarge),
+  );
+  await assert.rejects(wal.append([], RecordFormat.json), TypeError);
+  const r = await wal.append([new Uint8Array(100), new Uint8Array(0)], RecordFormat.json);
+  assert.equal(r.count, 2);
+  await wal.close();
+  await assert.rejects(wal.append([enc('x')], RecordFormat.json), (e: unknown) =>
+    isWalError(e, WalErrorCode.closed),
+  );
+  await wal.close(); // idempotent
+});
+
+void test('close() writes what is queued before sealing', async () => {
+  const fs = new PowerCutFileSystem({ seed: 9 });
+  const wal = await openWal(walOptions(fs));
+  const pending = Array.from({ length: 50 }, (_, i) => wal.append([enc(`r${i}`)], RecordFormat.ndjson));
+  const closed = wal.close();
+  const results = await Promise.all(pending);
+  await closed;
+  assert.equal(results.at(-1)!.lastSeq, 50n);
+  assert.equal(wal.sealedSegments().length, 1);
+  assert.equal(wal.sealedSegments()[0]!.sealReason, 'close');
+  assert.equal((await readWalDir(fs, DIR)).length, 50);
+});

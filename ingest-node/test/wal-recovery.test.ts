@@ -1,0 +1,302 @@
+// Recovery on open: the corruption table of docs/wal-format.md, end to end
+// through openWal on the in-memory filesystem.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
+import type { FileSystem } from '../src/fs/types.ts';
+import { openWal } from '../src/wal/wal.ts';
+import { readSegment, SegmentCorruptError } from '../src/wal/format.ts';
+import { RecordFormat, type WalOptions } from '../src/wal/types.ts';
+import { WalState, STATE_FILE } from '../src/wal/state.ts';
+import {
+  buildSegment,
+  dec,
+  enc,
+  memoryLogger,
+  readWalDir,
+  walOptions,
+  type BuiltSegment,
+} from './wal-helpers.ts';
+
+const DIR = '/data/wal/orders';
+
+async function putFile(fs: FileSystem, file: string, bytes: Uint8Array): Promise<void> {
+  const fh = await fs.open(file, 'createTruncate');
+  await fh.write([bytes], 0);
+  await fh.datasync();
+  await fh.close();
+  await fs.syncDir(path.dirname(file));
+}
+
+/** A WAL dir with its epoch and state, then `bytes` as unsealed segment 1. */
+async function dirWithSegment(
+  bytes: Uint8Array,
+): Promise<{ fs: PowerCutFileSystem; opts: WalOptions; epoch: string }> {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  const epoch = wal.epoch;
+  await wal.close();
+  await putFile(fs, path.join(DIR, '00000000000000000001.wal'), bytes);
+  return { fs, opts: { ...opts, log: memoryLogger() }, epoch };
+}
+
+function flip(b: Uint8Array, at: number): Buffer {
+  const out = Buffer.from(b);
+  out[at] = out[at]! ^ 0x40;
+  return out;
+}
+
+function setU32(b: Uint8Array, at: number, v: number): Buffer {
+  const out = Buffer.from(b);
+  out.writeUInt32LE(v, at);
+  return out;
+}
+
+type Outcome =
+  | { kind: 'sealed'; records: number; bytes: number; truncated: boolean }
+  | { kind: 'quarantined' }
+  | { kind: 'removed' };
+
+const groups = [[['a1', 'a2'], ['b1']], [['c1', 'c2', 'c3']], [['d1'], ['e1', 'e2']]];
+const seg: BuiltSegment = buildSegment(groups);
+const n = seg.bytes.length;
+
+const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
+  {
+    name: 'clean segment',
+    bytes: seg.bytes,
+    expect: { kind: 'sealed', records: 9, bytes: n, truncated: false },
+  },
+  {
+    name: 'torn payload (last frame cut short)',
+    bytes: seg.bytes.subarray(0, n - 1),
+    expect: { kind: 'sealed', records: 7, bytes: seg.appendEnds[3]!, truncated: true },
+  },
+  {
+    name: 'torn frame header',
+    bytes: seg.bytes.subarray(0, seg.frames[8]! + 5),
+    expect: { kind: 'sealed', records: 7, bytes: seg.appendEnds[3]!, truncated: true },
+  },
+  {
+    name: 'partial batch at tail',
+    bytes: seg.bytes.subarray(0, seg.frames[8]),
+    expect: { kind: 'sealed', records: 7, bytes: seg.appendEnds[3]!, truncated: true },
+  },
+  {
+    name: 'zero-filled tail',
+    bytes: Buffer.concat([seg.bytes, Buffer.alloc(8192)]),
+    expect: { kind: 'sealed', records: 9, bytes: n, truncated: true },
+  },
+  {
+    name: 'bad CRC in the last group (a torn, unacknowledged write)',
+    bytes: flip(seg.bytes, seg.frames[6]! + 27),
+    expect: { kind: 'sealed', records: 6, bytes: seg.appendEnds[2]!, truncated: true },
+  },
+  {
+    name: 'bad CRC mid-file (later group follows)',
+    bytes: flip(seg.bytes, seg.frames[3]! + 27),
+    expect: { kind: 'quarantined' },
+  },
+  {
+    name: 'corrupt length field mid-file',
+    bytes: setU32(seg.bytes, seg.frames[4]!, 0xffffffff),
+    expect: { kind: 'quarantined' },
+  },
+  {
+    name: 'corrupt length field in the last frame',
+    bytes: setU32(seg.bytes, seg.frames[8]!, 1),
+    expect: { kind: 'sealed', records: 7, bytes: seg.appendEnds[3]!, truncated: true },
+  },
+  {
+    name: 'seq out of order mid-file',
+    bytes: (() => {
+      // Re-encode group 2 with seqs from 100: CRCs valid, sequence broken.
+      const a = buildSegment(groups.slice(0, 1));
+      const b = buildSegment(groups.slice(1), { firstSeq: 100 });
+      return Buffer.concat([a.bytes, b.bytes.subarray(b.headerBytes)]);
+    })(),
+    expect: { kind: 'quarantined' },
+  },
+  {
+    name: 'truncated segment header (cut while being created)',
+    bytes: seg.bytes.subarray(0, seg.headerBytes - 3),
+    expect: { kind: 'removed' },
+  },
+  { name: 'empty file', bytes: new Uint8Array(0), expect: { kind: 'removed' } },
+  {
+    name: 'header only, no record',
+    bytes: seg.bytes.subarray(0, seg.headerBytes),
+    expect: { kind: 'removed' },
+  },
+  { name: 'bad header CRC with data after it', bytes: flip(seg.bytes, 17), expect: { kind: 'quarantined' } },
+  {
+    name: 'first frame torn (nothing complete)',
+    bytes: seg.bytes.subarray(0, seg.frames[1]),
+    expect: { kind: 'removed' },
+  },
+];
+
+for (const c of table) {
+  void test(`recovery: ${c.name}`, async () => {
+    const { fs, opts } = await dirWithSegment(c.bytes);
+    const wal = await openWal(opts);
+    const r = wal.recovery;
+    const names = await fs.readdir(DIR);
+    switch (c.expect.kind) {
+      case 'sealed': {
+        assert.equal(r.recoveredSegments, 1);
+        const [s] = wal.sealedSegments();
+        assert.ok(s);
+        assert.equal(s.records, c.expect.records);
+        assert.equal(s.bytes, c.expect.bytes);
+        assert.equal(s.sealReason, 'recovery');
+        assert.equal((await fs.stat(path.join(DIR, s.fileName))).size, c.expect.bytes);
+        assert.equal(r.truncations.length, c.expect.truncated ? 1 : 0);
+        assert.equal(wal.stats().recoveryTruncationsTotal, c.expect.truncated ? 1 : 0);
+        assert.equal(wal.stats().nextSeq, BigInt(c.expect.records + 1));
+        break;
+      }
+      case 'quarantined': {
+        assert.equal(r.quarantined.length, 1);
+        assert.equal(wal.stats().quarantinedTotal, 1);
+        assert.ok(!names.includes('00000000000000000001.wal'));
+        // Kept byte for byte, never deleted.
+        const kept = await fs.readFile(path.join(DIR, 'quarantine', '00000000000000000001.wal'));
+        assert.deepEqual(Buffer.from(kept), Buffer.from(c.bytes));
+        assert.equal(wal.sealedSegments().length, 0);
+        const errors = (opts.log as ReturnType<typeof memoryLogger>).entries.filter(
+          (e) => e.level === 'error',
+        );
+        assert.ok(errors.some((e) => e.msg === 'WAL file quarantined'));
+        // Seqs in the quarantined file are never reused.
+        assert.ok(wal.stats().nextSeq > BigInt(seg.lastSeq) || c.name.includes('seq'));
+        break;
+      }
+      case 'removed':
+        assert.deepEqual(r.removedEmpty, ['00000000000000000001.wal']);
+        assert.ok(!names.includes('00000000000000000001.wal'));
+        assert.equal(wal.sealedSegments().length, 0);
+        break;
+    }
+    // New writes go to a fresh segment with a fresh id, and seqs continue.
+    const before = wal.stats().nextSeq;
+    const res = await wal.append([enc('new')], RecordFormat.ndjson);
+    assert.equal(res.firstSeq, before);
+    assert.equal(wal.stats().openSegmentId, 2n);
+    await wal.close();
+    const all = await readWalDir(fs, DIR);
+    assert.equal(dec(all.at(-1)!.payload), 'new');
+    for (let i = 1; i < all.length; i++) assert.equal(all[i]!.seq, all[i - 1]!.seq + 1n);
+  });
+}
+
+void test('recovery: a sealed segment shorter than the state says is quarantined', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  let wal = await openWal(opts);
+  await wal.append([enc('one'), enc('two')], RecordFormat.ndjson);
+  const sealed = await wal.seal();
+  await wal.close();
+  const file = path.join(DIR, sealed!.fileName);
+  const bytes = await fs.readFile(file);
+  await putFile(fs, file, bytes.subarray(0, bytes.length - 3));
+  wal = await openWal(opts);
+  assert.equal(wal.recovery.quarantined.length, 1);
+  assert.equal(wal.sealedSegments().length, 0);
+  assert.equal(wal.stats().nextSeq, 3n, 'seqs of the quarantined segment are not reused');
+  await wal.close();
+});
+
+void test('recovery: bytes past a sealed length (a failed write that could not be truncated) are cut off', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  let wal = await openWal(opts);
+  await wal.append([enc('one')], RecordFormat.ndjson);
+  const sealed = (await wal.seal())!;
+  await wal.close();
+  const file = path.join(DIR, sealed.fileName);
+  const extra = buildSegment([[['ghost']]], { firstSeq: 2 });
+  const bytes = await fs.readFile(file);
+  await putFile(fs, file, Buffer.concat([bytes, extra.bytes.subarray(extra.headerBytes)]));
+  wal = await openWal(opts);
+  assert.equal(wal.recovery.truncations[0]?.tail, 'abandoned');
+  assert.equal((await fs.stat(file)).size, sealed.bytes);
+  assert.deepEqual(
+    (await readWalDir(fs, DIR)).map((r) => dec(r.payload)),
+    ['one'],
+  );
+  await wal.close();
+});
+
+void test('a sealed segment a reader finds corrupt is quarantined on request, never deleted', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  let wal = await openWal(opts);
+  await wal.append([enc('one'), enc('two')], RecordFormat.ndjson);
+  await wal.append([enc('three')], RecordFormat.ndjson);
+  const sealed = (await wal.seal())!;
+  const file = wal.segmentPath(sealed.id);
+  const bytes = Buffer.from(await fs.readFile(file));
+  bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 1;
+  await putFile(fs, file, bytes);
+  assert.throws(
+    () => [...readSegment(bytes.subarray(0, sealed.bytes)).records],
+    (e: unknown) => e instanceof SegmentCorruptError && e.reason === 'crc',
+  );
+  await wal.quarantineSegment(sealed.id, 'crc mismatch while delivering');
+  assert.equal(wal.sealedSegments().length, 0);
+  assert.equal(wal.stats().quarantinedTotal, 1);
+  await wal.close();
+  wal = await openWal(opts);
+  assert.deepEqual(await fs.readdir(path.join(DIR, 'quarantine')), [sealed.fileName]);
+  const state = WalState.parse(await fs.readFile(path.join(DIR, STATE_FILE)));
+  assert.equal(state.quarantined[0]?.reason, 'crc mismatch while delivering');
+  assert.equal(wal.stats().nextSeq, 4n);
+  await wal.close();
+});
+
+void test('recovery: an unreadable state file starts a new epoch and rescans every segment', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs, { segmentBytesMax: 200 });
+  let wal = await openWal(opts);
+  const epoch1 = wal.epoch;
+  for (let i = 0; i < 10; i++) await wal.append([enc(`record-${i}`)], RecordFormat.ndjson);
+  await wal.close();
+  const segments = (await fs.readdir(DIR)).filter((f) => f.endsWith('.wal')).length;
+  await putFile(fs, path.join(DIR, STATE_FILE), enc('{"version":1,"epo'));
+  wal = await openWal(opts);
+  assert.notEqual(wal.epoch, epoch1);
+  assert.equal(wal.recovery.epochRotated, true);
+  assert.equal(wal.recovery.recoveredSegments, segments);
+  // Recovered segments keep the epoch they were written under (their S3 keys).
+  assert.ok(wal.sealedSegments().every((s) => s.epoch === epoch1));
+  assert.ok((await fs.readdir(path.join(DIR, 'quarantine'))).includes(STATE_FILE));
+  const res = await wal.append([enc('after')], RecordFormat.ndjson);
+  assert.equal(res.firstSeq, 11n);
+  await wal.close();
+  assert.equal((await readWalDir(fs, DIR)).length, 11);
+});
+
+void test('recovery: state entries whose files are gone', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  let wal = await openWal(opts);
+  await wal.append([enc('a')], RecordFormat.ndjson);
+  const s1 = (await wal.seal())!;
+  await wal.append([enc('b')], RecordFormat.ndjson);
+  const s2 = (await wal.seal())!;
+  await wal.markDelivered(s1.id);
+  await wal.close();
+  await fs.unlink(path.join(DIR, s1.fileName)); // delivered: deleted, state update lost
+  await fs.unlink(path.join(DIR, s2.fileName)); // sealed: lost work, must be reported
+  wal = await openWal(opts);
+  assert.deepEqual(wal.recovery.missing, [s2.fileName]);
+  assert.equal(wal.sealedSegments().length, 0);
+  assert.equal(wal.stats().nextSeq, 3n);
+  const r = await wal.append([enc('c')], RecordFormat.ndjson);
+  assert.equal(r.firstSeq, 3n);
+  assert.equal(wal.stats().openSegmentId, 3n, 'segment ids are never reused');
+  await wal.close();
+});

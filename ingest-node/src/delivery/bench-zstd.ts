@@ -54,10 +54,59 @@ export function ndjsonSample(bytes: number, seed = 42): Buffer {
   return Buffer.from(`${lines.join('\n')}\n`);
 }
 
+/** More repetitive NDJSON: structured app logs, skewed services/messages/ids. */
+export function logSample(bytes: number, seed = 7): Buffer {
+  let s = seed >>> 0 || 1;
+  const rnd = (): number => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 0x1_0000_0000;
+  };
+  const msgs = [
+    'request completed',
+    'cache miss',
+    'db query slow',
+    'user login',
+    'payment authorized',
+    'retrying',
+  ];
+  const services = ['api', 'auth', 'billing', 'search'];
+  const lines: string[] = [];
+  let total = 0;
+  let ts = Date.UTC(2025, 10, 26);
+  while (total < bytes) {
+    ts += Math.floor(rnd() * 20);
+    const line = JSON.stringify({
+      level: rnd() < 0.9 ? 'info' : 'warn',
+      ts: new Date(ts).toISOString(),
+      service: services[Math.floor(rnd() ** 2 * services.length)],
+      msg: msgs[Math.floor(rnd() ** 2 * msgs.length)],
+      user_id: Math.floor(1000 * rnd() ** 3),
+      status: rnd() < 0.95 ? 200 : 500,
+      duration_ms: Math.floor(rnd() * 300),
+      path: `/v1/items/${Math.floor(rnd() ** 4 * 200)}`,
+    });
+    lines.push(line);
+    total += line.length + 1;
+  }
+  return Buffer.from(`${lines.join('\n')}\n`);
+}
+
 if (import.meta.main) {
   const mib = Number(process.argv[2] ?? 64);
-  const data = ndjsonSample(mib * 1024 * 1024);
-  console.log(`input: ${(data.length / 1e6).toFixed(1)} MB of NDJSON`);
+  for (const [name, data] of [
+    ['events', ndjsonSample(mib * 1024 * 1024)],
+    ['logs', logSample(mib * 1024 * 1024)],
+  ] as const) {
+    console.log(`${name}: ${(data.length / 1e6).toFixed(1)} MB of NDJSON`);
+    await benchLevels(data);
+  }
+}
+
+async function benchLevels(data: Buffer): Promise<void> {
   for (const level of [1, 2, 3, 4, 6, 9, 12]) {
     let out = 0;
     const sink = new Writable({

@@ -96,10 +96,12 @@ async function materializeView(
   const rg = rowGroupRows !== undefined ? { rowGroupRows } : {};
   // One classification pass into a temp table, then the view and DLQ files
   // and the counts from it: cheaper than classifying twice (measured: about a
-  // quarter less CPU per segment), and payloads are kept for DLQ rows only.
+  // quarter less CPU per segment), and seq, time and payload are kept for DLQ rows only.
   await conn.run(
     `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
-     SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column, __lf_seq, __lf_ingest_time,
+     SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
+       CASE WHEN __lf_status = 'dlq' THEN __lf_seq END AS __lf_seq,
+       CASE WHEN __lf_status = 'dlq' THEN __lf_ingest_time END AS __lf_ingest_time,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
      FROM (\n${view.sql}\n)`,
   );

@@ -49,7 +49,11 @@ export interface RenderedNodeConfig {
   views: ViewSpecInput[];
 }
 
-export function renderNodeConfig(endpointName: string, spec: EndpointSpec, views: readonly CompiledView[]): RenderedNodeConfig {
+export function renderNodeConfig(
+  endpointName: string,
+  spec: EndpointSpec,
+  views: readonly CompiledView[],
+): RenderedNodeConfig {
   const s3: DeliveryFile['s3'] = {
     bucket: spec.s3.bucket,
     region: spec.s3.region,
@@ -59,7 +63,8 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec, views
   if (spec.s3.endpointUrl !== undefined) s3.endpointUrl = spec.s3.endpointUrl;
 
   let credentials: DeliveryFile['credentials'] = { mode: 'default' };
-  if (spec.credentials?.irsaRoleArn) credentials = { mode: 'webIdentity', roleArn: spec.credentials.irsaRoleArn };
+  if (spec.credentials?.irsaRoleArn)
+    credentials = { mode: 'webIdentity', roleArn: spec.credentials.irsaRoleArn };
   else if (spec.credentials?.assumeRole?.roleArn) {
     const a = spec.credentials.assumeRole;
     credentials = {
@@ -88,7 +93,11 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec, views
       auth: { required: true, apiKeysFile: API_KEYS_MOUNT },
       validation: spec.validation,
     },
-    delivery: { s3, credentials, outputs: { segments: spec.outputs.segments, rawParquet: spec.outputs.rawParquet } },
+    delivery: {
+      s3,
+      credentials,
+      outputs: { segments: spec.outputs.segments, rawParquet: spec.outputs.rawParquet },
+    },
     views: [...views].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((v) => v.spec),
   };
 }

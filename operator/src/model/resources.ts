@@ -13,7 +13,12 @@ import type {
   V1StatefulSet,
 } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec } from '../api/endpoint.ts';
-import { CONFIG_PATH, checkWithNodeLoader, renderConfigFiles, renderNodeConfig } from '../adapters/node-config.ts';
+import {
+  CONFIG_PATH,
+  checkWithNodeLoader,
+  renderConfigFiles,
+  renderNodeConfig,
+} from '../adapters/node-config.ts';
 import { canonicalJson } from '../adapters/view-compiler.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
@@ -68,12 +73,20 @@ export function buildServiceAccount(ep: Defaulted): V1ServiceAccount {
   };
 }
 
-export function buildConfigMap(ep: Defaulted, views: readonly CompiledView[]): { configMap: V1ConfigMap; hash: string } {
+export function buildConfigMap(
+  ep: Defaulted,
+  views: readonly CompiledView[],
+): { configMap: V1ConfigMap; hash: string } {
   const rendered = renderNodeConfig(endpointName(ep), ep.spec, views);
   checkWithNodeLoader(rendered.config);
   const data = renderConfigFiles(rendered);
   return {
-    configMap: { apiVersion: 'v1', kind: 'ConfigMap', metadata: childMetadata(ep, childNames(ep).configMap), data },
+    configMap: {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: childMetadata(ep, childNames(ep).configMap),
+      data,
+    },
     hash: configHash(data),
   };
 }

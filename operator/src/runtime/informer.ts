@@ -62,7 +62,6 @@ export class Informer<T extends KubeObject> {
   };
   private resourceVersion = '';
   private stopped = true;
-  private abort: AbortController | undefined;
   private lastActivityMs = 0;
   private watchdogFired = false;
   private timers: NodeJS.Timeout[] = [];
@@ -70,6 +69,8 @@ export class Informer<T extends KubeObject> {
   private syncedResolve: (() => void) | undefined;
   private readonly synced: Promise<void>;
   private wakeSleep: (() => void) | undefined;
+  /** Ends the current watch now, even one still waiting for response headers. */
+  private kick: ((reason: WatchOutcome['reason']) => void) | undefined;
 
   constructor(opts: InformerOptions) {
     this.opts = opts;
@@ -120,7 +121,7 @@ export class Informer<T extends KubeObject> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
-    this.abort?.abort();
+    this.kick?.('stopped');
     this.wakeSleep?.();
     await this.loop;
   }
@@ -143,7 +144,7 @@ export class Informer<T extends KubeObject> {
       );
       this.watchdogFired = true;
       this.lastActivityMs = Date.now();
-      this.abort?.abort();
+      this.kick?.('watchdog');
       this.wakeSleep?.();
     }
   }
@@ -224,14 +225,30 @@ export class Informer<T extends KubeObject> {
     // cut every quiet watch; let the server's timeoutSeconds end it instead.
     (watch as unknown as { requestTimeoutMs: number }).requestTimeoutMs = (timeoutSeconds + 30) * 1000;
     let gone = false;
-    return new Promise<WatchOutcome>((resolve) => {
+    return new Promise<WatchOutcome>((resolvePromise) => {
+      let settled = false;
+      let controller: AbortController | undefined;
+      const resolve = (outcome: WatchOutcome): void => {
+        if (settled) return;
+        settled = true;
+        this.kick = undefined;
+        controller?.abort();
+        resolvePromise(outcome);
+      };
+      // Watch hands out its AbortController only once response headers
+      // arrive; a connection stuck before that must still be escapable.
+      this.kick = (reason) => resolve({ reason });
       const onEvent = (type: string, obj: T & { code?: number }): void => {
+        if (settled) return;
         this.lastActivityMs = Date.now();
         this.opts.metrics?.watchEvents.inc({ resource: this.resource.plural, type });
         if (type === 'ERROR') {
           if (obj.code === 410) gone = true;
           this.log.debug({ status: obj }, 'watch ERROR event');
-          this.abort?.abort();
+          resolve({
+            reason: gone ? 'expired' : 'error',
+            err: new Error(`watch ERROR event: ${JSON.stringify(obj)}`),
+          });
           return;
         }
         const rv = obj.metadata?.resourceVersion;
@@ -273,8 +290,8 @@ export class Informer<T extends KubeObject> {
           onDone,
         )
         .then((abort) => {
-          this.abort = abort;
-          if (this.stopped) abort.abort();
+          controller = abort;
+          if (settled || this.stopped) abort.abort();
         })
         .catch((err: unknown) => resolve({ reason: 'error', err }));
     });

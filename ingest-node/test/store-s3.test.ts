@@ -148,6 +148,13 @@ void describe('S3ObjectStore on MinIO', () => {
     assert.equal(await store.abortStaleMultipartUploads('landfall/', 60 * 60_000), 0);
   });
 
+  void test("conditionalCreate 'head-then-put' (stores without If-None-Match) creates once", async () => {
+    const store = new S3ObjectStore({ client, bucket: minio.bucket, conditionalCreate: 'head-then-put' });
+    assert.deepEqual(await store.createIfAbsent('htp/m.json', Buffer.from('1')), { created: true });
+    assert.deepEqual(await store.createIfAbsent('htp/m.json', Buffer.from('2')), { created: false });
+    assert.equal((await store.get('htp/m.json'))?.toString(), '1');
+  });
+
   void test('a missing bucket and a wrong secret are not retryable', async () => {
     const noBucket = new S3ObjectStore({ client, bucket: 'landfall-does-not-exist' });
     const e1 = await storeError(noBucket.put('k', Buffer.from('x')));

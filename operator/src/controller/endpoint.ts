@@ -76,11 +76,13 @@ interface Ctx {
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
 
+const OPERATOR_KEY_RECHECK_MS = 600_000;
+
 export class EndpointController {
   private readonly d: EndpointControllerDeps;
   private readonly log: Logger;
-  /** Endpoint uid → the operator's status key, so the Secret is read once. */
-  private readonly operatorKeys = new Map<string, string>();
+  /** Endpoint key|uid → when its status-key Secret was last seen, so it is not read every reconcile. */
+  private readonly operatorKeys = new Map<string, number>();
 
   constructor(deps: EndpointControllerDeps) {
     this.d = deps;
@@ -184,7 +186,8 @@ export class EndpointController {
 
   private async ensureOperatorKey(ctx: Ctx): Promise<void> {
     const cacheKey = `${ctx.key}|${ctx.ep.metadata.uid ?? ''}`;
-    if (this.operatorKeys.has(cacheKey)) return;
+    // Re-checked now and then: someone may delete the Secret.
+    if (Date.now() - (this.operatorKeys.get(cacheKey) ?? -Infinity) < OPERATOR_KEY_RECHECK_MS) return;
     const name = childNames(ctx.ep).operatorKeySecret;
     const existing = await this.d.client.get<V1Secret & KubeObject>(Resources.secret, ctx.namespace, name);
     let key = existing ? operatorKeyFromSecret(existing) : undefined;
@@ -205,7 +208,8 @@ export class EndpointController {
         }
       }
     }
-    this.operatorKeys.set(cacheKey, key);
+    this.operatorKeys.set(cacheKey, Date.now());
+    // Bounded: one entry per live Endpoint; forgetKey drops deleted ones.
   }
 
   private async ensureConfigMap(ctx: Ctx): Promise<void> {

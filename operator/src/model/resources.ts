@@ -241,6 +241,9 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
                     secret: {
                       name: names.operatorKeySecret,
                       items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
+                      // Without it a pod still serves; only the drain check
+                      // on deletion cannot ask it (and then waits for force).
+                      optional: true,
                     },
                   },
                 ],

@@ -2,6 +2,8 @@
 //   - `default`: the AWS SDK's node chain: env, web identity token (IRSA:
 //     AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), container credentials (EKS
 //     Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI + token file), IMDS;
+//   - `webIdentity`: IRSA with the role ARN from config (the token file from
+//     the environment unless given);
 //   - `assumeRole`: STS AssumeRole with an ExternalId into the user's account,
 //     signed with a base identity (the default chain, or static keys);
 //   - `static`: keys from config (MinIO, local development).
@@ -11,13 +13,27 @@
 // written anywhere: no file, no log line. A failed refresh keeps serving the
 // current credentials while they are still valid.
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
-import { fromNodeProviderChain } from '@aws-sdk/credential-providers';
+import { fromNodeProviderChain, fromTokenFile } from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { systemClock, type Clock } from './clock.ts';
 import { silentLogger, type Logger } from './log.ts';
 
 export type CredentialsConfig =
   | { readonly mode: 'default' }
+  | {
+      /**
+       * IRSA with the role named in config rather than only in the
+       * environment the EKS webhook injects: the projected service-account
+       * token (AWS_WEB_IDENTITY_TOKEN_FILE unless given) is exchanged with
+       * STS AssumeRoleWithWebIdentity.
+       */
+      readonly mode: 'webIdentity';
+      readonly roleArn: string;
+      readonly tokenFile?: string | undefined;
+      readonly sessionName?: string | undefined;
+      readonly stsRegion?: string | undefined;
+      readonly stsEndpoint?: string | undefined;
+    }
   | {
       readonly mode: 'static';
       readonly accessKeyId: string;
@@ -72,6 +88,19 @@ export function createCredentialsProvider(
       return staticProvider(cfg);
     case 'default':
       return cachedCredentials(fromNodeProviderChain(), { ...deps, what: 'default chain' });
+    case 'webIdentity':
+      return cachedCredentials(
+        fromTokenFile({
+          roleArn: cfg.roleArn,
+          roleSessionName: cfg.sessionName ?? 'landfall',
+          ...(cfg.tokenFile !== undefined ? { webIdentityTokenFile: cfg.tokenFile } : {}),
+          clientConfig: {
+            region: cfg.stsRegion ?? process.env['AWS_REGION'] ?? 'us-east-1',
+            ...(cfg.stsEndpoint !== undefined ? { endpoint: cfg.stsEndpoint } : {}),
+          },
+        }),
+        { ...deps, what: `web identity ${cfg.roleArn}` },
+      );
     case 'assumeRole': {
       const sts = deps.stsClient ?? createStsClient(cfg, deps);
       return cachedCredentials(assumeRoleProvider(sts, cfg), { ...deps, what: `AssumeRole ${cfg.roleArn}` });

@@ -5,6 +5,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startMinio, type MinioServer } from '../../test/harness/index.ts';
 import { cachedCredentials, createCredentialsProvider } from '../src/credentials.ts';
 import { sha256Hex } from '../src/store/hashing.ts';
@@ -45,6 +48,22 @@ class StsObserver {
         }
         const n = ++this.#issued;
         res.writeHead(200, { 'content-type': 'text/xml' });
+        if (form.get('Action') === 'AssumeRoleWithWebIdentity') {
+          res.end(`<AssumeRoleWithWebIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+  <AssumeRoleWithWebIdentityResult>
+    <Credentials>
+      <AccessKeyId>ASIAWEB${n}</AccessKeyId>
+      <SecretAccessKey>secret-${n}</SecretAccessKey>
+      <SessionToken>token-${n}</SessionToken>
+      <Expiration>${new Date(this.expirationMs()).toISOString()}</Expiration>
+    </Credentials>
+    <SubjectFromWebIdentityToken>system:serviceaccount:ns:sa</SubjectFromWebIdentityToken>
+    <AssumedRoleUser><AssumedRoleId>AROAWEB:x</AssumedRoleId><Arn>arn:aws:sts::111122223333:assumed-role/r/x</Arn></AssumedRoleUser>
+  </AssumeRoleWithWebIdentityResult>
+  <ResponseMetadata><RequestId>req-${n}</RequestId></ResponseMetadata>
+</AssumeRoleWithWebIdentityResponse>`);
+          return;
+        }
         res.end(`<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
   <AssumeRoleResult>
     <Credentials>
@@ -173,6 +192,35 @@ void describe('AssumeRole with ExternalId (local STS observer)', () => {
     clock.advance(2 * 60_000 + 1);
     await get();
     assert.equal(calls, 2);
+  });
+
+  void test('webIdentity (IRSA with the role from config) exchanges the projected token, unsigned', async () => {
+    sts.requests.length = 0;
+    const dir = await mkdtemp(path.join(tmpdir(), 'landfall-irsa-'));
+    try {
+      const tokenFile = path.join(dir, 'token');
+      await writeFile(tokenFile, 'eyJhbGciOiJSUzI1NiJ9.projected.token');
+      const get = createCredentialsProvider({
+        mode: 'webIdentity',
+        roleArn: 'arn:aws:iam::111122223333:role/landfall-irsa',
+        tokenFile,
+        sessionName: 'landfall-orders-0',
+        stsRegion: 'eu-west-1',
+        stsEndpoint: sts.endpoint,
+      });
+      const creds = await get();
+      assert.match(creds.accessKeyId, /^ASIAWEB\d+$/);
+      await get();
+      assert.equal(sts.requests.length, 1, 'cached');
+      const req = sts.requests[0]!;
+      assert.equal(req.form.get('Action'), 'AssumeRoleWithWebIdentity');
+      assert.equal(req.form.get('RoleArn'), 'arn:aws:iam::111122223333:role/landfall-irsa');
+      assert.equal(req.form.get('WebIdentityToken'), 'eyJhbGciOiJSUzI1NiJ9.projected.token');
+      assert.equal(req.form.get('RoleSessionName'), 'landfall-orders-0');
+      assert.equal(req.headers.authorization, undefined, 'the token is the credential; no signature');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   void test('static credentials need both halves; AssumeRole parameters are checked up front', () => {

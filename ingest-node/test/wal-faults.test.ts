@@ -85,6 +85,26 @@ void test('short write and failed datasync on the real filesystem', async (t) =>
   }
 });
 
+void test('a datasync that flushed yet reported EIO: the failed group stays invisible across a power cut', async () => {
+  const mem = new PowerCutFileSystem({ seed: 10 });
+  const fs = new FaultFileSystem(mem);
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  await wal.append([enc('ok-1')], RecordFormat.ndjson);
+  fs.inject({ op: 'datasync', path: SEGMENT, fault: { code: 'EIO', applied: true } });
+  await assert.rejects(wal.append([enc('bad')], RecordFormat.ndjson), (e: unknown) =>
+    isWalError(e, WalErrorCode.writeFailed),
+  );
+  // The bad group did reach the disk; only the durable truncate hides it.
+  const after = mem.crash({ tornTail: true });
+  const wal2 = await openWal({ ...opts, fs: after });
+  assert.deepEqual(
+    (await readWalDir(after, opts.dir)).map((r) => dec(r.payload)),
+    ['ok-1'],
+  );
+  await wal2.close();
+});
+
 void test('truncate fails too: the segment is sealed at the group start and a new one takes the writes', async () => {
   const mem = new PowerCutFileSystem({ seed: 11 });
   const fs = new FaultFileSystem(mem);

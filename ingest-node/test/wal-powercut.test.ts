@@ -47,7 +47,8 @@ async function iteration(seed: number, variant: Variant): Promise<Outcome> {
   if (variant === 'correct') {
     // Up to two write-path faults somewhere in the run, some on the undo path.
     const ops: FsOp[] = ['write', 'datasync', 'truncate', 'sync'];
-    const kinds: Fault[] = ['EIO', 'ENOSPC', 'short'];
+    // `applied`: the write landed / the sync did flush, yet it reported EIO.
+    const kinds: Fault[] = ['EIO', 'ENOSPC', 'short', { code: 'EIO', applied: true }];
     for (let i = Math.floor(rnd() * 3); i > 0; i--) {
       fs.inject({
         op: ops[Math.floor(rnd() * ops.length)]!,

@@ -6,12 +6,15 @@ import { fsError } from './types.ts';
 
 /**
  * - `EIO`, `ENOSPC`, `{ code }`: the call fails with that error and has no effect.
+ * - `{ code, applied: true }`: the call takes effect, then reports the error
+ *   (a write that landed, an fdatasync that did flush, yet returned EIO).
  * - `short`: writes only: half the bytes land and the count says so; elsewhere it acts as EIO.
  * - `drop`: the call reports success without reaching the disk: a disk (or a
  *   WAL bug) that skips a datasync/sync/syncDir. Tests use it to prove the
  *   power-cut tests catch a missing fsync.
  */
-export type Fault = 'EIO' | 'ENOSPC' | 'short' | 'drop' | { readonly code: string };
+export type Fault =
+  'EIO' | 'ENOSPC' | 'short' | 'drop' | { readonly code: string; readonly applied?: boolean };
 
 export interface FaultCall {
   readonly op: FsOp;
@@ -115,8 +118,10 @@ export class FaultFileSystem implements FileSystem {
   async #run<T>(op: FsOp, path: string, fn: () => Promise<T>): Promise<T> {
     const fault = await this.intercept(op, path);
     if (fault === 'drop' && op === 'syncDir') return undefined as T;
+    if (fault !== undefined && !isApplied(fault)) throw toError(fault, op, path);
+    const result = await fn();
     if (fault !== undefined) throw toError(fault, op, path);
-    return fn();
+    return result;
   }
 
   async open(path: string, mode: OpenMode): Promise<FileHandle> {
@@ -165,8 +170,10 @@ class FaultFileHandle implements FileHandle {
   async #run<T>(op: FsOp, fn: () => Promise<T>): Promise<T> {
     const fault = await this.#fs.intercept(op, this.path);
     if (fault === 'drop' && (op === 'datasync' || op === 'sync')) return undefined as T;
+    if (fault !== undefined && !isApplied(fault)) throw toError(fault, op, this.path);
+    const result = await fn();
     if (fault !== undefined) throw toError(fault, op, this.path);
-    return fn();
+    return result;
   }
 
   async write(buffers: readonly Uint8Array[], position: number): Promise<number> {
@@ -184,8 +191,10 @@ class FaultFileHandle implements FileHandle {
       }
       return parts.length === 0 ? 0 : this.#inner.write(parts, position);
     }
+    if (fault !== undefined && !isApplied(fault)) throw toError(fault, 'write', this.path);
+    const n = await this.#inner.write(buffers, position);
     if (fault !== undefined) throw toError(fault, 'write', this.path);
-    return this.#inner.write(buffers, position);
+    return n;
   }
   read(buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
     return this.#run('read', () => this.#inner.read(buffer, offset, length, position));
@@ -209,6 +218,10 @@ class FaultFileHandle implements FileHandle {
     await this.#inner.close();
     if (fault !== undefined) throw toError(fault, 'close', this.path);
   }
+}
+
+function isApplied(fault: Fault): boolean {
+  return typeof fault === 'object' && fault.applied === true;
 }
 
 function matches(p: FaultRule['path'], path: string): boolean {

@@ -88,7 +88,8 @@ export class PowerCutFileSystem implements FileSystem {
 
   /**
    * Cuts the power when operation number `atOp` (counting from this instance's
-   * creation) starts, before it takes effect. Resolves with the rebooted disk.
+   * creation) starts, before it takes effect. Resolves with the rebooted disk,
+   * also when crash() is called first.
    */
   armCrash(atOp: number, options: CrashOptions = {}): Promise<PowerCutFileSystem> {
     return new Promise((resolve) => {
@@ -98,7 +99,10 @@ export class PowerCutFileSystem implements FileSystem {
 
   /** Freezes this instance and returns the disk as it would be after reboot. */
   crash(options: CrashOptions = {}): PowerCutFileSystem {
+    if (this.#frozen) throw new Error('PowerCutFileSystem: already crashed');
     this.#frozen = true;
+    const armed = this.#armed;
+    this.#armed = undefined;
     const copies = new Map<Node, Node>();
     const rebuild = (dir: DirNode): DirNode => {
       const out: DirNode = { kind: 'dir', entries: new Map(), durable: new Map() };
@@ -113,10 +117,12 @@ export class PowerCutFileSystem implements FileSystem {
       }
       return out;
     };
-    return new PowerCutFileSystem(
+    const rebooted = new PowerCutFileSystem(
       { ...this.#options, seed: Math.floor(this.#random() * 2 ** 32) },
       rebuild(this.#root),
     );
+    armed?.resolve(rebooted);
+    return rebooted;
   }
 
   #survivingFile(file: FileNode, options: CrashOptions): FileNode {
@@ -144,9 +150,7 @@ export class PowerCutFileSystem implements FileSystem {
     this.#checkAlive(op, p);
     const n = ++this.opCount;
     if (this.#armed !== undefined && n >= this.#armed.atOp) {
-      const { options, resolve } = this.#armed;
-      this.#armed = undefined;
-      resolve(this.crash(options));
+      this.crash(this.#armed.options);
       this.#checkAlive(op, p);
     }
     const ticks = 1 + Math.floor(this.#random() * (this.#jitterTicksMax + 1));

@@ -402,9 +402,8 @@ class WriteAheadLogImpl implements Wal {
       this.#syncsTotal++;
     } catch (err) {
       this.#writeFailuresTotal++;
-      // Seqs were only lent to this group; the next group reuses them, so
-      // acknowledged seqs stay gap-free.
-      this.#nextSeq = groupFirstSeq;
+      // #nextSeq was never advanced: the next group reuses this group's
+      // seqs, so acknowledged seqs stay gap-free.
       const failure = await this.#undoGroup(seg, pos, err);
       this.#settleFailed(group, groupBytes, failure);
       return;
@@ -530,8 +529,9 @@ class WriteAheadLogImpl implements Wal {
       const n = await handle.write([header], 0);
       if (n !== header.length)
         throw fsError('EIO', 'write', file, `short write (${n} of ${header.length} bytes)`);
-      await handle.datasync();
       // The new name must be durable before any record in it is acknowledged.
+      // The header needs no sync of its own: the first group's fdatasync
+      // covers it, and a file cut before that holds no record.
       await this.#fs.syncDir(this.dir);
     } catch (err) {
       if (handle !== undefined) await handle.close().catch(() => {});

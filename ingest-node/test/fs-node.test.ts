@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import os from 'node:os';
+import path from 'node:path';
+import { mkdtemp, rm, readFile } from 'node:fs/promises';
+import { NodeFileSystem } from '../src/fs/node.ts';
+import { mkdirDurable, writeFileAtomic } from '../src/fs/durable.ts';
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+
+void test('NodeFileSystem: the operations the WAL uses, on the real disk', async (t) => {
+  const root = await mkdtemp(path.join(os.tmpdir(), 'landfall-fs-'));
+  t.after(() => rm(root, { recursive: true, force: true }));
+  const fs = new NodeFileSystem();
+  const dir = path.join(root, 'a', 'b');
+  assert.equal(await mkdirDurable(fs, dir), true);
+  assert.equal(await mkdirDurable(fs, dir), false);
+  const file = path.join(dir, 'seg.wal');
+  const fh = await fs.open(file, 'createExclusive');
+  await assert.rejects(fs.open(file, 'createExclusive'), { code: 'EEXIST' });
+  assert.equal(await fh.write([enc('hello '), enc('world')], 0), 11);
+  assert.equal(await fh.write([enc('!')], 11), 1);
+  await fh.datasync();
+  await fh.sync();
+  await fs.syncDir(dir);
+  assert.equal((await fh.stat()).size, 12);
+  const buf = new Uint8Array(5);
+  assert.equal(await fh.read(buf, 0, 5, 6), 5);
+  assert.equal(new TextDecoder().decode(buf), 'world');
+  await fh.truncate(5);
+  await fh.close();
+  assert.equal(new TextDecoder().decode(await fs.readFile(file)), 'hello');
+  assert.deepEqual(await fs.stat(file), { size: 5, isFile: true, isDirectory: false });
+  assert.ok((await fs.statfs(dir)).freeBytes > 0);
+  await writeFileAtomic(fs, path.join(dir, 'state.json'), enc('{"v":1}'));
+  await writeFileAtomic(fs, path.join(dir, 'state.json'), enc('{"v":2}'));
+  assert.equal(await readFile(path.join(dir, 'state.json'), 'utf8'), '{"v":2}');
+  assert.deepEqual((await fs.readdir(dir)).sort(), ['seg.wal', 'state.json']);
+  await fs.rename(file, path.join(dir, 'moved.wal'));
+  await fs.unlink(path.join(dir, 'moved.wal'));
+  await assert.rejects(fs.stat(file), { code: 'ENOENT' });
+  await assert.rejects(fs.syncDir(path.join(dir, 'state.json')), { code: 'ENOTDIR' });
+});

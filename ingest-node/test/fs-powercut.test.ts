@@ -1,0 +1,136 @@
+// The power-cut model itself: what survives, what does not.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
+import { writeFileAtomic, mkdirDurable } from '../src/fs/durable.ts';
+
+const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
+const dec = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+async function setup(): Promise<PowerCutFileSystem> {
+  const fs = new PowerCutFileSystem({ seed: 1 });
+  await mkdirDurable(fs, '/d');
+  return fs;
+}
+
+void test('unsynced data is lost, synced data survives', async () => {
+  const fs = await setup();
+  const fh = await fs.open('/d/f', 'createExclusive');
+  await fs.syncDir('/d');
+  await fh.write([enc('hello ')], 0);
+  await fh.datasync();
+  await fh.write([enc('world')], 6);
+  const after = fs.crash();
+  assert.equal(dec(await after.readFile('/d/f')), 'hello ');
+});
+
+void test('a file whose directory entry was never synced is gone, even with its data synced', async () => {
+  const fs = await setup();
+  const fh = await fs.open('/d/f', 'createExclusive');
+  await fh.write([enc('data')], 0);
+  await fh.datasync();
+  const after = fs.crash();
+  await assert.rejects(after.readFile('/d/f'), { code: 'ENOENT' });
+  assert.deepEqual(await after.readdir('/d'), []);
+});
+
+void test('rename and unlink are durable only after syncDir', async () => {
+  const fs = await setup();
+  await writeFileAtomic(fs, '/d/state', enc('v1'));
+  // rename without the dir sync: the old version comes back
+  const fh = await fs.open('/d/state.tmp', 'createTruncate');
+  await fh.write([enc('v2')], 0);
+  await fh.datasync();
+  await fh.close();
+  await fs.rename('/d/state.tmp', '/d/state');
+  await fs.unlink('/d/state'); // also not durable
+  const after = fs.crash();
+  assert.equal(dec(await after.readFile('/d/state')), 'v1');
+  // with it: the new version
+  await writeFileAtomic(after, '/d/state', enc('v2'));
+  const again = after.crash();
+  assert.equal(dec(await again.readFile('/d/state')), 'v2');
+  assert.deepEqual(await again.readdir('/d'), ['state']);
+});
+
+void test('a truncate that was not synced can be undone by the cut', async () => {
+  const fs = await setup();
+  const fh = await fs.open('/d/f', 'createExclusive');
+  await fs.syncDir('/d');
+  await fh.write([enc('0123456789')], 0);
+  await fh.datasync();
+  await fh.truncate(4);
+  assert.equal(dec(fs.crash().durableContents('/d/f')!), '0123456789');
+});
+
+void test('torn tail: a seeded prefix of the unsynced appended bytes survives, sometimes zero-filled', async () => {
+  const outcomes = new Set<string>();
+  for (let seed = 1; seed <= 40; seed++) {
+    const fs = new PowerCutFileSystem({ seed });
+    await mkdirDurable(fs, '/d');
+    const fh = await fs.open('/d/f', 'createExclusive');
+    await fs.syncDir('/d');
+    await fh.write([enc('AAAA')], 0);
+    await fh.datasync();
+    await fh.write([enc('BBBBBBBB')], 4);
+    const got = dec(await fs.crash({ tornTail: true }).readFile('/d/f'));
+    assert.ok(got.startsWith('AAAA'));
+    assert.match(got.slice(4), /^B*\0*$/);
+    outcomes.add(
+      got.slice(4).includes('\0') ? 'zeros' : got.length === 4 ? 'none' : got.length === 12 ? 'all' : 'part',
+    );
+    // Same seed, same tail.
+    const fs2 = new PowerCutFileSystem({ seed });
+    await mkdirDurable(fs2, '/d');
+    const fh2 = await fs2.open('/d/f', 'createExclusive');
+    await fs2.syncDir('/d');
+    await fh2.write([enc('AAAA')], 0);
+    await fh2.datasync();
+    await fh2.write([enc('BBBBBBBB')], 4);
+    assert.equal(dec(await fs2.crash({ tornTail: true }).readFile('/d/f')), got);
+  }
+  assert.ok(outcomes.has('zeros') && outcomes.has('part'), [...outcomes].join());
+});
+
+void test('a sync in flight when the power goes covers nothing; every later operation rejects', async () => {
+  const fs = await setup();
+  const fh = await fs.open('/d/f', 'createExclusive');
+  await fs.syncDir('/d');
+  await fh.write([enc('x')], 0);
+  const sync = fh.datasync();
+  const after = fs.crash();
+  await assert.rejects(sync, { code: 'EIO' });
+  await assert.rejects(fh.write([enc('y')], 1), { code: 'EIO' });
+  await assert.rejects(fs.readdir('/d'), { code: 'EIO' });
+  assert.equal((await after.readFile('/d/f')).length, 0);
+  assert.throws(() => fs.crash(), /already crashed/);
+});
+
+void test('armCrash cuts at the chosen operation', async () => {
+  const fs = await setup();
+  const rebooted = fs.armCrash(fs.opCount + 3);
+  const fh = await fs.open('/d/f', 'createExclusive'); // op +1
+  await fs.syncDir('/d'); // op +2
+  await assert.rejects(fh.write([enc('x')], 0), { code: 'EIO' }); // op +3: cut before it
+  assert.ok(fs.frozen);
+  assert.deepEqual(await (await rebooted).readdir('/d'), ['f']);
+});
+
+void test('Node-style errors and capacity', async () => {
+  const fs = new PowerCutFileSystem({ capacityBytes: 10 });
+  await mkdirDurable(fs, '/d');
+  await assert.rejects(fs.open('/d/none', 'read'), { code: 'ENOENT' });
+  await assert.rejects(fs.open('/nope/f', 'createExclusive'), { code: 'ENOENT' });
+  await assert.rejects(fs.mkdir('/d'), { code: 'EEXIST' });
+  const fh = await fs.open('/d/f', 'createExclusive');
+  await assert.rejects(fs.open('/d/f', 'createExclusive'), { code: 'EEXIST' });
+  assert.equal(await fh.write([enc('12345'), enc('678')], 0), 8);
+  await assert.rejects(fh.write([enc('abc')], 8), { code: 'ENOSPC' });
+  assert.equal((await fs.statfs('/d')).freeBytes, 2);
+  assert.deepEqual(await fs.stat('/d/f'), { size: 8, isFile: true, isDirectory: false });
+  const buf = new Uint8Array(4);
+  assert.equal(await fh.read(buf, 0, 4, 6), 2);
+  assert.equal(dec(buf.subarray(0, 2)), '78');
+  await fh.close();
+  await assert.rejects(fh.datasync(), { code: 'EBADF' });
+});

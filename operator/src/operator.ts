@@ -188,6 +188,9 @@ export class Operator {
   /** Starts watching and reconciling; resolves once the caches are synced and workers run. */
   async start(): Promise<void> {
     if (this.started) return;
+    // Single use, like a client-go manager: its queues shut down for good at
+    // stop(). A process that loses leadership exits and starts a new one.
+    if (this.endpointQueue.isShuttingDown) throw new Error('an Operator cannot be restarted after stop()');
     this.started = true;
     const t0 = performance.now();
     await Promise.all([

@@ -96,8 +96,10 @@ export class LeaderElector {
       this.opts.metrics?.leader.set(0);
       this.opts.metrics?.leaderTransitions.inc();
       this.log.warn({ reason }, reason === 'lost' ? 'lost leadership' : 'released leadership');
-      if (reason === 'released') await this.release();
+      // Stop our work first, then hand the Lease over: a successor must not
+      // reconcile while our last reconciles are still writing.
       await cb.onStoppedLeading(reason);
+      if (reason === 'released') await this.release();
       // Like client-go, a process that lost the lease should exit and start
       // over; a caller that keeps us running campaigns again.
     }

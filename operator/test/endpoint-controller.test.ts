@@ -1,0 +1,152 @@
+// The Endpoint controller against an in-memory fake API: the order of its
+// steps, how a failing step surfaces (error, status, event), and that an
+// unchanged status is not written again.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import { EndpointController } from '../src/controller/endpoint.ts';
+import type { Store } from '../src/controller/endpoint.ts';
+import { ViewCompileCache } from '../src/controller/views.ts';
+import type { Endpoint } from '../src/api/endpoint.ts';
+import type { View } from '../src/api/view.ts';
+import type { KubeClient, KubeObject, ResourceType } from '../src/runtime/kube.ts';
+import { silentLogger } from '../src/runtime/log.ts';
+import { endpoint } from './fixtures.ts';
+
+function store<T extends KubeObject>(items: T[] = []): Store<T> & { items: T[] } {
+  return {
+    items,
+    getByKey: (key) => items.find((o) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}` === key),
+    list: () => items,
+  };
+}
+
+function fakeClient(failOn?: string) {
+  const calls: string[] = [];
+  const statuses: unknown[] = [];
+  const client = {
+    async apply(rt: ResourceType, obj: KubeObject, opts: { subresource?: string } = {}) {
+      const what = `apply ${rt.kind}${opts.subresource ? '/status' : ''} ${obj.metadata?.name ?? ''}`;
+      calls.push(what);
+      if (failOn && what.startsWith(failOn)) throw new Error('boom from the apiserver');
+      if (opts.subresource) statuses.push((obj as { status?: unknown }).status);
+      return { ...obj, metadata: { ...obj.metadata, resourceVersion: '1', generation: 1 } };
+    },
+    async jsonPatch(rt: ResourceType) {
+      calls.push(`jsonPatch ${rt.kind}`);
+      return {};
+    },
+    async get() {
+      return undefined;
+    },
+    async create(rt: ResourceType, obj: KubeObject) {
+      calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
+      return obj;
+    },
+  };
+  return { client: client as unknown as KubeClient, calls, statuses };
+}
+
+function controller(client: KubeClient, ep: Endpoint) {
+  const events: string[] = [];
+  const c = new EndpointController({
+    client,
+    endpoints: store([ep as Endpoint & KubeObject]),
+    views: store<View & KubeObject>(),
+    statefulSets: store<V1StatefulSet & KubeObject>(),
+    pods: store<V1Pod & KubeObject>(),
+    compileCache: new ViewCompileCache(async () => ({ ok: false, error: 'unused' })),
+    events: { record: (_o, type, reason, message) => events.push(`${type} ${reason}: ${message}`) },
+    log: silentLogger,
+    nodeImage: 'img',
+    probe: async () => ({ undeliveredSegments: 0, openSegmentRecords: 0 }),
+  });
+  return { c, events };
+}
+
+const ep = () =>
+  endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' } },
+    { resourceVersion: '7' },
+  );
+
+void test('a reconcile runs its steps in order and ends with the status', async () => {
+  const f = fakeClient();
+  const { c, events } = controller(f.client, ep());
+  const result = await c.reconcile('tenant-a/clicks');
+  assert.deepEqual(f.calls, [
+    'jsonPatch Endpoint',
+    'apply ServiceAccount clicks-ingest',
+    'create Secret clicks-ingest-operator-key',
+    'apply ConfigMap clicks-ingest',
+    'apply Service clicks-ingest-headless',
+    'apply Service clicks-ingest',
+    'apply StatefulSet clicks-ingest',
+    'apply PodDisruptionBudget clicks-ingest',
+    'apply Endpoint/status clicks',
+  ]);
+  assert.deepEqual(events, ['Normal Created: StatefulSet clicks-ingest created']);
+  assert.ok(result.requeueAfterMs, 'not ready yet: polled again');
+  const status = f.statuses[0] as {
+    url: string;
+    observedGeneration: number;
+    conditions: { type: string; reason: string }[];
+  };
+  assert.equal(status.url, 'http://clicks-ingest.tenant-a.svc:80');
+  assert.equal(status.observedGeneration, 1);
+  assert.deepEqual(
+    status.conditions.map((x) => `${x.type}:${x.reason}`),
+    ['Ready:RolloutPending', 'Degraded:AsExpected'],
+  );
+});
+
+void test('a failing step names itself in the error, the Degraded condition and a Warning event', async () => {
+  const f = fakeClient('apply StatefulSet');
+  const { c, events } = controller(f.client, ep());
+  await assert.rejects(c.reconcile('tenant-a/clicks'), /^Error: ensureStatefulSet: boom from the apiserver$/);
+  assert.ok(!f.calls.includes('apply PodDisruptionBudget clicks-ingest'), 'later steps do not run');
+  const status = f.statuses.at(-1) as {
+    observedGeneration?: number;
+    conditions: { type: string; status: string; reason: string; message: string }[];
+  };
+  const degraded = status.conditions.find((x) => x.type === 'Degraded');
+  assert.deepEqual(
+    [degraded?.status, degraded?.reason, degraded?.message],
+    ['True', 'ReconcileFailed', 'ensureStatefulSet: boom from the apiserver'],
+  );
+  assert.equal(status.observedGeneration, undefined, 'a failed generation is not observed');
+  assert.deepEqual(events, ['Warning ReconcileFailed: ensureStatefulSet: boom from the apiserver']);
+});
+
+void test('an unchanged status is not written again', async () => {
+  const first = fakeClient();
+  const e = ep();
+  await controller(first.client, e).c.reconcile('tenant-a/clicks');
+  const again = fakeClient();
+  const withStatus = {
+    ...e,
+    metadata: { ...e.metadata, finalizers: ['landfall.dev/drain'] },
+    status: first.statuses[0],
+  } as Endpoint;
+  await controller(again.client, withStatus).c.reconcile('tenant-a/clicks');
+  assert.ok(!again.calls.some((x) => x.includes('/status')), again.calls.join('\n'));
+  assert.ok(!again.calls.includes('jsonPatch Endpoint'), 'finalizer already there');
+});
+
+void test('force annotation on a deleting Endpoint removes the finalizer without a drain check', async () => {
+  const f = fakeClient();
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' } },
+    {
+      deletionTimestamp: '2026-01-01T00:00:00Z',
+      finalizers: ['other.example/keep', 'landfall.dev/drain'],
+      annotations: { 'landfall.dev/force-delete': 'true' },
+    },
+  );
+  const { c, events } = controller(f.client, e);
+  assert.deepEqual(await c.reconcile('tenant-a/clicks'), {});
+  assert.deepEqual(f.calls, ['jsonPatch Endpoint']);
+  assert.match(events[0] ?? '', /^Warning ForceDeleted: /);
+});

@@ -16,6 +16,7 @@
 // loader) keeps the two in step.
 import type { EndpointSpec } from '../api/endpoint.ts';
 import type { CompiledView } from './view-compiler.ts';
+import type { CredentialsConfig } from '../../../ingest-node/src/credentials.ts';
 import type { ViewSpecInput } from '../../../ingest-node/src/views/spec.ts';
 import { loadConfig } from '../../../ingest-node/src/config/load.ts';
 import { API_KEYS_MOUNT, CONFIG_MOUNT, DATA_MOUNT, HTTP_PORT } from '../model/names.ts';
@@ -36,10 +37,8 @@ export interface NodeConfigFile {
 
 export interface DeliveryFile {
   s3: { bucket: string; region: string; prefix: string; endpointUrl?: string; forcePathStyle: boolean };
-  credentials:
-    | { mode: 'default' }
-    | { mode: 'webIdentity'; roleArn: string }
-    | { mode: 'assumeRole'; roleArn: string; externalId?: string; sessionName?: string };
+  /** The node's own credentials config (ingest-node/src/credentials.ts), in the modes an Endpoint can ask for. */
+  credentials: Extract<CredentialsConfig, { mode: 'default' | 'webIdentity' | 'assumeRole' }>;
   outputs: { segments: boolean; rawParquet: boolean };
 }
 

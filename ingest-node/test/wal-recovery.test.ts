@@ -166,6 +166,8 @@ for (const c of table) {
         const kept = await fs.readFile(path.join(DIR, 'quarantine', '00000000000000000001.wal'));
         assert.deepEqual(Buffer.from(kept), Buffer.from(c.bytes));
         assert.equal(wal.sealedSegments().length, 0);
+        const state = WalState.parse(await fs.readFile(path.join(DIR, STATE_FILE)));
+        assert.equal(state.quarantined[0]?.fileName, '00000000000000000001.wal');
         const errors = (opts.log as ReturnType<typeof memoryLogger>).entries.filter(
           (e) => e.level === 'error',
         );

@@ -94,6 +94,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     else {
       stateProblem = `unreadable (${(err as Error).message})`;
       await quarantineFile(ctx, STATE_FILE, stateProblem);
+      report.quarantined.push({ fileName: STATE_FILE, reason: stateProblem });
     }
   }
   if (state !== undefined && (epochFile === undefined || epochFile === state.epoch)) {
@@ -247,6 +248,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     report.recoveredSegments++;
   }
   state.discard.clear();
+  for (const q of report.quarantined) state.addQuarantined({ ...q, atMs: ctx.clock.nowMs() });
   if (dirDirty) await fs.syncDir(dir);
   if (maxFileId > state.segmentIdHighWater) state.segmentIdHighWater = maxFileId;
   if (BigInt(seqSeenMax) > state.seqHighWater) state.seqHighWater = BigInt(seqSeenMax);

@@ -71,3 +71,13 @@ void test('a gate holds a call open until released', async () => {
   await p;
   assert.equal(done, true);
 });
+
+void test('a gate-only rule does not hide a later fault rule', async () => {
+  const { fs } = await setup();
+  const seen: string[] = [];
+  fs.inject({ op: 'open', times: Infinity, gate: (c) => void seen.push(c.path) });
+  fs.inject({ op: 'open', path: '/d/bad', fault: 'EIO' });
+  await assert.rejects(fs.open('/d/bad', 'createExclusive'), { code: 'EIO' });
+  await fs.open('/d/good', 'createExclusive');
+  assert.deepEqual(seen, ['/d/bad', '/d/good']);
+});

@@ -93,12 +93,15 @@ export class FaultFileSystem implements FileSystem {
   }
 
   /**
-   * Counts the call, passes its gate, and returns the fault to apply (if any).
-   * Rules are matched in insertion order; the first one that applies wins.
+   * Counts the call, passes the gates of the rules that apply, and returns
+   * the fault to apply (if any). Rules are matched in insertion order; a
+   * gate-only rule (no `fault`) never hides a later rule, the first rule with
+   * a fault wins and ends the matching.
    */
   async intercept(op: FsOp, path: string): Promise<Fault | undefined> {
     const call: FaultCall = { op, path, n: ++this.calls[op] };
-    let chosen: ActiveRule | undefined;
+    const gates: ((call: FaultCall) => Promise<void> | void)[] = [];
+    let fault: Fault | undefined;
     for (const r of this.#rules) {
       if (!r.ops.has(op) || !matches(r.rule.path, path) || r.timesLeft <= 0) continue;
       if (r.skipLeft > 0) {
@@ -106,13 +109,15 @@ export class FaultFileSystem implements FileSystem {
         continue;
       }
       r.timesLeft--;
-      chosen = r;
-      break;
+      if (r.rule.gate) gates.push(r.rule.gate);
+      if (r.rule.fault !== undefined) {
+        fault = r.rule.fault;
+        break;
+      }
     }
-    if (chosen === undefined) return undefined;
-    if (chosen.rule.gate) await chosen.rule.gate(call);
-    if (chosen.rule.fault !== undefined) this.injected.push(call);
-    return chosen.rule.fault;
+    for (const gate of gates) await gate(call);
+    if (fault !== undefined) this.injected.push(call);
+    return fault;
   }
 
   async #run<T>(op: FsOp, path: string, fn: () => Promise<T>): Promise<T> {

@@ -490,8 +490,42 @@ void describe('POST /v1/ingest: malformed input never crashes the server', () =>
     assert.equal((await fetch(`${t.url}/healthz`)).status, 200);
   });
 
-  void it('streaming gzip/zstd through node streams matches the one-shot encoders', async () => {
-    // Guard for the bomb helper: concatenated members/frames are valid bodies.
+  void it('random header values on the ingest route get a coded answer', async () => {
+    let seed = 99;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const printable = (len: number): string =>
+      Array.from({ length: len }, () => String.fromCharCode(0x20 + rand(0x5f)))
+        .join('')
+        .trim() || 'x';
+    const names = [
+      'content-type',
+      'content-encoding',
+      'idempotency-key',
+      'x-api-key',
+      'authorization',
+      'transfer-encoding',
+      'x-junk',
+    ];
+    for (let i = 0; i < 150; i++) {
+      const headers: Record<string, string> = { 'content-type': 'application/x-ndjson' };
+      for (let k = 0; k < 3; k++) headers[names[rand(names.length)] ?? 'x-junk'] = printable(rand(40) + 1);
+      let a;
+      try {
+        a = await ingest(t.url, '{"a":1}\n', headers);
+      } catch {
+        continue; // fetch itself refuses some header values (e.g. transfer-encoding)
+      }
+      assert.ok(a.status === 202 || (a.status >= 400 && a.status < 500), `status ${a.status}: ${a.text}`);
+      if (a.status !== 202) assert.match(codeOf(a) ?? '', /^LF_[A-Z_]+$/);
+    }
+    assert.equal((await fetch(`${t.url}/healthz`)).status, 200);
+  });
+
+  void it('several gzip members or zstd frames in one body are all decoded', async () => {
+    // zstd matters most: node's decoder stops after the first frame of a chunk.
     for (const [name, make] of [
       ['gzip', () => createGzip()],
       ['zstd', () => createZstdCompress()],
@@ -503,9 +537,26 @@ void describe('POST /v1/ingest: malformed input never crashes the server', () =>
       enc.end(Buffer.from('{"s":1}\n'));
       await done;
       const member = Buffer.concat(out);
-      const a = await ingest(t.url, Buffer.concat([member, member]), { 'content-encoding': name });
+      const a = await ingest(t.url, Buffer.concat([member, member, member]), { 'content-encoding': name });
       assert.equal(a.status, 202, a.text);
-      assert.equal((a.json as { accepted: number }).accepted, 2);
+      assert.equal((a.json as { accepted: number }).accepted, 3);
+    }
+  });
+
+  void it('garbage after the last gzip member or zstd frame is 400 LF_DECODE_FAILED, not silently dropped', async () => {
+    for (const [name, encode] of [
+      ['gzip', gzipSync],
+      ['zstd', zstdCompressSync],
+    ] as const) {
+      const a = await ingest(
+        t.url,
+        Buffer.concat([encode(Buffer.from('{"s":1}\n')), Buffer.from('trailing junk')]),
+        {
+          'content-encoding': name,
+        },
+      );
+      assert.equal(a.status, 400, `${name}: ${a.text}`);
+      assert.equal(codeOf(a), 'LF_DECODE_FAILED');
     }
   });
 });

@@ -19,11 +19,16 @@ export interface BodyLimits {
   readonly decodedBytesMax: number;
 }
 
-/** The in-flight budget: the reader claims decoded bytes as they arrive; the caller releases `reserved` when done. */
-export interface Reservation {
-  reserved: number;
+/** The node-wide in-flight budget (Backpressure implements it). */
+export interface InflightBudget {
   tryReserve(n: number): boolean;
   overloaded(): LandfallError;
+}
+
+/** What one request holds of the budget: the reader adds to it as bytes arrive; the caller releases it when done. */
+export interface Reservation {
+  reserved: number;
+  readonly budget: InflightBudget;
 }
 
 /** Decoder output chunk size: large enough for throughput, small enough to bound overshoot past the cap. */
@@ -38,7 +43,7 @@ function concat(chunks: Buffer[], total: number): Buffer {
 }
 
 function reserveOrFail(res: Reservation, n: number): LandfallError | undefined {
-  if (!res.tryReserve(n)) return res.overloaded();
+  if (!res.budget.tryReserve(n)) return res.budget.overloaded();
   res.reserved += n;
   return undefined;
 }

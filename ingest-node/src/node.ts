@@ -185,7 +185,9 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
 
   const onSignal = (signal: NodeJS.Signals): void => {
     if (shuttingDown !== undefined) {
-      log.warn({ signal }, 'already shutting down');
+      // A second Ctrl-C means "now": cut the connections still open so close() can finish.
+      log.warn({ signal }, 'second signal: closing every connection now');
+      server.app.server.closeAllConnections();
       return;
     }
     void shutdown(signal);

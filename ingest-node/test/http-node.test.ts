@@ -125,6 +125,7 @@ void describe('landfall CLI', () => {
 
   void it('serve runs as a process with keys: 401 without, 202 with, exits 0 on SIGTERM after sealing', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'landfall-cli-'));
+    let stop = (): void => {};
     try {
       const keys = join(dir, 'keys');
       await writeFile(keys, 'cli-test-key-0123456789\n');
@@ -141,6 +142,9 @@ void describe('landfall CLI', () => {
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
       const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      stop = () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      };
       const deadline = Date.now() + 10_000;
       let url: string | undefined;
       while (url === undefined && Date.now() < deadline) {
@@ -158,6 +162,8 @@ void describe('landfall CLI', () => {
       assert.ok(!stdout.includes('cli-test-key-0123456789'), 'the key is never logged');
       assert.ok(!stdout.includes('AUTH DISABLED'));
     } finally {
+      // A failed assertion must not leave a server running.
+      stop();
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -36,6 +36,7 @@ import {
   LandfallError,
   LengthRequiredError,
   NotFoundError,
+  DecodedTooLargeError,
   DrainingError,
   OverloadedError,
   PayloadTooLargeError,
@@ -317,8 +318,13 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       throw new IdempotencyKeyInvalidError(config.idempotency.keyLengthMax);
     }
     // Refuse an announced oversize body before reading a byte of it.
-    if (contentLength !== undefined && Number(contentLength) > limits.bodyBytesMax) {
-      throw new PayloadTooLargeError(limits.bodyBytesMax);
+    if (contentLength !== undefined) {
+      const announced = Number(contentLength);
+      if (announced > limits.bodyBytesMax) throw new PayloadTooLargeError(limits.bodyBytesMax);
+      // Unencoded, the body as sent is the decoded body.
+      if (encoding === 'identity' && announced > limits.decodedBytesMax) {
+        throw new DecodedTooLargeError(limits.decodedBytesMax);
+      }
     }
     const refusal = backpressure.admit();
     if (refusal !== undefined) throw refusal;

@@ -1,0 +1,246 @@
+// What the delivery pipeline makes out of one sealed segment, as a list of
+// artifact producers. Each producer reads the segment (exactly the `bytes`
+// the state file records), writes local files into a scratch folder of its
+// own and describes them; the pipeline uploads them under their
+// deterministic keys, records them in the segment's progress and, once every
+// producer is done, writes the commit marker that lists them all.
+//
+// Today there is one producer, the `.wal.zst` archive. Raw, view and DLQ
+// Parquet (views/materialize.ts) become one more entry in the list: a
+// producer whose produce() feeds `job.records()` to materializeSegment and
+// returns its files with rawKey/viewKey/dlqKey keys and `views` spec hashes.
+import { createReadStream, createWriteStream } from 'node:fs';
+import path from 'node:path';
+import {
+  pipeline as streamPipeline,
+  Transform,
+  Writable,
+  type Readable,
+  type TransformCallback,
+} from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { HashTap } from '../store/hashing.ts';
+import { SegmentDecoder, SegmentCorruptError, readSegmentStream, type WalRecord } from '../wal/format.ts';
+import type { SealedSegment } from '../wal/types.ts';
+import { createZstdCompressor, zstdLevel } from './compress.ts';
+import { segmentKey, type ArtifactKind, type SegmentRef } from './keys.ts';
+import type { MarkerView } from './marker.ts';
+import { contentTypes } from './upload.ts';
+
+/** One sealed segment, as a producer sees it. */
+export interface SegmentJob {
+  readonly segment: SealedSegment;
+  /** The identity its keys are made of (the segment's own epoch). */
+  readonly ref: SegmentRef;
+  /** Bucket prefix (normalised). */
+  readonly prefix: string;
+  /** A fresh, empty folder for this producer's files; the pipeline removes it afterwards. */
+  readonly scratchDir: string;
+  readonly signal: AbortSignal;
+  /**
+   * The exact sealed bytes (`segment.bytes` of them), checked as they stream:
+   * every frame's CRC, gap-free seqs, a final batch end, the header's id and
+   * epoch, and the record count and seqs the state file recorded. A mismatch
+   * fails the stream with SegmentCorruptError; the pipeline then quarantines.
+   */
+  openSegment(): Readable;
+  /** The records of the same verified stream, in seq order. */
+  records(): AsyncIterable<WalRecord>;
+}
+
+/** A local file ready to upload, and what the marker will say about it. */
+export interface ProducedFile {
+  readonly kind: ArtifactKind;
+  /** Set exactly for `view` and `dlq` files. */
+  readonly view?: string;
+  readonly key: string;
+  readonly path: string;
+  readonly bytes: number;
+  readonly sha256: string;
+  /** Records (segment archive) or Parquet rows. */
+  readonly rows: number;
+  readonly contentType: string;
+}
+
+export interface ProducedArtifacts {
+  readonly files: readonly ProducedFile[];
+  /**
+   * Size and sha256 of the exact sealed segment, when this producer read all
+   * of it: the marker's `segment` field. Without any producer that reports it
+   * the pipeline hashes the segment itself.
+   */
+  readonly segment?: { readonly bytes: number; readonly sha256: string };
+  /** View specs applied (the marker's `views`), including views that produced no file. */
+  readonly views?: readonly MarkerView[];
+}
+
+export interface ArtifactProducer {
+  /** Unique within a pipeline; names this producer's progress in state.json, so keep it stable. */
+  readonly kind: string;
+  produce(job: SegmentJob): Promise<ProducedArtifacts>;
+}
+
+/**
+ * Thrown when a segment's bytes decode but disagree with what the state file
+ * recorded for it (another segment's header, other seqs or record count):
+ * treated like corruption, the file is quarantined, never delivered.
+ */
+export class SegmentMismatchError extends Error {
+  readonly code = 'SEGMENT_MISMATCH';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SegmentMismatchError';
+  }
+}
+
+export function isSegmentDefect(err: unknown): err is SegmentCorruptError | SegmentMismatchError {
+  return err instanceof SegmentCorruptError || err instanceof SegmentMismatchError;
+}
+
+/**
+ * A pass-through that decodes every frame as it flows (strict: CRC, seq,
+ * batch end) and checks the result against the sealed segment's state entry.
+ * Errors in flush, before the end reaches the consumer, so a compressor
+ * downstream never completes an archive of a corrupt segment.
+ */
+export class SegmentVerifier extends Transform {
+  bytes = 0;
+  records = 0;
+  readonly #decoder: SegmentDecoder;
+  readonly #expect: SealedSegment;
+  readonly #onRecord: ((r: WalRecord) => void) | undefined;
+  #firstSeq: bigint | undefined;
+  #lastSeq: bigint | undefined;
+
+  constructor(
+    expect: SealedSegment,
+    opts: { recordBytesMax?: number; onRecord?: (r: WalRecord) => void } = {},
+  ) {
+    super();
+    this.#expect = expect;
+    this.#decoder = new SegmentDecoder(
+      opts.recordBytesMax !== undefined ? { recordBytesMax: opts.recordBytesMax } : {},
+    );
+    this.#onRecord = opts.onRecord;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    try {
+      this.bytes += chunk.length;
+      for (const r of this.#decoder.push(chunk)) {
+        this.records++;
+        this.#firstSeq ??= r.seq;
+        this.#lastSeq = r.seq;
+        this.#onRecord?.(r);
+      }
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    try {
+      const e = this.#expect;
+      if (this.bytes !== e.bytes)
+        throw new SegmentCorruptError(
+          this.bytes,
+          'truncated',
+          `file holds ${this.bytes} of ${e.bytes} bytes`,
+        );
+      this.#decoder.end();
+      const h = this.#decoder.header;
+      if (h === undefined) throw new SegmentCorruptError(0, 'short', 'segment header');
+      const problems: string[] = [];
+      if (h.segmentId !== e.id) problems.push(`header segment id ${h.segmentId}, state ${e.id}`);
+      if (h.epoch !== e.epoch) problems.push(`header epoch ${h.epoch}, state ${e.epoch}`);
+      if (this.records !== e.records) problems.push(`${this.records} records, state ${e.records}`);
+      if (this.#firstSeq !== e.firstSeq || this.#lastSeq !== e.lastSeq)
+        problems.push(`seqs ${this.#firstSeq}..${this.#lastSeq}, state ${e.firstSeq}..${e.lastSeq}`);
+      if (problems.length > 0)
+        throw new SegmentMismatchError(
+          `segment ${e.fileName} disagrees with state.json: ${problems.join('; ')}`,
+        );
+    } catch (err) {
+      cb(err as Error);
+      return;
+    }
+    cb();
+  }
+}
+
+/** Reads exactly `segment.bytes` of the file: a longer file's tail is not the segment's. */
+export function openSegmentFile(file: string, segment: SealedSegment): Readable {
+  return createReadStream(file, { start: 0, end: Math.max(0, segment.bytes - 1), highWaterMark: 1 << 20 });
+}
+
+/**
+ * The segment file's exact bytes through a SegmentVerifier. The callback form
+ * of pipeline() forwards a read error (ENOENT, EIO) to the returned stream,
+ * which pipe() would not.
+ */
+export function openVerifiedSegment(file: string, segment: SealedSegment, recordBytesMax?: number): Readable {
+  const verifier = new SegmentVerifier(segment, recordBytesMax !== undefined ? { recordBytesMax } : {});
+  return streamPipeline(openSegmentFile(file, segment), verifier, () => {});
+}
+
+/** The records of a verified segment stream, in seq order. */
+export function segmentRecords(source: Readable, recordBytesMax?: number): AsyncIterable<WalRecord> {
+  return readSegmentStream(
+    source as AsyncIterable<Uint8Array>,
+    recordBytesMax !== undefined ? { recordBytesMax } : {},
+  );
+}
+
+/** Size and sha256 of the verified segment bytes, for pipelines without an archive producer. */
+export async function hashSegment(job: SegmentJob): Promise<{ bytes: number; sha256: string }> {
+  const tap = new HashTap();
+  const sink = new Writable({ write: (_c, _e, cb) => cb() });
+  await pipeline(job.openSegment(), tap, sink, { signal: job.signal });
+  return { bytes: tap.bytes, sha256: tap.sha256 };
+}
+
+export interface SegmentArchiveOptions {
+  /** zstd level; default compress.ts zstdLevel (1, measured). */
+  readonly level?: number;
+}
+
+/**
+ * `segments/…/{segmentId}.wal.zst`: zstd (one frame, content checksum) of the
+ * exact sealed bytes, verified frame by frame on the way through, with the
+ * sha256 of both sides from the same pass. The file is scratch: no fsync, a
+ * crash simply compresses again (level 1 takes ~0.2 s for 64 MiB).
+ */
+export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): ArtifactProducer {
+  return {
+    kind: 'segment',
+    async produce(job) {
+      const file = path.join(job.scratchDir, `${job.ref.segmentId.toString().padStart(20, '0')}.wal.zst`);
+      const inTap = new HashTap();
+      const outTap = new HashTap();
+      await pipeline(
+        job.openSegment(),
+        inTap,
+        createZstdCompressor({ level: opts.level ?? zstdLevel, inputBytes: job.segment.bytes }),
+        outTap,
+        createWriteStream(file, { flags: 'wx' }),
+        { signal: job.signal },
+      );
+      return {
+        files: [
+          {
+            kind: 'segment',
+            key: segmentKey(job.prefix, job.ref),
+            path: file,
+            bytes: outTap.bytes,
+            sha256: outTap.sha256,
+            rows: job.segment.records,
+            contentType: contentTypes.segment,
+          },
+        ],
+        segment: { bytes: inTap.bytes, sha256: inTap.sha256 },
+      };
+    },
+  };
+}

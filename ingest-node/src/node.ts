@@ -27,6 +27,8 @@ import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
 import type { IngestServer } from './http/server.ts';
 import type { ApiKeySource } from './http/auth.ts';
+import { startMqttSource } from './mqtt/index.ts';
+import type { MqttSource } from './mqtt/index.ts';
 
 export interface NodeDeps {
   readonly fs?: FileSystem;
@@ -51,6 +53,8 @@ export interface RunningNode {
   readonly server: IngestServer;
   readonly wal: WriteAheadLog;
   readonly authEnabled: boolean;
+  /** The MQTT source, when config.mqtt.brokers is not empty. */
+  readonly mqtt: MqttSource | undefined;
   /** Drains and stops; resolves true when everything closed in time and cleanly. Idempotent. */
   shutdown(reason?: string): Promise<boolean>;
   /** Settles when shutdown has finished (whoever started it), with shutdown()'s result. */
@@ -126,6 +130,20 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     throw err;
   }
 
+  let mqtt: MqttSource | undefined;
+  try {
+    mqtt = await startMqttSource(config, {
+      wal,
+      backpressure: server.backpressure,
+      registry: server.metrics.registry,
+      log,
+    });
+  } catch (err) {
+    await server.close();
+    await wal.close();
+    throw err;
+  }
+
   log.info(
     {
       url,
@@ -153,6 +171,8 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
         'draining: refusing new writes, finishing in-flight requests',
       );
       server.beginDrain();
+      // MQTT stops alongside HTTP: it writes and acknowledges what it holds before the WAL closes.
+      const mqttStopped = mqtt?.stop(config.shutdown.timeoutMs);
       let ok = true;
       const limit = timeout(config.shutdown.timeoutMs);
       const closing = server.close();
@@ -166,6 +186,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
         await closing.catch(() => {});
       }
       limit.cancel();
+      if (mqttStopped !== undefined && !(await mqttStopped)) ok = false;
       try {
         await wal.close();
       } catch (err) {
@@ -197,5 +218,5 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     process.on('SIGINT', onSignal);
   }
 
-  return { config, url, server, wal, authEnabled, shutdown, stopped };
+  return { config, url, server, wal, authEnabled, mqtt, shutdown, stopped };
 }

@@ -236,6 +236,119 @@ export const ValidationSchema = Type.Union([Type.Literal('none'), Type.Literal('
     'none: accept any record bytes (invalid JSON lands in view DLQs). json: reject a request with any record that is not JSON (400 LF_INVALID_JSON with its line number; nothing written).',
 });
 
+const MqttTopicSchema = Type.Object(
+  {
+    filter: Type.String({
+      minLength: 1,
+      maxLength: 65535,
+      description: 'Topic filter, wildcards allowed (`sensors/+/temp`, `site/#`, `$share/landfall/site/#`).',
+    }),
+    qos: Type.Union([Type.Literal(0), Type.Literal(1)], {
+      default: 1,
+      description:
+        'Subscription QoS. 1: a message is acknowledged (PUBACK) only once it is durable in the WAL. 0: best effort.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const MqttBrokerSchema = Type.Object(
+  {
+    url: Type.String({
+      pattern: '^(mqtt|mqtts|ws|wss)://[^\\s]+$',
+      description:
+        'mqtt://host:1883, mqtts://host:8883, ws://host:8080/mqtt or wss://…; no credentials in the URL (use username and passwordFile).',
+    }),
+    name: Type.Optional(
+      Type.String({
+        pattern: namePattern,
+        description: 'Label for metrics and logs. Unset: host-port of the URL.',
+      }),
+    ),
+    username: Type.Optional(Type.String({ minLength: 1, description: 'MQTT username.' })),
+    passwordFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'File holding the password (one trailing newline is ignored); re-read before every connect, so rotation needs no restart.',
+      }),
+    ),
+    caFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description: 'PEM CA bundle that signed the broker certificate (mqtts/wss).',
+      }),
+    ),
+    certFile: Type.Optional(
+      Type.String({ minLength: 1, description: 'PEM client certificate (mutual TLS).' }),
+    ),
+    keyFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key of certFile.' })),
+    clientId: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 65535,
+        description:
+          'Unset: `landfall-{endpoint}-{instance}`, stable across restarts so the broker keeps the session.',
+      }),
+    ),
+    topics: Type.Optional(
+      Type.Array(MqttTopicSchema, { description: 'Overrides mqtt.topics for this broker.' }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const MqttSchema = Type.Object(
+  {
+    brokers: Type.Array(MqttBrokerSchema, {
+      default: [],
+      maxItems: 16,
+      description:
+        'Brokers to subscribe to, each with url and optionally name, username, passwordFile, caFile, certFile, keyFile, clientId, topics. Empty: no MQTT source. Set it in the config file (a list has no env or flag form).',
+    }),
+    topics: Type.Array(MqttTopicSchema, {
+      default: [],
+      description:
+        'Topic filters `{ filter, qos }` subscribed on every broker that has no topics of its own.',
+    }),
+    protocolVersion: Type.Union([Type.Literal(5), Type.Literal(4)], {
+      default: 5,
+      description:
+        '5 (MQTT 5: session expiry, receive maximum, maximum packet size) or 4 (MQTT 3.1.1, for old brokers).',
+    }),
+    keepaliveSec: Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      default: 30,
+      description: 'MQTT keepalive; a connection silent for 1.5× this is considered dead.',
+    }),
+    connectTimeoutMs: millis('Most time from opening the connection to the CONNACK.', 10_000, 100),
+    reconnectMinMs: millis(
+      'First reconnect delay; doubles on each failed attempt (with jitter) up to reconnectMaxMs.',
+      500,
+      10,
+    ),
+    reconnectMaxMs: millis('Longest reconnect delay.', 30_000, 10),
+    sessionExpirySec: Type.Integer({
+      minimum: 0,
+      maximum: 4294967295,
+      default: 604_800,
+      description:
+        'MQTT 5 session expiry: how long the broker keeps the session (subscriptions and queued messages) while the node is away. 4294967295: never expires. MQTT 3.1.1 sessions last until the broker expires them (mosquitto: persistent_client_expiration).',
+    }),
+    inflightMessagesMax: Type.Integer({
+      minimum: 1,
+      maximum: 65535,
+      default: 1000,
+      description:
+        'Messages received but not yet durable, per broker. Sent as MQTT 5 receive maximum so the broker stops sending unacknowledged QoS 1 messages beyond it; past it the node stops reading the connection.',
+    }),
+  },
+  block(
+    'MQTT source: the node subscribes to brokers with a persistent session and acknowledges each QoS 1 message only after it is durable in the WAL (see docs/edge.md).',
+  ),
+);
+
 /**
  * Blocks by key. Later issues add entries here (s3, views, mqtt); the operator
  * imports this map to generate its CRD and Helm values schema.
@@ -252,6 +365,7 @@ export const configBlocks = {
   http: HttpSchema,
   shutdown: ShutdownSchema,
   log: LogSchema,
+  mqtt: MqttSchema,
 } as const;
 
 export const NodeConfigSchema = Type.Object(

@@ -62,6 +62,7 @@ const OVERSIZE_WARN_INTERVAL_MS = 60_000;
 
 interface Conn {
   readonly n: number;
+  readonly connectedAtMs: number;
   open: boolean;
 }
 
@@ -206,7 +207,7 @@ export class BrokerSource {
   // Connection life cycle
 
   #onConnect(connack: IConnackPacket): void {
-    const conn: Conn = { n: ++this.#connSeq, open: true };
+    const conn: Conn = { n: ++this.#connSeq, connectedAtMs: performance.now(), open: true };
     this.#conn = conn;
     this.#c.connected = 1;
     this.#c.connects++;
@@ -246,8 +247,6 @@ export class BrokerSource {
           'MQTT: the broker refused these topic filters (check its ACL); the others are subscribed',
         );
       }
-      // A connection that got as far as a SUBACK is healthy: the next failure starts from the shortest delay.
-      this.#reconnectAttempt = 0;
       this.#log.info(
         { broker: this.name, topics: (granted ?? []).map((g) => ({ filter: g.topic, qos: g.qos })) },
         'MQTT: subscribed',
@@ -260,6 +259,9 @@ export class BrokerSource {
     if (conn !== undefined) {
       conn.open = false;
       this.#conn = undefined;
+      // Only a connection that stayed up a while starts the backoff over: one that the broker
+      // (ACL, takeover) or we (a message we refuse) keep closing must not reconnect in a tight loop.
+      if (performance.now() - conn.connectedAtMs >= this.#o.mqtt.reconnectMaxMs) this.#reconnectAttempt = 0;
       this.#log[this.#stopping ? 'info' : 'warn'](
         { broker: this.name, connection: conn.n },
         'MQTT: connection closed',

@@ -1,0 +1,440 @@
+// The MQTT source of a whole node (startNode) against a real Mosquitto:
+// messages reach the WAL with their topics; a node whose WAL never confirms
+// never acknowledges (the broker redelivers to the next node); backpressure
+// stops acknowledging without losing anything; reconnect after a broker
+// restart; TLS with a client certificate, a password file (re-read on
+// reconnect) and WebSockets.
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import mqtt from 'mqtt';
+import type { MqttClient } from 'mqtt';
+import { startMosquitto, freePort } from '../../test/harness/index.ts';
+import type { MosquittoServer } from '../../test/harness/index.ts';
+import { startNode } from '../src/node.ts';
+import type { RunningNode } from '../src/node.ts';
+import { defaultConfig } from '../src/config/load.ts';
+import type { AppendResult, DurableWalStats, RecordFormat, WriteAheadLog } from '../src/wal/types.ts';
+import { decodeMqttPayload } from '../src/wal/format.ts';
+import { Registry } from 'prom-client';
+import { startMqttSource } from '../src/mqtt/index.ts';
+import { MemoryWal } from './helpers/memory-wal.ts';
+import { memoryLogger, metricValue, readMqttRecords, until } from './mqtt-helpers.ts';
+
+let broker: MosquittoServer;
+let dir: string;
+const nodes: RunningNode[] = [];
+const clients: MqttClient[] = [];
+
+before(async () => {
+  // No cap on what the broker queues for an absent session: the tests count every message.
+  broker = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+  dir = mkdtempSync(join(tmpdir(), 'landfall-mqtt-'));
+});
+
+after(async () => {
+  await Promise.all(nodes.map((n) => n.shutdown('test end')));
+  await Promise.all(clients.map((c) => c.endAsync(true)));
+  await broker?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function nodeConfig(
+  name: string,
+  mqttBlock: Record<string, unknown> = {},
+  rest: Record<string, unknown> = {},
+) {
+  return defaultConfig({
+    listen: { port: 0 },
+    wal: { dir: join(dir, name) },
+    endpoint: { name: 'edge' },
+    instance: { id: name },
+    shutdown: { timeoutMs: 2000 },
+    mqtt: {
+      brokers: [{ url: broker.url }],
+      topics: [{ filter: `${name}/#`, qos: 1 }],
+      reconnectMinMs: 20,
+      reconnectMaxMs: 200,
+      ...mqttBlock,
+    },
+    ...rest,
+  });
+}
+
+async function start(
+  config: ReturnType<typeof nodeConfig>,
+  deps: Parameters<typeof startNode>[1] = {},
+): Promise<{ node: RunningNode; log: ReturnType<typeof memoryLogger> }> {
+  const log = memoryLogger();
+  const node = await startNode(config, { log, ...deps });
+  nodes.push(node);
+  return { node, log };
+}
+
+async function subscribed(log: ReturnType<typeof memoryLogger>, n = 1): Promise<void> {
+  await until(() => log.lines.filter((l) => l.msg === 'MQTT: subscribed').length >= n, 'MQTT: subscribed');
+}
+
+function metric(
+  node: RunningNode,
+  name: string,
+  labels: Record<string, string | number> = {},
+): Promise<number> {
+  return metricValue(node.server.metrics.registry, name, labels);
+}
+
+async function publisher(url = broker.url): Promise<MqttClient> {
+  const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000 });
+  clients.push(c);
+  return c;
+}
+
+/** Publishes `ids` with QoS 1 and resolves once the broker acknowledged every one. */
+async function publishAll(
+  c: MqttClient,
+  topic: (id: number) => string,
+  ids: readonly number[],
+): Promise<void> {
+  await Promise.all(ids.map((id) => c.publishAsync(topic(id), JSON.stringify({ id }), { qos: 1 })));
+}
+
+const range = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
+
+/** A WAL whose appends never resolve: a node on it can never have acknowledged anything. */
+class StuckWal implements WriteAheadLog {
+  received = 0;
+  append(records: readonly Uint8Array[], _format: RecordFormat): Promise<AppendResult> {
+    this.received += records.length;
+    return new Promise(() => {});
+  }
+  stats(): DurableWalStats {
+    return new MemoryWal().stats() as DurableWalStats;
+  }
+  async close(): Promise<void> {}
+}
+
+void describe('MQTT source on a real broker', () => {
+  void it('QoS 1 and QoS 0 messages land in the WAL with their topics, batched into group commits', async (t) => {
+    const { node, log } = await start(nodeConfig('basic'));
+    await subscribed(log);
+    const pub = await publisher();
+    const ids = range(0, 500);
+    await publishAll(pub, (id) => `basic/site-${id % 3}/temp`, ids);
+    await Promise.all(range(1000, 20).map((id) => pub.publishAsync('basic/q0', `{"id":${id}}`, { qos: 0 })));
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_messages_written_total')) === 520,
+      '520 written',
+    );
+    await until(async () => (await metric(node, 'landfall_mqtt_acks_total')) === 500, '500 PUBACKs');
+    assert.equal(await metric(node, 'landfall_mqtt_messages_received_total', { qos: 1 }), 500);
+    assert.equal(await metric(node, 'landfall_mqtt_messages_received_total', { qos: 0 }), 20);
+    assert.equal(await metric(node, 'landfall_mqtt_connected'), 1);
+    const appends = node.wal.stats().appendsTotal;
+    t.diagnostic(`520 messages in ${appends} WAL appends`);
+    assert.ok(appends < 520, 'messages that arrive together share an append');
+    assert.equal(await node.shutdown('test'), true);
+
+    const records = readMqttRecords(join(dir, 'basic'), { strict: true });
+    assert.equal(records.length, 520);
+    for (const r of records) {
+      const id = (JSON.parse(r.message) as { id: number }).id;
+      assert.equal(r.topic, id >= 1000 ? 'basic/q0' : `basic/site-${id % 3}/temp`);
+    }
+    assert.deepEqual(
+      records
+        .map((r) => (JSON.parse(r.message) as { id: number }).id)
+        .filter((id) => id < 1000)
+        .sort((a, b) => a - b),
+      ids,
+    );
+  });
+
+  void it('a node whose WAL append never resolves acknowledges nothing: the broker redelivers to the next node', async () => {
+    const stuck = new StuckWal();
+    const cfg = nodeConfig('stuck', {}, { shutdown: { timeoutMs: 300 } });
+    const first = await start(cfg, { openWal: async () => stuck });
+    await subscribed(first.log);
+    const pub = await publisher();
+    await publishAll(pub, (id) => `stuck/${id}`, range(0, 50));
+    await until(
+      async () => (await metric(first.node, 'landfall_mqtt_messages_received_total', { qos: 1 })) === 50,
+      'all 50 read by the node',
+    );
+    assert.ok(stuck.received > 0, 'an append is open');
+    assert.equal(await metric(first.node, 'landfall_mqtt_acks_total'), 0);
+    assert.equal(await first.node.shutdown('test'), false, 'stop gave up on the append that never resolved');
+
+    // Same endpoint and instance: same client id, same session. Real WAL this time.
+    const second = await start(nodeConfig('stuck'));
+    await until(
+      async () => (await metric(second.node, 'landfall_mqtt_acks_total')) >= 50,
+      'redelivered and acked',
+    );
+    assert.ok((await metric(second.node, 'landfall_mqtt_messages_redelivered_total')) >= 1, 'DUP flag seen');
+    assert.ok(
+      second.log.lines.some(
+        (l) =>
+          l.msg === 'MQTT: connected' && (l.fields as { sessionPresent?: boolean }).sessionPresent === true,
+      ),
+    );
+    assert.equal(await second.node.shutdown('test'), true);
+    const got = new Set(readMqttRecords(join(dir, 'stuck'), { strict: true }).map((r) => r.topic));
+    assert.deepEqual(
+      [...got].sort(),
+      range(0, 50)
+        .map((id) => `stuck/${id}`)
+        .sort(),
+    );
+  });
+
+  void it('backpressure: while the WAL is over its watermark nothing is acknowledged or lost; it resumes below the low one', async (t) => {
+    const wal = new MemoryWal();
+    wal.retainedBytesExtra = 4 * 1024 * 1024; // over walBytesHigh from the start
+    const cfg = nodeConfig(
+      'bp',
+      { inflightMessagesMax: 10 },
+      { backpressure: { walBytesHigh: 2 * 1024 * 1024, walBytesLow: 1024 * 1024 } },
+    );
+    const { node, log } = await start(cfg, { openWal: async () => wal, apiKeys: null });
+    await subscribed(log);
+    const pub = await publisher();
+    await publishAll(pub, (id) => `bp/${id}`, range(0, 100)); // the broker takes all 100
+    await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 1, 'paused');
+    await until(async () => (await metric(node, 'landfall_mqtt_pending_messages')) >= 10, 'window full');
+    const held = await metric(node, 'landfall_mqtt_pending_messages');
+    t.diagnostic(`held while paused: ${held} (receive maximum 10)`);
+    assert.ok(held <= 11, 'the broker respected Receive Maximum (or the node stopped reading)');
+    assert.equal(wal.appends.length, 0);
+    assert.equal(await metric(node, 'landfall_mqtt_acks_total'), 0);
+    assert.equal((await fetch(`${node.url}/readyz`)).status, 503);
+
+    wal.retainedBytesExtra = 1536 * 1024; // between the watermarks: still refusing (hysteresis)
+    await node.server.backpressure.refresh();
+    assert.equal(node.server.backpressure.admit()?.code, 'LF_WAL_BACKLOG');
+    wal.retainedBytesExtra = 0;
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_acks_total')) === 100,
+      'all 100 acked after resume',
+    );
+    assert.equal(await metric(node, 'landfall_mqtt_paused'), 0);
+    const ids = wal.appends.flatMap((a) => a.records.map((r) => decodeMqttPayload(r).topic));
+    assert.deepEqual(
+      [...new Set(ids)].sort(),
+      range(0, 100)
+        .map((id) => `bp/${id}`)
+        .sort(),
+    );
+    assert.ok(log.has('accepting writes again'));
+  });
+
+  void it('a message too large for a WAL record: an MQTT 5 broker does not send it; over MQTT 3.1.1 it is refused, never acked', async () => {
+    const pub = await publisher();
+    const noBackpressure = { admit: () => undefined, tryReserve: () => true, release: () => {} };
+    for (const protocolVersion of [5, 4] as const) {
+      const wal = new MemoryWal();
+      const registry = new Registry();
+      const log = memoryLogger();
+      const cfg = nodeConfig(`big${protocolVersion}`, { protocolVersion });
+      const source = await startMqttSource(cfg, {
+        wal,
+        registry,
+        log,
+        backpressure: noBackpressure,
+        walRecordBytesMax: 1024,
+      });
+      assert.ok(source);
+      try {
+        await subscribed(log);
+        await pub.publishAsync(`big${protocolVersion}/large`, Buffer.alloc(2048, 1), { qos: 1 });
+        await pub.publishAsync(`big${protocolVersion}/small`, 'ok', { qos: 1 });
+        const m = (name: string) => metricValue(registry, name);
+        if (protocolVersion === 5) {
+          // Maximum Packet Size 1024 in CONNECT: Mosquitto discards the large one (and logs it), the rest flows.
+          await until(async () => (await m('landfall_mqtt_acks_total')) === 1, 'the small one acked');
+          assert.deepEqual(
+            wal.appends.flatMap((a) => a.records.map((r) => decodeMqttPayload(r).topic)),
+            ['big5/small'],
+          );
+        } else {
+          await until(
+            async () => (await m('landfall_mqtt_messages_refused_total')) >= 2,
+            'refused on every redelivery',
+          );
+          assert.equal(await m('landfall_mqtt_acks_total'), 0, 'never acknowledged: the broker keeps it');
+          assert.equal(wal.appends.length, 0);
+        }
+      } finally {
+        await source.stop(1000);
+      }
+    }
+  });
+
+  void it('reconnects after the broker restarts, with the session intact', async () => {
+    const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+    try {
+      const { node, log } = await start(nodeConfig('restart', { brokers: [{ url: own.url }] }));
+      await subscribed(log);
+      await own.stopServer(); // SIGTERM: mosquitto saves the session
+      await until(async () => (await metric(node, 'landfall_mqtt_connected')) === 0, 'disconnected');
+      await own.startServer();
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_connects_total')) === 2,
+        'reconnected',
+        15_000,
+      );
+      assert.equal(await metric(node, 'landfall_mqtt_sessions_lost_total'), 0);
+      const pub = await publisher(own.url);
+      await publishAll(pub, (id) => `restart/${id}`, range(0, 10));
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_acks_total')) === 10,
+        'acked after reconnect',
+      );
+      await pub.endAsync();
+      await node.shutdown('test');
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+void describe('MQTT source: TLS, passwords, WebSockets', () => {
+  let tls: MosquittoServer;
+  let pki: string;
+  let tlsPort: number;
+  let wsPort: number;
+
+  before(async () => {
+    pki = mkdtempSync(join(tmpdir(), 'landfall-mqtt-pki-'));
+    const ssl = (...args: string[]): void => {
+      execFileSync('openssl', args, { cwd: pki, stdio: 'pipe' });
+    };
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=landfall test CA',
+    );
+    writeFileSync(join(pki, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+    for (const who of ['server', 'client']) {
+      ssl(
+        'req',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        `${who}.key`,
+        '-out',
+        `${who}.csr`,
+        '-subj',
+        `/CN=${who}`,
+      );
+      ssl(
+        'x509',
+        '-req',
+        '-in',
+        `${who}.csr`,
+        '-CA',
+        'ca.pem',
+        '-CAkey',
+        'ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${who}.pem`,
+        '-days',
+        '2',
+        '-extfile',
+        'san.ext',
+      );
+    }
+    execFileSync('mosquitto_passwd', ['-b', '-c', join(pki, 'passwd'), 'landfall', 'right-password'], {
+      stdio: 'pipe',
+    });
+    tlsPort = await freePort();
+    wsPort = await freePort();
+    tls = await startMosquitto({
+      extraConfig: [
+        `password_file ${join(pki, 'passwd')}`,
+        `listener ${tlsPort} 127.0.0.1`,
+        `cafile ${join(pki, 'ca.pem')}`,
+        `certfile ${join(pki, 'server.pem')}`,
+        `keyfile ${join(pki, 'server.key')}`,
+        'require_certificate true',
+        `listener ${wsPort} 127.0.0.1`,
+        'protocol websockets',
+      ],
+    });
+  });
+
+  after(async () => {
+    await tls?.stop();
+    rmSync(pki, { recursive: true, force: true });
+  });
+
+  void it('mqtts with CA and client certificate, username + password file, and ws://; a fixed password file is picked up on reconnect', async () => {
+    writeFileSync(join(pki, 'good'), 'right-password\n');
+    writeFileSync(join(pki, 'bad'), 'wrong-password\n');
+    const tlsBroker = {
+      url: `mqtts://127.0.0.1:${tlsPort}`,
+      name: 'tls',
+      caFile: join(pki, 'ca.pem'),
+      certFile: join(pki, 'client.pem'),
+      keyFile: join(pki, 'client.key'),
+      username: 'landfall',
+      passwordFile: join(pki, 'good'),
+      topics: [{ filter: 'sec/tls/#', qos: 1 }],
+    };
+    const cfg = nodeConfig('sec', {
+      brokers: [
+        tlsBroker,
+        {
+          url: `ws://127.0.0.1:${wsPort}/mqtt`,
+          name: 'ws',
+          clientId: 'landfall-sec-ws',
+          topics: [{ filter: 'sec/ws/#', qos: 1 }],
+        },
+        { ...tlsBroker, name: 'badpw', clientId: 'landfall-sec-badpw', passwordFile: join(pki, 'bad') },
+      ],
+    });
+    const { node, log } = await start(cfg);
+    await subscribed(log, 2);
+    const pub = await publisher(tls.url);
+    await publishAll(pub, (id) => `sec/${id % 2 === 0 ? 'tls' : 'ws'}/${id}`, range(0, 20));
+    await until(
+      async () =>
+        (await metric(node, 'landfall_mqtt_acks_total', { broker: 'tls' })) === 10 &&
+        (await metric(node, 'landfall_mqtt_acks_total', { broker: 'ws' })) === 10,
+      'both connections acked their 10',
+    );
+    assert.equal(await metric(node, 'landfall_mqtt_connected', { broker: 'badpw' }), 0);
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_disconnects_total', { broker: 'badpw' })) >= 2,
+      'refused, retrying',
+    );
+    assert.ok(
+      log.lines.some(
+        (l) =>
+          l.msg === 'MQTT connection error' &&
+          /not authori[sz]ed/i.test(String((l.fields as { err?: Error }).err?.message)),
+      ),
+    );
+    writeFileSync(join(pki, 'bad'), 'right-password\n'); // the operator fixes the Secret
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_connected', { broker: 'badpw' })) === 1,
+      'connected with the new password',
+    );
+    assert.equal(await node.shutdown('test'), true);
+  });
+});

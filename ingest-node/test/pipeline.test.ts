@@ -338,6 +338,19 @@ void describe('delivery pipeline (local store)', () => {
     assert.equal(st.lastError?.segmentId, '00000000000000000001');
   });
 
+  void test('a segment whose marker write gives up is retried by itself (no later seal needed to wake it)', async () => {
+    const w = await wal();
+    let failures = 4; // > attemptsMax: the commit step gives up once, after the upload slot was released
+    const s = hooked(store, (op) => {
+      if (op === 'createIfAbsent' && failures-- > 0) throw new StoreError('server', 'InternalError');
+    });
+    const p = await pipeline(w, { store: s });
+    await segmentOf(w, 'a');
+    await p.idle();
+    assert.equal(p.stats().segmentsDeliveredTotal, 1);
+    assert.equal(p.stats().segmentFailuresTotal, 1);
+  });
+
   void test('retention keeps the newest delivered segments within the count and byte budget', async () => {
     const w = await wal();
     const p = await pipeline(w, { retention: { segments: 2 } });

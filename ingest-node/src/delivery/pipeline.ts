@@ -472,17 +472,18 @@ class DeliveryPipeline implements Pipeline {
     clearTimeout(this.#pumpTimer);
     this.#pumpTimer = undefined;
     const now = this.#clock.monotonicMs();
-    for (;;) {
-      if (this.#producing >= this.#inFlightMax) return;
+    while (this.#producing < this.#inFlightMax) {
+      // Work ahead of a stuck segment is bounded: once segmentsAheadMax wait
+      // for their turn, only the segment everything waits on may start.
+      let waiting = 0;
+      for (const e of this.#entries.values()) if (e.state === 'waiting') waiting++;
+      const only = waiting >= this.#aheadMax ? this.#lowestPending() : undefined;
       let next: Entry | undefined;
       let dueAtMs = Infinity;
       for (const e of this.#entries.values()) {
-        if (e.state !== 'queued') continue;
-        if (e.notBeforeMs > now) {
-          dueAtMs = Math.min(dueAtMs, e.notBeforeMs);
-          continue;
-        }
-        if (next === undefined || compareSegments(e, next) < 0) next = e;
+        if (e.state !== 'queued' || (only !== undefined && e !== only)) continue;
+        if (e.notBeforeMs > now) dueAtMs = Math.min(dueAtMs, e.notBeforeMs);
+        else if (next === undefined || compareSegments(e, next) < 0) next = e;
       }
       if (next === undefined) {
         if (dueAtMs !== Infinity) {
@@ -491,10 +492,6 @@ class DeliveryPipeline implements Pipeline {
         }
         return;
       }
-      // Work ahead of a stuck segment is bounded; the segment everything waits on may always run.
-      let waiting = 0;
-      for (const e of this.#entries.values()) if (e.state === 'waiting') waiting++;
-      if (waiting >= this.#aheadMax && next !== this.#lowestPending()) return;
       next.state = 'running';
       this.#producing++;
       const task = this.#run(next);
@@ -520,6 +517,9 @@ class DeliveryPipeline implements Pipeline {
       await this.#failed(entry, err);
     } finally {
       release();
+      // A failure after the slot was released requeued the entry with a
+      // backoff: the pump must (re)arm its timer for it.
+      this.#pump();
       this.#checkTurns();
       this.#checkIdle();
     }
@@ -1144,7 +1144,7 @@ class DeliveryPipeline implements Pipeline {
 
 function progressJsonOf(seg: SealedSegment): Record<string, JsonValue> | undefined {
   const p = seg.progress[progressKey];
-  return isRecord(p) ? (p) : undefined;
+  return isRecord(p) ? p : undefined;
 }
 
 /**

@@ -88,7 +88,7 @@ async function openNode(cfg: ChildConfig, onEvent?: (line: string) => void) {
     segmentRetryDelayMsMax: 1_000,
     ...(onEvent !== undefined ? { onEvent: (e) => onEvent(`ev ${e.type} ${e.segmentId}`) } : {}),
   });
-  return { wal, pipeline, close: opened.close };
+  return { wal, pipeline, close: () => opened.close() };
 }
 
 /** The child: WAL + pipeline + an append loop that reports every acknowledged batch. */

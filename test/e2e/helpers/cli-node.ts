@@ -41,10 +41,15 @@ export function logLines(logPath: string): LogLine[] {
 
 /** Starts `landfall serve` with `flags` (e.g. `--wal.dir=…`); logs go to `logPath`. */
 export function startCliNode(name: string, logPath: string, flags: readonly string[]): CliNode {
+  // The node reads LANDFALL_* variables as config and refuses unknown ones,
+  // so the test's own knobs (LANDFALL_CRASH_ITERATIONS…) must not reach it.
+  const unset = Object.keys(process.env)
+    .filter((k) => k.startsWith('LANDFALL_'))
+    .flatMap((k) => ['-u', k]);
   const proc = startProcess({
     name,
-    command: process.execPath,
-    args: [CLI, 'serve', '--listen.port=0', ...flags],
+    command: 'env',
+    args: [...unset, process.execPath, CLI, 'serve', '--listen.port=0', ...flags],
     logPath,
   });
   const listening = waitFor(

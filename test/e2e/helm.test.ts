@@ -228,11 +228,7 @@ void describe('installed chart', () => {
     releaseNs = await kube.newNamespace('landfall-system');
     const out = await kube.helm(['install', RELEASE, chartDir, '-n', releaseNs], { timeoutMs: 60_000 });
     assert.match(out.stdout, /STATUS: deployed/);
-    assert.match(
-      out.stdout,
-      /apply an Endpoint|get endpoints\.landfall\.dev/i,
-      'NOTES.txt shows the next step',
-    );
+    assert.match(out.stdout, /get endpoints\.landfall\.dev/, 'NOTES.txt shows the next step');
     // Event-driven wait with a deadline.
     await kube.kubectl(
       [
@@ -246,6 +242,10 @@ void describe('installed chart', () => {
     );
     const dep = await getJson(['deployment', FULLNAME, '-n', releaseNs]);
     assert.ok(dep, 'operator Deployment exists');
+    // The Endpoint NOTES.txt suggests is one the API server accepts.
+    const notesEndpoint = /<<'YAML'\n([\s\S]*?)\nYAML\n/.exec(out.stdout)?.[1];
+    assert.ok(notesEndpoint, 'NOTES.txt carries an Endpoint to apply');
+    await kube.kubectl(['apply', '--dry-run=server', '-n', 'default', '-f', '-'], { input: notesEndpoint });
     // The chart's CRDs are the repo's.
     for (const f of ['endpoints.landfall.dev.yaml', 'views.landfall.dev.yaml']) {
       assert.equal(

@@ -1,0 +1,367 @@
+// Ingest benchmark (a script, not a test): the same HTTP load against
+//   (a) null: a bare fastify route that reads the body and answers 202, and
+//   (b) landfall: startNode on a temp dir on the real disk (WAL, group fdatasync),
+// for two shapes, 1 KiB single-event bodies and 64 KiB NDJSON bodies of 100
+// events, at 64 connections. The load generator (autocannon, load.ts) runs in
+// a child process; the servers run here. Runs alternate (null, landfall, null…)
+// so a noisy neighbour hurts both alike; the table shows medians of ≥ 3 runs.
+//
+//   npm run bench:ingest -- [--duration 10] [--runs 3] [--warmup 2] [--connections 64]
+//                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3]
+//   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE)
+//
+// Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
+// p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable. The JSON lands in
+// test/bench/results/ingest-<date>.json.
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { performance } from 'node:perf_hooks';
+import type { EventLoopUtilization } from 'node:perf_hooks';
+import Fastify from 'fastify';
+import { defaultConfig } from '../../../ingest-node/src/config/load.ts';
+import { startNode } from '../../../ingest-node/src/node.ts';
+import type { Wal } from '../../../ingest-node/src/wal/types.ts';
+import { buildBody } from './bodies.ts';
+import type { Shape } from './bodies.ts';
+import type { LoadOptions, LoadResult } from './load.ts';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const env = (k: string, d: string): string => process.env[`LANDFALL_BENCH_${k}`] ?? d;
+const { values: args } = parseArgs({
+  options: {
+    duration: { type: 'string', default: env('DURATION', '10') },
+    runs: { type: 'string', default: env('RUNS', '3') },
+    warmup: { type: 'string', default: env('WARMUP', '2') },
+    connections: { type: 'string', default: env('CONNECTIONS', '64') },
+    shapes: { type: 'string', default: env('SHAPES', '1k,64k') },
+    dir: { type: 'string', default: env('DIR', tmpdir()) },
+    baseline: { type: 'string', default: env('BASELINE', '3') },
+  },
+});
+const DURATION_S = Number(args.duration);
+const RUNS = Math.max(1, Number(args.runs));
+const WARMUP_S = Number(args.warmup);
+const CONNECTIONS = Number(args.connections);
+const SHAPES = args.shapes.split(',').map((s) => s.trim()) as Shape[];
+const BASELINE_S = Number(args.baseline);
+const MB = 1e6;
+
+type Target = 'null' | 'landfall';
+
+interface Server {
+  readonly url: string;
+  readonly wal?: Wal;
+  close(): Promise<void>;
+}
+
+/** (a) The ceiling: the same HTTP stack, the body read in full, no WAL. */
+async function startNullServer(): Promise<Server> {
+  const app = Fastify({ logger: false });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+  app.post('/v1/ingest', async (request, reply) => {
+    let bytes = 0;
+    await new Promise<void>((resolve, reject) => {
+      const raw = request.raw;
+      raw.on('data', (c: Buffer) => void (bytes += c.length));
+      raw.on('end', resolve);
+      raw.on('error', reject);
+    });
+    void reply.code(202).type('application/json');
+    return `{"accepted":1,"bytes":${bytes}}`;
+  });
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+  return { url, close: () => app.close() };
+}
+
+/** (b) Landfall: the real node, its WAL in a fresh dir on the disk under test. */
+async function startLandfall(dir: string): Promise<Server> {
+  const node = await startNode(
+    defaultConfig({
+      listen: { port: 0 },
+      wal: { dir },
+      endpoint: { name: 'bench' },
+      instance: { id: 'bench-0' },
+    }),
+    { apiKeys: null },
+  );
+  return {
+    url: node.url,
+    wal: node.wal as Wal,
+    close: async () => {
+      await node.shutdown('bench');
+    },
+  };
+}
+
+/** Runs load.ts against `url`; `onWarm` is called when the measured part starts. */
+function generateLoad(o: LoadOptions, onWarm: () => void): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [path.join(here, 'load.ts'), JSON.stringify(o)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    let warm = false;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (!warm && out.startsWith('warm\n')) {
+        warm = true;
+        onWarm();
+      }
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      const last = out.trim().split('\n').at(-1) ?? '';
+      if (code !== 0 || !last.startsWith('{')) reject(new Error(`load generator exit ${code}: ${out}`));
+      else resolve(JSON.parse(last) as LoadResult);
+    });
+  });
+}
+
+interface RunResult {
+  readonly run: number;
+  readonly shape: Shape;
+  readonly target: Target;
+  readonly reqPerS: number;
+  readonly eventsPerS: number;
+  readonly mbPerS: number;
+  readonly p50: number;
+  readonly p95: number;
+  readonly p99: number;
+  readonly non202: number;
+  readonly errors: number;
+  /** Server process CPU (user+sys) over the measured window, in cores (1.0 = one core busy). */
+  readonly serverCpuCores: number;
+  /** Server event-loop utilisation over the measured window (0…1). */
+  readonly serverElu: number;
+  /** Landfall only: fdatasyncs per second and appends per fdatasync (group size). */
+  readonly syncsPerS?: number;
+  readonly appendsPerSync?: number;
+  readonly loadavg1: number;
+  readonly load: LoadResult;
+}
+
+async function measure(run: number, shape: Shape, target: Target, benchDir: string): Promise<RunResult> {
+  const body = buildBody(shape);
+  const walDir = await mkdtemp(path.join(benchDir, `wal-${shape}-`));
+  const server = target === 'null' ? await startNullServer() : await startLandfall(walDir);
+  let cpu0 = process.cpuUsage();
+  let elu0: EventLoopUtilization = performance.eventLoopUtilization();
+  let t0 = performance.now();
+  let wal0 = server.wal?.stats();
+  try {
+    const load = await generateLoad(
+      { url: server.url, shape, connections: CONNECTIONS, durationS: DURATION_S, warmupS: WARMUP_S },
+      () => {
+        cpu0 = process.cpuUsage();
+        elu0 = performance.eventLoopUtilization();
+        t0 = performance.now();
+        wal0 = server.wal?.stats();
+      },
+    );
+    const wallS = (performance.now() - t0) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    const elu = performance.eventLoopUtilization(elu0);
+    const wal1 = server.wal?.stats();
+    const reqPerS = load.ok / load.durationS;
+    const non202 = Object.entries(load.statusCounts).reduce((n, [c, k]) => (c === '202' ? n : n + k), 0);
+    const syncs = wal0 !== undefined && wal1 !== undefined ? wal1.syncsTotal - wal0.syncsTotal : undefined;
+    const appends =
+      wal0 !== undefined && wal1 !== undefined ? wal1.appendsTotal - wal0.appendsTotal : undefined;
+    return {
+      run,
+      shape,
+      target,
+      reqPerS,
+      eventsPerS: reqPerS * body.events,
+      mbPerS: (reqPerS * body.bytes) / MB,
+      p50: load.latencyMs.p50,
+      p95: load.latencyMs.p95,
+      p99: load.latencyMs.p99,
+      non202,
+      errors: load.errors + load.timeouts,
+      serverCpuCores: (cpu.user + cpu.system) / 1e6 / wallS,
+      serverElu: elu.utilization,
+      ...(syncs !== undefined && appends !== undefined
+        ? { syncsPerS: syncs / wallS, appendsPerSync: syncs === 0 ? 0 : appends / syncs }
+        : {}),
+      loadavg1: loadavg()[0]!,
+      load,
+    };
+  } finally {
+    await server.close();
+    await rm(walDir, { recursive: true, force: true });
+  }
+}
+
+/** Sequential 1 MiB writes + fdatasync on the bench disk: what "durable MB/s" can be at best. */
+async function diskBaseline(dir: string, seconds: number): Promise<number> {
+  const file = path.join(dir, 'baseline');
+  const fh = await open(file, 'w');
+  const buf = Buffer.alloc(1024 * 1024, 7);
+  let pos = 0;
+  const t0 = performance.now();
+  try {
+    while (performance.now() - t0 < seconds * 1000) {
+      await fh.write(buf, 0, buf.length, pos);
+      pos += buf.length;
+      await fh.datasync();
+    }
+  } finally {
+    await fh.close();
+    await rm(file, { force: true });
+  }
+  return pos / MB / ((performance.now() - t0) / 1000);
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const KEYS = ['reqPerS', 'eventsPerS', 'mbPerS', 'p50', 'p95', 'p99', 'serverCpuCores', 'serverElu'] as const;
+type Summary = Record<(typeof KEYS)[number], number> & {
+  non202: number;
+  errors: number;
+  syncsPerS?: number;
+  appendsPerSync?: number;
+};
+
+function summarize(rs: readonly RunResult[]): Summary {
+  const out = {} as Summary;
+  for (const k of KEYS) out[k] = median(rs.map((r) => r[k]));
+  out.non202 = rs.reduce((n, r) => n + r.non202, 0);
+  out.errors = rs.reduce((n, r) => n + r.errors, 0);
+  if (rs.every((r) => r.syncsPerS !== undefined)) {
+    out.syncsPerS = median(rs.map((r) => r.syncsPerS!));
+    out.appendsPerSync = median(rs.map((r) => r.appendsPerSync!));
+  }
+  return out;
+}
+
+const fmt = (n: number, digits = 0): string =>
+  Number.isFinite(n)
+    ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+    : '-';
+
+async function main(): Promise<void> {
+  const benchDir = await mkdtemp(path.join(args.dir, 'landfall-bench-'));
+  const load0 = loadavg();
+  console.log(
+    `ingest bench: ${RUNS} runs × ${DURATION_S}s (+${WARMUP_S}s warm-up), ${CONNECTIONS} connections, ` +
+      `shapes ${SHAPES.join(', ')}, disk ${benchDir}; node ${process.version}, ${cpus().length} cores, ` +
+      `load average ${load0.map((l) => l.toFixed(2)).join(' ')}`,
+  );
+  const runs: RunResult[] = [];
+  let baselineMbPerS: number | undefined;
+  try {
+    if (BASELINE_S > 0) {
+      baselineMbPerS = await diskBaseline(benchDir, BASELINE_S);
+      console.log(`disk baseline: sequential 1 MiB write + fdatasync ${fmt(baselineMbPerS)} MB/s`);
+    }
+    for (let run = 1; run <= RUNS; run++) {
+      for (const shape of SHAPES) {
+        for (const target of ['null', 'landfall'] as const) {
+          const r = await measure(run, shape, target, benchDir);
+          runs.push(r);
+          console.log(
+            `run ${run} ${shape.padEnd(3)} ${target.padEnd(8)} ${fmt(r.reqPerS).padStart(7)} req/s ` +
+              `${fmt(r.mbPerS, 1).padStart(6)} MB/s  p50 ${fmt(r.p50, 2)} p95 ${fmt(r.p95, 2)} p99 ${fmt(r.p99, 2)} ms  ` +
+              `cpu ${fmt(r.serverCpuCores, 2)} elu ${fmt(r.serverElu, 2)}` +
+              (r.syncsPerS !== undefined
+                ? `  ${fmt(r.syncsPerS)} syncs/s, ${fmt(r.appendsPerSync ?? 0, 1)} appends/sync`
+                : '') +
+              (r.non202 + r.errors > 0 ? `  non-202 ${r.non202} errors ${r.errors}` : '') +
+              `  (load ${r.loadavg1.toFixed(2)})`,
+          );
+        }
+      }
+    }
+  } finally {
+    await rm(benchDir, { recursive: true, force: true });
+  }
+  const load1 = loadavg();
+
+  const summary: Record<string, { null: Summary; landfall: Summary; ratio: number }> = {};
+  const lines = [
+    '',
+    `medians of ${RUNS} runs (load average before ${load0[0]!.toFixed(2)}, after ${load1[0]!.toFixed(2)})`,
+    '| shape | target | req/s | events/s | MB/s | p50 ms | p95 ms | p99 ms | server CPU (cores) | landfall / null req/s |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const shape of SHAPES) {
+    const of = (t: Target): Summary => summarize(runs.filter((r) => r.shape === shape && r.target === t));
+    const s = { null: of('null'), landfall: of('landfall'), ratio: 0 };
+    s.ratio = s.landfall.reqPerS / s.null.reqPerS;
+    summary[shape] = s;
+    const label = buildBody(shape).label;
+    for (const t of ['null', 'landfall'] as const) {
+      const x = s[t];
+      lines.push(
+        `| ${label} | ${t} | ${fmt(x.reqPerS)} | ${fmt(x.eventsPerS)} | ${fmt(x.mbPerS, 1)} | ${fmt(x.p50, 2)} | ` +
+          `${fmt(x.p95, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.serverCpuCores, 2)} | ${t === 'landfall' ? fmt(s.ratio, 2) : ''} |`,
+      );
+    }
+  }
+  const goals: string[] = [];
+  const k1 = summary['1k'];
+  if (k1 !== undefined)
+    goals.push(
+      `1 KiB: landfall ${fmt(k1.ratio, 2)}× null req/s (goal ≥ 0.90), p99 ${fmt(k1.landfall.p99, 2)} ms (goal ≤ 10)`,
+    );
+  const k64 = summary['64k'];
+  if (k64 !== undefined)
+    goals.push(
+      `64 KiB: landfall ${fmt(k64.landfall.mbPerS, 1)} MB/s durable (goal ≥ 250` +
+        (baselineMbPerS !== undefined ? `; disk baseline ${fmt(baselineMbPerS)} MB/s` : '') +
+        ')',
+    );
+  for (const s of Object.entries(summary))
+    if (s[1].landfall.syncsPerS !== undefined)
+      goals.push(
+        `${s[0]}: landfall group commit ${fmt(s[1].landfall.syncsPerS)} fdatasyncs/s, ` +
+          `${fmt(s[1].landfall.appendsPerSync ?? 0, 1)} requests per fdatasync`,
+      );
+  console.log([...lines, '', ...goals].join('\n'));
+
+  const date = new Date().toISOString().replace(/:/g, '-');
+  const resultsDir = path.join(here, '..', 'results');
+  await mkdir(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `ingest-${date}.json`);
+  await writeFile(
+    file,
+    JSON.stringify(
+      {
+        date: new Date().toISOString(),
+        node: process.version,
+        cpus: cpus().length,
+        loadavgBefore: load0,
+        loadavgAfter: load1,
+        options: {
+          durationS: DURATION_S,
+          runs: RUNS,
+          warmupS: WARMUP_S,
+          connections: CONNECTIONS,
+          shapes: SHAPES,
+        },
+        diskBaselineMbPerS: baselineMbPerS,
+        bodies: Object.fromEntries(
+          SHAPES.map((s) => [s, { bytes: buildBody(s).bytes, events: buildBody(s).events }]),
+        ),
+        summary,
+        goals,
+        runs,
+      },
+      null,
+      2,
+    ) + '\n',
+  );
+  console.log(`\nresults: ${path.relative(process.cwd(), file)}`);
+}
+
+await main();

@@ -400,5 +400,14 @@ void describe('installed chart', () => {
       const out = await kube.kubectl(['apply', '--dry-run=server', '-n', appNs, '-f', file]);
       assert.match(out.stdout, /\(server dry run\)/, file);
     }
+    // The CRDs Helm installed kept their CEL rules (x-kubernetes-validations).
+    const both = yaml.load(await readFile(join(examplesDir, 'endpoint-aws-irsa.yaml'), 'utf8')) as Obj;
+    (both.spec as { credentials: Record<string, unknown> }).credentials.assumeRole = {
+      roleArn: 'arn:aws:iam::123456789012:role/other',
+    };
+    await assert.rejects(
+      kube.kubectl(['apply', '--dry-run=server', '-n', appNs, '-f', '-'], { input: JSON.stringify(both) }),
+      /irsaRoleArn and assumeRole are mutually exclusive/,
+    );
   });
 });

@@ -9,10 +9,12 @@ import { mkdtemp, open, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
+import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
 import { systemClock } from '../src/clock.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
 import { silentLogger } from '../src/log.ts';
+import { DeliverySchema, startDelivery, type DeliveryConfig } from '../src/delivery/config.ts';
 import { commitKey, segmentKey } from '../src/delivery/keys.ts';
 import { readCommitMarker } from '../src/delivery/marker.ts';
 import {
@@ -391,6 +393,32 @@ void describe('delivery pipeline (local store)', () => {
     const p2 = await pipeline(w);
     await p2.idle();
     assert.equal(w.sealedSegments().length, 0);
+  });
+});
+
+void describe('startDelivery (what node.ts calls)', () => {
+  void test('config block defaults, local store, scratch inside the WAL dir, byte-only retention', async () => {
+    const w = await wal();
+    const delivery = Value.Default(DeliverySchema, {}) as DeliveryConfig;
+    assert.equal(delivery.segmentsInFlightMax, 2);
+    assert.equal(delivery.retainDeliveredSegments, 0);
+    const running = await startDelivery({
+      wal: w,
+      endpoint,
+      instance,
+      store: { kind: 'local', root: path.join(root, 'bucket') },
+      prefix,
+      delivery: { ...delivery, retainDeliveredBytes: 1 },
+      clock: systemClock,
+      log: silentLogger,
+    });
+    await segmentOf(w, 'a');
+    const id = w.sealedSegments()[0]!.id;
+    await running.pipeline.idle();
+    assert.ok(await store.head(commitKey(prefix, ref(id, w.epoch))));
+    assert.equal(w.sealedSegments().length, 0, 'a 1-byte budget keeps nothing');
+    assert.ok(existsSync(path.join(walDir, 'delivery')));
+    await running.stop();
   });
 });
 

@@ -240,28 +240,54 @@ export class Output {
   readonly #w: Writable;
   #chunks: Uint8Array[] = [];
   #bytes = 0;
+  #error: Error | undefined;
   static readonly flushBytes = 64 * 1024;
 
   constructor(w: Writable) {
     this.#w = w;
+    // A reader that went away (`| head`) must end the run, not crash it.
+    w.on('error', (err: Error) => {
+      this.#error = err;
+    });
   }
 
   async write(...parts: Uint8Array[]): Promise<void> {
+    if (this.#error !== undefined) throw outputError(this.#error);
+    // Payloads are views into decoder chunks that are never reused: no copy
+    // until the batch is joined.
     for (const p of parts) {
-      // Copy: record payloads are views into buffers the decoder reuses.
-      this.#chunks.push(Buffer.from(p));
+      this.#chunks.push(p);
       this.#bytes += p.length;
     }
     if (this.#bytes >= Output.flushBytes) await this.flush();
   }
 
   async flush(): Promise<void> {
+    if (this.#error !== undefined) throw outputError(this.#error);
     if (this.#bytes === 0) return;
     const buf = Buffer.concat(this.#chunks, this.#bytes);
     this.#chunks = [];
     this.#bytes = 0;
-    if (!this.#w.write(buf)) await once(this.#w, 'drain');
+    if (!this.#w.write(buf)) {
+      try {
+        await once(this.#w, 'drain');
+      } catch (err) {
+        throw outputError(err as Error);
+      }
+    }
   }
+}
+
+/** stdout closed by its reader: a normal way for a pipeline like `expand … | head` to end. */
+export class OutputClosedError extends Error {
+  constructor(cause: Error) {
+    super(`stdout closed: ${cause.message}`, { cause });
+    this.name = 'OutputClosedError';
+  }
+}
+
+function outputError(err: Error): Error {
+  return (err as { code?: string }).code === 'EPIPE' ? new OutputClosedError(err) : err;
 }
 
 /** A throttled progress line on stderr for long runs. */
@@ -286,6 +312,7 @@ export async function guarded(
   try {
     return await body();
   } catch (err) {
+    if (err instanceof OutputClosedError) return exitOk;
     if (err instanceof UsageError) {
       io.err(`landfall ${name}: ${err.message}\n\n${help()}`);
       return exitUsage;

@@ -14,7 +14,12 @@ import { Registry } from 'prom-client';
 import { systemClock } from '../src/clock.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
 import { silentLogger } from '../src/log.ts';
-import { DeliverySchema, startDelivery, type DeliveryConfig } from '../src/delivery/config.ts';
+import {
+  DeliverySchema,
+  startDelivery,
+  storeConfigFor,
+  type DeliveryConfig,
+} from '../src/delivery/config.ts';
 import { commitKey, segmentKey } from '../src/delivery/keys.ts';
 import { readCommitMarker } from '../src/delivery/marker.ts';
 import {
@@ -397,6 +402,28 @@ void describe('delivery pipeline (local store)', () => {
 });
 
 void describe('startDelivery (what node.ts calls)', () => {
+  void test('an S3 target as the operator renders it becomes an S3 store config', () => {
+    const c = storeConfigFor(
+      {
+        bucket: 'b',
+        region: 'eu-west-1',
+        prefix: 'a/b/',
+        endpointUrl: 'http://minio:9000',
+        forcePathStyle: true,
+      },
+      { mode: 'webIdentity', roleArn: 'arn:aws:iam::1:role/r' },
+    );
+    assert.equal(c.prefix, 'a/b');
+    assert.deepEqual(c.store, {
+      kind: 's3',
+      bucket: 'b',
+      region: 'eu-west-1',
+      endpoint: 'http://minio:9000',
+      forcePathStyle: true,
+      credentials: { mode: 'webIdentity', roleArn: 'arn:aws:iam::1:role/r' },
+    });
+  });
+
   void test('config block defaults, local store, scratch inside the WAL dir, byte-only retention', async () => {
     const w = await wal();
     const delivery = Value.Default(DeliverySchema, {}) as DeliveryConfig;
@@ -406,8 +433,7 @@ void describe('startDelivery (what node.ts calls)', () => {
       wal: w,
       endpoint,
       instance,
-      store: { kind: 'local', root: path.join(root, 'bucket') },
-      prefix,
+      ...storeConfigFor({ localDir: path.join(root, 'bucket'), prefix: `${prefix}/` }),
       delivery: { ...delivery, retainDeliveredBytes: 1 },
       clock: systemClock,
       log: silentLogger,

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { Type, type Static } from '@sinclair/typebox';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.ts';
+import type { CredentialsConfig } from '../credentials.ts';
 import type { Logger } from '../log.ts';
 import { openObjectStore, type ObjectStoreConfig } from '../store/index.ts';
 import type { Wal } from '../wal/types.ts';
@@ -20,6 +21,7 @@ import {
   type PipelineOptions,
 } from './pipeline.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from './producers.ts';
+import { normalizePrefix } from './keys.ts';
 import { defaultRetryPolicy } from './retry.ts';
 
 const MiB = 1024 * 1024;
@@ -108,6 +110,42 @@ export const DeliverySchema = Type.Object(
 );
 
 export type DeliveryConfig = Static<typeof DeliverySchema>;
+
+/**
+ * The S3 target as the operator renders it (operator/src/adapters/node-config.ts
+ * DeliveryFile `s3`, DESIGN §7), or a local folder when no bucket is set.
+ */
+export interface S3Target {
+  readonly bucket?: string | undefined;
+  readonly region?: string | undefined;
+  readonly prefix?: string | undefined;
+  /** MinIO, R2…: path-style addressing unless forcePathStyle is false. */
+  readonly endpointUrl?: string | undefined;
+  readonly forcePathStyle?: boolean | undefined;
+  /** Without a bucket: deliver into this folder (the embedded, no-cloud default). */
+  readonly localDir?: string | undefined;
+}
+
+/** The store config for a target: S3 with these credentials, or the local folder. */
+export function storeConfigFor(
+  target: S3Target,
+  credentials: CredentialsConfig = { mode: 'default' },
+): { store: ObjectStoreConfig; prefix: string } {
+  const prefix = normalizePrefix(target.prefix ?? '');
+  if (target.bucket === undefined || target.bucket === '')
+    return { store: { kind: 'local', root: target.localDir ?? './bucket' }, prefix };
+  return {
+    store: {
+      kind: 's3',
+      bucket: target.bucket,
+      region: target.region ?? 'us-east-1',
+      endpoint: target.endpointUrl,
+      forcePathStyle: target.forcePathStyle,
+      credentials,
+    },
+    prefix,
+  };
+}
 
 /** The artifacts an Endpoint asks for (the operator's `outputs`). */
 export interface OutputsConfig {

@@ -13,6 +13,7 @@ import { configLeaves } from './config/schema.ts';
 import type { NodeConfig } from './config/schema.ts';
 import { VERSION } from './config/version.ts';
 import { startNode } from './node.ts';
+import { deliveryCommands } from './commands/index.ts';
 
 export interface CliIo {
   readonly out: (text: string) => void;
@@ -132,7 +133,7 @@ const serve: CliCommand = {
 };
 
 /** Every subcommand. Add new ones here (one entry each). */
-export const commands: readonly CliCommand[] = [serve];
+export const commands: readonly CliCommand[] = [serve, ...deliveryCommands];
 
 function mainHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -21,7 +21,9 @@ import type { FileSystem } from './fs/types.ts';
 import { NodeFileSystem } from './fs/node.ts';
 import { openWal } from './wal/wal.ts';
 import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
-import type { WalOptions, WriteAheadLog } from './wal/types.ts';
+import type { Wal, WalOptions, WriteAheadLog } from './wal/types.ts';
+import { startConfiguredDelivery } from './delivery/config.ts';
+import type { RunningDelivery } from './delivery/config.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -55,6 +57,8 @@ export interface RunningNode {
   readonly authEnabled: boolean;
   /** The MQTT source, when config.mqtt.brokers is not empty. */
   readonly mqtt: MqttSource | undefined;
+  /** Delivery of sealed segments, when config.s3 names a bucket or a local folder. */
+  readonly delivery: RunningDelivery | undefined;
   /** Drains and stops; resolves true when everything closed in time and cleanly. Idempotent. */
   shutdown(reason?: string): Promise<boolean>;
   /** Settles when shutdown has finished (whoever started it), with shutdown()'s result. */
@@ -105,6 +109,18 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     queueBytesMax: 2 * config.limits.inflightBytesMax,
   });
 
+  const registry = deps.registry ?? new Registry();
+  // Only the durable WAL (not a test double) has sealed segments to deliver.
+  let delivery: RunningDelivery | undefined;
+  if ('onSealed' in wal) {
+    try {
+      delivery = await startConfiguredDelivery(config, { wal: wal as Wal, clock, log, registry });
+    } catch (err) {
+      await wal.close();
+      throw err;
+    }
+  }
+
   let server: IngestServer;
   let url: string;
   try {
@@ -114,10 +130,12 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       clock,
       log,
       disk: deps.disk ?? fileSystemProbe(fs, walDir),
-      registry: deps.registry ?? new Registry(),
+      registry,
       defaultMetrics: true,
       ...(deps.apiKeys !== undefined ? { apiKeys: deps.apiKeys } : {}),
-      ...(deps.status !== undefined ? { status: deps.status } : {}),
+      ...(deps.status !== undefined || delivery !== undefined
+        ? { status: () => ({ ...deps.status?.(), ...delivery?.pipeline.status() }) }
+        : {}),
     });
     try {
       url = await server.listen();
@@ -126,6 +144,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       throw err;
     }
   } catch (err) {
+    await delivery?.stop(0);
     await wal.close();
     throw err;
   }
@@ -140,6 +159,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     });
   } catch (err) {
     await server.close();
+    await delivery?.stop(0);
     await wal.close();
     throw err;
   }
@@ -187,6 +207,17 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       }
       limit.cancel();
       if (mqttStopped !== undefined && !(await mqttStopped)) ok = false;
+      if (delivery !== undefined) {
+        // The delivery step in flight gets what is left of the budget (at most
+        // 10 s); an unfinished segment resumes from its progress at the next start.
+        const leftMs = Math.max(0, config.shutdown.timeoutMs - (clock.monotonicMs() - startedMs));
+        try {
+          await delivery.stop(Math.min(leftMs, 10_000));
+        } catch (err) {
+          ok = false;
+          log.error({ err }, 'stopping delivery failed');
+        }
+      }
       try {
         await wal.close();
       } catch (err) {
@@ -218,5 +249,5 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     process.on('SIGINT', onSignal);
   }
 
-  return { config, url, server, wal, authEnabled, mqtt, shutdown, stopped };
+  return { config, url, server, wal, authEnabled, mqtt, delivery, shutdown, stopped };
 }

@@ -12,6 +12,8 @@ import { zstdDecompressSync } from 'node:zlib';
 import { Value } from '@sinclair/typebox/value';
 import { Registry } from 'prom-client';
 import { systemClock } from '../src/clock.ts';
+import { defaultConfig } from '../src/config/load.ts';
+import { startNode } from '../src/node.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
 import { silentLogger } from '../src/log.ts';
 import {
@@ -22,6 +24,7 @@ import {
 } from '../src/delivery/config.ts';
 import { commitKey, segmentKey } from '../src/delivery/keys.ts';
 import { readCommitMarker } from '../src/delivery/marker.ts';
+import { defaultRetryPolicy } from '../src/delivery/retry.ts';
 import {
   parseDeliveryProgress,
   startPipeline,
@@ -428,6 +431,8 @@ void describe('startDelivery (what node.ts calls)', () => {
     const w = await wal();
     const delivery = Value.Default(DeliverySchema, {}) as DeliveryConfig;
     assert.equal(delivery.segmentsInFlightMax, 2);
+    assert.equal(delivery.retryAttemptsMax, defaultRetryPolicy.attemptsMax);
+    assert.equal(delivery.retryDelayMsMax, defaultRetryPolicy.retryDelayMsMax);
     assert.equal(delivery.retainDeliveredSegments, 0);
     const running = await startDelivery({
       wal: w,
@@ -445,6 +450,54 @@ void describe('startDelivery (what node.ts calls)', () => {
     assert.equal(w.sealedSegments().length, 0, 'a 1-byte budget keeps nothing');
     assert.ok(existsSync(path.join(walDir, 'delivery')));
     await running.stop();
+  });
+});
+
+void describe('startNode with a delivery target', () => {
+  void test('HTTP → WAL → local folder: committed, in /v1/status and /metrics; no target, no delivery', async () => {
+    const bucket = path.join(root, 'bucket');
+    const node = await startNode(
+      defaultConfig({
+        listen: { port: 0 },
+        endpoint: { name: endpoint },
+        instance: { id: instance },
+        wal: { dir: walDir, segmentBytesMax: 4096 },
+        s3: { localDir: bucket, prefix },
+        delivery: { staleUploadAgeMs: 0 },
+      }),
+    );
+    try {
+      // Three requests, each more than a segment: three seals.
+      for (let r = 0; r < 3; r++) {
+        const lines = Array.from({ length: 100 }, (_, i) => JSON.stringify({ r, i, pad: 'p'.repeat(40) }));
+        const res = await fetch(`${node.url}/v1/ingest`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-ndjson' },
+          body: lines.join('\n') + '\n',
+        });
+        assert.equal(res.status, 202);
+      }
+      assert.ok(node.delivery);
+      await waitUntil(() => node.delivery!.pipeline.stats().segmentsDeliveredTotal >= 2);
+      const local = new LocalFolderObjectStore({ root: bucket });
+      const listed = await local.list({ prefix: `${prefix}/commits/${endpoint}/${instance}/` });
+      assert.ok(listed.objects.length >= 2);
+      const status = (await (await fetch(`${node.url}/v1/status`)).json()) as {
+        delivery?: { store: string };
+      };
+      assert.match(status.delivery?.store ?? '', /^file:\/\//);
+      assert.match(
+        await (await fetch(`${node.url}/metrics`)).text(),
+        /landfall_delivery_segments_delivered_total [1-9]/,
+      );
+    } finally {
+      assert.equal(await node.shutdown('test'), true);
+    }
+    const plain = await startNode(
+      defaultConfig({ listen: { port: 0 }, wal: { dir: path.join(root, 'wal2') } }),
+    );
+    assert.equal(plain.delivery, undefined);
+    await plain.shutdown('test');
   });
 });
 

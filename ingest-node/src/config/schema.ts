@@ -9,6 +9,7 @@
 
 import { Type } from '@sinclair/typebox';
 import type { Static, TObject, TSchema } from '@sinclair/typebox';
+import { CredentialsSchema, DeliverySchema, OutputsSchema, S3Schema } from '../delivery/settings.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -366,6 +367,10 @@ export const configBlocks = {
   shutdown: ShutdownSchema,
   log: LogSchema,
   mqtt: MqttSchema,
+  s3: S3Schema,
+  credentials: CredentialsSchema,
+  outputs: OutputsSchema,
+  delivery: DeliverySchema,
 } as const;
 
 export const NodeConfigSchema = Type.Object(

@@ -1,115 +1,22 @@
-// The delivery pipeline's configuration block, as a TypeBox object the node's
-// config schema (config/schema.ts configBlocks) can take as `delivery`, and
-// startDelivery(): the few lines node.ts needs to open the store and run the
-// pipeline for its WAL. Units at the end of names, a bound on each knob.
+// From the node's configuration (the `s3`, `credentials`, `outputs` and
+// `delivery` blocks of settings.ts) to a running pipeline: startDelivery()
+// opens the store and starts the pipeline for a WAL; startConfiguredDelivery()
+// is the one call node.ts makes.
 import path from 'node:path';
-import { Type, type Static } from '@sinclair/typebox';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.ts';
 import type { CredentialsConfig } from '../credentials.ts';
 import type { Logger } from '../log.ts';
 import { openObjectStore, type ObjectStoreConfig } from '../store/index.ts';
 import type { Wal } from '../wal/types.ts';
-import {
-  segmentRetryDelayMsMaxDefault,
-  segmentsAheadMaxDefault,
-  segmentsInFlightMaxDefault,
-  staleUploadAgeMsDefault,
-  startPipeline,
-  uploadsInFlightMaxDefault,
-  type Pipeline,
-  type PipelineOptions,
-} from './pipeline.ts';
+import { startPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from './producers.ts';
 import { normalizePrefix } from './keys.ts';
 import { defaultRetryPolicy } from './retry.ts';
+import type { CredentialsBlock, DeliveryConfig, OutputsConfig, S3Config } from './settings.ts';
 
-const MiB = 1024 * 1024;
-
-export const DeliverySchema = Type.Object(
-  {
-    segmentsInFlightMax: Type.Integer({
-      minimum: 1,
-      maximum: 64,
-      default: segmentsInFlightMaxDefault,
-      description: 'Sealed segments read, compressed and uploaded at once.',
-    }),
-    segmentsAheadMax: Type.Integer({
-      minimum: 0,
-      maximum: 10_000,
-      default: segmentsAheadMaxDefault,
-      description:
-        'Segments uploaded and waiting for an earlier segment’s commit marker (markers are written in segment order); bounds the work done ahead of a stuck segment.',
-    }),
-    uploadsInFlightMax: Type.Integer({
-      minimum: 1,
-      maximum: 64,
-      default: uploadsInFlightMaxDefault,
-      description: 'Artifact uploads at once, over all segments.',
-    }),
-    partBytes: Type.Integer({
-      minimum: 5 * MiB,
-      maximum: 5 * 1024 * MiB,
-      default: 8 * MiB,
-      description:
-        'Multipart upload part size (S3: at least 5 MiB). Memory per upload is partBytes × partConcurrency.',
-    }),
-    partConcurrency: Type.Integer({
-      minimum: 1,
-      maximum: 64,
-      default: 4,
-      description: 'Parts of one multipart upload in flight at once.',
-    }),
-    retainDeliveredSegments: Type.Integer({
-      minimum: 0,
-      default: 0,
-      description:
-        'Keep the newest N delivered segments on the volume (for local replay); 0 = no count bound. With retainDeliveredBytes also 0, delivered segments are deleted at once. Retained segments count towards backpressure.walBytesHigh.',
-    }),
-    retainDeliveredBytes: Type.Integer({
-      minimum: 0,
-      default: 0,
-      description: 'Keep delivered segments up to this many bytes (newest first); 0 = no byte bound.',
-    }),
-    retryAttemptsMax: Type.Integer({
-      minimum: 1,
-      maximum: 1000,
-      default: defaultRetryPolicy.attemptsMax,
-      description:
-        'Attempts of one store call (exponential backoff, full jitter) before the segment is rescheduled; a segment is never dropped.',
-    }),
-    retryDelayMsMax: Type.Integer({
-      minimum: 1,
-      default: defaultRetryPolicy.retryDelayMsMax,
-      description: 'Cap of one backoff delay between attempts of a store call.',
-    }),
-    segmentRetryDelayMsMax: Type.Integer({
-      minimum: 1,
-      default: segmentRetryDelayMsMaxDefault,
-      description: 'Cap of the backoff before a segment whose delivery failed is tried again.',
-    }),
-    staleUploadAgeMs: Type.Integer({
-      minimum: 0,
-      default: staleUploadAgeMsDefault,
-      description:
-        'At start, abort multipart uploads under the prefix older than this (a crash mid-upload leaves billed parts). 0 turns it off.',
-    }),
-    scratchDir: Type.Optional(
-      Type.String({
-        minLength: 1,
-        description:
-          'Folder for compressed segments and Parquet files before upload, emptied at start. Default: `delivery` inside wal.dir (the WAL ignores it).',
-      }),
-    ),
-  },
-  {
-    additionalProperties: false,
-    default: {},
-    description: 'Delivery to S3: concurrency, retries, retention of delivered segments.',
-  },
-);
-
-export type DeliveryConfig = Static<typeof DeliverySchema>;
+export { CredentialsSchema, DeliverySchema, OutputsSchema, S3Schema } from './settings.ts';
+export type { CredentialsBlock, DeliveryConfig, OutputsConfig, S3Config } from './settings.ts';
 
 /**
  * The S3 target as the operator renders it (operator/src/adapters/node-config.ts
@@ -145,12 +52,6 @@ export function storeConfigFor(
     },
     prefix,
   };
-}
-
-/** The artifacts an Endpoint asks for (the operator's `outputs`). */
-export interface OutputsConfig {
-  readonly segments: boolean;
-  readonly rawParquet: boolean;
 }
 
 export interface StartDeliveryOptions {
@@ -242,4 +143,76 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
       opened.close();
     },
   };
+}
+
+/** The credentials block (flat, as config files and env vars have it) as the provider's config. */
+export function credentialsFromBlock(c: CredentialsBlock): CredentialsConfig {
+  const need = (what: string): string => {
+    if (c.roleArn === undefined)
+      throw new Error(`credentials.mode ${c.mode} needs credentials.roleArn (${what})`);
+    return c.roleArn;
+  };
+  switch (c.mode) {
+    case 'default':
+      return { mode: 'default' };
+    case 'webIdentity':
+      return {
+        mode: 'webIdentity',
+        roleArn: need('the IRSA role'),
+        tokenFile: c.tokenFile,
+        sessionName: c.sessionName,
+        stsRegion: c.stsRegion,
+        stsEndpoint: c.stsEndpoint,
+      };
+    case 'assumeRole':
+      return {
+        mode: 'assumeRole',
+        roleArn: need('the role to assume'),
+        externalId: c.externalId,
+        sessionName: c.sessionName,
+        stsRegion: c.stsRegion,
+        stsEndpoint: c.stsEndpoint,
+      };
+  }
+}
+
+/** The node config blocks delivery reads. */
+export interface NodeDeliveryConfig {
+  readonly endpoint: { readonly name: string };
+  readonly instance: { readonly id: string };
+  readonly s3: S3Config;
+  readonly credentials: CredentialsBlock;
+  readonly outputs: OutputsConfig;
+  readonly delivery: DeliveryConfig;
+}
+
+/**
+ * Starts delivery for the node's WAL, or returns undefined when the config
+ * names no target (neither s3.bucket nor s3.localDir): then sealed segments
+ * stay in the WAL.
+ */
+export async function startConfiguredDelivery(
+  config: NodeDeliveryConfig,
+  deps: { wal: Wal; clock: Clock; log: Logger; registry?: Registry },
+): Promise<RunningDelivery | undefined> {
+  if (config.s3.bucket === undefined && config.s3.localDir === undefined) {
+    deps.log.warn(
+      { walDir: deps.wal.dir },
+      'no delivery target (s3.bucket or s3.localDir): sealed segments stay in the WAL until one is configured',
+    );
+    return undefined;
+  }
+  const target = storeConfigFor(config.s3, credentialsFromBlock(config.credentials));
+  return startDelivery({
+    wal: deps.wal,
+    endpoint: config.endpoint.name,
+    instance: config.instance.id,
+    store: target.store,
+    prefix: target.prefix,
+    delivery: config.delivery,
+    outputs: config.outputs,
+    clock: deps.clock,
+    log: deps.log,
+    ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+  });
 }

@@ -58,6 +58,13 @@ import {
   type SegmentJob,
 } from './producers.ts';
 import { backoffDelayMs, defaultRetryPolicy, withRetry, type RetryPolicy } from './retry.ts';
+import {
+  segmentRetryDelayMsMaxDefault,
+  segmentsAheadMaxDefault,
+  segmentsInFlightMaxDefault,
+  staleUploadAgeMsDefault,
+  uploadsInFlightMaxDefault,
+} from './settings.ts';
 import { uploadFile } from './upload.ts';
 
 /** The part of the WAL the pipeline uses. */
@@ -186,11 +193,13 @@ export interface Pipeline {
   stop(opts?: { graceMs?: number }): Promise<void>;
 }
 
-export const segmentsInFlightMaxDefault = 2;
-export const segmentsAheadMaxDefault = 8;
-export const uploadsInFlightMaxDefault = 4;
-export const segmentRetryDelayMsMaxDefault = 60_000;
-export const staleUploadAgeMsDefault = 24 * 3600_000;
+export {
+  segmentRetryDelayMsMaxDefault,
+  segmentsAheadMaxDefault,
+  segmentsInFlightMaxDefault,
+  staleUploadAgeMsDefault,
+  uploadsInFlightMaxDefault,
+};
 /** How far below a segment id the ordering check looks for a seal the WAL has not announced yet. */
 const unannouncedScanIds = 1024n;
 /** Re-check of a marker turn blocked by such a seal. */

@@ -7,6 +7,7 @@
 // delivery-crash.test.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,7 +17,7 @@ import {
   ListObjectsV2Command,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { scratchDir, startMinio, waitFor, type MinioServer } from '../harness/index.ts';
+import { repoRoot, scratchDir, startMinio, waitFor, type MinioServer } from '../harness/index.ts';
 import { systemClock } from '../../ingest-node/src/clock.ts';
 import { NodeFileSystem } from '../../ingest-node/src/fs/node.ts';
 import { silentLogger } from '../../ingest-node/src/log.ts';
@@ -422,6 +423,76 @@ void describe('delivery to MinIO', () => {
       records.map(([, p]) => p),
       [...oldPayloads, ...newPayloads],
     );
+  });
+
+  void test('the real CLI: `landfall serve` delivers to MinIO, `landfall commits/expand/verify` read it back', async () => {
+    const bucket = await minio.newBucket();
+    const dir = scratchDir('cli');
+    const cliPath = path.join(repoRoot, 'ingest-node', 'src', 'cli.ts');
+    // Configured the way a container is: LANDFALL_* for the node, AWS_* for the SDK.
+    const env = {
+      PATH: process.env['PATH'] ?? '',
+      AWS_ACCESS_KEY_ID: minio.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
+      AWS_REGION: minio.region,
+      LANDFALL_S3_BUCKET: bucket,
+      LANDFALL_S3_ENDPOINT_URL: minio.endpoint,
+      LANDFALL_S3_PREFIX: 'lf/cli',
+      LANDFALL_ENDPOINT_NAME: endpoint,
+      LANDFALL_INSTANCE_ID: 'orders-0',
+      LANDFALL_WAL_DIR: path.join(dir, 'wal'),
+      LANDFALL_WAL_SEGMENT_BYTES_MAX: '8192',
+      LANDFALL_LISTEN_PORT: '0',
+    };
+    const serve = spawn(process.execPath, [cliPath, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    cleanups.push(() => void serve.kill('SIGKILL'));
+    let stdout = '';
+    serve.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const exited = new Promise<number | null>((r) => serve.on('exit', (code) => r(code)));
+    const url = await waitFor(() => /"url":"(http:\/\/[^"]+)"[^\n]*listening/.exec(stdout)?.[1], {
+      what: 'landfall serve to listen',
+      timeoutMs: 15_000,
+    });
+    const sent: string[] = [];
+    for (let r = 0; r < 4; r++) {
+      const lines = Array.from({ length: 150 }, (_, i) => JSON.stringify({ r, i, msg: 'via the CLI' }));
+      const res = await fetch(`${url}/v1/ingest`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: `${lines.join('\n')}\n`,
+      });
+      assert.equal(res.status, 202);
+      sent.push(...lines);
+    }
+    const run = (args: string[]) =>
+      new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+        const p = spawn(process.execPath, [cliPath, ...args, '--bucket', bucket, '--prefix', 'lf/cli'], {
+          env: { ...env, AWS_ENDPOINT_URL_S3: minio.endpoint },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let out = '';
+        let err = '';
+        p.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+        p.on('exit', (code) => resolve({ code, out, err }));
+      });
+    // Each request was more than a segment: four seals, four commits.
+    await waitFor(
+      async () => {
+        const c = await run(['commits', '--endpoint-name', endpoint]);
+        return c.code === 0 && c.out.trim().split('\n').length >= 4;
+      },
+      { what: 'four commits', timeoutMs: 20_000, intervalMs: 250 },
+    );
+    const status = (await (await fetch(`${url}/v1/status`)).json()) as { delivery?: { store?: string } };
+    assert.equal(status.delivery?.store, `s3://${bucket}`);
+    serve.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    const expanded = await run(['expand', '--endpoint-name', endpoint, '--quiet']);
+    assert.equal(expanded.code, 0, expanded.err);
+    assert.equal(expanded.out, sent.map((l) => `${l}\n`).join(''));
+    const verified = await run(['verify', '--endpoint-name', endpoint, '--deep']);
+    assert.equal(verified.code, 0, verified.out + verified.err);
   });
 
   void test('stale multipart uploads under the key space are aborted at start', async () => {

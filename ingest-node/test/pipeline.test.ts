@@ -181,6 +181,17 @@ void describe('delivery pipeline (local store)', () => {
     assert.deepEqual(await readdir(path.join(root, 'scratch')), [], 'scratch cleaned');
   });
 
+  void test('a pipeline restarted in-process on the same registry replaces its metrics', async () => {
+    const w = await wal();
+    const registry = new Registry();
+    const p1 = await pipeline(w, { registry });
+    await p1.stop();
+    const p2 = await pipeline(w, { registry });
+    await segmentOf(w, 'a');
+    await p2.idle();
+    assert.match(await registry.metrics(), /landfall_delivery_segments_delivered_total 1/);
+  });
+
   void test('a marker written before a crash is found on restart: marked delivered, nothing uploaded again', async () => {
     const w = await wal();
     // The "crash": the local mark after the marker never happens.

@@ -1044,9 +1044,15 @@ class DeliveryPipeline implements Pipeline {
 
   #registerMetrics(registry: Registry): void {
     const stats = (): PipelineStats => this.stats();
+    // A pipeline restarted in the same process (same registry) replaces the
+    // previous one's collectors instead of failing on a duplicate name.
+    const fresh = (name: string): string => {
+      if (registry.getSingleMetric(name) !== undefined) registry.removeSingleMetric(name);
+      return name;
+    };
     const gauge = (name: string, help: string, value: (s: PipelineStats) => number): void => {
       new Gauge({
-        name,
+        name: fresh(name),
         help,
         registers: [registry],
         collect() {
@@ -1056,7 +1062,7 @@ class DeliveryPipeline implements Pipeline {
     };
     const counter = (name: string, help: string, value: (s: PipelineStats) => number): void => {
       new Counter({
-        name,
+        name: fresh(name),
         help,
         registers: [registry],
         collect() {
@@ -1143,7 +1149,7 @@ class DeliveryPipeline implements Pipeline {
       (s) => s.staleUploadsAbortedTotal,
     );
     this.#sealToCommit = new Histogram({
-      name: 'landfall_delivery_seal_to_commit_seconds',
+      name: fresh('landfall_delivery_seal_to_commit_seconds'),
       help: 'From a segment seal to its commit marker.',
       buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
       registers: [registry],

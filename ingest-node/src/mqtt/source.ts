@@ -484,7 +484,8 @@ export class BrokerSource {
       if (m.qos === 0 || m.messageId === undefined) continue;
       // A PUBACK is only meaningful on the connection the PUBLISH came in on: on a new
       // session the same packet id may name a different message.
-      if (m.conn.open && m.conn === this.#conn && client !== undefined) {
+      // (mqtt.js's own `connected` too: its _sendPacket would queue a PUBACK for the next connection.)
+      if (m.conn.open && m.conn === this.#conn && client !== undefined && this.#client?.connected === true) {
         client._sendPacket({ cmd: 'puback', messageId: m.messageId });
         this.#c.acked++;
       } else {

@@ -13,7 +13,7 @@
 //   - every archive in the bucket has a marker (no orphan from a half-done
 //     attempt) and the WAL directory holds nothing undelivered, nothing quarantined.
 //
-// This file is also the child: run with LANDFALL_DELIVERY_CRASH_CHILD set, it
+// This file is also the child: run with DELIVERY_CRASH_CHILD set, it
 // is the node under test instead of the test.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -52,7 +52,7 @@ const instance = 'orders-0';
 const prefix = 'lf/crash';
 /** Small segments: a seal every few appends, so kills land in every step. */
 const segmentBytesMax = 16 * 1024;
-const childEnv = 'LANDFALL_DELIVERY_CRASH_CHILD';
+const childEnv = 'DELIVERY_CRASH_CHILD';
 
 function payload(run: number, batch: number, i: number): string {
   return `{"run":${run},"batch":${batch},"i":${i},"pad":"${'x'.repeat(40 + ((batch * 7 + i) % 50))}"}`;

@@ -37,8 +37,8 @@ import { RecordFormat, type Wal } from '../../ingest-node/src/wal/types.ts';
 const endpoint = 'orders';
 const MiB = 1024 * 1024;
 /** Short retries so the outage test catches up within seconds of MinIO's return. */
-/** The outage's length; LANDFALL_OUTAGE_MS shortens it when iterating locally. */
-const outageMs = Number(process.env['LANDFALL_OUTAGE_MS'] ?? 30_000);
+/** The outage's length; DELIVERY_E2E_OUTAGE_MS shortens it when iterating locally. */
+const outageMs = Number(process.env['DELIVERY_E2E_OUTAGE_MS'] ?? 30_000);
 const quickRetry = { attemptsMax: 4, retryDelayMsBase: 100, retryDelayMsMax: 1_000 };
 
 let minio: MinioServer;

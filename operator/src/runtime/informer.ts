@@ -170,6 +170,9 @@ export class Informer<T extends KubeObject> {
           this.watchdogFired = false;
           await this.relist();
         }
+        // stop() may have run while the list was in flight, when there was no
+        // watch to kick yet: starting one now would never be cancelled.
+        if (this.stopped) break;
         const outcome = await this.watchOnce();
         if (this.stopped) break;
         this.opts.metrics?.watchRestarts.inc({ resource: this.resource.plural, reason: outcome.reason });

@@ -24,6 +24,8 @@ import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
 import type { Wal, WalOptions, WriteAheadLog } from './wal/types.ts';
 import { startConfiguredDelivery } from './delivery/config.ts';
 import type { RunningDelivery } from './delivery/config.ts';
+import { startParquetOutputs } from './delivery/parquet-producers.ts';
+import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -112,10 +114,22 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   const registry = deps.registry ?? new Registry();
   // Only the durable WAL (not a test double) has sealed segments to deliver.
   let delivery: RunningDelivery | undefined;
+  // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
+  let parquet: ParquetOutputs | undefined;
   if ('onSealed' in wal) {
     try {
-      delivery = await startConfiguredDelivery(config, { wal: wal as Wal, clock, log, registry });
+      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
+        parquet = await startParquetOutputs(config, { clock, log, registry });
+      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
+      delivery = await startConfiguredDelivery(config, {
+        wal: wal as Wal,
+        clock,
+        log,
+        registry,
+        ...(producers !== undefined ? { producers } : {}),
+      });
     } catch (err) {
+      await parquet?.close();
       await wal.close();
       throw err;
     }
@@ -134,7 +148,9 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       defaultMetrics: true,
       ...(deps.apiKeys !== undefined ? { apiKeys: deps.apiKeys } : {}),
       ...(deps.status !== undefined || delivery !== undefined
-        ? { status: () => ({ ...deps.status?.(), ...delivery?.pipeline.status() }) }
+        ? {
+            status: () => ({ ...deps.status?.(), ...delivery?.pipeline.status(), ...parquet?.status() }),
+          }
         : {}),
     });
     try {
@@ -145,6 +161,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     }
   } catch (err) {
     await delivery?.stop(0);
+    await parquet?.close();
     await wal.close();
     throw err;
   }
@@ -160,6 +177,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   } catch (err) {
     await server.close();
     await delivery?.stop(0);
+    await parquet?.close();
     await wal.close();
     throw err;
   }
@@ -217,6 +235,12 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
           ok = false;
           log.error({ err }, 'stopping delivery failed');
         }
+      }
+      try {
+        await parquet?.close();
+      } catch (err) {
+        ok = false;
+        log.error({ err }, 'closing the Parquet outputs failed');
       }
       try {
         await wal.close();

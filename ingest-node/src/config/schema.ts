@@ -10,6 +10,7 @@
 import { Type } from '@sinclair/typebox';
 import type { Static, TObject, TSchema } from '@sinclair/typebox';
 import { CredentialsSchema, DeliverySchema, OutputsSchema, S3Schema } from '../delivery/settings.ts';
+import { ViewsSchema } from '../views/settings.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -371,6 +372,7 @@ export const configBlocks = {
   credentials: CredentialsSchema,
   outputs: OutputsSchema,
   delivery: DeliverySchema,
+  views: ViewsSchema,
 } as const;
 
 export const NodeConfigSchema = Type.Object(

@@ -193,7 +193,14 @@ export interface NodeDeliveryConfig {
  */
 export async function startConfiguredDelivery(
   config: NodeDeliveryConfig,
-  deps: { wal: Wal; clock: Clock; log: Logger; registry?: Registry },
+  deps: {
+    wal: Wal;
+    clock: Clock;
+    log: Logger;
+    registry?: Registry;
+    /** Producers after the segment archive (the node's Parquet outputs). */
+    producers?: readonly ArtifactProducer[];
+  },
 ): Promise<RunningDelivery | undefined> {
   if (config.s3.bucket === undefined && config.s3.localDir === undefined) {
     deps.log.warn(
@@ -211,6 +218,7 @@ export async function startConfiguredDelivery(
     prefix: target.prefix,
     delivery: config.delivery,
     outputs: config.outputs,
+    ...(deps.producers !== undefined ? { producers: deps.producers } : {}),
     clock: deps.clock,
     log: deps.log,
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),

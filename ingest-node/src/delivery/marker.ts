@@ -25,7 +25,9 @@
 //     { "kind": "view", "view": "page_views", "key": "…", "bytes": …, "rows": …, "sha256": "…" },
 //     { "kind": "dlq",  "view": "page_views", "key": "…", "bytes": …, "rows": …, "sha256": "…" }
 //   ],
-//   "views": [ { "name": "page_views", "specSha256": "…" } ],   the view specs these files were built with
+//   "views": [ { "name": "page_views", "specSha256": "…",       the view specs these files were built with,
+//                "rows": { "in": 1234, "view": 1100, "filtered": 120, "dlq": 14,   and (optional) each view's
+//                          "dlqByCode": { "cast_failed": 14, … } } } ],           row accounting
 //   "createdAt": "2025-11-26T05:48:01.512Z",
 //   "writer": "landfall-ingest-node/0.1.0"
 // }
@@ -71,6 +73,37 @@ const ArtifactCommon = {
   sha256: Sha256,
 };
 
+const ViewRowsSchema = Type.Object(
+  {
+    in: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description: 'Records the view saw: every record of the segment.',
+    }),
+    view: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description: 'Rows in the view files (the sum of its `view` artifacts).',
+    }),
+    filtered: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description: 'Rows the view’s filter left out (counted, not stored).',
+    }),
+    dlq: Type.Integer({
+      minimum: 0,
+      maximum: Number.MAX_SAFE_INTEGER,
+      description: 'Rows in the view’s DLQ files (the sum of its `dlq` artifacts).',
+    }),
+    dlqByCode: Type.Optional(
+      Type.Record(Type.String({ pattern: '^[a-z_]{1,64}$' }), Count, {
+        description: 'DLQ rows per error code (docs/views.md); they add up to `dlq`.',
+      }),
+    ),
+  },
+  { description: 'Row accounting of the view over this segment: in = view + filtered + dlq.' },
+);
+
 export const CommitMarkerV1Schema = Type.Object(
   {
     format: Type.Literal(markerFormat),
@@ -109,6 +142,7 @@ export const CommitMarkerV1Schema = Type.Object(
           pattern: sha256Pattern,
           description: 'SHA-256 of the canonical view spec these files were built with.',
         }),
+        rows: Type.Optional(ViewRowsSchema),
       }),
       { maxItems: 10_000 },
     ),
@@ -138,9 +172,36 @@ export interface MarkerArtifact {
   readonly view?: string;
 }
 
+/** One view's row accounting over a segment: in = view + filtered + dlq. */
+// A type, not an interface: it is stored as JSON in state.json progress.
+export type MarkerViewRows = {
+  readonly in: number;
+  readonly view: number;
+  readonly filtered: number;
+  readonly dlq: number;
+  readonly dlqByCode?: Readonly<Record<string, number>>;
+};
+
 export interface MarkerView {
   readonly name: string;
   readonly specSha256: string;
+  /** Optional (markers before it, and producers that do not count, have none). */
+  readonly rows?: MarkerViewRows;
+}
+
+const viewRowsChecker = TypeCompiler.Compile(ViewRowsSchema);
+
+/** A view's `rows` from untrusted JSON (progress in state.json), or undefined when absent or malformed. */
+export function parseMarkerViewRows(x: unknown): MarkerViewRows | undefined {
+  if (!viewRowsChecker.Check(x)) return undefined;
+  const r = x;
+  return {
+    in: r.in,
+    view: r.view,
+    filtered: r.filtered,
+    dlq: r.dlq,
+    ...(r.dlqByCode !== undefined ? { dlqByCode: { ...r.dlqByCode } } : {}),
+  };
 }
 
 /** The in-code marker: seqs, ids and times are bigints (µs); JSON has strings. */
@@ -240,8 +301,36 @@ function semanticProblems(m: CommitMarker): string[] {
   for (const v of m.views) {
     if (names.has(v.name)) problems.push(`view listed twice: ${v.name}`);
     names.add(v.name);
+    const r = v.rows;
+    if (r === undefined) continue;
+    // The accounting must add up, and agree with the files listed.
+    if (r.in !== r.view + r.filtered + r.dlq)
+      problems.push(
+        `view ${v.name}: rows in ${r.in} ≠ view ${r.view} + filtered ${r.filtered} + dlq ${r.dlq}`,
+      );
+    if (r.in !== m.records) problems.push(`view ${v.name}: rows in ${r.in} ≠ records ${m.records}`);
+    if (r.dlqByCode !== undefined) {
+      const byCode = Object.values(r.dlqByCode).reduce((a, b) => a + b, 0);
+      if (byCode !== r.dlq) problems.push(`view ${v.name}: dlqByCode adds up to ${byCode}, dlq is ${r.dlq}`);
+    }
+    const sum = (kind: ArtifactKind): number =>
+      m.artifacts.filter((a) => a.kind === kind && a.view === v.name).reduce((a, b) => a + b.rows, 0);
+    if (sum('view') !== r.view)
+      problems.push(`view ${v.name}: view files hold ${sum('view')} rows, rows.view is ${r.view}`);
+    if (sum('dlq') !== r.dlq)
+      problems.push(`view ${v.name}: dlq files hold ${sum('dlq')} rows, rows.dlq is ${r.dlq}`);
   }
   return problems;
+}
+
+function rowsJson(r: MarkerViewRows): MarkerViewRows {
+  return {
+    in: r.in,
+    view: r.view,
+    filtered: r.filtered,
+    dlq: r.dlq,
+    ...(r.dlqByCode !== undefined ? { dlqByCode: { ...r.dlqByCode } } : {}),
+  };
 }
 
 function toJson(m: CommitMarker): CommitMarkerJson {
@@ -264,7 +353,11 @@ function toJson(m: CommitMarker): CommitMarkerJson {
         ? { kind: a.kind, view: a.view ?? '', key: a.key, bytes: a.bytes, rows: a.rows, sha256: a.sha256 }
         : { kind: a.kind, key: a.key, bytes: a.bytes, rows: a.rows, sha256: a.sha256 },
     ),
-    views: m.views.map((v) => ({ name: v.name, specSha256: v.specSha256 })),
+    views: m.views.map((v) => ({
+      name: v.name,
+      specSha256: v.specSha256,
+      ...(v.rows !== undefined ? { rows: rowsJson(v.rows) } : {}),
+    })),
     createdAt: new Date(m.createdAtMs).toISOString(),
     writer: m.writer,
   };
@@ -290,7 +383,11 @@ function fromJson(j: CommitMarkerJson): CommitMarker {
       sha256: a.sha256,
       ...('view' in a ? { view: a.view } : {}),
     })),
-    views: j.views.map((v) => ({ name: v.name, specSha256: v.specSha256 })),
+    views: j.views.map((v) => ({
+      name: v.name,
+      specSha256: v.specSha256,
+      ...(v.rows !== undefined ? { rows: rowsJson(v.rows) } : {}),
+    })),
     createdAtMs: Date.parse(j.createdAt),
     writer: j.writer,
   };

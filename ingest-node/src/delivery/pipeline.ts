@@ -40,6 +40,7 @@ import type { JsonValue, SealedSegment, Wal } from '../wal/types.ts';
 import { commitKey, normalizePrefix, formatSegmentId, type SegmentRef } from './keys.ts';
 import {
   MarkerError,
+  parseMarkerViewRows,
   readCommitMarker,
   writeCommitMarker,
   writerName,
@@ -290,7 +291,11 @@ export function parseDeliveryProgress(progress: SealedSegment['progress']): Deli
         (v): v is { name: string; specSha256: string } =>
           isRecord(v) && typeof v['name'] === 'string' && typeof v['specSha256'] === 'string',
       );
-      out.views[kind] = parsed.map((v) => ({ name: v.name, specSha256: v.specSha256 }));
+      out.views[kind] = parsed.map((v) => {
+        // The optional row accounting travels with the view into the marker.
+        const rows = parseMarkerViewRows((v as { rows?: unknown }).rows);
+        return { name: v.name, specSha256: v.specSha256, ...(rows !== undefined ? { rows } : {}) };
+      });
     }
   }
   return out;

@@ -1,0 +1,333 @@
+// Parquet artifacts of a sealed segment (DESIGN §5, §6; docs/views.md): raw
+// Parquet (outputs.rawParquet) and, per view in force when the segment was
+// sealed, the view's Parquet per Hive partition and its DLQ. One producer,
+// so the segment is decoded once (the pipeline's verified record stream) and
+// materialised once for all views in one DuckDB job; its files upload with
+// the pipeline's uploader under keys that are a pure function of the segment
+// (a retry, or a crash before the marker, writes the same keys again); the
+// marker lists every file, the spec hash of every view applied and each
+// view's row accounting.
+//
+// startParquetOutputs() is what node.ts wires in: the node's one DuckDB
+// instance (created on first use, scratch on the WAL volume), the views
+// registry (views.dir) and the producer.
+import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Clock } from '../clock.ts';
+import { silentLogger, type Logger } from '../log.ts';
+import { createParquetDb, type ParquetDb } from '../parquet/duckdb.ts';
+import type { ParquetFile } from '../parquet/outputs.ts';
+import type { SegmentRecord } from '../parquet/records.ts';
+import { compileView, type CompiledView } from '../views/compile.ts';
+import { materializeSegment, type SegmentOutputs, type ViewOutput } from '../views/materialize.ts';
+import { openViewRegistry, type ViewRegistry } from '../views/registry.ts';
+import type { ViewsConfig } from '../views/settings.ts';
+import { decodeMqttPayload, type WalRecord } from '../wal/format.ts';
+import { RecordFormat, type SealedSegment } from '../wal/types.ts';
+import { dlqKey, formatSegmentId, rawKey, viewKey, type SegmentRef } from './keys.ts';
+import type { MarkerView, MarkerViewRows } from './marker.ts';
+import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
+import { contentTypes } from './upload.ts';
+
+/** The producer's kind: names its progress in state.json, so it stays. */
+export const PARQUET_PRODUCER_KIND = 'parquet';
+
+export interface ParquetProducerOptions {
+  /** The node's DuckDB instance (created on first call). */
+  readonly db: () => Promise<ParquetDb>;
+  /** The views to apply to a segment (the registry's viewsAt its seal time). */
+  readonly views: (segment: SealedSegment) => readonly CompiledView[];
+  /** Also write raw Parquet. */
+  readonly raw: boolean;
+  readonly rowGroupRows?: number;
+  readonly log?: Logger;
+  /** landfall_view_rows_total and friends go here. */
+  readonly registry?: Registry;
+}
+
+/** WAL records as the materialiser takes them: an MQTT record's payload is its message, with the topic beside it. */
+export async function* walToSegmentRecords(records: AsyncIterable<WalRecord>): AsyncGenerator<SegmentRecord> {
+  for await (const r of records) {
+    if (r.format === RecordFormat.mqtt) {
+      let m: { topic: string; message: Uint8Array } | undefined;
+      try {
+        m = decodeMqttPayload(r.payload);
+      } catch {
+        // CRC-checked bytes our own writer framed: cannot happen short of a
+        // bug, and the record must still go somewhere (its view DLQ, as is).
+      }
+      if (m !== undefined) {
+        yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: m.message, topic: m.topic };
+        continue;
+      }
+    }
+    yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: r.payload };
+  }
+}
+
+/** The marker's row accounting of one view over one segment. */
+export function viewRows(v: ViewOutput): MarkerViewRows {
+  return {
+    in: v.rowsIn,
+    view: v.viewRows,
+    filtered: v.filteredRows,
+    dlq: v.dlqRows,
+    dlqByCode: { ...v.dlqByCode },
+  };
+}
+
+/** The single partition value of a raw or DLQ file (`dt`). */
+function dtOf(f: ParquetFile): string {
+  const dt = f.partitions[0]?.[1];
+  if (dt === undefined || dt === '') throw new Error(`${f.localPath} has no dt partition`);
+  return dt;
+}
+
+/** The object key of every file of a materialised segment, with what the marker says about it. */
+export function keyedFiles(
+  prefix: string,
+  ref: SegmentRef,
+  out: Pick<SegmentOutputs, 'raw' | 'views'>,
+): (Omit<ProducedFile, 'path'> & { file: ParquetFile })[] {
+  const files: (Omit<ProducedFile, 'path'> & { file: ParquetFile })[] = [];
+  const add = (kind: ProducedFile['kind'], key: string, file: ParquetFile, view?: string): void => {
+    files.push({
+      kind,
+      ...(view !== undefined ? { view } : {}),
+      key,
+      bytes: file.sizeBytes,
+      sha256: file.sha256,
+      rows: file.rowCount,
+      contentType: contentTypes.parquet,
+      file,
+    });
+  };
+  for (const f of out.raw) add('raw', rawKey(prefix, ref, dtOf(f)), f);
+  for (const v of out.views) {
+    for (const f of v.files) add('view', viewKey(prefix, ref, v.view, f.partitions), f, v.view);
+    for (const f of v.dlqFiles) add('dlq', dlqKey(prefix, ref, v.view, dtOf(f)), f, v.view);
+  }
+  const seen = new Set<string>();
+  for (const f of files) {
+    // Two partitions that escape to one key would overwrite each other.
+    if (seen.has(f.key)) throw new Error(`two Parquet files map to one key: ${f.key}`);
+    seen.add(f.key);
+  }
+  return files;
+}
+
+/** Moves a file, copying when the two folders are on different file systems. */
+async function moveFile(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+    await copyFile(from, to);
+    await rm(from, { force: true });
+  }
+}
+
+interface ProducerMetrics {
+  rows: Counter<'view' | 'outcome'>;
+  dlq: Counter<'view' | 'code'>;
+  seconds: Histogram;
+  rawRows: Counter;
+}
+
+function registerMetrics(registry: Registry): ProducerMetrics {
+  const fresh = (name: string): string => {
+    if (registry.getSingleMetric(name) !== undefined) registry.removeSingleMetric(name);
+    return name;
+  };
+  return {
+    rows: new Counter({
+      name: fresh('landfall_view_rows_total'),
+      help: 'Rows through each view, by outcome (view, filtered, dlq), per segment materialised.',
+      labelNames: ['view', 'outcome'] as const,
+      registers: [registry],
+    }),
+    dlq: new Counter({
+      name: fresh('landfall_view_dlq_rows_total'),
+      help: 'Rows sent to a view’s DLQ, by error code.',
+      labelNames: ['view', 'code'] as const,
+      registers: [registry],
+    }),
+    rawRows: new Counter({
+      name: fresh('landfall_raw_parquet_rows_total'),
+      help: 'Rows written to raw Parquet.',
+      registers: [registry],
+    }),
+    seconds: new Histogram({
+      name: fresh('landfall_parquet_segment_seconds'),
+      help: 'Time to materialise one sealed segment (decode, raw Parquet, every view and DLQ).',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers: [registry],
+    }),
+  };
+}
+
+/**
+ * The producer. Its files are moved into the pipeline's scratch folder for
+ * the job (which the pipeline removes after the upload), so DuckDB's own
+ * job folder is gone before produce() returns.
+ */
+export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
+  const log = o.log ?? silentLogger;
+  const metrics = o.registry !== undefined ? registerMetrics(o.registry) : undefined;
+  return {
+    kind: PARQUET_PRODUCER_KIND,
+    async produce(job: SegmentJob) {
+      const views = o.views(job.segment);
+      if (!o.raw && views.length === 0) return { files: [], views: [] };
+      const db = await o.db();
+      const started = performance.now();
+      const ref = job.ref;
+      const out = await materializeSegment(db, {
+        jobId: `${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`,
+        records: walToSegmentRecords(job.records()),
+        views,
+        ...(o.raw ? { raw: { endpoint: ref.endpoint, instance: ref.instance } } : {}),
+        ...(o.rowGroupRows !== undefined ? { rowGroupRows: o.rowGroupRows } : {}),
+      });
+      try {
+        if (out.rowsIn !== job.segment.records)
+          throw new Error(
+            `segment ${job.segment.fileName}: ${out.rowsIn} records materialised, state says ${job.segment.records}`,
+          );
+        const keyed = keyedFiles(job.prefix, ref, out);
+        const files: ProducedFile[] = [];
+        for (const [i, k] of keyed.entries()) {
+          const local = path.join(job.scratchDir, `${i.toString().padStart(6, '0')}.parquet`);
+          await mkdir(job.scratchDir, { recursive: true });
+          await moveFile(k.file.localPath, local);
+          const { file: _file, ...rest } = k;
+          files.push({ ...rest, path: local });
+        }
+        const markerViews: MarkerView[] = out.views.map((v) => ({
+          name: v.view,
+          specSha256: v.specHash,
+          rows: viewRows(v),
+        }));
+        const seconds = (performance.now() - started) / 1000;
+        if (metrics !== undefined) {
+          metrics.seconds.observe(seconds);
+          if (o.raw) metrics.rawRows.inc(out.raw.reduce((n, f) => n + f.rowCount, 0));
+          for (const v of out.views) {
+            metrics.rows.inc({ view: v.view, outcome: 'view' }, v.viewRows);
+            metrics.rows.inc({ view: v.view, outcome: 'filtered' }, v.filteredRows);
+            metrics.rows.inc({ view: v.view, outcome: 'dlq' }, v.dlqRows);
+            for (const [code, n] of Object.entries(v.dlqByCode))
+              if (n > 0) metrics.dlq.inc({ view: v.view, code }, n);
+          }
+        }
+        log.debug(
+          {
+            segment: job.segment.fileName,
+            records: out.rowsIn,
+            files: files.length,
+            durationMs: Math.round(seconds * 1000),
+            views: markerViews.map((v) => ({ name: v.name, ...v.rows })),
+          },
+          'segment materialised',
+        );
+        return { files, views: markerViews };
+      } finally {
+        await out.cleanup();
+      }
+    },
+  };
+}
+
+export interface ParquetOutputsConfig {
+  readonly wal: { readonly dir: string };
+  readonly outputs: { readonly rawParquet: boolean };
+  readonly views: ViewsConfig;
+}
+
+export interface ParquetOutputs {
+  /** Undefined when neither views.dir nor outputs.rawParquet is set: nothing to add to delivery. */
+  readonly producer: ArtifactProducer | undefined;
+  readonly registry: ViewRegistry | undefined;
+  /** The /v1/status section. */
+  status(): Record<string, unknown>;
+  /** Stops watching views.dir and closes DuckDB (after delivery has stopped). */
+  close(): Promise<void>;
+}
+
+/** The DuckDB scratch folder: views.scratchDir, else `parquet` inside the WAL dir (the WAL volume). */
+export function parquetScratchDir(config: ParquetOutputsConfig): string {
+  return path.resolve(config.views.scratchDir ?? path.join(config.wal.dir, 'parquet'));
+}
+
+/**
+ * The node's Parquet outputs from its config: one DuckDB instance (created
+ * when first needed: the first view to compile, or the first segment), the
+ * views registry when views.dir is set, and the producer for the pipeline.
+ */
+export async function startParquetOutputs(
+  config: ParquetOutputsConfig,
+  deps: { clock: Clock; log: Logger; registry?: Registry },
+): Promise<ParquetOutputs> {
+  const raw = config.outputs.rawParquet;
+  const dir = config.views.dir;
+  if (!raw && dir === undefined) {
+    return { producer: undefined, registry: undefined, status: () => ({}), close: async () => {} };
+  }
+  const scratchDir = parquetScratchDir(config);
+  let creating: Promise<ParquetDb> | undefined;
+  let closed = false;
+  const db = (): Promise<ParquetDb> => {
+    if (closed) return Promise.reject(new Error('Parquet outputs are closed'));
+    // A failed creation (scratch not writable yet) is tried again next time.
+    creating ??= createParquetDb({
+      scratchDir,
+      memoryLimitBytes: config.views.memoryLimitBytes,
+      threads: config.views.threads,
+    }).then(
+      (d) => {
+        deps.log.info(
+          { scratchDir, memoryLimitBytes: d.memoryLimitBytes, threads: d.threads },
+          'DuckDB for Parquet outputs ready',
+        );
+        return d;
+      },
+      (err: unknown) => {
+        creating = undefined;
+        throw err;
+      },
+    );
+    return creating;
+  };
+  let registry: ViewRegistry | undefined;
+  if (dir !== undefined) {
+    registry = await openViewRegistry({
+      dir,
+      reloadIntervalMs: config.views.reloadIntervalMs,
+      compile: async (spec) => (await db()).withConnection((c) => compileView(c, spec)),
+      clock: deps.clock,
+      log: deps.log,
+      ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+    });
+  }
+  const reg = registry;
+  const producer = parquetProducer({
+    db,
+    views: (segment) => reg?.viewsAt(segment.sealedAtMs) ?? [],
+    raw,
+    log: deps.log,
+    ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+  });
+  return {
+    producer,
+    registry,
+    status: () => ({ ...reg?.status(), parquet: { scratchDir, rawParquet: raw } }),
+    async close() {
+      closed = true;
+      reg?.close();
+      const pending = creating;
+      creating = undefined;
+      if (pending !== undefined) await (await pending.catch(() => undefined))?.close();
+    },
+  };
+}

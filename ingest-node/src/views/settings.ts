@@ -1,0 +1,60 @@
+// The node's `views` config block (config/schema.ts takes it into
+// configBlocks): where view files live and the DuckDB instance that
+// materialises them (and raw Parquet, outputs.rawParquet). TypeBox only, no
+// runtime imports, so the config loader stays light.
+import { Type, type Static } from '@sinclair/typebox';
+
+const MiB = 1024 * 1024;
+
+export const viewsReloadIntervalMsDefault = 5_000;
+export const viewsMemoryLimitBytesDefault = 512 * MiB;
+export const viewsThreadsDefault = 2;
+/** A view file is a few KiB; anything near this is a mistake (or an attack on the parser). */
+export const viewFileBytesMax = 1 * MiB;
+/** Views one node applies at once: each is one classification pass per sealed segment. */
+export const viewsCountMax = 64;
+
+export const ViewsSchema = Type.Object(
+  {
+    dir: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'Folder of view files (`*.yaml`, `*.yml`, `*.json`; one view, or a list of views, per file), e.g. a mounted ConfigMap. Loaded at start and reloaded on change; a file that does not parse or a view that does not compile is refused (logged, landfall_view_reload_errors_total) and the previous version of that view keeps running. Unset: no views.',
+      }),
+    ),
+    reloadIntervalMs: Type.Integer({
+      minimum: 100,
+      default: viewsReloadIntervalMsDefault,
+      description:
+        'Fallback re-scan of views.dir, for volumes where file watching misses events (a ConfigMap update swaps a symlink).',
+    }),
+    scratchDir: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'The only folder DuckDB may read and write: each segment’s Parquet files before upload, and spill files. Default: `parquet` inside wal.dir (on the WAL volume, never the read-only root file system).',
+      }),
+    ),
+    memoryLimitBytes: Type.Integer({
+      minimum: 16 * MiB,
+      default: viewsMemoryLimitBytesDefault,
+      description:
+        'DuckDB memory_limit for Parquet work (views and raw Parquet); beyond it DuckDB spills to scratchDir. Keep it well under the container memory limit.',
+    }),
+    threads: Type.Integer({
+      minimum: 1,
+      maximum: 64,
+      default: viewsThreadsDefault,
+      description: 'DuckDB threads for Parquet work; segments are materialised one at a time.',
+    }),
+  },
+  {
+    additionalProperties: false,
+    default: {},
+    description:
+      'Views: typed Parquet (and a DLQ) per sealed segment from view files (docs/views.md). The DuckDB settings apply to raw Parquet too.',
+  },
+);
+
+export type ViewsConfig = Static<typeof ViewsSchema>;

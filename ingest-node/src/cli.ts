@@ -14,6 +14,8 @@ import type { NodeConfig } from './config/schema.ts';
 import { VERSION } from './config/version.ts';
 import { startNode } from './node.ts';
 import { deliveryCommands } from './commands/index.ts';
+import { reprocessCommand } from './commands/reprocess.ts';
+import { viewsCommand } from './commands/views.ts';
 
 export interface CliIo {
   readonly out: (text: string) => void;
@@ -133,7 +135,7 @@ const serve: CliCommand = {
 };
 
 /** Every subcommand. Add new ones here (one entry each). */
-export const commands: readonly CliCommand[] = [serve, ...deliveryCommands];
+export const commands: readonly CliCommand[] = [serve, ...deliveryCommands, viewsCommand, reprocessCommand];
 
 function mainHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

@@ -75,6 +75,18 @@ void test('endpoint defaults match the CRD defaults and fill nested objects', ()
   assert.deepEqual(endpointSpecErrors(spec), []);
 });
 
+void test('resources default only when absent, as the apiserver does it', () => {
+  const base = { s3: { bucket: 'b-1' }, apiKeySecretRef: { name: 'keys' } };
+  assert.deepEqual(withEndpointDefaults(base).resources, {
+    requests: { cpu: '250m', memory: '512Mi' },
+    limits: { memory: '1Gi' },
+  });
+  assert.deepEqual(withEndpointDefaults({ ...base, resources: { requests: { cpu: '1' } } }).resources, {
+    requests: { cpu: '1' },
+  });
+  assert.deepEqual(withEndpointDefaults({ ...base, resources: {} }).resources, {});
+});
+
 void test('endpointSpecErrors names the bad field', () => {
   const spec = withEndpointDefaults({
     s3: { bucket: 'b-1' },

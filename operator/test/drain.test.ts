@@ -1,11 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { checkDrained } from '../src/controller/drain.ts';
-import { httpNodeStatusProbe, parseNodeStatus } from '../src/adapters/node-status.ts';
+import { drainBlocker, httpNodeStatusProbe, parseNodeStatus } from '../src/adapters/node-status.ts';
 import type { NodeDrainState, NodeStatusProbe } from '../src/adapters/node-status.ts';
+import { HTTP_PORT } from '../src/model/names.ts';
+import { startNode } from '../../ingest-node/src/node.ts';
+import type { RunningNode } from '../../ingest-node/src/node.ts';
+import { defaultConfig } from '../../ingest-node/src/config/load.ts';
+import type { Wal } from '../../ingest-node/src/wal/types.ts';
+
+const clean: NodeDrainState = { openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 };
 
 const claim = (ordinal: number, phase: string): V1PersistentVolumeClaim => ({
   metadata: { name: `data-ep-ingest-${ordinal}` },
@@ -58,15 +68,20 @@ void test('running replicas are asked: a backlog or an error blocks, empty WALs 
     claims: [claim(0, 'Bound'), claim(1, 'Bound'), claim(2, 'Bound'), claim(3, 'Lost')],
     pods: [pod(0, 'Running', '10.0.0.1'), pod(1, 'Running', '10.0.0.2'), pod(2, 'Running', '10.0.0.3')],
     probe: probeOf({
-      'http://10.0.0.1:8080': { undeliveredSegments: 0, openSegmentRecords: 0 },
-      'http://10.0.0.2:8080': { undeliveredSegments: 2, openSegmentRecords: 5 },
+      'http://10.0.0.1:8080': clean,
+      'http://10.0.0.2:8080': {
+        openSegmentBytes: 512,
+        sealedSegments: 2,
+        segmentsPending: 2,
+        lastError: 'AccessDenied',
+      },
       'http://10.0.0.3:8080': new Error('connect ECONNREFUSED'),
     }),
   });
   assert.equal(r.drained, false);
   assert.equal(r.checked, 4);
   assert.deepEqual(r.blockers, [
-    'ep-ingest-1: 2 sealed segment(s) not delivered, 5 record(s) in the open segment',
+    'ep-ingest-1: 2 sealed segment(s) not delivered, 512 bytes in the open segment (sealed on age), last delivery error: AccessDenied',
     'ep-ingest-2: connect ECONNREFUSED',
     'data-ep-ingest-3 is Lost: its WAL cannot be checked',
   ]);
@@ -74,7 +89,7 @@ void test('running replicas are asked: a backlog or an error blocks, empty WALs 
     ...base,
     claims: [claim(0, 'Bound')],
     pods: [pod(0, 'Running', '10.0.0.1')],
-    probe: probeOf({ 'http://10.0.0.1:8080': { undeliveredSegments: 0, openSegmentRecords: 0 } }),
+    probe: probeOf({ 'http://10.0.0.1:8080': clean }),
   });
   assert.equal(ok.drained, true);
 });
@@ -89,16 +104,28 @@ void test('claims of other StatefulSets sharing the prefix are ignored', async (
   assert.equal(r.drained, true);
 });
 
-void test('/v1/status parsing: undeliveredSegments is required, open records default to 0', () => {
-  assert.deepEqual(parseNodeStatus({ wal: { undeliveredSegments: 3, openSegmentRecords: 7 } }), {
-    undeliveredSegments: 3,
-    openSegmentRecords: 7,
+void test('/v1/status parsing: the wal fields are required, delivery is optional', () => {
+  const wal = { openSegmentBytes: 0, sealedSegments: 1 };
+  assert.deepEqual(parseNodeStatus({ wal, delivery: { segmentsPending: 1, lastError: null } }), {
+    openSegmentBytes: 0,
+    sealedSegments: 1,
+    segmentsPending: 1,
   });
-  assert.deepEqual(parseNodeStatus({ wal: { undeliveredSegments: 0 } }), {
-    undeliveredSegments: 0,
-    openSegmentRecords: 0,
-  });
-  assert.throws(() => parseNodeStatus({ wal: {} }), /wal.undeliveredSegments/);
+  assert.deepEqual(
+    parseNodeStatus({ wal, delivery: { segmentsPending: 1, lastError: { segmentId: 'x', message: 'boom' } } })
+      .lastError,
+    'boom',
+  );
+  assert.equal(parseNodeStatus({ wal }).segmentsPending, undefined);
+  assert.throws(() => parseNodeStatus({ wal: {} }), /wal.openSegmentBytes/);
+  assert.throws(() => parseNodeStatus({ wal, delivery: {} }), /delivery.segmentsPending/);
+  // A segment sealed but not yet handed to the pipeline still blocks.
+  assert.match(drainBlocker({ ...clean, sealedSegments: 1 }) ?? '', /1 sealed segment/);
+  assert.match(
+    drainBlocker({ ...clean, segmentsPending: undefined, sealedSegments: 1 }) ?? '',
+    /no delivery target/,
+  );
+  assert.equal(drainBlocker(clean), undefined);
 });
 
 void test('the HTTP probe sends the status key and reads the answer', async () => {
@@ -111,16 +138,105 @@ void test('the HTTP probe sends the status key and reads the answer', async () =
     }
     res
       .writeHead(200, { 'content-type': 'application/json' })
-      .end(JSON.stringify({ wal: { undeliveredSegments: 1 } }));
+      .end(JSON.stringify({ wal: { openSegmentBytes: 0, sealedSegments: 1 } }));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   try {
     const probe = httpNodeStatusProbe(2000);
-    assert.deepEqual(await probe(url, 'good'), { undeliveredSegments: 1, openSegmentRecords: 0 });
+    assert.deepEqual(await probe(url, 'good'), {
+      openSegmentBytes: 0,
+      sealedSegments: 1,
+      segmentsPending: undefined,
+    });
     await assert.rejects(probe(url, 'bad'), /401/);
     assert.deepEqual(seen, ['/v1/status good', '/v1/status bad']);
   } finally {
     server.close();
   }
+});
+
+// The contract with the real node: its /v1/status, served by startNode with
+// delivery to a local folder, read by the operator's real HTTP probe through
+// checkDrained at a "pod IP" (a loopback address on the node's port).
+void test('against a real node: records in the open segment block, delivered they drain; no target blocks', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'landfall-drain-'));
+  const nodes: RunningNode[] = [];
+  t.after(async () => {
+    for (const n of nodes) await n.shutdown('test done');
+    await rm(dir, { recursive: true, force: true });
+  });
+  const keys = join(dir, 'keys');
+  await writeFile(keys, 'writer-key ingest\noperator-key status\n');
+  // A random loopback address (Linux routes all of 127/8) so the port can be the pods' own.
+  const ip = `127.${1 + Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}.${2 + Math.floor(Math.random() * 250)}`;
+  const start = async (name: string, extra: Record<string, unknown>): Promise<RunningNode> => {
+    const node = await startNode(
+      defaultConfig(
+        {
+          listen: { host: ip, port: HTTP_PORT },
+          endpoint: { name: 'ep' },
+          wal: { dir: join(dir, name, 'wal'), segmentAgeMsMax: 600_000 },
+          auth: { apiKeysFile: keys },
+          ...extra,
+        },
+        name,
+      ),
+    );
+    nodes.push(node);
+    return node;
+  };
+  const ingest = async (node: RunningNode): Promise<void> => {
+    const res = await fetch(`${node.url}/v1/ingest`, {
+      method: 'POST',
+      headers: { 'x-api-key': 'writer-key', 'content-type': 'application/x-ndjson' },
+      body: '{"event":"a"}\n{"event":"b"}\n',
+    });
+    assert.equal(res.status, 202, await res.text());
+  };
+  const drain = (podIp: string) =>
+    checkDrained({
+      statefulSetName: 'ep-ingest',
+      claims: [claim(0, 'Bound')],
+      pods: [pod(0, 'Running', podIp)],
+      apiKey: 'operator-key',
+      probe: httpNodeStatusProbe(2000),
+    });
+
+  const bucket = join(dir, 'bucket');
+  const node = await start('ep-ingest-0', { s3: { localDir: bucket } });
+  assert.equal(node.url, `http://${ip}:${HTTP_PORT}`);
+  assert.deepEqual(await drain(ip), { drained: true, blockers: [], checked: 1 }, 'a fresh node is drained');
+
+  await ingest(node);
+  const open = await drain(ip);
+  assert.equal(open.drained, false);
+  assert.match(open.blockers[0] ?? '', /^ep-ingest-0: \d+ bytes in the open segment/);
+
+  await (node.wal as Wal).seal();
+  await node.delivery?.pipeline.idle();
+  const deadline = Date.now() + 10_000;
+  let last = await drain(ip);
+  while (!last.drained && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+    last = await drain(ip);
+  }
+  assert.deepEqual(last.blockers, [], 'sealed and committed: drained');
+  const commits = await readdir(join(bucket, 'commits', 'ep', 'ep-ingest-0'), { recursive: true });
+  assert.ok(
+    commits.some((f) => String(f).endsWith('.json')),
+    'the commit marker is there',
+  );
+  await node.shutdown('next');
+
+  // Without a delivery target sealed segments stay: the node says so.
+  const stuck = await start('ep-ingest-1', {});
+  await ingest(stuck);
+  await (stuck.wal as Wal).seal();
+  const blocked = await drain(ip);
+  assert.equal(blocked.drained, false);
+  assert.equal(
+    blocked.blockers[0],
+    'ep-ingest-0: 1 sealed segment(s) not delivered, no delivery target configured',
+  );
 });

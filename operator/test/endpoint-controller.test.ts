@@ -59,7 +59,7 @@ function controller(client: KubeClient, ep: Endpoint) {
     events: { record: (_o, type, reason, message) => events.push(`${type} ${reason}: ${message}`) },
     log: silentLogger,
     nodeImage: 'img',
-    probe: async () => ({ undeliveredSegments: 0, openSegmentRecords: 0 }),
+    probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
   });
   return { c, events };
 }
@@ -79,6 +79,7 @@ void test('a reconcile runs its steps in order and ends with the status', async 
     'jsonPatch Endpoint',
     'apply ServiceAccount clicks-ingest',
     'create Secret clicks-ingest-operator-key',
+    'apply ConfigMap clicks-ingest-views',
     'apply ConfigMap clicks-ingest',
     'apply Service clicks-ingest-headless',
     'apply Service clicks-ingest',

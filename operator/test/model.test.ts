@@ -21,7 +21,15 @@ function compiledView(name: string, spec: ViewSpec): CompiledView {
 const ctx: BuildContext = { nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0', views: [] };
 
 function docs(r: ReturnType<typeof buildEndpointResources>): unknown[] {
-  return [r.serviceAccount, r.configMap, r.headlessService, r.service, r.statefulSet, r.pdb];
+  return [
+    r.serviceAccount,
+    r.configMap,
+    r.viewsConfigMap,
+    r.headlessService,
+    r.service,
+    r.statefulSet,
+    r.pdb,
+  ];
 }
 
 const minimal = () =>
@@ -67,6 +75,26 @@ void test('snapshot: every option (IRSA, MinIO, Kata, storage class, views)', ()
   matchSnapshot('full', docs(buildEndpointResources(ep, { ...ctx, views: [compiled] })));
 });
 
+void test('snapshot: MinIO with static keys from a Secret, MQTT source', () => {
+  const ep = endpoint('sensors', {
+    s3: { bucket: 'edge-data', endpointUrl: 'http://minio.minio.svc:9000', forcePathStyle: true },
+    credentials: { secretRef: { name: 'minio-credentials' } },
+    apiKeySecretRef: { name: 'sensors-keys' },
+    mqtt: {
+      brokers: [
+        {
+          url: 'mqtts://mosquitto.iot.svc:8883',
+          username: 'landfall',
+          passwordSecretRef: { name: 'mqtt-credentials', key: 'password' },
+          caSecretRef: { name: 'mqtt-ca' },
+        },
+      ],
+      topics: [{ filter: 'sensors/#', qos: 1 }],
+    },
+  });
+  matchSnapshot('minio-mqtt', docs(buildEndpointResources(ep, ctx)));
+});
+
 void test('snapshot: AssumeRole with ExternalId', () => {
   const ep = endpoint('billing', {
     s3: { bucket: 'billing-events' },
@@ -110,7 +138,7 @@ void test('IRSA annotation only when an irsaRoleArn is given', () => {
   );
 });
 
-void test('config hash: changes with the segment policy and views, not with unrelated fields', () => {
+void test('config hash: changes with the config file, not with views, scaling or the key Secret', () => {
   const hashOf = (spec: Record<string, unknown>, views = ctx.views) =>
     buildEndpointResources(
       endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, ...spec }),
@@ -132,7 +160,13 @@ void test('config hash: changes with the segment policy and views, not with unre
       columns: [{ name: 'a', type: 'VARCHAR', path: '$.a' }],
     }),
   );
-  assert.notEqual(hashOf({}, [v]), base);
+  assert.equal(hashOf({}, [v]), base, 'views reach running pods through their own ConfigMap');
+  assert.notEqual(hashOf({ limits: { bodyBytesMax: 2048 } }), base);
+  assert.equal(
+    hashOf({ credentials: { secretRef: { name: 's' } } }),
+    base,
+    'the same file: static keys are env, and the env change alone rolls the pods',
+  );
 });
 
 void test('StatefulSet hardening and shape', () => {
@@ -148,4 +182,91 @@ void test('StatefulSet hardening and shape', () => {
   assert.equal(c?.livenessProbe?.httpGet?.path, '/healthz');
   assert.equal(pod?.runtimeClassName, undefined);
   assert.equal(sts.spec?.volumeClaimTemplates?.[0]?.spec?.storageClassName, undefined);
+});
+
+const envOf = (spec: Record<string, unknown>) =>
+  buildEndpointResources(
+    endpoint('e', { s3: { bucket: 'bbb' }, apiKeySecretRef: { name: 'k' }, ...spec }),
+    ctx,
+  ).statefulSet.spec?.template.spec?.containers[0]?.env ?? [];
+
+void test('static keys: AWS_* env from secretKeyRef, only with credentials.secretRef', () => {
+  const names = (env: ReturnType<typeof envOf>) => env.map((e) => e.name);
+  assert.deepEqual(names(envOf({})), ['POD_NAME', 'POD_NAMESPACE', 'LANDFALL_INSTANCE_ID']);
+  const env = envOf({ credentials: { secretRef: { name: 'minio-credentials' } } });
+  assert.deepEqual(
+    env.filter((e) => e.name.startsWith('AWS_')),
+    [
+      {
+        name: 'AWS_ACCESS_KEY_ID',
+        valueFrom: { secretKeyRef: { name: 'minio-credentials', key: 'accessKeyId' } },
+      },
+      {
+        name: 'AWS_SECRET_ACCESS_KEY',
+        valueFrom: { secretKeyRef: { name: 'minio-credentials', key: 'secretAccessKey' } },
+      },
+    ],
+  );
+  assert.ok(
+    env.every((e) => e.value === undefined),
+    'no literal values',
+  );
+});
+
+void test('AssumeRole without a session name uses the pod name; with one, the file has it', () => {
+  const role = 'arn:aws:iam::123456789012:role/writer';
+  const without = envOf({ credentials: { assumeRole: { roleArn: role } } });
+  assert.deepEqual(
+    without.find((e) => e.name === 'LANDFALL_CREDENTIALS_SESSION_NAME')?.valueFrom?.fieldRef?.fieldPath,
+    'metadata.name',
+  );
+  const withName = envOf({ credentials: { assumeRole: { roleArn: role, sessionName: 'fixed' } } });
+  assert.equal(
+    withName.find((e) => e.name === 'LANDFALL_CREDENTIALS_SESSION_NAME'),
+    undefined,
+  );
+});
+
+void test('the container runs the image entrypoint with serve --config, and mounts views and MQTT Secrets', () => {
+  const r = buildEndpointResources(
+    endpoint('e', {
+      s3: { bucket: 'bbb' },
+      apiKeySecretRef: { name: 'k' },
+      mqtt: {
+        brokers: [
+          { url: 'mqtt://a:1883', username: 'u', passwordSecretRef: { name: 's', key: 'pw' } },
+          { url: 'mqtt://b:1883' },
+        ],
+        topics: [{ filter: 't' }],
+      },
+    }),
+    ctx,
+  );
+  const pod = r.statefulSet.spec?.template.spec;
+  const c = pod?.containers[0];
+  assert.equal(c?.command, undefined, 'the image entrypoint (the node CLI)');
+  assert.deepEqual(c?.args, ['serve', '--config', '/etc/landfall/config/config.json']);
+  assert.deepEqual(
+    c?.volumeMounts?.map((m) => `${m.name}:${m.mountPath}`),
+    [
+      'data:/var/lib/landfall',
+      'config:/etc/landfall/config',
+      'views:/etc/landfall/views',
+      'api-keys:/etc/landfall/api-keys',
+      'mqtt:/etc/landfall/mqtt',
+      'tmp:/tmp',
+    ],
+  );
+  assert.equal(pod?.volumes?.find((v) => v.name === 'views')?.configMap?.name, 'e-ingest-views');
+  assert.deepEqual(pod?.volumes?.find((v) => v.name === 'mqtt')?.projected?.sources, [
+    { secret: { name: 's', items: [{ key: 'pw', path: 'broker-0/password' }] } },
+  ]);
+  const none = buildEndpointResources(
+    endpoint('e', { s3: { bucket: 'bbb' }, apiKeySecretRef: { name: 'k' } }),
+    ctx,
+  );
+  assert.equal(
+    none.statefulSet.spec?.template.spec?.volumes?.find((v) => v.name === 'mqtt'),
+    undefined,
+  );
 });

@@ -240,6 +240,32 @@ void describe('operator in-process', () => {
         endpointBody('a-name-that-is-far-too-long-for-a-statefulset-x'),
         /metadata.name must be at most 40 characters/,
       ),
+      await expectRejected(
+        endpointBody('bad-static', {
+          credentials: { irsaRoleArn: role, secretRef: { name: 'minio-credentials' } },
+        }),
+        /secretRef \(static keys\) is mutually exclusive with irsaRoleArn and assumeRole/,
+      ),
+      await expectRejected(
+        endpointBody('bad-mqtt-shared', {
+          replicas: 2,
+          mqtt: { brokers: [{ url: 'mqtt://broker:1883' }], topics: [{ filter: 'sensors/#' }] },
+        }),
+        /every MQTT topic filter must be a shared subscription/,
+      ),
+      await expectRejected(
+        endpointBody('bad-mqtt-pw', {
+          mqtt: {
+            brokers: [{ url: 'mqtt://broker:1883', passwordSecretRef: { name: 's', key: 'pw' } }],
+            topics: [{ filter: 'a' }],
+          },
+        }),
+        /passwordSecretRef needs a username/,
+      ),
+      await expectRejected(
+        endpointBody('bad-mqtt-topics', { mqtt: { brokers: [{ url: 'mqtt://broker:1883' }] } }),
+        /set mqtt.topics, or topics on every broker/,
+      ),
       await expectRejected(endpointBody('bad-enum', { validation: 'xml' }), /Unsupported value: "xml"/),
       await expectRejected(endpointBody('bad-bounds', { replicas: 1000 }), /spec.replicas/),
     ];
@@ -292,15 +318,14 @@ void describe('operator in-process', () => {
         condition(await client.get<ViewObj>(Resources.view, ns, 'page-views'), 'Compiled')?.status === 'True',
       { what: 'Compiled=True', timeoutMs: 15_000 },
     );
-    const cm = await waitFor(
+    const files = await waitFor(
       async () => {
-        const m = await client.get<V1ConfigMap & KubeObject>(Resources.configMap, ns, 'clicks-ingest');
-        const views = JSON.parse(m?.data?.['views.json'] ?? '[]') as { name: string }[];
-        return views.some((v) => v.name === 'page_views') ? views : undefined;
+        const m = await client.get<V1ConfigMap & KubeObject>(Resources.configMap, ns, 'clicks-ingest-views');
+        return m?.data?.['page_views.yaml'] ? Object.keys(m.data) : undefined;
       },
-      { what: 'page_views in the ConfigMap', timeoutMs: 15_000 },
+      { what: 'page_views.yaml in the views ConfigMap', timeoutMs: 15_000 },
     );
-    assert.equal(cm.length, 1);
+    assert.deepEqual(files, ['page_views.yaml']);
     await waitFor(async () => (await getEndpoint('clicks'))?.status?.views?.includes('page_views'), {
       what: 'Endpoint status lists the view',
       timeoutMs: 10_000,

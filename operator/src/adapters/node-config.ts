@@ -1,123 +1,223 @@
-// Renders an Endpoint as the ingest node's configuration: the ConfigMap the
-// pods mount holds three files.
+// Renders an Endpoint as the ingest node's configuration: ONE config file,
+// in the node's own schema (ingest-node/src/config/schema.ts; closed: unknown
+// keys are errors), checked with the node's own loader before it is applied.
+// The pods run `landfall serve --config /etc/landfall/config/config.json`.
 //
-//   config.json    the node config proper, in the node's own schema
-//                  (ingest-node/src/config/schema.ts, closed: unknown keys are
-//                  errors). Checked with the node's loader before it is applied.
-//   views.json     the Endpoint's compiled views, normalised by the node's
-//                  view code (viewToPlain): an array of view specs.
-//   delivery.json  S3 target, credentials mode and outputs (DESIGN §5, §7).
+//   config.json    every block the Endpoint sets: listen, endpoint, wal
+//                  (segment policy), limits, auth (the mounted API-key
+//                  folder), validation, s3, credentials, outputs, mqtt, views.
+//   views/*.yaml   the Endpoint's compiled Views, one file each (normalised by
+//                  the node's view code), in their own ConfigMap mounted as the
+//                  node's views.dir: the node reloads the folder on change, so
+//                  a View edit reaches running pods without a restart.
 //
-// ADAPTER (interim) for the last two: the node schema has no `s3`, `views`
-// or `outputs` block yet (the S3 delivery and views-in-the-node issues add
-// them). They live in their own files so config.json stays loadable by
-// today's node; when the blocks land, this adapter moves them into
-// config.json and the unit test (which loads config.json with the node's
-// loader) keeps the two in step.
+// What is NOT in the file, and why:
+//   - secrets: static S3 keys come as AWS_* env from secretKeyRef (the node's
+//     default credential chain reads them); MQTT passwords and TLS files and
+//     the API keys are mounted Secret files the config points at;
+//   - per-pod values (instance.id; the AssumeRole session name): env from the
+//     downward API, set by model/resources.ts.
+import type { Static } from '@sinclair/typebox';
+import yaml from 'js-yaml';
 import type { EndpointSpec } from '../api/endpoint.ts';
 import type { CompiledView } from './view-compiler.ts';
-import type { CredentialsConfig } from '../../../ingest-node/src/credentials.ts';
 import type { ViewSpecInput } from '../../../ingest-node/src/views/spec.ts';
 import { loadConfig } from '../../../ingest-node/src/config/load.ts';
-import { API_KEYS_MOUNT, CONFIG_MOUNT, DATA_MOUNT, HTTP_PORT } from '../model/names.ts';
+import type { NodeConfigSchema } from '../../../ingest-node/src/config/schema.ts';
+import { LimitsSchema } from '../../../ingest-node/src/config/schema.ts';
+import { resolveBrokers } from '../../../ingest-node/src/mqtt/options.ts';
+import {
+  API_KEYS_MOUNT,
+  CONFIG_MOUNT,
+  DATA_MOUNT,
+  HTTP_PORT,
+  MQTT_MOUNT,
+  VIEWS_MOUNT,
+} from '../model/names.ts';
 
 export const CONFIG_FILE = 'config.json';
-export const VIEWS_FILE = 'views.json';
-export const DELIVERY_FILE = 'delivery.json';
+export const CONFIG_PATH = `${CONFIG_MOUNT}/${CONFIG_FILE}`;
 
-/** The node config blocks the operator sets; everything else keeps the node's defaults. */
-export interface NodeConfigFile {
-  listen: { host: string; port: number };
-  endpoint: { name: string };
-  wal: { dir: string; segmentBytesMax: number; segmentAgeMsMax: number };
-  limits: { bodyBytesMax: number };
-  auth: { required: boolean; apiKeysFile: string };
-  validation: 'none' | 'json';
-}
+type DeepPartial<T> = T extends readonly (infer U)[]
+  ? DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
 
-export interface DeliveryFile {
-  s3: { bucket: string; region: string; prefix: string; endpointUrl?: string; forcePathStyle: boolean };
-  /** The node's own credentials config (ingest-node/src/credentials.ts), in the modes an Endpoint can ask for. */
-  credentials: Extract<CredentialsConfig, { mode: 'default' | 'webIdentity' | 'assumeRole' }>;
-  outputs: { segments: boolean; rawParquet: boolean };
-}
+/** A node config file: any subset of the node's schema (the loader fills in its defaults). */
+export type NodeConfigFile = DeepPartial<Static<typeof NodeConfigSchema>>;
 
-export interface RenderedNodeConfig {
-  config: NodeConfigFile;
-  delivery: DeliveryFile;
-  views: ViewSpecInput[];
-}
+/** The node's default decoded-body limit (32 MiB): the floor of limits.decodedBytesMax. */
+const DECODED_BYTES_MAX_DEFAULT = LimitsSchema.properties.decodedBytesMax.default as number;
 
-export function renderNodeConfig(
-  endpointName: string,
-  spec: EndpointSpec,
-  views: readonly CompiledView[],
-): RenderedNodeConfig {
-  const s3: DeliveryFile['s3'] = {
-    bucket: spec.s3.bucket,
-    region: spec.s3.region,
-    prefix: spec.s3.prefix,
-    forcePathStyle: spec.s3.forcePathStyle,
-  };
-  if (spec.s3.endpointUrl !== undefined) s3.endpointUrl = spec.s3.endpointUrl;
+const MiB = 1024 * 1024;
+const SUFFIX: Record<string, number> = {
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
+  n: 1e-9,
+  u: 1e-6,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+};
 
-  let credentials: DeliveryFile['credentials'] = { mode: 'default' };
-  if (spec.credentials?.irsaRoleArn)
-    credentials = { mode: 'webIdentity', roleArn: spec.credentials.irsaRoleArn };
-  else if (spec.credentials?.assumeRole?.roleArn) {
-    const a = spec.credentials.assumeRole;
-    credentials = {
-      mode: 'assumeRole',
-      roleArn: a.roleArn ?? '',
-      ...(a.externalId !== undefined ? { externalId: a.externalId } : {}),
-      ...(a.sessionName !== undefined ? { sessionName: a.sessionName } : {}),
-    };
-  }
-
-  return {
-    config: {
-      // Pods are reached through Services, so bind every interface.
-      listen: { host: '0.0.0.0', port: HTTP_PORT },
-      endpoint: { name: endpointName },
-      // instance.id stays unset: the node uses its host name, which in a
-      // StatefulSet is the stable pod name (`<endpoint>-ingest-N`).
-      wal: {
-        dir: `${DATA_MOUNT}/wal`,
-        segmentBytesMax: spec.segmentPolicy.segmentBytesMax,
-        segmentAgeMsMax: spec.segmentPolicy.segmentAgeMsMax,
-      },
-      limits: { bodyBytesMax: spec.limits.bodyBytesMax },
-      // The mounted Secret is a directory of key files; the node re-reads it
-      // on change, so rotating keys needs no restart (and is not in the hash).
-      auth: { required: true, apiKeysFile: API_KEYS_MOUNT },
-      validation: spec.validation,
-    },
-    delivery: {
-      s3,
-      credentials,
-      outputs: { segments: spec.outputs.segments, rawParquet: spec.outputs.rawParquet },
-    },
-    views: [...views].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((v) => v.spec),
-  };
-}
-
-/** The ConfigMap data: one JSON file per part, stable formatting (the config hash is over it). */
-export function renderConfigFiles(rendered: RenderedNodeConfig): Record<string, string> {
-  const json = (v: unknown): string => JSON.stringify(v, null, 2) + '\n';
-  return {
-    [CONFIG_FILE]: json(rendered.config),
-    [DELIVERY_FILE]: json(rendered.delivery),
-    [VIEWS_FILE]: json(rendered.views),
-  };
+/** A Kubernetes quantity (the CRD's QUANTITY_PATTERN) in base units; undefined if it does not parse. */
+export function quantityValue(q: string | number): number | undefined {
+  if (typeof q === 'number') return q;
+  const m = /^\+?((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)([KMGTPE]i|[numkMGTPE])?$/.exec(q.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (m[2] ? (SUFFIX[m[2]] ?? NaN) : 1);
 }
 
 /**
- * Loads config.json with the node's own loader (defaults, closed schema,
- * every problem at once). Throws the node's ConfigError: the operator would
- * rather fail a reconcile than roll pods onto a config they refuse.
+ * DuckDB's memory for Parquet work, from the container memory limit: a
+ * quarter of it (the rest is the node, in-flight request bytes up to
+ * limits.inflightBytesMax and upload buffers). No limit: the node's default.
  */
-export function checkWithNodeLoader(config: NodeConfigFile, podName = 'landfall-check-0'): void {
-  loadConfig({ values: config as unknown as Record<string, unknown>, hostname: podName });
+export function viewsMemoryLimitBytes(spec: EndpointSpec): number | undefined {
+  const raw = spec.resources.limits?.memory;
+  const limit = raw === undefined ? undefined : quantityValue(raw);
+  if (limit === undefined || !Number.isFinite(limit)) return undefined;
+  return Math.max(64 * MiB, Math.floor(limit / 4 / MiB) * MiB);
 }
 
-export const CONFIG_PATH = `${CONFIG_MOUNT}/${CONFIG_FILE}`;
+/** Files of one MQTT broker's Secrets, relative to MQTT_MOUNT. */
+export function mqttBrokerFiles(index: number): {
+  password: string;
+  ca: string;
+  cert: string;
+  key: string;
+} {
+  const dir = `broker-${index}`;
+  return {
+    password: `${dir}/password`,
+    ca: `${dir}/ca.crt`,
+    cert: `${dir}/tls.crt`,
+    key: `${dir}/tls.key`,
+  };
+}
+
+function mqttBlock(mqtt: NonNullable<EndpointSpec['mqtt']>): NodeConfigFile['mqtt'] {
+  const topics = (list: NonNullable<typeof mqtt.topics>) =>
+    list.map((t) => ({ filter: t.filter, qos: t.qos as 0 | 1 }));
+  return {
+    brokers: mqtt.brokers.map((b, i) => {
+      const files = mqttBrokerFiles(i);
+      return {
+        url: b.url,
+        ...(b.name !== undefined ? { name: b.name } : {}),
+        ...(b.username !== undefined ? { username: b.username } : {}),
+        ...(b.passwordSecretRef ? { passwordFile: `${MQTT_MOUNT}/${files.password}` } : {}),
+        ...(b.caSecretRef ? { caFile: `${MQTT_MOUNT}/${files.ca}` } : {}),
+        ...(b.clientCertSecretRef
+          ? { certFile: `${MQTT_MOUNT}/${files.cert}`, keyFile: `${MQTT_MOUNT}/${files.key}` }
+          : {}),
+        // clientId stays unset: the node's default, landfall-<endpoint>-<instance>,
+        // is stable per pod, so each replica keeps its own broker session.
+        ...(b.topics !== undefined ? { topics: topics(b.topics) } : {}),
+      };
+    }),
+    topics: topics(mqtt.topics ?? []),
+    protocolVersion: mqtt.protocolVersion as 4 | 5,
+  };
+}
+
+function credentialsBlock(spec: EndpointSpec): NodeConfigFile['credentials'] {
+  const c = spec.credentials;
+  // IRSA: the EKS webhook projects the token and sets AWS_WEB_IDENTITY_TOKEN_FILE
+  // for pods of the annotated ServiceAccount; the node exchanges it for this role.
+  if (c?.irsaRoleArn) return { mode: 'webIdentity', roleArn: c.irsaRoleArn };
+  if (c?.assumeRole?.roleArn) {
+    const a = c.assumeRole;
+    return {
+      mode: 'assumeRole',
+      roleArn: a.roleArn ?? '',
+      ...(a.externalId !== undefined ? { externalId: a.externalId } : {}),
+      // Unset: the pod name, from env (see model/resources.ts), so CloudTrail names the replica.
+      ...(a.sessionName !== undefined ? { sessionName: a.sessionName } : {}),
+    };
+  }
+  // Nothing, or static keys from a Secret: the default chain, which reads
+  // AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY from the environment first.
+  return { mode: 'default' };
+}
+
+/** The node config file for an Endpoint. */
+export function renderNodeConfig(endpointName: string, spec: EndpointSpec): NodeConfigFile {
+  const s3: NodeConfigFile['s3'] = {
+    bucket: spec.s3.bucket,
+    region: spec.s3.region,
+    prefix: spec.s3.prefix,
+    ...(spec.s3.endpointUrl !== undefined ? { endpointUrl: spec.s3.endpointUrl } : {}),
+    forcePathStyle: spec.s3.forcePathStyle,
+  };
+  const config: NodeConfigFile = {
+    // Pods are reached through Services, so bind every interface.
+    listen: { host: '0.0.0.0', port: HTTP_PORT },
+    endpoint: { name: endpointName },
+    // instance.id comes from LANDFALL_INSTANCE_ID = the pod name (downward API).
+    wal: {
+      dir: `${DATA_MOUNT}/wal`,
+      segmentBytesMax: spec.segmentPolicy.segmentBytesMax,
+      segmentAgeMsMax: spec.segmentPolicy.segmentAgeMsMax,
+    },
+    limits: {
+      bodyBytesMax: spec.limits.bodyBytesMax,
+      // The decoded limit is checked after the body limit: below it, a body
+      // the Endpoint allows would be refused once decoded (even uncompressed).
+      decodedBytesMax: Math.max(DECODED_BYTES_MAX_DEFAULT, spec.limits.bodyBytesMax),
+    },
+    // The mounted Secrets are a directory of key files; the node re-reads it
+    // on change, so rotating keys needs no restart (and is not in the hash).
+    auth: { required: true, apiKeysFile: API_KEYS_MOUNT },
+    validation: spec.validation,
+    s3,
+    credentials: credentialsBlock(spec),
+    outputs: { segments: spec.outputs.segments, rawParquet: spec.outputs.rawParquet },
+    // The views ConfigMap, mounted whole: the node reloads the folder when the
+    // kubelet swaps its `..data` link (a View edit needs no restart).
+    views: { dir: VIEWS_MOUNT },
+  };
+  const duckdbBytes = viewsMemoryLimitBytes(spec);
+  if (duckdbBytes !== undefined) config.views = { dir: VIEWS_MOUNT, memoryLimitBytes: duckdbBytes };
+  if (spec.mqtt) config.mqtt = mqttBlock(spec.mqtt);
+  return config;
+}
+
+/** The main ConfigMap's data: the one config file, stable formatting (the config hash is over it). */
+export function renderConfigFiles(config: NodeConfigFile): Record<string, string> {
+  return { [CONFIG_FILE]: JSON.stringify(config, null, 2) + '\n' };
+}
+
+/** File name of a View in the views folder. */
+export function viewFileName(viewName: string): string {
+  return `${viewName}.yaml`;
+}
+
+/** The views ConfigMap's data: one YAML file per compiled View (the node's view spec). */
+export function renderViewFiles(views: readonly CompiledView[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const v of [...views].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+    const spec: ViewSpecInput = v.spec;
+    out[viewFileName(v.name)] = yaml.dump(spec, { lineWidth: 120, noRefs: true });
+  }
+  return out;
+}
+
+/**
+ * Loads the config with the node's own loader (defaults, closed schema, every
+ * problem at once) and the node's MQTT checks. Throws the node's error: the
+ * operator would rather fail a reconcile than roll pods onto a config they refuse.
+ */
+export function checkWithNodeLoader(config: NodeConfigFile, podName = 'landfall-check-0'): void {
+  const loaded = loadConfig({ values: config, hostname: podName });
+  if (loaded.mqtt.brokers.length > 0) resolveBrokers(loaded.mqtt, loaded.endpoint.name, loaded.instance.id);
+}

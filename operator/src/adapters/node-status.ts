@@ -1,23 +1,70 @@
 // ADAPTER: what the operator reads from an ingest node's GET /v1/status to
-// decide that a replica holds nothing undelivered. The node (ingest-node/src/
-// http/server.ts) serves the status JSON; the fields the operator relies on:
-//   wal.undeliveredSegments  sealed segments whose commit marker is not written yet (required)
-//   wal.openSegmentRecords   records in the open (unsealed) segment (optional; 0 when absent)
+// decide that a replica holds nothing undelivered. The node serves the status
+// JSON (ingest-node/src/http/server.ts, `wal` from walStatsJson; `delivery`
+// from the pipeline, ingest-node/src/delivery/pipeline.ts status()). The
+// fields the operator relies on:
+//   wal.openSegmentBytes      bytes of the open (unsealed) segment; 0 when none
+//                             is open (one is created only to take records)
+//   wal.sealedSegments        sealed segments still in the WAL: not delivered
+//                             yet, or delivered and not yet deleted. It also
+//                             covers the moment between a seal and the
+//                             pipeline learning of it.
+//   delivery.segmentsPending  sealed segments the pipeline has not committed
+//                             (absent when the node has no delivery target)
+//   delivery.lastError        the last delivery failure, for the message
+// A replica is drained when all three are 0. The operator never configures
+// retention of delivered segments, so sealedSegments falls to 0 once every
+// marker is written. Segments the pipeline quarantined (corrupt) leave the
+// WAL's list and do not block; they stay in the retained volume's quarantine/.
 // /v1/status needs an API key with the `status` scope: the operator keeps its
 // own in a Secret it mounts next to the user's keys (see model/resources.ts).
 import { request } from 'undici';
 
 export interface NodeDrainState {
-  undeliveredSegments: number;
-  openSegmentRecords: number;
+  /** wal.openSegmentBytes */
+  openSegmentBytes: number;
+  /** wal.sealedSegments */
+  sealedSegments: number;
+  /** delivery.segmentsPending; undefined when the node delivers nowhere. */
+  segmentsPending: number | undefined;
+  /** delivery.lastError, when the pipeline reports one. */
+  lastError?: string;
 }
 
 export function parseNodeStatus(body: unknown): NodeDrainState {
-  const wal = (body as { wal?: Record<string, unknown> } | undefined)?.wal;
-  const undelivered = wal?.undeliveredSegments;
-  if (typeof undelivered !== 'number') throw new Error('/v1/status has no numeric wal.undeliveredSegments');
-  const open = wal?.openSegmentRecords;
-  return { undeliveredSegments: undelivered, openSegmentRecords: typeof open === 'number' ? open : 0 };
+  const b = body as { wal?: Record<string, unknown>; delivery?: Record<string, unknown> } | undefined;
+  const num = (section: Record<string, unknown> | undefined, key: string, where: string): number => {
+    const v = section?.[key];
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      throw new Error(`/v1/status has no numeric ${where}.${key}`);
+    return v;
+  };
+  const state: NodeDrainState = {
+    openSegmentBytes: num(b?.wal, 'openSegmentBytes', 'wal'),
+    sealedSegments: num(b?.wal, 'sealedSegments', 'wal'),
+    segmentsPending: b?.delivery === undefined ? undefined : num(b.delivery, 'segmentsPending', 'delivery'),
+  };
+  const err = b?.delivery?.lastError;
+  if (typeof err === 'string' && err !== '') state.lastError = err;
+  else if (
+    err !== null &&
+    typeof err === 'object' &&
+    typeof (err as { message?: unknown }).message === 'string'
+  )
+    state.lastError = (err as { message: string }).message;
+  return state;
+}
+
+/** Undefined when drained; else why not, in one line. */
+export function drainBlocker(s: NodeDrainState): string | undefined {
+  const pending = Math.max(s.sealedSegments, s.segmentsPending ?? 0);
+  if (pending === 0 && s.openSegmentBytes === 0) return undefined;
+  const parts: string[] = [];
+  if (pending > 0) parts.push(`${pending} sealed segment(s) not delivered`);
+  if (s.openSegmentBytes > 0) parts.push(`${s.openSegmentBytes} bytes in the open segment (sealed on age)`);
+  if (s.segmentsPending === undefined) parts.push('no delivery target configured');
+  else if (s.lastError !== undefined) parts.push(`last delivery error: ${s.lastError.slice(0, 300)}`);
+  return parts.join(', ');
 }
 
 export type NodeStatusProbe = (baseUrl: string, apiKey: string) => Promise<NodeDrainState>;

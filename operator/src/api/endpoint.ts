@@ -116,14 +116,23 @@ export const Credentials = Type.Object(
       }),
     ),
     assumeRole: Type.Optional(AssumeRole),
+    secretRef: Type.Optional(
+      LocalObjectReference(
+        'Static keys (MinIO, R2, other S3-compatible stores): a Secret with the keys accessKeyId and secretAccessKey, passed to the nodes as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY env from secretKeyRef (never written into the ConfigMap). Read at container start: after rotating the keys, restart the pods.',
+      ),
+    ),
   },
   {
     description:
-      'How the nodes get AWS credentials. Empty means the default chain (Pod Identity, instance profile, environment).',
+      'How the nodes get AWS credentials: one of irsaRoleArn, assumeRole or secretRef. Empty means the default chain (Pod Identity, instance profile, environment).',
     'x-kubernetes-validations': [
       {
         rule: '!(has(self.irsaRoleArn) && has(self.assumeRole))',
         message: 'irsaRoleArn and assumeRole are mutually exclusive',
+      },
+      {
+        rule: '!(has(self.secretRef) && (has(self.irsaRoleArn) || has(self.assumeRole)))',
+        message: 'secretRef (static keys) is mutually exclusive with irsaRoleArn and assumeRole',
       },
     ],
   },
@@ -215,11 +224,145 @@ export const Limits = Type.Object(
       default: 10485760,
       minimum: 1024,
       maximum: 104857600,
-      description: 'Largest request body accepted (decoded), in bytes; larger requests get 413.',
+      description:
+        'Largest request body as sent (before gzip/zstd decoding), in bytes; larger requests get 413. The decoded body may be up to the larger of this and 32 MiB.',
     }),
   },
   { default: { bodyBytesMax: 10485760 }, description: 'Request limits of the HTTP API.' },
 );
+
+/** A key of a Secret in the Endpoint's namespace. */
+const SecretKeyRef = (description: string, defaultKey?: string) =>
+  Type.Object(
+    {
+      name: Type.String({
+        minLength: 1,
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description: 'Name of the Secret in the same namespace.',
+      }),
+      key: Type.String({
+        minLength: 1,
+        maxLength: 253,
+        pattern: '^[-._a-zA-Z0-9]+$',
+        ...(defaultKey !== undefined ? { default: defaultKey } : {}),
+        description: 'Key in the Secret.',
+      }),
+    },
+    { description },
+  );
+
+// MQTT 3.1.1 and 5 both know shared subscriptions; a CEL rule below needs them with several replicas.
+const SHARED_PREFIX = '$share/';
+
+export const MqttTopic = Type.Object(
+  {
+    filter: Type.String({
+      minLength: 1,
+      maxLength: 1024,
+      description:
+        'Topic filter, wildcards allowed (sensors/+/temp, site/#). With more than one replica use a shared subscription ($share/landfall/site/#) so each message goes to one replica.',
+    }),
+    qos: Type.Integer({
+      minimum: 0,
+      maximum: 1,
+      default: 1,
+      description: '1: a message is acknowledged only once it is durable in the WAL. 0: best effort.',
+    }),
+  },
+  { description: 'A topic subscription.' },
+);
+
+const MqttTopics = (description: string) =>
+  Type.Array(MqttTopic, {
+    maxItems: 32,
+    description,
+    'x-kubernetes-list-type': 'map',
+    'x-kubernetes-list-map-keys': ['filter'],
+  });
+
+export const MqttBroker = Type.Object(
+  {
+    url: Type.String({
+      maxLength: 2048,
+      pattern: '^(mqtt|mqtts|ws|wss)://[^\\s@]+$',
+      description:
+        'mqtt://host:1883, mqtts://host:8883, ws://host/mqtt or wss://...; no credentials in the URL (username and passwordSecretRef).',
+    }),
+    name: Type.Optional(
+      Type.String({
+        maxLength: 63,
+        pattern: '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$',
+        description: 'Label for metrics and logs; defaults to host-port of the URL.',
+      }),
+    ),
+    username: Type.Optional(Type.String({ minLength: 1, maxLength: 1024, description: 'MQTT username.' })),
+    passwordSecretRef: Type.Optional(
+      SecretKeyRef(
+        'The password: a Secret key mounted as a file the node re-reads before every connect (rotation needs no restart).',
+      ),
+    ),
+    caSecretRef: Type.Optional(
+      SecretKeyRef(
+        'PEM CA bundle that signed the broker certificate (mqtts/wss), mounted as a file.',
+        'ca.crt',
+      ),
+    ),
+    clientCertSecretRef: Type.Optional(
+      LocalObjectReference(
+        'Mutual TLS: a kubernetes.io/tls Secret (tls.crt, tls.key) mounted as files (mqtts/wss).',
+      ),
+    ),
+    topics: Type.Optional(MqttTopics('Overrides mqtt.topics for this broker.')),
+  },
+  {
+    description: 'A broker the nodes subscribe to (persistent session per replica).',
+    'x-kubernetes-validations': [
+      {
+        rule: '!has(self.passwordSecretRef) || has(self.username)',
+        message: 'passwordSecretRef needs a username',
+      },
+      {
+        rule: "!(has(self.caSecretRef) || has(self.clientCertSecretRef)) || self.url.startsWith('mqtts://') || self.url.startsWith('wss://')",
+        message: 'caSecretRef and clientCertSecretRef need an mqtts:// or wss:// url',
+      },
+    ],
+  },
+);
+
+export const Mqtt = Type.Object(
+  {
+    brokers: Type.Array(MqttBroker, {
+      minItems: 1,
+      maxItems: 16,
+      description: 'Brokers to subscribe to.',
+    }),
+    topics: Type.Optional(
+      MqttTopics('Topic filters subscribed on every broker that has no topics of its own.'),
+    ),
+    protocolVersion: Type.Integer({
+      minimum: 4,
+      maximum: 5,
+      default: 5,
+      description: '5 (MQTT 5) or 4 (MQTT 3.1.1, for old brokers).',
+    }),
+  },
+  {
+    description:
+      'MQTT source: each replica subscribes with its own persistent session and acknowledges a QoS 1 message only once it is durable in its WAL (docs/edge.md).',
+    'x-kubernetes-validations': [
+      {
+        rule: '(has(self.topics) && size(self.topics) > 0) || self.brokers.all(b, has(b.topics) && size(b.topics) > 0)',
+        message: 'set mqtt.topics, or topics on every broker',
+      },
+    ],
+  },
+);
+
+export const MQTT_SHARED_RULE = {
+  rule: `!has(self.mqtt) || self.replicas <= 1 || ((!has(self.mqtt.topics) || self.mqtt.topics.all(t, t.filter.startsWith('${SHARED_PREFIX}'))) && self.mqtt.brokers.all(b, !has(b.topics) || b.topics.all(t, t.filter.startsWith('${SHARED_PREFIX}'))))`,
+  message: `with more than one replica every MQTT topic filter must be a shared subscription (${SHARED_PREFIX}<group>/<filter>), or each replica would store every message`,
+};
 
 export const EndpointSpec = Type.Object(
   {
@@ -244,6 +387,7 @@ export const EndpointSpec = Type.Object(
       description:
         'none: accept any record bytes (bad records go to the DLQ). json: reject a request with a non-JSON line (400).',
     }),
+    mqtt: Type.Optional(Mqtt),
     runtimeClassName: Type.Optional(
       Type.String({
         maxLength: 253,
@@ -259,7 +403,7 @@ export const EndpointSpec = Type.Object(
       }),
     ),
   },
-  { description: 'Desired state of an Endpoint.' },
+  { description: 'Desired state of an Endpoint.', 'x-kubernetes-validations': [MQTT_SHARED_RULE] },
 );
 
 export const EndpointStatus = Type.Object(
@@ -313,7 +457,14 @@ export const ENDPOINT_PRINTER_COLUMNS = [
 
 /** The spec with every schema default filled in, as the apiserver would. Does not mutate. */
 export function withEndpointDefaults(spec: unknown): EndpointSpec {
-  return Value.Default(EndpointSpec, structuredClone(spec)) as EndpointSpec;
+  const out = Value.Default(EndpointSpec, structuredClone(spec)) as EndpointSpec;
+  // TypeBox merges an object default into a partial object; the apiserver
+  // uses it only when the field is absent. `resources` is the one object
+  // whose children have no defaults of their own: `{ requests: … }` alone
+  // must not gain the default memory limit.
+  const given = (spec as { resources?: unknown } | null | undefined)?.resources;
+  if (given !== undefined) out.resources = structuredClone(given) as EndpointSpec['resources'];
+  return out;
 }
 
 /** Schema errors of a spec (after defaulting), for a clear status when the CRD is older than the operator. */

@@ -6,11 +6,13 @@
 // - no claim, or a claim that was never bound (phase Pending): no WAL was ever
 //   written there, nothing to wait for;
 // - a bound claim: its pod must be Running with an IP and report, on
-//   GET /v1/status, no undelivered sealed segment and an empty open segment;
+//   GET /v1/status, no sealed segment left in its WAL, nothing pending in
+//   delivery and no open segment (adapters/node-status.ts);
 //   a pod that is not running, does not answer or reports a backlog blocks;
 // - a Lost claim blocks (its data may come back; a human decides).
 // Blocking is the safe side: the user can always force with the annotation.
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { drainBlocker } from '../adapters/node-status.ts';
 import type { NodeStatusProbe } from '../adapters/node-status.ts';
 import { DATA_VOLUME, HTTP_PORT } from '../model/names.ts';
 
@@ -64,12 +66,8 @@ export async function checkDrained(input: DrainInput): Promise<DrainResult> {
       continue;
     }
     try {
-      const state = await input.probe(`http://${ip}:${HTTP_PORT}`, input.apiKey);
-      if (state.undeliveredSegments > 0 || state.openSegmentRecords > 0) {
-        blockers.push(
-          `${podName}: ${state.undeliveredSegments} sealed segment(s) not delivered, ${state.openSegmentRecords} record(s) in the open segment`,
-        );
-      }
+      const blocker = drainBlocker(await input.probe(`http://${ip}:${HTTP_PORT}`, input.apiKey));
+      if (blocker !== undefined) blockers.push(`${podName}: ${blocker}`);
     } catch (err) {
       blockers.push(`${podName}: ${(err as Error).message}`);
     }

@@ -213,8 +213,9 @@ export class EndpointController {
   }
 
   private async ensureConfigMap(ctx: Ctx): Promise<void> {
-    const { configMap, hash } = buildConfigMap(ctx.ep, ctx.views);
+    const { configMap, viewsConfigMap, hash } = buildConfigMap(ctx.ep, ctx.views);
     ctx.configHash = hash;
+    await this.d.client.apply(Resources.configMap, viewsConfigMap);
     await this.d.client.apply(Resources.configMap, configMap);
   }
 

@@ -20,6 +20,13 @@ export const DATA_VOLUME = 'data';
 export const DATA_MOUNT = '/var/lib/landfall';
 export const CONFIG_MOUNT = '/etc/landfall/config';
 export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
+/** The Endpoint's compiled Views, one file each (the node's views.dir). */
+export const VIEWS_MOUNT = '/etc/landfall/views';
+/** MQTT passwords and TLS files, one folder per broker (`broker-<i>/`). */
+export const MQTT_MOUNT = '/etc/landfall/mqtt';
+/** Keys of the static-credentials Secret (spec.credentials.secretRef). */
+export const STATIC_KEY_ID_KEY = 'accessKeyId';
+export const STATIC_SECRET_KEY = 'secretAccessKey';
 /** Key (and file name in the API-key folder) of the operator's own status-scoped key. Reserved. */
 export const OPERATOR_KEY_FILE = 'landfall-operator-status-key';
 
@@ -40,6 +47,7 @@ export function childNames(ep: Endpoint): {
   base: string;
   serviceAccount: string;
   configMap: string;
+  viewsConfigMap: string;
   headlessService: string;
   service: string;
   statefulSet: string;
@@ -51,6 +59,7 @@ export function childNames(ep: Endpoint): {
     base,
     serviceAccount: base,
     configMap: base,
+    viewsConfigMap: `${base}-views`,
     headlessService: `${base}-headless`,
     service: base,
     statefulSet: base,

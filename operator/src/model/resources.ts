@@ -5,7 +5,9 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
+  V1EnvVar,
   V1Secret,
+  V1VolumeProjection,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
   V1Service,
@@ -16,8 +18,10 @@ import type { Endpoint, EndpointSpec } from '../api/endpoint.ts';
 import {
   CONFIG_PATH,
   checkWithNodeLoader,
+  mqttBrokerFiles,
   renderConfigFiles,
   renderNodeConfig,
+  renderViewFiles,
 } from '../adapters/node-config.ts';
 import { canonicalJson } from '../adapters/view-compiler.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
@@ -29,8 +33,12 @@ import {
   DATA_VOLUME,
   HTTP_PORT,
   IRSA_ANNOTATION,
+  MQTT_MOUNT,
   OPERATOR_KEY_FILE,
   SERVICE_PORT,
+  STATIC_KEY_ID_KEY,
+  STATIC_SECRET_KEY,
+  VIEWS_MOUNT,
   childMetadata,
   childNames,
   commonLabels,
@@ -48,6 +56,7 @@ export interface BuildContext {
 export interface EndpointResources {
   serviceAccount: V1ServiceAccount;
   configMap: V1ConfigMap;
+  viewsConfigMap: V1ConfigMap;
   headlessService: V1Service;
   service: V1Service;
   statefulSet: V1StatefulSet;
@@ -76,16 +85,26 @@ export function buildServiceAccount(ep: Defaulted): V1ServiceAccount {
 export function buildConfigMap(
   ep: Defaulted,
   views: readonly CompiledView[],
-): { configMap: V1ConfigMap; hash: string } {
-  const rendered = renderNodeConfig(endpointName(ep), ep.spec, views);
-  checkWithNodeLoader(rendered.config);
-  const data = renderConfigFiles(rendered);
+): { configMap: V1ConfigMap; viewsConfigMap: V1ConfigMap; hash: string } {
+  const config = renderNodeConfig(endpointName(ep), ep.spec);
+  checkWithNodeLoader(config);
+  const data = renderConfigFiles(config);
+  const names = childNames(ep);
   return {
     configMap: {
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: childMetadata(ep, childNames(ep).configMap),
+      metadata: childMetadata(ep, names.configMap),
       data,
+    },
+    // Its own ConfigMap, mounted whole as the node's views.dir: a View change
+    // updates the files in running pods (the node reloads the folder), so it
+    // is not in the config hash and does not roll the pods.
+    viewsConfigMap: {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      metadata: childMetadata(ep, names.viewsConfigMap),
+      data: renderViewFiles(views),
     },
     hash: configHash(data),
   };
@@ -140,9 +159,63 @@ function resources(spec: EndpointSpec): V1ResourceRequirements {
   return out;
 }
 
+/** The container env: per-pod values from the downward API, static S3 keys from their Secret. */
+function containerEnv(spec: EndpointSpec): V1EnvVar[] {
+  const podName = { fieldRef: { fieldPath: 'metadata.name' } };
+  const env: V1EnvVar[] = [
+    { name: 'POD_NAME', valueFrom: podName },
+    { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
+    // The pod name is the instance: part of every S3 key and the MQTT client id.
+    { name: 'LANDFALL_INSTANCE_ID', valueFrom: podName },
+  ];
+  const c = spec.credentials;
+  if (c?.assumeRole?.roleArn && c.assumeRole.sessionName === undefined)
+    env.push({ name: 'LANDFALL_CREDENTIALS_SESSION_NAME', valueFrom: podName });
+  if (c?.secretRef) {
+    // Read by the node's default credential chain; never in the ConfigMap.
+    const ref = (key: string) => ({ secretKeyRef: { name: c.secretRef?.name ?? '', key } });
+    env.push(
+      { name: 'AWS_ACCESS_KEY_ID', valueFrom: ref(STATIC_KEY_ID_KEY) },
+      { name: 'AWS_SECRET_ACCESS_KEY', valueFrom: ref(STATIC_SECRET_KEY) },
+    );
+  }
+  return env;
+}
+
+/** The MQTT brokers' Secrets as one projected folder (`broker-<i>/…`), or nothing. */
+function mqttSecretSources(spec: EndpointSpec): V1VolumeProjection[] {
+  const sources: V1VolumeProjection[] = [];
+  (spec.mqtt?.brokers ?? []).forEach((b, i) => {
+    const files = mqttBrokerFiles(i);
+    if (b.passwordSecretRef)
+      sources.push({
+        secret: {
+          name: b.passwordSecretRef.name,
+          items: [{ key: b.passwordSecretRef.key, path: files.password }],
+        },
+      });
+    if (b.caSecretRef)
+      sources.push({
+        secret: { name: b.caSecretRef.name, items: [{ key: b.caSecretRef.key, path: files.ca }] },
+      });
+    if (b.clientCertSecretRef)
+      sources.push({
+        secret: {
+          name: b.clientCertSecretRef.name,
+          items: [
+            { key: 'tls.crt', path: files.cert },
+            { key: 'tls.key', path: files.key },
+          ],
+        },
+      });
+  });
+  return sources;
+}
+
 export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string): V1StatefulSet {
   const names = childNames(ep);
   const spec = ep.spec;
+  const mqttSources = mqttSecretSources(spec);
   const probe = (path: string, periodSeconds: number, failureThreshold: number) => ({
     httpGet: { path, port: 'http' },
     periodSeconds,
@@ -169,6 +242,10 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
         spec: {
           serviceAccountName: names.serviceAccount,
           automountServiceAccountToken: false,
+          // No <SERVICE>_HOST/_PORT env: the node needs none, and a Service
+          // named landfall… would inject LANDFALL_* variables its config
+          // loader refuses as unknown keys.
+          enableServiceLinks: false,
           ...(spec.runtimeClassName ? { runtimeClassName: spec.runtimeClassName } : {}),
           // The node drains on SIGTERM within shutdown.timeoutMs (25 s by default).
           terminationGracePeriodSeconds: 40,
@@ -200,12 +277,9 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             {
               name: 'ingest-node',
               image: spec.image ?? ctx.nodeImage,
-              args: ['serve'],
-              env: [
-                { name: 'LANDFALL_CONFIG', value: CONFIG_PATH },
-                { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
-                { name: 'POD_NAMESPACE', valueFrom: { fieldRef: { fieldPath: 'metadata.namespace' } } },
-              ],
+              // The image's entrypoint is the node CLI (images/ingest-node.Dockerfile).
+              args: ['serve', '--config', CONFIG_PATH],
+              env: containerEnv(spec),
               ports: [{ name: 'http', containerPort: HTTP_PORT, protocol: 'TCP' }],
               resources: resources(spec),
               // WAL recovery scans the open segment before /healthz answers.
@@ -222,13 +296,16 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
               volumeMounts: [
                 { name: DATA_VOLUME, mountPath: DATA_MOUNT },
                 { name: 'config', mountPath: CONFIG_MOUNT, readOnly: true },
+                { name: 'views', mountPath: VIEWS_MOUNT, readOnly: true },
                 { name: 'api-keys', mountPath: API_KEYS_MOUNT, readOnly: true },
+                ...(mqttSources.length > 0 ? [{ name: 'mqtt', mountPath: MQTT_MOUNT, readOnly: true }] : []),
                 { name: 'tmp', mountPath: '/tmp' },
               ],
             },
           ],
           volumes: [
             { name: 'config', configMap: { name: names.configMap } },
+            { name: 'views', configMap: { name: names.viewsConfigMap } },
             {
               // The user's keys plus the operator's own status-scoped key (for
               // the drain check on deletion), one folder the node re-reads.
@@ -249,6 +326,9 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
                 ],
               },
             },
+            ...(mqttSources.length > 0
+              ? [{ name: 'mqtt', projected: { defaultMode: 0o440, sources: mqttSources } }]
+              : []),
             { name: 'tmp', emptyDir: { sizeLimit: '1Gi' } },
           ],
         },
@@ -307,11 +387,12 @@ export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
 }
 
 export function buildEndpointResources(ep: Defaulted, ctx: BuildContext): EndpointResources {
-  const { configMap, hash } = buildConfigMap(ep, ctx.views);
+  const { configMap, viewsConfigMap, hash } = buildConfigMap(ep, ctx.views);
   const { headless, client } = buildServices(ep);
   return {
     serviceAccount: buildServiceAccount(ep),
     configMap,
+    viewsConfigMap,
     headlessService: headless,
     service: client,
     statefulSet: buildStatefulSet(ep, ctx, hash),

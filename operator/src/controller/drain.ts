@@ -23,6 +23,8 @@ export interface DrainInput {
   /** The operator's status key; undefined when its Secret is gone. */
   apiKey: string | undefined;
   probe: NodeStatusProbe;
+  /** The node's HTTP port on the pod IP; HTTP_PORT (tests run a node elsewhere). */
+  port?: number;
 }
 
 export interface DrainResult {
@@ -66,7 +68,9 @@ export async function checkDrained(input: DrainInput): Promise<DrainResult> {
       continue;
     }
     try {
-      const blocker = drainBlocker(await input.probe(`http://${ip}:${HTTP_PORT}`, input.apiKey));
+      const blocker = drainBlocker(
+        await input.probe(`http://${ip}:${input.port ?? HTTP_PORT}`, input.apiKey),
+      );
       if (blocker !== undefined) blockers.push(`${podName}: ${blocker}`);
     } catch (err) {
       blockers.push(`${podName}: ${(err as Error).message}`);

@@ -2,6 +2,7 @@
 // applies the examples to a real one):
 //   - docs/openapi.yaml: every error code of ingest-node/src/errors.ts, under
 //     the status it is sent with, and exactly the routes the server registers;
+//     its Status schema is what a real node (startNode) serves on /v1/status;
 //   - docs/examples: Endpoints and Views valid against the operator's schemas;
 //   - docs/operations.md and the Grafana dashboard: every metric they name
 //     exists, and every metric the code registers is documented;
@@ -9,13 +10,18 @@
 //   - relative links in these docs point at files that exist.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import yaml from 'js-yaml';
+import { Ajv } from 'ajv';
 import { Value } from '@sinclair/typebox/value';
 import { repoRoot } from '../harness/index.ts';
 import { errorCatalogue } from '../../ingest-node/src/errors.ts';
+import { startNode } from '../../ingest-node/src/node.ts';
+import { defaultConfig } from '../../ingest-node/src/config/load.ts';
+import type { Wal } from '../../ingest-node/src/wal/types.ts';
 import {
   ENDPOINT_NAME_MAX,
   EndpointSpec,
@@ -91,6 +97,90 @@ void test('openapi.yaml has exactly the routes the ingest server registers', asy
     .sort();
   assert.ok(registered.length >= 5, registered.join(', '));
   assert.deepEqual(documented, registered);
+});
+
+/**
+ * The Status schema with its $refs inlined and, for the test only, no field
+ * beyond the documented ones (the published schema lets later versions add).
+ */
+function strictStatusSchema(api: OpenApi): Json {
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (v === null || typeof v !== 'object') return v;
+    const o = v as Json;
+    const ref = o.$ref as string | undefined;
+    if (ref !== undefined) {
+      const target = api.components.schemas[ref.replace('#/components/schemas/', '')];
+      assert.ok(target, `dangling ${ref}`);
+      return walk(target);
+    }
+    const out: Json = Object.fromEntries(Object.entries(o).map(([k, x]) => [k, walk(x)]));
+    if (o.properties !== undefined && typeof o.properties === 'object' && !('type' in o && o.type === 'null'))
+      out.additionalProperties = false;
+    return out;
+  };
+  return walk(api.components.schemas.Status) as Json;
+}
+
+void test('openapi.yaml Status is what a node serves on /v1/status (delivery, views, Parquet, auth)', async (t) => {
+  const api = yaml.load(await read('docs', 'openapi.yaml')) as OpenApi;
+  const schema = strictStatusSchema(api);
+  const validate = new Ajv({ strict: true, allErrors: true, allowUnionTypes: true }).compile(schema);
+
+  const dir = await mkdtemp(join(tmpdir(), 'landfall-status-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const keys = join(dir, 'keys');
+  await writeFile(keys, 'writer ingest\nreader status\n');
+  const views = join(dir, 'views');
+  await mkdir(views);
+  await writeFile(
+    join(views, 'page-views.yaml'),
+    'name: page_views\ncolumns:\n  - { name: event, type: VARCHAR, path: $.event, required: true }\n',
+  );
+  await writeFile(join(views, 'broken.yaml'), 'name: broken\ncolumns: [\n'); // refused: views.lastError
+  const node = await startNode(
+    defaultConfig(
+      {
+        listen: { host: '127.0.0.1', port: 0 },
+        wal: { dir: join(dir, 'wal'), segmentAgeMsMax: 600_000 },
+        auth: { apiKeysFile: keys },
+        s3: { localDir: join(dir, 'bucket') },
+        outputs: { rawParquet: true },
+        views: { dir: views },
+      },
+      'status-0',
+    ),
+  );
+  t.after(() => node.shutdown('test done'));
+  const status = async (): Promise<Json> => {
+    const res = await fetch(`${node.url}/v1/status`, { headers: { 'x-api-key': 'reader' } });
+    assert.equal(res.status, 200);
+    return (await res.json()) as Json;
+  };
+  const check = (body: Json, when: string): void => {
+    assert.equal(validate(body), true, `${when}: ${JSON.stringify(validate.errors, null, 1)}`);
+  };
+
+  check(await status(), 'fresh');
+  const res = await fetch(`${node.url}/v1/ingest`, {
+    method: 'POST',
+    headers: { 'x-api-key': 'writer', 'content-type': 'application/x-ndjson' },
+    body: '{"event":"a"}\n{"other":1}\n',
+  });
+  assert.equal(res.status, 202, await res.text());
+  const open = await status();
+  check(open, 'open segment');
+  await (node.wal as Wal).seal();
+  await node.delivery?.pipeline.idle();
+  const delivered = await status();
+  check(delivered, 'delivered');
+  // Every documented section and field is served (none is documented but absent).
+  assert.deepEqual(Object.keys(delivered).sort(), Object.keys(schema.properties as Json).sort());
+  const views0 = delivered.views as { loaded: unknown[]; lastError: unknown };
+  assert.equal(views0.loaded.length, 1);
+  assert.notEqual(views0.lastError, null, 'the broken file is reported');
+  assert.equal((delivered.auth as Json).keys, 2);
+  assert.equal((delivered.delivery as Json).segmentsDeliveredTotal, 1);
 });
 
 void test('example Endpoints and Views are valid against the operator API', async () => {

@@ -33,6 +33,9 @@ COPY ingest-node/src ingest-node/src
 # nonroot is UID/GID 65532, as the operator's StatefulSets require (runAsUser: 65532).
 USER 65532:65532
 EXPOSE 8080
-# The operator passes `serve` and LANDFALL_CONFIG=/etc/landfall/config/config.json.
+# The entrypoint is the node CLI (`landfall`); arguments replace CMD. The
+# operator's pods run `serve --config /etc/landfall/config/config.json`, the one
+# config file it renders into the Endpoint's ConfigMap
+# (operator/src/model/resources.ts). `docker run IMAGE --help` lists the commands.
 ENTRYPOINT ["/nodejs/bin/node", "/app/ingest-node/src/cli.ts"]
 CMD ["serve"]

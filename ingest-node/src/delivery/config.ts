@@ -19,8 +19,9 @@ export { CredentialsSchema, DeliverySchema, OutputsSchema, S3Schema } from './se
 export type { CredentialsBlock, DeliveryConfig, OutputsConfig, S3Config } from './settings.ts';
 
 /**
- * The S3 target as the operator renders it (operator/src/adapters/node-config.ts
- * DeliveryFile `s3`, DESIGN §7), or a local folder when no bucket is set.
+ * The S3 target: the config's `s3` block (the operator renders it into the
+ * node config file, operator/src/adapters/node-config.ts; DESIGN §7), or a
+ * local folder when no bucket is set.
  */
 export interface S3Target {
   readonly bucket?: string | undefined;

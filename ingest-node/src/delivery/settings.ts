@@ -2,8 +2,8 @@
 // configBlocks): where to deliver (`s3`), as whom (`credentials`), what
 // (`outputs`) and how (`delivery`). TypeBox only, no runtime imports, so the
 // config loader (and the operator, which checks configs with it) stays light.
-// The shapes of `s3`, `credentials` and `outputs` are those the operator
-// renders (operator/src/adapters/node-config.ts DeliveryFile).
+// The operator writes these blocks into the one node config file it renders
+// (operator/src/adapters/node-config.ts renderNodeConfig).
 import { Type, type Static } from '@sinclair/typebox';
 
 const MiB = 1024 * 1024;

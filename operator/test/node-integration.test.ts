@@ -4,7 +4,12 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import yaml from 'js-yaml';
-import { CONFIG_FILE, checkWithNodeLoader, quantityValue } from '../src/adapters/node-config.ts';
+import {
+  CONFIG_FILE,
+  checkWithNodeLoader,
+  quantityValue,
+  walWatermarks,
+} from '../src/adapters/node-config.ts';
 import { createNodeViewCompiler } from '../src/adapters/view-compiler.ts';
 import { withViewDefaults } from '../src/api/view.ts';
 import { buildConfigMap } from '../src/model/resources.ts';
@@ -260,4 +265,32 @@ void test('DuckDB gets a quarter of the container memory limit (the node default
   assert.equal(quantityValue('500m'), 0.5);
   assert.equal(quantityValue('1e3'), 1000);
   assert.equal(quantityValue('x'), undefined);
+});
+
+void test('the WAL watermarks are 70 % / 55 % of storage.size, so the WAL backlog fires before the disk fills', () => {
+  const GiB = 1024 * MiB;
+  const rendered = (size?: string | number) =>
+    loadRendered(
+      endpoint('w', {
+        s3: { bucket: 'bbb' },
+        apiKeySecretRef: { name: 'k' },
+        ...(size === undefined ? {} : { storage: { size } }),
+      }),
+    ).backpressure;
+  const d = rendered();
+  assert.equal(d.walBytesHigh, 7 * GiB, 'the CRD default volume (10Gi)');
+  assert.equal(d.walBytesLow, 5632 * MiB);
+  assert.ok(d.walBytesHigh < 10 * GiB - d.diskFreeBytesLow, 'below the free-space watermark');
+  assert.equal(d.diskFreeBytesLow, 512 * MiB, "the free-space watermarks stay the node's");
+  const small = rendered('2Gi');
+  assert.deepEqual([small.walBytesHigh, small.walBytesLow], [1433 * MiB, 1126 * MiB]);
+  const big = rendered('200Gi');
+  assert.deepEqual([big.walBytesHigh, big.walBytesLow], [140 * GiB, 110 * GiB]);
+  // Decimal suffixes and plain bytes, rounded down to whole MiB.
+  assert.deepEqual(walWatermarks(endpoint('w', { storage: { size: '500M' } }).spec), {
+    walBytesHigh: 333 * MiB,
+    walBytesLow: 262 * MiB,
+  });
+  assert.equal(walWatermarks(endpoint('w', { storage: { size: 10 * GiB } }).spec)?.walBytesHigh, 7 * GiB);
+  assert.equal(walWatermarks(endpoint('w', { storage: { size: 'lots' } }).spec), undefined);
 });

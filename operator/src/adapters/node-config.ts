@@ -4,8 +4,9 @@
 // The pods run `landfall serve --config /etc/landfall/config/config.json`.
 //
 //   config.json    every block the Endpoint sets: listen, endpoint, wal
-//                  (segment policy), limits, auth (the mounted API-key
-//                  folder), validation, s3, credentials, outputs, mqtt, views.
+//                  (segment policy), limits, backpressure (WAL watermarks
+//                  from storage.size), auth (the mounted API-key folder),
+//                  validation, s3, credentials, outputs, mqtt, views.
 //   views/*.yaml   the Endpoint's compiled Views, one file each (normalised by
 //                  the node's view code), in their own ConfigMap mounted as the
 //                  node's views.dir: the node reloads the folder on change, so
@@ -89,6 +90,26 @@ export function viewsMemoryLimitBytes(spec: EndpointSpec): number | undefined {
   return Math.max(64 * MiB, Math.floor(limit / 4 / MiB) * MiB);
 }
 
+/** backpressure.walBytesHigh / walBytesLow as shares of the WAL volume (storage.size). */
+export const WAL_BYTES_HIGH_SHARE = 0.7;
+export const WAL_BYTES_LOW_SHARE = 0.55;
+
+/**
+ * The WAL watermarks from the volume size, so the WAL backlog (503
+ * LF_WAL_BACKLOG) refuses writes well before the volume is full: the rest
+ * holds DuckDB's scratch (on the same volume), the file system's overhead and
+ * the node's free-space watermark (backpressure.diskFreeBytesLow), which
+ * stays the last line. The node's fixed defaults (8 GiB / 6 GiB) would let a
+ * volume under ~9 GiB fill first. Whole MiB; undefined when the size does not
+ * parse (the node's defaults).
+ */
+export function walWatermarks(spec: EndpointSpec): { walBytesHigh: number; walBytesLow: number } | undefined {
+  const size = quantityValue(spec.storage.size);
+  if (size === undefined || !Number.isFinite(size) || size <= 0) return undefined;
+  const mib = (share: number): number => Math.floor((size * share) / MiB) * MiB;
+  return { walBytesHigh: mib(WAL_BYTES_HIGH_SHARE), walBytesLow: mib(WAL_BYTES_LOW_SHARE) };
+}
+
 /** Files of one MQTT broker's Secrets, relative to MQTT_MOUNT. */
 export function mqttBrokerFiles(index: number): {
   password: string;
@@ -159,6 +180,7 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec): Node
     ...(spec.s3.endpointUrl !== undefined ? { endpointUrl: spec.s3.endpointUrl } : {}),
     forcePathStyle: spec.s3.forcePathStyle,
   };
+  const watermarks = walWatermarks(spec);
   const config: NodeConfigFile = {
     // Pods are reached through Services, so bind every interface.
     listen: { host: '0.0.0.0', port: HTTP_PORT },
@@ -175,6 +197,8 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec): Node
       // the Endpoint allows would be refused once decoded (even uncompressed).
       decodedBytesMax: Math.max(DECODED_BYTES_MAX_DEFAULT, spec.limits.bodyBytesMax),
     },
+    // A share of storage.size: the WAL watermark fires before the disk fills.
+    ...(watermarks !== undefined ? { backpressure: watermarks } : {}),
     // The mounted Secrets are a directory of key files; the node re-reads it
     // on change, so rotating keys needs no restart (and is not in the hash).
     auth: { required: true, apiKeysFile: API_KEYS_MOUNT },

@@ -290,7 +290,15 @@ void test('the WAL watermarks are 70 % / 55 % of storage.size, so the WAL backlo
   assert.deepEqual(walWatermarks(endpoint('w', { storage: { size: '500M' } }).spec), {
     walBytesHigh: 333 * MiB,
     walBytesLow: 262 * MiB,
+    diskFreeBytesLow: 23 * MiB,
+    diskFreeBytesHigh: 47 * MiB,
   });
+  assert.deepEqual(
+    [small.diskFreeBytesLow, small.diskFreeBytesHigh],
+    [102 * MiB, 204 * MiB],
+    'a 2Gi volume can get back to its free-space high watermark',
+  );
+  assert.deepEqual([big.diskFreeBytesLow, big.diskFreeBytesHigh], [512 * MiB, 1024 * MiB]);
   assert.equal(walWatermarks(endpoint('w', { storage: { size: 10 * GiB } }).spec)?.walBytesHigh, 7 * GiB);
   assert.equal(walWatermarks(endpoint('w', { storage: { size: 'lots' } }).spec), undefined);
 });

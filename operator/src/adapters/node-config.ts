@@ -93,6 +93,11 @@ export function viewsMemoryLimitBytes(spec: EndpointSpec): number | undefined {
 /** backpressure.walBytesHigh / walBytesLow as shares of the WAL volume (storage.size). */
 export const WAL_BYTES_HIGH_SHARE = 0.7;
 export const WAL_BYTES_LOW_SHARE = 0.55;
+/** backpressure.diskFreeBytesLow / High as shares of the volume, capped at the node's defaults. */
+export const DISK_FREE_LOW_SHARE = 0.05;
+export const DISK_FREE_HIGH_SHARE = 0.1;
+const DISK_FREE_BYTES_LOW_NODE = 512 * MiB;
+const DISK_FREE_BYTES_HIGH_NODE = 1024 * MiB;
 
 /**
  * The WAL watermarks from the volume size, so the WAL backlog (503
@@ -103,11 +108,24 @@ export const WAL_BYTES_LOW_SHARE = 0.55;
  * volume under ~9 GiB fill first. Whole MiB; undefined when the size does not
  * parse (the node's defaults).
  */
-export function walWatermarks(spec: EndpointSpec): { walBytesHigh: number; walBytesLow: number } | undefined {
+export function walWatermarks(
+  spec: EndpointSpec,
+):
+  | { walBytesHigh: number; walBytesLow: number; diskFreeBytesLow: number; diskFreeBytesHigh: number }
+  | undefined {
   const size = quantityValue(spec.storage.size);
   if (size === undefined || !Number.isFinite(size) || size <= 0) return undefined;
   const mib = (share: number): number => Math.floor((size * share) / MiB) * MiB;
-  return { walBytesHigh: mib(WAL_BYTES_HIGH_SHARE), walBytesLow: mib(WAL_BYTES_LOW_SHARE) };
+  return {
+    walBytesHigh: mib(WAL_BYTES_HIGH_SHARE),
+    walBytesLow: mib(WAL_BYTES_LOW_SHARE),
+    // The node's fixed free-space watermarks (512 MiB / 1 GiB) suit the
+    // default 10Gi volume; on a volume under ~1 GiB, 1 GiB free can never
+    // return and a disk-low node would refuse writes forever. Cap them at
+    // 5 % / 10 % of the volume.
+    diskFreeBytesLow: Math.min(DISK_FREE_BYTES_LOW_NODE, mib(DISK_FREE_LOW_SHARE)),
+    diskFreeBytesHigh: Math.min(DISK_FREE_BYTES_HIGH_NODE, mib(DISK_FREE_HIGH_SHARE)),
+  };
 }
 
 /** Files of one MQTT broker's Secrets, relative to MQTT_MOUNT. */

@@ -1,7 +1,32 @@
-// Loads one sealed segment's records into a DuckDB temp table, once, for the
-// raw Parquet and every view to read, through an Appender fed whole data
-// chunks (the fast path DuckDB offers from Node). Payloads go in as BLOB,
-// byte for byte, so the raw output and the DLQ keep the exact bytes received.
+// Loads one sealed segment's records for DuckDB, once, for the raw Parquet
+// and every view to read. The payloads are not pushed through the Appender
+// one value at a time (a native call per record, single-threaded: ~450 ms
+// per million records, more than the whole classification's JSON work);
+// they are written, in one pass, into a scratch file DuckDB's own parallel
+// CSV reader takes back:
+//
+//   <ordinal> 0x1F 0x01 <payload bytes> 0x01 \n
+//
+// 0x01 is the quote (and escape) character, so a payload may hold newlines,
+// tabs, NULs, anything but 0x01 itself; valid JSON never contains a raw 0x01
+// (nor does valid UTF-8 text end up anywhere else). The few records the
+// file cannot carry byte for byte — a 0x01, bytes that are not UTF-8 (the
+// CSV reader refuses them), or a payload larger than `lineBytesMax` — go to
+// a small side table through the Appender with their exact bytes. The
+// ordinal ties every row back to its record; seq, ingest time and topic are
+// kept in JS typed arrays while the file is written and appended to DuckDB in
+// bulk (whole typed-array slices per chunk, no per-record call).
+//
+// Relations (temp objects: they live and die with the job's connection):
+//   __lf_records  i (ordinal), payload BLOB (exact bytes), payload_text VARCHAR (NULL when not UTF-8)
+//   __lf_meta     i, seq, ingest_us, topic
+//   INPUT_RELATION (compile.ts's input) in one of two shapes, see useInput():
+//     'views': seq = the ordinal and ingest_time NULL (a view only carries them
+//              for its DLQ rows, which materialize.ts joins to __lf_meta), plus payload_text;
+//     'full':  the real seq, ingest_time and topic, in ordinal order (raw Parquet).
+import { isUtf8 } from 'node:buffer';
+import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import {
   BIGINT,
@@ -16,6 +41,7 @@ import {
   VARCHAR,
 } from '@duckdb/node-api';
 import type { DuckDBConnection } from '@duckdb/node-api';
+import { sqlString } from './duckdb.ts';
 
 export interface SegmentRecord {
   /** Per-instance sequence number (u64). */
@@ -35,116 +61,406 @@ export interface LoadedRecords {
   readonly payloadBytes: number;
   readonly firstSeq: bigint | undefined;
   readonly lastSeq: bigint | undefined;
+  /** Records that went through the side table instead of the file (not UTF-8, a 0x01, too large). */
+  readonly sideRows: number;
+  /** Whether any record has a topic (the metadata table has a topic column). */
+  readonly hasTopics: boolean;
+  /**
+   * Fills META_TABLE (ordinal → seq, ingest_us, topic): for every record
+   * (raw Parquet), or only for these ordinals (a view's DLQ rows). Views
+   * never need it for the rows they keep, so it is not loaded up front.
+   */
+  loadMeta(ordinals?: readonly number[]): Promise<void>;
+}
+
+export interface LoadOptions {
+  /** The job's folder (inside the DuckDB scratch folder): the records file is written here. */
+  readonly dir: string;
+  /** Give the event loop a turn every this many records (default DEFAULT_YIELD_EVERY_ROWS). */
+  readonly yieldEveryRows?: number;
+  /** Larger payloads go to the side table (default 1 MiB): keeps the CSV reader's line buffer small. */
+  readonly lineBytesMax?: number;
+  /** Size of each of the two write buffers (default 4 MiB). */
+  readonly chunkBytes?: number;
 }
 
 const MAX_U64 = (1n << 64n) - 1n;
 const MIN_I64 = -(1n << 63n);
 const MAX_I64 = (1n << 63n) - 1n;
 /**
- * The append loop is synchronous native calls; it gives the event loop a turn
- * every this many rows so the HTTP path (acks, fsync callbacks) never waits
+ * Building the file is synchronous JS; it gives the event loop a turn every
+ * this many records so the HTTP path (acks, fsync callbacks) never waits
  * more than a few milliseconds behind a segment being materialised.
  */
 export const DEFAULT_YIELD_EVERY_ROWS = 8192;
+const LINE_BYTES_MAX_DEFAULT = 1024 * 1024;
+const CHUNK_BYTES_DEFAULT = 4 * 1024 * 1024;
+/** Framing around a payload: ordinal (≤ 20 digits), 0x1F, two quotes, newline. */
+const FRAME_BYTES = 24;
 
-const TABLE = '__lf_records';
+const QUOTE = 0x01;
+const DELIM = 0x1f;
+const NL = 0x0a;
+
+/** The relation the view compiler reads (compile.ts documents its columns). */
+export const INPUT_RELATION = '__lf_input';
+export const RECORDS_RELATION = '__lf_records';
+export const META_TABLE = '__lf_meta';
+const SIDE_TABLE = '__lf_side';
+const LINES_VIEW = '__lf_lines';
+export const RECORDS_FILE = 'records.csv';
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048;
 
-type ChunkVectors = readonly [DuckDBUBigIntVector, DuckDBBigIntVector, DuckDBBlobVector, DuckDBVarCharVector];
-
-function chunkVectors(chunk: DuckDBDataChunk, rows: number): ChunkVectors {
-  chunk.rowCount = rows;
-  const v = [0, 1, 2, 3].map((i) => chunk.getColumnVector(i));
-  if (
-    !(v[0] instanceof DuckDBUBigIntVector) ||
-    !(v[1] instanceof DuckDBBigIntVector) ||
-    !(v[2] instanceof DuckDBBlobVector) ||
-    !(v[3] instanceof DuckDBVarCharVector)
-  )
-    throw new Error('unexpected vector types in the records chunk');
-  return [v[0], v[1], v[2], v[3]];
+/** Growable typed arrays of the per-record metadata. */
+class Meta {
+  seq = new BigUint64Array(4096);
+  ingest = new BigInt64Array(4096);
+  topics: (string | undefined)[] | undefined;
+  n = 0;
+  push(seq: bigint, ingest: bigint, topic: string | undefined): void {
+    if (this.n === this.seq.length) {
+      const seqs = new BigUint64Array(this.n * 2);
+      seqs.set(this.seq);
+      this.seq = seqs;
+      const ing = new BigInt64Array(this.n * 2);
+      ing.set(this.ingest);
+      this.ingest = ing;
+    }
+    this.seq[this.n] = seq;
+    this.ingest[this.n] = ingest;
+    if (topic !== undefined) (this.topics ??= [])[this.n] = topic;
+    this.n++;
+  }
 }
-/** The relation the view compiler reads (compile.ts documents its columns). */
-export const INPUT_RELATION = '__lf_input';
+
+/** Writes `<i>\x1F\x01payload\x01\n` lines through two reusable buffers, each write overlapping the next fill. */
+class LineWriter {
+  readonly #fh: FileHandle;
+  readonly #size: number;
+  #bufs: [Buffer, Buffer];
+  #buf: Buffer;
+  #off = 0;
+  #pending: Promise<unknown> = Promise.resolve();
+  /** Ordinal as ASCII digits, incremented in place (no number → string per record). */
+  readonly #digits = Buffer.alloc(20, 0x30);
+  #firstDigit = 19;
+
+  constructor(fh: FileHandle, size: number) {
+    this.#fh = fh;
+    this.#size = size;
+    this.#bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    this.#buf = this.#bufs[0];
+  }
+
+  /** Room for a payload of this many bytes in the current buffer. */
+  fits(bytes: number): boolean {
+    return this.#off + bytes + FRAME_BYTES <= this.#size;
+  }
+
+  /** Appends one line for the ordinal the digits hold now (the caller keeps them in step). */
+  line(payload: Buffer): void {
+    const b = this.#buf;
+    let off = this.#off;
+    off += this.#digits.copy(b, off, this.#firstDigit);
+    b[off++] = DELIM;
+    b[off++] = QUOTE;
+    off += payload.copy(b, off);
+    b[off++] = QUOTE;
+    b[off++] = NL;
+    this.#off = off;
+  }
+
+  /** Next ordinal. */
+  step(): void {
+    const d = this.#digits;
+    let k = 19;
+    while (d[k] === 0x39) d[k--] = 0x30;
+    d[k]!++;
+    if (k < this.#firstDigit) this.#firstDigit = k;
+  }
+
+  /**
+   * Hands the filled buffer to the file. Our framing is ASCII, so the buffer
+   * is valid UTF-8 exactly when every payload in it is; when it is not,
+   * `onInvalid` gets the buffer's lines to move the bad payloads aside.
+   */
+  async flush(onInvalid: (lines: Buffer) => Buffer): Promise<void> {
+    if (this.#off === 0) return;
+    let data = this.#buf.subarray(0, this.#off);
+    if (!isUtf8(data)) data = onInvalid(data);
+    // One write in flight at a time: the other buffer is being filled meanwhile.
+    await this.#pending;
+    this.#pending = this.#fh.write(data);
+    this.#buf = this.#buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
+    this.#off = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.#pending;
+    await this.#fh.close();
+  }
+}
 
 /**
- * Creates the temp table and view on `conn` and appends `records`. Temp
- * objects live and die with the connection, so a failed job leaves nothing.
+ * Splits a buffer of our lines, keeps the UTF-8 ones and hands the others to
+ * `aside` (rare: only a buffer that failed the UTF-8 check is split).
  */
-export async function loadRecords(
-  conn: DuckDBConnection,
-  records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>,
-  options: { yieldEveryRows?: number } = {},
-): Promise<LoadedRecords> {
-  const yieldEvery = options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS;
-  await conn.run(
-    `CREATE TEMP TABLE ${TABLE} (seq UBIGINT NOT NULL, ingest_us BIGINT NOT NULL, payload BLOB NOT NULL, topic VARCHAR)`,
-  );
-  // Ingest time is appended as a plain BIGINT (no value object per row) and
-  // turned into a TIMESTAMP by the view, which costs DuckDB next to nothing.
-  await conn.run(
-    `CREATE TEMP VIEW ${INPUT_RELATION} AS SELECT seq, make_timestamp(ingest_us) AS ingest_time, payload, topic FROM ${TABLE}`,
-  );
-  const appender = await conn.createAppender(TABLE, 'main', 'temp');
-  // Whole chunks rather than Appender.appendX per value: the integer columns
-  // are filled in JS typed arrays and copied once per chunk, leaving one
-  // native call per row (the payload). About a third faster than row-wise
-  // appends (measured: ~380 vs ~570 ms per million records).
-  const chunk = DuckDBDataChunk.create([UBIGINT, BIGINT, BLOB, VARCHAR], CHUNK_ROWS);
-  let rows = 0;
-  let payloadBytes = 0;
-  let firstSeq: bigint | undefined;
-  let lastSeq: bigint | undefined;
-  let filled = 0;
-  let vectors = chunkVectors(chunk, CHUNK_ROWS);
-  const appendChunk = (): void => {
-    if (filled === 0) return;
-    if (filled < CHUNK_ROWS) {
-      // The last, partial chunk: a row count change drops the cached vectors,
-      // so the values already set are flushed first.
-      for (const v of vectors) v.flush();
-      chunk.rowCount = filled;
-    } else for (const v of vectors) v.flush();
-    appender.appendDataChunk(chunk);
-    chunk.reset();
-    vectors = chunkVectors(chunk, CHUNK_ROWS);
-    filled = 0;
-  };
-  const append = (r: SegmentRecord): void => {
-    if (r.seq < 0n || r.seq > MAX_U64) throw new RangeError(`seq ${r.seq} is not a u64`);
-    if (r.ingestTimeMicros < MIN_I64 || r.ingestTimeMicros > MAX_I64)
-      throw new RangeError(`ingestTimeMicros ${r.ingestTimeMicros} is not an i64`);
-    const [seq, ingest, payload, topic] = vectors;
-    seq.setItem(filled, r.seq);
-    ingest.setItem(filled, r.ingestTimeMicros);
-    payload.setItem(filled, new DuckDBBlobValue(r.payload));
-    topic.setItem(filled, r.topic ?? null);
-    filled++;
-    rows++;
-    payloadBytes += r.payload.byteLength;
-    firstSeq ??= r.seq;
-    lastSeq = r.seq;
-    if (filled === CHUNK_ROWS) appendChunk();
-  };
-  try {
-    if (Symbol.iterator in records) {
-      // Plain loop for arrays and sync iterators: `for await` would cost a
-      // promise turn per row, more than the append itself.
-      for (const r of records) {
-        append(r);
-        if (rows % yieldEvery === 0) await yieldToEventLoop();
-      }
-    } else {
-      for await (const r of records) {
-        append(r);
-        if (rows % yieldEvery === 0) await yieldToEventLoop();
-      }
+function keepUtf8Lines(data: Buffer, aside: (ordinal: number, payload: Uint8Array) => void): Buffer {
+  const kept: Buffer[] = [];
+  let start = 0;
+  while (start < data.length) {
+    const delim = data.indexOf(DELIM, start);
+    // No payload holds 0x01, so the closing quote is the next one after the opening.
+    const close = data.indexOf(QUOTE, delim + 2);
+    const end = close + 2; // past the quote and the newline
+    if (delim < 0 || close < 0 || data[close + 1] !== NL) throw new Error('records file: malformed line');
+    const payload = data.subarray(delim + 2, close);
+    if (isUtf8(payload)) kept.push(data.subarray(start, end));
+    else aside(Number(data.subarray(start, delim).toString('latin1')), Buffer.from(payload));
+    start = end;
+  }
+  return Buffer.concat(kept);
+}
+
+function isBuffer(x: Uint8Array): x is Buffer {
+  return Buffer.isBuffer(x);
+}
+
+function checkRecord(r: SegmentRecord): void {
+  if (r.seq < 0n || r.seq > MAX_U64) throw new RangeError(`seq ${r.seq} is not a u64`);
+  if (r.ingestTimeMicros < MIN_I64 || r.ingestTimeMicros > MAX_I64)
+    throw new RangeError(`ingestTimeMicros ${r.ingestTimeMicros} is not an i64`);
+}
+
+/**
+ * Copies a typed-array slice into a fresh vector in one call. The vector's
+ * backing array is not public API; when it is not the typed array this
+ * expects (another node-api version), it falls back to one setItem per value.
+ */
+function fill(v: DuckDBUBigIntVector | DuckDBBigIntVector, values: BigUint64Array | BigInt64Array): void {
+  const items = (v as unknown as { items?: unknown }).items;
+  if (
+    (items instanceof BigUint64Array && values instanceof BigUint64Array) ||
+    (items instanceof BigInt64Array && values instanceof BigInt64Array)
+  ) {
+    if (items.length >= values.length) {
+      (items as BigUint64Array).set(values);
+      return;
     }
-    appendChunk();
+  }
+  for (let k = 0; k < values.length; k++) v.setItem(k, values[k]!);
+}
+
+/**
+ * (Re)creates the metadata table with the given records (ordinals, in
+ * order), or with every record. Whole typed-array slices per chunk.
+ */
+async function writeMeta(conn: DuckDBConnection, meta: Meta, ordinals?: readonly number[]): Promise<void> {
+  const topics = meta.topics;
+  await conn.run(
+    `CREATE OR REPLACE TEMP TABLE ${META_TABLE} (i UBIGINT NOT NULL, seq UBIGINT NOT NULL, ingest_us BIGINT NOT NULL${topics !== undefined ? ', topic VARCHAR' : ''})`,
+  );
+  const n = ordinals?.length ?? meta.n;
+  if (n === 0) return;
+  const appender = await conn.createAppender(META_TABLE, 'main', 'temp');
+  try {
+    const types = topics !== undefined ? [UBIGINT, UBIGINT, BIGINT, VARCHAR] : [UBIGINT, UBIGINT, BIGINT];
+    const idx = new BigUint64Array(CHUNK_ROWS);
+    const seqs = new BigUint64Array(CHUNK_ROWS);
+    const times = new BigInt64Array(CHUNK_ROWS);
+    for (let start = 0; start < n; start += CHUNK_ROWS) {
+      const rows = Math.min(CHUNK_ROWS, n - start);
+      // A fresh chunk per slice: its vectors have no validity mask yet, so
+      // every value set below is valid without a per-item call.
+      const chunk = DuckDBDataChunk.create(types, rows);
+      chunk.rowCount = rows;
+      const [iv, sv, tv, topicv] = [0, 1, 2, 3].slice(0, types.length).map((k) => chunk.getColumnVector(k));
+      if (
+        !(iv instanceof DuckDBUBigIntVector) ||
+        !(sv instanceof DuckDBUBigIntVector) ||
+        !(tv instanceof DuckDBBigIntVector)
+      )
+        throw new Error('unexpected vector types in the metadata chunk');
+      for (let k = 0; k < rows; k++) {
+        const o = ordinals !== undefined ? ordinals[start + k]! : start + k;
+        idx[k] = BigInt(o);
+        seqs[k] = meta.seq[o]!;
+        times[k] = meta.ingest[o]!;
+      }
+      fill(iv, idx.subarray(0, rows));
+      fill(sv, seqs.subarray(0, rows));
+      fill(tv, times.subarray(0, rows));
+      iv.flush();
+      sv.flush();
+      tv.flush();
+      if (topics !== undefined) {
+        if (!(topicv instanceof DuckDBVarCharVector)) throw new Error('unexpected topic vector type');
+        for (let k = 0; k < rows; k++) {
+          const o = ordinals !== undefined ? ordinals[start + k]! : start + k;
+          topicv.setItem(k, topics[o] ?? null);
+        }
+        topicv.flush();
+      }
+      appender.appendDataChunk(chunk);
+    }
     appender.flushSync();
   } finally {
     appender.closeSync();
   }
-  return { relation: INPUT_RELATION, rows, payloadBytes, firstSeq, lastSeq };
+}
+
+async function appendSide(conn: DuckDBConnection, side: [number, Uint8Array][]): Promise<void> {
+  await conn.run(`CREATE TEMP TABLE ${SIDE_TABLE} (i UBIGINT NOT NULL, payload BLOB NOT NULL)`);
+  if (side.length === 0) return;
+  const appender = await conn.createAppender(SIDE_TABLE, 'main', 'temp');
+  try {
+    for (let start = 0; start < side.length; start += CHUNK_ROWS) {
+      const rows = Math.min(CHUNK_ROWS, side.length - start);
+      const chunk = DuckDBDataChunk.create([UBIGINT, BLOB], rows);
+      chunk.rowCount = rows;
+      const iv = chunk.getColumnVector(0);
+      const pv = chunk.getColumnVector(1);
+      if (!(iv instanceof DuckDBUBigIntVector) || !(pv instanceof DuckDBBlobVector))
+        throw new Error('unexpected vector types in the side chunk');
+      for (let k = 0; k < rows; k++) {
+        const [ordinal, payload] = side[start + k]!;
+        iv.setItem(k, BigInt(ordinal));
+        pv.setItem(k, new DuckDBBlobValue(payload));
+      }
+      iv.flush();
+      pv.flush();
+      appender.appendDataChunk(chunk);
+    }
+    appender.flushSync();
+  } finally {
+    appender.closeSync();
+  }
+}
+
+/**
+ * Writes the records file and the side and metadata tables on `conn`, and
+ * points INPUT_RELATION at them in the 'views' shape.
+ */
+export async function loadRecords(
+  conn: DuckDBConnection,
+  records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>,
+  options: LoadOptions,
+): Promise<LoadedRecords> {
+  const yieldEvery = options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS;
+  const lineBytesMax = options.lineBytesMax ?? LINE_BYTES_MAX_DEFAULT;
+  const chunkBytes = Math.max(options.chunkBytes ?? CHUNK_BYTES_DEFAULT, lineBytesMax + FRAME_BYTES);
+  const file = path.join(options.dir, RECORDS_FILE);
+  const writer = new LineWriter(await open(file, 'wx'), chunkBytes);
+  const meta = new Meta();
+  const side: [number, Uint8Array][] = [];
+  let payloadBytes = 0;
+  let firstSeq: bigint | undefined;
+  let lastSeq: bigint | undefined;
+  const aside = (ordinal: number, payload: Uint8Array): void => {
+    side.push([ordinal, payload]);
+  };
+  const onInvalid = (lines: Buffer): Buffer => keepUtf8Lines(lines, aside);
+
+  /** Takes one record; false when the write buffer must be flushed first (nothing taken then). */
+  const add = (r: SegmentRecord): boolean => {
+    const u8 = r.payload;
+    const p = isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    const inFile = p.byteLength <= lineBytesMax && p.indexOf(QUOTE) === -1;
+    if (inFile && !writer.fits(p.byteLength)) return false;
+    checkRecord(r);
+    const ordinal = meta.n;
+    meta.push(r.seq, r.ingestTimeMicros, r.topic);
+    firstSeq ??= r.seq;
+    lastSeq = r.seq;
+    payloadBytes += p.byteLength;
+    // Payload views may point into a decoder buffer that moves on: the side table keeps a copy.
+    if (inFile) writer.line(p);
+    else aside(ordinal, Buffer.from(p));
+    writer.step();
+    return true;
+  };
+  try {
+    if (Symbol.iterator in records) {
+      // Plain loop for arrays and sync iterators: `for await` would cost a
+      // promise turn per record, more than writing it.
+      for (const r of records) {
+        if (!add(r)) {
+          await writer.flush(onInvalid);
+          add(r);
+        }
+        if (meta.n % yieldEvery === 0) await yieldToEventLoop();
+      }
+    } else {
+      for await (const r of records) {
+        if (!add(r)) {
+          await writer.flush(onInvalid);
+          add(r);
+        }
+        if (meta.n % yieldEvery === 0) await yieldToEventLoop();
+      }
+    }
+    await writer.flush(onInvalid);
+  } finally {
+    await writer.close();
+  }
+
+  await appendSide(conn, side);
+  // Empty until a pass asks for it (loadMeta), so joins to it always bind.
+  await writeMeta(conn, meta, []);
+  // The reader's options are all explicit: no sniffing, no header, no NULL
+  // spelling (a quoted empty field is the empty payload), and the line bound
+  // covers every payload the file holds.
+  await conn.run(
+    `CREATE TEMP VIEW ${LINES_VIEW} AS SELECT i, line FROM read_csv(${sqlString(file)},
+       columns = {'i': 'UBIGINT', 'line': 'VARCHAR'}, auto_detect = false, header = false,
+       delim = '\x1f', quote = '\x01', escape = '\x01', new_line = '\\n',
+       strict_mode = true, null_padding = false, allow_quoted_nulls = false,
+       max_line_size = ${Math.max(2 * 1024 * 1024, lineBytesMax + 2 * FRAME_BYTES)})`,
+  );
+  // encode() only relabels the VARCHAR as a BLOB (no copy, no escapes read).
+  await conn.run(
+    `CREATE TEMP VIEW ${RECORDS_RELATION} AS
+       SELECT i, encode(line) AS payload, line AS payload_text FROM ${LINES_VIEW}
+       UNION ALL SELECT i, payload, try(decode(payload)) AS payload_text FROM ${SIDE_TABLE}`,
+  );
+  const hasTopics = meta.topics !== undefined;
+  await useInput(conn, 'views', hasTopics);
+  let metaFull = false;
+  return {
+    async loadMeta(ordinals) {
+      if (metaFull) return;
+      await writeMeta(conn, meta, ordinals);
+      metaFull = ordinals === undefined;
+    },
+    relation: INPUT_RELATION,
+    rows: meta.n,
+    payloadBytes,
+    firstSeq,
+    lastSeq,
+    sideRows: side.length,
+    hasTopics,
+  };
+}
+
+/** Points INPUT_RELATION at the records in the shape a pass needs (see the header). */
+export async function useInput(
+  conn: DuckDBConnection,
+  shape: 'views' | 'full',
+  hasTopics: boolean,
+): Promise<void> {
+  if (shape === 'views') {
+    await conn.run(
+      `CREATE OR REPLACE TEMP VIEW ${INPUT_RELATION} AS
+         SELECT i AS seq, NULL::TIMESTAMP AS ingest_time, payload, NULL::VARCHAR AS topic, payload_text
+         FROM ${RECORDS_RELATION}`,
+    );
+    return;
+  }
+  await conn.run(
+    `CREATE OR REPLACE TEMP VIEW ${INPUT_RELATION} AS
+       SELECT m.seq, make_timestamp(m.ingest_us) AS ingest_time, r.payload, ${hasTopics ? 'm.topic' : 'NULL::VARCHAR AS topic'}, r.payload_text
+       FROM ${RECORDS_RELATION} r JOIN ${META_TABLE} m ON m.i = r.i
+       ORDER BY r.i`,
+  );
 }

@@ -1,15 +1,18 @@
-// Per sealed segment: load the records into DuckDB once, then write the raw
-// Parquet and, per view, the view Parquet (ok rows, Hive-partitioned by the
-// view's aliases) and the DLQ Parquet (dlq rows, partitioned by ingest date).
+// Per sealed segment: load the records for DuckDB once (parquet/records.ts:
+// a scratch file DuckDB reads back in parallel), then write the raw Parquet
+// and, per view, the view Parquet (ok rows, Hive-partitioned by the view's
+// aliases) and the DLQ Parquet (dlq rows, partitioned by ingest date).
 // Outputs land in `<scratch>/jobs/<jobId>/`; the caller uploads them under
 // delivery/keys.ts (rawKey/viewKey/dlqKey with each file's `partitions`) and
 // then calls `cleanup()`.
 //
 // Each view classifies every record once (compile.ts's SELECT) into a temp
 // table, from which the view file, the DLQ file and the counts are written.
-// The row accounting is checked, not assumed: rows appended, rows classified
-// and rows DuckDB reports writing must agree, or the job fails rather than
-// report numbers that lie.
+// Only DLQ rows carry their ordinal and payload in that table; their seq and
+// ingest time are joined from the records' metadata when the (small) DLQ is
+// written. The row accounting is checked, not assumed: records loaded, rows
+// classified and rows DuckDB reports writing must agree, or the job fails
+// rather than report numbers that lie.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
@@ -19,7 +22,8 @@ import { copyToParquet } from '../parquet/outputs.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
 import { writeRawParquet } from '../parquet/raw.ts';
 import type { RawParquetOptions } from '../parquet/raw.ts';
-import { loadRecords } from '../parquet/records.ts';
+import { loadRecords, META_TABLE, useInput } from '../parquet/records.ts';
+import type { LoadedRecords } from '../parquet/records.ts';
 import type { SegmentRecord } from '../parquet/records.ts';
 import { DlqErrorCode, quoteIdent } from './compile.ts';
 import type { CompiledView } from './compile.ts';
@@ -82,13 +86,28 @@ export interface SegmentOutputs {
 const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const CLASSIFIED_TABLE = '__lf_classified_rows';
 
+/**
+ * The compiler decodes each payload to text itself (a UTF-8 validation per
+ * row); the loaded records already carry that text (`payload_text`, NULL
+ * exactly where decoding fails), so the view reads it instead. When the
+ * compiled SQL does not have this exact shape the view runs unchanged, only
+ * slower (views-materialize.test.ts checks that the fast form applies).
+ */
+export const COMPILED_TEXT_SQL = 'try(decode(payload)) AS __lf_text';
+export function withLoadedText(sql: string): string {
+  return sql.split(COMPILED_TEXT_SQL).length === 2
+    ? sql.replace(COMPILED_TEXT_SQL, 'payload_text AS __lf_text')
+    : sql;
+}
+
 async function materializeView(
   conn: DuckDBConnection,
   view: CompiledView,
-  rowsIn: number,
+  loaded: LoadedRecords,
   jobDir: string,
   rowGroupRows: number | undefined,
 ): Promise<ViewOutput> {
+  const rowsIn = loaded.rows;
   const started = performance.now();
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
@@ -97,13 +116,13 @@ async function materializeView(
   // One classification pass into a temp table, then the view and DLQ files
   // and the counts from it: cheaper than classifying twice (measured: about a
   // quarter less CPU per segment), and seq, time and payload are kept for DLQ rows only.
+  // (__lf_seq is the record's ordinal here, see parquet/records.ts.)
   await conn.run(
     `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
      SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
-       CASE WHEN __lf_status = 'dlq' THEN __lf_seq END AS __lf_seq,
-       CASE WHEN __lf_status = 'dlq' THEN __lf_ingest_time END AS __lf_ingest_time,
+       CASE WHEN __lf_status = 'dlq' THEN __lf_seq END AS __lf_ordinal,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
-     FROM (\n${view.sql}\n)`,
+     FROM (\n${withLoadedText(view.sql)}\n)`,
   );
   try {
     const files = await copyToParquet(
@@ -112,12 +131,23 @@ async function materializeView(
       path.join(jobDir, 'views', name),
       { partitionBy: aliases, ...rg },
     );
+    // seq and ingest time of the DLQ rows: few, fetched for them alone (or all, when most rows are bad).
+    const dlqOrdinals = (
+      await conn.runAndReadAll(
+        `SELECT __lf_ordinal FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'dlq' ORDER BY __lf_ordinal LIMIT ${Math.ceil(rowsIn / 8) + 1}`,
+      )
+    )
+      .getRows()
+      .map((r) => Number(r[0]));
+    if (dlqOrdinals.length > 0)
+      await loaded.loadMeta(dlqOrdinals.length > rowsIn / 8 ? undefined : dlqOrdinals);
     const dlqFiles = await copyToParquet(
       conn,
-      `SELECT __lf_error_code AS error_code, __lf_error_message AS error_message, __lf_error_column AS "column",
-         __lf_payload AS payload, __lf_seq AS seq, CAST(__lf_ingest_time AS TIMESTAMPTZ) AS ingest_time,
-         strftime(__lf_ingest_time, '%Y-%m-%d') AS dt
-       FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'dlq'`,
+      `SELECT c.__lf_error_code AS error_code, c.__lf_error_message AS error_message, c.__lf_error_column AS "column",
+         c.__lf_payload AS payload, m.seq AS seq, CAST(make_timestamp(m.ingest_us) AS TIMESTAMPTZ) AS ingest_time,
+         strftime(make_timestamp(m.ingest_us), '%Y-%m-%d') AS dt
+       FROM ${CLASSIFIED_TABLE} c JOIN ${META_TABLE} m ON m.i = c.__lf_ordinal
+       WHERE c.__lf_status = 'dlq' ORDER BY c.__lf_ordinal`,
       path.join(jobDir, 'dlq', name),
       { partitionBy: ['dt'], ...rg },
     );
@@ -183,18 +213,23 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   try {
     return await db.withConnection(async (conn) => {
       const t0 = performance.now();
-      const loaded = await loadRecords(conn, input.records);
+      const loaded = await loadRecords(conn, input.records, { dir: jobDir });
       const t1 = performance.now();
-      const raw = input.raw
-        ? await writeRawParquet(conn, path.join(jobDir, 'raw'), {
-            ...input.raw,
-            ...(input.rowGroupRows !== undefined ? { rowGroupRows: input.rowGroupRows } : {}),
-          })
-        : [];
+      let raw: ParquetFile[] = [];
+      if (input.raw) {
+        // Raw Parquet needs every record's real seq, time and topic, in order.
+        await loaded.loadMeta();
+        await useInput(conn, 'full', loaded.hasTopics);
+        raw = await writeRawParquet(conn, path.join(jobDir, 'raw'), {
+          ...input.raw,
+          ...(input.rowGroupRows !== undefined ? { rowGroupRows: input.rowGroupRows } : {}),
+        });
+        await useInput(conn, 'views', loaded.hasTopics);
+      }
       const t2 = performance.now();
       const views: ViewOutput[] = [];
       for (const view of input.views) {
-        views.push(await materializeView(conn, view, loaded.rows, jobDir, input.rowGroupRows));
+        views.push(await materializeView(conn, view, loaded, jobDir, input.rowGroupRows));
       }
       return {
         jobDir,

@@ -1,0 +1,222 @@
+// The record loader (parquet/records.ts): payloads go to DuckDB through a
+// scratch file its CSV reader takes back, and the few it cannot carry through
+// a side table. Every payload must come back byte for byte, whichever way it
+// went, with its seq, ingest time and topic, in order; the materialiser's
+// outputs built on it (raw Parquet, view, DLQ) must not tell the difference.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
+import { compressors } from 'hyparquet-compressors';
+import { INPUT_RELATION, loadRecords, RECORDS_RELATION, useInput } from '../src/parquet/records.ts';
+import { COMPILED_TEXT_SQL, withLoadedText } from '../src/views/materialize.ts';
+import {
+  compileView,
+  createParquetDb,
+  materializeSegment,
+  parseViewYaml,
+  type ParquetDb,
+  type SegmentRecord,
+} from '../src/views/index.ts';
+
+let scratch: string;
+let db: ParquetDb;
+before(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), 'lf-views-loader-'));
+  db = await createParquetDb({ scratchDir: scratch, memoryLimitBytes: 256 << 20, threads: 2 });
+});
+after(async () => {
+  await db.close();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+/** Payloads that stress the file's framing, and ordinary ones between them. */
+function awkwardPayloads(): Buffer[] {
+  const out: Buffer[] = [
+    Buffer.from(''),
+    Buffer.from('{"a":\n1}'),
+    Buffer.from('{"a":\r\n1}\r'),
+    Buffer.from('line\rbreak'),
+    Buffer.from('nul\u0000byte'),
+    Buffer.from([0x01]),
+    Buffer.from('quote \u0001 inside'),
+    Buffer.from('\u0001\u0001 doubled'),
+    Buffer.from('unit \u001f separator'),
+    Buffer.from('\ufeff{"bom":true}'),
+    Buffer.from('NULL'),
+    Buffer.from('"quoted"'),
+    Buffer.from('  spaced  '),
+    Buffer.from('back\\slash \\x41'),
+    Buffer.from([0xff, 0xfe, 0x7b, 0x7d]),
+    Buffer.from([0x7b, 0xc3]), // a truncated UTF-8 sequence at the end
+    Buffer.from([0x80, 0x7b, 0x7d]), // a continuation byte at the start
+    Buffer.from('ü→😀'),
+    Buffer.from('x'.repeat(5000)), // larger than the test's lineBytesMax
+  ];
+  return out;
+}
+
+function records(payloads: Buffer[], spread = 1): SegmentRecord[] {
+  return payloads.map((payload, i) => ({
+    seq: 9_000_000_000n + BigInt(i),
+    ingestTimeMicros: 1_790_000_000_000_000n + BigInt(i * spread),
+    payload,
+    ...(i % 4 === 1 ? { topic: `t/${i}` } : {}),
+  }));
+}
+
+async function* asAsync<T>(xs: readonly T[]): AsyncGenerator<T> {
+  for (const x of xs) yield x;
+}
+
+void test('every payload comes back byte for byte with its seq, time and topic, in order (tiny buffers, both iterable kinds)', async () => {
+  // Ordinary payloads between the awkward ones, so the tiny buffers flush
+  // often and an invalid one sits in the middle of a buffer.
+  const payloads: Buffer[] = [];
+  for (const [i, p] of awkwardPayloads().entries()) {
+    payloads.push(p);
+    for (let k = 0; k < 7; k++) payloads.push(Buffer.from(`{"i":${i},"k":${k}}`));
+  }
+  const recs = records(payloads);
+  for (const [label, source] of [
+    ['array', recs],
+    ['async', asAsync(recs)],
+  ] as const) {
+    const dir = path.join(scratch, 'jobs', `exact-${label}`);
+    await mkdir(dir, { recursive: true });
+    await db.withConnection(async (conn) => {
+      const loaded = await loadRecords(conn, source, { dir, chunkBytes: 256, lineBytesMax: 200 });
+      assert.equal(loaded.rows, recs.length);
+      assert.equal(loaded.firstSeq, recs[0]!.seq);
+      assert.equal(loaded.lastSeq, recs.at(-1)!.seq);
+      assert.equal(
+        loaded.payloadBytes,
+        payloads.reduce((n, p) => n + p.length, 0),
+      );
+      // 0x01 (3), not UTF-8 (3), too large (1): the side table.
+      assert.equal(loaded.sideRows, 7, label);
+      assert.equal(loaded.hasTopics, true);
+      const views = await conn.runAndReadAll(
+        `SELECT seq, payload, payload_text IS NULL FROM ${INPUT_RELATION} ORDER BY seq`,
+      );
+      assert.deepEqual(
+        views.getRows().map(([seq, , noText]) => [seq, noText]),
+        recs.map((r, i) => [BigInt(i), !isUtf8Like(r.payload)]),
+        'views shape: the ordinal, and text exactly where the payload is UTF-8',
+      );
+      await loaded.loadMeta();
+      await useInput(conn, 'full', loaded.hasTopics);
+      const full = await conn.runAndReadAll(
+        `SELECT seq, epoch_us(ingest_time), topic, payload FROM ${INPUT_RELATION}`,
+      );
+      const rows = full.getRows();
+      assert.equal(rows.length, recs.length);
+      for (const [i, [seq, us, topic, payload]] of rows.entries()) {
+        const r = recs[i]!;
+        assert.equal(seq, r.seq, `row ${i} in order`);
+        assert.equal(us, r.ingestTimeMicros);
+        assert.equal(topic, r.topic ?? null);
+        assert.ok(
+          Buffer.from((payload as { bytes: Uint8Array }).bytes).equals(Buffer.from(r.payload)),
+          `payload ${i} exact (${label})`,
+        );
+      }
+      const n = await conn.runAndReadAll(`SELECT count(*) FROM ${RECORDS_RELATION}`);
+      assert.equal(n.getRows()[0]![0], BigInt(recs.length));
+    });
+  }
+});
+
+function isUtf8Like(p: Uint8Array): boolean {
+  try {
+    new TextDecoder('utf-8', { fatal: true }).decode(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+void test('materialised outputs: DLQ rows keep exact bytes, seq and time; raw Parquet holds every record in order; two views', async () => {
+  const payloads = [
+    ...awkwardPayloads(),
+    Buffer.from('{"e":"x","n":1}'),
+    Buffer.from('{"e":"y","n":"z"}'),
+    Buffer.from('{"e":"x","n":2}'),
+  ];
+  const recs = records(payloads, 86_400_000_000 / 4); // a quarter day apart: several dt
+  const strict = await db.withConnection((c) =>
+    compileView(
+      c,
+      parseViewYaml('name: strict\ncolumns:\n  - { name: n, type: INTEGER, path: $.n, required: true }\n'),
+    ),
+  );
+  const loose = await db.withConnection((c) =>
+    compileView(c, parseViewYaml('name: loose\ncolumns:\n  - { name: e, type: VARCHAR, path: $.e }\n')),
+  );
+  assert.notEqual(withLoadedText(strict.sql), strict.sql, `the compiled SQL still has ${COMPILED_TEXT_SQL}`);
+  const out = await materializeSegment(db, {
+    jobId: 'outputs',
+    records: recs,
+    views: [strict, loose],
+    raw: { endpoint: 'ep', instance: 'ep-0' },
+  });
+  try {
+    const read = async (file: string) =>
+      (await parquetReadObjects({
+        file: await asyncBufferFromFile(file),
+        compressors,
+        utf8: false,
+        parsers: {
+          timestampFromMilliseconds: (ms: bigint) => ms * 1000n,
+          timestampFromMicroseconds: (us: bigint) => us,
+          timestampFromNanoseconds: (ns: bigint) => ns / 1000n,
+          dateFromDays: (days: number) => days,
+          stringFromBytes: (b: Uint8Array | undefined) => (b ? new TextDecoder().decode(b) : b),
+        },
+      })) as Record<string, unknown>[];
+    const raw = [];
+    for (const f of out.raw) raw.push(...(await read(f.localPath)));
+    assert.deepEqual(
+      raw.map((r) => [r['seq'], r['topic'] ?? null, Buffer.from(r['payload'] as Uint8Array).toString('hex')]),
+      recs.map((r) => [r.seq, r.topic ?? null, Buffer.from(r.payload).toString('hex')]),
+    );
+    for (const v of out.views) {
+      assert.equal(v.rowsIn, recs.length);
+      assert.equal(v.viewRows + v.filteredRows + v.dlqRows, recs.length);
+      const dlq = [];
+      for (const f of v.dlqFiles) dlq.push(...(await read(f.localPath)));
+      assert.equal(dlq.length, v.dlqRows);
+      for (const d of dlq) {
+        const i = Number((d['seq'] as bigint) - recs[0]!.seq);
+        const r = recs[i]!;
+        assert.ok(
+          Buffer.from(d['payload'] as Uint8Array).equals(Buffer.from(r.payload)),
+          `${v.view} dlq ${i}`,
+        );
+        assert.equal(d['ingest_time'], r.ingestTimeMicros, `${v.view} dlq ${i} ingest time`);
+      }
+      // DLQ rows are written in seq order.
+      const seqs = dlq.map((d) => d['seq'] as bigint);
+      assert.deepEqual(
+        seqs,
+        [...seqs].sort((a, b) => (a < b ? -1 : 1)),
+      );
+    }
+    const [s, l] = out.views as [(typeof out.views)[0], (typeof out.views)[0]];
+    assert.equal(s.viewRows, 2);
+    // Without a required column, every record that is one JSON value is a view row (JS's parser agrees here).
+    const json = recs.filter((r) => {
+      try {
+        JSON.parse(new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(r.payload));
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    assert.equal(l.viewRows, json.length);
+  } finally {
+    await out.cleanup();
+  }
+});

@@ -237,7 +237,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
         }
       }
       try {
-        await parquet?.close();
+        await parquet?.close(Math.max(0, config.shutdown.timeoutMs - (clock.monotonicMs() - startedMs)));
       } catch (err) {
         ok = false;
         log.error({ err }, 'closing the Parquet outputs failed');

@@ -251,8 +251,12 @@ export interface ParquetOutputs {
   readonly registry: ViewRegistry | undefined;
   /** The /v1/status section. */
   status(): Record<string, unknown>;
-  /** Stops watching views.dir and closes DuckDB (after delivery has stopped). */
-  close(): Promise<void>;
+  /**
+   * Stops watching views.dir and closes DuckDB (after delivery has stopped).
+   * A segment still being materialised (DuckDB cannot be interrupted) is
+   * waited for at most `graceMs` (default 10 s); its work is redone at the next start.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** The DuckDB scratch folder: views.scratchDir, else `parquet` inside the WAL dir (the WAL volume). */
@@ -322,12 +326,26 @@ export async function startParquetOutputs(
     producer,
     registry,
     status: () => ({ ...reg?.status(), parquet: { scratchDir, rawParquet: raw } }),
-    async close() {
+    async close(graceMs = 10_000) {
       closed = true;
       reg?.close();
       const pending = creating;
       creating = undefined;
-      if (pending !== undefined) await (await pending.catch(() => undefined))?.close();
+      if (pending === undefined) return;
+      let timer: NodeJS.Timeout | undefined;
+      const closing = pending.then(
+        (d) => d.close(),
+        () => undefined,
+      );
+      const late = await Promise.race([
+        closing.then(() => false),
+        new Promise<boolean>((r) => {
+          timer = setTimeout(() => r(true), graceMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (late)
+        deps.log.warn({ graceMs }, 'a segment is still being materialised; not waiting for DuckDB to close');
     },
   };
 }

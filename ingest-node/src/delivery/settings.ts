@@ -102,7 +102,8 @@ export const OutputsSchema = Type.Object(
     }),
     rawParquet: Type.Boolean({
       default: false,
-      description: 'Also deliver raw Parquet (`raw/…`), once this node has a Parquet producer.',
+      description:
+        'Also deliver raw Parquet (`raw/{endpoint}/dt=…/…parquet`): every record, no schema, payload bytes unchanged (docs/views.md).',
     }),
   },
   block('What each sealed segment becomes in the bucket.'),

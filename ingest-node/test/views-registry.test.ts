@@ -276,6 +276,16 @@ void describe('views registry', () => {
     await added;
     assert.deepEqual(names(r.viewsAt(2_500_000)), ['page_views']);
     assert.deepEqual(names(r.viewsAt(3_000_000)), ['clicks', 'page_views']);
+    // A view that never existed before applies from when it was added, not to older segments.
+    nowMs = 4_000_000;
+    const fresh = nextReload('a new view', (x) => x.applied.includes('raw_events'));
+    await writeFile(
+      path.join(dir, 'raw.yaml'),
+      'name: raw_events\ncolumns:\n  - { name: doc, type: JSON, path: $ }\n',
+    );
+    await fresh;
+    assert.deepEqual(names(r.viewsAt(3_999_999)), ['clicks', 'page_views']);
+    assert.deepEqual(names(r.viewsAt(4_000_000)), ['clicks', 'page_views', 'raw_events']);
   });
 
   void test('two files defining one view: the one that had it keeps it, the newcomer is refused', async () => {

@@ -181,6 +181,8 @@ class FolderViewRegistry implements ViewRegistry {
   readonly #files = new Map<string, FileState>();
   /** Per view name, versions oldest first; the last is in force now. */
   readonly #versions = new Map<string, ViewVersion[]>();
+  /** Views whose oldest versions were dropped (VIEW_VERSIONS_MAX). */
+  readonly #pruned = new Set<string>();
   #scan: Promise<ReloadResult> | undefined;
   #again: Promise<ReloadResult> | undefined;
   #watcher: FSWatcher | undefined;
@@ -222,8 +224,9 @@ class FolderViewRegistry implements ViewRegistry {
     for (const list of this.#versions.values()) {
       let pick: ViewVersion | undefined;
       for (const v of list) if (v.sinceMs <= sealedAtMs) pick = v;
-      // Older than every remembered version: the oldest one is the best guess.
-      pick ??= list[0];
+      // Sealed before the first version: the view did not exist yet, unless
+      // older versions were forgotten (then the oldest kept is the best guess).
+      if (pick === undefined && this.#pruned.has(list[0]?.name ?? '')) pick = list[0];
       if (pick?.compiled !== undefined) out.push(pick.compiled);
     }
     return out.sort((a, b) => (a.spec.name < b.spec.name ? -1 : 1));
@@ -475,7 +478,10 @@ class FolderViewRegistry implements ViewRegistry {
   #push(v: ViewVersion): void {
     const list = this.#versions.get(v.name) ?? [];
     list.push(v);
-    while (list.length > VIEW_VERSIONS_MAX) list.shift();
+    while (list.length > VIEW_VERSIONS_MAX) {
+      list.shift();
+      this.#pruned.add(v.name);
+    }
     this.#versions.set(v.name, list);
   }
 

@@ -20,7 +20,7 @@ export interface MetricsSources {
   readonly backpressure: Backpressure;
 }
 
-interface Sample {
+export interface Sample {
   readonly labels?: Record<string, string | number>;
   readonly value: number;
   readonly metricName?: string;
@@ -31,11 +31,11 @@ interface Sample {
  * time. prom-client's Counter/Histogram validate labels and allocate on every
  * inc/observe, which measurably slows a 1 KiB ingest request; these do not.
  */
-function register(
+export function registerScrapeMetric(
   registry: Registry,
   name: string,
   help: string,
-  type: 'counter' | 'histogram',
+  type: 'counter' | 'gauge' | 'histogram',
   values: () => Sample[],
 ): void {
   const metric = {
@@ -62,7 +62,7 @@ export function createMetrics(
   // Bounded: routes are the registered ones (unknown URLs count as "unmatched"),
   // methods are the parser's known set, statuses and codes are small sets.
   const requests = new Map<string, { route: string; method: string; status: number; n: number }>();
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_http_requests_total',
     'HTTP requests answered, by route, method and status code.',
@@ -74,7 +74,7 @@ export function createMetrics(
       })),
   );
   const rejections = new Map<string, number>();
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_http_errors_total',
     'Error answers by error code (see docs/errors.md).',
@@ -83,14 +83,14 @@ export function createMetrics(
   );
   let records = 0;
   let payloadBytes = 0;
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_ingest_records_total',
     'Records made durable and acknowledged with 202.',
     'counter',
     () => [{ value: records }],
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_ingest_bytes_total',
     'Record payload bytes (decoded) made durable and acknowledged with 202.',
@@ -100,7 +100,7 @@ export function createMetrics(
   const ackCounts = new Float64Array(ACK_BUCKETS_S.length + 1);
   let ackSum = 0;
   let ackCount = 0;
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_ingest_ack_seconds',
     'Time from receiving a POST /v1/ingest to its 202 (includes reading the body and the group fsync).',

@@ -65,17 +65,8 @@ export async function metricValue(
   return sum;
 }
 
-/** mulberry32: small, seedable, good enough to pick kill moments reproducibly. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// One seeded PRNG for the repo's tests (mulberry32), shared with the power-cut filesystem.
+export { seededRandom } from '../src/fs/power-cut.ts';
 
 export interface LogLine {
   readonly level: string;

@@ -6,6 +6,7 @@
 // small set of WAL error codes and drop reasons.
 
 import type { Registry } from 'prom-client';
+import { registerScrapeMetric } from '../metrics.ts';
 
 /** The counters of one broker connection; the source mutates them directly. */
 export class BrokerCounters {
@@ -41,29 +42,6 @@ export class BrokerCounters {
   }
 }
 
-interface Sample {
-  readonly labels?: Record<string, string | number>;
-  readonly value: number;
-}
-
-function register(
-  registry: Registry,
-  name: string,
-  help: string,
-  type: 'counter' | 'gauge',
-  values: () => Sample[],
-): void {
-  const metric = {
-    name,
-    help,
-    type,
-    aggregator: 'sum',
-    get: () => ({ name, help, type, aggregator: 'sum', values: values() }),
-    reset: () => {},
-  };
-  registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
-}
-
 export function registerMqttMetrics(registry: Registry, brokers: readonly BrokerCounters[]): void {
   const per = (read: (b: BrokerCounters) => number) => () =>
     brokers.map((b) => ({ labels: { broker: b.broker }, value: read(b) }));
@@ -72,56 +50,56 @@ export function registerMqttMetrics(registry: Registry, brokers: readonly Broker
       [...read(b)].map(([k, v]) => ({ labels: { broker: b.broker, [key]: k }, value: v })),
     );
 
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_connected',
     '1 while the connection to the broker is up (CONNACK received), 0 while connecting or backing off.',
     'gauge',
     per((b) => b.connected),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_paused',
     '1 while backpressure (WAL backlog, disk, WAL failure, draining) keeps the node from writing this broker’s messages; unacknowledged messages stay with the broker.',
     'gauge',
     per((b) => b.paused),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_pending_messages',
     'Messages received and not yet durable (waiting for or inside a WAL append).',
     'gauge',
     per((b) => b.pending),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_connects_total',
     'Successful connections (CONNACK) to the broker.',
     'counter',
     per((b) => b.connects),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_disconnects_total',
     'Connections lost or attempts failed (each is followed by a reconnect with backoff).',
     'counter',
     per((b) => b.disconnects),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_sessions_lost_total',
     'Reconnects where the broker had no session for the node (messages published meanwhile were not queued for it). Alert on > 0.',
     'counter',
     per((b) => b.sessionsLost),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_subscribe_failures_total',
     'Topic filters the broker refused in a SUBACK.',
     'counter',
     per((b) => b.subscribeFailures),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_received_total',
     'PUBLISH packets received, by QoS.',
@@ -132,63 +110,63 @@ export function registerMqttMetrics(registry: Registry, brokers: readonly Broker
         { labels: { broker: b.broker, qos: 1 }, value: b.received[1] },
       ]),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_redelivered_total',
     'PUBLISH packets with the DUP flag: the broker resent a message the node had not acknowledged (after a reconnect).',
     'counter',
     per((b) => b.redelivered),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_written_total',
     'Messages made durable in the WAL.',
     'counter',
     per((b) => b.written),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_written_bytes_total',
     'WAL payload bytes (topic length + topic + message) of messages made durable.',
     'counter',
     per((b) => b.writtenBytes),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_acks_total',
     'PUBACKs sent, each after the message was durable in the WAL.',
     'counter',
     per((b) => b.acked),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_acks_skipped_total',
     'QoS 1 messages made durable after their connection was gone, so no PUBACK was sent; the broker redelivers them (a duplicate in the WAL).',
     'counter',
     per((b) => b.ackSkipped),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_oversize_total',
     'Messages larger than limits.recordBytesMax, written anyway (see docs/edge.md).',
     'counter',
     per((b) => b.oversize),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_refused_total',
     'QoS 1 messages too large for a WAL record: not acknowledged, connection closed; the broker keeps them. Alert on > 0.',
     'counter',
     per((b) => b.refusedTooLarge),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_messages_dropped_total',
     'QoS 0 messages lost, by reason (QoS 0 is best effort: the broker never resends them).',
     'counter',
     perMap('reason', (b) => b.dropped),
   );
-  register(
+  registerScrapeMetric(
     registry,
     'landfall_mqtt_append_failures_total',
     'WAL appends of MQTT messages that failed, by WAL error code; the messages are retried, never acknowledged before they are durable.',

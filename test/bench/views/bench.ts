@@ -21,6 +21,7 @@ import {
   parseViewYaml,
 } from '../../../ingest-node/src/views/index.ts';
 import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
+import { seededRandom } from '../../../ingest-node/src/fs/power-cut.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -57,17 +58,8 @@ function ceilingSql(input: string, output: string): string {
   ) TO '${output}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))`;
 }
 
-/** Deterministic PRNG (mulberry32): the same data on every run and machine. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// Deterministic PRNG (mulberry32): the same data on every run and machine.
+const rng = seededRandom;
 
 /**
  * Realistic cardinalities: 8 event types (page_view ~60 %), ~100k users,

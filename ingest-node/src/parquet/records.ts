@@ -23,7 +23,9 @@
 //   INPUT_RELATION (compile.ts's input) in one of two shapes, see useInput():
 //     'views': seq = the ordinal and ingest_time NULL (a view only carries them
 //              for its DLQ rows, which materialize.ts joins to __lf_meta), plus payload_text;
-//     'full':  the real seq, ingest_time and topic, in ordinal order (raw Parquet).
+//     'full':  the real seq, ingest_time and topic, in ordinal order (raw Parquet);
+//     'views+topic': 'views' plus each record's topic, for a view with a `$topic`
+//              column (needs the whole __lf_meta: loadMeta() first).
 import { isUtf8 } from 'node:buffer';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
@@ -446,10 +448,18 @@ export async function loadRecords(
 /** Points INPUT_RELATION at the records in the shape a pass needs (see the header). */
 export async function useInput(
   conn: DuckDBConnection,
-  shape: 'views' | 'full',
+  shape: 'views' | 'views+topic' | 'full',
   hasTopics: boolean,
 ): Promise<void> {
-  if (shape === 'views') {
+  if (shape === 'views+topic' && hasTopics) {
+    await conn.run(
+      `CREATE OR REPLACE TEMP VIEW ${INPUT_RELATION} AS
+         SELECT r.i AS seq, NULL::TIMESTAMP AS ingest_time, r.payload, m.topic, r.payload_text
+         FROM ${RECORDS_RELATION} r LEFT JOIN ${META_TABLE} m ON m.i = r.i`,
+    );
+    return;
+  }
+  if (shape === 'views' || shape === 'views+topic') {
     await conn.run(
       `CREATE OR REPLACE TEMP VIEW ${INPUT_RELATION} AS
          SELECT i AS seq, NULL::TIMESTAMP AS ingest_time, payload, NULL::VARCHAR AS topic, payload_text

@@ -20,7 +20,7 @@ import { ViewError, ViewErrorCode } from './errors.ts';
 import { checkExpression } from './expr.ts';
 import type { AstNode } from './expr.ts';
 import { renderDuckDbPath } from './jsonpath.ts';
-import { viewSpecHash } from './spec.ts';
+import { isTopicColumn, viewSpecHash } from './spec.ts';
 import type { ViewColumn, ViewSpec } from './spec.ts';
 import { INTEGER_TYPES, isNestedOrJson } from './types.ts';
 import { INPUT_RELATION } from '../parquet/records.ts';
@@ -58,6 +58,8 @@ export interface CompiledView {
   readonly columns: readonly { readonly name: string; readonly type: string }[];
   readonly filterSql: string | undefined;
   readonly partitions: readonly CompiledPartition[];
+  /** A column reads `$topic`: the input must carry each record's topic (materialize.ts). */
+  readonly readsTopic: boolean;
 }
 
 /** Longest prefix of a bad value quoted in a DLQ message: enough to recognise it, bounded per row. */
@@ -263,6 +265,7 @@ export async function compileView(conn: DuckDBConnection, spec: ViewSpec): Promi
     columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
     filterSql,
     partitions: partitions.map(({ alias, expressionSql, type }) => ({ alias, expressionSql, type })),
+    readsTopic: spec.columns.some(isTopicColumn),
   };
 }
 
@@ -275,6 +278,7 @@ function buildSql(
   const scalarPaths: string[] = [];
   const jsonPaths: string[] = [];
   const rawRefs = spec.columns.map((c) => {
+    if (isTopicColumn(c)) return '__lf_topic';
     const list = isNestedOrJson(c.parsedType) ? jsonPaths : scalarPaths;
     list.push(renderDuckDbPath(c.pathSegments));
     return `${isNestedOrJson(c.parsedType) ? '__lf_j' : '__lf_s'}[${list.length}]`;
@@ -289,7 +293,13 @@ function buildSql(
     extract.push(`try(json_extract_string(__lf_text, ${sqlStringList(scalarPaths)})) AS __lf_s`);
   if (jsonPaths.length > 0)
     extract.push(`try(json_extract(__lf_text, ${sqlStringList(jsonPaths)})) AS __lf_j`);
-  const jsonOk = scalarPaths.length > 0 ? '__lf_s IS NOT NULL' : '__lf_j IS NOT NULL';
+  // Only `$topic` columns: the payload must still be one JSON value.
+  const jsonOk =
+    scalarPaths.length > 0
+      ? '__lf_s IS NOT NULL'
+      : jsonPaths.length > 0
+        ? '__lf_j IS NOT NULL'
+        : 'coalesce(try(json_valid(__lf_text)), FALSE)';
 
   const raws = spec.columns.map((c, i) => {
     const ref = rawRefs[i]!;
@@ -376,7 +386,7 @@ function buildSql(
   return [
     'WITH __lf_src AS (',
     '  SELECT seq AS __lf_seq, ingest_time AS __lf_ingest_time, payload AS __lf_payload,',
-    '    try(decode(payload)) AS __lf_text',
+    '    topic AS __lf_topic, try(decode(payload)) AS __lf_text',
     `  FROM ${INPUT_RELATION}`,
     '), __lf_extracted AS (',
     `  SELECT *${extract.map((e) => `,\n    ${e}`).join('')}`,

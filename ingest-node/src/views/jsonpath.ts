@@ -7,6 +7,12 @@ import { ViewError, ViewErrorCode } from './errors.ts';
 
 export type PathSegment = { readonly key: string } | { readonly index: number };
 
+/**
+ * Not a JSONPath: the record's MQTT topic (NULL for HTTP records). The JSONPath
+ * parser refuses `$topic` (a key needs `.` or `[`), so it cannot shadow a payload path.
+ */
+export const TOPIC_PATH = '$topic';
+
 export const MAX_PATH_SEGMENTS = 32;
 export const MAX_PATH_LENGTH = 1024;
 /** Larger indexes are almost always a typo; bounding them keeps paths short. */

@@ -117,13 +117,23 @@ async function materializeView(
   // and the counts from it: cheaper than classifying twice (measured: about a
   // quarter less CPU per segment), and seq, time and payload are kept for DLQ rows only.
   // (__lf_seq is the record's ordinal here, see parquet/records.ts.)
-  await conn.run(
-    `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
+  // A `$topic` column needs each record's topic: the whole metadata table, joined.
+  const withTopic = view.readsTopic && loaded.hasTopics;
+  if (withTopic) {
+    await loaded.loadMeta();
+    await useInput(conn, 'views+topic', true);
+  }
+  try {
+    await conn.run(
+      `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
      SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
        CASE WHEN __lf_status = 'dlq' THEN __lf_seq END AS __lf_ordinal,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
      FROM (\n${withLoadedText(view.sql)}\n)`,
-  );
+    );
+  } finally {
+    if (withTopic) await useInput(conn, 'views', true);
+  }
   try {
     const files = await copyToParquet(
       conn,

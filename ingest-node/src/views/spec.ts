@@ -10,9 +10,9 @@ import type { Static } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import yaml from 'js-yaml';
 import { ViewError, ViewErrorCode } from './errors.ts';
-import { parseJsonPath, renderJsonPath } from './jsonpath.ts';
+import { parseJsonPath, renderJsonPath, TOPIC_PATH } from './jsonpath.ts';
 import type { PathSegment } from './jsonpath.ts';
-import { IDENTIFIER_PATTERN, parseType, renderType } from './types.ts';
+import { IDENTIFIER_PATTERN, isNestedOrJson, parseType, renderType } from './types.ts';
 import type { ViewType } from './types.ts';
 
 export const MAX_COLUMNS = 512;
@@ -110,8 +110,9 @@ export interface ViewColumn {
   /** Canonical DuckDB type text (renderType of the parsed type). */
   readonly type: string;
   readonly parsedType: ViewType;
-  /** Canonical JSONPath text. */
+  /** Canonical JSONPath text, or TOPIC_PATH (`$topic`: the record's MQTT topic). */
   readonly path: string;
+  /** The JSONPath's segments; empty for `$topic` (see isTopicColumn). */
   readonly pathSegments: readonly PathSegment[];
   readonly required: boolean;
   readonly default?: string | number | boolean;
@@ -162,7 +163,14 @@ export function validateView(obj: unknown): ViewSpec {
       throw new ViewError(ViewErrorCode.nameConflict, `${at}.name`, `duplicate column '${c.name}'`);
     names.add(c.name);
     const parsedType = parseType(c.type, `${at}.type`);
-    const pathSegments = parseJsonPath(c.path, `${at}.path`);
+    const readsTopic = c.path === TOPIC_PATH;
+    if (readsTopic && isNestedOrJson(parsedType))
+      throw new ViewError(
+        ViewErrorCode.pathInvalid,
+        `${at}.path`,
+        `${TOPIC_PATH} is text: its column cannot be ${renderType(parsedType)}`,
+      );
+    const pathSegments = readsTopic ? [] : parseJsonPath(c.path, `${at}.path`);
     const required = c.required ?? false;
     if (required && c.default !== undefined)
       throw new ViewError(
@@ -174,7 +182,7 @@ export function validateView(obj: unknown): ViewSpec {
       name: c.name,
       type: renderType(parsedType),
       parsedType,
-      path: renderJsonPath(pathSegments),
+      path: readsTopic ? TOPIC_PATH : renderJsonPath(pathSegments),
       pathSegments,
       required,
       ...(c.default !== undefined ? { default: c.default } : {}),
@@ -226,6 +234,11 @@ export function parseViewYaml(text: string): ViewSpec {
 }
 
 /** The spec as plain data, in canonical form: what is hashed and what `spec` round-trips through. */
+/** Whether the column takes the record's MQTT topic (`path: $topic`) rather than a payload value. */
+export function isTopicColumn(c: ViewColumn): boolean {
+  return c.path === TOPIC_PATH;
+}
+
 export function viewToPlain(view: ViewSpec): ViewSpecInput {
   return {
     name: view.name,

@@ -5,7 +5,7 @@
 
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { codeOf, ingest, read, startTestServer } from './helpers/server.ts';
+import { codeOf, ingest, read, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 
 async function readyz(url: string): Promise<{ status: number; body: { ready: boolean; reasons: string[] } }> {
@@ -95,7 +95,7 @@ void describe('backpressure', () => {
     const release = t.wal.hold();
     const first = ingest(t.url, body);
     const second = ingest(t.url, body);
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => t!.wal.waiting === 2);
     const third = await ingest(t.url, body);
     assert.equal(third.status, 503);
     assert.equal(codeOf(third), 'LF_OVERLOADED');

@@ -7,7 +7,7 @@ import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { staticApiKeys } from '../src/http/auth.ts';
 import { IdempotencyCache } from '../src/http/idempotency.ts';
-import { codeOf, ingest, startTestServer } from './helpers/server.ts';
+import { codeOf, ingest, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 import { FakeClock } from './helpers/fakes.ts';
 
@@ -56,7 +56,7 @@ void describe('Idempotency-Key', () => {
     const requests = Array.from({ length: 5 }, () =>
       ingest(t!.url, '{"c":1}\n', { 'idempotency-key': 'burst' }),
     );
-    await new Promise((r) => setTimeout(r, 100));
+    await until(() => t!.wal.waiting === 1);
     release();
     const answers = await Promise.all(requests);
     for (const a of answers) {

@@ -18,6 +18,8 @@ export class MemoryWal implements WriteAheadLog {
   closed = false;
   #nextSeq = 1n;
   #bytes = 0;
+  /** Appends waiting at the hold() gate right now: tests await this instead of sleeping. */
+  waiting = 0;
   #gate: Promise<void> | undefined;
   #openGate: (() => void) | undefined;
 
@@ -36,7 +38,11 @@ export class MemoryWal implements WriteAheadLog {
     if (this.closed) throw Object.assign(new Error('WAL closed'), { code: 'WAL_CLOSED' });
     // Whether this append fails is decided when it starts, as with a real write.
     const failure = this.failWith;
-    if (this.#gate !== undefined) await this.#gate;
+    if (this.#gate !== undefined) {
+      this.waiting++;
+      await this.#gate;
+      this.waiting--;
+    }
     if (failure !== undefined) throw failure;
     // Copy: the caller's buffers are its own.
     const copies = records.map((r) => Buffer.from(r));

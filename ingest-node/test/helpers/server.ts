@@ -99,3 +99,12 @@ export function codeOf(answer: Answer): string | undefined {
   const j = answer.json as { error?: { code?: string } } | undefined;
   return j?.error?.code;
 }
+
+/** Polls a condition every few ms until it holds; fails the test after `timeoutMs`. */
+export async function until(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

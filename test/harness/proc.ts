@@ -13,9 +13,9 @@ export const repoRoot: string = resolve(dirname(fileURLToPath(import.meta.url)),
 
 const versionsFile = join(repoRoot, 'test', 'infra', 'versions.env');
 
-/** Root of the build cache that `test/infra/setup.sh` fills (env `LANDFALL_CACHE` overrides). */
+/** Root of the build cache that `test/infra/setup.sh` fills (env `TESTBED_CACHE` overrides). */
 export function testbedCacheDir(): string {
-  return process.env['LANDFALL_CACHE'] ?? join(homedir(), '.cache', 'landfall');
+  return process.env['TESTBED_CACHE'] ?? join(homedir(), '.cache', 'landfall');
 }
 
 /** The pinned versions from `test/infra/versions.env` (e.g. `{ KUBE_VERSION: 'v1.37.2' }`). */
@@ -64,7 +64,7 @@ export function testbedBinary(name: TestbedBinaryName): string {
   if (!isExecutableFile(path)) {
     throw new TestbedMissingError(
       `test-bed binary ${name} ${version} not found at ${path}: run \`npm run setup:testbed\` ` +
-        '(builds every server into $LANDFALL_CACHE/bin, default ~/.cache/landfall/bin)',
+        '(builds every server into $TESTBED_CACHE/bin, default ~/.cache/landfall/bin)',
     );
   }
   return path;
@@ -101,14 +101,14 @@ let keepReason: string | undefined;
 let dirCounter = 0;
 
 /**
- * `test/.artifacts/<run>/` for this process (env `LANDFALL_ARTIFACTS` moves
+ * `test/.artifacts/<run>/` for this process (env `TESTBED_ARTIFACTS` moves
  * the parent). Server logs and data dirs live here. On exit it is deleted if
  * the process succeeded, and kept (path printed) if any test failed, the
- * process crashed, or {@link keepArtifacts} / `LANDFALL_KEEP_ARTIFACTS=1` asked.
+ * process crashed, or {@link keepArtifacts} / `TESTBED_KEEP_ARTIFACTS=1` asked.
  */
 export function runDir(): string {
   if (runDirPath !== undefined) return runDirPath;
-  const parent = process.env['LANDFALL_ARTIFACTS'] ?? join(repoRoot, 'test', '.artifacts');
+  const parent = process.env['TESTBED_ARTIFACTS'] ?? join(repoRoot, 'test', '.artifacts');
   const script = basename(process.argv[1] ?? 'node').replace(/\.(test\.)?[cm]?[jt]s$/, '');
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   runDirPath = join(parent, `${stamp}-${script}-${process.pid}`);
@@ -281,11 +281,11 @@ function installExitHook(): void {
     for (const p of live) p.killNow();
     if (runDirPath === undefined) return;
     const failed = code !== 0 || (process.exitCode !== undefined && process.exitCode !== 0);
-    const keep = failed || keepReason !== undefined || process.env['LANDFALL_KEEP_ARTIFACTS'] === '1';
+    const keep = failed || keepReason !== undefined || process.env['TESTBED_KEEP_ARTIFACTS'] === '1';
     if (keep) {
       const why = failed
         ? `exit code ${String(process.exitCode ?? code)}`
-        : (keepReason ?? 'LANDFALL_KEEP_ARTIFACTS=1');
+        : (keepReason ?? 'TESTBED_KEEP_ARTIFACTS=1');
       process.stderr.write(`[testbed] logs and data kept in ${runDirPath} (${why})\n`);
     } else {
       try {

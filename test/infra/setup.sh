@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds or installs every real server the tests use, once per version.
-# Binaries land in $LANDFALL_CACHE/bin/<name>-<version>; a second run finds
+# Binaries land in $TESTBED_CACHE/bin/<name>-<version>; a second run finds
 # them and costs seconds. Go builds come from the module proxy (prebuilt
 # release downloads are unreachable here); Mosquitto comes from Debian.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
 source "$here/versions.env"
-cache=${LANDFALL_CACHE:-$HOME/.cache/landfall}
+cache=${TESTBED_CACHE:-$HOME/.cache/landfall}
 bin=$cache/bin
 mkdir -p "$bin"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod

@@ -43,7 +43,7 @@ interface ChildReport {
 async function startChild(mode: string) {
   const artifacts = scratchDir('child-artifacts');
   const child = spawn(process.execPath, [fixture, mode], {
-    env: { ...process.env, LANDFALL_ARTIFACTS: artifacts },
+    env: { ...process.env, TESTBED_ARTIFACTS: artifacts },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
@@ -62,8 +62,8 @@ async function startChild(mode: string) {
 }
 
 void test('a missing binary throws an error that names npm run setup:testbed', async () => {
-  const saved = process.env['LANDFALL_CACHE'];
-  process.env['LANDFALL_CACHE'] = scratchDir('empty-cache');
+  const saved = process.env['TESTBED_CACHE'];
+  process.env['TESTBED_CACHE'] = scratchDir('empty-cache');
   try {
     assert.throws(() => testbedBinary('kube-apiserver'), TestbedMissingError);
     assert.throws(() => testbedBinary('helm'), /npm run setup:testbed/);
@@ -72,8 +72,8 @@ void test('a missing binary throws an error that names npm run setup:testbed', a
       (e: Error) => e instanceof TestbedMissingError && /setup:testbed/.test(e.message),
     );
   } finally {
-    if (saved === undefined) delete process.env['LANDFALL_CACHE'];
-    else process.env['LANDFALL_CACHE'] = saved;
+    if (saved === undefined) delete process.env['TESTBED_CACHE'];
+    else process.env['TESTBED_CACHE'] = saved;
   }
 });
 

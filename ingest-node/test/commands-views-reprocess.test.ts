@@ -24,17 +24,9 @@ import { compileView, createParquetDb, parseViewYaml, type ParquetDb } from '../
 import { openWal } from '../src/wal/wal.ts';
 import { RecordFormat } from '../src/wal/types.ts';
 import { writeFile } from 'node:fs/promises';
+import { PAGE_VIEWS_YAML } from './fixtures/page-views.ts';
 
-const FIXED = `
-name: page_views
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+const FIXED = PAGE_VIEWS_YAML;
 // The typo: $.timestamp instead of $.ts, so every page_view misses a required value.
 const WRONG = FIXED.replace('path: $.ts,', 'path: $.timestamp,');
 const prefix = 'lf';

@@ -28,17 +28,9 @@ import { compileView, createParquetDb, parseViewYaml, type ParquetDb } from '../
 import { encodeMqttPayload, type WalRecord } from '../src/wal/format.ts';
 import { openWal } from '../src/wal/wal.ts';
 import { RecordFormat } from '../src/wal/types.ts';
+import { PAGE_VIEWS_YAML } from './fixtures/page-views.ts';
 
-const PAGE_VIEWS = `
-name: page_views
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+const PAGE_VIEWS = PAGE_VIEWS_YAML;
 const prefix = 'lf';
 const endpoint = 'web';
 const instance = 'web-0';

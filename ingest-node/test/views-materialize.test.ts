@@ -26,18 +26,9 @@ import type {
   ParquetFile,
 } from '../src/views/index.ts';
 import { sha256File } from '../src/parquet/outputs.ts';
+import { PAGE_VIEWS_YAML } from './fixtures/page-views.ts';
 
-const PAGE_VIEWS = `
-name: page_views
-source: payload
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+const PAGE_VIEWS = PAGE_VIEWS_YAML;
 
 // Ingest times: 2026-11-26T09:00:00Z plus a second per record.
 const T0_MICROS = BigInt(Date.UTC(2026, 10, 26, 9)) * 1000n;

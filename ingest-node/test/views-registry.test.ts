@@ -17,17 +17,9 @@ import {
   type ReloadResult,
   type ViewRegistry,
 } from '../src/views/registry.ts';
+import { PAGE_VIEWS_YAML } from './fixtures/page-views.ts';
 
-const PAGE_VIEWS = `
-name: page_views
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+const PAGE_VIEWS = PAGE_VIEWS_YAML;
 const CLICKS_V1 = `name: clicks
 columns:
   - { name: event, type: VARCHAR, path: $.event }

@@ -13,18 +13,9 @@ import {
 } from '../src/views/index.ts';
 import { parseType, renderType } from '../src/views/types.ts';
 import { parseJsonPath, renderDuckDbPath, renderJsonPath } from '../src/views/jsonpath.ts';
+import { PAGE_VIEWS_YAML } from './fixtures/page-views.ts';
 
-const PAGE_VIEWS = `
-name: page_views
-source: payload
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+const PAGE_VIEWS = PAGE_VIEWS_YAML;
 
 function rejects(fn: () => unknown, code: string, path: string, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {

@@ -14,20 +14,11 @@ import {
   type ServerProcess,
 } from '../../harness/index.ts';
 import { logLines } from './cli-node.ts';
+import { PAGE_VIEWS_YAML } from '../../../ingest-node/test/fixtures/page-views.ts';
 
 export const CLI = join(repoRoot, 'ingest-node', 'src', 'cli.ts');
 
-export const PAGE_VIEWS = `# The seed's page_views view (DESIGN §6).
-name: page_views
-source: payload
-columns:
-  - { name: event,     type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,   type: VARCHAR,   path: $.user }
-  - { name: viewed_at, type: TIMESTAMP, path: $.ts,    required: true }
-filter: "event = 'page_view'"
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
+export const PAGE_VIEWS = PAGE_VIEWS_YAML;
 
 /** The AWS variables a container (or a consumer's shell) has for MinIO. */
 export function awsEnv(minio: MinioServer): Record<string, string> {

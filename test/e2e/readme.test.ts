@@ -83,7 +83,7 @@ after(async () => {
   }
 });
 
-test('every README shell block is run here or named with the reason it is not', () => {
+void test('every README shell block is run here or named with the reason it is not', () => {
   assert.ok(blocks.length >= 4, `found ${blocks.length} sh blocks`);
   for (const b of blocks) {
     const known = b === startBlock || b === sendBlock || b === readBlock || NOT_RUN.has(b);
@@ -91,7 +91,7 @@ test('every README shell block is run here or named with the reason it is not', 
   }
 });
 
-test('the README runs as written with the machine’s own node first on PATH', async () => {
+void test('the README runs as written with the machine’s own node first on PATH', async () => {
   const machineNode = sh('command -v node && node --version', dir);
   // The point of the test: whatever `node` a newcomer has, the commands work.
   // (On this machine kind it is Node 20; the repo's Node 24 is only on npm's PATH.)

@@ -1,5 +1,5 @@
 // Measures zstd levels on NDJSON-like events, to choose compress.ts's level.
-//   node ingest-node/src/delivery/bench-zstd.ts [MiB=64]
+//   npm run bench:zstd -- [MiB=64]
 // Prints MB/s (of input) and ratio per level. Data: ndjsonSample() below,
 // events with the repetition and the entropy of real page-view/order logs
 // (shared field names, enum-ish values, random ids and timestamps).

@@ -5,7 +5,7 @@
 // incompressible multipart upload for the store's raw MB/s. Median of N runs.
 // Prints; asserts nothing.
 //
-//   node test/bench/delivery/bench.ts [runs=3]
+//   npm run bench:delivery -- [runs=3]
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';

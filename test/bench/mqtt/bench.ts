@@ -3,7 +3,7 @@
 // PUBACK — next to the broker's own throughput to a plain mqtt.js subscriber
 // that acknowledges on receipt, on the same Mosquitto, in the same run.
 //
-//   node test/bench/mqtt/bench.ts [--messages 50000] [--bytes 200] [--runs 3] [--window 256] [--inflight 1000]
+//   npm run bench:mqtt -- [--messages 50000] [--bytes 200] [--runs 3] [--window 256] [--inflight 1000]
 //
 // Two shapes, each run for both consumers, alternating (so a noisy neighbour
 // hurts both alike); the table shows medians:

@@ -4,7 +4,7 @@
 // the same data, on the same instance. Runs alternate (view, ceiling, view…)
 // so a noisy neighbour hurts both sides alike; the table shows the medians.
 //
-//   node test/bench/views/bench.ts [--rows 1000000] [--runs 3] [--threads 2]
+//   npm run bench:views -- [--rows 1000000] [--runs 3] [--threads 2]
 //
 // Goal (not an assertion): the materialiser at ≥ 0.8× the ceiling's rows/s.
 // The materialiser's time includes loading the records from JS memory into

@@ -60,6 +60,8 @@ export class Operator {
   private readonly compiler: ClosableViewCompiler;
   private workers: Promise<void>[] = [];
   private started = false;
+  private synced = false;
+  private stopRequested: (() => void) | undefined;
 
   constructor(opts: OperatorOptions) {
     this.opts = opts;
@@ -185,7 +187,15 @@ export class Operator {
     }
   }
 
-  /** Starts watching and reconciling; resolves once the caches are synced and workers run. */
+  /** True once every informer listed and the workers run: what /readyz reports. */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  /**
+   * Starts watching and reconciling; resolves once the caches are synced and
+   * workers run, or when stop() is called meanwhile (then nothing runs).
+   */
   async start(): Promise<void> {
     if (this.started) return;
     // Single use, like a client-go manager: its queues shut down for good at
@@ -193,12 +203,12 @@ export class Operator {
     if (this.endpointQueue.isShuttingDown) throw new Error('an Operator cannot be restarted after stop()');
     this.started = true;
     const t0 = performance.now();
-    await Promise.all([
-      this.statefulSets.start(),
-      this.pods.start(),
-      this.views.start(),
-      this.endpoints.start(),
+    const stopped = new Promise<'stopped'>((resolve) => (this.stopRequested = () => resolve('stopped')));
+    const outcome = await Promise.race([
+      Promise.all([this.statefulSets.start(), this.pods.start(), this.views.start(), this.endpoints.start()]),
+      stopped,
     ]);
+    if (outcome === 'stopped' || !this.started) return;
     this.log.info(
       { ms: Math.round(performance.now() - t0), namespace: this.opts.namespace ?? '(all)' },
       'caches synced',
@@ -210,12 +220,15 @@ export class Operator {
       );
       this.workers.push(this.worker(this.viewQueue, 'view', (k) => this.viewController.reconcile(k)));
     }
+    this.synced = true;
   }
 
   /** Graceful: no new keys, in-flight reconciles finish (bounded), watches close, events flush. */
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
+    this.synced = false;
+    this.stopRequested?.();
     this.endpointQueue.shutDown();
     this.viewQueue.shutDown();
     const timeoutMs = this.opts.shutdownTimeoutMs ?? 20_000;

@@ -9,12 +9,16 @@
 // One control plane for the file; every wait is a poll with a deadline.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
+import { HttpMethod } from '@kubernetes/client-node';
 import type { V1ConfigMap } from '@kubernetes/client-node';
-import { repoRoot, startKubernetes, waitFor } from '../harness/index.ts';
-import type { KubernetesTestbed } from '../harness/index.ts';
+import { freePort, repoRoot, scratchDir, startKubernetes, startProcess, waitFor } from '../harness/index.ts';
+import type { KubernetesTestbed, ServerProcess } from '../harness/index.ts';
 import { Operator } from '../../operator/src/operator.ts';
 import { createNodeViewCompiler } from '../../operator/src/adapters/view-compiler.ts';
 import type { ClosableViewCompiler } from '../../operator/src/adapters/view-compiler.ts';
@@ -68,19 +72,218 @@ async function errorCount(metrics: OperatorMetrics, controller: string): Promise
   return m.values.filter((v) => v.labels.controller === controller).reduce((a, v) => a + v.value, 0);
 }
 
+/**
+ * A plain-HTTP front for the apiserver that authenticates as admin and can
+ * hold or swallow chosen requests: the slow list and the hung Lease call of a
+ * real outage, at the network boundary, without a hook in the operator.
+ */
+interface ApiProxy {
+  url: string;
+  /** Requests matched by `hold` wait until release() (counted in `held`). */
+  hold: ((req: IncomingMessage) => boolean) | undefined;
+  /** Requests matched by `swallow` never get an answer. */
+  swallow: ((req: IncomingMessage) => boolean) | undefined;
+  held: number;
+  release(): void;
+  close(): Promise<void>;
+}
+
+async function startApiProxy(): Promise<ApiProxy> {
+  const target = new URL(kube.server);
+  const ca = await readFile(kube.caPath);
+  let waiters: (() => void)[] = [];
+  const proxy: ApiProxy = {
+    url: '',
+    hold: undefined,
+    swallow: undefined,
+    held: 0,
+    release() {
+      proxy.hold = undefined;
+      for (const w of waiters) w();
+      waiters = [];
+    },
+    async close() {
+      proxy.release();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+  const forward = (req: IncomingMessage, res: ServerResponse): void => {
+    const headers = { ...req.headers, host: target.host, authorization: `Bearer ${kube.adminToken}` };
+    const up = httpsRequest(
+      { hostname: target.hostname, port: target.port, path: req.url, method: req.method, headers, ca },
+      (upRes) => {
+        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+        upRes.pipe(res);
+      },
+    );
+    up.on('error', () => res.destroy());
+    res.on('close', () => up.destroy());
+    req.pipe(up);
+  };
+  const server = createServer((req, res) => {
+    if (proxy.swallow?.(req)) return;
+    if (proxy.hold?.(req)) {
+      proxy.held++;
+      waiters.push(() => forward(req, res));
+      return;
+    }
+    forward(req, res);
+  });
+  const port = await freePort();
+  await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+  proxy.url = `http://127.0.0.1:${port}`;
+  return proxy;
+}
+
+/** A kubeconfig file for `server`; no credentials when it is the proxy (the proxy adds them). */
+async function kubeconfigFor(server: string): Promise<string> {
+  if (server === kube.server) return kube.kubeconfigPath;
+  const path = join(scratchDir('operator-kubeconfig'), 'kubeconfig.json');
+  await writeFile(
+    path,
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'p', cluster: { server } }],
+      users: [{ name: 'p', user: {} }],
+      contexts: [{ name: 'p', context: { cluster: 'p', user: 'p' } }],
+      'current-context': 'p',
+    }),
+  );
+  return path;
+}
+
+interface OperatorProcess {
+  proc: ServerProcess;
+  port: number;
+  metric(name: string): Promise<number | undefined>;
+  readyz(): Promise<number | undefined>;
+}
+
+async function startOperatorProcess(
+  identity: string,
+  server: string,
+  args: readonly string[],
+): Promise<OperatorProcess> {
+  const port = await freePort();
+  const proc = startProcess({
+    name: `operator-${identity}`,
+    command: process.execPath,
+    args: [
+      join(repoRoot, 'operator/src/main.ts'),
+      '--kubeconfig',
+      await kubeconfigFor(server),
+      '--identity',
+      identity,
+      '--metrics-host',
+      '127.0.0.1',
+      '--metrics-port',
+      String(port),
+      '--log-level',
+      'info',
+      ...args,
+    ],
+  });
+  const get = async (path: string): Promise<Response | undefined> => {
+    try {
+      return await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(2000) });
+    } catch {
+      return undefined;
+    }
+  };
+  return {
+    proc,
+    port,
+    async metric(name) {
+      const res = await get('/metrics');
+      if (!res) return undefined;
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(await res.text());
+      return m ? Number(m[1]) : undefined;
+    },
+    async readyz() {
+      return (await get('/readyz'))?.status;
+    },
+  };
+}
+
 before(async () => {
   kube = await startKubernetes();
   client = new KubeClient(kube.kubeConfig);
-  await installCrds();
 });
 
 after(async () => {
   await kube?.stop();
 });
 
+void describe('start-up CRD check', () => {
+  const crdCheckArgs = ['--namespace', 'default', '--crd-check-timeout-ms', '0'];
+  const runToExit = async (identity: string) => {
+    const op = await startOperatorProcess(identity, kube.server, crdCheckArgs);
+    const exit = await op.proc.exited;
+    return { code: exit.code, log: await readFile(op.proc.logPath, 'utf8') };
+  };
+
+  void test('no CRDs: a clear error and exit 1', async () => {
+    const { code, log: out } = await runToExit('no-crds');
+    console.log(`# ${out.trim().split('\n').at(-1) ?? ''}`);
+    assert.equal(code, 1);
+    assert.match(out, /landfall\.dev\/v1alpha1 is not served.*kubectl apply --server-side -f crds\//);
+  });
+
+  void test('CRDs older than the operator (a spec field missing): exit 1 naming it; current CRDs: it runs', async () => {
+    const old = yaml.load(await readFile(join(repoRoot, 'crds', 'endpoints.landfall.dev.yaml'), 'utf8')) as {
+      spec: {
+        versions: {
+          schema: { openAPIV3Schema: { properties: { spec: { properties: Record<string, unknown> } } } };
+        }[];
+      };
+    };
+    const specProps = old.spec.versions[0]?.schema.openAPIV3Schema.properties.spec.properties ?? {};
+    delete specProps.mqtt;
+    await client.apply(Resources.crd, old as unknown as KubeObject);
+    const view = yaml.load(await readFile(join(repoRoot, 'crds', 'views.landfall.dev.yaml'), 'utf8'));
+    await client.apply(Resources.crd, view as KubeObject);
+    // The apiserver publishes a CRD's OpenAPI a little after creating it.
+    await waitFor(
+      async () => {
+        const doc = await client.request<{ components?: { schemas?: Record<string, unknown> } }>(
+          HttpMethod.GET,
+          '/openapi/v3/apis/landfall.dev/v1alpha1',
+        );
+        return JSON.stringify(doc.components?.schemas ?? {}).includes('segmentPolicy');
+      },
+      { what: 'the OpenAPI of the old CRD', timeoutMs: 30_000, intervalMs: 250 },
+    );
+    const { code, log: out } = await runToExit('old-crds');
+    console.log(`# ${out.trim().split('\n').at(-1) ?? ''}`);
+    assert.equal(code, 1);
+    assert.match(out, /older than this operator: Endpoint spec lacks mqtt/);
+
+    await installCrds();
+    const op = await startOperatorProcess('current-crds', kube.server, [
+      '--namespace',
+      'default',
+      '--crd-check-timeout-ms',
+      '30000',
+    ]);
+    try {
+      await waitFor(async () => (await op.readyz()) === 200, {
+        what: 'the operator runs with the current CRDs',
+        timeoutMs: 40_000,
+        intervalMs: 200,
+        process: op.proc,
+      });
+    } finally {
+      await op.proc.stop({ graceMs: 5000 });
+    }
+  });
+});
+
 void describe('compile cache: a compiler that cannot run never strips Views', () => {
   let ns: string;
   const operators: Operator[] = [];
+  before(installCrds);
   after(async () => {
     for (const o of operators) await o.stop();
   });
@@ -211,5 +414,117 @@ void describe('compile cache: a compiler that cannot run never strips Views', ()
     assert.equal(attached?.status, 'True');
     assert.equal(attached?.reason, 'LastGoodGeneration');
     assert.equal(await viewsFile(), served, 'the last good generation is still served');
+  });
+});
+
+void describe('leader election under a slow list and hung Lease calls', () => {
+  let ns: string;
+  let proxy: ApiProxy;
+  const procs: OperatorProcess[] = [];
+  const lease = { duration: 2000, renew: 1500, retry: 300 };
+  const leaseArgs = (): string[] => [
+    '--leader-elect',
+    '--namespace',
+    ns,
+    '--lease-namespace',
+    ns,
+    '--lease-duration-ms',
+    String(lease.duration),
+    '--renew-deadline-ms',
+    String(lease.renew),
+    '--retry-period-ms',
+    String(lease.retry),
+  ];
+  const holder = async (): Promise<string | undefined> =>
+    (
+      await client.get<KubeObject & { spec?: { holderIdentity?: string } }>(
+        Resources.lease,
+        ns,
+        'landfall-operator',
+      )
+    )?.spec?.holderIdentity;
+
+  before(async () => {
+    await installCrds();
+    ns = await kube.newNamespace('leader');
+    proxy = await startApiProxy();
+  });
+  after(async () => {
+    await Promise.all(procs.map((p) => p.proc.stop({ graceMs: 3000 })));
+    await proxy?.close();
+  });
+
+  void test('a leader whose cache sync outlasts the lease keeps renewing; no second leader meanwhile', async () => {
+    await client.apply(Resources.endpoint, endpointBody(ns, 'slow'), { force: false });
+    // The leader's first list of Endpoints hangs (a slow apiserver, a huge
+    // cluster); its Lease calls pass.
+    proxy.hold = (req) =>
+      req.method === 'GET' &&
+      /\/apis\/landfall\.dev\/v1alpha1\/namespaces\/[^/]+\/endpoints(\?|$)/.test(req.url ?? '') &&
+      !/[?&]watch=/.test(req.url ?? '');
+    const a = await startOperatorProcess('op-a', proxy.url, leaseArgs());
+    procs.push(a);
+    await waitFor(() => proxy.held > 0, {
+      what: 'op-a leads and lists (held)',
+      timeoutMs: 30_000,
+      process: a.proc,
+    });
+    assert.equal(await holder(), 'op-a');
+    assert.equal(await a.readyz(), 503, 'not ready while its caches sync');
+
+    const b = await startOperatorProcess('op-b', kube.server, leaseArgs());
+    procs.push(b);
+    await waitFor(async () => (await b.metric('landfall_operator_leader')) === 0, {
+      what: 'op-b campaigning',
+      timeoutMs: 30_000,
+      process: b.proc,
+    });
+    // Three lease durations with op-b campaigning: on the old code op-a
+    // stopped renewing while it synced and op-b took the Lease after one.
+    const windowEnd = performance.now() + 3 * lease.duration;
+    const seen = new Set<string>();
+    let polls = 0;
+    while (performance.now() < windowEnd) {
+      seen.add((await holder()) ?? '(none)');
+      assert.equal(await b.metric('landfall_operator_leader'), 0, 'op-b never leads');
+      polls++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.log(
+      `# ${polls} polls over ${3 * lease.duration} ms of slow sync: holders ${[...seen].join(', ')}`,
+    );
+    assert.deepEqual([...seen], ['op-a'], 'op-a held the Lease throughout');
+    assert.equal(proxy.held, 1, 'op-a was still syncing');
+    assert.equal(await a.readyz(), 503);
+
+    proxy.release();
+    await waitFor(async () => (await a.readyz()) === 200, {
+      what: 'op-a ready once synced',
+      timeoutMs: 20_000,
+      process: a.proc,
+    });
+    await waitFor(() => client.get(Resources.statefulSet, ns, 'slow-ingest'), {
+      what: 'op-a reconciles after the sync',
+      timeoutMs: 20_000,
+      process: a.proc,
+    });
+    assert.equal(await holder(), 'op-a');
+  });
+
+  void test('a leader whose Lease calls hang steps down and exits 1; the standby takes over', async () => {
+    const a = procs[0];
+    if (!a?.proc.running()) assert.fail('op-a still leads from the test before');
+    proxy.swallow = (req) => (req.url ?? '').includes('/apis/coordination.k8s.io/');
+    const exit = await waitFor(async () => (a.proc.running() ? undefined : a.proc.exited), {
+      what: 'op-a to step down and exit',
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
+    assert.equal(exit.code, 1, 'leadership lost exits 1');
+    assert.match(await readFile(a.proc.logPath, 'utf8'), /leadership lost/);
+    await waitFor(async () => (await holder()) === 'op-b', {
+      what: 'op-b takes over',
+      timeoutMs: 30_000,
+    });
   });
 });

@@ -385,8 +385,10 @@ export class EndpointController {
       readyReplicas: r.readyReplicas,
       url: endpointUrl(ep),
       configHash: ctx.configHash || current.configHash,
-      views: ctx.views.map((v) => v.name).sort(),
+      // A failed reconcile may not have collected the views: it reports what runs.
+      views: failed ? current.views : ctx.views.map((v) => v.name).sort(),
     };
+    if (status.views === undefined) delete status.views;
     if (status.observedGeneration === undefined) delete status.observedGeneration;
     if (!status.configHash) delete status.configHash;
     const wasReady = current.conditions?.find((c) => c.type === 'Ready')?.status;

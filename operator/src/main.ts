@@ -18,6 +18,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { CrdCheckError, checkCrds } from './runtime/crd-check.ts';
 import { KubeClient } from './runtime/kube.ts';
 import { LeaderElector } from './runtime/leader.ts';
+import { loadOrCreateMasterKey } from './runtime/operator-key.ts';
 import { jsonLogger } from './runtime/log.ts';
 import type { LogLevel, Logger } from './runtime/log.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
@@ -37,6 +38,10 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --renew-deadline-ms N      (default 10000)
   --retry-period-ms N        (default 2000)
   --node-image IMAGE         ingest-node image for Endpoints without spec.image (default ${DEFAULT_NODE_IMAGE})
+  --allowed-images P1,P2     spec.image must start with one of these prefixes (default: any image)
+  --operator-key-secret NAME Secret holding the master key the operator's status keys derive from,
+                             created if missing (default landfall-operator-key)
+  --operator-key-namespace NS  its namespace (default: $POD_NAMESPACE, then --lease-namespace, --namespace, default)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
   --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
@@ -112,6 +117,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       'renew-deadline-ms': { type: 'string' },
       'retry-period-ms': { type: 'string' },
       'node-image': { type: 'string', default: DEFAULT_NODE_IMAGE },
+      'allowed-images': { type: 'string', default: '' },
+      'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
+      'operator-key-namespace': { type: 'string' },
       workers: { type: 'string' },
       'resync-period-ms': { type: 'string' },
       'crd-check-timeout-ms': { type: 'string' },
@@ -140,10 +148,24 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     log,
   );
 
+  const operatorKey = await loadOrCreateMasterKey(
+    new KubeClient(kubeConfig),
+    values['operator-key-namespace'] ??
+      process.env.POD_NAMESPACE ??
+      values['lease-namespace'] ??
+      namespace ??
+      'default',
+    values['operator-key-secret'],
+  );
   const operator = new Operator({
     kubeConfig,
     namespace,
     nodeImage: values['node-image'],
+    allowedImages: values['allowed-images']
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== ''),
+    operatorKey,
     log,
     metrics,
     workers: int(values.workers, 'workers', 2),

@@ -1,6 +1,7 @@
 // Wires informers, work queues and controllers into one runnable operator.
 // Leader election lives outside (main.ts): a standby process never starts
 // this, so it neither watches nor writes.
+import { randomBytes } from 'node:crypto';
 import type { KubeConfig, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint } from './api/endpoint.ts';
 import type { View } from './api/view.ts';
@@ -26,6 +27,14 @@ export interface OperatorOptions {
   /** Watch one namespace; unset: all. */
   namespace?: string;
   nodeImage: string;
+  /** Image prefixes an Endpoint's spec.image may start with; unset or empty: any. */
+  allowedImages?: readonly string[];
+  /**
+   * Master key the Endpoints' status keys are derived from (main.ts keeps it in
+   * a Secret of the operator's namespace). Default: random, for this process
+   * only (tests, embedding): a restart then changes every key and rolls the pods.
+   */
+  operatorKey?: Buffer;
   log: Logger;
   metrics?: OperatorMetrics;
   workers?: number;
@@ -109,6 +118,8 @@ export class Operator {
       events: this.events,
       log: opts.log,
       nodeImage: opts.nodeImage,
+      allowedImages: opts.allowedImages,
+      operatorKey: opts.operatorKey ?? randomBytes(32),
       probe: opts.probe ?? httpNodeStatusProbe(),
       drainPollMs: opts.drainPollMs,
       notReadyPollMs: opts.notReadyPollMs,

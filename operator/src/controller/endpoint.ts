@@ -1,8 +1,7 @@
 // Endpoint controller: one reconcile is a list of named steps, each applying
 // one part of the desired state with server-side apply (one field manager).
 // Status is computed from what the StatefulSet and its pods report.
-import { randomBytes } from 'node:crypto';
-import type { V1PersistentVolumeClaim, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec, EndpointStatus } from '../api/endpoint.ts';
 import { endpointSpecErrors, withEndpointDefaults } from '../api/endpoint.ts';
 import type { View } from '../api/view.ts';
@@ -16,17 +15,16 @@ import {
   childNames,
   endpointUrl,
 } from '../model/names.ts';
+import { deriveStatusKey, statusKeyLine } from '../model/operator-key.ts';
 import {
   buildConfigMap,
-  buildOperatorKeySecret,
   buildPdb,
   buildServiceAccount,
   buildServices,
   buildStatefulSet,
-  operatorKeyFromSecret,
 } from '../model/resources.ts';
 import type { EventSink } from '../runtime/events.ts';
-import { KubeApiError, Resources } from '../runtime/kube.ts';
+import { Resources } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
@@ -55,6 +53,10 @@ export interface EndpointControllerDeps {
   events: EventSink;
   log: Logger;
   nodeImage: string;
+  /** Image prefixes spec.image may start with; unset or empty: any image. --node-image is always allowed. */
+  allowedImages?: readonly string[];
+  /** The operator's master key: each Endpoint's status key is derived from it (model/operator-key.ts). */
+  operatorKey: Buffer;
   probe: NodeStatusProbe;
   /** How often a deleting Endpoint re-checks its replicas. */
   drainPollMs?: number;
@@ -76,13 +78,9 @@ interface Ctx {
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
 
-const OPERATOR_KEY_RECHECK_MS = 600_000;
-
 export class EndpointController {
   private readonly d: EndpointControllerDeps;
   private readonly log: Logger;
-  /** Endpoint key|uid → when its status-key Secret was last seen, so it is not read every reconcile. */
-  private readonly operatorKeys = new Map<string, number>();
 
   constructor(deps: EndpointControllerDeps) {
     this.d = deps;
@@ -94,7 +92,6 @@ export class EndpointController {
     { name: 'ensureFinalizer', run: (c) => this.ensureFinalizer(c) },
     { name: 'collectViews', run: (c) => this.collectViews(c) },
     { name: 'ensureServiceAccount', run: (c) => this.ensureServiceAccount(c) },
-    { name: 'ensureOperatorKey', run: (c) => this.ensureOperatorKey(c) },
     { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
     { name: 'ensureServices', run: (c) => this.ensureServices(c) },
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
@@ -103,10 +100,7 @@ export class EndpointController {
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const ep = this.d.endpoints.getByKey(key);
-    if (!ep) {
-      this.forgetKey(key);
-      return {}; // gone: the garbage collector removes the children (owner references)
-    }
+    if (!ep) return {}; // gone: the garbage collector removes the children (owner references)
     if (ep.metadata.deletionTimestamp) return this.finalize(ep);
 
     const spec = withEndpointDefaults(ep.spec);
@@ -127,6 +121,18 @@ export class EndpointController {
         reason: 'InvalidSpec',
         message: errors.join('; '),
       });
+      return {};
+    }
+    const imageProblem = this.imageProblem(spec.image);
+    if (imageProblem) {
+      // Nothing is applied: the pods keep the image they run.
+      await this.updateStatus(ctx, [], {
+        type: 'Degraded',
+        status: 'True',
+        reason: 'ImageNotAllowed',
+        message: imageProblem,
+      });
+      this.d.events.record(ep, 'Warning', 'ImageNotAllowed', imageProblem);
       return {};
     }
     for (const step of this.steps) {
@@ -152,8 +158,11 @@ export class EndpointController {
     return ready ? {} : { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
   }
 
-  private forgetKey(key: string): void {
-    for (const [uid] of this.operatorKeys) if (uid.startsWith(`${key}|`)) this.operatorKeys.delete(uid);
+  private imageProblem(image: string | undefined): string | undefined {
+    const allowed = this.d.allowedImages ?? [];
+    if (image === undefined || allowed.length === 0 || image === this.d.nodeImage) return undefined;
+    if (allowed.some((prefix) => image.startsWith(prefix))) return undefined;
+    return `spec.image ${image} is not allowed by the operator (allowed prefixes: ${allowed.join(', ')})`;
   }
 
   // --- steps -----------------------------------------------------------------
@@ -184,36 +193,12 @@ export class EndpointController {
     await this.d.client.apply(Resources.serviceAccount, buildServiceAccount(ctx.ep));
   }
 
-  private async ensureOperatorKey(ctx: Ctx): Promise<void> {
-    const cacheKey = `${ctx.key}|${ctx.ep.metadata.uid ?? ''}`;
-    // Re-checked now and then: someone may delete the Secret.
-    if (Date.now() - (this.operatorKeys.get(cacheKey) ?? -Infinity) < OPERATOR_KEY_RECHECK_MS) return;
-    const name = childNames(ctx.ep).operatorKeySecret;
-    const existing = await this.d.client.get<V1Secret & KubeObject>(Resources.secret, ctx.namespace, name);
-    let key = existing ? operatorKeyFromSecret(existing) : undefined;
-    if (!key) {
-      // Created once, never re-applied: applying a fresh random key each
-      // reconcile would rotate it under the running nodes.
-      key = `lfo_${randomBytes(24).toString('base64url')}`;
-      const secret = buildOperatorKeySecret(ctx.ep, key) as KubeObject;
-      if (existing) await this.d.client.apply(Resources.secret, secret);
-      else {
-        try {
-          await this.d.client.create(Resources.secret, secret);
-        } catch (err) {
-          // Another reconcile won the race; read its key next time.
-          if (err instanceof KubeApiError && err.code === 409)
-            throw new Error('operator key Secret created concurrently; retrying', { cause: err });
-          throw err;
-        }
-      }
-    }
-    this.operatorKeys.set(cacheKey, Date.now());
-    // Bounded: one entry per live Endpoint; forgetKey drops deleted ones.
-  }
-
   private async ensureConfigMap(ctx: Ctx): Promise<void> {
-    const { configMap, viewsConfigMap, hash } = buildConfigMap(ctx.ep, ctx.views);
+    const { configMap, viewsConfigMap, hash } = buildConfigMap(
+      ctx.ep,
+      ctx.views,
+      statusKeyLine(deriveStatusKey(this.d.operatorKey, ctx.ep)),
+    );
     ctx.configHash = hash;
     await this.d.client.apply(Resources.configMap, viewsConfigMap);
     await this.d.client.apply(Resources.configMap, configMap);
@@ -228,7 +213,11 @@ export class EndpointController {
   private async ensureStatefulSet(ctx: Ctx): Promise<void> {
     const desired = buildStatefulSet(
       ctx.ep,
-      { nodeImage: this.d.nodeImage, views: ctx.views },
+      {
+        nodeImage: this.d.nodeImage,
+        views: ctx.views,
+        operatorKeyLine: statusKeyLine(deriveStatusKey(this.d.operatorKey, ctx.ep)),
+      },
       ctx.configHash,
     );
     const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${desired.metadata?.name ?? ''}`);
@@ -429,16 +418,11 @@ export class EndpointController {
       namespace,
       labelSelector: `${ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
     });
-    const keySecret = await this.d.client.get<V1Secret & KubeObject>(
-      Resources.secret,
-      namespace,
-      names.operatorKeySecret,
-    );
     const result = await checkDrained({
       statefulSetName: names.statefulSet,
       claims: claims.items,
       pods: this.podsOf({ ep: { ...ep, spec }, namespace } as Ctx),
-      apiKey: keySecret ? operatorKeyFromSecret(keySecret) : undefined,
+      apiKey: deriveStatusKey(this.d.operatorKey, ep),
       probe: this.d.probe,
     });
     if (result.drained) {
@@ -449,7 +433,6 @@ export class EndpointController {
         `${result.checked} replica volume(s) checked: nothing undelivered; releasing the finalizer`,
       );
       await this.removeFinalizer(ep);
-      this.forgetKey(key);
       return {};
     }
     const message = `waiting for delivery before deletion (set annotation ${FORCE_DELETE_ANNOTATION}: "true" to skip): ${result.blockers.join('; ')}`;

@@ -6,7 +6,6 @@ import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
   V1EnvVar,
-  V1Secret,
   V1VolumeProjection,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
@@ -51,6 +50,8 @@ export interface BuildContext {
   nodeImage: string;
   /** Views that compiled, for this Endpoint. */
   views: readonly CompiledView[];
+  /** The operator's status key as a key-file line (model/operator-key.ts statusKeyLine); unset: none. */
+  operatorKeyLine?: string;
 }
 
 export interface EndpointResources {
@@ -85,10 +86,14 @@ export function buildServiceAccount(ep: Defaulted): V1ServiceAccount {
 export function buildConfigMap(
   ep: Defaulted,
   views: readonly CompiledView[],
+  operatorKeyLine?: string,
 ): { configMap: V1ConfigMap; viewsConfigMap: V1ConfigMap; hash: string } {
   const config = renderNodeConfig(endpointName(ep), ep.spec);
   checkWithNodeLoader(config);
   const data = renderConfigFiles(config);
+  // Only the hash of the operator's key (projected into the API-key folder):
+  // a ConfigMap, so the operator needs no Secret in this namespace.
+  if (operatorKeyLine !== undefined) data[OPERATOR_KEY_FILE] = operatorKeyLine;
   const names = childNames(ep);
   return {
     configMap: {
@@ -307,22 +312,24 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             { name: 'config', configMap: { name: names.configMap } },
             { name: 'views', configMap: { name: names.viewsConfigMap } },
             {
-              // The user's keys plus the operator's own status-scoped key (for
-              // the drain check on deletion), one folder the node re-reads.
+              // The user's keys plus the hash of the operator's own
+              // status-scoped key (for the drain check on deletion), one
+              // folder the node re-reads.
               name: 'api-keys',
               projected: {
                 defaultMode: 0o440,
                 sources: [
                   { secret: { name: spec.apiKeySecretRef.name } },
-                  {
-                    secret: {
-                      name: names.operatorKeySecret,
-                      items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
-                      // Without it a pod still serves; only the drain check
-                      // on deletion cannot ask it (and then waits for force).
-                      optional: true,
-                    },
-                  },
+                  ...(ctx.operatorKeyLine !== undefined
+                    ? [
+                        {
+                          configMap: {
+                            name: names.configMap,
+                            items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
+                          },
+                        },
+                      ]
+                    : []),
                 ],
               },
             },
@@ -349,29 +356,6 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
   };
 }
 
-/**
- * The operator's own API key for GET /v1/status, scoped to `status` only (it
- * cannot ingest). Generated once by the controller and never rotated by apply:
- * the builder only shapes the object around the key it is given.
- */
-export function buildOperatorKeySecret(ep: Defaulted, key: string): V1Secret {
-  return {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: childMetadata(ep, childNames(ep).operatorKeySecret),
-    type: 'Opaque',
-    stringData: { [OPERATOR_KEY_FILE]: `${key} status\n` },
-  };
-}
-
-/** The key from a Secret built by buildOperatorKeySecret (stringData comes back as base64 data). */
-export function operatorKeyFromSecret(secret: V1Secret): string | undefined {
-  const raw = secret.data?.[OPERATOR_KEY_FILE];
-  if (!raw) return undefined;
-  const line = Buffer.from(raw, 'base64').toString('utf8').trim();
-  return line.split(/\s+/)[0] || undefined;
-}
-
 export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
   return {
     apiVersion: 'policy/v1',
@@ -387,7 +371,7 @@ export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
 }
 
 export function buildEndpointResources(ep: Defaulted, ctx: BuildContext): EndpointResources {
-  const { configMap, viewsConfigMap, hash } = buildConfigMap(ep, ctx.views);
+  const { configMap, viewsConfigMap, hash } = buildConfigMap(ep, ctx.views, ctx.operatorKeyLine);
   const { headless, client } = buildServices(ep);
   return {
     serviceAccount: buildServiceAccount(ep),

@@ -39,6 +39,9 @@ function fakeClient(failOn?: string) {
     async get() {
       return undefined;
     },
+    async listAll() {
+      return { items: [], metadata: {} };
+    },
     async create(rt: ResourceType, obj: KubeObject) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
       return obj;

@@ -529,3 +529,97 @@ void describe('leader election under a slow list and hung Lease calls', () => {
     });
   });
 });
+
+void describe('volumes of a deleted Endpoint are never adopted by a new one of the same name', () => {
+  let ns: string;
+  let operator: Operator | undefined;
+  before(async () => {
+    await installCrds();
+    ns = await kube.newNamespace('reborn');
+    operator = new Operator({
+      kubeConfig: kube.kubeConfig,
+      namespace: ns,
+      nodeImage: 'ghcr.io/landfall/ingest-node:e2e',
+      log,
+      metrics: new OperatorMetrics(),
+      drainPollMs: 500,
+    });
+    await operator.start();
+  });
+  after(async () => {
+    await operator?.stop();
+  });
+
+  type Sts = KubeObject & {
+    spec: { volumeClaimTemplates: { metadata: { name: string; labels: Record<string, string> } }[] };
+  };
+
+  void test('claims carry the Endpoint uid; a re-created Endpoint waits (ForeignVolumes) until they are gone', async () => {
+    await client.apply(Resources.endpoint, endpointBody(ns, 'reborn'), { force: false });
+    const sts = await waitFor(() => client.get<Sts>(Resources.statefulSet, ns, 'reborn-ingest'), {
+      what: 'StatefulSet reborn-ingest',
+      timeoutMs: 20_000,
+    });
+    const first = await client.get<EndpointObj>(Resources.endpoint, ns, 'reborn');
+    const template = sts.spec.volumeClaimTemplates[0]?.metadata;
+    assert.equal(template?.labels['landfall.dev/endpoint-uid'], first?.metadata?.uid);
+    // The claim the StatefulSet controller makes from that template (no
+    // controller-manager runs here): name data-<sts>-0, the template's labels.
+    await client.create(Resources.pvc, {
+      metadata: { name: 'data-reborn-ingest-0', namespace: ns, labels: template?.labels },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '10Gi' } } },
+    } as KubeObject);
+
+    // The Endpoint goes (its claim was never bound: nothing to drain); the
+    // garbage collector would take the StatefulSet, the claim stays (Retain).
+    await waitFor(
+      async () =>
+        (await client.get<EndpointObj>(Resources.endpoint, ns, 'reborn'))?.metadata?.finalizers?.length,
+      { what: 'the finalizer', timeoutMs: 10_000 },
+    );
+    await client.delete(Resources.endpoint, ns, 'reborn');
+    await waitFor(async () => (await client.get(Resources.endpoint, ns, 'reborn')) === undefined, {
+      what: 'Endpoint reborn deleted',
+      timeoutMs: 20_000,
+    });
+    await client.delete(Resources.statefulSet, ns, 'reborn-ingest');
+    await waitFor(async () => (await client.get(Resources.statefulSet, ns, 'reborn-ingest')) === undefined, {
+      what: 'the old StatefulSet gone',
+      timeoutMs: 10_000,
+    });
+
+    // Same name, another bucket.
+    await client.apply(Resources.endpoint, endpointBody(ns, 'reborn', { s3: { bucket: 'another-bucket' } }), {
+      force: false,
+    });
+    const blocked = await waitFor(
+      async () => {
+        const e = await client.get<EndpointObj>(Resources.endpoint, ns, 'reborn');
+        return condition(e, 'Degraded')?.reason === 'ForeignVolumes' ? e : undefined;
+      },
+      { what: 'Degraded ForeignVolumes', timeoutMs: 20_000 },
+    );
+    const message = condition(blocked, 'Degraded')?.message ?? '';
+    console.log(`# Degraded ForeignVolumes: ${message}`);
+    assert.match(
+      message,
+      new RegExp(`data-reborn-ingest-0 \\(Endpoint uid ${first?.metadata?.uid ?? '?'}\\)`),
+    );
+    assert.notEqual(blocked.metadata?.uid, first?.metadata?.uid);
+    assert.equal(await client.get(Resources.statefulSet, ns, 'reborn-ingest'), undefined, 'no StatefulSet');
+
+    // Once the old claim is deleted (after checking it holds nothing), the new Endpoint proceeds.
+    await client.delete(Resources.pvc, ns, 'data-reborn-ingest-0');
+    // What the pvc-protection controller does for a claim no pod uses.
+    await client.mergePatch(Resources.pvc, ns, 'data-reborn-ingest-0', { metadata: { finalizers: null } });
+    const fresh = await waitFor(() => client.get<Sts>(Resources.statefulSet, ns, 'reborn-ingest'), {
+      what: 'the new StatefulSet',
+      timeoutMs: 60_000,
+      intervalMs: 200,
+    });
+    assert.equal(
+      fresh.spec.volumeClaimTemplates[0]?.metadata.labels['landfall.dev/endpoint-uid'],
+      blocked.metadata?.uid,
+    );
+  });
+});

@@ -10,6 +10,7 @@ import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
   ENDPOINT_LABEL,
+  ENDPOINT_UID_LABEL,
   FINALIZER,
   FORCE_DELETE_ANNOTATION,
   childNames,
@@ -31,6 +32,7 @@ import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import { checkDrained } from './drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
+import { foreignClaims } from './volumes.ts';
 import type { ViewCompileCache } from './views.ts';
 
 /** Read access to an informer cache. */
@@ -77,6 +79,16 @@ interface Ctx {
 }
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
+
+/** A step that cannot proceed for a reason of its own (the Degraded reason), retried with backoff. */
+class StepBlocked extends Error {
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(message);
+    this.name = 'StepBlocked';
+    this.reason = reason;
+  }
+}
 
 export class EndpointController {
   private readonly d: EndpointControllerDeps;
@@ -144,7 +156,7 @@ export class EndpointController {
         await this.updateStatus(ctx, [], {
           type: 'Degraded',
           status: 'True',
-          reason: 'ReconcileFailed',
+          reason: err instanceof StepBlocked ? err.reason : 'ReconcileFailed',
           message,
         }).catch((statusErr: unknown) =>
           this.log.debug({ err: statusErr, key }, 'status update after failure failed too'),
@@ -220,7 +232,35 @@ export class EndpointController {
       },
       ctx.configHash,
     );
-    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${desired.metadata?.name ?? ''}`);
+    const stsName = desired.metadata?.name ?? '';
+    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${stsName}`);
+    const uid = ctx.ep.metadata.uid ?? '';
+    const owner = cached?.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
+    if (cached && owner !== uid)
+      throw new StepBlocked(
+        'PreviousStatefulSet',
+        `StatefulSet ${stsName} belongs to another Endpoint (uid ${owner ?? 'none'}), e.g. a deleted one of the same name: waiting for the garbage collector to remove it`,
+      );
+    // Claim templates are immutable: an existing StatefulSet keeps its own
+    // (one made before the uid label existed keeps them unlabelled).
+    if (cached?.spec?.volumeClaimTemplates && desired.spec)
+      desired.spec.volumeClaimTemplates = cached.spec.volumeClaimTemplates;
+    const claims = await this.d.client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
+      namespace: ctx.namespace,
+      labelSelector: `${ENDPOINT_LABEL}=${ctx.ep.metadata.name ?? ''}`,
+    });
+    const foreign = foreignClaims({
+      claims: claims.items,
+      statefulSetName: stsName,
+      replicas: ctx.ep.spec.replicas,
+      uid,
+      endpointCreated: ctx.ep.metadata.creationTimestamp,
+    });
+    if (foreign.length > 0)
+      throw new StepBlocked(
+        'ForeignVolumes',
+        `volume claims ${foreign.map((f) => `${f.name} (${f.uid ? `Endpoint uid ${f.uid}` : 'unlabelled, older than this Endpoint'})`).join(', ')} belong to an earlier Endpoint named ${ctx.ep.metadata.name ?? ''}; the StatefulSet would adopt them. Check they hold nothing undelivered, then delete them, or label them ${ENDPOINT_UID_LABEL}=${uid} to adopt them on purpose`,
+      );
     ctx.previousHash = cached?.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
     ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired);
     if (!cached) {

@@ -10,6 +10,8 @@ export const FINALIZER = 'landfall.dev/drain';
 export const FORCE_DELETE_ANNOTATION = 'landfall.dev/force-delete';
 export const CONFIG_HASH_ANNOTATION = 'landfall.dev/config-hash';
 export const ENDPOINT_LABEL = 'landfall.dev/endpoint';
+/** On WAL claims: the uid of the Endpoint whose StatefulSet created them. */
+export const ENDPOINT_UID_LABEL = 'landfall.dev/endpoint-uid';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'landfall-operator';
 export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';

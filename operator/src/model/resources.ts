@@ -30,6 +30,7 @@ import {
   CONFIG_MOUNT,
   DATA_MOUNT,
   DATA_VOLUME,
+  ENDPOINT_UID_LABEL,
   HTTP_PORT,
   IRSA_ANNOTATION,
   MQTT_MOUNT,
@@ -42,6 +43,7 @@ import {
   childNames,
   commonLabels,
   endpointName,
+  ownerReference,
   selectorLabels,
 } from './names.ts';
 
@@ -344,7 +346,13 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
         {
           apiVersion: 'v1',
           kind: 'PersistentVolumeClaim',
-          metadata: { name: DATA_VOLUME, labels: selectorLabels(ep) },
+          // The uid tells this Endpoint's claims from those a deleted
+          // Endpoint of the same name left behind (controller/endpoint.ts
+          // refuses to let its StatefulSet adopt those).
+          metadata: {
+            name: DATA_VOLUME,
+            labels: { ...selectorLabels(ep), [ENDPOINT_UID_LABEL]: ownerReference(ep).uid },
+          },
           spec: {
             accessModes: ['ReadWriteOnce'],
             ...(spec.storage.storageClassName ? { storageClassName: spec.storage.storageClassName } : {}),

@@ -294,3 +294,47 @@ void test("the operator's status key: derived per Endpoint uid, only its hash re
   assert.deepEqual([...(keys.verify(key)?.scopes ?? [])], ['status']);
   assert.equal(keys.verify(deriveStatusKey(master, recreated)), undefined);
 });
+
+void test('snapshot: pod template overrides (placement, priority, pull secrets, annotations)', () => {
+  const ep = endpoint('placed', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'placed-keys' },
+    replicas: 3,
+    podTemplate: {
+      metadata: { annotations: { 'karpenter.sh/do-not-disrupt': 'true' } },
+      nodeSelector: { 'node.kubernetes.io/instance-type': 'i4i.large' },
+      tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'ingest', effect: 'NoSchedule' }],
+      affinity: {
+        nodeAffinity: {
+          requiredDuringSchedulingIgnoredDuringExecution: {
+            nodeSelectorTerms: [
+              {
+                matchExpressions: [
+                  { key: 'karpenter.sh/capacity-type', operator: 'In', values: ['on-demand'] },
+                ],
+              },
+            ],
+          },
+        },
+      },
+      topologySpreadConstraints: [
+        { maxSkew: 1, topologyKey: 'topology.kubernetes.io/zone', whenUnsatisfiable: 'DoNotSchedule' },
+      ],
+      priorityClassName: 'landfall-critical',
+      imagePullSecrets: [{ name: 'registry-creds' }],
+    },
+  });
+  const sts = buildEndpointResources(ep, ctx).statefulSet;
+  const pod = sts.spec?.template.spec;
+  // The operator's anti-affinity stays beside the user's node affinity; the
+  // spread constraint selects this Endpoint's pods; the config hash is ours.
+  assert.ok(pod?.affinity?.podAntiAffinity && pod.affinity.nodeAffinity);
+  assert.deepEqual(pod?.topologySpreadConstraints?.[0]?.labelSelector?.matchLabels, {
+    'app.kubernetes.io/name': 'landfall',
+    'app.kubernetes.io/component': 'ingest-node',
+    'landfall.dev/endpoint': 'placed',
+  });
+  assert.equal(sts.spec?.template.metadata?.annotations?.['karpenter.sh/do-not-disrupt'], 'true');
+  assert.match(sts.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '', /^[0-9a-f]{16}$/);
+  matchSnapshot('pod-template', [sts]);
+});

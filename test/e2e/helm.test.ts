@@ -285,9 +285,15 @@ void describe('installed chart', () => {
     assert.ok(await getJson(['secret', `${FULLNAME}-operator-key`, '-n', releaseNs]), 'master key Secret');
     const cm = await getJson<{ data: Record<string, string> }>(['configmap', 'clicks-ingest', '-n', appNs]);
     assert.match(cm?.data['landfall-operator-status-key'] ?? '', /^sha256:[0-9a-f]{64} status\n$/);
-    const secrets = await getJson<{ items: { metadata: { name: string } }[] }>(['secrets', '-n', appNs]);
+    const secrets = await getJson<{ items: { metadata: { name: string } }[] }>([
+      'secrets',
+      '-n',
+      appNs,
+      '-l',
+      'app.kubernetes.io/managed-by=landfall-operator',
+    ]);
     assert.deepEqual(
-      secrets?.items.map((x) => x.metadata.name).filter((n) => n !== 'clicks-keys'),
+      secrets?.items.map((x) => x.metadata.name),
       [],
       'the operator created no Secret in the Endpoint namespace',
     );

@@ -623,3 +623,134 @@ void describe('volumes of a deleted Endpoint are never adopted by a new one of t
     );
   });
 });
+
+void describe('pod template overrides and the scale subresource', () => {
+  let ns: string;
+  let operator: Operator | undefined;
+  before(async () => {
+    await installCrds();
+    ns = await kube.newNamespace('placed');
+    operator = new Operator({
+      kubeConfig: kube.kubeConfig,
+      namespace: ns,
+      nodeImage: 'ghcr.io/landfall/ingest-node:e2e',
+      log,
+      metrics: new OperatorMetrics(),
+    });
+    await operator.start();
+  });
+  after(async () => {
+    await operator?.stop();
+  });
+
+  type PodSpecLike = {
+    nodeSelector?: Record<string, string>;
+    tolerations?: { key?: string; effect?: string }[];
+    affinity?: Record<string, unknown>;
+    topologySpreadConstraints?: {
+      topologyKey: string;
+      labelSelector?: { matchLabels?: Record<string, string> };
+    }[];
+    priorityClassName?: string;
+    imagePullSecrets?: { name: string }[];
+  };
+  type Sts = KubeObject & {
+    spec: {
+      replicas: number;
+      template: { metadata: { annotations: Record<string, string> }; spec: PodSpecLike };
+    };
+  };
+
+  const podTemplate = {
+    metadata: { annotations: { 'karpenter.sh/do-not-disrupt': 'true' } },
+    nodeSelector: { 'node.kubernetes.io/instance-type': 'i4i.large' },
+    tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'ingest', effect: 'NoSchedule' }],
+    affinity: {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [
+            {
+              matchExpressions: [
+                { key: 'karpenter.sh/capacity-type', operator: 'In', values: ['on-demand'] },
+              ],
+            },
+          ],
+        },
+      },
+    },
+    topologySpreadConstraints: [
+      { maxSkew: 1, topologyKey: 'topology.kubernetes.io/zone', whenUnsatisfiable: 'ScheduleAnyway' },
+    ],
+    priorityClassName: 'landfall-critical',
+    imagePullSecrets: [{ name: 'registry-creds' }],
+  };
+
+  void test('nodeSelector, tolerations, affinity, spread, priority, pull secrets and annotations reach the StatefulSet', async () => {
+    await client.apply(Resources.endpoint, endpointBody(ns, 'placed', { podTemplate }), { force: false });
+    const sts = await waitFor(() => client.get<Sts>(Resources.statefulSet, ns, 'placed-ingest'), {
+      what: 'StatefulSet placed-ingest (the apiserver validated its pod template)',
+      timeoutMs: 20_000,
+    });
+    const pod = sts.spec.template.spec;
+    assert.deepEqual(pod.nodeSelector, podTemplate.nodeSelector);
+    assert.deepEqual(
+      pod.tolerations?.map((t) => `${t.key ?? ''}:${t.effect ?? ''}`),
+      ['dedicated:NoSchedule'],
+    );
+    assert.ok(pod.affinity?.nodeAffinity, "the user's node affinity");
+    assert.ok(pod.affinity?.podAntiAffinity, "the operator's anti-affinity stays");
+    assert.equal(
+      pod.topologySpreadConstraints?.[0]?.labelSelector?.matchLabels?.['landfall.dev/endpoint'],
+      'placed',
+    );
+    assert.equal(pod.priorityClassName, 'landfall-critical');
+    assert.deepEqual(pod.imagePullSecrets, [{ name: 'registry-creds' }]);
+    assert.equal(sts.spec.template.metadata.annotations['karpenter.sh/do-not-disrupt'], 'true');
+
+    // The CRD checks what it types, and keeps the config hash the operator's.
+    await assert.rejects(
+      client.create(
+        Resources.endpoint,
+        endpointBody(ns, 'bad-toleration', {
+          podTemplate: { tolerations: [{ key: 'a', operator: 'Maybe' }] },
+        }),
+      ),
+      /Unsupported value: "Maybe"/,
+    );
+    await assert.rejects(
+      client.create(
+        Resources.endpoint,
+        endpointBody(ns, 'bad-annotation', {
+          podTemplate: { metadata: { annotations: { 'landfall.dev/config-hash': 'x' } } },
+        }),
+      ),
+      /landfall.dev\/config-hash is set by the operator/,
+    );
+  });
+
+  void test('kubectl scale goes through the scale subresource to the StatefulSet; status.selector is the pods', async () => {
+    await kube.kubectl(['scale', 'endpoints.landfall.dev/placed', '--replicas=3', '-n', ns]);
+    await waitFor(
+      async () => (await client.get<Sts>(Resources.statefulSet, ns, 'placed-ingest'))?.spec.replicas === 3,
+      {
+        what: 'StatefulSet at 3 replicas',
+        timeoutMs: 20_000,
+      },
+    );
+    const scale = await waitFor(
+      async () => {
+        const s = await client.request<{ spec: { replicas: number }; status: { selector?: string } }>(
+          HttpMethod.GET,
+          `/apis/landfall.dev/v1alpha1/namespaces/${ns}/endpoints/placed/scale`,
+        );
+        return s.status.selector ? s : undefined;
+      },
+      { what: 'the scale subresource with a selector', timeoutMs: 20_000 },
+    );
+    assert.equal(scale.spec.replicas, 3);
+    assert.equal(
+      scale.status.selector,
+      'app.kubernetes.io/name=landfall,app.kubernetes.io/component=ingest-node,landfall.dev/endpoint=placed',
+    );
+  });
+});

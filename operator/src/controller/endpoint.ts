@@ -15,6 +15,7 @@ import {
   FORCE_DELETE_ANNOTATION,
   childNames,
   endpointUrl,
+  selectorLabels,
 } from '../model/names.ts';
 import { deriveStatusKey, statusKeyLine } from '../model/operator-key.ts';
 import {
@@ -413,6 +414,10 @@ export class EndpointController {
       replicas: r.replicas,
       readyReplicas: r.readyReplicas,
       url: endpointUrl(ep),
+      // For the scale subresource: what an HPA counts (the StatefulSet's pods).
+      selector: Object.entries(selectorLabels(ep))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
       configHash: ctx.configHash || current.configHash,
       // A failed reconcile may not have collected the views: it reports what runs.
       views: failed ? current.views : ctx.views.map((v) => v.name).sort(),

@@ -5,7 +5,10 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
+  V1Affinity,
   V1EnvVar,
+  V1PodSpec,
+  V1TopologySpreadConstraint,
   V1VolumeProjection,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
@@ -219,6 +222,40 @@ function mqttSecretSources(spec: EndpointSpec): V1VolumeProjection[] {
   return sources;
 }
 
+/** The operator's pod-spec placement fields with spec.podTemplate's overrides (docs/operator.md). */
+function placement(ep: Defaulted): Partial<V1PodSpec> {
+  const pt = ep.spec.podTemplate;
+  const antiAffinity: V1Affinity = {
+    // Spread replicas over nodes so one node failure takes one WAL offline,
+    // not all. Preferred, not required: a small cluster should still run
+    // every replica.
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 100,
+          podAffinityTerm: {
+            labelSelector: { matchLabels: selectorLabels(ep) },
+            topologyKey: 'kubernetes.io/hostname',
+          },
+        },
+      ],
+    },
+  };
+  const out: Partial<V1PodSpec> = {
+    affinity: { ...antiAffinity, ...(pt?.affinity as V1Affinity | undefined) },
+  };
+  if (pt?.nodeSelector && Object.keys(pt.nodeSelector).length > 0) out.nodeSelector = pt.nodeSelector;
+  if (pt?.tolerations?.length) out.tolerations = pt.tolerations;
+  if (pt?.topologySpreadConstraints?.length)
+    out.topologySpreadConstraints = pt.topologySpreadConstraints.map((c) => ({
+      labelSelector: { matchLabels: selectorLabels(ep) },
+      ...(c as unknown as V1TopologySpreadConstraint),
+    }));
+  if (pt?.priorityClassName) out.priorityClassName = pt.priorityClassName;
+  if (pt?.imagePullSecrets?.length) out.imagePullSecrets = pt.imagePullSecrets;
+  return out;
+}
+
 export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string): V1StatefulSet {
   const names = childNames(ep);
   const spec = ep.spec;
@@ -245,7 +282,10 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
       persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
       selector: { matchLabels: selectorLabels(ep) },
       template: {
-        metadata: { labels: commonLabels(ep), annotations: { [CONFIG_HASH_ANNOTATION]: hash } },
+        metadata: {
+          labels: commonLabels(ep),
+          annotations: { ...spec.podTemplate?.metadata?.annotations, [CONFIG_HASH_ANNOTATION]: hash },
+        },
         spec: {
           serviceAccountName: names.serviceAccount,
           automountServiceAccountToken: false,
@@ -264,22 +304,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             fsGroupChangePolicy: 'OnRootMismatch',
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          affinity: {
-            // Spread replicas over nodes so one node failure takes one WAL
-            // offline, not all. Preferred, not required: a small cluster
-            // should still run every replica.
-            podAntiAffinity: {
-              preferredDuringSchedulingIgnoredDuringExecution: [
-                {
-                  weight: 100,
-                  podAffinityTerm: {
-                    labelSelector: { matchLabels: selectorLabels(ep) },
-                    topologyKey: 'kubernetes.io/hostname',
-                  },
-                },
-              ],
-            },
-          },
+          ...placement(ep),
           containers: [
             {
               name: 'ingest-node',

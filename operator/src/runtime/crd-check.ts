@@ -26,7 +26,13 @@ export class CrdCheckError extends Error {
 }
 
 /** Resources (and subresources) the operator uses, as discovery lists them. */
-export const REQUIRED_RESOURCES = ['endpoints', 'endpoints/status', 'views', 'views/status'] as const;
+export const REQUIRED_RESOURCES = [
+  'endpoints',
+  'endpoints/status',
+  'endpoints/scale',
+  'views',
+  'views/status',
+] as const;
 
 interface ApiResourceList {
   resources?: { name: string }[];

@@ -157,13 +157,17 @@ export class LeaderElector {
 
   private async acquire(): Promise<void> {
     while (!this.stopped) {
-      if (await this.tryAcquireOrRenew()) return;
+      const attemptMs = performance.now();
+      if (await this.tryAcquireOrRenew()) {
+        // The renew deadline runs from when the winning write was sent.
+        this.lastRenewMs = attemptMs;
+        return;
+      }
       await this.sleep(this.opts.retryPeriodMs);
     }
   }
 
   private async renewLoop(): Promise<'lost' | 'released'> {
-    this.lastRenewMs = performance.now();
     while (!this.stopped) {
       await this.sleep(this.opts.retryPeriodMs);
       if (this.stopped) break;

@@ -44,6 +44,11 @@ export const ChartValues = Type.Object(
       'ingest-node',
       'The ingest-node image of Endpoints without spec.image (--node-image).',
     ),
+    allowedImages: Type.Array(Type.String({ minLength: 1 }), {
+      default: [],
+      description:
+        "Image prefixes an Endpoint's spec.image must start with (--allowed-images), e.g. registry.example.com/landfall/. Empty: any image. Without it, whoever may create an Endpoint may run any image with the namespace's Secrets the Endpoint names.",
+    }),
     imagePullSecrets: Type.Array(
       Type.Object({ name: Type.String({ minLength: 1 }) }, { additionalProperties: false }),
       {

@@ -5,6 +5,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { mkdtemp, mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -113,6 +114,14 @@ void describe('auth: key file parsing', () => {
     assert.equal(bad.problems.length, 1);
     assert.match(bad.problems[0] ?? '', /f line 1: unknown scope "admin"/);
     assert.doesNotMatch(bad.problems[0] ?? '', new RegExp(KEY_A));
+  });
+
+  void it('sha256:<hex> stands for the key with that hash (the key itself is not stored)', () => {
+    const hex = createHash('sha256').update(KEY_READ).digest('hex');
+    const source = staticApiKeys(`sha256:${hex} status\n`);
+    assert.deepEqual([...(source.verify(KEY_READ)?.scopes ?? [])], ['status']);
+    assert.equal(source.verify(`sha256:${hex}`), undefined, 'the hash is not itself a key');
+    assert.equal(source.verify(KEY_A), undefined);
   });
 });
 

@@ -6,14 +6,19 @@
 //
 // Without --kubeconfig: in-cluster config, else ~/.kube/config ($KUBECONFIG).
 // SIGTERM/SIGINT: stop reconciling (in-flight reconciles finish, bounded),
-// release the leader Lease, exit 0. Losing the Lease exits 1 so the pod
-// restarts with clean caches, as client-go controllers do.
+// release the leader Lease, exit 0. Losing the Lease exits 1 at once (no
+// graceful stop: a successor may already lead) so the pod restarts with clean
+// caches, as client-go controllers do. CRDs missing or older than the
+// operator: a clear error and exit 1 before anything else runs.
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
+import { CrdCheckError, checkCrds } from './runtime/crd-check.ts';
+import { KubeClient } from './runtime/kube.ts';
 import { LeaderElector } from './runtime/leader.ts';
+import { loadOrCreateMasterKey } from './runtime/operator-key.ts';
 import { jsonLogger } from './runtime/log.ts';
 import type { LogLevel, Logger } from './runtime/log.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
@@ -33,8 +38,13 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --renew-deadline-ms N      (default 10000)
   --retry-period-ms N        (default 2000)
   --node-image IMAGE         ingest-node image for Endpoints without spec.image (default ${DEFAULT_NODE_IMAGE})
+  --allowed-images P1,P2     spec.image must start with one of these prefixes (default: any image)
+  --operator-key-secret NAME Secret holding the master key the operator's status keys derive from,
+                             created if missing (default landfall-operator-key)
+  --operator-key-namespace NS  its namespace (default: $POD_NAMESPACE, then --lease-namespace, --namespace, default)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
+  --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
   --metrics-port N           /metrics, /healthz, /readyz (default 8080; 0 = any free port, -1 = off)
   --metrics-host HOST        (default 0.0.0.0)
   --log-level LEVEL          debug|info|warn|error (default info)
@@ -107,8 +117,12 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       'renew-deadline-ms': { type: 'string' },
       'retry-period-ms': { type: 'string' },
       'node-image': { type: 'string', default: DEFAULT_NODE_IMAGE },
+      'allowed-images': { type: 'string', default: '' },
+      'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
+      'operator-key-namespace': { type: 'string' },
       workers: { type: 'string' },
       'resync-period-ms': { type: 'string' },
+      'crd-check-timeout-ms': { type: 'string' },
       'metrics-port': { type: 'string' },
       'metrics-host': { type: 'string', default: '0.0.0.0' },
       'log-level': { type: 'string', default: 'info' },
@@ -128,23 +142,44 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
   const kubeConfig = loadKubeConfig(values.kubeconfig);
   const metrics = new OperatorMetrics(undefined, { defaultMetrics: true });
+  await waitForCrds(
+    new KubeClient(kubeConfig),
+    int(values['crd-check-timeout-ms'], 'crd-check-timeout-ms', 30_000),
+    log,
+  );
 
+  const operatorKey = await loadOrCreateMasterKey(
+    new KubeClient(kubeConfig),
+    values['operator-key-namespace'] ??
+      process.env.POD_NAMESPACE ??
+      values['lease-namespace'] ??
+      namespace ??
+      'default',
+    values['operator-key-secret'],
+  );
   const operator = new Operator({
     kubeConfig,
     namespace,
     nodeImage: values['node-image'],
+    allowedImages: values['allowed-images']
+      .split(',')
+      .map((p) => p.trim())
+      .filter((p) => p !== ''),
+    operatorKey,
     log,
     metrics,
     workers: int(values.workers, 'workers', 2),
     resyncPeriodMs: int(values['resync-period-ms'], 'resync-period-ms', 300_000),
   });
 
-  let running = false;
-  let standby = values['leader-elect'];
+  let leading = !values['leader-elect'];
   const metricsPort = int(values['metrics-port'], 'metrics-port', 8080);
+  // Ready: a standby (campaigning is its job), or a leader whose caches
+  // synced and whose workers run; never a leader still listing.
+  const ready = (): boolean => !leading || operator.isSynced;
   const server =
     metricsPort >= 0
-      ? await serveMetrics(metrics, values['metrics-host'], metricsPort, () => running || standby, log)
+      ? await serveMetrics(metrics, values['metrics-host'], metricsPort, ready, log)
       : undefined;
 
   const elector = values['leader-elect']
@@ -179,7 +214,6 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
 
   if (!elector) {
     metrics.leader.set(1);
-    running = true;
     await operator.start();
     return;
   }
@@ -187,26 +221,43 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   metrics.leader.set(0);
   await elector.run({
     onStartedLeading: async () => {
-      standby = false;
-      running = true;
+      leading = true;
       await operator.start();
     },
     onStoppedLeading: async (reason) => {
-      running = false;
-      await operator.stop();
       if (reason === 'lost') {
+        // No graceful stop: in-flight reconciles would keep writing while a
+        // successor may already lead. They are idempotent; the next leader
+        // redoes them.
         log.error({}, 'leadership lost: exiting so a fresh process campaigns again');
         process.exit(1);
       }
+      await operator.stop();
       elector?.stop();
     },
   });
   server?.close();
 }
 
+/** The start-up CRD check, retried (the apiserver publishes a new CRD's OpenAPI a few seconds late). */
+async function waitForCrds(client: KubeClient, timeoutMs: number, log: Logger): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { warnings } = await checkCrds(client);
+      for (const w of warnings) log.warn({}, w);
+      return;
+    } catch (err) {
+      if (performance.now() >= deadline) throw err;
+      log.warn({ err: (err as Error).message, attempt }, 'CRD check failed; retrying');
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
 if (import.meta.main) {
   main().catch((err: unknown) => {
     console.error(err instanceof Error ? err.message : err);
-    process.exit(2);
+    process.exit(err instanceof CrdCheckError ? 1 : 2);
   });
 }

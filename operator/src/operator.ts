@@ -1,6 +1,7 @@
 // Wires informers, work queues and controllers into one runnable operator.
 // Leader election lives outside (main.ts): a standby process never starts
 // this, so it neither watches nor writes.
+import { randomBytes } from 'node:crypto';
 import type { KubeConfig, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint } from './api/endpoint.ts';
 import type { View } from './api/view.ts';
@@ -26,6 +27,14 @@ export interface OperatorOptions {
   /** Watch one namespace; unset: all. */
   namespace?: string;
   nodeImage: string;
+  /** Image prefixes an Endpoint's spec.image may start with; unset or empty: any. */
+  allowedImages?: readonly string[];
+  /**
+   * Master key the Endpoints' status keys are derived from (main.ts keeps it in
+   * a Secret of the operator's namespace). Default: random, for this process
+   * only (tests, embedding): a restart then changes every key and rolls the pods.
+   */
+  operatorKey?: Buffer;
   log: Logger;
   metrics?: OperatorMetrics;
   workers?: number;
@@ -60,6 +69,8 @@ export class Operator {
   private readonly compiler: ClosableViewCompiler;
   private workers: Promise<void>[] = [];
   private started = false;
+  private synced = false;
+  private stopRequested: (() => void) | undefined;
 
   constructor(opts: OperatorOptions) {
     this.opts = opts;
@@ -107,6 +118,8 @@ export class Operator {
       events: this.events,
       log: opts.log,
       nodeImage: opts.nodeImage,
+      allowedImages: opts.allowedImages,
+      operatorKey: opts.operatorKey ?? randomBytes(32),
       probe: opts.probe ?? httpNodeStatusProbe(),
       drainPollMs: opts.drainPollMs,
       notReadyPollMs: opts.notReadyPollMs,
@@ -185,7 +198,15 @@ export class Operator {
     }
   }
 
-  /** Starts watching and reconciling; resolves once the caches are synced and workers run. */
+  /** True once every informer listed and the workers run: what /readyz reports. */
+  get isSynced(): boolean {
+    return this.synced;
+  }
+
+  /**
+   * Starts watching and reconciling; resolves once the caches are synced and
+   * workers run, or when stop() is called meanwhile (then nothing runs).
+   */
   async start(): Promise<void> {
     if (this.started) return;
     // Single use, like a client-go manager: its queues shut down for good at
@@ -193,12 +214,12 @@ export class Operator {
     if (this.endpointQueue.isShuttingDown) throw new Error('an Operator cannot be restarted after stop()');
     this.started = true;
     const t0 = performance.now();
-    await Promise.all([
-      this.statefulSets.start(),
-      this.pods.start(),
-      this.views.start(),
-      this.endpoints.start(),
+    const stopped = new Promise<'stopped'>((resolve) => (this.stopRequested = () => resolve('stopped')));
+    const outcome = await Promise.race([
+      Promise.all([this.statefulSets.start(), this.pods.start(), this.views.start(), this.endpoints.start()]),
+      stopped,
     ]);
+    if (outcome === 'stopped' || !this.started) return;
     this.log.info(
       { ms: Math.round(performance.now() - t0), namespace: this.opts.namespace ?? '(all)' },
       'caches synced',
@@ -210,12 +231,15 @@ export class Operator {
       );
       this.workers.push(this.worker(this.viewQueue, 'view', (k) => this.viewController.reconcile(k)));
     }
+    this.synced = true;
   }
 
   /** Graceful: no new keys, in-flight reconciles finish (bounded), watches close, events flush. */
   async stop(): Promise<void> {
     if (!this.started) return;
     this.started = false;
+    this.synced = false;
+    this.stopRequested?.();
     this.endpointQueue.shutDown();
     this.viewQueue.shutDown();
     const timeoutMs = this.opts.shutdownTimeoutMs ?? 20_000;

@@ -39,6 +39,9 @@ function fakeClient(failOn?: string) {
     async get() {
       return undefined;
     },
+    async listAll() {
+      return { items: [], metadata: {} };
+    },
     async create(rt: ResourceType, obj: KubeObject) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
       return obj;
@@ -47,7 +50,7 @@ function fakeClient(failOn?: string) {
   return { client: client as unknown as KubeClient, calls, statuses };
 }
 
-function controller(client: KubeClient, ep: Endpoint) {
+function controller(client: KubeClient, ep: Endpoint, allowedImages?: string[]) {
   const events: string[] = [];
   const c = new EndpointController({
     client,
@@ -59,6 +62,8 @@ function controller(client: KubeClient, ep: Endpoint) {
     events: { record: (_o, type, reason, message) => events.push(`${type} ${reason}: ${message}`) },
     log: silentLogger,
     nodeImage: 'img',
+    allowedImages,
+    operatorKey: Buffer.alloc(32, 7),
     probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
   });
   return { c, events };
@@ -78,7 +83,6 @@ void test('a reconcile runs its steps in order and ends with the status', async 
   assert.deepEqual(f.calls, [
     'jsonPatch Endpoint',
     'apply ServiceAccount clicks-ingest',
-    'create Secret clicks-ingest-operator-key',
     'apply ConfigMap clicks-ingest-views',
     'apply ConfigMap clicks-ingest',
     'apply Service clicks-ingest-headless',
@@ -150,4 +154,33 @@ void test('force annotation on a deleting Endpoint removes the finalizer without
   assert.deepEqual(await c.reconcile('tenant-a/clicks'), {});
   assert.deepEqual(f.calls, ['jsonPatch Endpoint']);
   assert.match(events[0] ?? '', /^Warning ForceDeleted: /);
+});
+
+void test('an image outside the allowlist is refused: nothing applied, Degraded ImageNotAllowed', async () => {
+  const f = fakeClient();
+  const e = endpoint('clicks', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'k' },
+    image: 'evil.example/exfiltrate:1',
+  });
+  const { c, events } = controller(f.client, e, ['ghcr.io/landfall/']);
+  assert.deepEqual(await c.reconcile('tenant-a/clicks'), {});
+  assert.deepEqual(f.calls, ['apply Endpoint/status clicks']);
+  const degraded = (f.statuses[0] as { conditions: { type: string; reason: string }[] }).conditions.find(
+    (x) => x.type === 'Degraded',
+  );
+  assert.equal(degraded?.reason, 'ImageNotAllowed');
+  assert.match(
+    events[0] ?? '',
+    /^Warning ImageNotAllowed: spec.image evil.example\/exfiltrate:1 is not allowed/,
+  );
+
+  const ok = fakeClient();
+  const allowed = endpoint('clicks', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'k' },
+    image: 'ghcr.io/landfall/ingest-node:0.2.0',
+  });
+  await controller(ok.client, allowed, ['ghcr.io/landfall/']).c.reconcile('tenant-a/clicks');
+  assert.ok(ok.calls.includes('apply StatefulSet clicks-ingest'));
 });

@@ -8,6 +8,8 @@ import { nodeViewInput } from '../src/adapters/view-compiler.ts';
 import { validateView, viewSpecHash, viewToPlain } from '../../ingest-node/src/views/spec.ts';
 import { withViewDefaults } from '../src/api/view.ts';
 import type { ViewSpec } from '../src/api/view.ts';
+import { deriveStatusKey, statusKeyLine } from '../src/model/operator-key.ts';
+import { staticApiKeys } from '../../ingest-node/src/http/auth.ts';
 import { matchSnapshot } from './snapshot.ts';
 import { endpoint } from './fixtures.ts';
 
@@ -18,7 +20,11 @@ function compiledView(name: string, spec: ViewSpec): CompiledView {
   return { name, spec: viewToPlain(normalised), specHash: viewSpecHash(normalised) };
 }
 
-const ctx: BuildContext = { nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0', views: [] };
+const ctx: BuildContext = {
+  nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0',
+  views: [],
+  operatorKeyLine: statusKeyLine('lfo_snapshot'),
+};
 
 function docs(r: ReturnType<typeof buildEndpointResources>): unknown[] {
   return [
@@ -269,4 +275,66 @@ void test('the container runs the image entrypoint with serve --config, and moun
     none.statefulSet.spec?.template.spec?.volumes?.find((v) => v.name === 'mqtt'),
     undefined,
   );
+});
+
+void test("the operator's status key: derived per Endpoint uid, only its hash reaches the nodes, status scope only", () => {
+  const master = Buffer.alloc(32, 1);
+  const a = minimal();
+  const key = deriveStatusKey(master, a);
+  assert.match(key, /^lfo_[A-Za-z0-9_-]{43}$/);
+  assert.equal(deriveStatusKey(master, a), key, 'stable');
+  const recreated = { ...a, metadata: { ...a.metadata, uid: 'uid-other' } };
+  assert.notEqual(deriveStatusKey(master, recreated), key, 'a new Endpoint of the same name gets a new key');
+  assert.notEqual(deriveStatusKey(Buffer.alloc(32, 2), a), key);
+  assert.throws(() => deriveStatusKey(Buffer.alloc(16), a), /at least 32 bytes/);
+  const line = statusKeyLine(key);
+  assert.ok(!line.includes(key), 'the key itself is not in the ConfigMap');
+  // The node's own key-file parser accepts the line, for the status scope only.
+  const keys = staticApiKeys(line);
+  assert.deepEqual([...(keys.verify(key)?.scopes ?? [])], ['status']);
+  assert.equal(keys.verify(deriveStatusKey(master, recreated)), undefined);
+});
+
+void test('snapshot: pod template overrides (placement, priority, pull secrets, annotations)', () => {
+  const ep = endpoint('placed', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'placed-keys' },
+    replicas: 3,
+    podTemplate: {
+      metadata: { annotations: { 'karpenter.sh/do-not-disrupt': 'true' } },
+      nodeSelector: { 'node.kubernetes.io/instance-type': 'i4i.large' },
+      tolerations: [{ key: 'dedicated', operator: 'Equal', value: 'ingest', effect: 'NoSchedule' }],
+      affinity: {
+        nodeAffinity: {
+          requiredDuringSchedulingIgnoredDuringExecution: {
+            nodeSelectorTerms: [
+              {
+                matchExpressions: [
+                  { key: 'karpenter.sh/capacity-type', operator: 'In', values: ['on-demand'] },
+                ],
+              },
+            ],
+          },
+        },
+      },
+      topologySpreadConstraints: [
+        { maxSkew: 1, topologyKey: 'topology.kubernetes.io/zone', whenUnsatisfiable: 'DoNotSchedule' },
+      ],
+      priorityClassName: 'landfall-critical',
+      imagePullSecrets: [{ name: 'registry-creds' }],
+    },
+  });
+  const sts = buildEndpointResources(ep, ctx).statefulSet;
+  const pod = sts.spec?.template.spec;
+  // The operator's anti-affinity stays beside the user's node affinity; the
+  // spread constraint selects this Endpoint's pods; the config hash is ours.
+  assert.ok(pod?.affinity?.podAntiAffinity && pod.affinity.nodeAffinity);
+  assert.deepEqual(pod?.topologySpreadConstraints?.[0]?.labelSelector?.matchLabels, {
+    'app.kubernetes.io/name': 'landfall',
+    'app.kubernetes.io/component': 'ingest-node',
+    'landfall.dev/endpoint': 'placed',
+  });
+  assert.equal(sts.spec?.template.metadata?.annotations?.['karpenter.sh/do-not-disrupt'], 'true');
+  assert.match(sts.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '', /^[0-9a-f]{16}$/);
+  matchSnapshot('pod-template', [sts]);
 });

@@ -67,7 +67,7 @@ import type { KubeObject } from '../../operator/src/runtime/kube.ts';
 import { jsonLogger } from '../../operator/src/runtime/log.ts';
 import { OperatorMetrics } from '../../operator/src/runtime/metrics.ts';
 import { CONFIG_HASH_ANNOTATION } from '../../operator/src/model/names.ts';
-import { operatorKeyFromSecret } from '../../operator/src/model/resources.ts';
+import { deriveStatusKey } from '../../operator/src/model/operator-key.ts';
 import { drainBlocker, httpNodeStatusProbe } from '../../operator/src/adapters/node-status.ts';
 import type { Endpoint } from '../../operator/src/api/endpoint.ts';
 
@@ -126,6 +126,7 @@ before(async () => {
   operator = new Operator({
     kubeConfig: kube.kubeConfig,
     nodeImage: 'ghcr.io/landfall/ingest-node:contract',
+    operatorKey: OPERATOR_MASTER_KEY,
     log,
     metrics: new OperatorMetrics(),
     resyncPeriodMs: 60_000,
@@ -134,6 +135,8 @@ before(async () => {
   });
   await operator.start();
 });
+
+const OPERATOR_MASTER_KEY = Buffer.alloc(32, 0x5a);
 
 after(async () => {
   await node?.stop({ graceMs: 10_000 });
@@ -705,15 +708,12 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
   console.log(`# after the View edit: ${describe(reloaded.artifacts)}`);
   phase('the edited View reached the running node (no restart)');
 
-  // The operator's own key (its Secret, mounted next to the user's) reads
-  // /v1/status, and the drain check's parser finds the replica drained.
-  const keySecret = await client.get<V1Secret & KubeObject>(
-    Resources.secret,
-    ns,
-    `${ENDPOINT}-ingest-operator-key`,
-  );
-  const operatorKey = keySecret && operatorKeyFromSecret(keySecret);
-  assert.ok(operatorKey);
+  // The operator's own key (derived from its master key; only its hash is
+  // in the ConfigMap, projected next to the user's keys) reads /v1/status,
+  // and the drain check's parser finds the replica drained.
+  const ep = await client.get<Endpoint & KubeObject>(Resources.endpoint, ns, ENDPOINT);
+  assert.ok(ep);
+  const operatorKey = deriveStatusKey(OPERATOR_MASTER_KEY, ep);
   const state = await waitFor(
     async () => {
       const s = await httpNodeStatusProbe(2000)(url, operatorKey);

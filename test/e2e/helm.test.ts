@@ -280,7 +280,23 @@ void describe('installed chart', () => {
     assert.equal(image, 'ghcr.io/landfall/ingest-node:0.1.0', "the chart's --node-image");
     for (const kind of ['serviceaccount', 'configmap', 'service', 'poddisruptionbudget'])
       assert.ok(await getJson([kind, 'clicks-ingest', '-n', appNs]), `${kind} clicks-ingest`);
-    assert.ok(await getJson(['secret', 'clicks-ingest-operator-key', '-n', appNs]));
+    // The operator's key: one master Secret at home; in the Endpoint's
+    // namespace only the hash of the derived status key, in a ConfigMap.
+    assert.ok(await getJson(['secret', `${FULLNAME}-operator-key`, '-n', releaseNs]), 'master key Secret');
+    const cm = await getJson<{ data: Record<string, string> }>(['configmap', 'clicks-ingest', '-n', appNs]);
+    assert.match(cm?.data['landfall-operator-status-key'] ?? '', /^sha256:[0-9a-f]{64} status\n$/);
+    const secrets = await getJson<{ items: { metadata: { name: string } }[] }>([
+      'secrets',
+      '-n',
+      appNs,
+      '-l',
+      'app.kubernetes.io/managed-by=landfall-operator',
+    ]);
+    assert.deepEqual(
+      secrets?.items.map((x) => x.metadata.name),
+      [],
+      'the operator created no Secret in the Endpoint namespace',
+    );
 
     // Status subresources and the finalizer were written.
     const view = await waitFor(
@@ -366,14 +382,20 @@ void describe('installed chart', () => {
 
   void test('the ServiceAccount can do no more than the chart says', async () => {
     const sa = `system:serviceaccount:${releaseNs}:${FULLNAME}`;
-    const can = async (verb: string, resource: string, group = '', namespace = appNs): Promise<boolean> => {
+    const can = async (
+      verb: string,
+      resource: string,
+      group = '',
+      namespace = appNs,
+      name?: string,
+    ): Promise<boolean> => {
       const review = {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SubjectAccessReview',
         spec: {
           user: sa,
           groups: ['system:serviceaccounts', `system:serviceaccounts:${releaseNs}`, 'system:authenticated'],
-          resourceAttributes: { verb, resource, group, namespace },
+          resourceAttributes: { verb, resource, group, namespace, ...(name ? { name } : {}) },
         },
       };
       const out = await kube.kubectl(['create', '-f', '-', '-o', 'json'], { input: JSON.stringify(review) });
@@ -381,6 +403,19 @@ void describe('installed chart', () => {
     };
     assert.equal(await can('create', 'statefulsets', 'apps'), true);
     assert.equal(await can('list', 'secrets'), false, 'no listing of Secrets');
+    // Secrets it did not create are out of reach: no get (and no patch or
+    // update, whose answer is the whole Secret) anywhere but its own key.
+    for (const verb of ['get', 'patch', 'update', 'create', 'watch', 'delete'])
+      assert.equal(await can(verb, 'secrets', '', appNs, 'clicks-keys'), false, `${verb} a user's Secret`);
+    for (const verb of ['get', 'patch', 'update'])
+      assert.equal(
+        await can(verb, 'secrets', '', releaseNs, 'some-other-secret'),
+        false,
+        `${verb} another Secret at home`,
+      );
+    assert.equal(await can('get', 'secrets', '', releaseNs, `${FULLNAME}-operator-key`), true, 'its own key');
+    assert.equal(await can('patch', 'secrets', '', releaseNs, `${FULLNAME}-operator-key`), false);
+    assert.equal(await can('create', 'secrets', '', releaseNs), true, 'creating its key on first start');
     assert.equal(await can('delete', 'statefulsets', 'apps'), false);
     assert.equal(await can('delete', 'persistentvolumeclaims'), false);
     assert.equal(await can('create', 'pods'), false);

@@ -148,7 +148,11 @@ void describe('operator in-process', () => {
     await owned(Resources.service, 'clicks-ingest-headless');
     await owned(Resources.statefulSet, 'clicks-ingest');
     await owned(Resources.pdb, 'clicks-ingest');
-    await owned(Resources.secret, 'clicks-ingest-operator-key');
+    assert.equal(
+      await client.get(Resources.secret, ns, 'clicks-ingest-operator-key'),
+      undefined,
+      'no Secret of the operator in the Endpoint namespace (only the hash of its key, in the ConfigMap)',
+    );
     const sts = await getSts('clicks');
     assert.equal(sts?.spec?.podManagementPolicy, 'Parallel');
     assert.ok(

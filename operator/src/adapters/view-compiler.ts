@@ -52,15 +52,32 @@ export function nodeViewInput(name: string, spec: ViewSpec): Record<string, unkn
  * compiling is rare (once per View generation) and must stay small beside
  * the operator's informers.
  */
-export function createNodeViewCompiler(opts: { memoryLimitBytes?: number } = {}): ClosableViewCompiler {
+export function createNodeViewCompiler(
+  opts: {
+    memoryLimitBytes?: number;
+    /** How the DuckDB is opened; tests inject a failing one. */
+    openDb?: (views: typeof NodeViews) => Promise<ParquetDb>;
+  } = {},
+): ClosableViewCompiler {
   let db: Promise<ParquetDb> | undefined;
   // Loaded on first use: DuckDB is a native module the rest of the operator
   // (and its unit tests) need not pay for.
   let views: Promise<typeof NodeViews> | undefined;
+  const open =
+    opts.openDb ??
+    ((v: typeof NodeViews) =>
+      v.createParquetDb({ memoryLimitBytes: opts.memoryLimitBytes ?? 64 * 1024 * 1024, threads: 1 }));
   const getDb = async (): Promise<ParquetDb> => {
     const v = await (views ??= import('../../../ingest-node/src/views/index.ts'));
-    db ??= v.createParquetDb({ memoryLimitBytes: opts.memoryLimitBytes ?? 64 * 1024 * 1024, threads: 1 });
-    return db;
+    const opening = (db ??= open(v));
+    try {
+      return await opening;
+    } catch (err) {
+      // A failed start is not remembered: the next compile tries again
+      // (the caller sees the error and retries with backoff).
+      if (db === opening) db = undefined;
+      throw err;
+    }
   };
   return {
     async compile(name, spec) {

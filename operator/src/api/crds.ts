@@ -132,6 +132,8 @@ interface CrdInput {
   spec: TSchema;
   status: TSchema;
   rootRules?: JsonObject[];
+  /** The scale subresource (kubectl scale, HorizontalPodAutoscaler). */
+  scale?: { specReplicasPath: string; statusReplicasPath: string; labelSelectorPath: string };
   printerColumns: readonly PrinterColumn[];
   description: string;
 }
@@ -173,7 +175,7 @@ function crd(input: CrdInput): JsonObject {
           name: VERSION,
           served: true,
           storage: true,
-          subresources: { status: {} },
+          subresources: input.scale ? { status: {}, scale: input.scale } : { status: {} },
           additionalPrinterColumns: input.printerColumns as unknown as Json[],
           schema: { openAPIV3Schema: root },
         },
@@ -191,6 +193,11 @@ export function endpointCrd(): JsonObject {
     spec: EndpointSpec,
     status: EndpointStatus,
     rootRules: [ENDPOINT_NAME_RULE],
+    scale: {
+      specReplicasPath: '.spec.replicas',
+      statusReplicasPath: '.status.replicas',
+      labelSelectorPath: '.status.selector',
+    },
     printerColumns: ENDPOINT_PRINTER_COLUMNS,
     description:
       'An HTTP ingest endpoint: a StatefulSet of ingest nodes that make records durable on local disk and deliver them to S3.',

@@ -364,6 +364,106 @@ export const MQTT_SHARED_RULE = {
   message: `with more than one replica every MQTT topic filter must be a shared subscription (${SHARED_PREFIX}<group>/<filter>), or each replica would store every message`,
 };
 
+/** An object the apiserver keeps as given (a Kubernetes core type the StatefulSet apply validates). */
+const KubeObjectField = (description: string, properties: Parameters<typeof Type.Object>[0] = {}) =>
+  Type.Object(properties, { description, 'x-kubernetes-preserve-unknown-fields': true });
+
+export const Toleration = Type.Object(
+  {
+    key: Type.Optional(
+      Type.String({ maxLength: 317, description: 'Taint key; empty with Exists matches every taint.' }),
+    ),
+    operator: Type.Optional(
+      StringEnum(['Exists', 'Equal'], { description: 'Exists or Equal (default Equal).' }),
+    ),
+    value: Type.Optional(Type.String({ maxLength: 63, description: 'Taint value (with Equal).' })),
+    effect: Type.Optional(
+      StringEnum(['NoSchedule', 'PreferNoSchedule', 'NoExecute'], {
+        description: 'Taint effect to match; empty matches all.',
+      }),
+    ),
+    tolerationSeconds: Type.Optional(
+      Type.Integer({ description: 'With NoExecute: how long the pod stays bound after the taint appears.' }),
+    ),
+  },
+  { description: 'A toleration (core/v1 Toleration).' },
+);
+
+export const PodTemplate = Type.Object(
+  {
+    metadata: Type.Optional(
+      Type.Object(
+        {
+          annotations: Type.Optional(
+            Type.Record(Type.String(), Type.String(), {
+              maxProperties: 64,
+              description:
+                "Annotations of the pods (e.g. karpenter.sh/do-not-disrupt, cluster-autoscaler.kubernetes.io/safe-to-evict). landfall.dev/config-hash is the operator's.",
+              'x-kubernetes-validations': [
+                {
+                  rule: "!('landfall.dev/config-hash' in self)",
+                  message: 'landfall.dev/config-hash is set by the operator',
+                },
+              ],
+            }),
+          ),
+        },
+        { description: 'Metadata added to the pods.' },
+      ),
+    ),
+    nodeSelector: Type.Optional(
+      Type.Record(Type.String(), Type.String(), {
+        maxProperties: 64,
+        description: 'Node labels the pods must run on.',
+      }),
+    ),
+    tolerations: Type.Optional(
+      Type.Array(Toleration, { maxItems: 64, description: 'Tolerations of the pods.' }),
+    ),
+    affinity: Type.Optional(
+      KubeObjectField(
+        "core/v1 Affinity. Each of nodeAffinity, podAffinity and podAntiAffinity given here replaces the operator's; unset, podAntiAffinity stays the operator's (replicas preferably on different nodes).",
+      ),
+    ),
+    topologySpreadConstraints: Type.Optional(
+      Type.Array(
+        KubeObjectField(
+          "core/v1 TopologySpreadConstraint. Without a labelSelector the operator selects this Endpoint's pods.",
+          {
+            maxSkew: Type.Integer({ minimum: 1, description: 'Largest allowed difference of pod counts.' }),
+            topologyKey: Type.String({
+              minLength: 1,
+              maxLength: 317,
+              description: 'Node label, e.g. topology.kubernetes.io/zone.',
+            }),
+            whenUnsatisfiable: StringEnum(['DoNotSchedule', 'ScheduleAnyway'], {
+              description: 'What to do when the spread cannot be met.',
+            }),
+          },
+        ),
+        { maxItems: 16, description: 'Spread the replicas over zones or nodes.' },
+      ),
+    ),
+    priorityClassName: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description: 'PriorityClass of the pods.',
+      }),
+    ),
+    imagePullSecrets: Type.Optional(
+      Type.Array(LocalObjectReference('A pull Secret for the image.'), {
+        maxItems: 16,
+        description: 'Pull Secrets for the ingest-node image (a private registry).',
+      }),
+    ),
+  },
+  {
+    description:
+      'Overrides of the pod template, as Strimzi (template.pod) and CloudNativePG users expect. A change rolls the pods.',
+  },
+);
+
 export const EndpointSpec = Type.Object(
   {
     s3: S3Target,
@@ -402,6 +502,7 @@ export const EndpointSpec = Type.Object(
         description: "Ingest-node image; defaults to the operator's --node-image.",
       }),
     ),
+    podTemplate: Type.Optional(PodTemplate),
   },
   { description: 'Desired state of an Endpoint.', 'x-kubernetes-validations': [MQTT_SHARED_RULE] },
 );
@@ -424,6 +525,12 @@ export const EndpointStatus = Type.Object(
       Type.Array(Type.String({ maxLength: 253 }), {
         maxItems: 256,
         description: 'Views compiled into the config.',
+      }),
+    ),
+    selector: Type.Optional(
+      Type.String({
+        description:
+          'Label selector of the pods, for the scale subresource (kubectl scale, HorizontalPodAutoscaler).',
       }),
     ),
   },

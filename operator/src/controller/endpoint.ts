@@ -1,8 +1,7 @@
 // Endpoint controller: one reconcile is a list of named steps, each applying
 // one part of the desired state with server-side apply (one field manager).
 // Status is computed from what the StatefulSet and its pods report.
-import { randomBytes } from 'node:crypto';
-import type { V1PersistentVolumeClaim, V1Pod, V1Secret, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec, EndpointStatus } from '../api/endpoint.ts';
 import { endpointSpecErrors, withEndpointDefaults } from '../api/endpoint.ts';
 import type { View } from '../api/view.ts';
@@ -11,28 +10,30 @@ import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
   ENDPOINT_LABEL,
+  ENDPOINT_UID_LABEL,
   FINALIZER,
   FORCE_DELETE_ANNOTATION,
   childNames,
   endpointUrl,
+  selectorLabels,
 } from '../model/names.ts';
+import { deriveStatusKey, statusKeyLine } from '../model/operator-key.ts';
 import {
   buildConfigMap,
-  buildOperatorKeySecret,
   buildPdb,
   buildServiceAccount,
   buildServices,
   buildStatefulSet,
-  operatorKeyFromSecret,
 } from '../model/resources.ts';
 import type { EventSink } from '../runtime/events.ts';
-import { KubeApiError, Resources } from '../runtime/kube.ts';
+import { Resources } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import { checkDrained } from './drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
+import { foreignClaims } from './volumes.ts';
 import type { ViewCompileCache } from './views.ts';
 
 /** Read access to an informer cache. */
@@ -55,6 +56,10 @@ export interface EndpointControllerDeps {
   events: EventSink;
   log: Logger;
   nodeImage: string;
+  /** Image prefixes spec.image may start with; unset or empty: any image. --node-image is always allowed. */
+  allowedImages?: readonly string[];
+  /** The operator's master key: each Endpoint's status key is derived from it (model/operator-key.ts). */
+  operatorKey: Buffer;
   probe: NodeStatusProbe;
   /** How often a deleting Endpoint re-checks its replicas. */
   drainPollMs?: number;
@@ -76,13 +81,19 @@ interface Ctx {
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
 
-const OPERATOR_KEY_RECHECK_MS = 600_000;
+/** A step that cannot proceed for a reason of its own (the Degraded reason), retried with backoff. */
+class StepBlocked extends Error {
+  readonly reason: string;
+  constructor(reason: string, message: string) {
+    super(message);
+    this.name = 'StepBlocked';
+    this.reason = reason;
+  }
+}
 
 export class EndpointController {
   private readonly d: EndpointControllerDeps;
   private readonly log: Logger;
-  /** Endpoint key|uid → when its status-key Secret was last seen, so it is not read every reconcile. */
-  private readonly operatorKeys = new Map<string, number>();
 
   constructor(deps: EndpointControllerDeps) {
     this.d = deps;
@@ -94,7 +105,6 @@ export class EndpointController {
     { name: 'ensureFinalizer', run: (c) => this.ensureFinalizer(c) },
     { name: 'collectViews', run: (c) => this.collectViews(c) },
     { name: 'ensureServiceAccount', run: (c) => this.ensureServiceAccount(c) },
-    { name: 'ensureOperatorKey', run: (c) => this.ensureOperatorKey(c) },
     { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
     { name: 'ensureServices', run: (c) => this.ensureServices(c) },
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
@@ -103,10 +113,7 @@ export class EndpointController {
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const ep = this.d.endpoints.getByKey(key);
-    if (!ep) {
-      this.forgetKey(key);
-      return {}; // gone: the garbage collector removes the children (owner references)
-    }
+    if (!ep) return {}; // gone: the garbage collector removes the children (owner references)
     if (ep.metadata.deletionTimestamp) return this.finalize(ep);
 
     const spec = withEndpointDefaults(ep.spec);
@@ -129,6 +136,18 @@ export class EndpointController {
       });
       return {};
     }
+    const imageProblem = this.imageProblem(spec.image);
+    if (imageProblem) {
+      // Nothing is applied: the pods keep the image they run.
+      await this.updateStatus(ctx, [], {
+        type: 'Degraded',
+        status: 'True',
+        reason: 'ImageNotAllowed',
+        message: imageProblem,
+      });
+      this.d.events.record(ep, 'Warning', 'ImageNotAllowed', imageProblem);
+      return {};
+    }
     for (const step of this.steps) {
       try {
         await step.run(ctx);
@@ -138,7 +157,7 @@ export class EndpointController {
         await this.updateStatus(ctx, [], {
           type: 'Degraded',
           status: 'True',
-          reason: 'ReconcileFailed',
+          reason: err instanceof StepBlocked ? err.reason : 'ReconcileFailed',
           message,
         }).catch((statusErr: unknown) =>
           this.log.debug({ err: statusErr, key }, 'status update after failure failed too'),
@@ -152,8 +171,11 @@ export class EndpointController {
     return ready ? {} : { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
   }
 
-  private forgetKey(key: string): void {
-    for (const [uid] of this.operatorKeys) if (uid.startsWith(`${key}|`)) this.operatorKeys.delete(uid);
+  private imageProblem(image: string | undefined): string | undefined {
+    const allowed = this.d.allowedImages ?? [];
+    if (image === undefined || allowed.length === 0 || image === this.d.nodeImage) return undefined;
+    if (allowed.some((prefix) => image.startsWith(prefix))) return undefined;
+    return `spec.image ${image} is not allowed by the operator (allowed prefixes: ${allowed.join(', ')})`;
   }
 
   // --- steps -----------------------------------------------------------------
@@ -184,36 +206,12 @@ export class EndpointController {
     await this.d.client.apply(Resources.serviceAccount, buildServiceAccount(ctx.ep));
   }
 
-  private async ensureOperatorKey(ctx: Ctx): Promise<void> {
-    const cacheKey = `${ctx.key}|${ctx.ep.metadata.uid ?? ''}`;
-    // Re-checked now and then: someone may delete the Secret.
-    if (Date.now() - (this.operatorKeys.get(cacheKey) ?? -Infinity) < OPERATOR_KEY_RECHECK_MS) return;
-    const name = childNames(ctx.ep).operatorKeySecret;
-    const existing = await this.d.client.get<V1Secret & KubeObject>(Resources.secret, ctx.namespace, name);
-    let key = existing ? operatorKeyFromSecret(existing) : undefined;
-    if (!key) {
-      // Created once, never re-applied: applying a fresh random key each
-      // reconcile would rotate it under the running nodes.
-      key = `lfo_${randomBytes(24).toString('base64url')}`;
-      const secret = buildOperatorKeySecret(ctx.ep, key) as KubeObject;
-      if (existing) await this.d.client.apply(Resources.secret, secret);
-      else {
-        try {
-          await this.d.client.create(Resources.secret, secret);
-        } catch (err) {
-          // Another reconcile won the race; read its key next time.
-          if (err instanceof KubeApiError && err.code === 409)
-            throw new Error('operator key Secret created concurrently; retrying', { cause: err });
-          throw err;
-        }
-      }
-    }
-    this.operatorKeys.set(cacheKey, Date.now());
-    // Bounded: one entry per live Endpoint; forgetKey drops deleted ones.
-  }
-
   private async ensureConfigMap(ctx: Ctx): Promise<void> {
-    const { configMap, viewsConfigMap, hash } = buildConfigMap(ctx.ep, ctx.views);
+    const { configMap, viewsConfigMap, hash } = buildConfigMap(
+      ctx.ep,
+      ctx.views,
+      statusKeyLine(deriveStatusKey(this.d.operatorKey, ctx.ep)),
+    );
     ctx.configHash = hash;
     await this.d.client.apply(Resources.configMap, viewsConfigMap);
     await this.d.client.apply(Resources.configMap, configMap);
@@ -228,10 +226,42 @@ export class EndpointController {
   private async ensureStatefulSet(ctx: Ctx): Promise<void> {
     const desired = buildStatefulSet(
       ctx.ep,
-      { nodeImage: this.d.nodeImage, views: ctx.views },
+      {
+        nodeImage: this.d.nodeImage,
+        views: ctx.views,
+        operatorKeyLine: statusKeyLine(deriveStatusKey(this.d.operatorKey, ctx.ep)),
+      },
       ctx.configHash,
     );
-    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${desired.metadata?.name ?? ''}`);
+    const stsName = desired.metadata?.name ?? '';
+    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${stsName}`);
+    const uid = ctx.ep.metadata.uid ?? '';
+    const owner = cached?.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
+    if (cached && owner !== uid)
+      throw new StepBlocked(
+        'PreviousStatefulSet',
+        `StatefulSet ${stsName} belongs to another Endpoint (uid ${owner ?? 'none'}), e.g. a deleted one of the same name: waiting for the garbage collector to remove it`,
+      );
+    // Claim templates are immutable: an existing StatefulSet keeps its own
+    // (one made before the uid label existed keeps them unlabelled).
+    if (cached?.spec?.volumeClaimTemplates && desired.spec)
+      desired.spec.volumeClaimTemplates = cached.spec.volumeClaimTemplates;
+    const claims = await this.d.client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
+      namespace: ctx.namespace,
+      labelSelector: `${ENDPOINT_LABEL}=${ctx.ep.metadata.name ?? ''}`,
+    });
+    const foreign = foreignClaims({
+      claims: claims.items,
+      statefulSetName: stsName,
+      replicas: ctx.ep.spec.replicas,
+      uid,
+      endpointCreated: ctx.ep.metadata.creationTimestamp,
+    });
+    if (foreign.length > 0)
+      throw new StepBlocked(
+        'ForeignVolumes',
+        `volume claims ${foreign.map((f) => `${f.name} (${f.uid ? `Endpoint uid ${f.uid}` : 'unlabelled, older than this Endpoint'})`).join(', ')} belong to an earlier Endpoint named ${ctx.ep.metadata.name ?? ''}; the StatefulSet would adopt them. Check they hold nothing undelivered, then delete them, or label them ${ENDPOINT_UID_LABEL}=${uid} to adopt them on purpose`,
+      );
     ctx.previousHash = cached?.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
     ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired);
     if (!cached) {
@@ -384,9 +414,15 @@ export class EndpointController {
       replicas: r.replicas,
       readyReplicas: r.readyReplicas,
       url: endpointUrl(ep),
+      // For the scale subresource: what an HPA counts (the StatefulSet's pods).
+      selector: Object.entries(selectorLabels(ep))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(','),
       configHash: ctx.configHash || current.configHash,
-      views: ctx.views.map((v) => v.name).sort(),
+      // A failed reconcile may not have collected the views: it reports what runs.
+      views: failed ? current.views : ctx.views.map((v) => v.name).sort(),
     };
+    if (status.views === undefined) delete status.views;
     if (status.observedGeneration === undefined) delete status.observedGeneration;
     if (!status.configHash) delete status.configHash;
     const wasReady = current.conditions?.find((c) => c.type === 'Ready')?.status;
@@ -427,16 +463,11 @@ export class EndpointController {
       namespace,
       labelSelector: `${ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
     });
-    const keySecret = await this.d.client.get<V1Secret & KubeObject>(
-      Resources.secret,
-      namespace,
-      names.operatorKeySecret,
-    );
     const result = await checkDrained({
       statefulSetName: names.statefulSet,
       claims: claims.items,
       pods: this.podsOf({ ep: { ...ep, spec }, namespace } as Ctx),
-      apiKey: keySecret ? operatorKeyFromSecret(keySecret) : undefined,
+      apiKey: deriveStatusKey(this.d.operatorKey, ep),
       probe: this.d.probe,
     });
     if (result.drained) {
@@ -447,7 +478,6 @@ export class EndpointController {
         `${result.checked} replica volume(s) checked: nothing undelivered; releasing the finalizer`,
       );
       await this.removeFinalizer(ep);
-      this.forgetKey(key);
       return {};
     }
     const message = `waiting for delivery before deletion (set annotation ${FORCE_DELETE_ANNOTATION}: "true" to skip): ${result.blockers.join('; ')}`;

@@ -1,6 +1,8 @@
 // View controller: compile the View, say so in its status (the compiler's
 // exact error when it fails), and requeue its Endpoint, whose ConfigMap
-// carries every View of it that compiled.
+// carries every View of it that compiled. A compiler that cannot run
+// (views.ts: CompilerUnavailableError) fails the reconcile, which is retried
+// with backoff; the status is left as it was.
 import type { Endpoint } from '../api/endpoint.ts';
 import type { View, ViewStatus } from '../api/view.ts';
 import type { EventSink } from '../runtime/events.ts';
@@ -57,26 +59,34 @@ export class ViewController {
         reason: 'EndpointNotFound',
         message: `Endpoint '${endpointName}' not found in namespace '${namespace}'`,
       };
-    } else if (!compiled.ok) {
-      attached = {
-        type: 'Attached',
-        status: 'False',
-        reason: 'CompileFailed',
-        message: 'not in the Endpoint config until it compiles',
-      };
     } else {
       // Same rule as the Endpoint controller uses to build the config.
       const siblings = viewsOfEndpoint(this.d.views.list(), namespace, endpointName);
-      const { excluded } = await compileEndpointViews(this.d.compileCache, siblings);
-      const why = excluded.get(view.metadata.name ?? '');
+      const { excluded, stale } = await compileEndpointViews(this.d.compileCache, siblings);
+      const name = view.metadata.name ?? '';
+      const why = excluded.get(name);
+      const older = stale.get(name);
       attached = why
-        ? { type: 'Attached', status: 'False', reason: why.reason, message: why.message }
-        : {
+        ? {
             type: 'Attached',
-            status: 'True',
-            reason: 'InEndpointConfig',
-            message: `in the config of Endpoint '${endpointName}'`,
-          };
+            status: 'False',
+            reason: why.reason,
+            message:
+              why.reason === 'CompileFailed' ? 'not in the Endpoint config until it compiles' : why.message,
+          }
+        : older
+          ? {
+              type: 'Attached',
+              status: 'True',
+              reason: 'LastGoodGeneration',
+              message: `generation ${older.generation} stays in the config of Endpoint '${endpointName}' until generation ${view.metadata.generation ?? 0} compiles`,
+            }
+          : {
+              type: 'Attached',
+              status: 'True',
+              reason: 'InEndpointConfig',
+              message: `in the config of Endpoint '${endpointName}'`,
+            };
     }
 
     const current = view.status ?? {};

@@ -10,6 +10,8 @@ export const FINALIZER = 'landfall.dev/drain';
 export const FORCE_DELETE_ANNOTATION = 'landfall.dev/force-delete';
 export const CONFIG_HASH_ANNOTATION = 'landfall.dev/config-hash';
 export const ENDPOINT_LABEL = 'landfall.dev/endpoint';
+/** On WAL claims: the uid of the Endpoint whose StatefulSet created them. */
+export const ENDPOINT_UID_LABEL = 'landfall.dev/endpoint-uid';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'landfall-operator';
 export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
@@ -27,7 +29,7 @@ export const MQTT_MOUNT = '/etc/landfall/mqtt';
 /** Keys of the static-credentials Secret (spec.credentials.secretRef). */
 export const STATIC_KEY_ID_KEY = 'accessKeyId';
 export const STATIC_SECRET_KEY = 'secretAccessKey';
-/** Key (and file name in the API-key folder) of the operator's own status-scoped key. Reserved. */
+/** Key of the Endpoint ConfigMap (and file name in the API-key folder) holding the hash of the operator's status key. Reserved. */
 export const OPERATOR_KEY_FILE = 'landfall-operator-status-key';
 
 export function endpointName(ep: Endpoint): string {
@@ -52,7 +54,6 @@ export function childNames(ep: Endpoint): {
   service: string;
   statefulSet: string;
   pdb: string;
-  operatorKeySecret: string;
 } {
   const base = `${endpointName(ep)}-ingest`;
   return {
@@ -64,7 +65,6 @@ export function childNames(ep: Endpoint): {
     service: base,
     statefulSet: base,
     pdb: base,
-    operatorKeySecret: `${base}-operator-key`,
   };
 }
 

@@ -5,8 +5,10 @@
 import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
+  V1Affinity,
   V1EnvVar,
-  V1Secret,
+  V1PodSpec,
+  V1TopologySpreadConstraint,
   V1VolumeProjection,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
@@ -31,6 +33,7 @@ import {
   CONFIG_MOUNT,
   DATA_MOUNT,
   DATA_VOLUME,
+  ENDPOINT_UID_LABEL,
   HTTP_PORT,
   IRSA_ANNOTATION,
   MQTT_MOUNT,
@@ -43,6 +46,7 @@ import {
   childNames,
   commonLabels,
   endpointName,
+  ownerReference,
   selectorLabels,
 } from './names.ts';
 
@@ -51,6 +55,8 @@ export interface BuildContext {
   nodeImage: string;
   /** Views that compiled, for this Endpoint. */
   views: readonly CompiledView[];
+  /** The operator's status key as a key-file line (model/operator-key.ts statusKeyLine); unset: none. */
+  operatorKeyLine?: string;
 }
 
 export interface EndpointResources {
@@ -85,10 +91,14 @@ export function buildServiceAccount(ep: Defaulted): V1ServiceAccount {
 export function buildConfigMap(
   ep: Defaulted,
   views: readonly CompiledView[],
+  operatorKeyLine?: string,
 ): { configMap: V1ConfigMap; viewsConfigMap: V1ConfigMap; hash: string } {
   const config = renderNodeConfig(endpointName(ep), ep.spec);
   checkWithNodeLoader(config);
   const data = renderConfigFiles(config);
+  // Only the hash of the operator's key (projected into the API-key folder):
+  // a ConfigMap, so the operator needs no Secret in this namespace.
+  if (operatorKeyLine !== undefined) data[OPERATOR_KEY_FILE] = operatorKeyLine;
   const names = childNames(ep);
   return {
     configMap: {
@@ -212,6 +222,40 @@ function mqttSecretSources(spec: EndpointSpec): V1VolumeProjection[] {
   return sources;
 }
 
+/** The operator's pod-spec placement fields with spec.podTemplate's overrides (docs/operator.md). */
+function placement(ep: Defaulted): Partial<V1PodSpec> {
+  const pt = ep.spec.podTemplate;
+  const antiAffinity: V1Affinity = {
+    // Spread replicas over nodes so one node failure takes one WAL offline,
+    // not all. Preferred, not required: a small cluster should still run
+    // every replica.
+    podAntiAffinity: {
+      preferredDuringSchedulingIgnoredDuringExecution: [
+        {
+          weight: 100,
+          podAffinityTerm: {
+            labelSelector: { matchLabels: selectorLabels(ep) },
+            topologyKey: 'kubernetes.io/hostname',
+          },
+        },
+      ],
+    },
+  };
+  const out: Partial<V1PodSpec> = {
+    affinity: { ...antiAffinity, ...(pt?.affinity as V1Affinity | undefined) },
+  };
+  if (pt?.nodeSelector && Object.keys(pt.nodeSelector).length > 0) out.nodeSelector = pt.nodeSelector;
+  if (pt?.tolerations?.length) out.tolerations = pt.tolerations;
+  if (pt?.topologySpreadConstraints?.length)
+    out.topologySpreadConstraints = pt.topologySpreadConstraints.map((c) => ({
+      labelSelector: { matchLabels: selectorLabels(ep) },
+      ...(c as unknown as V1TopologySpreadConstraint),
+    }));
+  if (pt?.priorityClassName) out.priorityClassName = pt.priorityClassName;
+  if (pt?.imagePullSecrets?.length) out.imagePullSecrets = pt.imagePullSecrets;
+  return out;
+}
+
 export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string): V1StatefulSet {
   const names = childNames(ep);
   const spec = ep.spec;
@@ -238,7 +282,10 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
       persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
       selector: { matchLabels: selectorLabels(ep) },
       template: {
-        metadata: { labels: commonLabels(ep), annotations: { [CONFIG_HASH_ANNOTATION]: hash } },
+        metadata: {
+          labels: commonLabels(ep),
+          annotations: { ...spec.podTemplate?.metadata?.annotations, [CONFIG_HASH_ANNOTATION]: hash },
+        },
         spec: {
           serviceAccountName: names.serviceAccount,
           automountServiceAccountToken: false,
@@ -257,22 +304,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             fsGroupChangePolicy: 'OnRootMismatch',
             seccompProfile: { type: 'RuntimeDefault' },
           },
-          affinity: {
-            // Spread replicas over nodes so one node failure takes one WAL
-            // offline, not all. Preferred, not required: a small cluster
-            // should still run every replica.
-            podAntiAffinity: {
-              preferredDuringSchedulingIgnoredDuringExecution: [
-                {
-                  weight: 100,
-                  podAffinityTerm: {
-                    labelSelector: { matchLabels: selectorLabels(ep) },
-                    topologyKey: 'kubernetes.io/hostname',
-                  },
-                },
-              ],
-            },
-          },
+          ...placement(ep),
           containers: [
             {
               name: 'ingest-node',
@@ -307,22 +339,24 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             { name: 'config', configMap: { name: names.configMap } },
             { name: 'views', configMap: { name: names.viewsConfigMap } },
             {
-              // The user's keys plus the operator's own status-scoped key (for
-              // the drain check on deletion), one folder the node re-reads.
+              // The user's keys plus the hash of the operator's own
+              // status-scoped key (for the drain check on deletion), one
+              // folder the node re-reads.
               name: 'api-keys',
               projected: {
                 defaultMode: 0o440,
                 sources: [
                   { secret: { name: spec.apiKeySecretRef.name } },
-                  {
-                    secret: {
-                      name: names.operatorKeySecret,
-                      items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
-                      // Without it a pod still serves; only the drain check
-                      // on deletion cannot ask it (and then waits for force).
-                      optional: true,
-                    },
-                  },
+                  ...(ctx.operatorKeyLine !== undefined
+                    ? [
+                        {
+                          configMap: {
+                            name: names.configMap,
+                            items: [{ key: OPERATOR_KEY_FILE, path: OPERATOR_KEY_FILE }],
+                          },
+                        },
+                      ]
+                    : []),
                 ],
               },
             },
@@ -337,7 +371,13 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
         {
           apiVersion: 'v1',
           kind: 'PersistentVolumeClaim',
-          metadata: { name: DATA_VOLUME, labels: selectorLabels(ep) },
+          // The uid tells this Endpoint's claims from those a deleted
+          // Endpoint of the same name left behind (controller/endpoint.ts
+          // refuses to let its StatefulSet adopt those).
+          metadata: {
+            name: DATA_VOLUME,
+            labels: { ...selectorLabels(ep), [ENDPOINT_UID_LABEL]: ownerReference(ep).uid },
+          },
           spec: {
             accessModes: ['ReadWriteOnce'],
             ...(spec.storage.storageClassName ? { storageClassName: spec.storage.storageClassName } : {}),
@@ -347,29 +387,6 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
       ],
     },
   };
-}
-
-/**
- * The operator's own API key for GET /v1/status, scoped to `status` only (it
- * cannot ingest). Generated once by the controller and never rotated by apply:
- * the builder only shapes the object around the key it is given.
- */
-export function buildOperatorKeySecret(ep: Defaulted, key: string): V1Secret {
-  return {
-    apiVersion: 'v1',
-    kind: 'Secret',
-    metadata: childMetadata(ep, childNames(ep).operatorKeySecret),
-    type: 'Opaque',
-    stringData: { [OPERATOR_KEY_FILE]: `${key} status\n` },
-  };
-}
-
-/** The key from a Secret built by buildOperatorKeySecret (stringData comes back as base64 data). */
-export function operatorKeyFromSecret(secret: V1Secret): string | undefined {
-  const raw = secret.data?.[OPERATOR_KEY_FILE];
-  if (!raw) return undefined;
-  const line = Buffer.from(raw, 'base64').toString('utf8').trim();
-  return line.split(/\s+/)[0] || undefined;
 }
 
 export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
@@ -387,7 +404,7 @@ export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
 }
 
 export function buildEndpointResources(ep: Defaulted, ctx: BuildContext): EndpointResources {
-  const { configMap, viewsConfigMap, hash } = buildConfigMap(ep, ctx.views);
+  const { configMap, viewsConfigMap, hash } = buildConfigMap(ep, ctx.views, ctx.operatorKeyLine);
   const { headless, client } = buildServices(ep);
   return {
     serviceAccount: buildServiceAccount(ep),

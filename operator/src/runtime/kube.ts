@@ -127,7 +127,7 @@ export class KubeClient {
   async request<T>(
     method: HttpMethod,
     path: string,
-    opts: { query?: Query; body?: unknown; contentType?: string } = {},
+    opts: { query?: Query; body?: unknown; contentType?: string; signal?: AbortSignal } = {},
   ): Promise<T> {
     const cluster = this.kubeConfig.getCurrentCluster();
     if (!cluster) throw new Error('kubeconfig has no current cluster');
@@ -147,7 +147,9 @@ export class KubeClient {
       headers,
       body,
       dispatcher: ctx.getDispatcher(),
-      signal: AbortSignal.timeout(this.requestTimeoutMs),
+      signal: opts.signal
+        ? AbortSignal.any([opts.signal, AbortSignal.timeout(this.requestTimeoutMs)])
+        : AbortSignal.timeout(this.requestTimeoutMs),
     });
     const text = await res.text();
     let parsed: unknown;
@@ -172,9 +174,10 @@ export class KubeClient {
     rt: ResourceType,
     namespace: string | undefined,
     name: string,
+    opts: { signal?: AbortSignal } = {},
   ): Promise<T | undefined> {
     try {
-      return await this.request<T>(HttpMethod.GET, objectPath(rt, namespace, name));
+      return await this.request<T>(HttpMethod.GET, objectPath(rt, namespace, name), opts);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -256,19 +259,29 @@ export class KubeClient {
     });
   }
 
-  async create<T extends KubeObject>(rt: ResourceType, obj: KubeObject): Promise<T> {
+  async create<T extends KubeObject>(
+    rt: ResourceType,
+    obj: KubeObject,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<T> {
     return this.request<T>(HttpMethod.POST, collectionPath(rt, obj.metadata?.namespace), {
       query: { fieldManager: this.fieldManager },
       body: { ...obj, apiVersion: rt.apiVersion, kind: rt.kind },
+      signal: opts.signal,
     });
   }
 
-  async replace<T extends KubeObject>(rt: ResourceType, obj: KubeObject): Promise<T> {
+  async replace<T extends KubeObject>(
+    rt: ResourceType,
+    obj: KubeObject,
+    opts: { signal?: AbortSignal } = {},
+  ): Promise<T> {
     const name = obj.metadata?.name;
     if (!name) throw new Error(`replace ${rt.kind} without metadata.name`);
     return this.request<T>(HttpMethod.PUT, objectPath(rt, obj.metadata?.namespace, name), {
       query: { fieldManager: this.fieldManager },
       body: { ...obj, apiVersion: rt.apiVersion, kind: rt.kind },
+      signal: opts.signal,
     });
   }
 

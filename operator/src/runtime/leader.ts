@@ -10,9 +10,17 @@
 //   leader steps down (renewDeadline < leaseDuration, so it stops before
 //   anyone else may start);
 // - release on shutdown: clear the holder so a successor starts at once
-//   instead of waiting out the lease.
-import { CoordinationV1Api, V1MicroTime } from '@kubernetes/client-node';
+//   instead of waiting out the lease;
+// - renewing starts the moment the Lease is ours and does not wait for
+//   onStartedLeading (the operator's cache sync may take longer than a lease
+//   duration: a leader that stopped renewing meanwhile would let a second one
+//   in while it still starts its workers);
+// - every Lease call is bounded: a leader's attempt may not outlive its renew
+//   deadline (a hung request must not keep a leader that can no longer renew
+//   believing it leads), a candidate's is bounded by callTimeoutMs.
 import type { KubeConfig, V1Lease } from '@kubernetes/client-node';
+import { KubeClient, Resources } from './kube.ts';
+import type { KubeObject } from './kube.ts';
 import type { Logger } from './log.ts';
 import type { OperatorMetrics } from './metrics.ts';
 
@@ -24,8 +32,17 @@ export interface LeaderElectionOptions {
   leaseDurationMs?: number;
   renewDeadlineMs?: number;
   retryPeriodMs?: number;
+  /** Bound on one Lease request of a candidate (a leader's is bounded by its renew deadline). Default renewDeadlineMs / 2. */
+  callTimeoutMs?: number;
   log: Logger;
   metrics?: OperatorMetrics;
+}
+
+type LeaseObject = V1Lease & KubeObject;
+
+/** metav1.MicroTime: RFC 3339 with exactly six fractional digits. */
+function microTime(d = new Date()): string {
+  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z');
 }
 
 export interface LeaderCallbacks {
@@ -37,8 +54,8 @@ export interface LeaderCallbacks {
 }
 
 function apiCode(err: unknown): number | undefined {
-  const e = err as { code?: unknown; statusCode?: unknown };
-  return typeof e.code === 'number' ? e.code : typeof e.statusCode === 'number' ? e.statusCode : undefined;
+  const e = err as { code?: unknown };
+  return typeof e.code === 'number' ? e.code : undefined;
 }
 
 function timeOf(t: Date | string | undefined): string {
@@ -47,13 +64,15 @@ function timeOf(t: Date | string | undefined): string {
 
 export class LeaderElector {
   readonly identity: string;
-  private readonly api: CoordinationV1Api;
+  private readonly client: KubeClient;
   private readonly opts: Required<Omit<LeaderElectionOptions, 'metrics'>> & { metrics?: OperatorMetrics };
   private readonly log: Logger;
   private leading = false;
   private stopped = false;
   private observed: { holder: string; renewTime: string; atMs: number } | undefined;
-  private lease: V1Lease | undefined;
+  private lease: LeaseObject | undefined;
+  /** While leading: when the last successful renew was sent (performance.now()). */
+  private lastRenewMs = 0;
   private leaderAbort: AbortController | undefined;
   private wake: (() => void) | undefined;
   private lastLeader = '';
@@ -65,9 +84,12 @@ export class LeaderElector {
     if (!(renewDeadlineMs < leaseDurationMs))
       throw new Error('renewDeadlineMs must be below leaseDurationMs');
     if (!(retryPeriodMs < renewDeadlineMs)) throw new Error('retryPeriodMs must be below renewDeadlineMs');
-    this.opts = { ...opts, leaseDurationMs, renewDeadlineMs, retryPeriodMs };
+    const callTimeoutMs = opts.callTimeoutMs ?? Math.max(500, Math.floor(renewDeadlineMs / 2));
+    this.opts = { ...opts, leaseDurationMs, renewDeadlineMs, retryPeriodMs, callTimeoutMs };
     this.identity = opts.identity;
-    this.api = opts.kubeConfig.makeApiClient(CoordinationV1Api);
+    this.client = new KubeClient(opts.kubeConfig, {
+      requestTimeoutMs: Math.max(callTimeoutMs, renewDeadlineMs),
+    });
     this.log = opts.log.child({ lease: `${opts.namespace}/${opts.name}`, identity: opts.identity });
   }
 
@@ -81,25 +103,34 @@ export class LeaderElector {
       await this.acquire();
       if (this.stopped) break;
       this.leading = true;
-      this.leaderAbort = new AbortController();
+      const leaderAbort = new AbortController();
+      this.leaderAbort = leaderAbort;
       this.opts.metrics?.leader.set(1);
       this.opts.metrics?.leaderTransitions.inc();
       this.log.info({}, 'became leader');
-      try {
-        await cb.onStartedLeading(this.leaderAbort.signal);
-      } catch (err) {
-        this.log.error({ err }, 'onStartedLeading failed');
-      }
+      // Not awaited: the renew loop runs from now on, whatever onStartedLeading
+      // does (client-go starts it in its own goroutine for the same reason).
+      const started = (async () => {
+        try {
+          await cb.onStartedLeading(leaderAbort.signal);
+        } catch (err) {
+          this.log.error({ err }, 'onStartedLeading failed');
+        }
+      })();
       const reason = await this.renewLoop();
       this.leading = false;
-      this.leaderAbort.abort();
+      leaderAbort.abort();
       this.opts.metrics?.leader.set(0);
       this.opts.metrics?.leaderTransitions.inc();
       this.log.warn({ reason }, reason === 'lost' ? 'lost leadership' : 'released leadership');
       // Stop our work first, then hand the Lease over: a successor must not
       // reconcile while our last reconciles are still writing.
       await cb.onStoppedLeading(reason);
-      if (reason === 'released') await this.release();
+      if (reason === 'released') {
+        // onStoppedLeading stopped the work; a start still in progress ends too.
+        await started;
+        await this.release();
+      }
       // Like client-go, a process that lost the lease should exit and start
       // over; a caller that keeps us running campaigns again.
     }
@@ -126,19 +157,29 @@ export class LeaderElector {
 
   private async acquire(): Promise<void> {
     while (!this.stopped) {
-      if (await this.tryAcquireOrRenew()) return;
+      const attemptMs = performance.now();
+      if (await this.tryAcquireOrRenew()) {
+        // The renew deadline runs from when the winning write was sent.
+        this.lastRenewMs = attemptMs;
+        return;
+      }
       await this.sleep(this.opts.retryPeriodMs);
     }
   }
 
   private async renewLoop(): Promise<'lost' | 'released'> {
-    let lastRenewMs = performance.now();
     while (!this.stopped) {
       await this.sleep(this.opts.retryPeriodMs);
       if (this.stopped) break;
-      if (await this.tryAcquireOrRenew()) {
-        lastRenewMs = performance.now();
-      } else if (performance.now() - lastRenewMs > this.opts.renewDeadlineMs) {
+      const attemptMs = performance.now();
+      // The attempt may not outlive the renew deadline: stepping down on time
+      // is what keeps a successor from leading alongside us.
+      const remainingMs = this.lastRenewMs + this.opts.renewDeadlineMs - attemptMs;
+      if (remainingMs > 0 && (await this.tryAcquireOrRenew(AbortSignal.timeout(Math.ceil(remainingMs))))) {
+        // Timed from the attempt's start: the apiserver may have written
+        // the renewTime any time after it.
+        this.lastRenewMs = attemptMs;
+      } else if (performance.now() - this.lastRenewMs >= this.opts.renewDeadlineMs) {
         return 'lost';
       } else if (this.observed && this.observed.holder !== this.identity) {
         return 'lost';
@@ -151,23 +192,22 @@ export class LeaderElector {
     return Math.max(1, Math.ceil(this.opts.leaseDurationMs / 1000));
   }
 
-  private async tryAcquireOrRenew(): Promise<boolean> {
+  private async tryAcquireOrRenew(signal?: AbortSignal): Promise<boolean> {
     const { namespace, name } = this.opts;
-    const now = new V1MicroTime();
-    let lease: V1Lease;
+    const bound = { signal: signal ?? AbortSignal.timeout(this.opts.callTimeoutMs) };
+    const now = microTime();
+    let lease: LeaseObject | undefined;
     try {
-      lease = await this.api.readNamespacedLease({ name, namespace });
+      lease = await this.client.get<LeaseObject>(Resources.lease, namespace, name, bound);
     } catch (err) {
-      if (apiCode(err) !== 404) {
-        this.log.warn({ err: String(err) }, 'reading the Lease failed');
-        return false;
-      }
+      this.log.warn({ err: String(err) }, 'reading the Lease failed');
+      return false;
+    }
+    if (!lease) {
       try {
-        this.lease = await this.api.createNamespacedLease({
-          namespace,
-          body: {
-            apiVersion: 'coordination.k8s.io/v1',
-            kind: 'Lease',
+        this.lease = await this.client.create<LeaseObject>(
+          Resources.lease,
+          {
             metadata: { name, namespace },
             spec: {
               holderIdentity: this.identity,
@@ -176,9 +216,10 @@ export class LeaderElector {
               renewTime: now,
               leaseTransitions: 0,
             },
-          },
-        });
-        this.observe(this.identity, timeOf(now));
+          } as KubeObject,
+          bound,
+        );
+        this.observe(this.identity, now);
         return true;
       } catch (createErr) {
         if (apiCode(createErr) !== 409)
@@ -195,17 +236,20 @@ export class LeaderElector {
     if (holder !== '' && holder !== this.identity && !expired) return false;
 
     const takingOver = holder !== this.identity;
-    lease.spec = {
-      ...spec,
-      holderIdentity: this.identity,
-      leaseDurationSeconds: this.leaseSeconds(),
-      renewTime: now,
-      acquireTime: takingOver ? now : spec.acquireTime,
-      leaseTransitions: (spec.leaseTransitions ?? 0) + (takingOver && holder !== '' ? 1 : 0),
-    };
+    const body = {
+      ...lease,
+      spec: {
+        ...spec,
+        holderIdentity: this.identity,
+        leaseDurationSeconds: this.leaseSeconds(),
+        renewTime: now,
+        acquireTime: takingOver ? now : spec.acquireTime,
+        leaseTransitions: (spec.leaseTransitions ?? 0) + (takingOver && holder !== '' ? 1 : 0),
+      },
+    } as unknown as KubeObject;
     try {
-      this.lease = await this.api.replaceNamespacedLease({ name, namespace, body: lease });
-      this.observe(this.identity, timeOf(now));
+      this.lease = await this.client.replace<LeaseObject>(Resources.lease, body, bound);
+      this.observe(this.identity, now);
       return true;
     } catch (err) {
       // 409: someone else wrote first; we read again next round.
@@ -227,25 +271,27 @@ export class LeaderElector {
   private async release(): Promise<void> {
     const lease = this.lease;
     if (!lease?.metadata?.name) return;
+    const bound = { signal: AbortSignal.timeout(this.opts.callTimeoutMs) };
     try {
-      const current = await this.api.readNamespacedLease({
-        name: this.opts.name,
-        namespace: this.opts.namespace,
-      });
-      if (current.spec?.holderIdentity !== this.identity) return;
-      const now = new V1MicroTime();
-      current.spec = {
-        ...current.spec,
-        holderIdentity: undefined,
-        leaseDurationSeconds: 1,
-        renewTime: now,
-        acquireTime: now,
-      };
-      await this.api.replaceNamespacedLease({
-        name: this.opts.name,
-        namespace: this.opts.namespace,
-        body: current,
-      });
+      const current = await this.client.get<LeaseObject>(
+        Resources.lease,
+        this.opts.namespace,
+        this.opts.name,
+        bound,
+      );
+      if (current?.spec?.holderIdentity !== this.identity) return;
+      const now = microTime();
+      const body = {
+        ...current,
+        spec: {
+          ...current.spec,
+          holderIdentity: undefined,
+          leaseDurationSeconds: 1,
+          renewTime: now,
+          acquireTime: now,
+        },
+      } as unknown as KubeObject;
+      await this.client.replace(Resources.lease, body, bound);
       this.log.info({}, 'released the Lease');
     } catch (err) {
       this.log.warn(

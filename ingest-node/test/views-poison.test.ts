@@ -21,7 +21,15 @@ import { parquetProducer } from '../src/delivery/parquet-producers.ts';
 import { startPipeline } from '../src/delivery/pipeline.ts';
 import { segmentArchiveProducer } from '../src/delivery/producers.ts';
 import { LocalFolderObjectStore } from '../src/store/local.ts';
-import { compileView, createParquetDb, validateView, type ParquetDb } from '../src/views/index.ts';
+import {
+  compileView,
+  createParquetDb,
+  validateView,
+  type CompiledView,
+  type ParquetDb,
+} from '../src/views/index.ts';
+import { escapeHiveValue } from '../src/delivery/keys.ts';
+import { levelBytesSql } from '../src/views/materialize.ts';
 import { openWal } from '../src/wal/wal.ts';
 import { RecordFormat } from '../src/wal/types.ts';
 
@@ -66,6 +74,7 @@ async function deliver(
   batches: readonly (readonly string[])[],
   view: object = REGION_VIEW,
   producerOptions: Record<string, unknown> = {},
+  viewsOf: (compiled: CompiledView) => CompiledView[] = (c) => [c],
 ): Promise<Delivered> {
   const wal = await openWal({
     dir: path.join(root, 'wal'),
@@ -93,7 +102,7 @@ async function deliver(
     scratchDir: path.join(root, 'scratch'),
     producers: [
       segmentArchiveProducer(),
-      parquetProducer({ db: pdb, views: () => [compiled], raw: true, ...producerOptions }),
+      parquetProducer({ db: pdb, views: () => viewsOf(compiled), raw: true, ...producerOptions }),
     ],
     retry: { attemptsMax: 1, retryDelayMsBase: 1, retryDelayMsMax: 1 },
     segmentRetryDelayMsMax: 50,
@@ -289,4 +298,80 @@ void test('partitions whose artifacts would make the marker exceed 4 MiB: the ma
     { bytesMax: markerBytesMax },
   );
   assert.ok(body !== null && body.length <= markerBytesMax);
+});
+
+void test('a view that raises on a segment: every row of it goes to its DLQ as view_failed; other views and the next segment are delivered', async () => {
+  const d = await deliver(
+    [['{"id":1,"region":"eu"}', '{"id":2,"region":"us"}'], ['{"id":3,"region":"eu"}']],
+    REGION_VIEW,
+    {},
+    (c) => [
+      // A failure no row-level try() catches, standing for any error a view
+      // can raise on some data (an internal limit, an allocation): it must not hold delivery.
+      {
+        ...c,
+        spec: { ...c.spec, name: 'broken' },
+        sql: c.sql.replace(
+          "ELSE 'ok' END AS __lf_status",
+          "ELSE error('injected: the view raised') END AS __lf_status",
+        ),
+      },
+      c,
+    ],
+  );
+  assert.equal(d.markers.length, 2);
+  assert.equal(d.failures, 0);
+  for (const m of d.markers) {
+    checkAccounting(m);
+    const broken = m.views.find((v) => v.name === 'broken');
+    assert.equal(broken?.rows?.dlq, m.records);
+    assert.equal(broken?.rows?.dlqByCode?.['view_failed'], m.records);
+    assert.equal(m.views.find((v) => v.name === 'by_region')?.rows?.view, m.records);
+  }
+  const m1 = d.markers[0]!;
+  const rows = [];
+  for (const a of m1.artifacts.filter((x) => x.kind === 'dlq' && x.view === 'broken'))
+    rows.push(...(await parquetRows(d.store, a.key)));
+  assert.deepEqual(
+    rows.map((r) => [Buffer.from(r['payload'] as Uint8Array).toString(), r['error_code']]).sort(),
+    [
+      ['{"id":1,"region":"eu"}', 'view_failed'],
+      ['{"id":2,"region":"us"}', 'view_failed'],
+    ],
+  );
+  assert.match(Buffer.from(rows[0]!['error_message'] as Uint8Array).toString(), /injected: the view raised/);
+});
+
+void test('the key-level length the materialiser computes in SQL is the one delivery/keys.ts makes', async () => {
+  const pdb = (db = await createParquetDb({ memoryLimitBytes: 64 << 20, threads: 1 }));
+  const values: (string | null)[] = [
+    null,
+    '',
+    '__',
+    '_',
+    '__x',
+    '__HIVE_DEFAULT_PARTITION__',
+    'a/b c',
+    '漢字',
+    'é',
+    '..',
+    '%2F',
+  ];
+  let seed = 7;
+  const rnd = (n: number): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+  const alphabet = ['a', 'Z', '0', '_', '-', '.', '/', '=', '%', ' ', ':', 'ü', '漢', '😀', '\t'];
+  for (let i = 0; i < 300; i++)
+    values.push(Array.from({ length: rnd(12) }, () => alphabet[rnd(alphabet.length)]).join(''));
+  const got = await pdb.withConnection(async (c) => {
+    const rows = [];
+    for (const v of values) {
+      const r = await c.runAndReadAll(`SELECT ${levelBytesSql('alias', '$1::VARCHAR')}`, [v]);
+      rows.push(Number(r.getRows()[0]![0]));
+    }
+    return rows;
+  });
+  assert.deepEqual(
+    got,
+    values.map((v) => Buffer.byteLength(`alias=${escapeHiveValue(v)}`)),
+  );
 });

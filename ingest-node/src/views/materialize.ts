@@ -131,7 +131,7 @@ const FAILED_MESSAGE_CHARS = 500;
  * Bytes of `alias=<escapeHiveValue(v)>` for a VARCHAR `v`, in SQL, the same
  * as delivery/keys.ts computes them (views-poison.test.ts checks both agree).
  */
-function levelBytesSql(alias: string, v: string): string {
+export function levelBytesSql(alias: string, v: string): string {
   const escaped = `strlen(${v}) + 2 * strlen(regexp_replace(${v}, '[A-Za-z0-9._-]', '', 'g')) + CASE WHEN starts_with(${v}, '__') THEN 2 ELSE 0 END`;
   return `(${Buffer.byteLength(alias) + 1} + CASE WHEN ${v} IS NULL THEN ${hiveDefaultPartition.length} WHEN ${v} = '' THEN ${hiveEmptyPartition.length} ELSE ${escaped} END)`;
 }

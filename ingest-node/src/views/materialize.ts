@@ -18,7 +18,7 @@ import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { JOBS_DIR } from '../parquet/duckdb.ts';
 import type { ParquetDb } from '../parquet/duckdb.ts';
-import { copyPartitionFiles, copyToParquet } from '../parquet/outputs.ts';
+import { copyPartitionFiles, copyToParquet, PARTITION_FILES_PER_COPY } from '../parquet/outputs.ts';
 import { hiveDefaultPartition, hiveEmptyPartition, hiveLevels } from '../delivery/keys.ts';
 import { keySegmentBytesMax, s3KeyBytesMax } from '../store/validate.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
@@ -308,26 +308,49 @@ async function materializeView(
       // A row's partition can still send it to the DLQ (a key it cannot have,
       // one partition too many): decided before anything is written.
       const kept = await assignPartitions(conn, view, limits, budget);
-      const match = aliases
-        .map((a) => `c.${quoteIdent(a)} IS NOT DISTINCT FROM p.${quoteIdent(a)}`)
-        .join(' AND ');
-      files = await copyPartitionFiles(
-        conn,
-        `SELECT ${view.columns.map((c) => `c.${quoteIdent(c.name)}`).join(', ')}, p.${PID}
-         FROM ${CLASSIFIED_TABLE} c JOIN ${PARTS_TABLE} p ON ${match}
-         WHERE c.__lf_status = 'ok' AND p.${PID} IS NOT NULL`,
-        path.join(jobDir, 'views', name),
-        {
-          pidColumn: PID,
-          pids: kept.length,
-          partitionsOf: (pid) => kept[pid - 1]!,
-          pathOf: (partitions) =>
-            hiveLevels(partitions)
-              .map((l) => `${l}/`)
-              .join(''),
-          ...rg,
-        },
-      );
+      const pathOf = (partitions: ParquetFile['partitions']): string =>
+        hiveLevels(partitions)
+          .map((l) => `${l}/`)
+          .join('');
+      // The ok rows are now exactly the kept partitions'. When DuckDB's own
+      // folders cannot collide (no value is the text of its NULL folder) and
+      // one COPY can hold them, DuckDB partitions by the values themselves
+      // (no join; the common case: a few dates); its folders are still
+      // private, mapped back to the kept partitions by value.
+      const direct =
+        kept.length <= PARTITION_FILES_PER_COPY &&
+        !kept.some((t) => t.some(([, v]) => v === hiveDefaultPartition));
+      if (direct) {
+        const byValues = new Map(kept.map((t) => [JSON.stringify(t.map(([, v]) => v)), t]));
+        const written = await copyToParquet(
+          conn,
+          `SELECT ${out} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
+          path.join(jobDir, 'views', name),
+          { partitionBy: aliases, ...rg },
+        );
+        files = written.map((f) => {
+          const key = JSON.stringify(f.partitions.map(([, v]) => v));
+          const t = byValues.get(key);
+          if (t === undefined) throw new Error(`view ${name}: DuckDB wrote a partition not kept: ${key}`);
+          byValues.delete(key);
+          return { ...f, partitions: t, partitionPath: pathOf(t) };
+        });
+        files.sort((a, b) =>
+          a.partitionPath < b.partitionPath ? -1 : a.partitionPath > b.partitionPath ? 1 : 0,
+        );
+      } else {
+        const match = aliases
+          .map((a) => `c.${quoteIdent(a)} IS NOT DISTINCT FROM p.${quoteIdent(a)}`)
+          .join(' AND ');
+        files = await copyPartitionFiles(
+          conn,
+          `SELECT ${view.columns.map((c) => `c.${quoteIdent(c.name)}`).join(', ')}, p.${PID}
+           FROM ${CLASSIFIED_TABLE} c JOIN ${PARTS_TABLE} p ON ${match}
+           WHERE c.__lf_status = 'ok' AND p.${PID} IS NOT NULL`,
+          path.join(jobDir, 'views', name),
+          { pidColumn: PID, pids: kept.length, partitionsOf: (pid) => kept[pid - 1]!, pathOf, ...rg },
+        );
+      }
     } else {
       files = await copyToParquet(
         conn,

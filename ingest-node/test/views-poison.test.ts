@@ -298,6 +298,9 @@ void test('partitions whose artifacts would make the marker exceed 4 MiB: the ma
     { bytesMax: markerBytesMax },
   );
   assert.ok(body !== null && body.length <= markerBytesMax);
+  console.log(
+    `${views} view files kept, ${dropped} rows to the DLQ, marker ${body.length} bytes of ${markerBytesMax}`,
+  );
 });
 
 void test('a view that raises on a segment: every row of it goes to its DLQ as view_failed; other views and the next segment are delivered', async () => {

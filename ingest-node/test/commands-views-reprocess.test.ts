@@ -192,7 +192,15 @@ void test('reprocess with the fixed view: view rows at the node keys, emptied DL
     view: 2,
     filtered: 1,
     dlq: 0,
-    dlqByCode: { invalid_json: 0, missing_required: 0, cast_failed: 0, expression_failed: 0 },
+    dlqByCode: {
+      invalid_json: 0,
+      missing_required: 0,
+      cast_failed: 0,
+      expression_failed: 0,
+      partition_value_too_long: 0,
+      too_many_partitions: 0,
+      view_failed: 0,
+    },
   });
   assert.deepEqual(
     m.artifacts.map((x) => [x.kind, x.rows]),

@@ -7,6 +7,7 @@ import {
   commitsPrefix,
   dlqKey,
   escapeHiveValue,
+  unescapeHiveValue,
   formatSegmentId,
   KeyLayoutError,
   normalizePrefix,
@@ -161,7 +162,27 @@ void test('Hive partition values are escaped so user data cannot change the path
   assert.equal(escapeHiveValue('x=y%z'), 'x%3Dy%25z');
   assert.equal(escapeHiveValue('2025-11-26 10:00:00'), '2025-11-26%2010%3A00%3A00');
   assert.equal(escapeHiveValue('Zürich'), 'Z%C3%BCrich');
-  assert.equal(escapeHiveValue(''), '__HIVE_DEFAULT_PARTITION__');
+  // Injective: NULL, '' and the texts of the two reserved names are four folders.
+  assert.equal(escapeHiveValue(null), '__HIVE_DEFAULT_PARTITION__');
+  assert.equal(escapeHiveValue(''), '__LANDFALL_EMPTY__');
+  assert.equal(escapeHiveValue('__HIVE_DEFAULT_PARTITION__'), '%5F_HIVE_DEFAULT_PARTITION__');
+  assert.equal(escapeHiveValue('__LANDFALL_EMPTY__'), '%5F_LANDFALL_EMPTY__');
+  assert.equal(escapeHiveValue('_x'), '_x');
+  assert.equal(escapeHiveValue('__'), '%5F_');
+  for (const v of [
+    null,
+    '',
+    '__HIVE_DEFAULT_PARTITION__',
+    '__LANDFALL_EMPTY__',
+    '__',
+    '%5F_',
+    'a/b',
+    'Zürich',
+    '漢字',
+  ])
+    assert.equal(unescapeHiveValue(escapeHiveValue(v)), v);
+  assert.throws(() => unescapeHiveValue('__other'), /not an escaped partition value/);
+  assert.throws(() => unescapeHiveValue('a%2fb'), /not an escaped partition value/);
   const key = viewKey('lf', ref, 'v', [['city', '../../commits']]);
   assert.equal(key.split('/').length, 5, key);
   assert.ok(!key.split('/').includes('..'));

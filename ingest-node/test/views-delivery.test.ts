@@ -174,7 +174,15 @@ void describe('a node with views.dir and outputs.rawParquet', () => {
           view: 3,
           filtered: 1,
           dlq: 4,
-          dlqByCode: { invalid_json: 1, missing_required: 2, cast_failed: 1, expression_failed: 0 },
+          dlqByCode: {
+            invalid_json: 1,
+            missing_required: 2,
+            cast_failed: 1,
+            expression_failed: 0,
+            partition_value_too_long: 0,
+            too_many_partitions: 0,
+            view_failed: 0,
+          },
         },
       },
     ]);

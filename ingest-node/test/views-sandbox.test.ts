@@ -68,7 +68,7 @@ void test('inside the scratch folder, reading and writing work', async () => {
   assert.deepEqual(n, [[42]]);
 });
 
-void test('a view whose SQL reads /etc/passwd (as if an expression had slipped through) fails, and writes nothing', async () => {
+void test('a view whose SQL reads /etc/passwd (as if an expression had slipped through) fails: the view writes nothing (its rows go to the DLQ as view_failed)', async () => {
   const honest = await db.withConnection((c) =>
     compileView(
       c,
@@ -94,7 +94,15 @@ void test('a view whose SQL reads /etc/passwd (as if an expression had slipped t
     ['evil3', `getenv('HOME') AS "e"`, /getenv/],
   ] as const) {
     const tampered: CompiledView = { ...honest, sql: honest.sql.replace(column, replacement) };
-    await assert.rejects(materializeSegment(db, { jobId, records, views: [tampered] }), error, jobId);
+    // A view's failure is its own (docs/views.md "Record data never stalls
+    // delivery"): no view file, every record in its DLQ as view_failed, the
+    // reason is DuckDB's refusal — and nothing of the file.
+    const out = await materializeSegment(db, { jobId, records, views: [tampered] });
+    const v = out.views[0]!;
+    assert.match(v.failed ?? '', error, jobId);
+    assert.doesNotMatch(v.failed ?? '', /root:/, jobId);
+    assert.deepEqual([v.files.length, v.viewRows, v.dlqRows, v.dlqByCode.view_failed], [0, 0, 1, 1], jobId);
+    await out.cleanup();
   }
   // A failed job leaves no scratch folder behind.
   assert.deepEqual(await readdir(path.join(scratch, 'jobs')), []);

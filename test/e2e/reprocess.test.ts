@@ -186,7 +186,15 @@ void test('a wrong JSONPath sends page views to the DLQ; after the fix, `landfal
     view: 2,
     filtered: 1,
     dlq: 0,
-    dlqByCode: { invalid_json: 0, missing_required: 0, cast_failed: 0, expression_failed: 0 },
+    dlqByCode: {
+      invalid_json: 0,
+      missing_required: 0,
+      cast_failed: 0,
+      expression_failed: 0,
+      partition_value_too_long: 0,
+      too_many_partitions: 0,
+      view_failed: 0,
+    },
   });
   assert.deepEqual(
     manifest.superseded.map((s) => s.rows),

@@ -146,7 +146,15 @@ void test('page_views through `landfall serve` → MinIO: typed Parquet per day,
     view: 4,
     filtered: 2,
     dlq: 6,
-    dlqByCode: { invalid_json: 2, missing_required: 3, cast_failed: 1, expression_failed: 0 },
+    dlqByCode: {
+      invalid_json: 2,
+      missing_required: 3,
+      cast_failed: 1,
+      expression_failed: 0,
+      partition_value_too_long: 0,
+      too_many_partitions: 0,
+      view_failed: 0,
+    },
   });
 
   // The view: one file per day, at views/page_views/dt=YYYY-MM-DD/{instance}-{epoch}-{segmentId}.parquet.

@@ -31,6 +31,7 @@ import {
   checkName,
   formatSegmentId,
   normalizePrefix,
+  viewKey,
   type SegmentRef,
 } from '../delivery/keys.ts';
 import {
@@ -46,7 +47,7 @@ import { createParquetDb, JOBS_DIR, sqlString, type ParquetDb } from '../parquet
 import { sha256File } from '../parquet/outputs.ts';
 import type { ObjectStore } from '../store/types.ts';
 import { compileView, quoteIdent, type CompiledView } from '../views/compile.ts';
-import { materializeSegment } from '../views/materialize.ts';
+import { defaultPartitionLimits, materializeSegment } from '../views/materialize.ts';
 import { parseViewFile } from '../views/registry.ts';
 import { readFile } from 'node:fs/promises';
 import {
@@ -266,6 +267,8 @@ async function reprocessSegment(o: {
     jobId: `reprocess-${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`,
     records: walToSegmentRecords(records(opened.stream)),
     views: [view],
+    // The keys a node writes, so a partition that fits a node's key fits here.
+    partitionLimits: { ...defaultPartitionLimits(), keyBytesBase: (v) => viewKey(prefix, ref, v, []).length },
   });
   try {
     // The rebuild is only as good as its input: the exact bytes the marker describes.

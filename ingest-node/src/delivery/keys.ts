@@ -29,8 +29,8 @@ export type ArtifactSpec =
   | { readonly kind: 'view'; readonly view: string; readonly partitions: readonly HivePartition[] }
   | { readonly kind: 'dlq'; readonly view: string; readonly dt: string };
 
-/** One `name=value` level of a Hive-style partition path, in order. */
-export type HivePartition = readonly [name: string, value: string];
+/** One `name=value` level of a Hive-style partition path, in order; a NULL value is `null`. */
+export type HivePartition = readonly [name: string, value: string | null];
 
 /**
  * 20 digits hold every u64, so zero-padded ids sort as numbers do: key order
@@ -156,10 +156,13 @@ export function viewKey(
   partitions: readonly HivePartition[],
 ): string {
   checkName('endpoint', ref.endpoint);
-  const levels = partitions.map(
-    ([name, value]) => `${checkName('partition', name)}=${escapeHiveValue(value)}`,
+  return join(
+    prefix,
+    'views',
+    checkName('view', view),
+    ...hiveLevels(partitions),
+    `${parquetStem(ref)}.parquet`,
   );
-  return join(prefix, 'views', checkName('view', view), ...levels, `${parquetStem(ref)}.parquet`);
 }
 
 export function dlqKey(prefix: string, ref: SegmentRef, view: string, dt: string): string {
@@ -217,19 +220,49 @@ export function parseCommitKey(prefix: string, key: string): SegmentRef {
   return ref;
 }
 
-// Partition values come from user data. Hive's convention: percent-escape
-// anything that is not plainly safe (so `/`, `=`, `%`, `:`, spaces and
-// non-ASCII cannot change or garble the path), and write an empty value as
-// Hive's default partition name. Dots stay: a level is always `name=value`,
-// so a value of `..` can never become a `..` path segment.
+// Partition values come from user data, so their encoding must be injective
+// (two different values never share a folder, or one file would overwrite
+// the other) and must not let a value change the path. Hive's convention,
+// made injective (docs/s3-layout.md "Partition values"):
+//   NULL            → __HIVE_DEFAULT_PARTITION__ (what Hive, Spark, Trino and DuckDB read as NULL)
+//   ''              → __LANDFALL_EMPTY__ (Hive writes '' as NULL, and `alias=` breaks Spark)
+//   anything else   → every byte outside [A-Za-z0-9._-] percent-escaped (so `/`, `=`, `%`,
+//                     `:`, spaces and non-ASCII cannot change or garble the path), and a
+//                     value starting with `__` has its first `_` written `%5F`, so no value
+//                     can spell one of the two names above (readers decode `%5F` back to `_`).
+// Dots stay: a level is always `name=value`, so a value of `..` can never become a `..` segment.
 export const hiveDefaultPartition = '__HIVE_DEFAULT_PARTITION__';
+export const hiveEmptyPartition = '__LANDFALL_EMPTY__';
 
-export function escapeHiveValue(value: string): string {
-  if (value === '') return hiveDefaultPartition;
+export function escapeHiveValue(value: string | null): string {
+  if (value === null) return hiveDefaultPartition;
+  if (value === '') return hiveEmptyPartition;
   let out = '';
   for (const byte of Buffer.from(value, 'utf8')) {
     const c = String.fromCharCode(byte);
     out += /[A-Za-z0-9._-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
   }
-  return out;
+  return out.startsWith('__') ? `%5F${out.slice(1)}` : out;
+}
+
+/** Inverse of escapeHiveValue (throws on text it cannot have made). */
+export function unescapeHiveValue(text: string): string | null {
+  if (text === hiveDefaultPartition) return null;
+  if (text === hiveEmptyPartition) return '';
+  if (text === '' || text.startsWith('__') || !/^(?:[A-Za-z0-9._-]|%[0-9A-F]{2})+$/.test(text))
+    throw new KeyLayoutError(`${JSON.stringify(text)} is not an escaped partition value`);
+  let value: string;
+  try {
+    value = decodeURIComponent(text);
+  } catch {
+    throw new KeyLayoutError(`${JSON.stringify(text)} does not decode to UTF-8`);
+  }
+  if (escapeHiveValue(value) !== text)
+    throw new KeyLayoutError(`${JSON.stringify(text)} is not the canonical escape of its value`);
+  return value;
+}
+
+/** The `name=value` path levels of a view file, outermost first. */
+export function hiveLevels(partitions: readonly HivePartition[]): string[] {
+  return partitions.map(([name, value]) => `${checkName('partition', name)}=${escapeHiveValue(value)}`);
 }

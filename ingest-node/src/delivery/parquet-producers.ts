@@ -20,13 +20,19 @@ import { createParquetDb, type ParquetDb } from '../parquet/duckdb.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
 import type { SegmentRecord } from '../parquet/records.ts';
 import { compileView, type CompiledView } from '../views/compile.ts';
-import { materializeSegment, type SegmentOutputs, type ViewOutput } from '../views/materialize.ts';
+import {
+  materializeSegment,
+  partitionFilesMaxDefault,
+  type PartitionLimits,
+  type SegmentOutputs,
+  type ViewOutput,
+} from '../views/materialize.ts';
 import { openViewRegistry, type ViewRegistry } from '../views/registry.ts';
 import type { ViewsConfig } from '../views/settings.ts';
 import { decodeMqttPayload, type WalRecord } from '../wal/format.ts';
 import { RecordFormat, type SealedSegment } from '../wal/types.ts';
-import { dlqKey, formatSegmentId, rawKey, viewKey, type SegmentRef } from './keys.ts';
-import type { MarkerView, MarkerViewRows } from './marker.ts';
+import { dlqKey, formatSegmentId, rawKey, segmentKey, utcDate, viewKey, type SegmentRef } from './keys.ts';
+import { markerBytesMax, type MarkerView, type MarkerViewRows } from './marker.ts';
 import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
 import { contentTypes } from './upload.ts';
 
@@ -41,6 +47,8 @@ export interface ParquetProducerOptions {
   /** Also write raw Parquet. */
   readonly raw: boolean;
   readonly rowGroupRows?: number;
+  /** Partition files per view per segment (views.partitionFilesMax); beyond it rows go to the DLQ. */
+  readonly partitionFilesMax?: number;
   readonly log?: Logger;
   /** landfall_view_rows_total and friends go here. */
   readonly registry?: Registry;
@@ -80,8 +88,55 @@ export function viewRows(v: ViewOutput): MarkerViewRows {
 /** The single partition value of a raw or DLQ file (`dt`). */
 function dtOf(f: ParquetFile): string {
   const dt = f.partitions[0]?.[1];
-  if (dt === undefined || dt === '') throw new Error(`${f.localPath} has no dt partition`);
+  if (dt === undefined || dt === null || dt === '') throw new Error(`${f.localPath} has no dt partition`);
   return dt;
+}
+
+// Commit marker bytes, as upper bounds (numbers at their longest): what the
+// marker holds besides its artifacts, one artifact besides its key and view
+// name, one `views` entry with the row accounting of every DLQ code.
+const markerHeadBytes = 4096;
+const markerArtifactBytes = 256;
+const markerViewBytes = 1536;
+
+/** UTC dates a segment's records can span (raw and DLQ files are one per date), with a day of slack each side for a clock that stepped. */
+function segmentDates(segment: SealedSegment): string[] {
+  const dayMicros = 86_400_000_000n;
+  const first = segment.firstIngestMicros < dayMicros ? 0n : segment.firstIngestMicros - dayMicros;
+  const last = segment.lastIngestMicros + dayMicros;
+  const dates: string[] = [];
+  for (let t = first; t <= last && dates.length < 1_000; t += dayMicros) dates.push(utcDate(t));
+  return dates;
+}
+
+/**
+ * What a segment's view partitions may take so that every key is valid and
+ * the commit marker stays under markerBytesMax whatever the data: the marker
+ * without view files is bounded from above (every other artifact it can
+ * list, numbers at their longest), and the view files share the rest.
+ */
+export function segmentPartitionLimits(
+  prefix: string,
+  ref: SegmentRef,
+  segment: SealedSegment,
+  views: readonly CompiledView[],
+  raw: boolean,
+  filesMax: number,
+): PartitionLimits {
+  const dates = segmentDates(segment);
+  let fixed = markerHeadBytes + markerArtifactBytes + segmentKey(prefix, ref).length;
+  if (raw) for (const dt of dates) fixed += markerArtifactBytes + rawKey(prefix, ref, dt).length;
+  for (const v of views) {
+    const name = v.spec.name;
+    fixed += markerViewBytes + name.length;
+    for (const dt of dates) fixed += markerArtifactBytes + name.length + dlqKey(prefix, ref, name, dt).length;
+  }
+  return {
+    filesMax,
+    keyBytesBase: (view) => viewKey(prefix, ref, view, []).length,
+    markerEntryBytes: (view) => markerArtifactBytes + view.length,
+    markerBytes: markerBytesMax - fixed,
+  };
 }
 
 /** The object key of every file of a materialised segment, with what the marker says about it. */
@@ -189,12 +244,26 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
         views,
         ...(o.raw ? { raw: { endpoint: ref.endpoint, instance: ref.instance } } : {}),
         ...(o.rowGroupRows !== undefined ? { rowGroupRows: o.rowGroupRows } : {}),
+        partitionLimits: segmentPartitionLimits(
+          job.prefix,
+          ref,
+          job.segment,
+          views,
+          o.raw,
+          o.partitionFilesMax ?? partitionFilesMaxDefault,
+        ),
       });
       try {
         if (out.rowsIn !== job.segment.records)
           throw new Error(
             `segment ${job.segment.fileName}: ${out.rowsIn} records materialised, state says ${job.segment.records}`,
           );
+        for (const v of out.views)
+          if (v.failed !== undefined)
+            log.error(
+              { segment: job.segment.fileName, view: v.view, specSha256: v.specHash, reason: v.failed },
+              'view could not be materialised over this segment: every record is in its DLQ as view_failed; the segment is delivered',
+            );
         const keyed = keyedFiles(job.prefix, ref, out);
         const files: ProducedFile[] = [];
         for (const [i, k] of keyed.entries()) {
@@ -319,6 +388,7 @@ export async function startParquetOutputs(
     db,
     views: (segment) => reg?.viewsAt(segment.sealedAtMs) ?? [],
     raw,
+    partitionFilesMax: config.views.partitionFilesMax,
     log: deps.log,
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
   });

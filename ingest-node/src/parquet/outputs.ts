@@ -13,16 +13,16 @@ export interface ParquetFile {
   /** Absolute path of the file in the scratch folder. */
   readonly localPath: string;
   /**
-   * Hive partition folders as written (percent-encoded by DuckDB), with a
-   * trailing slash: `dt=2026-11-26/`; '' when the output is not partitioned.
+   * Hive partition folders, with a trailing slash: `dt=2026-11-26/`; '' when
+   * the output is not partitioned. For view files it is the path the S3 key
+   * has (delivery/keys.ts hiveLevels()).
    */
   readonly partitionPath: string;
   /**
    * Decoded partition values in partition order, as `[alias, value]`: what
-   * delivery/keys.ts viewKey() takes (it does its own escaping). A NULL value
-   * (DuckDB's `__HIVE_DEFAULT_PARTITION__`) is ''.
+   * delivery/keys.ts viewKey() takes (it does its own escaping). NULL is `null`.
    */
-  readonly partitions: readonly (readonly [alias: string, value: string])[];
+  readonly partitions: readonly (readonly [alias: string, value: string | null])[];
   readonly rowCount: number;
   readonly sizeBytes: number;
   /** Hex sha256 of the file's bytes. */
@@ -51,6 +51,12 @@ function quoteIdent(name: string): string {
 /**
  * Writes `selectSql` as ZSTD Parquet under `targetDir` (a fresh folder inside
  * the scratch folder) and describes the files. An empty result writes no file.
+ *
+ * Partition folders are DuckDB's own naming, which is not injective (NULL and
+ * the text `__HIVE_DEFAULT_PARTITION__` share a folder, and one file then
+ * overwrites the other) and not bounded in length: use `partitionBy` only for
+ * values the node makes itself (the `dt` of raw and DLQ files). View
+ * partitions, which come from user data, go through copyPartitionFiles().
  */
 export async function copyToParquet(
   conn: DuckDBConnection,
@@ -92,13 +98,10 @@ export async function copyToParquet(
     const relDir = path.relative(targetDir, path.dirname(s.filename));
     const partitionPath = relDir === '' ? '' : `${relDir.split(path.sep).join('/')}/`;
     const decoded = new Map((s.partition_keys ?? []).map((kv) => [kv.key, kv.value]));
-    const partitions = options.partitionBy.map((alias): readonly [string, string] => {
-      const value = decoded.get(alias);
-      return [
-        alias,
-        value === undefined || value === null || value === '__HIVE_DEFAULT_PARTITION__' ? '' : value,
-      ];
-    });
+    const partitions = options.partitionBy.map((alias): readonly [string, string | null] => [
+      alias,
+      decoded.get(alias) ?? null,
+    ]);
     // One file per partition folder is what the S3 layout has room for
     // ({instance}-{epoch}-{segmentId}.parquet). DuckDB only splits a folder
     // when asked to (FILE_SIZE_BYTES…); if it ever does, fail loudly rather
@@ -116,5 +119,56 @@ export async function copyToParquet(
     });
   }
   files.sort((a, b) => (a.localPath < b.localPath ? -1 : a.localPath > b.localPath ? 1 : 0));
+  return files;
+}
+
+/** Partition files DuckDB writes in one COPY: each open writer buffers a row group, so this bounds memory. */
+export const PARTITION_FILES_PER_COPY = 256;
+
+/**
+ * View files, one per partition, where the partition of each row is an id the
+ * caller assigned (`pidColumn`, 1..n, a column of `selectSql` that is not
+ * written) and `partitionsOf(id)` says what it stands for. The folders DuckDB
+ * writes (`<pidColumn>=<id>/`) are private; `partitionPath` is the caller's
+ * (`pathOf`). So the encoding of user values never depends on DuckDB's,
+ * and a segment with many partitions is written PARTITION_FILES_PER_COPY ids
+ * at a time, within the memory limit.
+ */
+export async function copyPartitionFiles(
+  conn: DuckDBConnection,
+  selectSql: string,
+  targetDir: string,
+  options: {
+    readonly pidColumn: string;
+    readonly pids: number;
+    readonly partitionsOf: (pid: number) => ParquetFile['partitions'];
+    readonly pathOf: (partitions: ParquetFile['partitions']) => string;
+    readonly rowGroupRows?: number;
+  },
+): Promise<ParquetFile[]> {
+  const files: ParquetFile[] = [];
+  const byPid = new Map<number, ParquetFile>();
+  for (let first = 1; first <= options.pids; first += PARTITION_FILES_PER_COPY) {
+    const last = Math.min(options.pids, first + PARTITION_FILES_PER_COPY - 1);
+    const written = await copyToParquet(
+      conn,
+      `SELECT * FROM (${selectSql}) WHERE ${quoteIdent(options.pidColumn)} BETWEEN ${first} AND ${last}`,
+      path.join(targetDir, `${first}`),
+      {
+        partitionBy: [options.pidColumn],
+        ...(options.rowGroupRows !== undefined ? { rowGroupRows: options.rowGroupRows } : {}),
+      },
+    );
+    for (const f of written) {
+      const pid = Number(f.partitions[0]?.[1]);
+      if (!Number.isInteger(pid) || pid < first || pid > last || byPid.has(pid))
+        throw new Error(`unexpected partition file ${f.localPath}`);
+      const partitions = options.partitionsOf(pid);
+      const file = { ...f, partitions, partitionPath: options.pathOf(partitions) };
+      byPid.set(pid, file);
+      files.push(file);
+    }
+  }
+  files.sort((a, b) => (a.partitionPath < b.partitionPath ? -1 : a.partitionPath > b.partitionPath ? 1 : 0));
   return files;
 }

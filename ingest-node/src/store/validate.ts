@@ -33,9 +33,10 @@ export function checkLimit(limit: number | undefined): number {
 
 /** Reserved for the local store's own files; refused everywhere so both stores accept the same keys. */
 export const reservedKeyTop = '.landfall';
-const s3KeyBytesMax = 1024;
+/** Longest key both stores accept (S3's own limit). */
+export const s3KeyBytesMax = 1024;
 /** NAME_MAX on every Linux filesystem we expect, minus room for a `.json` sidecar suffix. */
-const keySegmentBytesMax = 250;
+export const keySegmentBytesMax = 250;
 
 /**
  * The keys both stores accept: 1..1024 bytes of `/`-separated non-empty

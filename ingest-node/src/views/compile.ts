@@ -35,6 +35,15 @@ export const DlqErrorCode = {
   castFailed: 'cast_failed',
   /** The filter or a partition expression raised an error on this row. */
   expressionFailed: 'expression_failed',
+  // The codes below are decided per segment by the materialiser (materialize.ts),
+  // not per row by the SELECT: they are what "record data never stalls delivery"
+  // turns a would-be stall into (docs/views.md, docs/durability.md).
+  /** The row's partition folder would not fit in an object key (a level over 250 bytes, or the key over 1024). */
+  partitionValueTooLong: 'partition_value_too_long',
+  /** The segment has more partitions than the view may write (views.partitionFilesMax, or the marker's size bound). */
+  tooManyPartitions: 'too_many_partitions',
+  /** The view could not be materialised over this segment at all (the reason is the message): every row is here. */
+  viewFailed: 'view_failed',
 } as const;
 export type DlqErrorCode = (typeof DlqErrorCode)[keyof typeof DlqErrorCode];
 

@@ -36,6 +36,12 @@ export const ViewErrorCode = {
   exprBind: 'expr_bind',
   /** The expression has the wrong result type (a filter must be BOOLEAN). */
   exprType: 'expr_type',
+  /**
+   * A width, precision or count argument (lpad, rpad, format, printf) that is
+   * not a constant within EXPR_WIDTH_MAX: each row's result is allocated
+   * outside DuckDB's memory limit, so one such filter could exhaust the node.
+   */
+  exprWidth: 'expr_width',
 } as const;
 export type ViewErrorCode = (typeof ViewErrorCode)[keyof typeof ViewErrorCode];
 

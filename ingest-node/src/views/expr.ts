@@ -237,6 +237,64 @@ const PLAIN_CLASSES: ReadonlySet<string> = new Set([
   'COLLATE',
 ]);
 
+/**
+ * Widest a width, precision or pad length may be. DuckDB allocates a
+ * function's result strings outside its memory_limit, a vector of 2,048 rows
+ * at a time: `lpad(x, 100000000, 'a')` would be ~200 GB per vector. At this
+ * bound a vector is at most a few MiB, whatever the data.
+ */
+export const EXPR_WIDTH_MAX = 1024;
+
+/** Functions whose argument at this index is a result length. */
+const WIDTH_ARGUMENTS: Readonly<Record<string, number>> = { lpad: 1, rpad: 1, repeat: 1 };
+/** Functions whose first argument is a format string with widths and precisions in it. */
+const FORMAT_FUNCTIONS: Readonly<Record<string, 'fmt' | 'printf'>> = { format: 'fmt', printf: 'printf' };
+
+function constantOf(node: AstNode | undefined): { value: unknown } | undefined {
+  if (node?.class !== 'CONSTANT') return undefined;
+  const v = node['value'] as { is_null?: unknown; value?: unknown } | undefined;
+  if (v === undefined || v.is_null === true) return undefined;
+  return { value: v.value };
+}
+
+/** Widths and precisions written in a format string, or a reason it cannot be bounded. */
+export function formatWidths(kind: 'fmt' | 'printf', format: string): number[] | string {
+  const widths: number[] = [];
+  if (kind === 'printf') {
+    const re = /%(%|(?:\d+\$)?[-+ #0']*(\*|\d+)?(?:\.(\*|\d*))?)/g;
+    for (const m of format.matchAll(re)) {
+      if (m[1] === '%') continue;
+      if (m[2] === '*' || m[3] === '*') return 'a width or precision taken from an argument (`*`)';
+      if (m[2]) widths.push(Number(m[2]));
+      if (m[3]) widths.push(Number(m[3]));
+    }
+    return widths;
+  }
+  // fmt: `{{` and `}}` are literal braces; `{…}` a field, `{:spec}` with a
+  // spec whose digits are fill, width and precision; a `{` inside a field is
+  // a width or precision from an argument.
+  for (let i = 0; i < format.length; i++) {
+    const c = format[i];
+    if (c === '}' && format[i + 1] === '}') {
+      i++;
+      continue;
+    }
+    if (c !== '{') continue;
+    if (format[i + 1] === '{') {
+      i++;
+      continue;
+    }
+    const end = format.indexOf('}', i + 1);
+    const field = format.slice(i + 1, end === -1 ? undefined : end);
+    if (field.includes('{')) return 'a width or precision taken from an argument (`{:{}}`)';
+    const colon = field.indexOf(':');
+    if (colon !== -1) for (const d of field.slice(colon + 1).match(/\d+/g) ?? []) widths.push(Number(d));
+    if (end === -1) break;
+    i = end;
+  }
+  return widths;
+}
+
 /** Bounds on work per expression: DuckDB's trees for 4 KB of text stay far below these. */
 const MAX_NODES = 10_000;
 const MAX_DEPTH = 200;
@@ -417,6 +475,7 @@ export async function checkExpression(
         if (node['distinct'] === true || filter != null || orders.length > 0 || node['export_state'] === true)
           return fail(ViewErrorCode.exprAggregate, `aggregate modifiers on ${name}() are not allowed`);
         if (!ALLOWED_FUNCTIONS.has(name)) denied.push(name);
+        else checkWidths(name, (node['children'] as AstNode[] | undefined) ?? []);
         return;
       }
       case 'OPERATOR': {
@@ -436,6 +495,36 @@ export async function checkExpression(
         return fail(ViewErrorCode.exprNodeDenied, 'positional references (#1) are not allowed');
       default:
         if (!PLAIN_CLASSES.has(cls)) return fail(ViewErrorCode.exprNodeDenied, `${cls} is not allowed`);
+    }
+  };
+  const checkWidths = (name: string, args: readonly AstNode[]): void => {
+    const at = WIDTH_ARGUMENTS[name];
+    if (at !== undefined) {
+      const c = constantOf(args[at]);
+      const n = typeof c?.value === 'number' ? c.value : typeof c?.value === 'string' ? Number(c.value) : NaN;
+      if (!Number.isInteger(n) || n < 0 || n > EXPR_WIDTH_MAX)
+        fail(
+          ViewErrorCode.exprWidth,
+          `${name}(): argument ${at + 1} must be a constant integer 0..${EXPR_WIDTH_MAX} (a wider or per-row length can exhaust the node's memory)`,
+        );
+    }
+    const kind = FORMAT_FUNCTIONS[name];
+    if (kind !== undefined) {
+      const c = constantOf(args[0]);
+      if (c === undefined || typeof c.value !== 'string')
+        return fail(
+          ViewErrorCode.exprWidth,
+          `${name}(): the format string must be a constant (its widths are checked when the view loads)`,
+        );
+      const widths = formatWidths(kind, c.value);
+      if (typeof widths === 'string')
+        return fail(
+          ViewErrorCode.exprWidth,
+          `${name}(): ${widths} is not allowed; write the width in the format`,
+        );
+      const wide = widths.find((w) => w > EXPR_WIDTH_MAX);
+      if (wide !== undefined)
+        fail(ViewErrorCode.exprWidth, `${name}(): width or precision ${wide} is over ${EXPR_WIDTH_MAX}`);
     }
   };
   walk(root, 0);

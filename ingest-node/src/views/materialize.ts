@@ -18,14 +18,17 @@ import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { JOBS_DIR } from '../parquet/duckdb.ts';
 import type { ParquetDb } from '../parquet/duckdb.ts';
-import { copyToParquet } from '../parquet/outputs.ts';
+import { copyPartitionFiles, copyToParquet, PARTITION_FILES_PER_COPY } from '../parquet/outputs.ts';
+import { hiveDefaultPartition, hiveEmptyPartition, hiveLevels } from '../delivery/keys.ts';
+import { keySegmentBytesMax, s3KeyBytesMax } from '../store/validate.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
 import { writeRawParquet } from '../parquet/raw.ts';
 import type { RawParquetOptions } from '../parquet/raw.ts';
-import { loadRecords, META_TABLE, useInput } from '../parquet/records.ts';
+import { loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
 import type { LoadedRecords } from '../parquet/records.ts';
 import type { SegmentRecord } from '../parquet/records.ts';
-import { DlqErrorCode, quoteIdent } from './compile.ts';
+import { DlqErrorCode, quoteIdent, sqlString } from './compile.ts';
+import { viewsPartitionFilesMaxDefault } from './settings.ts';
 import type { CompiledView } from './compile.ts';
 
 /** DLQ Parquet columns (docs/views.md), partitioned by dt = UTC date of ingest_time. */
@@ -51,6 +54,38 @@ export interface MaterializeInput {
   /** Write raw Parquet too (omit for none). */
   readonly raw?: RawParquetOptions;
   readonly rowGroupRows?: number;
+  /** Bounds on view partitions; defaultPartitionLimits() when omitted. */
+  readonly partitionLimits?: PartitionLimits;
+}
+
+/**
+ * What a segment's view partitions may cost: the files per view, and what
+ * their keys and commit marker entries may take (the producer knows the
+ * prefix, the segment and the other artifacts; delivery/parquet-producers.ts).
+ * Rows beyond these go to the view's DLQ, so no partition can make an
+ * object key invalid or the marker exceed its cap (docs/views.md).
+ */
+export interface PartitionLimits {
+  /** Partition files one view may write for one segment (views.partitionFilesMax). */
+  readonly filesMax: number;
+  /** Bytes of a view file's key besides its partition levels (prefix, view folder, file name). */
+  keyBytesBase(view: string): number;
+  /** Marker bytes one view file costs besides its key. */
+  markerEntryBytes(view: string): number;
+  /** Marker bytes the view files of all views may take together. */
+  readonly markerBytes: number;
+}
+
+export { viewsPartitionFilesMaxDefault as partitionFilesMaxDefault } from './settings.ts';
+
+/** Limits for a caller without a bucket in mind (`views check`, tests): a typical key, the whole marker. */
+export function defaultPartitionLimits(filesMax = viewsPartitionFilesMaxDefault): PartitionLimits {
+  return {
+    filesMax,
+    keyBytesBase: (view) => 200 + view.length,
+    markerEntryBytes: (view) => 256 + view.length,
+    markerBytes: 3 * 1024 * 1024,
+  };
 }
 
 export interface ViewOutput {
@@ -66,6 +101,8 @@ export interface ViewOutput {
   readonly dlqFiles: readonly ParquetFile[];
   /** Wall time of this view's passes (for metrics and the benchmark). */
   readonly durationMs: number;
+  /** Set when the view could not be materialised (every row is then a `view_failed` DLQ row): why. */
+  readonly failed?: string;
 }
 
 export interface SegmentOutputs {
@@ -85,6 +122,130 @@ export interface SegmentOutputs {
 
 const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const CLASSIFIED_TABLE = '__lf_classified_rows';
+const PARTS_TABLE = '__lf_partition_rows';
+const PID = '__lf_pid';
+/** Longest reason quoted in a view_failed DLQ row. */
+const FAILED_MESSAGE_CHARS = 500;
+
+/**
+ * Bytes of `alias=<escapeHiveValue(v)>` for a VARCHAR `v`, in SQL, the same
+ * as delivery/keys.ts computes them (views-poison.test.ts checks both agree).
+ */
+export function levelBytesSql(alias: string, v: string): string {
+  const escaped = `strlen(${v}) + 2 * strlen(regexp_replace(${v}, '[A-Za-z0-9._-]', '', 'g')) + CASE WHEN starts_with(${v}, '__') THEN 2 ELSE 0 END`;
+  return `(${Buffer.byteLength(alias) + 1} + CASE WHEN ${v} IS NULL THEN ${hiveDefaultPartition.length} WHEN ${v} = '' THEN ${hiveEmptyPartition.length} ELSE ${escaped} END)`;
+}
+
+/** The DLQ rows of a view, from the classified table. */
+function dlqSelectSql(): string {
+  return `SELECT c.__lf_error_code AS error_code, c.__lf_error_message AS error_message, c.__lf_error_column AS "column",
+         c.__lf_payload AS payload, m.seq AS seq, CAST(make_timestamp(m.ingest_us) AS TIMESTAMPTZ) AS ingest_time,
+         strftime(make_timestamp(m.ingest_us), '%Y-%m-%d') AS dt
+       FROM ${CLASSIFIED_TABLE} c JOIN ${META_TABLE} m ON m.i = c.__lf_ordinal
+       WHERE c.__lf_status = 'dlq' ORDER BY c.__lf_ordinal`;
+}
+
+/** Budget shared by the views of one segment. */
+interface Budget {
+  markerBytes: number;
+}
+
+/**
+ * Decides, per distinct partition of the view's ok rows, whether it gets a
+ * file: its key must be valid (every level ≤ 250 bytes, the key ≤ 1024) and
+ * it must be among the first `filesMax` (most rows first, then by value) whose
+ * marker entries fit the budget. Rows of the others become DLQ rows. Returns
+ * the kept partitions in id order (id = index + 1).
+ */
+async function assignPartitions(
+  conn: DuckDBConnection,
+  view: CompiledView,
+  limits: PartitionLimits,
+  budget: Budget,
+): Promise<(readonly [string, string | null])[][]> {
+  const name = view.spec.name;
+  const aliases = view.partitions.map((p) => p.alias);
+  const q = aliases.map(quoteIdent);
+  const base = limits.keyBytesBase(name);
+  const entry = limits.markerEntryBytes(name);
+  const levels = aliases.map((a, i) => `${levelBytesSql(a, q[i]!)} AS __lf_l${i}`);
+  const pathBytes = aliases.map((_, i) => `__lf_l${i} + 1`).join(' + ');
+  const tooLong = [
+    ...aliases.map((a, i) => `WHEN __lf_l${i} > ${keySegmentBytesMax} THEN ${sqlString(a)}`),
+    `WHEN __lf_path_bytes + ${base} > ${s3KeyBytesMax} THEN ${sqlString(aliases[aliases.length - 1]!)}`,
+  ];
+  const order = ['__lf_n DESC', ...q.map((c) => `${c} ASC NULLS FIRST`)].join(', ');
+  await conn.run(
+    `CREATE OR REPLACE TEMP TABLE ${PARTS_TABLE} AS
+     WITH g AS (
+       SELECT ${q.join(', ')}, count(*)::BIGINT AS __lf_n FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok' GROUP BY ALL
+     ), l AS (SELECT *, ${levels.join(', ')} FROM g
+     ), v AS (SELECT *, ${pathBytes} AS __lf_path_bytes FROM l
+     ), t AS (SELECT *, CASE ${tooLong.join(' ')} END AS __lf_too_long FROM v
+     ), r AS (
+       SELECT *, CASE WHEN __lf_too_long IS NULL
+         THEN row_number() OVER (PARTITION BY __lf_too_long IS NULL ORDER BY ${order}) END AS __lf_rank
+       FROM t
+     ), c AS (
+       SELECT *, CASE WHEN __lf_rank IS NOT NULL
+         THEN sum(${entry + base} + __lf_path_bytes) OVER (PARTITION BY __lf_rank IS NULL ORDER BY __lf_rank ROWS UNBOUNDED PRECEDING) END AS __lf_cum
+       FROM r
+     )
+     SELECT *,
+       CASE WHEN __lf_too_long IS NOT NULL THEN '${DlqErrorCode.partitionValueTooLong}'
+            WHEN __lf_rank > ${limits.filesMax} OR __lf_cum > ${Math.max(0, Math.floor(budget.markerBytes))} THEN '${DlqErrorCode.tooManyPartitions}'
+       END AS __lf_verdict,
+       CASE WHEN __lf_too_long IS NULL AND __lf_rank <= ${limits.filesMax} AND __lf_cum <= ${Math.max(0, Math.floor(budget.markerBytes))} THEN __lf_rank END AS ${PID}
+     FROM c`,
+  );
+  const match = q.map((c) => `c.${c} IS NOT DISTINCT FROM p.${c}`).join(' AND ');
+  const refused = Number(
+    (
+      await conn.runAndReadAll(`SELECT count(*)::BIGINT FROM ${PARTS_TABLE} WHERE __lf_verdict IS NOT NULL`)
+    ).getRows()[0]?.[0] ?? 0,
+  );
+  if (refused > 0) {
+    const levelDetail = aliases
+      .map(
+        (a, i) =>
+          `WHEN p.__lf_l${i} > ${keySegmentBytesMax} THEN 'partition ${a} needs ' || p.__lf_l${i} || ' bytes as a key level (${a}=<escaped value>), over the ${keySegmentBytesMax}-byte limit'`,
+      )
+      .join(' ');
+    const message = `CASE WHEN p.__lf_verdict = '${DlqErrorCode.partitionValueTooLong}'
+        THEN CASE ${levelDetail} ELSE 'the partition folders need ' || p.__lf_path_bytes || ' bytes, too many for an object key of at most ${s3KeyBytesMax} bytes' END
+        ELSE ${sqlString(`view ${name} may write ${limits.filesMax} partition files per segment (views.partitionFilesMax) within the commit marker's size bound; this segment has more partitions, and this row's is not among those kept (most rows first)`)} END`;
+    await conn.run(
+      `UPDATE ${CLASSIFIED_TABLE} AS c SET __lf_status = 'dlq', __lf_error_code = p.__lf_verdict,
+         __lf_error_message = ${message},
+         __lf_error_column = CASE WHEN p.__lf_verdict = '${DlqErrorCode.partitionValueTooLong}' THEN p.__lf_too_long ELSE ${sqlString(aliases[0]!)} END
+       FROM ${PARTS_TABLE} p
+       WHERE c.__lf_status = 'ok' AND p.__lf_verdict IS NOT NULL AND ${match}`,
+    );
+    // The classification kept payloads for its own DLQ rows only.
+    await conn.run(
+      `UPDATE ${CLASSIFIED_TABLE} AS c SET __lf_payload = r.payload FROM ${RECORDS_RELATION} r
+       WHERE c.__lf_status = 'dlq' AND c.__lf_payload IS NULL AND r.i = c.__lf_ordinal`,
+    );
+  }
+  const kept = (
+    await conn.runAndReadAll(
+      `SELECT ${PID}, __lf_cum, ${q.join(', ')} FROM ${PARTS_TABLE} WHERE ${PID} IS NOT NULL ORDER BY ${PID}`,
+    )
+  ).getRows();
+  const out: (readonly [string, string | null])[][] = [];
+  for (const [i, row] of kept.entries()) {
+    if (Number(row[0]) !== i + 1) throw new Error(`view ${name}: partition ids are not 1..n`);
+    out.push(
+      aliases.map((a, j): readonly [string, string | null] => {
+        const v = row[j + 2];
+        return [a, v === null || v === undefined ? null : String(v)];
+      }),
+    );
+  }
+  const last = kept[kept.length - 1];
+  if (last !== undefined) budget.markerBytes -= Number(last[1]);
+  return out;
+}
 
 /**
  * The compiler decodes each payload to text itself (a UTF-8 validation per
@@ -106,12 +267,19 @@ async function materializeView(
   loaded: LoadedRecords,
   jobDir: string,
   rowGroupRows: number | undefined,
+  limits: PartitionLimits,
+  budget: Budget,
 ): Promise<ViewOutput> {
   const rowsIn = loaded.rows;
   const started = performance.now();
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
-  const out = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent).join(', ');
+  const columns = view.columns.map((c) => quoteIdent(c.name)).join(', ');
+  const partitioned = aliases.length > 0;
+  // Partition values as the text their folder is made of (compile.ts renders them).
+  const out = [columns, ...aliases.map((a) => `CAST(${quoteIdent(a)} AS VARCHAR) AS ${quoteIdent(a)}`)].join(
+    ', ',
+  );
   const rg = rowGroupRows !== undefined ? { rowGroupRows } : {};
   // One classification pass into a temp table, then the view and DLQ files
   // and the counts from it: cheaper than classifying twice (measured: about a
@@ -127,7 +295,7 @@ async function materializeView(
     await conn.run(
       `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
      SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
-       CASE WHEN __lf_status = 'dlq' THEN __lf_seq END AS __lf_ordinal,
+       ${partitioned ? '__lf_seq' : "CASE WHEN __lf_status = 'dlq' THEN __lf_seq END"} AS __lf_ordinal,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
      FROM (\n${withLoadedText(view.sql)}\n)`,
     );
@@ -135,12 +303,62 @@ async function materializeView(
     if (withTopic) await useInput(conn, 'views', true);
   }
   try {
-    const files = await copyToParquet(
-      conn,
-      `SELECT ${out} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
-      path.join(jobDir, 'views', name),
-      { partitionBy: aliases, ...rg },
-    );
+    let files: ParquetFile[];
+    if (partitioned) {
+      // A row's partition can still send it to the DLQ (a key it cannot have,
+      // one partition too many): decided before anything is written.
+      const kept = await assignPartitions(conn, view, limits, budget);
+      const pathOf = (partitions: ParquetFile['partitions']): string =>
+        hiveLevels(partitions)
+          .map((l) => `${l}/`)
+          .join('');
+      // The ok rows are now exactly the kept partitions'. When DuckDB's own
+      // folders cannot collide (no value is the text of its NULL folder) and
+      // one COPY can hold them, DuckDB partitions by the values themselves
+      // (no join; the common case: a few dates); its folders are still
+      // private, mapped back to the kept partitions by value.
+      const direct =
+        kept.length <= PARTITION_FILES_PER_COPY &&
+        !kept.some((t) => t.some(([, v]) => v === hiveDefaultPartition));
+      if (direct) {
+        const byValues = new Map(kept.map((t) => [JSON.stringify(t.map(([, v]) => v)), t]));
+        const written = await copyToParquet(
+          conn,
+          `SELECT ${out} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
+          path.join(jobDir, 'views', name),
+          { partitionBy: aliases, ...rg },
+        );
+        files = written.map((f) => {
+          const key = JSON.stringify(f.partitions.map(([, v]) => v));
+          const t = byValues.get(key);
+          if (t === undefined) throw new Error(`view ${name}: DuckDB wrote a partition not kept: ${key}`);
+          byValues.delete(key);
+          return { ...f, partitions: t, partitionPath: pathOf(t) };
+        });
+        files.sort((a, b) =>
+          a.partitionPath < b.partitionPath ? -1 : a.partitionPath > b.partitionPath ? 1 : 0,
+        );
+      } else {
+        const match = aliases
+          .map((a) => `c.${quoteIdent(a)} IS NOT DISTINCT FROM p.${quoteIdent(a)}`)
+          .join(' AND ');
+        files = await copyPartitionFiles(
+          conn,
+          `SELECT ${view.columns.map((c) => `c.${quoteIdent(c.name)}`).join(', ')}, p.${PID}
+           FROM ${CLASSIFIED_TABLE} c JOIN ${PARTS_TABLE} p ON ${match}
+           WHERE c.__lf_status = 'ok' AND p.${PID} IS NOT NULL`,
+          path.join(jobDir, 'views', name),
+          { pidColumn: PID, pids: kept.length, partitionsOf: (pid) => kept[pid - 1]!, pathOf, ...rg },
+        );
+      }
+    } else {
+      files = await copyToParquet(
+        conn,
+        `SELECT ${columns} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
+        path.join(jobDir, 'views', name),
+        { partitionBy: [], ...rg },
+      );
+    }
     // seq and ingest time of the DLQ rows: few, fetched for them alone (or all, when most rows are bad).
     const dlqOrdinals = (
       await conn.runAndReadAll(
@@ -151,16 +369,10 @@ async function materializeView(
       .map((r) => Number(r[0]));
     if (dlqOrdinals.length > 0)
       await loaded.loadMeta(dlqOrdinals.length > rowsIn / 8 ? undefined : dlqOrdinals);
-    const dlqFiles = await copyToParquet(
-      conn,
-      `SELECT c.__lf_error_code AS error_code, c.__lf_error_message AS error_message, c.__lf_error_column AS "column",
-         c.__lf_payload AS payload, m.seq AS seq, CAST(make_timestamp(m.ingest_us) AS TIMESTAMPTZ) AS ingest_time,
-         strftime(make_timestamp(m.ingest_us), '%Y-%m-%d') AS dt
-       FROM ${CLASSIFIED_TABLE} c JOIN ${META_TABLE} m ON m.i = c.__lf_ordinal
-       WHERE c.__lf_status = 'dlq' ORDER BY c.__lf_ordinal`,
-      path.join(jobDir, 'dlq', name),
-      { partitionBy: ['dt'], ...rg },
-    );
+    const dlqFiles = await copyToParquet(conn, dlqSelectSql(), path.join(jobDir, 'dlq', name), {
+      partitionBy: ['dt'],
+      ...rg,
+    });
     const counts = await conn.runAndReadAll(
       `SELECT __lf_status, __lf_error_code, count(*)::BIGINT FROM ${CLASSIFIED_TABLE} GROUP BY ALL`,
     );
@@ -204,6 +416,80 @@ async function materializeView(
     };
   } finally {
     await conn.run(`DROP TABLE IF EXISTS ${CLASSIFIED_TABLE}`);
+    await conn.run(`DROP TABLE IF EXISTS ${PARTS_TABLE}`);
+  }
+}
+
+/**
+ * Failures that are not the data's or the view's: the disk (DuckDB's IO
+ * errors, a Node errno) or the instance going away. They fail the segment,
+ * which is retried; anything else a view raises is the view's outcome for
+ * this segment and must not hold delivery back.
+ */
+export function isOutsideData(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true;
+  const message = err instanceof Error ? err.message : String(err);
+  return /^(IO|Connection|Interrupt|FATAL) Error\b/.test(message) || /instance is closed/.test(message);
+}
+
+/**
+ * A view that could not be materialised over a segment: every record goes to
+ * its DLQ as `view_failed`, with the reason, so the segment is still
+ * delivered and the rows can be rebuilt (`landfall reprocess`) once the view
+ * is fixed.
+ */
+async function failView(
+  conn: DuckDBConnection,
+  view: CompiledView,
+  loaded: LoadedRecords,
+  jobDir: string,
+  rowGroupRows: number | undefined,
+  reason: string,
+  started: number,
+): Promise<ViewOutput> {
+  const name = view.spec.name;
+  await rm(path.join(jobDir, 'views', name), { recursive: true, force: true });
+  await rm(path.join(jobDir, 'dlq', name), { recursive: true, force: true });
+  await conn.run(`DROP TABLE IF EXISTS ${CLASSIFIED_TABLE}`);
+  await conn.run(`DROP TABLE IF EXISTS ${PARTS_TABLE}`);
+  await loaded.loadMeta();
+  const message = reason.length > FAILED_MESSAGE_CHARS ? `${reason.slice(0, FAILED_MESSAGE_CHARS)}…` : reason;
+  await conn.run(
+    `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
+     SELECT 'dlq' AS __lf_status, '${DlqErrorCode.viewFailed}' AS __lf_error_code,
+       ${sqlString(`view ${name} could not be materialised over this segment: ${message}`)} AS __lf_error_message,
+       NULL::VARCHAR AS __lf_error_column, i AS __lf_ordinal, payload AS __lf_payload
+     FROM ${RECORDS_RELATION}`,
+  );
+  try {
+    const dlqFiles = await copyToParquet(conn, dlqSelectSql(), path.join(jobDir, 'dlq', name), {
+      partitionBy: ['dt'],
+      ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
+    });
+    const dlqRows = dlqFiles.reduce((sum, f) => sum + f.rowCount, 0);
+    if (dlqRows !== loaded.rows)
+      throw new Error(`view ${name}: ${dlqRows} view_failed rows written for ${loaded.rows} records`);
+    const dlqByCode = Object.fromEntries(Object.values(DlqErrorCode).map((c) => [c, 0])) as Record<
+      DlqErrorCode,
+      number
+    >;
+    dlqByCode[DlqErrorCode.viewFailed] = dlqRows;
+    return {
+      view: name,
+      specHash: view.specHash,
+      rowsIn: loaded.rows,
+      viewRows: 0,
+      filteredRows: 0,
+      dlqRows,
+      dlqByCode,
+      files: [],
+      dlqFiles,
+      durationMs: performance.now() - started,
+      failed: message,
+    };
+  } finally {
+    await conn.run(`DROP TABLE IF EXISTS ${CLASSIFIED_TABLE}`);
   }
 }
 
@@ -238,8 +524,17 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
       }
       const t2 = performance.now();
       const views: ViewOutput[] = [];
+      const limits = input.partitionLimits ?? defaultPartitionLimits();
+      const budget: Budget = { markerBytes: limits.markerBytes };
       for (const view of input.views) {
-        views.push(await materializeView(conn, view, loaded, jobDir, input.rowGroupRows));
+        const started = performance.now();
+        try {
+          views.push(await materializeView(conn, view, loaded, jobDir, input.rowGroupRows, limits, budget));
+        } catch (err) {
+          if (isOutsideData(err)) throw err;
+          const reason = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'failed';
+          views.push(await failView(conn, view, loaded, jobDir, input.rowGroupRows, reason, started));
+        }
       }
       return {
         jobDir,

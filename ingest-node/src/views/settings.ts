@@ -9,6 +9,8 @@ const MiB = 1024 * 1024;
 export const viewsReloadIntervalMsDefault = 5_000;
 export const viewsMemoryLimitBytesDefault = 512 * MiB;
 export const viewsThreadsDefault = 2;
+/** Matches views/materialize.ts partitionFilesMaxDefault (kept here so the config loader stays light). */
+export const viewsPartitionFilesMaxDefault = 1_000;
 /** A view file is a few KiB; anything near this is a mistake (or an attack on the parser). */
 export const viewFileBytesMax = 1 * MiB;
 /** Views one node applies at once: each is one classification pass per sealed segment. */
@@ -47,6 +49,13 @@ export const ViewsSchema = Type.Object(
       maximum: 64,
       default: viewsThreadsDefault,
       description: 'DuckDB threads for Parquet work; segments are materialised one at a time.',
+    }),
+    partitionFilesMax: Type.Integer({
+      minimum: 1,
+      maximum: 100_000,
+      default: viewsPartitionFilesMaxDefault,
+      description:
+        'Partition files one view may write per sealed segment. A segment with more partitions keeps the ones with the most rows and sends the rest to the view’s DLQ (`too_many_partitions`) instead of failing: record data never stalls delivery. The commit marker’s 4 MiB bound can keep fewer (docs/views.md).',
     }),
   },
   {

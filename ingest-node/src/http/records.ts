@@ -11,10 +11,13 @@ import {
   JsonNotObjectError,
   RecordTooLargeError,
   RecordioTruncatedError,
+  TooManyRecordsError,
 } from '../errors.ts';
 
 export interface SplitOptions {
   readonly recordBytesMax: number;
+  /** limits.recordsPerRequestMax: the split stops with 413 at the first record past it. */
+  readonly recordsMax: number;
   /** `validation: json`: every record must parse as JSON (and be UTF-8). */
   readonly validateJson: boolean;
 }
@@ -69,6 +72,7 @@ export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
       if (!((first === SP || first === TAB || first === CR) && isBlank(buf, start, end))) {
         if (end - start > o.recordBytesMax)
           throw new RecordTooLargeError(`line ${line}, ${end - start} bytes`, o.recordBytesMax);
+        if (out.length >= o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
         if (o.validateJson) checkJson(buf, start, end, `Line ${line}`);
         out.push(buf.subarray(start, end));
       }
@@ -86,6 +90,7 @@ export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
   let n = 0;
   while (i < len) {
     n++;
+    if (n > o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
     if (len - i < 4)
       throw new RecordioTruncatedError(n, `${len - i} byte(s) left where a 4-byte length was expected`);
     const size = buf.readUInt32BE(i);
@@ -197,6 +202,8 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
         i >= len ? 'the array is not closed' : `unexpected "${String.fromCharCode(c ?? 0)}" at byte ${i}`,
       );
     }
+    // Before scanning the element, so an array of many tiny objects stops here without walking the rest.
+    if (n > o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
     const end = skipComposite(buf, i);
     if (end - i > o.recordBytesMax)
       throw new RecordTooLargeError(`array element ${n}, ${end - i} bytes`, o.recordBytesMax);
@@ -221,6 +228,102 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
 }
 
 export type BodyFormat = 'ndjson' | 'json' | 'recordio';
+
+/**
+ * Counts records while a body is still arriving (or being decoded), chunk by
+ * chunk, by exactly the rules the splitter applies afterwards, so
+ * limits.recordsPerRequestMax fires before the rest of a flood is decoded and
+ * each record can be charged to the in-flight budget as it appears. `count`
+ * never runs ahead of what the splitter will find for a well-formed body.
+ */
+export interface RecordCounter {
+  readonly count: number;
+  feed(chunk: Buffer): void;
+  /** The body ended: a last record without its terminator counts now. */
+  end(): void;
+}
+
+/** NDJSON: a line counts once it holds a byte that is not blank (space, tab, CR), as in splitNdjson. */
+class NdjsonCounter implements RecordCounter {
+  count = 0;
+  /** The current line, so far, has a byte that is not blank. */
+  #content = false;
+
+  feed(chunk: Buffer): void {
+    const len = chunk.length;
+    let start = 0;
+    while (start < len) {
+      const nl = chunk.indexOf(LF, start);
+      const end = nl === -1 ? len : nl;
+      if (!this.#content && end > start) {
+        const first = chunk[start];
+        this.#content = !((first === SP || first === TAB || first === CR) && isBlank(chunk, start, end));
+      }
+      if (nl === -1) return;
+      if (this.#content) this.count++;
+      this.#content = false;
+      start = nl + 1;
+    }
+  }
+
+  end(): void {
+    if (this.#content) this.count++;
+    this.#content = false;
+  }
+}
+
+/** RecordIO: a record counts once its 4-byte length is complete; its payload is skipped without looking. */
+class RecordioCounter implements RecordCounter {
+  count = 0;
+  /** Payload bytes of the current record still to come. */
+  #skip = 0;
+  readonly #header = Buffer.alloc(4);
+  #headerBytes = 0;
+
+  feed(chunk: Buffer): void {
+    const len = chunk.length;
+    let i = 0;
+    while (i < len) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, len - i);
+        this.#skip -= n;
+        i += n;
+        continue;
+      }
+      let size: number;
+      if (this.#headerBytes === 0 && len - i >= 4) {
+        size = chunk.readUInt32BE(i);
+        i += 4;
+      } else {
+        const n = Math.min(4 - this.#headerBytes, len - i);
+        chunk.copy(this.#header, this.#headerBytes, i, i + n);
+        this.#headerBytes += n;
+        i += n;
+        if (this.#headerBytes < 4) return;
+        this.#headerBytes = 0;
+        size = this.#header.readUInt32BE(0);
+      }
+      this.count++;
+      this.#skip = size;
+    }
+  }
+
+  end(): void {
+    // A short tail is the splitter's error to report (LF_RECORDIO_TRUNCATED).
+  }
+}
+
+/**
+ * A counter for `format`, or undefined for application/json: finding array
+ * elements needs the bracket-and-string scan, so there the splitter counts
+ * (it stops at the first element past the cap) and the records are charged
+ * after the split.
+ */
+export function recordCounter(format: BodyFormat): RecordCounter | undefined {
+  if (format === 'ndjson') return new NdjsonCounter();
+  if (format === 'recordio') return new RecordioCounter();
+  return undefined;
+}
 
 export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions): Buffer[] {
   const records =

@@ -296,6 +296,33 @@ void describe('processing time bound', () => {
   });
 });
 
+void describe('processing time bound: validation: json', () => {
+  let t: TestServer | undefined;
+  after(async () => {
+    await t?.close();
+  });
+
+  void it('parsing stops between records once the time is up, nothing written', async () => {
+    class TickingClock extends FakeClock {
+      override monotonicMs(): number {
+        this.advance(1);
+        return this.mono;
+      }
+    }
+    t = await startTestServer({
+      clock: new TickingClock(),
+      config: { validation: 'json', limits: { processingTimeoutMs: 1 } },
+    });
+    // Unencoded: the only looks at the clock after arrival are the validator's, one per MiB parsed.
+    const body = `${'{"a":"0123456789012345678901234567890123456789"}\n'.repeat(64 * 1024)}`;
+    assert.ok(body.length > 3 * 1024 * 1024);
+    const a = await ingest(t.url, body);
+    assert.equal(a.status, 503, a.text);
+    assert.equal(codeOf(a), 'LF_PROCESSING_TIMEOUT');
+    assert.equal(t.wal.appends.length, 0);
+  });
+});
+
 void describe('idempotency entries are pinned while their request runs', () => {
   let t: TestServer | undefined;
   afterEach(async () => {

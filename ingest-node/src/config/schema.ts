@@ -104,7 +104,7 @@ export const LimitsSchema = Type.Object(
     }),
     processingTimeoutMs: millis(
       'Most time from the whole body having arrived to its records being handed to the WAL (decoding, splitting, validation). Past it the request answers 503 LF_PROCESSING_TIMEOUT and nothing is written.',
-      5_000,
+      10_000,
       1,
     ),
   },

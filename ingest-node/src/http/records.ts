@@ -5,6 +5,7 @@
 // what a producer sent is what lands in the WAL and in S3.
 
 import { isUtf8 } from 'node:buffer';
+import type { LandfallError } from '../errors.ts';
 import {
   EmptyBodyError,
   InvalidJsonError,
@@ -50,12 +51,39 @@ function checkJson(buf: Buffer, start: number, end: number, where: string): void
   }
 }
 
+/** validation: json looks at `stop` after this many bytes parsed (JSON.parse of one record cannot be interrupted). */
+const VALIDATE_CHECK_BYTES = 1024 * 1024;
+
+/** Why a split should stop now (client gone, processing time up), or undefined. */
+export type StopCheck = () => LandfallError | undefined;
+
+/** validation: json for one request: parses each record, and between records asks whether to stop. */
+class JsonValidator {
+  readonly #stop: StopCheck | undefined;
+  #sinceCheck = 0;
+
+  constructor(stop: StopCheck | undefined) {
+    this.#stop = stop;
+  }
+
+  check(buf: Buffer, start: number, end: number, where: string): void {
+    checkJson(buf, start, end, where);
+    this.#sinceCheck += end - start;
+    if (this.#sinceCheck >= VALIDATE_CHECK_BYTES && this.#stop !== undefined) {
+      this.#sinceCheck = 0;
+      const err = this.#stop();
+      if (err !== undefined) throw err;
+    }
+  }
+}
+
 /**
  * One record per line. Empty (or blank) lines are skipped; a `\r` before the
  * `\n` is dropped; the last line needs no newline. Line numbers in errors are
  * 1-based and count skipped lines, so they match the producer's file.
  */
-export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitNdjson(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const out: Buffer[] = [];
   const len = buf.length;
   let start = 0;
@@ -73,7 +101,7 @@ export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
         if (end - start > o.recordBytesMax)
           throw new RecordTooLargeError(`line ${line}, ${end - start} bytes`, o.recordBytesMax);
         if (out.length >= o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
-        if (o.validateJson) checkJson(buf, start, end, `Line ${line}`);
+        v?.check(buf, start, end, `Line ${line}`);
         out.push(buf.subarray(start, end));
       }
     }
@@ -83,7 +111,8 @@ export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
 }
 
 /** RecordIO: `length u32 big-endian | payload`, repeated. A short tail is an error, never silently dropped. */
-export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitRecordio(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const out: Buffer[] = [];
   const len = buf.length;
   let i = 0;
@@ -99,7 +128,7 @@ export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
       throw new RecordTooLargeError(`record ${n}, ${size} bytes`, o.recordBytesMax);
     if (len - i < size)
       throw new RecordioTruncatedError(n, `it declares ${size} bytes but ${len - i} follow`);
-    if (o.validateJson) checkJson(buf, i, i + size, `Record ${n}`);
+    v?.check(buf, i, i + size, `Record ${n}`);
     out.push(buf.subarray(i, i + size));
     i += size;
   }
@@ -167,7 +196,8 @@ function startsScalar(c: number | undefined): boolean {
 }
 
 /** application/json: one object (one record) or an array of objects (one record each). */
-export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitJson(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const len = buf.length;
   let i = skipWs(buf, 0);
   if (i === len) return [];
@@ -179,7 +209,7 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
       throw new InvalidJsonError('The body', `unexpected data after the object at byte ${end}`);
     if (end - i > o.recordBytesMax)
       throw new RecordTooLargeError(`the body, ${end - i} bytes`, o.recordBytesMax);
-    if (o.validateJson) checkJson(buf, i, end, 'The body');
+    v?.check(buf, i, end, 'The body');
     out.push(buf.subarray(i, end));
     return out;
   }
@@ -207,7 +237,7 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
     const end = skipComposite(buf, i);
     if (end - i > o.recordBytesMax)
       throw new RecordTooLargeError(`array element ${n}, ${end - i} bytes`, o.recordBytesMax);
-    if (o.validateJson) checkJson(buf, i, end, `Array element ${n}`);
+    v?.check(buf, i, end, `Array element ${n}`);
     out.push(buf.subarray(i, end));
     i = skipWs(buf, end);
     const sep = buf[i];
@@ -325,9 +355,13 @@ export function recordCounter(format: BodyFormat): RecordCounter | undefined {
   return undefined;
 }
 
-export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
   const records =
-    format === 'ndjson' ? splitNdjson(buf, o) : format === 'json' ? splitJson(buf, o) : splitRecordio(buf, o);
+    format === 'ndjson'
+      ? splitNdjson(buf, o, stop)
+      : format === 'json'
+        ? splitJson(buf, o, stop)
+        : splitRecordio(buf, o, stop);
   if (records.length === 0) throw new EmptyBodyError();
   return records;
 }

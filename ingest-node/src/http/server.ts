@@ -344,16 +344,17 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     // and is bounded by http.requestTimeoutMs) to the records being handed to the WAL.
     let deadlineMs = Number.POSITIVE_INFINITY;
     const socket = request.raw.socket;
+    const check = (): LandfallError | undefined => {
+      // Nobody is left to answer: stop the work, write nothing.
+      if (socket.destroyed) return clientGone();
+      if (clock.monotonicMs() > deadlineMs) return new ProcessingTimeoutError(limits.processingTimeoutMs);
+      return undefined;
+    };
     const watch: BodyWatch = {
       arrived() {
         deadlineMs = clock.monotonicMs() + limits.processingTimeoutMs;
       },
-      check() {
-        // Nobody is left to answer: stop the work, write nothing.
-        if (socket.destroyed) return clientGone();
-        if (clock.monotonicMs() > deadlineMs) return new ProcessingTimeoutError(limits.processingTimeoutMs);
-        return undefined;
-      },
+      check,
     };
     try {
       const stream = (request.body as Readable | undefined) ?? request.raw;
@@ -378,10 +379,10 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
         if (claim.kind === 'mismatch') throw new IdempotencyKeyReusedError();
       }
 
-      const records = splitRecords(format, body, splitOptions);
+      const records = splitRecords(format, body, splitOptions, check);
       // application/json is counted by its splitter; the others were charged as they were decoded.
       // Last look before the append: once it starts, the records will be written.
-      const stop = chargeRecords(reservation, records.length, limits.recordsPerRequestMax) ?? watch.check();
+      const stop = chargeRecords(reservation, records.length, limits.recordsPerRequestMax) ?? check();
       if (stop !== undefined) throw stop;
       let result;
       try {

@@ -26,6 +26,7 @@ import {
   ZstdSkippableFrameError,
 } from '../errors.ts';
 import type { LandfallError } from '../errors.ts';
+import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
 import type { RecordCounter } from './records.ts';
 
 export type BodyEncoding = 'identity' | 'gzip' | 'zstd';
@@ -36,14 +37,6 @@ export interface BodyLimits {
   readonly recordsPerRequestMax: number;
   readonly framesPerBodyMax: number;
 }
-
-/**
- * What one record costs the node beyond its bytes: the subarray object, its
- * slot in the records array and the WAL's frame bookkeeping (measured at about
- * 120 bytes). Charged to the in-flight budget so many tiny records cannot hide
- * behind a small byte count.
- */
-export const RECORD_OVERHEAD_BYTES = 128;
 
 /** The request's side of the reading: when to stop, and where its processing time starts. */
 export interface BodyWatch {

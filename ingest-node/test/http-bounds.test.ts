@@ -15,6 +15,7 @@ import { codeOf, ingest, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 import { FakeClock } from './helpers/fakes.ts';
 import { IdempotencyCache } from '../src/http/idempotency.ts';
+import { recordCounter, splitNdjson, splitRecordio } from '../src/http/records.ts';
 
 function recordio(payloads: readonly string[]): Buffer {
   const parts: Buffer[] = [];
@@ -47,6 +48,56 @@ function chunked(chunks: readonly Buffer[]): ReadableStream<Uint8Array> {
 
 /** Yields to the event loop (I/O included) rather than sleeping a fixed time. */
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+void describe('record counters agree with the splitters', () => {
+  let seed = 1234;
+  const rand = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  /** Feeds `body` in random pieces (empty ones too) and returns the count. */
+  const countInPieces = (format: 'ndjson' | 'recordio', body: Buffer): number => {
+    const counter = recordCounter(format);
+    assert.ok(counter !== undefined);
+    let i = 0;
+    while (i < body.length) {
+      const n = rand(6);
+      counter.feed(body.subarray(i, i + n));
+      i += n;
+    }
+    counter.end();
+    return counter.count;
+  };
+  const options = { recordBytesMax: 1 << 20, recordsMax: 1 << 20, validateJson: false };
+
+  void it('NDJSON: random lines of blanks, CRs, tabs and text, split anywhere', () => {
+    const alphabet = [' ', '\t', '\r', '\n', '\n', 'a', '{', '}'];
+    for (let k = 0; k < 2000; k++) {
+      const body = Buffer.from(
+        Array.from({ length: rand(40) }, () => alphabet[rand(alphabet.length)]).join(''),
+      );
+      assert.equal(
+        countInPieces('ndjson', body),
+        splitNdjson(body, options).length,
+        JSON.stringify(body.toString()),
+      );
+    }
+  });
+
+  void it('RecordIO: random record sizes (zero included), split anywhere', () => {
+    for (let k = 0; k < 500; k++) {
+      const parts: Buffer[] = [];
+      for (let r = rand(8); r > 0; r--) {
+        const payload = Buffer.alloc(rand(3) === 0 ? 0 : rand(20), 0x0a);
+        const len = Buffer.alloc(4);
+        len.writeUInt32BE(payload.length);
+        parts.push(len, payload);
+      }
+      const body = Buffer.concat(parts);
+      assert.equal(countInPieces('recordio', body), splitRecordio(body, options).length);
+    }
+  });
+});
 
 void describe('records per request', () => {
   let t: TestServer;

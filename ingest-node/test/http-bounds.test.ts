@@ -189,11 +189,7 @@ void describe('records are charged against the in-flight budget', () => {
   before(async () => {
     t = await startTestServer({
       config: {
-        limits: {
-          inflightBytesMax: 256 * 1024,
-          decodedBytesMax: 128 * 1024,
-          recordsPerRequestMax: 1_000_000,
-        },
+        limits: { inflightBytesMax: 256 * 1024, decodedBytesMax: 128 * 1024 },
       },
     });
   });

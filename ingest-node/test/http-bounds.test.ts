@@ -10,11 +10,20 @@
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { codeOf, ingest, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 import { FakeClock } from './helpers/fakes.ts';
 import { IdempotencyCache } from '../src/http/idempotency.ts';
+import { openWal } from '../src/wal/wal.ts';
+import { readSegment } from '../src/wal/format.ts';
+import type { Wal } from '../src/wal/types.ts';
+import { NodeFileSystem } from '../src/fs/node.ts';
+import { systemClock } from '../src/clock.ts';
+import { silentLogger } from '../src/log.ts';
 import { recordCounter, splitNdjson, splitRecordio } from '../src/http/records.ts';
 
 function recordio(payloads: readonly string[]): Buffer {
@@ -427,5 +436,71 @@ void describe('idempotency entries are pinned while their request runs', () => {
     assert.equal(dupKind, 'replay');
     if (c.kind === 'owner') c.complete(undefined);
     assert.equal(cache.size, 1);
+  });
+});
+
+void describe('on the real WAL', () => {
+  let dir: string | undefined;
+  let t: TestServer<Wal> | undefined;
+  after(async () => {
+    await t?.close();
+    await t?.wal.close();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+
+  void it('hostile bodies leave nothing in the segment files; the next good request is all there is', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'landfall-bounds-'));
+    const wal = await openWal({
+      dir,
+      endpoint: 'test',
+      instance: 'test-0',
+      fs: new NodeFileSystem(),
+      clock: systemClock,
+      log: silentLogger,
+    });
+    t = await startTestServer({ wal });
+    const empty = zstdCompressSync(Buffer.alloc(0));
+    const one = zstdCompressSync(Buffer.from('{"f":1}\n'));
+    const cases: Array<[Buffer, Record<string, string>, number, string]> = [
+      [
+        gzipSync(Buffer.from('1\n'.repeat(1_000_000))),
+        { 'content-encoding': 'gzip' },
+        413,
+        'LF_TOO_MANY_RECORDS',
+      ],
+      [
+        gzipSync(Buffer.from(`[${'{},'.repeat(200_000)}{}]`)),
+        { 'content-encoding': 'gzip', 'content-type': 'application/json' },
+        413,
+        'LF_TOO_MANY_RECORDS',
+      ],
+      [
+        Buffer.concat(Array.from({ length: 3000 }, () => one)),
+        { 'content-encoding': 'zstd' },
+        413,
+        'LF_TOO_MANY_FRAMES',
+      ],
+      [
+        Buffer.concat([one, skippableFrame(), one]),
+        { 'content-encoding': 'zstd' },
+        400,
+        'LF_ZSTD_SKIPPABLE_FRAME',
+      ],
+      [Buffer.concat([empty, empty]), { 'content-encoding': 'gzip, gzip' }, 415, 'LF_UNSUPPORTED_ENCODING'],
+    ];
+    for (const [body, headers, status, code] of cases) {
+      const a = await ingest(t.url, body, headers);
+      assert.equal(a.status, status, a.text);
+      assert.equal(codeOf(a), code);
+    }
+    assert.equal(t.wal.stats().appendsTotal, 0);
+    const good = await ingest(t.url, '{"good":1}\n{"good":2}\n');
+    assert.equal(good.status, 202);
+    const stored: string[] = [];
+    for (const name of (await readdir(dir)).filter((n) => n.endsWith('.wal')).sort()) {
+      const { records } = readSegment(await readFile(join(dir, name)), { requireBatchEnd: false });
+      for (const r of records) stored.push(Buffer.from(r.payload).toString('utf8'));
+    }
+    assert.deepEqual(stored, ['{"good":1}', '{"good":2}']);
   });
 });

@@ -1,6 +1,7 @@
 // Admission control for the ingest path. Three bounds turn overload into
 // 503 + Retry-After instead of memory growth or a full disk:
-//  - in-flight bytes: decoded bytes held by requests not yet answered;
+//  - in-flight bytes: decoded bytes held by requests not yet answered, plus
+//    RECORD_OVERHEAD_BYTES per record;
 //  - WAL retained bytes (delivery backlog), high/low watermarks;
 //  - free space on the WAL volume, low/high watermarks.
 // The watermarks have hysteresis so a node hovering at the limit does not flap
@@ -19,6 +20,14 @@ import {
   WalUnavailableError,
 } from './errors.ts';
 import type { LandfallError } from './errors.ts';
+
+/**
+ * What one record costs in memory beyond its bytes (the Buffer view, its slot
+ * in the records array, the WAL's per-frame bookkeeping: about 120 bytes
+ * measured). HTTP and MQTT charge it per record against the in-flight budget
+ * so many tiny records cannot hide behind a small byte count.
+ */
+export const RECORD_OVERHEAD_BYTES = 128;
 
 export interface DiskSpace {
   readonly freeBytes: number;

@@ -103,6 +103,13 @@ export const DecodeFailedError = defineError({
   retryable: false,
   template: 'The %s body could not be decoded: %s',
 });
+export const ZstdSkippableFrameError = defineError({
+  code: 'LF_ZSTD_SKIPPABLE_FRAME',
+  statusCode: 400,
+  retryable: false,
+  template:
+    'The zstd body holds a skippable frame at byte %s; skippable frames are not accepted (they carry no records and cost a decoder each)',
+});
 export const IdempotencyKeyInvalidError = defineError({
   code: 'LF_IDEMPOTENCY_KEY_INVALID',
   statusCode: 400,
@@ -166,6 +173,18 @@ export const RecordTooLargeError = defineError({
   statusCode: 413,
   retryable: false,
   template: 'A record (%s) is larger than limits.recordBytesMax (%s bytes)',
+});
+export const TooManyRecordsError = defineError({
+  code: 'LF_TOO_MANY_RECORDS',
+  statusCode: 413,
+  retryable: false,
+  template: 'The request holds more than limits.recordsPerRequestMax (%s) records',
+});
+export const TooManyFramesError = defineError({
+  code: 'LF_TOO_MANY_FRAMES',
+  statusCode: 413,
+  retryable: false,
+  template: 'The zstd body holds more than limits.framesPerBodyMax (%s) frames',
 });
 export const UnsupportedMediaTypeError = defineError({
   code: 'LF_UNSUPPORTED_MEDIA_TYPE',
@@ -242,6 +261,23 @@ export const WalUnavailableError = defineError({
   retryable: true,
   retryAfterSeconds: 5,
   template: 'The write-ahead log could not make the records durable; nothing was written',
+});
+
+export const ProcessingTimeoutError = defineError({
+  code: 'LF_PROCESSING_TIMEOUT',
+  statusCode: 503,
+  retryable: true,
+  retryAfterSeconds: 1,
+  template:
+    'The request body could not be decoded and split within limits.processingTimeoutMs (%s ms); nothing was written',
+});
+export const IdempotencyBusyError = defineError({
+  code: 'LF_IDEMPOTENCY_BUSY',
+  statusCode: 503,
+  retryable: true,
+  retryAfterSeconds: 1,
+  template:
+    'idempotency.entriesMax (%s) requests with an Idempotency-Key are still running; nothing was written',
 });
 
 /** Every code the node can answer with, in declaration order (docs and tests read this). */

@@ -18,6 +18,7 @@ import { decodeMqttPayload } from '../src/wal/format.ts';
 import { RecordFormat } from '../src/wal/types.ts';
 import type { RecordFormat as RecordFormatT } from '../src/wal/types.ts';
 import { WalBacklogError } from '../src/errors.ts';
+import { RECORD_OVERHEAD_BYTES } from '../src/backpressure.ts';
 import type { LandfallError } from '../src/errors.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
 import { memoryLogger, metricValue, until } from './mqtt-helpers.ts';
@@ -359,7 +360,8 @@ void describe('MQTT source: bounds and backpressure', () => {
     await r.source.stop(1000);
 
     const b = await rig();
-    b.bp.budget = 15; // bytes: room for one 11-byte record (2 + 'site/a' + 3)
+    // Room for one 11-byte record (2 + 'site/a' + 3) and its per-record overhead, not two.
+    b.bp.budget = 11 + RECORD_OVERHEAD_BYTES + 4;
     const first = b.client.deliver(1, { body: 'abc' });
     const second = b.client.deliver(2, { body: 'def' });
     assert.equal(first.result(), 'deferred');

@@ -86,8 +86,25 @@ export const LimitsSchema = Type.Object(
       256 * MiB, // the WAL frame format's own bound
     ),
     inflightBytesMax: bytes(
-      'Decoded bytes held by all requests not yet answered; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path.',
+      'Decoded bytes held by all requests not yet answered, each record also charged a fixed overhead (128 bytes) for what it costs in memory; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path.',
       256 * MiB,
+      1,
+    ),
+    recordsPerRequestMax: Type.Integer({
+      minimum: 1,
+      default: 100_000,
+      description:
+        'Most records in one request, counted as the body is decoded so a small compressed body of tiny records is refused early; more answers 413 LF_TOO_MANY_RECORDS and nothing is written.',
+    }),
+    framesPerBodyMax: Type.Integer({
+      minimum: 1,
+      default: 1024,
+      description:
+        'Most zstd frames in one body (each costs a decoder); more answers 413 LF_TOO_MANY_FRAMES. Skippable frames are always refused (400 LF_ZSTD_SKIPPABLE_FRAME).',
+    }),
+    processingTimeoutMs: millis(
+      'Most time from the whole body having arrived to its records being handed to the WAL (decoding, splitting, validation). Past it the request answers 503 LF_PROCESSING_TIMEOUT and nothing is written.',
+      10_000,
       1,
     ),
   },

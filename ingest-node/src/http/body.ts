@@ -1,22 +1,49 @@
-// Reads a request body into one Buffer under three hard bounds, checked as the
+// Reads a request body into one Buffer under hard bounds, checked as the
 // bytes arrive rather than after buffering: the raw size (limits.bodyBytesMax),
-// the decoded size (limits.decodedBytesMax) and the node-wide in-flight budget.
-// gzip and zstd are undone as a stream by node:zlib whose output is counted
-// chunk by chunk, so a compression bomb stops at the cap plus one decoder
-// chunk and never allocates its full size.
+// the decoded size (limits.decodedBytesMax), the records in it
+// (limits.recordsPerRequestMax), the zstd frames in it (limits.framesPerBodyMax)
+// and the node-wide in-flight budget, which is charged each byte and a fixed
+// overhead per record. gzip and zstd are undone as a stream by node:zlib whose
+// output is counted chunk by chunk, so a compression bomb stops at the cap plus
+// one decoder chunk and never allocates its full size; a flood of tiny records
+// stops at the cap without decoding the rest.
+//
+// The caller's BodyWatch is asked between decoder chunks and between frames
+// whether to stop: the client went away, or the request has used up its
+// processing time. Stopping destroys the decoder at once.
 
 import { createGunzip, createZstdDecompress, constants as zlibConstants } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import type { Gunzip, ZstdDecompress } from 'node:zlib';
 import type { Hash } from 'node:crypto';
-import { BadRequestError, DecodeFailedError, DecodedTooLargeError, PayloadTooLargeError } from '../errors.ts';
+import {
+  BadRequestError,
+  DecodeFailedError,
+  DecodedTooLargeError,
+  PayloadTooLargeError,
+  TooManyFramesError,
+  TooManyRecordsError,
+  ZstdSkippableFrameError,
+} from '../errors.ts';
 import type { LandfallError } from '../errors.ts';
+import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
+import type { RecordCounter } from './records.ts';
 
 export type BodyEncoding = 'identity' | 'gzip' | 'zstd';
 
 export interface BodyLimits {
   readonly bodyBytesMax: number;
   readonly decodedBytesMax: number;
+  readonly recordsPerRequestMax: number;
+  readonly framesPerBodyMax: number;
+}
+
+/** The request's side of the reading: when to stop, and where its processing time starts. */
+export interface BodyWatch {
+  /** The body as sent has arrived: processing time (limits.processingTimeoutMs) starts now. */
+  arrived(): void;
+  /** Why to stop now (the client went away, processing time is up), or undefined to go on. */
+  check(): LandfallError | undefined;
 }
 
 /** The node-wide in-flight budget (Backpressure implements it). */
@@ -28,6 +55,8 @@ export interface InflightBudget {
 /** What one request holds of the budget: the reader adds to it as bytes arrive; the caller releases it when done. */
 export interface Reservation {
   reserved: number;
+  /** Records charged so far (RECORD_OVERHEAD_BYTES each, inside `reserved`). */
+  records: number;
   readonly budget: InflightBudget;
 }
 
@@ -48,15 +77,53 @@ function reserveOrFail(res: Reservation, n: number): LandfallError | undefined {
   return undefined;
 }
 
+/** Charges records up to `count` (those not charged yet) under the cap; the error says why not. */
+export function chargeRecords(
+  res: Reservation,
+  count: number,
+  recordsMax: number,
+): LandfallError | undefined {
+  if (count > recordsMax) return new TooManyRecordsError(recordsMax);
+  const added = count - res.records;
+  if (added <= 0) return undefined;
+  const refused = reserveOrFail(res, added * RECORD_OVERHEAD_BYTES);
+  if (refused === undefined) res.records = count;
+  return refused;
+}
+
+/** Feeds a decoded (or unencoded) chunk to the counter and charges what it found. */
+function count(
+  counter: RecordCounter | undefined,
+  chunk: Buffer,
+  res: Reservation,
+  recordsMax: number,
+): LandfallError | undefined {
+  if (counter === undefined) return undefined;
+  counter.feed(chunk);
+  return counter.count === res.records ? undefined : chargeRecords(res, counter.count, recordsMax);
+}
+
+function countEnd(
+  counter: RecordCounter | undefined,
+  res: Reservation,
+  recordsMax: number,
+): LandfallError | undefined {
+  if (counter === undefined) return undefined;
+  counter.end();
+  return chargeRecords(res, counter.count, recordsMax);
+}
+
 /**
  * Collects an unencoded body. Event listeners rather than `for await` because
  * this runs for every request and async iteration costs a promise per chunk.
  */
 function readIdentity(
   stream: Readable,
-  limits: BodyLimits,
+  limits: Pick<BodyLimits, 'bodyBytesMax' | 'decodedBytesMax' | 'recordsPerRequestMax'>,
   res: Reservation,
   hash: Hash | undefined,
+  counter: RecordCounter | undefined,
+  watch: BodyWatch,
 ): Promise<Buffer> {
   const max = Math.min(limits.bodyBytesMax, limits.decodedBytesMax);
   return new Promise<Buffer>((resolve, reject) => {
@@ -71,6 +138,7 @@ function readIdentity(
       stream.off('error', onError);
       stream.off('close', onClose);
       if (err === undefined) {
+        watch.arrived();
         resolve(concat(chunks, total));
       } else {
         // Discard the rest so the error answer can be written; the reply closes the connection.
@@ -88,7 +156,8 @@ function readIdentity(
         );
         return;
       }
-      const refused = reserveOrFail(res, chunk.length);
+      const refused =
+        reserveOrFail(res, chunk.length) ?? count(counter, chunk, res, limits.recordsPerRequestMax);
       if (refused !== undefined) {
         finish(refused);
         return;
@@ -96,7 +165,7 @@ function readIdentity(
       hash?.update(chunk);
       chunks.push(chunk);
     };
-    const onEnd = (): void => finish(undefined);
+    const onEnd = (): void => finish(countEnd(counter, res, limits.recordsPerRequestMax));
     const onError = (): void => finish(clientAborted());
     const onClose = (): void => finish(clientAborted());
     stream.on('data', onData);
@@ -125,9 +194,12 @@ function decodeOnce(
   input: Buffer,
   encoding: 'gzip' | 'zstd',
   out: { chunks: Buffer[]; decoded: number },
-  decodedBytesMax: number,
+  limits: BodyLimits,
   res: Reservation,
+  counter: RecordCounter | undefined,
+  watch: BodyWatch,
 ): Promise<number> {
+  const decodedBytesMax = limits.decodedBytesMax;
   const decoder = decoderFor(encoding);
   return new Promise<number>((resolve, reject) => {
     let settled = false;
@@ -145,7 +217,10 @@ function decodeOnce(
         fail(new DecodedTooLargeError(decodedBytesMax));
         return;
       }
-      const refused = reserveOrFail(res, chunk.length);
+      const refused =
+        reserveOrFail(res, chunk.length) ??
+        count(counter, chunk, res, limits.recordsPerRequestMax) ??
+        watch.check();
       if (refused !== undefined) {
         fail(refused);
         return;
@@ -162,12 +237,19 @@ function decodeOnce(
   });
 }
 
+/** The first four bytes of a zstd skippable frame are 0x184D2A50 to 0x184D2A5F, little-endian (RFC 8878 §3.1.2). */
+function isSkippableFrame(buf: Buffer, offset: number): boolean {
+  return buf.length - offset >= 4 && (buf.readUInt32LE(offset) & 0xfffffff0) === 0x184d2a50;
+}
+
 /**
  * The compressed body is collected first (under bodyBytesMax, and counted in
  * flight), then decoded as a stream whose output is capped chunk by chunk.
  * Collecting first lets us find where each zstd frame ended and continue with
  * the next one: a body may hold several frames (RFC 8878), and node's decoder
- * alone would drop all but the first.
+ * alone would drop all but the first. Each frame costs a new decoder whatever
+ * it holds, so frames are capped (limits.framesPerBodyMax) and skippable
+ * frames, which hold nothing a producer needs to send, are refused.
  */
 async function readEncoded(
   stream: Readable,
@@ -175,34 +257,53 @@ async function readEncoded(
   limits: BodyLimits,
   res: Reservation,
   hash: Hash | undefined,
+  counter: RecordCounter | undefined,
+  watch: BodyWatch,
 ): Promise<Buffer> {
   const raw = await readIdentity(
     stream,
-    { bodyBytesMax: limits.bodyBytesMax, decodedBytesMax: limits.bodyBytesMax },
+    { bodyBytesMax: limits.bodyBytesMax, decodedBytesMax: limits.bodyBytesMax, recordsPerRequestMax: 0 },
     res,
     hash,
+    undefined,
+    watch,
   );
   const out = { chunks: [] as Buffer[], decoded: 0 };
   let offset = 0;
+  let frames = 0;
   while (offset < raw.length) {
-    const consumed = await decodeOnce(raw.subarray(offset), encoding, out, limits.decodedBytesMax, res);
+    const stop = watch.check();
+    if (stop !== undefined) throw stop;
+    if (encoding === 'zstd') {
+      if (isSkippableFrame(raw, offset)) throw new ZstdSkippableFrameError(offset);
+      if (++frames > limits.framesPerBodyMax) throw new TooManyFramesError(limits.framesPerBodyMax);
+    }
+    const consumed = await decodeOnce(raw.subarray(offset), encoding, out, limits, res, counter, watch);
     if (consumed <= 0) throw new DecodeFailedError(encoding, 'the decoder made no progress');
     offset += consumed;
     // gzip already reads every member; anything after the last one is not gzip.
     if (encoding === 'gzip' && offset < raw.length)
       throw new DecodeFailedError(encoding, 'data follows the last gzip member');
   }
+  const refused = countEnd(counter, res, limits.recordsPerRequestMax);
+  if (refused !== undefined) throw refused;
   return concat(out.chunks, out.decoded);
 }
 
+/**
+ * `counter` counts records as they appear (undefined: the splitter counts);
+ * `watch` is told when the body has arrived and asked whether to stop.
+ */
 export function readBody(
   stream: Readable,
   encoding: BodyEncoding,
   limits: BodyLimits,
   res: Reservation,
+  watch: BodyWatch,
+  counter: RecordCounter | undefined,
   hash?: Hash,
 ): Promise<Buffer> {
   return encoding === 'identity'
-    ? readIdentity(stream, limits, res, hash)
-    : readEncoded(stream, encoding, limits, res, hash);
+    ? readIdentity(stream, limits, res, hash, counter, watch)
+    : readEncoded(stream, encoding, limits, res, hash, counter, watch);
 }

@@ -6,8 +6,14 @@
 // leaves no entry, so its retry runs again, which is what a client retrying a
 // 503 needs. A duplicate that arrives while the first is still running waits
 // for it instead of writing a second copy.
+//
+// An entry whose first request is still running is pinned: the LRU bound
+// (entriesMax) evicts finished entries only, and when every entry is running a
+// new key is refused (503 LF_IDEMPOTENCY_BUSY) rather than forgetting one,
+// whose retry would then write twice.
 
 import type { Clock } from '../clock.ts';
+import { IdempotencyBusyError } from '../errors.ts';
 
 export interface StoredAnswer {
   readonly statusCode: number;
@@ -36,8 +42,13 @@ export interface IdempotencyOptions {
 
 export class IdempotencyCache {
   readonly #o: IdempotencyOptions;
-  /** Map order is the LRU order: oldest first; a hit moves its entry to the end. */
-  readonly #entries = new Map<string, Entry>();
+  /**
+   * Entries whose first request is still running. They are never evicted: a
+   * retry must find them and wait, or it would write a second copy.
+   */
+  readonly #running = new Map<string, Entry>();
+  /** Finished entries; Map order is the LRU order: oldest first, a hit moves its entry to the end. */
+  readonly #done = new Map<string, Entry>();
 
   constructor(options: IdempotencyOptions) {
     this.#o = options;
@@ -48,34 +59,42 @@ export class IdempotencyCache {
   }
 
   get size(): number {
-    return this.#entries.size;
+    return this.#running.size + this.#done.size;
   }
 
   /**
    * Claims `scopedKey` for a request whose body hashes to `fingerprint`. The
-   * owner must call complete() exactly once, whatever happens.
+   * owner must call complete() exactly once, whatever happens. Rejects with
+   * LF_IDEMPOTENCY_BUSY when every one of entriesMax entries is running.
    */
   async claim(scopedKey: string, fingerprint: string): Promise<Claim> {
     for (;;) {
-      const now = this.#o.clock.monotonicMs();
-      const existing = this.#entries.get(scopedKey);
-      if (existing !== undefined && existing.answer !== undefined && existing.expiresAtMs <= now) {
-        this.#entries.delete(scopedKey);
-      } else if (existing !== undefined) {
-        if (existing.fingerprint !== fingerprint) return { kind: 'mismatch' };
-        if (existing.answer !== undefined) {
-          this.#entries.delete(scopedKey);
-          this.#entries.set(scopedKey, existing);
-          return { kind: 'replay', answer: existing.answer };
-        }
-        await existing.settled;
+      const running = this.#running.get(scopedKey);
+      if (running !== undefined) {
+        if (running.fingerprint !== fingerprint) return { kind: 'mismatch' };
+        await running.settled;
         continue; // The first finished: replay its answer, or run again if it failed.
       }
+      const done = this.#done.get(scopedKey);
+      if (done !== undefined && done.expiresAtMs > this.#o.clock.monotonicMs()) {
+        if (done.fingerprint !== fingerprint) return { kind: 'mismatch' };
+        this.#done.delete(scopedKey);
+        this.#done.set(scopedKey, done);
+        return { kind: 'replay', answer: done.answer as StoredAnswer };
+      }
+      if (done !== undefined) this.#done.delete(scopedKey);
       return this.#own(scopedKey, fingerprint);
     }
   }
 
   #own(scopedKey: string, fingerprint: string): Claim {
+    if (this.#running.size >= this.#o.entriesMax) throw new IdempotencyBusyError(this.#o.entriesMax);
+    // Room is made among finished entries only, least recently used first.
+    while (this.#running.size + this.#done.size >= this.#o.entriesMax) {
+      const oldest = this.#done.keys().next();
+      if (oldest.done === true) break;
+      this.#done.delete(oldest.value);
+    }
     let settle!: () => void;
     const settled = new Promise<void>((resolve) => {
       settle = resolve;
@@ -87,24 +106,19 @@ export class IdempotencyCache {
       settled,
       settle,
     };
-    this.#entries.set(scopedKey, entry);
-    while (this.#entries.size > this.#o.entriesMax) {
-      // Evicting a running entry only forgets it; its waiters hold `settled` and still wake.
-      const oldest = this.#entries.keys().next();
-      if (oldest.done === true) break;
-      this.#entries.delete(oldest.value);
-    }
-    let done = false;
+    this.#running.set(scopedKey, entry);
+    let finished = false;
     return {
       kind: 'owner',
       complete: (answer) => {
-        if (done) return;
-        done = true;
+        if (finished) return;
+        finished = true;
+        this.#running.delete(scopedKey);
         if (answer !== undefined) {
           entry.answer = answer;
           entry.expiresAtMs = this.#o.clock.monotonicMs() + this.#o.windowMs;
-        } else if (this.#entries.get(scopedKey) === entry) {
-          this.#entries.delete(scopedKey);
+          // While it ran, others may have filled the table; it still fits, as it held its place.
+          this.#done.set(scopedKey, entry);
         }
         entry.settle();
       },

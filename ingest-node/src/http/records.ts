@@ -5,16 +5,20 @@
 // what a producer sent is what lands in the WAL and in S3.
 
 import { isUtf8 } from 'node:buffer';
+import type { LandfallError } from '../errors.ts';
 import {
   EmptyBodyError,
   InvalidJsonError,
   JsonNotObjectError,
   RecordTooLargeError,
   RecordioTruncatedError,
+  TooManyRecordsError,
 } from '../errors.ts';
 
 export interface SplitOptions {
   readonly recordBytesMax: number;
+  /** limits.recordsPerRequestMax: the split stops with 413 at the first record past it. */
+  readonly recordsMax: number;
   /** `validation: json`: every record must parse as JSON (and be UTF-8). */
   readonly validateJson: boolean;
 }
@@ -47,12 +51,39 @@ function checkJson(buf: Buffer, start: number, end: number, where: string): void
   }
 }
 
+/** validation: json looks at `stop` after this many bytes parsed (JSON.parse of one record cannot be interrupted). */
+const VALIDATE_CHECK_BYTES = 1024 * 1024;
+
+/** Why a split should stop now (client gone, processing time up), or undefined. */
+export type StopCheck = () => LandfallError | undefined;
+
+/** validation: json for one request: parses each record, and between records asks whether to stop. */
+class JsonValidator {
+  readonly #stop: StopCheck | undefined;
+  #sinceCheck = 0;
+
+  constructor(stop: StopCheck | undefined) {
+    this.#stop = stop;
+  }
+
+  check(buf: Buffer, start: number, end: number, where: string): void {
+    checkJson(buf, start, end, where);
+    this.#sinceCheck += end - start;
+    if (this.#sinceCheck >= VALIDATE_CHECK_BYTES && this.#stop !== undefined) {
+      this.#sinceCheck = 0;
+      const err = this.#stop();
+      if (err !== undefined) throw err;
+    }
+  }
+}
+
 /**
  * One record per line. Empty (or blank) lines are skipped; a `\r` before the
  * `\n` is dropped; the last line needs no newline. Line numbers in errors are
  * 1-based and count skipped lines, so they match the producer's file.
  */
-export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitNdjson(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const out: Buffer[] = [];
   const len = buf.length;
   let start = 0;
@@ -69,7 +100,8 @@ export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
       if (!((first === SP || first === TAB || first === CR) && isBlank(buf, start, end))) {
         if (end - start > o.recordBytesMax)
           throw new RecordTooLargeError(`line ${line}, ${end - start} bytes`, o.recordBytesMax);
-        if (o.validateJson) checkJson(buf, start, end, `Line ${line}`);
+        if (out.length >= o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
+        v?.check(buf, start, end, `Line ${line}`);
         out.push(buf.subarray(start, end));
       }
     }
@@ -79,13 +111,15 @@ export function splitNdjson(buf: Buffer, o: SplitOptions): Buffer[] {
 }
 
 /** RecordIO: `length u32 big-endian | payload`, repeated. A short tail is an error, never silently dropped. */
-export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitRecordio(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const out: Buffer[] = [];
   const len = buf.length;
   let i = 0;
   let n = 0;
   while (i < len) {
     n++;
+    if (n > o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
     if (len - i < 4)
       throw new RecordioTruncatedError(n, `${len - i} byte(s) left where a 4-byte length was expected`);
     const size = buf.readUInt32BE(i);
@@ -94,7 +128,7 @@ export function splitRecordio(buf: Buffer, o: SplitOptions): Buffer[] {
       throw new RecordTooLargeError(`record ${n}, ${size} bytes`, o.recordBytesMax);
     if (len - i < size)
       throw new RecordioTruncatedError(n, `it declares ${size} bytes but ${len - i} follow`);
-    if (o.validateJson) checkJson(buf, i, i + size, `Record ${n}`);
+    v?.check(buf, i, i + size, `Record ${n}`);
     out.push(buf.subarray(i, i + size));
     i += size;
   }
@@ -162,7 +196,8 @@ function startsScalar(c: number | undefined): boolean {
 }
 
 /** application/json: one object (one record) or an array of objects (one record each). */
-export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
+export function splitJson(buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const len = buf.length;
   let i = skipWs(buf, 0);
   if (i === len) return [];
@@ -174,7 +209,7 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
       throw new InvalidJsonError('The body', `unexpected data after the object at byte ${end}`);
     if (end - i > o.recordBytesMax)
       throw new RecordTooLargeError(`the body, ${end - i} bytes`, o.recordBytesMax);
-    if (o.validateJson) checkJson(buf, i, end, 'The body');
+    v?.check(buf, i, end, 'The body');
     out.push(buf.subarray(i, end));
     return out;
   }
@@ -197,10 +232,12 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
         i >= len ? 'the array is not closed' : `unexpected "${String.fromCharCode(c ?? 0)}" at byte ${i}`,
       );
     }
+    // Before scanning the element, so an array of many tiny objects stops here without walking the rest.
+    if (n > o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
     const end = skipComposite(buf, i);
     if (end - i > o.recordBytesMax)
       throw new RecordTooLargeError(`array element ${n}, ${end - i} bytes`, o.recordBytesMax);
-    if (o.validateJson) checkJson(buf, i, end, `Array element ${n}`);
+    v?.check(buf, i, end, `Array element ${n}`);
     out.push(buf.subarray(i, end));
     i = skipWs(buf, end);
     const sep = buf[i];
@@ -222,9 +259,109 @@ export function splitJson(buf: Buffer, o: SplitOptions): Buffer[] {
 
 export type BodyFormat = 'ndjson' | 'json' | 'recordio';
 
-export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions): Buffer[] {
+/**
+ * Counts records while a body is still arriving (or being decoded), chunk by
+ * chunk, by exactly the rules the splitter applies afterwards, so
+ * limits.recordsPerRequestMax fires before the rest of a flood is decoded and
+ * each record can be charged to the in-flight budget as it appears. `count`
+ * never runs ahead of what the splitter will find for a well-formed body.
+ */
+export interface RecordCounter {
+  readonly count: number;
+  feed(chunk: Buffer): void;
+  /** The body ended: a last record without its terminator counts now. */
+  end(): void;
+}
+
+/** NDJSON: a line counts once it holds a byte that is not blank (space, tab, CR), as in splitNdjson. */
+class NdjsonCounter implements RecordCounter {
+  count = 0;
+  /** The current line, so far, has a byte that is not blank. */
+  #content = false;
+
+  feed(chunk: Buffer): void {
+    const len = chunk.length;
+    let start = 0;
+    while (start < len) {
+      const nl = chunk.indexOf(LF, start);
+      const end = nl === -1 ? len : nl;
+      if (!this.#content && end > start) {
+        const first = chunk[start];
+        this.#content = !((first === SP || first === TAB || first === CR) && isBlank(chunk, start, end));
+      }
+      if (nl === -1) return;
+      if (this.#content) this.count++;
+      this.#content = false;
+      start = nl + 1;
+    }
+  }
+
+  end(): void {
+    if (this.#content) this.count++;
+    this.#content = false;
+  }
+}
+
+/** RecordIO: a record counts once its 4-byte length is complete; its payload is skipped without looking. */
+class RecordioCounter implements RecordCounter {
+  count = 0;
+  /** Payload bytes of the current record still to come. */
+  #skip = 0;
+  readonly #header = Buffer.alloc(4);
+  #headerBytes = 0;
+
+  feed(chunk: Buffer): void {
+    const len = chunk.length;
+    let i = 0;
+    while (i < len) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, len - i);
+        this.#skip -= n;
+        i += n;
+        continue;
+      }
+      let size: number;
+      if (this.#headerBytes === 0 && len - i >= 4) {
+        size = chunk.readUInt32BE(i);
+        i += 4;
+      } else {
+        const n = Math.min(4 - this.#headerBytes, len - i);
+        chunk.copy(this.#header, this.#headerBytes, i, i + n);
+        this.#headerBytes += n;
+        i += n;
+        if (this.#headerBytes < 4) return;
+        this.#headerBytes = 0;
+        size = this.#header.readUInt32BE(0);
+      }
+      this.count++;
+      this.#skip = size;
+    }
+  }
+
+  end(): void {
+    // A short tail is the splitter's error to report (LF_RECORDIO_TRUNCATED).
+  }
+}
+
+/**
+ * A counter for `format`, or undefined for application/json: finding array
+ * elements needs the bracket-and-string scan, so there the splitter counts
+ * (it stops at the first element past the cap) and the records are charged
+ * after the split.
+ */
+export function recordCounter(format: BodyFormat): RecordCounter | undefined {
+  if (format === 'ndjson') return new NdjsonCounter();
+  if (format === 'recordio') return new RecordioCounter();
+  return undefined;
+}
+
+export function splitRecords(format: BodyFormat, buf: Buffer, o: SplitOptions, stop?: StopCheck): Buffer[] {
   const records =
-    format === 'ndjson' ? splitNdjson(buf, o) : format === 'json' ? splitJson(buf, o) : splitRecordio(buf, o);
+    format === 'ndjson'
+      ? splitNdjson(buf, o, stop)
+      : format === 'json'
+        ? splitJson(buf, o, stop)
+        : splitRecordio(buf, o, stop);
   if (records.length === 0) throw new EmptyBodyError();
   return records;
 }

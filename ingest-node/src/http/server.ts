@@ -40,6 +40,7 @@ import {
   DrainingError,
   OverloadedError,
   PayloadTooLargeError,
+  ProcessingTimeoutError,
   RecordTooLargeError,
   RequestTimeoutError,
   UnsupportedEncodingError,
@@ -48,11 +49,11 @@ import {
 } from '../errors.ts';
 import { FileApiKeySource, presentedKey } from './auth.ts';
 import type { ApiKeySource, Scope } from './auth.ts';
-import { readBody } from './body.ts';
-import type { BodyEncoding, Reservation } from './body.ts';
+import { chargeRecords, readBody } from './body.ts';
+import type { BodyEncoding, BodyWatch, Reservation } from './body.ts';
 import { IdempotencyCache } from './idempotency.ts';
 import type { Claim } from './idempotency.ts';
-import { splitRecords } from './records.ts';
+import { recordCounter, splitRecords } from './records.ts';
 import type { BodyFormat } from './records.ts';
 
 export interface ServerDeps {
@@ -134,6 +135,10 @@ function parseEncoding(header: string | undefined): BodyEncoding {
   throw new UnsupportedEncodingError(v.slice(0, 100));
 }
 
+/** The client closed the connection before it was answered: the work stops and nothing is written. */
+const clientGone = (): LandfallError =>
+  new BadRequestError('the client closed the connection before the request was answered');
+
 function walStatsJson(s: WalStats): Record<string, unknown> {
   return {
     epoch: s.epoch,
@@ -167,7 +172,11 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   const registry = deps.registry ?? new Registry();
   const limits = config.limits;
   const validateJson = config.validation === 'json';
-  const splitOptions = { recordBytesMax: limits.recordBytesMax, validateJson };
+  const splitOptions = {
+    recordBytesMax: limits.recordBytesMax,
+    recordsMax: limits.recordsPerRequestMax,
+    validateJson,
+  };
 
   let apiKeys: ApiKeySource | null;
   let ownsKeys = false;
@@ -329,17 +338,36 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     const refusal = backpressure.admit();
     if (refusal !== undefined) throw refusal;
 
-    const reservation: Reservation = { reserved: 0, budget: backpressure };
+    const reservation: Reservation = { reserved: 0, records: 0, budget: backpressure };
     let claim: Claim | undefined;
+    // Processing time runs from the whole body having arrived (a slow sender costs no CPU
+    // and is bounded by http.requestTimeoutMs) to the records being handed to the WAL.
+    let deadlineMs = Number.POSITIVE_INFINITY;
+    const socket = request.raw.socket;
+    const check = (): LandfallError | undefined => {
+      // Nobody is left to answer: stop the work, write nothing.
+      if (socket.destroyed) return clientGone();
+      if (clock.monotonicMs() > deadlineMs) return new ProcessingTimeoutError(limits.processingTimeoutMs);
+      return undefined;
+    };
+    const watch: BodyWatch = {
+      arrived() {
+        deadlineMs = clock.monotonicMs() + limits.processingTimeoutMs;
+      },
+      check,
+    };
     try {
       const stream = (request.body as Readable | undefined) ?? request.raw;
       // The fingerprint covers what changes the records: media type, encoding and the bytes as sent.
       const hash =
         idemKey === undefined ? undefined : createHash('sha256').update(`${format}\n${encoding}\n`, 'utf8');
-      const body = await readBody(stream, encoding, limits, reservation, hash);
+      const body = await readBody(stream, encoding, limits, reservation, watch, recordCounter(format), hash);
 
       if (idemKey !== undefined && hash !== undefined) {
+        const waitStartMs = clock.monotonicMs();
         claim = await idempotency.claim(`${keyId}\n${idemKey}`, hash.digest('hex'));
+        // Waiting for a duplicate to finish is not this request's processing.
+        deadlineMs += clock.monotonicMs() - waitStartMs;
         if (claim.kind === 'replay') {
           void reply
             .code(claim.answer.statusCode)
@@ -351,7 +379,11 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
         if (claim.kind === 'mismatch') throw new IdempotencyKeyReusedError();
       }
 
-      const records = splitRecords(format, body, splitOptions);
+      const records = splitRecords(format, body, splitOptions, check);
+      // application/json is counted by its splitter; the others were charged as they were decoded.
+      // Last look before the append: once it starts, the records will be written.
+      const stop = chargeRecords(reservation, records.length, limits.recordsPerRequestMax) ?? check();
+      if (stop !== undefined) throw stop;
       let result;
       try {
         result = await wal.append(records, WAL_FORMAT[format]);

@@ -23,8 +23,9 @@
 // (received, not yet durable). MQTT 5 announces it as Receive Maximum, so the
 // broker stops sending unacknowledged QoS 1 messages at that point; past it
 // (QoS 0 floods, MQTT 3.1.1 brokers) handleMessage keeps its callback, which
-// stops mqtt.js reading the socket (TCP backpressure). Message bytes are also
-// claimed from the node's in-flight byte budget shared with HTTP.
+// stops mqtt.js reading the socket (TCP backpressure). Message bytes (plus the
+// per-record overhead, as for HTTP) are also claimed from the node's in-flight
+// byte budget shared with HTTP.
 //
 // Backpressure: while the node refuses writes (WAL backlog, disk low, WAL
 // failed, draining) no append starts; unacknowledged messages stay with the
@@ -34,6 +35,7 @@
 import mqtt from 'mqtt';
 import type { IClientOptions, IConnackPacket, IPublishPacket, ISubscriptionGrant, MqttClient } from 'mqtt';
 import type { Logger } from '../log.ts';
+import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
 import type { Backpressure } from '../backpressure.ts';
 import { OverloadedError } from '../errors.ts';
 import type { LandfallError } from '../errors.ts';
@@ -371,8 +373,10 @@ export class BrokerSource {
   #admitItem(item: Item): boolean {
     const held = this.#pending.length + (this.#appending?.length ?? 0);
     if (held >= this.#o.mqtt.inflightMessagesMax) return false;
-    if (!this.#o.backpressure.tryReserve(item.record.length)) return false;
-    item.reserved = item.record.length;
+    // Each message is one record: charged like an HTTP record, its bytes plus the per-record overhead.
+    const cost = item.record.length + RECORD_OVERHEAD_BYTES;
+    if (!this.#o.backpressure.tryReserve(cost)) return false;
+    item.reserved = cost;
     this.#pending.push(item);
     return true;
   }

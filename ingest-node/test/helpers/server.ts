@@ -28,6 +28,8 @@ export interface TestServerOptions<W extends WriteAheadLog> {
   readonly apiKeys?: ApiKeySource | null | undefined;
   readonly wal?: W;
   readonly log?: Logger;
+  /** The server's clock; a FakeClock the test moves by hand when absent. */
+  readonly clock?: FakeClock;
 }
 
 export async function startTestServer<W extends WriteAheadLog = MemoryWal>(
@@ -35,7 +37,7 @@ export async function startTestServer<W extends WriteAheadLog = MemoryWal>(
 ): Promise<TestServer<W>> {
   const config = defaultConfig({ ...options.config, listen: { port: 0 } });
   const wal = (options.wal ?? new MemoryWal()) as W;
-  const clock = new FakeClock();
+  const clock = options.clock ?? new FakeClock();
   const disk = new FakeDisk();
   const server = await buildServer({
     config,

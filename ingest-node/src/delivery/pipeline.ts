@@ -863,7 +863,17 @@ class DeliveryPipeline implements Pipeline {
 
   #checkTurns(): void {
     for (const w of [...this.#turnWaiters]) {
-      if (this.#blocker(w.entry) !== undefined) continue;
+      const blocker = this.#blocker(w.entry);
+      if (blocker !== undefined) {
+        // Not our failure, but what holds delivery back: status and lastError say so.
+        if (blocker.startsWith('unannounced'))
+          this.#lastError = {
+            segmentId: formatSegmentId(w.entry.id),
+            message: `commit marker waits for ${blocker}: its seal is not yet recorded in the WAL state file`,
+            atMs: this.#clock.nowMs(),
+          };
+        continue;
+      }
       this.#turnWaiters.delete(w);
       w.resolve();
     }

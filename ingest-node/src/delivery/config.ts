@@ -116,6 +116,9 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
     ...(d.uploadsInFlightMax !== undefined ? { uploadsInFlightMax: d.uploadsInFlightMax } : {}),
     ...(d.segmentRetryDelayMsMax !== undefined ? { segmentRetryDelayMsMax: d.segmentRetryDelayMsMax } : {}),
     ...(d.staleUploadAgeMs !== undefined ? { staleUploadAgeMs: d.staleUploadAgeMs } : {}),
+    ...(d.staleUploadCheckIntervalMs !== undefined
+      ? { staleUploadCheckIntervalMs: d.staleUploadCheckIntervalMs }
+      : {}),
     retry: {
       attemptsMax: d.retryAttemptsMax ?? defaultRetryPolicy.attemptsMax,
       retryDelayMsBase: Math.min(defaultRetryPolicy.retryDelayMsBase, d.retryDelayMsMax ?? Infinity),

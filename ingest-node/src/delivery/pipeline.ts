@@ -64,6 +64,7 @@ import {
   segmentsAheadMaxDefault,
   segmentsInFlightMaxDefault,
   staleUploadAgeMsDefault,
+  staleUploadCheckIntervalMsDefault,
   uploadsInFlightMaxDefault,
 } from './settings.ts';
 import { uploadFile } from './upload.ts';
@@ -124,6 +125,12 @@ export interface PipelineOptions {
    * 0 turns it off. Default 24 h.
    */
   readonly staleUploadAgeMs?: number;
+  /**
+   * The stale-upload sweep runs again this often after the one at start (a
+   * node that runs for months would otherwise clean only at its last start).
+   * One sweep at a time. 0: only at start. Default 1 h.
+   */
+  readonly staleUploadCheckIntervalMs?: number;
   readonly recordBytesMax?: number;
   readonly clock?: Clock;
   readonly log?: Logger;
@@ -199,6 +206,7 @@ export {
   segmentsAheadMaxDefault,
   segmentsInFlightMaxDefault,
   staleUploadAgeMsDefault,
+  staleUploadCheckIntervalMsDefault,
   uploadsInFlightMaxDefault,
 };
 /** How far below a segment id the ordering check looks for a seal the WAL has not announced yet. */
@@ -374,6 +382,8 @@ class DeliveryPipeline implements Pipeline {
   #unsubscribe: (() => void) | undefined;
   #pumpTimer: NodeJS.Timeout | undefined;
   #turnTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweep: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #retention: Promise<void> | undefined;
   #retentionAgain = false;
@@ -451,9 +461,19 @@ class DeliveryPipeline implements Pipeline {
     );
     const staleAgeMs = this.#o.staleUploadAgeMs ?? staleUploadAgeMsDefault;
     this.#background = Promise.all([
-      staleAgeMs > 0 ? this.#abortStaleUploads(staleAgeMs) : Promise.resolve(),
+      staleAgeMs > 0 ? this.#sweepStaleUploads(staleAgeMs) : Promise.resolve(),
       this.#applyRetention(),
     ]).then(() => undefined);
+    const sweepEveryMs = checkBound(
+      'staleUploadCheckIntervalMs',
+      this.#o.staleUploadCheckIntervalMs ?? staleUploadCheckIntervalMsDefault,
+      0,
+      7 * 24 * 3600_000,
+    );
+    if (staleAgeMs > 0 && sweepEveryMs > 0) {
+      this.#sweepTimer = setInterval(() => void this.#sweepStaleUploads(staleAgeMs), sweepEveryMs);
+      this.#sweepTimer.unref();
+    }
     this.#pump();
   }
 
@@ -926,6 +946,15 @@ class DeliveryPipeline implements Pipeline {
     return this.#retention;
   }
 
+  /** One sweep at a time: a slow listing never piles up sweeps. */
+  #sweepStaleUploads(olderThanMs: number): Promise<void> {
+    if (this.#stopping !== undefined) return Promise.resolve();
+    this.#sweep ??= this.#abortStaleUploads(olderThanMs).finally(() => {
+      this.#sweep = undefined;
+    });
+    return this.#sweep;
+  }
+
   async #abortStaleUploads(olderThanMs: number): Promise<void> {
     for (const folder of keyFolders) {
       const prefix = this.#prefix === '' ? `${folder}/` : `${this.#prefix}/${folder}/`;
@@ -937,7 +966,7 @@ class DeliveryPipeline implements Pipeline {
         if (n > 0) this.#log.info({ prefix, aborted: n, olderThanMs }, 'aborted stale multipart uploads');
       } catch (err) {
         if (this.#abort.signal.aborted) return;
-        // Not fatal: a bucket lifecycle rule is the second line, and the next start tries again.
+        // Not fatal: the next sweep tries again, and a bucket lifecycle rule is the second line.
         this.#log.warn({ err, prefix }, 'could not abort stale multipart uploads');
       }
     }
@@ -964,13 +993,14 @@ class DeliveryPipeline implements Pipeline {
       this.#unsubscribe?.();
       clearTimeout(this.#pumpTimer);
       clearTimeout(this.#turnTimer);
+      clearInterval(this.#sweepTimer);
       // Waiting segments hold nothing but a place in line: they resume at the next start.
       for (const w of [...this.#turnWaiters]) {
         this.#turnWaiters.delete(w);
         w.reject(new StoppedError());
       }
       this.#checkIdle();
-      const settled = Promise.allSettled([...this.#running, this.#background, this.#retention]);
+      const settled = Promise.allSettled([...this.#running, this.#background, this.#retention, this.#sweep]);
       let timer: NodeJS.Timeout | undefined;
       const late = await Promise.race([
         settled.then(() => false),
@@ -986,7 +1016,9 @@ class DeliveryPipeline implements Pipeline {
       // A store call that ignores the abort must not hold shutdown: give up on
       // it (it can no longer touch the WAL, see #checkAborted).
       const abandoned = await Promise.race([
-        Promise.allSettled([...this.#running, this.#background, this.#retention]).then(() => false),
+        Promise.allSettled([...this.#running, this.#background, this.#retention, this.#sweep]).then(
+          () => false,
+        ),
         new Promise<boolean>((r) => {
           timer = setTimeout(() => r(true), graceMs);
         }),
@@ -1160,7 +1192,7 @@ class DeliveryPipeline implements Pipeline {
     );
     counter(
       'landfall_delivery_stale_uploads_aborted_total',
-      'Stale multipart uploads aborted at start.',
+      'Stale multipart uploads aborted (at start and every staleUploadCheckIntervalMs).',
       (s) => s.staleUploadsAbortedTotal,
     );
     this.#sealToCommit = new Histogram({

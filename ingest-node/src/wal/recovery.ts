@@ -282,7 +282,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
   for (const s of state.segments.values())
     lastIngestMicros = Math.max(lastIngestMicros, Number(s.lastIngestMicros));
   // The state is written at every open, so it always exists after the first.
-  await writeFileAtomic(fs, path.join(dir, STATE_FILE), state.serialize(ctx.clock.nowMs()));
+  await writeFileAtomic(fs, path.join(dir, STATE_FILE), state.serializeParts(ctx.clock.nowMs()));
   const r: RecoveryReport = report;
   log.info(
     {

@@ -225,7 +225,9 @@ class WriteAheadLogImpl implements Wal {
     this.#nextSegmentId = recovered.nextSegmentId;
     this.#lastIngestMicros = recovered.lastIngestMicros;
     this.#quarantinedTotal = recovered.report.quarantined.length;
-    this.#persister = new StatePersister(this.#fs, dir, () => this.#state.serialize(this.#clock.nowMs()));
+    this.#persister = new StatePersister(this.#fs, dir, () =>
+      this.#state.serializeParts(this.#clock.nowMs()),
+    );
     for (const s of this.#state.segments.values())
       if (s.status === 'delivered') this.#deliveredDurable.add(s.id);
   }

@@ -29,10 +29,12 @@
 // since a lost answer may have hidden a successful write. Nothing here ever
 // blocks the WAL's append path: during an S3 outage the WAL keeps accepting
 // until its retained-bytes watermark, which the HTTP layer enforces.
-import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.ts';
+import { NodeFileSystem } from '../fs/node.ts';
+import { removeTree } from '../fs/streams.ts';
+import type { FileSystem } from '../fs/types.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { isRetryable } from '../store/errors.ts';
 import type { ObjectStore } from '../store/types.ts';
@@ -102,6 +104,11 @@ export interface PipelineOptions {
    * at start.
    */
   readonly scratchDir: string;
+  /**
+   * The WAL's filesystem: segments are read, scratch files written and
+   * produced files uploaded through it. Default: the real disk.
+   */
+  readonly fs?: FileSystem;
   /** What each segment becomes. Default: the `.wal.zst` archive only. */
   readonly producers?: readonly ArtifactProducer[];
   /** Segments being read, compressed or uploaded at once. Default 2. */
@@ -363,6 +370,7 @@ class DeliveryPipeline implements Pipeline {
   readonly #store: ObjectStore;
   readonly #prefix: string;
   readonly #producers: readonly ArtifactProducer[];
+  readonly #fs: FileSystem;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #random: () => number;
@@ -416,6 +424,7 @@ class DeliveryPipeline implements Pipeline {
       throw new RangeError('the delivery pipeline needs at least one producer');
     const kinds = new Set(this.#producers.map((p) => p.kind));
     if (kinds.size !== this.#producers.length) throw new RangeError('producer kinds must be unique');
+    this.#fs = o.fs ?? new NodeFileSystem();
     this.#clock = o.clock ?? systemClock;
     this.#log = o.log ?? silentLogger;
     this.#random = o.random ?? Math.random;
@@ -439,9 +448,9 @@ class DeliveryPipeline implements Pipeline {
 
   async start(): Promise<void> {
     // Leftovers of a crashed attempt: producers start from an empty folder.
-    await mkdir(this.#o.scratchDir, { recursive: true });
-    for (const name of await readdir(this.#o.scratchDir))
-      await rm(path.join(this.#o.scratchDir, name), { recursive: true, force: true });
+    await this.#fs.mkdir(this.#o.scratchDir, { recursive: true });
+    for (const name of await this.#fs.readdir(this.#o.scratchDir))
+      await removeTree(this.#fs, path.join(this.#o.scratchDir, name));
     // sealedSegments() and onSealed() in the same tick: no seal is missed or seen twice.
     const existing = this.#wal.sealedSegments();
     this.#unsubscribe = this.#wal.onSealed((s) => {
@@ -702,8 +711,8 @@ class DeliveryPipeline implements Pipeline {
         if (progress.artifacts[producer.kind] !== undefined) continue;
         this.#checkStopping();
         const dir = path.join(jobRoot, producer.kind);
-        await rm(dir, { recursive: true, force: true });
-        await mkdir(dir, { recursive: true });
+        await removeTree(this.#fs, dir);
+        await this.#fs.mkdir(dir, { recursive: true });
         const produced = await producer.produce(this.#job(seg, ref, dir));
         this.#emit('produced', entry, producer.kind);
         const artifacts = await Promise.all(produced.files.map((f) => this.#upload(f)));
@@ -712,7 +721,7 @@ class DeliveryPipeline implements Pipeline {
         if (produced.segment !== undefined) progress.segment = { ...produced.segment };
         this.#checkAborted();
         await this.#wal.updateProgress(seg.id, { [progressKey]: progressJson(progress) });
-        await rm(dir, { recursive: true, force: true });
+        await removeTree(this.#fs, dir);
         this.#emit('uploaded', entry, producer.kind);
       }
       if (progress.segment === undefined) {
@@ -720,7 +729,7 @@ class DeliveryPipeline implements Pipeline {
         progress.segment = await hashSegment(this.#job(seg, ref, jobRoot));
       }
     } finally {
-      await rm(jobRoot, { recursive: true, force: true });
+      await removeTree(this.#fs, jobRoot);
     }
     const segmentSum = progress.segment;
     // (d) The marker, in order. Waiting holds no slot: the segment everything
@@ -786,9 +795,10 @@ class DeliveryPipeline implements Pipeline {
       ref,
       prefix: this.#prefix,
       scratchDir: dir,
+      fs: this.#fs,
       signal: this.#abort.signal,
-      openSegment: () => openVerifiedSegment(file, seg, rbm),
-      records: () => segmentRecords(openVerifiedSegment(file, seg, rbm), rbm),
+      openSegment: () => openVerifiedSegment(file, seg, rbm, this.#fs),
+      records: () => segmentRecords(openVerifiedSegment(file, seg, rbm, this.#fs), rbm),
     };
   }
 
@@ -803,6 +813,7 @@ class DeliveryPipeline implements Pipeline {
         { path: f.path, bytes: f.bytes, sha256: f.sha256 },
         {
           contentType: f.contentType,
+          fs: this.#fs,
           retry: this.#retry,
           retryDeps: {
             signal: this.#abort.signal,

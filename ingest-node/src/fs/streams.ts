@@ -18,33 +18,37 @@ export function fileReadStream(
   let pos = opts.start ?? 0;
   const end = opts.end ?? Infinity;
   const chunk = opts.chunkBytes ?? CHUNK_BYTES;
+  let destroyed = false;
+  // Opened on the first read, not at construction: a stream handed to a
+  // consumer that first awaits something else (the store's put) must not
+  // fail with nobody listening yet.
+  const readChunk = async (): Promise<Buffer | null> => {
+    if (handle === undefined) {
+      const h = await fs.open(file, 'read');
+      // Destroyed while opening: nobody else will close it.
+      if (destroyed) {
+        await h.close().catch(() => {});
+        return null;
+      }
+      handle = h;
+    }
+    const want = Math.min(chunk, end + 1 - pos);
+    if (want <= 0) return null;
+    const buf = Buffer.allocUnsafe(want);
+    const n = await handle.read(buf, 0, want, pos);
+    pos += n;
+    return n === 0 ? null : n === want ? buf : buf.subarray(0, n);
+  };
   return new Readable({
     highWaterMark: chunk,
-    construct(cb) {
-      fs.open(file, 'read').then(
-        (h) => {
-          handle = h;
-          cb();
-        },
-        (err: unknown) => cb(err as Error),
-      );
-    },
     read() {
-      const want = Math.min(chunk, end + 1 - pos);
-      if (want <= 0) {
-        this.push(null);
-        return;
-      }
-      const buf = Buffer.allocUnsafe(want);
-      handle!.read(buf, 0, want, pos).then(
-        (n) => {
-          pos += n;
-          this.push(n === 0 ? null : n === want ? buf : buf.subarray(0, n));
-        },
+      readChunk().then(
+        (b) => this.push(b),
         (err: unknown) => this.destroy(err as Error),
       );
     },
     destroy(err, cb) {
+      destroyed = true;
       const h = handle;
       handle = undefined;
       if (h === undefined) cb(err);
@@ -73,10 +77,11 @@ export function fileWriteStream(fs: FileSystem, file: string): Writable {
     construct(cb) {
       fs.open(file, 'createExclusive').then(
         (h) => {
-          handle = h;
+          if (this.destroyed) void h.close().catch(() => {});
+          else handle = h;
           cb();
         },
-        (err: unknown) => cb(err as Error),
+        (err: unknown) => (this.destroyed ? cb() : cb(err as Error)),
       );
     },
     writev(chunks, cb) {

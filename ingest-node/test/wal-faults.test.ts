@@ -266,7 +266,7 @@ void test('any later state write announces a seal still waiting for its own retr
   wal.onSealed((s) => announced.push(s.id));
   fs.inject({ op: 'rename', path: /state\.json\.tmp$/, fault: 'ENOSPC', times: 8 });
   const first = wal.seal();
-  // Burn the 8 failures; the last backoff (12.8 s) is not yet over.
+  // Burn the 8 failures (the last at 11.3 s); the next retry (16.3 s) is not yet due.
   for (let ms = 0; ms < 12_800; ms += 100) {
     clock.advance(100);
     timers.runDue();

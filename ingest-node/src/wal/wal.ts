@@ -82,9 +82,11 @@ export const GROUP_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
  * themselves are not bounded: a seal that is never announced holds back every
  * later commit marker, so giving up would stall delivery until a restart.
  * Any other successful state write (a later seal, delivery progress) also
- * announces it, since it carries the same entry.
+ * announces it, since it carries the same entry. 5 s, the Retry-After of the
+ * 503 the node answers meanwhile: writes resume within one retry of the
+ * volume recovering.
  */
-const ANNOUNCE_BACKOFF_MS_MAX = 30_000;
+const ANNOUNCE_BACKOFF_MS_MAX = 5_000;
 const ANNOUNCE_BACKOFF_MS_BASE = 100;
 
 export const systemTimers: Timers = {

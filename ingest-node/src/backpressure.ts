@@ -184,7 +184,8 @@ export class Backpressure {
    * Whether a new write may start; the error to answer with if not. The WAL
    * watermark is re-checked here, not only on the disk poll, because the
    * backlog can grow by hundreds of MB between two polls; but at most every
-   * WAL_CHECK_INTERVAL_MS, since stats() walks every retained segment.
+   * WAL_CHECK_INTERVAL_MS, since a WAL's stats() need not be cheap (the
+   * durable WAL's is O(1): its sums are kept as segments change).
    */
   admit(): LandfallError | undefined {
     if (this.#draining) return new DrainingError();

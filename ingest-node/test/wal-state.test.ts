@@ -45,7 +45,12 @@ void test('state.json written from cached blocks always equals the state in memo
     else if (r < 0.7) {
       // updateProgress / markDelivered: the entry object is replaced.
       const id = ids[Math.floor(rnd() * ids.length)]!;
-      state.segments.set(id, { ...state.segments.get(id)!, progress: { delivery: { step: n } } });
+      const cur = state.segments.get(id)!;
+      state.segments.set(id, {
+        ...cur,
+        status: rnd() < 0.3 ? 'delivered' : cur.status,
+        progress: { delivery: { step: n } },
+      });
     } else if (r < 0.95) state.segments.delete(ids[Math.floor(rnd() * ids.length)]!);
     else if (r < 0.97) {
       // Out of order (recovery of an older file): the map is re-sorted.
@@ -65,6 +70,18 @@ void test('state.json written from cached blocks always equals the state in memo
       assert.equal(parsed.segmentIdHighWater, state.segmentIdHighWater);
       assert.equal(parsed.seqHighWater, state.seqHighWater);
       assert.deepEqual([...parsed.discard], [...state.discard]);
+      // The running sums WAL stats read equal a recount.
+      const all = [...state.segments.values()];
+      const sealed = all.filter((x) => x.status === 'sealed');
+      assert.equal(
+        state.segments.bytesTotal,
+        all.reduce((n, x) => n + x.bytes, 0),
+      );
+      assert.equal(state.segments.sealedCount, sealed.length);
+      assert.equal(
+        state.segments.sealedBytes,
+        sealed.reduce((n, x) => n + x.bytes, 0),
+      );
     }
   }
   assert.ok(state.segments.size > 10);

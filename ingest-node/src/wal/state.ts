@@ -80,9 +80,24 @@ export class SegmentMap extends Map<bigint, SealedSegment> {
   readonly #blockIds = new Set<bigint>();
   #blockIdsSorted = true;
   #lastBlock = -1n;
+  /** Sums kept as entries change, so WAL stats (read by backpressure on requests) cost O(1), not O(backlog). */
+  bytesTotal = 0;
+  sealedCount = 0;
+  sealedBytes = 0;
+
+  #count(seg: SealedSegment, sign: 1 | -1): void {
+    this.bytesTotal += sign * seg.bytes;
+    if (seg.status === 'sealed') {
+      this.sealedCount += sign;
+      this.sealedBytes += sign * seg.bytes;
+    }
+  }
 
   override set(id: bigint, seg: SealedSegment): this {
+    const old = this.get(id);
+    if (old !== undefined) this.#count(old, -1);
     super.set(id, seg);
+    this.#count(seg, 1);
     const b = id / BLOCK_IDS;
     this.#blocks.delete(b);
     if (!this.#blockIds.has(b)) {
@@ -94,13 +109,20 @@ export class SegmentMap extends Map<bigint, SealedSegment> {
   }
 
   override delete(id: bigint): boolean {
+    const old = this.get(id);
     const had = super.delete(id);
-    if (had) this.#blocks.delete(id / BLOCK_IDS);
+    if (old !== undefined) {
+      this.#count(old, -1);
+      this.#blocks.delete(id / BLOCK_IDS);
+    }
     return had;
   }
 
   override clear(): void {
     super.clear();
+    this.bytesTotal = 0;
+    this.sealedCount = 0;
+    this.sealedBytes = 0;
     this.#blocks.clear();
     this.#blockIds.clear();
     this.#blockIdsSorted = true;

@@ -816,16 +816,11 @@ class WriteAheadLogImpl implements Wal {
   // ---- stats / close ---------------------------------------------------------------
 
   stats(): DurableWalStats {
-    let sealedBytes = 0;
-    let undeliveredSegments = 0;
-    let undeliveredBytes = 0;
-    for (const s of this.#state.segments.values()) {
-      sealedBytes += s.bytes;
-      if (s.status === 'sealed') {
-        undeliveredSegments++;
-        undeliveredBytes += s.bytes;
-      }
-    }
+    // Kept by the map as entries change: this is read on the request path.
+    const segs = this.#state.segments;
+    const sealedBytes = segs.bytesTotal;
+    const undeliveredSegments = segs.sealedCount;
+    const undeliveredBytes = segs.sealedBytes;
     const open = this.#open;
     return {
       epoch: this.#state.epoch,

@@ -197,6 +197,7 @@ void describe('delivery pipeline (local store)', () => {
     // The "crash": the local mark after the marker never happens.
     const crashing = { ...w, markDelivered: () => Promise.reject(new Error('power cut')) } as unknown as Wal;
     crashing.sealedSegments = () => w.sealedSegments();
+    crashing.deliveredSegments = () => w.deliveredSegments();
     crashing.onSealed = (l) => w.onSealed(l);
     crashing.segment = (id) => w.segment(id);
     crashing.segmentPath = (id) => w.segmentPath(id);

@@ -82,6 +82,13 @@ void test('state.json written from cached blocks always equals the state in memo
         state.segments.sealedBytes,
         sealed.reduce((n, x) => n + x.bytes, 0),
       );
+      assert.deepEqual(
+        state.segments.delivered().map((x) => x.id),
+        all
+          .filter((x) => x.status === 'delivered')
+          .map((x) => x.id)
+          .sort((a, b) => (a < b ? -1 : 1)),
+      );
     }
   }
   assert.ok(state.segments.size > 10);

@@ -76,6 +76,7 @@ export type PipelineWal = Pick<
   Wal,
   | 'onSealed'
   | 'sealedSegments'
+  | 'deliveredSegments'
   | 'segment'
   | 'segmentPath'
   | 'updateProgress'
@@ -931,7 +932,8 @@ class DeliveryPipeline implements Pipeline {
     this.#retention = (async () => {
       do {
         this.#retentionAgain = false;
-        const delivered = this.#wal.sealedSegments().filter((s) => s.status === 'delivered');
+        // After every delivery: only the delivered few, never the whole backlog.
+        const delivered = this.#wal.deliveredSegments();
         let count = delivered.length;
         let bytes = delivered.reduce((n, s) => n + s.bytes, 0);
         for (const s of delivered) {

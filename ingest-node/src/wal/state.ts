@@ -85,12 +85,23 @@ export class SegmentMap extends Map<bigint, SealedSegment> {
   sealedCount = 0;
   sealedBytes = 0;
 
+  /** Ids of delivered entries: retention looks at these after every delivery, not at the backlog. */
+  readonly #delivered = new Set<bigint>();
+
   #count(seg: SealedSegment, sign: 1 | -1): void {
     this.bytesTotal += sign * seg.bytes;
     if (seg.status === 'sealed') {
       this.sealedCount += sign;
       this.sealedBytes += sign * seg.bytes;
-    }
+    } else if (sign === 1) this.#delivered.add(seg.id);
+    else this.#delivered.delete(seg.id);
+  }
+
+  /** The delivered entries, in id order; O(delivered), however long the backlog. */
+  delivered(): SealedSegment[] {
+    const out: SealedSegment[] = [];
+    for (const id of this.#delivered) out.push(this.get(id)!);
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   override set(id: bigint, seg: SealedSegment): this {
@@ -120,6 +131,7 @@ export class SegmentMap extends Map<bigint, SealedSegment> {
 
   override clear(): void {
     super.clear();
+    this.#delivered.clear();
     this.bytesTotal = 0;
     this.sealedCount = 0;
     this.sealedBytes = 0;

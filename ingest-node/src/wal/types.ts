@@ -199,6 +199,8 @@ export interface Wal extends WriteAheadLog {
   onSealed(listener: (segment: SealedSegment) => void): () => void;
   /** Sealed and delivered segments still on disk, in id (= time) order. */
   sealedSegments(): readonly SealedSegment[];
+  /** Only the delivered ones (retention), in id order; costs O(delivered), not O(backlog). */
+  deliveredSegments(): readonly SealedSegment[];
   segment(id: bigint): SealedSegment | undefined;
   /** Absolute path of a segment file. */
   segmentPath(id: bigint): string;

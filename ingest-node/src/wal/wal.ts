@@ -748,6 +748,10 @@ class WriteAheadLogImpl implements Wal {
     return out;
   }
 
+  deliveredSegments(): readonly SealedSegment[] {
+    return this.#state.segments.delivered();
+  }
+
   segment(id: bigint): SealedSegment | undefined {
     return this.#state.segments.get(id);
   }

@@ -78,13 +78,15 @@ export interface BackpressureOptions {
   readonly log: Logger;
 }
 
-export type NotReadyReason = 'draining' | 'wal_failed' | 'wal_backlog' | 'disk_low';
+export type NotReadyReason = 'draining' | 'wal_failed' | 'wal_state_failing' | 'wal_backlog' | 'disk_low';
 
 export interface BackpressureSnapshot {
   readonly accepting: boolean;
   readonly reasons: readonly NotReadyReason[];
   readonly draining: boolean;
   readonly walFailed: boolean;
+  /** A seal is not in the state file and the last state write failed: delivery waits behind it. */
+  readonly walStateFailing: boolean;
   readonly walBacklog: boolean;
   readonly diskLow: boolean;
   readonly inflightBytes: number;
@@ -101,6 +103,7 @@ export class Backpressure {
   #draining = false;
   #walBacklog = false;
   #walFailed = false;
+  #walStateFailing = false;
   #diskLow = false;
   #walRetainedBytes = 0;
   #disk: DiskSpace | null = null;
@@ -164,6 +167,16 @@ export class Backpressure {
     const stats = this.#o.walStats();
     // The durable WAL reports `failed` once it refuses writes until a restart.
     this.#walFailed = (stats as { failed?: unknown }).failed === true;
+    // A seal the state file cannot record holds back every later commit
+    // marker; the volume is refusing metadata writes, so send producers to a
+    // healthy replica until a state write lands again.
+    const stateFailing = (stats as { sealsUnrecorded?: unknown }).sealsUnrecorded === true;
+    if (stateFailing !== this.#walStateFailing) {
+      this.#walStateFailing = stateFailing;
+      if (stateFailing)
+        this.#o.log.error({}, 'WAL state file writes are failing with a seal unrecorded: refusing writes');
+      else this.#o.log.info({}, 'WAL state file written again: accepting writes');
+    }
     const retained = stats.retainedBytes;
     this.#walRetainedBytes = retained;
     const was = this.#walBacklog;
@@ -180,13 +193,14 @@ export class Backpressure {
    * Whether a new write may start; the error to answer with if not. The WAL
    * watermark is re-checked here, not only on the disk poll, because the
    * backlog can grow by hundreds of MB between two polls; but at most every
-   * WAL_CHECK_INTERVAL_MS, since stats() walks every retained segment.
+   * WAL_CHECK_INTERVAL_MS, since a WAL's stats() need not be cheap (the
+   * durable WAL's is O(1): its sums are kept as segments change).
    */
   admit(): LandfallError | undefined {
     if (this.#draining) return new DrainingError();
     const now = this.#o.clock.monotonicMs();
     if (now - this.#walCheckedAtMs >= WAL_CHECK_INTERVAL_MS) this.#checkWal();
-    if (this.#walFailed) return new WalUnavailableError();
+    if (this.#walFailed || this.#walStateFailing) return new WalUnavailableError();
     if (this.#walBacklog) return new WalBacklogError(this.#walRetainedBytes, this.#o.walBytesHigh);
     if (this.#diskLow) return new DiskLowError(this.#disk?.freeBytes ?? 0, this.#o.diskFreeBytesLow);
     if (this.#inflightBytes >= this.#o.inflightBytesMax) return new OverloadedError(this.#o.inflightBytesMax);
@@ -226,6 +240,7 @@ export class Backpressure {
     const reasons: NotReadyReason[] = [];
     if (this.#draining) reasons.push('draining');
     if (this.#walFailed) reasons.push('wal_failed');
+    if (this.#walStateFailing) reasons.push('wal_state_failing');
     if (this.#walBacklog) reasons.push('wal_backlog');
     if (this.#diskLow) reasons.push('disk_low');
     return {
@@ -233,6 +248,7 @@ export class Backpressure {
       reasons,
       draining: this.#draining,
       walFailed: this.#walFailed,
+      walStateFailing: this.#walStateFailing,
       walBacklog: this.#walBacklog,
       diskLow: this.#diskLow,
       inflightBytes: this.#inflightBytes,

@@ -11,7 +11,8 @@
 // Whatever the source, the result is cached in memory, refreshed before it
 // expires (one refresh at a time, however many uploads ask), and never
 // written anywhere: no file, no log line. A failed refresh keeps serving the
-// current credentials while they are still valid.
+// current credentials while they are still valid, and is retried with a
+// bounded backoff (not on every S3 call).
 import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
 import { fromNodeProviderChain, fromTokenFile } from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
@@ -70,11 +71,20 @@ export type CredentialsConfig =
  * that fails still leaves this much time to try again before uploads fail.
  */
 export const credentialsRefreshBeforeExpiryMsDefault = 5 * 60_000;
+/**
+ * After a failed refresh, while the current credentials are still valid, the
+ * next attempt waits 1 s, doubling up to this cap (never past the expiry), so
+ * an STS outage costs one call per interval instead of one per S3 request.
+ */
+export const credentialsRefreshRetryDelayMsMaxDefault = 60_000;
+const refreshRetryDelayMsBase = 1_000;
 
 export interface CredentialsDeps {
   readonly clock?: Clock;
   readonly logger?: Logger;
   readonly refreshBeforeExpiryMs?: number;
+  /** Cap of the backoff between failed refreshes while the current credentials are valid. */
+  readonly refreshRetryDelayMsMax?: number;
   /** For assumeRole: the STS client to call (else built from the config). */
   readonly stsClient?: STSClient;
 }
@@ -193,8 +203,10 @@ export function cachedCredentials(
   const logger = opts.logger ?? silentLogger;
   const windowMs = opts.refreshBeforeExpiryMs ?? credentialsRefreshBeforeExpiryMsDefault;
   const what = opts.what ?? 'credentials';
+  const retryDelayMsMax = opts.refreshRetryDelayMsMax ?? credentialsRefreshRetryDelayMsMaxDefault;
   let current: { identity: AwsCredentialIdentity; refreshAtMs: number; expiresAtMs: number } | undefined;
   let inFlight: Promise<AwsCredentialIdentity> | undefined;
+  let failedRefreshes = 0;
 
   const refresh = async (): Promise<AwsCredentialIdentity> => {
     const obtainedAtMs = clock.nowMs();
@@ -205,15 +217,29 @@ export function cachedCredentials(
       // STS on every call once the window exceeds their whole lifetime.
       const leadMs = Math.min(windowMs, Math.max(0, (expiresAtMs - obtainedAtMs) / 2));
       current = { identity, refreshAtMs: expiresAtMs - leadMs, expiresAtMs };
+      failedRefreshes = 0;
       logger.debug(
         { what, expiresAt: Number.isFinite(expiresAtMs) ? new Date(expiresAtMs).toISOString() : null },
         'credentials refreshed',
       );
       return identity;
     } catch (err) {
-      if (current !== undefined && clock.nowMs() < current.expiresAtMs) {
+      const nowMs = clock.nowMs();
+      if (current !== undefined && nowMs < current.expiresAtMs) {
+        failedRefreshes++;
+        const delayMs = Math.min(
+          retryDelayMsMax,
+          refreshRetryDelayMsBase * 2 ** Math.min(failedRefreshes - 1, 30),
+        );
+        // Next attempt after the backoff, but at the latest when they expire.
+        current = { ...current, refreshAtMs: Math.min(nowMs + delayMs, current.expiresAtMs) };
         logger.warn(
-          { what, err: (err as Error).message, expiresAt: new Date(current.expiresAtMs).toISOString() },
+          {
+            what,
+            err: (err as Error).message,
+            expiresAt: new Date(current.expiresAtMs).toISOString(),
+            retryInMs: current.refreshAtMs - nowMs,
+          },
           'credentials refresh failed; using the current ones until they expire',
         );
         return current.identity;

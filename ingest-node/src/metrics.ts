@@ -144,7 +144,7 @@ export function createMetrics(
       this.set(bp.ready().accepting ? 1 : 0);
     },
   });
-  const reasons = ['draining', 'wal_failed', 'wal_backlog', 'disk_low'] as const;
+  const reasons = ['draining', 'wal_failed', 'wal_state_failing', 'wal_backlog', 'disk_low'] as const;
   new Gauge({
     name: 'landfall_backpressure_active',
     help: '1 while the given reason refuses writes.',
@@ -232,6 +232,11 @@ export function createMetrics(
     'writeFailuresTotal',
   );
   extraGauge('landfall_wal_failed', '1 once the WAL refuses writes until a restart.', 'failed');
+  extraGauge(
+    'landfall_wal_unannounced_segments',
+    'Sealed segments whose seal is not yet in the state file (delivery waits for them).',
+    'unannouncedSegments',
+  );
   extraGauge(
     'landfall_wal_recovery_truncations',
     'Torn WAL tails truncated at recovery (since start).',

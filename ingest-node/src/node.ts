@@ -126,6 +126,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
         clock,
         log,
         registry,
+        fs,
         ...(producers !== undefined ? { producers } : {}),
       });
     } catch (err) {

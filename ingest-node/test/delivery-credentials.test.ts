@@ -175,6 +175,42 @@ void describe('AssumeRole with ExternalId (local STS observer)', () => {
     assert.notEqual(fresh.accessKeyId, first.accessKeyId);
   });
 
+  // Issue 14: after a failed refresh every S3 call made another STS call.
+  void test('a failed refresh is retried with bounded backoff, not on every call, until the credentials expire', async () => {
+    sts.requests.length = 0;
+    const clock = new FakeClock();
+    clock.ms = Date.now();
+    sts.expirationMs = () => clock.ms + 3_600_000;
+    const get = provider(clock);
+    const first = await get();
+    assert.equal(sts.requests.length, 1);
+    clock.advance(3_600_000 - 4 * 60_000); // inside the refresh window, 4 min left
+    sts.failNext = 1_000_000;
+    // A burst of S3 calls during an STS outage: one refresh attempt.
+    for (let i = 0; i < 50; i++) assert.deepEqual(await get(), first);
+    const afterBurst = sts.requests.length;
+    assert.ok(afterBurst >= 2 && afterBurst <= 4, `${afterBurst - 1} STS requests for 50 calls`); // the SDK's own retries of one attempt
+    // Backoff doubles from 1 s up to 60 s: count attempts over the remaining 4 minutes, calling every 100 ms.
+    let attempts = 1;
+    let seen = afterBurst;
+    for (let t = 0; t < 4 * 60_000 - 1_000; t += 100) {
+      clock.advance(100);
+      assert.deepEqual(await get(), first);
+      if (sts.requests.length > seen) {
+        attempts++;
+        seen = sts.requests.length;
+      }
+    }
+    // 1+2+4+…+32 s, then every 60 s: about 9 attempts in 4 min, not 2,400.
+    assert.ok(attempts >= 6 && attempts <= 12, `${attempts} refresh attempts in 4 min`);
+    // Expired: no stale credentials are ever served.
+    clock.advance(2_000);
+    await assert.rejects(get());
+    sts.failNext = 0;
+    const fresh = await get();
+    assert.notEqual(fresh.accessKeyId, first.accessKeyId);
+  });
+
   void test('short-lived credentials refresh at half-life, not on every call', async () => {
     const clock = new FakeClock();
     let calls = 0;

@@ -30,7 +30,22 @@ void test('NodeFileSystem: the operations the WAL uses, on the real disk', async
   await fh.truncate(5);
   await fh.close();
   assert.equal(new TextDecoder().decode(await fs.readFile(file)), 'hello');
-  assert.deepEqual(await fs.stat(file), { size: 5, isFile: true, isDirectory: false });
+  const st = await fs.stat(file);
+  assert.deepEqual({ ...st, mtimeMs: 0 }, { size: 5, isFile: true, isDirectory: false, mtimeMs: 0 });
+  assert.ok(st.mtimeMs > 0);
+  // link: a second name, never replacing one; rmdir: empty folders only.
+  const second = path.join(path.dirname(file), 'second');
+  await fs.link(file, second);
+  assert.equal((await fs.stat(second)).size, 5);
+  await assert.rejects(fs.link(file, second), { code: 'EEXIST' });
+  await fs.unlink(second);
+  const sub = path.join(path.dirname(file), 'sub');
+  await fs.mkdir(sub);
+  await fs.link(file, path.join(sub, 'f'));
+  await assert.rejects(fs.rmdir(sub), { code: 'ENOTEMPTY' });
+  await fs.unlink(path.join(sub, 'f'));
+  await fs.rmdir(sub);
+  await assert.rejects(fs.stat(sub), { code: 'ENOENT' });
   assert.ok((await fs.statfs(dir)).freeBytes > 0);
   await writeFileAtomic(fs, path.join(dir, 'state.json'), enc('{"v":1}'));
   await writeFileAtomic(fs, path.join(dir, 'state.json'), enc('{"v":2}'));

@@ -127,10 +127,47 @@ void test('Node-style errors and capacity', async () => {
   assert.equal(await fh.write([enc('12345'), enc('678')], 0), 8);
   await assert.rejects(fh.write([enc('abc')], 8), { code: 'ENOSPC' });
   assert.equal((await fs.statfs('/d')).freeBytes, 2);
-  assert.deepEqual(await fs.stat('/d/f'), { size: 8, isFile: true, isDirectory: false });
+  const st = await fs.stat('/d/f');
+  assert.deepEqual({ ...st, mtimeMs: 0 }, { size: 8, isFile: true, isDirectory: false, mtimeMs: 0 });
+  assert.ok(st.mtimeMs > 0);
   const buf = new Uint8Array(4);
   assert.equal(await fh.read(buf, 0, 4, 6), 2);
   assert.equal(dec(buf.subarray(0, 2)), '78');
   await fh.close();
   await assert.rejects(fh.datasync(), { code: 'EBADF' });
+});
+
+void test('link is a second name, durable only after the new parent is synced; rmdir removes empty folders', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  await fs.mkdir('/a/b', { recursive: true });
+  await fs.syncDir('/');
+  await fs.syncDir('/a');
+  const fh = await fs.open('/a/tmp', 'createExclusive');
+  await fh.write([new TextEncoder().encode('marker')], 0);
+  await fh.sync();
+  await fh.close();
+  await fs.syncDir('/a');
+  await fs.link('/a/tmp', '/a/b/m');
+  await assert.rejects(fs.link('/a/tmp', '/a/b/m'), { code: 'EEXIST' });
+  // Not yet durable: the new name's folder was not synced.
+  assert.equal(fs.crash().durableContents('/a/b/m'), undefined);
+
+  const fs2 = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  await fs2.mkdir('/a/b', { recursive: true });
+  await fs2.syncDir('/');
+  await fs2.syncDir('/a');
+  const h2 = await fs2.open('/a/tmp', 'createExclusive');
+  await h2.write([new TextEncoder().encode('marker')], 0);
+  await h2.sync();
+  await h2.close();
+  await fs2.link('/a/tmp', '/a/b/m');
+  await fs2.syncDir('/a/b');
+  await fs2.unlink('/a/tmp');
+  const after = fs2.crash();
+  assert.equal(new TextDecoder().decode(await after.readFile('/a/b/m')), 'marker');
+  await assert.rejects(after.rmdir('/a/b'), { code: 'ENOTEMPTY' });
+  await after.unlink('/a/b/m');
+  await after.rmdir('/a/b');
+  // tmp's name was never synced into /a: only b survived the cut, and it is gone now.
+  assert.deepEqual(await after.readdir('/a'), []);
 });

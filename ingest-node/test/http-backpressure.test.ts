@@ -132,6 +132,21 @@ void describe('backpressure', () => {
     assert.equal(codeOf(await ingest(t.url, '{"a":1}\n')), 'LF_WAL_UNAVAILABLE');
   });
 
+  void it('a seal the state file cannot record makes the node not ready until a state write lands', async () => {
+    t = await startTestServer();
+    const stats = t.wal.stats.bind(t.wal);
+    let unrecorded = true;
+    t.wal.stats = () => ({ ...stats(), sealsUnrecorded: unrecorded }) as ReturnType<typeof stats>;
+    assert.deepEqual(await readyz(t.url), {
+      status: 503,
+      body: { ready: false, reasons: ['wal_state_failing'] },
+    });
+    assert.equal(codeOf(await ingest(t.url, '{"a":1}\n')), 'LF_WAL_UNAVAILABLE');
+    unrecorded = false;
+    assert.deepEqual(await readyz(t.url), { status: 200, body: { ready: true, reasons: [] } });
+    assert.equal((await ingest(t.url, '{"a":1}\n')).status, 202);
+  });
+
   void it('draining: 503 LF_DRAINING and /readyz false; /healthz stays true', async () => {
     t = await startTestServer();
     t.server.beginDrain();

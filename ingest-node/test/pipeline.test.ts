@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
@@ -197,6 +197,7 @@ void describe('delivery pipeline (local store)', () => {
     // The "crash": the local mark after the marker never happens.
     const crashing = { ...w, markDelivered: () => Promise.reject(new Error('power cut')) } as unknown as Wal;
     crashing.sealedSegments = () => w.sealedSegments();
+    crashing.deliveredSegments = () => w.deliveredSegments();
     crashing.onSealed = (l) => w.onSealed(l);
     crashing.segment = (id) => w.segment(id);
     crashing.segmentPath = (id) => w.segmentPath(id);
@@ -389,6 +390,39 @@ void describe('delivery pipeline (local store)', () => {
     const p2 = await pipeline(w, { retention: { segments: 5, bytes: one } });
     await waitUntil(() => w.sealedSegments().length === 1);
     await p2.stop();
+  });
+
+  // Issue 14: stale uploads were aborted only at start; a node that runs for
+  // months kept paying for the parts of every upload a crash left behind.
+  void test('stale uploads are swept periodically, not only at start', async () => {
+    const w = await wal();
+    let sweeps = 0;
+    let sweptTwice!: () => void;
+    const twice = new Promise<void>((r) => (sweptTwice = r));
+    const counting: ObjectStore = {
+      ...hooked(store, () => {}),
+      abortStaleMultipartUploads: async (p, olderThanMs) => {
+        const n = await store.abortStaleMultipartUploads(p, olderThanMs);
+        if (p.endsWith('dlq/') && ++sweeps === 2) sweptTwice();
+        return n;
+      },
+    };
+    await pipeline(w, { store: counting, staleUploadAgeMs: 60_000, staleUploadCheckIntervalMs: 20 });
+    // A temp file a crashed upload left behind, two days old, appears after the sweep at start.
+    const tmpDir = path.join(root, 'bucket', '.landfall', 'tmp');
+    await mkdir(tmpDir, { recursive: true });
+    const stale = path.join(tmpDir, 'crashed-upload');
+    await writeFile(stale, 'parts');
+    const old = new Date(Date.now() - 2 * 24 * 3600_000);
+    await utimes(stale, old, old);
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<'limit'>((r) => (timer = setTimeout(() => r('limit'), 20_000)));
+    const outcome = await Promise.race([twice.then(() => 'swept' as const), limit]);
+    clearTimeout(timer);
+    assert.equal(outcome, 'swept', 'no second sweep after the one at start');
+    // The periodic sweep (one at a time) removed it.
+    while (existsSync(stale)) await new Promise((r) => setTimeout(r, 5));
+    assert.ok(!existsSync(stale));
   });
 
   void test('stop() abandons a stuck upload safely; the next start delivers it', async () => {

@@ -12,6 +12,7 @@ import { startMinio, type MinioServer } from '../../test/harness/index.ts';
 import { StoreError } from '../src/store/errors.ts';
 import { sha256Hex } from '../src/store/hashing.ts';
 import { LocalFolderObjectStore } from '../src/store/local.ts';
+import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
 import { createS3Client, S3ObjectStore } from '../src/store/s3.ts';
 import type { ObjectStore } from '../src/store/types.ts';
 
@@ -243,6 +244,16 @@ contract('LocalFolderObjectStore', async () => {
     teardown: () => rm(root, { recursive: true, force: true }),
   };
 });
+
+// The same store through the FileSystem interface on the in-memory disk the
+// power-cut tests use: what they deliver into behaves like the real folder.
+contract('LocalFolderObjectStore on PowerCutFileSystem', async () => ({
+  store: new LocalFolderObjectStore({
+    root: '/data/bucket',
+    fs: new PowerCutFileSystem({ jitterTicksMax: 0 }),
+  }),
+  teardown: async () => {},
+}));
 
 let minio: MinioServer | undefined;
 contract('S3ObjectStore on MinIO', async () => {

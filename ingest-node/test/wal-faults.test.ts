@@ -12,7 +12,7 @@ import type { FsOp } from '../src/fs/types.ts';
 import { openWal } from '../src/wal/wal.ts';
 import { isWalError } from '../src/wal/errors.ts';
 import { RecordFormat, WalErrorCode, type Wal } from '../src/wal/types.ts';
-import { dec, enc, readWalDir, walOptions } from './wal-helpers.ts';
+import { dec, enc, readWalDir, tick, walOptions } from './wal-helpers.ts';
 
 const SEGMENT = /\.wal$/;
 
@@ -205,5 +205,86 @@ void test('a failing state write is retried and the seal is announced once it la
   const sealed = await sealing;
   assert.deepEqual(announced, [sealed!.id]);
   assert.equal(wal.stats().stateWriteFailuresTotal, 2);
+  await wal.close();
+});
+
+// Issue 14: ENOSPC for ~13 s made a seal's state write fail 8 times; the WAL
+// then gave up, the seal was never announced until a restart, and every later
+// segment's marker waited behind it, with nothing in readiness or stats.
+void test('a seal whose state write fails 8 times (ENOSPC ~13 s) is still announced, and readiness shows it meanwhile', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 15 }));
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  const timers = opts.timers as unknown as { runDue(): number };
+  const clock = opts.clock as unknown as { advance(ms: number): void };
+  await wal.append([enc('a')], RecordFormat.ndjson);
+  const announced: bigint[] = [];
+  wal.onSealed((s) => announced.push(s.id));
+  const stopFailing = fs.inject({
+    op: 'rename',
+    path: /state\.json\.tmp$/,
+    fault: 'ENOSPC',
+    times: Infinity,
+  });
+  const sealing = wal.seal();
+  // ~13 s of a full volume: at least 8 failed attempts (100 ms, doubling).
+  for (let ms = 0; ms < 13_500; ms += 100) {
+    clock.advance(100);
+    timers.runDue();
+    for (let i = 0; i < 20; i++) await tick();
+  }
+  assert.ok(wal.stats().stateWriteFailuresTotal >= 8, `${wal.stats().stateWriteFailuresTotal} failures`);
+  assert.deepEqual(announced, []);
+  const during = wal.stats();
+  assert.equal(during.unannouncedSegments, 1);
+  assert.equal(during.sealsUnrecorded, true);
+  assert.match(during.stateLastError?.message ?? '', /ENOSPC/);
+  // The volume has room again: the seal's own retry (capped backoff) records and announces it.
+  stopFailing();
+  for (let ms = 0; ms < 60_000 && announced.length === 0; ms += 1000) {
+    clock.advance(1000);
+    timers.runDue();
+    for (let i = 0; i < 20; i++) await tick();
+  }
+  const sealed = await sealing;
+  assert.deepEqual(announced, [sealed!.id]);
+  const after = wal.stats();
+  assert.equal(after.unannouncedSegments, 0);
+  assert.equal(after.sealsUnrecorded, false);
+  assert.equal(after.stateLastError, null);
+  await wal.close();
+});
+
+void test('any later state write announces a seal still waiting for its own retry, once', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 16 }));
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  const timers = opts.timers as unknown as { runDue(): number; pending: Map<number, unknown> };
+  const clock = opts.clock as unknown as { advance(ms: number): void };
+  await wal.append([enc('a')], RecordFormat.ndjson);
+  const announced: bigint[] = [];
+  wal.onSealed((s) => announced.push(s.id));
+  fs.inject({ op: 'rename', path: /state\.json\.tmp$/, fault: 'ENOSPC', times: 8 });
+  const first = wal.seal();
+  // Burn the 8 failures (the last at 11.3 s); the next retry (16.3 s) is not yet due.
+  for (let ms = 0; ms < 12_800; ms += 100) {
+    clock.advance(100);
+    timers.runDue();
+    for (let i = 0; i < 20; i++) await tick();
+  }
+  assert.equal(wal.stats().stateWriteFailuresTotal, 8);
+  assert.deepEqual(announced, []);
+  // The next seal's state write lands and carries the first seal's entry too.
+  await wal.append([enc('b')], RecordFormat.ndjson);
+  const second = await wal.seal();
+  assert.deepEqual(announced, [1n, second!.id]);
+  // The first seal's pending retry finds it announced and stops: no second announcement.
+  for (let i = 0; i < 5; i++) {
+    clock.advance(30_000);
+    timers.runDue();
+    for (let j = 0; j < 20; j++) await tick();
+  }
+  assert.equal((await first)!.id, 1n);
+  assert.deepEqual(announced, [1n, second!.id]);
   await wal.close();
 });

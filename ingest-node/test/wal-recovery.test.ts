@@ -302,3 +302,62 @@ void test('recovery: state entries whose files are gone', async () => {
   assert.equal(wal.stats().openSegmentId, 3n, 'segment ids are never reused');
   await wal.close();
 });
+
+// Issue 14: on a disk without atomic page writes, writing a new group
+// rewrites the page that holds the end of the previous, acknowledged group;
+// a torn page then damages acknowledged bytes, which recovery cannot tell from
+// an unacknowledged torn tail. It used to cut them without a copy.
+void test('recovery: a torn page at a group boundary is copied to quarantine/ before truncation', async () => {
+  const PAGE = 64;
+  // The page that straddles the start of the last group: its first half holds
+  // the old (acknowledged) bytes garbled, its second half the new group.
+  const boundary = seg.groupStarts[2]!;
+  const pageStart = Math.floor(boundary / PAGE) * PAGE;
+  const torn = Buffer.from(seg.bytes);
+  for (let i = pageStart; i < Math.min(pageStart + PAGE, torn.length); i++)
+    torn[i] = (torn[i]! * 31 + 7) & 0xff;
+  const { fs, opts } = await dirWithSegment(torn);
+  const wal = await openWal(opts);
+  const [t] = wal.recovery.truncations;
+  assert.ok(t, 'the torn tail was truncated');
+  assert.ok(t.toBytes <= pageStart, `kept ${t.toBytes} bytes past the torn page at ${pageStart}`);
+  const name = '00000000000000000001.wal';
+  const copy = path.join(DIR, 'quarantine', `${name}.${t.toBytes}-${torn.length}.tail`);
+  assert.equal(t.copiedTo, copy);
+  // Byte for byte what was cut, and durable: it survives a power cut right after open.
+  assert.deepEqual(Buffer.from(fs.durableContents(copy) ?? []), torn.subarray(t.toBytes));
+  assert.equal((await fs.stat(path.join(DIR, name))).size, t.toBytes);
+  const rebooted = fs.crash();
+  assert.deepEqual(Buffer.from(await rebooted.readFile(copy)), torn.subarray(t.toBytes));
+  await wal.close().catch(() => {});
+});
+
+void test('recovery: an all-zero tail is truncated without a copy (it holds nothing)', async () => {
+  const { fs, opts } = await dirWithSegment(Buffer.concat([seg.bytes, Buffer.alloc(8192)]));
+  const wal = await openWal(opts);
+  assert.equal(wal.recovery.truncations.length, 1);
+  assert.equal(wal.recovery.truncations[0]!.copiedTo, undefined);
+  assert.ok(!(await fs.readdir(DIR)).includes('quarantine'));
+  await wal.close();
+});
+
+void test('recovery: an abandoned tail past a sealed length is copied before it is cut', async () => {
+  const fs = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  await wal.append([enc('kept')], RecordFormat.ndjson);
+  const sealed = (await wal.seal())!;
+  await wal.close();
+  const file = path.join(DIR, sealed.fileName);
+  const fh = await fs.open(file, 'readWrite');
+  await fh.write([enc('failed group bytes')], sealed.bytes);
+  await fh.datasync();
+  await fh.close();
+  const reopened = await openWal(opts);
+  const [t] = reopened.recovery.truncations;
+  assert.equal(t?.tail, 'abandoned');
+  assert.ok(t.copiedTo !== undefined);
+  assert.equal(dec(await fs.readFile(t.copiedTo)), 'failed group bytes');
+  assert.equal((await fs.stat(file)).size, sealed.bytes);
+  await reopened.close();
+});

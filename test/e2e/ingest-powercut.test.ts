@@ -91,6 +91,8 @@ interface Outcome {
   readonly acked: number;
   readonly unknown: number;
   readonly quarantined: number;
+  /** Torn tails recovery copied to quarantine/ before cutting them (not quarantined segments). */
+  readonly tailCopies: number;
   readonly unreadable: readonly string[];
   /** The rebooted node's first request: its 202's firstSeq, or why it failed. */
   readonly after: { readonly firstSeq: bigint } | { readonly error: string };
@@ -174,6 +176,7 @@ async function iteration(seed: number, variant: 'correct' | 'no-datasync'): Prom
       acked: c.acked,
       unknown: c.unknown,
       quarantined: durableWal(fresh.wal).recovery.quarantined.length + contents.quarantined.length,
+      tailCopies: contents.tailCopies.length,
       unreadable: contents.unreadable,
       after,
     };
@@ -191,6 +194,7 @@ void test(
     let unknown = 0;
     let unknownWhole = 0;
     let tornRuns = 0;
+    let tailCopies = 0;
     for (let s = 0; s < ITERATIONS; s++) {
       const seed = SEED_BASE + s;
       const o = await iteration(seed, 'correct');
@@ -203,11 +207,12 @@ void test(
       unknown += o.unknown;
       unknownWhole += o.verdict.unknownPresent;
       if (o.torn) tornRuns++;
+      tailCopies += o.tailCopies;
     }
     t.diagnostic(
       `seeds ${SEED_BASE}..${SEED_BASE + ITERATIONS - 1}: ${acked} acknowledged requests survived; ` +
         `${unknown} cut off unanswered (${unknownWhole} of them whole in the WAL, the rest absent); ` +
-        `${tornRuns} runs with torn tails`,
+        `${tornRuns} runs with torn tails, ${tailCopies} non-zero tails copied to quarantine/ before truncation`,
     );
     // The runs must exercise acknowledgements and requests cut off mid-flight.
     assert.ok(acked >= ITERATIONS * 20, `only ${acked} acknowledged requests in ${ITERATIONS} runs`);

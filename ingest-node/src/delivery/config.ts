@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../clock.ts';
 import type { CredentialsConfig } from '../credentials.ts';
+import type { FileSystem } from '../fs/types.ts';
 import type { Logger } from '../log.ts';
 import { openObjectStore, type ObjectStoreConfig } from '../store/index.ts';
 import type { Wal } from '../wal/types.ts';
@@ -70,6 +71,8 @@ export interface StartDeliveryOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly registry?: Registry;
+  /** The WAL's filesystem: scratch files and a local-folder target go through it. Default: the real disk. */
+  readonly fs?: FileSystem;
 }
 
 export interface RunningDelivery {
@@ -97,7 +100,11 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
       'outputs.rawParquet is set but this node has no Parquet producer yet; delivering segments only',
     );
   producers.push(...(o.producers ?? []));
-  const opened = openObjectStore(storeCfg, { clock: o.clock, logger: o.log });
+  const opened = openObjectStore(storeCfg, {
+    clock: o.clock,
+    logger: o.log,
+    ...(o.fs !== undefined ? { fs: o.fs } : {}),
+  });
   const retainSegments = d.retainDeliveredSegments ?? 0;
   const retainBytes = d.retainDeliveredBytes ?? 0;
   const options: PipelineOptions = {
@@ -110,12 +117,16 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
     producers,
     clock: o.clock,
     log: o.log,
+    ...(o.fs !== undefined ? { fs: o.fs } : {}),
     ...(o.registry !== undefined ? { registry: o.registry } : {}),
     ...(d.segmentsInFlightMax !== undefined ? { segmentsInFlightMax: d.segmentsInFlightMax } : {}),
     ...(d.segmentsAheadMax !== undefined ? { segmentsAheadMax: d.segmentsAheadMax } : {}),
     ...(d.uploadsInFlightMax !== undefined ? { uploadsInFlightMax: d.uploadsInFlightMax } : {}),
     ...(d.segmentRetryDelayMsMax !== undefined ? { segmentRetryDelayMsMax: d.segmentRetryDelayMsMax } : {}),
     ...(d.staleUploadAgeMs !== undefined ? { staleUploadAgeMs: d.staleUploadAgeMs } : {}),
+    ...(d.staleUploadCheckIntervalMs !== undefined
+      ? { staleUploadCheckIntervalMs: d.staleUploadCheckIntervalMs }
+      : {}),
     retry: {
       attemptsMax: d.retryAttemptsMax ?? defaultRetryPolicy.attemptsMax,
       retryDelayMsBase: Math.min(defaultRetryPolicy.retryDelayMsBase, d.retryDelayMsMax ?? Infinity),
@@ -201,6 +212,7 @@ export async function startConfiguredDelivery(
     registry?: Registry;
     /** Producers after the segment archive (the node's Parquet outputs). */
     producers?: readonly ArtifactProducer[];
+    fs?: FileSystem;
   },
 ): Promise<RunningDelivery | undefined> {
   if (config.s3.bucket === undefined && config.s3.localDir === undefined) {
@@ -222,6 +234,7 @@ export async function startConfiguredDelivery(
     ...(deps.producers !== undefined ? { producers: deps.producers } : {}),
     clock: deps.clock,
     log: deps.log,
+    ...(deps.fs !== undefined ? { fs: deps.fs } : {}),
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
   });
 }

@@ -29,10 +29,12 @@
 // since a lost answer may have hidden a successful write. Nothing here ever
 // blocks the WAL's append path: during an S3 outage the WAL keeps accepting
 // until its retained-bytes watermark, which the HTTP layer enforces.
-import { mkdir, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { systemClock, type Clock } from '../clock.ts';
+import { NodeFileSystem } from '../fs/node.ts';
+import { removeTree } from '../fs/streams.ts';
+import type { FileSystem } from '../fs/types.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { isRetryable } from '../store/errors.ts';
 import type { ObjectStore } from '../store/types.ts';
@@ -64,6 +66,7 @@ import {
   segmentsAheadMaxDefault,
   segmentsInFlightMaxDefault,
   staleUploadAgeMsDefault,
+  staleUploadCheckIntervalMsDefault,
   uploadsInFlightMaxDefault,
 } from './settings.ts';
 import { uploadFile } from './upload.ts';
@@ -73,6 +76,7 @@ export type PipelineWal = Pick<
   Wal,
   | 'onSealed'
   | 'sealedSegments'
+  | 'deliveredSegments'
   | 'segment'
   | 'segmentPath'
   | 'updateProgress'
@@ -101,6 +105,11 @@ export interface PipelineOptions {
    * at start.
    */
   readonly scratchDir: string;
+  /**
+   * The WAL's filesystem: segments are read, scratch files written and
+   * produced files uploaded through it. Default: the real disk.
+   */
+  readonly fs?: FileSystem;
   /** What each segment becomes. Default: the `.wal.zst` archive only. */
   readonly producers?: readonly ArtifactProducer[];
   /** Segments being read, compressed or uploaded at once. Default 2. */
@@ -124,6 +133,12 @@ export interface PipelineOptions {
    * 0 turns it off. Default 24 h.
    */
   readonly staleUploadAgeMs?: number;
+  /**
+   * The stale-upload sweep runs again this often after the one at start (a
+   * node that runs for months would otherwise clean only at its last start).
+   * One sweep at a time. 0: only at start. Default 1 h.
+   */
+  readonly staleUploadCheckIntervalMs?: number;
   readonly recordBytesMax?: number;
   readonly clock?: Clock;
   readonly log?: Logger;
@@ -199,6 +214,7 @@ export {
   segmentsAheadMaxDefault,
   segmentsInFlightMaxDefault,
   staleUploadAgeMsDefault,
+  staleUploadCheckIntervalMsDefault,
   uploadsInFlightMaxDefault,
 };
 /** How far below a segment id the ordering check looks for a seal the WAL has not announced yet. */
@@ -355,6 +371,7 @@ class DeliveryPipeline implements Pipeline {
   readonly #store: ObjectStore;
   readonly #prefix: string;
   readonly #producers: readonly ArtifactProducer[];
+  readonly #fs: FileSystem;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #random: () => number;
@@ -374,6 +391,8 @@ class DeliveryPipeline implements Pipeline {
   #unsubscribe: (() => void) | undefined;
   #pumpTimer: NodeJS.Timeout | undefined;
   #turnTimer: NodeJS.Timeout | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweep: Promise<void> | undefined;
   #stopping: Promise<void> | undefined;
   #retention: Promise<void> | undefined;
   #retentionAgain = false;
@@ -406,6 +425,7 @@ class DeliveryPipeline implements Pipeline {
       throw new RangeError('the delivery pipeline needs at least one producer');
     const kinds = new Set(this.#producers.map((p) => p.kind));
     if (kinds.size !== this.#producers.length) throw new RangeError('producer kinds must be unique');
+    this.#fs = o.fs ?? new NodeFileSystem();
     this.#clock = o.clock ?? systemClock;
     this.#log = o.log ?? silentLogger;
     this.#random = o.random ?? Math.random;
@@ -429,9 +449,9 @@ class DeliveryPipeline implements Pipeline {
 
   async start(): Promise<void> {
     // Leftovers of a crashed attempt: producers start from an empty folder.
-    await mkdir(this.#o.scratchDir, { recursive: true });
-    for (const name of await readdir(this.#o.scratchDir))
-      await rm(path.join(this.#o.scratchDir, name), { recursive: true, force: true });
+    await this.#fs.mkdir(this.#o.scratchDir, { recursive: true });
+    for (const name of await this.#fs.readdir(this.#o.scratchDir))
+      await removeTree(this.#fs, path.join(this.#o.scratchDir, name));
     // sealedSegments() and onSealed() in the same tick: no seal is missed or seen twice.
     const existing = this.#wal.sealedSegments();
     this.#unsubscribe = this.#wal.onSealed((s) => {
@@ -451,9 +471,19 @@ class DeliveryPipeline implements Pipeline {
     );
     const staleAgeMs = this.#o.staleUploadAgeMs ?? staleUploadAgeMsDefault;
     this.#background = Promise.all([
-      staleAgeMs > 0 ? this.#abortStaleUploads(staleAgeMs) : Promise.resolve(),
+      staleAgeMs > 0 ? this.#sweepStaleUploads(staleAgeMs) : Promise.resolve(),
       this.#applyRetention(),
     ]).then(() => undefined);
+    const sweepEveryMs = checkBound(
+      'staleUploadCheckIntervalMs',
+      this.#o.staleUploadCheckIntervalMs ?? staleUploadCheckIntervalMsDefault,
+      0,
+      7 * 24 * 3600_000,
+    );
+    if (staleAgeMs > 0 && sweepEveryMs > 0) {
+      this.#sweepTimer = setInterval(() => void this.#sweepStaleUploads(staleAgeMs), sweepEveryMs);
+      this.#sweepTimer.unref();
+    }
     this.#pump();
   }
 
@@ -682,8 +712,8 @@ class DeliveryPipeline implements Pipeline {
         if (progress.artifacts[producer.kind] !== undefined) continue;
         this.#checkStopping();
         const dir = path.join(jobRoot, producer.kind);
-        await rm(dir, { recursive: true, force: true });
-        await mkdir(dir, { recursive: true });
+        await removeTree(this.#fs, dir);
+        await this.#fs.mkdir(dir, { recursive: true });
         const produced = await producer.produce(this.#job(seg, ref, dir));
         this.#emit('produced', entry, producer.kind);
         const artifacts = await Promise.all(produced.files.map((f) => this.#upload(f)));
@@ -692,7 +722,7 @@ class DeliveryPipeline implements Pipeline {
         if (produced.segment !== undefined) progress.segment = { ...produced.segment };
         this.#checkAborted();
         await this.#wal.updateProgress(seg.id, { [progressKey]: progressJson(progress) });
-        await rm(dir, { recursive: true, force: true });
+        await removeTree(this.#fs, dir);
         this.#emit('uploaded', entry, producer.kind);
       }
       if (progress.segment === undefined) {
@@ -700,7 +730,7 @@ class DeliveryPipeline implements Pipeline {
         progress.segment = await hashSegment(this.#job(seg, ref, jobRoot));
       }
     } finally {
-      await rm(jobRoot, { recursive: true, force: true });
+      await removeTree(this.#fs, jobRoot);
     }
     const segmentSum = progress.segment;
     // (d) The marker, in order. Waiting holds no slot: the segment everything
@@ -766,9 +796,10 @@ class DeliveryPipeline implements Pipeline {
       ref,
       prefix: this.#prefix,
       scratchDir: dir,
+      fs: this.#fs,
       signal: this.#abort.signal,
-      openSegment: () => openVerifiedSegment(file, seg, rbm),
-      records: () => segmentRecords(openVerifiedSegment(file, seg, rbm), rbm),
+      openSegment: () => openVerifiedSegment(file, seg, rbm, this.#fs),
+      records: () => segmentRecords(openVerifiedSegment(file, seg, rbm, this.#fs), rbm),
     };
   }
 
@@ -783,6 +814,7 @@ class DeliveryPipeline implements Pipeline {
         { path: f.path, bytes: f.bytes, sha256: f.sha256 },
         {
           contentType: f.contentType,
+          fs: this.#fs,
           retry: this.#retry,
           retryDeps: {
             signal: this.#abort.signal,
@@ -863,7 +895,17 @@ class DeliveryPipeline implements Pipeline {
 
   #checkTurns(): void {
     for (const w of [...this.#turnWaiters]) {
-      if (this.#blocker(w.entry) !== undefined) continue;
+      const blocker = this.#blocker(w.entry);
+      if (blocker !== undefined) {
+        // Not our failure, but what holds delivery back: status and lastError say so.
+        if (blocker.startsWith('unannounced'))
+          this.#lastError = {
+            segmentId: formatSegmentId(w.entry.id),
+            message: `commit marker waits for ${blocker}: its seal is not yet recorded in the WAL state file`,
+            atMs: this.#clock.nowMs(),
+          };
+        continue;
+      }
       this.#turnWaiters.delete(w);
       w.resolve();
     }
@@ -890,7 +932,8 @@ class DeliveryPipeline implements Pipeline {
     this.#retention = (async () => {
       do {
         this.#retentionAgain = false;
-        const delivered = this.#wal.sealedSegments().filter((s) => s.status === 'delivered');
+        // After every delivery: only the delivered few, never the whole backlog.
+        const delivered = this.#wal.deliveredSegments();
         let count = delivered.length;
         let bytes = delivered.reduce((n, s) => n + s.bytes, 0);
         for (const s of delivered) {
@@ -916,6 +959,15 @@ class DeliveryPipeline implements Pipeline {
     return this.#retention;
   }
 
+  /** One sweep at a time: a slow listing never piles up sweeps. */
+  #sweepStaleUploads(olderThanMs: number): Promise<void> {
+    if (this.#stopping !== undefined) return Promise.resolve();
+    this.#sweep ??= this.#abortStaleUploads(olderThanMs).finally(() => {
+      this.#sweep = undefined;
+    });
+    return this.#sweep;
+  }
+
   async #abortStaleUploads(olderThanMs: number): Promise<void> {
     for (const folder of keyFolders) {
       const prefix = this.#prefix === '' ? `${folder}/` : `${this.#prefix}/${folder}/`;
@@ -927,7 +979,7 @@ class DeliveryPipeline implements Pipeline {
         if (n > 0) this.#log.info({ prefix, aborted: n, olderThanMs }, 'aborted stale multipart uploads');
       } catch (err) {
         if (this.#abort.signal.aborted) return;
-        // Not fatal: a bucket lifecycle rule is the second line, and the next start tries again.
+        // Not fatal: the next sweep tries again, and a bucket lifecycle rule is the second line.
         this.#log.warn({ err, prefix }, 'could not abort stale multipart uploads');
       }
     }
@@ -954,13 +1006,14 @@ class DeliveryPipeline implements Pipeline {
       this.#unsubscribe?.();
       clearTimeout(this.#pumpTimer);
       clearTimeout(this.#turnTimer);
+      clearInterval(this.#sweepTimer);
       // Waiting segments hold nothing but a place in line: they resume at the next start.
       for (const w of [...this.#turnWaiters]) {
         this.#turnWaiters.delete(w);
         w.reject(new StoppedError());
       }
       this.#checkIdle();
-      const settled = Promise.allSettled([...this.#running, this.#background, this.#retention]);
+      const settled = Promise.allSettled([...this.#running, this.#background, this.#retention, this.#sweep]);
       let timer: NodeJS.Timeout | undefined;
       const late = await Promise.race([
         settled.then(() => false),
@@ -976,7 +1029,9 @@ class DeliveryPipeline implements Pipeline {
       // A store call that ignores the abort must not hold shutdown: give up on
       // it (it can no longer touch the WAL, see #checkAborted).
       const abandoned = await Promise.race([
-        Promise.allSettled([...this.#running, this.#background, this.#retention]).then(() => false),
+        Promise.allSettled([...this.#running, this.#background, this.#retention, this.#sweep]).then(
+          () => false,
+        ),
         new Promise<boolean>((r) => {
           timer = setTimeout(() => r(true), graceMs);
         }),
@@ -1150,7 +1205,7 @@ class DeliveryPipeline implements Pipeline {
     );
     counter(
       'landfall_delivery_stale_uploads_aborted_total',
-      'Stale multipart uploads aborted at start.',
+      'Stale multipart uploads aborted (at start and every staleUploadCheckIntervalMs).',
       (s) => s.staleUploadsAbortedTotal,
     );
     this.#sealToCommit = new Histogram({

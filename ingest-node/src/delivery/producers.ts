@@ -9,7 +9,6 @@
 // Parquet (views/materialize.ts) become one more entry in the list: a
 // producer whose produce() feeds `job.records()` to materializeSegment and
 // returns its files with rawKey/viewKey/dlqKey keys and `views` spec hashes.
-import { createReadStream, createWriteStream } from 'node:fs';
 import path from 'node:path';
 import {
   pipeline as streamPipeline,
@@ -19,6 +18,9 @@ import {
   type TransformCallback,
 } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { NodeFileSystem } from '../fs/node.ts';
+import { fileReadStream, fileWriteStream } from '../fs/streams.ts';
+import type { FileSystem } from '../fs/types.ts';
 import { HashTap } from '../store/hashing.ts';
 import {
   FRAME_HEADER_BYTES,
@@ -48,6 +50,12 @@ export interface SegmentJob {
   readonly prefix: string;
   /** A fresh, empty folder for this producer's files; the pipeline removes it afterwards. */
   readonly scratchDir: string;
+  /**
+   * The filesystem the segment and scratchDir live on (the WAL's). Files a
+   * producer writes into scratchDir go through it, so the power-cut tests
+   * cover them; the pipeline reads every ProducedFile through it too.
+   */
+  readonly fs: FileSystem;
   readonly signal: AbortSignal;
   /**
    * The exact sealed bytes (`segment.bytes` of them), checked as they stream:
@@ -218,9 +226,11 @@ export class SegmentVerifier extends Transform {
   }
 }
 
+const realDisk = new NodeFileSystem();
+
 /** Reads exactly `segment.bytes` of the file: a longer file's tail is not the segment's. */
-export function openSegmentFile(file: string, segment: SealedSegment): Readable {
-  return createReadStream(file, { start: 0, end: Math.max(0, segment.bytes - 1), highWaterMark: 1 << 20 });
+export function openSegmentFile(file: string, segment: SealedSegment, fs: FileSystem = realDisk): Readable {
+  return fileReadStream(fs, file, { start: 0, end: Math.max(0, segment.bytes - 1) });
 }
 
 /**
@@ -228,9 +238,14 @@ export function openSegmentFile(file: string, segment: SealedSegment): Readable 
  * of pipeline() forwards a read error (ENOENT, EIO) to the returned stream,
  * which pipe() would not.
  */
-export function openVerifiedSegment(file: string, segment: SealedSegment, recordBytesMax?: number): Readable {
+export function openVerifiedSegment(
+  file: string,
+  segment: SealedSegment,
+  recordBytesMax?: number,
+  fs: FileSystem = realDisk,
+): Readable {
   const verifier = new SegmentVerifier(segment, recordBytesMax !== undefined ? { recordBytesMax } : {});
-  return streamPipeline(openSegmentFile(file, segment), verifier, () => {});
+  return streamPipeline(openSegmentFile(file, segment, fs), verifier, () => {});
 }
 
 /** The records of a verified segment stream, in seq order. */
@@ -272,7 +287,7 @@ export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): Artifa
         inTap,
         createZstdCompressor({ level: opts.level ?? zstdLevel, inputBytes: job.segment.bytes }),
         outTap,
-        createWriteStream(file, { flags: 'wx' }),
+        fileWriteStream(job.fs, file),
         { signal: job.signal },
       );
       return {

@@ -13,6 +13,7 @@ export const segmentsAheadMaxDefault = 8;
 export const uploadsInFlightMaxDefault = 4;
 export const segmentRetryDelayMsMaxDefault = 60_000;
 export const staleUploadAgeMsDefault = 24 * 3600_000;
+export const staleUploadCheckIntervalMsDefault = 3600_000;
 /** retry.ts defaultRetryPolicy, repeated here so this file imports nothing at runtime. */
 const retryAttemptsMaxDefault = 8;
 const retryDelayMsMaxDefault = 20_000;
@@ -175,7 +176,14 @@ export const DeliverySchema = Type.Object(
       minimum: 0,
       default: staleUploadAgeMsDefault,
       description:
-        'At start, abort multipart uploads under the prefix older than this (a crash mid-upload leaves billed parts). 0 turns it off.',
+        'Abort multipart uploads under the prefix older than this (a crash mid-upload leaves billed parts), at start and every staleUploadCheckIntervalMs. 0 turns it off.',
+    }),
+    staleUploadCheckIntervalMs: Type.Integer({
+      minimum: 0,
+      maximum: 7 * 24 * 3600_000,
+      default: staleUploadCheckIntervalMsDefault,
+      description:
+        'How often the stale multipart upload sweep runs after the one at start (one sweep at a time). 0: only at start.',
     }),
     scratchDir: Type.Optional(
       Type.String({

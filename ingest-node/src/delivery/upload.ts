@@ -3,6 +3,8 @@
 // size and sha256 the caller computed when it wrote the file travel with
 // every attempt, so a retry can never publish different bytes.
 import { createReadStream } from 'node:fs';
+import { fileReadStream } from '../fs/streams.ts';
+import type { FileSystem } from '../fs/types.ts';
 import type { ObjectStore, PutResult } from '../store/types.ts';
 import type { ArtifactKind } from './keys.ts';
 import type { MarkerArtifact } from './marker.ts';
@@ -19,6 +21,8 @@ export interface UploadFileOptions {
   readonly metadata?: Readonly<Record<string, string>>;
   readonly retry?: RetryPolicy;
   readonly retryDeps?: RetryDeps;
+  /** The filesystem the file lives on; default the real disk. */
+  readonly fs?: FileSystem;
 }
 
 export async function uploadFile(
@@ -30,13 +34,17 @@ export async function uploadFile(
   const signal = opts.retryDeps?.signal;
   return withRetry(
     () =>
-      store.put(key, createReadStream(file.path), {
-        contentLength: file.bytes,
-        sha256: file.sha256,
-        ...(opts.contentType !== undefined ? { contentType: opts.contentType } : {}),
-        ...(opts.metadata !== undefined ? { metadata: opts.metadata } : {}),
-        ...(signal !== undefined ? { signal } : {}),
-      }),
+      store.put(
+        key,
+        opts.fs !== undefined ? fileReadStream(opts.fs, file.path) : createReadStream(file.path),
+        {
+          contentLength: file.bytes,
+          sha256: file.sha256,
+          ...(opts.contentType !== undefined ? { contentType: opts.contentType } : {}),
+          ...(opts.metadata !== undefined ? { metadata: opts.metadata } : {}),
+          ...(signal !== undefined ? { signal } : {}),
+        },
+      ),
     opts.retry ?? defaultRetryPolicy,
     opts.retryDeps ?? {},
   );

@@ -9,14 +9,21 @@ import { errorCode, fsError } from './types.ts';
  * over the target, fsync the directory (without that last step the rename
  * itself may be lost).
  */
-export async function writeFileAtomic(fs: FileSystem, target: string, bytes: Uint8Array): Promise<void> {
+export async function writeFileAtomic(
+  fs: FileSystem,
+  target: string,
+  bytes: Uint8Array | readonly Uint8Array[],
+): Promise<void> {
   const tmp = `${target}.tmp`;
+  // Pieces go out as one writev: the caller need not concatenate them on the event loop.
+  const parts = bytes instanceof Uint8Array ? [bytes] : bytes;
+  let total = 0;
+  for (const p of parts) total += p.byteLength;
   try {
     const fh = await fs.open(tmp, 'createTruncate');
     try {
-      const n = await fh.write([bytes], 0);
-      if (n !== bytes.byteLength)
-        throw fsError('EIO', 'write', tmp, `short write (${n} of ${bytes.byteLength} bytes)`);
+      const n = await fh.write(parts, 0);
+      if (n !== total) throw fsError('EIO', 'write', tmp, `short write (${n} of ${total} bytes)`);
       await fh.datasync();
     } finally {
       await fh.close();

@@ -52,6 +52,8 @@ export class FaultFileSystem implements FileSystem {
     readFile: 0,
     rename: 0,
     unlink: 0,
+    link: 0,
+    rmdir: 0,
     readdir: 0,
     mkdir: 0,
     syncDir: 0,
@@ -141,6 +143,12 @@ export class FaultFileSystem implements FileSystem {
   }
   unlink(path: string): Promise<void> {
     return this.#run('unlink', path, () => this.inner.unlink(path));
+  }
+  link(existingPath: string, newPath: string): Promise<void> {
+    return this.#run('link', newPath, () => this.inner.link(existingPath, newPath));
+  }
+  rmdir(path: string): Promise<void> {
+    return this.#run('rmdir', path, () => this.inner.rmdir(path));
   }
   readdir(path: string): Promise<string[]> {
     return this.#run('readdir', path, () => this.inner.readdir(path));

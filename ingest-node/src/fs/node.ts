@@ -53,7 +53,7 @@ class NodeFileHandle implements FileHandle {
 
   async stat(): Promise<FileStat> {
     const st = await this.#fh.stat();
-    return { size: st.size, isFile: st.isFile(), isDirectory: st.isDirectory() };
+    return { size: st.size, isFile: st.isFile(), isDirectory: st.isDirectory(), mtimeMs: st.mtimeMs };
   }
 
   close(): Promise<void> {
@@ -78,6 +78,14 @@ export class NodeFileSystem implements FileSystem {
     return fsp.unlink(path);
   }
 
+  link(existingPath: string, newPath: string): Promise<void> {
+    return fsp.link(existingPath, newPath);
+  }
+
+  rmdir(path: string): Promise<void> {
+    return fsp.rmdir(path);
+  }
+
   readdir(path: string): Promise<string[]> {
     return fsp.readdir(path);
   }
@@ -99,7 +107,7 @@ export class NodeFileSystem implements FileSystem {
 
   async stat(path: string): Promise<FileStat> {
     const st = await fsp.stat(path);
-    return { size: st.size, isFile: st.isFile(), isDirectory: st.isDirectory() };
+    return { size: st.size, isFile: st.isFile(), isDirectory: st.isDirectory(), mtimeMs: st.mtimeMs };
   }
 
   async statfs(path: string): Promise<{ readonly freeBytes: number }> {

@@ -36,6 +36,7 @@ interface FileNode {
   readonly kind: 'file';
   data: Uint8Array;
   size: number;
+  mtimeMs: number;
   /** Contents as of the last completed datasync/sync. */
   durable: Uint8Array;
 }
@@ -141,7 +142,7 @@ export class PowerCutFileSystem implements FileSystem {
       bytes = out;
     }
     const data = bytes.slice();
-    return { kind: 'file', data, size: data.length, durable: data.slice() };
+    return { kind: 'file', data, size: data.length, mtimeMs: file.mtimeMs, durable: data.slice() };
   }
 
   // ---- internals ------------------------------------------------------------
@@ -229,6 +230,7 @@ export class PowerCutFileSystem implements FileSystem {
       at += b.byteLength;
     }
     file.size = Math.max(file.size, end);
+    file.mtimeMs = Date.now();
     return total;
   }
 
@@ -240,7 +242,13 @@ export class PowerCutFileSystem implements FileSystem {
     let file: FileNode;
     if (node === undefined) {
       if (mode === 'read' || mode === 'readWrite') throw fsError('ENOENT', 'open', p);
-      file = { kind: 'file', data: new Uint8Array(0), size: 0, durable: new Uint8Array(0) };
+      file = {
+        kind: 'file',
+        data: new Uint8Array(0),
+        size: 0,
+        mtimeMs: Date.now(),
+        durable: new Uint8Array(0),
+      };
       parent.entries.set(name, file);
     } else {
       if (mode === 'createExclusive') throw fsError('EEXIST', 'open', p);
@@ -272,6 +280,23 @@ export class PowerCutFileSystem implements FileSystem {
     const { parent, name, node } = this.#lookup(p, 'unlink');
     if (node === undefined) throw fsError('ENOENT', 'unlink', p);
     if (node.kind === 'dir') throw fsError('EISDIR', 'unlink', p);
+    parent.entries.delete(name);
+  }
+
+  async link(existing: string, p: string): Promise<void> {
+    await this.#begin('link', p);
+    const src = this.#file(existing, 'link');
+    const dst = this.#lookup(p, 'link');
+    if (dst.node !== undefined) throw fsError('EEXIST', 'link', p);
+    dst.parent.entries.set(dst.name, src);
+  }
+
+  async rmdir(p: string): Promise<void> {
+    await this.#begin('rmdir', p);
+    const { parent, name, node } = this.#lookup(p, 'rmdir');
+    if (node === undefined) throw fsError('ENOENT', 'rmdir', p);
+    if (node.kind !== 'dir') throw fsError('ENOTDIR', 'rmdir', p);
+    if (node.entries.size > 0) throw fsError('ENOTEMPTY', 'rmdir', p);
     parent.entries.delete(name);
   }
 
@@ -316,8 +341,8 @@ export class PowerCutFileSystem implements FileSystem {
     const { node } = this.#lookup(p, 'stat');
     if (node === undefined) throw fsError('ENOENT', 'stat', p);
     return node.kind === 'dir'
-      ? { size: 4096, isFile: false, isDirectory: true }
-      : { size: node.size, isFile: true, isDirectory: false };
+      ? { size: 4096, isFile: false, isDirectory: true, mtimeMs: 0 }
+      : { size: node.size, isFile: true, isDirectory: false, mtimeMs: node.mtimeMs };
   }
 
   async statfs(p: string): Promise<{ readonly freeBytes: number }> {
@@ -387,11 +412,12 @@ class PowerCutFileHandle implements FileHandle {
     if (length > this.#file.size)
       this.#fs.writeAt(this.#file, this.path, [new Uint8Array(length - this.#file.size)], this.#file.size);
     this.#file.size = length;
+    this.#file.mtimeMs = Date.now();
   }
 
   async stat(): Promise<FileStat> {
     await this.#op('fstat');
-    return { size: this.#file.size, isFile: true, isDirectory: false };
+    return { size: this.#file.size, isFile: true, isDirectory: false, mtimeMs: this.#file.mtimeMs };
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
-// The slice of a filesystem the WAL and its state file need, and nothing more.
-// Keeping it this small is what lets the same WAL run on the real disk
+// The slice of a filesystem the WAL, its state file, the delivery pipeline's
+// scratch files and the local-folder object store need, and nothing more.
+// Keeping it this small is what lets the same code run on the real disk
 // (NodeFileSystem), under injected faults (FaultFileSystem) and through
 // simulated power cuts (PowerCutFileSystem), so durability is tested, not hoped.
 //
@@ -19,6 +20,8 @@ export interface FileStat {
   readonly size: number;
   readonly isFile: boolean;
   readonly isDirectory: boolean;
+  /** Last modification (the local store's lastModified and its stale temp-file sweep). */
+  readonly mtimeMs: number;
 }
 
 export interface FileHandle {
@@ -48,6 +51,14 @@ export interface FileSystem {
   rename(from: string, to: string): Promise<void>;
   /** Durable only after syncDir of the parent. */
   unlink(path: string): Promise<void>;
+  /**
+   * A second name for an existing file (link(2)); fails with EEXIST when
+   * `newPath` exists, never replacing it: the local store's create-if-absent.
+   * Durable only after syncDir of the new name's parent.
+   */
+  link(existingPath: string, newPath: string): Promise<void>;
+  /** Removes an empty directory. Durable only after syncDir of the parent. */
+  rmdir(path: string): Promise<void>;
   /** Entry names (not paths), in no particular order. */
   readdir(path: string): Promise<string[]>;
   /** Like `mkdir -p` when recursive; the new entries are durable only after syncDir of each parent. */
@@ -65,6 +76,8 @@ export type FsOp =
   | 'readFile'
   | 'rename'
   | 'unlink'
+  | 'link'
+  | 'rmdir'
   | 'readdir'
   | 'mkdir'
   | 'syncDir'

@@ -18,7 +18,7 @@ import type { Logger } from '../log.ts';
 import { silentLogger } from '../log.ts';
 import type { NodeConfig } from '../config/schema.ts';
 import { VERSION } from '../config/version.ts';
-import type { WriteAheadLog, WalStats } from '../wal/types.ts';
+import type { DurableWalStats, WriteAheadLog, WalStats } from '../wal/types.ts';
 import { RecordFormat, WalErrorCode } from '../wal/types.ts';
 import { Backpressure, statfsProbe } from '../backpressure.ts';
 import type { DiskSpaceProbe } from '../backpressure.ts';
@@ -149,6 +149,13 @@ function walStatsJson(s: WalStats): Record<string, unknown> {
     nextSeq: String(s.nextSeq),
     appendsTotal: s.appendsTotal,
     syncsTotal: s.syncsTotal,
+    // The durable WAL's view of its state file: a seal it could not record holds delivery back.
+    ...('unannouncedSegments' in s
+      ? {
+          unannouncedSegments: (s as DurableWalStats).unannouncedSegments,
+          stateLastError: (s as DurableWalStats).stateLastError,
+        }
+      : {}),
   };
 }
 

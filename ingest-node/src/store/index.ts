@@ -4,6 +4,7 @@
 import type { S3Client } from '@aws-sdk/client-s3';
 import type { Clock } from '../clock.ts';
 import { createCredentialsProvider, type CredentialsConfig } from '../credentials.ts';
+import type { FileSystem } from '../fs/types.ts';
 import type { Logger } from '../log.ts';
 import { LocalFolderObjectStore } from './local.ts';
 import { createS3Client, S3ObjectStore } from './s3.ts';
@@ -34,11 +35,16 @@ export interface OpenedObjectStore {
 
 export function openObjectStore(
   cfg: ObjectStoreConfig,
-  deps: { clock?: Clock; logger?: Logger; s3Client?: S3Client } = {},
+  deps: { clock?: Clock; logger?: Logger; s3Client?: S3Client; fs?: FileSystem } = {},
 ): OpenedObjectStore {
   if (cfg.kind === 'local') {
     return {
-      store: new LocalFolderObjectStore({ root: cfg.root, ...(deps.clock ? { clock: deps.clock } : {}) }),
+      store: new LocalFolderObjectStore({
+        root: cfg.root,
+        ...(deps.clock ? { clock: deps.clock } : {}),
+        // The node's own filesystem (the WAL's): power-cut tests cover the folder too.
+        ...(deps.fs ? { fs: deps.fs } : {}),
+      }),
       close: () => {},
     };
   }

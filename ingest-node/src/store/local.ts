@@ -1,8 +1,11 @@
 // ObjectStore over a local folder standing in for the bucket: the embedded
 // default (`npm start` with no cloud) and what a single-box user points DuckDB
-// at. It keeps the same promises the S3 store does:
+// at. Every file access goes through the FileSystem interface (fs/types.ts),
+// the WAL's, so the power-cut tests cover delivery into it end to end. It
+// keeps the same promises the S3 store does:
 //   - a reader never sees a half-written object: write a temp file, fsync,
-//     rename into place, fsync the directory;
+//     rename into place, fsync the directory (and every directory created on
+//     the way, so a new key's folders survive a power cut too);
 //   - createIfAbsent is atomic: link(2) of a complete temp file fails with
 //     EEXIST when the key exists, exactly like a 412;
 //   - keys cannot escape the folder (`..`, `.`, empty segments are refused).
@@ -17,20 +20,13 @@
 // between the two a retried put (delivery is at-least-once) converges; head()
 // ignores a sidecar whose recorded size does not match the object.
 import { createHash, randomUUID } from 'node:crypto';
-import {
-  link,
-  mkdir,
-  open,
-  readdir,
-  readFile,
-  rename,
-  stat,
-  unlink,
-  type FileHandle,
-} from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { systemClock, type Clock } from '../clock.ts';
+import { mkdirDurable } from '../fs/durable.ts';
+import { NodeFileSystem } from '../fs/node.ts';
+import { fileReadStream } from '../fs/streams.ts';
+import type { FileHandle, FileSystem } from '../fs/types.ts';
 import { classifyError, StoreError } from './errors.ts';
 import { sha256HexPattern } from './hashing.ts';
 import { checkLimit, checkObjectKey, checkPutOptions, reservedKeyTop } from './validate.ts';
@@ -59,6 +55,8 @@ export interface LocalFolderObjectStoreOptions {
   /** The folder that stands in for the bucket; created on first write. */
   readonly root: string;
   readonly clock?: Clock;
+  /** Default: the real disk. Tests pass FaultFileSystem or PowerCutFileSystem. */
+  readonly fs?: FileSystem;
 }
 
 export class LocalFolderObjectStore implements ObjectStore {
@@ -67,8 +65,10 @@ export class LocalFolderObjectStore implements ObjectStore {
   readonly #tmpDir: string;
   readonly #metaDir: string;
   readonly #clock: Clock;
+  readonly #fs: FileSystem;
 
   constructor(opts: LocalFolderObjectStoreOptions) {
+    this.#fs = opts.fs ?? new NodeFileSystem();
     this.#root = path.resolve(opts.root);
     this.#tmpDir = path.join(this.#root, reservedKeyTop, 'tmp');
     this.#metaDir = path.join(this.#root, reservedKeyTop, 'meta');
@@ -85,15 +85,15 @@ export class LocalFolderObjectStore implements ObjectStore {
     try {
       metaTmp = await this.#writeSidecarTemp(written.sha256, written.bytes, opts, what);
       const metaFile = this.#metaPath(key);
-      await mkdirs(path.dirname(metaFile), path.dirname(file), what);
-      await rename(metaTmp, metaFile);
+      await this.#mkdirs(path.dirname(metaFile), path.dirname(file), what);
+      await this.#fs.rename(metaTmp, metaFile);
       metaTmp = undefined;
-      await rename(written.tmp, file);
-      await fsyncDir(path.dirname(metaFile));
-      await fsyncDir(path.dirname(file));
+      await this.#fs.rename(written.tmp, file);
+      await this.#fs.syncDir(path.dirname(metaFile));
+      await this.#fs.syncDir(path.dirname(file));
     } catch (err) {
-      await unlinkQuiet(written.tmp);
-      if (metaTmp !== undefined) await unlinkQuiet(metaTmp);
+      await this.#unlinkQuiet(written.tmp);
+      if (metaTmp !== undefined) await this.#unlinkQuiet(metaTmp);
       throw classifyFsError(err, what);
     }
     return { key, bytes: written.bytes, sha256: written.sha256, multipart: false };
@@ -112,24 +112,24 @@ export class LocalFolderObjectStore implements ObjectStore {
     try {
       metaTmp = await this.#writeSidecarTemp(written.sha256, written.bytes, opts, what);
       const metaFile = this.#metaPath(key);
-      await mkdirs(path.dirname(metaFile), path.dirname(file), what);
+      await this.#mkdirs(path.dirname(metaFile), path.dirname(file), what);
       try {
         // link(2) never replaces: the atomic "create only if absent".
-        await link(written.tmp, file);
+        await this.#fs.link(written.tmp, file);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EEXIST') return { created: false };
         throw err;
       }
-      await rename(metaTmp, metaFile);
+      await this.#fs.rename(metaTmp, metaFile);
       metaTmp = undefined;
-      await fsyncDir(path.dirname(file));
-      await fsyncDir(path.dirname(metaFile));
+      await this.#fs.syncDir(path.dirname(file));
+      await this.#fs.syncDir(path.dirname(metaFile));
       return { created: true };
     } catch (err) {
       throw classifyFsError(err, what);
     } finally {
-      await unlinkQuiet(written.tmp);
-      if (metaTmp !== undefined) await unlinkQuiet(metaTmp);
+      await this.#unlinkQuiet(written.tmp);
+      if (metaTmp !== undefined) await this.#unlinkQuiet(metaTmp);
     }
   }
 
@@ -138,12 +138,12 @@ export class LocalFolderObjectStore implements ObjectStore {
     const file = this.#objectPath(key);
     let st;
     try {
-      st = await stat(file);
+      st = await this.#fs.stat(file);
     } catch (err) {
       if (isMissing(err)) return null;
       throw classifyFsError(err, what);
     }
-    if (!st.isFile()) return null;
+    if (!st.isFile) return null;
     const side = await this.#readSidecar(key, st.size);
     return {
       key,
@@ -176,7 +176,7 @@ export class LocalFolderObjectStore implements ObjectStore {
     const bytesMax = opts.bytesMax ?? getBytesMaxDefault;
     let handle: FileHandle;
     try {
-      handle = await open(file, 'r');
+      handle = await this.#fs.open(file, 'read');
     } catch (err) {
       if (isMissing(err)) return null;
       throw classifyFsError(err, what);
@@ -185,10 +185,17 @@ export class LocalFolderObjectStore implements ObjectStore {
       // Stat the open handle, not the path: a concurrent put renames a new
       // file into place, and we must read the one we sized.
       const st = await handle.stat();
-      if (!st.isFile()) return null;
+      if (!st.isFile) return null;
       if (st.size > bytesMax)
         throw new StoreError('too_large', `${what}: ${st.size} bytes exceeds the bound of ${bytesMax}`);
-      return await handle.readFile();
+      const buf = Buffer.allocUnsafe(st.size);
+      let got = 0;
+      while (got < buf.length) {
+        const n = await handle.read(buf, got, buf.length - got, got);
+        if (n === 0) break;
+        got += n;
+      }
+      return got === buf.length ? buf : buf.subarray(0, got);
     } catch (err) {
       throw classifyFsError(err, what);
     } finally {
@@ -199,18 +206,13 @@ export class LocalFolderObjectStore implements ObjectStore {
   async getStream(key: string): Promise<Readable | null> {
     const what = `get ${this.description}/${key}`;
     const file = this.#objectPath(key);
-    let handle: FileHandle;
     try {
-      handle = await open(file, 'r');
-      if (!(await handle.stat()).isFile()) {
-        await handle.close();
-        return null;
-      }
+      if (!(await this.#fs.stat(file)).isFile) return null;
     } catch (err) {
       if (isMissing(err)) return null;
       throw classifyFsError(err, what);
     }
-    return handle.createReadStream({ autoClose: true });
+    return fileReadStream(this.#fs, file);
   }
 
   /** There are no multipart uploads here: removes temp files older than the bound instead. */
@@ -218,7 +220,7 @@ export class LocalFolderObjectStore implements ObjectStore {
     const cutoffMs = this.#clock.nowMs() - olderThanMs;
     let names: string[];
     try {
-      names = await readdir(this.#tmpDir);
+      names = await this.#fs.readdir(this.#tmpDir);
     } catch (err) {
       if (isMissing(err)) return 0;
       throw classifyFsError(err, `clean ${this.#tmpDir}`);
@@ -227,8 +229,8 @@ export class LocalFolderObjectStore implements ObjectStore {
     for (const name of names) {
       const file = path.join(this.#tmpDir, name);
       try {
-        if ((await stat(file)).mtimeMs < cutoffMs) {
-          await unlink(file);
+        if ((await this.#fs.stat(file)).mtimeMs < cutoffMs) {
+          await this.#fs.unlink(file);
           removed++;
         }
       } catch (err) {
@@ -236,6 +238,24 @@ export class LocalFolderObjectStore implements ObjectStore {
       }
     }
     return removed;
+  }
+
+  /** `mkdir -p` of both, each new directory made durable (fsync of its parent). */
+  async #mkdirs(a: string, b: string, what: string): Promise<void> {
+    try {
+      await mkdirDurable(this.#fs, a);
+      if (b !== a) await mkdirDurable(this.#fs, b);
+    } catch (err) {
+      throw classifyFsError(err, what);
+    }
+  }
+
+  async #unlinkQuiet(file: string): Promise<void> {
+    try {
+      await this.#fs.unlink(file);
+    } catch {
+      // already gone (renamed into place, or never created)
+    }
   }
 
   #objectPath(key: string): string {
@@ -253,23 +273,24 @@ export class LocalFolderObjectStore implements ObjectStore {
     opts: PutOptions,
     what: string,
   ): Promise<{ tmp: string; bytes: number; sha256: string }> {
-    await mkdirs(this.#tmpDir, this.#tmpDir, what);
+    await this.#mkdirs(this.#tmpDir, this.#tmpDir, what);
     const tmp = path.join(this.#tmpDir, randomUUID());
     const hash = createHash('sha256');
     let bytes = 0;
     let handle: FileHandle | undefined;
+    const append = async (buf: Uint8Array): Promise<void> => {
+      const n = await handle!.write([buf], bytes);
+      if (n !== buf.byteLength)
+        throw new StoreError('server', `${what}: short write (${n} of ${buf.byteLength} bytes)`);
+      hash.update(buf);
+      bytes += n;
+    };
     try {
-      handle = await open(tmp, 'wx', 0o644);
-      if (Buffer.isBuffer(body)) {
-        hash.update(body);
-        bytes = body.length;
-        await handle.writeFile(body);
-      } else {
+      handle = await this.#fs.open(tmp, 'createExclusive');
+      if (Buffer.isBuffer(body)) await append(body);
+      else {
         for await (const chunk of body) {
-          const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
-          hash.update(buf);
-          bytes += buf.length;
-          await handle.write(buf);
+          await append(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
           if (opts.signal?.aborted === true) throw new StoreError('network', `${what}: aborted`);
         }
       }
@@ -287,7 +308,7 @@ export class LocalFolderObjectStore implements ObjectStore {
       if (!Buffer.isBuffer(body)) body.destroy();
       await handle?.close().catch(() => {});
       handle = undefined;
-      await unlinkQuiet(tmp);
+      await this.#unlinkQuiet(tmp);
       throw classifyFsError(err, what);
     } finally {
       await handle?.close();
@@ -307,7 +328,9 @@ export class LocalFolderObjectStore implements ObjectStore {
 
   async #readSidecar(key: string, size: number): Promise<Sidecar | null> {
     try {
-      const side = JSON.parse(await readFile(this.#metaPath(key), 'utf8')) as Partial<Sidecar>;
+      const side = JSON.parse(
+        Buffer.from(await this.#fs.readFile(this.#metaPath(key))).toString('utf8'),
+      ) as Partial<Sidecar>;
       if (side.bytes !== size || typeof side.sha256 !== 'string' || !sha256HexPattern.test(side.sha256))
         return null;
       return { bytes: side.bytes, sha256: side.sha256, metadata: { ...side.metadata } };
@@ -327,19 +350,26 @@ export class LocalFolderObjectStore implements ObjectStore {
     prefix: Buffer,
     after: Buffer | undefined,
   ): AsyncGenerator<ListedObject> {
-    let entries;
+    let names;
     try {
-      entries = await readdir(dir, { withFileTypes: true });
+      names = await this.#fs.readdir(dir);
     } catch (err) {
       if (isMissing(err) || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw err;
     }
+    const entries: { name: string; isDir: boolean; bytes: number; mtimeMs: number }[] = [];
+    for (const name of names) {
+      if (keyPrefix === '' && name === reservedKeyTop) continue;
+      try {
+        const st = await this.#fs.stat(path.join(dir, name));
+        if (st.isDirectory || st.isFile)
+          entries.push({ name, isDir: st.isDirectory, bytes: st.size, mtimeMs: st.mtimeMs });
+      } catch (err) {
+        if (!isMissing(err)) throw err;
+      }
+    }
     const items = entries
-      .filter((e) => !(keyPrefix === '' && e.name === reservedKeyTop) && (e.isDirectory() || e.isFile()))
-      .map((e) => {
-        const sortKey = Buffer.from(`${keyPrefix}${e.name}${e.isDirectory() ? '/' : ''}`);
-        return { name: e.name, isDir: e.isDirectory(), sortKey };
-      })
+      .map((e) => ({ ...e, sortKey: Buffer.from(`${keyPrefix}${e.name}${e.isDir ? '/' : ''}`) }))
       .sort((a, b) => Buffer.compare(a.sortKey, b.sortKey));
     for (const item of items) {
       const k = item.sortKey;
@@ -352,14 +382,7 @@ export class LocalFolderObjectStore implements ObjectStore {
       } else {
         if (!startsWith(k, prefix)) continue;
         if (after !== undefined && Buffer.compare(k, after) <= 0) continue;
-        let st;
-        try {
-          st = await stat(path.join(dir, item.name));
-        } catch (err) {
-          if (isMissing(err)) continue;
-          throw err;
-        }
-        yield { key: k.toString(), bytes: st.size, lastModifiedMs: Math.floor(st.mtimeMs) };
+        yield { key: k.toString(), bytes: item.bytes, lastModifiedMs: Math.floor(item.mtimeMs) };
       }
     }
   }
@@ -372,33 +395,6 @@ function startsWith(buf: Buffer, prefix: Buffer): boolean {
 function isMissing(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR';
-}
-
-async function mkdirs(a: string, b: string, what: string): Promise<void> {
-  try {
-    await mkdir(a, { recursive: true });
-    if (b !== a) await mkdir(b, { recursive: true });
-  } catch (err) {
-    throw classifyFsError(err, what);
-  }
-}
-
-// A rename is durable only once the directory entry is: fsync the directory.
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function unlinkQuiet(file: string): Promise<void> {
-  try {
-    await unlink(file);
-  } catch {
-    // already gone (renamed into place, or never created)
-  }
 }
 
 const transientFsCodes = new Set(['ENOSPC', 'EIO', 'EMFILE', 'ENFILE', 'EAGAIN', 'EBUSY', 'EDQUOT']);

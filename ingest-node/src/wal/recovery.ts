@@ -52,7 +52,13 @@ interface Report {
   created: boolean;
   epochRotated: boolean;
   recoveredSegments: number;
-  truncations: { fileName: string; fromBytes: number; toBytes: number; tail: string }[];
+  truncations: {
+    fileName: string;
+    fromBytes: number;
+    toBytes: number;
+    tail: string;
+    copiedTo?: string;
+  }[];
   quarantined: { fileName: string; reason: string }[];
   removedEmpty: string[];
   missing: string[];
@@ -161,8 +167,20 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       } else if (size > known.bytes) {
         // Sealed at a write failure whose truncate failed: the tail is that
         // failed group, which must stay invisible.
+        const copiedTo = await copyTailToQuarantine(
+          ctx,
+          name,
+          await readTail(fs, file, known.bytes, size),
+          known.bytes,
+        );
         await truncateFile(fs, file, known.bytes);
-        report.truncations.push({ fileName: name, fromBytes: size, toBytes: known.bytes, tail: 'abandoned' });
+        report.truncations.push({
+          fileName: name,
+          fromBytes: size,
+          toBytes: known.bytes,
+          tail: 'abandoned',
+          ...(copiedTo !== undefined ? { copiedTo } : {}),
+        });
         log.warn(
           { dir, fileName: name, fromBytes: size, toBytes: known.bytes },
           'truncated abandoned tail of sealed WAL segment',
@@ -203,12 +221,18 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       continue;
     }
     if (scan.goodBytes < bytes.length) {
+      // A tail is usually an unacknowledged group cut by the crash, but on a
+      // disk without atomic page writes a torn page can also damage the end
+      // of an acknowledged group, which then looks the same. Never cut bytes
+      // that might be someone's data without keeping a copy.
+      const copiedTo = await copyTailToQuarantine(ctx, name, bytes.subarray(scan.goodBytes), scan.goodBytes);
       await truncateFile(fs, file, scan.goodBytes);
       report.truncations.push({
         fileName: name,
         fromBytes: bytes.length,
         toBytes: scan.goodBytes,
         tail: scan.tail,
+        ...(copiedTo !== undefined ? { copiedTo } : {}),
       });
       log.warn(
         {
@@ -219,6 +243,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
           fromBytes: bytes.length,
           toBytes: scan.goodBytes,
           records: scan.records,
+          copiedTo,
         },
         'truncated WAL segment tail to the last complete batch',
       );
@@ -257,7 +282,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
   for (const s of state.segments.values())
     lastIngestMicros = Math.max(lastIngestMicros, Number(s.lastIngestMicros));
   // The state is written at every open, so it always exists after the first.
-  await writeFileAtomic(fs, path.join(dir, STATE_FILE), state.serialize(ctx.clock.nowMs()));
+  await writeFileAtomic(fs, path.join(dir, STATE_FILE), state.serializeParts(ctx.clock.nowMs()));
   const r: RecoveryReport = report;
   log.info(
     {
@@ -338,6 +363,49 @@ export async function quarantineFile(
   await fs.syncDir(dir);
   ctx.log.error({ dir, fileName: name, quarantinedAs: target, reason }, 'WAL file quarantined');
   return target;
+}
+
+/**
+ * Copies a tail about to be cut (`tail`, which starts at byte `at` of the
+ * file) to quarantine/<name>.<at>-<end>.tail, durably, before the caller
+ * truncates. An all-zero tail (the size reached the disk, the data did not)
+ * holds nothing and is not copied. Returns the copy's path, if one was made.
+ */
+export async function copyTailToQuarantine(
+  ctx: Pick<RecoveryContext, 'fs' | 'dir' | 'log'>,
+  name: string,
+  tail: Uint8Array,
+  at: number,
+): Promise<string | undefined> {
+  let zero = true;
+  for (let i = 0; i < tail.length && zero; i++) zero = tail[i] === 0;
+  if (zero) return undefined;
+  const qdir = path.join(ctx.dir, QUARANTINE_DIR);
+  await mkdirDurable(ctx.fs, qdir);
+  const end = at + tail.length;
+  const target = path.join(qdir, `${name}.${at}-${end}.tail`);
+  await writeFileAtomic(ctx.fs, target, tail);
+  ctx.log.warn(
+    { dir: ctx.dir, fileName: name, fromBytes: at, toBytes: end, copiedTo: target },
+    'copied a WAL segment tail to quarantine before truncating it',
+  );
+  return target;
+}
+
+async function readTail(fs: FileSystem, file: string, from: number, size: number): Promise<Uint8Array> {
+  const fh = await fs.open(file, 'read');
+  try {
+    const buf = new Uint8Array(size - from);
+    let got = 0;
+    while (got < buf.length) {
+      const n = await fh.read(buf, got, buf.length - got, from + got);
+      if (n === 0) break;
+      got += n;
+    }
+    return buf.subarray(0, got);
+  } finally {
+    await fh.close();
+  }
 }
 
 /** Highest seq of any valid frame chain found from `from` on (seqs in a quarantined file stay used). */

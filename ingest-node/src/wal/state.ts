@@ -1,6 +1,8 @@
 // state.json: what survives a restart besides the segment files themselves.
 // Written whole, atomically (temp + fdatasync + rename + fsync dir), never on
-// the per-request path: only on seal, on pipeline progress, on delete.
+// the per-request path: only on seal, on pipeline progress, on delete. The
+// segment entries are kept encoded in blocks (SegmentMap), so a write
+// re-encodes only the block a step changed; the file goes out as one writev.
 //
 // Schema (version 1); u64 values are decimal strings so JSON keeps them exact:
 //
@@ -38,23 +40,156 @@ export interface QuarantineEntry {
   readonly atMs: number;
 }
 
+const utf8 = new TextEncoder();
+const SEPARATOR = utf8.encode(',\n');
+const DOCUMENT_END = utf8.encode('\n]}\n');
+/** Segment entries per cached block of state.json (ids `k·64 … k·64+63`). */
+const BLOCK_IDS = 64n;
+
+function encodeSegment(s: SealedSegment): string {
+  return JSON.stringify({
+    id: s.id.toString(),
+    epoch: s.epoch,
+    fileName: s.fileName,
+    bytes: s.bytes,
+    records: s.records,
+    firstSeq: s.firstSeq.toString(),
+    lastSeq: s.lastSeq.toString(),
+    firstIngestMicros: s.firstIngestMicros.toString(),
+    lastIngestMicros: s.lastIngestMicros.toString(),
+    sealedAtMs: s.sealedAtMs,
+    sealReason: s.sealReason,
+    status: s.status,
+    progress: s.progress,
+  });
+}
+
+/**
+ * The sealed segments by id, which also keeps their part of state.json
+ * encoded, in blocks of BLOCK_IDS consecutive ids. A change (set, delete)
+ * marks only its block stale, so a state write re-encodes at most the few
+ * entries next to the one a step changed, and assembles the rest from cached
+ * bytes: its cost on the event loop no longer grows with the backlog (issue
+ * 14: every step used to re-serialise every pending segment). The bytes go
+ * out as one writev of the blocks, off the loop.
+ */
+export class SegmentMap extends Map<bigint, SealedSegment> {
+  /** Encoded blocks by block number; absent = stale (or empty). */
+  readonly #blocks = new Map<bigint, Uint8Array>();
+  /** Block numbers that hold at least one entry, ascending once sorted. */
+  readonly #blockIds = new Set<bigint>();
+  #blockIdsSorted = true;
+  #lastBlock = -1n;
+  /** Sums kept as entries change, so WAL stats (read by backpressure on requests) cost O(1), not O(backlog). */
+  bytesTotal = 0;
+  sealedCount = 0;
+  sealedBytes = 0;
+
+  /** Ids of delivered entries: retention looks at these after every delivery, not at the backlog. */
+  readonly #delivered = new Set<bigint>();
+
+  #count(seg: SealedSegment, sign: 1 | -1): void {
+    this.bytesTotal += sign * seg.bytes;
+    if (seg.status === 'sealed') {
+      this.sealedCount += sign;
+      this.sealedBytes += sign * seg.bytes;
+    } else if (sign === 1) this.#delivered.add(seg.id);
+    else this.#delivered.delete(seg.id);
+  }
+
+  /** The delivered entries, in id order; O(delivered), however long the backlog. */
+  delivered(): SealedSegment[] {
+    const out: SealedSegment[] = [];
+    for (const id of this.#delivered) out.push(this.get(id)!);
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  override set(id: bigint, seg: SealedSegment): this {
+    const old = this.get(id);
+    if (old !== undefined) this.#count(old, -1);
+    super.set(id, seg);
+    this.#count(seg, 1);
+    const b = id / BLOCK_IDS;
+    this.#blocks.delete(b);
+    if (!this.#blockIds.has(b)) {
+      this.#blockIds.add(b);
+      if (b < this.#lastBlock) this.#blockIdsSorted = false;
+      else this.#lastBlock = b;
+    }
+    return this;
+  }
+
+  override delete(id: bigint): boolean {
+    const old = this.get(id);
+    const had = super.delete(id);
+    if (old !== undefined) {
+      this.#count(old, -1);
+      this.#blocks.delete(id / BLOCK_IDS);
+    }
+    return had;
+  }
+
+  override clear(): void {
+    super.clear();
+    this.#delivered.clear();
+    this.bytesTotal = 0;
+    this.sealedCount = 0;
+    this.sealedBytes = 0;
+    this.#blocks.clear();
+    this.#blockIds.clear();
+    this.#blockIdsSorted = true;
+    this.#lastBlock = -1n;
+  }
+
+  /** The entries, as `entry,\nentry…` pieces in id order (empty blocks skipped). */
+  encodedBlocks(): Uint8Array[] {
+    if (!this.#blockIdsSorted) {
+      const sorted = [...this.#blockIds].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      this.#blockIds.clear();
+      for (const b of sorted) this.#blockIds.add(b);
+      this.#blockIdsSorted = true;
+    }
+    const out: Uint8Array[] = [];
+    for (const b of this.#blockIds) {
+      let bytes = this.#blocks.get(b);
+      if (bytes === undefined) {
+        const entries: string[] = [];
+        for (let id = b * BLOCK_IDS; id < (b + 1n) * BLOCK_IDS; id++) {
+          const seg = this.get(id);
+          if (seg !== undefined) entries.push(encodeSegment(seg));
+        }
+        if (entries.length === 0) {
+          this.#blockIds.delete(b);
+          continue;
+        }
+        bytes = utf8.encode(entries.join(',\n'));
+        this.#blocks.set(b, bytes);
+      }
+      out.push(bytes);
+    }
+    return out;
+  }
+}
+
 export class WalState {
   epoch: string;
   segmentIdHighWater = 0n;
   seqHighWater = 0n;
   /** By id; kept in ascending id order (ids only grow, recovery inserts in order). */
-  readonly segments = new Map<bigint, SealedSegment>();
+  readonly segments = new SegmentMap();
   readonly discard = new Set<string>();
   quarantined: QuarantineEntry[] = [];
+  #lastId: bigint | undefined;
 
   constructor(epoch: string) {
     this.epoch = epoch;
   }
 
   addSegment(seg: SealedSegment): void {
-    const last = [...this.segments.keys()].at(-1);
+    const last = this.#lastId;
     this.segments.set(seg.id, seg);
     if (last !== undefined && seg.id < last) this.#sort();
+    else if (last === undefined || seg.id > last) this.#lastId = seg.id;
     if (seg.id > this.segmentIdHighWater) this.segmentIdHighWater = seg.id;
     if (seg.lastSeq > this.seqHighWater) this.seqHighWater = seg.lastSeq;
   }
@@ -69,34 +204,35 @@ export class WalState {
     const sorted = [...this.segments.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     this.segments.clear();
     for (const s of sorted) this.segments.set(s.id, s);
+    this.#lastId = sorted.at(-1)?.id;
   }
 
-  serialize(nowMs: number): Uint8Array {
-    const doc = {
+  /**
+   * The document as pieces to write back to back: the small fields, then the
+   * segment entries from SegmentMap's cached blocks.
+   */
+  serializeParts(nowMs: number): Uint8Array[] {
+    const head = JSON.stringify({
       version: STATE_VERSION,
       epoch: this.epoch,
       segmentIdHighWater: this.segmentIdHighWater.toString(),
       seqHighWater: this.seqHighWater.toString(),
       updatedAtMs: nowMs,
-      segments: [...this.segments.values()].map((s) => ({
-        id: s.id.toString(),
-        epoch: s.epoch,
-        fileName: s.fileName,
-        bytes: s.bytes,
-        records: s.records,
-        firstSeq: s.firstSeq.toString(),
-        lastSeq: s.lastSeq.toString(),
-        firstIngestMicros: s.firstIngestMicros.toString(),
-        lastIngestMicros: s.lastIngestMicros.toString(),
-        sealedAtMs: s.sealedAtMs,
-        sealReason: s.sealReason,
-        status: s.status,
-        progress: s.progress,
-      })),
       discard: [...this.discard],
       quarantined: this.quarantined,
-    };
-    return new TextEncoder().encode(JSON.stringify(doc, null, 1) + '\n');
+    });
+    // `{…,"segments":[` + entries + `]}`: the head's closing brace makes way.
+    const parts: Uint8Array[] = [utf8.encode(`${head.slice(0, -1)},"segments":[\n`)];
+    for (const block of this.segments.encodedBlocks()) {
+      if (parts.length > 1) parts.push(SEPARATOR);
+      parts.push(block);
+    }
+    parts.push(DOCUMENT_END);
+    return parts;
+  }
+
+  serialize(nowMs: number): Uint8Array {
+    return Buffer.concat(this.serializeParts(nowMs));
   }
 
   /** Throws on anything that is not a valid version-1 state document. */
@@ -150,13 +286,13 @@ export class WalState {
 export class StatePersister {
   readonly #fs: FileSystem;
   readonly #path: string;
-  readonly #snapshot: () => Uint8Array;
+  readonly #snapshot: () => readonly Uint8Array[];
   #inflight: Promise<void> | undefined;
   #next: { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void } | undefined;
   writes = 0;
   failures = 0;
 
-  constructor(fs: FileSystem, dir: string, snapshot: () => Uint8Array) {
+  constructor(fs: FileSystem, dir: string, snapshot: () => readonly Uint8Array[]) {
     this.#fs = fs;
     this.#path = path.join(dir, STATE_FILE);
     this.#snapshot = snapshot;

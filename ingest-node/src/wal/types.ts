@@ -124,6 +124,15 @@ export interface DurableWalStats extends WalStats {
   readonly quarantinedTotal: number;
   /** State file writes that failed (each is retried). */
   readonly stateWriteFailuresTotal: number;
+  /** Sealed segments whose seal is not yet in the state file, so delivery has not been told. */
+  readonly unannouncedSegments: number;
+  /** The last state write's error, until a state write succeeds. */
+  readonly stateLastError: { readonly message: string; readonly atMs: number } | null;
+  /**
+   * True while a seal waits for a state write and the last one failed: every
+   * later segment's commit marker waits behind it. Readiness reports it.
+   */
+  readonly sealsUnrecorded: boolean;
 }
 
 export interface RecoveryReport {
@@ -138,6 +147,8 @@ export interface RecoveryReport {
     readonly fromBytes: number;
     readonly toBytes: number;
     readonly tail: string;
+    /** Where the cut bytes were copied first (quarantine/); absent for an all-zero tail. */
+    readonly copiedTo?: string;
   }[];
   readonly quarantined: readonly { readonly fileName: string; readonly reason: string }[];
   /** Segment files removed because they held no record (a crash while creating them). */
@@ -188,6 +199,8 @@ export interface Wal extends WriteAheadLog {
   onSealed(listener: (segment: SealedSegment) => void): () => void;
   /** Sealed and delivered segments still on disk, in id (= time) order. */
   sealedSegments(): readonly SealedSegment[];
+  /** Only the delivered ones (retention), in id order; costs O(delivered), not O(backlog). */
+  deliveredSegments(): readonly SealedSegment[];
   segment(id: bigint): SealedSegment | undefined;
   /** Absolute path of a segment file. */
   segmentPath(id: bigint): string;

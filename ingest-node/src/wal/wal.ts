@@ -77,9 +77,17 @@ export const QUEUE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024;
  * bytes; 8 MiB keeps a full group's write+sync near 10-30 ms on NVMe.
  */
 export const GROUP_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
-/** Bound on state-file retries for one seal announcement before it waits for the next state write (or restart). */
-const ANNOUNCE_RETRIES_MAX = 8;
-const ANNOUNCE_BACKOFF_MS_MAX = 30_000;
+/**
+ * Cap of the delay between retries of a seal's state write. The retries
+ * themselves are not bounded: a seal that is never announced holds back every
+ * later commit marker, so giving up would stall delivery until a restart.
+ * Any other successful state write (a later seal, delivery progress) also
+ * announces it, since it carries the same entry. 5 s, the Retry-After of the
+ * 503 the node answers meanwhile: writes resume within one retry of the
+ * volume recovering.
+ */
+const ANNOUNCE_BACKOFF_MS_MAX = 5_000;
+const ANNOUNCE_BACKOFF_MS_BASE = 100;
 
 export const systemTimers: Timers = {
   setTimeout: (fn, ms) => {
@@ -178,6 +186,8 @@ class WriteAheadLogImpl implements Wal {
   #ageTimer: unknown;
   #failed: WalError | undefined;
   #closing: Promise<void> | undefined;
+  /** The last state write's failure; null once one succeeds. */
+  #stateLastError: { readonly message: string; readonly atMs: number } | null = null;
 
   // Seal announcements
   readonly #listeners = new Set<(s: SealedSegment) => void>();
@@ -217,7 +227,9 @@ class WriteAheadLogImpl implements Wal {
     this.#nextSegmentId = recovered.nextSegmentId;
     this.#lastIngestMicros = recovered.lastIngestMicros;
     this.#quarantinedTotal = recovered.report.quarantined.length;
-    this.#persister = new StatePersister(this.#fs, dir, () => this.#state.serialize(this.#clock.nowMs()));
+    this.#persister = new StatePersister(this.#fs, dir, () =>
+      this.#state.serializeParts(this.#clock.nowMs()),
+    );
     for (const s of this.#state.segments.values())
       if (s.status === 'delivered') this.#deliveredDurable.add(s.id);
   }
@@ -492,7 +504,7 @@ class WriteAheadLogImpl implements Wal {
       this.#state.discard.add(seg.fileName);
     }
     try {
-      await this.#persister.persist();
+      await this.#persist();
     } catch (err) {
       this.#failed = new WalError(
         WalErrorCode.failed,
@@ -611,25 +623,28 @@ class WriteAheadLogImpl implements Wal {
     for (const r of requests) done.then(() => r.resolve(sealed), r.reject);
   }
 
-  /** Persists the state (retrying, bounded) and then tells the listeners. */
+  /**
+   * Persists the state, retrying with capped backoff until it lands (or the
+   * WAL closes: then recovery finds the segment unrecorded and seals it at the
+   * next open), and then tells the listeners.
+   */
   #announce(sealed: SealedSegment): Promise<void> {
     const task = (async () => {
-      let backoffMs = 100;
-      for (let attempt = 1; ; attempt++) {
+      let backoffMs = ANNOUNCE_BACKOFF_MS_BASE;
+      for (let attempt = 1; this.#unannounced.has(sealed.id); attempt++) {
         try {
-          await this.#persister.persist();
+          await this.#persist();
           break;
         } catch (err) {
           this.#log.error(
-            { err, dir: this.dir, fileName: sealed.fileName, attempt },
-            'WAL state write failed',
+            { err, dir: this.dir, fileName: sealed.fileName, attempt, retryInMs: backoffMs },
+            'WAL state write failed; the seal is retried until it is recorded',
           );
-          if (attempt >= ANNOUNCE_RETRIES_MAX || this.#closing !== undefined) throw err;
+          if (this.#closing !== undefined) throw err;
           await new Promise<void>((r) => this.#timers.setTimeout(r, backoffMs));
           backoffMs = Math.min(backoffMs * 2, ANNOUNCE_BACKOFF_MS_MAX);
         }
       }
-      this.#emitSealed(sealed);
     })();
     this.#announcing.add(task);
     // The task's own failure is logged above; callers that care await `task`.
@@ -640,8 +655,31 @@ class WriteAheadLogImpl implements Wal {
     return task;
   }
 
+  /**
+   * Every state write goes through here. A write that started after this
+   * call holds every seal recorded before it, so each seal still unannounced
+   * at the call is announced once the write lands, whoever asked for it.
+   */
+  async #persist(): Promise<void> {
+    const covered = this.#unannounced.size === 0 ? undefined : [...this.#unannounced];
+    try {
+      await this.#persister.persist();
+    } catch (err) {
+      this.#stateLastError = { message: (err as Error).message, atMs: this.#clock.nowMs() };
+      throw err;
+    }
+    this.#stateLastError = null;
+    if (covered === undefined) return;
+    for (const id of covered) {
+      const s = this.#state.segments.get(id);
+      if (s !== undefined) this.#emitSealed(s);
+      else this.#unannounced.delete(id);
+    }
+  }
+
   #emitSealed(sealed: SealedSegment): void {
-    this.#unannounced.delete(sealed.id);
+    // Once per seal: both the seal's own retry loop and any other state write may get here.
+    if (!this.#unannounced.delete(sealed.id)) return;
     const current = this.#state.segments.get(sealed.id);
     if (current === undefined) return; // quarantined meanwhile
     for (const l of this.#listeners) {
@@ -710,6 +748,10 @@ class WriteAheadLogImpl implements Wal {
     return out;
   }
 
+  deliveredSegments(): readonly SealedSegment[] {
+    return this.#state.segments.delivered();
+  }
+
   segment(id: bigint): SealedSegment | undefined {
     return this.#state.segments.get(id);
   }
@@ -722,7 +764,7 @@ class WriteAheadLogImpl implements Wal {
     const seg = this.#mustGet(id);
     const next: SealedSegment = { ...seg, progress: { ...seg.progress, ...patch } };
     this.#state.segments.set(id, next);
-    await this.#persister.persist();
+    await this.#persist();
     return next;
   }
 
@@ -730,7 +772,7 @@ class WriteAheadLogImpl implements Wal {
     const seg = this.#mustGet(id);
     const next: SealedSegment = { ...seg, status: 'delivered', progress: { ...seg.progress, ...patch } };
     this.#state.segments.set(id, next);
-    await this.#persister.persist();
+    await this.#persist();
     this.#deliveredDurable.add(id);
     return next;
   }
@@ -742,7 +784,7 @@ class WriteAheadLogImpl implements Wal {
     // "delivered" must be durable before the file goes, or a crash in
     // between would look like a lost sealed segment.
     if (!this.#deliveredDurable.has(id)) {
-      await this.#persister.persist();
+      await this.#persist();
       this.#deliveredDurable.add(id);
     }
     await this.#fs.unlink(path.join(this.dir, seg.fileName));
@@ -750,9 +792,9 @@ class WriteAheadLogImpl implements Wal {
     this.#state.segments.delete(id);
     this.#deliveredDurable.delete(id);
     // Not critical: recovery drops a delivered entry whose file is gone.
-    await this.#persister
-      .persist()
-      .catch((err: unknown) => this.#log.warn({ err, dir: this.dir }, 'WAL state write failed'));
+    await this.#persist().catch((err: unknown) =>
+      this.#log.warn({ err, dir: this.dir }, 'WAL state write failed'),
+    );
   }
 
   async quarantineSegment(id: bigint, reason: string): Promise<void> {
@@ -766,7 +808,7 @@ class WriteAheadLogImpl implements Wal {
     this.#unannounced.delete(id);
     this.#state.addQuarantined({ fileName: seg.fileName, reason, atMs: this.#clock.nowMs() });
     this.#quarantinedTotal++;
-    await this.#persister.persist();
+    await this.#persist();
   }
 
   #mustGet(id: bigint): SealedSegment {
@@ -778,16 +820,11 @@ class WriteAheadLogImpl implements Wal {
   // ---- stats / close ---------------------------------------------------------------
 
   stats(): DurableWalStats {
-    let sealedBytes = 0;
-    let undeliveredSegments = 0;
-    let undeliveredBytes = 0;
-    for (const s of this.#state.segments.values()) {
-      sealedBytes += s.bytes;
-      if (s.status === 'sealed') {
-        undeliveredSegments++;
-        undeliveredBytes += s.bytes;
-      }
-    }
+    // Kept by the map as entries change: this is read on the request path.
+    const segs = this.#state.segments;
+    const sealedBytes = segs.bytesTotal;
+    const undeliveredSegments = segs.sealedCount;
+    const undeliveredBytes = segs.sealedBytes;
     const open = this.#open;
     return {
       epoch: this.#state.epoch,
@@ -813,6 +850,9 @@ class WriteAheadLogImpl implements Wal {
       ),
       quarantinedTotal: this.#quarantinedTotal,
       stateWriteFailuresTotal: this.#persister.failures,
+      unannouncedSegments: this.#unannounced.size,
+      stateLastError: this.#stateLastError,
+      sealsUnrecorded: this.#unannounced.size > 0 && this.#stateLastError !== null,
     };
   }
 

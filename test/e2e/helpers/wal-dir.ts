@@ -16,6 +16,12 @@ export interface WalDirContents {
   readonly records: readonly StoredRecord[];
   /** Files recovery moved to quarantine/ (should always be empty in these tests). */
   readonly quarantined: readonly string[];
+  /**
+   * Copies of tails recovery cut off (`{segment}.{from}-{to}.tail` in
+   * quarantine/): kept before every non-zero truncation, so a crash that tore
+   * the last group leaves one. Not a quarantined segment.
+   */
+  readonly tailCopies: readonly string[];
   /** Segments the strict reader refused, with why (should always be empty). */
   readonly unreadable: readonly string[];
 }
@@ -53,13 +59,15 @@ export async function readWalDir(fs: FileSystem, dir: string, cache?: SegmentCac
     }
     for (const r of own) records.push(r);
   }
-  let quarantined: string[] = [];
+  let inQuarantine: string[] = [];
   try {
-    quarantined = await fs.readdir(path.join(dir, QUARANTINE_DIR));
+    inQuarantine = await fs.readdir(path.join(dir, QUARANTINE_DIR));
   } catch (err) {
     if (errorCode(err) !== 'ENOENT') throw err;
   }
-  return { segments, records, quarantined, unreadable };
+  const quarantined = inQuarantine.filter((n) => !n.endsWith('.tail'));
+  const tailCopies = inQuarantine.filter((n) => n.endsWith('.tail'));
+  return { segments, records, quarantined, tailCopies, unreadable };
 }
 
 /** The node's WAL as the durable one (startNode opens a `Wal` unless a test replaces openWal). */

@@ -10,7 +10,7 @@
 // Goals (issue 14; reported, not asserted): peak RSS under 1 GiB and no request
 // over 2 s of CPU.
 //
-//   node test/bench/hostile/bench.ts [--runs 3] [--validation none|json] [--cli path/to/cli.ts]
+//   npm run bench:hostile -- [--runs 3] [--validation none|json] [--cli path/to/cli.ts]
 //                                    [--only substring,substring] [--timeout-ms 120000]
 //                                    [--settle-max-ms 60000]
 //

@@ -10,7 +10,7 @@
 // step ran, not only its first synchronous slice) and the wall time until
 // the state file is durable. Medians of `--steps` steps per backlog size.
 //
-//   node test/bench/wal/state.ts [--sizes 1000,10000,50000] [--steps 30] [--dir /path]
+//   npm run bench:state -- [--sizes 1000,10000,50000] [--steps 30] [--dir /path]
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';

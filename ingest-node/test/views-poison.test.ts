@@ -116,12 +116,22 @@ async function deliver(
       );
       await wal.seal();
     }
-    // Bounded wait: a stalled segment retries every ≤ 50 ms, so 60 s is hundreds of attempts.
-    const deadline = performance.now() + 60_000;
+    // A stall is a segment that keeps failing: with retries every ≤ 50 ms, 20
+    // failed attempts without a delivery between them is one, whatever the
+    // machine's speed. The wall-clock bound only keeps a hang from lasting
+    // forever; a slow disk (thousands of files, each fsynced) stays under it.
+    const deadline = performance.now() + 600_000;
+    let delivered = 0;
+    let failuresAtLastDelivery = 0;
     while (pipeline.stats().segmentsDeliveredTotal < batches.length) {
-      if (performance.now() > deadline)
+      const s = pipeline.stats();
+      if (s.segmentsDeliveredTotal > delivered) {
+        delivered = s.segmentsDeliveredTotal;
+        failuresAtLastDelivery = s.segmentFailuresTotal;
+      }
+      if (s.segmentFailuresTotal - failuresAtLastDelivery >= 20 || performance.now() > deadline)
         assert.fail(
-          `${pipeline.stats().segmentsDeliveredTotal} of ${batches.length} segments delivered; stalled on ${JSON.stringify(pipeline.stats().lastError)}`,
+          `${s.segmentsDeliveredTotal} of ${batches.length} segments delivered; stalled on ${JSON.stringify(s.lastError)}`,
         );
       await new Promise((r) => setTimeout(r, 20));
     }

@@ -126,6 +126,11 @@ const serve: CliCommand = {
     try {
       node = await startNode(config, { log, handleSignals: true });
     } catch (err) {
+      // Files the config names that turn out wrong (listen.tls) are config errors too.
+      if (err instanceof ConfigError) {
+        io.err(`landfall serve: ${err.message}\n`);
+        return 2;
+      }
       log.error({ err }, 'could not start');
       return 1;
     }

@@ -191,6 +191,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       walDir,
       validation: config.validation,
       auth: authEnabled,
+      ...(server.tls === undefined ? {} : { tls: server.tls.summary }),
     },
     'landfall ingest node listening',
   );

@@ -419,6 +419,12 @@ void describe('installed chart', () => {
     assert.equal(await can('delete', 'statefulsets', 'apps'), false);
     assert.equal(await can('delete', 'persistentvolumeclaims'), false);
     assert.equal(await can('create', 'pods'), false);
+    // spec.expose: Ingress and HTTPRoute are applied and, once dropped from the Endpoint, deleted.
+    for (const verb of ['create', 'patch', 'delete']) {
+      assert.equal(await can(verb, 'ingresses', 'networking.k8s.io'), true, `${verb} ingresses`);
+      assert.equal(await can(verb, 'httproutes', 'gateway.networking.k8s.io'), true, `${verb} httproutes`);
+    }
+    assert.equal(await can('delete', 'services'), false, 'no other child is deleted by the operator');
     assert.equal(await can('update', 'leases', 'coordination.k8s.io', appNs), false, 'Leases only at home');
     // The rendered ClusterRole is the one installed.
     const installed = await getJson<{ rules: Rule[] }>(['clusterrole', FULLNAME]);

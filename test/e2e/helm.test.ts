@@ -331,6 +331,36 @@ void describe('installed chart', () => {
       { what: 'a Created event from the operator', timeoutMs: 15_000, intervalMs: 200, process: proc },
     );
 
+    // spec.expose: the Ingress example gets its Ingress (created under the chart's RBAC), and
+    // dropping expose.ingress deletes it again.
+    await kube.kubectl(['apply', '-n', appNs, '-f', join(examplesDir, 'endpoint-ingress-tls.yaml')]);
+    const ingress: Obj = await waitFor(() => getJson(['ingress', 'public-ingest', '-n', appNs]), {
+      what: 'Ingress public-ingest',
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      process: proc,
+    });
+    assert.deepEqual((ingress.spec as { tls?: unknown }).tls, [
+      { hosts: ['ingest.example.com'], secretName: 'ingest-example-com-tls' },
+    ]);
+    await kube.kubectl([
+      'patch',
+      'endpoints.landfall.dev',
+      'public',
+      '-n',
+      appNs,
+      '--type=json',
+      '-p',
+      '[{"op":"remove","path":"/spec/expose/ingress"}]',
+    ]);
+    await waitFor(async () => (await getJson(['ingress', 'public-ingest', '-n', appNs])) === undefined, {
+      what: 'Ingress public-ingest deleted once expose.ingress is dropped',
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      process: proc,
+    });
+    await kube.kubectl(['delete', 'endpoints.landfall.dev', 'public', '-n', appNs, '--wait=false']);
+
     // Deletion: the drain check (claims, the key Secret) runs and releases the
     // finalizer (no claim was ever bound, so nothing can be undelivered).
     await kube.kubectl(['delete', 'endpoints.landfall.dev', 'clicks', '-n', appNs, '--wait=false']);

@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import { Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Backpressure } from './backpressure.ts';
 import type { WriteAheadLog } from './wal/types.ts';
+import type { FileSystem } from './fs/types.ts';
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -193,24 +194,36 @@ export function createMetrics(
     (s) => s.sealedSegments,
   );
   walGauge('landfall_wal_next_seq', 'Sequence number the next record will get.', (s) => s.nextSeq);
-  walGauge(
-    'landfall_wal_appends',
+  // Counts since start are counters (reset at a restart, which rate() and increase() handle).
+  const walCounter = (
+    name: string,
+    help: string,
+    read: (s: ReturnType<typeof wal.stats>) => number | bigint | null,
+  ) =>
+    registerScrapeMetric(registry, name, help, 'counter', () => {
+      const v = read(wal.stats());
+      return v === null ? [] : [{ value: Number(v) }];
+    });
+  walCounter(
+    'landfall_wal_appends_total',
     'WAL appends since start (one per accepted request).',
     (s) => s.appendsTotal,
   );
-  walGauge(
-    'landfall_wal_syncs',
-    'WAL fdatasyncs since start (appends / syncs = group-commit batching).',
+  walCounter(
+    'landfall_wal_syncs_total',
+    'WAL fdatasyncs since start (rate of appends / rate of syncs = group-commit batch size).',
     (s) => s.syncsTotal,
   );
 
   // The durable WAL reports more than the core contract; export what it has.
   type Extra = Partial<Record<string, unknown>>;
-  const extraGauge = (name: string, help: string, key: string) =>
-    walGauge(name, help, (s) => {
-      const v = (s as unknown as Extra)[key];
-      return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
-    });
+  const extra = (s: ReturnType<typeof wal.stats>, key: string): number | bigint | null => {
+    const v = (s as unknown as Extra)[key];
+    return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
+  };
+  const extraGauge = (name: string, help: string, key: string) => walGauge(name, help, (s) => extra(s, key));
+  const extraCounter = (name: string, help: string, key: string) =>
+    walCounter(name, help, (s) => extra(s, key));
   extraGauge(
     'landfall_wal_queued_bytes',
     'Bytes of appends accepted by the WAL and not yet durable.',
@@ -226,20 +239,20 @@ export function createMetrics(
     'Bytes of sealed segments not yet delivered.',
     'undeliveredBytes',
   );
-  extraGauge(
-    'landfall_wal_write_failures',
+  extraCounter(
+    'landfall_wal_write_failures_total',
     'WAL groups whose write or fdatasync failed since start.',
     'writeFailuresTotal',
   );
   extraGauge('landfall_wal_failed', '1 once the WAL refuses writes until a restart.', 'failed');
-  extraGauge(
-    'landfall_wal_recovery_truncations',
+  extraCounter(
+    'landfall_wal_recovery_truncations_total',
     'Torn WAL tails truncated at recovery (since start).',
     'recoveryTruncationsTotal',
   );
-  extraGauge(
-    'landfall_wal_quarantined_segments',
-    'Segments moved to quarantine/ since start (alert on > 0).',
+  extraCounter(
+    'landfall_wal_quarantined_segments_total',
+    'Files moved to quarantine/ since start; what is there now is landfall_wal_quarantine_files.',
     'quarantinedTotal',
   );
 
@@ -264,4 +277,35 @@ export function createMetrics(
       ackCounts[i] = (ackCounts[i] ?? 0) + 1;
     },
   };
+}
+
+/**
+ * Files in the WAL's quarantine/ folder now, read at scrape time: unlike the
+ * counter it survives restarts, so an alert on it stays until a human has
+ * looked and moved the files away. -1 when the folder cannot be read.
+ */
+export function registerQuarantineGauge(
+  registry: Registry,
+  fs: Pick<FileSystem, 'readdir'>,
+  quarantineDir: string,
+): void {
+  const name = 'landfall_wal_quarantine_files';
+  const help = 'Files in the WAL quarantine/ folder now (corrupt acknowledged data kept for a human).';
+  const metric = {
+    name,
+    help,
+    type: 'gauge',
+    aggregator: 'sum',
+    get: async () => {
+      let value: number;
+      try {
+        value = (await fs.readdir(quarantineDir)).length;
+      } catch (err) {
+        value = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : -1;
+      }
+      return { name, help, type: 'gauge', aggregator: 'sum', values: [{ value }] };
+    },
+    reset: () => {},
+  };
+  registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
 }

@@ -21,6 +21,8 @@ import { buildServer } from '../src/http/server.ts';
 import type { IngestServer } from '../src/http/server.ts';
 import { ConfigError, defaultConfig } from '../src/config/load.ts';
 import { TlsConfigError } from '../src/http/tls.ts';
+import { staticApiKeys } from '../src/http/auth.ts';
+import type { ApiKeySource } from '../src/http/auth.ts';
 import { main } from '../src/cli.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
 import { FakeDisk } from './helpers/fakes.ts';
@@ -41,13 +43,22 @@ interface ClientTls {
   readonly agent?: Agent;
 }
 
-function ingestTls(url: string, client: ClientTls, body = '{"a":1}\n'): Promise<Answer> {
+function ingestTls(
+  url: string,
+  client: ClientTls,
+  body = '{"a":1}\n',
+  headers: Record<string, string> = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest(
       `${url}/v1/ingest`,
       {
         method: 'POST',
-        headers: { 'content-type': 'application/x-ndjson', 'content-length': Buffer.byteLength(body) },
+        headers: {
+          'content-type': 'application/x-ndjson',
+          'content-length': Buffer.byteLength(body),
+          ...headers,
+        },
         ca: client.ca,
         ...(client.cert === undefined ? {} : { cert: client.cert, key: client.key }),
         agent: client.agent ?? false,
@@ -96,6 +107,7 @@ async function metric(server: IngestServer, line: RegExp): Promise<number | unde
 
 async function start(
   tls: Record<string, unknown>,
+  apiKeys: ApiKeySource | null = null,
 ): Promise<{ server: IngestServer; url: string; port: number }> {
   const config = defaultConfig({ listen: { port: 0, tls } });
   const server = await buildServer({
@@ -103,7 +115,7 @@ async function start(
     wal: new MemoryWal(),
     disk: new FakeDisk(),
     registry: new Registry(),
-    apiKeys: null,
+    apiKeys,
   });
   const url = await server.listen(0);
   return { server, url, port: Number(new URL(url).port) };
@@ -216,6 +228,39 @@ void describe('HTTPS on the node (listen.tls)', () => {
     } finally {
       await server.close();
     }
+  });
+
+  void it('a client certificate stands in for an API key: its CN maps to scopes in the keys file', async () => {
+    const monitor = ca.issue('monitor-1', 'monitor-1', 'client');
+    const unlisted = ca.issue('device-2', 'device-2', 'client');
+    const keys = staticApiKeys('writer-key ingest\ncert-cn:device-1 ingest\ncert-cn:monitor-1 status\n');
+    const { server, url } = await start(
+      { certFile: srv.certFile, keyFile: srv.keyFile, clientCaFile: ca.certFile, clientAuth: 'request' },
+      keys,
+    );
+    try {
+      const caPem = readFileSync(ca.certFile);
+      const code = (a: Answer) => `${a.status} ${/"code":"(\w+)"/.exec(a.body)?.[1] ?? ''}`;
+      assert.equal(code(await ingestTls(url, { ca: caPem, ...pem(client) })), '202 ', 'device-1: ingest');
+      assert.equal(
+        code(await ingestTls(url, { ca: caPem, ...pem(monitor) })),
+        '403 LF_FORBIDDEN',
+        'status only',
+      );
+      assert.equal(code(await ingestTls(url, { ca: caPem, ...pem(unlisted) })), '401 LF_API_KEY_MISSING');
+      assert.equal(code(await ingestTls(url, { ca: caPem })), '401 LF_API_KEY_MISSING', 'no certificate');
+      // A presented key decides when there is one, certificate or not.
+      const withKey = await ingestTls(url, { ca: caPem, ...pem(monitor) }, undefined, {
+        'x-api-key': 'writer-key',
+      });
+      assert.equal(code(withKey), '202 ');
+      const badKey = await ingestTls(url, { ca: caPem, ...pem(client) }, undefined, { 'x-api-key': 'nope' });
+      assert.equal(code(badKey), '401 LF_API_KEY_INVALID');
+    } finally {
+      await server.close();
+    }
+    // Over plain HTTP nothing is a certificate: the same keys need a key.
+    assert.equal(staticApiKeys('cert-cn:device-1').verify('cert-cn:device-1'), undefined, 'not a key');
   });
 
   void it('a certificate swapped on disk is served to the next connection; an open one keeps working', async () => {

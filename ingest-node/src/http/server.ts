@@ -55,7 +55,7 @@ import { IdempotencyCache } from './idempotency.ts';
 import type { Claim } from './idempotency.ts';
 import { splitRecords } from './records.ts';
 import type { BodyFormat } from './records.ts';
-import { NodeTls } from './tls.ts';
+import { NodeTls, verifiedClientCommonName } from './tls.ts';
 
 export interface ServerDeps {
   readonly config: NodeConfig;
@@ -290,8 +290,11 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   const checkKey = (request: FastifyRequest, scope: Scope): string | LandfallError => {
     if (apiKeys === null) return '';
     const presented = presentedKey(request.headers);
-    if (presented === undefined) return new ApiKeyMissingError();
-    const match = apiKeys.verify(presented);
+    const match =
+      presented !== undefined
+        ? apiKeys.verify(presented)
+        : apiKeys.verifyClientCertificate?.(verifiedClientCommonName(request.raw.socket) ?? '');
+    if (presented === undefined && match === undefined) return new ApiKeyMissingError();
     if (match === undefined) return new ApiKeyInvalidError();
     if (!match.scopes.has(scope)) return new ForbiddenError(scope);
     return match.id;

@@ -398,3 +398,16 @@ export class NodeTls {
     this.#watchers.length = 0;
   }
 }
+
+/**
+ * The subject CN of the client certificate on this connection, when the TLS
+ * layer verified it against listen.tls.clientCaFile; undefined otherwise
+ * (plain HTTP, no certificate, or one that did not verify).
+ */
+export function verifiedClientCommonName(socket: unknown): string | undefined {
+  const s = socket as Partial<TLSSocket> | undefined;
+  if (s?.authorized !== true || typeof s.getPeerCertificate !== 'function') return undefined;
+  const cn: unknown = s.getPeerCertificate().subject?.CN;
+  // A subject with several CNs is ambiguous: it maps to nothing.
+  return typeof cn === 'string' && cn !== '' ? cn : undefined;
+}

@@ -76,6 +76,8 @@ function firstEventHint(url: string, authEnabled: boolean): string {
     `  Landfall ${VERSION} is listening on ${url}. Send a first event:`,
     '',
     `    curl -sS -X POST ${target}/v1/ingest \\`,
+    // HTTPS (listen.tls): curl must trust whatever signed the node's certificate.
+    ...(url.startsWith('https:') ? ['      --cacert <the CA that signed listen.tls.certFile> \\'] : []),
     "      -H 'Content-Type: application/x-ndjson' \\",
     ...(authEnabled ? ["      -H 'X-API-Key: <a key from auth.apiKeysFile>' \\"] : []),
     `      --data-binary $'{"event":"hello","user":"u1"}\\n{"event":"click","user":"u2"}\\n'`,

@@ -105,6 +105,23 @@ async function metric(server: IngestServer, line: RegExp): Promise<number | unde
   return undefined;
 }
 
+/**
+ * The server records a failed handshake when it aborts it, which is before the client can
+ * notice; still, wait (bounded) for the expected value rather than rely on that ordering.
+ */
+async function settledMetric(
+  server: IngestServer,
+  line: RegExp,
+  expected: number,
+): Promise<number | undefined> {
+  let value = await metric(server, line);
+  for (let i = 0; i < 50 && value !== expected; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    value = await metric(server, line);
+  }
+  return value;
+}
+
 async function start(
   tls: Record<string, unknown>,
   apiKeys: ApiKeySource | null = null,
@@ -173,13 +190,13 @@ void describe('HTTPS on the node (listen.tls)', () => {
       });
       assert.match(old, /^error /);
       assert.equal(
-        await metric(server, /^landfall_tls_handshake_failures_total\{reason="protocol_version"\}/),
+        await settledMetric(server, /^landfall_tls_handshake_failures_total\{reason="protocol_version"\}/, 1),
         1,
       );
       const weak = await handshake(port, { ca: caPem, maxVersion: 'TLSv1.2', ciphers: 'AES128-SHA' });
       assert.match(weak, /^error /);
       assert.equal(
-        await metric(server, /^landfall_tls_handshake_failures_total\{reason="no_shared_cipher"\}/),
+        await settledMetric(server, /^landfall_tls_handshake_failures_total\{reason="no_shared_cipher"\}/, 1),
         1,
       );
       assert.equal(await handshake(port, { ca: caPem, maxVersion: 'TLSv1.2' }), 'ok TLSv1.2');
@@ -201,11 +218,19 @@ void describe('HTTPS on the node (listen.tls)', () => {
       await assert.rejects(ingestTls(url, { ca: caPem, ...pem(stranger) }));
       assert.equal((await ingestTls(url, { ca: caPem, ...pem(client) })).status, 202);
       assert.equal(
-        await metric(server, /^landfall_tls_handshake_failures_total\{reason="client_certificate_missing"\}/),
+        await settledMetric(
+          server,
+          /^landfall_tls_handshake_failures_total\{reason="client_certificate_missing"\}/,
+          1,
+        ),
         1,
       );
       assert.equal(
-        await metric(server, /^landfall_tls_handshake_failures_total\{reason="client_certificate_invalid"\}/),
+        await settledMetric(
+          server,
+          /^landfall_tls_handshake_failures_total\{reason="client_certificate_invalid"\}/,
+          1,
+        ),
         1,
       );
     } finally {

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildEndpointResources } from '../src/model/resources.ts';
 import type { BuildContext } from '../src/model/resources.ts';
-import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION } from '../src/model/names.ts';
+import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION, endpointUrl } from '../src/model/names.ts';
 import type { CompiledView } from '../src/adapters/view-compiler.ts';
 import { nodeViewInput } from '../src/adapters/view-compiler.ts';
 import { validateView, viewSpecHash, viewToPlain } from '../../ingest-node/src/views/spec.ts';
@@ -359,6 +359,8 @@ void test('snapshot: expose as a LoadBalancer with source ranges and HTTPS on th
   });
   const r = buildEndpointResources(ep, ctx);
   matchSnapshot('expose-loadbalancer-tls', exposeDocs(r));
+  assert.equal(endpointUrl(ep), 'https://edge-ingest.tenant-a.svc:443', 'status.url');
+  assert.equal(endpointUrl(minimal()), 'http://clicks-ingest.tenant-a.svc:80');
   assert.equal(r.ingress, undefined);
   assert.equal(r.httpRoute, undefined);
   const config = JSON.parse(r.configMap.data?.['config.json'] ?? '{}') as {

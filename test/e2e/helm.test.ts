@@ -261,7 +261,13 @@ void describe('installed chart', () => {
     operator = run.proc;
     const proc = run.proc;
     const logPath = run.logPath;
-    assert.equal((await fetch(`http://127.0.0.1:${run.port}/readyz`)).status, 200);
+    // Leading comes before the informer caches sync, and /readyz waits for both.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${run.port}/readyz`)).status === 200, {
+      what: 'operator /readyz',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      process: proc,
+    });
     assert.equal((await fetch(`http://127.0.0.1:${run.port}/healthz`)).status, 200);
     const lease = await getJson<{ spec: { holderIdentity?: string } }>(['lease', FULLNAME, '-n', releaseNs]);
     assert.equal(lease?.spec.holderIdentity, 'e2e-operator-0');

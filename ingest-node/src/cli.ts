@@ -76,6 +76,8 @@ function firstEventHint(url: string, authEnabled: boolean): string {
     `  Landfall ${VERSION} is listening on ${url}. Send a first event:`,
     '',
     `    curl -sS -X POST ${target}/v1/ingest \\`,
+    // HTTPS (listen.tls): curl must trust whatever signed the node's certificate.
+    ...(url.startsWith('https:') ? ['      --cacert <the CA that signed listen.tls.certFile> \\'] : []),
     "      -H 'Content-Type: application/x-ndjson' \\",
     ...(authEnabled ? ["      -H 'X-API-Key: <a key from auth.apiKeysFile>' \\"] : []),
     `      --data-binary $'{"event":"hello","user":"u1"}\\n{"event":"click","user":"u2"}\\n'`,
@@ -126,6 +128,11 @@ const serve: CliCommand = {
     try {
       node = await startNode(config, { log, handleSignals: true });
     } catch (err) {
+      // Files the config names that turn out wrong (listen.tls) are config errors too.
+      if (err instanceof ConfigError) {
+        io.err(`landfall serve: ${err.message}\n`);
+        return 2;
+      }
       log.error({ err }, 'could not start');
       return 1;
     }

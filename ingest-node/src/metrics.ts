@@ -6,6 +6,7 @@ import type { Registry } from 'prom-client';
 import { Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Backpressure } from './backpressure.ts';
 import type { WriteAheadLog } from './wal/types.ts';
+import type { FileSystem } from './fs/types.ts';
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -193,24 +194,36 @@ export function createMetrics(
     (s) => s.sealedSegments,
   );
   walGauge('landfall_wal_next_seq', 'Sequence number the next record will get.', (s) => s.nextSeq);
-  walGauge(
-    'landfall_wal_appends',
+  // Counts since start are counters (reset at a restart, which rate() and increase() handle).
+  const walCounter = (
+    name: string,
+    help: string,
+    read: (s: ReturnType<typeof wal.stats>) => number | bigint | null,
+  ) =>
+    registerScrapeMetric(registry, name, help, 'counter', () => {
+      const v = read(wal.stats());
+      return v === null ? [] : [{ value: Number(v) }];
+    });
+  walCounter(
+    'landfall_wal_appends_total',
     'WAL appends since start (one per accepted request).',
     (s) => s.appendsTotal,
   );
-  walGauge(
-    'landfall_wal_syncs',
-    'WAL fdatasyncs since start (appends / syncs = group-commit batching).',
+  walCounter(
+    'landfall_wal_syncs_total',
+    'WAL fdatasyncs since start (rate of appends / rate of syncs = group-commit batch size).',
     (s) => s.syncsTotal,
   );
 
   // The durable WAL reports more than the core contract; export what it has.
   type Extra = Partial<Record<string, unknown>>;
-  const extraGauge = (name: string, help: string, key: string) =>
-    walGauge(name, help, (s) => {
-      const v = (s as unknown as Extra)[key];
-      return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
-    });
+  const extra = (s: ReturnType<typeof wal.stats>, key: string): number | bigint | null => {
+    const v = (s as unknown as Extra)[key];
+    return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
+  };
+  const extraGauge = (name: string, help: string, key: string) => walGauge(name, help, (s) => extra(s, key));
+  const extraCounter = (name: string, help: string, key: string) =>
+    walCounter(name, help, (s) => extra(s, key));
   extraGauge(
     'landfall_wal_queued_bytes',
     'Bytes of appends accepted by the WAL and not yet durable.',
@@ -226,8 +239,8 @@ export function createMetrics(
     'Bytes of sealed segments not yet delivered.',
     'undeliveredBytes',
   );
-  extraGauge(
-    'landfall_wal_write_failures',
+  extraCounter(
+    'landfall_wal_write_failures_total',
     'WAL groups whose write or fdatasync failed since start.',
     'writeFailuresTotal',
   );
@@ -237,14 +250,14 @@ export function createMetrics(
     'Sealed segments whose seal is not yet in the state file (delivery waits for them).',
     'unannouncedSegments',
   );
-  extraGauge(
-    'landfall_wal_recovery_truncations',
+  extraCounter(
+    'landfall_wal_recovery_truncations_total',
     'Torn WAL tails truncated at recovery (since start).',
     'recoveryTruncationsTotal',
   );
-  extraGauge(
-    'landfall_wal_quarantined_segments',
-    'Segments moved to quarantine/ since start (alert on > 0).',
+  extraCounter(
+    'landfall_wal_quarantined_segments_total',
+    'Files moved to quarantine/ since start; what is there now is landfall_wal_quarantine_files.',
     'quarantinedTotal',
   );
 
@@ -269,4 +282,52 @@ export function createMetrics(
       ackCounts[i] = (ackCounts[i] ?? 0) + 1;
     },
   };
+}
+
+/**
+ * Files in the WAL's quarantine/ folder now, read at scrape time: unlike the
+ * counter it survives restarts, so an alert on it stays until a human has
+ * looked and moved the files away. Two kinds: `segment` (a corrupt segment,
+ * acknowledged data that is not delivered: alert on it) and `tail` (the copy
+ * recovery keeps of a tail before truncating it: every crash that tore its
+ * last group leaves one, so it is expected and only kept for forensics).
+ * -1 when the folder cannot be read.
+ */
+export function registerQuarantineGauge(
+  registry: Registry,
+  fs: Pick<FileSystem, 'readdir'>,
+  quarantineDir: string,
+): void {
+  const name = 'landfall_wal_quarantine_files';
+  const help =
+    'Files in the WAL quarantine/ folder now: kind=segment is corrupt acknowledged data kept for a human, kind=tail the copies of truncated tails.';
+  const metric = {
+    name,
+    help,
+    type: 'gauge',
+    aggregator: 'sum',
+    get: async () => {
+      let segments: number;
+      let tails: number;
+      try {
+        const names = await fs.readdir(quarantineDir);
+        tails = names.filter((n) => n.endsWith('.tail')).length;
+        segments = names.length - tails;
+      } catch (err) {
+        segments = tails = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : -1;
+      }
+      return {
+        name,
+        help,
+        type: 'gauge',
+        aggregator: 'sum',
+        values: [
+          { value: segments, labels: { kind: 'segment' } },
+          { value: tails, labels: { kind: 'tail' } },
+        ],
+      };
+    },
+    reset: () => {},
+  };
+  registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0]);
 }

@@ -8,7 +8,7 @@
 // the WAL closes, sealing the open segment so delivery picks it up on the next
 // start. All of it is bounded by shutdown.timeoutMs.
 
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
@@ -21,6 +21,8 @@ import type { FileSystem } from './fs/types.ts';
 import { NodeFileSystem } from './fs/node.ts';
 import { openWal } from './wal/wal.ts';
 import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
+import { QUARANTINE_DIR } from './wal/recovery.ts';
+import { registerQuarantineGauge } from './metrics.ts';
 import type { Wal, WalOptions, WriteAheadLog } from './wal/types.ts';
 import { startConfiguredDelivery } from './delivery/config.ts';
 import type { RunningDelivery } from './delivery/config.ts';
@@ -112,6 +114,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   });
 
   const registry = deps.registry ?? new Registry();
+  if ('onSealed' in wal) registerQuarantineGauge(registry, fs, join(walDir, QUARANTINE_DIR));
   // Only the durable WAL (not a test double) has sealed segments to deliver.
   let delivery: RunningDelivery | undefined;
   // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
@@ -192,6 +195,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       walDir,
       validation: config.validation,
       auth: authEnabled,
+      ...(server.tls === undefined ? {} : { tls: server.tls.summary }),
     },
     'landfall ingest node listening',
   );

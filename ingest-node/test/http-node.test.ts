@@ -6,7 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -166,5 +166,47 @@ void describe('landfall CLI', () => {
       stop();
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+void describe('WAL metrics conventions', () => {
+  void it('counts since start are *_total counters; quarantine/ files are a gauge read from the folder', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'landfall-node-metrics-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const walDir = join(dir, 'wal');
+    const config = defaultConfig({ listen: { port: 0 }, wal: { dir: walDir } });
+    const scrape = async (url: string): Promise<string> => (await fetch(`${url}/metrics`)).text();
+
+    const first = await startNode(config);
+    assert.equal((await ingest(first.url, '{"a":1}\n')).status, 202);
+    let text = await scrape(first.url);
+    for (const name of [
+      'landfall_wal_appends_total',
+      'landfall_wal_syncs_total',
+      'landfall_wal_write_failures_total',
+      'landfall_wal_recovery_truncations_total',
+      'landfall_wal_quarantined_segments_total',
+    ])
+      assert.match(text, new RegExp(`^# TYPE ${name} counter$`, 'm'), name);
+    assert.match(text, /^landfall_wal_appends_total 1$/m);
+    assert.match(text, /^# TYPE landfall_wal_quarantine_files gauge$/m);
+    assert.match(text, /^landfall_wal_quarantine_files\{kind="segment"\} 0$/m, 'no quarantine/ folder: 0');
+    assert.doesNotMatch(text, /^landfall_wal_appends /m, 'the old gauge name is gone');
+    assert.equal(await first.shutdown('restart'), true);
+
+    // What an earlier process quarantined is still there after a restart: the gauge says so
+    // (the counter of this process is 0), until a human moves the files away.
+    await mkdir(join(walDir, 'quarantine'), { recursive: true });
+    await writeFile(join(walDir, 'quarantine', '00000000000000000007.wal'), 'corrupt');
+    // A tail copy (recovery keeps one before each truncation) is not a quarantined segment.
+    await writeFile(join(walDir, 'quarantine', '00000000000000000008.wal.100-120.tail'), 'torn');
+    const second = await startNode(config);
+    t.after(() => second.shutdown('test done'));
+    text = await scrape(second.url);
+    assert.match(text, /^landfall_wal_quarantine_files\{kind="segment"\} 1$/m);
+    assert.match(text, /^landfall_wal_quarantine_files\{kind="tail"\} 1$/m);
+    assert.match(text, /^landfall_wal_quarantined_segments_total 0$/m);
+    await rm(join(walDir, 'quarantine', '00000000000000000007.wal'));
+    assert.match(await scrape(second.url), /^landfall_wal_quarantine_files\{kind="segment"\} 0$/m);
   });
 });

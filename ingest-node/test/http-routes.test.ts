@@ -44,7 +44,9 @@ void describe('routes', () => {
       'landfall_ready 1',
       'landfall_backpressure_active{reason="wal_backlog"} 0',
       'landfall_wal_next_seq 3',
-      'landfall_wal_appends 1',
+      'landfall_wal_appends_total 1',
+      '# TYPE landfall_wal_appends_total counter',
+      '# TYPE landfall_wal_syncs_total counter',
     ]) {
       assert.ok(text.includes(line), `missing: ${line}`);
     }

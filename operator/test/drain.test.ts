@@ -13,6 +13,7 @@ import { startNode } from '../../ingest-node/src/node.ts';
 import type { RunningNode } from '../../ingest-node/src/node.ts';
 import { defaultConfig } from '../../ingest-node/src/config/load.ts';
 import type { Wal } from '../../ingest-node/src/wal/types.ts';
+import { makeTestCa } from '../../ingest-node/test/helpers/tls-ca.ts';
 
 const clean: NodeDrainState = { openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 };
 
@@ -239,4 +240,42 @@ void test('against a real node: records in the open segment block, delivered the
     blocked.blockers[0],
     'ep-ingest-0: 1 sealed segment(s) not delivered, no delivery target configured',
   );
+});
+
+// spec.expose.tls: the nodes serve HTTPS with a certificate for the Service
+// name, and the operator reaches them by pod IP: the probe speaks TLS to a real
+// node whose certificate it cannot verify (and does not send its key in clear).
+void test('against a real HTTPS node: the drain check speaks TLS to the pod IP', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'landfall-drain-tls-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const ca = makeTestCa(dir);
+  const srv = ca.issue('server', 'ep-ingest.tenant-a.svc', 'server');
+  const keys = join(dir, 'keys');
+  await writeFile(keys, 'operator-key status\n');
+  const node = await startNode(
+    defaultConfig(
+      {
+        listen: { host: '127.0.0.1', port: 0, tls: { certFile: srv.certFile, keyFile: srv.keyFile } },
+        endpoint: { name: 'ep' },
+        wal: { dir: join(dir, 'wal') },
+        auth: { apiKeysFile: keys },
+      },
+      'ep-ingest-0',
+    ),
+  );
+  t.after(() => node.shutdown('test done'));
+  const port = Number(new URL(node.url).port);
+  const drain = (tls: boolean) =>
+    checkDrained({
+      statefulSetName: 'ep-ingest',
+      claims: [claim(0, 'Bound')],
+      pods: [pod(0, 'Running', '127.0.0.1')],
+      apiKey: 'operator-key',
+      probe: httpNodeStatusProbe(2000),
+      port,
+      tls,
+    });
+  assert.deepEqual(await drain(true), { drained: true, blockers: [], checked: 1 });
+  // Plain HTTP to the HTTPS port gets no answer: the scheme is what made the difference.
+  assert.equal((await drain(false)).drained, false);
 });

@@ -46,6 +46,9 @@ function fakeClient(failOn?: string) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
       return obj;
     },
+    async delete(rt: ResourceType, _namespace: string, name: string) {
+      calls.push(`delete ${rt.kind} ${name}`);
+    },
   };
   return { client: client as unknown as KubeClient, calls, statuses };
 }
@@ -87,6 +90,9 @@ void test('a reconcile runs its steps in order and ends with the status', async 
     'apply ConfigMap clicks-ingest',
     'apply Service clicks-ingest-headless',
     'apply Service clicks-ingest',
+    // No spec.expose.ingress / httpRoute: whatever an earlier generation asked for goes.
+    'delete Ingress clicks-ingest',
+    'delete HTTPRoute clicks-ingest',
     'apply StatefulSet clicks-ingest',
     'apply PodDisruptionBudget clicks-ingest',
     'apply Endpoint/status clicks',
@@ -183,4 +189,28 @@ void test('an image outside the allowlist is refused: nothing applied, Degraded 
   });
   await controller(ok.client, allowed, ['ghcr.io/landfall/']).c.reconcile('tenant-a/clicks');
   assert.ok(ok.calls.includes('apply StatefulSet clicks-ingest'));
+});
+
+void test('spec.expose: the Ingress and HTTPRoute are applied when asked for, deleted once per generation when not', async () => {
+  const f = fakeClient();
+  const withIngress = endpoint(
+    'clicks',
+    {
+      s3: { bucket: 'acme-events' },
+      apiKeySecretRef: { name: 'k' },
+      expose: { ingress: { host: 'ingest.example.com' } },
+    },
+    { resourceVersion: '7', generation: 3 },
+  );
+  const { c } = controller(f.client, withIngress);
+  await c.reconcile('tenant-a/clicks');
+  const exposure = (calls: string[]) => calls.filter((x) => /Ingress|HTTPRoute/.test(x));
+  assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest', 'delete HTTPRoute clicks-ingest']);
+  f.calls.length = 0;
+  await c.reconcile('tenant-a/clicks');
+  assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest'], 'a status poll deletes nothing');
+  f.calls.length = 0;
+  withIngress.metadata.generation = 4;
+  await c.reconcile('tenant-a/clicks');
+  assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest', 'delete HTTPRoute clicks-ingest']);
 });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildEndpointResources } from '../src/model/resources.ts';
 import type { BuildContext } from '../src/model/resources.ts';
-import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION } from '../src/model/names.ts';
+import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION, endpointUrl } from '../src/model/names.ts';
 import type { CompiledView } from '../src/adapters/view-compiler.ts';
 import { nodeViewInput } from '../src/adapters/view-compiler.ts';
 import { validateView, viewSpecHash, viewToPlain } from '../../ingest-node/src/views/spec.ts';
@@ -337,4 +337,75 @@ void test('snapshot: pod template overrides (placement, priority, pull secrets, 
   assert.equal(sts.spec?.template.metadata?.annotations?.['karpenter.sh/do-not-disrupt'], 'true');
   assert.match(sts.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION] ?? '', /^[0-9a-f]{16}$/);
   matchSnapshot('pod-template', [sts]);
+});
+
+const exposeDocs = (r: ReturnType<typeof buildEndpointResources>): unknown[] =>
+  [r.service, r.headlessService, r.ingress, r.httpRoute, r.configMap, r.statefulSet].filter(
+    (d) => d !== undefined,
+  );
+
+void test('snapshot: expose as a LoadBalancer with source ranges and HTTPS on the nodes', () => {
+  const ep = endpoint('edge', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'edge-keys' },
+    expose: {
+      service: {
+        type: 'LoadBalancer',
+        annotations: { 'service.beta.kubernetes.io/aws-load-balancer-scheme': 'internet-facing' },
+        loadBalancerSourceRanges: ['203.0.113.0/24', '2001:db8::/32'],
+      },
+      tls: { secretRef: { name: 'edge-tls' } },
+    },
+  });
+  const r = buildEndpointResources(ep, ctx);
+  matchSnapshot('expose-loadbalancer-tls', exposeDocs(r));
+  assert.equal(endpointUrl(ep), 'https://edge-ingest.tenant-a.svc:443', 'status.url');
+  assert.equal(endpointUrl(minimal()), 'http://clicks-ingest.tenant-a.svc:80');
+  assert.equal(r.ingress, undefined);
+  assert.equal(r.httpRoute, undefined);
+  const config = JSON.parse(r.configMap.data?.['config.json'] ?? '{}') as {
+    listen: { tls?: { certFile: string; keyFile: string } };
+  };
+  assert.deepEqual(config.listen.tls, {
+    certFile: '/etc/landfall/tls/tls.crt',
+    keyFile: '/etc/landfall/tls/tls.key',
+  });
+});
+
+void test('snapshot: expose through an Ingress with a TLS Secret (cert-manager)', () => {
+  const ep = endpoint('clicks', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'clicks-keys' },
+    expose: {
+      ingress: {
+        className: 'nginx',
+        host: 'ingest.example.com',
+        tlsSecretName: 'ingest-example-com-tls',
+        annotations: { 'nginx.ingress.kubernetes.io/proxy-body-size': '16m' },
+      },
+    },
+  });
+  const r = buildEndpointResources(ep, ctx);
+  matchSnapshot('expose-ingress', exposeDocs(r));
+  assert.equal(r.service.spec?.type, 'ClusterIP');
+  assert.equal(r.ingress?.spec?.rules?.[0]?.http?.paths[0]?.backend.service?.port?.number, 80);
+});
+
+void test('snapshot: expose through a Gateway API HTTPRoute, NodePort Service', () => {
+  const ep = endpoint('sensors', {
+    s3: { bucket: 'acme-events' },
+    apiKeySecretRef: { name: 'sensors-keys' },
+    expose: {
+      service: { type: 'NodePort' },
+      httpRoute: {
+        parentRefs: [{ name: 'public', namespace: 'gateways', sectionName: 'https' }],
+        hostnames: ['sensors.example.com'],
+      },
+      tls: { secretRef: { name: 'sensors-tls' } },
+    },
+  });
+  const r = buildEndpointResources(ep, ctx);
+  matchSnapshot('expose-httproute', exposeDocs(r));
+  // With HTTPS on the nodes the route's backend is the Service's 443.
+  assert.equal(r.httpRoute?.spec.rules[0]?.backendRefs[0]?.port, 443);
 });

@@ -430,6 +430,7 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
     resources: {},
     limits: { bodyBytesMax: 40 * 1024 * 1024 },
     validation: 'json',
+    expose: { service: { type: 'ClusterIP' } },
     mqtt: {
       brokers: [
         {

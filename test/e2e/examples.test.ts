@@ -183,6 +183,35 @@ void test('openapi.yaml Status is what a node serves on /v1/status (delivery, vi
   assert.equal((delivered.delivery as Json).segmentsDeliveredTotal, 1);
 });
 
+void test('the cert-manager Certificates name the Secrets and host the Ingress example uses', async () => {
+  // The Certificate kind needs cert-manager's CRDs, which the test clusters lack: these files are
+  // checked here for agreement with the Endpoint, not by the API server.
+  const ep = yaml.load(await read('docs', 'examples', 'endpoint-ingress-tls.yaml')) as {
+    metadata: { name: string };
+    spec: {
+      expose: { ingress: { host: string; tlsSecretName: string }; tls: { secretRef: { name: string } } };
+    };
+  };
+  const certs = (
+    yaml.loadAll(await read('docs', 'examples', 'cert-manager', 'certificate.yaml')) as Json[]
+  ).map((d) => d as { kind: string; apiVersion: string; spec: { secretName: string; dnsNames: string[] } });
+  assert.deepEqual(
+    certs.map((c) => `${c.apiVersion} ${c.kind}`),
+    ['cert-manager.io/v1 Certificate', 'cert-manager.io/v1 Certificate'],
+  );
+  const ingress = ep.spec.expose.ingress;
+  assert.ok(
+    certs.some((c) => c.spec.secretName === ingress.tlsSecretName && c.spec.dnsNames.includes(ingress.host)),
+  );
+  const service = `${ep.metadata.name}-ingest`;
+  assert.ok(
+    certs.some(
+      (c) => c.spec.secretName === ep.spec.expose.tls.secretRef.name && c.spec.dnsNames.includes(service),
+    ),
+    'the nodes certificate names the client Service',
+  );
+});
+
 void test('example Endpoints and Views are valid against the operator API', async () => {
   const files = (await readdir(examplesDir)).filter((f) => f.endsWith('.yaml'));
   const kinds: string[] = [];

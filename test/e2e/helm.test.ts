@@ -261,7 +261,13 @@ void describe('installed chart', () => {
     operator = run.proc;
     const proc = run.proc;
     const logPath = run.logPath;
-    assert.equal((await fetch(`http://127.0.0.1:${run.port}/readyz`)).status, 200);
+    // Leading comes before the informer caches sync, and /readyz waits for both.
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${run.port}/readyz`)).status === 200, {
+      what: 'operator /readyz',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      process: proc,
+    });
     assert.equal((await fetch(`http://127.0.0.1:${run.port}/healthz`)).status, 200);
     const lease = await getJson<{ spec: { holderIdentity?: string } }>(['lease', FULLNAME, '-n', releaseNs]);
     assert.equal(lease?.spec.holderIdentity, 'e2e-operator-0');
@@ -330,6 +336,36 @@ void describe('installed chart', () => {
       },
       { what: 'a Created event from the operator', timeoutMs: 15_000, intervalMs: 200, process: proc },
     );
+
+    // spec.expose: the Ingress example gets its Ingress (created under the chart's RBAC), and
+    // dropping expose.ingress deletes it again.
+    await kube.kubectl(['apply', '-n', appNs, '-f', join(examplesDir, 'endpoint-ingress-tls.yaml')]);
+    const ingress: Obj = await waitFor(() => getJson(['ingress', 'public-ingest', '-n', appNs]), {
+      what: 'Ingress public-ingest',
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      process: proc,
+    });
+    assert.deepEqual((ingress.spec as { tls?: unknown }).tls, [
+      { hosts: ['ingest.example.com'], secretName: 'ingest-example-com-tls' },
+    ]);
+    await kube.kubectl([
+      'patch',
+      'endpoints.landfall.dev',
+      'public',
+      '-n',
+      appNs,
+      '--type=json',
+      '-p',
+      '[{"op":"remove","path":"/spec/expose/ingress"}]',
+    ]);
+    await waitFor(async () => (await getJson(['ingress', 'public-ingest', '-n', appNs])) === undefined, {
+      what: 'Ingress public-ingest deleted once expose.ingress is dropped',
+      timeoutMs: 30_000,
+      intervalMs: 200,
+      process: proc,
+    });
+    await kube.kubectl(['delete', 'endpoints.landfall.dev', 'public', '-n', appNs, '--wait=false']);
 
     // Deletion: the drain check (claims, the key Secret) runs and releases the
     // finalizer (no claim was ever bound, so nothing can be undelivered).
@@ -419,6 +455,12 @@ void describe('installed chart', () => {
     assert.equal(await can('delete', 'statefulsets', 'apps'), false);
     assert.equal(await can('delete', 'persistentvolumeclaims'), false);
     assert.equal(await can('create', 'pods'), false);
+    // spec.expose: Ingress and HTTPRoute are applied and, once dropped from the Endpoint, deleted.
+    for (const verb of ['create', 'patch', 'delete']) {
+      assert.equal(await can(verb, 'ingresses', 'networking.k8s.io'), true, `${verb} ingresses`);
+      assert.equal(await can(verb, 'httproutes', 'gateway.networking.k8s.io'), true, `${verb} httproutes`);
+    }
+    assert.equal(await can('delete', 'services'), false, 'no other child is deleted by the operator');
     assert.equal(await can('update', 'leases', 'coordination.k8s.io', appNs), false, 'Leases only at home');
     // The rendered ClusterRole is the one installed.
     const installed = await getJson<{ rules: Rule[] }>(['clusterrole', FULLNAME]);

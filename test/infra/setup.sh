@@ -70,6 +70,20 @@ install_mosquitto() {
   timed bash -c "$sudo apt-get update -qq >/dev/null 2>&1 || true; $sudo apt-get install -y -qq mosquitto mosquitto-clients >/dev/null"
 }
 
+# The HTTPRoute CRD, from the Gateway API Go module (the proxy serves it;
+# GitHub release downloads are unreachable here), into the cache.
+install_gateway_api_crd() {
+  local dest="$cache/gateway-api-$GATEWAY_API_VERSION/httproutes.yaml"
+  if [ -s "$dest" ]; then say "gateway-api $GATEWAY_API_VERSION: cached"; return; fi
+  say "gateway-api $GATEWAY_API_VERSION: go mod download"
+  local dir
+  dir=$(cd "$here/etcd" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  mkdir -p "$(dirname "$dest")"
+  cp "$dir/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" "$dest.tmp.$$"
+  mv -f "$dest.tmp.$$" "$dest"
+}
+
 t_all=$SECONDS
 only=${1:-all}
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
@@ -80,4 +94,5 @@ want kube && build_into kube-apiserver "$KUBE_VERSION" build_kube kube-apiserver
 want kube && build_into kube-controller-manager "$KUBE_VERSION" build_kube kube-controller-manager
 want kube && build_into kubectl "$KUBE_VERSION" build_kube kubectl
 want helm && build_into helm "$HELM_VERSION" build_helm
+want gateway-api && install_gateway_api_crd
 say "test bed ready in $((SECONDS - t_all)) s (cache: $bin)"

@@ -227,6 +227,16 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
       `http.headersTimeoutMs (${c.http.headersTimeoutMs}) must not exceed http.requestTimeoutMs (${c.http.requestTimeoutMs})`,
     );
   }
+  const t = c.listen.tls;
+  if ((t.certFile === undefined) !== (t.keyFile === undefined)) {
+    problems.push('listen.tls.certFile and listen.tls.keyFile must be set together');
+  }
+  if (t.certFile === undefined && (t.clientCaFile !== undefined || t.clientAuth !== 'none')) {
+    problems.push('listen.tls.clientCaFile and listen.tls.clientAuth need listen.tls.certFile and keyFile');
+  }
+  if (t.clientAuth !== 'none' && t.clientCaFile === undefined) {
+    problems.push(`listen.tls.clientAuth "${t.clientAuth}" needs listen.tls.clientCaFile`);
+  }
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

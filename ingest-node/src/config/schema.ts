@@ -32,6 +32,43 @@ const millis = (description: string, defaultMs: number, minimum = 0) =>
 /** Options every block carries: closed (unknown keys are errors) and defaulted as a whole. */
 const block = (description: string) => ({ additionalProperties: false, default: {}, description }) as const;
 
+export const ListenTlsSchema = Type.Object(
+  {
+    certFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'PEM certificate chain, leaf first. Set with keyFile to serve HTTPS only (TLS 1.2 or 1.3, AEAD ciphers with forward secrecy). Re-read when it changes (a renewed cert-manager Secret): new connections get the new certificate, open ones carry on.',
+      }),
+    ),
+    keyFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'PEM private key of certFile; a key that does not match the certificate stops the start.',
+      }),
+    ),
+    clientCaFile: Type.Optional(
+      Type.String({
+        minLength: 1,
+        description:
+          'PEM CA bundle that client certificates must chain to (mutual TLS); needed by clientAuth request and require. Re-read like certFile.',
+      }),
+    ),
+    clientAuth: Type.Union([Type.Literal('none'), Type.Literal('request'), Type.Literal('require')], {
+      default: 'none',
+      description:
+        'none: no client certificates. request: ask for one and refuse one that does not chain to clientCaFile, but let clients without one in (API keys still apply). require: refuse the handshake without a valid client certificate.',
+    }),
+    reloadIntervalMs: millis(
+      'Fallback poll of the three files for changes, for volumes where file watching misses events.',
+      5_000,
+      100,
+    ),
+  },
+  block('HTTPS on the node itself (off unless certFile and keyFile are set).'),
+);
+
 export const ListenSchema = Type.Object(
   {
     host: Type.String({
@@ -46,8 +83,9 @@ export const ListenSchema = Type.Object(
       default: 8080,
       description: 'TCP port (0 picks a free one).',
     }),
+    tls: ListenTlsSchema,
   },
-  block('Where the HTTP API listens.'),
+  block('Where the HTTP API listens, and whether it speaks HTTPS.'),
 );
 
 export const WalSchema = Type.Object(

@@ -28,6 +28,11 @@ export interface ApiKeyMatch {
 export interface ApiKeySource {
   /** The matching key, or undefined. Takes the same time whichever key (if any) matches. */
   verify(presented: string): ApiKeyMatch | undefined;
+  /**
+   * The `cert-cn:<CN>` line for a client certificate the TLS layer verified
+   * against listen.tls.clientCaFile, or undefined. Optional: sources without it know no certificates.
+   */
+  verifyClientCertificate?(commonName: string): ApiKeyMatch | undefined;
   readonly size: number;
   close(): void;
 }
@@ -41,8 +46,13 @@ const digestOf = (key: string): Buffer => createHash('sha256').update(key, 'utf8
 /** Longest key accepted from a client; longer is not a key (and not worth hashing). */
 const PRESENTED_KEY_LENGTH_MAX = 4096;
 
+/** Prefix of a key-file line that grants scopes to a client certificate's subject CN instead of a key. */
+export const CERT_CN_PREFIX = 'cert-cn:';
+
 export interface ParsedKeys {
   readonly keys: KeyEntry[];
+  /** `cert-cn:<CN>` lines by CN; never matched by a presented key. */
+  readonly certs: Map<string, ApiKeyMatch>;
   /** Problems by origin and line number; never the key text. */
   readonly problems: string[];
 }
@@ -57,6 +67,7 @@ export interface ParsedKeys {
  */
 export function parseKeys(text: string, origin: string): ParsedKeys {
   const keys: KeyEntry[] = [];
+  const certs = new Map<string, ApiKeyMatch>();
   const problems: string[] = [];
   const lines = text.split('\n');
   for (let n = 0; n < lines.length; n++) {
@@ -77,6 +88,17 @@ export function parseKeys(text: string, origin: string): ParsedKeys {
       }
     }
     if (bad) continue;
+    if (key.startsWith(CERT_CN_PREFIX)) {
+      // A device that cannot keep a secret header proves itself with its certificate (mutual TLS).
+      const cn = key.slice(CERT_CN_PREFIX.length);
+      if (cn === '') problems.push(`${origin} line ${n + 1}: ${CERT_CN_PREFIX} needs a common name`);
+      else
+        certs.set(cn, {
+          id: digestOf(key).toString('hex', 0, 6),
+          scopes: scopes.size > 0 ? scopes : new Set(SCOPES),
+        });
+      continue;
+    }
     const hashed = /^sha256:([0-9a-f]{64})$/i.exec(key);
     const digest = hashed ? Buffer.from(hashed[1] ?? '', 'hex') : digestOf(key);
     keys.push({
@@ -85,7 +107,7 @@ export function parseKeys(text: string, origin: string): ParsedKeys {
       scopes: scopes.size > 0 ? scopes : new Set(SCOPES),
     });
   }
-  return { keys, problems };
+  return { keys, certs, problems };
 }
 
 function verifyAgainst(keys: readonly KeyEntry[], presented: string): ApiKeyMatch | undefined {
@@ -102,9 +124,14 @@ function verifyAgainst(keys: readonly KeyEntry[], presented: string): ApiKeyMatc
 
 /** Keys given in code (tests, embedding). */
 export function staticApiKeys(text: string): ApiKeySource {
-  const { keys, problems } = parseKeys(text, 'static keys');
+  const { keys, certs, problems } = parseKeys(text, 'static keys');
   if (problems.length > 0) throw new Error(problems.join('; '));
-  return { verify: (p) => verifyAgainst(keys, p), size: keys.length, close: () => {} };
+  return {
+    verify: (p) => verifyAgainst(keys, p),
+    verifyClientCertificate: (cn) => certs.get(cn),
+    size: keys.length + certs.size,
+    close: () => {},
+  };
 }
 
 export interface ApiKeyFileOptions {
@@ -152,6 +179,7 @@ async function statSignature(path: string): Promise<string> {
 export class FileApiKeySource implements ApiKeySource {
   readonly #o: ApiKeyFileOptions;
   #keys: readonly KeyEntry[] = [];
+  #certs: ReadonlyMap<string, ApiKeyMatch> = new Map();
   #signature = '';
   readonly #watchers: FSWatcher[] = [];
   #lastProblem: string | undefined;
@@ -174,11 +202,15 @@ export class FileApiKeySource implements ApiKeySource {
   }
 
   get size(): number {
-    return this.#keys.length;
+    return this.#keys.length + this.#certs.size;
   }
 
   verify(presented: string): ApiKeyMatch | undefined {
     return verifyAgainst(this.#keys, presented);
+  }
+
+  verifyClientCertificate(commonName: string): ApiKeyMatch | undefined {
+    return this.#certs.get(commonName);
   }
 
   /** Re-reads now. Resolves true when the new keys were applied, false when the old ones were kept. */
@@ -213,16 +245,19 @@ export class FileApiKeySource implements ApiKeySource {
       return `cannot read ${this.#o.path}: ${(err as Error).message}`;
     }
     const keys: KeyEntry[] = [];
+    const certs = new Map<string, ApiKeyMatch>();
     const problems: string[] = [];
     for (const [file, text] of read.text) {
       const parsed = parseKeys(text, file);
       keys.push(...parsed.keys);
+      for (const [cn, match] of parsed.certs) certs.set(cn, match);
       problems.push(...parsed.problems);
     }
     if (problems.length > 0) return problems.join('; ');
-    if (keys.length === 0) return `no keys in ${this.#o.path}`;
+    if (keys.length === 0 && certs.size === 0) return `no keys in ${this.#o.path}`;
     const changed = read.signature !== this.#signature;
     this.#keys = keys;
+    this.#certs = certs;
     this.#signature = read.signature;
     if (changed) this.#o.log.info({ path: this.#o.path, keys: keys.length }, 'API keys loaded');
     return undefined;

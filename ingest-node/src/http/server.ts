@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
+import type { Server as TlsServer } from 'node:tls';
 import Fastify from 'fastify';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Registry } from 'prom-client';
@@ -55,6 +56,7 @@ import { IdempotencyCache } from './idempotency.ts';
 import type { Claim } from './idempotency.ts';
 import { recordCounter, splitRecords } from './records.ts';
 import type { BodyFormat } from './records.ts';
+import { NodeTls, verifiedClientCommonName } from './tls.ts';
 
 export interface ServerDeps {
   readonly config: NodeConfig;
@@ -82,6 +84,8 @@ export interface IngestServer {
   readonly metrics: NodeMetrics;
   readonly idempotency: IdempotencyCache;
   readonly apiKeys: ApiKeySource | null;
+  /** HTTPS (listen.tls), or undefined when the node speaks plain HTTP. */
+  readonly tls: NodeTls | undefined;
   /** Listens on config.listen (or the given port) and returns the base URL. */
   listen(port?: number): Promise<string>;
   /** Readiness false and new writes 503 LF_DRAINING; in-flight requests carry on. */
@@ -184,6 +188,11 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     recordsMax: limits.recordsPerRequestMax,
     validateJson,
   };
+  // First: wrong certificate files stop the start before anything else is opened.
+  const tls =
+    config.listen.tls.certFile === undefined
+      ? undefined
+      : await NodeTls.open(config.listen.tls, { log, registry });
 
   let apiKeys: ApiKeySource | null;
   let ownsKeys = false;
@@ -213,19 +222,20 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     clock,
   });
 
+  const httpOptions = {
+    headersTimeout: config.http.headersTimeoutMs,
+    // Node checks the two timeouts above only this often (default 30 s): keep it a fraction of them.
+    connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(config.http.headersTimeoutMs / 4))),
+  };
   const app = Fastify({
     // No request logging: it would cost more than the rest of a 1 KiB request. Errors are logged below.
     logger: false,
     requestTimeout: config.http.requestTimeoutMs,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
-    http: {
-      headersTimeout: config.http.headersTimeoutMs,
-      // Node checks the two timeouts above only this often (default 30 s): keep it a fraction of them.
-      connectionsCheckingInterval: Math.max(
-        100,
-        Math.min(1000, Math.floor(config.http.headersTimeoutMs / 4)),
-      ),
-    },
+    http: httpOptions,
+    // fastify hands `https` (not `http`) to https.createServer, so it carries the HTTP options too.
+    // Typed as a plain object: the server stays an http.Server to the routes below.
+    ...(tls === undefined ? {} : ({ https: tls.serverOptions(httpOptions) } as object)),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
@@ -296,8 +306,11 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   const checkKey = (request: FastifyRequest, scope: Scope): string | LandfallError => {
     if (apiKeys === null) return '';
     const presented = presentedKey(request.headers);
-    if (presented === undefined) return new ApiKeyMissingError();
-    const match = apiKeys.verify(presented);
+    const match =
+      presented !== undefined
+        ? apiKeys.verify(presented)
+        : apiKeys.verifyClientCertificate?.(verifiedClientCommonName(request.raw.socket) ?? '');
+    if (presented === undefined && match === undefined) return new ApiKeyMissingError();
     if (match === undefined) return new ApiKeyInvalidError();
     if (!match.scopes.has(scope)) return new ForbiddenError(scope);
     return match.id;
@@ -452,6 +465,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     });
   });
 
+  tls?.attach(app.server as unknown as TlsServer);
   await app.ready();
 
   let closed = false;
@@ -461,6 +475,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     metrics,
     idempotency,
     apiKeys,
+    tls,
     async listen(port = config.listen.port) {
       return app.listen({ host: config.listen.host, port });
     },
@@ -480,6 +495,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       } finally {
         clearInterval(sweeper);
         backpressure.stop();
+        tls?.close();
         if (ownsKeys) apiKeys?.close();
       }
     },

@@ -33,6 +33,7 @@ import {
   DATA_MOUNT,
   HTTP_PORT,
   MQTT_MOUNT,
+  TLS_MOUNT,
   VIEWS_MOUNT,
 } from '../model/names.ts';
 
@@ -201,7 +202,14 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec): Node
   const watermarks = walWatermarks(spec);
   const config: NodeConfigFile = {
     // Pods are reached through Services, so bind every interface.
-    listen: { host: '0.0.0.0', port: HTTP_PORT },
+    listen: {
+      host: '0.0.0.0',
+      port: HTTP_PORT,
+      // The Secret is mounted as a folder: the node re-reads it when the kubelet swaps ..data.
+      ...(spec.expose.tls
+        ? { tls: { certFile: `${TLS_MOUNT}/tls.crt`, keyFile: `${TLS_MOUNT}/tls.key` } }
+        : {}),
+    },
     endpoint: { name: endpointName },
     // instance.id comes from LANDFALL_INSTANCE_ID = the pod name (downward API).
     wal: {

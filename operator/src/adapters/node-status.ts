@@ -18,7 +18,7 @@
 // WAL's list and do not block; they stay in the retained volume's quarantine/.
 // /v1/status needs an API key with the `status` scope: the operator keeps its
 // own in a Secret it mounts next to the user's keys (see model/resources.ts).
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 
 export interface NodeDrainState {
   /** wal.openSegmentBytes */
@@ -67,6 +67,18 @@ export function drainBlocker(s: NodeDrainState): string | undefined {
   return parts.join(', ');
 }
 
+let podAgent: Agent | undefined;
+/**
+ * Pods are reached by IP, which no certificate names, and the operator cannot
+ * read the Endpoint's TLS Secret (it touches no Secrets of users): the
+ * connection is encrypted but the node is not authenticated. What is sent is
+ * the operator's own status-scoped key, which can read /v1/status and nothing else.
+ */
+function podTlsAgent(): Agent {
+  podAgent ??= new Agent({ connect: { rejectUnauthorized: false } });
+  return podAgent;
+}
+
 export type NodeStatusProbe = (baseUrl: string, apiKey: string) => Promise<NodeDrainState>;
 
 export const httpNodeStatusProbe =
@@ -74,6 +86,7 @@ export const httpNodeStatusProbe =
   async (baseUrl, apiKey) => {
     const res = await request(`${baseUrl}/v1/status`, {
       headers: { 'x-api-key': apiKey, accept: 'application/json' },
+      ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
     });

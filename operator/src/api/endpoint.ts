@@ -464,6 +464,145 @@ export const PodTemplate = Type.Object(
   },
 );
 
+const Annotations = (description: string) =>
+  Type.Record(Type.String(), Type.String(), { maxProperties: 64, description });
+
+const HOSTNAME_PATTERN = '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$';
+
+export const ExposeService = Type.Object(
+  {
+    type: StringEnum(['ClusterIP', 'NodePort', 'LoadBalancer'], {
+      default: 'ClusterIP',
+      description:
+        'Type of the client Service <endpoint>-ingest. NodePort and LoadBalancer reach producers outside the cluster; set tls.secretRef (or put an Ingress or Gateway with TLS in front) so data does not cross networks in clear text.',
+    }),
+    annotations: Type.Optional(
+      Annotations(
+        'Annotations of the client Service, e.g. service.beta.kubernetes.io/aws-load-balancer-scheme: internet-facing.',
+      ),
+    ),
+    loadBalancerSourceRanges: Type.Optional(
+      Type.Array(
+        Type.String({
+          maxLength: 43,
+          pattern: '^[0-9a-fA-F:.]+/[0-9]{1,3}$',
+          description: 'A CIDR, e.g. 203.0.113.0/24.',
+        }),
+        {
+          maxItems: 64,
+          description: 'Only these client networks may reach the load balancer (type LoadBalancer only).',
+        },
+      ),
+    ),
+  },
+  {
+    default: { type: 'ClusterIP' },
+    description: 'The client Service.',
+    'x-kubernetes-validations': [
+      {
+        rule: "!has(self.loadBalancerSourceRanges) || size(self.loadBalancerSourceRanges) == 0 || self.type == 'LoadBalancer'",
+        message: 'loadBalancerSourceRanges needs type LoadBalancer',
+      },
+    ],
+  },
+);
+
+export const ExposeIngress = Type.Object(
+  {
+    className: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description: 'IngressClass; unset means the cluster default class.',
+      }),
+    ),
+    host: Type.String({
+      maxLength: 253,
+      pattern: HOSTNAME_PATTERN,
+      description: 'Host name producers use, e.g. ingest.example.com.',
+    }),
+    tlsSecretName: Type.Optional(
+      Type.String({
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description:
+          'kubernetes.io/tls Secret with the certificate for host (e.g. written by a cert-manager Certificate); the Ingress controller terminates TLS with it.',
+      }),
+    ),
+    annotations: Type.Optional(
+      Annotations(
+        'Annotations of the Ingress (controller settings; with tls.secretRef the backend speaks HTTPS, e.g. nginx.ingress.kubernetes.io/backend-protocol: HTTPS).',
+      ),
+    ),
+  },
+  { description: 'An Ingress <endpoint>-ingest routing host to the client Service.' },
+);
+
+const ParentRef = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 253, description: 'Name of the Gateway.' }),
+    namespace: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: DNS_LABEL_PATTERN,
+        description: "Namespace of the Gateway; unset means the Endpoint's.",
+      }),
+    ),
+    sectionName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 253,
+        pattern: DNS_SUBDOMAIN_PATTERN,
+        description: 'Listener of the Gateway to attach to.',
+      }),
+    ),
+  },
+  { description: 'A Gateway the route attaches to.' },
+);
+
+export const ExposeHttpRoute = Type.Object(
+  {
+    parentRefs: Type.Array(ParentRef, {
+      minItems: 1,
+      maxItems: 32,
+      description: 'Gateways (Gateway API) the route attaches to.',
+    }),
+    hostnames: Type.Optional(
+      Type.Array(Type.String({ minLength: 1, maxLength: 253, pattern: HOSTNAME_PATTERN }), {
+        maxItems: 16,
+        description: 'Host names the route matches; unset means those of the listener.',
+      }),
+    ),
+  },
+  {
+    description:
+      'A Gateway API HTTPRoute <endpoint>-ingest to the client Service (needs the Gateway API CRDs in the cluster).',
+  },
+);
+
+export const ExposeTls = Type.Object(
+  {
+    secretRef: LocalObjectReference(
+      'A kubernetes.io/tls Secret (tls.crt, tls.key) mounted into the pods: the nodes serve HTTPS with it (listen.tls), and pick up a renewed certificate without a restart.',
+    ),
+  },
+  { description: 'HTTPS on the ingest nodes themselves (end to end, whatever is in front).' },
+);
+
+export const Expose = Type.Object(
+  {
+    service: ExposeService,
+    ingress: Type.Optional(ExposeIngress),
+    httpRoute: Type.Optional(ExposeHttpRoute),
+    tls: Type.Optional(ExposeTls),
+  },
+  {
+    default: { service: { type: 'ClusterIP' } },
+    description: 'How producers reach the Endpoint: the client Service, an Ingress, an HTTPRoute, and TLS.',
+  },
+);
+
 export const EndpointSpec = Type.Object(
   {
     s3: S3Target,
@@ -503,6 +642,7 @@ export const EndpointSpec = Type.Object(
       }),
     ),
     podTemplate: Type.Optional(PodTemplate),
+    expose: Expose,
   },
   { description: 'Desired state of an Endpoint.', 'x-kubernetes-validations': [MQTT_SHARED_RULE] },
 );

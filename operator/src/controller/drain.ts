@@ -25,6 +25,8 @@ export interface DrainInput {
   probe: NodeStatusProbe;
   /** The node's HTTP port on the pod IP; HTTP_PORT (tests run a node elsewhere). */
   port?: number;
+  /** The nodes serve HTTPS (spec.expose.tls). */
+  tls?: boolean;
 }
 
 export interface DrainResult {
@@ -69,7 +71,10 @@ export async function checkDrained(input: DrainInput): Promise<DrainResult> {
     }
     try {
       const blocker = drainBlocker(
-        await input.probe(`http://${ip}:${input.port ?? HTTP_PORT}`, input.apiKey),
+        await input.probe(
+          `${input.tls === true ? 'https' : 'http'}://${ip}:${input.port ?? HTTP_PORT}`,
+          input.apiKey,
+        ),
       );
       if (blocker !== undefined) blockers.push(`${podName}: ${blocker}`);
     } catch (err) {

@@ -16,11 +16,14 @@ import {
   childNames,
   endpointUrl,
   selectorLabels,
+  servesTls,
 } from '../model/names.ts';
 import { deriveStatusKey, statusKeyLine } from '../model/operator-key.ts';
 import {
   buildConfigMap,
   buildPdb,
+  buildHttpRoute,
+  buildIngress,
   buildServiceAccount,
   buildServices,
   buildStatefulSet,
@@ -94,6 +97,8 @@ class StepBlocked extends Error {
 export class EndpointController {
   private readonly d: EndpointControllerDeps;
   private readonly log: Logger;
+  /** Endpoint key → the generation whose dropped Ingress/HTTPRoute were deleted; one entry per live Endpoint. */
+  private readonly exposureSwept = new Map<string, number>();
 
   constructor(deps: EndpointControllerDeps) {
     this.d = deps;
@@ -107,13 +112,17 @@ export class EndpointController {
     { name: 'ensureServiceAccount', run: (c) => this.ensureServiceAccount(c) },
     { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
     { name: 'ensureServices', run: (c) => this.ensureServices(c) },
+    { name: 'ensureExposure', run: (c) => this.ensureExposure(c) },
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
   ];
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const ep = this.d.endpoints.getByKey(key);
-    if (!ep) return {}; // gone: the garbage collector removes the children (owner references)
+    if (!ep) {
+      this.exposureSwept.delete(key);
+      return {}; // gone: the garbage collector removes the children (owner references)
+    }
     if (ep.metadata.deletionTimestamp) return this.finalize(ep);
 
     const spec = withEndpointDefaults(ep.spec);
@@ -221,6 +230,25 @@ export class EndpointController {
     const { headless, client } = buildServices(ctx.ep);
     await this.d.client.apply(Resources.service, headless);
     await this.d.client.apply(Resources.service, client);
+  }
+
+  /**
+   * The Ingress and HTTPRoute of spec.expose: applied when asked for, deleted
+   * when not (a 404 when there is nothing: also when the cluster has no Gateway
+   * API, so an Endpoint without httpRoute needs none). The deletes run once per
+   * generation (and after an operator restart), not on every status poll.
+   */
+  private async ensureExposure(ctx: Ctx): Promise<void> {
+    const names = childNames(ctx.ep);
+    const ingress = buildIngress(ctx.ep);
+    const route = buildHttpRoute(ctx.ep);
+    if (ingress !== undefined) await this.d.client.apply(Resources.ingress, ingress);
+    if (route !== undefined) await this.d.client.apply(Resources.httpRoute, route);
+    const generation = ctx.ep.metadata.generation ?? 0;
+    if (this.exposureSwept.get(ctx.key) === generation) return;
+    if (ingress === undefined) await this.d.client.delete(Resources.ingress, ctx.namespace, names.ingress);
+    if (route === undefined) await this.d.client.delete(Resources.httpRoute, ctx.namespace, names.httpRoute);
+    this.exposureSwept.set(ctx.key, generation);
   }
 
   private async ensureStatefulSet(ctx: Ctx): Promise<void> {
@@ -469,6 +497,7 @@ export class EndpointController {
       pods: this.podsOf({ ep: { ...ep, spec }, namespace } as Ctx),
       apiKey: deriveStatusKey(this.d.operatorKey, ep),
       probe: this.d.probe,
+      tls: servesTls({ ...ep, spec }),
     });
     if (result.drained) {
       this.d.events.record(

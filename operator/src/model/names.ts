@@ -26,6 +26,10 @@ export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
 export const VIEWS_MOUNT = '/etc/landfall/views';
 /** MQTT passwords and TLS files, one folder per broker (`broker-<i>/`). */
 export const MQTT_MOUNT = '/etc/landfall/mqtt';
+/** The node's certificate (spec.expose.tls.secretRef, a kubernetes.io/tls Secret). */
+export const TLS_MOUNT = '/etc/landfall/tls';
+/** Client Service port with HTTPS on the nodes (80 without). */
+export const SERVICE_PORT_TLS = 443;
 /** Keys of the static-credentials Secret (spec.credentials.secretRef). */
 export const STATIC_KEY_ID_KEY = 'accessKeyId';
 export const STATIC_SECRET_KEY = 'secretAccessKey';
@@ -54,6 +58,8 @@ export function childNames(ep: Endpoint): {
   service: string;
   statefulSet: string;
   pdb: string;
+  ingress: string;
+  httpRoute: string;
 } {
   const base = `${endpointName(ep)}-ingest`;
   return {
@@ -65,6 +71,8 @@ export function childNames(ep: Endpoint): {
     service: base,
     statefulSet: base,
     pdb: base,
+    ingress: base,
+    httpRoute: base,
   };
 }
 
@@ -109,7 +117,13 @@ export function childMetadata(ep: Endpoint, name: string, annotations?: Record<s
   };
 }
 
+/** True when the nodes serve HTTPS (spec.expose.tls). */
+export function servesTls(ep: Endpoint): boolean {
+  return ep.spec.expose?.tls?.secretRef !== undefined;
+}
+
 /** In-cluster base URL of the ingest API. */
 export function endpointUrl(ep: Endpoint): string {
-  return `http://${childNames(ep).service}.${endpointNamespace(ep)}.svc:${SERVICE_PORT}`;
+  const host = `${childNames(ep).service}.${endpointNamespace(ep)}.svc`;
+  return servesTls(ep) ? `https://${host}:${SERVICE_PORT_TLS}` : `http://${host}:${SERVICE_PORT}`;
 }

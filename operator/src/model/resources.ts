@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import type {
   V1ConfigMap,
   V1Affinity,
+  V1Ingress,
   V1EnvVar,
   V1PodSpec,
   V1TopologySpreadConstraint,
@@ -39,7 +40,9 @@ import {
   MQTT_MOUNT,
   OPERATOR_KEY_FILE,
   SERVICE_PORT,
+  SERVICE_PORT_TLS,
   STATIC_KEY_ID_KEY,
+  TLS_MOUNT,
   STATIC_SECRET_KEY,
   VIEWS_MOUNT,
   childMetadata,
@@ -48,6 +51,7 @@ import {
   endpointName,
   ownerReference,
   selectorLabels,
+  servesTls,
 } from './names.ts';
 
 export interface BuildContext {
@@ -67,7 +71,23 @@ export interface EndpointResources {
   service: V1Service;
   statefulSet: V1StatefulSet;
   pdb: V1PodDisruptionBudget;
+  /** Present when spec.expose.ingress is set. */
+  ingress: V1Ingress | undefined;
+  /** Present when spec.expose.httpRoute is set. */
+  httpRoute: HttpRoute | undefined;
   configHash: string;
+}
+
+/** A Gateway API HTTPRoute (gateway.networking.k8s.io/v1), as far as the operator writes one. */
+export interface HttpRoute {
+  apiVersion: 'gateway.networking.k8s.io/v1';
+  kind: 'HTTPRoute';
+  metadata: ReturnType<typeof childMetadata>;
+  spec: {
+    parentRefs: { name: string; namespace?: string; sectionName?: string }[];
+    hostnames?: string[];
+    rules: { backendRefs: { name: string; port: number }[] }[];
+  };
 }
 
 /** The spec after defaulting; builders never read `ep.spec` directly. */
@@ -129,9 +149,16 @@ export function configHash(data: Record<string, string>): string {
   return createHash('sha256').update(canonicalJson(data)).digest('hex').slice(0, 16);
 }
 
+/** The client Service's port: 443 named https when the nodes serve TLS, else 80 named http. */
+function servicePort(ep: Defaulted): { name: string; port: number } {
+  return servesTls(ep) ? { name: 'https', port: SERVICE_PORT_TLS } : { name: 'http', port: SERVICE_PORT };
+}
+
 export function buildServices(ep: Defaulted): { headless: V1Service; client: V1Service } {
   const names = childNames(ep);
-  const ports = [{ name: 'http', port: SERVICE_PORT, targetPort: 'http', protocol: 'TCP' }];
+  const svc = ep.spec.expose.service;
+  const ports = [{ ...servicePort(ep), targetPort: 'http', protocol: 'TCP' }];
+  const ranges = svc.loadBalancerSourceRanges ?? [];
   return {
     headless: {
       apiVersion: 'v1',
@@ -143,14 +170,72 @@ export function buildServices(ep: Defaulted): { headless: V1Service; client: V1S
         // Per-pod DNS must work while a pod is not ready (full, draining):
         // that is exactly when the operator asks it for /v1/status.
         publishNotReadyAddresses: true,
-        ports: [{ name: 'http', port: HTTP_PORT, targetPort: 'http', protocol: 'TCP' }],
+        ports: [{ name: servicePort(ep).name, port: HTTP_PORT, targetPort: 'http', protocol: 'TCP' }],
       },
     },
     client: {
       apiVersion: 'v1',
       kind: 'Service',
-      metadata: childMetadata(ep, names.service),
-      spec: { type: 'ClusterIP', selector: selectorLabels(ep), ports },
+      metadata: childMetadata(ep, names.service, svc.annotations),
+      spec: {
+        type: svc.type,
+        selector: selectorLabels(ep),
+        ports,
+        ...(svc.type === 'LoadBalancer' && ranges.length > 0 ? { loadBalancerSourceRanges: ranges } : {}),
+      },
+    },
+  };
+}
+
+/** The Ingress of spec.expose.ingress, or undefined. */
+export function buildIngress(ep: Defaulted): V1Ingress | undefined {
+  const ing = ep.spec.expose.ingress;
+  if (ing === undefined) return undefined;
+  const names = childNames(ep);
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'Ingress',
+    metadata: childMetadata(ep, names.ingress, ing.annotations),
+    spec: {
+      ...(ing.className !== undefined ? { ingressClassName: ing.className } : {}),
+      ...(ing.tlsSecretName !== undefined
+        ? { tls: [{ hosts: [ing.host], secretName: ing.tlsSecretName }] }
+        : {}),
+      rules: [
+        {
+          host: ing.host,
+          http: {
+            paths: [
+              {
+                path: '/',
+                pathType: 'Prefix',
+                backend: { service: { name: names.service, port: { number: servicePort(ep).port } } },
+              },
+            ],
+          },
+        },
+      ],
+    },
+  };
+}
+
+/** The HTTPRoute of spec.expose.httpRoute, or undefined. */
+export function buildHttpRoute(ep: Defaulted): HttpRoute | undefined {
+  const route = ep.spec.expose.httpRoute;
+  if (route === undefined) return undefined;
+  const names = childNames(ep);
+  return {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: childMetadata(ep, names.httpRoute),
+    spec: {
+      parentRefs: route.parentRefs.map((p) => ({
+        name: p.name,
+        ...(p.namespace !== undefined ? { namespace: p.namespace } : {}),
+        ...(p.sectionName !== undefined ? { sectionName: p.sectionName } : {}),
+      })),
+      ...(route.hostnames !== undefined && route.hostnames.length > 0 ? { hostnames: route.hostnames } : {}),
+      rules: [{ backendRefs: [{ name: names.service, port: servicePort(ep).port }] }],
     },
   };
 }
@@ -260,8 +345,10 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
   const names = childNames(ep);
   const spec = ep.spec;
   const mqttSources = mqttSecretSources(spec);
+  const tlsSecret = spec.expose.tls?.secretRef.name;
   const probe = (path: string, periodSeconds: number, failureThreshold: number) => ({
-    httpGet: { path, port: 'http' },
+    // The kubelet does not verify the certificate of an HTTPS probe.
+    httpGet: { path, port: 'http', ...(tlsSecret !== undefined ? { scheme: 'HTTPS' } : {}) },
     periodSeconds,
     timeoutSeconds: 2,
     failureThreshold,
@@ -331,6 +418,8 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
                 { name: 'views', mountPath: VIEWS_MOUNT, readOnly: true },
                 { name: 'api-keys', mountPath: API_KEYS_MOUNT, readOnly: true },
                 ...(mqttSources.length > 0 ? [{ name: 'mqtt', mountPath: MQTT_MOUNT, readOnly: true }] : []),
+                // The whole folder, not subPath files: the kubelet updates a renewed Secret only there.
+                ...(tlsSecret !== undefined ? [{ name: 'tls', mountPath: TLS_MOUNT, readOnly: true }] : []),
                 { name: 'tmp', mountPath: '/tmp' },
               ],
             },
@@ -362,6 +451,21 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             },
             ...(mqttSources.length > 0
               ? [{ name: 'mqtt', projected: { defaultMode: 0o440, sources: mqttSources } }]
+              : []),
+            ...(tlsSecret !== undefined
+              ? [
+                  {
+                    name: 'tls',
+                    secret: {
+                      secretName: tlsSecret,
+                      defaultMode: 0o440,
+                      items: [
+                        { key: 'tls.crt', path: 'tls.crt' },
+                        { key: 'tls.key', path: 'tls.key' },
+                      ],
+                    },
+                  },
+                ]
               : []),
             { name: 'tmp', emptyDir: { sizeLimit: '1Gi' } },
           ],
@@ -414,6 +518,8 @@ export function buildEndpointResources(ep: Defaulted, ctx: BuildContext): Endpoi
     service: client,
     statefulSet: buildStatefulSet(ep, ctx, hash),
     pdb: buildPdb(ep),
+    ingress: buildIngress(ep),
+    httpRoute: buildHttpRoute(ep),
     configHash: hash,
   };
 }

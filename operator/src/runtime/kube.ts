@@ -36,6 +36,13 @@ export const Resources = {
     plural: 'poddisruptionbudgets',
     namespaced: true,
   },
+  ingress: { apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', plural: 'ingresses', namespaced: true },
+  httpRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    plural: 'httproutes',
+    namespaced: true,
+  },
   event: { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true },
   lease: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', plural: 'leases', namespaced: true },
   crd: {

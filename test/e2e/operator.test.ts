@@ -273,18 +273,27 @@ void describe('operator in-process', () => {
       await expectRejected(endpointBody('bad-enum', { validation: 'xml' }), /Unsupported value: "xml"/),
       await expectRejected(endpointBody('bad-bounds', { replicas: 1000 }), /spec.replicas/),
     ];
-    const current = await getEndpoint('clicks');
-    assert.ok(current);
-    msgs.push(
-      await expectRejected(
-        {
-          ...current,
-          spec: { ...current.spec, s3: { ...current.spec.s3, bucket: 'another-bucket' } },
-        } as KubeObject,
-        /bucket is immutable/,
-        true,
-      ),
-    );
+    // The operator writes the Endpoint too (finalizer, status), so a PUT of the
+    // object read a moment ago can meet a newer resourceVersion (409): read again.
+    for (let attempt = 1; ; attempt++) {
+      const current = await getEndpoint('clicks');
+      assert.ok(current);
+      try {
+        msgs.push(
+          await expectRejected(
+            {
+              ...current,
+              spec: { ...current.spec, s3: { ...current.spec.s3, bucket: 'another-bucket' } },
+            } as KubeObject,
+            /bucket is immutable/,
+            true,
+          ),
+        );
+        break;
+      } catch (err) {
+        if (attempt >= 5 || !/\b409\b/.test(String(err))) throw err;
+      }
+    }
     for (const m of msgs) console.log(`# rejected: ${m.replace(/^.*?422 /, '')}`);
   });
 

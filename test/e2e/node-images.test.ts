@@ -21,6 +21,7 @@ import {
   acquireNodeLock,
   buildRepoImages,
   nodeBinaries,
+  repoRoot,
   startKubernetes,
   waitFor,
   NODE_NAME,
@@ -212,6 +213,65 @@ void describe('the images on a real kubelet', () => {
       process.stderr.write(`[node-images] kubectl get pods -o wide:\n${wide.stdout}${imgs.stdout}`);
     });
   }
+
+  void test('helm install with the local operator image: the operator Deployment is Ready in the cluster', async () => {
+    const releaseNs = await kube.newNamespace('landfall-system');
+    const [repo, tag] = images.operator.split(':');
+    const [nodeRepo, nodeTag] = images.ingestNode.split(':');
+    await kube.helm(
+      [
+        'install',
+        'lf',
+        join(repoRoot, 'charts', 'landfall'),
+        '-n',
+        releaseNs,
+        '--set',
+        `image.repository=${repo ?? ''},image.tag=${tag ?? ''},image.pullPolicy=Never`,
+        '--set',
+        `nodeImage.repository=${nodeRepo ?? ''},nodeImage.tag=${nodeTag ?? ''}`,
+      ],
+      { timeoutMs: 120_000 },
+    );
+    try {
+      await kube.kubectl(['rollout', 'status', 'deployment/lf-landfall', '-n', releaseNs, '--timeout=120s'], {
+        timeoutMs: 130_000,
+      });
+    } catch (err) {
+      const pods = await kube
+        .kubectl(['get', 'pods', '-n', releaseNs, '-o', 'wide'])
+        .catch(() => ({ stdout: '' }));
+      const logs = await kube
+        .kubectl(['logs', '-n', releaseNs, 'deployment/lf-landfall', '--tail=40'])
+        .catch((e: unknown) => ({ stdout: String(e) }));
+      throw new Error(`${String(err)}\n${pods.stdout}\n${logs.stdout}`, { cause: err });
+    }
+    const pods = JSON.parse(
+      (
+        await kube.kubectl([
+          'get',
+          'pods',
+          '-n',
+          releaseNs,
+          '-l',
+          'app.kubernetes.io/name=landfall',
+          '-o',
+          'json',
+        ])
+      ).stdout,
+    ) as { items: V1Pod[] };
+    assert.equal(pods.items.length, 1);
+    const op = pods.items[0];
+    assert.equal(op?.spec?.nodeName, NODE_NAME);
+    assert.equal(op?.status?.containerStatuses?.[0]?.image, images.operator);
+    assert.equal(op?.status?.containerStatuses?.[0]?.ready, true);
+    // It talks to the API server from inside the pod: it took its Lease.
+    const lease = JSON.parse(
+      (await kube.kubectl(['get', 'lease', 'lf-landfall', '-n', releaseNs, '-o', 'json'])).stdout,
+    ) as { spec?: { holderIdentity?: string } };
+    assert.equal(lease.spec?.holderIdentity, op?.metadata?.name);
+    const wide = await kube.kubectl(['get', 'pods', '-n', releaseNs, '-o', 'wide']);
+    process.stderr.write(`[node-images] operator in the cluster:\n${wide.stdout}`);
+  });
 
   void test('timings', () => {
     const n = kube.node;

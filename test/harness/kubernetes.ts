@@ -21,7 +21,7 @@ import {
   waitFor,
 } from './proc.ts';
 import type { RunToolOptions, ServerProcess, ToolResult } from './proc.ts';
-import { acquireNodeLock, startNodeOn, POD_GATEWAY } from './node.ts';
+import { acquireNodeLock, startNodeOn, KUBERNETES_SERVICE_IP, POD_GATEWAY } from './node.ts';
 import type { KubeNode, NodeLock, StartNodeOptions } from './node.ts';
 
 const execFileP = promisify(execFile);
@@ -139,7 +139,7 @@ async function makePki(dir: string, cmSubject: string, withNode: boolean): Promi
       'apiserver',
       '/CN=kube-apiserver',
       'extendedKeyUsage=serverAuth',
-      `subjectAltName=IP:127.0.0.1,IP:${POD_GATEWAY},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
+      `subjectAltName=IP:127.0.0.1,IP:${POD_GATEWAY},IP:${KUBERNETES_SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
     ),
     leaf('admin', '/O=system:masters/CN=landfall-admin', 'extendedKeyUsage=clientAuth'),
     leaf('controller-manager', cmSubject, 'extendedKeyUsage=clientAuth'),

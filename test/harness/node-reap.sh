@@ -82,6 +82,9 @@ clean() {
   # The accept rule node.ts adds for pod-to-pod traffic when Docker made FORWARD's policy DROP.
   rule=(FORWARD -i "$bridge" -o "$bridge" -m comment --comment landfall-node -j ACCEPT)
   while iptables -C "${rule[@]}" 2>/dev/null; do iptables -D "${rule[@]}"; done
+  # The DNAT of the kubernetes Service (node.ts), whatever port it pointed to.
+  iptables -t nat -S PREROUTING 2>/dev/null | grep -- '--comment landfall-node' | sed 's/^-A /-D /' |
+    while read -r line; do eval "iptables -t nat $line"; done
   # The kubelet's log symlinks always go to /var/log/containers: only ours (into $state).
   if [ -d /var/log/containers ]; then
     find /var/log/containers -maxdepth 1 -type l -lname "$state/*" -delete 2>/dev/null

@@ -34,6 +34,9 @@ export const NODE_NAME = 'localhost';
 export const POD_CIDR = '10.251.0.0/24';
 export const POD_GATEWAY = '10.251.0.1';
 export const NODE_BRIDGE = 'lfnode0';
+/** The API server's `kubernetes` Service (first address of `--service-cluster-ip-range`). */
+export const KUBERNETES_SERVICE_IP = '10.0.0.1';
+const SERVICE_CIDR = '10.0.0.0/24';
 /** The StorageClass of deploy/kind/storageclass.yaml, and of this node's local PVs. */
 export const LOCAL_STORAGE_CLASS = 'local-nvme';
 const CNI_NETWORK = 'landfall-node';
@@ -435,6 +438,8 @@ function cniConfig(state: string): string {
             type: 'host-local',
             dataDir: join(state, 'cni', 'ipam'),
             ranges: [[{ subnet: POD_CIDR, gateway: POD_GATEWAY }]],
+            // The service range only (no default route): see the DNAT rule in startNodeOn.
+            routes: [{ dst: SERVICE_CIDR }],
           },
         },
         { type: 'portmap', capabilities: { portMappings: true } },
@@ -587,6 +592,14 @@ export async function startNodeOn(
       NODE_BRIDGE,
     ]);
     await runTool('ip', ['link', 'set', NODE_BRIDGE, 'up']);
+
+    // The one Service pods can use without kube-proxy: `kubernetes`
+    // (10.0.0.1:443, what in-cluster clients dial) DNAT'ed to the API server on
+    // 127.0.0.1, which route_localnet allows for this bridge only. The API
+    // server stays bound to loopback, unreachable from outside the machine.
+    const apiPort = new URL(cluster.server).port;
+    await runTool('sysctl', ['-w', `net.ipv4.conf.${NODE_BRIDGE}.route_localnet=1`]);
+    await runTool('iptables', ['-t', 'nat', '-A', 'PREROUTING', '-i', NODE_BRIDGE, '-d', KUBERNETES_SERVICE_IP, '-p', 'tcp', '--dport', '443', '-m', 'comment', '--comment', 'landfall-node', '-j', 'DNAT', '--to-destination', `127.0.0.1:${apiPort}`]); // prettier-ignore
 
     // Scheduler (needs only the API server), in parallel with containerd.
     const schedulerReady = (async () => {

@@ -72,6 +72,12 @@ export interface KubeNode {
   importImages(archivePath: string): Promise<void>;
   /** Names of the images the kubelet can run. */
   images(): Promise<string[]>;
+  /**
+   * Make a server of this machine listening on 127.0.0.1:`port` reachable from
+   * pods as `10.251.0.1:port` (a DNAT on the bridge only; nothing else sees it).
+   * Returns that `host:port`.
+   */
+  exposeHostPort(port: number): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -731,6 +737,10 @@ export async function startNodeOn(
       ctr,
       async importImages(archivePath) {
         await ctr(['images', 'import', archivePath]);
+      },
+      async exposeHostPort(port) {
+        await runTool('iptables', ['-t', 'nat', '-A', 'PREROUTING', '-i', NODE_BRIDGE, '-d', POD_GATEWAY, '-p', 'tcp', '--dport', String(port), '-m', 'comment', '--comment', 'landfall-node', '-j', 'DNAT', '--to-destination', `127.0.0.1:${port}`]); // prettier-ignore
+        return `${POD_GATEWAY}:${port}`;
       },
       async images() {
         const { stdout } = await ctr(['images', 'list', '-q']);

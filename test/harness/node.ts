@@ -144,6 +144,7 @@ export function nodeBinaries(): NodeBinaries {
   };
   onPath('iptables');
   onPath('ip');
+  onPath('sysctl');
   onPath('flock', ['/usr/bin', '/bin']);
   if (process.getuid?.() !== 0)
     throw new TestbedMissingError('the real node needs root (cgroups, mounts, the bridge)');

@@ -1,6 +1,4 @@
-// The user's path on the real node (kept out of the default test glob until it
-// has run green three times in a row; run it with
-// `npx node --test test/e2e/node-endpoint.e2e.ts`):
+// The user's path on the real node (test/harness/node.ts):
 // helm install the chart with the locally built operator image, kubectl apply
 // the MinIO example Endpoint (MinIO on this machine, reached from pods at the
 // bridge address), the ingest pods Running and Ready on local PVs, events

@@ -6,7 +6,13 @@
 # Node 24 runs the TypeScript sources directly (type stripping): no build step,
 # the image holds src/ and the production dependencies of this one workspace.
 
-FROM node:24-bookworm-slim AS deps
+# The base images are build arguments so an air-gapped builder (or the test
+# bed, test/harness/images.ts) can use its own; the defaults are what users pull.
+# RUNTIME_IMAGE must have Node 24 at /nodejs/bin/node, as distroless does.
+ARG BUILD_IMAGE=node:24-bookworm-slim
+ARG RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12:nonroot
+
+FROM ${BUILD_IMAGE} AS deps
 WORKDIR /app
 # Every workspace manifest: npm ci checks the lockfile against all of them.
 COPY package.json package-lock.json ./
@@ -22,7 +28,7 @@ RUN npm ci --omit=dev --workspace=ingest-node --no-audit --no-fund \
 # here and load: fail the build, not the first View at runtime.
 RUN node -e "import('@duckdb/node-api').then(async (d) => { const db = await d.DuckDBInstance.create(':memory:'); const c = await db.connect(); await c.run('select 1'); c.closeSync(); })"
 
-FROM gcr.io/distroless/nodejs24-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=deps /app/package.json ./

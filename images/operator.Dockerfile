@@ -8,7 +8,13 @@
 # compile-only DuckDB), so the image carries both workspaces' sources and
 # production dependencies, DuckDB's native binding included.
 
-FROM node:24-bookworm-slim AS deps
+# The base images are build arguments so an air-gapped builder (or the test
+# bed, test/harness/images.ts) can use its own; the defaults are what users pull.
+# RUNTIME_IMAGE must have Node 24 at /nodejs/bin/node, as distroless does.
+ARG BUILD_IMAGE=node:24-bookworm-slim
+ARG RUNTIME_IMAGE=gcr.io/distroless/nodejs24-debian12:nonroot
+
+FROM ${BUILD_IMAGE} AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 COPY ingest-node/package.json ingest-node/
@@ -21,7 +27,7 @@ RUN npm ci --omit=dev --workspace=operator --workspace=ingest-node --no-audit --
  && mkdir -p ingest-node/node_modules operator/node_modules
 RUN node -e "import('@duckdb/node-api').then(async (d) => { const db = await d.DuckDBInstance.create(':memory:'); const c = await db.connect(); await c.run('select 1'); c.closeSync(); })"
 
-FROM gcr.io/distroless/nodejs24-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 WORKDIR /app
 ENV NODE_ENV=production
 COPY --from=deps /app/package.json ./

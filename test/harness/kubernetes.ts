@@ -1,5 +1,7 @@
 // A real Kubernetes control plane on loopback: etcd + kube-apiserver +
-// kube-controller-manager, no kubelet (Pods are created and stay Pending).
+// kube-controller-manager. Without `node: true` there is no kubelet (Pods are
+// created and stay Pending); with it, node.ts adds a scheduler, containerd and
+// a kubelet named `localhost`, one node per machine at a time.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -19,6 +21,8 @@ import {
   waitFor,
 } from './proc.ts';
 import type { RunToolOptions, ServerProcess, ToolResult } from './proc.ts';
+import { acquireNodeLock, startNodeOn, KUBERNETES_SERVICE_IP, POD_GATEWAY } from './node.ts';
+import type { KubeNode, NodeLock, StartNodeOptions } from './node.ts';
 
 const execFileP = promisify(execFile);
 
@@ -35,6 +39,13 @@ export interface StartKubernetesOptions {
    * cluster-admin credentials instead. Default false.
    */
   controllerServiceAccounts?: boolean;
+  /**
+   * Add a real node (kube-scheduler, containerd, a kubelet named `localhost`,
+   * a CNI bridge, local PVs): Pods run. Takes the machine's node lock first
+   * (waiting for another test file's node), so a test file that uses it holds
+   * the machine's only node until `stop()`. Needs `setup.sh node` and root.
+   */
+  node?: boolean | StartNodeOptions;
 }
 
 export interface KubernetesTestbed {
@@ -61,6 +72,8 @@ export interface KubernetesTestbed {
     controllerManager?: number;
     total: number;
   };
+  /** The real node, when started with `node: true`. */
+  readonly node?: KubeNode;
   /** Run the built kubectl against this cluster (`--kubeconfig` set). */
   kubectl(args: readonly string[], opts?: RunToolOptions): Promise<ToolResult>;
   /** Run the built helm against this cluster, with its config/cache/data folders in this run's scratch space. */
@@ -81,6 +94,11 @@ interface Pki {
   cmKey: string;
   saKey: string;
   saPub: string;
+  /** With a node: the API server's client cert for kubelets (logs, exec, port-forward) and the kubelet's own. */
+  kubeletClientCert?: string;
+  kubeletClientKey?: string;
+  kubeletCert?: string;
+  kubeletKey?: string;
 }
 
 // Only the sections `openssl req` insists on; every extension comes from -addext.
@@ -96,7 +114,7 @@ async function openssl(cwd: string, args: readonly string[]): Promise<void> {
 }
 
 /** CA, serving cert (SAN 127.0.0.1), admin and controller-manager client certs, SA key pair. EC P-256: ~0.1 s. */
-async function makePki(dir: string, cmSubject: string): Promise<Pki> {
+async function makePki(dir: string, cmSubject: string, withNode: boolean): Promise<Pki> {
   const conf = join(dir, 'openssl.cnf');
   writeFileSync(conf, minimalOpensslConf);
   const p = (name: string): string => join(dir, name);
@@ -121,10 +139,26 @@ async function makePki(dir: string, cmSubject: string): Promise<Pki> {
       'apiserver',
       '/CN=kube-apiserver',
       'extendedKeyUsage=serverAuth',
-      'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
+      `subjectAltName=IP:127.0.0.1,IP:${POD_GATEWAY},IP:${KUBERNETES_SERVICE_IP},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
     ),
     leaf('admin', '/O=system:masters/CN=landfall-admin', 'extendedKeyUsage=clientAuth'),
     leaf('controller-manager', cmSubject, 'extendedKeyUsage=clientAuth'),
+    // system:masters for both: the kubelet's webhook authorizer asks the API
+    // server, and the test bed runs no Node authorizer.
+    ...(withNode
+      ? [
+          leaf(
+            'kubelet-client',
+            '/O=system:masters/CN=kube-apiserver-kubelet-client',
+            'extendedKeyUsage=clientAuth',
+          ),
+          leaf(
+            'kubelet',
+            '/O=system:masters/O=system:nodes/CN=system:node:localhost',
+            'extendedKeyUsage=clientAuth',
+          ),
+        ]
+      : []),
     openssl(dir, [
       'genpkey',
       '-algorithm',
@@ -146,6 +180,14 @@ async function makePki(dir: string, cmSubject: string): Promise<Pki> {
     cmKey: p('controller-manager.key'),
     saKey: p('sa.key'),
     saPub: p('sa.pub'),
+    ...(withNode
+      ? {
+          kubeletClientCert: p('kubelet-client.crt'),
+          kubeletClientKey: p('kubelet-client.key'),
+          kubeletCert: p('kubelet.crt'),
+          kubeletKey: p('kubelet.key'),
+        }
+      : {}),
   };
 }
 
@@ -202,7 +244,12 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
     : '/O=system:masters/CN=system:kube-controller-manager';
   const cmBin = withCm ? testbedBinary('kube-controller-manager') : '';
   const version = testbedVersions()['KUBE_VERSION'] ?? 'unknown';
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 60_000);
+  const nodeOpts: StartNodeOptions | undefined =
+    opts.node === true ? {} : opts.node === false ? undefined : opts.node;
+  // Before the control plane starts: waiting for another file's node must not eat its deadline.
+  const nodeLock: NodeLock | undefined =
+    nodeOpts === undefined ? undefined : await acquireNodeLock(nodeOpts.lockTimeoutMs);
+  const deadline = Date.now() + (opts.readyTimeoutMs ?? (nodeOpts === undefined ? 60_000 : 180_000));
   const remainingMs = (): number => Math.max(1, deadline - Date.now());
 
   const t0 = performance.now();
@@ -210,14 +257,22 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
   const startupMs: KubernetesTestbed['startupMs'] = { pki: 0, etcd: 0, apiserver: 0, total: 0 };
   const dir = scratchDir('kubernetes');
   const procs: ServerProcess[] = [];
+  let node: KubeNode | undefined;
   const stopAll = async (): Promise<void> => {
-    // The state is throwaway and kube-apiserver needs >10 s to honour SIGTERM.
-    await Promise.all(procs.map((p) => p.stop({ graceMs: 300 })));
+    try {
+      // The node first: the kubelet should not watch its API server vanish.
+      await node?.stop();
+    } finally {
+      // The state is throwaway and kube-apiserver needs >10 s to honour SIGTERM.
+      await Promise.all(procs.map((p) => p.stop({ graceMs: 300 })));
+      // Without a node (start failed before it), the lock still has to go.
+      if (node === undefined) await nodeLock?.release();
+    }
   };
 
   try {
     const [pki, etcd] = await Promise.all([
-      makePki(dir, cmSubject).then((pki) => {
+      makePki(dir, cmSubject, nodeLock !== undefined).then((pki) => {
         startupMs.pki = since(t0);
         return pki;
       }),
@@ -294,6 +349,13 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
           '--endpoint-reconciler-type=none',
           `--cert-dir=${join(dir, 'apiserver-certs')}`,
           '--profiling=false',
+          ...(pki.kubeletClientCert !== undefined && pki.kubeletClientKey !== undefined
+            ? [
+                `--kubelet-client-certificate=${pki.kubeletClientCert}`,
+                `--kubelet-client-key=${pki.kubeletClientKey}`,
+                '--kubelet-preferred-address-types=InternalIP',
+              ]
+            : []),
         ],
         logPath: join(dir, 'kube-apiserver.log'),
       });
@@ -349,6 +411,31 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
       });
     }
 
+    if (nodeLock !== undefined && pki.kubeletCert !== undefined && pki.kubeletKey !== undefined) {
+      const kubeletKubeconfig = join(dir, 'kubelet.kubeconfig');
+      writeKubeconfig(
+        kubeletKubeconfig,
+        server,
+        pki.ca,
+        'system:node:localhost',
+        pki.kubeletCert,
+        pki.kubeletKey,
+      );
+      node = await startNodeOn(
+        {
+          server,
+          caPath: pki.ca,
+          adminKubeconfigPath: kubeconfigPath,
+          kubeletKubeconfigPath: kubeletKubeconfig,
+          kubeConfig,
+          dir,
+          remainingMs,
+        },
+        nodeLock,
+        nodeOpts,
+      );
+    }
+
     startupMs.total = since(t0);
     const core = kubeConfig.makeApiClient(CoreV1Api);
     let nsCounter = 0;
@@ -367,6 +454,7 @@ export async function startKubernetes(opts: StartKubernetesOptions = {}): Promis
         ...(cmLog === undefined ? {} : { controllerManager: cmLog }),
       },
       startupMs,
+      ...(node === undefined ? {} : { node }),
       kubectl(args, toolOpts = {}) {
         return runTool(testbedBinary('kubectl'), [`--kubeconfig=${kubeconfigPath}`, ...args], toolOpts);
       },

@@ -2,7 +2,8 @@
 # Builds or installs every real server the tests use, once per version.
 # Binaries land in $TESTBED_CACHE/bin/<name>-<version>; a second run finds
 # them and costs seconds. Go builds come from the module proxy (prebuilt
-# release downloads are unreachable here); Mosquitto comes from Debian.
+# release downloads are unreachable here); Mosquitto, runc, iptables,
+# docker.io and debootstrap come from Debian.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=versions.env
@@ -22,7 +23,8 @@ timed() { local t0=$SECONDS; "$@"; say "  took $((SECONDS - t0)) s"; }
 build_into() {
   local name=$1 version=$2; shift 2
   local dest="$bin/$name-$version"
-  if [ -x "$dest" ]; then say "$name $version: cached"; return; fi
+  # -e, not -x: some results are folders or tarballs, and mv is atomic either way.
+  if [ -e "$dest" ]; then say "$name $version: cached"; return; fi
   say "$name $version: building"
   out="$dest.tmp.$$"
   timed "$@"
@@ -84,9 +86,92 @@ install_gateway_api_crd() {
   mv -f "$dest.tmp.$$" "$dest"
 }
 
+# --- The real node (test/harness/node.ts) ----------------------------------
+
+# runc for containerd's shim, iptables for the CNI bridge, docker.io (dockerd)
+# to build images exactly as a user would, debootstrap for a local base image.
+install_node_debs() {
+  local missing=() pkg
+  for pkg in runc iptables docker.io debootstrap; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} = 0 ]; then say "node debs: installed"; return; fi
+  say "node debs: apt-get install ${missing[*]}"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  local t0=$SECONDS added_policy="" rc=0
+  # policy-rc.d (exit 101) keeps the package from starting a system dockerd:
+  # the harness starts its own, on its own socket, only while building images.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d; added_policy=1
+  fi
+  $sudo apt-get update -qq >/dev/null 2>&1 || true
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$added_policy" ] || $sudo rm -f /usr/sbin/policy-rc.d
+  say "  took $((SECONDS - t0)) s"
+  return $rc
+}
+
+# containerd, its runc shim and ctr, in one folder: containerd finds the shim
+# on PATH, so the harness puts this folder first on containerd's PATH.
+build_containerd() {
+  mkdir -p "$out"
+  local m=github.com/containerd/containerd/v2
+  GOBIN=$out go install -ldflags "$ldflags_strip -X $m/version.Version=$CONTAINERD_VERSION" \
+    "$m/cmd/containerd@$CONTAINERD_VERSION" "$m/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
+    "$m/cmd/ctr@$CONTAINERD_VERSION"
+}
+
+# The CNI reference plugins the node's bridge network uses (the kubelet's
+# --cni-bin-dir is this folder).
+build_cni_plugins() {
+  mkdir -p "$out"
+  local m=github.com/containernetworking/plugins/plugins
+  GOBIN=$out go install -ldflags "$ldflags_strip" "$m/main/bridge@$CNI_PLUGINS_VERSION" \
+    "$m/main/loopback@$CNI_PLUGINS_VERSION" "$m/ipam/host-local@$CNI_PLUGINS_VERSION" \
+    "$m/meta/portmap@$CNI_PLUGINS_VERSION"
+}
+
+build_crictl() {
+  local gobin; gobin=$(mktemp -d)
+  GOBIN=$gobin go install -ldflags "$ldflags_strip -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+  mv "$gobin/crictl" "$out"; rm -rf "$gobin"
+}
+
+# The pod sandbox ("pause") binary from the Kubernetes release's own pause.c,
+# linked static so its image can be FROM scratch.
+build_pause() {
+  local dir
+  dir=$(cd "$here/kube" && go mod download -json k8s.io/kubernetes | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
+  gcc -Os -Wall -Werror -static -DVERSION="$KUBE_VERSION" -o "$out" "$dir/build/pause/linux/pause.c"
+  strip "$out"
+}
+
+# A Debian root filesystem (no registry is reachable for a base image): the
+# harness imports it into dockerd and adds Node and npm on top.
+build_debian_rootfs() {
+  local root; root=$(mktemp -d)
+  debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" http://deb.debian.org/debian >"$root.log" 2>&1 ||
+    { tail -20 "$root.log" >&2; rm -rf "$root" "$root.log"; return 1; }
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root.log"
+  tar -C "$root" --numeric-owner -cf "$out" .
+  rm -rf "$root"
+}
+
+fetch_npm() {
+  local d; d=$(mktemp -d)
+  (cd "$d" && npm pack --silent "npm@$NPM_VERSION" >/dev/null)
+  mv "$d"/npm-*.tgz "$out"; rm -rf "$d"
+}
+
 t_all=$SECONDS
 only=${1:-all}
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
+case $only in all | mosquitto | minio | etcd | kube | helm | node | node-runtime | node-kube) ;;
+  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | node | node-runtime | node-kube)"; exit 64 ;;
+esac
 want mosquitto && install_mosquitto
 want minio && build_into minio "$MINIO_VERSION" build_minio
 want etcd && build_into etcd "$ETCD_VERSION" build_etcd
@@ -95,4 +180,18 @@ want kube && build_into kube-controller-manager "$KUBE_VERSION" build_kube kube-
 want kube && build_into kubectl "$KUBE_VERSION" build_kube kubectl
 want helm && build_into helm "$HELM_VERSION" build_helm
 want gateway-api && install_gateway_api_crd
+# node = node-runtime (no Kubernetes module) + node-kube (from the kube wrapper).
+if want node || want node-runtime; then
+  install_node_debs
+  build_into containerd "$CONTAINERD_VERSION" build_containerd
+  build_into cni-plugins "$CNI_PLUGINS_VERSION" build_cni_plugins
+  build_into crictl "$CRICTL_VERSION" build_crictl
+  build_into debian-rootfs "$DEBIAN_SUITE.tar" build_debian_rootfs
+  build_into npm "$NPM_VERSION.tgz" fetch_npm
+fi
+if want node || want node-kube; then
+  build_into kube-scheduler "$KUBE_VERSION" build_kube kube-scheduler
+  build_into kubelet "$KUBE_VERSION" build_kube kubelet
+  build_into pause "$KUBE_VERSION" build_pause
+fi
 say "test bed ready in $((SECONDS - t_all)) s (cache: $bin)"

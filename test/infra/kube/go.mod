@@ -1,5 +1,5 @@
-// Wrapper module: builds kube-apiserver, kube-controller-manager and kubectl
-// of a pinned Kubernetes release from the Go module proxy. The release's own
+// Wrapper module: builds kube-apiserver, kube-controller-manager, kubectl, kube-scheduler
+// and kubelet of a pinned Kubernetes release from the Go module proxy. The release's own
 // go.mod replaces staging modules with local paths, which 'go install' refuses;
 // here each staging module is pinned to its published v0.Y.Z instead.
 module landfall.dev/test/infra/kube
@@ -115,6 +115,7 @@ require (
 	go.etcd.io/etcd/client/pkg/v3 v3.7.0 // indirect
 	go.etcd.io/etcd/client/v3 v3.7.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
+	go.opentelemetry.io/contrib/instrumentation/github.com/emicklei/go-restful/otelrestful v0.69.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.68.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.69.0 // indirect
 	go.opentelemetry.io/otel v1.44.0 // indirect
@@ -157,6 +158,7 @@ require (
 	k8s.io/controller-manager v0.37.2 // indirect
 	k8s.io/cri-api v0.37.2 // indirect
 	k8s.io/cri-client v0.0.0 // indirect
+	k8s.io/cri-streaming v0.0.0 // indirect
 	k8s.io/csi-translation-lib v0.0.0 // indirect
 	k8s.io/dynamic-resource-allocation v0.37.2 // indirect
 	k8s.io/endpointslice v0.0.0 // indirect

@@ -92,7 +92,9 @@ install_gateway_api_crd() {
 # to build images exactly as a user would, debootstrap for a local base image.
 install_node_debs() {
   local missing=() pkg
-  for pkg in runc iptables docker.io debootstrap; do
+  # gcc + libc6-dev + binutils build the static pause; iproute2 and procps
+  # (ip, sysctl) set up the node's bridge.
+  for pkg in runc iptables docker.io debootstrap gcc libc6-dev binutils iproute2 procps; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} = 0 ]; then say "node debs: installed"; return; fi
@@ -153,7 +155,8 @@ build_pause() {
 # harness imports it into dockerd and adds Node and npm on top.
 build_debian_rootfs() {
   local root; root=$(mktemp -d)
-  debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" http://deb.debian.org/debian >"$root.log" 2>&1 ||
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" http://deb.debian.org/debian >"$root.log" 2>&1 ||
     { tail -20 "$root.log" >&2; rm -rf "$root" "$root.log"; return 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root.log"
   tar -C "$root" --numeric-owner -cf "$out" .
@@ -169,8 +172,8 @@ fetch_npm() {
 t_all=$SECONDS
 only=${1:-all}
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
-case $only in all | mosquitto | minio | etcd | kube | helm | node | node-runtime | node-kube) ;;
-  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | node | node-runtime | node-kube)"; exit 64 ;;
+case $only in all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube) ;;
+  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube)"; exit 64 ;;
 esac
 want mosquitto && install_mosquitto
 want minio && build_into minio "$MINIO_VERSION" build_minio

@@ -430,7 +430,18 @@ export function isOutsideData(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true;
   const message = err instanceof Error ? err.message : String(err);
-  return /^(IO|Connection|Interrupt|FATAL) Error\b/.test(message) || /instance is closed/.test(message);
+  // DuckDB reports a full scratch volume as an out-of-memory error: "failed
+  // to offload data block … This limit was set by the
+  // 'max_temp_directory_size' setting" (which defaults to the free space).
+  // That is the disk, not the data: retry, never DLQ the rows.
+  const spillFailed =
+    /^Out of Memory Error\b/i.test(message) &&
+    /offload|max_temp_directory_size|temp(orary)? directory|No space left/i.test(message);
+  return (
+    spillFailed ||
+    /^(IO|Connection|Interrupt|FATAL) Error\b/i.test(message) ||
+    /instance is closed/.test(message)
+  );
 }
 
 /**

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
+import { FaultFileSystem } from '../src/fs/fault.ts';
 import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
 import type { FileSystem } from '../src/fs/types.ts';
 import { openWal } from '../src/wal/wal.ts';
@@ -360,4 +361,26 @@ void test('recovery: an abandoned tail past a sealed length is copied before it 
   assert.equal(dec(await fs.readFile(t.copiedTo)), 'failed group bytes');
   assert.equal((await fs.stat(file)).size, sealed.bytes);
   await reopened.close();
+});
+
+// A full volume: the copy cannot be written. Recovery must still truncate (that
+// frees the space) and open, not crash-loop the node until someone frees space.
+void test('recovery: no space for the tail copy: the tail is truncated anyway and the WAL opens', async () => {
+  const torn = Buffer.concat([seg.bytes, Buffer.from('torn group that never completed')]);
+  const { fs, opts } = await dirWithSegment(torn);
+  const faulty = new FaultFileSystem(fs, [
+    { op: ['open', 'write', 'mkdir'], path: /quarantine/, fault: 'ENOSPC' },
+  ]);
+  const log = memoryLogger();
+  const wal = await openWal({ ...opts, fs: faulty, log });
+  const [t] = wal.recovery.truncations;
+  assert.ok(t, 'the tail was truncated');
+  assert.equal(t.copiedTo, undefined);
+  assert.equal((await fs.stat(path.join(DIR, '00000000000000000001.wal'))).size, seg.bytes.length);
+  assert.ok(faulty.injected.length > 0, 'the copy met ENOSPC');
+  assert.ok(
+    log.entries.some((l) => l.level === 'error' && /no space to copy/.test(String(l.msg))),
+    'the lost copy is logged as an error',
+  );
+  await wal.close();
 });

@@ -381,10 +381,23 @@ export async function copyTailToQuarantine(
   for (let i = 0; i < tail.length && zero; i++) zero = tail[i] === 0;
   if (zero) return undefined;
   const qdir = path.join(ctx.dir, QUARANTINE_DIR);
-  await mkdirDurable(ctx.fs, qdir);
   const end = at + tail.length;
   const target = path.join(qdir, `${name}.${at}-${end}.tail`);
-  await writeFileAtomic(ctx.fs, target, tail);
+  try {
+    await mkdirDurable(ctx.fs, qdir);
+    await writeFileAtomic(ctx.fs, target, tail);
+  } catch (err) {
+    // A full volume must not keep the node from starting: the truncation is
+    // what frees the space, and delivery then drains the backlog. The copy is
+    // forensics; losing it is logged loudly, never a crash loop.
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') throw err; // (writeFileAtomic removed its temp file)
+    ctx.log.error(
+      { dir: ctx.dir, fileName: name, fromBytes: at, toBytes: end, err },
+      'no space to copy a WAL segment tail to quarantine; truncating it without a copy',
+    );
+    return undefined;
+  }
   ctx.log.warn(
     { dir: ctx.dir, fileName: name, fromBytes: at, toBytes: end, copiedTo: target },
     'copied a WAL segment tail to quarantine before truncating it',

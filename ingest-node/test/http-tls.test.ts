@@ -12,6 +12,7 @@ import { copyFileSync, mkdirSync, readFileSync, renameSync, symlinkSync } from '
 import { mkdtemp, rm } from 'node:fs/promises';
 import { request as httpsRequest, Agent } from 'node:https';
 import type { IncomingMessage } from 'node:http';
+import { connect as tcpConnect } from 'node:net';
 import { connect } from 'node:tls';
 import type { ConnectionOptions, TLSSocket } from 'node:tls';
 import { tmpdir } from 'node:os';
@@ -125,8 +126,9 @@ async function settledMetric(
 async function start(
   tls: Record<string, unknown>,
   apiKeys: ApiKeySource | null = null,
+  http: Record<string, unknown> = {},
 ): Promise<{ server: IngestServer; url: string; port: number }> {
-  const config = defaultConfig({ listen: { port: 0, tls } });
+  const config = defaultConfig({ listen: { port: 0, tls }, http });
   const server = await buildServer({
     config,
     wal: new MemoryWal(),
@@ -159,6 +161,27 @@ void describe('HTTPS on the node (listen.tls)', () => {
     stranger = otherCa.issue('stranger', 'stranger', 'client');
   });
   after(() => rm(dir, { recursive: true, force: true }));
+
+  void it('a connection that never completes its handshake is closed after http.headersTimeoutMs, not the 120 s default', async () => {
+    const { server, port } = await start({ certFile: srv.certFile, keyFile: srv.keyFile }, null, {
+      headersTimeoutMs: 1000,
+    });
+    try {
+      const socket = tcpConnect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      const startedMs = performance.now();
+      // Node's own default is 120 s; the bound here only tells 1 s from that.
+      const closed = await Promise.race([
+        new Promise<boolean>((r) => socket.once('close', () => r(true))),
+        new Promise<boolean>((r) => setTimeout(() => r(false), 60_000).unref()),
+      ]);
+      socket.destroy();
+      assert.ok(closed, 'the server kept a silent TLS connection open for 60 s');
+      console.log(`# silent TLS connection closed after ${Math.round(performance.now() - startedMs)} ms`);
+    } finally {
+      await server.close();
+    }
+  });
 
   void it('serves ingest over HTTPS and exports handshakes and the certificate expiry', async () => {
     const { server, url } = await start({ certFile: srv.certFile, keyFile: srv.keyFile });
@@ -413,6 +436,14 @@ void describe('HTTPS on the node (listen.tls)', () => {
     assert.throws(
       () => defaultConfig({ listen: { tls: { clientCaFile: ca.certFile } } }),
       /need listen\.tls\.certFile/,
+    );
+    // A CA without clientAuth would check nothing while looking like mutual TLS.
+    assert.throws(
+      () =>
+        defaultConfig({
+          listen: { tls: { certFile: srv.certFile, keyFile: srv.keyFile, clientCaFile: ca.certFile } },
+        }),
+      /clientAuth is "none"/,
     );
   });
 });

@@ -237,6 +237,13 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
   if (t.clientAuth !== 'none' && t.clientCaFile === undefined) {
     problems.push(`listen.tls.clientAuth "${t.clientAuth}" needs listen.tls.clientCaFile`);
   }
+  // A CA with clientAuth none checks nothing: refuse it rather than let an
+  // operator believe mutual TLS guards a node that accepts anyone.
+  if (t.certFile !== undefined && t.clientCaFile !== undefined && t.clientAuth === 'none') {
+    problems.push(
+      'listen.tls.clientCaFile is set but listen.tls.clientAuth is "none": set it to "require" or "request"',
+    );
+  }
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

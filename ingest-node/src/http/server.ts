@@ -235,7 +235,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     http: httpOptions,
     // fastify hands `https` (not `http`) to https.createServer, so it carries the HTTP options too.
     // Typed as a plain object: the server stays an http.Server to the routes below.
-    ...(tls === undefined ? {} : ({ https: tls.serverOptions(httpOptions) } as object)),
+    ...(tls === undefined ? {} : ({ https: tls.serverOptions(httpOptions, config.http.headersTimeoutMs) } as object)),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {

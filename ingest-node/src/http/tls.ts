@@ -270,10 +270,17 @@ export class NodeTls {
   }
 
   /** Options for https.createServer, merged over the plain HTTP server options. */
-  serverOptions<T extends object>(httpOptions: T): T & SecureContextOptions & Record<string, unknown> {
+  serverOptions<T extends object>(
+    httpOptions: T,
+    handshakeTimeoutMs: number,
+  ): T & SecureContextOptions & Record<string, unknown> {
     const auth = this.#settings.clientAuth;
     return {
       ...httpOptions,
+      // Node's default is 120 s, and headersTimeout only starts after the
+      // handshake: a client that never finishes one would hold a socket 12×
+      // longer than one that never sends its headers.
+      handshakeTimeout: handshakeTimeoutMs,
       ...contextOptions(this.#material),
       requestCert: auth !== 'none',
       rejectUnauthorized: auth === 'require',

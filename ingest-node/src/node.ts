@@ -31,6 +31,7 @@ import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
+import { checkTlsFiles } from './http/tls.ts';
 import type { IngestServer } from './http/server.ts';
 import type { ApiKeySource } from './http/auth.ts';
 import { startMqttSource } from './mqtt/index.ts';
@@ -95,6 +96,9 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
         : 'AUTH DISABLED on a non-loopback address (auth.required=false): anyone who can reach this node can write.',
     );
   }
+
+  // Wrong certificate files stop the start here, before recovery and delivery run.
+  if (config.listen.tls.certFile !== undefined) await checkTlsFiles(config.listen.tls);
 
   const wal = await (deps.openWal ?? openWal)({
     dir: walDir,

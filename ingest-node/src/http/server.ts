@@ -188,7 +188,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     recordsMax: limits.recordsPerRequestMax,
     validateJson,
   };
-  // First: wrong certificate files stop the start before anything else is opened.
+  // Before the keys and the listener (startNode checked the files before the WAL too).
   const tls =
     config.listen.tls.certFile === undefined
       ? undefined
@@ -235,7 +235,9 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     http: httpOptions,
     // fastify hands `https` (not `http`) to https.createServer, so it carries the HTTP options too.
     // Typed as a plain object: the server stays an http.Server to the routes below.
-    ...(tls === undefined ? {} : ({ https: tls.serverOptions(httpOptions, config.http.headersTimeoutMs) } as object)),
+    ...(tls === undefined
+      ? {}
+      : ({ https: tls.serverOptions(httpOptions, config.http.headersTimeoutMs) } as object)),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
     clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {

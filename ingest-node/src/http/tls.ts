@@ -411,6 +411,15 @@ export class NodeTls {
  * layer verified it against listen.tls.clientCaFile; undefined otherwise
  * (plain HTTP, no certificate, or one that did not verify).
  */
+/**
+ * Reads and checks the certificate files (TlsConfigError when they are
+ * wrong) without building anything: the node calls it before it opens the
+ * WAL, so a bad Secret fails the start before recovery and delivery run.
+ */
+export async function checkTlsFiles(settings: TlsSettings): Promise<void> {
+  await readMaterial(filesOf(settings));
+}
+
 export function verifiedClientCommonName(socket: unknown): string | undefined {
   const s = socket as Partial<TLSSocket> | undefined;
   if (s?.authorized !== true || typeof s.getPeerCertificate !== 'function') return undefined;

@@ -665,7 +665,11 @@ class WriteAheadLogImpl implements Wal {
     try {
       await this.#persister.persist();
     } catch (err) {
-      this.#stateLastError = { message: (err as Error).message, atMs: this.#clock.nowMs() };
+      // Only a failed write that carried a seal holds delivery back (and makes
+      // the node refuse writes): a failed write after a delete, say, is
+      // retried by the next one and must not flap readiness for the next seal.
+      if (covered !== undefined)
+        this.#stateLastError = { message: (err as Error).message, atMs: this.#clock.nowMs() };
       throw err;
     }
     this.#stateLastError = null;

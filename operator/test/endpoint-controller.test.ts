@@ -21,7 +21,7 @@ function store<T extends KubeObject>(items: T[] = []): Store<T> & { items: T[] }
   };
 }
 
-function fakeClient(failOn?: string) {
+function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
   const calls: string[] = [];
   const statuses: unknown[] = [];
   const client = {
@@ -36,8 +36,8 @@ function fakeClient(failOn?: string) {
       calls.push(`jsonPatch ${rt.kind}`);
       return {};
     },
-    async get() {
-      return undefined;
+    async get(rt: ResourceType, _namespace: string, name: string) {
+      return existing.get(`${rt.kind} ${name}`);
     },
     async listAll() {
       return { items: [], metadata: {} };
@@ -46,8 +46,15 @@ function fakeClient(failOn?: string) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
       return obj;
     },
-    async delete(rt: ResourceType, _namespace: string, name: string) {
-      calls.push(`delete ${rt.kind} ${name}`);
+    async delete(
+      rt: ResourceType,
+      _namespace: string,
+      name: string,
+      opts: { preconditions?: { uid?: string } } = {},
+    ) {
+      calls.push(
+        `delete ${rt.kind} ${name}${opts.preconditions?.uid ? ` uid=${opts.preconditions.uid}` : ''}`,
+      );
     },
   };
   return { client: client as unknown as KubeClient, calls, statuses };
@@ -90,9 +97,7 @@ void test('a reconcile runs its steps in order and ends with the status', async 
     'apply ConfigMap clicks-ingest',
     'apply Service clicks-ingest-headless',
     'apply Service clicks-ingest',
-    // No spec.expose.ingress / httpRoute: whatever an earlier generation asked for goes.
-    'delete Ingress clicks-ingest',
-    'delete HTTPRoute clicks-ingest',
+    // No spec.expose.ingress / httpRoute and none exists: nothing to delete.
     'apply StatefulSet clicks-ingest',
     'apply PodDisruptionBudget clicks-ingest',
     'apply Endpoint/status clicks',
@@ -191,8 +196,15 @@ void test('an image outside the allowlist is refused: nothing applied, Degraded 
   assert.ok(ok.calls.includes('apply StatefulSet clicks-ingest'));
 });
 
-void test('spec.expose: the Ingress and HTTPRoute are applied when asked for, deleted once per generation when not', async () => {
-  const f = fakeClient();
+void test('spec.expose: the Ingress and HTTPRoute are applied when asked for, deleted once per generation when not (only its own)', async () => {
+  const owned = (kind: string): KubeObject => ({
+    metadata: {
+      name: 'clicks-ingest',
+      uid: `${kind}-uid`,
+      ownerReferences: [{ kind: 'Endpoint', name: 'clicks', uid: 'uid-clicks', controller: true }],
+    },
+  });
+  const f = fakeClient(undefined, new Map([['HTTPRoute clicks-ingest', owned('route')]]));
   const withIngress = endpoint(
     'clicks',
     {
@@ -205,12 +217,65 @@ void test('spec.expose: the Ingress and HTTPRoute are applied when asked for, de
   const { c } = controller(f.client, withIngress);
   await c.reconcile('tenant-a/clicks');
   const exposure = (calls: string[]) => calls.filter((x) => /Ingress|HTTPRoute/.test(x));
-  assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest', 'delete HTTPRoute clicks-ingest']);
+  assert.deepEqual(exposure(f.calls), [
+    'apply Ingress clicks-ingest',
+    'delete HTTPRoute clicks-ingest uid=route-uid',
+  ]);
   f.calls.length = 0;
   await c.reconcile('tenant-a/clicks');
   assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest'], 'a status poll deletes nothing');
   f.calls.length = 0;
   withIngress.metadata.generation = 4;
   await c.reconcile('tenant-a/clicks');
-  assert.deepEqual(exposure(f.calls), ['apply Ingress clicks-ingest', 'delete HTTPRoute clicks-ingest']);
+  assert.deepEqual(exposure(f.calls), [
+    'apply Ingress clicks-ingest',
+    'delete HTTPRoute clicks-ingest uid=route-uid',
+  ]);
+});
+
+void test('spec.expose: a same-named Ingress/HTTPRoute the Endpoint does not control is never deleted nor applied over', async () => {
+  const foreign = (owner?: string): KubeObject => ({
+    metadata: {
+      name: 'clicks-ingest',
+      uid: 'theirs',
+      ...(owner
+        ? { ownerReferences: [{ kind: 'Endpoint', name: 'clicks', uid: owner, controller: true }] }
+        : {}),
+    },
+  });
+  // Without expose: a hand-made Ingress and an HTTPRoute of an earlier Endpoint of the same name stay.
+  const f = fakeClient(
+    undefined,
+    new Map([
+      ['Ingress clicks-ingest', foreign()],
+      ['HTTPRoute clicks-ingest', foreign('uid-of-a-deleted-clicks')],
+    ]),
+  );
+  const plain = controller(f.client, ep());
+  await plain.c.reconcile('tenant-a/clicks');
+  assert.deepEqual(
+    f.calls.filter((x) => /Ingress|HTTPRoute/.test(x)),
+    [],
+  );
+  // With expose.ingress over the hand-made one: not applied, Degraded ExposeConflict, the rest applied.
+  const g = fakeClient(undefined, new Map([['Ingress clicks-ingest', foreign()]]));
+  const withIngress = endpoint(
+    'clicks',
+    {
+      s3: { bucket: 'acme-events' },
+      apiKeySecretRef: { name: 'k' },
+      expose: { ingress: { host: 'ingest.example.com' } },
+    },
+    { resourceVersion: '7' },
+  );
+  const { c, events } = controller(g.client, withIngress);
+  const result = await c.reconcile('tenant-a/clicks');
+  assert.ok(!g.calls.some((x) => /Ingress/.test(x)), g.calls.join(', '));
+  assert.ok(g.calls.includes('apply StatefulSet clicks-ingest'), 'the other steps still run');
+  assert.ok(result.requeueAfterMs, 'looked at again');
+  const status = g.statuses.at(-1) as { conditions: { type: string; reason: string; message: string }[] };
+  const degraded = status.conditions.find((x) => x.type === 'Degraded');
+  assert.equal(degraded?.reason, 'ExposeConflict');
+  assert.match(degraded?.message ?? '', /Ingress clicks-ingest exists and does not belong to this Endpoint/);
+  assert.ok(events.some((e) => e.startsWith('Warning ExposeConflict:')));
 });

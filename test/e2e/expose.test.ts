@@ -5,7 +5,9 @@
 //   - every expose variant the builders render (Services of each type, the
 //     Ingress, the HTTPRoute) passes `kubectl apply --dry-run=server`;
 //   - Endpoints with each variant pass, and the CEL rules refuse the
-//     combinations that make no sense.
+//     combinations that make no sense;
+//   - the Endpoint controller (in-process, real client) never deletes nor
+//     applies over a same-named Ingress / HTTPRoute it does not own.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -16,6 +18,12 @@ import { withEndpointDefaults } from '../../operator/src/api/endpoint.ts';
 import type { Endpoint } from '../../operator/src/api/endpoint.ts';
 import { API_VERSION } from '../../operator/src/api/common.ts';
 import { buildEndpointResources } from '../../operator/src/model/resources.ts';
+import { EndpointController } from '../../operator/src/controller/endpoint.ts';
+import type { Store } from '../../operator/src/controller/endpoint.ts';
+import { ViewCompileCache } from '../../operator/src/controller/views.ts';
+import { KubeClient, Resources } from '../../operator/src/runtime/kube.ts';
+import type { KubeObject } from '../../operator/src/runtime/kube.ts';
+import { silentLogger } from '../../operator/src/runtime/log.ts';
 
 const NS = 'tenant-a';
 const HTTPROUTE_CRD = join(
@@ -172,6 +180,127 @@ void describe('Endpoint spec.expose on a real API server', { timeout: 180_000 },
       'LoadBalancer',
     );
     assert.equal(await apply({}), 'ClusterIP');
+  });
+
+  void test('a same-named Ingress / HTTPRoute the Endpoint does not own is never deleted nor applied over', async () => {
+    const client = new KubeClient(kube.kubeConfig);
+    // The user's own objects, under a field manager of their own.
+    const user = new KubeClient(kube.kubeConfig, { fieldManager: 'kubectl-create' });
+    type Cond = { type: string; status: string; reason: string; message: string };
+    type EndpointObj = Endpoint & KubeObject & { status?: { conditions?: Cond[] } };
+    const empty = <T>(): Store<T> => ({ getByKey: () => undefined, list: () => [] });
+    const events: string[] = [];
+    // One reconcile of a fresh controller each time: as after an operator restart.
+    const reconcile = async (name: string): Promise<void> => {
+      const ep = await client.get<EndpointObj>(Resources.endpoint, NS, name);
+      assert.ok(ep, name);
+      const c = new EndpointController({
+        client,
+        endpoints: { getByKey: (k) => (k === `${NS}/${name}` ? ep : undefined), list: () => [ep] },
+        views: empty(),
+        statefulSets: empty(),
+        pods: empty(),
+        compileCache: new ViewCompileCache(async () => ({ ok: false, error: 'unused' })),
+        events: { record: (_o, type, reason, message) => events.push(`${type} ${reason}: ${message}`) },
+        log: silentLogger,
+        nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0',
+        operatorKey: Buffer.alloc(32, 7),
+        probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
+      });
+      await c.reconcile(`${NS}/${name}`);
+    };
+    const createEndpoint = (name: string, expose: Record<string, unknown>) =>
+      client.create<EndpointObj>(Resources.endpoint, {
+        apiVersion: API_VERSION,
+        kind: 'Endpoint',
+        metadata: { name, namespace: NS },
+        spec: { ...base(name), expose },
+      } as KubeObject);
+    // What the old docs told users to write in front of the Service: no owner reference.
+    const handIngress = (name: string, host: string): KubeObject =>
+      ({
+        apiVersion: 'networking.k8s.io/v1',
+        kind: 'Ingress',
+        metadata: { name: `${name}-ingest`, namespace: NS },
+        spec: {
+          rules: [
+            {
+              host,
+              http: {
+                paths: [
+                  {
+                    path: '/',
+                    pathType: 'Prefix',
+                    backend: { service: { name: `${name}-ingest`, port: { number: 80 } } },
+                  },
+                ],
+              },
+            },
+          ],
+        },
+      }) as KubeObject;
+    type IngressObj = KubeObject & { spec: { rules: { host: string }[] } };
+
+    // 1. No expose.ingress / httpRoute: the hand-made Ingress and HTTPRoute survive, twice.
+    await createEndpoint('handmade', {});
+    const ing = await user.create<IngressObj>(Resources.ingress, handIngress('handmade', 'mine.example.com'));
+    const route = await user.create<KubeObject>(Resources.httpRoute, {
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'HTTPRoute',
+      metadata: { name: 'handmade-ingest', namespace: NS },
+      spec: {
+        parentRefs: [{ name: 'public' }],
+        rules: [{ backendRefs: [{ name: 'handmade-ingest', port: 80 }] }],
+      },
+    } as KubeObject);
+    await reconcile('handmade');
+    await reconcile('handmade');
+    const ingAfter = await client.get<IngressObj>(Resources.ingress, NS, 'handmade-ingest');
+    assert.equal(ingAfter?.metadata?.uid, ing.metadata?.uid, 'the hand-made Ingress is still there');
+    assert.equal(ingAfter?.metadata?.resourceVersion, ing.metadata?.resourceVersion, 'and untouched');
+    const routeAfter = await client.get<KubeObject>(Resources.httpRoute, NS, 'handmade-ingest');
+    assert.equal(routeAfter?.metadata?.uid, route.metadata?.uid, 'the hand-made HTTPRoute is still there');
+    const handmade = await client.get<EndpointObj>(Resources.endpoint, NS, 'handmade');
+    assert.notEqual(
+      handmade?.status?.conditions?.find((x) => x.type === 'Degraded')?.reason,
+      'ExposeConflict',
+    );
+    assert.ok(await client.get(Resources.statefulSet, NS, 'handmade-ingest'), 'the rest was applied');
+
+    // 2. expose.ingress over a foreign same-named Ingress: Degraded ExposeConflict, Ingress untouched.
+    await createEndpoint('taken', { ingress: { className: 'nginx', host: 'ingest.example.com' } });
+    const taken = await user.create<IngressObj>(Resources.ingress, handIngress('taken', 'mine.example.com'));
+    await reconcile('taken');
+    const takenAfter = await client.get<IngressObj & { metadata: { managedFields?: { manager: string }[] } }>(
+      Resources.ingress,
+      NS,
+      'taken-ingest',
+    );
+    assert.equal(takenAfter?.metadata.resourceVersion, taken.metadata?.resourceVersion, 'not applied over');
+    assert.equal(takenAfter?.spec.rules[0]?.host, 'mine.example.com');
+    assert.deepEqual(takenAfter?.metadata.ownerReferences ?? [], []);
+    assert.ok(!(takenAfter?.metadata.managedFields ?? []).some((m) => m.manager === 'landfall-operator'));
+    const ep = await client.get<EndpointObj>(Resources.endpoint, NS, 'taken');
+    const degraded = ep?.status?.conditions?.find((x) => x.type === 'Degraded');
+    assert.equal(degraded?.status, 'True', JSON.stringify(ep?.status));
+    assert.equal(degraded?.reason, 'ExposeConflict');
+    assert.match(degraded?.message ?? '', /Ingress taken-ingest exists and does not belong to this Endpoint/);
+    console.log(`# ${degraded?.message ?? ''}`);
+    assert.ok(await client.get(Resources.statefulSet, NS, 'taken-ingest'), 'the rest was still applied');
+
+    // 3. The user removes theirs: the next reconcile creates the operator's own Ingress.
+    await user.delete(Resources.ingress, NS, 'taken-ingest');
+    await waitFor(async () => (await client.get(Resources.ingress, NS, 'taken-ingest')) === undefined, {
+      what: 'the hand-made Ingress gone',
+      timeoutMs: 10_000,
+      intervalMs: 100,
+    });
+    await reconcile('taken');
+    const own = await client.get<IngressObj>(Resources.ingress, NS, 'taken-ingest');
+    assert.equal(own?.spec.rules[0]?.host, 'ingest.example.com');
+    assert.equal(own?.metadata?.ownerReferences?.[0]?.uid, ep?.metadata?.uid);
+    const healed = await client.get<EndpointObj>(Resources.endpoint, NS, 'taken');
+    assert.notEqual(healed?.status?.conditions?.find((x) => x.type === 'Degraded')?.reason, 'ExposeConflict');
   });
 
   void test('CEL and schema refuse expose combinations that make no sense', async () => {

@@ -455,8 +455,8 @@ void describe('installed chart', () => {
     assert.equal(await can('delete', 'statefulsets', 'apps'), false);
     assert.equal(await can('delete', 'persistentvolumeclaims'), false);
     assert.equal(await can('create', 'pods'), false);
-    // spec.expose: Ingress and HTTPRoute are applied and, once dropped from the Endpoint, deleted.
-    for (const verb of ['create', 'patch', 'delete']) {
+    // spec.expose: Ingress and HTTPRoute are read (ownership), applied and, once dropped from the Endpoint, deleted.
+    for (const verb of ['get', 'create', 'patch', 'delete']) {
       assert.equal(await can(verb, 'ingresses', 'networking.k8s.io'), true, `${verb} ingresses`);
       assert.equal(await can(verb, 'httproutes', 'gateway.networking.k8s.io'), true, `${verb} httproutes`);
     }

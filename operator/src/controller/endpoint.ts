@@ -29,8 +29,8 @@ import {
   buildStatefulSet,
 } from '../model/resources.ts';
 import type { EventSink } from '../runtime/events.ts';
-import { Resources } from '../runtime/kube.ts';
-import type { KubeClient, KubeObject } from '../runtime/kube.ts';
+import { Resources, isConflict } from '../runtime/kube.ts';
+import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
@@ -80,6 +80,8 @@ interface Ctx {
   configHash: string;
   statefulSet?: V1StatefulSet;
   previousHash?: string;
+  /** A same-named Ingress/HTTPRoute this Endpoint does not control (Degraded ExposeConflict). */
+  exposeConflict?: string;
 }
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
@@ -174,6 +176,17 @@ export class EndpointController {
         throw new Error(message, { cause: err });
       }
     }
+    if (ctx.exposeConflict !== undefined) {
+      // Everything else is applied; the Endpoint is Degraded until the name is free.
+      this.d.events.record(ep, 'Warning', 'ExposeConflict', ctx.exposeConflict);
+      await this.updateStatus(ctx, [], {
+        type: 'Degraded',
+        status: 'True',
+        reason: 'ExposeConflict',
+        message: ctx.exposeConflict,
+      });
+      return { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
+    }
     const ready = await this.updateStatus(ctx, []);
     // Pods change without touching our objects' generations; watch events on
     // pods requeue us, this poll is only a safety net while converging.
@@ -234,21 +247,79 @@ export class EndpointController {
 
   /**
    * The Ingress and HTTPRoute of spec.expose: applied when asked for, deleted
-   * when not (a 404 when there is nothing: also when the cluster has no Gateway
-   * API, so an Endpoint without httpRoute needs none). The deletes run once per
-   * generation (and after an operator restart), not on every status poll.
+   * when not. Only objects this Endpoint controls (a controller owner reference
+   * with its uid) are ever touched: a same-named Ingress or HTTPRoute made by
+   * hand (as the old docs suggested) or by someone else is left alone; when the
+   * Endpoint asks for one over such an object nothing is applied and the
+   * Endpoint is Degraded (ExposeConflict), the other steps still run. The
+   * deletes run once per generation (and after an operator restart), not on
+   * every status poll; a 404 (also: no Gateway API in the cluster) is nothing
+   * to delete.
    */
   private async ensureExposure(ctx: Ctx): Promise<void> {
     const names = childNames(ctx.ep);
     const ingress = buildIngress(ctx.ep);
     const route = buildHttpRoute(ctx.ep);
-    if (ingress !== undefined) await this.d.client.apply(Resources.ingress, ingress);
-    if (route !== undefined) await this.d.client.apply(Resources.httpRoute, route);
+    const conflicts: string[] = [];
+    if (ingress !== undefined) {
+      const conflict = await this.applyOwned(ctx, Resources.ingress, ingress);
+      if (conflict) conflicts.push(conflict);
+    }
+    if (route !== undefined) {
+      const conflict = await this.applyOwned(ctx, Resources.httpRoute, route);
+      if (conflict) conflicts.push(conflict);
+    }
+    ctx.exposeConflict = conflicts.length > 0 ? conflicts.join('; ') : undefined;
     const generation = ctx.ep.metadata.generation ?? 0;
     if (this.exposureSwept.get(ctx.key) === generation) return;
-    if (ingress === undefined) await this.d.client.delete(Resources.ingress, ctx.namespace, names.ingress);
-    if (route === undefined) await this.d.client.delete(Resources.httpRoute, ctx.namespace, names.httpRoute);
-    this.exposureSwept.set(ctx.key, generation);
+    let swept = true;
+    if (ingress === undefined)
+      swept = (await this.deleteOwned(ctx, Resources.ingress, names.ingress)) && swept;
+    if (route === undefined)
+      swept = (await this.deleteOwned(ctx, Resources.httpRoute, names.httpRoute)) && swept;
+    if (swept) this.exposureSwept.set(ctx.key, generation);
+  }
+
+  /** The object's controller owner reference is this Endpoint. */
+  private controls(ctx: Ctx, obj: KubeObject): boolean {
+    const uid = ctx.ep.metadata.uid;
+    return (
+      uid !== undefined &&
+      (obj.metadata?.ownerReferences ?? []).some((r) => r.controller === true && r.uid === uid)
+    );
+  }
+
+  /** Applies obj unless its name holds an object this Endpoint does not control; returns that conflict. */
+  private async applyOwned(ctx: Ctx, rt: ResourceType, obj: KubeObject): Promise<string | undefined> {
+    const name = obj.metadata?.name ?? '';
+    const existing = await this.d.client.get(rt, ctx.namespace, name);
+    if (existing !== undefined && !this.controls(ctx, existing)) {
+      const owner = existing.metadata?.ownerReferences?.find((r) => r.controller === true);
+      const whose = owner
+        ? `it is controlled by ${owner.kind} ${owner.name} (uid ${owner.uid})`
+        : 'it has no controller owner reference (made by hand or by another tool)';
+      return `${rt.kind} ${name} exists and does not belong to this Endpoint: ${whose}; not applied, left untouched. Delete or rename it to let the operator create its own, or drop the field from spec.expose`;
+    }
+    // Ours: force our fields back (a kubectl edit is reverted). Absent: no
+    // force, so one made by someone else between the read and this apply is a
+    // conflict (409), not a takeover; the retry reads it and reports it.
+    await this.d.client.apply(rt, obj, { force: existing !== undefined });
+    return undefined;
+  }
+
+  /** Deletes the named object only if this Endpoint controls it (uid precondition); false: try again later. */
+  private async deleteOwned(ctx: Ctx, rt: ResourceType, name: string): Promise<boolean> {
+    const existing = await this.d.client.get(rt, ctx.namespace, name);
+    if (existing === undefined || !this.controls(ctx, existing)) return true;
+    try {
+      await this.d.client.delete(rt, ctx.namespace, name, {
+        preconditions: { uid: existing.metadata?.uid },
+      });
+    } catch (err) {
+      if (!isConflict(err)) throw err;
+      return false; // replaced between the read and the delete: look again next time
+    }
+    return true;
   }
 
   private async ensureStatefulSet(ctx: Ctx): Promise<void> {

@@ -292,10 +292,25 @@ export class KubeClient {
     });
   }
 
-  async delete(rt: ResourceType, namespace: string | undefined, name: string): Promise<void> {
+  /**
+   * Deletes an object; a 404 is success. With `preconditions` the apiserver
+   * deletes only the object with that uid (and resourceVersion): a 409 when
+   * the name now holds another object.
+   */
+  async delete(
+    rt: ResourceType,
+    namespace: string | undefined,
+    name: string,
+    opts: { preconditions?: { uid?: string; resourceVersion?: string } } = {},
+  ): Promise<void> {
     try {
       await this.request(HttpMethod.DELETE, objectPath(rt, namespace, name), {
-        body: { kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: 'Background' },
+        body: {
+          kind: 'DeleteOptions',
+          apiVersion: 'v1',
+          propagationPolicy: 'Background',
+          ...(opts.preconditions ? { preconditions: opts.preconditions } : {}),
+        },
       });
     } catch (err) {
       if (!isNotFound(err)) throw err;

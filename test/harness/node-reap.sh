@@ -10,7 +10,11 @@
 #   node-reap.sh clean  take the lock and clean once (by hand, after a crash).
 #
 # Everything here is fixed paths or names, so a later run can clean up after
-# an earlier one that was SIGKILLed.
+# an earlier one that was SIGKILLed. Nothing here belongs to another kubelet
+# (k3s, kubeadm) on the same machine: the cgroups are ours by name (never the
+# root kubepods*), and the host-wide things any kubelet makes (its iptables
+# chains, /var/lib/kubelet/device-plugins/kubelet.sock) are removed only if
+# node.ts listed them in $state/host-owned before starting the kubelet.
 set -uo pipefail
 
 state=${NODE_STATE_DIR:?}        # kubelet root, containerd root, pod logs, PVs
@@ -21,10 +25,25 @@ docker_dir=${NODE_DOCKER_DIR:-}   # unmounted, never removed: it is a build cach
 lock=${NODE_LOCK:-/run/landfall-node.lock}
 wait_s=${NODE_LOCK_WAIT_S:-1800}
 # The cgroup the harness puts containerd, kubelet and dockerd in (shims and
-# dockerd's containerd inherit it); the kubelet puts containers in kubepods.
-cgroups=(landfall-node kubepods kubepods.slice)
+# dockerd's containerd inherit it), and the kubelet's cgroupRoot, under which
+# it puts pods (landfall-node-pods/kubepods/...). Never the root kubepods.
+cgroups=(landfall-node landfall-node-pods)
+owned_file=$state/host-owned
 
 log() { printf '[node-reap %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+owned() { [ -f "$owned_file" ] && grep -qxF "$1" "$owned_file"; }
+
+other_kubelet_pods() { # a root kubepods/kubepods.slice cgroup with processes: another kubelet's pods
+  local d
+  for d in $(cgroup_dirs kubepods) $(cgroup_dirs kubepods.slice); do
+    if [ -n "$(find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | head -c1)" ]; then
+      printf '%s\n' "$d"
+      return 0
+    fi
+  done
+  return 1
+}
 
 cgroup_dirs() { # every hierarchy's copy of $1 (v1 has one per controller; v2 one)
   local h
@@ -90,27 +109,47 @@ clean() {
     find /var/log/containers -maxdepth 1 -type l -lname "$state/*" -delete 2>/dev/null
     rmdir /var/log/containers 2>/dev/null
   fi
-  # The kubelet's chains (its canaries, and KUBE-FIREWALL that INPUT and OUTPUT jump to).
-  local ipt t chain
-  for ipt in iptables ip6tables; do
-    command -v "$ipt" >/dev/null || continue
-    for chain in INPUT OUTPUT; do
-      while "$ipt" -C "$chain" -j KUBE-FIREWALL 2>/dev/null; do "$ipt" -D "$chain" -j KUBE-FIREWALL; done
-    done
-    for t in filter nat mangle; do
-      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
-        "$ipt" -t "$t" -F "$chain" 2>/dev/null && "$ipt" -t "$t" -X "$chain" 2>/dev/null
+  # Host-wide things any kubelet makes: only those node.ts recorded as ours
+  # (absent before our kubelet started), and none while another kubelet's pods run.
+  local other
+  if other=$(other_kubelet_pods); then
+    log "another kubelet's pods run ($other): leaving kubelet chains, device-plugin socket and cni-loopback results alone"
+  else
+    # The kubelet's chains (its canaries, and KUBE-FIREWALL that INPUT and OUTPUT jump to).
+    local ipt t chain
+    for ipt in iptables ip6tables; do
+      command -v "$ipt" >/dev/null || continue
+      if owned "$ipt filter KUBE-FIREWALL"; then
+        for chain in INPUT OUTPUT; do
+          while "$ipt" -C "$chain" -j KUBE-FIREWALL 2>/dev/null; do "$ipt" -D "$chain" -j KUBE-FIREWALL; done
+        done
+      fi
+      for t in filter nat mangle; do
+        for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+          owned "$ipt $t $chain" || continue
+          "$ipt" -t "$t" -F "$chain" 2>/dev/null && "$ipt" -t "$t" -X "$chain" 2>/dev/null
+        done
       done
     done
-  done
-  # The device-plugin socket path is fixed whatever --root-dir says.
-  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
-  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null
+    # The device-plugin socket path is fixed whatever --root-dir says.
+    if owned device-plugin-socket; then
+      rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+      rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null
+    fi
+    # libcni's loopback results of our sandboxes: the ids of our own network's results.
+    local f id
+    for f in /var/lib/cni/results/"$cni_net"-*; do
+      [ -e "$f" ] || continue
+      id=${f#/var/lib/cni/results/"$cni_net"-}
+      id=${id%-*}
+      [ -n "$id" ] && rm -f /var/lib/cni/results/cni-loopback-"$id"-*
+    done
+  fi
   # dockerd's containerd (1.x) makes these empty folders.
   rmdir /opt/containerd/bin /opt/containerd/lib /opt/containerd 2>/dev/null
-  # libcni's result cache has no per-runtime setting.
-  # (containerd names its loopback network cni-loopback.)
-  rm -f /var/lib/cni/results/"$cni_net"-* /var/lib/cni/results/cni-loopback-* 2>/dev/null
+  # libcni's result cache has no per-runtime setting: our network's results
+  # (their cni-loopback twins went above).
+  rm -f /var/lib/cni/results/"$cni_net"-* 2>/dev/null
   rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null
   # Shim sockets live in /run/containerd/s whatever containerd's state dir is;
   # remove the ones nothing listens on any more (Docker's containerd shares it).

@@ -7,10 +7,22 @@
 // lock for one node per machine and cleans all of that when the test process
 // ends, however it ends (it waits for EOF on a pipe from this process, like
 // the supervisor in proc.ts). A missing prerequisite throws; nothing skips.
+// It never touches another kubelet's state: pods go under the cgroup root
+// /landfall-node-pods (not the default /kubepods), the reaper removes host-wide
+// things (iptables chains, the device-plugin socket) only if this node created
+// them, and start-up refuses to run beside another kubelet.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { CoreV1Api } from '@kubernetes/client-node';
@@ -42,6 +54,14 @@ export const LOCAL_STORAGE_CLASS = 'local-nvme';
 const CNI_NETWORK = 'landfall-node';
 const RUN_DIR = '/run/landfall-node';
 const CGROUP = 'landfall-node';
+/** The kubelet's `cgroupRoot`: it makes `/landfall-node-pods/kubepods/…`, a sibling of CGROUP, never the host's `/kubepods`. */
+const POD_CGROUP_ROOT = 'landfall-node-pods';
+/** The kubelet's device-plugin socket: a fixed path whatever `--root-dir` says, shared with any other kubelet. */
+const DEVICE_PLUGIN_SOCKET = '/var/lib/kubelet/device-plugins/kubelet.sock';
+/** The kubelet's iptables chains (any kubelet's: same names). */
+const KUBELET_CHAINS = ['KUBE-FIREWALL', 'KUBE-KUBELET-CANARY', 'KUBE-IPTABLES-HINT'];
+/** Under the state dir: the host-wide things this node created, one a line; node-reap.sh removes only these. */
+const HOST_OWNED_FILE = 'host-owned';
 
 export interface StartNodeOptions {
   /** Local PVs to create (folders under the node's state dir), 10 Gi each on paper. Default 4. */
@@ -285,6 +305,134 @@ export function startInNodeCgroup(opts: {
   });
 }
 
+/** Every cgroup hierarchy's root (v2: the one; v1: one per mounted controller set, and the hybrid `unified`). */
+function cgroupHierarchies(): string[] {
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) return ['/sys/fs/cgroup'];
+  let names: string[];
+  try {
+    names = readdirSync('/sys/fs/cgroup');
+  } catch {
+    return [];
+  }
+  return names.map((n) => join('/sys/fs/cgroup', n)).filter((d) => existsSync(join(d, 'cgroup.procs')));
+}
+
+/** Whether the cgroup `dir` or any cgroup below it holds a process. */
+function cgroupTreeHasProcs(dir: string): boolean {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, 'cgroup.procs'), 'utf8');
+  } catch {
+    return false;
+  }
+  if (text.trim() !== '') return true;
+  let entries: string[];
+  try {
+    entries = readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => e.name);
+  } catch {
+    return false;
+  }
+  return entries.some((e) => cgroupTreeHasProcs(join(dir, e)));
+}
+
+/**
+ * Why another kubelet (k3s, kubeadm, …) seems to run on this machine, or
+ * undefined. Its device-plugin socket is at the same fixed path as ours, and
+ * its pods sit in the root cgroup `kubepods` (cgroupfs) or `kubepods.slice`
+ * (systemd). Called after node-reap.sh cleaned, so nothing found is ours.
+ */
+export function otherKubelet(): string | undefined {
+  if (existsSync(DEVICE_PLUGIN_SOCKET)) {
+    return `${DEVICE_PLUGIN_SOCKET} exists and is not the test bed's (if no other kubelet runs here, remove it)`;
+  }
+  for (const h of cgroupHierarchies()) {
+    for (const name of ['kubepods', 'kubepods.slice']) {
+      const dir = join(h, name);
+      if (existsSync(dir) && cgroupTreeHasProcs(dir))
+        return `cgroup ${dir} holds processes (another kubelet's pods)`;
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Create the kubelet's cgroupRoot in every hierarchy: with cgroupfs the
+ * kubelet refuses to start unless it exists in each v1 controller it uses
+ * (cpu, cpuacct, cpuset, memory, pids, systemd, hugetlb), and on v2 unless
+ * those controllers are available in it.
+ */
+function createPodCgroupRoot(): void {
+  const hierarchies = cgroupHierarchies();
+  if (hierarchies.length === 0) {
+    throw new TestbedMissingError('no cgroup hierarchy mounted under /sys/fs/cgroup');
+  }
+  for (const h of hierarchies) {
+    const dir = join(h, POD_CGROUP_ROOT);
+    mkdirSync(dir, { recursive: true });
+    // v1 cpuset: a new cgroup starts with no CPUs or memory nodes unless copied from its parent.
+    for (const f of ['cpuset.cpus', 'cpuset.mems']) {
+      if (!existsSync(join(dir, f))) continue;
+      try {
+        if (readFileSync(join(dir, f), 'utf8').trim() === '') {
+          writeFileSync(join(dir, f), readFileSync(join(h, f), 'utf8').trim());
+        }
+      } catch {
+        // The kubelet's own cgroup code copies it too; it says so if it cannot.
+      }
+    }
+  }
+  if (existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+    const available = readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/);
+    for (const c of ['cpu', 'cpuset', 'memory', 'hugetlb', 'pids']) {
+      if (!available.includes(c)) continue;
+      try {
+        writeFileSync('/sys/fs/cgroup/cgroup.subtree_control', `+${c}`);
+      } catch {
+        // Already enabled or not enableable: the kubelet names what is missing.
+      }
+    }
+  }
+}
+
+/** The kubelet chains that exist now, as `<iptables|ip6tables> <table> <chain>` lines. */
+async function existingKubeletChains(): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (const ipt of ['iptables', 'ip6tables']) {
+    for (const table of ['filter', 'nat', 'mangle']) {
+      const out = await runTool(ipt, ['-t', table, '-S'], { timeoutMs: 20_000 }).then(
+        (r) => r.stdout,
+        () => '',
+      );
+      for (const line of out.split('\n')) {
+        const chain = /^-N (\S+)$/.exec(line)?.[1];
+        if (chain !== undefined && KUBELET_CHAINS.includes(chain)) found.add(`${ipt} ${table} ${chain}`);
+      }
+    }
+  }
+  return found;
+}
+
+/**
+ * Record, before the kubelet starts, which host-wide things it will create:
+ * the kubelet chains that do not exist yet and the device-plugin socket
+ * (otherKubelet() made sure it is absent). node-reap.sh deletes only those.
+ */
+async function recordHostOwned(state: string): Promise<void> {
+  const existing = await existingKubeletChains();
+  const owned = ['device-plugin-socket'];
+  for (const ipt of ['iptables', 'ip6tables']) {
+    for (const table of ['filter', 'nat', 'mangle']) {
+      for (const chain of KUBELET_CHAINS) {
+        const line = `${ipt} ${table} ${chain}`;
+        if (!existing.has(line)) owned.push(line);
+      }
+    }
+  }
+  writeFileSync(join(state, HOST_OWNED_FILE), owned.join('\n') + '\n');
+}
+
 // ---------------------------------------------------------------------------
 // The pause image, built without any registry or dockerd: an OCI archive of one
 // layer holding the static pause binary (setup.sh builds it from the release's
@@ -474,6 +622,8 @@ function kubeletConfig(state: string, caPath: string, port: number, healthzPort:
       },
       authorization: { mode: 'Webhook' },
       cgroupDriver: 'cgroupfs',
+      // Pods under /landfall-node-pods/kubepods, not the host's /kubepods (another kubelet's).
+      cgroupRoot: `/${POD_CGROUP_ROOT}`,
       // This kind of machine runs cgroup v1, which kubelet 1.35+ refuses by default.
       failCgroupV1: false,
       failSwapOn: false,
@@ -544,6 +694,13 @@ export async function startNodeOn(
   const t0 = performance.now();
   const since = (): number => Math.round(performance.now() - t0);
   const bins = nodeBinaries();
+  // Before anything host-wide: beside another kubelet, ours would clobber its device-plugin socket.
+  const other = otherKubelet();
+  if (other !== undefined) {
+    throw new TestbedMissingError(
+      `the test bed's node does not run beside another kubelet: ${other}. Run the node tests on a machine without a Kubernetes node (k3s, kubeadm).`,
+    );
+  }
   const state = nodeStateDir();
   for (const d of ['kubelet', 'containerd', 'pod-logs', 'pvs', 'cni/net.d', 'cni/ipam']) {
     mkdirSync(join(state, d), { recursive: true });
@@ -668,6 +825,8 @@ export async function startNodeOn(
     writePauseArchive(bins.pause, pauseArchive);
     await ctr(['images', 'import', pauseArchive]);
 
+    createPodCgroupRoot();
+    await recordHostOwned(state);
     const kubeletPort = await freePort();
     const kubeletHealthz = await freePort();
     const kubeletConfigPath = join(cluster.dir, 'kubelet-config.json');

@@ -24,7 +24,6 @@ import { createHash } from 'node:crypto';
 import { zstdDecompressSync } from 'node:zlib';
 import { PowerCutFileSystem, seededRandom } from '../../ingest-node/src/fs/power-cut.ts';
 import { FaultFileSystem } from '../../ingest-node/src/fs/fault.ts';
-import type { FsOp } from '../../ingest-node/src/fs/types.ts';
 import { defaultConfig } from '../../ingest-node/src/config/load.ts';
 import { startNode } from '../../ingest-node/src/node.ts';
 import type { RunningNode } from '../../ingest-node/src/node.ts';
@@ -32,9 +31,9 @@ import { decodeCommitMarker, markerRef } from '../../ingest-node/src/delivery/ma
 import { commitKey } from '../../ingest-node/src/delivery/keys.ts';
 import { LocalFolderObjectStore } from '../../ingest-node/src/store/local.ts';
 import { readSegment } from '../../ingest-node/src/wal/format.ts';
-import { Ledger, describeVerdict, verifyWal } from './helpers/ledger.ts';
+import { describeVerdict, verifyWal } from './helpers/ledger.ts';
 import type { StoredRecord, Verdict } from './helpers/ledger.ts';
-import { runProducers } from './helpers/producers.ts';
+import { bounded, loadUntilPowerCut } from './helpers/power-cut-load.ts';
 import { durableWal } from './helpers/wal-dir.ts';
 
 const DIR = '/var/lib/landfall/wal/dpc';
@@ -42,39 +41,6 @@ const BUCKET = '/var/lib/landfall/bucket';
 const ITERATIONS = Math.max(1, Number(process.env['LANDFALL_POWERCUT_ITERATIONS'] ?? 12));
 const SEED_BASE = Number(process.env['LANDFALL_POWERCUT_SEED'] ?? 1);
 const TEETH_ITERATIONS = 8;
-const ALL_OPS: FsOp[] = [
-  'open',
-  'readFile',
-  'rename',
-  'unlink',
-  'link',
-  'rmdir',
-  'readdir',
-  'mkdir',
-  'syncDir',
-  'stat',
-  'statfs',
-  'write',
-  'read',
-  'datasync',
-  'sync',
-  'truncate',
-  'fstat',
-  'close',
-];
-
-/** Resolves with `p`'s outcome, or undefined after `ms` (a cleanup bound, never a synchronisation). */
-async function bounded<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
@@ -160,44 +126,23 @@ async function iteration(seed: number, variant: 'correct' | 'no-store-dir-fsync'
     delivery: { segmentRetryDelayMsMax: 100, retryDelayMsMax: 20 },
   });
   const node = await startNode(config, { fs, apiKeys: null });
-  const ledger = new Ledger();
   const torn = rnd() < 0.7;
   const cutAtOp = 200 + Math.floor(rnd() * 3000);
-  let rebooted: PowerCutFileSystem | undefined;
-  let stopped = false;
-  const cut = (): void => {
-    if (rebooted !== undefined) return;
-    rebooted = mem.crash({ tornTail: torn });
-    stopped = true;
-    node.server.app.server.close();
-    node.server.app.server.closeAllConnections();
-  };
-  let ops = 0;
-  fs.inject({ op: ALL_OPS, times: Infinity, gate: () => void (++ops === cutAtOp && cut()) });
-  const fallback = setTimeout(cut, 5_000);
-  let oldShutdown: Promise<boolean> | undefined;
-  try {
-    await runProducers({
-      url: node.url,
-      ledger,
-      concurrency: 8,
-      random: rnd,
-      idPrefix: `d${seed}`,
-      recordsMax: 6,
-      padMax: 120,
-      stop: () => stopped,
-      timeoutMs: 10_000,
-    });
-  } finally {
-    clearTimeout(fallback);
-    cut();
-    oldShutdown = node.shutdown('power cut').catch(() => false);
-  }
+  const { ledger, rebooted, oldShutdown } = await loadUntilPowerCut({
+    node,
+    mem,
+    fs,
+    cutAtOp,
+    torn,
+    random: rnd,
+    concurrency: 8,
+    idPrefix: `d${seed}`,
+  });
 
   let fresh: RunningNode | undefined;
   try {
     // The teeth variant keeps its broken store after the reboot too.
-    const after = new FaultFileSystem(rebooted!);
+    const after = new FaultFileSystem(rebooted);
     if (variant === 'no-store-dir-fsync')
       after.inject({ op: 'syncDir', path: (p) => p.startsWith(BUCKET), fault: 'drop', times: Infinity });
     fresh = await startNode(config, { fs: after, apiKeys: null });
@@ -208,7 +153,7 @@ async function iteration(seed: number, variant: 'correct' | 'no-store-dir-fsync'
       30_000,
     );
     assert.ok(idle, `seed ${seed}: delivery did not finish after the reboot`);
-    const committed = await readCommitted(new LocalFolderObjectStore({ root: BUCKET, fs: rebooted! }));
+    const committed = await readCommitted(new LocalFolderObjectStore({ root: BUCKET, fs: rebooted }));
     return {
       verdict: verifyWal(committed.records, ledger),
       cutAtOp,

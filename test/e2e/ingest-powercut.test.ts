@@ -17,37 +17,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PowerCutFileSystem, seededRandom } from '../../ingest-node/src/fs/power-cut.ts';
 import { FaultFileSystem } from '../../ingest-node/src/fs/fault.ts';
-import type { FileHandle, FileSystem, FsOp } from '../../ingest-node/src/fs/types.ts';
+import type { FileHandle, FileSystem } from '../../ingest-node/src/fs/types.ts';
 import { defaultConfig } from '../../ingest-node/src/config/load.ts';
 import { startNode } from '../../ingest-node/src/node.ts';
 import type { RunningNode } from '../../ingest-node/src/node.ts';
-import { Ledger, describeVerdict, verifyWal } from './helpers/ledger.ts';
+import { describeVerdict, verifyWal } from './helpers/ledger.ts';
 import type { Verdict } from './helpers/ledger.ts';
-import { runProducers } from './helpers/producers.ts';
+import { bounded, loadUntilPowerCut } from './helpers/power-cut-load.ts';
 import { durableWal, readWalDir } from './helpers/wal-dir.ts';
 
 const DIR = '/var/lib/landfall/wal/pc';
 const ITERATIONS = Math.max(1, Number(process.env['LANDFALL_POWERCUT_ITERATIONS'] ?? 24));
 const SEED_BASE = Number(process.env['LANDFALL_POWERCUT_SEED'] ?? 1);
 const TEETH_ITERATIONS = 10;
-const ALL_OPS: FsOp[] = [
-  'open',
-  'readFile',
-  'rename',
-  'unlink',
-  'readdir',
-  'mkdir',
-  'syncDir',
-  'stat',
-  'statfs',
-  'write',
-  'read',
-  'datasync',
-  'sync',
-  'truncate',
-  'fstat',
-  'close',
-];
 
 /** The broken disk of the teeth check: datasync returns at once and makes nothing durable. */
 function withoutDatasync(inner: FileSystem): FileSystem {
@@ -69,19 +51,6 @@ function withoutDatasync(inner: FileSystem): FileSystem {
       return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
     },
   });
-}
-
-/** Resolves with `p`'s outcome, or undefined after `ms` (a cleanup bound, never a synchronisation). */
-async function bounded<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 interface Outcome {
@@ -111,47 +80,23 @@ async function iteration(seed: number, variant: 'correct' | 'no-datasync'): Prom
     instance: { id: 'pc-0' },
   });
   const node = await startNode(config, { fs, apiKeys: null });
-  const ledger = new Ledger();
   const torn = rnd() < 0.7;
   const cutAtOp = 1 + Math.floor(rnd() * 600);
-  let rebooted: PowerCutFileSystem | undefined;
-  let stopped = false;
-  const cut = (): void => {
-    if (rebooted !== undefined) return;
-    // One synchronous step: the disk stops, and nothing else reaches a client.
-    rebooted = mem.crash({ tornTail: torn });
-    stopped = true;
-    node.server.app.server.close();
-    node.server.app.server.closeAllConnections();
-  };
-  let ops = 0;
-  fs.inject({ op: ALL_OPS, times: Infinity, gate: () => void (++ops === cutAtOp && cut()) });
-  // Should the load be too slow to reach cutAtOp, the power goes anyway.
-  const fallback = setTimeout(cut, 5_000);
-  let oldShutdown: Promise<boolean> | undefined;
-  try {
-    await runProducers({
-      url: node.url,
-      ledger,
-      concurrency: 16,
-      random: rnd,
-      idPrefix: `s${seed}`,
-      recordsMax: 6,
-      padMax: 120,
-      stop: () => stopped,
-      timeoutMs: 10_000,
-    });
-  } finally {
-    clearTimeout(fallback);
-    cut();
-    // The old node's WAL fails on the frozen disk; let it wind down in the background.
-    oldShutdown = node.shutdown('power cut').catch(() => false);
-  }
+  const { ledger, rebooted, oldShutdown } = await loadUntilPowerCut({
+    node,
+    mem,
+    fs,
+    cutAtOp,
+    torn,
+    random: rnd,
+    concurrency: 16,
+    idPrefix: `s${seed}`,
+  });
 
   let fresh: RunningNode | undefined;
   try {
-    fresh = await startNode(config, { fs: rebooted!, apiKeys: null });
-    const contents = await readWalDir(rebooted!, DIR);
+    fresh = await startNode(config, { fs: rebooted, apiKeys: null });
+    const contents = await readWalDir(rebooted, DIR);
     const verdict = verifyWal(contents.records, ledger);
     // The recovered node takes writes and continues the sequence.
     let after: Outcome['after'];

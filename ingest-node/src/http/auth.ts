@@ -10,11 +10,11 @@
 // are never logged; only a short hash prefix (`id`) identifies one.
 
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type { Logger } from '../log.ts';
+import { watchFiles } from '../fs/watch-files.ts';
+import type { FileWatch } from '../fs/watch-files.ts';
 
 export const SCOPES = ['ingest', 'status'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -181,12 +181,9 @@ export class FileApiKeySource implements ApiKeySource {
   #keys: readonly KeyEntry[] = [];
   #certs: ReadonlyMap<string, ApiKeyMatch> = new Map();
   #signature = '';
-  readonly #watchers: FSWatcher[] = [];
+  #watch: FileWatch | undefined;
   #lastProblem: string | undefined;
-  #timer: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
   #reloading: Promise<boolean> | undefined;
-  #closed = false;
 
   private constructor(options: ApiKeyFileOptions) {
     this.#o = options;
@@ -264,49 +261,23 @@ export class FileApiKeySource implements ApiKeySource {
   }
 
   #startWatching(): void {
-    const trigger = (): void => {
-      if (this.#closed) return;
-      // Editors and the kubelet produce bursts of events; one reload per burst.
-      clearTimeout(this.#debounce);
-      this.#debounce = setTimeout(() => void this.reload(), 50);
-      this.#debounce.unref();
-    };
-    // Watch the directory holding a key file too: atomic replaces (rename over it,
-    // the kubelet's ..data symlink swap) would leave a watch on the old inode deaf.
-    const name = basename(this.#o.path);
-    const targets: Array<[string, (file: string | null) => boolean]> = [
-      [this.#o.path, () => true],
-      [dirname(this.#o.path), (file) => file === null || file === name || file.startsWith('..')],
-    ];
-    for (const [target, relevant] of targets) {
-      try {
-        const w = watch(target, { persistent: false }, (_event, file) => {
-          if (relevant(file)) trigger();
-        });
-        w.on('error', () => w.close());
-        this.#watchers.push(w);
-      } catch (err) {
-        this.#o.log.warn(
-          { err, path: target },
-          'cannot watch for API key changes; relying on the periodic check',
-        );
-      }
-    }
-    this.#timer = setInterval(() => {
-      void statSignature(this.#o.path)
-        .then((sig) => {
-          if (sig !== this.#signature) trigger();
-        })
-        .catch(() => trigger());
-    }, this.#o.reloadIntervalMs);
-    this.#timer.unref();
+    this.#watch = watchFiles({
+      paths: [this.#o.path],
+      onChange: () => void this.reload(),
+      check: (changed) =>
+        void statSignature(this.#o.path)
+          .then((sig) => {
+            if (sig !== this.#signature) changed();
+          })
+          .catch(() => changed()),
+      checkIntervalMs: this.#o.reloadIntervalMs,
+      log: this.#o.log,
+      what: 'for API key changes',
+    });
   }
 
   close(): void {
-    this.#closed = true;
-    for (const w of this.#watchers) w.close();
-    clearInterval(this.#timer);
-    clearTimeout(this.#debounce);
+    this.#watch?.close();
   }
 }
 

@@ -10,16 +10,15 @@
 // in CrashLoopBackOff says which file is wrong rather than an OpenSSL string.
 
 import { X509Certificate, createPrivateKey } from 'node:crypto';
-import { watch } from 'node:fs';
-import type { FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { ConfigError } from '../config/load.ts';
 import type { NodeConfig } from '../config/schema.ts';
 import type { Logger } from '../log.ts';
+import { watchFiles } from '../fs/watch-files.ts';
+import type { FileWatch } from '../fs/watch-files.ts';
 import { registerScrapeMetric } from '../metrics.ts';
 
 export type TlsSettings = NodeConfig['listen']['tls'];
@@ -211,9 +210,7 @@ export class NodeTls {
   #material: Material;
   #signature: string;
   #server: TlsServer | undefined;
-  readonly #watchers: FSWatcher[] = [];
-  #timer: NodeJS.Timeout | undefined;
-  #debounce: NodeJS.Timeout | undefined;
+  #watch: FileWatch | undefined;
   #reloading: Promise<boolean> | undefined;
   #lastProblem: string | undefined;
   #closed = false;
@@ -363,46 +360,22 @@ export class NodeTls {
   }
 
   #startWatching(): void {
-    const trigger = (): void => {
-      if (this.#closed) return;
-      clearTimeout(this.#debounce);
-      this.#debounce = setTimeout(() => void this.reload(), 50);
-      this.#debounce.unref();
-    };
-    const paths = [this.#files.certFile, this.#files.keyFile, this.#files.clientCaFile].filter(
-      (p): p is string => p !== undefined,
-    );
-    const names = new Set(paths.map((p) => basename(p)));
-    // The directory too: a rename over the file or the kubelet's ..data swap leaves a watch on the old inode deaf.
-    const dirs = new Set(paths.map((p) => dirname(p)));
-    const targets: Array<[string, (file: string | null) => boolean]> = [
-      ...paths.map((p): [string, () => boolean] => [p, () => true]),
-      ...[...dirs].map((d): [string, (file: string | null) => boolean] => [
-        d,
-        (file) => file === null || names.has(file) || file.startsWith('..'),
-      ]),
-    ];
-    for (const [target, relevant] of targets) {
-      try {
-        const w = watch(target, { persistent: false }, (_event, file) => {
-          if (relevant(file)) trigger();
-        });
-        w.on('error', () => w.close());
-        this.#watchers.push(w);
-      } catch (err) {
-        this.#log.warn({ err, path: target }, 'cannot watch the TLS files; relying on the periodic check');
-      }
-    }
-    this.#timer = setInterval(() => void this.reload(), this.#settings.reloadIntervalMs);
-    this.#timer.unref();
+    this.#watch = watchFiles({
+      paths: [this.#files.certFile, this.#files.keyFile, this.#files.clientCaFile].filter(
+        (p): p is string => p !== undefined,
+      ),
+      onChange: () => void this.reload(),
+      // reload() compares the files' signature itself: the check is a reload.
+      check: () => void this.reload(),
+      checkIntervalMs: this.#settings.reloadIntervalMs,
+      log: this.#log,
+      what: 'the TLS files',
+    });
   }
 
   close(): void {
     this.#closed = true;
-    clearInterval(this.#timer);
-    clearTimeout(this.#debounce);
-    for (const w of this.#watchers) w.close();
-    this.#watchers.length = 0;
+    this.#watch?.close();
   }
 }
 

@@ -71,7 +71,7 @@ const VALUES = [
   '{"b":{"c":[1,2]}}',
   '[{"b":1}]',
 ];
-const KEYS = ['a', 'A', 'b', 'n', 'ts', 'o', 'my key', '', 'x'];
+const KEYS = ['a', 'A', 'b', 'n', 'ts', 'o', 'my key', '', 'x', "it's", 'ü.k'];
 
 /** A payload as text: an object of random keys (duplicates and case twins included), or something else. */
 function payload(rand: () => number): Buffer {
@@ -107,6 +107,8 @@ const VIEWS = [
       { name: 'a_upper', type: 'VARCHAR', path: '$.A' },
       { name: 'b', type: 'VARCHAR', path: '$.b', default: 'dflt' },
       { name: 'spaced', type: 'VARCHAR', path: '$["my key"]' },
+      { name: 'quoted', type: 'VARCHAR', path: '$["it\'s"]' },
+      { name: 'dotted', type: 'VARCHAR', path: '$["ü.k"]' },
       { name: 'ob', type: 'VARCHAR', path: '$.o.b' },
       { name: 'o_upper_b', type: 'VARCHAR', path: '$.o.B' },
       { name: 'o', type: 'JSON', path: '$.x' },

@@ -13,8 +13,11 @@
 // Row accounting is exact by construction: every input row gets exactly one
 // status, so rows in = ok + filtered + dlq (materialize.ts checks it again).
 //
-// Extraction parses each payload once: json_extract_string/json_extract take
-// a list of paths, and each column then TRY_CASTs its element.
+// Extraction parses each payload once: when every path is made of object keys,
+// json_transform reads them all into a struct of text (DuckDB's typed JSON
+// reader); otherwise, and for the rows json_transform gives nothing for,
+// json_extract_string/json_extract take the list of paths. Each column then
+// TRY_CASTs its text.
 import type { DuckDBConnection } from '@duckdb/node-api';
 import { ViewError, ViewErrorCode } from './errors.ts';
 import { checkExpression } from './expr.ts';
@@ -233,11 +236,24 @@ async function checkDefault(conn: DuckDBConnection, column: ViewColumn, index: n
     );
 }
 
+export interface CompileOptions {
+  /**
+   * Read flat paths with json_transform first (default true). false compiles
+   * the list extraction for every row: what views-typed-reader.test.ts and
+   * the benchmark compare the typed reader against.
+   */
+  readonly typedReader?: boolean;
+}
+
 /**
  * Checks every expression with DuckDB's parser and binder (throws ViewError
  * with the spec path of the first problem) and builds the SELECT.
  */
-export async function compileView(conn: DuckDBConnection, spec: ViewSpec): Promise<CompiledView> {
+export async function compileView(
+  conn: DuckDBConnection,
+  spec: ViewSpec,
+  options: CompileOptions = {},
+): Promise<CompiledView> {
   const columnNames = new Set(spec.columns.map((c) => c.name));
   const shell = typedShell(spec.columns);
   for (const [i, c] of spec.columns.entries()) await checkDefault(conn, c, i);
@@ -266,7 +282,7 @@ export async function compileView(conn: DuckDBConnection, spec: ViewSpec): Promi
     partitions.push({ alias: p.alias, expressionSql: checked.sql, type, root: checked.root });
   }
 
-  const sql = buildSql(spec, filterSql, filterColumns, partitions);
+  const sql = buildSql(spec, filterSql, filterColumns, partitions, options.typedReader ?? true);
   return {
     spec,
     specHash: viewSpecHash(spec),
@@ -278,38 +294,137 @@ export async function compileView(conn: DuckDBConnection, spec: ViewSpec): Promi
   };
 }
 
-function buildSql(
-  spec: ViewSpec,
-  filterSql: string | undefined,
-  filterColumns: readonly string[],
-  partitions: readonly (CompiledPartition & { root: AstNode })[],
-): string {
+/** How the payload columns are read: the SELECT items of the extraction stages, the JSON check, each column's raw text. */
+interface Extraction {
+  /** Items of the first stage (json_transform's struct, when the paths are flat). */
+  readonly first: readonly string[];
+  /** Items of the second stage (json_extract*, for the rows the first did not read). */
+  readonly second: readonly string[];
+  /** TRUE when the payload is one JSON value. */
+  readonly jsonOk: string;
+  /** Per column, its raw value: VARCHAR for scalar columns, JSON text for JSON/nested ones. */
+  readonly rawRefs: readonly string[];
+}
+
+/**
+ * json_transform's structure for columns whose paths are all object keys,
+ * with each column's positional access into the result (struct field names
+ * are matched case-insensitively by `.name`, JSON keys are not), or
+ * undefined when some path is not flat or two paths collide (one a prefix of
+ * another, or the same path read as text and as JSON).
+ */
+export function flatStructure(
+  columns: readonly ViewColumn[],
+): { readonly json: string; readonly refs: readonly (string | undefined)[] } | undefined {
+  type Node = Map<string, Node | 'VARCHAR' | 'JSON'>;
+  const root: Node = new Map();
+  let payloadColumns = 0;
+  for (const c of columns) {
+    if (isTopicColumn(c)) continue;
+    payloadColumns++;
+    const keys: string[] = [];
+    for (const s of c.pathSegments) {
+      if ('index' in s) return undefined;
+      keys.push(s.key);
+    }
+    if (keys.length === 0) return undefined;
+    const leaf = isNestedOrJson(c.parsedType) ? 'JSON' : 'VARCHAR';
+    let node = root;
+    for (const [d, key] of keys.entries()) {
+      const existing = node.get(key);
+      if (d === keys.length - 1) {
+        if (existing === undefined) node.set(key, leaf);
+        else if (existing !== leaf) return undefined;
+      } else {
+        if (existing === undefined) {
+          const child: Node = new Map();
+          node.set(key, child);
+          node = child;
+        } else if (existing instanceof Map) node = existing;
+        else return undefined;
+      }
+    }
+  }
+  if (payloadColumns === 0) return undefined;
+  const toJson = (n: Node): unknown =>
+    Object.fromEntries([...n].map(([k, v]) => [k, v instanceof Map ? toJson(v) : v]));
+  const refs = columns.map((c) => {
+    if (isTopicColumn(c)) return undefined;
+    let ref = '__lf_t';
+    let node = root;
+    for (const s of c.pathSegments) {
+      const key = (s as { key: string }).key;
+      ref = `struct_extract_at(${ref}, ${[...node.keys()].indexOf(key) + 1})`;
+      const next = node.get(key);
+      if (next instanceof Map) node = next;
+    }
+    return ref;
+  });
+  return { json: JSON.stringify(toJson(root)), refs };
+}
+
+function extractionSql(columns: readonly ViewColumn[], typedReader: boolean): Extraction {
   const scalarPaths: string[] = [];
   const jsonPaths: string[] = [];
-  const rawRefs = spec.columns.map((c) => {
+  const listRefs = columns.map((c) => {
     if (isTopicColumn(c)) return '__lf_topic';
     const list = isNestedOrJson(c.parsedType) ? jsonPaths : scalarPaths;
     list.push(renderDuckDbPath(c.pathSegments));
     return `${isNestedOrJson(c.parsedType) ? '__lf_j' : '__lf_s'}[${list.length}]`;
   });
-
   // json_extract* raise on text that is not JSON; under try() that row gets
   // NULL instead of a list, which is what marks it invalid_json. One parse
   // per row (a separate json_valid() would be a second), and try() only
   // falls back to row-at-a-time in the few vectors that hold a bad payload.
   const extract: string[] = [];
   if (scalarPaths.length > 0)
-    extract.push(`try(json_extract_string(__lf_text, ${sqlStringList(scalarPaths)})) AS __lf_s`);
-  if (jsonPaths.length > 0)
-    extract.push(`try(json_extract(__lf_text, ${sqlStringList(jsonPaths)})) AS __lf_j`);
+    extract.push(`try(json_extract_string(__lf_text, ${sqlStringList(scalarPaths)}))`);
+  if (jsonPaths.length > 0) extract.push(`try(json_extract(__lf_text, ${sqlStringList(jsonPaths)}))`);
+  const aliases = [
+    ...(scalarPaths.length > 0 ? ['__lf_s'] : []),
+    ...(jsonPaths.length > 0 ? ['__lf_j'] : []),
+  ];
   // Only `$topic` columns: the payload must still be one JSON value.
-  const jsonOk =
-    scalarPaths.length > 0
-      ? '__lf_s IS NOT NULL'
-      : jsonPaths.length > 0
-        ? '__lf_j IS NOT NULL'
-        : 'coalesce(try(json_valid(__lf_text)), FALSE)';
+  const extractOk =
+    aliases[0] !== undefined ? `${aliases[0]} IS NOT NULL` : 'coalesce(try(json_valid(__lf_text)), FALSE)';
 
+  // Flat paths (object keys only) go through DuckDB's typed JSON reader
+  // first: json_transform with a structure picks every wanted key in one
+  // walk of the parsed document (what read_json does), where
+  // json_extract_string looks each path up and builds a list. The values are
+  // the same text (a string as is, any other value as its JSON text, the
+  // first of duplicate keys, JSON null as NULL). A row it gives no struct for
+  // — not JSON, the payload `null`, a value it refuses — takes the
+  // extraction above, that row only (a CASE evaluates a branch only for the
+  // rows that reach it), so statuses, codes and messages stay what they were.
+  const structure = typedReader ? flatStructure(columns) : undefined;
+  if (structure === undefined)
+    return {
+      first: [],
+      second: extract.map((e, i) => `${e} AS ${aliases[i]!}`),
+      jsonOk: extractOk,
+      rawRefs: listRefs,
+    };
+  return {
+    first: [`try(json_transform(__lf_text, ${sqlString(structure.json)})) AS __lf_t`],
+    second: extract.map((e, i) => `CASE WHEN __lf_t IS NULL THEN ${e} END AS ${aliases[i]!}`),
+    jsonOk: `(__lf_t IS NOT NULL OR ${extractOk})`,
+    rawRefs: columns.map((c, i) =>
+      isTopicColumn(c)
+        ? '__lf_topic'
+        : `CASE WHEN __lf_t IS NOT NULL THEN ${structure.refs[i]!} ELSE ${listRefs[i]!} END`,
+    ),
+  };
+}
+
+function buildSql(
+  spec: ViewSpec,
+  filterSql: string | undefined,
+  filterColumns: readonly string[],
+  partitions: readonly (CompiledPartition & { root: AstNode })[],
+  typedReader: boolean,
+): string {
+  const { first, second, jsonOk, rawRefs } = extractionSql(spec.columns, typedReader);
   const raws = spec.columns.map((c, i) => {
     const ref = rawRefs[i]!;
     // JSON null counts as missing, like an absent key (json_extract_string already maps it to NULL).
@@ -397,9 +512,12 @@ function buildSql(
     '  SELECT seq AS __lf_seq, ingest_time AS __lf_ingest_time, payload AS __lf_payload,',
     '    topic AS __lf_topic, try(decode(payload)) AS __lf_text',
     `  FROM ${INPUT_RELATION}`,
-    '), __lf_extracted AS (',
-    `  SELECT *${extract.map((e) => `,\n    ${e}`).join('')}`,
+    '), __lf_read AS (',
+    `  SELECT *${first.map((e) => `,\n    ${e}`).join('')}`,
     '  FROM __lf_src',
+    '), __lf_extracted AS (',
+    `  SELECT *${second.map((e) => `,\n    ${e}`).join('')}`,
+    '  FROM __lf_read',
     '), __lf_raw AS (',
     `  SELECT __lf_seq, __lf_ingest_time, __lf_payload, __lf_text, ${jsonOk} AS __lf_json_ok,\n    ${raws.join(',\n    ')}`,
     '  FROM __lf_extracted',

@@ -32,6 +32,6 @@ export {
 export type { ViewSpec, ViewSpecInput, ViewColumn, ViewPartition } from './spec.ts';
 export { ALLOWED_FUNCTIONS, checkExpression } from './expr.ts';
 export { compileView, DlqErrorCode } from './compile.ts';
-export type { CompiledView, CompiledPartition } from './compile.ts';
+export type { CompiledView, CompiledPartition, CompileOptions } from './compile.ts';
 export { materializeSegment, DLQ_COLUMNS } from './materialize.ts';
 export type { MaterializeInput, SegmentOutputs, ViewOutput } from './materialize.ts';

@@ -1,34 +1,46 @@
 // Ingest benchmark (a script, not a test): the same HTTP load against
 //   (a) null: a bare fastify route that reads the body and answers 202, and
 //   (b) landfall: startNode on a temp dir on the real disk (WAL, group fdatasync),
+//   (c) with --delivery, landfall+delivery: the same node delivering every
+//       sealed segment to a local MinIO (test/harness startMinio) with raw
+//       Parquet and the example page_views view on — the real case, where
+//       verification, hashing, compression and DuckDB share the process with
+//       the acks,
 // for two shapes, 1 KiB single-event bodies and 64 KiB NDJSON bodies of 100
 // events, at 64 connections. The load generator (autocannon, load.ts) runs in
 // a child process; the servers run here. Runs alternate (null, landfall, null…)
-// so a noisy neighbour hurts both alike; the table shows medians of ≥ 3 runs.
+// so a noisy neighbour hurts both alike; the table shows medians of ≥ 3 runs,
+// with the server's event-loop delay p99 (monitorEventLoopDelay) and peak RSS
+// over the measured window.
 //
 //   npm run bench:ingest -- [--duration 10] [--runs 3] [--warmup 2] [--connections 64]
-//                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3]
-//   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE)
+//                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3] [--delivery]
+//                           [--segment-mb N]   (wal.segmentBytesMax; 16 with --delivery, else the default)
+//   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB)
 //
 // Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
-// p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable. The JSON lands in
-// test/bench/results/ingest-<date>.json.
+// p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable; with delivery, RSS ≤ 400 MiB.
+// The JSON lands in test/bench/results/ingest-<date>.json.
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import Fastify from 'fastify';
 import { defaultConfig } from '../../../ingest-node/src/config/load.ts';
 import { startNode } from '../../../ingest-node/src/node.ts';
 import type { Wal } from '../../../ingest-node/src/wal/types.ts';
+import { startMinio } from '../../harness/minio.ts';
+import type { MinioServer } from '../../harness/minio.ts';
 import { buildBody } from './bodies.ts';
 import type { Shape } from './bodies.ts';
 import type { LoadOptions, LoadResult } from './load.ts';
 
+const MiB = 1024 * 1024;
 const here = path.dirname(fileURLToPath(import.meta.url));
 const env = (k: string, d: string): string => process.env[`LANDFALL_BENCH_${k}`] ?? d;
 const { values: args } = parseArgs({
@@ -40,6 +52,8 @@ const { values: args } = parseArgs({
     shapes: { type: 'string', default: env('SHAPES', '1k,64k') },
     dir: { type: 'string', default: env('DIR', tmpdir()) },
     baseline: { type: 'string', default: env('BASELINE', '3') },
+    delivery: { type: 'boolean', default: env('DELIVERY', '') === '1' },
+    'segment-mb': { type: 'string', default: env('SEGMENT_MB', '') },
   },
 });
 const DURATION_S = Number(args.duration);
@@ -49,12 +63,31 @@ const CONNECTIONS = Number(args.connections);
 const SHAPES = args.shapes.split(',').map((s) => s.trim()) as Shape[];
 const BASELINE_S = Number(args.baseline);
 const MB = 1e6;
+const DELIVERY = args.delivery;
+// With delivery, segments must seal within a run for delivery to compete with
+// the acks at all: 64 MiB (the default) takes longer than a 10 s run at
+// 1 KiB on a loaded machine. Both landfall targets get the same size, so
+// delivery is the only difference between them.
+const SEGMENT_BYTES_MAX =
+  args['segment-mb'] !== '' ? Number(args['segment-mb']) * MiB : DELIVERY ? 16 * MiB : undefined;
+const EXAMPLE_VIEW = path.join(here, '..', '..', '..', 'docs', 'examples', 'views', 'page_views.yaml');
 
-type Target = 'null' | 'landfall';
+type Target = 'null' | 'landfall' | 'landfall+delivery';
+const TARGETS: readonly Target[] = DELIVERY
+  ? ['null', 'landfall', 'landfall+delivery']
+  : ['null', 'landfall'];
+
+/** Where landfall+delivery delivers: one MinIO for the whole bench, a fresh bucket per run. */
+interface DeliveryTarget {
+  readonly minio: MinioServer;
+  readonly viewsDir: string;
+}
 
 interface Server {
   readonly url: string;
   readonly wal?: Wal;
+  /** Commit markers in the delivery bucket so far (landfall+delivery only). */
+  readonly markers?: () => Promise<number>;
   close(): Promise<void>;
 }
 
@@ -78,24 +111,58 @@ async function startNullServer(): Promise<Server> {
   return { url, close: () => app.close() };
 }
 
-/** (b) Landfall: the real node, its WAL in a fresh dir on the disk under test. */
-async function startLandfall(dir: string): Promise<Server> {
+/** (b) Landfall: the real node, its WAL in a fresh dir on the disk under test; (c) the same, delivering. */
+async function startLandfall(dir: string, delivery?: DeliveryTarget): Promise<Server> {
+  const bucket = delivery !== undefined ? await delivery.minio.newBucket() : undefined;
   const node = await startNode(
     defaultConfig({
       listen: { port: 0 },
-      wal: { dir },
+      wal: { dir, ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}) },
       endpoint: { name: 'bench' },
       instance: { id: 'bench-0' },
+      ...(delivery !== undefined
+        ? {
+            s3: {
+              bucket,
+              endpointUrl: delivery.minio.endpoint,
+              prefix: 'bench',
+            },
+            outputs: { rawParquet: true },
+            views: { dir: delivery.viewsDir },
+          }
+        : {}),
     }),
     { apiKeys: null },
   );
   return {
     url: node.url,
     wal: node.wal as Wal,
+    ...(delivery !== undefined && bucket !== undefined
+      ? { markers: () => countKeys(delivery.minio, bucket, 'bench/commits/') }
+      : {}),
     close: async () => {
       await node.shutdown('bench');
     },
   };
+}
+
+async function countKeys(minio: MinioServer, bucket: string, prefix: string): Promise<number> {
+  const s3 = minio.s3();
+  try {
+    let n = 0;
+    let token: string | undefined;
+    for (let page = 0; page < 1000; page++) {
+      const r = await s3.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+      );
+      n += r.KeyCount ?? 0;
+      token = r.NextContinuationToken;
+      if (token === undefined) break;
+    }
+    return n;
+  } finally {
+    s3.destroy();
+  }
 }
 
 /** Runs load.ts against `url`; `onWarm` is called when the measured part starts. */
@@ -138,6 +205,12 @@ interface RunResult {
   readonly serverCpuCores: number;
   /** Server event-loop utilisation over the measured window (0…1). */
   readonly serverElu: number;
+  /** Server event-loop delay p99 over the measured window (monitorEventLoopDelay, 10 ms resolution), ms. */
+  readonly eventLoopDelayP99Ms: number;
+  /** Server process peak RSS over the measured window (sampled every 100 ms), MiB. */
+  readonly rssMaxMiB: number;
+  /** landfall+delivery: commit markers written by the end of the run (segments delivered). */
+  readonly markers?: number;
   /** Landfall only: fdatasyncs per second and appends per fdatasync (group size). */
   readonly syncsPerS?: number;
   readonly appendsPerSync?: number;
@@ -145,14 +218,28 @@ interface RunResult {
   readonly load: LoadResult;
 }
 
-async function measure(run: number, shape: Shape, target: Target, benchDir: string): Promise<RunResult> {
+async function measure(
+  run: number,
+  shape: Shape,
+  target: Target,
+  benchDir: string,
+  delivery: DeliveryTarget | undefined,
+): Promise<RunResult> {
   const body = buildBody(shape);
   const walDir = await mkdtemp(path.join(benchDir, `wal-${shape}-`));
-  const server = target === 'null' ? await startNullServer() : await startLandfall(walDir);
+  const server =
+    target === 'null'
+      ? await startNullServer()
+      : await startLandfall(walDir, target === 'landfall+delivery' ? delivery : undefined);
   let cpu0 = process.cpuUsage();
   let elu0: EventLoopUtilization = performance.eventLoopUtilization();
   let t0 = performance.now();
   let wal0 = server.wal?.stats();
+  let delay: ReturnType<typeof monitorEventLoopDelay> | undefined;
+  let rssMax = 0;
+  const rssTimer = setInterval(() => {
+    if (delay !== undefined) rssMax = Math.max(rssMax, process.memoryUsage.rss());
+  }, 100);
   try {
     const load = await generateLoad(
       { url: server.url, shape, connections: CONNECTIONS, durationS: DURATION_S, warmupS: WARMUP_S },
@@ -161,8 +248,13 @@ async function measure(run: number, shape: Shape, target: Target, benchDir: stri
         elu0 = performance.eventLoopUtilization();
         t0 = performance.now();
         wal0 = server.wal?.stats();
+        delay = monitorEventLoopDelay({ resolution: 10 });
+        delay.enable();
+        rssMax = process.memoryUsage.rss();
       },
     );
+    delay?.disable();
+    const markers = await server.markers?.();
     const wallS = (performance.now() - t0) / 1000;
     const cpu = process.cpuUsage(cpu0);
     const elu = performance.eventLoopUtilization(elu0);
@@ -186,6 +278,9 @@ async function measure(run: number, shape: Shape, target: Target, benchDir: stri
       errors: load.errors + load.timeouts,
       serverCpuCores: (cpu.user + cpu.system) / 1e6 / wallS,
       serverElu: elu.utilization,
+      eventLoopDelayP99Ms: delay !== undefined ? delay.percentile(99) / 1e6 : NaN,
+      rssMaxMiB: rssMax / MiB,
+      ...(markers !== undefined ? { markers } : {}),
       ...(syncs !== undefined && appends !== undefined
         ? { syncsPerS: syncs / wallS, appendsPerSync: syncs === 0 ? 0 : appends / syncs }
         : {}),
@@ -193,6 +288,8 @@ async function measure(run: number, shape: Shape, target: Target, benchDir: stri
       load,
     };
   } finally {
+    clearInterval(rssTimer);
+    delay?.disable();
     await server.close();
     await rm(walDir, { recursive: true, force: true });
   }
@@ -224,12 +321,24 @@ function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-const KEYS = ['reqPerS', 'eventsPerS', 'mbPerS', 'p50', 'p95', 'p99', 'serverCpuCores', 'serverElu'] as const;
+const KEYS = [
+  'reqPerS',
+  'eventsPerS',
+  'mbPerS',
+  'p50',
+  'p95',
+  'p99',
+  'serverCpuCores',
+  'serverElu',
+  'eventLoopDelayP99Ms',
+  'rssMaxMiB',
+] as const;
 type Summary = Record<(typeof KEYS)[number], number> & {
   non202: number;
   errors: number;
   syncsPerS?: number;
   appendsPerSync?: number;
+  markers?: number;
 };
 
 function summarize(rs: readonly RunResult[]): Summary {
@@ -241,6 +350,7 @@ function summarize(rs: readonly RunResult[]): Summary {
     out.syncsPerS = median(rs.map((r) => r.syncsPerS!));
     out.appendsPerSync = median(rs.map((r) => r.appendsPerSync!));
   }
+  if (rs.every((r) => r.markers !== undefined)) out.markers = median(rs.map((r) => r.markers!));
   return out;
 }
 
@@ -254,28 +364,43 @@ async function main(): Promise<void> {
   const load0 = loadavg();
   console.log(
     `ingest bench: ${RUNS} runs × ${DURATION_S}s (+${WARMUP_S}s warm-up), ${CONNECTIONS} connections, ` +
-      `shapes ${SHAPES.join(', ')}, disk ${benchDir}; node ${process.version}, ${cpus().length} cores, ` +
-      `load average ${load0.map((l) => l.toFixed(2)).join(' ')}`,
+      `shapes ${SHAPES.join(', ')}, targets ${TARGETS.join(', ')}, ` +
+      `segments ${SEGMENT_BYTES_MAX !== undefined ? `${SEGMENT_BYTES_MAX / MiB} MiB` : 'default'}, disk ${benchDir}; node ${process.version}, ` +
+      `${cpus().length} cores, load average ${load0.map((l) => l.toFixed(2)).join(' ')}`,
   );
   const runs: RunResult[] = [];
   let baselineMbPerS: number | undefined;
+  let delivery: DeliveryTarget | undefined;
   try {
+    if (DELIVERY) {
+      const minio = await startMinio();
+      // The node's default credential chain reads these (as in a pod with a Secret).
+      process.env['AWS_ACCESS_KEY_ID'] = minio.accessKeyId;
+      process.env['AWS_SECRET_ACCESS_KEY'] = minio.secretAccessKey;
+      process.env['AWS_REGION'] = minio.region;
+      const viewsDir = await mkdtemp(path.join(benchDir, 'views-'));
+      await copyFile(EXAMPLE_VIEW, path.join(viewsDir, 'page_views.yaml'));
+      delivery = { minio, viewsDir };
+      console.log(`delivery: MinIO ${minio.endpoint}, raw Parquet on, view ${EXAMPLE_VIEW}`);
+    }
     if (BASELINE_S > 0) {
       baselineMbPerS = await diskBaseline(benchDir, BASELINE_S);
       console.log(`disk baseline: sequential 1 MiB write + fdatasync ${fmt(baselineMbPerS)} MB/s`);
     }
     for (let run = 1; run <= RUNS; run++) {
       for (const shape of SHAPES) {
-        for (const target of ['null', 'landfall'] as const) {
-          const r = await measure(run, shape, target, benchDir);
+        for (const target of TARGETS) {
+          const r = await measure(run, shape, target, benchDir, delivery);
           runs.push(r);
           console.log(
-            `run ${run} ${shape.padEnd(3)} ${target.padEnd(8)} ${fmt(r.reqPerS).padStart(7)} req/s ` +
+            `run ${run} ${shape.padEnd(3)} ${target.padEnd(17)} ${fmt(r.reqPerS).padStart(7)} req/s ` +
               `${fmt(r.mbPerS, 1).padStart(6)} MB/s  p50 ${fmt(r.p50, 2)} p95 ${fmt(r.p95, 2)} p99 ${fmt(r.p99, 2)} ms  ` +
-              `cpu ${fmt(r.serverCpuCores, 2)} elu ${fmt(r.serverElu, 2)}` +
+              `cpu ${fmt(r.serverCpuCores, 2)} elu ${fmt(r.serverElu, 2)} ` +
+              `loop delay p99 ${fmt(r.eventLoopDelayP99Ms, 1)} ms rss ${fmt(r.rssMaxMiB)} MiB` +
               (r.syncsPerS !== undefined
                 ? `  ${fmt(r.syncsPerS)} syncs/s, ${fmt(r.appendsPerSync ?? 0, 1)} appends/sync`
                 : '') +
+              (r.markers !== undefined ? `  ${r.markers} segments delivered` : '') +
               (r.non202 + r.errors > 0 ? `  non-202 ${r.non202} errors ${r.errors}` : '') +
               `  (load ${r.loadavg1.toFixed(2)})`,
           );
@@ -283,57 +408,97 @@ async function main(): Promise<void> {
       }
     }
   } finally {
+    await delivery?.minio.stop();
     await rm(benchDir, { recursive: true, force: true });
   }
   const load1 = loadavg();
 
-  const summary: Record<string, { null: Summary; landfall: Summary; ratio: number; pairedRatio: number }> =
-    {};
+  type ShapeSummary = Partial<Record<Target, Summary>> & {
+    null: Summary;
+    landfall: Summary;
+    /** landfall / null req/s of the medians, and the median of the per-run ratios. */
+    ratio: number;
+    pairedRatio: number;
+    /** The same for landfall+delivery, with --delivery. */
+    deliveryRatio?: number;
+    deliveryPairedRatio?: number;
+  };
+  const summary: Record<string, ShapeSummary> = {};
   const lines = [
     '',
     `medians of ${RUNS} runs (load average before ${load0[0]!.toFixed(2)}, after ${load1[0]!.toFixed(2)})`,
-    '| shape | target | req/s | events/s | MB/s | p50 ms | p95 ms | p99 ms | server CPU (cores) | landfall / null req/s |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| shape | target | req/s | events/s | MB/s | p50 ms | p95 ms | p99 ms | server CPU (cores) | loop delay p99 ms | peak RSS MiB | / null req/s |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const shape of SHAPES) {
     const of = (t: Target): Summary => summarize(runs.filter((r) => r.shape === shape && r.target === t));
-    // Runs alternate null, landfall: the ratio within each run is robust to load that changes between runs.
-    const paired = runs
-      .filter((r) => r.shape === shape && r.target === 'landfall')
-      .map(
-        (l) =>
-          l.reqPerS / runs.find((n) => n.shape === shape && n.target === 'null' && n.run === l.run)!.reqPerS,
+    // Runs alternate null, landfall…: the ratio within each run is robust to load that changes between runs.
+    const paired = (t: Target): number =>
+      median(
+        runs
+          .filter((r) => r.shape === shape && r.target === t)
+          .map(
+            (l) =>
+              l.reqPerS /
+              runs.find((n) => n.shape === shape && n.target === 'null' && n.run === l.run)!.reqPerS,
+          ),
       );
-    const s = { null: of('null'), landfall: of('landfall'), ratio: 0, pairedRatio: median(paired) };
+    const s: ShapeSummary = {
+      null: of('null'),
+      landfall: of('landfall'),
+      ratio: 0,
+      pairedRatio: paired('landfall'),
+    };
     s.ratio = s.landfall.reqPerS / s.null.reqPerS;
+    if (DELIVERY) {
+      const d = of('landfall+delivery');
+      s['landfall+delivery'] = d;
+      s.deliveryRatio = d.reqPerS / s.null.reqPerS;
+      s.deliveryPairedRatio = paired('landfall+delivery');
+    }
     summary[shape] = s;
     const label = buildBody(shape).label;
-    for (const t of ['null', 'landfall'] as const) {
-      const x = s[t];
+    for (const t of TARGETS) {
+      const x = s[t]!;
       lines.push(
         `| ${label} | ${t} | ${fmt(x.reqPerS)} | ${fmt(x.eventsPerS)} | ${fmt(x.mbPerS, 1)} | ${fmt(x.p50, 2)} | ` +
-          `${fmt(x.p95, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.serverCpuCores, 2)} | ${t === 'landfall' ? fmt(s.ratio, 2) : ''} |`,
+          `${fmt(x.p95, 2)} | ${fmt(x.p99, 2)} | ${fmt(x.serverCpuCores, 2)} | ${fmt(x.eventLoopDelayP99Ms, 1)} | ` +
+          `${fmt(x.rssMaxMiB)} | ${t === 'null' ? '' : fmt(x.reqPerS / s.null.reqPerS, 2)} |`,
       );
     }
   }
   const goals: string[] = [];
   const k1 = summary['1k'];
-  if (k1 !== undefined)
+  if (k1 !== undefined) {
     goals.push(
       `1 KiB: landfall ${fmt(k1.ratio, 2)}× null req/s (median of per-run ratios ${fmt(k1.pairedRatio, 2)}; goal ≥ 0.90), ` +
         `p99 ${fmt(k1.landfall.p99, 2)} ms (goal ≤ 10)`,
     );
+    const d = k1['landfall+delivery'];
+    if (d !== undefined)
+      goals.push(
+        `1 KiB with delivery: ${fmt(k1.deliveryRatio ?? NaN, 2)}× null req/s (per-run ${fmt(k1.deliveryPairedRatio ?? NaN, 2)}; goal ≥ 0.90), ` +
+          `p99 ${fmt(d.p99, 2)} ms (goal ≤ 10), event-loop delay p99 ${fmt(d.eventLoopDelayP99Ms, 1)} ms`,
+      );
+  }
   const k64 = summary['64k'];
-  if (k64 !== undefined)
+  if (k64 !== undefined) {
     goals.push(
       `64 KiB: landfall ${fmt(k64.landfall.mbPerS, 1)} MB/s durable (goal ≥ 250` +
         (baselineMbPerS !== undefined ? `; disk baseline ${fmt(baselineMbPerS)} MB/s` : '') +
         ')',
     );
-  if (k64 !== undefined)
     goals.push(
       `64 KiB: landfall / null req/s ${fmt(k64.ratio, 2)} (median of per-run ratios ${fmt(k64.pairedRatio, 2)})`,
     );
+    const d = k64['landfall+delivery'];
+    if (d !== undefined)
+      goals.push(
+        `64 KiB with delivery: ${fmt(d.mbPerS, 1)} MB/s, ${fmt(k64.deliveryRatio ?? NaN, 2)}× null req/s (per-run ` +
+          `${fmt(k64.deliveryPairedRatio ?? NaN, 2)}; goal ≥ 0.40), p99 ${fmt(d.p99, 2)} ms (goal ≤ 40), ` +
+          `event-loop delay p99 ${fmt(d.eventLoopDelayP99Ms, 1)} ms, peak RSS ${fmt(d.rssMaxMiB)} MiB (goal ≤ 400)`,
+      );
+  }
   for (const s of Object.entries(summary))
     if (s[1].landfall.syncsPerS !== undefined)
       goals.push(
@@ -361,6 +526,8 @@ async function main(): Promise<void> {
           warmupS: WARMUP_S,
           connections: CONNECTIONS,
           shapes: SHAPES,
+          delivery: DELIVERY,
+          segmentBytesMax: SEGMENT_BYTES_MAX,
         },
         diskBaselineMbPerS: baselineMbPerS,
         bodies: Object.fromEntries(

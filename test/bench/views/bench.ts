@@ -4,7 +4,11 @@
 // the same data, on the same instance. Runs alternate (view, ceiling, view…)
 // so a noisy neighbour hurts both sides alike; the table shows the medians.
 //
-//   npm run bench:views -- [--rows 1000000] [--runs 3] [--threads 2]
+//   npm run bench:views -- [--rows 1000000] [--runs 3] [--threads 2] [--list]
+//
+// --list adds a third alternating arm: the same view compiled without the
+// typed JSON reader (compileView's typedReader: false, the list extraction
+// for every row), i.e. the materialiser as it was before it.
 //
 // Goal (not an assertion): the materialiser at ≥ 0.8× the ceiling's rows/s.
 // The materialiser's time includes loading the records from JS memory into
@@ -29,6 +33,7 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '3' },
     threads: { type: 'string', default: '2' },
     'memory-mb': { type: 'string', default: '2048' },
+    list: { type: 'boolean', default: false },
   },
 });
 const ROWS = Number(args.rows);
@@ -142,6 +147,9 @@ async function main(): Promise<void> {
   });
   try {
     const compiled = await db.withConnection((c) => compileView(c, parseViewYaml(VIEW)));
+    const listed = await db.withConnection((c) =>
+      compileView(c, parseViewYaml(VIEW), { typedReader: false }),
+    );
     // The ceiling's input file, written once, before any clock starts.
     const ndjson = path.join(scratch, 'input.ndjson');
     const nl = Buffer.from('\n');
@@ -155,6 +163,7 @@ async function main(): Promise<void> {
     };
     const view = { ms: [] as number[], cpuMs: [] as number[], loadMs: [] as number[], bytes: 0, rows: 0 };
     const ceiling = { ms: [] as number[], cpuMs: [] as number[], bytes: 0 };
+    const list = { ms: [] as number[], cpuMs: [] as number[] };
     for (let run = 0; run < RUNS; run++) {
       const t0 = performance.now();
       const c0 = cpuMs();
@@ -177,8 +186,20 @@ async function main(): Promise<void> {
       ceiling.cpuMs.push(cpuMs() - c1);
       ceiling.bytes = await dirBytes(target);
       await rm(target, { recursive: true, force: true });
+      if (args.list) {
+        const t2 = performance.now();
+        const c2 = cpuMs();
+        const o = await materializeSegment(db, { jobId: `bench-list-${run}`, records, views: [listed] });
+        list.ms.push(performance.now() - t2);
+        list.cpuMs.push(cpuMs() - c2);
+        if (o.views[0]!.viewRows !== ROWS) throw new Error('list extraction: not every row in the view');
+        await o.cleanup();
+      }
       console.log(
-        `run ${run + 1}/${RUNS}: materialiser ${view.ms.at(-1)!.toFixed(0)} ms (load ${out.loadMs.toFixed(0)} ms, cpu ${view.cpuMs.at(-1)!.toFixed(0)} ms), ceiling ${ceiling.ms.at(-1)!.toFixed(0)} ms (cpu ${ceiling.cpuMs.at(-1)!.toFixed(0)} ms)`,
+        `run ${run + 1}/${RUNS}: materialiser ${view.ms.at(-1)!.toFixed(0)} ms (load ${out.loadMs.toFixed(0)} ms, cpu ${view.cpuMs.at(-1)!.toFixed(0)} ms), ceiling ${ceiling.ms.at(-1)!.toFixed(0)} ms (cpu ${ceiling.cpuMs.at(-1)!.toFixed(0)} ms)` +
+          (args.list
+            ? `, list extraction ${list.ms.at(-1)!.toFixed(0)} ms (cpu ${list.cpuMs.at(-1)!.toFixed(0)} ms)`
+            : ''),
       );
     }
     const viewRowsPerS = ROWS / (median(view.ms) / 1000);
@@ -197,6 +218,10 @@ async function main(): Promise<void> {
     console.log(
       `| ${'  of which loading records (Appender)'.padEnd(44)} | ${median(view.loadMs).toFixed(0).padStart(9)} | ${''.padStart(10)} | ${''.padStart(9)} |`,
     );
+    if (args.list)
+      console.log(
+        `| ${'materialiser, list extraction (before)'.padEnd(44)} | ${median(list.ms).toFixed(0).padStart(9)} | ${rowsFmt(ROWS / (median(list.ms) / 1000)).padStart(10)} | ${''.padStart(9)} |`,
+      );
     console.log(
       `| ${'ceiling: DuckDB read_ndjson → Parquet'.padEnd(44)} | ${median(ceiling.ms).toFixed(0).padStart(9)} | ${rowsFmt(ceilingRowsPerS).padStart(10)} | ${(ceiling.bytes / ROWS).toFixed(2).padStart(9)} |`,
     );
@@ -205,6 +230,10 @@ async function main(): Promise<void> {
     console.log(
       `CPU time per run (median): materialiser ${median(view.cpuMs).toFixed(0)} ms, ceiling ${median(ceiling.cpuMs).toFixed(0)} ms → ${cpuRatio.toFixed(2)}×`,
     );
+    if (args.list)
+      console.log(
+        `list extraction (before): ${(ROWS / (median(list.ms) / 1000) / ceilingRowsPerS).toFixed(2)}× the ceiling by wall clock, CPU ${median(list.cpuMs).toFixed(0)} ms → ${(median(ceiling.cpuMs) / median(list.cpuMs)).toFixed(2)}×`,
+      );
 
     const result = {
       benchmark: 'views',
@@ -240,6 +269,9 @@ async function main(): Promise<void> {
         parquetBytes: ceiling.bytes,
         bytesPerRow: ceiling.bytes / ROWS,
       },
+      ...(args.list
+        ? { listExtraction: { medianMs: median(list.ms), runsMs: list.ms, cpuMedianMs: median(list.cpuMs) } }
+        : {}),
       ratio,
       cpuRatio,
       goalRatio: 0.8,

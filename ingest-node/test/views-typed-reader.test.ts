@@ -1,0 +1,215 @@
+// The typed JSON reader (compile.ts: json_transform for views whose paths
+// are all object keys) against the list extraction it replaces: the same
+// awkward records through both compilations of each view must give the same
+// view rows, the same DLQ rows (code, column, message, payload, seq) and the
+// same counts. The records are written as raw text, so they hold what
+// JSON.stringify never makes: duplicate keys, keys differing only in case,
+// number spellings, escapes, NUL, lone surrogates, payloads that are not
+// objects, and bytes that are not JSON or not UTF-8.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { compileView, createParquetDb, materializeSegment, validateView } from '../src/views/index.ts';
+import type { ParquetDb, SegmentRecord, ViewOutput } from '../src/views/index.ts';
+
+let scratch: string;
+let db: ParquetDb;
+
+before(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), 'lf-views-typed-'));
+  db = await createParquetDb({ scratchDir: scratch, memoryLimitBytes: 256 << 20, threads: 2 });
+});
+
+after(async () => {
+  await db.close();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+const VALUES = [
+  '"a"',
+  '"A"',
+  '""',
+  '"x\\u0000y"',
+  '"\\ud800"',
+  '"caf\\u00e9 \\"q\\" \\\\ /"',
+  '"ü→😀"',
+  '"12"',
+  '" 7 "',
+  '"3.5"',
+  '"1e3"',
+  '"true"',
+  '"t"',
+  '"2026-11-26T10:00:00Z"',
+  '"2026-11-27T01:30:00+02:00"',
+  '"2026-11-26 10:00:00"',
+  '"2026-11-26"',
+  '"nope"',
+  '"NaN"',
+  '0',
+  '-0',
+  '1',
+  '-5',
+  '42',
+  '3.5',
+  '1.0',
+  '1E5',
+  '0.1e1',
+  '1e400',
+  '2147483648',
+  '12345678901234567890123',
+  '18446744073709551615',
+  'true',
+  'false',
+  'null',
+  '[]',
+  '[1,"2",null]',
+  '{}',
+  '{"b":1}',
+  '{"b":"x","B":"y"}',
+  '{"b":{"c":[1,2]}}',
+  '[{"b":1}]',
+];
+const KEYS = ['a', 'A', 'b', 'n', 'ts', 'o', 'my key', '', 'x', "it's", 'ü.k'];
+
+/** A payload as text: an object of random keys (duplicates and case twins included), or something else. */
+function payload(rand: () => number): Buffer {
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+  const roll = rand();
+  if (roll < 0.02) return Buffer.from([0xc3, 0x28]);
+  if (roll < 0.05)
+    return Buffer.from(pick(['{"a":', 'garbage', '', '   ', '{"a":1}}', '{"a":1} x', '{"a":1,}']));
+  if (roll < 0.1) return Buffer.from(pick(VALUES));
+  const members: string[] = [];
+  const n = Math.floor(rand() * 7);
+  for (let i = 0; i < n; i++) {
+    const key = pick(KEYS);
+    // Nested objects for the two-level paths: a.b, o.b, o.B.
+    const value = rand() < 0.25 ? `{${JSON.stringify(pick(['b', 'B']))}:${pick(VALUES)}}` : pick(VALUES);
+    members.push(`${JSON.stringify(key)}:${value}`);
+  }
+  // A third get well-formed members after the random ones (the first of
+  // duplicate keys counts), so that the typed view has rows to keep.
+  if (rand() < 0.35)
+    members.push(
+      '"n":1,"ts":"2026-11-26T10:00:00Z","a":"1.5","b":2.5,"A":true,"o":{"b":[1,2],"B":7},"x":{"b":1,"c":"q"}',
+    );
+  const ws = pick(['', ' ', '\n', '\t ']);
+  return Buffer.from(`${ws}{${members.join(`,${ws}`)}}${ws}`);
+}
+
+const VIEWS = [
+  validateView({
+    name: 'text',
+    columns: [
+      { name: 'a', type: 'VARCHAR', path: '$.a', required: true },
+      { name: 'a_upper', type: 'VARCHAR', path: '$.A' },
+      { name: 'b', type: 'VARCHAR', path: '$.b', default: 'dflt' },
+      { name: 'spaced', type: 'VARCHAR', path: '$["my key"]' },
+      { name: 'quoted', type: 'VARCHAR', path: '$["it\'s"]' },
+      { name: 'dotted', type: 'VARCHAR', path: '$["ü.k"]' },
+      { name: 'ob', type: 'VARCHAR', path: '$.o.b' },
+      { name: 'o_upper_b', type: 'VARCHAR', path: '$.o.B' },
+      { name: 'o', type: 'JSON', path: '$.x' },
+    ],
+    partitioning: [{ expression: 'length(a) % 4', alias: 'p' }],
+  }),
+  validateView({
+    name: 'typed',
+    columns: [
+      { name: 'n', type: 'INTEGER', path: '$.n' },
+      { name: 'big', type: 'BIGINT', path: '$.o.B' },
+      { name: 'f', type: 'DOUBLE', path: '$.b' },
+      { name: 'ok', type: 'BOOLEAN', path: '$.A' },
+      { name: 'ts', type: 'TIMESTAMP', path: '$.ts', required: true },
+      { name: 'd', type: 'DECIMAL(10,2)', path: '$.a' },
+      { name: 'l', type: 'INTEGER[]', path: '$.o.b' },
+      { name: 's', type: 'STRUCT(b INTEGER, c VARCHAR)', path: '$.x' },
+    ],
+    filter: 'coalesce(n, 1) % 2 = 1',
+    partitioning: [{ expression: "date_trunc('day', ts)", alias: 'dt' }],
+  }),
+];
+
+/** Every output row of a view, comparable: view rows by content, DLQ rows by seq. */
+async function rowsOf(v: ViewOutput): Promise<{ view: string[]; dlq: string[] }> {
+  const read = async (file: string): Promise<string[]> =>
+    db.withConnection(async (c) =>
+      (await c.runAndReadAll(`SELECT * FROM read_parquet('${file}')`))
+        .getRowsJson()
+        .map((r) => JSON.stringify(r)),
+    );
+  const view: string[] = [];
+  for (const f of v.files) for (const r of await read(f.localPath)) view.push(`${f.partitionPath} ${r}`);
+  const dlq: string[] = [];
+  for (const f of v.dlqFiles) dlq.push(...(await read(f.localPath)));
+  return { view: view.sort(), dlq: dlq.sort() };
+}
+
+void test('flat key paths compile to json_transform; index paths, the whole payload and colliding paths do not', async () => {
+  const sqlOf = async (columns: object[]): Promise<string> =>
+    (await db.withConnection((c) => compileView(c, validateView({ name: 'v', columns })))).sql;
+  assert.match(await sqlOf([{ name: 'a', type: 'VARCHAR', path: '$.a.b' }]), /json_transform/);
+  assert.match(
+    await sqlOf([
+      { name: 'a', type: 'VARCHAR', path: '$.a' },
+      { name: 't', type: 'VARCHAR', path: '$topic' },
+    ]),
+    /json_transform/,
+  );
+  for (const columns of [
+    [{ name: 'a', type: 'VARCHAR', path: '$.a[0]' }],
+    [{ name: 'a', type: 'JSON', path: '$' }],
+    [{ name: 't', type: 'VARCHAR', path: '$topic' }],
+    [
+      { name: 'a', type: 'VARCHAR', path: '$.a' },
+      { name: 'b', type: 'VARCHAR', path: '$.a.b' },
+    ],
+    [
+      { name: 'a', type: 'VARCHAR', path: '$.a' },
+      { name: 'b', type: 'JSON', path: '$.a' },
+    ],
+  ])
+    assert.doesNotMatch(await sqlOf(columns), /json_transform/, JSON.stringify(columns));
+});
+
+void test('randomised: the typed reader and the list extraction put every record in the same place', async () => {
+  let seed = 11;
+  const rand = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  const records: SegmentRecord[] = [];
+  for (let i = 0; i < 20_000; i++)
+    records.push({
+      seq: BigInt(i + 1),
+      ingestTimeMicros: 1_796_000_000_000_000n + BigInt(i),
+      payload: payload(rand),
+    });
+  for (const spec of VIEWS) {
+    const typed = await db.withConnection((c) => compileView(c, spec));
+    const listed = await db.withConnection((c) => compileView(c, spec, { typedReader: false }));
+    assert.match(typed.sql, /json_transform/);
+    assert.doesNotMatch(listed.sql, /json_transform/);
+    const a = await materializeSegment(db, { jobId: `typed-${spec.name}`, records, views: [typed] });
+    const b = await materializeSegment(db, { jobId: `listed-${spec.name}`, records, views: [listed] });
+    const [va, vb] = [a.views[0]!, b.views[0]!];
+    assert.equal(va.failed, undefined, `${spec.name}: typed`);
+    assert.equal(vb.failed, undefined, `${spec.name}: listed`);
+    assert.deepEqual(
+      { view: va.viewRows, filtered: va.filteredRows, dlq: va.dlqByCode },
+      { view: vb.viewRows, filtered: vb.filteredRows, dlq: vb.dlqByCode },
+      spec.name,
+    );
+    // Not a vacuous comparison: every outcome occurs.
+    assert.ok(va.viewRows > 500 && va.dlqRows > 500, `${spec.name}: ${JSON.stringify(va.dlqByCode)}`);
+    if (spec.filter !== undefined) assert.ok(va.filteredRows > 50, `${spec.name}: filtered`);
+    const [ra, rb] = [await rowsOf(va), await rowsOf(vb)];
+    assert.equal(ra.view.length, va.viewRows);
+    assert.deepEqual(ra.view, rb.view, `${spec.name}: view rows`);
+    assert.deepEqual(ra.dlq, rb.dlq, `${spec.name}: DLQ rows`);
+    await a.cleanup();
+    await b.cleanup();
+  }
+});

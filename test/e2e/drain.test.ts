@@ -3,7 +3,8 @@
 //   - drain mode: POST /v1/drain (scope `drain` only) refuses writes with 503
 //     LF_DRAINING + Retry-After, /readyz 503, and reports drained only once
 //     every acknowledged record is committed; DELETE resumes writes;
-//   - SIGTERM with a backlog: the node delivers it before it exits;
+//   - SIGTERM with a backlog: the node delivers it before it exits; with the
+//     bucket down it stops after shutdown.timeoutMs and logs what is left;
 //   - `landfall drain` on the WAL of a node SIGKILLed mid-load: with MinIO
 //     down it exits 1 within --timeout-ms and loses nothing, with MinIO back
 //     it exits 0 and every acknowledged record is committed.
@@ -366,6 +367,51 @@ void describe('SIGTERM', () => {
     const c = ledger.counts();
     assert.ok(c.acked >= 400);
     t.diagnostic(`${c.ackedRecords} records acknowledged in ${c.acked} requests, all committed`);
+  });
+
+  void test('with the bucket down, SIGTERM gives up after shutdown.timeoutMs, says what is left, and the drainer delivers it later', async (t) => {
+    const s = await setup('termdown');
+    const node = await startNode(s, ['--shutdown.timeoutMs=4000']);
+    const ledger = new Ledger();
+    const producers = startProducers({
+      url: node.url,
+      ledger,
+      concurrency: 2,
+      random: seeded(5),
+      idPrefix: 'down',
+      recordsMax: 20,
+      padMax: 400,
+      headers: { 'x-api-key': WRITER },
+    });
+    let restarted = false;
+    try {
+      await waitFor(() => ledger.counts().acked >= 100, {
+        what: '100 acknowledged requests',
+        timeoutMs: 60_000,
+        intervalMs: 20,
+        process: node.proc,
+      });
+      await producers.stop();
+      await minio.stopServer({ graceMs: 0 });
+      await node.proc.stop({ graceMs: 60_000 });
+      const exit = await node.proc.exited;
+      assert.deepEqual(exit, { code: 0, signal: null }, node.proc.logTail());
+      const left = node.logs().find((l) => l.msg?.startsWith('shutdown: undelivered segments left') === true);
+      assert.ok(left !== undefined, node.proc.logTail());
+      assert.ok((left['segmentsLeft'] as number) > 0);
+      t.diagnostic(
+        `left at exit: ${String(left['segmentsLeft'])} segments, ${String(left['bytesLeft'])} bytes`,
+      );
+      await minio.startServer();
+      restarted = true;
+    } finally {
+      await producers.stop();
+      if (!restarted) await minio.startServer();
+    }
+    const up = await runDrainer([...storeFlags(s), '--timeout-ms=120000'], 180_000);
+    assert.equal(up.code, 0, up.err.slice(-3000));
+    assert.ok((up.summary?.segmentsDelivered as number) > 0);
+    checkLedger(ledger, await committedIds(s));
   });
 });
 

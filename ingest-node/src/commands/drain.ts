@@ -35,6 +35,7 @@ export function help(): string {
     'the same outputs and views as the node) and stops. Never listens for writes. Same config sources',
     'as `landfall serve` (see `landfall serve --help`); the instance id is taken from the WAL',
     "segments' headers when they name one (keys must be the writer's).",
+    'Never run it on a WAL directory a node is still using: there is no lock.',
     '',
     `  --timeout-ms N   bound on the whole run (default ${DRAIN_TIMEOUT_MS_DEFAULT}); when it is spent, exit 1`,
     '',

@@ -112,9 +112,10 @@ export interface NodeStorage {
   /**
    * Stops delivery (its steps in flight get `graceMs`, then are aborted and
    * resume from their recorded progress next time), the Parquet outputs and
-   * the WAL. Resolves false when any of it failed (logged).
+   * the WAL. The Parquet outputs' DuckDB gets `parquetGraceMs` (default
+   * `graceMs`) to close. Resolves false when any of it failed (logged).
    */
-  close(graceMs: number): Promise<boolean>;
+  close(graceMs: number, parquetGraceMs?: number): Promise<boolean>;
 }
 
 export interface StorageDeps {
@@ -227,7 +228,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
       }
       return backlog();
     },
-    close(graceMs) {
+    close(graceMs, parquetGraceMs = graceMs) {
       closing ??= (async () => {
         let ok = true;
         if (delivery !== undefined) {
@@ -239,7 +240,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
           }
         }
         try {
-          await parquet?.close(graceMs);
+          await parquet?.close(parquetGraceMs);
         } catch (err) {
           ok = false;
           log.error({ err }, 'closing the Parquet outputs failed');
@@ -315,7 +316,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       throw err;
     }
   } catch (err) {
-    await storage.close(0);
+    await storage.close(0, 10_000);
     throw err;
   }
 
@@ -329,7 +330,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     });
   } catch (err) {
     await server.close();
-    await storage.close(0);
+    await storage.close(0, 10_000);
     throw err;
   }
 

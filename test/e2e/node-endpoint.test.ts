@@ -68,6 +68,7 @@ before(async () => {
   ]);
   kube = await startKubernetes({ node: true });
   assert.ok(kube.node !== undefined);
+  process.stderr.write(`[node-endpoint] node startupMs ${JSON.stringify(kube.node.startupMs)}\n`);
   images = await buildRepoImages(kube.node);
 });
 after(async () => {
@@ -378,6 +379,10 @@ void test('the contract on a real pod: MQTT with a password Secret, a View hot-r
   const url = `http://${pod.status.podIP}:8080`;
   assert.equal(pod.spec?.nodeName, NODE_NAME);
   const container = pod.spec?.containers[0];
+  // For the record: every pod of the cluster, their node and the images built from this checkout.
+  const all = await kube.kubectl(['get', 'pods', '-A', '-o', 'wide']);
+  const imgs = await kube.kubectl(['get', 'pods', '-A', '-o', 'custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,IMAGE:.status.containerStatuses[0].image,IMAGE-ID:.status.containerStatuses[0].imageID']); // prettier-ignore
+  process.stderr.write(`[node-endpoint] kubectl get pods -A -o wide\n${all.stdout}${imgs.stdout}`);
   // The image's ENTRYPOINT with the operator's args, as the kubelet runs it.
   assert.equal(container?.command, undefined);
   assert.deepEqual(container?.args, ['serve', '--config', '/etc/landfall/config/config.json']);

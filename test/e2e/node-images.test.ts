@@ -13,7 +13,7 @@
 // missing part throws instead of skipping.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
@@ -23,6 +23,7 @@ import {
   nodeBinaries,
   repoRoot,
   startKubernetes,
+  testbedCacheDir,
   waitFor,
   NODE_NAME,
   TestbedMissingError,
@@ -114,6 +115,31 @@ void describe('the test-bed node harness', () => {
       if (saved === undefined) delete process.env['TESTBED_CACHE'];
       else process.env['TESTBED_CACHE'] = saved;
       rmSync(empty, { recursive: true, force: true });
+    }
+  });
+
+  void test('a missing CoreDNS (only it) throws TestbedMissingError naming it and setup.sh node', () => {
+    // Every other part present (links to the real cache), CoreDNS absent.
+    const cache = mkdtempSync(join(tmpdir(), 'lf-no-coredns-'));
+    const saved = process.env['TESTBED_CACHE'];
+    try {
+      mkdirSync(join(cache, 'bin'));
+      const real = join(testbedCacheDir(), 'bin');
+      for (const f of readdirSync(real))
+        if (!f.startsWith('coredns-')) symlinkSync(join(real, f), join(cache, 'bin', f));
+      process.env['TESTBED_CACHE'] = cache;
+      assert.throws(
+        () => nodeBinaries(),
+        (err: unknown) => {
+          assert.ok(err instanceof TestbedMissingError, String(err));
+          assert.match(err.message, /coredns v\d+\.\d+\.\d+ not found .*setup\.sh node/);
+          return true;
+        },
+      );
+    } finally {
+      if (saved === undefined) delete process.env['TESTBED_CACHE'];
+      else process.env['TESTBED_CACHE'] = saved;
+      rmSync(cache, { recursive: true, force: true });
     }
   });
 

@@ -6,6 +6,7 @@ export type { KubernetesTestbed, StartKubernetesOptions } from './kubernetes.ts'
 export {
   acquireNodeLock,
   nodeBinaries,
+  CLUSTER_DOMAIN,
   nodeStateDir,
   LOCAL_STORAGE_CLASS,
   NODE_NAME,

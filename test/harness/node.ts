@@ -48,6 +48,8 @@ export const POD_GATEWAY = '10.251.0.1';
 export const NODE_BRIDGE = 'lfnode0';
 /** The API server's `kubernetes` Service (first address of `--service-cluster-ip-range`). */
 export const KUBERNETES_SERVICE_IP = '10.0.0.1';
+/** The kubelet's `clusterDomain`, served by CoreDNS on {@link POD_GATEWAY}:53. */
+export const CLUSTER_DOMAIN = 'cluster.local';
 const SERVICE_CIDR = '10.0.0.0/24';
 /** The StorageClass of deploy/kind/storageclass.yaml, and of this node's local PVs. */
 export const LOCAL_STORAGE_CLASS = 'local-nvme';
@@ -82,9 +84,24 @@ export interface KubeNode {
   readonly runtimeEndpoint: string;
   /** kubelet root, containerd root, pod logs and PV folders (removed when the node stops). */
   readonly stateDir: string;
-  readonly logPaths: { scheduler: string; containerd: string; kubelet: string; reaper: string };
-  /** ms from the call: lock taken, scheduler healthy, containerd serving CRI, node Ready. */
-  readonly startupMs: { lock: number; scheduler: number; containerd: number; nodeReady: number };
+  /** The cluster DNS server pods use (`clusterDNS`): CoreDNS on the bridge address. */
+  readonly dnsServer: string;
+  readonly clusterDomain: string;
+  readonly logPaths: {
+    scheduler: string;
+    containerd: string;
+    kubelet: string;
+    coredns: string;
+    reaper: string;
+  };
+  /** ms from the call: lock taken, scheduler healthy, containerd serving CRI, CoreDNS ready, node Ready. */
+  readonly startupMs: {
+    lock: number;
+    scheduler: number;
+    containerd: number;
+    dns: number;
+    nodeReady: number;
+  };
   crictl(args: readonly string[], opts?: RunToolOptions): Promise<ToolResult>;
   /** `ctr -n k8s.io …` against the node's containerd (the kubelet's namespace). */
   ctr(args: readonly string[], opts?: RunToolOptions): Promise<ToolResult>;
@@ -123,6 +140,7 @@ interface NodeBinaries {
   crictl: string;
   pause: string;
   runc: string;
+  coredns: string;
 }
 
 function cached(name: string, versionKey: string): string {
@@ -160,6 +178,7 @@ export function nodeBinaries(): NodeBinaries {
     cniDir: cached('cni-plugins', 'CNI_PLUGINS_VERSION'),
     crictl: cached('crictl', 'CRICTL_VERSION'),
     pause: cached('pause', 'KUBE_VERSION'),
+    coredns: cached('coredns', 'COREDNS_VERSION'),
     runc: onPath('runc'),
   };
   onPath('iptables');
@@ -575,6 +594,25 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.internal.v1.opt",
 `;
 }
 
+/**
+ * Cluster DNS for the node's pods: the cluster domain and reverse zones from
+ * the API server (headless Services get per-pod names), nothing forwarded:
+ * other names are refused, since nothing may leave the machine.
+ */
+function corednsConfig(kubeconfigPath: string, readyPort: number): string {
+  return `${CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {
+  bind ${POD_GATEWAY}
+  errors
+  ready 127.0.0.1:${readyPort}
+  kubernetes ${CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {
+    kubeconfig ${kubeconfigPath}
+    pods insecure
+    ttl 5
+  }
+}
+`;
+}
+
 function cniConfig(state: string): string {
   // isGateway gives the bridge POD_GATEWAY (this machine, as pods see it) but,
   // without isDefaultGateway or ipMasq, pods get no route out of the subnet.
@@ -639,6 +677,10 @@ function kubeletConfig(state: string, caPath: string, port: number, healthzPort:
         'imagefs.available': '1%',
         'nodefs.inodesFree': '1%',
       },
+      // Pods with dnsPolicy ClusterFirst (the default) get CoreDNS and the
+      // usual search list; resolvConf '' leaves them no upstream beyond it.
+      clusterDNS: [POD_GATEWAY],
+      clusterDomain: CLUSTER_DOMAIN,
       resolvConf: '',
       serializeImagePulls: false,
       syncFrequency: '10s',
@@ -707,11 +749,12 @@ export async function startNodeOn(
   }
   mkdirSync(RUN_DIR, { recursive: true });
   const procs: ServerProcess[] = [];
-  const startupMs = { lock: lock.waitedMs, scheduler: 0, containerd: 0, nodeReady: 0 };
+  const startupMs = { lock: lock.waitedMs, scheduler: 0, containerd: 0, dns: 0, nodeReady: 0 };
   const logPaths = {
     scheduler: join(cluster.dir, 'kube-scheduler.log'),
     containerd: join(cluster.dir, 'containerd.log'),
     kubelet: join(cluster.dir, 'kubelet.log'),
+    coredns: join(cluster.dir, 'coredns.log'),
     reaper: lock.logPath,
   };
   const runtimeEndpoint = `unix://${RUN_DIR}/containerd.sock`;
@@ -790,6 +833,32 @@ export async function startNodeOn(
       startupMs.scheduler = since();
     })();
 
+    // CoreDNS as a host process in the node's cgroup (reaped with it): it
+    // reaches the API server on loopback with the admin kubeconfig, needs no
+    // image, and listens only on the bridge address, which pods reach directly.
+    const dnsReady = (async () => {
+      const readyPort = await freePort();
+      const corefile = join(cluster.dir, 'Corefile');
+      writeFileSync(corefile, corednsConfig(cluster.adminKubeconfigPath, readyPort));
+      const p = startInNodeCgroup({
+        name: 'coredns',
+        command: bins.coredns,
+        args: ['-conf', corefile],
+        logPath: logPaths.coredns,
+      });
+      procs.push(p);
+      // /ready answers 200 once the kubernetes plugin has synced Services and EndpointSlices.
+      await waitFor(
+        async () =>
+          (await fetch(`http://127.0.0.1:${readyPort}/ready`, { signal: AbortSignal.timeout(1000) }))
+            .status === 200,
+        { what: 'CoreDNS /ready', timeoutMs: cluster.remainingMs(), intervalMs: 200, process: p },
+      );
+      startupMs.dns = since();
+    })();
+    // Awaited after the kubelet; until then a failure must not be an unhandled rejection.
+    void dnsReady.catch(() => undefined);
+
     const cdConfig = join(cluster.dir, 'containerd.toml');
     writeFileSync(cdConfig, containerdConfig(state, bins));
     writeFileSync(join(state, 'cni', 'net.d', `10-${CNI_NETWORK}.conflist`), cniConfig(state));
@@ -863,6 +932,7 @@ export async function startNodeOn(
     );
     startupMs.nodeReady = since();
     await schedulerReady;
+    await dnsReady;
 
     // Local PVs and the StorageClass the chart's kind values use.
     const count = opts.localVolumes ?? 4;
@@ -890,6 +960,8 @@ export async function startNodeOn(
       storageClass: LOCAL_STORAGE_CLASS,
       localVolumes: names,
       runtimeEndpoint,
+      dnsServer: POD_GATEWAY,
+      clusterDomain: CLUSTER_DOMAIN,
       stateDir: state,
       logPaths,
       startupMs,

@@ -17,7 +17,8 @@ const lines = [
   `  export KUBECONFIG=${kube.kubeconfigPath}`,
   `  kubectl: ${testbedBinary('kubectl')}    helm: ${testbedBinary('helm')}`,
   `  crictl --runtime-endpoint ${node.runtimeEndpoint} ps -a`,
-  `  logs: ${kube.dir} (kubelet.log, containerd.log, kube-scheduler.log, kube-apiserver.log)`,
+  `  logs: ${kube.dir} (kubelet.log, containerd.log, kube-scheduler.log, coredns.log, kube-apiserver.log)`,
+  `  cluster DNS for pods: ${node.dnsServer}:53, domain ${node.clusterDomain} (CoreDNS; nothing forwarded)`,
   `  local PVs (StorageClass ${node.storageClass}): ${node.localVolumes.join(', ')}`,
 ];
 process.stdout.write(`${lines.join('\n')}\n`);

@@ -163,6 +163,16 @@ build_debian_rootfs() {
   rm -rf "$root"
 }
 
+# CoreDNS for the node's cluster DNS (the harness runs it on the bridge
+# address with the kubernetes plugin). Its go.mod has no replace directives,
+# so a plain `go install` of the release works.
+build_coredns() {
+  local gobin; gobin=$(mktemp -d)
+  GOBIN=$gobin go install -ldflags "$ldflags_strip" \
+    "github.com/coredns/coredns@$COREDNS_VERSION"
+  mv "$gobin/coredns" "$out"; rm -rf "$gobin"
+}
+
 fetch_npm() {
   local d; d=$(mktemp -d)
   (cd "$d" && npm pack --silent "npm@$NPM_VERSION" >/dev/null)
@@ -172,8 +182,8 @@ fetch_npm() {
 t_all=$SECONDS
 only=${1:-all}
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
-case $only in all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube) ;;
-  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube)"; exit 64 ;;
+case $only in all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns) ;;
+  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns)"; exit 64 ;;
 esac
 want mosquitto && install_mosquitto
 want minio && build_into minio "$MINIO_VERSION" build_minio
@@ -191,6 +201,10 @@ if want node || want node-runtime; then
   build_into crictl "$CRICTL_VERSION" build_crictl
   build_into debian-rootfs "$DEBIAN_SUITE.tar" build_debian_rootfs
   build_into npm "$NPM_VERSION.tgz" fetch_npm
+fi
+# node also includes coredns (the node's cluster DNS); `setup.sh coredns` builds only it.
+if want node || want coredns; then
+  build_into coredns "$COREDNS_VERSION" build_coredns
 fi
 if want node || want node-kube; then
   build_into kube-scheduler "$KUBE_VERSION" build_kube kube-scheduler

@@ -1,0 +1,174 @@
+// Views as Iceberg tables, end to end: `landfall serve` → MinIO + Apache
+// Iceberg's own REST catalog (RESTCatalogServer, S3FileIO). Each sealed
+// segment's view files are appended to the view's table in one snapshot
+// before the commit marker, which names the snapshot. PyIceberg (from PyPI,
+// not our code) loads the table and scans exactly the rows the markers count
+// as view rows, with the declared types; every snapshot is one marker's.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { scratchDir, startIcebergCatalog, startMinio, waitFor } from '../harness/index.ts';
+import type { IcebergCatalog, MinioServer } from '../harness/index.ts';
+import { getJson, listKeys, post, serve, type MarkerJson, type ServeNode } from './helpers/views.ts';
+
+const endpoint = 'web';
+const instance = 'web-0';
+const prefix = 'lf';
+
+let minio: MinioServer;
+let s3: S3Client;
+let catalog: IcebergCatalog;
+let node: ServeNode | undefined;
+
+before(async () => {
+  minio = await startMinio();
+  s3 = minio.s3();
+  catalog = await startIcebergCatalog({ minio });
+});
+after(async () => {
+  await node?.proc.stop({ graceMs: 5_000 });
+  await catalog?.stop();
+  await minio?.stop();
+});
+
+const VIEW = `
+name: page_views
+columns:
+  - { name: event,     type: VARCHAR,       path: $.event, required: true }
+  - { name: user_id,   type: VARCHAR,       path: $.user }
+  - { name: viewed_at, type: TIMESTAMPTZ,   path: $.ts,    required: true }
+  - { name: n,         type: BIGINT,        path: $.n }
+  - { name: price,     type: "DECIMAL(10,2)", path: $.price }
+filter: "event = 'page_view'"
+partitioning:
+  - { expression: "date_trunc('day', viewed_at)", alias: dt }
+iceberg: { namespace: landfall }
+`;
+
+type TableMarker = MarkerJson & {
+  tables?: { view: string; namespace: string; table: string; snapshotId: string }[];
+};
+
+async function markers(): Promise<TableMarker[]> {
+  const keys = await listKeys(s3, minio.bucket, `${prefix}/commits/${endpoint}/`);
+  return Promise.all(keys.map((key) => getJson<TableMarker>(s3, minio.bucket, key)));
+}
+
+async function nthMarker(n: number): Promise<TableMarker[]> {
+  return waitFor(
+    async () => {
+      const ms = await markers();
+      return ms.length >= n ? ms : undefined;
+    },
+    { what: `commit marker #${n}`, timeoutMs: 60_000, intervalMs: 100, process: node!.proc },
+  );
+}
+
+const scan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table('landfall.page_views')
+rows = t.scan().to_arrow().sort_by([('n', 'ascending')])
+print(json.dumps({
+  'schema': [[f.field_id, f.name, str(f.field_type), f.required] for f in t.schema().fields],
+  'arrow': {x.name: str(x.type) for x in rows.schema},
+  'rows': [{k: (str(v) if v is not None and k in ('viewed_at', 'price') else v) for k, v in r.items()} for r in rows.to_pylist()],
+  'snapshots': [{'id': str(s.snapshot_id), 'segment': s.summary.additional_properties.get('landfall.segment-id'),
+                 'records': s.summary.additional_properties.get('added-records')} for s in t.snapshots()],
+  'current': str(t.current_snapshot().snapshot_id),
+}))
+`;
+
+interface Scan {
+  schema: [number, string, string, boolean][];
+  arrow: Record<string, string>;
+  rows: Record<string, unknown>[];
+  snapshots: { id: string; segment: string; records: string }[];
+  current: string;
+}
+
+const pv = (user: string, ts: string, n: number, price: string): string =>
+  JSON.stringify({ event: 'page_view', user, ts, n, price });
+
+void test('landfall serve appends each segment’s view rows to an Iceberg table that PyIceberg scans exactly', async () => {
+  const viewsDir = scratchDir('iceberg-views');
+  await writeFile(path.join(viewsDir, 'page_views.yaml'), VIEW);
+  const dir = scratchDir('iceberg-node');
+  node = await serve('landfall-iceberg', minio, path.join(dir, 'node.log'), [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${prefix}`,
+    `--endpoint.name=${endpoint}`,
+    `--instance.id=${instance}`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ]);
+
+  // Round 1: two days, a filtered row, two DLQ rows.
+  await post(node.url, [
+    pv('u1', '2026-11-26T10:00:00Z', 1, '1.50'),
+    pv('u2', '2026-11-27T01:30:00+02:00', 2, '2.25'),
+    pv('u3', '2026-11-27T08:00:00.123456Z', 3, '0.01'),
+    '{"event":"click","user":"x","ts":"2026-11-26T10:00:00Z"}',
+    '{"event":"page_view","user":"bad","ts":"yesterday"}',
+    'not json',
+  ]);
+  await nthMarker(1);
+  // Round 2: another segment, another snapshot.
+  await post(node.url, [
+    pv('u4', '2026-11-28T00:00:00Z', 4, '10'),
+    pv('u5', '2026-11-28T00:00:01Z', 5, '99.99'),
+  ]);
+  const ms = await nthMarker(2);
+  assert.equal(ms.length, 2);
+
+  // Every marker names its table and snapshot; the view rows they count add up.
+  const counted = ms.reduce((sum, m) => sum + (m.views[0]?.rows?.view ?? 0), 0);
+  assert.equal(counted, 5);
+  for (const m of ms) {
+    assert.equal(m.tables?.length, 1, 'the marker names the table');
+    assert.deepEqual(
+      { view: m.tables[0]!.view, namespace: m.tables[0]!.namespace, table: m.tables[0]!.table },
+      { view: 'page_views', namespace: 'landfall', table: 'page_views' },
+    );
+    assert.match(m.tables[0]!.snapshotId, /^[0-9]+$/);
+  }
+
+  const r = JSON.parse((await catalog.python(scan)).stdout) as Scan;
+  assert.deepEqual(r.schema, [
+    [1, 'event', 'string', false],
+    [2, 'user_id', 'string', false],
+    [3, 'viewed_at', 'timestamptz', false],
+    [4, 'n', 'long', false],
+    [5, 'price', 'decimal(10, 2)', false],
+  ]);
+  assert.deepEqual(r.arrow, {
+    event: 'string',
+    user_id: 'string',
+    viewed_at: 'timestamp[us, tz=UTC]',
+    n: 'int64',
+    price: 'decimal128(10, 2)',
+  });
+  assert.equal(r.rows.length, counted, 'the table holds exactly the rows the markers count');
+  assert.deepEqual(r.rows, [
+    { event: 'page_view', user_id: 'u1', viewed_at: '2026-11-26 10:00:00+00:00', n: 1, price: '1.50' },
+    { event: 'page_view', user_id: 'u2', viewed_at: '2026-11-26 23:30:00+00:00', n: 2, price: '2.25' },
+    { event: 'page_view', user_id: 'u3', viewed_at: '2026-11-27 08:00:00.123456+00:00', n: 3, price: '0.01' },
+    { event: 'page_view', user_id: 'u4', viewed_at: '2026-11-28 00:00:00+00:00', n: 4, price: '10.00' },
+    { event: 'page_view', user_id: 'u5', viewed_at: '2026-11-28 00:00:01+00:00', n: 5, price: '99.99' },
+  ]);
+  // One snapshot per marker, in marker order, each the one its marker names.
+  assert.deepEqual(
+    r.snapshots.map((s) => [s.id, s.segment, s.records]),
+    ms.map((m) => [m.tables![0]!.snapshotId, m.segmentId, String(m.views[0]!.rows!.view)]),
+  );
+  assert.equal(r.current, ms[1]!.tables![0]!.snapshotId);
+});

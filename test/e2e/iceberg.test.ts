@@ -8,8 +8,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { scratchDir, startIcebergCatalog, startMinio, waitFor } from '../harness/index.ts';
+import { logLines } from './helpers/cli-node.ts';
 import type { IcebergCatalog, MinioServer } from '../harness/index.ts';
 import { getJson, listKeys, post, serve, type MarkerJson, type ServeNode } from './helpers/views.ts';
 
@@ -171,4 +172,107 @@ void test('landfall serve appends each segment’s view rows to an Iceberg table
     ms.map((m) => [m.tables![0]!.snapshotId, m.segmentId, String(m.views[0]!.rows!.view)]),
   );
   assert.equal(r.current, ms[1]!.tables![0]!.snapshotId);
+});
+
+const CRASH_VIEW = `
+name: orders
+columns:
+  - { name: id,  type: BIGINT,  path: $.id, required: true }
+  - { name: sku, type: VARCHAR, path: $.sku }
+iceberg: { namespace: crash, table: orders }
+`;
+
+const crashScan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table('crash.orders')
+print(json.dumps({
+  'ids': sorted(t.scan().to_arrow().column('id').to_pylist()),
+  'snapshots': [[str(s.snapshot_id), s.summary.additional_properties.get('landfall.segment-id')] for s in t.snapshots()],
+}))
+`;
+
+void test('kill -9 between the table commit and the marker, then a restart: the snapshot is found, no row twice', async () => {
+  const crashPrefix = 'lf2';
+  const viewsDir = scratchDir('iceberg-crash-views');
+  await writeFile(path.join(viewsDir, 'orders.yaml'), CRASH_VIEW);
+  const dir = scratchDir('iceberg-crash-node');
+  const flags = [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${crashPrefix}`,
+    `--endpoint.name=shop`,
+    `--instance.id=shop-0`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    '--delivery.segmentRetryDelayMsMax=500',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ];
+  const log1 = path.join(dir, 'node-1.log');
+  const first = await serve('landfall-iceberg-crash', minio, log1, flags);
+  const epoch = logLines(log1).find((l) => l.msg === 'WAL opened')?.['epoch'];
+  assert.equal(typeof epoch, 'string');
+  // The marker's key is taken by something unreadable: the node commits the
+  // table, then cannot write its marker, and keeps retrying: the window
+  // between the two steps, held open.
+  const markerKey = `${crashPrefix}/commits/shop/shop-0/${String(epoch)}/00000000000000000001.json`;
+  await s3.send(new PutObjectCommand({ Bucket: minio.bucket, Key: markerKey, Body: 'not a marker' }));
+  await post(
+    first.url,
+    [1, 2, 3].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+  );
+  const committed = await waitFor(() => first.logs().find((l) => l.msg === 'iceberg snapshot committed'), {
+    what: 'the table commit',
+    timeoutMs: 60_000,
+    intervalMs: 50,
+    process: first.proc,
+  });
+  await waitFor(
+    () =>
+      first.logs().some((l) => l.msg === 'delivering the segment failed; it stays on disk and is retried'),
+    {
+      what: 'the marker write to fail',
+      timeoutMs: 30_000,
+      process: first.proc,
+    },
+  );
+  await first.proc.stop({ graceMs: 0 }); // SIGKILL
+  await s3.send(new DeleteObjectCommand({ Bucket: minio.bucket, Key: markerKey }));
+
+  const log2 = path.join(dir, 'node-2.log');
+  const second = await serve('landfall-iceberg-crash-2', minio, log2, flags);
+  try {
+    const found = await waitFor(
+      () => second.logs().find((l) => l.msg === 'iceberg snapshot of this segment found (committed earlier)'),
+      {
+        what: 'the restarted node to find its snapshot',
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        process: second.proc,
+      },
+    );
+    assert.equal(found['snapshotId'], committed['snapshotId']);
+    const marker = await waitFor(
+      async () => {
+        const keys = await listKeys(s3, minio.bucket, `${crashPrefix}/commits/shop/`);
+        return keys.includes(markerKey) ? getJson<TableMarker>(s3, minio.bucket, markerKey) : undefined;
+      },
+      { what: 'the marker after the restart', timeoutMs: 60_000, intervalMs: 100, process: second.proc },
+    );
+    assert.equal(marker.tables?.[0]?.snapshotId, committed['snapshotId']);
+    assert.equal(marker.views[0]?.rows?.view, 3);
+    const r = JSON.parse((await catalog.python(crashScan)).stdout) as {
+      ids: number[];
+      snapshots: string[][];
+    };
+    assert.deepEqual(r.ids, [1, 2, 3], 'every row once');
+    assert.deepEqual(r.snapshots, [[String(committed['snapshotId']), '00000000000000000001']]);
+  } finally {
+    await second.proc.stop({ graceMs: 5_000 });
+  }
 });

@@ -276,3 +276,72 @@ void test('kill -9 between the table commit and the marker, then a restart: the 
     await second.proc.stop({ graceMs: 5_000 });
   }
 });
+
+void test('kill -9 between the upload and the table commit (catalog down), restart: committed once', async () => {
+  const p = 'lf3';
+  const viewsDir = scratchDir('iceberg-crash2-views');
+  await writeFile(
+    path.join(viewsDir, 'orders.yaml'),
+    CRASH_VIEW.replace('namespace: crash', 'namespace: crash2'),
+  );
+  const dir = scratchDir('iceberg-crash2-node');
+  const flags = [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${p}`,
+    `--endpoint.name=shop`,
+    `--instance.id=shop-0`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    '--delivery.segmentRetryDelayMsMax=500',
+    '--iceberg.requestTimeoutMs=2000',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ];
+  const first = await serve('landfall-iceberg-crash2', minio, path.join(dir, 'node-1.log'), flags);
+  await catalog.stopServer();
+  try {
+    await post(
+      first.url,
+      [7, 8].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+    );
+    // The view files are uploaded; the commit cannot reach the catalog.
+    await waitFor(
+      () =>
+        first
+          .logs()
+          .some(
+            (l) =>
+              l.msg === 'delivering the segment failed; it stays on disk and is retried' &&
+              JSON.stringify(l).includes('ICEBERG_CATALOG_UNAVAILABLE'),
+          ),
+      { what: 'the table commit to fail', timeoutMs: 60_000, intervalMs: 50, process: first.proc },
+    );
+    await first.proc.stop({ graceMs: 0 }); // SIGKILL
+  } finally {
+    await catalog.startServer();
+  }
+  const second = await serve('landfall-iceberg-crash2-2', minio, path.join(dir, 'node-2.log'), flags);
+  try {
+    const marker = await waitFor(
+      async () => {
+        const keys = await listKeys(s3, minio.bucket, `${p}/commits/shop/`);
+        return keys.length > 0 ? getJson<TableMarker>(s3, minio.bucket, keys[0]!) : undefined;
+      },
+      { what: 'the marker after the restart', timeoutMs: 60_000, intervalMs: 100, process: second.proc },
+    );
+    const r = JSON.parse(
+      (await catalog.python(crashScan.replace("'crash.orders'", "'crash2.orders'"))).stdout,
+    ) as {
+      ids: number[];
+      snapshots: string[][];
+    };
+    assert.deepEqual(r.ids, [7, 8], 'every row once');
+    assert.deepEqual(r.snapshots, [[marker.tables?.[0]?.snapshotId, marker.segmentId]]);
+  } finally {
+    await second.proc.stop({ graceMs: 5_000 });
+  }
+});

@@ -73,6 +73,13 @@ from pyiceberg.catalog import load_catalog
 cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
 t = cat.load_table('landfall.page_views')
 rows = t.scan().to_arrow().sort_by([('n', 'ascending')])
+# A second reader: pyarrow alone over the files PyIceberg's plan lists.
+import pyarrow.fs as pafs, pyarrow.parquet as pq
+p = json.loads(os.environ['TESTBED_ICEBERG_PROPS'])
+fs = pafs.S3FileSystem(endpoint_override=p['s3.endpoint'].split('://')[1], scheme='http', access_key=p['s3.access-key-id'],
+                       secret_key=p['s3.secret-access-key'], region=p['s3.region'])
+files = sorted(task.file.file_path for task in t.scan().plan_files())
+direct = sorted(n for f in files for n in pq.read_table(f[len('s3://'):], filesystem=fs).column('n').to_pylist())
 print(json.dumps({
   'schema': [[f.field_id, f.name, str(f.field_type), f.required] for f in t.schema().fields],
   'arrow': {x.name: str(x.type) for x in rows.schema},
@@ -80,10 +87,14 @@ print(json.dumps({
   'snapshots': [{'id': str(s.snapshot_id), 'segment': s.summary.additional_properties.get('landfall.segment-id'),
                  'records': s.summary.additional_properties.get('added-records')} for s in t.snapshots()],
   'current': str(t.current_snapshot().snapshot_id),
+  'files': files,
+  'direct': direct,
 }))
 `;
 
 interface Scan {
+  files: string[];
+  direct: number[];
   schema: [number, string, string, boolean][];
   arrow: Record<string, string>;
   rows: Record<string, unknown>[];
@@ -172,6 +183,17 @@ void test('landfall serve appends each segment’s view rows to an Iceberg table
     ms.map((m) => [m.tables![0]!.snapshotId, m.segmentId, String(m.views[0]!.rows!.view)]),
   );
   assert.equal(r.current, ms[1]!.tables![0]!.snapshotId);
+  // The table's files are exactly the markers' view artifacts, and pyarrow
+  // reading them directly agrees with PyIceberg's scan.
+  assert.deepEqual(
+    r.files,
+    ms
+      .flatMap((m) =>
+        m.artifacts.filter((a) => a.kind === 'view').map((a) => `s3://${minio.bucket}/${a.key}`),
+      )
+      .sort(),
+  );
+  assert.deepEqual(r.direct, [1, 2, 3, 4, 5]);
 });
 
 const CRASH_VIEW = `

@@ -52,6 +52,7 @@ async function viewFile(
   key: string,
   first: number,
   rows: number,
+  extra = '',
 ): Promise<{ key: string; bytes: number; rows: number }> {
   const db = await DuckDBInstance.create(':memory:');
   const c = await db.connect();
@@ -59,7 +60,7 @@ async function viewFile(
   await c.run(`SET TimeZone = 'UTC'`);
   await c.run(
     `COPY (SELECT 'e' || i AS event, i::BIGINT AS n, TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i) AS at,
-             (i / 100)::DECIMAL(10,2) AS price
+             (i / 100)::DECIMAL(10,2) AS price${extra}
            FROM range(${first}, ${first + rows}) t(i)) TO '${local}' (FORMAT parquet)`,
   );
   c.closeSync();
@@ -74,11 +75,12 @@ function append(
   instance: string,
   segment: number,
   files: SegmentAppend['files'],
+  viewColumns: SegmentAppend['view']['columns'] = columns,
 ): SegmentAppend {
   return {
     namespace: 'landfall',
     table,
-    view: { view: 'pv', columns, specSha256: 'a'.repeat(64) },
+    view: { view: 'pv', columns: viewColumns, specSha256: 'a'.repeat(64) },
     segment: {
       endpoint: 'web',
       instance,
@@ -191,4 +193,41 @@ void test('two writers committing to one table at once: every segment exactly on
   const ids = r.snapshots.map((s) => `${s['landfall.instance']}/${s['landfall.segment-id']}`);
   assert.equal(new Set(ids).size, ids.length);
   console.log(`# concurrent writers: ${conflicts} commit conflicts (409) retried`);
+});
+
+const evolvedScan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table(('landfall', 'pv3'))
+rows = t.scan(selected_fields=('n', 'extra')).to_arrow().sort_by('n').to_pylist()
+print(json.dumps({'schema': [[f.field_id, f.name, str(f.field_type)] for f in t.schema().fields], 'rows': rows,
+                  'schemas': len(t.schemas())}))
+`;
+
+void test('a View that adds a column adds an Iceberg field: old snapshots read NULL for it, new rows have it', async () => {
+  const w = writer();
+  await w.append(append('pv3', 'web-0', 1, [await viewFile('lf/views/pv3/a.parquet', 0, 2)]));
+  const wider = [...columns, { name: 'extra', type: 'VARCHAR' }];
+  const f = await viewFile('lf/views/pv3/b.parquet', 10, 2, `, 'x' || i AS extra`);
+  const res = await w.append(append('pv3', 'web-0', 2, [f], wider));
+  assert.equal(res?.found, false);
+  const r = JSON.parse((await catalog.python(evolvedScan)).stdout) as {
+    schema: [number, string, string][];
+    rows: { n: number; extra: string | null }[];
+    schemas: number;
+  };
+  assert.deepEqual(r.schema.at(-1), [5, 'extra', 'string']);
+  assert.equal(r.schemas, 2);
+  assert.deepEqual(r.rows, [
+    { n: 0, extra: null },
+    { n: 1, extra: null },
+    { n: 10, extra: 'x10' },
+    { n: 11, extra: 'x11' },
+  ]);
+  // A changed type is refused, and nothing is committed.
+  await assert.rejects(
+    w.append(append('pv3', 'web-0', 3, [f], [...columns, { name: 'extra', type: 'BIGINT' }])),
+    /ICEBERG_SCHEMA_MISMATCH|extra: table has "string", view writes long/,
+  );
 });

@@ -35,6 +35,7 @@ export interface TableMetadata {
   readonly location: string;
   readonly 'last-sequence-number'?: bigint | number;
   readonly 'current-schema-id': number;
+  readonly 'last-column-id'?: number;
   readonly schemas: readonly IcebergSchema[];
   readonly 'default-spec-id': number;
   readonly 'partition-specs': readonly { readonly 'spec-id': number; readonly fields: readonly unknown[] }[];
@@ -53,9 +54,14 @@ export interface LoadedTable {
 
 export type TableRequirement =
   | { readonly type: 'assert-table-uuid'; readonly uuid: string }
-  | { readonly type: 'assert-ref-snapshot-id'; readonly ref: string; readonly 'snapshot-id': bigint | null };
+  | { readonly type: 'assert-ref-snapshot-id'; readonly ref: string; readonly 'snapshot-id': bigint | null }
+  | { readonly type: 'assert-current-schema-id'; readonly 'current-schema-id': number }
+  | { readonly type: 'assert-last-assigned-field-id'; readonly 'last-assigned-field-id': number };
 
 export type TableUpdate =
+  | { readonly action: 'add-schema'; readonly schema: IcebergSchema; readonly 'last-column-id': number }
+  | { readonly action: 'set-current-schema'; readonly 'schema-id': number }
+  | { readonly action: 'set-properties'; readonly updates: Readonly<Record<string, string>> }
   | {
       readonly action: 'add-snapshot';
       readonly snapshot: {

@@ -193,7 +193,11 @@ export class IcebergWriter {
     });
   }
 
-  #checkAppendable(a: SegmentAppend, m: TableMetadata): IcebergSchema {
+  /** The schema the append writes with, and the schema change it needs first (new View columns). */
+  #checkAppendable(
+    a: SegmentAppend,
+    m: TableMetadata,
+  ): { schema: IcebergSchema; evolve: { schema: IcebergSchema; lastColumnId: number } | undefined } {
     if (m['format-version'] !== 2)
       throw new IcebergError(
         'ICEBERG_TABLE_UNSUPPORTED',
@@ -208,8 +212,17 @@ export class IcebergWriter {
     const schema = m.schemas.find((s) => s['schema-id'] === m['current-schema-id']);
     if (schema === undefined)
       throw new IcebergError('ICEBERG_TABLE_UNSUPPORTED', 'the current schema is not listed');
-    checkViewFitsTable(a.view, schema);
-    return schema;
+    const fit = checkViewFitsTable(a.view, schema, m['last-column-id'] ?? 0);
+    if (fit.added.length === 0) return { schema, evolve: undefined };
+    const evolved: IcebergSchema = {
+      type: 'struct',
+      'schema-id': Math.max(...m.schemas.map((s) => s['schema-id'])) + 1,
+      fields: [...schema.fields, ...fit.added],
+    };
+    return {
+      schema: evolved,
+      evolve: { schema: evolved, lastColumnId: Math.max(...evolved.fields.map((f) => f.id)) },
+    };
   }
 
   /**
@@ -238,7 +251,7 @@ export class IcebergWriter {
           found: true,
           conflicts,
         };
-      const schema = this.#checkAppendable(a, m);
+      const { schema, evolve } = this.#checkAppendable(a, m);
 
       // The manifest: a pure function of the segment's files and the schema.
       const manifest = encodeManifest({
@@ -278,8 +291,28 @@ export class IcebergWriter {
           [
             { type: 'assert-table-uuid', uuid: m['table-uuid'] },
             { type: 'assert-ref-snapshot-id', ref: 'main', 'snapshot-id': parent },
+            // A View that added columns evolves the schema in the same commit: only from the schema it saw.
+            ...(evolve !== undefined
+              ? ([
+                  { type: 'assert-current-schema-id', 'current-schema-id': m['current-schema-id'] },
+                  {
+                    type: 'assert-last-assigned-field-id',
+                    'last-assigned-field-id': m['last-column-id'] ?? 0,
+                  },
+                ] as const)
+              : []),
           ],
           [
+            ...(evolve !== undefined
+              ? ([
+                  { action: 'add-schema', schema: evolve.schema, 'last-column-id': evolve.lastColumnId },
+                  { action: 'set-current-schema', 'schema-id': -1 },
+                  {
+                    action: 'set-properties',
+                    updates: { 'schema.name-mapping.default': nameMapping(evolve.schema) },
+                  },
+                ] as const)
+              : []),
             {
               action: 'add-snapshot',
               snapshot: {

@@ -94,21 +94,30 @@ function sameType(a: string, b: string): boolean {
   return a.replace(/\s+/g, '') === b.replace(/\s+/g, '');
 }
 
+/** What appending a View's files to a table needs: the fields it does not write, the fields to add. */
+export interface ViewFit {
+  /** Table fields the View does not write: NULL in its rows. */
+  readonly missing: readonly IcebergField[];
+  /** View columns the table lacks, as new optional fields with ids after `lastColumnId`. */
+  readonly added: readonly IcebergField[];
+}
+
 /**
  * Checks that the View's files can be appended to a table with `schema`:
- * every View column is a table field of the same type. Returns the fields the
- * View does not write (they read as NULL in its rows). Schema evolution
- * (adding a field for a new View column) is not done yet: such a View is refused.
+ * every View column is a table field of the same type, or a new column
+ * (added as a field, ids after `lastColumnId`: schema evolution by addition,
+ * so older snapshots read NULL for it). A changed type is refused.
  */
-export function checkViewFitsTable(v: ViewColumns, schema: IcebergSchema): readonly IcebergField[] {
+export function checkViewFitsTable(v: ViewColumns, schema: IcebergSchema, lastColumnId = 0): ViewFit {
   const byName = new Map(schema.fields.map((f) => [f.name, f]));
   const problems: string[] = [];
+  const added: IcebergField[] = [];
+  let next = Math.max(lastColumnId, ...schema.fields.map((f) => f.id));
   for (const c of v.columns) {
     const want = icebergType(c.type);
     const f = byName.get(c.name);
     if (want === undefined) problems.push(`${c.name}: ${c.type} has no Iceberg mapping yet`);
-    else if (f === undefined)
-      problems.push(`${c.name}: not in the table (adding fields is not supported yet)`);
+    else if (f === undefined) added.push({ id: ++next, name: c.name, required: false, type: want });
     else if (!sameType(typeof f.type === 'string' ? f.type : JSON.stringify(f.type), want))
       problems.push(`${c.name}: table has ${JSON.stringify(f.type)}, view writes ${want}`);
     else if (f.required) problems.push(`${c.name}: required in the table, optional in the view's files`);
@@ -119,5 +128,5 @@ export function checkViewFitsTable(v: ViewColumns, schema: IcebergSchema): reado
       `view ${v.view} does not fit its table: ${problems.join('; ')}`,
     );
   const written = new Set(v.columns.map((c) => c.name));
-  return schema.fields.filter((f) => !written.has(f.name));
+  return { missing: schema.fields.filter((f) => !written.has(f.name)), added };
 }

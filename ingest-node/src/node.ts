@@ -33,6 +33,7 @@ import { startConfiguredDelivery } from './delivery/config.ts';
 import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
+import { icebergTableCommit } from './iceberg/delivery.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -164,6 +165,19 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
       if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
         parquet = await startParquetOutputs(config, { clock, log, registry });
       const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
+      const catalogUri = config.iceberg.catalogUri;
+      if (catalogUri !== undefined && config.s3.bucket === undefined)
+        throw new Error('iceberg.catalogUri needs s3.bucket: table data files are s3:// objects');
+      const views = parquet?.registry;
+      const tableCommit =
+        catalogUri !== undefined && config.s3.bucket !== undefined
+          ? icebergTableCommit({
+              config: { ...config.iceberg, catalogUri },
+              bucket: config.s3.bucket,
+              views: (segment) => views?.viewsAt(segment.sealedAtMs) ?? [],
+              log,
+            })
+          : undefined;
       delivery = await startConfiguredDelivery(config, {
         wal: durable,
         clock,
@@ -171,6 +185,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
         registry,
         fs,
         ...(producers !== undefined ? { producers } : {}),
+        ...(tableCommit !== undefined ? { tableCommit } : {}),
       });
     } catch (err) {
       await parquet?.close();

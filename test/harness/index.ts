@@ -41,3 +41,5 @@ export type {
   TestbedBinaryName,
   WaitForOptions,
 } from './proc.ts';
+export { icebergRestLibDir, pyicebergPython, startIcebergCatalog } from './iceberg.ts';
+export type { IcebergCatalog, StartIcebergCatalogOptions } from './iceberg.ts';

@@ -179,11 +179,32 @@ fetch_npm() {
   mv "$d"/npm-*.tgz "$out"; rm -rf "$d"
 }
 
+# --- The Iceberg REST catalog and its reader (test/harness/iceberg.ts) ------
+
+# Apache Iceberg's RESTCatalogServer and its runtime jars, as a folder of
+# jars (java -cp '<dir>/lib/*'): Maven resolves test/infra/iceberg/pom.xml.
+fetch_iceberg_rest() {
+  mkdir -p "$out/lib"
+  mvn -B -q -Dstyle.color=never -f "$here/iceberg/pom.xml" -Diceberg.version="$ICEBERG_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out/lib" >&2
+  cp "$here/iceberg/pom.xml" "$out/pom.xml"
+}
+
+# PyIceberg and pyarrow from PyPI in their own venv (bin/python).
+build_pyiceberg_venv() {
+  python3 -m venv "$out"
+  "$out/bin/pip" install -q --disable-pip-version-check \
+    "pyiceberg[pyarrow]==$PYICEBERG_VERSION" "pyarrow==$PYARROW_VERSION" >&2
+  # A venv's scripts name its folder: the .tmp path would not survive the move.
+  local dest=${out%.tmp.*}
+  grep -rlF "$out" "$out/bin" | xargs -r sed -i "s#$out#$dest#g"
+}
+
 t_all=$SECONDS
 only=${1:-all}
 want() { [ "$only" = all ] || [ "$only" = "$1" ]; }
-case $only in all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns) ;;
-  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns)"; exit 64 ;;
+case $only in all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns | iceberg) ;;
+  *) say "unknown part $only (all | mosquitto | minio | etcd | kube | helm | gateway-api | node | node-runtime | node-kube | coredns | iceberg)"; exit 64 ;;
 esac
 want mosquitto && install_mosquitto
 want minio && build_into minio "$MINIO_VERSION" build_minio
@@ -210,5 +231,9 @@ if want node || want node-kube; then
   build_into kube-scheduler "$KUBE_VERSION" build_kube kube-scheduler
   build_into kubelet "$KUBE_VERSION" build_kube kubelet
   build_into pause "$KUBE_VERSION" build_pause
+fi
+if want iceberg; then
+  build_into iceberg-rest "$ICEBERG_VERSION" fetch_iceberg_rest
+  build_into pyiceberg "$PYICEBERG_VERSION-pyarrow-$PYARROW_VERSION" build_pyiceberg_venv
 fi
 say "test bed ready in $((SECONDS - t_all)) s (cache: $bin)"

@@ -10,6 +10,7 @@
 import { Type } from '@sinclair/typebox';
 import type { Static, TObject, TSchema } from '@sinclair/typebox';
 import { CredentialsSchema, DeliverySchema, OutputsSchema, S3Schema } from '../delivery/settings.ts';
+import { IcebergSchema } from '../iceberg/settings.ts';
 import { ViewsSchema } from '../views/settings.ts';
 
 const KiB = 1024;
@@ -428,6 +429,7 @@ export const configBlocks = {
   outputs: OutputsSchema,
   delivery: DeliverySchema,
   views: ViewsSchema,
+  iceberg: IcebergSchema,
 } as const;
 
 export const NodeConfigSchema = Type.Object(

@@ -8,7 +8,7 @@ import type { Clock } from '../clock.ts';
 import type { CredentialsConfig } from '../credentials.ts';
 import type { FileSystem } from '../fs/types.ts';
 import type { Logger } from '../log.ts';
-import { openObjectStore, type ObjectStoreConfig } from '../store/index.ts';
+import { openObjectStore, type ObjectStore, type ObjectStoreConfig } from '../store/index.ts';
 import type { Wal } from '../wal/types.ts';
 import { startPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from './producers.ts';
@@ -68,6 +68,8 @@ export interface StartDeliveryOptions {
   readonly outputs?: OutputsConfig;
   /** Extra producers (Parquet raw/views/DLQ, a later issue). */
   readonly producers?: readonly ArtifactProducer[];
+  /** Table commits before each marker (iceberg/delivery.ts), given the opened store. */
+  readonly tableCommit?: (store: ObjectStore, prefix: string) => NonNullable<PipelineOptions['tableCommit']>;
   readonly clock: Clock;
   readonly log: Logger;
   readonly registry?: Registry;
@@ -115,6 +117,7 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
     instance: o.instance,
     scratchDir: d.scratchDir ?? path.join(o.wal.dir, 'delivery'),
     producers,
+    ...(o.tableCommit !== undefined ? { tableCommit: o.tableCommit(opened.store, o.prefix) } : {}),
     clock: o.clock,
     log: o.log,
     ...(o.fs !== undefined ? { fs: o.fs } : {}),
@@ -212,6 +215,7 @@ export async function startConfiguredDelivery(
     registry?: Registry;
     /** Producers after the segment archive (the node's Parquet outputs). */
     producers?: readonly ArtifactProducer[];
+    tableCommit?: StartDeliveryOptions['tableCommit'];
     fs?: FileSystem;
   },
 ): Promise<RunningDelivery | undefined> {
@@ -232,6 +236,7 @@ export async function startConfiguredDelivery(
     delivery: config.delivery,
     outputs: config.outputs,
     ...(deps.producers !== undefined ? { producers: deps.producers } : {}),
+    ...(deps.tableCommit !== undefined ? { tableCommit: deps.tableCommit } : {}),
     clock: deps.clock,
     log: deps.log,
     ...(deps.fs !== undefined ? { fs: deps.fs } : {}),

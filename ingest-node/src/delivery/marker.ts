@@ -146,6 +146,25 @@ export const CommitMarkerV1Schema = Type.Object(
       }),
       { maxItems: 10_000 },
     ),
+    tables: Type.Optional(
+      Type.Array(
+        Type.Object({
+          view: Type.String({ pattern: namePattern }),
+          namespace: Type.String({ minLength: 1, maxLength: 255 }),
+          table: Type.String({ minLength: 1, maxLength: 255 }),
+          snapshotId: Type.String({
+            pattern: '^-?[0-9]{1,19}$',
+            description:
+              'The Iceberg snapshot that appended this segment’s view files (a long, as a string).',
+          }),
+        }),
+        {
+          maxItems: 10_000,
+          description:
+            'Iceberg tables this segment was appended to before the marker was written (docs/iceberg.md). Absent when no view has a table.',
+        },
+      ),
+    ),
     createdAt: Type.String({
       pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z$',
       description: 'When the marker was written: RFC 3339, UTC, milliseconds.',
@@ -204,6 +223,15 @@ export function parseMarkerViewRows(x: unknown): MarkerViewRows | undefined {
   };
 }
 
+/** One View's Iceberg append for a segment. */
+// A type, not an interface: it is stored as JSON in state.json progress.
+export type MarkerTable = {
+  readonly view: string;
+  readonly namespace: string;
+  readonly table: string;
+  readonly snapshotId: string;
+};
+
 /** The in-code marker: seqs, ids and times are bigints (µs); JSON has strings. */
 export interface CommitMarker {
   readonly endpoint: string;
@@ -218,6 +246,8 @@ export interface CommitMarker {
   readonly segment: { readonly bytes: number; readonly sha256: string };
   readonly artifacts: readonly MarkerArtifact[];
   readonly views: readonly MarkerView[];
+  /** Iceberg snapshots of this segment (optional: views without tables, older markers). */
+  readonly tables?: readonly MarkerTable[];
   readonly createdAtMs: number;
   readonly writer: string;
 }
@@ -358,6 +388,16 @@ function toJson(m: CommitMarker): CommitMarkerJson {
       specSha256: v.specSha256,
       ...(v.rows !== undefined ? { rows: rowsJson(v.rows) } : {}),
     })),
+    ...(m.tables !== undefined && m.tables.length > 0
+      ? {
+          tables: m.tables.map((t) => ({
+            view: t.view,
+            namespace: t.namespace,
+            table: t.table,
+            snapshotId: t.snapshotId,
+          })),
+        }
+      : {}),
     createdAt: new Date(m.createdAtMs).toISOString(),
     writer: m.writer,
   };
@@ -388,6 +428,7 @@ function fromJson(j: CommitMarkerJson): CommitMarker {
       specSha256: v.specSha256,
       ...(v.rows !== undefined ? { rows: rowsJson(v.rows) } : {}),
     })),
+    ...(j.tables !== undefined ? { tables: j.tables.map((t) => ({ ...t })) } : {}),
     createdAtMs: Date.parse(j.createdAt),
     writer: j.writer,
   };

@@ -48,6 +48,7 @@ import {
   writerName,
   type CommitMarker,
   type MarkerArtifact,
+  type MarkerTable,
   type MarkerView,
 } from './marker.ts';
 import {
@@ -148,6 +149,22 @@ export interface PipelineOptions {
   readonly random?: () => number;
   /** Observes each step (tests, tracing). Must not throw. */
   readonly onEvent?: (event: PipelineEvent) => void;
+  /**
+   * Table commits (iceberg/delivery.ts): called once per delivery attempt of
+   * a segment, after its artifacts are in the store, in marker order, right
+   * before the marker, which lists what it returns as `tables`. It must be
+   * idempotent across attempts (a crash after it and before the marker runs
+   * it again). A throw fails the attempt like a failed upload.
+   */
+  readonly tableCommit?: (c: TableCommitContext) => Promise<readonly MarkerTable[]>;
+}
+
+export interface TableCommitContext {
+  readonly ref: SegmentRef;
+  readonly segment: SealedSegment;
+  readonly artifacts: readonly MarkerArtifact[];
+  readonly views: readonly MarkerView[];
+  readonly signal: AbortSignal;
 }
 
 export type PipelineEventType =
@@ -155,6 +172,7 @@ export type PipelineEventType =
   | 'produced'
   | 'uploaded'
   | 'committing'
+  | 'tables'
   | 'committed'
   | 'delivered'
   | 'deleted'
@@ -743,6 +761,19 @@ class DeliveryPipeline implements Pipeline {
     this.#emit('committing', entry);
     const views = new Map<string, MarkerView>();
     for (const list of Object.values(progress.views)) for (const v of list) views.set(v.name, v);
+    const artifacts = this.#producers.flatMap((p) => progress.artifacts[p.kind] ?? []);
+    let tables: readonly MarkerTable[] = [];
+    if (this.#o.tableCommit !== undefined) {
+      tables = await this.#o.tableCommit({
+        ref,
+        segment: seg,
+        artifacts,
+        views: [...views.values()],
+        signal: this.#abort.signal,
+      });
+      this.#checkStopping();
+      this.#emit('tables', entry, tables.map((t) => `${t.namespace}.${t.table}@${t.snapshotId}`).join(','));
+    }
     const marker: CommitMarker = {
       endpoint: ref.endpoint,
       instance: ref.instance,
@@ -754,8 +785,9 @@ class DeliveryPipeline implements Pipeline {
       firstIngestMicros: seg.firstIngestMicros,
       lastIngestMicros: seg.lastIngestMicros,
       segment: segmentSum,
-      artifacts: this.#producers.flatMap((p) => progress.artifacts[p.kind] ?? []),
+      artifacts,
       views: [...views.values()],
+      ...(tables.length > 0 ? { tables } : {}),
       createdAtMs: this.#clock.nowMs(),
       writer: writerName,
     };

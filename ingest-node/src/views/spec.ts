@@ -70,6 +70,18 @@ export const ViewPartitionSchema = Type.Object(
   { additionalProperties: false, description: 'One Hive-style partition level.' },
 );
 
+export const ViewIcebergSchema = Type.Object(
+  {
+    namespace: Identifier('Iceberg namespace of the table (created on first use).'),
+    table: Type.Optional(Identifier('Iceberg table name (created on first use). Default: the view name.')),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'Also append each segment’s view files to this Iceberg table, through the node’s iceberg.catalogUri (docs/iceberg.md). Not part of the spec hash: the files are the same.',
+  },
+);
+
 export const ViewSpecSchema = Type.Object(
   {
     name: Identifier('View name: views/{name}/ and dlq/{name}/ in S3.'),
@@ -98,6 +110,7 @@ export const ViewSpecSchema = Type.Object(
         description: 'Hive partitioning of the output, outermost first.',
       }),
     ),
+    iceberg: Type.Optional(ViewIcebergSchema),
   },
   { additionalProperties: false, description: 'A view: typed Parquet columns extracted from JSON payloads.' },
 );
@@ -130,6 +143,8 @@ export interface ViewSpec {
   readonly columns: readonly ViewColumn[];
   readonly filter?: string;
   readonly partitioning: readonly ViewPartition[];
+  /** The Iceberg table the view's files are also appended to. */
+  readonly iceberg?: { readonly namespace: string; readonly table: string };
 }
 
 function formatPointer(pointer: string): string {
@@ -208,6 +223,9 @@ export function validateView(obj: unknown): ViewSpec {
     columns,
     ...(input.filter !== undefined ? { filter: input.filter } : {}),
     partitioning,
+    ...(input.iceberg !== undefined
+      ? { iceberg: { namespace: input.iceberg.namespace, table: input.iceberg.table ?? input.name } }
+      : {}),
   };
 }
 
@@ -254,6 +272,7 @@ export function viewToPlain(view: ViewSpec): ViewSpecInput {
     ...(view.partitioning.length > 0
       ? { partitioning: view.partitioning.map((p) => ({ expression: p.expression, alias: p.alias })) }
       : {}),
+    ...(view.iceberg !== undefined ? { iceberg: { ...view.iceberg } } : {}),
   };
 }
 
@@ -275,7 +294,8 @@ export function canonicalJson(value: unknown): string {
  * Expressions are hashed as written: reformatting one is a change.
  */
 export function viewSpecHash(view: ViewSpec): string {
-  return createHash('sha256')
-    .update(canonicalJson(viewToPlain(view)))
-    .digest('hex');
+  // The table target does not change the files: moving a view to another
+  // table must not make reprocess rebuild them, nor change earlier hashes.
+  const { iceberg: _table, ...plain } = viewToPlain(view);
+  return createHash('sha256').update(canonicalJson(plain)).digest('hex');
 }

@@ -1,0 +1,89 @@
+// The delivery pipeline's table commit (pipeline.ts `tableCommit`): per
+// sealed segment, each View with an `iceberg` target appends its view files
+// to its table (commit.ts, exactly once), and the commit marker lists the
+// snapshots. Views are the ones in force when the segment was sealed (the
+// same the Parquet producer applied), matched by spec hash.
+import { formatSegmentId } from '../delivery/keys.ts';
+import type { MarkerTable } from '../delivery/marker.ts';
+import type { TableCommitContext } from '../delivery/pipeline.ts';
+import { silentLogger, type Logger } from '../log.ts';
+import type { ObjectStore } from '../store/types.ts';
+import type { CompiledView } from '../views/compile.ts';
+import type { SealedSegment } from '../wal/types.ts';
+import { RestCatalog } from './catalog.ts';
+import { IcebergWriter } from './commit.ts';
+import type { IcebergConfig } from './settings.ts';
+
+export interface IcebergCommitOptions {
+  readonly config: IcebergConfig & { readonly catalogUri: string };
+  /** The bucket the node delivers to (data files are `s3://<bucket>/<key>`). */
+  readonly bucket: string;
+  readonly views: (segment: SealedSegment) => readonly CompiledView[];
+  readonly log?: Logger;
+  readonly fetch?: typeof fetch;
+}
+
+/** The pipeline's `tableCommit` for a node, given its opened store and prefix. */
+export function icebergTableCommit(
+  o: IcebergCommitOptions,
+): (store: ObjectStore, prefix: string) => (c: TableCommitContext) => Promise<readonly MarkerTable[]> {
+  const log = o.log ?? silentLogger;
+  const catalog = new RestCatalog({
+    uri: o.config.catalogUri,
+    ...(o.config.warehouse !== undefined ? { warehouse: o.config.warehouse } : {}),
+    requestTimeoutMs: o.config.requestTimeoutMs,
+    ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
+  });
+  return (store, prefix) => {
+    const writer = new IcebergWriter({
+      catalog,
+      store,
+      bucket: o.bucket,
+      prefix,
+      conflictRetriesMax: o.config.conflictRetriesMax,
+    });
+    return async (c) => {
+      const tables: MarkerTable[] = [];
+      const applied = new Map(c.views.map((v) => [v.name, v.specSha256]));
+      for (const view of o.views(c.segment)) {
+        const target = view.spec.iceberg;
+        if (target === undefined || applied.get(view.spec.name) !== view.specHash) continue;
+        const result = await writer.append({
+          namespace: target.namespace,
+          table: target.table,
+          view: { view: view.spec.name, columns: view.columns, specSha256: view.specHash },
+          segment: {
+            endpoint: c.ref.endpoint,
+            instance: c.ref.instance,
+            epoch: c.ref.epoch,
+            segmentId: formatSegmentId(c.ref.segmentId),
+          },
+          files: c.artifacts
+            .filter((a) => a.kind === 'view' && a.view === view.spec.name)
+            .map((a) => ({ key: a.key, bytes: a.bytes, rows: a.rows })),
+        });
+        if (result === undefined) continue;
+        log.info(
+          {
+            segment: formatSegmentId(c.ref.segmentId),
+            view: view.spec.name,
+            table: `${result.namespace}.${result.table}`,
+            snapshotId: result.snapshotId,
+            found: result.found,
+            conflicts: result.conflicts,
+          },
+          result.found
+            ? 'iceberg snapshot of this segment found (committed earlier)'
+            : 'iceberg snapshot committed',
+        );
+        tables.push({
+          view: view.spec.name,
+          namespace: result.namespace,
+          table: result.table,
+          snapshotId: result.snapshotId,
+        });
+      }
+      return tables;
+    };
+  };
+}

@@ -1,0 +1,37 @@
+// Errors of the Iceberg table commit (delivery side: never an HTTP answer).
+// `retryable` drives delivery/retry.ts and the pipeline's per-segment backoff.
+
+export type IcebergErrorCode =
+  /** The catalog said the table changed under us (409): reload and try again. */
+  | 'ICEBERG_COMMIT_CONFLICT'
+  /** Conflicts kept coming past the bound: the segment is retried later with backoff. */
+  | 'ICEBERG_COMMIT_CONFLICTS_EXHAUSTED'
+  /** A 5xx, a timeout or a network error: the commit may or may not have happened. */
+  | 'ICEBERG_CATALOG_UNAVAILABLE'
+  /** Any other catalog answer (400, 401, 403, 404…): needs a human. */
+  | 'ICEBERG_CATALOG_ERROR'
+  | 'ICEBERG_TYPE_UNSUPPORTED'
+  | 'ICEBERG_SCHEMA_MISMATCH'
+  /** The table's metadata is something this writer cannot append to (partitioned, format v1/v3, files we cannot read). */
+  | 'ICEBERG_TABLE_UNSUPPORTED';
+
+const retryableCodes = new Set<IcebergErrorCode>([
+  'ICEBERG_COMMIT_CONFLICT',
+  'ICEBERG_COMMIT_CONFLICTS_EXHAUSTED',
+  'ICEBERG_CATALOG_UNAVAILABLE',
+]);
+
+export class IcebergError extends Error {
+  override name = 'IcebergError';
+  readonly code: IcebergErrorCode;
+  readonly retryable: boolean;
+  /** HTTP status of the catalog's answer, when there was one. */
+  readonly status: number | undefined;
+
+  constructor(code: IcebergErrorCode, message: string, opts: { status?: number; cause?: unknown } = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.code = code;
+    this.retryable = retryableCodes.has(code);
+    this.status = opts.status;
+  }
+}

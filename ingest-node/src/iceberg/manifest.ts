@@ -1,0 +1,228 @@
+// The two Avro files of an Iceberg (format v2) append that Landfall writes
+// itself: the manifest (one `manifest_entry` per data file) and the manifest
+// list (one `manifest_file` per manifest). Field ids and names are the
+// spec's (Iceberg table spec, "Manifests" and "Manifest Lists"); readers
+// match fields by id.
+//
+// | file          | header metadata                                   | objects                           |
+// | ------------- | ------------------------------------------------- | --------------------------------- |
+// | manifest      | schema, schema-id, partition-spec,                | manifest_entry: status 1 (ADDED), |
+// |               | partition-spec-id, format-version 2, content data | snapshot and sequence numbers     |
+// |               |                                                   | null (inherited from the list),   |
+// |               |                                                   | data_file (path, PARQUET, rows,   |
+// |               |                                                   | bytes, empty partition)           |
+// | manifest list | snapshot-id, parent-snapshot-id, sequence-number, | manifest_file: path, length,      |
+// |               | format-version 2                                  | spec 0, content 0, sequence       |
+// |               |                                                   | numbers, added snapshot, counts   |
+//
+// A manifest's entries carry no snapshot id or sequence number: in v2 they
+// are inherited from the manifest list entry that adds the manifest. So the
+// manifest of a segment is the same bytes whatever snapshot ends up adding
+// it, and only the (small) manifest list is rewritten when a commit is
+// retried after a conflict.
+import { encodeAvroContainer, type AvroField, type AvroSchema } from './avro.ts';
+
+const optional = (name: string, id: number, type: AvroSchema): AvroField => ({
+  name,
+  type: ['null', type],
+  default: null,
+  'field-id': id,
+});
+const required = (name: string, id: number, type: AvroSchema): AvroField => ({ name, type, 'field-id': id });
+
+/** A map with non-string keys, the way Iceberg writes it to Avro. */
+function intKeyedMap(name: string, keyId: number, valueId: number, value: AvroSchema): AvroSchema {
+  return {
+    type: 'array',
+    logicalType: 'map',
+    items: {
+      type: 'record',
+      name: `k${keyId}_v${valueId}`,
+      fields: [required('key', keyId, 'int'), required('value', valueId, value)],
+    },
+    'element-id': keyId, // unused by readers for maps; kept for tools that expect it
+  } satisfies AvroSchema & { readonly 'element-id': number };
+}
+
+/** `manifest_entry` of an unpartitioned table (the partition record is empty). */
+export const manifestEntrySchema: AvroSchema = {
+  type: 'record',
+  name: 'manifest_entry',
+  fields: [
+    required('status', 0, 'int'),
+    optional('snapshot_id', 1, 'long'),
+    optional('sequence_number', 3, 'long'),
+    optional('file_sequence_number', 4, 'long'),
+    required('data_file', 2, {
+      type: 'record',
+      name: 'r2',
+      fields: [
+        required('content', 134, 'int'),
+        required('file_path', 100, 'string'),
+        required('file_format', 101, 'string'),
+        required('partition', 102, { type: 'record', name: 'r102', fields: [] }),
+        required('record_count', 103, 'long'),
+        required('file_size_in_bytes', 104, 'long'),
+        optional('column_sizes', 108, intKeyedMap('column_sizes', 117, 118, 'long')),
+        optional('value_counts', 109, intKeyedMap('value_counts', 119, 120, 'long')),
+        optional('null_value_counts', 110, intKeyedMap('null_value_counts', 121, 122, 'long')),
+        optional('nan_value_counts', 137, intKeyedMap('nan_value_counts', 138, 139, 'long')),
+        optional('lower_bounds', 125, intKeyedMap('lower_bounds', 126, 127, 'bytes')),
+        optional('upper_bounds', 128, intKeyedMap('upper_bounds', 129, 130, 'bytes')),
+        optional('key_metadata', 131, 'bytes'),
+        optional('split_offsets', 132, { type: 'array', items: 'long', 'element-id': 133 }),
+        optional('equality_ids', 135, { type: 'array', items: 'int', 'element-id': 136 }),
+        optional('sort_order_id', 140, 'int'),
+      ],
+    }),
+  ],
+};
+
+export const manifestFileSchema: AvroSchema = {
+  type: 'record',
+  name: 'manifest_file',
+  fields: [
+    required('manifest_path', 500, 'string'),
+    required('manifest_length', 501, 'long'),
+    required('partition_spec_id', 502, 'int'),
+    required('content', 517, 'int'),
+    required('sequence_number', 515, 'long'),
+    required('min_sequence_number', 516, 'long'),
+    required('added_snapshot_id', 503, 'long'),
+    required('added_files_count', 504, 'int'),
+    required('existing_files_count', 505, 'int'),
+    required('deleted_files_count', 506, 'int'),
+    required('added_rows_count', 512, 'long'),
+    required('existing_rows_count', 513, 'long'),
+    required('deleted_rows_count', 514, 'long'),
+    optional('partitions', 507, {
+      type: 'array',
+      'element-id': 508,
+      items: {
+        type: 'record',
+        name: 'r508',
+        fields: [
+          required('contains_null', 509, 'boolean'),
+          optional('contains_nan', 518, 'boolean'),
+          optional('lower_bound', 510, 'bytes'),
+          optional('upper_bound', 511, 'bytes'),
+        ],
+      },
+    }),
+    optional('key_metadata', 519, 'bytes'),
+  ],
+};
+
+export interface DataFile {
+  /** Absolute URI, e.g. `s3://bucket/landfall/views/page_views/dt=…/….parquet`. */
+  readonly path: string;
+  readonly rows: number;
+  readonly bytes: number;
+}
+
+export interface ManifestInput {
+  /** The table schema (Iceberg JSON), as the header's `schema`. */
+  readonly schemaJson: string;
+  readonly schemaId: number;
+  readonly files: readonly DataFile[];
+}
+
+/** The manifest adding `files` to an unpartitioned table (spec 0). */
+export function encodeManifest(m: ManifestInput): Buffer {
+  if (m.files.length === 0) throw new RangeError('a manifest needs at least one data file');
+  return encodeAvroContainer(
+    manifestEntrySchema,
+    m.files.map((f) => ({
+      status: 1,
+      snapshot_id: null,
+      sequence_number: null,
+      file_sequence_number: null,
+      data_file: {
+        content: 0,
+        file_path: f.path,
+        file_format: 'PARQUET',
+        partition: {},
+        record_count: f.rows,
+        file_size_in_bytes: f.bytes,
+        column_sizes: null,
+        value_counts: null,
+        null_value_counts: null,
+        nan_value_counts: null,
+        lower_bounds: null,
+        upper_bounds: null,
+        key_metadata: null,
+        split_offsets: null,
+        equality_ids: null,
+        sort_order_id: null,
+      },
+    })),
+    {
+      schema: m.schemaJson,
+      'schema-id': String(m.schemaId),
+      'partition-spec': '[]',
+      'partition-spec-id': '0',
+      'format-version': '2',
+      content: 'data',
+    },
+  );
+}
+
+export interface ManifestListInput {
+  readonly snapshotId: bigint;
+  readonly parentSnapshotId: bigint | null;
+  readonly sequenceNumber: bigint;
+  /** Manifests of earlier snapshots, carried over as they are (they keep their own sequence numbers). */
+  readonly inherited: readonly ManifestFileEntry[];
+  /** The new manifest. */
+  readonly added: {
+    readonly path: string;
+    readonly bytes: number;
+    readonly files: number;
+    readonly rows: number;
+  };
+}
+
+/** A `manifest_file` as read back from a manifest list (decoded by the caller). */
+export interface ManifestFileEntry {
+  readonly manifest_path: string;
+  readonly manifest_length: bigint | number;
+  readonly partition_spec_id: number;
+  readonly content: number;
+  readonly sequence_number: bigint | number;
+  readonly min_sequence_number: bigint | number;
+  readonly added_snapshot_id: bigint | number;
+  readonly added_files_count: number;
+  readonly existing_files_count: number;
+  readonly deleted_files_count: number;
+  readonly added_rows_count: bigint | number;
+  readonly existing_rows_count: bigint | number;
+  readonly deleted_rows_count: bigint | number;
+  readonly partitions: null | readonly unknown[];
+  readonly key_metadata: null | Uint8Array;
+}
+
+export function encodeManifestList(l: ManifestListInput): Buffer {
+  const added: ManifestFileEntry = {
+    manifest_path: l.added.path,
+    manifest_length: l.added.bytes,
+    partition_spec_id: 0,
+    content: 0,
+    sequence_number: l.sequenceNumber,
+    min_sequence_number: l.sequenceNumber,
+    added_snapshot_id: l.snapshotId,
+    added_files_count: l.added.files,
+    existing_files_count: 0,
+    deleted_files_count: 0,
+    added_rows_count: l.added.rows,
+    existing_rows_count: 0,
+    deleted_rows_count: 0,
+    partitions: [],
+    key_metadata: null,
+  };
+  return encodeAvroContainer(manifestFileSchema, [added, ...l.inherited], {
+    'snapshot-id': l.snapshotId.toString(),
+    'parent-snapshot-id': l.parentSnapshotId === null ? 'null' : l.parentSnapshotId.toString(),
+    'sequence-number': l.sequenceNumber.toString(),
+    'format-version': '2',
+  });
+}

@@ -1,0 +1,311 @@
+// The pure parts of the Iceberg writer: the hand-rolled Avro writer checked
+// against an independent implementation (avsc) and against our own reader,
+// the manifest schemas' field ids, exact JSON for long ids, and the mapping
+// of View columns to an Iceberg schema.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import avsc from 'avsc';
+import {
+  decodeAvroContainer,
+  encodeAvro,
+  encodeAvroContainer,
+  type AvroSchema,
+} from '../src/iceberg/avro.ts';
+import { parseJsonExact, stringifyJsonExact } from '../src/iceberg/catalog.ts';
+import {
+  encodeManifest,
+  encodeManifestList,
+  manifestEntrySchema,
+  manifestFileSchema,
+} from '../src/iceberg/manifest.ts';
+import { checkViewFitsTable, icebergType, nameMapping, viewToIcebergSchema } from '../src/iceberg/schema.ts';
+import { IcebergError } from '../src/iceberg/errors.ts';
+
+/** Decodes a container file with avsc (an independent Avro implementation). */
+async function avscRead(buf: Buffer): Promise<{ metadata: Record<string, string>; objects: unknown[] }> {
+  const objects: unknown[] = [];
+  let metadata: Record<string, string> = {};
+  const decoder = new avsc.streams.BlockDecoder({
+    parseHook: (schema) => avsc.Type.forSchema(schema, { wrapUnions: false, registry: {} }),
+  });
+  decoder.on('metadata', (_type: unknown, _codec: unknown, header: { meta: Record<string, Buffer> }) => {
+    metadata = Object.fromEntries(Object.entries(header.meta).map(([k, v]) => [k, v.toString('utf8')]));
+  });
+  decoder.on('data', (o: unknown) => objects.push(o));
+  const done = new Promise<void>((resolve, reject) => {
+    decoder.on('end', resolve);
+    decoder.on('error', reject);
+  });
+  decoder.end(buf);
+  await done;
+  return { metadata, objects };
+}
+
+void test('Avro values encode as avsc encodes them (zig-zag longs, strings, unions, arrays, maps, records)', () => {
+  const schema: AvroSchema = {
+    type: 'record',
+    name: 'r',
+    fields: [
+      { name: 'i', type: 'int' },
+      { name: 'l', type: 'long' },
+      { name: 's', type: 'string' },
+      { name: 'b', type: 'bytes' },
+      { name: 'o', type: ['null', 'long'] },
+      { name: 'a', type: { type: 'array', items: 'int' } },
+      { name: 'm', type: { type: 'map', values: 'boolean' } },
+      { name: 'd', type: 'double' },
+      { name: 'f', type: 'float' },
+    ],
+  };
+  const t = avsc.Type.forSchema(schema as avsc.Schema, { wrapUnions: false });
+  // avsc computes zig-zag in doubles: past ±2^51 it is avsc that rounds (our bigint path is checked below).
+  for (const l of [0, 1, -1, 63, -64, 64, 300, -300, 2 ** 31, 2 ** 40 + 7, 2 ** 51 + 1, -(2 ** 51) - 1]) {
+    const v = {
+      i: -5,
+      l,
+      s: 'héllo',
+      b: Buffer.from([0, 255]),
+      o: l,
+      a: [1, -2, 3],
+      m: { x: true, y: false },
+      d: 1.5,
+      f: 0.25,
+    };
+    assert.deepEqual(encodeAvro(schema, v), t.toBuffer(v), `long ${l}`);
+  }
+  assert.deepEqual(
+    encodeAvro(schema, { i: 0, l: 0, s: '', b: Buffer.alloc(0), o: null, a: [], m: {}, d: 0, f: 0 }),
+    t.toBuffer({ i: 0, l: 0, s: '', b: Buffer.alloc(0), o: null, a: [], m: {}, d: 0, f: 0 }),
+  );
+});
+
+void test('longs past 2^53 round-trip exactly through our writer and reader (bigint)', () => {
+  const big = (1n << 62n) + 12345n;
+  const buf = encodeAvroContainer('long', [big, -big, 0n]);
+  assert.deepEqual(decodeAvroContainer(buf, inflateRawSync).objects, [big, -big, 0n]);
+});
+
+void test('a manifest reads back with avsc: header metadata, field ids in the schema, one ADDED entry per file', async () => {
+  const schema = viewToIcebergSchema({
+    view: 'pv',
+    columns: [
+      { name: 'event', type: 'VARCHAR' },
+      { name: 'n', type: 'BIGINT' },
+    ],
+  });
+  const buf = encodeManifest({
+    schemaJson: JSON.stringify(schema),
+    schemaId: 0,
+    files: [
+      { path: 's3://b/views/pv/dt=2026-01-01/a.parquet', rows: 3, bytes: 812 },
+      { path: 's3://b/views/pv/dt=2026-01-02/b.parquet', rows: 1, bytes: 400 },
+    ],
+  });
+  const { metadata, objects } = await avscRead(buf);
+  assert.equal(metadata['format-version'], '2');
+  assert.equal(metadata['content'], 'data');
+  assert.equal(metadata['partition-spec'], '[]');
+  assert.deepEqual(JSON.parse(metadata['schema'] ?? ''), schema);
+  const written = JSON.parse(metadata['avro.schema'] ?? '') as {
+    fields: { name: string; 'field-id': number }[];
+  };
+  assert.deepEqual(
+    written.fields.map((f) => [f.name, f['field-id']]),
+    [
+      ['status', 0],
+      ['snapshot_id', 1],
+      ['sequence_number', 3],
+      ['file_sequence_number', 4],
+      ['data_file', 2],
+    ],
+  );
+  assert.equal(objects.length, 2);
+  const e = objects[0] as { status: number; snapshot_id: null; data_file: Record<string, unknown> };
+  assert.equal(e.status, 1);
+  assert.equal(e.snapshot_id, null);
+  assert.equal(e.data_file['file_path'], 's3://b/views/pv/dt=2026-01-01/a.parquet');
+  assert.equal(e.data_file['file_format'], 'PARQUET');
+  assert.equal(e.data_file['record_count'], 3);
+  assert.equal(e.data_file['file_size_in_bytes'], 812);
+  // The same input gives the same bytes (a retried upload writes the same object).
+  assert.deepEqual(
+    encodeManifest({
+      schemaJson: JSON.stringify(schema),
+      schemaId: 0,
+      files: [
+        { path: 's3://b/views/pv/dt=2026-01-01/a.parquet', rows: 3, bytes: 812 },
+        { path: 's3://b/views/pv/dt=2026-01-02/b.parquet', rows: 1, bytes: 400 },
+      ],
+    }),
+    buf,
+  );
+});
+
+void test('a manifest list carries the new manifest first, then the parent’s, with sequence numbers', async () => {
+  const parentList = encodeManifestList({
+    snapshotId: 11n,
+    parentSnapshotId: null,
+    sequenceNumber: 1n,
+    inherited: [],
+    added: { path: 's3://b/m1.avro', bytes: 100, files: 2, rows: 4 },
+  });
+  const inherited = decodeAvroContainer(parentList, inflateRawSync).objects as never[];
+  const buf = encodeManifestList({
+    snapshotId: 22n,
+    parentSnapshotId: 11n,
+    sequenceNumber: 2n,
+    inherited,
+    added: { path: 's3://b/m2.avro', bytes: 200, files: 1, rows: 7 },
+  });
+  const { metadata, objects } = await avscRead(buf);
+  assert.equal(metadata['snapshot-id'], '22');
+  assert.equal(metadata['parent-snapshot-id'], '11');
+  assert.equal(metadata['sequence-number'], '2');
+  const rows = objects as {
+    manifest_path: string;
+    sequence_number: number;
+    added_snapshot_id: number;
+    added_rows_count: number;
+  }[];
+  assert.deepEqual(
+    rows.map((r) => [r.manifest_path, r.sequence_number, r.added_snapshot_id, r.added_rows_count]),
+    [
+      ['s3://b/m2.avro', 2, 22, 7],
+      ['s3://b/m1.avro', 1, 11, 4],
+    ],
+  );
+  const ids = (JSON.parse(metadata['avro.schema'] ?? '') as { fields: { 'field-id': number }[] }).fields.map(
+    (f) => f['field-id'],
+  );
+  assert.deepEqual(ids, [500, 501, 502, 517, 515, 516, 503, 504, 505, 506, 512, 513, 514, 507, 519]);
+});
+
+void test('our reader takes a deflate container written by avsc (what Java engines write)', async () => {
+  const t = avsc.Type.forSchema(manifestFileSchema as avsc.Schema, { wrapUnions: false });
+  const chunks: Buffer[] = [];
+  const enc = new avsc.streams.BlockEncoder(t, {
+    codec: 'deflate',
+    codecs: {
+      deflate: (b: Buffer, cb: (e: Error | null, r?: Buffer) => void) => cb(null, deflateRawSync(b)),
+    },
+  });
+  enc.on('data', (c: Buffer) => chunks.push(c));
+  const ended = new Promise<void>((r) => enc.on('end', () => r()));
+  const entry = {
+    manifest_path: 's3://x/m.avro',
+    manifest_length: 10,
+    partition_spec_id: 0,
+    content: 0,
+    sequence_number: 5,
+    min_sequence_number: 5,
+    added_snapshot_id: 99,
+    added_files_count: 1,
+    existing_files_count: 0,
+    deleted_files_count: 0,
+    added_rows_count: 3,
+    existing_rows_count: 0,
+    deleted_rows_count: 0,
+    partitions: null,
+    key_metadata: null,
+  };
+  enc.write(entry);
+  enc.end();
+  await ended;
+  const got = decodeAvroContainer(Buffer.concat(chunks), inflateRawSync);
+  assert.equal(got.metadata['avro.codec'], 'deflate');
+  const o = got.objects[0] as Record<string, unknown>;
+  assert.equal(o['manifest_path'], 's3://x/m.avro');
+  assert.equal(o['added_snapshot_id'], 99n);
+  assert.equal(o['partitions'], null);
+  // And the manifest entry schema is one avsc accepts as valid Avro.
+  assert.doesNotThrow(() => avsc.Type.forSchema(manifestEntrySchema as avsc.Schema, { wrapUnions: false }));
+});
+
+void test('corrupt containers are refused, never half-read', () => {
+  const buf = encodeAvroContainer('long', [1n, 2n]);
+  assert.throws(
+    () => decodeAvroContainer(buf.subarray(0, buf.length - 3), inflateRawSync),
+    /ends early|sync/,
+  );
+  const bad = Buffer.from(buf);
+  bad[bad.length - 1] = bad[bad.length - 1]! ^ 0xff;
+  assert.throws(() => decodeAvroContainer(bad, inflateRawSync), /sync marker/);
+  assert.throws(() => decodeAvroContainer(Buffer.from('nope'), inflateRawSync), /not an Avro/);
+});
+
+void test('JSON with snapshot ids past 2^53 parses and prints exactly', () => {
+  const text = '{"snapshot-id":9223372036854775807,"n":3,"x":1.5}';
+  const v = parseJsonExact(text) as { 'snapshot-id': bigint; n: number };
+  assert.equal(v['snapshot-id'], 9223372036854775807n);
+  assert.equal(v.n, 3);
+  assert.equal(stringifyJsonExact(v), text);
+});
+
+void test('View columns map to Iceberg types with ids 1..n and a name mapping; unsupported types are refused', () => {
+  const s = viewToIcebergSchema({
+    view: 'v',
+    columns: [
+      { name: 'a', type: 'VARCHAR' },
+      { name: 'b', type: 'TIMESTAMP WITH TIME ZONE' },
+      { name: 'c', type: 'DECIMAL(10,2)' },
+      { name: 'd', type: 'DATE' },
+      { name: 'e', type: 'JSON' },
+      { name: 'f', type: 'BOOLEAN' },
+      { name: 'g', type: 'DOUBLE' },
+      { name: 'h', type: 'INTEGER' },
+      { name: 'i', type: 'TIMESTAMP' },
+    ],
+  });
+  assert.deepEqual(
+    s.fields.map((f) => [f.id, f.name, f.type, f.required]),
+    [
+      [1, 'a', 'string', false],
+      [2, 'b', 'timestamptz', false],
+      [3, 'c', 'decimal(10, 2)', false],
+      [4, 'd', 'date', false],
+      [5, 'e', 'string', false],
+      [6, 'f', 'boolean', false],
+      [7, 'g', 'double', false],
+      [8, 'h', 'int', false],
+      [9, 'i', 'timestamp', false],
+    ],
+  );
+  assert.deepEqual((JSON.parse(nameMapping(s)) as unknown[])[1], { 'field-id': 2, names: ['b'] });
+  for (const t of ['UBIGINT', 'HUGEINT', 'VARCHAR[]', 'STRUCT(a INTEGER)', 'TINYINT'])
+    assert.equal(icebergType(t), undefined, t);
+  assert.throws(
+    () => viewToIcebergSchema({ view: 'v', columns: [{ name: 'x', type: 'UBIGINT' }] }),
+    (e: unknown) =>
+      e instanceof IcebergError && e.code === 'ICEBERG_TYPE_UNSUPPORTED' && /x UBIGINT/.test(e.message),
+  );
+});
+
+void test('a View fits its table by name and type; a new column is added after the last id; a changed type is refused with the column named', () => {
+  const table = viewToIcebergSchema({
+    view: 'v',
+    columns: [
+      { name: 'a', type: 'VARCHAR' },
+      { name: 'b', type: 'BIGINT' },
+    ],
+  });
+  // A View writing a subset (in any order) fits; the missing field reads as NULL.
+  assert.deepEqual(
+    checkViewFitsTable({ view: 'v', columns: [{ name: 'b', type: 'BIGINT' }] }, table).missing.map(
+      (f) => f.name,
+    ),
+    ['a'],
+  );
+  assert.throws(
+    () => checkViewFitsTable({ view: 'v', columns: [{ name: 'b', type: 'VARCHAR' }] }, table),
+    (e: unknown) =>
+      e instanceof IcebergError &&
+      e.code === 'ICEBERG_SCHEMA_MISMATCH' &&
+      /b: table has "long"/.test(e.message),
+  );
+  // A new column becomes a new optional field after the last assigned id (ids are never reused).
+  assert.deepEqual(
+    checkViewFitsTable({ view: 'v', columns: [{ name: 'c', type: 'VARCHAR' }] }, table, 7).added,
+    [{ id: 8, name: 'c', required: false, type: 'string' }],
+  );
+});

@@ -1,0 +1,369 @@
+// Views as Iceberg tables, end to end: `landfall serve` → MinIO + Apache
+// Iceberg's own REST catalog (RESTCatalogServer, S3FileIO). Each sealed
+// segment's view files are appended to the view's table in one snapshot
+// before the commit marker, which names the snapshot. PyIceberg (from PyPI,
+// not our code) loads the table and scans exactly the rows the markers count
+// as view rows, with the declared types; every snapshot is one marker's.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { DeleteObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { scratchDir, startIcebergCatalog, startMinio, waitFor } from '../harness/index.ts';
+import { logLines } from './helpers/cli-node.ts';
+import type { IcebergCatalog, MinioServer } from '../harness/index.ts';
+import { getJson, listKeys, post, serve, type MarkerJson, type ServeNode } from './helpers/views.ts';
+
+const endpoint = 'web';
+const instance = 'web-0';
+const prefix = 'lf';
+
+let minio: MinioServer;
+let s3: S3Client;
+let catalog: IcebergCatalog;
+let node: ServeNode | undefined;
+
+before(async () => {
+  minio = await startMinio();
+  s3 = minio.s3();
+  catalog = await startIcebergCatalog({ minio });
+});
+after(async () => {
+  await node?.proc.stop({ graceMs: 5_000 });
+  await catalog?.stop();
+  await minio?.stop();
+});
+
+const VIEW = `
+name: page_views
+columns:
+  - { name: event,     type: VARCHAR,       path: $.event, required: true }
+  - { name: user_id,   type: VARCHAR,       path: $.user }
+  - { name: viewed_at, type: TIMESTAMPTZ,   path: $.ts,    required: true }
+  - { name: n,         type: BIGINT,        path: $.n }
+  - { name: price,     type: "DECIMAL(10,2)", path: $.price }
+filter: "event = 'page_view'"
+partitioning:
+  - { expression: "date_trunc('day', viewed_at)", alias: dt }
+iceberg: { namespace: landfall }
+`;
+
+type TableMarker = MarkerJson & {
+  tables?: { view: string; namespace: string; table: string; snapshotId: string }[];
+};
+
+async function markers(): Promise<TableMarker[]> {
+  const keys = await listKeys(s3, minio.bucket, `${prefix}/commits/${endpoint}/`);
+  return Promise.all(keys.map((key) => getJson<TableMarker>(s3, minio.bucket, key)));
+}
+
+async function nthMarker(n: number): Promise<TableMarker[]> {
+  return waitFor(
+    async () => {
+      const ms = await markers();
+      return ms.length >= n ? ms : undefined;
+    },
+    { what: `commit marker #${n}`, timeoutMs: 60_000, intervalMs: 100, process: node!.proc },
+  );
+}
+
+const scan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table('landfall.page_views')
+rows = t.scan().to_arrow().sort_by([('n', 'ascending')])
+# A second reader: pyarrow alone over the files PyIceberg's plan lists.
+import pyarrow.fs as pafs, pyarrow.parquet as pq
+p = json.loads(os.environ['TESTBED_ICEBERG_PROPS'])
+fs = pafs.S3FileSystem(endpoint_override=p['s3.endpoint'].split('://')[1], scheme='http', access_key=p['s3.access-key-id'],
+                       secret_key=p['s3.secret-access-key'], region=p['s3.region'])
+files = sorted(task.file.file_path for task in t.scan().plan_files())
+direct = sorted(n for f in files for n in pq.read_table(f[len('s3://'):], filesystem=fs).column('n').to_pylist())
+print(json.dumps({
+  'schema': [[f.field_id, f.name, str(f.field_type), f.required] for f in t.schema().fields],
+  'arrow': {x.name: str(x.type) for x in rows.schema},
+  'rows': [{k: (str(v) if v is not None and k in ('viewed_at', 'price') else v) for k, v in r.items()} for r in rows.to_pylist()],
+  'snapshots': [{'id': str(s.snapshot_id), 'segment': s.summary.additional_properties.get('landfall.segment-id'),
+                 'records': s.summary.additional_properties.get('added-records')} for s in t.snapshots()],
+  'current': str(t.current_snapshot().snapshot_id),
+  'files': files,
+  'direct': direct,
+}))
+`;
+
+interface Scan {
+  files: string[];
+  direct: number[];
+  schema: [number, string, string, boolean][];
+  arrow: Record<string, string>;
+  rows: Record<string, unknown>[];
+  snapshots: { id: string; segment: string; records: string }[];
+  current: string;
+}
+
+const pv = (user: string, ts: string, n: number, price: string): string =>
+  JSON.stringify({ event: 'page_view', user, ts, n, price });
+
+void test('landfall serve appends each segment’s view rows to an Iceberg table that PyIceberg scans exactly', async () => {
+  const viewsDir = scratchDir('iceberg-views');
+  await writeFile(path.join(viewsDir, 'page_views.yaml'), VIEW);
+  const dir = scratchDir('iceberg-node');
+  node = await serve('landfall-iceberg', minio, path.join(dir, 'node.log'), [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${prefix}`,
+    `--endpoint.name=${endpoint}`,
+    `--instance.id=${instance}`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ]);
+
+  // Round 1: two days, a filtered row, two DLQ rows.
+  await post(node.url, [
+    pv('u1', '2026-11-26T10:00:00Z', 1, '1.50'),
+    pv('u2', '2026-11-27T01:30:00+02:00', 2, '2.25'),
+    pv('u3', '2026-11-27T08:00:00.123456Z', 3, '0.01'),
+    '{"event":"click","user":"x","ts":"2026-11-26T10:00:00Z"}',
+    '{"event":"page_view","user":"bad","ts":"yesterday"}',
+    'not json',
+  ]);
+  await nthMarker(1);
+  // Round 2: another segment, another snapshot.
+  await post(node.url, [
+    pv('u4', '2026-11-28T00:00:00Z', 4, '10'),
+    pv('u5', '2026-11-28T00:00:01Z', 5, '99.99'),
+  ]);
+  const ms = await nthMarker(2);
+  assert.equal(ms.length, 2);
+
+  // Every marker names its table and snapshot; the view rows they count add up.
+  const counted = ms.reduce((sum, m) => sum + (m.views[0]?.rows?.view ?? 0), 0);
+  assert.equal(counted, 5);
+  for (const m of ms) {
+    assert.equal(m.tables?.length, 1, 'the marker names the table');
+    assert.deepEqual(
+      { view: m.tables[0]!.view, namespace: m.tables[0]!.namespace, table: m.tables[0]!.table },
+      { view: 'page_views', namespace: 'landfall', table: 'page_views' },
+    );
+    assert.match(m.tables[0]!.snapshotId, /^[0-9]+$/);
+  }
+
+  const r = JSON.parse((await catalog.python(scan)).stdout) as Scan;
+  assert.deepEqual(r.schema, [
+    [1, 'event', 'string', false],
+    [2, 'user_id', 'string', false],
+    [3, 'viewed_at', 'timestamptz', false],
+    [4, 'n', 'long', false],
+    [5, 'price', 'decimal(10, 2)', false],
+  ]);
+  assert.deepEqual(r.arrow, {
+    event: 'string',
+    user_id: 'string',
+    viewed_at: 'timestamp[us, tz=UTC]',
+    n: 'int64',
+    price: 'decimal128(10, 2)',
+  });
+  assert.equal(r.rows.length, counted, 'the table holds exactly the rows the markers count');
+  assert.deepEqual(r.rows, [
+    { event: 'page_view', user_id: 'u1', viewed_at: '2026-11-26 10:00:00+00:00', n: 1, price: '1.50' },
+    { event: 'page_view', user_id: 'u2', viewed_at: '2026-11-26 23:30:00+00:00', n: 2, price: '2.25' },
+    { event: 'page_view', user_id: 'u3', viewed_at: '2026-11-27 08:00:00.123456+00:00', n: 3, price: '0.01' },
+    { event: 'page_view', user_id: 'u4', viewed_at: '2026-11-28 00:00:00+00:00', n: 4, price: '10.00' },
+    { event: 'page_view', user_id: 'u5', viewed_at: '2026-11-28 00:00:01+00:00', n: 5, price: '99.99' },
+  ]);
+  // One snapshot per marker, in marker order, each the one its marker names.
+  assert.deepEqual(
+    r.snapshots.map((s) => [s.id, s.segment, s.records]),
+    ms.map((m) => [m.tables![0]!.snapshotId, m.segmentId, String(m.views[0]!.rows!.view)]),
+  );
+  assert.equal(r.current, ms[1]!.tables![0]!.snapshotId);
+  // The table's files are exactly the markers' view artifacts, and pyarrow
+  // reading them directly agrees with PyIceberg's scan.
+  assert.deepEqual(
+    r.files,
+    ms
+      .flatMap((m) =>
+        m.artifacts.filter((a) => a.kind === 'view').map((a) => `s3://${minio.bucket}/${a.key}`),
+      )
+      .sort(),
+  );
+  assert.deepEqual(r.direct, [1, 2, 3, 4, 5]);
+});
+
+const CRASH_VIEW = `
+name: orders
+columns:
+  - { name: id,  type: BIGINT,  path: $.id, required: true }
+  - { name: sku, type: VARCHAR, path: $.sku }
+iceberg: { namespace: crash, table: orders }
+`;
+
+const crashScan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table('crash.orders')
+print(json.dumps({
+  'ids': sorted(t.scan().to_arrow().column('id').to_pylist()),
+  'snapshots': [[str(s.snapshot_id), s.summary.additional_properties.get('landfall.segment-id')] for s in t.snapshots()],
+}))
+`;
+
+void test('kill -9 between the table commit and the marker, then a restart: the snapshot is found, no row twice', async () => {
+  const crashPrefix = 'lf2';
+  const viewsDir = scratchDir('iceberg-crash-views');
+  await writeFile(path.join(viewsDir, 'orders.yaml'), CRASH_VIEW);
+  const dir = scratchDir('iceberg-crash-node');
+  const flags = [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${crashPrefix}`,
+    `--endpoint.name=shop`,
+    `--instance.id=shop-0`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    '--delivery.segmentRetryDelayMsMax=500',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ];
+  const log1 = path.join(dir, 'node-1.log');
+  const first = await serve('landfall-iceberg-crash', minio, log1, flags);
+  const epoch = logLines(log1).find((l) => l.msg === 'WAL opened')?.['epoch'];
+  assert.equal(typeof epoch, 'string');
+  // The marker's key is taken by something unreadable: the node commits the
+  // table, then cannot write its marker, and keeps retrying: the window
+  // between the two steps, held open.
+  const markerKey = `${crashPrefix}/commits/shop/shop-0/${String(epoch)}/00000000000000000001.json`;
+  await s3.send(new PutObjectCommand({ Bucket: minio.bucket, Key: markerKey, Body: 'not a marker' }));
+  await post(
+    first.url,
+    [1, 2, 3].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+  );
+  const committed = await waitFor(() => first.logs().find((l) => l.msg === 'iceberg snapshot committed'), {
+    what: 'the table commit',
+    timeoutMs: 60_000,
+    intervalMs: 50,
+    process: first.proc,
+  });
+  await waitFor(
+    () =>
+      first.logs().some((l) => l.msg === 'delivering the segment failed; it stays on disk and is retried'),
+    {
+      what: 'the marker write to fail',
+      timeoutMs: 30_000,
+      process: first.proc,
+    },
+  );
+  await first.proc.stop({ graceMs: 0 }); // SIGKILL
+  await s3.send(new DeleteObjectCommand({ Bucket: minio.bucket, Key: markerKey }));
+
+  const log2 = path.join(dir, 'node-2.log');
+  const second = await serve('landfall-iceberg-crash-2', minio, log2, flags);
+  try {
+    const found = await waitFor(
+      () => second.logs().find((l) => l.msg === 'iceberg snapshot of this segment found (committed earlier)'),
+      {
+        what: 'the restarted node to find its snapshot',
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        process: second.proc,
+      },
+    );
+    assert.equal(found['snapshotId'], committed['snapshotId']);
+    const marker = await waitFor(
+      async () => {
+        const keys = await listKeys(s3, minio.bucket, `${crashPrefix}/commits/shop/`);
+        return keys.includes(markerKey) ? getJson<TableMarker>(s3, minio.bucket, markerKey) : undefined;
+      },
+      { what: 'the marker after the restart', timeoutMs: 60_000, intervalMs: 100, process: second.proc },
+    );
+    assert.equal(marker.tables?.[0]?.snapshotId, committed['snapshotId']);
+    assert.equal(marker.views[0]?.rows?.view, 3);
+    const r = JSON.parse((await catalog.python(crashScan)).stdout) as {
+      ids: number[];
+      snapshots: string[][];
+    };
+    assert.deepEqual(r.ids, [1, 2, 3], 'every row once');
+    assert.deepEqual(r.snapshots, [[String(committed['snapshotId']), '00000000000000000001']]);
+  } finally {
+    await second.proc.stop({ graceMs: 5_000 });
+  }
+});
+
+void test('kill -9 between the upload and the table commit (catalog down), restart: committed once', async () => {
+  const p = 'lf3';
+  const viewsDir = scratchDir('iceberg-crash2-views');
+  await writeFile(
+    path.join(viewsDir, 'orders.yaml'),
+    CRASH_VIEW.replace('namespace: crash', 'namespace: crash2'),
+  );
+  const dir = scratchDir('iceberg-crash2-node');
+  const flags = [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${p}`,
+    `--endpoint.name=shop`,
+    `--instance.id=shop-0`,
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    '--delivery.segmentRetryDelayMsMax=500',
+    '--iceberg.requestTimeoutMs=2000',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ];
+  const first = await serve('landfall-iceberg-crash2', minio, path.join(dir, 'node-1.log'), flags);
+  await catalog.stopServer();
+  try {
+    await post(
+      first.url,
+      [7, 8].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+    );
+    // The view files are uploaded; the commit cannot reach the catalog.
+    await waitFor(
+      () =>
+        first
+          .logs()
+          .some(
+            (l) =>
+              l.msg === 'delivering the segment failed; it stays on disk and is retried' &&
+              JSON.stringify(l).includes('ICEBERG_CATALOG_UNAVAILABLE'),
+          ),
+      { what: 'the table commit to fail', timeoutMs: 60_000, intervalMs: 50, process: first.proc },
+    );
+    await first.proc.stop({ graceMs: 0 }); // SIGKILL
+  } finally {
+    await catalog.startServer();
+  }
+  const second = await serve('landfall-iceberg-crash2-2', minio, path.join(dir, 'node-2.log'), flags);
+  try {
+    const marker = await waitFor(
+      async () => {
+        const keys = await listKeys(s3, minio.bucket, `${p}/commits/shop/`);
+        return keys.length > 0 ? getJson<TableMarker>(s3, minio.bucket, keys[0]!) : undefined;
+      },
+      { what: 'the marker after the restart', timeoutMs: 60_000, intervalMs: 100, process: second.proc },
+    );
+    const r = JSON.parse(
+      (await catalog.python(crashScan.replace("'crash.orders'", "'crash2.orders'"))).stdout,
+    ) as {
+      ids: number[];
+      snapshots: string[][];
+    };
+    assert.deepEqual(r.ids, [7, 8], 'every row once');
+    assert.deepEqual(r.snapshots, [[marker.tables?.[0]?.snapshotId, marker.segmentId]]);
+  } finally {
+    await second.proc.stop({ graceMs: 5_000 });
+  }
+});

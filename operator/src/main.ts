@@ -42,6 +42,10 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --operator-key-secret NAME Secret holding the master key the operator's status keys derive from,
                              created if missing (default landfall-operator-key)
   --operator-key-namespace NS  its namespace (default: $POD_NAMESPACE, then --lease-namespace, --namespace, default)
+  --network-policy           a NetworkPolicy per Endpoint: ingest from anywhere, the nodes' admin port
+                             (/metrics, /v1/status) from the operator's pods and the metrics namespace only
+  --network-policy-operator-labels K=V,...  labels of the operator's pods (needed with --network-policy)
+  --network-policy-metrics-namespace NS     namespace allowed to scrape the nodes (default monitoring; empty: none)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
   --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
@@ -55,6 +59,18 @@ function int(v: string | undefined, name: string, fallback: number): number {
   const n = Number(v);
   if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
   return n;
+}
+
+/** k=v,k=v → a label map. */
+function labelList(v: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of v.split(',')) {
+    if (pair.trim() === '') continue;
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new Error(`--network-policy-operator-labels: "${pair}" is not key=value`);
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  return out;
 }
 
 export function loadKubeConfig(path: string | undefined): KubeConfig {
@@ -120,6 +136,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       'allowed-images': { type: 'string', default: '' },
       'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
       'operator-key-namespace': { type: 'string' },
+      'network-policy': { type: 'boolean', default: false },
+      'network-policy-operator-labels': { type: 'string', default: '' },
+      'network-policy-metrics-namespace': { type: 'string', default: 'monitoring' },
       workers: { type: 'string' },
       'resync-period-ms': { type: 'string' },
       'crd-check-timeout-ms': { type: 'string' },
@@ -137,6 +156,16 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const level = values['log-level'] as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(level))
     throw new Error(`--log-level: unknown level ${level}`);
+  const networkPolicy = values['network-policy']
+    ? {
+        operatorPodLabels: labelList(values['network-policy-operator-labels']),
+        metricsNamespace: values['network-policy-metrics-namespace'],
+      }
+    : undefined;
+  if (networkPolicy !== undefined && Object.keys(networkPolicy.operatorPodLabels).length === 0)
+    throw new Error(
+      '--network-policy needs --network-policy-operator-labels (the labels of the operator pods)',
+    );
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
   const log = jsonLogger(level, { component: 'landfall-operator', identity });
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
@@ -148,13 +177,15 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     log,
   );
 
+  const operatorNamespace =
+    values['operator-key-namespace'] ??
+    process.env.POD_NAMESPACE ??
+    values['lease-namespace'] ??
+    namespace ??
+    'default';
   const operatorKey = await loadOrCreateMasterKey(
     new KubeClient(kubeConfig),
-    values['operator-key-namespace'] ??
-      process.env.POD_NAMESPACE ??
-      values['lease-namespace'] ??
-      namespace ??
-      'default',
+    operatorNamespace,
     values['operator-key-secret'],
   );
   const operator = new Operator({
@@ -166,6 +197,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       .map((p) => p.trim())
       .filter((p) => p !== ''),
     operatorKey,
+    ...(networkPolicy !== undefined ? { networkPolicy: { ...networkPolicy, operatorNamespace } } : {}),
     log,
     metrics,
     workers: int(values.workers, 'workers', 2),

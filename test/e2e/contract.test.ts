@@ -529,8 +529,9 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
   console.log(`# config paths: ${[...paths].map(([k, v]) => `${k}=${v}`).join(' ')}`);
   for (const p of paths.values()) mkdirSync(dirname(local.path(p)), { recursive: true });
 
-  // No pod network namespace: listen on a free loopback port instead of 0.0.0.0:8080.
+  // No pod network namespace: listen on free loopback ports instead of 0.0.0.0:8080 and :8081.
   const port = await freePort();
+  const adminPort = await freePort();
   const home = join(root, 'home', 'nonroot');
   mkdirSync(home, { recursive: true });
   node = startProcess({
@@ -544,10 +545,13 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
       ...args,
       '--listen.host=127.0.0.1',
       `--listen.port=${port}`,
+      '--listen.admin.host=127.0.0.1',
+      `--listen.admin.port=${adminPort}`,
     ],
     cwd: join(repoRoot, image.workdir.replace(/^\/app\/?/, '')),
   });
   const url = `http://127.0.0.1:${port}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
   await waitFor(async () => (await fetch(`${url}/readyz`)).status === 200, {
     what: 'the node ready',
     timeoutMs: 20_000,
@@ -591,7 +595,7 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
         qos: 1,
       });
       await new Promise((r) => setTimeout(r, 200));
-      const metrics = await (await fetch(`${url}/metrics`)).text();
+      const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
       mqttRecords = Number(
         /^landfall_mqtt_messages_written_total(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0,
       );
@@ -717,13 +721,13 @@ void test('the pod the operator builds, run as a kubelet would, ingests over HTT
   const operatorKey = deriveStatusKey(OPERATOR_MASTER_KEY, ep);
   const state = await waitFor(
     async () => {
-      const s = await httpNodeStatusProbe(2000)(url, operatorKey);
+      const s = await httpNodeStatusProbe(2000)(adminUrl, operatorKey);
       return drainBlocker(s) === undefined ? s : undefined;
     },
     { what: 'the node reports nothing undelivered', timeoutMs: 10_000, process: node },
   );
   assert.equal(state.segmentsPending, 0);
-  const ingestOnly = await fetch(`${url}/v1/status`, { headers: { 'x-api-key': API_KEY } });
+  const ingestOnly = await fetch(`${adminUrl}/v1/status`, { headers: { 'x-api-key': API_KEY } });
   assert.equal(ingestOnly.status, 403, 'an ingest-only key cannot read the status');
 
   // SIGTERM as the kubelet sends it: a clean drain, exit 0.

@@ -7,7 +7,7 @@
 //   landfall --help | --version | <command> --help
 
 import { hostname } from 'node:os';
-import type { Logger } from './log.ts';
+import { jsonLogger } from './log.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import { configLeaves } from './config/schema.ts';
 import type { NodeConfig } from './config/schema.ts';
@@ -32,41 +32,6 @@ export interface CliCommand {
   help(): string;
   /** Resolves the process exit code. */
   run(args: readonly string[], io: CliIo): Promise<number>;
-}
-
-const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
-type Level = keyof typeof LEVELS;
-
-function serializeErrors(_key: string, value: unknown): unknown {
-  if (value instanceof Error) {
-    const e = value as Error & { code?: unknown };
-    return {
-      name: e.name,
-      message: e.message,
-      ...(e.code !== undefined ? { code: e.code } : {}),
-      stack: e.stack,
-    };
-  }
-  return typeof value === 'bigint' ? value.toString() : value;
-}
-
-/** JSON lines on stdout, pino-compatible field names, so any log pipeline parses them. */
-export function jsonLogger(
-  level: Level,
-  write: (line: string) => void,
-  clock: () => number = Date.now,
-): Logger {
-  const min = LEVELS[level];
-  const at =
-    (name: Level) =>
-    (obj: object, msg?: string): void => {
-      if (LEVELS[name] < min) return;
-      write(
-        JSON.stringify({ level: name, time: new Date(clock()).toISOString(), ...obj, msg }, serializeErrors) +
-          '\n',
-      );
-    };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
 }
 
 const reachable = (url: string): string =>

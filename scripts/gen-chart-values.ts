@@ -141,6 +141,21 @@ export const ChartValues = Type.Object(
       },
       { additionalProperties: false, description: 'Operator metrics and probes.' },
     ),
+    networkPolicy: Type.Object(
+      {
+        enabled: Type.Boolean({
+          default: true,
+          description:
+            "A NetworkPolicy per Endpoint, rendered by the operator (it knows each Endpoint's pod labels; Endpoints live in namespaces the chart does not manage): ingest (port http) from anywhere; the admin port (/metrics, /v1/status) from the operator's pods and from metricsNamespace only. Needs a CNI that enforces NetworkPolicies. false: none, and the operator deletes the ones it made.",
+        }),
+        metricsNamespace: Str(
+          'monitoring',
+          "Namespace whose pods may scrape the ingest nodes' /metrics (Prometheus). Empty: only the operator reaches the admin port.",
+          { pattern: `^$|${DNS_LABEL_PATTERN}`, maxLength: 63 },
+        ),
+      },
+      { additionalProperties: false, description: 'NetworkPolicy of the ingest pods.' },
+    ),
     resources: Type.Object(
       {
         requests: ResourceList({ cpu: '50m', memory: '192Mi' }, 'Requests of the operator container.'),

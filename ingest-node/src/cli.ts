@@ -38,8 +38,12 @@ export interface CliCommand {
 
 export { jsonLogger };
 
-function firstEventHint(url: string, authEnabled: boolean): string {
-  const target = url.replace('//0.0.0.0', '//127.0.0.1').replace('//[::]', '//127.0.0.1');
+const reachable = (url: string): string =>
+  url.replace('//0.0.0.0', '//127.0.0.1').replace('//[::]', '//127.0.0.1');
+
+function firstEventHint(url: string, adminUrl: string, authEnabled: boolean): string {
+  const target = reachable(url);
+  const admin = reachable(adminUrl);
   return [
     '',
     `  Landfall ${VERSION} is listening on ${url}. Send a first event:`,
@@ -51,7 +55,7 @@ function firstEventHint(url: string, authEnabled: boolean): string {
     ...(authEnabled ? ["      -H 'X-API-Key: <a key from auth.apiKeysFile>' \\"] : []),
     `      --data-binary $'{"event":"hello","user":"u1"}\\n{"event":"click","user":"u2"}\\n'`,
     '',
-    `  Status: curl -sS ${target}/v1/status    Metrics: ${target}/metrics`,
+    `  Status: curl -sS ${admin}/v1/status    Metrics: ${admin}/metrics   (the admin port, listen.admin)`,
     '',
   ].join('\n');
 }
@@ -65,7 +69,7 @@ function serveHelp(): string {
   return [
     'landfall serve [--config FILE] [--<block>.<key>=VALUE ...]',
     '',
-    'Runs an ingest node: POST /v1/ingest, /healthz, /readyz, /metrics, /v1/status.',
+    'Runs an ingest node: POST /v1/ingest, /healthz, /readyz on listen.port; /metrics, /v1/status on listen.admin.port.',
     'Config sources, lowest precedence first: defaults < --config FILE (YAML or JSON, or LANDFALL_CONFIG)',
     '< LANDFALL_* environment variables < flags. Unknown keys are errors. Reference: docs/configuration.md.',
     '',
@@ -105,7 +109,8 @@ const serve: CliCommand = {
       log.error({ err }, 'could not start');
       return 1;
     }
-    if (io.isTTY || !node.authEnabled) io.err(firstEventHint(node.url, node.authEnabled) + '\n');
+    if (io.isTTY || !node.authEnabled)
+      io.err(firstEventHint(node.url, node.adminUrl, node.authEnabled) + '\n');
     return (await node.stopped) ? 0 : 1;
   },
 };

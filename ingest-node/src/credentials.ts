@@ -5,7 +5,9 @@
 //   - `webIdentity`: IRSA with the role ARN from config (the token file from
 //     the environment unless given);
 //   - `assumeRole`: STS AssumeRole with an ExternalId into the user's account,
-//     signed with a base identity (the default chain, or static keys);
+//     signed with a base identity (the default chain, or static keys), through
+//     the SDK's fromTemporaryCredentials (one AssumeRole per call: it does not
+//     cache, the wrapper below does);
 //   - `static`: keys from config (MinIO, local development).
 //
 // Whatever the source, the result is cached in memory, refreshed before it
@@ -13,8 +15,11 @@
 // written anywhere: no file, no log line. A failed refresh keeps serving the
 // current credentials while they are still valid, and is retried with a
 // bounded backoff (not on every S3 call).
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
-import { fromNodeProviderChain, fromTokenFile } from '@aws-sdk/credential-providers';
+import {
+  fromNodeProviderChain,
+  fromTemporaryCredentials,
+  fromTokenFile,
+} from '@aws-sdk/credential-providers';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@smithy/types';
 import { systemClock, type Clock } from './clock.ts';
 import { silentLogger, type Logger } from './log.ts';
@@ -85,8 +90,6 @@ export interface CredentialsDeps {
   readonly refreshBeforeExpiryMs?: number;
   /** Cap of the backoff between failed refreshes while the current credentials are valid. */
   readonly refreshRetryDelayMsMax?: number;
-  /** For assumeRole: the STS client to call (else built from the config). */
-  readonly stsClient?: STSClient;
 }
 
 export function createCredentialsProvider(
@@ -111,10 +114,8 @@ export function createCredentialsProvider(
         }),
         { ...deps, what: `web identity ${cfg.roleArn}` },
       );
-    case 'assumeRole': {
-      const sts = deps.stsClient ?? createStsClient(cfg, deps);
-      return cachedCredentials(assumeRoleProvider(sts, cfg), { ...deps, what: `AssumeRole ${cfg.roleArn}` });
-    }
+    case 'assumeRole':
+      return cachedCredentials(assumeRoleProvider(cfg, deps), { ...deps, what: `AssumeRole ${cfg.roleArn}` });
   }
 }
 
@@ -133,61 +134,41 @@ function staticProvider(cfg: {
   return async () => identity;
 }
 
-function createStsClient(
-  cfg: Extract<CredentialsConfig, { mode: 'assumeRole' }>,
-  deps: CredentialsDeps,
-): STSClient {
-  const source = cfg.source ?? { mode: 'default' };
-  return new STSClient({
-    region: cfg.stsRegion ?? 'us-east-1',
-    ...(cfg.stsEndpoint !== undefined ? { endpoint: cfg.stsEndpoint } : {}),
-    credentials:
-      source.mode === 'static'
-        ? staticProvider(source)
-        : cachedCredentials(fromNodeProviderChain(), {
-            ...deps,
-            what: 'default chain (AssumeRole source)',
-          }),
-    maxAttempts: 3,
-  });
-}
-
 const sessionNamePattern = /^[\w+=,.@-]{2,64}$/;
 
-/** One STS AssumeRole call per invocation; cachedCredentials decides when. */
+/**
+ * One STS AssumeRole per invocation (the SDK's fromTemporaryCredentials),
+ * signed by cfg.source; cachedCredentials decides when. The parameters are
+ * checked here, up front, not at the first upload.
+ */
 export function assumeRoleProvider(
-  sts: STSClient,
-  cfg: {
-    roleArn: string;
-    externalId?: string | undefined;
-    sessionName?: string | undefined;
-    durationSeconds?: number | undefined;
-  },
+  cfg: Extract<CredentialsConfig, { mode: 'assumeRole' }>,
+  deps: CredentialsDeps = {},
 ): AwsCredentialIdentityProvider {
   const sessionName = cfg.sessionName ?? 'landfall';
   if (!sessionNamePattern.test(sessionName))
     throw new Error(`sessionName ${JSON.stringify(sessionName)} must be 2-64 of [A-Za-z0-9_+=,.@-]`);
   if (cfg.durationSeconds !== undefined && !(cfg.durationSeconds >= 900 && cfg.durationSeconds <= 43_200))
     throw new Error('durationSeconds must be in 900..43200');
-  return async () => {
-    const out = await sts.send(
-      new AssumeRoleCommand({
-        RoleArn: cfg.roleArn,
-        RoleSessionName: sessionName,
-        ...(cfg.externalId !== undefined ? { ExternalId: cfg.externalId } : {}),
-        ...(cfg.durationSeconds !== undefined ? { DurationSeconds: cfg.durationSeconds } : {}),
-      }),
-    );
-    const c = out.Credentials;
-    if (c?.AccessKeyId === undefined || c.SecretAccessKey === undefined)
-      throw new Error(`AssumeRole ${cfg.roleArn}: STS answered without credentials`);
-    return {
-      accessKeyId: c.AccessKeyId,
-      secretAccessKey: c.SecretAccessKey,
-      ...(c.SessionToken !== undefined ? { sessionToken: c.SessionToken } : {}),
-      ...(c.Expiration !== undefined ? { expiration: c.Expiration } : {}),
-    };
-  };
+  const source = cfg.source ?? { mode: 'default' };
+  return fromTemporaryCredentials({
+    params: {
+      RoleArn: cfg.roleArn,
+      RoleSessionName: sessionName,
+      ...(cfg.externalId !== undefined ? { ExternalId: cfg.externalId } : {}),
+      ...(cfg.durationSeconds !== undefined ? { DurationSeconds: cfg.durationSeconds } : {}),
+    },
+    masterCredentials:
+      source.mode === 'static'
+        ? staticProvider(source)
+        : cachedCredentials(fromNodeProviderChain(), { ...deps, what: 'default chain (AssumeRole source)' }),
+    clientConfig: {
+      // Not the caller's (S3) region: regional STS only when asked for.
+      region: cfg.stsRegion ?? 'us-east-1',
+      ...(cfg.stsEndpoint !== undefined ? { endpoint: cfg.stsEndpoint } : {}),
+      maxAttempts: 3,
+    },
+  });
 }
 
 /**

@@ -1,5 +1,8 @@
-// The logger shape every module takes. fastify's pino logger satisfies it; so
-// does `silentLogger` for tests. Never log API keys or credentials.
+// The logger shape every module takes, and the one JSON-lines logger behind it
+// (pino, which fastify already brings) for the node's CLI and the operator.
+// `silentLogger` is for tests. Never log API keys or credentials: the paths in
+// REDACT_PATHS are censored anyway, as a second line.
+import { pino } from 'pino';
 
 export interface Logger {
   debug(obj: object, msg?: string): void;
@@ -11,37 +14,105 @@ export interface Logger {
 const noop = (): void => {};
 export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
 
-const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
-export type Level = keyof typeof LEVELS;
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 
-function serializeErrors(_key: string, value: unknown): unknown {
-  if (value instanceof Error) {
-    const e = value as Error & { code?: unknown };
-    return {
-      name: e.name,
-      message: e.message,
-      ...(e.code !== undefined ? { code: e.code } : {}),
-      stack: e.stack,
-    };
+/**
+ * Key material, wherever a caller might put it: request headers (x-api-key,
+ * authorization; also under req/request/err), S3 and STS credentials, MQTT
+ * passwords, the operator's keys. fast-redact paths: `*` is one level.
+ */
+export const REDACT_PATHS: readonly string[] = [
+  'apiKey',
+  '*.apiKey',
+  'x-api-key',
+  'authorization',
+  'headers["x-api-key"]',
+  'headers.authorization',
+  '*.headers["x-api-key"]',
+  '*.headers.authorization',
+  '*.*.headers["x-api-key"]',
+  '*.*.headers.authorization',
+  'password',
+  '*.password',
+  'secretAccessKey',
+  '*.secretAccessKey',
+  'sessionToken',
+  '*.sessionToken',
+  'secret',
+  '*.secret',
+  'token',
+  '*.token',
+  'operatorKey',
+  'masterKey',
+];
+
+const BIGINT_DEPTH_MAX = 4;
+
+/** bigints as decimal strings (JSON has no 64-bit integers; a number would round above 2^53). */
+function bigintsToStrings(value: unknown, depth: number): unknown {
+  if (typeof value === 'bigint') return value.toString();
+  if (depth >= BIGINT_DEPTH_MAX || value === null || typeof value !== 'object') return value;
+  if (value instanceof Error) return value;
+  if (Array.isArray(value)) {
+    return value.some((v) => typeof v === 'bigint' || (v !== null && typeof v === 'object'))
+      ? value.map((v) => bigintsToStrings(v, depth + 1))
+      : value;
   }
-  return typeof value === 'bigint' ? value.toString() : value;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  if (proto !== Object.prototype && proto !== null) return value;
+  let out: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(value)) {
+    const mapped = bigintsToStrings(v, depth + 1);
+    if (mapped !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = mapped;
+  }
+  return out ?? value;
 }
 
-/** JSON lines on stdout, pino-compatible field names, so any log pipeline parses them. */
+/** Every Error among the fields (not only `err`) keeps its type, stack, cause chain and own fields (code…). */
+function fieldsOf(obj: Record<string, unknown>): Record<string, unknown> {
+  let out: Record<string, unknown> | undefined;
+  for (const [k, v] of Object.entries(obj)) {
+    const mapped = v instanceof Error ? pino.stdSerializers.errWithCause(v) : bigintsToStrings(v, 1);
+    if (mapped !== v) (out ??= { ...obj })[k] = mapped;
+  }
+  return out ?? obj;
+}
+
+export interface JsonLoggerOptions {
+  /** Fields on every line (the operator's component and identity). */
+  readonly bindings?: Record<string, unknown>;
+  /** Milliseconds since the epoch for the `time` field (tests). */
+  readonly clock?: () => number;
+}
+
+/** The pino instance behind jsonLogger; it has child(), which the operator uses. */
+export type PinoLogger = pino.Logger;
+
+/**
+ * JSON lines through `write`, one call per line: {"level":"info","time":ISO,
+ * ...bindings, ...fields, "msg"}. Levels as names and ISO times, as the node
+ * and the operator always wrote them, so log pipelines and tests keep parsing.
+ */
 export function jsonLogger(
-  level: Level,
+  level: LogLevel,
   write: (line: string) => void,
-  clock: () => number = Date.now,
-): Logger {
-  const min = LEVELS[level];
-  const at =
-    (name: Level) =>
-    (obj: object, msg?: string): void => {
-      if (LEVELS[name] < min) return;
-      write(
-        JSON.stringify({ level: name, time: new Date(clock()).toISOString(), ...obj, msg }, serializeErrors) +
-          '\n',
-      );
-    };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  options: JsonLoggerOptions = {},
+): PinoLogger {
+  const clock = options.clock ?? Date.now;
+  return pino(
+    {
+      level,
+      base: options.bindings ?? null,
+      timestamp: () => `,"time":"${new Date(clock()).toISOString()}"`,
+      formatters: {
+        level: (label) => ({ level: label }),
+        bindings: (b) => bigintsToStrings(b, 1) as Record<string, unknown>,
+        log: fieldsOf,
+      },
+      // fieldsOf already serialized every Error; pino's own `err` serializer would flatten the cause chain.
+      serializers: { err: (v: unknown) => v },
+      redact: { paths: [...REDACT_PATHS], censor: '[REDACTED]' },
+    },
+    { write },
+  );
 }

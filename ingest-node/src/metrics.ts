@@ -167,6 +167,13 @@ export function createMetrics(
   });
 
   const wal = sources.wal;
+  // WAL bigints (seq, segment id) become float64, as every Prometheus sample
+  // is (text with more digits would be parsed back to the same float). They
+  // cannot pass 2^53 - 1, where floats stop being exact: the WAL refuses to
+  // open once its seq gets there (wal/recovery.ts; frames carry seqs as plain
+  // numbers, wal/format.ts), a segment is opened only to take a record so
+  // segment ids stay at or below the seq, and from 0 a node taking 10 million
+  // records/s would need 28 years. /v1/status has them exact, as strings.
   const walGauge = (
     name: string,
     help: string,
@@ -193,7 +200,11 @@ export function createMetrics(
     'Sealed WAL segments still on the volume.',
     (s) => s.sealedSegments,
   );
-  walGauge('landfall_wal_next_seq', 'Sequence number the next record will get.', (s) => s.nextSeq);
+  walGauge(
+    'landfall_wal_next_seq',
+    'Sequence number the next record will get (below 2^53 by the WAL; exact in /v1/status wal.nextSeq).',
+    (s) => s.nextSeq,
+  );
   // Counts since start are counters (reset at a restart, which rate() and increase() handle).
   const walCounter = (
     name: string,

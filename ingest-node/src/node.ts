@@ -63,6 +63,8 @@ export interface RunningNode {
   readonly config: NodeConfig;
   /** Base URL the server listens on, e.g. http://127.0.0.1:8080. */
   readonly url: string;
+  /** Base URL of the admin listener (/metrics, /v1/status), e.g. http://127.0.0.1:8081. */
+  readonly adminUrl: string;
   readonly server: IngestServer;
   readonly wal: WriteAheadLog;
   readonly authEnabled: boolean;
@@ -352,6 +354,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   log.info(
     {
       url,
+      adminUrl: server.adminUrl,
       version: VERSION,
       endpoint: config.endpoint.name,
       instance: config.instance.id,
@@ -441,5 +444,16 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     process.on('SIGINT', onSignal);
   }
 
-  return { config, url, server, wal, authEnabled, mqtt, delivery, shutdown, stopped };
+  return {
+    config,
+    url,
+    adminUrl: server.adminUrl ?? url,
+    server,
+    wal,
+    authEnabled,
+    mqtt,
+    delivery,
+    shutdown,
+    stopped,
+  };
 }

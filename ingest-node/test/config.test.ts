@@ -15,7 +15,7 @@ import {
   isLoopbackHost,
   loadConfig,
 } from '../src/config/load.ts';
-import { NodeConfigSchema, configBlocks, configLeaves } from '../src/config/schema.ts';
+import { NodeConfigSchema, adminPortOf, configBlocks, configLeaves } from '../src/config/schema.ts';
 import { CONFIG_DOC_PATH, renderConfigDocs } from '../src/config/docs.ts';
 
 function problemsOf(fn: () => unknown): readonly string[] {
@@ -207,6 +207,19 @@ void describe('config', () => {
   void it('isLoopbackHost', () => {
     for (const h of ['127.0.0.1', '127.1.2.3', 'localhost', '::1', '[::1]']) assert.ok(isLoopbackHost(h), h);
     for (const h of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) assert.ok(!isLoopbackHost(h), h);
+  });
+
+  void it('listen.admin: loopback, listen.port + 1 unless set (a free one with listen.port 0), never listen.port', () => {
+    const d = loadConfig({});
+    assert.deepEqual([d.listen.admin.host, adminPortOf(d.listen)], ['127.0.0.1', 8081]);
+    assert.equal(adminPortOf(loadConfig({ values: { listen: { port: 9000 } } }).listen), 9001);
+    assert.equal(adminPortOf(loadConfig({ values: { listen: { port: 0 } } }).listen), 0);
+    assert.equal(adminPortOf(loadConfig({ values: { listen: { admin: { port: 9100 } } } }).listen), 9100);
+    assert.match(
+      problemsOf(() => loadConfig({ values: { listen: { port: 9000, admin: { port: 9000 } } } })).join('\n'),
+      /listen\.admin\.port 9000 is listen\.port too/,
+    );
+    assert.ok(problemsOf(() => loadConfig({ values: { listen: { port: 65535 } } })).length > 0);
   });
 
   void it('defaultConfig(overrides) is the test/embedding shortcut', () => {

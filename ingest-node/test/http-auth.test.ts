@@ -96,12 +96,16 @@ void describe('auth: static keys', () => {
   });
 
   void it('/v1/status needs a key with the status scope; probes and metrics need none', async () => {
-    assert.equal((await fetch(`${t.url}/v1/status`)).status, 401);
-    assert.equal((await fetch(`${t.url}/v1/status`, { headers: { 'x-api-key': KEY_B } })).status, 403);
-    assert.equal((await fetch(`${t.url}/v1/status`, { headers: { 'x-api-key': KEY_READ } })).status, 200);
-    assert.equal((await fetch(`${t.url}/v1/status`, { headers: { 'x-api-key': KEY_A } })).status, 200);
+    assert.equal((await fetch(`${t.adminUrl}/v1/status`)).status, 401);
+    assert.equal((await fetch(`${t.adminUrl}/v1/status`, { headers: { 'x-api-key': KEY_B } })).status, 403);
+    assert.equal(
+      (await fetch(`${t.adminUrl}/v1/status`, { headers: { 'x-api-key': KEY_READ } })).status,
+      200,
+    );
+    assert.equal((await fetch(`${t.adminUrl}/v1/status`, { headers: { 'x-api-key': KEY_A } })).status, 200);
     for (const path of ['/healthz', '/readyz', '/metrics'])
-      assert.equal((await fetch(t.url + path)).status, 200, path);
+      assert.equal((await fetch(t.adminUrl + path)).status, 200, path);
+    for (const path of ['/healthz', '/readyz']) assert.equal((await fetch(t.url + path)).status, 200, path);
   });
 });
 

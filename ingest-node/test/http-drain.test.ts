@@ -43,7 +43,7 @@ void describe('drain mode on a node', () => {
     );
     try {
       const drainState = async (): Promise<DrainState> =>
-        ((await (await fetch(`${node.url}/v1/status`)).json()) as { drain: DrainState }).drain;
+        ((await (await fetch(`${node.adminUrl}/v1/status`)).json()) as { drain: DrainState }).drain;
       const url = new URL(`${node.url}/v1/ingest`);
       // Admitted now (headers in), body still coming: it appends only when the body ends.
       const slow = request({
@@ -63,7 +63,7 @@ void describe('drain mode on a node', () => {
       slow.write('{"slow":1}\n');
       await until(() => node.server.backpressure.inflightBytes > 0, 'the slow request to be admitted');
 
-      const posted = await fetch(`${node.url}/v1/drain`, { method: 'POST', body: '{}' });
+      const posted = await fetch(`${node.adminUrl}/v1/drain`, { method: 'POST', body: '{}' });
       assert.equal(posted.status, 202);
       const d = ((await posted.json()) as { drain: DrainState }).drain;
       assert.equal(d.draining, true);

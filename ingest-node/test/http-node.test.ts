@@ -179,7 +179,7 @@ void describe('WAL metrics conventions', () => {
 
     const first = await startNode(config);
     assert.equal((await ingest(first.url, '{"a":1}\n')).status, 202);
-    let text = await scrape(first.url);
+    let text = await scrape(first.adminUrl);
     for (const name of [
       'landfall_wal_appends_total',
       'landfall_wal_syncs_total',
@@ -202,11 +202,11 @@ void describe('WAL metrics conventions', () => {
     await writeFile(join(walDir, 'quarantine', '00000000000000000008.wal.100-120.tail'), 'torn');
     const second = await startNode(config);
     t.after(() => second.shutdown('test done'));
-    text = await scrape(second.url);
+    text = await scrape(second.adminUrl);
     assert.match(text, /^landfall_wal_quarantine_files\{kind="segment"\} 1$/m);
     assert.match(text, /^landfall_wal_quarantine_files\{kind="tail"\} 1$/m);
     assert.match(text, /^landfall_wal_quarantined_segments_total 0$/m);
     await rm(join(walDir, 'quarantine', '00000000000000000007.wal'));
-    assert.match(await scrape(second.url), /^landfall_wal_quarantine_files\{kind="segment"\} 0$/m);
+    assert.match(await scrape(second.adminUrl), /^landfall_wal_quarantine_files\{kind="segment"\} 0$/m);
   });
 });

@@ -29,7 +29,7 @@ void describe('routes', () => {
   });
 
   void it('GET /metrics is Prometheus text with the ingest, backpressure and WAL series', async () => {
-    const res = await fetch(`${t.url}/metrics`);
+    const res = await fetch(`${t.adminUrl}/metrics`);
     assert.equal(res.status, 200);
     assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
     const text = await res.text();
@@ -54,8 +54,30 @@ void describe('routes', () => {
     assert.match(text, /^landfall_volume_free_bytes \d+$/m);
   });
 
+  void it('/metrics and /v1/status are served on the admin port only; ingest on the main port only; probes on both', async () => {
+    assert.notEqual(t.adminUrl, t.url);
+    for (const path of ['/metrics', '/v1/status']) {
+      const main = await read(await fetch(`${t.url}${path}`));
+      assert.equal(main.status, 404, `${path} on the main port`);
+      assert.equal(codeOf(main), 'LF_NOT_FOUND');
+      assert.equal((await fetch(`${t.adminUrl}${path}`)).status, 200, `${path} on the admin port`);
+    }
+    const viaAdmin = await read(
+      await fetch(`${t.adminUrl}/v1/ingest`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: '{"a":1}\n',
+      }),
+    );
+    assert.equal(viaAdmin.status, 404, 'no ingest through the admin port');
+    for (const path of ['/healthz', '/readyz']) {
+      assert.equal((await fetch(`${t.url}${path}`)).status, 200, `${path} on the main port`);
+      assert.equal((await fetch(`${t.adminUrl}${path}`)).status, 200, `${path} on the admin port`);
+    }
+  });
+
   void it('GET /v1/status is JSON with version, identity, WAL stats (seqs as strings) and backpressure', async () => {
-    const a = await read(await fetch(`${t.url}/v1/status`));
+    const a = await read(await fetch(`${t.adminUrl}/v1/status`));
     assert.equal(a.status, 200);
     const s = a.json as {
       version: string;

@@ -239,20 +239,20 @@ void describe('MQTT source on a real broker', () => {
     await publishAll(pub, (id) => `drain/${id}`, range(0, 50));
     await until(async () => (await metric(node, 'landfall_mqtt_acks_total')) === 50, '50 acked');
 
-    const posted = await fetch(`${node.url}/v1/drain`, { method: 'POST' });
+    const posted = await fetch(`${node.adminUrl}/v1/drain`, { method: 'POST' });
     assert.equal(posted.status, 202);
     await publishAll(pub, (id) => `drain/${id}`, range(50, 50)); // the broker takes them
     await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 1, 'paused by drain mode');
     assert.equal(await metric(node, 'landfall_mqtt_acks_total'), 50, 'nothing acknowledged while draining');
     // Drained: the 50 acknowledged messages are delivered, the 50 held ones were never written.
     await until(async () => {
-      const st = (await (await fetch(`${node.url}/v1/status`)).json()) as { drain: { drained: boolean } };
+      const st = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as { drain: { drained: boolean } };
       return st.drain.drained;
     }, 'drained');
     assert.equal(node.wal.stats().nextSeq, 51n);
     assert.equal(await metric(node, 'landfall_mqtt_acks_total'), 50);
 
-    assert.equal((await fetch(`${node.url}/v1/drain`, { method: 'DELETE' })).status, 200);
+    assert.equal((await fetch(`${node.adminUrl}/v1/drain`, { method: 'DELETE' })).status, 200);
     await until(
       async () => (await metric(node, 'landfall_mqtt_acks_total')) === 100,
       'all 100 acked after DELETE',

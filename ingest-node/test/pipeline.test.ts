@@ -527,12 +527,12 @@ void describe('startNode with a delivery target', () => {
       const local = new LocalFolderObjectStore({ root: bucket });
       const listed = await local.list({ prefix: `${prefix}/commits/${endpoint}/${instance}/` });
       assert.ok(listed.objects.length >= 2);
-      const status = (await (await fetch(`${node.url}/v1/status`)).json()) as {
+      const status = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as {
         delivery?: { store: string };
       };
       assert.match(status.delivery?.store ?? '', /^file:\/\//);
       assert.match(
-        await (await fetch(`${node.url}/metrics`)).text(),
+        await (await fetch(`${node.adminUrl}/metrics`)).text(),
         /landfall_delivery_segments_delivered_total [1-9]/,
       );
     } finally {

@@ -109,7 +109,7 @@ void describe('a node with views.dir and outputs.rawParquet', () => {
         'the segment to be delivered',
         () => node.delivery!.pipeline.stats().segmentsDeliveredTotal >= 1,
       );
-      const status = (await (await fetch(`${node.url}/v1/status`)).json()) as {
+      const status = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as {
         views?: { loaded: { name: string; specSha256: string }[] };
         parquet?: { scratchDir: string };
       };

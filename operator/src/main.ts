@@ -10,12 +10,16 @@
 // graceful stop: a successor may already lead) so the pod restarts with clean
 // caches, as client-go controllers do. CRDs missing or older than the
 // operator: a clear error and exit 1 before anything else runs.
+//
+// Exit codes: 0 after --help or a clean stop; 2 for a usage error (unknown
+// flag, bad value: one line on stderr naming it); 1 for a runtime failure
+// (the API server unreachable, CRDs missing…), logged as a JSON line.
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { KubeConfig } from '@kubernetes/client-node';
-import { CrdCheckError, checkCrds } from './runtime/crd-check.ts';
+import { checkCrds } from './runtime/crd-check.ts';
 import { KubeClient } from './runtime/kube.ts';
 import { LeaderElector } from './runtime/leader.ts';
 import { loadOrCreateMasterKey } from './runtime/operator-key.ts';
@@ -42,6 +46,10 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --operator-key-secret NAME Secret holding the master key the operator's status keys derive from,
                              created if missing (default landfall-operator-key)
   --operator-key-namespace NS  its namespace (default: $POD_NAMESPACE, then --lease-namespace, --namespace, default)
+  --network-policy           a NetworkPolicy per Endpoint: ingest from anywhere, the nodes' admin port
+                             (/metrics, /v1/status) from the operator's pods and the metrics namespace only
+  --network-policy-operator-labels K=V,...  labels of the operator's pods (needed with --network-policy)
+  --network-policy-metrics-namespace NS     namespace allowed to scrape the nodes (default monitoring; empty: none)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
   --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
@@ -50,11 +58,32 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --log-level LEVEL          debug|info|warn|error (default info)
 `;
 
+/** A command line the operator cannot run with: exit 2, nothing started. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
 function int(v: string | undefined, name: string, fallback: number): number {
   if (v === undefined) return fallback;
   const n = Number(v);
-  if (!Number.isInteger(n)) throw new Error(`--${name} must be an integer, got "${v}"`);
+  if (v.trim() === '' || !Number.isInteger(n))
+    throw new UsageError(`--${name} must be an integer, got "${v}"`);
   return n;
+}
+
+/** k=v,k=v → a label map. */
+function labelList(v: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of v.split(',')) {
+    if (pair.trim() === '') continue;
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--network-policy-operator-labels: "${pair}" is not key=value`);
+    out[pair.slice(0, eq).trim()] = pair.slice(eq + 1).trim();
+  }
+  return out;
 }
 
 export function loadKubeConfig(path: string | undefined): KubeConfig {
@@ -103,58 +132,90 @@ async function serveMetrics(
   return server;
 }
 
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      options: {
+        kubeconfig: { type: 'string' },
+        namespace: { type: 'string' },
+        'leader-elect': { type: 'boolean', default: false },
+        'lease-namespace': { type: 'string' },
+        'lease-name': { type: 'string', default: 'landfall-operator' },
+        identity: { type: 'string' },
+        'lease-duration-ms': { type: 'string' },
+        'renew-deadline-ms': { type: 'string' },
+        'retry-period-ms': { type: 'string' },
+        'node-image': { type: 'string', default: DEFAULT_NODE_IMAGE },
+        'allowed-images': { type: 'string', default: '' },
+        'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
+        'operator-key-namespace': { type: 'string' },
+        'network-policy': { type: 'boolean', default: false },
+        'network-policy-operator-labels': { type: 'string', default: '' },
+        'network-policy-metrics-namespace': { type: 'string', default: 'monitoring' },
+        workers: { type: 'string' },
+        'resync-period-ms': { type: 'string' },
+        'crd-check-timeout-ms': { type: 'string' },
+        'metrics-port': { type: 'string' },
+        'metrics-host': { type: 'string', default: '0.0.0.0' },
+        'log-level': { type: 'string', default: 'info' },
+        help: { type: 'boolean', default: false },
+      },
+      strict: true,
+    });
+  } catch (err) {
+    // node:util's parse errors (unknown option, missing value, positional) are the user's.
+    if (String((err as { code?: unknown }).code).startsWith('ERR_PARSE_ARGS'))
+      throw new UsageError((err as Error).message);
+    throw err;
+  }
+}
+
 export async function main(argv: string[] = process.argv.slice(2)): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      kubeconfig: { type: 'string' },
-      namespace: { type: 'string' },
-      'leader-elect': { type: 'boolean', default: false },
-      'lease-namespace': { type: 'string' },
-      'lease-name': { type: 'string', default: 'landfall-operator' },
-      identity: { type: 'string' },
-      'lease-duration-ms': { type: 'string' },
-      'renew-deadline-ms': { type: 'string' },
-      'retry-period-ms': { type: 'string' },
-      'node-image': { type: 'string', default: DEFAULT_NODE_IMAGE },
-      'allowed-images': { type: 'string', default: '' },
-      'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
-      'operator-key-namespace': { type: 'string' },
-      workers: { type: 'string' },
-      'resync-period-ms': { type: 'string' },
-      'crd-check-timeout-ms': { type: 'string' },
-      'metrics-port': { type: 'string' },
-      'metrics-host': { type: 'string', default: '0.0.0.0' },
-      'log-level': { type: 'string', default: 'info' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
+  const { values } = parse(argv);
   if (values.help) {
     process.stdout.write(USAGE);
     return;
   }
   const level = values['log-level'] as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(level))
-    throw new Error(`--log-level: unknown level ${level}`);
+    throw new UsageError(`--log-level: unknown level ${level} (debug, info, warn or error)`);
+  const networkPolicy = values['network-policy']
+    ? {
+        operatorPodLabels: labelList(values['network-policy-operator-labels']),
+        metricsNamespace: values['network-policy-metrics-namespace'],
+      }
+    : undefined;
+  if (networkPolicy !== undefined && Object.keys(networkPolicy.operatorPodLabels).length === 0)
+    throw new UsageError(
+      '--network-policy needs --network-policy-operator-labels (the labels of the operator pods)',
+    );
+  // Every number is checked before anything connects: a typo is exit 2 at once, not a failure later.
+  const n = {
+    crdCheckTimeoutMs: int(values['crd-check-timeout-ms'], 'crd-check-timeout-ms', 30_000),
+    workers: int(values.workers, 'workers', 2),
+    resyncPeriodMs: int(values['resync-period-ms'], 'resync-period-ms', 300_000),
+    metricsPort: int(values['metrics-port'], 'metrics-port', 8080),
+    leaseDurationMs: int(values['lease-duration-ms'], 'lease-duration-ms', 15_000),
+    renewDeadlineMs: int(values['renew-deadline-ms'], 'renew-deadline-ms', 10_000),
+    retryPeriodMs: int(values['retry-period-ms'], 'retry-period-ms', 2_000),
+  };
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
   const log = jsonLogger(level, { component: 'landfall-operator', identity });
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
   const kubeConfig = loadKubeConfig(values.kubeconfig);
   const metrics = new OperatorMetrics(undefined, { defaultMetrics: true });
-  await waitForCrds(
-    new KubeClient(kubeConfig),
-    int(values['crd-check-timeout-ms'], 'crd-check-timeout-ms', 30_000),
-    log,
-  );
+  await waitForCrds(new KubeClient(kubeConfig), n.crdCheckTimeoutMs, log);
 
+  const operatorNamespace =
+    values['operator-key-namespace'] ??
+    process.env.POD_NAMESPACE ??
+    values['lease-namespace'] ??
+    namespace ??
+    'default';
   const operatorKey = await loadOrCreateMasterKey(
     new KubeClient(kubeConfig),
-    values['operator-key-namespace'] ??
-      process.env.POD_NAMESPACE ??
-      values['lease-namespace'] ??
-      namespace ??
-      'default',
+    operatorNamespace,
     values['operator-key-secret'],
   );
   const operator = new Operator({
@@ -166,14 +227,15 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       .map((p) => p.trim())
       .filter((p) => p !== ''),
     operatorKey,
+    ...(networkPolicy !== undefined ? { networkPolicy: { ...networkPolicy, operatorNamespace } } : {}),
     log,
     metrics,
-    workers: int(values.workers, 'workers', 2),
-    resyncPeriodMs: int(values['resync-period-ms'], 'resync-period-ms', 300_000),
+    workers: n.workers,
+    resyncPeriodMs: n.resyncPeriodMs,
   });
 
   let leading = !values['leader-elect'];
-  const metricsPort = int(values['metrics-port'], 'metrics-port', 8080);
+  const metricsPort = n.metricsPort;
   // Ready: a standby (campaigning is its job), or a leader whose caches
   // synced and whose workers run; never a leader still listing.
   const ready = (): boolean => !leading || operator.isSynced;
@@ -188,9 +250,9 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
         namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? namespace ?? 'default',
         name: values['lease-name'],
         identity,
-        leaseDurationMs: int(values['lease-duration-ms'], 'lease-duration-ms', 15_000),
-        renewDeadlineMs: int(values['renew-deadline-ms'], 'renew-deadline-ms', 10_000),
-        retryPeriodMs: int(values['retry-period-ms'], 'retry-period-ms', 2_000),
+        leaseDurationMs: n.leaseDurationMs,
+        renewDeadlineMs: n.renewDeadlineMs,
+        retryPeriodMs: n.retryPeriodMs,
         log,
         metrics,
       })
@@ -257,7 +319,12 @@ async function waitForCrds(client: KubeClient, timeoutMs: number, log: Logger): 
 
 if (import.meta.main) {
   main().catch((err: unknown) => {
-    console.error(err instanceof Error ? err.message : err);
-    process.exit(err instanceof CrdCheckError ? 1 : 2);
+    if (err instanceof UsageError) {
+      process.stderr.write(`landfall-operator: ${err.message}\nSee landfall-operator --help.\n`);
+      process.exit(2);
+    }
+    // Where the operator's logs go, in their format: a log pipeline sees why it stopped.
+    jsonLogger('error', { component: 'landfall-operator' }).error({ err }, 'landfall-operator failed');
+    process.exit(1);
   });
 }

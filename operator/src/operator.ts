@@ -19,6 +19,7 @@ import { Informer, objectKey } from './runtime/informer.ts';
 import { KubeClient, Resources } from './runtime/kube.ts';
 import type { KubeObject } from './runtime/kube.ts';
 import type { Logger } from './runtime/log.ts';
+import type { NetworkPolicySettings } from './model/resources.ts';
 import { OperatorMetrics } from './runtime/metrics.ts';
 import { WorkQueue } from './runtime/workqueue.ts';
 
@@ -29,6 +30,8 @@ export interface OperatorOptions {
   nodeImage: string;
   /** Image prefixes an Endpoint's spec.image may start with; unset or empty: any. */
   allowedImages?: readonly string[];
+  /** A NetworkPolicy per Endpoint; unset: none. */
+  networkPolicy?: NetworkPolicySettings;
   /**
    * Master key the Endpoints' status keys are derived from (main.ts keeps it in
    * a Secret of the operator's namespace). Default: random, for this process
@@ -119,6 +122,7 @@ export class Operator {
       log: opts.log,
       nodeImage: opts.nodeImage,
       allowedImages: opts.allowedImages,
+      ...(opts.networkPolicy !== undefined ? { networkPolicy: opts.networkPolicy } : {}),
       operatorKey: opts.operatorKey ?? randomBytes(32),
       probe: opts.probe ?? httpNodeStatusProbe(),
       drainPollMs: opts.drainPollMs,

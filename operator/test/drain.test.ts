@@ -68,14 +68,14 @@ void test('running replicas are asked: a backlog or an error blocks, empty WALs 
     claims: [claim(0, 'Bound'), claim(1, 'Bound'), claim(2, 'Bound'), claim(3, 'Lost')],
     pods: [pod(0, 'Running', '10.0.0.1'), pod(1, 'Running', '10.0.0.2'), pod(2, 'Running', '10.0.0.3')],
     probe: probeOf({
-      'http://10.0.0.1:8080': clean,
-      'http://10.0.0.2:8080': {
+      'http://10.0.0.1:8081': clean,
+      'http://10.0.0.2:8081': {
         openSegmentBytes: 512,
         sealedSegments: 2,
         segmentsPending: 2,
         lastError: 'AccessDenied',
       },
-      'http://10.0.0.3:8080': new Error('connect ECONNREFUSED'),
+      'http://10.0.0.3:8081': new Error('connect ECONNREFUSED'),
     }),
   });
   assert.equal(r.drained, false);
@@ -89,7 +89,7 @@ void test('running replicas are asked: a backlog or an error blocks, empty WALs 
     ...base,
     claims: [claim(0, 'Bound')],
     pods: [pod(0, 'Running', '10.0.0.1')],
-    probe: probeOf({ 'http://10.0.0.1:8080': clean }),
+    probe: probeOf({ 'http://10.0.0.1:8081': clean }),
   });
   assert.equal(ok.drained, true);
 });
@@ -184,7 +184,7 @@ void test('against a real node: records in the open segment block, delivered the
       ),
     );
     nodes.push(node);
-    port = Number(new URL(node.url).port);
+    port = Number(new URL(node.adminUrl).port);
     return node;
   };
   const ingest = async (node: RunningNode): Promise<void> => {
@@ -264,7 +264,7 @@ void test('against a real HTTPS node: the drain check speaks TLS to the pod IP',
     ),
   );
   t.after(() => node.shutdown('test done'));
-  const port = Number(new URL(node.url).port);
+  const port = Number(new URL(node.adminUrl).port);
   const drain = (tls: boolean) =>
     checkDrained({
       statefulSetName: 'ep-ingest',
@@ -276,6 +276,7 @@ void test('against a real HTTPS node: the drain check speaks TLS to the pod IP',
       tls,
     });
   assert.deepEqual(await drain(true), { drained: true, blockers: [], checked: 1 });
+  assert.match(node.adminUrl, /^https:/, 'the admin port speaks TLS like the main one');
   // Plain HTTP to the HTTPS port gets no answer: the scheme is what made the difference.
   assert.equal((await drain(false)).drained, false);
 });

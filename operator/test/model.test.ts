@@ -45,6 +45,34 @@ void test('snapshot: minimal Endpoint (all defaults)', () => {
   matchSnapshot('minimal', docs(buildEndpointResources(minimal(), ctx)));
 });
 
+void test('snapshot: the NetworkPolicy (ingest from anywhere, the admin port from the operator and the metrics namespace)', () => {
+  const r = buildEndpointResources(minimal(), {
+    ...ctx,
+    networkPolicy: {
+      operatorNamespace: 'landfall-system',
+      operatorPodLabels: { 'app.kubernetes.io/name': 'landfall', 'app.kubernetes.io/component': 'operator' },
+      metricsNamespace: 'monitoring',
+    },
+  });
+  assert.ok(r.networkPolicy);
+  matchSnapshot('network-policy', [r.networkPolicy]);
+  // The named ports it admits are the container's.
+  const ports = r.statefulSet.spec?.template.spec?.containers[0]?.ports?.map((p) => [
+    p.name,
+    p.containerPort,
+  ]);
+  assert.deepEqual(ports, [
+    ['http', 8080],
+    ['admin', 8081],
+  ]);
+  // The client Service does not carry the admin port.
+  assert.deepEqual(
+    r.service.spec?.ports?.map((p) => p.targetPort),
+    ['http'],
+  );
+  assert.equal(buildEndpointResources(minimal(), ctx).networkPolicy, undefined, 'off unless configured');
+});
+
 void test('snapshot: every option (IRSA, MinIO, Kata, storage class, views)', () => {
   const ep = endpoint('telemetry', {
     s3: {

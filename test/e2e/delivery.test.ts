@@ -453,6 +453,7 @@ void describe('delivery to MinIO', () => {
       what: 'landfall serve to listen',
       timeoutMs: 15_000,
     });
+    const adminUrl = /"adminUrl":"(http:\/\/[^"]+)"/.exec(stdout)?.[1];
     const sent: string[] = [];
     for (let r = 0; r < 4; r++) {
       const lines = Array.from({ length: 150 }, (_, i) => JSON.stringify({ r, i, msg: 'via the CLI' }));
@@ -484,7 +485,9 @@ void describe('delivery to MinIO', () => {
       },
       { what: 'four commits', timeoutMs: 20_000, intervalMs: 250 },
     );
-    const status = (await (await fetch(`${url}/v1/status`)).json()) as { delivery?: { store?: string } };
+    const status = (await (await fetch(`${adminUrl ?? ''}/v1/status`)).json()) as {
+      delivery?: { store?: string };
+    };
     assert.equal(status.delivery?.store, `s3://${bucket}`);
     serve.kill('SIGTERM');
     assert.equal(await exited, 0);

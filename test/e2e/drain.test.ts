@@ -245,23 +245,23 @@ void describe('drain mode (POST /v1/drain)', () => {
       });
 
       // Scope: neither a producer's key nor a key line without scopes may drain.
-      const forbidden = await api(node.url, 'POST', '/v1/drain', WRITER);
+      const forbidden = await api(node.adminUrl, 'POST', '/v1/drain', WRITER);
       assert.equal(forbidden.status, 403);
       assert.equal((forbidden.body.error as { code: string }).code, 'LF_FORBIDDEN');
-      const plain = await api(node.url, 'POST', '/v1/drain', PLAIN);
+      const plain = await api(node.adminUrl, 'POST', '/v1/drain', PLAIN);
       assert.equal(plain.status, 403, 'a key line without scopes has no drain scope');
-      assert.equal((await api(node.url, 'DELETE', '/v1/drain', PLAIN)).status, 403);
-      assert.equal((await api(node.url, 'POST', '/v1/drain', undefined)).status, 401);
-      const st0 = await api(node.url, 'GET', '/v1/status', PLAIN);
+      assert.equal((await api(node.adminUrl, 'DELETE', '/v1/drain', PLAIN)).status, 403);
+      assert.equal((await api(node.adminUrl, 'POST', '/v1/drain', undefined)).status, 401);
+      const st0 = await api(node.adminUrl, 'GET', '/v1/status', PLAIN);
       assert.deepEqual(st0.body.drain, { draining: false, drained: false, sinceMs: null });
 
-      const posted = await api(node.url, 'POST', '/v1/drain', OPERATOR);
+      const posted = await api(node.adminUrl, 'POST', '/v1/drain', OPERATOR);
       assert.equal(posted.status, 202, JSON.stringify(posted.body));
       const d0 = posted.body.drain as DrainJson;
       assert.equal(d0.draining, true);
       assert.equal(typeof d0.sinceMs, 'number');
       // Idempotent: the same drain, the same start.
-      const again = await api(node.url, 'POST', '/v1/drain', OPERATOR);
+      const again = await api(node.adminUrl, 'POST', '/v1/drain', OPERATOR);
       assert.equal(again.status, 202);
       assert.equal((again.body.drain as DrainJson).sinceMs, d0.sinceMs);
 
@@ -285,7 +285,7 @@ void describe('drain mode (POST /v1/drain)', () => {
       // drained: only once everything is committed. Whenever status says so, the bucket must agree.
       const status = await waitFor(
         async () => {
-          const st = await api(node.url, 'GET', '/v1/status', OPERATOR);
+          const st = await api(node.adminUrl, 'GET', '/v1/status', OPERATOR);
           return (st.body.drain as DrainJson).drained ? st.body : undefined;
         },
         { what: 'drain.drained', timeoutMs: 60_000, intervalMs: 50, process: node.proc },
@@ -304,15 +304,15 @@ void describe('drain mode (POST /v1/drain)', () => {
       );
 
       // DELETE: writes again.
-      const deleted = await api(node.url, 'DELETE', '/v1/drain', OPERATOR);
+      const deleted = await api(node.adminUrl, 'DELETE', '/v1/drain', OPERATOR);
       assert.equal(deleted.status, 200);
       assert.deepEqual(deleted.body.drain, { draining: false, drained: false, sinceMs: null });
       assert.equal((await ingestOne(node.url, 'mode.direct.after')).status, 202);
       assert.equal((await api(node.url, 'GET', '/readyz', undefined)).status, 200);
       // Draining again picks up what came in since.
-      assert.equal((await api(node.url, 'POST', '/v1/drain', OPERATOR)).status, 202);
+      assert.equal((await api(node.adminUrl, 'POST', '/v1/drain', OPERATOR)).status, 202);
       await waitFor(
-        async () => ((await api(node.url, 'GET', '/v1/status', OPERATOR)).body.drain as DrainJson).drained,
+        async () => ((await api(node.adminUrl, 'GET', '/v1/status', OPERATOR)).body.drain as DrainJson).drained,
         { what: 'the second drain', timeoutMs: 60_000, intervalMs: 50, process: node.proc },
       );
       assert.equal((await committedIds(s)).get('mode.direct.after'), 1);
@@ -346,7 +346,7 @@ void describe('SIGTERM', () => {
         intervalMs: 20,
         process: node.proc,
       });
-      const st = await api(node.url, 'GET', '/v1/status', PLAIN);
+      const st = await api(node.adminUrl, 'GET', '/v1/status', PLAIN);
       const openBytes = (st.body.wal as { openSegmentBytes: number }).openSegmentBytes;
       t.diagnostic(
         `at SIGTERM: open segment ${openBytes} bytes, delivery ${JSON.stringify(st.body.delivery)}`,

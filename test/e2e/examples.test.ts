@@ -153,7 +153,7 @@ void test('openapi.yaml Status is what a node serves on /v1/status (delivery, vi
   );
   t.after(() => node.shutdown('test done'));
   const status = async (): Promise<Json> => {
-    const res = await fetch(`${node.url}/v1/status`, { headers: { 'x-api-key': 'reader' } });
+    const res = await fetch(`${node.adminUrl}/v1/status`, { headers: { 'x-api-key': 'reader' } });
     assert.equal(res.status, 200);
     return (await res.json()) as Json;
   };

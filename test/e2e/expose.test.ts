@@ -3,7 +3,7 @@
 // (which test/infra/setup.sh takes from the Gateway API Go module into the
 // test-bed cache) are installed, then:
 //   - every expose variant the builders render (Services of each type, the
-//     Ingress, the HTTPRoute) passes `kubectl apply --dry-run=server`;
+//     Ingress, the HTTPRoute, and the NetworkPolicy) passes `kubectl apply --dry-run=server`;
 //   - Endpoints with each variant pass, and the CEL rules refuse the
 //     combinations that make no sense;
 //   - the Endpoint controller (in-process, real client) never deletes nor
@@ -129,10 +129,26 @@ void describe('Endpoint spec.expose on a real API server', { timeout: 180_000 },
   for (const [name, expose] of Object.entries(VARIANTS)) {
     void test(`${name}: the Endpoint and what the operator renders for it pass --dry-run=server`, async () => {
       const ep = endpointObject(name, expose);
-      const r = buildEndpointResources(ep, { nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0', views: [] });
-      const objects = [r.service, r.headlessService, r.ingress, r.httpRoute, r.statefulSet].filter(
-        (o) => o !== undefined,
-      );
+      const r = buildEndpointResources(ep, {
+        nodeImage: 'ghcr.io/landfall/ingest-node:0.1.0',
+        views: [],
+        networkPolicy: {
+          operatorNamespace: 'landfall-system',
+          operatorPodLabels: {
+            'app.kubernetes.io/name': 'landfall',
+            'app.kubernetes.io/component': 'operator',
+          },
+          metricsNamespace: 'monitoring',
+        },
+      });
+      const objects = [
+        r.service,
+        r.headlessService,
+        r.ingress,
+        r.httpRoute,
+        r.statefulSet,
+        r.networkPolicy,
+      ].filter((o) => o !== undefined);
       const out = JSON.parse(await dryRun([{ ...ep, metadata: { name, namespace: NS } }, ...objects])) as {
         items: { kind: string; spec?: Record<string, unknown> }[];
       };
@@ -142,6 +158,12 @@ void describe('Endpoint spec.expose on a real API server', { timeout: 180_000 },
       assert.equal(
         service?.spec?.type,
         (expose.service as { type?: string } | undefined)?.type ?? 'ClusterIP',
+      );
+      // The NetworkPolicy's named ports are the container's.
+      const policy = out.items.find((o) => o.kind === 'NetworkPolicy');
+      assert.deepEqual(
+        (policy?.spec?.ingress as { ports: { port: string }[] }[]).map((rule) => rule.ports[0]?.port),
+        ['http', 'admin', 'admin'],
       );
       if (r.httpRoute !== undefined) {
         const route = out.items.find((o) => o.kind === 'HTTPRoute');

@@ -284,7 +284,7 @@ void describe('installed chart', () => {
     const image = (sts.spec as { template: { spec: { containers: { image: string }[] } } }).template.spec
       .containers[0]?.image;
     assert.equal(image, 'ghcr.io/landfall/ingest-node:0.1.0', "the chart's --node-image");
-    for (const kind of ['serviceaccount', 'configmap', 'service', 'poddisruptionbudget'])
+    for (const kind of ['serviceaccount', 'configmap', 'service', 'poddisruptionbudget', 'networkpolicy'])
       assert.ok(await getJson([kind, 'clicks-ingest', '-n', appNs]), `${kind} clicks-ingest`);
     // The operator's key: one master Secret at home; in the Endpoint's
     // namespace only the hash of the derived status key, in a ConfigMap.
@@ -459,6 +459,8 @@ void describe('installed chart', () => {
     for (const verb of ['get', 'create', 'patch', 'delete']) {
       assert.equal(await can(verb, 'ingresses', 'networking.k8s.io'), true, `${verb} ingresses`);
       assert.equal(await can(verb, 'httproutes', 'gateway.networking.k8s.io'), true, `${verb} httproutes`);
+      // The per-Endpoint NetworkPolicy: applied, or deleted once networkPolicy.enabled is false.
+      assert.equal(await can(verb, 'networkpolicies', 'networking.k8s.io'), true, `${verb} networkpolicies`);
     }
     assert.equal(await can('delete', 'services'), false, 'no other child is deleted by the operator');
     assert.equal(await can('update', 'leases', 'coordination.k8s.io', appNs), false, 'Leases only at home');

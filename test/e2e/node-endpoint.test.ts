@@ -36,7 +36,7 @@ import {
 } from '../harness/index.ts';
 import type { KubernetesTestbed, MinioServer, MosquittoServer, RepoImages } from '../harness/index.ts';
 import { deriveStatusKey, OPERATOR_MASTER_KEY_FIELD } from '../../operator/src/model/operator-key.ts';
-import { CONFIG_HASH_ANNOTATION } from '../../operator/src/model/names.ts';
+import { ADMIN_PORT, CONFIG_HASH_ANNOTATION } from '../../operator/src/model/names.ts';
 import { drainBlocker, httpNodeStatusProbe } from '../../operator/src/adapters/node-status.ts';
 import type { Endpoint } from '../../operator/src/api/endpoint.ts';
 import { Ledger } from './helpers/ledger.ts';
@@ -377,6 +377,8 @@ void test('the contract on a real pod: MQTT with a password Secret, a View hot-r
   const podName = pod.metadata.name;
   const podUid = pod.metadata.uid;
   const url = `http://${pod.status.podIP}:8080`;
+  // /v1/status (and /metrics, /v1/drain) are on the admin port, never on 8080.
+  const adminUrl = `http://${pod.status.podIP}:${ADMIN_PORT}`;
   assert.equal(pod.spec?.nodeName, NODE_NAME);
   const container = pod.spec?.containers[0];
   // For the record: every pod of the cluster, their node and the images built from this checkout.
@@ -550,13 +552,13 @@ void test('the contract on a real pod: MQTT with a password Secret, a View hot-r
   const operatorKey = deriveStatusKey(Buffer.from(master, 'base64'), ep);
   const state = await waitFor(
     async () => {
-      const st = await httpNodeStatusProbe(2000)(url, operatorKey);
+      const st = await httpNodeStatusProbe(2000)(adminUrl, operatorKey);
       return drainBlocker(st) === undefined ? st : undefined;
     },
     { what: 'the node reports nothing undelivered', timeoutMs: 30_000 },
   );
   assert.equal(state.segmentsPending, 0);
-  const ingestOnly = await fetch(`${url}/v1/status`, { headers: { 'x-api-key': CONTRACT_KEY } });
+  const ingestOnly = await fetch(`${adminUrl}/v1/status`, { headers: { 'x-api-key': CONTRACT_KEY } });
   assert.equal(ingestOnly.status, 403, 'an ingest-only key cannot read the status');
 
   // SIGTERM, as the kubelet sends it, to the container's PID 1 (the node): a

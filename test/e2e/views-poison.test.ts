@@ -143,7 +143,7 @@ void test('poison partition values through `landfall serve` → MinIO: delivered
   const m2 = await nthMarker(2);
   assert.equal(m2.records, 1);
   assert.equal(m2.views[0]!.rows!.view, 1);
-  const status = (await (await fetch(`${node.url}/v1/status`)).json()) as DeliveryStatus;
+  const status = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as DeliveryStatus;
   assert.equal(status.delivery.segmentFailuresTotal, 0, JSON.stringify(status.delivery.lastError));
   assert.equal(status.delivery.lastError, null);
   console.log(

@@ -230,7 +230,7 @@ void test('page_views through `landfall serve` → MinIO: typed Parquet per day,
 void test('a malicious view file dropped into views.dir is refused at reload; the old view keeps producing; a good edit applies from the next segment', async () => {
   assert.ok(node, 'runs after the first test');
   const metric = async (): Promise<number> => {
-    const text = await (await fetch(`${node!.url}/metrics`)).text();
+    const text = await (await fetch(`${node!.adminUrl}/metrics`)).text();
     return Number(/^landfall_view_reload_errors_total (\d+)/m.exec(text)?.[1] ?? 'NaN');
   };
   assert.equal(await metric(), 0);
@@ -247,7 +247,7 @@ void test('a malicious view file dropped into views.dir is refused at reload; th
   assert.equal(refusal['view'], 'page_views');
   assert.match(String(refusal.msg), /previous version of the view keeps running/);
   assert.equal(await metric(), 1);
-  const status = (await (await fetch(`${node.url}/v1/status`)).json()) as {
+  const status = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as {
     views: { loaded: { name: string; specSha256: string }[]; lastError: { code: string } };
   };
   assert.deepEqual(

@@ -12,7 +12,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler';
 import type { TypeCheck } from '@sinclair/typebox/compiler';
 import { Value } from '@sinclair/typebox/value';
 import type { TObject, TSchema } from '@sinclair/typebox';
-import { NodeConfigSchema, configLeaves } from './schema.ts';
+import { NodeConfigSchema, adminPortOf, configLeaves } from './schema.ts';
 import type { ConfigLeaf, NodeConfig } from './schema.ts';
 
 /** Env vars with the LANDFALL_ prefix that are not config keys. */
@@ -244,6 +244,14 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
       'listen.tls.clientCaFile is set but listen.tls.clientAuth is "none": set it to "require" or "request"',
     );
   }
+  const adminPort = adminPortOf(c.listen);
+  if (adminPort !== 0 && adminPort === c.listen.port) {
+    problems.push(
+      `listen.admin.port ${adminPort} is listen.port too: /metrics and /v1/status need a port of their own`,
+    );
+  }
+  if (adminPort > 65535)
+    problems.push('listen.port is 65535: set listen.admin.port (its default is listen.port + 1)');
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

@@ -70,6 +70,36 @@ export const ListenTlsSchema = Type.Object(
   block('HTTPS on the node itself (off unless certFile and keyFile are set).'),
 );
 
+export const ListenAdminSchema = Type.Object(
+  {
+    host: Type.String({
+      default: '127.0.0.1',
+      minLength: 1,
+      description:
+        'Address of the admin listener. Loopback by default, so only the machine itself can scrape or read the status; the operator sets 0.0.0.0 and a NetworkPolicy decides who reaches it.',
+    }),
+    port: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 65535,
+        description:
+          'TCP port of the admin listener (0 picks a free one). Unset: listen.port + 1 (8081 by default), or a free port when listen.port is 0.',
+      }),
+    ),
+  },
+  block(
+    'The admin listener: GET /metrics and GET /v1/status (and /healthz, /readyz), never on listen.port. Plain HTTP even when listen.tls is set: keep it on loopback or behind a NetworkPolicy. /v1/status still needs a key with the status scope when keys are configured.',
+  ),
+);
+
+/** listen.admin.port, or its default: listen.port + 1, or a free port when the main one is free too. */
+export function adminPortOf(
+  listen: { port: number; admin: { port?: number | undefined } },
+  port = listen.port,
+): number {
+  return listen.admin.port ?? (port === 0 ? 0 : port + 1);
+}
+
 export const ListenSchema = Type.Object(
   {
     host: Type.String({
@@ -85,6 +115,7 @@ export const ListenSchema = Type.Object(
       description: 'TCP port (0 picks a free one).',
     }),
     tls: ListenTlsSchema,
+    admin: ListenAdminSchema,
   },
   block('Where the HTTP API listens, and whether it speaks HTTPS.'),
 );

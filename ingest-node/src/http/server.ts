@@ -7,6 +7,9 @@
 // buffered beyond the limits and never turned into strings on the hot path.
 
 import { createHash } from 'node:crypto';
+import { createServer as createHttpServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import type { Server as TlsServer } from 'node:tls';
@@ -18,6 +21,7 @@ import { systemClock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { silentLogger } from '../log.ts';
 import type { NodeConfig } from '../config/schema.ts';
+import { adminPortOf } from '../config/schema.ts';
 import { VERSION } from '../config/version.ts';
 import type { DurableWalStats, WriteAheadLog, WalStats } from '../wal/types.ts';
 import { RecordFormat, WalErrorCode } from '../wal/types.ts';
@@ -94,12 +98,57 @@ export interface IngestServer {
   readonly tls: NodeTls | undefined;
   /** Drain mode (POST/DELETE /v1/drain). */
   readonly drain: DrainMode;
-  /** Listens on config.listen (or the given port) and returns the base URL. */
-  listen(port?: number): Promise<string>;
-  /** Shutdown: readiness false and new writes 503 LF_DRAINING for good; in-flight requests carry on. */
+  /**
+   * Listens on config.listen and config.listen.admin (or the given ports) and
+   * returns the base URL of the main listener; adminUrl is set from then on.
+   */
+  listen(port?: number, adminPort?: number): Promise<string>;
+  /** Base URL of the admin listener (/metrics, /v1/status), once listening. */
+  readonly adminUrl: string | undefined;
+  /** Readiness false and new writes 503 LF_DRAINING; in-flight requests carry on. */
   beginDrain(): void;
   /** Drains, waits for in-flight requests, closes connections. Does not close the WAL (the node does). */
   close(): Promise<void>;
+}
+
+/**
+ * Routes served by the admin listener (listen.admin) and never on listen.port:
+ * adding a route here is all it takes to move it there. Every other route is
+ * served on listen.port only, except SHARED_ROUTES.
+ */
+export const ADMIN_ROUTES: ReadonlySet<string> = new Set(['/metrics', '/v1/status', '/v1/drain']);
+/** On both listeners: the kubelet probes listen.port, a local check may use either. */
+const SHARED_ROUTES: ReadonlySet<string> = new Set(['/healthz', '/readyz']);
+
+/** Set on requests the admin listener hands to the router. */
+const VIA_ADMIN = Symbol('landfall.viaAdmin');
+type AdminMarked = IncomingMessage & { [VIA_ADMIN]?: true };
+
+/**
+ * A route constraint on which listener a request came in through. find-my-way
+ * derives it once per request (one property read) and matches it in the
+ * router: no per-request hook, which would cost the ingest path far more.
+ */
+const listenerConstraint = {
+  name: 'listener',
+  storage<H>() {
+    const handlers = new Map<string, H>();
+    return {
+      get: (value: string): H | null => handlers.get(value) ?? null,
+      set: (value: string, handler: H) => {
+        handlers.set(value, handler);
+      },
+    };
+  },
+  deriveConstraint: (req: AdminMarked) => (req[VIA_ADMIN] === true ? 'admin' : 'main'),
+  validate(value: unknown) {
+    if (value !== 'admin' && value !== 'main') throw new Error(`listener constraint: ${String(value)}`);
+  },
+  mustMatchWhenDerived: false,
+};
+
+function urlOf(scheme: string, host: string, port: number): string {
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 const FORMAT_BY_TYPE: ReadonlyMap<string, BodyFormat> = new Map([
@@ -256,6 +305,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       : ({ https: tls.serverOptions(httpOptions, config.http.headersTimeoutMs) } as object)),
     forceCloseConnections: 'idle',
     return503OnClosing: true,
+    routerOptions: { constraints: { listener: listenerConstraint } },
     clientErrorHandler(err: NodeJS.ErrnoException, socket: Socket) {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
       let answer: LandfallError;
@@ -268,6 +318,38 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       socket.destroy();
     },
   });
+
+  app.addHook('onRoute', (route) => {
+    if (SHARED_ROUTES.has(route.url)) return;
+    route.constraints = { ...route.constraints, listener: ADMIN_ROUTES.has(route.url) ? 'admin' : 'main' };
+  });
+  // The admin listener: the same router, reached through a server of its own.
+  // HTTPS with the node's certificate when listen.tls is set (the operator's
+  // status key does not cross the pod network in clear), but never asking for a
+  // client certificate: the operator and Prometheus have none.
+  const adminOptions = {
+    ...httpOptions,
+    requestTimeout: config.http.requestTimeoutMs,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+  };
+  const toRouter = (req: IncomingMessage, res: ServerResponse): void => {
+    (req as AdminMarked)[VIA_ADMIN] = true;
+    app.routing(req, res);
+  };
+  const adminServer =
+    tls === undefined
+      ? createHttpServer(adminOptions, toRouter)
+      : createHttpsServer(
+          {
+            ...tls.serverOptions(adminOptions, config.http.headersTimeoutMs),
+            requestCert: false,
+            rejectUnauthorized: false,
+          },
+          toRouter,
+        );
+  if (tls !== undefined) tls.attach(adminServer as TlsServer);
+  adminServer.on('clientError', (_err, socket) => socket.destroy());
+  let adminUrl: string | undefined;
 
   // The ingest route reads the raw stream itself, under its limits.
   app.removeAllContentTypeParsers();
@@ -514,8 +596,26 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     apiKeys,
     tls,
     drain,
-    async listen(port = config.listen.port) {
-      return app.listen({ host: config.listen.host, port });
+    get adminUrl() {
+      return adminUrl;
+    },
+    async listen(port = config.listen.port, adminPort = adminPortOf(config.listen, port)) {
+      const url = await app.listen({ host: config.listen.host, port });
+      const host = config.listen.admin.host;
+      await new Promise<void>((resolve, reject) => {
+        adminServer.once('error', reject);
+        adminServer.listen(adminPort, host, () => {
+          adminServer.off('error', reject);
+          resolve();
+        });
+      });
+      const address = adminServer.address();
+      adminUrl = urlOf(
+        tls === undefined ? 'http' : 'https',
+        host,
+        typeof address === 'object' && address !== null ? address.port : adminPort,
+      );
+      return url;
     },
     beginDrain() {
       backpressure.beginDrain();
@@ -528,9 +628,18 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       // server.close() closes the connections idle at that moment only; a keep-alive
       // connection whose request was in flight turns idle later and would hold close()
       // open until keepAliveTimeoutMs. Sweep until everything is closed.
-      const sweeper = setInterval(() => app.server.closeIdleConnections(), 50);
+      const adminClosed = new Promise<void>((resolve) => {
+        if (!adminServer.listening) resolve();
+        else adminServer.close(() => resolve());
+      });
+      const sweeper = setInterval(() => {
+        app.server.closeIdleConnections();
+        adminServer.closeIdleConnections();
+      }, 50);
       try {
         await app.close();
+        adminServer.closeIdleConnections();
+        await adminClosed;
       } finally {
         clearInterval(sweeper);
         backpressure.stop();

@@ -209,7 +209,8 @@ export class NodeTls {
   readonly #log: Logger;
   #material: Material;
   #signature: string;
-  #server: TlsServer | undefined;
+  /** The main listener and the admin one: both get a renewed certificate. */
+  readonly #servers: TlsServer[] = [];
   #watch: FileWatch | undefined;
   #reloading: Promise<boolean> | undefined;
   #lastProblem: string | undefined;
@@ -295,7 +296,7 @@ export class NodeTls {
 
   /** Counts handshakes on the server and starts watching the files. */
   attach(server: TlsServer): void {
-    this.#server = server;
+    this.#servers.push(server);
     server.on('secureConnection', (socket: TLSSocket) => {
       // `request`: a client without a certificate is let in, one with a certificate the CA did not sign is not.
       if (
@@ -316,7 +317,7 @@ export class NodeTls {
       const reason = why === undefined || why === null ? failureReason(err) : 'client_certificate_invalid';
       this.#count(this.#failures, reason);
     });
-    this.#startWatching();
+    if (this.#servers.length === 1) this.#startWatching();
   }
 
   #count(map: Map<string, number>, label: string): void {
@@ -350,7 +351,7 @@ export class NodeTls {
     this.#signature = signature;
     this.#material = material;
     this.#lastProblem = undefined;
-    this.#server?.setSecureContext(contextOptions(material));
+    for (const server of this.#servers) server.setSecureContext(contextOptions(material));
     this.#reloads.ok++;
     this.#log.info(
       { subject: material.subject, notAfter: new Date(material.notAfterMs).toISOString() },

@@ -15,6 +15,8 @@ import { FakeClock, FakeDisk } from './fakes.ts';
 
 export interface TestServer<W extends WriteAheadLog = MemoryWal> {
   readonly url: string;
+  /** The admin listener (/metrics, /v1/status). */
+  readonly adminUrl: string;
   readonly server: IngestServer;
   readonly wal: W;
   readonly clock: FakeClock;
@@ -49,9 +51,10 @@ export async function startTestServer<W extends WriteAheadLog = MemoryWal>(
     // Auth is off unless the test passes keys, or passes `apiKeys: undefined` to open config.auth.apiKeysFile.
     apiKeys: 'apiKeys' in options ? options.apiKeys : null,
   });
-  const url = await server.listen(0);
+  const url = await server.listen(0, 0);
   return {
     url,
+    adminUrl: server.adminUrl ?? '',
     server,
     wal,
     clock,

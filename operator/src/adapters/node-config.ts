@@ -31,6 +31,7 @@ import {
   API_KEYS_MOUNT,
   CONFIG_MOUNT,
   DATA_MOUNT,
+  ADMIN_PORT,
   HTTP_PORT,
   MQTT_MOUNT,
   TLS_MOUNT,
@@ -205,6 +206,8 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec): Node
     listen: {
       host: '0.0.0.0',
       port: HTTP_PORT,
+      // On the pod network too: the operator and Prometheus reach it on the pod IP.
+      admin: { host: '0.0.0.0', port: ADMIN_PORT },
       // The Secret is mounted as a folder: the node re-reads it when the kubelet swaps ..data.
       ...(spec.expose.tls
         ? { tls: { certFile: `${TLS_MOUNT}/tls.crt`, keyFile: `${TLS_MOUNT}/tls.key` } }

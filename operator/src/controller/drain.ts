@@ -6,7 +6,7 @@
 // - no claim, or a claim that was never bound (phase Pending): no WAL was ever
 //   written there, nothing to wait for;
 // - a bound claim: its pod must be Running with an IP and report, on
-//   GET /v1/status, no sealed segment left in its WAL, nothing pending in
+//   GET /v1/status (on its admin port), no sealed segment left in its WAL, nothing pending in
 //   delivery and no open segment (adapters/node-status.ts);
 //   a pod that is not running, does not answer or reports a backlog blocks;
 // - a Lost claim blocks (its data may come back; a human decides).
@@ -14,7 +14,7 @@
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { drainBlocker } from '../adapters/node-status.ts';
 import type { NodeStatusProbe } from '../adapters/node-status.ts';
-import { DATA_VOLUME, HTTP_PORT } from '../model/names.ts';
+import { ADMIN_PORT, DATA_VOLUME } from '../model/names.ts';
 
 export interface DrainInput {
   statefulSetName: string;
@@ -23,9 +23,9 @@ export interface DrainInput {
   /** The operator's status key; undefined when its Secret is gone. */
   apiKey: string | undefined;
   probe: NodeStatusProbe;
-  /** The node's HTTP port on the pod IP; HTTP_PORT (tests run a node elsewhere). */
+  /** The node's admin port (listen.admin) on the pod IP; ADMIN_PORT (tests run a node elsewhere). */
   port?: number;
-  /** The nodes serve HTTPS (spec.expose.tls). */
+  /** The nodes serve HTTPS (spec.expose.tls), on the admin port too. */
   tls?: boolean;
 }
 
@@ -72,7 +72,7 @@ export async function checkDrained(input: DrainInput): Promise<DrainResult> {
     try {
       const blocker = drainBlocker(
         await input.probe(
-          `${input.tls === true ? 'https' : 'http'}://${ip}:${input.port ?? HTTP_PORT}`,
+          `${input.tls === true ? 'https' : 'http'}://${ip}:${input.port ?? ADMIN_PORT}`,
           input.apiKey,
         ),
       );

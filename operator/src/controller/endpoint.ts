@@ -24,10 +24,12 @@ import {
   buildPdb,
   buildHttpRoute,
   buildIngress,
+  buildNetworkPolicy,
   buildServiceAccount,
   buildServices,
   buildStatefulSet,
 } from '../model/resources.ts';
+import type { NetworkPolicySettings } from '../model/resources.ts';
 import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
@@ -66,6 +68,8 @@ export interface EndpointControllerDeps {
   probe: NodeStatusProbe;
   /** How often a deleting Endpoint re-checks its replicas. */
   drainPollMs?: number;
+  /** A NetworkPolicy per Endpoint (model/resources.ts buildNetworkPolicy); unset: none, and ours are deleted. */
+  networkPolicy?: NetworkPolicySettings;
   /** How often a not-yet-ready Endpoint re-reads its pods even without events. */
   notReadyPollMs?: number;
 }
@@ -101,6 +105,8 @@ export class EndpointController {
   private readonly log: Logger;
   /** Endpoint key → the generation whose dropped Ingress/HTTPRoute were deleted; one entry per live Endpoint. */
   private readonly exposureSwept = new Map<string, number>();
+  /** Endpoint keys whose NetworkPolicy was deleted (or never was) while the operator runs without one. */
+  private readonly networkPolicySwept = new Set<string>();
 
   constructor(deps: EndpointControllerDeps) {
     this.d = deps;
@@ -115,6 +121,7 @@ export class EndpointController {
     { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
     { name: 'ensureServices', run: (c) => this.ensureServices(c) },
     { name: 'ensureExposure', run: (c) => this.ensureExposure(c) },
+    { name: 'ensureNetworkPolicy', run: (c) => this.ensureNetworkPolicy(c) },
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
   ];
@@ -123,6 +130,7 @@ export class EndpointController {
     const ep = this.d.endpoints.getByKey(key);
     if (!ep) {
       this.exposureSwept.delete(key);
+      this.networkPolicySwept.delete(key);
       return {}; // gone: the garbage collector removes the children (owner references)
     }
     if (ep.metadata.deletionTimestamp) return this.finalize(ep);
@@ -278,6 +286,27 @@ export class EndpointController {
     if (route === undefined)
       swept = (await this.deleteOwned(ctx, Resources.httpRoute, names.httpRoute)) && swept;
     if (swept) this.exposureSwept.set(ctx.key, generation);
+  }
+
+  /**
+   * Applied when the operator runs with one (the chart's networkPolicy.enabled),
+   * else deleted once per Endpoint and operator run (it may have been on before).
+   * Like the Ingress, a same-named object the Endpoint does not control is left alone.
+   */
+  private async ensureNetworkPolicy(ctx: Ctx): Promise<void> {
+    const settings = this.d.networkPolicy;
+    if (settings !== undefined) {
+      const conflict = await this.applyOwned(
+        ctx,
+        Resources.networkPolicy,
+        buildNetworkPolicy(ctx.ep, settings),
+      );
+      if (conflict !== undefined) this.log.warn({ key: ctx.key }, conflict);
+      return;
+    }
+    if (this.networkPolicySwept.has(ctx.key)) return;
+    if (await this.deleteOwned(ctx, Resources.networkPolicy, childNames(ctx.ep).networkPolicy))
+      this.networkPolicySwept.add(ctx.key);
   }
 
   /** The object's controller owner reference is this Endpoint. */

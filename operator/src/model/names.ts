@@ -17,6 +17,13 @@ export const MANAGED_BY = 'landfall-operator';
 export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
 
 export const HTTP_PORT = 8080;
+/**
+ * The node's admin listener (listen.admin): /metrics and /v1/status, in no
+ * Service; reached on the pod IP by the operator and by Prometheus (port name
+ * `admin`; HTTPS like the main port with spec.expose.tls). The NetworkPolicy
+ * says who else may.
+ */
+export const ADMIN_PORT = 8081;
 export const SERVICE_PORT = 80;
 export const DATA_VOLUME = 'data';
 export const DATA_MOUNT = '/var/lib/landfall';
@@ -60,6 +67,7 @@ export function childNames(ep: Endpoint): {
   pdb: string;
   ingress: string;
   httpRoute: string;
+  networkPolicy: string;
 } {
   const base = `${endpointName(ep)}-ingest`;
   return {
@@ -73,6 +81,7 @@ export function childNames(ep: Endpoint): {
     pdb: base,
     ingress: base,
     httpRoute: base,
+    networkPolicy: base,
   };
 }
 

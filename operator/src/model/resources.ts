@@ -35,6 +35,7 @@ import {
   DATA_MOUNT,
   DATA_VOLUME,
   ENDPOINT_UID_LABEL,
+  ADMIN_PORT,
   HTTP_PORT,
   IRSA_ANNOTATION,
   MQTT_MOUNT,
@@ -61,6 +62,17 @@ export interface BuildContext {
   views: readonly CompiledView[];
   /** The operator's status key as a key-file line (model/operator-key.ts statusKeyLine); unset: none. */
   operatorKeyLine?: string;
+  /** Who may reach the nodes' admin port; unset: no NetworkPolicy (the chart's networkPolicy.enabled=false). */
+  networkPolicy?: NetworkPolicySettings;
+}
+
+/** From the chart (--network-policy-*): where the operator and Prometheus run. */
+export interface NetworkPolicySettings {
+  /** The operator's namespace and the labels of its pods: the only ones that may read /v1/status. */
+  operatorNamespace: string;
+  operatorPodLabels: Record<string, string>;
+  /** Pods of this namespace may scrape /metrics; empty: nobody but the operator reaches the admin port. */
+  metricsNamespace: string;
 }
 
 export interface EndpointResources {
@@ -75,6 +87,8 @@ export interface EndpointResources {
   ingress: V1Ingress | undefined;
   /** Present when spec.expose.httpRoute is set. */
   httpRoute: HttpRoute | undefined;
+  /** Present when the operator runs with a NetworkPolicy (BuildContext.networkPolicy). */
+  networkPolicy: NetworkPolicy | undefined;
   configHash: string;
 }
 
@@ -87,6 +101,27 @@ export interface HttpRoute {
     parentRefs: { name: string; namespace?: string; sectionName?: string }[];
     hostnames?: string[];
     rules: { backendRefs: { name: string; port: number }[] }[];
+  };
+}
+
+/**
+ * networking.k8s.io/v1 NetworkPolicy as sent to the API server (the client
+ * library's model spells `from` as `_from`; the operator writes raw JSON).
+ */
+export interface NetworkPolicy {
+  apiVersion: 'networking.k8s.io/v1';
+  kind: 'NetworkPolicy';
+  metadata: ReturnType<typeof childMetadata>;
+  spec: {
+    podSelector: { matchLabels: Record<string, string> };
+    policyTypes: 'Ingress'[];
+    ingress: {
+      from?: {
+        namespaceSelector?: { matchLabels: Record<string, string> };
+        podSelector?: { matchLabels: Record<string, string> };
+      }[];
+      ports: { port: string; protocol: string }[];
+    }[];
   };
 }
 
@@ -399,7 +434,10 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
               // The image's entrypoint is the node CLI (images/ingest-node.Dockerfile).
               args: ['serve', '--config', CONFIG_PATH],
               env: containerEnv(spec),
-              ports: [{ name: 'http', containerPort: HTTP_PORT, protocol: 'TCP' }],
+              ports: [
+                { name: 'http', containerPort: HTTP_PORT, protocol: 'TCP' },
+                { name: 'admin', containerPort: ADMIN_PORT, protocol: 'TCP' },
+              ],
               resources: resources(spec),
               // WAL recovery scans the open segment before /healthz answers.
               startupProbe: probe('/healthz', 2, 150),
@@ -493,6 +531,44 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
   };
 }
 
+/**
+ * Per Endpoint, because only the operator knows each Endpoint's pod labels and
+ * Endpoints live in namespaces the chart never sees. Ingress to the main port
+ * from anywhere (producers, Ingress controllers, the kubelet's probes); the
+ * admin port (/metrics, /v1/status) from the operator's pods and from the
+ * monitoring namespace only. A NetworkPolicy is L4: Prometheus can reach
+ * /v1/status too, which still needs a status-scoped key. Egress is not limited
+ * (S3, STS and MQTT brokers are wherever the user put them).
+ */
+export function buildNetworkPolicy(ep: Defaulted, np: NetworkPolicySettings): NetworkPolicy {
+  const byName = (ns: string) => ({ matchLabels: { 'kubernetes.io/metadata.name': ns } });
+  const admin = [{ port: 'admin', protocol: 'TCP' }];
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: childMetadata(ep, childNames(ep).networkPolicy),
+    spec: {
+      podSelector: { matchLabels: selectorLabels(ep) },
+      policyTypes: ['Ingress'],
+      ingress: [
+        { ports: [{ port: 'http', protocol: 'TCP' }] },
+        {
+          from: [
+            {
+              namespaceSelector: byName(np.operatorNamespace),
+              podSelector: { matchLabels: np.operatorPodLabels },
+            },
+          ],
+          ports: admin,
+        },
+        ...(np.metricsNamespace !== ''
+          ? [{ from: [{ namespaceSelector: byName(np.metricsNamespace) }], ports: admin }]
+          : []),
+      ],
+    },
+  };
+}
+
 export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
   return {
     apiVersion: 'policy/v1',
@@ -520,6 +596,7 @@ export function buildEndpointResources(ep: Defaulted, ctx: BuildContext): Endpoi
     pdb: buildPdb(ep),
     ingress: buildIngress(ep),
     httpRoute: buildHttpRoute(ep),
+    networkPolicy: ctx.networkPolicy === undefined ? undefined : buildNetworkPolicy(ep, ctx.networkPolicy),
     configHash: hash,
   };
 }

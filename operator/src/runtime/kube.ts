@@ -37,6 +37,12 @@ export const Resources = {
     namespaced: true,
   },
   ingress: { apiVersion: 'networking.k8s.io/v1', kind: 'Ingress', plural: 'ingresses', namespaced: true },
+  networkPolicy: {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    plural: 'networkpolicies',
+    namespaced: true,
+  },
   httpRoute: {
     apiVersion: 'gateway.networking.k8s.io/v1',
     kind: 'HTTPRoute',

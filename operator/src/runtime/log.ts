@@ -1,5 +1,11 @@
-// JSON-lines logger with the same shape as the ingest node's Logger, so the
-// two log the same way and tests can pass `silentLogger`.
+// The operator logs through the node's JSON-lines logger (pino, with the
+// same redaction of key material, error stacks and causes, bigints as
+// strings), so the two halves write the same lines. Tests pass `silentLogger`.
+import { jsonLogger as nodeJsonLogger } from '../../../ingest-node/src/log.ts';
+import type { LogLevel } from '../../../ingest-node/src/log.ts';
+
+export type { LogLevel };
+
 export interface Logger {
   debug(obj: object, msg?: string): void;
   info(obj: object, msg?: string): void;
@@ -8,36 +14,12 @@ export interface Logger {
   child(bindings: object): Logger;
 }
 
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
-
-function errorFields(obj: object): object {
-  const out: Record<string, unknown> = { ...obj };
-  for (const [k, v] of Object.entries(out)) {
-    if (v instanceof Error) out[k] = { name: v.name, message: v.message };
-  }
-  return out;
-}
-
 export function jsonLogger(
   level: LogLevel = 'info',
-  bindings: object = {},
+  bindings: Record<string, unknown> = {},
   write: (line: string) => void = (l) => process.stdout.write(l),
 ): Logger {
-  const emit = (l: LogLevel, obj: object, msg?: string): void => {
-    if (RANK[l] < RANK[level]) return;
-    write(
-      JSON.stringify({ time: new Date().toISOString(), level: l, ...bindings, ...errorFields(obj), msg }) +
-        '\n',
-    );
-  };
-  return {
-    debug: (o, m) => emit('debug', o, m),
-    info: (o, m) => emit('info', o, m),
-    warn: (o, m) => emit('warn', o, m),
-    error: (o, m) => emit('error', o, m),
-    child: (b) => jsonLogger(level, { ...bindings, ...b }, write),
-  };
+  return nodeJsonLogger(level, write, { bindings });
 }
 
 const noop = (): void => {};

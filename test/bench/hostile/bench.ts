@@ -231,6 +231,7 @@ interface Child {
   readonly proc: ChildProcess;
   readonly pid: number;
   readonly url: string;
+  readonly adminUrl: string;
   readonly dir: string;
 }
 
@@ -254,7 +255,9 @@ async function startChild(): Promise<Child> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     const url = /"url":"(http:\/\/[^"]+)"[^\n]*listening/.exec(out)?.[1];
-    if (url !== undefined && proc.pid !== undefined) return { proc, pid: proc.pid, url, dir };
+    const adminUrl = /"adminUrl":"(http:\/\/[^"]+)"[^\n]*listening/.exec(out)?.[1];
+    if (url !== undefined && adminUrl !== undefined && proc.pid !== undefined)
+      return { proc, pid: proc.pid, url, adminUrl, dir };
     if (proc.exitCode !== null || Date.now() > deadline)
       throw new Error(`landfall serve did not start:\n${out.slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 50));
@@ -324,14 +327,14 @@ async function runCase(child: Child, c: Case, canReset: boolean): Promise<Row> {
       : setInterval(() => {
           void statusKb(child.pid, 'VmRSS').then((kb) => (sampled = Math.max(sampled, kb)));
         }, 5);
-    const seq0 = await nextSeq(child.url);
+    const seq0 = await nextSeq(child.adminUrl);
     const cpu0 = await cpuSeconds(child.pid);
     const results = await Promise.all(Array.from({ length: n }, () => send(child.url, c, body)));
     await settle(child.pid);
     const cpu1 = await cpuSeconds(child.pid);
     if (sampler !== undefined) clearInterval(sampler);
     peakKb = Math.max(peakKb, canReset ? await statusKb(child.pid, 'VmHWM') : sampled);
-    written += (await nextSeq(child.url)) - seq0;
+    written += (await nextSeq(child.adminUrl)) - seq0;
     cpus.push((cpu1 - cpu0) / n);
     for (const r of results) answers.add(r);
   }

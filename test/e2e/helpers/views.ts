@@ -32,6 +32,8 @@ export function awsEnv(minio: MinioServer): Record<string, string> {
 export interface ServeNode {
   readonly proc: ServerProcess;
   readonly url: string;
+  /** The admin listener (/metrics, /v1/status). */
+  readonly adminUrl: string;
   logs(): ReturnType<typeof logLines>;
 }
 
@@ -53,11 +55,16 @@ export async function serve(
     env: awsEnv(minio),
     logPath,
   });
-  const url = await waitFor(
-    () => logLines(logPath).find((l) => l.msg === 'landfall ingest node listening')?.url,
+  const listening = await waitFor(
+    () => logLines(logPath).find((l) => l.msg === 'landfall ingest node listening'),
     { what: `${name} to listen`, timeoutMs: 20_000, intervalMs: 20, process: proc },
   );
-  return { proc, url, logs: () => logLines(logPath) };
+  return {
+    proc,
+    url: String(listening.url),
+    adminUrl: String(listening['adminUrl']),
+    logs: () => logLines(logPath),
+  };
 }
 
 /** Every key under a prefix, in key order. */

@@ -438,7 +438,7 @@ void test('the contract on a real pod: MQTT with a password Secret, a View hot-r
           qos: 1,
         });
         await new Promise((r) => setTimeout(r, 200));
-        const metrics = await (await fetch(`${url}/metrics`)).text();
+        const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
         const n = Number(
           /^landfall_mqtt_messages_written_total(?:\{[^}]*\})? (\d+)/m.exec(metrics)?.[1] ?? 0,
         );

@@ -97,6 +97,10 @@ void test('reclaim: a claim is deleted only after its drainer succeeded, and onl
   assert.equal(reclaimAction({ claim: claim(2, 'Pending'), labelled: true, podExists: false, job: undefined }).kind, 'deleteClaim'); // prettier-ignore
   assert.equal(reclaimAction({ claim: claim(2, 'Lost'), labelled: true, podExists: false, job: undefined }).kind, 'blocked'); // prettier-ignore
   assert.equal(drainerOutcome(undefined), 'missing');
+  // Deleted, its finished drainer pod would keep it (pvc-protection): the Job goes.
+  const deleting = claim(2, 'Bound', { deletionTimestamp: new Date() });
+  assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2', 'Complete') }).kind, 'deleteJob'); // prettier-ignore
+  assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2') }).kind, 'wait', 'a running drainer is left to finish'); // prettier-ignore
 });
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {

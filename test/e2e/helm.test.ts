@@ -457,7 +457,8 @@ void describe('installed chart', () => {
     assert.equal(await can('delete', 'persistentvolumeclaims'), true);
     assert.equal(await can('create', 'jobs', 'batch'), true);
     assert.equal(await can('list', 'jobs', 'batch'), true);
-    assert.equal(await can('delete', 'jobs', 'batch'), false, 'drainer Jobs go with their claim');
+    assert.equal(await can('delete', 'jobs', 'batch'), true, 'a succeeded drainer Job, with its claim');
+    assert.equal(await can('update', 'jobs', 'batch'), false);
     assert.equal(await can('delete', 'persistentvolumes'), false);
     assert.equal(await can('create', 'pods'), false);
     // spec.expose: Ingress and HTTPRoute are read (ownership), applied and, once dropped from the Endpoint, deleted.

@@ -320,13 +320,23 @@ void test('scale 3 → 1 → 0 under load, the operator SIGKILLed in the middle:
   try {
     await waitFor(() => load.ledger.counts().acked >= 30, { what: '30 acked requests', timeoutMs: 60_000 });
     await kube.kubectl(['scale', 'endpoints.landfall.dev/clicks', '--replicas=1', '-n', ns]);
-    // In the middle: once the operator has started on it (drain mode posted:
-    // ordinals refuse writes and drop out of Ready), before the StatefulSet is lowered.
-    await waitFor(async () => (await readyPods('clicks')).size < 3 || (await stsReplicas('clicks')) !== 3, {
-      what: 'the scale-down started',
-      timeoutMs: 60_000,
-      intervalMs: 100,
-    });
+    // In the middle: as soon as the operator has started on it (drain mode
+    // posted, the StatefulSet held with the drain-from annotation), usually
+    // before the StatefulSet is lowered.
+    await waitFor(
+      async () => {
+        const s = await client.get<KubeObject & { spec?: { replicas?: number } }>(
+          Resources.statefulSet,
+          ns,
+          'clicks-ingest',
+        );
+        return (
+          s?.metadata?.annotations?.['landfall.dev/drain-from-ordinal'] !== undefined ||
+          s?.spec?.replicas !== 3
+        );
+      },
+      { what: 'the scale-down started', timeoutMs: 60_000, intervalMs: 50 },
+    );
     const stsAtKill = await stsReplicas('clicks');
     await kube.kubectl(['delete', 'pod', '-n', releaseNs, '-l', 'app.kubernetes.io/component=operator',
       '--grace-period=0', '--force', '--wait=false']); // prettier-ignore
@@ -359,13 +369,23 @@ void test('scale 3 → 1 → 0 under load, the operator SIGKILLed in the middle:
       throw new Error(`${String(err)}\n${await diagnostics('clicks')}`, { cause: err });
     });
     phase('1 → 0 done');
+    await waitFor(
+      async () =>
+        (
+          await client.listAll(Resources.pvc, {
+            namespace: ns,
+            labelSelector: 'landfall.dev/endpoint=clicks',
+          })
+        ).items.length === 0,
+      { what: 'every claim of clicks gone (not only deleting)', timeoutMs: 60_000, intervalMs: 500 },
+    );
   } finally {
     await load.stop();
     await reclaim.stop();
   }
   for (const [claim, e] of reclaim.claims)
     process.stderr.write(
-      `[node-scale] ${claim}: drainer Complete seen at ${((e.jobCompleteAt ?? NaN) / 1000).toFixed(1)} s, claim deleting at ${((e.deletedAt ?? NaN) / 1000).toFixed(1)} s; drainer said ${e.summary ?? '?'}\n`,
+      `[node-scale] ${claim}: drainer Complete seen at ${(((e.jobCompleteAt ?? NaN) - t0) / 1000).toFixed(1)} s, claim deleting at ${(((e.deletedAt ?? NaN) - t0) / 1000).toFixed(1)} s; drainer said ${e.summary ?? '?'}\n`,
     );
   for (const c of ['data-clicks-ingest-0', 'data-clicks-ingest-1', 'data-clicks-ingest-2']) {
     const e = reclaim.claims.get(c);

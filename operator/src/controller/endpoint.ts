@@ -567,14 +567,25 @@ export class EndpointController {
           remaining++;
           break;
         }
-        case 'deleteClaim':
+        case 'deleteClaim': {
           await this.d.client.delete(Resources.pvc, namespace, name, {
             preconditions: { uid: claim.metadata?.uid },
           });
           this.d.events.record(ep, 'Normal', 'VolumeReclaimed', `${action.why}: deleted`);
+          // Its finished pod would keep the claim (pvc-protection): the Job goes now, not with the claim.
+          const job = jobs.get(drainerName(name));
+          if (job !== undefined) await this.deleteDrainerJob(namespace, job);
           pending.push(`${name}: being deleted`);
           remaining++;
           break;
+        }
+        case 'deleteJob': {
+          const job = jobs.get(drainerName(name));
+          if (job !== undefined) await this.deleteDrainerJob(namespace, job);
+          pending.push(action.why);
+          remaining++;
+          break;
+        }
         case 'keep':
           break;
         case 'wait':
@@ -589,6 +600,16 @@ export class EndpointController {
       }
     }
     return { pending, remaining };
+  }
+
+  private async deleteDrainerJob(namespace: string, job: V1Job): Promise<void> {
+    try {
+      await this.d.client.delete(Resources.job, namespace, job.metadata?.name ?? '', {
+        preconditions: { uid: job.metadata?.uid },
+      });
+    } catch (err) {
+      if (!isConflict(err)) throw err; // replaced meanwhile: the next poll looks again
+    }
   }
 
   private async reclaimVolumes(ctx: Ctx): Promise<void> {

@@ -177,7 +177,13 @@ export type ReclaimAction =
   | { kind: 'deleteClaim'; why: string }
   /** Done: drained, but the claim is not labelled with the uid, so it is kept. */
   | { kind: 'keep'; why: string }
-  | { kind: 'blocked'; why: string };
+  | { kind: 'blocked'; why: string }
+  /**
+   * The claim is being deleted and its drainer succeeded: the Job's finished
+   * pod still references the claim, and pvc-protection keeps a claim that a
+   * pod references (also a Succeeded one): delete the Job (its pods with it).
+   */
+  | { kind: 'deleteJob'; why: string };
 
 export function reclaimAction(input: {
   claim: V1PersistentVolumeClaim;
@@ -189,7 +195,9 @@ export function reclaimAction(input: {
   const { claim } = input;
   const name = claim.metadata?.name ?? '';
   if (claim.metadata?.deletionTimestamp !== undefined)
-    return { kind: 'wait', why: `${name} is being deleted` };
+    return drainerOutcome(input.job) === 'succeeded'
+      ? { kind: 'deleteJob', why: `${name} is being deleted: its finished drainer Job goes first` }
+      : { kind: 'wait', why: `${name} is being deleted` };
   if (input.podExists) return { kind: 'wait', why: `${name}: its pod is still there (terminating)` };
   const phase = claim.status?.phase ?? 'Pending';
   const job = drainerName(name);

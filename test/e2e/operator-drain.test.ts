@@ -310,7 +310,15 @@ void test('scale-down drains the ordinals first, a revert takes writes again, a 
     },
     { what: 'claim 2 deleted after its drainer succeeded', timeoutMs: 30_000 },
   );
-  phase('claim deleted after the drainer succeeded');
+  // Its finished pod would keep the claim (pvc-protection): the Job goes with it.
+  await waitFor(
+    async () => (await client.get(Resources.job, ns, 'data-scale-ingest-2-drain')) === undefined,
+    {
+      what: 'the succeeded drainer Job deleted',
+      timeoutMs: 30_000,
+    },
+  );
+  phase('claim deleted after the drainer succeeded, then its Job');
 });
 
 void test('deletion: every live replica drains first (writes refused), one that cannot be asked is not waited for; then scaled to 0, volumes reclaimed, finalizer released', async () => {

@@ -422,11 +422,11 @@ void test('kubectl delete --cascade=foreground under load: the Endpoint goes wit
       '--cascade=foreground',
       '--wait=false',
     ]);
-    await waitFor(
-      async () =>
-        (await kube.kubectl(['get', 'endpoints.landfall.dev', '-n', ns, '-o', 'name'])).stdout.trim() === '',
-      { what: 'Endpoint orders gone (no force)', timeoutMs: 300_000, intervalMs: 1000 },
-    ).catch(async (err: unknown) => {
+    await waitFor(async () => (await client.get(Resources.endpoint, ns, 'orders')) === undefined, {
+      what: 'Endpoint orders gone (no force)',
+      timeoutMs: 300_000,
+      intervalMs: 1000,
+    }).catch(async (err: unknown) => {
       throw new Error(`${String(err)}\n${await diagnostics('orders')}`, { cause: err });
     });
     process.stderr.write(

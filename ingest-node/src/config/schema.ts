@@ -88,7 +88,7 @@ export const ListenAdminSchema = Type.Object(
     ),
   },
   block(
-    'The admin listener: GET /metrics and GET /v1/status (and /healthz, /readyz), never on listen.port. Plain HTTP even when listen.tls is set: keep it on loopback or behind a NetworkPolicy. /v1/status still needs a key with the status scope when keys are configured.',
+    'The admin listener: GET /metrics, GET /v1/status and POST/DELETE /v1/drain (and /healthz, /readyz), never on listen.port. HTTPS with the same certificate when listen.tls is set (no client certificate asked); keep it on loopback or behind a NetworkPolicy. /v1/status needs a key with the status scope and /v1/drain one with the drain scope when keys are configured.',
   ),
 );
 

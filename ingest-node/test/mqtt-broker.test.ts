@@ -246,7 +246,9 @@ void describe('MQTT source on a real broker', () => {
     assert.equal(await metric(node, 'landfall_mqtt_acks_total'), 50, 'nothing acknowledged while draining');
     // Drained: the 50 acknowledged messages are delivered, the 50 held ones were never written.
     await until(async () => {
-      const st = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as { drain: { drained: boolean } };
+      const st = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as {
+        drain: { drained: boolean };
+      };
       return st.drain.drained;
     }, 'drained');
     assert.equal(node.wal.stats().nextSeq, 51n);

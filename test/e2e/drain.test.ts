@@ -312,7 +312,8 @@ void describe('drain mode (POST /v1/drain)', () => {
       // Draining again picks up what came in since.
       assert.equal((await api(node.adminUrl, 'POST', '/v1/drain', OPERATOR)).status, 202);
       await waitFor(
-        async () => ((await api(node.adminUrl, 'GET', '/v1/status', OPERATOR)).body.drain as DrainJson).drained,
+        async () =>
+          ((await api(node.adminUrl, 'GET', '/v1/status', OPERATOR)).body.drain as DrainJson).drained,
         { what: 'the second drain', timeoutMs: 60_000, intervalMs: 50, process: node.proc },
       );
       assert.equal((await committedIds(s)).get('mode.direct.after'), 1);

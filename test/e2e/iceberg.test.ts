@@ -367,3 +367,93 @@ void test('kill -9 between the upload and the table commit (catalog down), resta
     await second.proc.stop({ graceMs: 5_000 });
   }
 });
+
+const MISFIT_VIEW = `
+name: orders
+columns:
+  - { name: id,  type: BIGINT,  path: $.id, required: true }
+  - { name: sku, type: VARCHAR, path: $.sku }
+iceberg: { namespace: misfit, table: orders }
+`;
+
+// Someone made misfit.orders with `id` as a string: the View's BIGINT files cannot go in.
+const makeMisfitTable = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import NestedField, StringType
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+cat.create_namespace_if_not_exists('misfit')
+cat.create_table('misfit.orders', schema=Schema(NestedField(1, 'id', StringType(), required=False), NestedField(2, 'sku', StringType(), required=False)))
+print('ok')
+`;
+
+const misfitSnapshots = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+print(json.dumps(len(cat.load_table('misfit.orders').snapshots())))
+`;
+
+void test('a View its table cannot take does not hold delivery back: the marker records why, later segments flow', async () => {
+  assert.equal((await catalog.python(makeMisfitTable)).stdout.trim(), 'ok');
+  const misfitPrefix = 'lf3';
+  const viewsDir = scratchDir('iceberg-misfit-views');
+  await writeFile(path.join(viewsDir, 'orders.yaml'), MISFIT_VIEW);
+  const dir = scratchDir('iceberg-misfit-node');
+  const misfit = await serve('landfall-iceberg-misfit', minio, path.join(dir, 'node.log'), [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    `--s3.prefix=${misfitPrefix}`,
+    '--endpoint.name=misfit',
+    '--instance.id=misfit-0',
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=400',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+  ]);
+  try {
+    const delivered = async (n: number): Promise<TableMarker[]> =>
+      waitFor(
+        async () => {
+          const keys = await listKeys(s3, minio.bucket, `${misfitPrefix}/commits/misfit/`);
+          return keys.length >= n
+            ? Promise.all(keys.map((key) => getJson<TableMarker>(s3, minio.bucket, key)))
+            : undefined;
+        },
+        { what: `misfit marker #${n}`, timeoutMs: 60_000, intervalMs: 100, process: misfit.proc },
+      );
+    await post(
+      misfit.url,
+      [1, 2].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+    );
+    await delivered(1);
+    await post(
+      misfit.url,
+      [3].map((id) => JSON.stringify({ id, sku: `s${id}` })),
+    );
+    const ms = await delivered(2);
+    for (const m of ms) {
+      const t = m.tables?.[0] as
+        { snapshotId?: string; error?: { code: string; message: string } } | undefined;
+      assert.equal(t?.snapshotId, undefined, 'no snapshot for a View the table cannot take');
+      assert.equal(t?.error?.code, 'ICEBERG_SCHEMA_MISMATCH');
+      assert.match(t?.error?.message ?? '', /id: table has "string", view writes long/);
+      assert.equal(
+        m.artifacts.filter((a) => a.kind === 'view').length > 0,
+        true,
+        'the view files still go out',
+      );
+    }
+    assert.equal(
+      ms.reduce((sum, m) => sum + (m.views[0]?.rows?.view ?? 0), 0),
+      3,
+    );
+    assert.equal(JSON.parse((await catalog.python(misfitSnapshots)).stdout), 0, 'nothing appended');
+  } finally {
+    await misfit.proc.stop({ graceMs: 5_000 });
+  }
+});

@@ -152,16 +152,30 @@ export const CommitMarkerV1Schema = Type.Object(
           view: Type.String({ pattern: namePattern }),
           namespace: Type.String({ minLength: 1, maxLength: 255 }),
           table: Type.String({ minLength: 1, maxLength: 255 }),
-          snapshotId: Type.String({
-            pattern: '^-?[0-9]{1,19}$',
-            description:
-              'The Iceberg snapshot that appended this segment’s view files (a long, as a string).',
-          }),
+          snapshotId: Type.Optional(
+            Type.String({
+              pattern: '^-?[0-9]{1,19}$',
+              description:
+                'The Iceberg snapshot that appended this segment’s view files (a long, as a string). Absent when `error` is set.',
+            }),
+          ),
+          error: Type.Optional(
+            Type.Object(
+              {
+                code: Type.String({ pattern: '^ICEBERG_[A-Z_]{1,64}$' }),
+                message: Type.String({ maxLength: 1000 }),
+              },
+              {
+                description:
+                  'Set instead of snapshotId when the View itself cannot go into its table (a column type Iceberg cannot take, a type change the table cannot promote, a table this writer cannot append to). The view files are delivered as usual; only the table append was skipped, so delivery never waits on a View (docs/iceberg.md).',
+              },
+            ),
+          ),
         }),
         {
           maxItems: 10_000,
           description:
-            'Iceberg tables this segment was appended to before the marker was written (docs/iceberg.md). Absent when no view has a table.',
+            'Iceberg tables of this segment’s views, each appended to (snapshotId) or skipped for a reason of the View (error) before the marker was written (docs/iceberg.md). Absent when no view has a table.',
         },
       ),
     ),
@@ -229,7 +243,10 @@ export type MarkerTable = {
   readonly view: string;
   readonly namespace: string;
   readonly table: string;
-  readonly snapshotId: string;
+  /** The snapshot that appended the segment's view files; absent when `error` says why not. */
+  readonly snapshotId?: string;
+  /** Why the View's files were not appended (a reason of the View, never of the store or catalog). */
+  readonly error?: { readonly code: string; readonly message: string };
 };
 
 /** The in-code marker: seqs, ids and times are bigints (µs); JSON has strings. */
@@ -316,6 +333,11 @@ function semanticProblems(m: CommitMarker): string[] {
   // Seqs are gap-free per instance, so a segment's span is at least its count.
   else if (BigInt(m.records) > m.lastSeq - m.firstSeq + 1n)
     problems.push(`records ${m.records} exceed the seq span ${m.firstSeq}..${m.lastSeq}`);
+  for (const t of m.tables ?? [])
+    if ((t.snapshotId === undefined) === (t.error === undefined))
+      problems.push(
+        `table ${t.namespace}.${t.table} of view ${t.view} needs exactly one of snapshotId and error`,
+      );
   const keys = new Set<string>();
   let segments = 0;
   for (const a of m.artifacts) {
@@ -394,7 +416,8 @@ function toJson(m: CommitMarker): CommitMarkerJson {
             view: t.view,
             namespace: t.namespace,
             table: t.table,
-            snapshotId: t.snapshotId,
+            ...(t.snapshotId !== undefined ? { snapshotId: t.snapshotId } : {}),
+            ...(t.error !== undefined ? { error: { code: t.error.code, message: t.error.message } } : {}),
           })),
         }
       : {}),
@@ -428,7 +451,14 @@ function fromJson(j: CommitMarkerJson): CommitMarker {
       specSha256: v.specSha256,
       ...(v.rows !== undefined ? { rows: rowsJson(v.rows) } : {}),
     })),
-    ...(j.tables !== undefined ? { tables: j.tables.map((t) => ({ ...t })) } : {}),
+    ...(j.tables !== undefined
+      ? {
+          tables: j.tables.map((t) => ({
+            ...t,
+            ...(t.error !== undefined ? { error: { ...t.error } } : {}),
+          })),
+        }
+      : {}),
     createdAtMs: Date.parse(j.createdAt),
     writer: j.writer,
   };

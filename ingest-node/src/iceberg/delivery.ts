@@ -13,6 +13,18 @@ import type { SealedSegment } from '../wal/types.ts';
 import { RestCatalog } from './catalog.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
+import { IcebergError } from './errors.ts';
+import type { IcebergErrorCode } from './errors.ts';
+
+/**
+ * Refusals caused by the View (or a table made for something else), not by the
+ * catalog being away: retrying cannot help, so they go into the marker.
+ */
+const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
+  'ICEBERG_TYPE_UNSUPPORTED',
+  'ICEBERG_SCHEMA_MISMATCH',
+  'ICEBERG_TABLE_UNSUPPORTED',
+]);
 
 export interface IcebergCommitOptions {
   readonly config: IcebergConfig & { readonly catalogUri: string };
@@ -48,20 +60,40 @@ export function icebergTableCommit(
       for (const view of o.views(c.segment)) {
         const target = view.spec.iceberg;
         if (target === undefined || applied.get(view.spec.name) !== view.specHash) continue;
-        const result = await writer.append({
-          namespace: target.namespace,
-          table: target.table,
-          view: { view: view.spec.name, columns: view.columns, specSha256: view.specHash },
-          segment: {
-            endpoint: c.ref.endpoint,
-            instance: c.ref.instance,
-            epoch: c.ref.epoch,
-            segmentId: formatSegmentId(c.ref.segmentId),
-          },
-          files: c.artifacts
-            .filter((a) => a.kind === 'view' && a.view === view.spec.name)
-            .map((a) => ({ key: a.key, bytes: a.bytes, rows: a.rows })),
-        });
+        const files = c.artifacts
+          .filter((a) => a.kind === 'view' && a.view === view.spec.name)
+          .map((a) => ({ key: a.key, bytes: a.bytes, rows: a.rows }));
+        let result: Awaited<ReturnType<IcebergWriter['append']>>;
+        try {
+          result = await writer.append({
+            namespace: target.namespace,
+            table: target.table,
+            view: { view: view.spec.name, columns: view.columns, specSha256: view.specHash },
+            segment: {
+              endpoint: c.ref.endpoint,
+              instance: c.ref.instance,
+              epoch: c.ref.epoch,
+              segmentId: formatSegmentId(c.ref.segmentId),
+            },
+            files,
+          });
+        } catch (err) {
+          // A View its table cannot take must not hold back this segment and
+          // every later one (delivery waits only on the store, the catalog and
+          // credentials): the marker records why, the view files are delivered.
+          if (!(err instanceof IcebergError) || !VIEW_CAUSED.has(err.code)) throw err;
+          log.warn(
+            { segment: formatSegmentId(c.ref.segmentId), view: view.spec.name, code: err.code, err },
+            'iceberg append skipped: the View does not fit its table; the marker records why',
+          );
+          tables.push({
+            view: view.spec.name,
+            namespace: target.namespace,
+            table: target.table,
+            error: { code: err.code, message: err.message.slice(0, 1000) },
+          });
+          continue;
+        }
         if (result === undefined) continue;
         log.info(
           {

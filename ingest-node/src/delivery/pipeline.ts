@@ -772,7 +772,11 @@ class DeliveryPipeline implements Pipeline {
         signal: this.#abort.signal,
       });
       this.#checkStopping();
-      this.#emit('tables', entry, tables.map((t) => `${t.namespace}.${t.table}@${t.snapshotId ?? t.error?.code ?? '?'}`).join(','));
+      this.#emit(
+        'tables',
+        entry,
+        tables.map((t) => `${t.namespace}.${t.table}@${t.snapshotId ?? t.error?.code ?? '?'}`).join(','),
+      );
     }
     const marker: CommitMarker = {
       endpoint: ref.endpoint,

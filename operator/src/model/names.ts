@@ -15,6 +15,10 @@ export const ENDPOINT_UID_LABEL = 'landfall.dev/endpoint-uid';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'landfall-operator';
 export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
+/** On ingest pods: Karpenter does not voluntarily disrupt (consolidate, drift) their node. */
+export const KARPENTER_DO_NOT_DISRUPT_ANNOTATION = 'karpenter.sh/do-not-disrupt';
+/** On ingest pods: the Cluster Autoscaler does not scale their node down. */
+export const CLUSTER_AUTOSCALER_SAFE_TO_EVICT_ANNOTATION = 'cluster-autoscaler.kubernetes.io/safe-to-evict';
 
 export const HTTP_PORT = 8080;
 export const SERVICE_PORT = 80;

@@ -42,6 +42,8 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
   --operator-key-secret NAME Secret holding the master key the operator's status keys derive from,
                              created if missing (default landfall-operator-key)
   --operator-key-namespace NS  its namespace (default: $POD_NAMESPACE, then --lease-namespace, --namespace, default)
+  --node-drain true|false    watch Nodes: drain, then move, a replica whose node is cordoned or being
+                             removed (needs nodes list/watch cluster-wide; default true)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
   --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
@@ -120,6 +122,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
       'allowed-images': { type: 'string', default: '' },
       'operator-key-secret': { type: 'string', default: 'landfall-operator-key' },
       'operator-key-namespace': { type: 'string' },
+      'node-drain': { type: 'string', default: 'true' },
       workers: { type: 'string' },
       'resync-period-ms': { type: 'string' },
       'crd-check-timeout-ms': { type: 'string' },
@@ -137,6 +140,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const level = values['log-level'] as LogLevel;
   if (!['debug', 'info', 'warn', 'error'].includes(level))
     throw new Error(`--log-level: unknown level ${level}`);
+  if (!['true', 'false'].includes(values['node-drain']))
+    throw new Error(`--node-drain must be true or false, got "${values['node-drain']}"`);
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
   const log = jsonLogger(level, { component: 'landfall-operator', identity });
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
@@ -170,6 +175,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     metrics,
     workers: int(values.workers, 'workers', 2),
     resyncPeriodMs: int(values['resync-period-ms'], 'resync-period-ms', 300_000),
+    nodeDrain: values['node-drain'] === 'true',
   });
 
   let leading = !values['leader-elect'];

@@ -100,7 +100,10 @@ export interface BackpressureSnapshot {
 export class Backpressure {
   readonly #o: BackpressureOptions;
   #inflightBytes = 0;
+  /** Shutdown: for good. */
   #draining = false;
+  /** Drain mode (POST /v1/drain): until DELETE /v1/drain. */
+  #drainMode = false;
   #walBacklog = false;
   #walFailed = false;
   #walStateFailing = false;
@@ -197,7 +200,7 @@ export class Backpressure {
    * durable WAL's is O(1): its sums are kept as segments change).
    */
   admit(): LandfallError | undefined {
-    if (this.#draining) return new DrainingError();
+    if (this.#draining || this.#drainMode) return new DrainingError();
     const now = this.#o.clock.monotonicMs();
     if (now - this.#walCheckedAtMs >= WAL_CHECK_INTERVAL_MS) this.#checkWal();
     if (this.#walFailed || this.#walStateFailing) return new WalUnavailableError();
@@ -223,13 +226,22 @@ export class Backpressure {
     return new OverloadedError(this.#o.inflightBytesMax);
   }
 
-  /** Shutdown has begun: refuse new writes, report not ready. */
+  /** Shutdown has begun: refuse new writes, report not ready, for good. */
   beginDrain(): void {
     this.#draining = true;
   }
 
+  /**
+   * Drain mode (POST /v1/drain) on or off: the same refusal and readiness as
+   * shutdown, but reversible. Turning it off does not undo a shutdown.
+   */
+  setDrainMode(on: boolean): void {
+    this.#drainMode = on;
+  }
+
+  /** New writes are refused with LF_DRAINING (shutdown or drain mode). */
   get draining(): boolean {
-    return this.#draining;
+    return this.#draining || this.#drainMode;
   }
 
   get inflightBytes(): number {
@@ -238,7 +250,7 @@ export class Backpressure {
 
   snapshot(): BackpressureSnapshot {
     const reasons: NotReadyReason[] = [];
-    if (this.#draining) reasons.push('draining');
+    if (this.draining) reasons.push('draining');
     if (this.#walFailed) reasons.push('wal_failed');
     if (this.#walStateFailing) reasons.push('wal_state_failing');
     if (this.#walBacklog) reasons.push('wal_backlog');
@@ -246,7 +258,7 @@ export class Backpressure {
     return {
       accepting: reasons.length === 0,
       reasons,
-      draining: this.#draining,
+      draining: this.draining,
       walFailed: this.#walFailed,
       walStateFailing: this.#walStateFailing,
       walBacklog: this.#walBacklog,

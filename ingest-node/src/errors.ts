@@ -253,7 +253,7 @@ export const DrainingError = defineError({
   statusCode: 503,
   retryable: true,
   retryAfterSeconds: 1,
-  template: 'This node is shutting down; retry (another replica will answer)',
+  template: 'This node is draining (shutting down, or drain mode); retry (another replica will answer)',
 });
 export const WalUnavailableError = defineError({
   code: 'LF_WAL_UNAVAILABLE',

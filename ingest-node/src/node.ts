@@ -5,8 +5,13 @@
 // Shutdown (SIGTERM from the kubelet, or Ctrl-C): readiness goes false and new
 // writes get 503 LF_DRAINING (clients retry on another replica); requests
 // already reading or waiting for their fsync finish and get their 202; then
-// the WAL closes, sealing the open segment so delivery picks it up on the next
-// start. All of it is bounded by shutdown.timeoutMs.
+// the open segment is sealed and delivery goes on until nothing undelivered
+// is left, so a pod that goes away leaves no backlog behind. All of it is
+// bounded by shutdown.timeoutMs (what is left then resumes at the next start,
+// or with `landfall drain`); the pod's grace period must be longer.
+//
+// The storage half (WAL, Parquet outputs, delivery) is openNodeStorage(): the
+// drainer (`landfall drain`) runs the same composition without a listener.
 
 import { join, resolve } from 'node:path';
 import { Registry } from 'prom-client';
@@ -78,6 +83,183 @@ function timeout(ms: number): { promise: Promise<'timeout'>; cancel: () => void 
   return { promise, cancel: () => clearTimeout(timer) };
 }
 
+/** What a WAL still holds that is not in the bucket. */
+export interface Backlog {
+  /** Sealed segments without a commit marker, and their bytes. */
+  readonly segments: number;
+  readonly bytes: number;
+  /** Bytes of the open segment (sealed by deliverBacklog; nonzero only if that failed). */
+  readonly openSegmentBytes: number;
+}
+
+/** The WAL and what delivers it: the node's storage half, shared by `serve` and `drain`. */
+export interface NodeStorage {
+  readonly wal: WriteAheadLog;
+  readonly walDir: string;
+  readonly registry: Registry;
+  /** Delivery of sealed segments, when config.s3 names a bucket or a local folder (and the WAL is durable). */
+  readonly delivery: RunningDelivery | undefined;
+  readonly parquet: ParquetOutputs | undefined;
+  /** The /v1/status sections of delivery and the Parquet outputs. */
+  status(): Record<string, unknown>;
+  backlog(): Backlog;
+  /**
+   * Seals the open segment, then waits until delivery has committed every
+   * sealed segment or `deadlineMonoMs` (clock.monotonicMs) passes. Resolves
+   * with what is left. Call it once writes have stopped.
+   */
+  deliverBacklog(deadlineMonoMs: number, signal?: AbortSignal): Promise<Backlog>;
+  /**
+   * Stops delivery (its steps in flight get `graceMs`, then are aborted and
+   * resume from their recorded progress next time), the Parquet outputs and
+   * the WAL. Resolves false when any of it failed (logged).
+   */
+  close(graceMs: number): Promise<boolean>;
+}
+
+export interface StorageDeps {
+  readonly fs?: FileSystem;
+  readonly clock?: Clock;
+  readonly log?: Logger;
+  readonly registry?: Registry;
+  readonly openWal?: (options: WalOptions) => Promise<WriteAheadLog>;
+}
+
+/** How often deliverBacklog looks at the WAL besides the pipeline's idle signal. */
+const BACKLOG_CHECK_MS = 100;
+
+/** Opens (recovers) the WAL and starts delivering it, as configured. */
+export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}): Promise<NodeStorage> {
+  const clock = deps.clock ?? systemClock;
+  const log = deps.log ?? silentLogger;
+  const fs = deps.fs ?? new NodeFileSystem();
+  const walDir = resolve(config.wal.dir);
+  const wal = await (deps.openWal ?? openWal)({
+    dir: walDir,
+    endpoint: config.endpoint.name,
+    instance: config.instance.id,
+    segmentBytesMax: config.wal.segmentBytesMax,
+    segmentAgeMsMax: config.wal.segmentAgeMsMax,
+    fs,
+    clock,
+    log,
+    // The HTTP layer enforces limits.recordBytesMax; the WAL's bound guards against
+    // corrupt frames at recovery and must not shrink when a user lowers the limit.
+    recordBytesMax: Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
+    // In-flight bytes are bounded before the WAL (limits.inflightBytesMax); its queue
+    // also counts frame headers, so give it headroom rather than a second, tighter limit.
+    queueBytesMax: 2 * config.limits.inflightBytesMax,
+  });
+
+  const registry = deps.registry ?? new Registry();
+  // Only the durable WAL (not a test double) has sealed segments to deliver.
+  const durable = 'onSealed' in wal ? (wal as Wal) : undefined;
+  if (durable !== undefined) registerQuarantineGauge(registry, fs, join(walDir, QUARANTINE_DIR));
+  let delivery: RunningDelivery | undefined;
+  // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
+  let parquet: ParquetOutputs | undefined;
+  if (durable !== undefined) {
+    try {
+      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
+        parquet = await startParquetOutputs(config, { clock, log, registry });
+      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
+      delivery = await startConfiguredDelivery(config, {
+        wal: durable,
+        clock,
+        log,
+        registry,
+        fs,
+        ...(producers !== undefined ? { producers } : {}),
+      });
+    } catch (err) {
+      await parquet?.close();
+      await wal.close();
+      throw err;
+    }
+  }
+
+  const backlog = (): Backlog => {
+    const s = wal.stats();
+    const d = durable?.stats();
+    return {
+      segments: d?.undeliveredSegments ?? s.sealedSegments,
+      bytes: d?.undeliveredBytes ?? 0,
+      openSegmentBytes: s.openSegmentBytes,
+    };
+  };
+  const empty = (): boolean => {
+    const b = backlog();
+    return (
+      b.segments === 0 && b.openSegmentBytes === 0 && (delivery?.pipeline.stats().segmentsPending ?? 0) === 0
+    );
+  };
+
+  let closing: Promise<boolean> | undefined;
+  return {
+    wal,
+    walDir,
+    registry,
+    delivery,
+    parquet,
+    status: () => ({ ...delivery?.pipeline.status(), ...parquet?.status() }),
+    backlog,
+    async deliverBacklog(deadlineMonoMs, signal) {
+      if (durable === undefined || delivery === undefined) return backlog();
+      try {
+        await durable.seal('close');
+      } catch (err) {
+        log.error({ err }, 'sealing the open segment failed; it is sealed when the WAL closes');
+      }
+      const pipeline = delivery.pipeline;
+      // The pipeline's idle() wakes us at once; the poll covers seals the WAL
+      // has not announced yet (a state write being retried).
+      while (!empty() && signal?.aborted !== true) {
+        const leftMs = deadlineMonoMs - clock.monotonicMs();
+        if (leftMs <= 0) break;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          pipeline.idle(),
+          new Promise<void>((r) => {
+            timer = setTimeout(r, Math.min(leftMs, BACKLOG_CHECK_MS));
+          }),
+        ]);
+        clearTimeout(timer);
+      }
+      return backlog();
+    },
+    close(graceMs) {
+      closing ??= (async () => {
+        let ok = true;
+        if (delivery !== undefined) {
+          try {
+            await delivery.stop(graceMs);
+          } catch (err) {
+            ok = false;
+            log.error({ err }, 'stopping delivery failed');
+          }
+        }
+        try {
+          await parquet?.close(graceMs);
+        } catch (err) {
+          ok = false;
+          log.error({ err }, 'closing the Parquet outputs failed');
+        }
+        try {
+          await wal.close();
+        } catch (err) {
+          ok = false;
+          log.error(
+            { err },
+            'closing the WAL failed; recovery will finish the open segment at the next start',
+          );
+        }
+        return ok;
+      })();
+      return closing;
+    },
+  };
+}
+
 export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promise<RunningNode> {
   const clock = deps.clock ?? systemClock;
   const log = deps.log ?? silentLogger;
@@ -100,48 +282,14 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   // Wrong certificate files stop the start here, before recovery and delivery run.
   if (config.listen.tls.certFile !== undefined) await checkTlsFiles(config.listen.tls);
 
-  const wal = await (deps.openWal ?? openWal)({
-    dir: walDir,
-    endpoint: config.endpoint.name,
-    instance: config.instance.id,
-    segmentBytesMax: config.wal.segmentBytesMax,
-    segmentAgeMsMax: config.wal.segmentAgeMsMax,
+  const storage = await openNodeStorage(config, {
     fs,
     clock,
     log,
-    // The HTTP layer enforces limits.recordBytesMax; the WAL's bound guards against
-    // corrupt frames at recovery and must not shrink when a user lowers the limit.
-    recordBytesMax: Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
-    // In-flight bytes are bounded before the WAL (limits.inflightBytesMax); its queue
-    // also counts frame headers, so give it headroom rather than a second, tighter limit.
-    queueBytesMax: 2 * config.limits.inflightBytesMax,
+    ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+    ...(deps.openWal !== undefined ? { openWal: deps.openWal } : {}),
   });
-
-  const registry = deps.registry ?? new Registry();
-  if ('onSealed' in wal) registerQuarantineGauge(registry, fs, join(walDir, QUARANTINE_DIR));
-  // Only the durable WAL (not a test double) has sealed segments to deliver.
-  let delivery: RunningDelivery | undefined;
-  // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
-  let parquet: ParquetOutputs | undefined;
-  if ('onSealed' in wal) {
-    try {
-      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
-        parquet = await startParquetOutputs(config, { clock, log, registry });
-      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
-      delivery = await startConfiguredDelivery(config, {
-        wal: wal as Wal,
-        clock,
-        log,
-        registry,
-        fs,
-        ...(producers !== undefined ? { producers } : {}),
-      });
-    } catch (err) {
-      await parquet?.close();
-      await wal.close();
-      throw err;
-    }
-  }
+  const { wal, delivery, registry } = storage;
 
   let server: IngestServer;
   let url: string;
@@ -156,10 +304,9 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       defaultMetrics: true,
       ...(deps.apiKeys !== undefined ? { apiKeys: deps.apiKeys } : {}),
       ...(deps.status !== undefined || delivery !== undefined
-        ? {
-            status: () => ({ ...deps.status?.(), ...delivery?.pipeline.status(), ...parquet?.status() }),
-          }
+        ? { status: () => ({ ...deps.status?.(), ...storage.status() }) }
         : {}),
+      ...(delivery !== undefined ? { deliveryPending: () => delivery.pipeline.stats().segmentsPending } : {}),
     });
     try {
       url = await server.listen();
@@ -168,9 +315,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       throw err;
     }
   } catch (err) {
-    await delivery?.stop(0);
-    await parquet?.close();
-    await wal.close();
+    await storage.close(0);
     throw err;
   }
 
@@ -184,9 +329,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     });
   } catch (err) {
     await server.close();
-    await delivery?.stop(0);
-    await parquet?.close();
-    await wal.close();
+    await storage.close(0);
     throw err;
   }
 
@@ -205,6 +348,8 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   );
 
   let shuttingDown: Promise<boolean> | undefined;
+  /** A second signal: stop waiting for the backlog. */
+  const hurry = new AbortController();
   let resolveStopped!: (ok: boolean) => void;
   const stopped = new Promise<boolean>((r) => {
     resolveStopped = r;
@@ -215,7 +360,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       const startedMs = clock.monotonicMs();
       log.info(
         { reason, timeoutMs: config.shutdown.timeoutMs },
-        'draining: refusing new writes, finishing in-flight requests',
+        'draining: refusing new writes, finishing in-flight requests, then delivering the backlog',
       );
       server.beginDrain();
       // MQTT stops alongside HTTP: it writes and acknowledges what it holds before the WAL closes.
@@ -234,29 +379,26 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       }
       limit.cancel();
       if (mqttStopped !== undefined && !(await mqttStopped)) ok = false;
-      if (delivery !== undefined) {
-        // The delivery step in flight gets what is left of the budget (at most
-        // 10 s); an unfinished segment resumes from its progress at the next start.
-        const leftMs = Math.max(0, config.shutdown.timeoutMs - (clock.monotonicMs() - startedMs));
-        try {
-          await delivery.stop(Math.min(leftMs, 10_000));
-        } catch (err) {
-          ok = false;
-          log.error({ err }, 'stopping delivery failed');
-        }
-      }
-      try {
-        await parquet?.close(Math.max(0, config.shutdown.timeoutMs - (clock.monotonicMs() - startedMs)));
-      } catch (err) {
-        ok = false;
-        log.error({ err }, 'closing the Parquet outputs failed');
-      }
-      try {
-        await wal.close();
-      } catch (err) {
-        ok = false;
-        log.error({ err }, 'closing the WAL failed; recovery will finish the open segment at the next start');
-      }
+      // The backlog gets what is left of the budget, less a little for the
+      // delivery steps still in flight to finish or be aborted cleanly.
+      const budgetMs = config.shutdown.timeoutMs;
+      const stopGraceMs = Math.min(2_000, Math.floor(budgetMs / 10));
+      const left = await storage.deliverBacklog(startedMs + budgetMs - stopGraceMs, hurry.signal);
+      const leftover = left.segments > 0 || left.openSegmentBytes > 0;
+      if (delivery !== undefined || leftover)
+        log[leftover ? 'warn' : 'info'](
+          {
+            segmentsLeft: left.segments,
+            bytesLeft: left.bytes,
+            openSegmentBytes: left.openSegmentBytes,
+            delivery: delivery !== undefined,
+          },
+          leftover
+            ? 'shutdown: undelivered segments left in the WAL; they resume at the next start (or with `landfall drain`)'
+            : 'shutdown: every acknowledged record is delivered',
+        );
+      const remainingMs = Math.max(0, startedMs + budgetMs - clock.monotonicMs());
+      if (!(await storage.close(Math.min(remainingMs, Math.max(stopGraceMs, 1))))) ok = false;
       log.info({ reason, ok, durationMs: Math.round(clock.monotonicMs() - startedMs) }, 'stopped');
       if (deps.handleSignals === true) {
         process.off('SIGTERM', onSignal);
@@ -271,8 +413,9 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
   const onSignal = (signal: NodeJS.Signals): void => {
     if (shuttingDown !== undefined) {
       // A second Ctrl-C means "now": cut the connections still open so close() can finish.
-      log.warn({ signal }, 'second signal: closing every connection now');
+      log.warn({ signal }, 'second signal: closing every connection now, not waiting for delivery');
       server.app.server.closeAllConnections();
+      hurry.abort();
       return;
     }
     void shutdown(signal);

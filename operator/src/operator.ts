@@ -8,7 +8,7 @@ import type { View } from './api/view.ts';
 import { createNodeViewCompiler } from './adapters/view-compiler.ts';
 import type { ClosableViewCompiler } from './adapters/view-compiler.ts';
 import { httpNodeStatusProbe } from './adapters/node-status.ts';
-import type { NodeStatusProbe } from './adapters/node-status.ts';
+import type { NodeDrainControl, NodeStatusProbe } from './adapters/node-status.ts';
 import { httpNodeDrainClient } from './adapters/node-drain.ts';
 import type { NodeDrainClient } from './adapters/node-drain.ts';
 import { EndpointController } from './controller/endpoint.ts';
@@ -46,6 +46,10 @@ export interface OperatorOptions {
   /** Default: the ingest node's compiler on a compile-only DuckDB, closed at stop(). */
   compiler?: ClosableViewCompiler;
   probe?: NodeStatusProbe;
+  /** POST/DELETE /v1/drain; default HTTP (tests point it at nodes on localhost). */
+  drainControl?: NodeDrainControl;
+  /** The node's port on a pod IP; default 8080. */
+  nodePort?: number;
   drainPollMs?: number;
   notReadyPollMs?: number;
   queueMaxKeys?: number;
@@ -138,6 +142,8 @@ export class Operator {
       allowedImages: opts.allowedImages,
       operatorKey: opts.operatorKey ?? randomBytes(32),
       probe: opts.probe ?? httpNodeStatusProbe(),
+      ...(opts.drainControl !== undefined ? { drainControl: opts.drainControl } : {}),
+      ...(opts.nodePort !== undefined ? { nodePort: opts.nodePort } : {}),
       drainPollMs: opts.drainPollMs,
       notReadyPollMs: opts.notReadyPollMs,
       ...(this.nodes !== undefined

@@ -277,7 +277,7 @@ void test('the container runs the image entrypoint with serve --config, and moun
   );
 });
 
-void test("the operator's status key: derived per Endpoint uid, only its hash reaches the nodes, status scope only", () => {
+void test("the operator's status key: derived per Endpoint uid, only its hash reaches the nodes, scopes status and drain only", () => {
   const master = Buffer.alloc(32, 1);
   const a = minimal();
   const key = deriveStatusKey(master, a);
@@ -289,9 +289,9 @@ void test("the operator's status key: derived per Endpoint uid, only its hash re
   assert.throws(() => deriveStatusKey(Buffer.alloc(16), a), /at least 32 bytes/);
   const line = statusKeyLine(key);
   assert.ok(!line.includes(key), 'the key itself is not in the ConfigMap');
-  // The node's own key-file parser accepts the line, for the status scope only.
+  // The node's own key-file parser accepts the line: status and drain, never ingest.
   const keys = staticApiKeys(line);
-  assert.deepEqual([...(keys.verify(key)?.scopes ?? [])], ['status']);
+  assert.deepEqual([...(keys.verify(key)?.scopes ?? [])].sort(), ['drain', 'status']);
   assert.equal(keys.verify(deriveStatusKey(master, recreated)), undefined);
 });
 

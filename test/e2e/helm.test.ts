@@ -290,7 +290,7 @@ void describe('installed chart', () => {
     // namespace only the hash of the derived status key, in a ConfigMap.
     assert.ok(await getJson(['secret', `${FULLNAME}-operator-key`, '-n', releaseNs]), 'master key Secret');
     const cm = await getJson<{ data: Record<string, string> }>(['configmap', 'clicks-ingest', '-n', appNs]);
-    assert.match(cm?.data['landfall-operator-status-key'] ?? '', /^sha256:[0-9a-f]{64} status\n$/);
+    assert.match(cm?.data['landfall-operator-status-key'] ?? '', /^sha256:[0-9a-f]{64} status drain\n$/);
     const secrets = await getJson<{ items: { metadata: { name: string } }[] }>([
       'secrets',
       '-n',
@@ -453,7 +453,12 @@ void describe('installed chart', () => {
     assert.equal(await can('patch', 'secrets', '', releaseNs, `${FULLNAME}-operator-key`), false);
     assert.equal(await can('create', 'secrets', '', releaseNs), true, 'creating its key on first start');
     assert.equal(await can('delete', 'statefulsets', 'apps'), false);
-    assert.equal(await can('delete', 'persistentvolumeclaims'), false);
+    // Drained claims are deleted (only after their drainer Job succeeded); drainer Jobs are created and listed.
+    assert.equal(await can('delete', 'persistentvolumeclaims'), true);
+    assert.equal(await can('create', 'jobs', 'batch'), true);
+    assert.equal(await can('list', 'jobs', 'batch'), true);
+    assert.equal(await can('delete', 'jobs', 'batch'), false, 'drainer Jobs go with their claim');
+    assert.equal(await can('delete', 'persistentvolumes'), false);
     assert.equal(await can('create', 'pods'), false);
     // spec.expose: Ingress and HTTPRoute are read (ownership), applied and, once dropped from the Endpoint, deleted.
     for (const verb of ['get', 'create', 'patch', 'delete']) {

@@ -570,13 +570,16 @@ void describe('volumes of a deleted Endpoint are never adopted by a new one of t
       spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '10Gi' } } },
     } as KubeObject);
 
-    // The Endpoint goes (its claim was never bound: nothing to drain); the
-    // garbage collector would take the StatefulSet, the claim stays (Retain).
+    // The Endpoint goes with the force annotation (the finalizer would delete
+    // its own drained claims): the claim stays behind, as after any force delete.
     await waitFor(
       async () =>
         (await client.get<EndpointObj>(Resources.endpoint, ns, 'reborn'))?.metadata?.finalizers?.length,
       { what: 'the finalizer', timeoutMs: 10_000 },
     );
+    await client.mergePatch(Resources.endpoint, ns, 'reborn', {
+      metadata: { annotations: { 'landfall.dev/force-delete': 'true' } },
+    });
     await client.delete(Resources.endpoint, ns, 'reborn');
     await waitFor(async () => (await client.get(Resources.endpoint, ns, 'reborn')) === undefined, {
       what: 'Endpoint reborn deleted',

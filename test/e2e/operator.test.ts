@@ -365,7 +365,7 @@ void describe('operator in-process', () => {
     assert.equal(condition(v, 'Compiled')?.status, 'True');
   });
 
-  void test('deletion: never-bound volumes release at once; a bound volume with no running pod waits until forced', async () => {
+  void test('deletion: never-bound volumes are deleted and the Endpoint goes; a bound volume with no running pod gets a drainer Job and waits until forced', async () => {
     const t0 = performance.now();
     const phase = (label: string): void =>
       console.log(`# deletion: ${label} at ${(performance.now() - t0).toFixed(0)} ms`);
@@ -407,8 +407,18 @@ void describe('operator in-process', () => {
     );
     const d = condition(draining, 'Draining');
     console.log(`# Draining ${d?.reason}: ${d?.message}`);
-    assert.match(d?.message ?? '', /clicks-ingest-0 is Pending/);
+    // The pod could not be asked (Pending: no kubelet here), so the StatefulSet
+    // went to 0 and the bound volume waits for its drainer (whose pod stays Pending too).
+    assert.match(d?.message ?? '', /drainer Job data-clicks-ingest-0-drain/);
     assert.ok(draining.metadata?.deletionTimestamp);
+    const job = await client.get<KubeObject>(Resources.job, ns, 'data-clicks-ingest-0-drain');
+    const pvc = await client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, claim);
+    assert.equal(
+      job?.metadata?.ownerReferences?.[0]?.uid,
+      pvc?.metadata?.uid,
+      'the Job is owned by the claim',
+    );
+    assert.equal((await getSts('clicks'))?.spec?.replicas, 0, 'no pod may run beside a drainer');
 
     phase('clicks waits (Draining)');
     await client.mergePatch(Resources.endpoint, ns, 'clicks', {

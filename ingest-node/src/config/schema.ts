@@ -266,7 +266,7 @@ export const HttpSchema = Type.Object(
 export const ShutdownSchema = Type.Object(
   {
     timeoutMs: millis(
-      'On SIGTERM/SIGINT: most time to finish in-flight requests and close the WAL before exiting anyway. Keep it under terminationGracePeriodSeconds.',
+      'On SIGTERM/SIGINT: most time to finish in-flight requests, seal and deliver the backlog, and close the WAL before exiting anyway (what is left resumes at the next start, or with `landfall drain`). terminationGracePeriodSeconds must be larger: timeoutMs/1000 plus a margin.',
       25_000,
       0,
     ),

@@ -16,8 +16,13 @@ import type { Logger } from '../log.ts';
 import { watchFiles } from '../fs/watch-files.ts';
 import type { FileWatch } from '../fs/watch-files.ts';
 
-export const SCOPES = ['ingest', 'status'] as const;
+export const SCOPES = ['ingest', 'status', 'drain'] as const;
 export type Scope = (typeof SCOPES)[number];
+/**
+ * What a key line without scopes gets. Not `drain`: a producer's key must
+ * never be able to stop a node taking writes, so that scope is named explicitly.
+ */
+export const DEFAULT_SCOPES: readonly Scope[] = ['ingest', 'status'];
 
 export interface ApiKeyMatch {
   /** First 12 hex digits of the key's SHA-256: safe to log, scopes idempotency keys. */
@@ -59,7 +64,7 @@ export interface ParsedKeys {
 
 /**
  * One key a line, optionally followed by scopes separated by spaces or commas
- * (default: all scopes). `#` starts a comment at the start of a line or after
+ * (default: DEFAULT_SCOPES, every scope but `drain`). `#` starts a comment at the start of a line or after
  * whitespace. Keys are printable ASCII without spaces. `sha256:<64 hex>`
  * stands for the key with that SHA-256: the key itself need not be stored
  * where the node reads it (the operator puts its own key's hash in a
@@ -95,7 +100,7 @@ export function parseKeys(text: string, origin: string): ParsedKeys {
       else
         certs.set(cn, {
           id: digestOf(key).toString('hex', 0, 6),
-          scopes: scopes.size > 0 ? scopes : new Set(SCOPES),
+          scopes: scopes.size > 0 ? scopes : new Set(DEFAULT_SCOPES),
         });
       continue;
     }
@@ -104,7 +109,7 @@ export function parseKeys(text: string, origin: string): ParsedKeys {
     keys.push({
       digest,
       id: digest.toString('hex', 0, 6),
-      scopes: scopes.size > 0 ? scopes : new Set(SCOPES),
+      scopes: scopes.size > 0 ? scopes : new Set(DEFAULT_SCOPES),
     });
   }
   return { keys, certs, problems };

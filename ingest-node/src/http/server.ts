@@ -24,6 +24,7 @@ import { RecordFormat, WalErrorCode } from '../wal/types.ts';
 import { Backpressure, statfsProbe } from '../backpressure.ts';
 import type { DiskSpaceProbe } from '../backpressure.ts';
 import { createMetrics } from '../metrics.ts';
+import { DrainMode } from '../drain.ts';
 import type { NodeMetrics } from '../metrics.ts';
 import {
   ApiKeyInvalidError,
@@ -76,6 +77,11 @@ export interface ServerDeps {
   readonly status?: () => Record<string, unknown>;
   /** Process metrics (event loop, GC, heap); off in tests to keep them fast. */
   readonly defaultMetrics?: boolean;
+  /**
+   * Segments the delivery pipeline still holds (for `drained`); absent when
+   * the node delivers nowhere.
+   */
+  readonly deliveryPending?: () => number;
 }
 
 export interface IngestServer {
@@ -86,9 +92,11 @@ export interface IngestServer {
   readonly apiKeys: ApiKeySource | null;
   /** HTTPS (listen.tls), or undefined when the node speaks plain HTTP. */
   readonly tls: NodeTls | undefined;
+  /** Drain mode (POST/DELETE /v1/drain). */
+  readonly drain: DrainMode;
   /** Listens on config.listen (or the given port) and returns the base URL. */
   listen(port?: number): Promise<string>;
-  /** Readiness false and new writes 503 LF_DRAINING; in-flight requests carry on. */
+  /** Shutdown: readiness false and new writes 503 LF_DRAINING for good; in-flight requests carry on. */
   beginDrain(): void;
   /** Drains, waits for in-flight requests, closes connections. Does not close the WAL (the node does). */
   close(): Promise<void>;
@@ -216,6 +224,14 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   });
   await backpressure.start();
   const metrics = createMetrics(registry, { wal, backpressure }, deps.defaultMetrics ?? false);
+  const drain = new DrainMode({
+    backpressure,
+    wal,
+    deliveryPending: deps.deliveryPending,
+    closeIdleConnections: () => app.server.closeIdleConnections(),
+    clock,
+    log,
+  });
   const idempotency = new IdempotencyCache({
     windowMs: config.idempotency.windowMs,
     entriesMax: config.idempotency.entriesMax,
@@ -262,6 +278,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   const SCOPE_BY_ROUTE: ReadonlyMap<string, Scope> = new Map([
     ['/v1/ingest', 'ingest'],
     ['/v1/status', 'status'],
+    ['/v1/drain', 'drain'],
   ]);
 
   app.setErrorHandler((error: unknown, request, reply) => {
@@ -464,7 +481,25 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       backpressure: bp,
       idempotency: { entries: idempotency.size, entriesMax: config.idempotency.entriesMax },
       ...deps.status?.(),
+      drain: drain.state(),
     });
+  });
+
+  // The body is ignored (empty or `{}`): there is nothing to configure.
+  app.post('/v1/drain', async (request, reply) => {
+    authorize(request, 'drain');
+    const state = await drain.begin();
+    metrics.countRequest('/v1/drain', 'POST', 202);
+    void reply.code(202).type('application/json');
+    return JSON.stringify({ drain: state });
+  });
+
+  app.delete('/v1/drain', async (request, reply) => {
+    authorize(request, 'drain');
+    const state = drain.end();
+    metrics.countRequest('/v1/drain', 'DELETE', 200);
+    void reply.type('application/json');
+    return JSON.stringify({ drain: state });
   });
 
   tls?.attach(app.server as unknown as TlsServer);
@@ -478,6 +513,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     idempotency,
     apiKeys,
     tls,
+    drain,
     async listen(port = config.listen.port) {
       return app.listen({ host: config.listen.host, port });
     },
@@ -488,6 +524,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       if (closed) return;
       closed = true;
       backpressure.beginDrain();
+      drain.stop();
       // server.close() closes the connections idle at that moment only; a keep-alive
       // connection whose request was in flight turns idle later and would hold close()
       // open until keepAliveTimeoutMs. Sweep until everything is closed.

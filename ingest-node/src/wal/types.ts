@@ -82,7 +82,7 @@ export type JsonValue =
  */
 export type SegmentStatus = 'sealed' | 'delivered';
 
-export type SealReason = 'size' | 'age' | 'close' | 'manual' | 'recovery' | 'write-failure';
+export type SealReason = 'size' | 'age' | 'close' | 'manual' | 'drain' | 'recovery' | 'write-failure';
 
 export interface SealedSegment {
   readonly id: bigint;

@@ -12,6 +12,9 @@
 //   delivery.segmentsPending  sealed segments the pipeline has not committed
 //                             (absent when the node has no delivery target)
 //   delivery.lastError        the last delivery failure, for the message
+//   drain.draining/.drained   drain mode (POST /v1/drain): drained is true only
+//                             when draining and nothing is left to deliver;
+//                             absent on a node that predates drain mode
 // A replica is drained when all three are 0. The operator never configures
 // retention of delivered segments, so sealedSegments falls to 0 once every
 // marker is written. Segments the pipeline quarantined (corrupt) leave the
@@ -29,6 +32,10 @@ export interface NodeDrainState {
   segmentsPending: number | undefined;
   /** delivery.lastError, when the pipeline reports one. */
   lastError?: string;
+  /** drain.draining; undefined when the node has no drain mode (older image). */
+  draining?: boolean;
+  /** drain.drained: draining and nothing left to deliver. */
+  drained?: boolean;
 }
 
 export function parseNodeStatus(body: unknown): NodeDrainState {
@@ -44,6 +51,9 @@ export function parseNodeStatus(body: unknown): NodeDrainState {
     sealedSegments: num(b?.wal, 'sealedSegments', 'wal'),
     segmentsPending: b?.delivery === undefined ? undefined : num(b.delivery, 'segmentsPending', 'delivery'),
   };
+  const drain = (body as { drain?: Record<string, unknown> } | undefined)?.drain;
+  if (typeof drain?.['draining'] === 'boolean') state.draining = drain['draining'];
+  if (typeof drain?.['drained'] === 'boolean') state.drained = drain['drained'];
   const err = b?.delivery?.lastError;
   if (typeof err === 'string' && err !== '') state.lastError = err;
   else if (
@@ -72,7 +82,8 @@ let podAgent: Agent | undefined;
  * Pods are reached by IP, which no certificate names, and the operator cannot
  * read the Endpoint's TLS Secret (it touches no Secrets of users): the
  * connection is encrypted but the node is not authenticated. What is sent is
- * the operator's own status-scoped key, which can read /v1/status and nothing else.
+ * the operator's own key (scopes status and drain): it can read /v1/status and put
+ * the node in drain mode, never write records.
  */
 function podTlsAgent(): Agent {
   podAgent ??= new Agent({ connect: { rejectUnauthorized: false } });
@@ -95,3 +106,48 @@ export const httpNodeStatusProbe =
       throw new Error(`GET ${baseUrl}/v1/status: ${res.statusCode} ${text.slice(0, 200)}`);
     return parseNodeStatus(JSON.parse(text));
   };
+
+/**
+ * Drain mode of one node (POST /v1/drain: refuse writes, seal, deliver
+ * everything; DELETE /v1/drain: take writes again), with the operator's key
+ * (scope `drain`). Both are idempotent; a restarted pod is out of drain mode,
+ * so the operator posts again on every poll while it wants the node drained.
+ */
+export interface NodeDrainControl {
+  drain(baseUrl: string, apiKey: string): Promise<void>;
+  undrain(baseUrl: string, apiKey: string): Promise<void>;
+}
+
+async function drainCall(
+  method: 'POST' | 'DELETE',
+  baseUrl: string,
+  apiKey: string,
+  timeoutMs: number,
+): Promise<void> {
+  const res = await request(`${baseUrl}/v1/drain`, {
+    method,
+    headers: {
+      'x-api-key': apiKey,
+      accept: 'application/json',
+      ...(method === 'POST' ? { 'content-type': 'application/json' } : {}),
+    },
+    ...(method === 'POST' ? { body: '{}' } : {}),
+    ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200 && res.statusCode !== 202)
+    throw new Error(`${method} ${baseUrl}/v1/drain: ${res.statusCode} ${text.slice(0, 200)}`);
+}
+
+export const drainNode = (baseUrl: string, apiKey: string, timeoutMs = 3000): Promise<void> =>
+  drainCall('POST', baseUrl, apiKey, timeoutMs);
+
+export const undrainNode = (baseUrl: string, apiKey: string, timeoutMs = 3000): Promise<void> =>
+  drainCall('DELETE', baseUrl, apiKey, timeoutMs);
+
+export const httpNodeDrainControl = (timeoutMs = 3000): NodeDrainControl => ({
+  drain: (baseUrl, apiKey) => drainNode(baseUrl, apiKey, timeoutMs),
+  undrain: (baseUrl, apiKey) => undrainNode(baseUrl, apiKey, timeoutMs),
+});

@@ -1,20 +1,24 @@
 // Endpoint controller: one reconcile is a list of named steps, each applying
 // one part of the desired state with server-side apply (one field manager).
 // Status is computed from what the StatefulSet and its pods report.
-import type { V1Node, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Job, V1Node, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec, EndpointStatus } from '../api/endpoint.ts';
 import { endpointSpecErrors, withEndpointDefaults } from '../api/endpoint.ts';
 import type { View } from '../api/view.ts';
-import type { NodeStatusProbe } from '../adapters/node-status.ts';
+import { httpNodeDrainControl } from '../adapters/node-status.ts';
+import type { NodeDrainControl, NodeStatusProbe } from '../adapters/node-status.ts';
 import type { NodeDrainClient } from '../adapters/node-drain.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
+  DRAIN_FROM_ANNOTATION,
+  DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
   ENDPOINT_UID_LABEL,
   FINALIZER,
   FORCE_DELETE_ANNOTATION,
   childNames,
+  drainerName,
   endpointUrl,
   selectorLabels,
   servesTls,
@@ -33,9 +37,11 @@ import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
+import { buildDrainerJob } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
-import { checkDrained } from './drain.ts';
+import { drainReplica, ownClaims, planScale, reachable, reclaimAction, undrainReplica } from './lifecycle.ts';
+import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
 import { drainLeavingNodes } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
@@ -66,7 +72,11 @@ export interface EndpointControllerDeps {
   /** The operator's master key: each Endpoint's status key is derived from it (model/operator-key.ts). */
   operatorKey: Buffer;
   probe: NodeStatusProbe;
-  /** How often a deleting Endpoint re-checks its replicas. */
+  /** POST/DELETE /v1/drain on a node; default: HTTP. */
+  drainControl?: NodeDrainControl;
+  /** The node's port on a pod IP; default HTTP_PORT (tests run nodes elsewhere). */
+  nodePort?: number;
+  /** How often a draining Endpoint (scale-down, deletion, drainer Jobs) re-checks. */
   drainPollMs?: number;
   /** How often a not-yet-ready Endpoint re-reads its pods even without events. */
   notReadyPollMs?: number;
@@ -90,6 +100,14 @@ interface Ctx {
   previousHash?: string;
   /** A same-named Ingress/HTTPRoute this Endpoint does not control (Degraded ExposeConflict). */
   exposeConflict?: string;
+  /** This Endpoint's WAL claims (drainScaleDown), for reclaimVolumes. */
+  claims?: V1PersistentVolumeClaim[];
+  /** The StatefulSet replicas drainScaleDown decided on (spec.replicas unless draining). */
+  statefulSetReplicas?: number;
+  /** The drain-from annotation drainScaleDown decided on. */
+  drainFrom?: number;
+  /** Why a scale-down or a volume reclaim is not finished: the Draining condition. */
+  draining: string[];
   /** The NodeDrain condition while a pod of this Endpoint is on a leaving node. */
   nodeDrain?: ConditionInput;
 }
@@ -125,8 +143,10 @@ export class EndpointController {
     { name: 'ensureConfigMap', run: (c) => this.ensureConfigMap(c) },
     { name: 'ensureServices', run: (c) => this.ensureServices(c) },
     { name: 'ensureExposure', run: (c) => this.ensureExposure(c) },
+    { name: 'drainScaleDown', run: (c) => this.drainScaleDown(c) },
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
+    { name: 'reclaimVolumes', run: (c) => this.reclaimVolumes(c) },
     { name: 'drainLeavingNodes', run: (c) => this.drainLeavingNodes(c) },
   ];
 
@@ -146,6 +166,7 @@ export class EndpointController {
       views: [],
       excludedViews: 0,
       configHash: '',
+      draining: [],
     };
     const errors = endpointSpecErrors(spec);
     if (errors.length > 0) {
@@ -192,7 +213,7 @@ export class EndpointController {
     if (ctx.exposeConflict !== undefined) {
       // Everything else is applied; the Endpoint is Degraded until the name is free.
       this.d.events.record(ep, 'Warning', 'ExposeConflict', ctx.exposeConflict);
-      await this.updateStatus(ctx, nodeDrain, {
+      await this.updateStatus(ctx, [...this.drainingCondition(ctx), ...nodeDrain], {
         type: 'Degraded',
         status: 'True',
         reason: 'ExposeConflict',
@@ -200,8 +221,11 @@ export class EndpointController {
       });
       return { requeueAfterMs: nodeDrainPollMs ?? this.d.notReadyPollMs ?? 30_000 };
     }
-    const ready = await this.updateStatus(ctx, nodeDrain);
+    const ready = await this.updateStatus(ctx, [...this.drainingCondition(ctx), ...nodeDrain]);
+    // A replica on a leaving node is polled often: kubectl drain is waiting on it.
     if (nodeDrainPollMs !== undefined) return { requeueAfterMs: nodeDrainPollMs };
+    // Draining replicas and drainer Jobs change nothing we watch: poll them.
+    if (ctx.draining.length > 0) return { requeueAfterMs: this.d.drainPollMs ?? 10_000 };
     // Pods change without touching our objects' generations; watch events on
     // pods requeue us, this poll is only a safety net while converging.
     return ready ? {} : { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
@@ -366,7 +390,7 @@ export class EndpointController {
     const foreign = foreignClaims({
       claims: claims.items,
       statefulSetName: stsName,
-      replicas: ctx.ep.spec.replicas,
+      replicas: Math.max(ctx.ep.spec.replicas, ctx.statefulSetReplicas ?? 0),
       uid,
       endpointCreated: ctx.ep.metadata.creationTimestamp,
     });
@@ -375,6 +399,13 @@ export class EndpointController {
         'ForeignVolumes',
         `volume claims ${foreign.map((f) => `${f.name} (${f.uid ? `Endpoint uid ${f.uid}` : 'unlabelled, older than this Endpoint'})`).join(', ')} belong to an earlier Endpoint named ${ctx.ep.metadata.name ?? ''}; the StatefulSet would adopt them. Check they hold nothing undelivered, then delete them, or label them ${ENDPOINT_UID_LABEL}=${uid} to adopt them on purpose`,
       );
+    if (desired.spec && ctx.statefulSetReplicas !== undefined)
+      desired.spec.replicas = ctx.statefulSetReplicas;
+    if (ctx.drainFrom !== undefined && desired.metadata)
+      desired.metadata.annotations = {
+        ...desired.metadata.annotations,
+        [DRAIN_FROM_ANNOTATION]: String(ctx.drainFrom),
+      };
     ctx.previousHash = cached?.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
     ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired);
     if (!cached) {
@@ -392,6 +423,206 @@ export class EndpointController {
         `config ${ctx.previousHash} → ${ctx.configHash}: rolling the pods one at a time`,
       );
     }
+  }
+
+  // --- scale-down and volume reclaim (controller/lifecycle.ts) ---------------
+
+  private nodeAccess(ep: Endpoint & { spec: EndpointSpec }): NodeAccess {
+    return {
+      apiKey: deriveStatusKey(this.d.operatorKey, ep),
+      control: this.d.drainControl ?? httpNodeDrainControl(),
+      probe: this.d.probe,
+      tls: servesTls(ep),
+      ...(this.d.nodePort !== undefined ? { port: this.d.nodePort } : {}),
+    };
+  }
+
+  private podOf(namespace: string, statefulSet: string, ordinal: number): V1Pod | undefined {
+    return this.d.pods.getByKey(`${namespace}/${statefulSet}-${ordinal}`);
+  }
+
+  private async listClaims(ep: Endpoint): Promise<(V1PersistentVolumeClaim & KubeObject)[]> {
+    const claims = await this.d.client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
+      namespace: ep.metadata.namespace ?? '',
+      labelSelector: `${ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
+    });
+    return claims.items;
+  }
+
+  private async listDrainerJobs(ep: Endpoint): Promise<Map<string, V1Job>> {
+    const jobs = await this.d.client.listAll<V1Job & KubeObject>(Resources.job, {
+      namespace: ep.metadata.namespace ?? '',
+      labelSelector: `${DRAINER_ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
+    });
+    return new Map(jobs.items.map((j) => [j.metadata?.name ?? '', j]));
+  }
+
+  /**
+   * Scale-down drains first: while spec.replicas is below the StatefulSet's
+   * replicas, the ordinals to go get POST /v1/drain (every poll: drain mode
+   * does not survive a restart) and the StatefulSet is lowered only past the
+   * ones that report drained (or cannot be asked: the drainer takes their
+   * volume). The ordinals told to drain are kept in an annotation on the
+   * StatefulSet, so a reverted scale-down (even after an operator restart)
+   * sends DELETE /v1/drain to those wanted again. A scale-up never starts a
+   * pod on a volume a drainer Job still holds.
+   */
+  private async drainScaleDown(ctx: Ctx): Promise<void> {
+    const stsName = childNames(ctx.ep).statefulSet;
+    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${stsName}`);
+    const desired = ctx.ep.spec.replicas;
+    const uid = ctx.ep.metadata.uid ?? '';
+    if (!cached || cached.metadata?.ownerReferences?.find((r) => r.controller)?.uid !== uid) return;
+    const current = cached.spec?.replicas ?? 1;
+    const annotation = cached.metadata?.annotations?.[DRAIN_FROM_ANNOTATION];
+    const drainFrom = annotation !== undefined && /^\d+$/.test(annotation) ? Number(annotation) : undefined;
+    if (desired === current && drainFrom === undefined) return;
+
+    const access = this.nodeAccess(ctx.ep);
+    const replicas = new Map<number, ReplicaDrain>();
+    for (let k = desired; k < current; k++)
+      replicas.set(k, await drainReplica(this.podOf(ctx.namespace, stsName, k), access));
+    let undrainFailed = false;
+    if (drainFrom !== undefined)
+      for (let k = drainFrom; k < Math.min(desired, current); k++) {
+        const err = await undrainReplica(this.podOf(ctx.namespace, stsName, k), access);
+        if (err !== undefined) {
+          undrainFailed = true;
+          ctx.draining.push(`${stsName}-${k}: wanted again, DELETE /v1/drain failed: ${err}`);
+        } else if (reachable(this.podOf(ctx.namespace, stsName, k)))
+          this.d.events.record(
+            ctx.ep,
+            'Normal',
+            'DrainReverted',
+            `${stsName}-${k} wanted again: takes writes`,
+          );
+      }
+    const reclaiming: number[] = [];
+    if (desired > current) {
+      const claims = await this.listClaims(ctx.ep);
+      ctx.claims = claims;
+      const jobs = await this.listDrainerJobs(ctx.ep);
+      for (const c of ownClaims({
+        claims,
+        statefulSetName: stsName,
+        uid,
+        endpointCreated: ctx.ep.metadata.creationTimestamp,
+      })) {
+        const name = c.claim.metadata?.name ?? '';
+        if (c.claim.metadata?.deletionTimestamp !== undefined || jobs.has(drainerName(name)))
+          reclaiming.push(c.ordinal);
+      }
+    }
+    const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
+    ctx.statefulSetReplicas = plan.replicas;
+    ctx.drainFrom = plan.drainFrom;
+    for (const w of plan.waiting) ctx.draining.push(`${stsName}: ${w}`);
+    if (desired < current) {
+      const message =
+        plan.replicas === desired
+          ? `scaling ${current} → ${desired}: ordinals ${desired}..${current - 1} drained or not running`
+          : `scaling ${current} → ${desired}: held at ${plan.replicas} until drained: ${plan.waiting.join('; ')}`;
+      this.d.events.record(ctx.ep, 'Normal', 'ScaleDown', message);
+    }
+  }
+
+  /**
+   * Every WAL claim of this Endpoint with no pod to serve it (ordinal at or
+   * above the StatefulSet's replicas) is drained by a drainer Job on its node
+   * and then deleted — only a claim labelled with this Endpoint's uid, and
+   * only after its Job succeeded. Returns one line per claim not finished.
+   */
+  private async reclaimClaims(
+    ep: Endpoint & { spec: EndpointSpec },
+    replicas: number,
+    views: CompiledView[],
+    claims?: V1PersistentVolumeClaim[],
+  ): Promise<{ pending: string[]; remaining: number }> {
+    const namespace = ep.metadata.namespace ?? '';
+    const stsName = childNames(ep).statefulSet;
+    const own = ownClaims({
+      claims: claims ?? (await this.listClaims(ep)),
+      statefulSetName: stsName,
+      uid: ep.metadata.uid ?? '',
+      endpointCreated: ep.metadata.creationTimestamp,
+    }).filter((c) => c.ordinal >= replicas);
+    if (own.length === 0) return { pending: [], remaining: 0 };
+    const jobs = await this.listDrainerJobs(ep);
+    const pending: string[] = [];
+    let remaining = 0;
+    for (const { claim, ordinal, labelled } of own) {
+      const name = claim.metadata?.name ?? '';
+      // A live read, not the cache: a pod that still runs on this volume must never meet a drainer.
+      const podExists =
+        (await this.d.client.get(Resources.pod, namespace, `${stsName}-${ordinal}`)) !== undefined;
+      const action = reclaimAction({ claim, labelled, podExists, job: jobs.get(drainerName(name)) });
+      switch (action.kind) {
+        case 'startDrainer': {
+          const d = buildDrainerJob({
+            ep,
+            claim,
+            instance: `${stsName}-${ordinal}`,
+            nodeImage: this.d.nodeImage,
+            views,
+          });
+          await this.d.client.apply(Resources.serviceAccount, d.serviceAccount);
+          await this.d.client.apply(Resources.configMap, d.configMap);
+          try {
+            await this.d.client.create(Resources.job, d.job);
+          } catch (err) {
+            if (!isConflict(err)) throw err; // created meanwhile: the next poll reads it
+          }
+          this.d.events.record(
+            ep,
+            'Normal',
+            'DrainerStarted',
+            `${name} has no pod: drainer Job ${d.job.metadata?.name ?? ''} delivers what it holds`,
+          );
+          pending.push(`${name}: drainer Job ${d.job.metadata?.name ?? ''} started`);
+          remaining++;
+          break;
+        }
+        case 'deleteClaim':
+          await this.d.client.delete(Resources.pvc, namespace, name, {
+            preconditions: { uid: claim.metadata?.uid },
+          });
+          this.d.events.record(ep, 'Normal', 'VolumeReclaimed', `${action.why}: deleted`);
+          pending.push(`${name}: being deleted`);
+          remaining++;
+          break;
+        case 'keep':
+          break;
+        case 'wait':
+          pending.push(action.why);
+          remaining++;
+          break;
+        case 'blocked':
+          this.d.events.record(ep, 'Warning', 'DrainerBlocked', action.why);
+          pending.push(action.why);
+          remaining++;
+          break;
+      }
+    }
+    return { pending, remaining };
+  }
+
+  private async reclaimVolumes(ctx: Ctx): Promise<void> {
+    const replicas = ctx.statefulSet?.spec?.replicas;
+    if (replicas === undefined) return;
+    const { pending } = await this.reclaimClaims(ctx.ep, replicas, ctx.views, ctx.claims);
+    ctx.draining.push(...pending);
+  }
+
+  private drainingCondition(ctx: Ctx): ConditionInput[] {
+    if (ctx.draining.length === 0) return [];
+    return [
+      {
+        type: 'Draining',
+        status: 'True',
+        reason: 'ScaleDown',
+        message: ctx.draining.join('; ').slice(0, 4000),
+      },
+    ];
   }
 
   private async ensurePdb(ctx: Ctx): Promise<void> {
@@ -594,30 +825,68 @@ export class EndpointController {
       return {};
     }
     const spec = withEndpointDefaults(ep.spec);
-    const names = childNames({ ...ep, spec });
-    const claims = await this.d.client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
-      namespace,
-      labelSelector: `${ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
-    });
-    const result = await checkDrained({
-      statefulSetName: names.statefulSet,
-      claims: claims.items,
-      pods: this.podsOf({ ep: { ...ep, spec }, namespace } as Ctx),
-      apiKey: deriveStatusKey(this.d.operatorKey, ep),
-      probe: this.d.probe,
-      tls: servesTls({ ...ep, spec }),
-    });
-    if (result.drained) {
+    const full = { ...ep, spec };
+    const names = childNames(full);
+    // 1. Every replica that can be asked drains (refuses writes, delivers
+    //    everything) and is waited for; one that cannot (gone, terminating,
+    //    not running — e.g. a foreground cascade deleted it) is the volume
+    //    path's.
+    const access = this.nodeAccess(full);
+    const waiting: string[] = [];
+    const pods = this.podsOf({ ep: full, namespace } as Ctx);
+    for (const pod of pods.sort((a, b) =>
+      (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? '', 'en', { numeric: true }),
+    )) {
+      const r = await drainReplica(pod, access);
+      if (r.kind === 'waiting') waiting.push(`${pod.metadata?.name ?? '?'}: ${r.why}`);
+    }
+    // 2. Then no pod may run on a volume: the StatefulSet goes to 0 (its pods
+    //    deliver what is left on SIGTERM) ...
+    if (waiting.length === 0) {
+      const sts = this.d.statefulSets.getByKey(`${namespace}/${names.statefulSet}`);
+      if (
+        sts?.metadata?.ownerReferences?.some((r) => r.uid === ep.metadata.uid) === true &&
+        (sts.spec?.replicas ?? 1) > 0
+      ) {
+        await this.d.client.mergePatch(Resources.statefulSet, namespace, names.statefulSet, {
+          spec: { replicas: 0 },
+        });
+        this.d.events.record(
+          ep,
+          'Normal',
+          'ScaleDown',
+          `every replica drained: ${names.statefulSet} scaled to 0`,
+        );
+      }
+      // 3. ... and every volume is drained by a drainer Job and deleted.
+      let views: CompiledView[] = [];
+      try {
+        const ctx = { ep: full, namespace, views: [], excludedViews: 0 } as unknown as Ctx;
+        await this.collectViews(ctx);
+        views = ctx.views;
+      } catch (err) {
+        this.log.debug({ err, key }, 'views of a deleting Endpoint not compiled; drainers run without them');
+      }
+      const reclaim = await this.reclaimClaims(full, 0, views);
+      waiting.push(...reclaim.pending);
+      if (reclaim.remaining === 0 && this.podsOf({ ep: full, namespace } as Ctx).length > 0)
+        waiting.push('waiting for the pods to terminate');
+    }
+    if (waiting.length === 0) {
       this.d.events.record(
         ep,
         'Normal',
         'Drained',
-        `${result.checked} replica volume(s) checked: nothing undelivered; releasing the finalizer`,
+        'every replica drained and every volume drained and deleted: releasing the finalizer',
       );
       await this.removeFinalizer(ep);
       return {};
     }
-    const message = `waiting for delivery before deletion (set annotation ${FORCE_DELETE_ANNOTATION}: "true" to skip): ${result.blockers.join('; ')}`;
+    const message =
+      `waiting for delivery before deletion (set annotation ${FORCE_DELETE_ANNOTATION}: "true" to skip): ${waiting.join('; ')}`.slice(
+        0,
+        4000,
+      );
     this.d.events.record(ep, 'Normal', 'Draining', message);
     const conditions = mergeConditions(
       ep.status?.conditions ?? [],

@@ -1,5 +1,6 @@
 // Names, labels and owner references of everything the operator creates for
 // an Endpoint. One place, so the builders, the controllers and the tests agree.
+import { createHash } from 'node:crypto';
 import type { V1OwnerReference } from '@kubernetes/client-node';
 import { API_VERSION } from '../api/common.ts';
 import { ENDPOINT_KIND } from '../api/endpoint.ts';
@@ -19,6 +20,14 @@ export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
 export const KARPENTER_DO_NOT_DISRUPT_ANNOTATION = 'karpenter.sh/do-not-disrupt';
 /** On ingest pods: the Cluster Autoscaler does not scale their node down. */
 export const CLUSTER_AUTOSCALER_SAFE_TO_EVICT_ANNOTATION = 'cluster-autoscaler.kubernetes.io/safe-to-evict';
+/** On drainer Jobs (and their ConfigMap, ServiceAccount, pod): the claim they drain. */
+export const DRAINER_CLAIM_LABEL = 'landfall.dev/drainer-claim';
+/** On drainer objects: the Endpoint name (not ENDPOINT_LABEL: the pod must never match the StatefulSet's selector or the Services). */
+export const DRAINER_ENDPOINT_LABEL = 'landfall.dev/drainer-endpoint';
+/** On the StatefulSet: the lowest ordinal told to drain (POST /v1/drain) for a scale-down not finished yet. */
+export const DRAIN_FROM_ANNOTATION = 'landfall.dev/drain-from-ordinal';
+/** Set by the scheduler on a WaitForFirstConsumer claim: the node its volume was provisioned on. */
+export const SELECTED_NODE_ANNOTATION = 'volume.kubernetes.io/selected-node';
 
 export const HTTP_PORT = 8080;
 export const SERVICE_PORT = 80;
@@ -130,4 +139,29 @@ export function servesTls(ep: Endpoint): boolean {
 export function endpointUrl(ep: Endpoint): string {
   const host = `${childNames(ep).service}.${endpointNamespace(ep)}.svc`;
   return servesTls(ep) ? `https://${host}:${SERVICE_PORT_TLS}` : `http://${host}:${SERVICE_PORT}`;
+}
+
+/** The claim of a StatefulSet ordinal: data-<statefulSet>-<n>. */
+export function claimName(statefulSetName: string, ordinal: number): string {
+  return `${DATA_VOLUME}-${statefulSetName}-${ordinal}`;
+}
+
+/** The ordinal of a claim of this StatefulSet, or undefined for any other name. */
+export function claimOrdinal(statefulSetName: string, claim: string): number | undefined {
+  const prefix = `${DATA_VOLUME}-${statefulSetName}-`;
+  if (!claim.startsWith(prefix)) return undefined;
+  const rest = claim.slice(prefix.length);
+  return /^(0|[1-9]\d*)$/.test(rest) ? Number(rest) : undefined;
+}
+
+/**
+ * Name of the drainer Job (and its ConfigMap and ServiceAccount) of a claim:
+ * `<claim>-drain`, cut and suffixed with a hash past 63 characters (the Job
+ * name is a label value on its pods).
+ */
+export function drainerName(claim: string): string {
+  const name = `${claim}-drain`;
+  if (name.length <= 63) return name;
+  const hash = createHash('sha256').update(claim).digest('hex').slice(0, 8);
+  return `${claim.slice(0, 63 - 15).replace(/[-.]+$/, '')}-${hash}-drain`;
 }

@@ -1,5 +1,6 @@
-// The operator's own API key for GET /v1/status on an Endpoint's nodes
-// (scope `status` only: it cannot ingest), derived instead of stored:
+// The operator's own API key for GET /v1/status and POST/DELETE /v1/drain on
+// an Endpoint's nodes (scopes `status drain`: it cannot ingest), derived
+// instead of stored:
 //
 //   key(e) = "lfo_" + base64url(HMAC-SHA256(master, namespace \n name \n uid))
 //
@@ -29,7 +30,11 @@ export function deriveStatusKey(master: Buffer, ep: Endpoint): string {
   return `lfo_${mac}`;
 }
 
-/** The key-file line the nodes read: the key's hash and its one scope. */
+/**
+ * The key-file line the nodes read: the key's hash and its scopes. `drain` is
+ * never part of a scope-less key's default set on the node: only this key can
+ * stop a node from taking writes.
+ */
 export function statusKeyLine(key: string): string {
-  return `sha256:${createHash('sha256').update(key, 'utf8').digest('hex')} status\n`;
+  return `sha256:${createHash('sha256').update(key, 'utf8').digest('hex')} status drain\n`;
 }

@@ -27,6 +27,7 @@ import {
   renderViewFiles,
 } from '../adapters/node-config.ts';
 import { canonicalJson } from '../adapters/view-compiler.ts';
+import { ShutdownSchema } from '../../../ingest-node/src/config/schema.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   API_KEYS_MOUNT,
@@ -247,7 +248,7 @@ function quantities(list: Record<string, string | number> | undefined): Record<s
   return Object.fromEntries(Object.entries(list).map(([k, v]) => [k, String(v)]));
 }
 
-function resources(spec: EndpointSpec): V1ResourceRequirements {
+export function resources(spec: EndpointSpec): V1ResourceRequirements {
   const out: V1ResourceRequirements = {};
   const requests = quantities(spec.resources.requests);
   const limits = quantities(spec.resources.limits);
@@ -257,7 +258,7 @@ function resources(spec: EndpointSpec): V1ResourceRequirements {
 }
 
 /** The container env: per-pod values from the downward API, static S3 keys from their Secret. */
-function containerEnv(spec: EndpointSpec): V1EnvVar[] {
+export function containerEnv(spec: EndpointSpec): V1EnvVar[] {
   const podName = { fieldRef: { fieldPath: 'metadata.name' } };
   const env: V1EnvVar[] = [
     { name: 'POD_NAME', valueFrom: podName },
@@ -277,6 +278,37 @@ function containerEnv(spec: EndpointSpec): V1EnvVar[] {
     );
   }
   return env;
+}
+
+/** The node's pod securityContext (the drainer Job runs the same image the same way). */
+export const NODE_POD_SECURITY_CONTEXT = {
+  runAsNonRoot: true,
+  runAsUser: 65532,
+  runAsGroup: 65532,
+  fsGroup: 65532,
+  fsGroupChangePolicy: 'OnRootMismatch',
+  seccompProfile: { type: 'RuntimeDefault' },
+} as const;
+
+export const NODE_CONTAINER_SECURITY_CONTEXT = {
+  runAsNonRoot: true,
+  readOnlyRootFilesystem: true,
+  allowPrivilegeEscalation: false,
+  capabilities: { drop: ['ALL'] },
+  seccompProfile: { type: 'RuntimeDefault' },
+} as const;
+
+/** Seconds the kubelet waits after SIGTERM on top of the node's shutdown budget before SIGKILL. */
+export const TERMINATION_MARGIN_SECONDS = 15;
+
+/**
+ * The pods' terminationGracePeriodSeconds: on SIGTERM the node refuses writes,
+ * seals and delivers its backlog for up to shutdown.timeoutMs; the kubelet must
+ * not SIGKILL it before that budget is spent.
+ */
+export function terminationGracePeriodSeconds(): number {
+  const budgetMs = ShutdownSchema.properties.timeoutMs.default as number;
+  return Math.ceil(budgetMs / 1000) + TERMINATION_MARGIN_SECONDS;
 }
 
 /** The MQTT brokers' Secrets as one projected folder (`broker-<i>/…`), or nothing. */
@@ -310,7 +342,7 @@ function mqttSecretSources(spec: EndpointSpec): V1VolumeProjection[] {
 }
 
 /** The operator's pod-spec placement fields with spec.podTemplate's overrides (docs/operator.md). */
-function placement(ep: Defaulted): Partial<V1PodSpec> {
+export function placement(ep: Defaulted): Partial<V1PodSpec> {
   const pt = ep.spec.podTemplate;
   const antiAffinity: V1Affinity = {
     // Spread replicas over nodes so one node failure takes one WAL offline,
@@ -387,16 +419,9 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
           // loader refuses as unknown keys.
           enableServiceLinks: false,
           ...(spec.runtimeClassName ? { runtimeClassName: spec.runtimeClassName } : {}),
-          // The node drains on SIGTERM within shutdown.timeoutMs (25 s by default).
-          terminationGracePeriodSeconds: 40,
-          securityContext: {
-            runAsNonRoot: true,
-            runAsUser: 65532,
-            runAsGroup: 65532,
-            fsGroup: 65532,
-            fsGroupChangePolicy: 'OnRootMismatch',
-            seccompProfile: { type: 'RuntimeDefault' },
-          },
+          // The node delivers on SIGTERM within shutdown.timeoutMs (the rendered config keeps the node's default).
+          terminationGracePeriodSeconds: terminationGracePeriodSeconds(),
+          securityContext: { ...NODE_POD_SECURITY_CONTEXT },
           ...placement(ep),
           containers: [
             {
@@ -412,11 +437,8 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
               livenessProbe: probe('/healthz', 10, 3),
               readinessProbe: probe('/readyz', 5, 2),
               securityContext: {
-                runAsNonRoot: true,
-                readOnlyRootFilesystem: true,
-                allowPrivilegeEscalation: false,
-                capabilities: { drop: ['ALL'] },
-                seccompProfile: { type: 'RuntimeDefault' },
+                ...NODE_CONTAINER_SECURITY_CONTEXT,
+                capabilities: { drop: [...NODE_CONTAINER_SECURITY_CONTEXT.capabilities.drop] },
               },
               volumeMounts: [
                 { name: DATA_VOLUME, mountPath: DATA_MOUNT },

@@ -45,6 +45,7 @@ export const Resources = {
     namespaced: true,
   },
   event: { apiVersion: 'v1', kind: 'Event', plural: 'events', namespaced: true },
+  job: { apiVersion: 'batch/v1', kind: 'Job', plural: 'jobs', namespaced: true },
   lease: { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', plural: 'leases', namespaced: true },
   crd: {
     apiVersion: 'apiextensions.k8s.io/v1',

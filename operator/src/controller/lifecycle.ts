@@ -1,0 +1,229 @@
+// Scale-down and delete without stranding an acknowledged record (issue 13).
+//
+// Two mechanisms, used by the Endpoint controller's steps drainScaleDown and
+// reclaimVolumes and by its finalizer:
+// - drain mode of a live replica: POST /v1/drain makes the node refuse writes,
+//   seal and deliver everything; it reports `drain.drained` in /v1/status. A
+//   replica that is not Running with an IP is not waited for: its volume is
+//   drained by the next mechanism once the pod is gone.
+// - the drainer Job of a volume without a pod (model/drainer.ts): `landfall
+//   drain` on the claim, on its node. The claim is deleted only after its Job
+//   succeeded, and only a claim labelled with this Endpoint's uid.
+import type { V1Job, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import { drainBlocker } from '../adapters/node-status.ts';
+import type { NodeDrainControl, NodeStatusProbe } from '../adapters/node-status.ts';
+import { ENDPOINT_UID_LABEL, HTTP_PORT, claimOrdinal, drainerName } from '../model/names.ts';
+import { drainerOutcome } from '../model/drainer.ts';
+
+/** What one live replica says about draining. */
+export type ReplicaDrain =
+  | { kind: 'drained' }
+  /** Not Running with an IP, or terminating: the volume path covers it. */
+  | { kind: 'gone'; why: string }
+  | { kind: 'waiting'; why: string };
+
+export interface NodeAccess {
+  apiKey: string | undefined;
+  control: NodeDrainControl;
+  probe: NodeStatusProbe;
+  tls: boolean;
+  /** The node's port on the pod IP (tests run nodes elsewhere). */
+  port?: number;
+}
+
+function baseUrl(pod: V1Pod, access: NodeAccess): string {
+  return `${access.tls ? 'https' : 'http'}://${pod.status?.podIP ?? ''}:${access.port ?? HTTP_PORT}`;
+}
+
+/** Running, with an IP, not being deleted: a node that can be asked. */
+export function reachable(pod: V1Pod | undefined): boolean {
+  return (
+    pod !== undefined &&
+    pod.status?.phase === 'Running' &&
+    !!pod.status.podIP &&
+    pod.metadata?.deletionTimestamp === undefined
+  );
+}
+
+/** Puts one replica in drain mode (again: drain mode does not survive a restart) and reads its state. */
+export async function drainReplica(pod: V1Pod | undefined, access: NodeAccess): Promise<ReplicaDrain> {
+  if (!reachable(pod)) {
+    const why =
+      pod === undefined
+        ? 'pod missing'
+        : pod.metadata?.deletionTimestamp !== undefined
+          ? 'pod terminating'
+          : `pod ${pod.status?.phase ?? 'Unknown'}${pod.status?.podIP ? '' : ', no IP'}`;
+    return { kind: 'gone', why };
+  }
+  if (!access.apiKey) return { kind: 'waiting', why: 'the operator status key is missing' };
+  const url = baseUrl(pod as V1Pod, access);
+  try {
+    await access.control.drain(url, access.apiKey);
+    const state = await access.probe(url, access.apiKey);
+    if (state.drained === true) return { kind: 'drained' };
+    if (state.drained === undefined)
+      return { kind: 'waiting', why: 'the node reports no drain mode (image older than the operator)' };
+    return { kind: 'waiting', why: drainBlocker(state) ?? 'draining' };
+  } catch (err) {
+    return { kind: 'waiting', why: (err as Error).message };
+  }
+}
+
+/** Leaves drain mode (a reverted scale-down); a pod that cannot be asked needs nothing: a restart leaves drain mode. */
+export async function undrainReplica(
+  pod: V1Pod | undefined,
+  access: NodeAccess,
+): Promise<string | undefined> {
+  if (!reachable(pod)) return undefined;
+  if (!access.apiKey) return 'the operator status key is missing';
+  try {
+    await access.control.undrain(baseUrl(pod as V1Pod, access), access.apiKey);
+    return undefined;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+export interface ScalePlanInput {
+  desired: number;
+  /** The StatefulSet's spec.replicas now. */
+  current: number;
+  /** The annotation: ordinals >= this were told to drain; undefined: none. */
+  drainFrom: number | undefined;
+  /** Per ordinal in [desired, current), when scaling down. */
+  replicas: ReadonlyMap<number, ReplicaDrain>;
+  /** Ordinals >= current whose volume is being reclaimed (drainer Job, claim being deleted): no pod may start there. */
+  reclaiming: readonly number[];
+  /** Ordinals in [drainFrom, min(desired, current)) whose DELETE /v1/drain failed. */
+  undrainFailed: boolean;
+}
+
+export interface ScalePlan {
+  /** The StatefulSet's replicas to apply. */
+  replicas: number;
+  /** The annotation to apply; undefined: none. */
+  drainFrom: number | undefined;
+  /** Ordinals still waited for, with why. */
+  waiting: string[];
+}
+
+/**
+ * The replicas to apply while scaling. Down: the StatefulSet removes the
+ * highest ordinals first, so it is lowered to just above the highest ordinal
+ * that is not drained yet (pods that cannot be asked are not waited for).
+ * Up: never over an ordinal whose volume a drainer still holds (two writers
+ * on one WAL), so capped at the lowest such ordinal until its claim is gone.
+ */
+export function planScale(input: ScalePlanInput): ScalePlan {
+  const { desired, current } = input;
+  const waiting: string[] = [];
+  let replicas = desired;
+  if (desired < current) {
+    for (let k = current - 1; k >= desired; k--) {
+      const r = input.replicas.get(k);
+      if (r?.kind === 'waiting') {
+        replicas = Math.max(replicas, k + 1);
+        waiting.push(`ordinal ${k}: ${r.why}`);
+      }
+    }
+    waiting.reverse();
+  } else if (desired > current) {
+    const held = input.reclaiming.filter((k) => k >= current && k < desired).sort((a, b) => a - b)[0];
+    if (held !== undefined) {
+      replicas = held;
+      waiting.push(
+        `ordinal ${held}: its volume is being drained by a drainer Job; scaling up to it afterwards`,
+      );
+    }
+  }
+  const drainFrom =
+    input.undrainFailed && input.drainFrom !== undefined
+      ? Math.min(input.drainFrom, desired)
+      : desired < current
+        ? desired
+        : undefined;
+  return { replicas, drainFrom, waiting };
+}
+
+/** The claims of this Endpoint's StatefulSet: uid-labelled, or unlabelled and younger than the Endpoint (volumes.ts). */
+export function ownClaims(input: {
+  claims: readonly V1PersistentVolumeClaim[];
+  statefulSetName: string;
+  uid: string;
+  endpointCreated: string | Date | undefined;
+}): { claim: V1PersistentVolumeClaim; ordinal: number; labelled: boolean }[] {
+  const created = input.endpointCreated === undefined ? NaN : new Date(input.endpointCreated).getTime();
+  const out: { claim: V1PersistentVolumeClaim; ordinal: number; labelled: boolean }[] = [];
+  for (const c of input.claims) {
+    const ordinal = claimOrdinal(input.statefulSetName, c.metadata?.name ?? '');
+    if (ordinal === undefined) continue;
+    const uid = c.metadata?.labels?.[ENDPOINT_UID_LABEL];
+    if (uid !== undefined) {
+      if (uid === input.uid) out.push({ claim: c, ordinal, labelled: true });
+    } else {
+      const t = c.metadata?.creationTimestamp;
+      if (t !== undefined && !(new Date(t).getTime() < created))
+        out.push({ claim: c, ordinal, labelled: false });
+    }
+  }
+  return out.sort((a, b) => a.ordinal - b.ordinal);
+}
+
+/** What to do with one claim that has no pod to serve it. */
+export type ReclaimAction =
+  | { kind: 'wait'; why: string }
+  | { kind: 'startDrainer' }
+  | { kind: 'deleteClaim'; why: string }
+  /** Done: drained, but the claim is not labelled with the uid, so it is kept. */
+  | { kind: 'keep'; why: string }
+  | { kind: 'blocked'; why: string };
+
+export function reclaimAction(input: {
+  claim: V1PersistentVolumeClaim;
+  labelled: boolean;
+  /** The pod of the claim's ordinal exists (running or terminating). */
+  podExists: boolean;
+  job: V1Job | undefined;
+}): ReclaimAction {
+  const { claim } = input;
+  const name = claim.metadata?.name ?? '';
+  if (claim.metadata?.deletionTimestamp !== undefined)
+    return { kind: 'wait', why: `${name} is being deleted` };
+  if (input.podExists) return { kind: 'wait', why: `${name}: its pod is still there (terminating)` };
+  const phase = claim.status?.phase ?? 'Pending';
+  const job = drainerName(name);
+  if (phase === 'Pending')
+    // Never bound: no WAL was ever written on it.
+    return input.labelled
+      ? { kind: 'deleteClaim', why: `${name} was never bound: nothing to drain` }
+      : { kind: 'keep', why: `${name} was never bound` };
+  if (phase !== 'Bound')
+    return { kind: 'blocked', why: `${name} is ${phase}: its WAL cannot be drained; a human decides` };
+  const owner = input.job?.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
+  if (input.job !== undefined && owner !== claim.metadata?.uid)
+    return {
+      kind: 'wait',
+      why: `Job ${job} belongs to an earlier claim ${name}: waiting for the garbage collector`,
+    };
+  switch (drainerOutcome(input.job)) {
+    case 'missing':
+      return { kind: 'startDrainer' };
+    case 'running':
+      return { kind: 'wait', why: `drainer Job ${job} is delivering what ${name} holds` };
+    case 'failed': {
+      const c = input.job?.status?.conditions?.find((x) => x.type === 'Failed');
+      return {
+        kind: 'blocked',
+        why: `drainer Job ${job} failed (${c?.reason ?? 'Failed'}: ${c?.message ?? ''}); ${name} is kept. See kubectl logs job/${job}; delete the Job to try again`,
+      };
+    }
+    case 'succeeded':
+      return input.labelled
+        ? { kind: 'deleteClaim', why: `drainer Job ${job} succeeded: ${name} holds nothing undelivered` }
+        : {
+            kind: 'keep',
+            why: `drainer Job ${job} succeeded; ${name} has no ${ENDPOINT_UID_LABEL} label (made by an older operator) and is kept`,
+          };
+  }
+}

@@ -1,0 +1,193 @@
+// Scale-down and volume reclaim decisions (controller/lifecycle.ts) and the
+// drainer Job builder (model/drainer.ts): pure functions, no I/O.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { V1Job, V1PersistentVolumeClaim } from '@kubernetes/client-node';
+import { planScale, reclaimAction, ownClaims } from '../src/controller/lifecycle.ts';
+import type { ReplicaDrain } from '../src/controller/lifecycle.ts';
+import { buildDrainerJob, drainerOutcome } from '../src/model/drainer.ts';
+import { buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
+import { drainerName } from '../src/model/names.ts';
+import { ShutdownSchema } from '../../ingest-node/src/config/schema.ts';
+import { endpoint } from './fixtures.ts';
+
+const drained: ReplicaDrain = { kind: 'drained' };
+const gone: ReplicaDrain = { kind: 'gone', why: 'pod Pending, no IP' };
+const waiting = (why: string): ReplicaDrain => ({ kind: 'waiting', why });
+
+void test('scale-down: the StatefulSet is lowered only past the ordinals that drained or cannot be asked', () => {
+  const plan = (replicas: [number, ReplicaDrain][], drainFrom?: number) =>
+    planScale({
+      desired: 1,
+      current: 4,
+      drainFrom,
+      replicas: new Map(replicas),
+      reclaiming: [],
+      undrainFailed: false,
+    });
+  assert.deepEqual(
+    plan([
+      [1, drained],
+      [2, waiting('3 sealed segment(s) not delivered')],
+      [3, drained],
+    ]),
+    { replicas: 3, drainFrom: 1, waiting: ['ordinal 2: 3 sealed segment(s) not delivered'] },
+    'ordinal 3 may go, 2 holds the rest',
+  );
+  assert.deepEqual(
+    plan([
+      [1, drained],
+      [2, gone],
+      [3, drained],
+    ]),
+    { replicas: 1, drainFrom: 1, waiting: [] },
+    'a pod that cannot be asked is not waited for (the drainer takes its volume)',
+  );
+  assert.equal(plan([[3, waiting('x')]]).replicas, 4, 'the highest waits: nothing goes yet');
+});
+
+void test('scale-up: a reverted scale-down drops the annotation; never over a volume a drainer holds', () => {
+  const base = { drainFrom: 1, replicas: new Map<number, ReplicaDrain>(), undrainFailed: false };
+  assert.deepEqual(planScale({ ...base, desired: 3, current: 3, reclaiming: [] }), {
+    replicas: 3,
+    drainFrom: undefined,
+    waiting: [],
+  });
+  assert.deepEqual(
+    planScale({ ...base, desired: 3, current: 3, reclaiming: [], undrainFailed: true }).drainFrom,
+    1,
+    'kept while a DELETE /v1/drain failed: retried on the next poll',
+  );
+  const up = planScale({ ...base, drainFrom: undefined, desired: 4, current: 1, reclaiming: [2, 3] });
+  assert.equal(up.replicas, 2, 'ordinal 2 waits for its drainer');
+  assert.match(up.waiting[0] ?? '', /ordinal 2: its volume is being drained by a drainer Job/);
+});
+
+const claim = (
+  ordinal: number,
+  phase: string,
+  extra: Partial<NonNullable<V1PersistentVolumeClaim['metadata']>> = {},
+): V1PersistentVolumeClaim => ({
+  metadata: {
+    name: `data-clicks-ingest-${ordinal}`,
+    uid: `claim-uid-${ordinal}`,
+    labels: { 'landfall.dev/endpoint-uid': 'uid-clicks' },
+    creationTimestamp: new Date('2026-01-02T00:00:00Z'),
+    ...extra,
+  },
+  status: { phase },
+});
+
+const job = (owner: string, condition?: string): V1Job => ({
+  metadata: { name: 'x', ownerReferences: [{ apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: 'c', uid: owner, controller: true }] },
+  status: condition ? { conditions: [{ type: condition, status: 'True', reason: 'R', message: 'M' }] } : {},
+}); // prettier-ignore
+
+void test('reclaim: a claim is deleted only after its drainer succeeded, and only with the uid label', () => {
+  const c = claim(2, 'Bound');
+  const act = (j: V1Job | undefined, labelled = true, podExists = false) =>
+    reclaimAction({ claim: c, labelled, podExists, job: j }).kind;
+  assert.equal(act(undefined, true, true), 'wait', 'the pod is still there: no drainer beside it');
+  assert.equal(act(undefined), 'startDrainer');
+  assert.equal(act(job('claim-uid-2')), 'wait', 'running');
+  assert.equal(act(job('claim-uid-2', 'Failed')), 'blocked', 'failed: the claim is kept');
+  assert.equal(act(job('claim-uid-2', 'Complete')), 'deleteClaim');
+  assert.equal(act(job('claim-uid-2', 'Complete'), false), 'keep', 'unlabelled: never deleted');
+  assert.equal(act(job('an-older-claim', 'Complete')), 'wait', "an earlier claim's Job proves nothing");
+  assert.equal(reclaimAction({ claim: claim(2, 'Pending'), labelled: true, podExists: false, job: undefined }).kind, 'deleteClaim'); // prettier-ignore
+  assert.equal(reclaimAction({ claim: claim(2, 'Lost'), labelled: true, podExists: false, job: undefined }).kind, 'blocked'); // prettier-ignore
+  assert.equal(drainerOutcome(undefined), 'missing');
+});
+
+void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {
+  const own = ownClaims({
+    claims: [
+      claim(0, 'Bound'),
+      claim(1, 'Bound', { labels: { 'landfall.dev/endpoint-uid': 'uid-other' } }),
+      claim(2, 'Bound', { labels: {} }),
+      claim(3, 'Bound', { labels: {}, creationTimestamp: new Date('2025-01-01T00:00:00Z') }),
+      { metadata: { name: 'data-clicks-ingest-x', labels: { 'landfall.dev/endpoint-uid': 'uid-clicks' } } },
+    ],
+    statefulSetName: 'clicks-ingest',
+    uid: 'uid-clicks',
+    endpointCreated: '2026-01-01T00:00:00Z',
+  });
+  assert.deepEqual(
+    own.map((c) => [c.ordinal, c.labelled]),
+    [
+      [0, true],
+      [2, false],
+    ],
+  );
+});
+
+void test('the drainer Job: the pod it replaces, on its node, self-sufficient, owned by the claim', () => {
+  const ep = endpoint(
+    'clicks',
+    {
+      s3: { bucket: 'acme-events' },
+      apiKeySecretRef: { name: 'k' },
+      credentials: { secretRef: { name: 'minio-creds' }, irsaRoleArn: 'arn:aws:iam::1:role/x' },
+      podTemplate: { tolerations: [{ key: 'dedicated', operator: 'Exists' }] },
+    },
+    { creationTimestamp: new Date('2026-01-01T00:00:00Z') },
+  ) as Parameters<typeof buildStatefulSet>[0];
+  const c = claim(2, 'Bound', { annotations: { 'volume.kubernetes.io/selected-node': 'node-a' } });
+  const d = buildDrainerJob({
+    ep,
+    claim: c,
+    instance: 'clicks-ingest-2',
+    nodeImage: 'img:1',
+    views: [{ name: 'page_views', spec: { name: 'page_views', columns: [] }, specHash: 'h' }],
+  });
+  const owner = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-2', uid: 'claim-uid-2', controller: true }; // prettier-ignore
+  for (const o of [d.job, d.configMap, d.serviceAccount]) {
+    assert.equal(o.metadata?.name, 'data-clicks-ingest-2-drain');
+    assert.deepEqual(o.metadata?.ownerReferences, [owner], 'owned by the claim, never by the Endpoint');
+  }
+  assert.equal(
+    d.serviceAccount.metadata?.annotations?.['eks.amazonaws.com/role-arn'],
+    'arn:aws:iam::1:role/x',
+  );
+  assert.deepEqual(Object.keys(d.configMap.data ?? {}).sort(), ['config.json', 'page_views.yaml']);
+  assert.doesNotMatch(d.configMap.data?.['config.json'] ?? '', /minio-creds|landfall-operator-status-key/);
+  const spec = d.job.spec;
+  assert.equal(spec?.backoffLimit, 3);
+  assert.ok((spec?.activeDeadlineSeconds ?? 0) > 0);
+  const pod = spec?.template.spec;
+  assert.equal(pod?.restartPolicy, 'Never');
+  assert.equal(pod?.serviceAccountName, 'data-clicks-ingest-2-drain');
+  assert.deepEqual(
+    pod?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
+    [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: ['node-a'] }] }],
+  );
+  assert.deepEqual(pod?.tolerations, [{ key: 'dedicated', operator: 'Exists' }]);
+  const labels = spec?.template.metadata?.labels ?? {};
+  assert.equal(labels['app.kubernetes.io/component'], 'drainer', "never the StatefulSet's selector");
+  assert.equal(labels['landfall.dev/endpoint'], undefined);
+  const ctr = pod?.containers[0];
+  assert.deepEqual(ctr?.args?.slice(0, 3), ['drain', '--config', '/etc/landfall/config/config.json']);
+  const env = Object.fromEntries((ctr?.env ?? []).map((e) => [e.name, e.value ?? e.valueFrom]));
+  assert.equal(env['LANDFALL_INSTANCE_ID'], 'clicks-ingest-2', "the replaced pod's instance id (S3 keys)");
+  assert.deepEqual(env['AWS_ACCESS_KEY_ID'], { secretKeyRef: { name: 'minio-creds', key: 'accessKeyId' } });
+  // Same user, same read-only root, and the claim where the StatefulSet mounts it.
+  const sts = buildStatefulSet(ep, { nodeImage: 'img:1', views: [] }, 'h').spec?.template.spec;
+  assert.deepEqual(pod?.securityContext, sts?.securityContext);
+  assert.deepEqual(ctr?.securityContext, sts?.containers[0]?.securityContext);
+  const dataMount = (mounts: { name: string; mountPath: string }[] | undefined) =>
+    mounts?.find((m) => m.name === 'data')?.mountPath;
+  assert.equal(dataMount(ctr?.volumeMounts), dataMount(sts?.containers[0]?.volumeMounts));
+  assert.deepEqual(pod?.volumes?.find((v) => v.name === 'data')?.persistentVolumeClaim, {
+    claimName: 'data-clicks-ingest-2',
+  });
+  assert.equal(ctr?.image, 'img:1');
+});
+
+void test('names: drainer names fit a label value; grace period outlasts the shutdown budget', () => {
+  const long = `data-${'e'.repeat(50)}-ingest-12`;
+  const n = drainerName(long);
+  assert.ok(n.length <= 63, n);
+  assert.notEqual(drainerName(`${long}3`), n);
+  const budgetS = (ShutdownSchema.properties.timeoutMs.default as number) / 1000;
+  assert.ok(terminationGracePeriodSeconds() >= budgetS + 10, `${terminationGracePeriodSeconds()} s`);
+});

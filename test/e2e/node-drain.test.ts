@@ -400,6 +400,8 @@ void test('kubectl drain under load, operator SIGKILLed mid-way: drain completes
       killedAt = `${cond.reason}: ${cond.message}`;
       note(`operator SIGKILLed at NodeDrain ${killedAt}`);
     })();
+    // Awaited after the drain; a drain that fails first must not leave it unhandled.
+    killer.catch(() => undefined);
     let drainOut: string;
     try {
       drainOut = (await drain).stdout;

@@ -4,16 +4,18 @@
 // entry (its run() living in its own module), nothing else changes.
 //
 //   landfall serve [--config FILE] [--<block>.<key>=VALUE …]
+//   landfall drain [--timeout-ms N] [--config FILE] [--<block>.<key>=VALUE …]
 //   landfall --help | --version | <command> --help
 
 import { hostname } from 'node:os';
-import type { Logger } from './log.ts';
+import { jsonLogger } from './log.ts';
 import { ConfigError, loadConfig } from './config/load.ts';
 import { configLeaves } from './config/schema.ts';
 import type { NodeConfig } from './config/schema.ts';
 import { VERSION } from './config/version.ts';
 import { startNode } from './node.ts';
 import { deliveryCommands } from './commands/index.ts';
+import { drainCommand } from './commands/drain.ts';
 import { reprocessCommand } from './commands/reprocess.ts';
 import { viewsCommand } from './commands/views.ts';
 
@@ -34,40 +36,7 @@ export interface CliCommand {
   run(args: readonly string[], io: CliIo): Promise<number>;
 }
 
-const LEVELS = { debug: 20, info: 30, warn: 40, error: 50 } as const;
-type Level = keyof typeof LEVELS;
-
-function serializeErrors(_key: string, value: unknown): unknown {
-  if (value instanceof Error) {
-    const e = value as Error & { code?: unknown };
-    return {
-      name: e.name,
-      message: e.message,
-      ...(e.code !== undefined ? { code: e.code } : {}),
-      stack: e.stack,
-    };
-  }
-  return typeof value === 'bigint' ? value.toString() : value;
-}
-
-/** JSON lines on stdout, pino-compatible field names, so any log pipeline parses them. */
-export function jsonLogger(
-  level: Level,
-  write: (line: string) => void,
-  clock: () => number = Date.now,
-): Logger {
-  const min = LEVELS[level];
-  const at =
-    (name: Level) =>
-    (obj: object, msg?: string): void => {
-      if (LEVELS[name] < min) return;
-      write(
-        JSON.stringify({ level: name, time: new Date(clock()).toISOString(), ...obj, msg }, serializeErrors) +
-          '\n',
-      );
-    };
-  return { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
-}
+export { jsonLogger };
 
 function firstEventHint(url: string, authEnabled: boolean): string {
   const target = url.replace('//0.0.0.0', '//127.0.0.1').replace('//[::]', '//127.0.0.1');
@@ -142,7 +111,13 @@ const serve: CliCommand = {
 };
 
 /** Every subcommand. Add new ones here (one entry each). */
-export const commands: readonly CliCommand[] = [serve, ...deliveryCommands, viewsCommand, reprocessCommand];
+export const commands: readonly CliCommand[] = [
+  serve,
+  drainCommand,
+  ...deliveryCommands,
+  viewsCommand,
+  reprocessCommand,
+];
 
 function mainHelp(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

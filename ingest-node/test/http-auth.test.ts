@@ -116,6 +116,13 @@ void describe('auth: key file parsing', () => {
     assert.doesNotMatch(bad.problems[0] ?? '', new RegExp(KEY_A));
   });
 
+  void it('drain is never a default scope: it must be named (a producer key cannot stop a node)', () => {
+    const source = staticApiKeys(`${KEY_A}\n${KEY_B} status drain\ncert-cn:device-1\n`);
+    assert.deepEqual([...(source.verify(KEY_A)?.scopes ?? [])].sort(), ['ingest', 'status']);
+    assert.deepEqual([...(source.verify(KEY_B)?.scopes ?? [])].sort(), ['drain', 'status']);
+    assert.equal(source.verifyClientCertificate?.('device-1')?.scopes.has('drain'), false);
+  });
+
   void it('sha256:<hex> stands for the key with that hash (the key itself is not stored)', () => {
     const hex = createHash('sha256').update(KEY_READ).digest('hex');
     const source = staticApiKeys(`sha256:${hex} status\n`);

@@ -1,5 +1,5 @@
 // ADAPTER: the node's drain mode as the node-drain flow (controller/node-drain.ts)
-// uses it (docs/api.md, /v1/drain):
+// uses it (docs/http-api.md, Drain mode):
 //   POST /v1/drain   (scope `drain`) idempotent: refuse writes with 503
 //                    LF_DRAINING, seal the open segment, deliver everything now;
 //                    answers 202 with the `drain` object

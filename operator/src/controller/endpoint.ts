@@ -34,7 +34,7 @@ import {
   buildStatefulSet,
 } from '../model/resources.ts';
 import type { EventSink } from '../runtime/events.ts';
-import { Resources, isConflict } from '../runtime/kube.ts';
+import { Resources, isConflict, isNotFound } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
 import { buildDrainerJob } from '../model/drainer.ts';
@@ -846,11 +846,17 @@ export class EndpointController {
       const sts = this.d.statefulSets.getByKey(`${namespace}/${names.statefulSet}`);
       if (
         sts?.metadata?.ownerReferences?.some((r) => r.uid === ep.metadata.uid) === true &&
+        sts.metadata.deletionTimestamp === undefined &&
         (sts.spec?.replicas ?? 1) > 0
       ) {
-        await this.d.client.mergePatch(Resources.statefulSet, namespace, names.statefulSet, {
-          spec: { replicas: 0 },
-        });
+        try {
+          await this.d.client.mergePatch(Resources.statefulSet, namespace, names.statefulSet, {
+            spec: { replicas: 0 },
+          });
+        } catch (err) {
+          // Gone already (a foreground cascade): its pods are going too.
+          if (!isNotFound(err)) throw err;
+        }
         this.d.events.record(
           ep,
           'Normal',

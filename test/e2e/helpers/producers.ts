@@ -25,6 +25,8 @@ export interface ProducerOptions {
   readonly pauseAfterRefusalMs?: number;
   /** Called with every settled request. */
   readonly onSettled?: (request: SentRequest) => void;
+  /** Extra request headers (an API key). */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 const PAD = 'x'.repeat(4096);
@@ -54,7 +56,7 @@ export async function runProducers(o: ProducerOptions): Promise<void> {
       try {
         const res = await fetch(`${o.url}/v1/ingest`, {
           method: 'POST',
-          headers: { 'content-type': 'application/x-ndjson' },
+          headers: { ...o.headers, 'content-type': 'application/x-ndjson' },
           body,
           signal: AbortSignal.timeout(timeoutMs),
         });

@@ -13,12 +13,13 @@
 //      other replicas), seals and delivers everything now;
 //   2. polls until the pod reports drained (its own `drained` flag and the
 //      WAL/delivery figures of /v1/status both say nothing is left);
-//   3. deletes the pod's claim, then the pod (uid preconditions). The claim
-//      stays Terminating until the pod is gone (pvc-protection), and the
-//      StatefulSet controller does not recreate the pod while its claim is
-//      being deleted, so the new pod gets a new claim, which binds a free PV
-//      on a node the scheduler may use (WaitForFirstConsumer; a cordoned or
-//      tainted node is filtered out): a fresh WAL, a new epoch. The eviction
+//   3. deletes the pod's claim, then the pod (uid preconditions): claim
+//      first, or the StatefulSet could recreate the pod on the old claim,
+//      pinned to the leaving node. The claim stays Terminating until the pod
+//      is gone (pvc-protection); the StatefulSet then creates the pod and a
+//      new claim, which binds a free PV only once the pod is scheduled
+//      (WaitForFirstConsumer), and the scheduler filters out a cordoned or
+//      tainted node: a fresh WAL, a new epoch, elsewhere. The eviction
 //      `kubectl drain` retries then finds the pod gone and completes.
 // A pod that cannot be asked (not Running, no IP, no answer) is never touched:
 // the condition says why, and the drain waits for a human (docs/operations.md).

@@ -417,6 +417,31 @@ void test('kubectl drain under load, operator SIGKILLed mid-way: drain completes
     // Both old claims were deleted.
     for (const c of oldClaims) assert.ok(claimDeleted.has(c.uid), `${c.name} (${c.uid}) was deleted`);
 
+    // While the node is cordoned the StatefulSet recreates pod and claim, and
+    // both wait: the claim is WaitForFirstConsumer and the scheduler skips the
+    // cordoned node, so nothing binds to it (there is no other node here).
+    const recreated = await waitFor(
+      () => {
+        const cl = claims
+          .list()
+          .filter(
+            (c) =>
+              !oldClaims.some((o) => o.uid === c.metadata?.uid) &&
+              c.metadata?.deletionTimestamp === undefined,
+          );
+        return cl.length === REPLICAS ? cl : undefined;
+      },
+      { what: 'the StatefulSet recreated both claims', timeoutMs: 60_000, intervalMs: 500 },
+    );
+    for (const c of recreated)
+      assert.equal(c.status?.phase, 'Pending', `${c.metadata?.name ?? ''} waits for a schedulable node`);
+    for (const p of await pods())
+      assert.equal(
+        p.spec?.nodeName,
+        undefined,
+        `${p.metadata?.name ?? ''} is not scheduled on the cordoned node`,
+      );
+    note('while cordoned: new claims Pending (WaitForFirstConsumer), new pods unscheduled');
     await kube.kubectl(['uncordon', NODE_NAME]);
     await waitFor(
       async () => {

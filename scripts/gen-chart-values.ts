@@ -68,6 +68,16 @@ export const ChartValues = Type.Object(
       'Namespace whose Endpoints and Views the operator reconciles. Empty: all namespaces (ClusterRole). Set: that namespace only (a Role there; nothing cluster-wide).',
       { pattern: `^$|${DNS_LABEL_PATTERN}`, maxLength: 63 },
     ),
+    nodeDrain: Type.Object(
+      {
+        enabled: Type.Boolean({
+          default: true,
+          description:
+            'Watch Nodes (--node-drain): when a node running an ingest pod is cordoned or tainted for removal (kubectl drain, node-group upgrades, Karpenter, Cluster Autoscaler), drain that replica, then delete its claim and pod so it comes back on another node with a new volume. Adds a ClusterRole with nodes get/list/watch (read only), also with watchNamespace set.',
+        }),
+      },
+      { additionalProperties: false, description: 'Node drains (docs/operations.md).' },
+    ),
     workers: Type.Integer({
       default: 2,
       minimum: 1,

@@ -50,6 +50,8 @@ const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
                              (/metrics, /v1/status) from the operator's pods and the metrics namespace only
   --network-policy-operator-labels K=V,...  labels of the operator's pods (needed with --network-policy)
   --network-policy-metrics-namespace NS     namespace allowed to scrape the nodes (default monitoring; empty: none)
+  --node-drain true|false    watch Nodes: drain, then move, a replica whose node is cordoned or being
+                             removed (needs nodes list/watch cluster-wide; default true)
   --workers N                concurrent reconciles per controller (default 2)
   --resync-period-ms N       re-reconcile everything this often (default 300000)
   --crd-check-timeout-ms N   keep retrying the start-up CRD check this long before exiting 1 (default 30000)
@@ -153,6 +155,7 @@ function parse(argv: string[]) {
         'network-policy': { type: 'boolean', default: false },
         'network-policy-operator-labels': { type: 'string', default: '' },
         'network-policy-metrics-namespace': { type: 'string', default: 'monitoring' },
+        'node-drain': { type: 'string', default: 'true' },
         workers: { type: 'string' },
         'resync-period-ms': { type: 'string' },
         'crd-check-timeout-ms': { type: 'string' },
@@ -200,6 +203,8 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     renewDeadlineMs: int(values['renew-deadline-ms'], 'renew-deadline-ms', 10_000),
     retryPeriodMs: int(values['retry-period-ms'], 'retry-period-ms', 2_000),
   };
+  if (!['true', 'false'].includes(values['node-drain']))
+    throw new UsageError(`--node-drain must be true or false, got "${values['node-drain']}"`);
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
   const log = jsonLogger(level, { component: 'landfall-operator', identity });
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
@@ -232,6 +237,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     metrics,
     workers: n.workers,
     resyncPeriodMs: n.resyncPeriodMs,
+    nodeDrain: values['node-drain'] === 'true',
   });
 
   let leading = !values['leader-elect'];

@@ -2,16 +2,19 @@
 // Leader election lives outside (main.ts): a standby process never starts
 // this, so it neither watches nor writes.
 import { randomBytes } from 'node:crypto';
-import type { KubeConfig, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { KubeConfig, V1Node, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint } from './api/endpoint.ts';
 import type { View } from './api/view.ts';
 import { createNodeViewCompiler } from './adapters/view-compiler.ts';
 import type { ClosableViewCompiler } from './adapters/view-compiler.ts';
 import { httpNodeStatusProbe } from './adapters/node-status.ts';
 import type { NodeDrainControl, NodeStatusProbe } from './adapters/node-status.ts';
+import { httpNodeDrainClient } from './adapters/node-drain.ts';
+import type { NodeDrainClient } from './adapters/node-drain.ts';
 import { EndpointController } from './controller/endpoint.ts';
 import type { ReconcileResult } from './controller/endpoint.ts';
 import { ViewController } from './controller/view.ts';
+import { nodeLeaving } from './controller/node-drain.ts';
 import { ViewCompileCache } from './controller/views.ts';
 import { ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL } from './model/names.ts';
 import { EventRecorder } from './runtime/events.ts';
@@ -55,6 +58,14 @@ export interface OperatorOptions {
   queueMaxKeys?: number;
   /** Bound on waiting for in-flight reconciles at stop(). */
   shutdownTimeoutMs?: number;
+  /**
+   * Watch Nodes and drain, then replace, a replica whose node is cordoned or
+   * being removed (controller/node-drain.ts). Needs nodes list/watch,
+   * cluster-wide. Default true.
+   */
+  nodeDrain?: boolean;
+  drainClient?: NodeDrainClient;
+  nodeDrainPollMs?: number;
 }
 
 type Reconciler = (key: string) => Promise<ReconcileResult>;
@@ -68,6 +79,7 @@ export class Operator {
   private readonly views: Informer<View & KubeObject>;
   private readonly statefulSets: Informer<V1StatefulSet & KubeObject>;
   private readonly pods: Informer<V1Pod & KubeObject>;
+  private readonly nodes: Informer<V1Node & KubeObject> | undefined;
   private readonly endpointQueue: WorkQueue;
   private readonly viewQueue: WorkQueue;
   private readonly events: EventRecorder;
@@ -109,6 +121,11 @@ export class Operator {
       labelSelector: managed,
       resyncPeriodMs: 0,
     });
+    // Cluster-scoped, unfiltered: which node is cordoned cannot be selected by label.
+    this.nodes =
+      opts.nodeDrain === false
+        ? undefined
+        : new Informer({ ...common, namespace: undefined, resource: Resources.node, resyncPeriodMs: 0 });
     const queue = { metrics: this.metrics, maxKeys: opts.queueMaxKeys };
     this.endpointQueue = new WorkQueue({ name: 'endpoint', ...queue });
     this.viewQueue = new WorkQueue({ name: 'view', ...queue });
@@ -133,6 +150,13 @@ export class Operator {
       ...(opts.nodePort !== undefined ? { nodePort: opts.nodePort } : {}),
       drainPollMs: opts.drainPollMs,
       notReadyPollMs: opts.notReadyPollMs,
+      ...(this.nodes !== undefined
+        ? {
+            nodes: this.nodes,
+            drainClient: opts.drainClient ?? httpNodeDrainClient(),
+            nodeDrainPollMs: opts.nodeDrainPollMs,
+          }
+        : {}),
     });
     this.viewController = new ViewController({
       client: this.client,
@@ -206,6 +230,16 @@ export class Operator {
       inf.on('update', toOwner);
       inf.on('delete', toOwner);
     }
+
+    // A node cordoned, tainted for removal, or back: the Endpoints with a pod on it.
+    const nodeChanged = (node: V1Node & KubeObject, old?: V1Node & KubeObject): void => {
+      if (nodeLeaving(node) === undefined && nodeLeaving(old) === undefined) return;
+      const name = node.metadata?.name;
+      for (const p of this.pods.list()) if (p.spec?.nodeName === name) toOwner(p);
+    };
+    this.nodes?.on('add', (n) => nodeChanged(n));
+    this.nodes?.on('update', nodeChanged);
+    this.nodes?.on('delete', (n) => nodeChanged(n));
   }
 
   /** True once every informer listed and the workers run: what /readyz reports. */
@@ -226,7 +260,13 @@ export class Operator {
     const t0 = performance.now();
     const stopped = new Promise<'stopped'>((resolve) => (this.stopRequested = () => resolve('stopped')));
     const outcome = await Promise.race([
-      Promise.all([this.statefulSets.start(), this.pods.start(), this.views.start(), this.endpoints.start()]),
+      Promise.all([
+        this.statefulSets.start(),
+        this.pods.start(),
+        this.views.start(),
+        this.endpoints.start(),
+        this.nodes?.start(),
+      ]),
       stopped,
     ]);
     if (outcome === 'stopped' || !this.started) return;
@@ -258,7 +298,13 @@ export class Operator {
       new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs).unref()),
     ]);
     if (!drained) this.log.warn({ timeoutMs }, 'reconciles still running at shutdown');
-    await Promise.all([this.endpoints.stop(), this.views.stop(), this.statefulSets.stop(), this.pods.stop()]);
+    await Promise.all([
+      this.endpoints.stop(),
+      this.views.stop(),
+      this.statefulSets.stop(),
+      this.pods.stop(),
+      this.nodes?.stop(),
+    ]);
     await this.events.flush();
     await this.compiler.close();
     this.workers = [];

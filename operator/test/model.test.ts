@@ -437,3 +437,29 @@ void test('snapshot: expose through a Gateway API HTTPRoute, NodePort Service', 
   // With HTTPS on the nodes the route's backend is the Service's 443.
   assert.equal(r.httpRoute?.spec.rules[0]?.backendRefs[0]?.port, 443);
 });
+
+void test('disruption: the PDB allows no voluntary eviction (1 replica too); Karpenter and the Cluster Autoscaler keep off the node; podTemplate may override', () => {
+  for (const replicas of [1, 3]) {
+    const r = buildEndpointResources(
+      endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas }),
+      ctx,
+    );
+    assert.equal(r.pdb.spec?.maxUnavailable, 0, `${replicas} replica(s)`);
+    assert.equal(r.pdb.spec?.minAvailable, undefined);
+    assert.deepEqual(r.pdb.spec?.selector?.matchLabels, r.statefulSet.spec?.selector.matchLabels);
+    const annotations = r.statefulSet.spec?.template.metadata?.annotations ?? {};
+    assert.equal(annotations['karpenter.sh/do-not-disrupt'], 'true');
+    assert.equal(annotations['cluster-autoscaler.kubernetes.io/safe-to-evict'], 'false');
+  }
+  const optedOut = buildEndpointResources(
+    endpoint('clicks', {
+      s3: { bucket: 'acme-events' },
+      apiKeySecretRef: { name: 'k' },
+      podTemplate: { metadata: { annotations: { 'karpenter.sh/do-not-disrupt': 'false' } } },
+    }),
+    ctx,
+  );
+  const annotations = optedOut.statefulSet.spec?.template.metadata?.annotations ?? {};
+  assert.equal(annotations['karpenter.sh/do-not-disrupt'], 'false', "the user's value wins");
+  assert.equal(annotations['cluster-autoscaler.kubernetes.io/safe-to-evict'], 'false');
+});

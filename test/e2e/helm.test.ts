@@ -142,7 +142,9 @@ void describe('chart', () => {
     const kinds = all.map((d) => `${d.kind}/${d.metadata.name}`).sort();
     assert.deepEqual(kinds, [
       `ClusterRole/${FULLNAME}`,
+      `ClusterRole/${FULLNAME}-nodes`,
       `ClusterRoleBinding/${FULLNAME}`,
+      `ClusterRoleBinding/${FULLNAME}-nodes`,
       `Deployment/${FULLNAME}`,
       `Role/${FULLNAME}-leader-election`,
       `RoleBinding/${FULLNAME}-leader-election`,
@@ -195,13 +197,36 @@ void describe('chart', () => {
         ])
       ).stdout,
     );
+    // Nothing cluster-scoped but the read-only nodes role of node drains
+    // (Nodes have no namespace; without it a kubectl drain waits on the PDB).
+    assert.deepEqual(
+      scoped.filter((d) => d.kind.startsWith('Cluster')).map((d) => `${d.kind} ${d.metadata.name}`),
+      [`ClusterRole ${FULLNAME}-nodes`, `ClusterRoleBinding ${FULLNAME}-nodes`],
+      'with watchNamespace only the nodes role is cluster-scoped',
+    );
+    assert.deepEqual((scoped.find((d) => d.kind === 'ClusterRole') as Obj).rules, [
+      { apiGroups: [''], resources: ['nodes'], verbs: ['get', 'list', 'watch'] },
+    ]);
+    const noNodes = docs(
+      (
+        await kube.helm([
+          'template',
+          RELEASE,
+          chartDir,
+          '--set',
+          'watchNamespace=apps',
+          '--set',
+          'nodeDrain.enabled=false',
+        ])
+      ).stdout,
+    );
     assert.ok(
-      !scoped.some((d) => d.kind.startsWith('Cluster')),
-      'no cluster-scoped RBAC with watchNamespace',
+      !noNodes.some((d) => d.kind.startsWith('Cluster')),
+      'nothing cluster-scoped with watchNamespace and nodeDrain.enabled=false',
     );
     const role = scoped.find((d) => d.kind === 'Role' && d.metadata.name === FULLNAME) as Obj;
     assert.equal(role.metadata.namespace, 'apps');
-    const clusterRole = all.find((d) => d.kind === 'ClusterRole') as Obj;
+    const clusterRole = all.find((d) => d.kind === 'ClusterRole' && d.metadata.name === FULLNAME) as Obj;
     assert.deepEqual(role.rules, clusterRole.rules);
     const args = (
       (scoped.find((d) => d.kind === 'Deployment') as Obj).spec as {
@@ -461,6 +486,12 @@ void describe('installed chart', () => {
     assert.equal(await can('update', 'jobs', 'batch'), false);
     assert.equal(await can('delete', 'persistentvolumes'), false);
     assert.equal(await can('create', 'pods'), false);
+    // Node drains: a drained replica's pod is deleted; Nodes are read, cluster-wide, never written.
+    assert.equal(await can('delete', 'pods'), true);
+    for (const verb of ['get', 'list', 'watch'])
+      assert.equal(await can(verb, 'nodes', '', ''), true, `${verb} nodes`);
+    for (const verb of ['patch', 'update', 'delete'])
+      assert.equal(await can(verb, 'nodes', '', ''), false, `${verb} nodes`);
     // spec.expose: Ingress and HTTPRoute are read (ownership), applied and, once dropped from the Endpoint, deleted.
     for (const verb of ['get', 'create', 'patch', 'delete']) {
       assert.equal(await can(verb, 'ingresses', 'networking.k8s.io'), true, `${verb} ingresses`);

@@ -1,12 +1,13 @@
 // Endpoint controller: one reconcile is a list of named steps, each applying
 // one part of the desired state with server-side apply (one field manager).
 // Status is computed from what the StatefulSet and its pods report.
-import type { V1Job, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Job, V1Node, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec, EndpointStatus } from '../api/endpoint.ts';
 import { endpointSpecErrors, withEndpointDefaults } from '../api/endpoint.ts';
 import type { View } from '../api/view.ts';
 import { httpNodeDrainControl } from '../adapters/node-status.ts';
 import type { NodeDrainControl, NodeStatusProbe } from '../adapters/node-status.ts';
+import type { NodeDrainClient } from '../adapters/node-drain.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
@@ -43,6 +44,7 @@ import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import { drainReplica, ownClaims, planScale, reachable, reclaimAction, undrainReplica } from './lifecycle.ts';
 import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
+import { drainLeavingNodes } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
 import type { ViewCompileCache } from './views.ts';
@@ -82,6 +84,12 @@ export interface EndpointControllerDeps {
   networkPolicy?: NetworkPolicySettings;
   /** How often a not-yet-ready Endpoint re-reads its pods even without events. */
   notReadyPollMs?: number;
+  /** The Nodes (cluster-scoped informer); unset: node drains are not watched (controller/node-drain.ts). */
+  nodes?: Store<V1Node>;
+  /** POST /v1/drain and the drain state of a pod; required with `nodes`. */
+  drainClient?: NodeDrainClient;
+  /** How often a replica on a leaving node is polled while it drains. */
+  nodeDrainPollMs?: number;
 }
 
 /** Everything one reconcile learns, passed from step to step. */
@@ -104,6 +112,8 @@ interface Ctx {
   drainFrom?: number;
   /** Why a scale-down or a volume reclaim is not finished: the Draining condition. */
   draining: string[];
+  /** The NodeDrain condition while a pod of this Endpoint is on a leaving node. */
+  nodeDrain?: ConditionInput;
 }
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
@@ -144,6 +154,7 @@ export class EndpointController {
     { name: 'ensureStatefulSet', run: (c) => this.ensureStatefulSet(c) },
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
     { name: 'reclaimVolumes', run: (c) => this.reclaimVolumes(c) },
+    { name: 'drainLeavingNodes', run: (c) => this.drainLeavingNodes(c) },
   ];
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -205,18 +216,22 @@ export class EndpointController {
         throw new Error(message, { cause: err });
       }
     }
+    const nodeDrain = ctx.nodeDrain !== undefined ? [ctx.nodeDrain] : [];
+    const nodeDrainPollMs = ctx.nodeDrain !== undefined ? (this.d.nodeDrainPollMs ?? 2000) : undefined;
     if (ctx.exposeConflict !== undefined) {
       // Everything else is applied; the Endpoint is Degraded until the name is free.
       this.d.events.record(ep, 'Warning', 'ExposeConflict', ctx.exposeConflict);
-      await this.updateStatus(ctx, this.drainingCondition(ctx), {
+      await this.updateStatus(ctx, [...this.drainingCondition(ctx), ...nodeDrain], {
         type: 'Degraded',
         status: 'True',
         reason: 'ExposeConflict',
         message: ctx.exposeConflict,
       });
-      return { requeueAfterMs: this.d.notReadyPollMs ?? 30_000 };
+      return { requeueAfterMs: nodeDrainPollMs ?? this.d.notReadyPollMs ?? 30_000 };
     }
-    const ready = await this.updateStatus(ctx, this.drainingCondition(ctx));
+    const ready = await this.updateStatus(ctx, [...this.drainingCondition(ctx), ...nodeDrain]);
+    // A replica on a leaving node is polled often: kubectl drain is waiting on it.
+    if (nodeDrainPollMs !== undefined) return { requeueAfterMs: nodeDrainPollMs };
     // Draining replicas and drainer Jobs change nothing we watch: poll them.
     if (ctx.draining.length > 0) return { requeueAfterMs: this.d.drainPollMs ?? 10_000 };
     // Pods change without touching our objects' generations; watch events on
@@ -662,6 +677,29 @@ export class EndpointController {
 
   private async ensurePdb(ctx: Ctx): Promise<void> {
     await this.d.client.apply(Resources.pdb, buildPdb(ctx.ep));
+  }
+
+  /** controller/node-drain.ts: drain, then replace, a replica whose node is cordoned or being removed. */
+  private async drainLeavingNodes(ctx: Ctx): Promise<void> {
+    const nodes = this.d.nodes;
+    const client = this.d.drainClient;
+    if (nodes === undefined || client === undefined) return;
+    const ep = ctx.ep;
+    const ns = ctx.namespace;
+    const outcome = await drainLeavingNodes({
+      pods: this.podsOf(ctx),
+      node: (name) => nodes.getByKey(name),
+      apiKey: deriveStatusKey(this.d.operatorKey, ep),
+      client,
+      tls: servesTls(ep),
+      effects: {
+        getClaim: (name) => this.d.client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, name),
+        deleteClaim: (name, uid) => this.d.client.delete(Resources.pvc, ns, name, { preconditions: { uid } }),
+        deletePod: (name, uid) => this.d.client.delete(Resources.pod, ns, name, { preconditions: { uid } }),
+        event: (type, reason, message) => this.d.events.record(ep, type, reason, message),
+      },
+    });
+    ctx.nodeDrain = outcome.condition;
   }
 
   // --- status ----------------------------------------------------------------

@@ -16,6 +16,10 @@ export const ENDPOINT_UID_LABEL = 'landfall.dev/endpoint-uid';
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 export const MANAGED_BY = 'landfall-operator';
 export const IRSA_ANNOTATION = 'eks.amazonaws.com/role-arn';
+/** On ingest pods: Karpenter does not voluntarily disrupt (consolidate, drift) their node. */
+export const KARPENTER_DO_NOT_DISRUPT_ANNOTATION = 'karpenter.sh/do-not-disrupt';
+/** On ingest pods: the Cluster Autoscaler does not scale their node down. */
+export const CLUSTER_AUTOSCALER_SAFE_TO_EVICT_ANNOTATION = 'cluster-autoscaler.kubernetes.io/safe-to-evict';
 /** On drainer Jobs (and their ConfigMap, ServiceAccount, pod): the claim they drain. */
 export const DRAINER_CLAIM_LABEL = 'landfall.dev/drainer-claim';
 /** On drainer objects: the Endpoint name (not ENDPOINT_LABEL: the pod must never match the StatefulSet's selector or the Services). */

@@ -31,6 +31,7 @@ import { ShutdownSchema } from '../../../ingest-node/src/config/schema.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   API_KEYS_MOUNT,
+  CLUSTER_AUTOSCALER_SAFE_TO_EVICT_ANNOTATION,
   CONFIG_HASH_ANNOTATION,
   CONFIG_MOUNT,
   DATA_MOUNT,
@@ -39,6 +40,7 @@ import {
   ADMIN_PORT,
   HTTP_PORT,
   IRSA_ANNOTATION,
+  KARPENTER_DO_NOT_DISRUPT_ANNOTATION,
   MQTT_MOUNT,
   OPERATOR_KEY_FILE,
   SERVICE_PORT,
@@ -438,7 +440,11 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
       template: {
         metadata: {
           labels: commonLabels(ep),
-          annotations: { ...spec.podTemplate?.metadata?.annotations, [CONFIG_HASH_ANNOTATION]: hash },
+          annotations: {
+            ...disruptionAnnotations(),
+            ...spec.podTemplate?.metadata?.annotations,
+            [CONFIG_HASH_ANNOTATION]: hash,
+          },
         },
         spec: {
           serviceAccountName: names.serviceAccount,
@@ -591,15 +597,39 @@ export function buildNetworkPolicy(ep: Defaulted, np: NetworkPolicySettings): Ne
   };
 }
 
+/**
+ * Always on, not only while a pod reports a backlog: under traffic the open
+ * segment always holds the last acknowledged records, so a backlog-aware
+ * annotation would be set nearly all the time, and every moment it is off is
+ * a race (the autoscaler picks the node, a record is acknowledged after). A
+ * pod on a local PV can never be moved by consolidation anyway: its volume
+ * stays on the node. Planned node removal goes through cordon + drain, which
+ * the operator turns into drain, deliver, then a new volume elsewhere
+ * (controller/node-drain.ts). spec.podTemplate.metadata.annotations may
+ * override them (e.g. "false" to let Karpenter consolidate; it taints the
+ * node first, which the operator treats like a cordon).
+ */
+export function disruptionAnnotations(): Record<string, string> {
+  return {
+    [KARPENTER_DO_NOT_DISRUPT_ANNOTATION]: 'true',
+    [CLUSTER_AUTOSCALER_SAFE_TO_EVICT_ANNOTATION]: 'false',
+  };
+}
+
 export function buildPdb(ep: Defaulted): V1PodDisruptionBudget {
   return {
     apiVersion: 'policy/v1',
     kind: 'PodDisruptionBudget',
     metadata: childMetadata(ep, childNames(ep).pdb),
     spec: {
-      // One replica down at a time: its producers fail over to the others
-      // through the client Service while it drains and comes back.
-      maxUnavailable: 1,
+      // No voluntary eviction at all, for one replica as for many: an evicted
+      // pod cannot move (its local PV is pinned to the node) and whatever it
+      // has not delivered leaves with the node. `kubectl drain` and node-group
+      // upgrades retry the eviction; meanwhile the operator sees the cordon,
+      // drains the replica and deletes its claim and pod itself, which the
+      // eviction API does not stand in the way of (controller/node-drain.ts).
+      // Rolling updates are not evictions: the PDB does not slow them.
+      maxUnavailable: 0,
       selector: { matchLabels: selectorLabels(ep) },
     },
   };

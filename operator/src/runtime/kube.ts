@@ -20,6 +20,7 @@ export const Resources = {
   view: { apiVersion: 'landfall.dev/v1alpha1', kind: 'View', plural: 'views', namespaced: true },
   statefulSet: { apiVersion: 'apps/v1', kind: 'StatefulSet', plural: 'statefulsets', namespaced: true },
   pod: { apiVersion: 'v1', kind: 'Pod', plural: 'pods', namespaced: true },
+  node: { apiVersion: 'v1', kind: 'Node', plural: 'nodes', namespaced: false },
   pvc: {
     apiVersion: 'v1',
     kind: 'PersistentVolumeClaim',

@@ -126,8 +126,8 @@ void test('no pod on a leaving node: no condition, no call to any pod', async ()
 
 void test('a cordoned node: its lowest replica drains first; claim then pod are deleted only once it is drained', async () => {
   const states: Record<string, NodeState> = {
-    'http://10.0.0.1:8080': { draining: false, left: 2 },
-    'http://10.0.0.2:8080': { draining: false, left: 1 },
+    'http://10.0.0.1:8081': { draining: false, left: 2 },
+    'http://10.0.0.2:8081': { draining: false, left: 1 },
   };
   const { client, posts } = fakeNodes(states);
   const { fx, calls, events } = effects({ 'data-ep-ingest-0': claim(0), 'data-ep-ingest-1': claim(1) });
@@ -143,13 +143,13 @@ void test('a cordoned node: its lowest replica drains first; claim then pod are 
   let out = await drainLeavingNodes(input);
   assert.equal(out.condition?.reason, 'DrainingReplica');
   assert.match(out.condition?.message ?? '', /node n1 is cordoned: pod ep-ingest-0 is draining/);
-  assert.deepEqual(posts, ['http://10.0.0.1:8080'], 'one replica at a time');
+  assert.deepEqual(posts, ['http://10.0.0.1:8081'], 'one replica at a time');
   assert.deepEqual(calls, [], 'nothing deleted while it drains');
   assert.deepEqual(events, [
     'Normal NodeDrainStarted: node n1 is cordoned: draining pod ep-ingest-0 (writes refused, everything delivered) before its volume is replaced',
   ]);
 
-  const s0 = states['http://10.0.0.1:8080'] as NodeState;
+  const s0 = states['http://10.0.0.1:8081'] as NodeState;
   s0.left = 1;
   out = await drainLeavingNodes(input);
   assert.equal(out.condition?.reason, 'DrainingReplica');
@@ -174,7 +174,7 @@ void test('a cordoned node: its lowest replica drains first; claim then pod are 
     /^Normal ReplicaMoved: .*deleted claim data-ep-ingest-0 \(PV local-pv-0\)/,
   );
   assert.equal(
-    (states['http://10.0.0.2:8080'] as NodeState).draining,
+    (states['http://10.0.0.2:8081'] as NodeState).draining,
     false,
     'the next replica was not touched',
   );
@@ -196,13 +196,13 @@ void test('a cordoned node: its lowest replica drains first; claim then pod are 
   pods[0] = pod(0, 'n2');
   out = await drainLeavingNodes(input);
   assert.equal(out.condition?.reason, 'DrainingReplica');
-  assert.deepEqual(posts.slice(postsBefore), ['http://10.0.0.2:8080']);
+  assert.deepEqual(posts.slice(postsBefore), ['http://10.0.0.2:8081']);
 });
 
 void test('an operator restarted mid-way continues with the replica already draining, and a claim already deleting is not deleted again', async () => {
   const states: Record<string, NodeState> = {
-    'http://10.0.0.1:8080': { draining: false, left: 0 },
-    'http://10.0.0.2:8080': { draining: true, left: 0 },
+    'http://10.0.0.1:8081': { draining: false, left: 0 },
+    'http://10.0.0.2:8081': { draining: true, left: 0 },
   };
   const { client, posts } = fakeNodes(states);
   const { fx, calls } = effects({ 'data-ep-ingest-1': claim(1, true) });
@@ -215,12 +215,12 @@ void test('an operator restarted mid-way continues with the replica already drai
     effects: fx,
   });
   assert.equal(out.condition?.reason, 'ReplicaTerminating');
-  assert.deepEqual(posts, ['http://10.0.0.2:8080']);
+  assert.deepEqual(posts, ['http://10.0.0.2:8081']);
   assert.deepEqual(calls, ['delete pod ep-ingest-1 uid=pod-uid-1']);
 });
 
 void test('a pod that cannot be asked is never deleted; the condition and a Warning say why', async () => {
-  const { client, posts } = fakeNodes({ 'https://10.0.0.2:8080': { draining: false, left: 0, down: true } });
+  const { client, posts } = fakeNodes({ 'https://10.0.0.2:8081': { draining: false, left: 0, down: true } });
   const { fx, calls, events } = effects({ 'data-ep-ingest-0': claim(0), 'data-ep-ingest-1': claim(1) });
   const out = await drainLeavingNodes({
     pods: [pod(0, 'n1', { phase: 'Pending', podIP: undefined }), pod(1, 'n1')],

@@ -7,8 +7,7 @@
 //                    delivery figures adapters/node-status.ts reads
 // Drain mode lives in the node's memory: a restarted pod accepts writes again,
 // so the operator posts again on every poll while it wants the replica drained.
-import { Agent, request } from 'undici';
-import { drainBlocker, parseNodeStatus } from './node-status.ts';
+import { callNode, drainBlocker, parseNodeStatus } from './node-status.ts';
 
 export interface NodeDrainMode {
   draining: boolean;
@@ -44,37 +43,15 @@ export function parseDrainMode(body: unknown, where: string): NodeDrainMode {
   };
 }
 
-let tlsAgent: Agent | undefined;
-/** As in adapters/node-status.ts: pods are reached by IP, which no certificate names. */
-function podTlsAgent(): Agent {
-  tlsAgent ??= new Agent({ connect: { rejectUnauthorized: false } });
-  return tlsAgent;
-}
-
 export function httpNodeDrainClient(timeoutMs = 3000): NodeDrainClient {
-  const call = async (method: 'GET' | 'POST', url: string, apiKey: string): Promise<unknown> => {
-    const res = await request(url, {
-      method,
-      headers: {
-        'x-api-key': apiKey,
-        accept: 'application/json',
-        ...(method === 'POST' ? { 'content-type': 'application/json' } : {}),
-      },
-      ...(method === 'POST' ? { body: '{}' } : {}),
-      ...(url.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-    });
-    const text = await res.body.text();
-    if (res.statusCode !== 200 && res.statusCode !== 202)
-      throw new Error(`${method} ${url}: ${res.statusCode} ${text.slice(0, 200)}`);
-    return JSON.parse(text) as unknown;
-  };
   return {
     drain: async (baseUrl, apiKey) =>
-      parseDrainMode(await call('POST', `${baseUrl}/v1/drain`, apiKey), `POST ${baseUrl}/v1/drain`),
+      parseDrainMode(
+        await callNode('POST', baseUrl, '/v1/drain', apiKey, timeoutMs),
+        `POST ${baseUrl}/v1/drain`,
+      ),
     status: async (baseUrl, apiKey) => {
-      const body = await call('GET', `${baseUrl}/v1/status`, apiKey);
+      const body = await callNode('GET', baseUrl, '/v1/status', apiKey, timeoutMs);
       const hasDrain = (body as { drain?: unknown } | undefined)?.drain !== undefined;
       return {
         drain: hasDrain ? parseDrainMode(body, `GET ${baseUrl}/v1/status`) : undefined,

@@ -92,20 +92,40 @@ function podTlsAgent(): Agent {
 
 export type NodeStatusProbe = (baseUrl: string, apiKey: string) => Promise<NodeDrainState>;
 
+/**
+ * One bounded call to a node's admin port with the operator's key: the one
+ * place that speaks HTTP to nodes (status probe, drain control, node drains).
+ * Any answer but 200/202 is an error carrying its status and the body's start.
+ */
+export async function callNode(
+  method: 'GET' | 'POST' | 'DELETE',
+  baseUrl: string,
+  path: '/v1/status' | '/v1/drain',
+  apiKey: string,
+  timeoutMs: number,
+): Promise<unknown> {
+  const res = await request(`${baseUrl}${path}`, {
+    method,
+    headers: {
+      'x-api-key': apiKey,
+      accept: 'application/json',
+      ...(method === 'POST' ? { 'content-type': 'application/json' } : {}),
+    },
+    ...(method === 'POST' ? { body: '{}' } : {}),
+    ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
+    headersTimeout: timeoutMs,
+    bodyTimeout: timeoutMs,
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200 && res.statusCode !== 202)
+    throw new Error(`${method} ${baseUrl}${path}: ${res.statusCode} ${text.slice(0, 200)}`);
+  return JSON.parse(text) as unknown;
+}
+
 export const httpNodeStatusProbe =
   (timeoutMs = 3000): NodeStatusProbe =>
-  async (baseUrl, apiKey) => {
-    const res = await request(`${baseUrl}/v1/status`, {
-      headers: { 'x-api-key': apiKey, accept: 'application/json' },
-      ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-    });
-    const text = await res.body.text();
-    if (res.statusCode !== 200)
-      throw new Error(`GET ${baseUrl}/v1/status: ${res.statusCode} ${text.slice(0, 200)}`);
-    return parseNodeStatus(JSON.parse(text));
-  };
+  async (baseUrl, apiKey) =>
+    parseNodeStatus(await callNode('GET', baseUrl, '/v1/status', apiKey, timeoutMs));
 
 /**
  * Drain mode of one node (POST /v1/drain: refuse writes, seal, deliver
@@ -124,21 +144,7 @@ async function drainCall(
   apiKey: string,
   timeoutMs: number,
 ): Promise<void> {
-  const res = await request(`${baseUrl}/v1/drain`, {
-    method,
-    headers: {
-      'x-api-key': apiKey,
-      accept: 'application/json',
-      ...(method === 'POST' ? { 'content-type': 'application/json' } : {}),
-    },
-    ...(method === 'POST' ? { body: '{}' } : {}),
-    ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
-    headersTimeout: timeoutMs,
-    bodyTimeout: timeoutMs,
-  });
-  const text = await res.body.text();
-  if (res.statusCode !== 200 && res.statusCode !== 202)
-    throw new Error(`${method} ${baseUrl}/v1/drain: ${res.statusCode} ${text.slice(0, 200)}`);
+  await callNode(method, baseUrl, '/v1/drain', apiKey, timeoutMs);
 }
 
 export const drainNode = (baseUrl: string, apiKey: string, timeoutMs = 3000): Promise<void> =>

@@ -28,7 +28,7 @@
 // one was.
 import type { V1Node, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import type { NodeDrainClient } from '../adapters/node-drain.ts';
-import { DATA_VOLUME, HTTP_PORT } from '../model/names.ts';
+import { DATA_VOLUME, ADMIN_PORT } from '../model/names.ts';
 import type { ConditionInput } from './conditions.ts';
 
 export const NODE_DRAIN_CONDITION = 'NodeDrain';
@@ -137,7 +137,7 @@ export async function drainLeavingNodes(input: NodeDrainInput): Promise<NodeDrai
       unreachable.push(`pod ${name} is ${p.status?.phase ?? 'Unknown'}${ip ? '' : ' with no IP'}`);
       continue;
     }
-    const url = `${scheme}://${ip}:${input.port ?? HTTP_PORT}`;
+    const url = `${scheme}://${ip}:${input.port ?? ADMIN_PORT}`;
     try {
       const s = await input.client.status(url, input.apiKey);
       reachable.push({ pod: p, url, draining: s.drain?.draining === true, backlog: s.backlog });

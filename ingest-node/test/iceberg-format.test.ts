@@ -331,7 +331,7 @@ void test('table commit: view files built with a View version this process does 
       fetch: (() => {
         catalogCalls++;
         return Promise.reject(new Error('no catalog in this test'));
-      }) as typeof fetch,
+      }),
     });
     const older = 'a'.repeat(64);
     const tables = await commit(

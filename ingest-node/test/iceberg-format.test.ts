@@ -328,10 +328,10 @@ void test('table commit: view files built with a View version this process does 
       config: { catalogUri: 'http://catalog.invalid', requestTimeoutMs: 1000, conflictRetriesMax: 1 },
       bucket: 'b',
       views: () => [view],
-      fetch: (() => {
+      fetch: () => {
         catalogCalls++;
         return Promise.reject(new Error('no catalog in this test'));
-      }),
+      },
     });
     const older = 'a'.repeat(64);
     const tables = await commit(

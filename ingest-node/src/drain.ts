@@ -34,7 +34,7 @@ export interface DrainModeOptions {
   readonly deliveryPending?: (() => number) | undefined;
   /** Corrupt segments in quarantine/ now (-1: unknown): acknowledged data a human must look at; drained only at 0. */
   readonly quarantinedSegments?: (() => Promise<number>) | undefined;
-  /** Writes admitted and not yet answered (HTTP requests, MQTT messages): drained only at 0. */
+  /** HTTP ingest requests admitted and not yet answered: drained only at 0. */
   readonly writesInFlight?: () => number;
   /** Closes idle keep-alive connections so clients reconnect (to another replica). */
   readonly closeIdleConnections?: () => void;

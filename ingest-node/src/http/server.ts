@@ -281,9 +281,10 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     wal,
     deliveryPending: deps.deliveryPending,
     quarantinedSegments: deps.quarantinedSegments,
-    // Admitted writes (HTTP requests between admit and answer, MQTT messages
-    // reserved and not yet written): their records may still append.
-    writesInFlight: () => ingestInFlight + backpressure.inflightBytes,
+    // HTTP requests between admission and answer: their records may still
+    // append. (Not backpressure.inflightBytes: MQTT messages held while
+    // draining keep their reservation and stay with the broker unacknowledged.)
+    writesInFlight: () => ingestInFlight,
     closeIdleConnections: () => app.server.closeIdleConnections(),
     clock,
     log,

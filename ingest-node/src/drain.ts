@@ -32,6 +32,10 @@ export interface DrainModeOptions {
   readonly wal: WriteAheadLog;
   /** Segments the delivery pipeline still holds; undefined when the node delivers nowhere. */
   readonly deliveryPending?: (() => number) | undefined;
+  /** Corrupt segments in quarantine/ now (-1: unknown): acknowledged data a human must look at; drained only at 0. */
+  readonly quarantinedSegments?: (() => Promise<number>) | undefined;
+  /** HTTP ingest requests admitted and not yet answered: drained only at 0. */
+  readonly writesInFlight?: () => number;
   /** Closes idle keep-alive connections so clients reconnect (to another replica). */
   readonly closeIdleConnections?: () => void;
   readonly clock: Clock;
@@ -42,6 +46,7 @@ export interface DrainModeOptions {
 
 /** The first seal is awaited this long before POST answers; a seal stuck on a failing state write goes on in the background. */
 const FIRST_SEAL_WAIT_MS = 2_000;
+const QUARANTINE_READ_INTERVAL_MS = 1_000;
 
 function canSeal(wal: WriteAheadLog): wal is Wal {
   return typeof (wal as Partial<Wal>).seal === 'function';
@@ -53,6 +58,10 @@ export class DrainMode {
   #timer: NodeJS.Timeout | undefined;
   #sealing: Promise<void> | undefined;
   #stopped = false;
+  /** Last count of quarantined segments; undefined until read (then not drained). */
+  #quarantined: number | undefined;
+  #quarantineReadAtMs = Number.NEGATIVE_INFINITY;
+  #quarantineReading: Promise<void> | undefined;
 
   constructor(options: DrainModeOptions) {
     this.#o = options;
@@ -73,7 +82,37 @@ export class DrainMode {
     const undelivered =
       'undeliveredSegments' in s ? (s as DurableWalStats).undeliveredSegments : s.sealedSegments;
     if (undelivered > 0) return false;
+    if ((this.#o.writesInFlight?.() ?? 0) > 0) return false;
+    if (this.#o.quarantinedSegments !== undefined && this.#quarantined !== 0) return false;
     return (this.#o.deliveryPending?.() ?? 0) === 0;
+  }
+
+  /** Re-reads quarantine/ at most once a second while draining (a readdir, off the request path). */
+  #readQuarantine(): Promise<void> {
+    const read = this.#o.quarantinedSegments;
+    const nowMs = this.#o.clock.monotonicMs();
+    if (read === undefined || nowMs - this.#quarantineReadAtMs < QUARANTINE_READ_INTERVAL_MS)
+      return this.#quarantineReading ?? Promise.resolve();
+    this.#quarantineReadAtMs = nowMs;
+    this.#quarantineReading ??= read()
+      .then(
+        (n) => {
+          if (n !== 0 && this.#quarantined !== n)
+            this.#o.log.warn(
+              { quarantinedSegments: n },
+              'drain mode: quarantine/ holds corrupt segments (acknowledged data a human must look at); this node will not report drained',
+            );
+          this.#quarantined = n;
+        },
+        (err: unknown) => {
+          this.#quarantined = undefined;
+          this.#o.log.error({ err }, 'drain mode: reading quarantine/ failed');
+        },
+      )
+      .finally(() => {
+        this.#quarantineReading = undefined;
+      });
+    return this.#quarantineReading;
   }
 
   /** Turns drain mode on (idempotent) and seals the open segment. */
@@ -85,12 +124,15 @@ export class DrainMode {
       this.#o.closeIdleConnections?.();
       this.#o.log.info({}, 'drain mode: refusing new writes, sealing and delivering everything');
       const every = this.#o.sealCheckIntervalMs ?? 100;
-      this.#timer = setInterval(() => void this.#sealIfOpen(), every);
+      this.#timer = setInterval(() => {
+        void this.#sealIfOpen();
+        void this.#readQuarantine();
+      }, every);
       this.#timer.unref();
     }
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.#sealIfOpen(),
+      Promise.all([this.#sealIfOpen(), this.#readQuarantine()]),
       new Promise<void>((r) => {
         timer = setTimeout(r, FIRST_SEAL_WAIT_MS);
       }),

@@ -46,7 +46,30 @@ export const REDACT_PATHS: readonly string[] = [
   'masterKey',
 ];
 
-const BIGINT_DEPTH_MAX = 4;
+const BIGINT_DEPTH_MAX = 6;
+
+/**
+ * Field names that hold key material at any depth and in any case (the paths
+ * above stop at two levels and match case exactly): S3/STS credentials as the
+ * SDK spells them, headers, passwords, tokens, the operator's keys.
+ */
+const SECRET_FIELD =
+  /^(x-api-key|api-?key|authorization|password|passwd|secret|secret-?access-?key|session-?token|token|x-amz-security-token|operator-?key|master-?key)$/i;
+const CENSOR = '[REDACTED]';
+
+/** Censors secret-named fields of a freshly serialized error and its causes, in place. */
+function scrubSerializedError(e: Record<string, unknown>, depth: number): Record<string, unknown> {
+  for (const k of Object.keys(e)) {
+    if (SECRET_FIELD.test(k)) e[k] = CENSOR;
+    else if (depth < BIGINT_DEPTH_MAX && e[k] !== null && typeof e[k] === 'object')
+      e[k] =
+        k === 'cause' || Object.getPrototypeOf(e[k]) !== Object.prototype
+          ? scrubSerializedError(e[k] as Record<string, unknown>, depth + 1)
+          : bigintsToStrings(e[k], depth + 1);
+    else if (typeof e[k] === 'bigint') e[k] = e[k].toString();
+  }
+  return e;
+}
 
 /** bigints as decimal strings (JSON has no 64-bit integers; a number would round above 2^53). */
 function bigintsToStrings(value: unknown, depth: number): unknown {
@@ -62,7 +85,7 @@ function bigintsToStrings(value: unknown, depth: number): unknown {
   if (proto !== Object.prototype && proto !== null) return value;
   let out: Record<string, unknown> | undefined;
   for (const [k, v] of Object.entries(value)) {
-    const mapped = bigintsToStrings(v, depth + 1);
+    const mapped = SECRET_FIELD.test(k) && v !== undefined ? CENSOR : bigintsToStrings(v, depth + 1);
     if (mapped !== v) (out ??= { ...(value as Record<string, unknown>) })[k] = mapped;
   }
   return out ?? value;
@@ -72,7 +95,12 @@ function bigintsToStrings(value: unknown, depth: number): unknown {
 function fieldsOf(obj: Record<string, unknown>): Record<string, unknown> {
   let out: Record<string, unknown> | undefined;
   for (const [k, v] of Object.entries(obj)) {
-    const mapped = v instanceof Error ? pino.stdSerializers.errWithCause(v) : bigintsToStrings(v, 1);
+    const mapped =
+      v instanceof Error
+        ? scrubSerializedError(pino.stdSerializers.errWithCause(v), 1)
+        : SECRET_FIELD.test(k) && v !== undefined
+          ? CENSOR
+          : bigintsToStrings(v, 1);
     if (mapped !== v) (out ??= { ...obj })[k] = mapped;
   }
   return out ?? obj;

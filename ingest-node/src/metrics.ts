@@ -7,6 +7,7 @@ import { Gauge, collectDefaultMetrics } from 'prom-client';
 import type { Backpressure } from './backpressure.ts';
 import type { WriteAheadLog } from './wal/types.ts';
 import type { FileSystem } from './fs/types.ts';
+import { quarantineCounts } from './wal/recovery.ts';
 
 export interface NodeMetrics {
   readonly registry: Registry;
@@ -307,7 +308,7 @@ export function createMetrics(
 export function registerQuarantineGauge(
   registry: Registry,
   fs: Pick<FileSystem, 'readdir'>,
-  quarantineDir: string,
+  walDir: string,
 ): void {
   const name = 'landfall_wal_quarantine_files';
   const help =
@@ -318,15 +319,7 @@ export function registerQuarantineGauge(
     type: 'gauge',
     aggregator: 'sum',
     get: async () => {
-      let segments: number;
-      let tails: number;
-      try {
-        const names = await fs.readdir(quarantineDir);
-        tails = names.filter((n) => n.endsWith('.tail')).length;
-        segments = names.length - tails;
-      } catch (err) {
-        segments = tails = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 0 : -1;
-      }
+      const { segments, tails } = await quarantineCounts(fs, walDir);
       return {
         name,
         help,

@@ -13,7 +13,7 @@
 // The storage half (WAL, Parquet outputs, delivery) is openNodeStorage(): the
 // drainer (`landfall drain`) runs the same composition without a listener.
 
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { Registry } from 'prom-client';
 import type { Clock } from './clock.ts';
 import { systemClock } from './clock.ts';
@@ -26,7 +26,7 @@ import type { FileSystem } from './fs/types.ts';
 import { NodeFileSystem } from './fs/node.ts';
 import { openWal } from './wal/wal.ts';
 import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
-import { QUARANTINE_DIR } from './wal/recovery.ts';
+import { quarantineCounts } from './wal/recovery.ts';
 import { registerQuarantineGauge } from './metrics.ts';
 import type { Wal, WalOptions, WriteAheadLog } from './wal/types.ts';
 import { startConfiguredDelivery } from './delivery/config.ts';
@@ -158,7 +158,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
   const registry = deps.registry ?? new Registry();
   // Only the durable WAL (not a test double) has sealed segments to deliver.
   const durable = 'onSealed' in wal ? (wal as Wal) : undefined;
-  if (durable !== undefined) registerQuarantineGauge(registry, fs, join(walDir, QUARANTINE_DIR));
+  if (durable !== undefined) registerQuarantineGauge(registry, fs, walDir);
   let delivery: RunningDelivery | undefined;
   // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
   let parquet: ParquetOutputs | undefined;
@@ -324,7 +324,13 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       ...(deps.status !== undefined || delivery !== undefined
         ? { status: () => ({ ...deps.status?.(), ...storage.status() }) }
         : {}),
-      ...(delivery !== undefined ? { deliveryPending: () => delivery.pipeline.stats().segmentsPending } : {}),
+      ...(delivery !== undefined
+        ? {
+            deliveryPending: () => delivery.pipeline.stats().segmentsPending,
+            // Corrupt segments kept for a human are acknowledged data: a node holding any is never "drained".
+            quarantinedSegments: async () => (await quarantineCounts(fs, walDir)).segments,
+          }
+        : {}),
     });
     try {
       url = await server.listen();

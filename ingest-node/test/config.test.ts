@@ -182,6 +182,14 @@ void describe('config', () => {
       problemsOf(() => loadConfig({ values: { auth: { required: true } } }))[0] ?? '',
       /auth.apiKeysFile is not set/,
     );
+    // The admin port (/v1/drain, /v1/status) alone open to the network needs keys too.
+    const admin = problemsOf(() => loadConfig({ values: { listen: { admin: { host: '0.0.0.0' } } } }));
+    assert.match(admin[0] ?? '', /listen.admin.host "0.0.0.0" is not a loopback address/);
+    assert.equal(
+      loadConfig({ values: { listen: { admin: { host: '0.0.0.0' } }, auth: { apiKeysFile: '/k' } } }).listen
+        .admin.host,
+      '0.0.0.0',
+    );
   });
 
   void it('file problems: unreadable, not YAML, not a mapping', async () => {

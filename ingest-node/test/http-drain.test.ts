@@ -6,12 +6,13 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startNode } from '../src/node.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import type { DrainState } from '../src/drain.ts';
+import { drainCommand } from '../src/commands/drain.ts';
 
 async function until(
   cond: () => Promise<boolean> | boolean,
@@ -68,6 +69,9 @@ void describe('drain mode on a node', () => {
       const d = ((await posted.json()) as { drain: DrainState }).drain;
       assert.equal(d.draining, true);
       assert.equal(node.wal.stats().openSegmentBytes, 0, 'nothing was open at the drain');
+      // Nothing open, sealed or pending, but an admitted request may still append: not drained.
+      assert.equal(d.drained, false, 'a request admitted and not yet answered keeps the node undrained');
+      assert.equal((await drainState()).drained, false);
 
       slow.end('{"slow":2}\n');
       assert.equal(await answered, 202, 'admitted before the drain: it is written and acknowledged');
@@ -86,5 +90,66 @@ void describe('drain mode on a node', () => {
     } finally {
       await node.shutdown('test');
     }
+  });
+  void it('a node whose quarantine/ holds a corrupt segment never reports drained; moved away, it does', async () => {
+    const walDir = join(dir, 'wal-q');
+    await mkdir(join(walDir, 'quarantine'), { recursive: true });
+    // What recovery leaves for a human: a corrupt segment of acknowledged records.
+    await writeFile(join(walDir, 'quarantine', '00000000000000000007.wal'), 'corrupt');
+    const node = await startNode(
+      defaultConfig({
+        listen: { port: 0 },
+        wal: { dir: walDir, segmentAgeMsMax: 3_600_000 },
+        s3: { localDir: join(dir, 'bucket-q') },
+      }),
+      { apiKeys: null },
+    );
+    try {
+      const ingest = await fetch(`${node.url}/v1/ingest`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: '{"a":1}\n',
+      });
+      assert.equal(ingest.status, 202);
+      const state = async (): Promise<DrainState> =>
+        ((await (await fetch(`${node.adminUrl}/v1/status`)).json()) as { drain: DrainState }).drain;
+      assert.equal((await fetch(`${node.adminUrl}/v1/drain`, { method: 'POST' })).status, 202);
+      await until(
+        () => node.delivery?.pipeline.stats().segmentsDeliveredTotal === 1,
+        'the segment delivered',
+      );
+      // Past the once-a-second re-read of quarantine/: still not drained.
+      await new Promise((r) => setTimeout(r, 1_500));
+      assert.equal((await state()).drained, false, 'quarantined acknowledged data: not drained');
+      await rm(join(walDir, 'quarantine', '00000000000000000007.wal'));
+      await until(async () => (await state()).drained, 'drained once quarantine/ is empty');
+    } finally {
+      await node.shutdown('test');
+    }
+  });
+
+  void it('landfall drain exits 1 on a volume whose quarantine/ holds a corrupt segment, 0 once it is gone', async () => {
+    const walDir = join(dir, 'wal-drainer');
+    await mkdir(join(walDir, 'quarantine'), { recursive: true });
+    await writeFile(join(walDir, 'quarantine', '00000000000000000003.wal'), 'corrupt');
+    // A tail copy (a torn, unacknowledged group kept for forensics) does not hold a volume.
+    await writeFile(join(walDir, 'quarantine', '00000000000000000004.wal.tail'), 'torn');
+    const run = async (): Promise<{ code: number; summary: Record<string, unknown> }> => {
+      let out = '';
+      const code = await drainCommand.run(
+        [`--wal.dir=${walDir}`, `--s3.localDir=${join(dir, 'bucket-drainer')}`, '--timeout-ms=5000'],
+        { out: (t) => (out += t), err: () => {}, env: {} },
+      );
+      const last = out.trim().split('\n').at(-1) ?? '{}';
+      return { code, summary: JSON.parse(last) as Record<string, unknown> };
+    };
+    const blocked = await run();
+    assert.equal(blocked.code, 1, JSON.stringify(blocked.summary));
+    assert.equal(blocked.summary['drained'], false);
+    assert.equal(blocked.summary['quarantinedSegments'], 1);
+    await rm(join(walDir, 'quarantine', '00000000000000000003.wal'));
+    const clean = await run();
+    assert.equal(clean.code, 0, JSON.stringify(clean.summary));
+    assert.equal(clean.summary['quarantinedSegments'], 0);
   });
 });

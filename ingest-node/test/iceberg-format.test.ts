@@ -21,6 +21,8 @@ import {
 } from '../src/iceberg/manifest.ts';
 import { checkViewFitsTable, icebergType, nameMapping, viewToIcebergSchema } from '../src/iceberg/schema.ts';
 import { IcebergError } from '../src/iceberg/errors.ts';
+import { icebergTableCommit } from '../src/iceberg/delivery.ts';
+import { compileView, createParquetDb, parseViewYaml } from '../src/views/index.ts';
 
 /** Decodes a container file with avsc (an independent Avro implementation). */
 async function avscRead(buf: Buffer): Promise<{ metadata: Record<string, string>; objects: unknown[] }> {
@@ -308,4 +310,46 @@ void test('a View fits its table by name and type; a new column is added after t
     checkViewFitsTable({ view: 'v', columns: [{ name: 'c', type: 'VARCHAR' }] }, table, 7).added,
     [{ id: 8, name: 'c', required: false, type: 'string' }],
   );
+});
+
+void test('table commit: view files built with a View version this process does not know are recorded in the marker, never silently skipped', async () => {
+  const db = await createParquetDb({ memoryLimitBytes: 64 << 20, threads: 1 });
+  try {
+    const view = await db.withConnection((c) =>
+      compileView(
+        c,
+        parseViewYaml(
+          'name: orders\ncolumns:\n  - { name: id, type: BIGINT, path: $.id }\niceberg: { namespace: shop, table: orders }\n',
+        ),
+      ),
+    );
+    let catalogCalls = 0;
+    const commit = icebergTableCommit({
+      config: { catalogUri: 'http://catalog.invalid', requestTimeoutMs: 1000, conflictRetriesMax: 1 },
+      bucket: 'b',
+      views: () => [view],
+      fetch: () => {
+        catalogCalls++;
+        return Promise.reject(new Error('no catalog in this test'));
+      },
+    });
+    const older = 'a'.repeat(64);
+    const tables = await commit(
+      {} as never,
+      'lf',
+    )({
+      ref: { endpoint: 'e', instance: 'e-0', epoch: 'x', segmentId: 1n },
+      segment: {} as never,
+      artifacts: [],
+      views: [{ name: 'orders', specSha256: older }],
+      signal: new AbortController().signal,
+    });
+    assert.equal(catalogCalls, 0, 'nothing is appended with an unknown column mapping');
+    assert.equal(tables.length, 1);
+    assert.equal(tables[0]?.snapshotId, undefined);
+    assert.equal(tables[0]?.error?.code, 'ICEBERG_VIEW_VERSION_UNKNOWN');
+    assert.match(tables[0]?.error?.message ?? '', new RegExp(older));
+  } finally {
+    await db.close();
+  }
 });

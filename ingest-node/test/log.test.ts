@@ -41,6 +41,25 @@ void test('API keys, authorization headers and secret values are redacted', () =
   assert.deepEqual(d?.credentials, { secretAccessKey: '[REDACTED]', sessionToken: '[REDACTED]' });
 });
 
+void test('key material is redacted at any depth and in any spelling, inside error causes too', () => {
+  const out = capture();
+  const log = jsonLogger('info', out.write);
+  const cause = Object.assign(new Error('inner'), { password: KEY, SessionToken: KEY });
+  log.error(
+    {
+      err: new Error('outer', { cause }),
+      config: { s3: { secretAccessKey: KEY, bucket: 'b' } },
+      headers: { 'X-Amz-Security-Token': KEY, Authorization: KEY },
+      nested: { deep: { deeper: { token: KEY, masterKey: KEY } } },
+    },
+    'e',
+  );
+  for (const line of out.raw) assert.ok(!line.includes(KEY), `a key leaked: ${line}`);
+  const [e] = out.lines;
+  assert.equal((e?.config as { s3: { bucket: string } }).s3.bucket, 'b', 'the rest stays');
+  assert.equal((e?.err as { cause: { message: string } }).cause.message, 'inner', 'the cause stays');
+});
+
 void test('an error is logged with its stack, code and cause chain, under any field name', () => {
   const out = capture();
   const log = jsonLogger('debug', out.write);

@@ -16,7 +16,8 @@ import { ConfigError, loadConfig } from '../config/load.ts';
 import type { NodeConfig } from '../config/schema.ts';
 import { jsonLogger, type Logger } from '../log.ts';
 import { openNodeStorage } from '../node.ts';
-import { QUARANTINE_DIR } from '../wal/recovery.ts';
+import { quarantineCounts } from '../wal/recovery.ts';
+import { NodeFileSystem } from '../fs/node.ts';
 import { decodeSegmentHeader, SEGMENT_HEADER_BYTES_MAX } from '../wal/format.ts';
 import { exitFailed, exitOk, exitUsage, type Command, type CommandIo } from './common.ts';
 
@@ -90,13 +91,11 @@ async function segmentFiles(dir: string): Promise<string[]> {
   }
 }
 
+const nodeFs = new NodeFileSystem();
+
+/** Corrupt segments kept in quarantine/ (-1: the folder cannot be read); tail copies are not counted. */
 async function countQuarantined(dir: string): Promise<number> {
-  try {
-    // Copies of torn tails (`*.tail`) are not segments (the same split as landfall_wal_quarantine_files).
-    return (await readdir(join(dir, QUARANTINE_DIR))).filter((n) => !n.endsWith('.tail')).length;
-  } catch {
-    return 0;
-  }
+  return (await quarantineCounts(nodeFs, dir)).segments;
 }
 
 /** The endpoint and instance the newest segment was written by, if its header reads. */
@@ -154,15 +153,16 @@ export async function run(args: readonly string[], io: CommandIo): Promise<numbe
 
   const files = await segmentFiles(walDir);
   if (files.length === 0) {
-    log.info({ walDir }, 'drain: no WAL segment here; nothing to deliver');
+    const quarantined = await countQuarantined(walDir);
+    log.info({ walDir, quarantinedSegments: quarantined }, 'drain: no WAL segment here; nothing to deliver');
     return print(
       summary({
-        drained: true,
+        drained: quarantined === 0,
         segmentsDelivered: 0,
         segmentsLeft: 0,
         bytesLeft: 0,
         openSegmentBytes: 0,
-        quarantinedSegments: await countQuarantined(walDir),
+        quarantinedSegments: quarantined,
         instance: null,
       }),
     );
@@ -203,14 +203,21 @@ export async function run(args: readonly string[], io: CommandIo): Promise<numbe
       await storage.close(graceMs);
     }
     const stats = storage.delivery?.pipeline.stats();
-    const drained = left.segments === 0 && left.openSegmentBytes === 0 && (stats?.segmentsPending ?? 0) === 0;
+    // Corrupt segments in quarantine/ are acknowledged data a human must look
+    // at: a volume holding any is not drained (exit 1), so nothing deletes it.
+    const quarantined = await countQuarantined(walDir);
+    const drained =
+      left.segments === 0 &&
+      left.openSegmentBytes === 0 &&
+      (stats?.segmentsPending ?? 0) === 0 &&
+      quarantined === 0;
     const s = summary({
       drained,
       segmentsDelivered: stats?.segmentsDeliveredTotal ?? 0,
       segmentsLeft: left.segments,
       bytesLeft: left.bytes,
       openSegmentBytes: left.openSegmentBytes,
-      quarantinedSegments: await countQuarantined(walDir),
+      quarantinedSegments: quarantined,
       instance: config.instance.id,
     });
     if (drained) log.info({ ...s }, 'drain: every segment delivered');

@@ -260,6 +260,12 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
       `listen.host "${c.listen.host}" is not a loopback address, so API keys are required: set auth.apiKeysFile, or auth.required=false to accept unauthenticated writes`,
     );
   }
+  // The admin port can stop the node taking writes (POST /v1/drain) and shows its status: never open without keys.
+  if (c.auth.required !== false && c.auth.apiKeysFile === undefined && !isLoopbackHost(c.listen.admin.host)) {
+    problems.push(
+      `listen.admin.host "${c.listen.admin.host}" is not a loopback address, so API keys are required (the admin port serves /v1/status and /v1/drain): set auth.apiKeysFile, or auth.required=false to accept that`,
+    );
+  }
 }
 
 /**

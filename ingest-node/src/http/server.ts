@@ -86,6 +86,8 @@ export interface ServerDeps {
    * the node delivers nowhere.
    */
   readonly deliveryPending?: () => number;
+  /** Corrupt segments in the WAL's quarantine/ now (-1: unknown); drain mode reports drained only at 0. */
+  readonly quarantinedSegments?: () => Promise<number>;
 }
 
 export interface IngestServer {
@@ -273,10 +275,16 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
   });
   await backpressure.start();
   const metrics = createMetrics(registry, { wal, backpressure }, deps.defaultMetrics ?? false);
+  let ingestInFlight = 0;
   const drain = new DrainMode({
     backpressure,
     wal,
     deliveryPending: deps.deliveryPending,
+    quarantinedSegments: deps.quarantinedSegments,
+    // HTTP requests between admission and answer: their records may still
+    // append. (Not backpressure.inflightBytes: MQTT messages held while
+    // draining keep their reservation and stay with the broker unacknowledged.)
+    writesInFlight: () => ingestInFlight,
     closeIdleConnections: () => app.server.closeIdleConnections(),
     clock,
     log,
@@ -458,6 +466,10 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     }
     const refusal = backpressure.admit();
     if (refusal !== undefined) throw refusal;
+    // Counted from admission to the answer, so drain mode never reports
+    // drained while an admitted request may still append (it has reserved no
+    // bytes yet while its body is on the way).
+    ingestInFlight++;
 
     const reservation: Reservation = { reserved: 0, records: 0, budget: backpressure };
     let claim: Claim | undefined;
@@ -525,6 +537,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       // Whatever happened, the owner settles so duplicates waiting on it wake up.
       if (claim?.kind === 'owner') claim.complete(undefined);
       backpressure.release(reservation.reserved);
+      ingestInFlight--;
     }
   });
 

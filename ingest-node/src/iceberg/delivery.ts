@@ -59,7 +59,21 @@ export function icebergTableCommit(
       const applied = new Map(c.views.map((v) => [v.name, v.specSha256]));
       for (const view of o.views(c.segment)) {
         const target = view.spec.iceberg;
-        if (target === undefined || applied.get(view.spec.name) !== view.specHash) continue;
+        if (target === undefined) continue;
+        const appliedHash = applied.get(view.spec.name);
+        if (appliedHash === undefined) continue; // the View was not applied to this segment: nothing to append
+        if (appliedHash !== view.specHash) {
+          // Never silently: the marker says the table did not get these rows.
+          const message = `the segment's ${view.spec.name} files were built with spec ${appliedHash}, this process knows ${view.specHash}: not appended; append them by hand or reprocess`;
+          log.warn({ segment: formatSegmentId(c.ref.segmentId), view: view.spec.name }, message);
+          tables.push({
+            view: view.spec.name,
+            namespace: target.namespace,
+            table: target.table,
+            error: { code: 'ICEBERG_VIEW_VERSION_UNKNOWN', message },
+          });
+          continue;
+        }
         const files = c.artifacts
           .filter((a) => a.kind === 'view' && a.view === view.spec.name)
           .map((a) => ({ key: a.key, bytes: a.bytes, rows: a.rows }));

@@ -13,7 +13,14 @@ export type IcebergErrorCode =
   | 'ICEBERG_TYPE_UNSUPPORTED'
   | 'ICEBERG_SCHEMA_MISMATCH'
   /** The table's metadata is something this writer cannot append to (partitioned, format v1/v3, files we cannot read). */
-  | 'ICEBERG_TABLE_UNSUPPORTED';
+  | 'ICEBERG_TABLE_UNSUPPORTED'
+  /**
+   * The segment's view files were built with a View version this process no
+   * longer knows (its registry keeps versions in memory only: a restart or a
+   * drainer between the files and the table commit), so their columns cannot
+   * be mapped: recorded in the marker, not appended.
+   */
+  | 'ICEBERG_VIEW_VERSION_UNKNOWN';
 
 const retryableCodes = new Set<IcebergErrorCode>([
   'ICEBERG_COMMIT_CONFLICT',

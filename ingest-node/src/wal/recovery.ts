@@ -20,6 +20,27 @@ import type { RecoveryReport, SealedSegment } from './types.ts';
 
 export const EPOCH_FILE = 'epoch';
 export const QUARANTINE_DIR = 'quarantine';
+
+/**
+ * What quarantine/ holds now: `segments` are corrupt segments (acknowledged
+ * data a human must look at: nothing may delete the volume under them),
+ * `tails` the copies recovery keeps of truncated tails (torn, unacknowledged
+ * groups after a crash; kept for forensics). A missing folder is 0/0; a
+ * folder that cannot be read is -1/-1 (unknown: callers treat it as "not empty").
+ */
+export async function quarantineCounts(
+  fs: Pick<FileSystem, 'readdir'>,
+  walDir: string,
+): Promise<{ segments: number; tails: number }> {
+  try {
+    const names = await fs.readdir(path.join(walDir, QUARANTINE_DIR));
+    const tails = names.filter((n) => n.endsWith('.tail')).length;
+    return { segments: names.length - tails, tails };
+  } catch (err) {
+    const n = errorCode(err) === 'ENOENT' ? 0 : -1;
+    return { segments: n, tails: n };
+  }
+}
 const SEGMENT_FILE = /^(\d{20})\.wal$/;
 
 export function segmentFileName(id: bigint): string {

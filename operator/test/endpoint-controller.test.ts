@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import { EndpointController } from '../src/controller/endpoint.ts';
-import type { Store } from '../src/controller/endpoint.ts';
+import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.ts';
 import { ViewCompileCache } from '../src/controller/views.ts';
 import type { Endpoint } from '../src/api/endpoint.ts';
 import type { View } from '../src/api/view.ts';
@@ -21,15 +21,21 @@ function store<T extends KubeObject>(items: T[] = []): Store<T> & { items: T[] }
   };
 }
 
-function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
+function fakeClient(
+  failOn?: string,
+  existing = new Map<string, KubeObject>(),
+  lists = new Map<string, KubeObject[]>(),
+) {
   const calls: string[] = [];
   const statuses: unknown[] = [];
+  const applied: KubeObject[] = [];
   const client = {
     async apply(rt: ResourceType, obj: KubeObject, opts: { subresource?: string } = {}) {
       const what = `apply ${rt.kind}${opts.subresource ? '/status' : ''} ${obj.metadata?.name ?? ''}`;
       calls.push(what);
       if (failOn && what.startsWith(failOn)) throw new Error('boom from the apiserver');
       if (opts.subresource) statuses.push((obj as { status?: unknown }).status);
+      else applied.push(obj);
       return { ...obj, metadata: { ...obj.metadata, resourceVersion: '1', generation: 1 } };
     },
     async jsonPatch(rt: ResourceType) {
@@ -39,8 +45,8 @@ function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
     async get(rt: ResourceType, _namespace: string, name: string) {
       return existing.get(`${rt.kind} ${name}`);
     },
-    async listAll() {
-      return { items: [], metadata: {} };
+    async listAll(rt: ResourceType) {
+      return { items: lists.get(rt.kind) ?? [], metadata: {} };
     },
     async create(rt: ResourceType, obj: KubeObject) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
@@ -57,10 +63,15 @@ function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
       );
     },
   };
-  return { client: client as unknown as KubeClient, calls, statuses };
+  return { client: client as unknown as KubeClient, calls, statuses, applied };
 }
 
-function controller(client: KubeClient, ep: Endpoint, allowedImages?: string[]) {
+function controller(
+  client: KubeClient,
+  ep: Endpoint,
+  allowedImages?: string[],
+  more: Partial<EndpointControllerDeps> = {},
+) {
   const events: string[] = [];
   const c = new EndpointController({
     client,
@@ -75,6 +86,7 @@ function controller(client: KubeClient, ep: Endpoint, allowedImages?: string[]) 
     allowedImages,
     operatorKey: Buffer.alloc(32, 7),
     probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
+    ...more,
   });
   return { c, events };
 }
@@ -278,4 +290,57 @@ void test('spec.expose: a same-named Ingress/HTTPRoute the Endpoint does not con
   assert.equal(degraded?.reason, 'ExposeConflict');
   assert.match(degraded?.message ?? '', /Ingress clicks-ingest exists and does not belong to this Endpoint/);
   assert.ok(events.some((e) => e.startsWith('Warning ExposeConflict:')));
+});
+
+/** The Endpoint's StatefulSet as the informer has it: controlled by the Endpoint, at `replicas`. */
+function ownStatefulSet(e: Endpoint, replicas: number, annotations?: Record<string, string>): V1StatefulSet & KubeObject {
+  return {
+    metadata: {
+      name: 'clicks-ingest',
+      namespace: 'tenant-a',
+      ...(annotations ? { annotations } : {}),
+      ownerReferences: [{ apiVersion: 'landfall.dev/v1alpha1', kind: 'Endpoint', name: 'clicks', uid: e.metadata.uid ?? '', controller: true }],
+    },
+    spec: { replicas, selector: {}, serviceName: 'clicks-ingest-headless', template: {} },
+  };
+} // prettier-ignore
+
+void test('scale-up over an unlabelled claim whose drainer succeeded: its Job is deleted and the StatefulSet is not held', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  );
+  // Made by an older operator (no uid label): drained, then kept.
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-1', namespace: 'tenant-a', uid: 'claim-1', labels: { 'landfall.dev/endpoint': 'clicks' }, creationTimestamp: '2026-01-02T00:00:00Z' },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const job = (condition: string) =>
+    ({
+      metadata: { name: 'data-clicks-ingest-1-drain', namespace: 'tenant-a', uid: 'job-1', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }] },
+      status: { conditions: [{ type: condition, status: 'True' }] },
+    }) as KubeObject; // prettier-ignore
+  const run = async (condition: string) => {
+    const f = fakeClient(
+      undefined,
+      new Map(),
+      new Map([
+        ['PersistentVolumeClaim', [claim]],
+        ['Job', [job(condition)]],
+      ]),
+    );
+    const { c } = controller(f.client, e, undefined, {
+      statefulSets: store([ownStatefulSet(e, 1)]),
+    });
+    await c.reconcile('tenant-a/clicks');
+    const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+    return { replicas: sts?.spec?.replicas, calls: f.calls };
+  };
+  const done = await run('Complete');
+  assert.equal(done.replicas, 2, 'a succeeded drainer holds nothing');
+  assert.ok(done.calls.includes('delete Job data-clicks-ingest-1-drain uid=job-1'), done.calls.join('\n'));
+  const running = await run('Suspended');
+  assert.equal(running.replicas, 1, 'a drainer still at work holds its ordinal');
+  assert.ok(!running.calls.some((x) => x.startsWith('delete Job')), running.calls.join('\n'));
 });

@@ -39,7 +39,7 @@ import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict, isNotFound } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
-import { buildDrainerJob } from '../model/drainer.ts';
+import { buildDrainerJob, drainerOutcome } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import { drainReplica, ownClaims, planScale, reachable, reclaimAction, undrainReplica } from './lifecycle.ts';
@@ -537,9 +537,15 @@ export class EndpointController {
         uid,
         endpointCreated: ctx.ep.metadata.creationTimestamp,
       })) {
-        const name = c.claim.metadata?.name ?? '';
-        if (c.claim.metadata?.deletionTimestamp !== undefined || jobs.has(drainerName(name)))
-          reclaiming.push(c.ordinal);
+        if (c.ordinal >= desired) continue;
+        const job = jobs.get(drainerName(c.claim.metadata?.name ?? ''));
+        if (c.claim.metadata?.deletionTimestamp !== undefined) reclaiming.push(c.ordinal);
+        else if (job === undefined) continue;
+        // A succeeded drainer holds nothing (an unlabelled claim is kept after
+        // it): the pod may have the volume back. Its Job goes first: it would
+        // vouch at a later scale-down for a WAL the pod has written to since.
+        else if (drainerOutcome(job) === 'succeeded') await this.deleteDrainerJob(ctx.namespace, job);
+        else reclaiming.push(c.ordinal);
       }
     }
     const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });

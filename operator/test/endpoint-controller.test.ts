@@ -3,7 +3,7 @@
 // unchanged status is not written again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import { EndpointController } from '../src/controller/endpoint.ts';
 import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.ts';
 import { ViewCompileCache } from '../src/controller/views.ts';
@@ -343,4 +343,52 @@ void test('scale-up over an unlabelled claim whose drainer succeeded: its Job is
   const running = await run('Suspended');
   assert.equal(running.replicas, 1, 'a drainer still at work holds its ordinal');
   assert.ok(!running.calls.some((x) => x.startsWith('delete Job')), running.calls.join('\n'));
+});
+
+void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', finalizers: ['landfall.dev/drain'] },
+  );
+  const pod = (n: number, node: string, ready = false) =>
+    ({
+      metadata: { name: `clicks-ingest-${n}`, namespace: 'tenant-a', uid: `pod-${n}`, labels: { 'landfall.dev/endpoint': 'clicks' } },
+      spec: { nodeName: node, containers: [] },
+      status: { phase: 'Running', podIP: `10.0.0.${n}`, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] },
+    }) as V1Pod & KubeObject; // prettier-ignore
+  const node = (name: string, unschedulable = false) =>
+    ({ metadata: { name }, spec: { unschedulable } }) as V1Node & KubeObject;
+  const run = async (pods: (V1Pod & KubeObject)[], existing = new Map<string, KubeObject>()) => {
+    const f = fakeClient(undefined, existing);
+    const undrained: string[] = [];
+    const { c, events } = controller(f.client, e, undefined, {
+      pods: store(pods),
+      // Every replica asked reports drain mode.
+      probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0, draining: true }),
+      drainControl: {
+        drain: async () => assert.fail('nothing is drained here'),
+        undrain: async (url) => void undrained.push(url),
+      },
+      nodes: {
+        getByKey: (name) => (name === 'cordoned' ? node(name, true) : node(name)),
+        list: () => [],
+      },
+    });
+    await c.reconcile('tenant-a/clicks');
+    return { undrained, events: events.filter((x) => /DrainReleased/.test(x)) };
+  };
+  // Cordoned then uncordoned mid-drain (or a scale-down reverted after a crash): released.
+  const stray = await run([pod(0, 'a')]);
+  assert.deepEqual(stray.undrained, ['http://10.0.0.0:8081']);
+  assert.match(stray.events[0] ?? '', /clicks-ingest-0 was in drain mode/);
+  // Ready: not in drain mode (it would fail /readyz): not even asked.
+  assert.deepEqual((await run([pod(0, 'a', true)])).undrained, []);
+  // On a leaving node: the node-drain flow's. Ordinal 2 >= 2 replicas: the scale-down's.
+  assert.deepEqual((await run([pod(0, 'cordoned'), pod(2, 'a')])).undrained, []);
+  // Its claim is being deleted: a node drain is replacing it.
+  const deleting = new Map<string, KubeObject>([
+    ['PersistentVolumeClaim data-clicks-ingest-0', { metadata: { name: 'data-clicks-ingest-0', deletionTimestamp: '2026-01-01T00:00:00Z' } }],
+  ]); // prettier-ignore
+  assert.deepEqual((await run([pod(0, 'a')], deleting)).undrained, []);
 });

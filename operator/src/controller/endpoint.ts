@@ -11,6 +11,7 @@ import type { NodeDrainClient } from '../adapters/node-drain.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
+  DATA_VOLUME,
   DRAIN_FROM_ANNOTATION,
   DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
@@ -42,9 +43,17 @@ import type { Logger } from '../runtime/log.ts';
 import { buildDrainerJob, drainerOutcome } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
-import { drainReplica, ownClaims, planScale, reachable, reclaimAction, undrainReplica } from './lifecycle.ts';
+import {
+  drainReplica,
+  ownClaims,
+  planScale,
+  reachable,
+  reclaimAction,
+  releaseStrayDrains,
+  undrainReplica,
+} from './lifecycle.ts';
 import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
-import { drainLeavingNodes } from './node-drain.ts';
+import { drainLeavingNodes, nodeLeaving } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
 import type { ViewCompileCache } from './views.ts';
@@ -155,6 +164,7 @@ export class EndpointController {
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
     { name: 'reclaimVolumes', run: (c) => this.reclaimVolumes(c) },
     { name: 'drainLeavingNodes', run: (c) => this.drainLeavingNodes(c) },
+    { name: 'releaseStrayDrains', run: (c) => this.releaseStrayDrains(c) },
   ];
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -706,6 +716,35 @@ export class EndpointController {
       },
     });
     ctx.nodeDrain = outcome.condition;
+  }
+
+  /** lifecycle.ts releaseStrayDrains: DELETE /v1/drain to a replica left in drain mode that nothing drains. */
+  private async releaseStrayDrains(ctx: Ctx): Promise<void> {
+    const nodes = this.d.nodes;
+    const ns = ctx.namespace;
+    const { released, failed } = await releaseStrayDrains({
+      pods: this.podsOf(ctx),
+      statefulSetName: childNames(ctx.ep).statefulSet,
+      desired: ctx.ep.spec.replicas,
+      leaving: (name) => (nodes === undefined ? undefined : nodeLeaving(nodes.getByKey(name))),
+      claimDeleting: async (pod) => {
+        const claim = await this.d.client.get(
+          Resources.pvc,
+          ns,
+          `${DATA_VOLUME}-${pod.metadata?.name ?? ''}`,
+        );
+        return claim?.metadata?.deletionTimestamp !== undefined;
+      },
+      access: this.nodeAccess(ctx.ep),
+    });
+    for (const name of released)
+      this.d.events.record(
+        ctx.ep,
+        'Normal',
+        'DrainReleased',
+        `${name} was in drain mode, but its node is not leaving and its ordinal is wanted: takes writes again`,
+      );
+    ctx.draining.push(...failed);
   }
 
   // --- status ----------------------------------------------------------------

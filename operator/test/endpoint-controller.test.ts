@@ -392,3 +392,42 @@ void test('a replica left in drain mode that nothing drains gets DELETE /v1/drai
   ]); // prettier-ignore
   assert.deepEqual((await run([pod(0, 'a')], deleting)).undrained, []);
 });
+
+void test('deletion: drainers started without the View files (compiler down) are a warning in the log and an Event, not a debug line', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    {
+      resourceVersion: '7',
+      creationTimestamp: '2026-01-01T00:00:00Z',
+      deletionTimestamp: '2026-01-03T00:00:00Z',
+      finalizers: ['landfall.dev/drain'],
+    },
+  );
+  const view = {
+    apiVersion: 'landfall.dev/v1alpha1',
+    kind: 'View',
+    metadata: { name: 'page-views', namespace: 'tenant-a', uid: 'view-1', generation: 1 },
+    spec: { endpointRef: { name: 'clicks' } },
+  } as unknown as View & KubeObject;
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const f = fakeClient(undefined, new Map(), new Map([['PersistentVolumeClaim', [claim]]]));
+  const warnings: string[] = [];
+  const { c, events } = controller(f.client, e, undefined, {
+    views: store([view]),
+    compileCache: new ViewCompileCache(async () => {
+      throw new Error('compiler down');
+    }),
+    log: { ...silentLogger, warn: (_o, msg) => void warnings.push(msg ?? ''), child: function () { return this; } },
+  }); // prettier-ignore
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(f.calls.includes('create Job data-clicks-ingest-0-drain'), f.calls.join('\n'));
+  assert.ok(
+    events.some((x) => /^Warning DrainerWithoutViews: .*compiler down.*without their View outputs/.test(x)),
+    events.join('\n'),
+  );
+  assert.equal(warnings.length, 1);
+});

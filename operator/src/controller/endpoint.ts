@@ -966,7 +966,11 @@ export class EndpointController {
         await this.collectViews(ctx);
         views = ctx.views;
       } catch (err) {
-        this.log.debug({ err, key }, 'views of a deleting Endpoint not compiled; drainers run without them');
+        // A drainer started now commits its segments without their View
+        // outputs: loud, so that someone can re-run those Views.
+        const why = `Views not compiled (${(err as Error).message.slice(0, 300)}): drainers started now deliver the segments without their View outputs`;
+        this.log.warn({ err, key }, why);
+        this.d.events.record(ep, 'Warning', 'DrainerWithoutViews', why);
       }
       const reclaim = await this.reclaimClaims(full, 0, views);
       waiting.push(...reclaim.pending);

@@ -727,7 +727,10 @@ export class EndpointController {
       statefulSetName: childNames(ctx.ep).statefulSet,
       desired: ctx.ep.spec.replicas,
       leaving: (name) => (nodes === undefined ? undefined : nodeLeaving(nodes.getByKey(name))),
+      // Only node drains delete the claim of a wanted ordinal; without them
+      // the operator may not even read claims one by one (RBAC: get comes with nodeDrain).
       claimDeleting: async (pod) => {
+        if (nodes === undefined) return false;
         const claim = await this.d.client.get(
           Resources.pvc,
           ns,

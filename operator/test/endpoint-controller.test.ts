@@ -3,9 +3,9 @@
 // unchanged status is not written again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import { EndpointController } from '../src/controller/endpoint.ts';
-import type { Store } from '../src/controller/endpoint.ts';
+import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.ts';
 import { ViewCompileCache } from '../src/controller/views.ts';
 import type { Endpoint } from '../src/api/endpoint.ts';
 import type { View } from '../src/api/view.ts';
@@ -21,15 +21,21 @@ function store<T extends KubeObject>(items: T[] = []): Store<T> & { items: T[] }
   };
 }
 
-function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
+function fakeClient(
+  failOn?: string,
+  existing = new Map<string, KubeObject>(),
+  lists = new Map<string, KubeObject[]>(),
+) {
   const calls: string[] = [];
   const statuses: unknown[] = [];
+  const applied: KubeObject[] = [];
   const client = {
     async apply(rt: ResourceType, obj: KubeObject, opts: { subresource?: string } = {}) {
       const what = `apply ${rt.kind}${opts.subresource ? '/status' : ''} ${obj.metadata?.name ?? ''}`;
       calls.push(what);
       if (failOn && what.startsWith(failOn)) throw new Error('boom from the apiserver');
       if (opts.subresource) statuses.push((obj as { status?: unknown }).status);
+      else applied.push(obj);
       return { ...obj, metadata: { ...obj.metadata, resourceVersion: '1', generation: 1 } };
     },
     async jsonPatch(rt: ResourceType) {
@@ -39,8 +45,8 @@ function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
     async get(rt: ResourceType, _namespace: string, name: string) {
       return existing.get(`${rt.kind} ${name}`);
     },
-    async listAll() {
-      return { items: [], metadata: {} };
+    async listAll(rt: ResourceType) {
+      return { items: lists.get(rt.kind) ?? [], metadata: {} };
     },
     async create(rt: ResourceType, obj: KubeObject) {
       calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
@@ -57,10 +63,15 @@ function fakeClient(failOn?: string, existing = new Map<string, KubeObject>()) {
       );
     },
   };
-  return { client: client as unknown as KubeClient, calls, statuses };
+  return { client: client as unknown as KubeClient, calls, statuses, applied };
 }
 
-function controller(client: KubeClient, ep: Endpoint, allowedImages?: string[]) {
+function controller(
+  client: KubeClient,
+  ep: Endpoint,
+  allowedImages?: string[],
+  more: Partial<EndpointControllerDeps> = {},
+) {
   const events: string[] = [];
   const c = new EndpointController({
     client,
@@ -75,6 +86,7 @@ function controller(client: KubeClient, ep: Endpoint, allowedImages?: string[]) 
     allowedImages,
     operatorKey: Buffer.alloc(32, 7),
     probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
+    ...more,
   });
   return { c, events };
 }
@@ -278,4 +290,144 @@ void test('spec.expose: a same-named Ingress/HTTPRoute the Endpoint does not con
   assert.equal(degraded?.reason, 'ExposeConflict');
   assert.match(degraded?.message ?? '', /Ingress clicks-ingest exists and does not belong to this Endpoint/);
   assert.ok(events.some((e) => e.startsWith('Warning ExposeConflict:')));
+});
+
+/** The Endpoint's StatefulSet as the informer has it: controlled by the Endpoint, at `replicas`. */
+function ownStatefulSet(e: Endpoint, replicas: number, annotations?: Record<string, string>): V1StatefulSet & KubeObject {
+  return {
+    metadata: {
+      name: 'clicks-ingest',
+      namespace: 'tenant-a',
+      ...(annotations ? { annotations } : {}),
+      ownerReferences: [{ apiVersion: 'landfall.dev/v1alpha1', kind: 'Endpoint', name: 'clicks', uid: e.metadata.uid ?? '', controller: true }],
+    },
+    spec: { replicas, selector: {}, serviceName: 'clicks-ingest-headless', template: {} },
+  };
+} // prettier-ignore
+
+void test('scale-up over an unlabelled claim whose drainer succeeded: its Job is deleted and the StatefulSet is not held', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  );
+  // Made by an older operator (no uid label): drained, then kept.
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-1', namespace: 'tenant-a', uid: 'claim-1', labels: { 'landfall.dev/endpoint': 'clicks' }, creationTimestamp: '2026-01-02T00:00:00Z' },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const job = (condition: string) =>
+    ({
+      metadata: { name: 'data-clicks-ingest-1-drain', namespace: 'tenant-a', uid: 'job-1', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }] },
+      status: { conditions: [{ type: condition, status: 'True' }] },
+    }) as KubeObject; // prettier-ignore
+  const run = async (condition: string) => {
+    const f = fakeClient(
+      undefined,
+      new Map(),
+      new Map([
+        ['PersistentVolumeClaim', [claim]],
+        ['Job', [job(condition)]],
+      ]),
+    );
+    const { c } = controller(f.client, e, undefined, {
+      statefulSets: store([ownStatefulSet(e, 1)]),
+    });
+    await c.reconcile('tenant-a/clicks');
+    const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+    return { replicas: sts?.spec?.replicas, calls: f.calls };
+  };
+  const done = await run('Complete');
+  assert.equal(done.replicas, 2, 'a succeeded drainer holds nothing');
+  assert.ok(done.calls.includes('delete Job data-clicks-ingest-1-drain uid=job-1'), done.calls.join('\n'));
+  const running = await run('Suspended');
+  assert.equal(running.replicas, 1, 'a drainer still at work holds its ordinal');
+  assert.ok(!running.calls.some((x) => x.startsWith('delete Job')), running.calls.join('\n'));
+});
+
+void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', finalizers: ['landfall.dev/drain'] },
+  );
+  const pod = (n: number, node: string, ready = false) =>
+    ({
+      metadata: { name: `clicks-ingest-${n}`, namespace: 'tenant-a', uid: `pod-${n}`, labels: { 'landfall.dev/endpoint': 'clicks' } },
+      spec: { nodeName: node, containers: [] },
+      status: { phase: 'Running', podIP: `10.0.0.${n}`, conditions: [{ type: 'Ready', status: ready ? 'True' : 'False' }] },
+    }) as V1Pod & KubeObject; // prettier-ignore
+  const node = (name: string, unschedulable = false) =>
+    ({ metadata: { name }, spec: { unschedulable } }) as V1Node & KubeObject;
+  const run = async (pods: (V1Pod & KubeObject)[], existing = new Map<string, KubeObject>()) => {
+    const f = fakeClient(undefined, existing);
+    const undrained: string[] = [];
+    const { c, events } = controller(f.client, e, undefined, {
+      pods: store(pods),
+      // Every replica asked reports drain mode.
+      probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0, draining: true }),
+      drainControl: {
+        drain: async () => assert.fail('nothing is drained here'),
+        undrain: async (url) => void undrained.push(url),
+      },
+      nodes: {
+        getByKey: (name) => (name === 'cordoned' ? node(name, true) : node(name)),
+        list: () => [],
+      },
+    });
+    await c.reconcile('tenant-a/clicks');
+    return { undrained, events: events.filter((x) => /DrainReleased/.test(x)) };
+  };
+  // Cordoned then uncordoned mid-drain (or a scale-down reverted after a crash): released.
+  const stray = await run([pod(0, 'a')]);
+  assert.deepEqual(stray.undrained, ['http://10.0.0.0:8081']);
+  assert.match(stray.events[0] ?? '', /clicks-ingest-0 was in drain mode/);
+  // Ready: not in drain mode (it would fail /readyz): not even asked.
+  assert.deepEqual((await run([pod(0, 'a', true)])).undrained, []);
+  // On a leaving node: the node-drain flow's. Ordinal 2 >= 2 replicas: the scale-down's.
+  assert.deepEqual((await run([pod(0, 'cordoned'), pod(2, 'a')])).undrained, []);
+  // Its claim is being deleted: a node drain is replacing it.
+  const deleting = new Map<string, KubeObject>([
+    ['PersistentVolumeClaim data-clicks-ingest-0', { metadata: { name: 'data-clicks-ingest-0', deletionTimestamp: '2026-01-01T00:00:00Z' } }],
+  ]); // prettier-ignore
+  assert.deepEqual((await run([pod(0, 'a')], deleting)).undrained, []);
+});
+
+void test('deletion: drainers started without the View files (compiler down) are a warning in the log and an Event, not a debug line', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    {
+      resourceVersion: '7',
+      creationTimestamp: '2026-01-01T00:00:00Z',
+      deletionTimestamp: '2026-01-03T00:00:00Z',
+      finalizers: ['landfall.dev/drain'],
+    },
+  );
+  const view = {
+    apiVersion: 'landfall.dev/v1alpha1',
+    kind: 'View',
+    metadata: { name: 'page-views', namespace: 'tenant-a', uid: 'view-1', generation: 1 },
+    spec: { endpointRef: { name: 'clicks' } },
+  } as unknown as View & KubeObject;
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const f = fakeClient(undefined, new Map(), new Map([['PersistentVolumeClaim', [claim]]]));
+  const warnings: string[] = [];
+  const { c, events } = controller(f.client, e, undefined, {
+    views: store([view]),
+    compileCache: new ViewCompileCache(async () => {
+      throw new Error('compiler down');
+    }),
+    log: { ...silentLogger, warn: (_o, msg) => void warnings.push(msg ?? ''), child: function () { return this; } },
+  }); // prettier-ignore
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(f.calls.includes('create Job data-clicks-ingest-0-drain'), f.calls.join('\n'));
+  assert.ok(
+    events.some((x) => /^Warning DrainerWithoutViews: .*compiler down.*without their View outputs/.test(x)),
+    events.join('\n'),
+  );
+  assert.equal(warnings.length, 1);
 });

@@ -165,7 +165,18 @@ void test('the drainer Job: the pod it replaces, on its node, self-sufficient, o
     pod?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms,
     [{ matchFields: [{ key: 'metadata.name', operator: 'In', values: ['node-a'] }] }],
   );
-  assert.deepEqual(pod?.tolerations, [{ key: 'dedicated', operator: 'Exists' }]);
+  // Runs on its volume's node even while that node is cordoned or tainted for removal.
+  assert.deepEqual(pod?.tolerations, [
+    { key: 'node.kubernetes.io/unschedulable', operator: 'Exists', effect: 'NoSchedule' },
+    { key: 'karpenter.sh/disrupted', operator: 'Exists', effect: 'NoSchedule' },
+    { key: 'karpenter.sh/disruption', operator: 'Exists', effect: 'NoSchedule' },
+    { key: 'ToBeDeletedByClusterAutoscaler', operator: 'Exists', effect: 'NoSchedule' },
+    { key: 'dedicated', operator: 'Exists' },
+  ]);
+  assert.deepEqual(spec?.template.metadata?.annotations, {
+    'karpenter.sh/do-not-disrupt': 'true',
+    'cluster-autoscaler.kubernetes.io/safe-to-evict': 'false',
+  });
   const labels = spec?.template.metadata?.labels ?? {};
   assert.equal(labels['app.kubernetes.io/component'], 'drainer', "never the StatefulSet's selector");
   assert.equal(labels['landfall.dev/endpoint'], undefined);

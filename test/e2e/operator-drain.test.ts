@@ -147,8 +147,8 @@ async function startReplica(ep: EndpointObj, ordinal: number, deliver: boolean):
   return node;
 }
 
-/** What a kubelet would report: Running and Ready on the node's address (or, `failed`, a pod that stopped). */
-async function setPodStatus(podName: string, ordinal: number, failed = false): Promise<void> {
+/** What a kubelet would report: Running and Ready (or not) on the node's address (or, `failed`, a pod that stopped). */
+async function setPodStatus(podName: string, ordinal: number, failed = false, ready = true): Promise<void> {
   const pod = await waitFor(() => client.get<V1Pod & KubeObject>(Resources.pod, ns, podName), {
     what: `pod ${podName}`,
     timeoutMs: 20_000,
@@ -163,7 +163,7 @@ async function setPodStatus(podName: string, ordinal: number, failed = false): P
             phase: 'Running',
             podIP: ip(ordinal),
             podIPs: [{ ip: ip(ordinal) }],
-            conditions: [{ type: 'Ready', status: 'True', lastTransitionTime: now }],
+            conditions: [{ type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: now }],
           },
     },
     contentType: 'application/merge-patch+json',
@@ -239,6 +239,26 @@ void test('scale-down drains the ordinals first, a revert takes writes again, a 
   assert.equal(await ingest(1), 202, 'ordinal 1 takes writes again');
   assert.equal(await ingest(2), 202);
   phase('revert: DELETE /v1/drain');
+
+  // An operator that crashed between a scale-down's POST /v1/drain and its
+  // annotation, the scale-down then reverted: nothing records the drain. The
+  // replica fails /readyz (the kubelet marks it not Ready) and the operator
+  // takes it out of drain mode.
+  const posted = await fetch(`http://${ip(1)}:${adminPort}/v1/drain`, {
+    method: 'POST',
+    headers: { 'x-api-key': deriveStatusKey(operatorKey, ep), 'content-type': 'application/json' },
+    body: '{}',
+  });
+  await posted.text();
+  assert.equal(posted.status, 202);
+  assert.equal(await ingest(1), 503, 'in drain mode, annotation-less');
+  await setPodStatus('scale-ingest-1', 1, false, false);
+  await waitFor(async () => (await ingest(1)) === 202, {
+    what: 'the stray drain mode of ordinal 1 released (DELETE /v1/drain)',
+    timeoutMs: 20_000,
+  });
+  await setPodStatus('scale-ingest-1', 1);
+  phase('stray drain mode released');
 
   // Down again; ordinal 2's node dies (its pod Failed): not waited for, its volume gets a drainer.
   await client.mergePatch(Resources.endpoint, ns, 'scale', { spec: { replicas: 1 } });

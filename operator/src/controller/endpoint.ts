@@ -11,6 +11,7 @@ import type { NodeDrainClient } from '../adapters/node-drain.ts';
 import type { CompiledView } from '../adapters/view-compiler.ts';
 import {
   CONFIG_HASH_ANNOTATION,
+  DATA_VOLUME,
   DRAIN_FROM_ANNOTATION,
   DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
@@ -39,12 +40,20 @@ import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict, isNotFound } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
-import { buildDrainerJob } from '../model/drainer.ts';
+import { buildDrainerJob, drainerOutcome } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
-import { drainReplica, ownClaims, planScale, reachable, reclaimAction, undrainReplica } from './lifecycle.ts';
+import {
+  drainReplica,
+  ownClaims,
+  planScale,
+  reachable,
+  reclaimAction,
+  releaseStrayDrains,
+  undrainReplica,
+} from './lifecycle.ts';
 import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
-import { drainLeavingNodes } from './node-drain.ts';
+import { drainLeavingNodes, nodeLeaving } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
 import type { ViewCompileCache } from './views.ts';
@@ -155,6 +164,7 @@ export class EndpointController {
     { name: 'ensurePdb', run: (c) => this.ensurePdb(c) },
     { name: 'reclaimVolumes', run: (c) => this.reclaimVolumes(c) },
     { name: 'drainLeavingNodes', run: (c) => this.drainLeavingNodes(c) },
+    { name: 'releaseStrayDrains', run: (c) => this.releaseStrayDrains(c) },
   ];
 
   async reconcile(key: string): Promise<ReconcileResult> {
@@ -537,9 +547,15 @@ export class EndpointController {
         uid,
         endpointCreated: ctx.ep.metadata.creationTimestamp,
       })) {
-        const name = c.claim.metadata?.name ?? '';
-        if (c.claim.metadata?.deletionTimestamp !== undefined || jobs.has(drainerName(name)))
-          reclaiming.push(c.ordinal);
+        if (c.ordinal >= desired) continue;
+        const job = jobs.get(drainerName(c.claim.metadata?.name ?? ''));
+        if (c.claim.metadata?.deletionTimestamp !== undefined) reclaiming.push(c.ordinal);
+        else if (job === undefined) continue;
+        // A succeeded drainer holds nothing (an unlabelled claim is kept after
+        // it): the pod may have the volume back. Its Job goes first: it would
+        // vouch at a later scale-down for a WAL the pod has written to since.
+        else if (drainerOutcome(job) === 'succeeded') await this.deleteDrainerJob(ctx.namespace, job);
+        else reclaiming.push(c.ordinal);
       }
     }
     const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
@@ -700,6 +716,38 @@ export class EndpointController {
       },
     });
     ctx.nodeDrain = outcome.condition;
+  }
+
+  /** lifecycle.ts releaseStrayDrains: DELETE /v1/drain to a replica left in drain mode that nothing drains. */
+  private async releaseStrayDrains(ctx: Ctx): Promise<void> {
+    const nodes = this.d.nodes;
+    const ns = ctx.namespace;
+    const { released, failed } = await releaseStrayDrains({
+      pods: this.podsOf(ctx),
+      statefulSetName: childNames(ctx.ep).statefulSet,
+      desired: ctx.ep.spec.replicas,
+      leaving: (name) => (nodes === undefined ? undefined : nodeLeaving(nodes.getByKey(name))),
+      // Only node drains delete the claim of a wanted ordinal; without them
+      // the operator may not even read claims one by one (RBAC: get comes with nodeDrain).
+      claimDeleting: async (pod) => {
+        if (nodes === undefined) return false;
+        const claim = await this.d.client.get(
+          Resources.pvc,
+          ns,
+          `${DATA_VOLUME}-${pod.metadata?.name ?? ''}`,
+        );
+        return claim?.metadata?.deletionTimestamp !== undefined;
+      },
+      access: this.nodeAccess(ctx.ep),
+    });
+    for (const name of released)
+      this.d.events.record(
+        ctx.ep,
+        'Normal',
+        'DrainReleased',
+        `${name} was in drain mode, but its node is not leaving and its ordinal is wanted: takes writes again`,
+      );
+    ctx.draining.push(...failed);
   }
 
   // --- status ----------------------------------------------------------------
@@ -921,7 +969,11 @@ export class EndpointController {
         await this.collectViews(ctx);
         views = ctx.views;
       } catch (err) {
-        this.log.debug({ err, key }, 'views of a deleting Endpoint not compiled; drainers run without them');
+        // A drainer started now commits its segments without their View
+        // outputs: loud, so that someone can re-run those Views.
+        const why = `Views not compiled (${(err as Error).message.slice(0, 300)}): drainers started now deliver the segments without their View outputs`;
+        this.log.warn({ err, key }, why);
+        this.d.events.record(ep, 'Warning', 'DrainerWithoutViews', why);
       }
       const reclaim = await this.reclaimClaims(full, 0, views);
       waiting.push(...reclaim.pending);

@@ -85,6 +85,55 @@ export async function undrainReplica(
   }
 }
 
+/**
+ * Replicas in drain mode that nobody wants drained: a node cordoned, then
+ * uncordoned mid-drain; or an operator that crashed between a scale-down's
+ * POST /v1/drain and its annotation, then saw the scale-down reverted. Without
+ * a DELETE /v1/drain such a replica refuses writes until it restarts. Asked
+ * are only pods that are Running and not Ready (drain mode fails /readyz), so
+ * a healthy Endpoint costs no call. Left alone: an ordinal a scale-down drains
+ * (>= desired), a pod on a leaving node or terminating, and one whose claim is
+ * being deleted (a node drain under way: controller/node-drain.ts).
+ */
+export async function releaseStrayDrains(input: {
+  pods: readonly V1Pod[];
+  statefulSetName: string;
+  desired: number;
+  /** Why the pod's node is leaving (controller/node-drain.ts nodeLeaving), or undefined. */
+  leaving: (nodeName: string) => string | undefined;
+  claimDeleting: (pod: V1Pod) => Promise<boolean>;
+  access: NodeAccess;
+}): Promise<{ released: string[]; failed: string[] }> {
+  const released: string[] = [];
+  const failed: string[] = [];
+  const { access } = input;
+  if (!access.apiKey) return { released, failed };
+  for (const pod of input.pods) {
+    const name = pod.metadata?.name ?? '';
+    const ordinal = name.startsWith(`${input.statefulSetName}-`)
+      ? Number(name.slice(input.statefulSetName.length + 1))
+      : NaN;
+    if (!Number.isInteger(ordinal) || ordinal >= input.desired || !reachable(pod)) continue;
+    if (pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true) continue;
+    if (input.leaving(pod.spec?.nodeName ?? '') !== undefined) continue;
+    const url = baseUrl(pod, access);
+    let draining: boolean | undefined;
+    try {
+      draining = (await access.probe(url, access.apiKey)).draining;
+    } catch {
+      continue; // starting, or not answering: not Ready for another reason
+    }
+    if (draining !== true || (await input.claimDeleting(pod))) continue;
+    try {
+      await access.control.undrain(url, access.apiKey);
+      released.push(name);
+    } catch (err) {
+      failed.push(`${name}: in drain mode though wanted, DELETE /v1/drain failed: ${(err as Error).message}`);
+    }
+  }
+  return { released, failed };
+}
+
 export interface ScalePlanInput {
   desired: number;
   /** The StatefulSet's spec.replicas now. */

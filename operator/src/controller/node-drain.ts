@@ -23,6 +23,8 @@
 //      `kubectl drain` retries then finds the pod gone and completes.
 // A pod that cannot be asked (not Running, no IP, no answer) is never touched:
 // the condition says why, and the drain waits for a human (docs/operations.md).
+// A node uncordoned before step 3 leaves its replica in drain mode: the
+// Endpoint's last step (lifecycle.ts releaseStrayDrains) takes it out.
 // All state is in the cluster (the cordon, the node's drain mode, the claim's
 // deletionTimestamp), so an operator restarted mid-way picks up where the old
 // one was.

@@ -21,6 +21,7 @@ import type {
   V1OwnerReference,
   V1PersistentVolumeClaim,
   V1ServiceAccount,
+  V1Toleration,
 } from '@kubernetes/client-node';
 import type { Endpoint, EndpointSpec } from '../api/endpoint.ts';
 import { CONFIG_FILE, CONFIG_PATH } from '../adapters/node-config.ts';
@@ -46,6 +47,7 @@ import {
   NODE_POD_SECURITY_CONTEXT,
   buildConfigMap,
   containerEnv,
+  disruptionAnnotations,
   resources,
 } from './resources.ts';
 
@@ -55,6 +57,20 @@ export const DRAINER_BACKOFF_LIMIT = 3;
 export const DRAINER_TIMEOUT_MS = 20 * 60_000;
 /** The whole Job's bound, all attempts: past it the Job is Failed and the claim kept. */
 export const DRAINER_ACTIVE_DEADLINE_SECONDS = 60 * 60;
+
+/**
+ * A volume is drained where it is, and the node it is on is often the one
+ * leaving: cordoned (`kubectl drain`) or tainted by Karpenter / the Cluster
+ * Autoscaler before they remove it. Without these the drainer pod could not
+ * be scheduled there and the volume would wait for a node that is going away.
+ * The node affinity (and a local PV's own) keeps the pod on the volume's node.
+ */
+export const DRAINER_TOLERATIONS: readonly V1Toleration[] = [
+  'node.kubernetes.io/unschedulable',
+  'karpenter.sh/disrupted',
+  'karpenter.sh/disruption',
+  'ToBeDeletedByClusterAutoscaler',
+].map((key) => ({ key, operator: 'Exists', effect: 'NoSchedule' }));
 
 type Defaulted = Endpoint & { spec: EndpointSpec };
 
@@ -153,7 +169,8 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
       backoffLimit: DRAINER_BACKOFF_LIMIT,
       activeDeadlineSeconds: DRAINER_ACTIVE_DEADLINE_SECONDS,
       template: {
-        metadata: { labels: labels(ep, claimName) },
+        // Karpenter and the Cluster Autoscaler leave the node alone while it drains.
+        metadata: { labels: labels(ep, claimName), annotations: disruptionAnnotations() },
         spec: {
           restartPolicy: 'Never',
           serviceAccountName: name,
@@ -176,7 +193,7 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
                 },
               }
             : {}),
-          ...(pt?.tolerations?.length ? { tolerations: pt.tolerations } : {}),
+          tolerations: [...DRAINER_TOLERATIONS, ...(pt?.tolerations ?? [])],
           ...(pt?.priorityClassName ? { priorityClassName: pt.priorityClassName } : {}),
           ...(pt?.imagePullSecrets?.length ? { imagePullSecrets: pt.imagePullSecrets } : {}),
           containers: [

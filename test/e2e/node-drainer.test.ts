@@ -23,7 +23,13 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import yaml from 'js-yaml';
-import type { V1Job, V1Node, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
+import type {
+  V1Job,
+  V1Node,
+  V1PersistentVolume,
+  V1PersistentVolumeClaim,
+  V1Pod,
+} from '@kubernetes/client-node';
 import {
   buildRepoImages,
   repoRoot,
@@ -348,9 +354,20 @@ void test('a pod deleted with a backlog while its kubelet is stopped: the draine
   note(
     `drainer Job ${job.metadata?.name ?? ''} created; node affinity ${affinity}; tolerations ${JSON.stringify(job.spec?.template.spec?.tolerations ?? [])}`,
   );
-  assert.match(
-    affinity,
-    new RegExp(`"values":\\["${NODE_NAME}"\\]`),
+  // Pinned to the volume's node: by the Job's own affinity when the claim
+  // carries selected-node (dynamic provisioning), else by the local PV's node
+  // affinity, which the scheduler applies to any pod of the claim.
+  const claimNow = await client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, CLAIM1);
+  const pv = await client.get<V1PersistentVolume & KubeObject>(
+    { apiVersion: 'v1', kind: 'PersistentVolume', plural: 'persistentvolumes', namespaced: false },
+    undefined,
+    claimNow?.spec?.volumeName ?? '',
+  );
+  const pvAffinity = JSON.stringify(pv?.spec?.nodeAffinity?.required);
+  note(`claim ${CLAIM1} on PV ${pv?.metadata?.name ?? '?'}, its node affinity ${pvAffinity}`);
+  const pinned = new RegExp(`"values":\\["${NODE_NAME}"\\]`);
+  assert.ok(
+    pinned.test(affinity) || pinned.test(pvAffinity),
     'the drainer is pinned to the node of the volume',
   );
   const claimBefore = await client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, CLAIM1);

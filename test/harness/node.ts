@@ -115,6 +115,15 @@ export interface KubeNode {
    * Returns that `host:port`.
    */
   exposeHostPort(port: number): Promise<string>;
+  /**
+   * SIGKILL the kubelet alone, as a crashed or hung kubelet: containerd and
+   * the pods' containers keep running (their shims are not the kubelet's
+   * children), the node stops reporting and goes NotReady after the node
+   * lifecycle controller's grace period.
+   */
+  stopKubelet(): Promise<void>;
+  /** Start the kubelet again with the same flags and config; resolves when the node is Ready. */
+  startKubelet(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -900,36 +909,35 @@ export async function startNodeOn(
     const kubeletHealthz = await freePort();
     const kubeletConfigPath = join(cluster.dir, 'kubelet-config.json');
     writeFileSync(kubeletConfigPath, kubeletConfig(state, cluster.caPath, kubeletPort, kubeletHealthz));
-    const kubelet = startInNodeCgroup({
-      name: 'kubelet',
-      command: bins.kubelet,
-      args: [
-        `--config=${kubeletConfigPath}`,
-        `--kubeconfig=${cluster.kubeletKubeconfigPath}`,
-        `--root-dir=${join(state, 'kubelet')}`,
-        // Its default is /var/lib/kubelet/pki whatever --root-dir says.
-        `--cert-dir=${join(state, 'kubelet', 'pki')}`,
-        `--hostname-override=${NODE_NAME}`,
-        `--node-ip=${POD_GATEWAY}`,
-        '--v=1',
-      ],
-      env: { PATH: `${bins.containerdDir}:/usr/sbin:/usr/bin:/sbin:/bin` },
-      logPath: logPaths.kubelet,
-    });
+    const startKubeletProcess = (): ServerProcess =>
+      startInNodeCgroup({
+        name: 'kubelet',
+        command: bins.kubelet,
+        args: [
+          `--config=${kubeletConfigPath}`,
+          `--kubeconfig=${cluster.kubeletKubeconfigPath}`,
+          `--root-dir=${join(state, 'kubelet')}`,
+          // Its default is /var/lib/kubelet/pki whatever --root-dir says.
+          `--cert-dir=${join(state, 'kubelet', 'pki')}`,
+          `--hostname-override=${NODE_NAME}`,
+          `--node-ip=${POD_GATEWAY}`,
+          '--v=1',
+        ],
+        env: { PATH: `${bins.containerdDir}:/usr/sbin:/usr/bin:/sbin:/bin` },
+        logPath: logPaths.kubelet,
+      });
+    let kubelet = startKubeletProcess();
     procs.push(kubelet);
     const core = cluster.kubeConfig.makeApiClient(CoreV1Api);
-    await waitFor(
-      async () => {
-        const node = await core.readNode({ name: NODE_NAME });
-        return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
-      },
-      {
-        what: `node ${NODE_NAME} Ready`,
-        timeoutMs: cluster.remainingMs(),
-        intervalMs: 200,
-        process: kubelet,
-      },
-    );
+    const nodeReady = (proc: ServerProcess, timeoutMs: number): Promise<unknown> =>
+      waitFor(
+        async () => {
+          const node = await core.readNode({ name: NODE_NAME });
+          return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
+        },
+        { what: `node ${NODE_NAME} Ready`, timeoutMs, intervalMs: 200, process: proc },
+      );
+    await nodeReady(kubelet, cluster.remainingMs());
     startupMs.nodeReady = since();
     await schedulerReady;
     await dnsReady;
@@ -977,6 +985,17 @@ export async function startNodeOn(
       async images() {
         const { stdout } = await ctr(['images', 'list', '-q']);
         return stdout.split('\n').filter((l) => l !== '' && !l.startsWith('sha256:'));
+      },
+      async stopKubelet() {
+        await kubelet.stop({ graceMs: 0 });
+      },
+      async startKubelet() {
+        if (kubelet.running()) throw new Error('the kubelet is running: stopKubelet() first');
+        const next = startKubeletProcess();
+        // Same place in the stop order: before containerd.
+        procs.splice(procs.indexOf(kubelet), 1, next);
+        kubelet = next;
+        await nodeReady(next, 120_000);
       },
       async stop() {
         try {

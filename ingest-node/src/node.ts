@@ -223,10 +223,25 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     backlog,
     async deliverBacklog(deadlineMonoMs, signal) {
       if (durable === undefined || delivery === undefined) return backlog();
-      try {
-        await durable.seal('close');
-      } catch (err) {
-        log.error({ err }, 'sealing the open segment failed; it is sealed when the WAL closes');
+      // Bounded by the deadline too: a seal whose state write keeps failing
+      // (a disk gone bad) retries until the WAL closes, and close() must still run.
+      let sealTimer: NodeJS.Timeout | undefined;
+      const sealed = await Promise.race([
+        durable.seal('close').then(
+          () => true,
+          (err: unknown) => {
+            log.error({ err }, 'sealing the open segment failed; it is sealed when the WAL closes');
+            return true;
+          },
+        ),
+        new Promise<false>((r) => {
+          sealTimer = setTimeout(() => r(false), Math.max(0, deadlineMonoMs - clock.monotonicMs()));
+        }),
+      ]);
+      clearTimeout(sealTimer);
+      if (!sealed) {
+        log.error({}, 'sealing the open segment did not finish in time; it is sealed when the WAL closes');
+        return backlog();
       }
       const pipeline = delivery.pipeline;
       // The pipeline's idle() wakes us at once; the poll covers seals the WAL

@@ -183,6 +183,19 @@ fetch_npm() {
 
 # Apache Iceberg's RESTCatalogServer and its runtime jars, as a folder of
 # jars (java -cp '<dir>/lib/*'): Maven resolves test/infra/iceberg/pom.xml.
+# The Iceberg part needs a JDK, Maven and Python's venv; install them from
+# Debian only when the machine lacks them (these machines usually have all three).
+install_iceberg_debs() {
+  local missing=()
+  command -v java >/dev/null 2>&1 || missing+=(default-jdk-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ ${#missing[@]} -eq 0 ]; then say "iceberg tools: installed"; return; fi
+  say "iceberg tools: apt-get install ${missing[*]}"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  timed bash -c "$sudo apt-get update -qq >/dev/null 2>&1 || true; $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ${missing[*]} >/dev/null"
+}
+
 fetch_iceberg_rest() {
   mkdir -p "$out/lib"
   mvn -B -q -Dstyle.color=never -f "$here/iceberg/pom.xml" -Diceberg.version="$ICEBERG_VERSION" \
@@ -233,6 +246,7 @@ if want node || want node-kube; then
   build_into pause "$KUBE_VERSION" build_pause
 fi
 if want iceberg; then
+  install_iceberg_debs
   build_into iceberg-rest "$ICEBERG_VERSION" fetch_iceberg_rest
   build_into pyiceberg "$PYICEBERG_VERSION-pyarrow-$PYARROW_VERSION" build_pyiceberg_venv
 fi

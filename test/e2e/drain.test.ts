@@ -15,9 +15,8 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { scratchDir, startMinio, waitFor, type MinioServer } from '../harness/index.ts';
-import { run as expand } from '../../ingest-node/src/commands/expand.ts';
+import { committedIdCounts } from './helpers/committed.ts';
 import { run as drain } from '../../ingest-node/src/commands/drain.ts';
 import { CLI } from './helpers/cli-node.ts';
 import { Ledger } from './helpers/ledger.ts';
@@ -89,43 +88,13 @@ function startNode(s: Setup, extra: readonly string[] = []): Promise<ServeNode> 
 }
 
 /** Record ids in the committed segments of one instance, via `landfall expand` (what a consumer sees). */
-async function committedIds(s: Setup): Promise<Map<string, number>> {
-  const chunks: Buffer[] = [];
-  let err = '';
-  const code = await expand(
-    [
-      '--endpoint-name',
-      endpoint,
-      '--instance',
-      s.instance,
-      '--bucket',
-      s.bucket,
-      '--prefix',
-      s.prefix,
-      '--endpoint',
-      minio.endpoint,
-      '--quiet',
-    ],
-    {
-      out: () => {},
-      err: (t) => (err += t),
-      env: { ...awsEnv(minio) },
-      stdout: new Writable({
-        write(c: Buffer, _e, cb) {
-          chunks.push(c);
-          cb();
-        },
-      }),
-    },
-  );
-  assert.equal(code, 0, err);
-  const ids = new Map<string, number>();
-  for (const line of Buffer.concat(chunks).toString().split('\n')) {
-    const id = /^\{"id":"([^"]+)"/.exec(line)?.[1];
-    if (id !== undefined) ids.set(id, (ids.get(id) ?? 0) + 1);
-  }
-  return ids;
-}
+const committedIds = (s: Setup): Promise<Map<string, number>> =>
+  committedIdCounts(minio, {
+    endpointName: endpoint,
+    instance: s.instance,
+    bucket: s.bucket,
+    prefix: s.prefix,
+  });
 
 /** Every record of every acknowledged request is committed (once); nothing of a refused one is. */
 function checkLedger(ledger: Ledger, ids: ReadonlyMap<string, number>): void {

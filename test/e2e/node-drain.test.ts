@@ -22,7 +22,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import yaml from 'js-yaml';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { HttpMethod } from '@kubernetes/client-node';
@@ -37,7 +36,7 @@ import {
 } from '../harness/index.ts';
 import type { KubernetesTestbed, MinioServer, RepoImages } from '../harness/index.ts';
 import { Ledger } from './helpers/ledger.ts';
-import { run as expand } from '../../ingest-node/src/commands/expand.ts';
+import { committedIdCounts } from './helpers/committed.ts';
 import { KubeApiError, KubeClient, Resources } from '../../operator/src/runtime/kube.ts';
 import type { KubeObject } from '../../operator/src/runtime/kube.ts';
 import { Informer } from '../../operator/src/runtime/informer.ts';
@@ -212,37 +211,7 @@ async function podIps(): Promise<Map<string, string>> {
   return out;
 }
 
-/** Every record id committed to MinIO for the Endpoint, read back with the consumer CLI. */
-async function committedIds(): Promise<Set<string>> {
-  let out = '';
-  let err = '';
-  const code = await expand(
-    ['--endpoint-name', endpointName, '--bucket', minio.bucket, '--prefix', 'landfall', '--quiet'],
-    {
-      out: (t) => (out += t),
-      err: (t) => (err += t),
-      env: {
-        AWS_ACCESS_KEY_ID: minio.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
-        AWS_REGION: minio.region,
-        AWS_ENDPOINT_URL_S3: minio.endpoint,
-      },
-      stdout: new Writable({
-        write(c: Buffer, _e, cb) {
-          out += c.toString('utf8');
-          cb();
-        },
-      }),
-    },
-  );
-  assert.equal(code, 0, err);
-  const ids = new Set<string>();
-  for (const line of out.split('\n')) {
-    const m = /^\{"id":"([^"]+)"/.exec(line);
-    if (m?.[1] !== undefined) ids.add(m[1]);
-  }
-  return ids;
-}
+const committedIds = (): Promise<Map<string, number>> => committedIdCounts(minio, { endpointName });
 
 interface Marker {
   instance: string;

@@ -21,7 +21,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import yaml from 'js-yaml';
 import type {
   V1Job,
@@ -42,7 +41,7 @@ import type { KubernetesTestbed, MinioServer, RepoImages } from '../harness/inde
 import { KubeClient, Resources } from '../../operator/src/runtime/kube.ts';
 import type { KubeObject } from '../../operator/src/runtime/kube.ts';
 import { Ledger } from './helpers/ledger.ts';
-import { run as expand } from '../../ingest-node/src/commands/expand.ts';
+import { committedIdCounts } from './helpers/committed.ts';
 
 let kube: KubernetesTestbed;
 let minio: MinioServer;
@@ -147,37 +146,7 @@ async function readyPods(): Promise<Map<string, string>> {
   return out;
 }
 
-/** Every record id committed to MinIO for the Endpoint, read back with the consumer CLI (`landfall expand`). */
-async function committedIds(): Promise<Set<string>> {
-  let out = '';
-  let err = '';
-  const code = await expand(
-    ['--endpoint-name', EP, '--bucket', minio.bucket, '--prefix', 'landfall', '--quiet'],
-    {
-      out: (t) => (out += t),
-      err: (t) => (err += t),
-      env: {
-        AWS_ACCESS_KEY_ID: minio.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
-        AWS_REGION: minio.region,
-        AWS_ENDPOINT_URL_S3: minio.endpoint,
-      },
-      stdout: new Writable({
-        write(c: Buffer, _e, cb) {
-          out += c.toString('utf8');
-          cb();
-        },
-      }),
-    },
-  );
-  assert.equal(code, 0, err);
-  const ids = new Set<string>();
-  for (const line of out.split('\n')) {
-    const m = /^\{"id":"([^"]+)"/.exec(line);
-    if (m?.[1] !== undefined) ids.add(m[1]);
-  }
-  return ids;
-}
+const committedIds = (): Promise<Map<string, number>> => committedIdCounts(minio, { endpointName: EP });
 
 /** Two producers per pod, posting straight to its IP; every request id starts with the pod's name. */
 function startLoad(targets: ReadonlyMap<string, string>): { ledger: Ledger; stop: () => Promise<void> } {

@@ -18,7 +18,6 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yaml from 'js-yaml';
-import { Writable } from 'node:stream';
 import mqtt from 'mqtt';
 import { GetObjectCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import type { V1Pod } from '@kubernetes/client-node';
@@ -40,7 +39,7 @@ import { ADMIN_PORT, CONFIG_HASH_ANNOTATION } from '../../operator/src/model/nam
 import { drainBlocker, httpNodeStatusProbe } from '../../operator/src/adapters/node-status.ts';
 import type { Endpoint } from '../../operator/src/api/endpoint.ts';
 import { Ledger } from './helpers/ledger.ts';
-import { run as expand } from '../../ingest-node/src/commands/expand.ts';
+import { committedIdCounts } from './helpers/committed.ts';
 
 let kube: KubernetesTestbed;
 let minio: MinioServer;
@@ -590,37 +589,7 @@ async function podIps(): Promise<Map<string, string>> {
   return out;
 }
 
-/** Every record id committed to MinIO for the Endpoint, read back with the consumer CLI (`landfall expand`). */
-async function committedIds(): Promise<Set<string>> {
-  let out = '';
-  let err = '';
-  const code = await expand(
-    ['--endpoint-name', endpointName, '--bucket', minio.bucket, '--prefix', 'landfall', '--quiet'],
-    {
-      out: (t) => (out += t),
-      err: (t) => (err += t),
-      env: {
-        AWS_ACCESS_KEY_ID: minio.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
-        AWS_REGION: minio.region,
-        AWS_ENDPOINT_URL_S3: minio.endpoint,
-      },
-      stdout: new Writable({
-        write(c: Buffer, _e, cb) {
-          out += c.toString('utf8');
-          cb();
-        },
-      }),
-    },
-  );
-  assert.equal(code, 0, err);
-  const ids = new Set<string>();
-  for (const line of out.split('\n')) {
-    const m = /^\{"id":"([^"]+)"/.exec(line);
-    if (m?.[1] !== undefined) ids.add(m[1]);
-  }
-  return ids;
-}
+const committedIds = (): Promise<Map<string, number>> => committedIdCounts(minio, { endpointName });
 
 void test('a segment policy change rolls the pods one at a time; a producer ledger loses no acknowledged id', async () => {
   assert.ok(ns !== '', 'the first test set the Endpoint up');

@@ -13,7 +13,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import yaml from 'js-yaml';
 import type { V1Job, V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { buildRepoImages, repoRoot, startKubernetes, startMinio, waitFor } from '../harness/index.ts';
@@ -21,7 +20,7 @@ import type { KubernetesTestbed, MinioServer, RepoImages } from '../harness/inde
 import { KubeClient, Resources } from '../../operator/src/runtime/kube.ts';
 import type { KubeObject } from '../../operator/src/runtime/kube.ts';
 import { Ledger } from './helpers/ledger.ts';
-import { run as expand } from '../../ingest-node/src/commands/expand.ts';
+import { committedIdCounts } from './helpers/committed.ts';
 
 let kube: KubernetesTestbed;
 let minio: MinioServer;
@@ -131,37 +130,8 @@ async function readyPods(name: string): Promise<Map<string, string>> {
   return out;
 }
 
-/** Every record id committed to MinIO for the Endpoint, read back with the consumer CLI (`landfall expand`). */
-async function committedIds(name: string): Promise<Set<string>> {
-  let out = '';
-  let err = '';
-  const code = await expand(
-    ['--endpoint-name', name, '--bucket', minio.bucket, '--prefix', 'landfall', '--quiet'],
-    {
-      out: (t) => (out += t),
-      err: (t) => (err += t),
-      env: {
-        AWS_ACCESS_KEY_ID: minio.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: minio.secretAccessKey,
-        AWS_REGION: minio.region,
-        AWS_ENDPOINT_URL_S3: minio.endpoint,
-      },
-      stdout: new Writable({
-        write(c: Buffer, _e, cb) {
-          out += c.toString('utf8');
-          cb();
-        },
-      }),
-    },
-  );
-  assert.equal(code, 0, err);
-  const ids = new Set<string>();
-  for (const line of out.split('\n')) {
-    const m = /^\{"id":"([^"]+)"/.exec(line);
-    if (m?.[1] !== undefined) ids.add(m[1]);
-  }
-  return ids;
-}
+const committedIds = (name: string): Promise<Map<string, number>> =>
+  committedIdCounts(minio, { endpointName: name });
 
 /** Producers posting to the Ready pods of an Endpoint (following them), every outcome in the ledger. */
 function startLoad(name: string): { ledger: Ledger; stop: () => Promise<void> } {

@@ -167,6 +167,23 @@ void describe('config', () => {
     assert.equal(problems.length, 4, problems.join('\n'));
   });
 
+  void it('the largest legal request (decoded bytes + per-record overhead) must fit the in-flight budget', () => {
+    // 1,000 bytes + 10 records × 128 = 2,280 > 2,000: such a request would be refused for ever.
+    const problems = problemsOf(() =>
+      loadConfig({
+        values: { limits: { decodedBytesMax: 1000, recordsPerRequestMax: 10, inflightBytesMax: 2000 } },
+      }),
+    );
+    assert.equal(problems.length, 1, problems.join('\n'));
+    assert.match(problems[0] ?? '', /= 2280 must not exceed limits.inflightBytesMax \(2000\)/);
+    const fits = loadConfig({
+      values: { limits: { decodedBytesMax: 1000, recordsPerRequestMax: 10, inflightBytesMax: 2280 } },
+    });
+    assert.equal(fits.limits.inflightBytesMax, 2280);
+    // The defaults fit: 32 MiB + 100,000 × 128 ≤ 256 MiB.
+    assert.equal(loadConfig({}).limits.inflightBytesMax, 256 * 1024 * 1024);
+  });
+
   void it('auth: a non-loopback host needs keys unless auth.required is false; required needs a file', () => {
     const open = problemsOf(() => loadConfig({ values: { listen: { host: '0.0.0.0' } } }));
     assert.match(open[0] ?? '', /not a loopback address, so API keys are required/);

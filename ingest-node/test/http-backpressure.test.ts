@@ -88,7 +88,14 @@ void describe('backpressure', () => {
 
   void it('in-flight bytes: 503 LF_OVERLOADED beyond limits.inflightBytesMax, no queue; recovers when answered', async () => {
     t = await startTestServer({
-      config: { limits: { inflightBytesMax: 120_000, decodedBytesMax: 60_000, bodyBytesMax: 60_000 } },
+      config: {
+        limits: {
+          inflightBytesMax: 120_000,
+          decodedBytesMax: 60_000,
+          bodyBytesMax: 60_000,
+          recordsPerRequestMax: 100,
+        },
+      },
     });
     const line = `{"pad":"${'x'.repeat(1000)}"}\n`;
     const body = line.repeat(50); // ~50 KB

@@ -198,20 +198,26 @@ void describe('records are charged against the in-flight budget', () => {
   before(async () => {
     t = await startTestServer({
       config: {
-        limits: { inflightBytesMax: 256 * 1024, decodedBytesMax: 128 * 1024 },
+        // The largest legal request just fits: 128 KiB + 1,024 records × 128 = 256 KiB (config load checks it).
+        limits: { inflightBytesMax: 256 * 1024, decodedBytesMax: 128 * 1024, recordsPerRequestMax: 1024 },
       },
     });
   });
   after(() => t.close());
 
-  void it('20 KiB of 10 000 one-byte records costs more than 256 KiB: 503 LF_OVERLOADED, nothing written', async () => {
-    const body = Buffer.from('1\n'.repeat(10_000));
-    assert.ok(body.length < 256 * 1024);
-    const a = await ingest(t.url, body);
-    assert.equal(a.status, 503, a.text);
-    assert.equal(codeOf(a), 'LF_OVERLOADED');
-    assert.equal(t.wal.appends.length, 0);
-    assert.equal(t.server.backpressure.inflightBytes, 0);
+  void it('two requests of 1,024 one-byte records (4 KiB in all) cost more than 256 KiB: the second is 503 LF_OVERLOADED', async () => {
+    const body = Buffer.from('1\n'.repeat(1024));
+    const release = t.wal.hold();
+    const first = ingest(t.url, body);
+    await until(() => t.wal.waiting === 1);
+    // By bytes alone (2 KiB held, 2 KiB asked) this would fit; by records it does not.
+    const second = await ingest(t.url, body);
+    assert.equal(second.status, 503, second.text);
+    assert.equal(codeOf(second), 'LF_OVERLOADED');
+    release();
+    assert.equal((await first).status, 202);
+    await until(() => t.server.backpressure.inflightBytes === 0);
+    assert.equal((await ingest(t.url, body)).status, 202, 'the budget is released when answered');
     // Records of ordinary size still fit: the overhead is per record, not a multiplier on bytes.
     const ok = await ingest(t.url, `${'{"a":"0123456789012345678901234567890123456789"}\n'.repeat(1000)}`);
     assert.equal(ok.status, 202, ok.text);

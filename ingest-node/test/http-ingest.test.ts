@@ -334,6 +334,7 @@ void describe('POST /v1/ingest: size limits', () => {
           bodyBytesMax: 64 * 1024,
           decodedBytesMax: 128 * 1024,
           recordBytesMax: 1024,
+          recordsPerRequestMax: 4096,
           inflightBytesMax: 1024 * 1024,
         },
       },

@@ -14,6 +14,7 @@ import { Value } from '@sinclair/typebox/value';
 import type { TObject, TSchema } from '@sinclair/typebox';
 import { NodeConfigSchema, adminPortOf, configLeaves } from './schema.ts';
 import type { ConfigLeaf, NodeConfig } from './schema.ts';
+import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
 
 /** Env vars with the LANDFALL_ prefix that are not config keys. */
 const RESERVED_ENV = new Set(['LANDFALL_CONFIG']);
@@ -217,9 +218,13 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
     );
   }
   const l = c.limits;
-  if (l.decodedBytesMax > l.inflightBytesMax) {
+  // A request is charged its decoded bytes plus a fixed overhead per record
+  // (backpressure.ts), so the largest legal request costs both maxima at once;
+  // a budget below that would refuse it with 503 for ever, a retry loop.
+  const largestRequestChargeBytes = l.decodedBytesMax + l.recordsPerRequestMax * RECORD_OVERHEAD_BYTES;
+  if (largestRequestChargeBytes > l.inflightBytesMax) {
     problems.push(
-      `limits.decodedBytesMax (${l.decodedBytesMax}) must not exceed limits.inflightBytesMax (${l.inflightBytesMax}), or a largest request could never be admitted`,
+      `limits.decodedBytesMax (${l.decodedBytesMax}) + limits.recordsPerRequestMax (${l.recordsPerRequestMax}) × ${RECORD_OVERHEAD_BYTES} bytes per record = ${largestRequestChargeBytes} must not exceed limits.inflightBytesMax (${l.inflightBytesMax}), or a largest request could never be admitted`,
     );
   }
   if (c.http.headersTimeoutMs > c.http.requestTimeoutMs) {

@@ -15,7 +15,7 @@ import { EndpointController } from './controller/endpoint.ts';
 import type { ReconcileResult } from './controller/endpoint.ts';
 import { ViewController } from './controller/view.ts';
 import { nodeLeaving } from './controller/node-drain.ts';
-import { ViewCompileCache } from './controller/views.ts';
+import { ViewCompileCache, viewsConfigMapSeed } from './controller/views.ts';
 import { ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL } from './model/names.ts';
 import { EventRecorder } from './runtime/events.ts';
 import { Informer, objectKey } from './runtime/informer.ts';
@@ -131,7 +131,9 @@ export class Operator {
     this.viewQueue = new WorkQueue({ name: 'view', ...queue });
     this.events = new EventRecorder({ client: this.client, log: opts.log });
     this.compiler = opts.compiler ?? createNodeViewCompiler();
-    const compileCache = new ViewCompileCache(this.compiler.compile);
+    const compileCache = new ViewCompileCache(this.compiler.compile, {
+      seed: viewsConfigMapSeed(this.client),
+    });
     this.endpointController = new EndpointController({
       client: this.client,
       endpoints: this.endpoints,

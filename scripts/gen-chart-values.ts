@@ -63,9 +63,15 @@ export const ChartValues = Type.Object(
       description:
         'Operator pods. Leader election is always on: one leads, the others stand by and take over within a lease duration.',
     }),
+    watchNamespaces: Type.Array(Type.String({ pattern: DNS_LABEL_PATTERN, maxLength: 63 }), {
+      default: [],
+      uniqueItems: true,
+      description:
+        'Namespaces whose Endpoints and Views the operator reconciles (--watch-namespaces), each listed and watched on its own. Empty (with watchNamespace empty): all namespaces (ClusterRole). Set: the same rules as a Role in each of them, nothing cluster-wide but the read-only nodes role of nodeDrain.',
+    }),
     watchNamespace: Str(
       '',
-      'Namespace whose Endpoints and Views the operator reconciles. Empty: all namespaces (ClusterRole). Set: that namespace only (a Role there; nothing cluster-wide).',
+      'One namespace to watch: added to watchNamespaces (kept for existing values files).',
       { pattern: `^$|${DNS_LABEL_PATTERN}`, maxLength: 63 },
     ),
     nodeDrain: Type.Object(

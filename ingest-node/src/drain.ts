@@ -34,7 +34,7 @@ export interface DrainModeOptions {
   readonly deliveryPending?: (() => number) | undefined;
   /** Corrupt segments in quarantine/ now (-1: unknown): acknowledged data a human must look at; drained only at 0. */
   readonly quarantinedSegments?: (() => Promise<number>) | undefined;
-  /** HTTP ingest requests admitted and not yet answered: drained only at 0. */
+  /** HTTP ingest requests admitted and not yet answered, and MQTT messages in an append under way: drained only at 0. */
   readonly writesInFlight?: () => number;
   /** Closes idle keep-alive connections so clients reconnect (to another replica). */
   readonly closeIdleConnections?: () => void;

@@ -326,6 +326,8 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
 
   let server: IngestServer;
   let url: string;
+  // Started after the server (it shares the server's backpressure); drain mode asks it through mqttAppending.
+  let mqtt: MqttSource | undefined;
   try {
     server = await buildServer({
       config,
@@ -335,6 +337,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       disk: deps.disk ?? fileSystemProbe(fs, walDir),
       registry,
       defaultMetrics: true,
+      mqttAppending: () => mqtt?.appendingMessages() ?? 0,
       ...(deps.apiKeys !== undefined ? { apiKeys: deps.apiKeys } : {}),
       ...(deps.status !== undefined || delivery !== undefined
         ? { status: () => ({ ...deps.status?.(), ...storage.status() }) }
@@ -358,7 +361,6 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
     throw err;
   }
 
-  let mqtt: MqttSource | undefined;
   try {
     mqtt = await startMqttSource(config, {
       wal,

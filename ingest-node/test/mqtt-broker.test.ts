@@ -20,6 +20,7 @@ import type { RunningNode } from '../src/node.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import type { AppendResult, DurableWalStats, RecordFormat, WriteAheadLog } from '../src/wal/types.ts';
 import { decodeMqttPayload } from '../src/wal/format.ts';
+import { openWal } from '../src/wal/wal.ts';
 import { Registry } from 'prom-client';
 import { startMqttSource } from '../src/mqtt/index.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
@@ -260,6 +261,56 @@ void describe('MQTT source on a real broker', () => {
       'all 100 acked after DELETE',
     );
     assert.equal(node.wal.stats().nextSeq, 101n);
+  });
+
+  void it('drain mode: an MQTT append under way when drain mode begins holds `drained` until it is durable and delivered', async () => {
+    // The node's real WAL, whose appends wait at a gate while it is shut: the
+    // moment between a message taken from the broker and its PUBACK.
+    let gateOpen = true;
+    let openGate: () => void = () => {};
+    let held = 0;
+    const cfg = nodeConfig('drain-inflight', {}, { s3: { localDir: join(dir, 'drain-inflight-bucket') } });
+    const { node, log } = await start(cfg, {
+      apiKeys: null,
+      openWal: async (options) => {
+        const real = await openWal(options);
+        return new Proxy(real, {
+          get(target, prop) {
+            if (prop === 'append')
+              return async (records: readonly Uint8Array[], format: RecordFormat) => {
+                if (!gateOpen) {
+                  held++;
+                  await new Promise<void>((r) => (openGate = r));
+                }
+                return target.append(records, format);
+              };
+            const v = Reflect.get(target, prop, target) as unknown;
+            return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+          },
+        });
+      },
+    });
+    await subscribed(log);
+    const pub = await publisher();
+    gateOpen = false;
+    await publishAll(pub, (id) => `drain-inflight/${id}`, [0]);
+    await until(() => held === 1, 'the append of message 0 held at the gate');
+
+    assert.equal((await fetch(`${node.adminUrl}/v1/drain`, { method: 'POST' })).status, 202);
+    const drained = async (): Promise<boolean> =>
+      ((await (await fetch(`${node.adminUrl}/v1/status`)).json()) as { drain: { drained: boolean } }).drain
+        .drained;
+    // Nothing open, sealed or pending, no HTTP request: only the append under way is left.
+    assert.equal(node.wal.stats().openSegmentBytes, 0);
+    assert.equal(await drained(), false, 'not drained while an MQTT append is under way');
+    assert.equal(await metric(node, 'landfall_mqtt_acks_total'), 0);
+
+    gateOpen = true;
+    openGate();
+    await until(async () => (await metric(node, 'landfall_mqtt_acks_total')) === 1, 'message 0 acknowledged');
+    await until(drained, 'drained once the acknowledged message is delivered');
+    assert.equal(node.wal.stats().nextSeq, 2n);
+    assert.equal((node.wal.stats() as DurableWalStats).undeliveredSegments, 0, 'its segment was delivered');
   });
 
   void it('a message too large for a WAL record: an MQTT 5 broker does not send it; over MQTT 3.1.1 it is refused, never acked', async () => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // landfall-operator: reconciles Endpoint and View resources.
 //
-//   landfall-operator [--kubeconfig FILE] [--namespace NS|all] [--leader-elect]
+//   landfall-operator [--kubeconfig FILE] [--watch-namespaces NS,...] [--leader-elect]
 //                     [--node-image IMAGE] [--metrics-port 8080] ...
 //
 // Without --kubeconfig: in-cluster config, else ~/.kube/config ($KUBECONFIG).
@@ -33,7 +33,9 @@ export const DEFAULT_NODE_IMAGE = 'ghcr.io/landfall/ingest-node:0.1.0';
 const USAGE = `landfall-operator — reconciles landfall.dev Endpoints and Views
 
   --kubeconfig FILE          kubeconfig (default: in-cluster, then $KUBECONFIG / ~/.kube/config)
-  --namespace NS|all         watch one namespace or all (default: all)
+  --watch-namespaces NS,...  watch only these namespaces, each with its own list/watch (a Role in each
+                             is enough; Nodes stay cluster-wide); empty: all (default)
+  --namespace NS|all         one namespace to watch: the same as --watch-namespaces NS (default: all)
   --leader-elect             run only while holding the Lease (for several replicas)
   --lease-namespace NS       namespace of the Lease (default: $POD_NAMESPACE, then --namespace, then default)
   --lease-name NAME          (default: landfall-operator)
@@ -141,6 +143,7 @@ function parse(argv: string[]) {
       options: {
         kubeconfig: { type: 'string' },
         namespace: { type: 'string' },
+        'watch-namespaces': { type: 'string', default: '' },
         'leader-elect': { type: 'boolean', default: false },
         'lease-namespace': { type: 'string' },
         'lease-name': { type: 'string', default: 'landfall-operator' },
@@ -208,6 +211,18 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const identity = values.identity ?? `${hostname()}_${process.pid}`;
   const log = jsonLogger(level, { component: 'landfall-operator', identity });
   const namespace = values.namespace && values.namespace !== 'all' ? values.namespace : undefined;
+  const watchNamespaces = [
+    ...new Set(
+      [...values['watch-namespaces'].split(','), ...(namespace !== undefined ? [namespace] : [])]
+        .map((p) => p.trim())
+        .filter((p) => p !== ''),
+    ),
+  ];
+  for (const ns of watchNamespaces)
+    if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(ns))
+      throw new UsageError(`--watch-namespaces: "${ns}" is not a namespace name`);
+  // Where the Lease and the key live when nothing else says: the one watched namespace.
+  const onlyNamespace = watchNamespaces.length === 1 ? watchNamespaces[0] : undefined;
   const kubeConfig = loadKubeConfig(values.kubeconfig);
   const metrics = new OperatorMetrics(undefined, { defaultMetrics: true });
   await waitForCrds(new KubeClient(kubeConfig), n.crdCheckTimeoutMs, log);
@@ -216,7 +231,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
     values['operator-key-namespace'] ??
     process.env.POD_NAMESPACE ??
     values['lease-namespace'] ??
-    namespace ??
+    onlyNamespace ??
     'default';
   const operatorKey = await loadOrCreateMasterKey(
     new KubeClient(kubeConfig),
@@ -225,7 +240,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   );
   const operator = new Operator({
     kubeConfig,
-    namespace,
+    namespaces: watchNamespaces,
     nodeImage: values['node-image'],
     allowedImages: values['allowed-images']
       .split(',')
@@ -253,7 +268,7 @@ export async function main(argv: string[] = process.argv.slice(2)): Promise<void
   const elector = values['leader-elect']
     ? new LeaderElector({
         kubeConfig,
-        namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? namespace ?? 'default',
+        namespace: values['lease-namespace'] ?? process.env.POD_NAMESPACE ?? onlyNamespace ?? 'default',
         name: values['lease-name'],
         identity,
         leaseDurationMs: n.leaseDurationMs,

@@ -15,10 +15,10 @@ import { EndpointController } from './controller/endpoint.ts';
 import type { ReconcileResult } from './controller/endpoint.ts';
 import { ViewController } from './controller/view.ts';
 import { nodeLeaving } from './controller/node-drain.ts';
-import { ViewCompileCache } from './controller/views.ts';
+import { ViewCompileCache, viewsConfigMapSeed } from './controller/views.ts';
 import { ENDPOINT_LABEL, MANAGED_BY, MANAGED_BY_LABEL } from './model/names.ts';
 import { EventRecorder } from './runtime/events.ts';
-import { Informer, objectKey } from './runtime/informer.ts';
+import { Informer, NamespacedInformers, objectKey } from './runtime/informer.ts';
 import { KubeClient, Resources } from './runtime/kube.ts';
 import type { KubeObject } from './runtime/kube.ts';
 import type { Logger } from './runtime/log.ts';
@@ -28,7 +28,13 @@ import { WorkQueue } from './runtime/workqueue.ts';
 
 export interface OperatorOptions {
   kubeConfig: KubeConfig;
-  /** Watch one namespace; unset: all. */
+  /**
+   * Watch only these namespaces: Endpoints, Views and their children are
+   * listed and watched per namespace (a Role in each suffices). Unset or
+   * empty: all namespaces. Nodes stay cluster-wide (nodeDrain).
+   */
+  namespaces?: readonly string[];
+  /** One namespace to watch: the same as `namespaces: [namespace]`. */
   namespace?: string;
   nodeImage: string;
   /** Image prefixes an Endpoint's spec.image may start with; unset or empty: any. */
@@ -75,10 +81,12 @@ export class Operator {
   readonly client: KubeClient;
   private readonly opts: OperatorOptions;
   private readonly log: Logger;
-  private readonly endpoints: Informer<Endpoint & KubeObject>;
-  private readonly views: Informer<View & KubeObject>;
-  private readonly statefulSets: Informer<V1StatefulSet & KubeObject>;
-  private readonly pods: Informer<V1Pod & KubeObject>;
+  private readonly endpoints: NamespacedInformers<Endpoint & KubeObject>;
+  private readonly views: NamespacedInformers<View & KubeObject>;
+  private readonly statefulSets: NamespacedInformers<V1StatefulSet & KubeObject>;
+  private readonly pods: NamespacedInformers<V1Pod & KubeObject>;
+  /** The namespaces watched; empty: all. */
+  readonly namespaces: readonly string[];
   private readonly nodes: Informer<V1Node & KubeObject> | undefined;
   private readonly endpointQueue: WorkQueue;
   private readonly viewQueue: WorkQueue;
@@ -96,9 +104,11 @@ export class Operator {
     this.log = opts.log;
     this.metrics = opts.metrics ?? new OperatorMetrics();
     this.client = new KubeClient(opts.kubeConfig);
+    this.namespaces = [
+      ...new Set([...(opts.namespaces ?? []), ...(opts.namespace !== undefined ? [opts.namespace] : [])]),
+    ].sort();
     const common = {
       client: this.client,
-      namespace: opts.namespace,
       log: opts.log,
       metrics: this.metrics,
       resyncPeriodMs: opts.resyncPeriodMs,
@@ -107,31 +117,30 @@ export class Operator {
     // Children are watched through the label every one of them carries, so
     // the operator does not cache every pod of the cluster.
     const managed = `${MANAGED_BY_LABEL}=${MANAGED_BY}`;
-    this.endpoints = new Informer({ ...common, resource: Resources.endpoint });
-    this.views = new Informer({ ...common, resource: Resources.view });
-    this.statefulSets = new Informer({
-      ...common,
-      resource: Resources.statefulSet,
-      labelSelector: managed,
-      resyncPeriodMs: 0,
-    });
-    this.pods = new Informer({
-      ...common,
-      resource: Resources.pod,
-      labelSelector: managed,
-      resyncPeriodMs: 0,
-    });
+    const ns = this.namespaces;
+    this.endpoints = new NamespacedInformers({ ...common, resource: Resources.endpoint }, ns);
+    this.views = new NamespacedInformers({ ...common, resource: Resources.view }, ns);
+    this.statefulSets = new NamespacedInformers(
+      { ...common, resource: Resources.statefulSet, labelSelector: managed, resyncPeriodMs: 0 },
+      ns,
+    );
+    this.pods = new NamespacedInformers(
+      { ...common, resource: Resources.pod, labelSelector: managed, resyncPeriodMs: 0 },
+      ns,
+    );
     // Cluster-scoped, unfiltered: which node is cordoned cannot be selected by label.
     this.nodes =
       opts.nodeDrain === false
         ? undefined
-        : new Informer({ ...common, namespace: undefined, resource: Resources.node, resyncPeriodMs: 0 });
+        : new Informer({ ...common, resource: Resources.node, resyncPeriodMs: 0 });
     const queue = { metrics: this.metrics, maxKeys: opts.queueMaxKeys };
     this.endpointQueue = new WorkQueue({ name: 'endpoint', ...queue });
     this.viewQueue = new WorkQueue({ name: 'view', ...queue });
     this.events = new EventRecorder({ client: this.client, log: opts.log });
     this.compiler = opts.compiler ?? createNodeViewCompiler();
-    const compileCache = new ViewCompileCache(this.compiler.compile);
+    const compileCache = new ViewCompileCache(this.compiler.compile, {
+      seed: viewsConfigMapSeed(this.client),
+    });
     this.endpointController = new EndpointController({
       client: this.client,
       endpoints: this.endpoints,
@@ -271,7 +280,10 @@ export class Operator {
     ]);
     if (outcome === 'stopped' || !this.started) return;
     this.log.info(
-      { ms: Math.round(performance.now() - t0), namespace: this.opts.namespace ?? '(all)' },
+      {
+        ms: Math.round(performance.now() - t0),
+        namespaces: this.namespaces.length > 0 ? this.namespaces.join(',') : '(all)',
+      },
       'caches synced',
     );
     const n = Math.max(1, this.opts.workers ?? 2);

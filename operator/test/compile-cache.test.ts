@@ -94,6 +94,39 @@ void test('the last good generation stays in the config while a newer one fails 
   assert.equal(fixed.stale.size, 0);
 });
 
+void test('a new cache (an operator restart) takes the last good generation from its seed, asked once per generation', async () => {
+  const c = scripted();
+  const first = new ViewCompileCache(c.compile);
+  const served = (await compileEndpointViews(first, [view('a', 1)])).compiled;
+  assert.deepEqual(served[0]?.source, { uid: 'uid-a', generation: 1, specHash: "h-event = 'x'" });
+  const asked: string[] = [];
+  let seedFails = false;
+  const cache = new ViewCompileCache(c.compile, {
+    seed: async (v) => {
+      asked.push(`${v.metadata.name ?? ''}/${v.metadata.generation ?? 0}`);
+      if (seedFails) throw new Error('configmaps "clicks-ingest-views" is forbidden');
+      return v.metadata.name === 'a' && served[0] ? { generation: 1, view: served[0] } : undefined;
+    },
+  });
+  c.set('bad');
+  seedFails = true;
+  await assert.rejects(
+    compileEndpointViews(cache, [view('a', 2, 'broken(')]),
+    /forbidden/,
+    'an unreadable seed fails the config instead of shrinking it',
+  );
+  seedFails = false;
+  const r = await compileEndpointViews(cache, [view('a', 2, 'broken('), view('b', 1, 'broken(')]);
+  assert.deepEqual(
+    r.compiled.map((v) => [v.specHash, v.source?.generation]),
+    [["h-event = 'x'", 1]],
+  );
+  assert.deepEqual(r.stale.get('a'), { generation: 1, message: 'bad filter broken(' });
+  assert.equal(r.excluded.get('b')?.reason, 'CompileFailed', 'nothing recorded for b: excluded');
+  await compileEndpointViews(cache, [view('a', 2, 'broken('), view('b', 1, 'broken(')]);
+  assert.deepEqual(asked, ['a/2', 'a/2', 'b/1'], 'a found once, b not found once: neither asked again');
+});
+
 const compiler = createNodeViewCompiler({
   openDb: async (v) => {
     opens++;

@@ -30,6 +30,7 @@ void test('--help prints the flags and exits 0', async () => {
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^landfall-operator — /);
   assert.match(r.stdout, /--network-policy/);
+  assert.match(r.stdout, /--watch-namespaces NS,/);
   assert.equal(r.stderr, '');
 });
 
@@ -40,6 +41,7 @@ void test('usage errors exit 2 with a message naming the problem', async () => {
     [['--log-level', 'loud'], /--log-level: unknown level loud/],
     [['stray-positional'], /positional/i],
     [['--network-policy'], /--network-policy needs --network-policy-operator-labels/],
+    [['--watch-namespaces', 'team-a,Team_B'], /--watch-namespaces: "Team_B" is not a namespace name/],
   ] as const) {
     const r = await run([...args]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

@@ -1,6 +1,6 @@
 // The Helm chart against a real kube-apiserver + etcd + kube-controller-manager
 // (no kubelet: Pods stay Pending). One control plane for the file:
-//   - helm lint / template (values schema, watchNamespace → Role, ServiceMonitor);
+//   - helm lint / template (values schema, watchNamespaces → a Role in each, ServiceMonitor);
 //   - helm install: CRDs Established, the operator Deployment as rendered;
 //   - the operator from this workspace, run with the chart's own args under the
 //     chart's ServiceAccount (a TokenRequest token): the example Endpoint and
@@ -121,6 +121,29 @@ async function runChartOperator(
   return { proc, logPath, port };
 }
 
+/** A SubjectAccessReview for a ServiceAccount (`kubectl auth can-i --as`, with its groups); namespace '': cluster-wide. */
+async function canI(
+  sa: string,
+  verb: string,
+  resource: string,
+  group: string,
+  namespace: string,
+  name?: string,
+): Promise<boolean> {
+  const saNs = sa.split(':')[2] ?? '';
+  const review = {
+    apiVersion: 'authorization.k8s.io/v1',
+    kind: 'SubjectAccessReview',
+    spec: {
+      user: sa,
+      groups: ['system:serviceaccounts', `system:serviceaccounts:${saNs}`, 'system:authenticated'],
+      resourceAttributes: { verb, resource, group, namespace, ...(name ? { name } : {}) },
+    },
+  };
+  const out = await kube.kubectl(['create', '-f', '-', '-o', 'json'], { input: JSON.stringify(review) });
+  return (JSON.parse(out.stdout) as { status: { allowed: boolean } }).status.allowed;
+}
+
 async function forbiddenLines(logPath: string): Promise<string[]> {
   return (await readFile(logPath, 'utf8')).split('\n').filter((l) => /forbidden|\b403\b/i.test(l));
 }
@@ -163,7 +186,7 @@ void describe('chart', () => {
     };
     assert.equal(c.image, 'ghcr.io/landfall/operator:0.1.0');
     assert.ok(c.args.includes('--leader-elect'));
-    assert.ok(c.args.includes('--namespace=all'));
+    assert.ok(c.args.includes('--watch-namespaces='), 'empty: all namespaces');
     assert.deepEqual(c.securityContext, {
       runAsNonRoot: true,
       readOnlyRootFilesystem: true,
@@ -233,7 +256,45 @@ void describe('chart', () => {
         template: { spec: { containers: { args: string[] }[] } };
       }
     ).template.spec.containers[0]?.args;
-    assert.ok(args?.includes('--namespace=apps'));
+    assert.ok(args?.includes('--watch-namespaces=apps'), JSON.stringify(args));
+    // A list: a Role and RoleBinding in each namespace, the same rules, nothing more cluster-wide.
+    const listed = docs(
+      (
+        await kube.helm([
+          'template',
+          RELEASE,
+          chartDir,
+          '--set',
+          'watchNamespaces={team-a,team-b}',
+          '--set',
+          'watchNamespace=team-c',
+        ])
+      ).stdout,
+    );
+    assert.deepEqual(
+      listed
+        .filter((d) => d.kind.startsWith('Cluster'))
+        .map((d) => d.metadata.name)
+        .sort(),
+      [`${FULLNAME}-nodes`, `${FULLNAME}-nodes`],
+    );
+    for (const kind of ['Role', 'RoleBinding'])
+      assert.deepEqual(
+        listed
+          .filter((d) => d.kind === kind && d.metadata.name === FULLNAME)
+          .map((d) => d.metadata.namespace)
+          .sort(),
+        ['team-a', 'team-b', 'team-c'],
+        `a ${kind} in each watched namespace`,
+      );
+    for (const r of listed.filter((d) => d.kind === 'Role' && d.metadata.name === FULLNAME))
+      assert.deepEqual(r.rules, clusterRole.rules);
+    const listedArgs = (
+      (listed.find((d) => d.kind === 'Deployment') as Obj).spec as {
+        template: { spec: { containers: { args: string[] }[] } };
+      }
+    ).template.spec.containers[0]?.args;
+    assert.ok(listedArgs?.includes('--watch-namespaces=team-a,team-b,team-c'), JSON.stringify(listedArgs));
     assert.ok(scoped.some((d) => d.kind === 'ServiceMonitor'));
 
     // values.schema.json refuses typos and nonsense.
@@ -242,6 +303,10 @@ void describe('chart', () => {
     await assert.rejects(
       kube.helm(['template', RELEASE, chartDir, '--set', 'watchNamespace=Not_A_Namespace']),
       /watchNamespace/,
+    );
+    await assert.rejects(
+      kube.helm(['template', RELEASE, chartDir, '--set', 'watchNamespaces={ok,Not_A_Namespace}']),
+      /watchNamespaces/,
     );
   });
 });
@@ -408,33 +473,72 @@ void describe('installed chart', () => {
     assert.deepEqual(await forbiddenLines(logPath), [], 'no request of the operator was forbidden');
   });
 
-  void test('watchNamespace: a Role in one namespace is enough', async () => {
+  void test('watchNamespaces: a Role in each is enough, an Endpoint elsewhere is not reconciled, no cluster-wide access to those kinds', async () => {
+    // The cluster-wide operator of the test above would reconcile every namespace.
+    await operator?.stop({ graceMs: 3000 });
+    operator = undefined;
     const ns = await kube.newNamespace('landfall-scoped');
-    const watched = await kube.newNamespace('team-a');
-    await kube.helm(['install', 'scoped', chartDir, '-n', ns, '--set', `watchNamespace=${watched}`], {
-      timeoutMs: 60_000,
-    });
+    const watched = [await kube.newNamespace('team-a'), await kube.newNamespace('team-b')];
+    const unwatched = await kube.newNamespace('team-c');
+    await kube.helm(
+      ['install', 'scoped', chartDir, '-n', ns, '--set', `watchNamespaces={${watched.join(',')}}`],
+      { timeoutMs: 60_000 },
+    );
     assert.equal(await getJson(['clusterrole', 'scoped-landfall']), undefined, 'nothing cluster-wide');
+    const sa = `system:serviceaccount:${ns}:scoped-landfall`;
+    // The rendered RBAC as the real apiserver authorizes it.
+    const kinds: [string, string, string[]][] = [
+      ['endpoints', 'landfall.dev', ['list', 'watch', 'patch']],
+      ['views', 'landfall.dev', ['list', 'watch']],
+      ['statefulsets', 'apps', ['list', 'watch', 'create', 'patch']],
+      ['pods', '', ['list', 'watch', 'get']],
+      ['configmaps', '', ['get', 'create', 'patch']],
+      ['persistentvolumeclaims', '', ['list', 'delete']],
+      ['jobs', 'batch', ['create', 'list', 'delete']],
+    ];
+    const denied: string[] = [];
+    for (const [resource, group, verbs] of kinds)
+      for (const verb of verbs) {
+        for (const w of watched)
+          assert.equal(await canI(sa, verb, resource, group, w), true, `${verb} ${resource} in ${w}`);
+        if (await canI(sa, verb, resource, group, '')) denied.push(`${verb} ${resource} cluster-wide`);
+        if (await canI(sa, verb, resource, group, unwatched))
+          denied.push(`${verb} ${resource} in ${unwatched}`);
+      }
+    assert.deepEqual(denied, [], 'no access to these kinds outside the watched namespaces');
+    assert.equal(await canI(sa, 'list', 'nodes', '', ''), true, 'Nodes stay readable cluster-wide');
+    assert.equal(await canI(sa, 'patch', 'nodes', '', ''), false);
+
     const run = await runChartOperator(ns, 'scoped-landfall');
     try {
-      for (const f of ['api-keys-secret.yaml', 'endpoint-minio.yaml', 'view-page-views.yaml'])
-        await kube.kubectl(['apply', '-n', watched, '-f', join(examplesDir, f)]);
-      await waitFor(() => getJson(['statefulset', 'clicks-ingest', '-n', watched]), {
-        what: `StatefulSet ${watched}/clicks-ingest`,
-        timeoutMs: 30_000,
-        intervalMs: 200,
-        process: run.proc,
-      });
-      await waitFor(
-        async () =>
-          cond(await getJson(['views.landfall.dev', 'page-views', '-n', watched]), 'Attached')?.status ===
-          'True',
-        { what: 'View Attached (scoped)', timeoutMs: 30_000, intervalMs: 200, process: run.proc },
-      );
+      // First the Endpoint nobody watches, then the watched ones: once those
+      // are reconciled, the first one had every chance.
+      for (const target of [unwatched, ...watched])
+        for (const f of ['api-keys-secret.yaml', 'endpoint-minio.yaml', 'view-page-views.yaml'])
+          await kube.kubectl(['apply', '-n', target, '-f', join(examplesDir, f)]);
+      for (const w of watched) {
+        await waitFor(() => getJson(['statefulset', 'clicks-ingest', '-n', w]), {
+          what: `StatefulSet ${w}/clicks-ingest`,
+          timeoutMs: 30_000,
+          intervalMs: 200,
+          process: run.proc,
+        });
+        await waitFor(
+          async () =>
+            cond(await getJson(['views.landfall.dev', 'page-views', '-n', w]), 'Attached')?.status === 'True',
+          { what: `View Attached in ${w}`, timeoutMs: 30_000, intervalMs: 200, process: run.proc },
+        );
+      }
+      const other = await getJson(['endpoints.landfall.dev', 'clicks', '-n', unwatched]);
+      assert.ok(other !== undefined);
+      assert.equal(other.status, undefined, 'no status on the unwatched Endpoint');
+      assert.equal(other.metadata.finalizers, undefined, 'no finalizer on the unwatched Endpoint');
+      assert.equal(await getJson(['statefulset', 'clicks-ingest', '-n', unwatched]), undefined);
+      assert.equal(await getJson(['configmap', 'clicks-ingest', '-n', unwatched]), undefined);
       assert.deepEqual(
         await forbiddenLines(run.logPath),
         [],
-        'no request of the scoped operator was forbidden',
+        'no request of the scoped operator was forbidden (it lists and watches each namespace on its own)',
       );
     } finally {
       await run.proc.stop({ graceMs: 3000 });
@@ -443,25 +547,8 @@ void describe('installed chart', () => {
 
   void test('the ServiceAccount can do no more than the chart says', async () => {
     const sa = `system:serviceaccount:${releaseNs}:${FULLNAME}`;
-    const can = async (
-      verb: string,
-      resource: string,
-      group = '',
-      namespace = appNs,
-      name?: string,
-    ): Promise<boolean> => {
-      const review = {
-        apiVersion: 'authorization.k8s.io/v1',
-        kind: 'SubjectAccessReview',
-        spec: {
-          user: sa,
-          groups: ['system:serviceaccounts', `system:serviceaccounts:${releaseNs}`, 'system:authenticated'],
-          resourceAttributes: { verb, resource, group, namespace, ...(name ? { name } : {}) },
-        },
-      };
-      const out = await kube.kubectl(['create', '-f', '-', '-o', 'json'], { input: JSON.stringify(review) });
-      return (JSON.parse(out.stdout) as { status: { allowed: boolean } }).status.allowed;
-    };
+    const can = (verb: string, resource: string, group = '', namespace = appNs, name?: string) =>
+      canI(sa, verb, resource, group, namespace, name);
     assert.equal(await can('create', 'statefulsets', 'apps'), true);
     assert.equal(await can('list', 'secrets'), false, 'no listing of Secrets');
     // Secrets it did not create are out of reach: no get (and no patch or

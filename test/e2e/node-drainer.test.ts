@@ -11,7 +11,9 @@
 //     volume, and with no kubelet nothing restarts it;
 //   - the Endpoint is scaled to 1 and pod ordinal 1 force-deleted;
 //   - the operator lowers the StatefulSet and makes a drainer Job for the
-//     claim, pinned to the node; the kubelet starts again; the Job runs
+//     claim, pinned to the node; the operator's container is then SIGKILLed
+//     (crictl stop --timeout 0: with the kubelet down nothing restarts it);
+//     the kubelet starts again, restarting the operator too; the Job runs
 //     `landfall drain` on the real backlog (segmentsDelivered > 0) and only
 //     after it is Complete is the claim deleted;
 //   - every id acked by ordinal 1 is then in MinIO (only the drainer could
@@ -355,6 +357,29 @@ void test('a pod deleted with a backlog while its kubelet is stopped: the draine
       `drainer pod ${p.metadata?.name ?? ''} with the kubelet down: phase ${p.status?.phase ?? '?'}, node ${p.spec?.nodeName ?? '(none)'}, ${JSON.stringify(p.status?.conditions?.find((x) => x.type === 'PodScheduled')?.message ?? '')}`,
     );
 
+  // In the middle: the drainer Job exists, its claim is still there. The
+  // operator's container is SIGKILLed through the runtime (the kubelet is
+  // down, so nothing restarts it until the kubelet is back); the restarted
+  // process must find the Job, wait for it and only then delete the claim.
+  const op = await node.crictl([
+    'ps',
+    '-q',
+    '--name',
+    '^operator$',
+    '--label',
+    `io.kubernetes.pod.namespace=${releaseNs}`,
+  ]);
+  const opContainers = op.stdout.split('\n').filter((l) => l.trim() !== '');
+  assert.equal(opContainers.length, 1, `one running operator container: ${op.stdout}`);
+  const claimAtKill = await client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, CLAIM1);
+  assert.ok(
+    claimAtKill !== undefined && claimAtKill.metadata?.deletionTimestamp === undefined,
+    'the claim is still there when the operator is killed',
+  );
+  await node.crictl(['stop', '--timeout', '0', opContainers[0] ?? '']);
+  const tOperatorKilled = performance.now();
+  note('operator container SIGKILLed (crictl stop --timeout 0) with the drainer Job created, its claim kept');
+
   // Watch the claim and the Job from here: the claim must not go before the Job is Complete.
   let jobCompleteAt: number | undefined;
   let claimGoneAt: number | undefined;
@@ -394,6 +419,20 @@ void test('a pod deleted with a backlog while its kubelet is stopped: the draine
         timeoutMs: 300_000,
         intervalMs: 500,
       }),
+    );
+    const opPods = await client.listAll<V1Pod & KubeObject>(Resources.pod, {
+      namespace: releaseNs,
+      labelSelector: 'app.kubernetes.io/component=operator',
+    });
+    const restarts = opPods.items.map(
+      (p) => p.status?.containerStatuses?.find((x) => x.name === 'operator')?.restartCount ?? 0,
+    );
+    note(
+      `operator restarts ${JSON.stringify(restarts)}; claim deleted ${((performance.now() - tOperatorKilled) / 1000).toFixed(1)} s after the operator was killed`,
+    );
+    assert.ok(
+      restarts.some((r) => r >= 1),
+      'the claim was deleted by a restarted operator process (restartCount >= 1)',
     );
     note(
       `drainer Complete seen ${(((jobCompleteAt ?? NaN) - tKubelet) / 1000).toFixed(1)} s after the kubelet came back (${(((jobCompleteAt ?? NaN) - tJob) / 1000).toFixed(1)} s after the Job was created); claim deleted ${(((claimGoneAt ?? NaN) - tKubelet) / 1000).toFixed(1)} s after the kubelet came back`,

@@ -6,8 +6,10 @@
 //     id committed to MinIO (read back with `landfall expand`), the removed
 //     ordinals' claims deleted, each only after its drainer Job was seen
 //     Complete;
-//   - delete an Endpoint with `kubectl delete --cascade=foreground` under load:
-//     it goes without the force annotation, its claims too, no acked id lost.
+//   - delete an Endpoint with `kubectl delete --cascade=foreground` under load,
+//     the operator's process SIGKILLed (crictl stop --timeout 0) once the
+//     finalizer has drained the replicas and made the first drainer Job: it
+//     goes without the force annotation, its claims too, no acked id lost.
 // One helm install for the file. Waits are polls with deadlines.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -207,6 +209,8 @@ async function expectAllCommitted(name: string, ledger: Ledger, label: string): 
   return missing.length;
 }
 
+type ReclaimSeen = { jobSeenAt?: number; jobCompleteAt?: number; deletedAt?: number; summary?: string };
+
 /**
  * Watches an Endpoint's claims and drainer Jobs (every 200 ms) and records,
  * per claim, when its Job was first seen Complete and when the claim was first
@@ -215,9 +219,9 @@ async function expectAllCommitted(name: string, ledger: Ledger, label: string): 
  */
 function watchReclaim(name: string): {
   stop: () => Promise<void>;
-  claims: Map<string, { jobCompleteAt?: number; deletedAt?: number; summary?: string }>;
+  claims: Map<string, ReclaimSeen>;
 } {
-  const claims = new Map<string, { jobCompleteAt?: number; deletedAt?: number; summary?: string }>();
+  const claims = new Map<string, ReclaimSeen>();
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
@@ -246,6 +250,7 @@ function watchReclaim(name: string): {
           const claim = j.metadata?.ownerReferences?.[0]?.name ?? '';
           const e = claims.get(claim);
           const complete = j.status?.conditions?.some((c) => c.type === 'Complete' && c.status === 'True');
+          if (e) e.jobSeenAt ??= now;
           if (e && complete && e.jobCompleteAt === undefined) {
             e.jobCompleteAt = now;
             const logs = await kube
@@ -268,6 +273,33 @@ function watchReclaim(name: string): {
     },
   };
 }
+
+/** SIGKILL of the operator's process (crictl stop --timeout 0), not a pod delete: the kubelet restarts it in the same pod. */
+async function killOperatorContainer(): Promise<void> {
+  assert.ok(kube.node !== undefined);
+  const ps = await kube.node.crictl([
+    'ps',
+    '-q',
+    '--name',
+    '^operator$',
+    '--label',
+    `io.kubernetes.pod.namespace=${releaseNs}`,
+  ]);
+  const ids = ps.stdout.split('\n').filter((l) => l.trim() !== '');
+  assert.equal(ids.length, 1, `one running operator container: ${ps.stdout}`);
+  await kube.node.crictl(['stop', '--timeout', '0', ids[0] ?? '']);
+}
+
+const operatorRestarts = async (): Promise<number> =>
+  Math.max(
+    0,
+    ...(
+      await client.listAll<V1Pod & KubeObject>(Resources.pod, {
+        namespace: releaseNs,
+        labelSelector: 'app.kubernetes.io/component=operator',
+      })
+    ).items.map((p) => p.status?.containerStatuses?.find((c) => c.name === 'operator')?.restartCount ?? 0),
+  );
 
 const stsReplicas = async (name: string): Promise<number | undefined> =>
   (
@@ -376,7 +408,7 @@ void test('scale 3 → 1 → 0 under load, the operator SIGKILLed in the middle:
   assert.equal(missing, 0);
 });
 
-void test('kubectl delete --cascade=foreground under load: the Endpoint goes without force, its claims too, no acked id missing', async () => {
+void test('kubectl delete --cascade=foreground under load, the operator SIGKILLed in the middle: the Endpoint goes without force, its claims too, no acked id missing', async () => {
   const t0 = performance.now();
   await applyEndpoint('orders', 2);
   const load = startLoad('orders');
@@ -392,6 +424,32 @@ void test('kubectl delete --cascade=foreground under load: the Endpoint goes wit
       '--cascade=foreground',
       '--wait=false',
     ]);
+    // In the middle: the finalizer has drained the replicas and made the
+    // first drainer Job, no claim is deleted yet. The operator's container is
+    // SIGKILLed through the runtime; the kubelet restarts it in place.
+    await waitFor(
+      async () =>
+        (
+          await client.listAll(Resources.job, {
+            namespace: ns,
+            labelSelector: 'landfall.dev/drainer-endpoint=orders',
+          })
+        ).items.length > 0,
+      { what: 'the first drainer Job of orders', timeoutMs: 300_000, intervalMs: 100 },
+    ).catch(async (err: unknown) => {
+      throw new Error(`${String(err)}\n${await diagnostics('orders')}`, { cause: err });
+    });
+    const claimsAtKill = (
+      await client.listAll<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, {
+        namespace: ns,
+        labelSelector: 'landfall.dev/endpoint=orders',
+      })
+    ).items.filter((c) => c.metadata?.deletionTimestamp === undefined).length;
+    await killOperatorContainer();
+    process.stderr.write(
+      `[node-scale] operator SIGKILLed ${((performance.now() - t0) / 1000).toFixed(1)} s in, the first drainer Job of orders created, ${claimsAtKill} of 2 claims not deleting\n`,
+    );
+    assert.equal(claimsAtKill, 2, 'the operator was killed before any claim of orders was deleted');
     await waitFor(async () => (await client.get(Resources.endpoint, ns, 'orders')) === undefined, {
       what: 'Endpoint orders gone (no force)',
       timeoutMs: 300_000,
@@ -406,6 +464,10 @@ void test('kubectl delete --cascade=foreground under load: the Endpoint goes wit
     await load.stop();
     await reclaim.stop();
   }
+  assert.ok(
+    (await operatorRestarts()) >= 1,
+    'the finalizer was released by a restarted operator process (restartCount >= 1)',
+  );
   const left = await client.listAll(Resources.pvc, {
     namespace: ns,
     labelSelector: 'landfall.dev/endpoint=orders',

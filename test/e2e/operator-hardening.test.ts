@@ -1,6 +1,7 @@
 // The operator's failure handling against a real kube-apiserver + etcd +
 // (no controller-manager, no kubelet), issue 13:
-// - a compiler that cannot run never strips Views from the views ConfigMap;
+// - a compiler that cannot run never strips Views from the views ConfigMap,
+//   and the last good generation of a View survives an operator restart;
 // - leader election renews while the caches sync (no second leader during a
 //   slow list), Lease calls are bounded, /readyz waits for the sync, and a
 //   missing CRD stops the operator at start;
@@ -28,6 +29,7 @@ import { jsonLogger } from '../../operator/src/runtime/log.ts';
 import { OperatorMetrics } from '../../operator/src/runtime/metrics.ts';
 import type { Endpoint } from '../../operator/src/api/endpoint.ts';
 import type { View } from '../../operator/src/api/view.ts';
+import { VIEW_SOURCES_ANNOTATION } from '../../operator/src/model/names.ts';
 
 let kube: KubernetesTestbed;
 let client: KubeClient;
@@ -415,6 +417,49 @@ void describe('compile cache: a compiler that cannot run never strips Views', ()
     assert.equal(attached?.status, 'True');
     assert.equal(attached?.reason, 'LastGoodGeneration');
     assert.equal(await viewsFile(), served, 'the last good generation is still served');
+  });
+
+  void test('an operator restarted while the compiler fails keeps the last good generation: first an outage, then the spec error', async () => {
+    // The View's current generation is the broken one of the test above; the
+    // ConfigMap serves the generation before it.
+    const served = await viewsFile();
+    assert.match(served ?? '', /'click'/);
+    const cm = await client.get<V1ConfigMap & KubeObject>(Resources.configMap, ns, 'clicks-ingest-views');
+    console.log(
+      `# ${VIEW_SOURCES_ANNOTATION}: ${cm?.metadata?.annotations?.[VIEW_SOURCES_ANNOTATION] ?? '(none)'}`,
+    );
+    for (const o of operators.splice(0)) await o.stop();
+
+    // A new process (nothing in memory) whose compiler cannot run at all.
+    const compiler = flakyCompiler();
+    compiler.broken = true;
+    const metrics = new OperatorMetrics();
+    await startOperator(compiler, metrics);
+    await waitFor(async () => (await errorCount(metrics, 'endpoint')) >= 2, {
+      what: 'the Endpoint reconcile fails on the outage and is retried',
+      timeoutMs: 20_000,
+    });
+    assert.equal(await viewsFile(), served, 'the outage changes nothing');
+
+    // The compiler comes back and says the current generation is a spec
+    // error: the View's last good generation is only in the ConfigMap now.
+    compiler.broken = false;
+    await waitFor(
+      async () => {
+        const m = await metrics.reconcileTotal.get();
+        return m.values.some(
+          (v) => v.labels.controller === 'endpoint' && v.labels.result !== 'error' && v.value >= 1,
+        );
+      },
+      { what: 'an Endpoint reconcile that succeeds after the outage', timeoutMs: 30_000 },
+    );
+    const ep = await client.get<EndpointObj>(Resources.endpoint, ns, 'clicks');
+    console.log(`# after the restart: views ${JSON.stringify(ep?.status?.views)}`);
+    assert.equal(await viewsFile(), served, 'the last good generation is still served after the restart');
+    assert.deepEqual(ep?.status?.views, ['page_views']);
+    const attached = condition(await getView(), 'Attached');
+    assert.equal(attached?.reason, 'LastGoodGeneration', attached?.message);
+    assert.equal(condition(await getView(), 'Compiled')?.status, 'False');
   });
 });
 

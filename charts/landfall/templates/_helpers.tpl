@@ -34,3 +34,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" $img.repository (default $root.Chart.AppVersion $img.tag) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The namespaces the operator watches, comma-separated: watchNamespaces plus watchNamespace; empty: all. */}}
+{{- define "landfall.watchNamespaces" -}}
+{{- $ns := concat (.Values.watchNamespaces | default list) (compact (list .Values.watchNamespace)) | uniq -}}
+{{- join "," $ns -}}
+{{- end -}}

@@ -88,6 +88,12 @@ export interface ServerDeps {
   readonly deliveryPending?: () => number;
   /** Corrupt segments in the WAL's quarantine/ now (-1: unknown); drain mode reports drained only at 0. */
   readonly quarantinedSegments?: () => Promise<number>;
+  /**
+   * MQTT messages in a WAL append under way (they are acknowledged once it is
+   * durable); drain mode reports drained only at 0. The MQTT source starts
+   * after the server, hence a function.
+   */
+  readonly mqttAppending?: () => number;
 }
 
 export interface IngestServer {
@@ -282,9 +288,10 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     deliveryPending: deps.deliveryPending,
     quarantinedSegments: deps.quarantinedSegments,
     // HTTP requests between admission and answer: their records may still
-    // append. (Not backpressure.inflightBytes: MQTT messages held while
+    // append; and MQTT messages in an append under way, acknowledged once it
+    // is durable. (Not backpressure.inflightBytes: MQTT messages held while
     // draining keep their reservation and stay with the broker unacknowledged.)
-    writesInFlight: () => ingestInFlight,
+    writesInFlight: () => ingestInFlight + (deps.mqttAppending?.() ?? 0),
     closeIdleConnections: () => app.server.closeIdleConnections(),
     clock,
     log,

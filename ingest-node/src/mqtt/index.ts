@@ -40,6 +40,8 @@ export interface MqttSource {
   /** Writes what is held, acknowledges it, disconnects (sessions stay). True when clean and in time. */
   stop(timeoutMs: number): Promise<boolean>;
   status(): Record<string, unknown>[];
+  /** Messages in WAL appends under way, over every broker (drain mode waits for 0). */
+  appendingMessages(): number;
 }
 
 /**
@@ -90,5 +92,6 @@ export async function startMqttSource(
       return results.every(Boolean);
     },
     status: () => brokers.map((b) => b.status()),
+    appendingMessages: () => brokers.reduce((n, b) => n + b.appendingMessages, 0),
   };
 }

@@ -652,6 +652,15 @@ export class BrokerSource {
     });
   }
 
+  /**
+   * Messages in a WAL append under way: once it is durable they are
+   * acknowledged, so a draining node is not drained before it ends (messages
+   * only held, never appended, stay with the broker and need not be waited for).
+   */
+  get appendingMessages(): number {
+    return this.#appending?.length ?? 0;
+  }
+
   status(): Record<string, unknown> {
     return {
       broker: this.name,

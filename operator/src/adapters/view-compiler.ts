@@ -18,6 +18,18 @@ export interface CompiledView {
   specHash: string;
   /** The compiled SELECT, for debugging. Not written to the ConfigMap: the node compiles itself. */
   sql?: string;
+  /**
+   * The View object and generation this came from, recorded on the views
+   * ConfigMap (VIEW_SOURCES_ANNOTATION) so that a restarted operator finds
+   * the last good generation of a View there (controller/views.ts).
+   */
+  source?: ViewSource;
+}
+
+export interface ViewSource {
+  uid: string;
+  generation: number;
+  specHash: string;
 }
 
 export type CompileResult = { ok: true; view: CompiledView } | { ok: false; error: string };

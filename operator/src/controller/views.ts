@@ -14,9 +14,27 @@
 //   compile: running pods would stop producing them.
 // The last generation of each View that compiled stays in the config until a
 // newer one compiles, so a broken edit does not stop a View's output either.
+// Across operator restarts too: the views ConfigMap is the last good output,
+// and records which View generation each file came from
+// (VIEW_SOURCES_ANNOTATION); a View whose current generation does not compile
+// and that this process never compiled is looked up there (`seed`) before it
+// would be left out.
+import yaml from 'js-yaml';
+import type { V1ConfigMap } from '@kubernetes/client-node';
 import type { View } from '../api/view.ts';
+import type { Endpoint } from '../api/endpoint.ts';
+import { Resources } from '../runtime/kube.ts';
+import type { KubeClient, KubeObject } from '../runtime/kube.ts';
+import { VIEW_SOURCES_ANNOTATION, childNames } from '../model/names.ts';
 import { viewOutputName, withViewDefaults } from '../api/view.ts';
-import type { CompileResult, CompiledView, ViewCompiler } from '../adapters/view-compiler.ts';
+import type { CompileResult, CompiledView, ViewCompiler, ViewSource } from '../adapters/view-compiler.ts';
+
+/**
+ * The last good generation of a View as recorded outside this process (the
+ * views ConfigMap), or undefined. Rejects when it cannot be read: the caller
+ * fails rather than writing a config without the View.
+ */
+export type LastGoodSeed = (view: View) => Promise<LastGood | undefined>;
 
 /** The compiler could not run (infrastructure, not the View's spec); retry later. */
 export class CompilerUnavailableError extends Error {
@@ -33,6 +51,42 @@ export interface LastGood {
   view: CompiledView;
 }
 
+/**
+ * The seed from the views ConfigMap of the View's Endpoint: the file that
+ * VIEW_SOURCES_ANNOTATION says came from this View's uid. Only a ConfigMap
+ * owned by that Endpoint counts (the operator wrote it).
+ */
+export function viewsConfigMapSeed(client: KubeClient): LastGoodSeed {
+  return async (view) => {
+    const namespace = view.metadata.namespace ?? '';
+    const endpoint = view.spec?.endpointRef?.name ?? '';
+    if (namespace === '' || endpoint === '') return undefined;
+    const name = childNames({ metadata: { name: endpoint, namespace } } as Endpoint).viewsConfigMap;
+    const cm = await client.get<V1ConfigMap & KubeObject>(Resources.configMap, namespace, name);
+    if (!cm?.metadata?.ownerReferences?.some((r) => r.kind === 'Endpoint' && r.name === endpoint))
+      return undefined;
+    let sources: Record<string, Partial<ViewSource>>;
+    try {
+      sources = JSON.parse(cm.metadata.annotations?.[VIEW_SOURCES_ANNOTATION] ?? '{}') as typeof sources;
+    } catch {
+      return undefined;
+    }
+    const uid = uidOf(view);
+    for (const [file, src] of Object.entries(sources)) {
+      const text = cm.data?.[file];
+      if (src.uid !== uid || typeof src.generation !== 'number' || text === undefined) continue;
+      const spec = yaml.load(text) as CompiledView['spec'] | undefined;
+      const outputName = (spec as { name?: unknown } | undefined)?.name;
+      if (typeof outputName !== 'string') continue;
+      return {
+        generation: src.generation,
+        view: { name: outputName, spec: spec as CompiledView['spec'], specHash: src.specHash ?? '' },
+      };
+    }
+    return undefined;
+  };
+}
+
 export class ViewCompileCache {
   private readonly compiler: ViewCompiler;
   private readonly maxEntries: number;
@@ -40,9 +94,14 @@ export class ViewCompileCache {
   /** View uid → the newest generation that compiled. Bounded like `entries`. */
   private readonly good = new Map<string, LastGood>();
 
-  constructor(compiler: ViewCompiler, maxEntries = 2048) {
+  private readonly seed: LastGoodSeed | undefined;
+  /** `uid/generation` the seed had nothing for: not asked again (bounded like `entries`). */
+  private readonly unseeded = new Map<string, true>();
+
+  constructor(compiler: ViewCompiler, opts: { maxEntries?: number; seed?: LastGoodSeed } = {}) {
     this.compiler = compiler;
-    this.maxEntries = maxEntries;
+    this.maxEntries = opts.maxEntries ?? 2048;
+    this.seed = opts.seed;
   }
 
   /** The result for the View's current generation; rejects with CompilerUnavailableError on infrastructure errors. */
@@ -57,13 +116,7 @@ export class ViewCompileCache {
       bound(this.entries, this.maxEntries);
       running.then(
         (r) => {
-          if (!r.ok) return;
-          const prev = this.good.get(uidOf(view));
-          if (!prev || prev.generation <= generation) {
-            this.good.delete(uidOf(view));
-            this.good.set(uidOf(view), { generation, view: r.view });
-            bound(this.good, this.maxEntries);
-          }
+          if (r.ok) this.remember(view, { generation, view: r.view });
         },
         // Not cached: the next reconcile asks the compiler again.
         () => {
@@ -74,10 +127,35 @@ export class ViewCompileCache {
     return result;
   }
 
-  /** The newest generation of this View that compiled, if any (older than or equal to the current one). */
+  /** The newest generation of this View that compiled in this process, if any (older than or equal to the current one). */
   lastGood(view: View): LastGood | undefined {
     const g = this.good.get(uidOf(view));
     return g && g.generation <= (view.metadata.generation ?? 0) ? g : undefined;
+  }
+
+  /** lastGood, else what the seed (the views ConfigMap) recorded: survives an operator restart. */
+  async recall(view: View): Promise<LastGood | undefined> {
+    const known = this.lastGood(view);
+    if (known !== undefined || this.seed === undefined) return known;
+    const generation = view.metadata.generation ?? 0;
+    const key = `${uidOf(view)}/${generation}`;
+    if (this.unseeded.has(key)) return undefined;
+    const seeded = await this.seed(view);
+    if (seeded === undefined || seeded.generation > generation) {
+      this.unseeded.set(key, true);
+      bound(this.unseeded, this.maxEntries);
+      return undefined;
+    }
+    this.remember(view, seeded);
+    return this.lastGood(view);
+  }
+
+  private remember(view: View, g: LastGood): void {
+    const prev = this.good.get(uidOf(view));
+    if (prev && prev.generation > g.generation) return;
+    this.good.delete(uidOf(view));
+    this.good.set(uidOf(view), g);
+    bound(this.good, this.maxEntries);
   }
 
   private async run(view: View): Promise<CompileResult> {
@@ -89,7 +167,7 @@ export class ViewCompileCache {
   }
 }
 
-function uidOf(view: View): string {
+export function uidOf(view: View): string {
   return view.metadata.uid ?? `${view.metadata.namespace ?? ''}/${view.metadata.name ?? ''}`;
 }
 
@@ -143,14 +221,14 @@ export async function compileEndpointViews(
     // writing a config without this View.
     const result = await cache.compile(v);
     let view: CompiledView;
-    if (result.ok) view = result.view;
+    if (result.ok) view = withSource(result.view, v, v.metadata.generation ?? 0);
     else {
-      const last = cache.lastGood(v);
+      const last = await cache.recall(v);
       if (!last) {
         excluded.set(name, { reason: 'CompileFailed', message: result.error });
         continue;
       }
-      view = last.view;
+      view = withSource(last.view, v, last.generation);
       stale.set(name, { generation: last.generation, message: result.error });
     }
     const owner = owners.get(view.name);
@@ -166,4 +244,8 @@ export async function compileEndpointViews(
     compiled.push(view);
   }
   return { compiled, excluded, stale };
+}
+
+function withSource(compiled: CompiledView, v: View, generation: number): CompiledView {
+  return { ...compiled, source: { uid: uidOf(v), generation, specHash: compiled.specHash } };
 }

@@ -10,6 +10,13 @@ export const FIELD_MANAGER = 'landfall-operator';
 export const FINALIZER = 'landfall.dev/drain';
 export const FORCE_DELETE_ANNOTATION = 'landfall.dev/force-delete';
 export const CONFIG_HASH_ANNOTATION = 'landfall.dev/config-hash';
+/**
+ * On the views ConfigMap: view file name → the View (uid, generation,
+ * specHash) it was compiled from. The ConfigMap is the last good output; a
+ * restarted operator reads this to keep serving a View whose current
+ * generation does not compile.
+ */
+export const VIEW_SOURCES_ANNOTATION = 'landfall.dev/view-sources';
 export const ENDPOINT_LABEL = 'landfall.dev/endpoint';
 /** On WAL claims: the uid of the Endpoint whose StatefulSet created them. */
 export const ENDPOINT_UID_LABEL = 'landfall.dev/endpoint-uid';

@@ -25,6 +25,7 @@ import {
   renderConfigFiles,
   renderNodeConfig,
   renderViewFiles,
+  viewFileName,
 } from '../adapters/node-config.ts';
 import { canonicalJson } from '../adapters/view-compiler.ts';
 import { ShutdownSchema } from '../../../ingest-node/src/config/schema.ts';
@@ -49,6 +50,7 @@ import {
   TLS_MOUNT,
   STATIC_SECRET_KEY,
   VIEWS_MOUNT,
+  VIEW_SOURCES_ANNOTATION,
   childMetadata,
   childNames,
   commonLabels,
@@ -171,11 +173,19 @@ export function buildConfigMap(
     viewsConfigMap: {
       apiVersion: 'v1',
       kind: 'ConfigMap',
-      metadata: childMetadata(ep, names.viewsConfigMap),
+      metadata: childMetadata(ep, names.viewsConfigMap, viewSourcesAnnotation(views)),
       data: renderViewFiles(views),
     },
     hash: configHash(data),
   };
+}
+
+function viewSourcesAnnotation(views: readonly CompiledView[]): Record<string, string> | undefined {
+  const sources: Record<string, unknown> = {};
+  for (const v of views) if (v.source !== undefined) sources[viewFileName(v.name)] = v.source;
+  return Object.keys(sources).length === 0
+    ? undefined
+    : { [VIEW_SOURCES_ANNOTATION]: canonicalJson(sources) };
 }
 
 /**

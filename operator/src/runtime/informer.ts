@@ -310,3 +310,61 @@ export class Informer<T extends KubeObject> {
     }
   }
 }
+
+/**
+ * One Informer per watched namespace behind the interface of one (the
+ * operator's --watch-namespaces): each lists and watches only its namespace,
+ * so the operator needs no cluster-wide list or watch. Undefined or empty
+ * `namespaces`: one informer over all namespaces.
+ */
+export class NamespacedInformers<T extends KubeObject> {
+  readonly resource: ResourceType;
+  private readonly byNamespace = new Map<string | undefined, Informer<T>>();
+
+  constructor(opts: Omit<InformerOptions, 'namespace'>, namespaces: readonly string[] | undefined) {
+    this.resource = opts.resource;
+    const list = namespaces === undefined || namespaces.length === 0 ? [undefined] : [...new Set(namespaces)];
+    for (const ns of list)
+      this.byNamespace.set(
+        ns,
+        new Informer<T>({
+          ...opts,
+          namespace: ns,
+          log: ns === undefined ? opts.log : opts.log.child({ namespace: ns }),
+        }),
+      );
+  }
+
+  private informerOf(namespace: string | undefined): Informer<T> | undefined {
+    return this.byNamespace.get(undefined) ?? this.byNamespace.get(namespace);
+  }
+
+  on(event: 'add' | 'update' | 'delete' | 'resync', handler: Handler<T>): void {
+    for (const inf of this.byNamespace.values()) inf.on(event, handler);
+  }
+
+  get(namespace: string | undefined, name: string): T | undefined {
+    return this.informerOf(namespace)?.get(namespace, name);
+  }
+
+  getByKey(key: string): T | undefined {
+    const slash = key.indexOf('/');
+    return this.informerOf(slash < 0 ? undefined : key.slice(0, slash))?.getByKey(key);
+  }
+
+  list(): T[] {
+    return [...this.byNamespace.values()].flatMap((inf) => inf.list());
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([...this.byNamespace.values()].map((inf) => inf.start()));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.byNamespace.values()].map((inf) => inf.stop()));
+  }
+
+  resync(): void {
+    for (const inf of this.byNamespace.values()) inf.resync();
+  }
+}

@@ -14,6 +14,7 @@ import { Value } from '@sinclair/typebox/value';
 import type { TObject, TSchema } from '@sinclair/typebox';
 import { NodeConfigSchema, adminPortOf, configLeaves } from './schema.ts';
 import type { ConfigLeaf, NodeConfig } from './schema.ts';
+import { icebergAuthProblems } from '../iceberg/settings.ts';
 
 /** Env vars with the LANDFALL_ prefix that are not config keys. */
 const RESERVED_ENV = new Set(['LANDFALL_CONFIG']);
@@ -252,6 +253,7 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
   }
   if (adminPort > 65535)
     problems.push('listen.port is 65535: set listen.admin.port (its default is listen.port + 1)');
+  problems.push(...icebergAuthProblems(c.iceberg.auth));
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

@@ -10,7 +10,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import type { ObjectStore } from '../store/types.ts';
 import type { CompiledView } from '../views/compile.ts';
 import type { SealedSegment } from '../wal/types.ts';
-import { RestCatalog } from './catalog.ts';
+import { restCatalogFrom } from './auth.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
 import { IcebergError } from './errors.ts';
@@ -27,7 +27,11 @@ const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
 ]);
 
 export interface IcebergCommitOptions {
-  readonly config: IcebergConfig & { readonly catalogUri: string };
+  /** `auth` unset: none. */
+  readonly config: Omit<IcebergConfig, 'auth'> & {
+    readonly catalogUri: string;
+    readonly auth?: IcebergConfig['auth'];
+  };
   /** The bucket the node delivers to (data files are `s3://<bucket>/<key>`). */
   readonly bucket: string;
   readonly views: (segment: SealedSegment) => readonly CompiledView[];
@@ -40,12 +44,7 @@ export function icebergTableCommit(
   o: IcebergCommitOptions,
 ): (store: ObjectStore, prefix: string) => (c: TableCommitContext) => Promise<readonly MarkerTable[]> {
   const log = o.log ?? silentLogger;
-  const catalog = new RestCatalog({
-    uri: o.config.catalogUri,
-    ...(o.config.warehouse !== undefined ? { warehouse: o.config.warehouse } : {}),
-    requestTimeoutMs: o.config.requestTimeoutMs,
-    ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
-  });
+  const catalog = restCatalogFrom(o.config, { log, ...(o.fetch !== undefined ? { fetch: o.fetch } : {}) });
   return (store, prefix) => {
     const writer = new IcebergWriter({
       catalog,

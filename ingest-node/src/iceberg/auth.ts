@@ -140,8 +140,6 @@ export class OAuth2ClientCredentialsAuth implements CatalogAuth {
   readonly #log: Logger;
   #token: CachedToken | undefined;
   #inflight: Promise<CachedToken> | undefined;
-  /** Token requests sent (successful or not), for tests and the report. */
-  requests = 0;
 
   constructor(o: OAuth2Options) {
     this.#o = o;
@@ -218,7 +216,6 @@ export class OAuth2ClientCredentialsAuth implements CatalogAuth {
     if (this.#o.scope !== undefined) form.set('scope', this.#o.scope);
     const where = `POST ${this.#o.tokenUri}`;
     const sentAtMs = this.#now();
-    this.requests++;
     let res: Response;
     let text: string;
     try {

@@ -285,6 +285,37 @@ void test('oauth2: while the token endpoint is down, a token due for refresh but
   await assert.rejects(auth.authorization(), /502/);
 });
 
+void test('oauth2: expires_in as a string counts; a JWT exp without expires_in; an unknown token_type is refused', async () => {
+  const exp = Math.floor(Date.UTC(2030, 0, 1) / 1000);
+  const jwt = `e30.${Buffer.from(JSON.stringify({ exp })).toString('base64url')}.sig`;
+  let answer: Record<string, unknown> = {};
+  handler = (_req, res) => json(res, 200, answer);
+  let now = 0;
+  const issued = (): Promise<string> => oauth({ nowMs: () => now, refreshMarginMs: 10_000 }).authorization();
+
+  answer = { access_token: 'a', token_type: 'N_A', expires_in: '100' };
+  const a = oauth({ nowMs: () => now, refreshMarginMs: 10_000 });
+  assert.equal(await a.authorization(), 'Bearer a');
+  answer = { access_token: 'b', token_type: 'bearer', expires_in: 100 };
+  now = 89_000;
+  assert.equal(await a.authorization(), 'Bearer a', 'kept until 100 s - 10 s');
+  now = 90_000;
+  assert.equal(await a.authorization(), 'Bearer b', 'the string expires_in was read');
+
+  now = exp * 1000 - 5 * 60_000;
+  answer = { access_token: jwt };
+  const j = oauth({ nowMs: () => now, refreshMarginMs: 60_000 });
+  assert.equal(await j.authorization(), `Bearer ${jwt}`);
+  answer = { access_token: 'after-exp' };
+  now = exp * 1000 - 61_000;
+  assert.equal(await j.authorization(), `Bearer ${jwt}`, 'before exp - margin');
+  now = exp * 1000 - 59_000;
+  assert.equal(await j.authorization(), 'Bearer after-exp', 'replaced within the margin before the JWT exp');
+
+  answer = { access_token: 'mac', token_type: 'mac' };
+  await assert.rejects(issued(), /token_type mac is not supported/);
+});
+
 void test('a JWT access token without expires_in expires at its exp claim', () => {
   const payload = Buffer.from(JSON.stringify({ sub: 'x', exp: 1_900_000_000 })).toString('base64url');
   assert.equal(jwtExpiryMs(`e30.${payload}.sig`), 1_900_000_000_000);

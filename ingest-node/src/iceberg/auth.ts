@@ -254,16 +254,16 @@ export class OAuth2ClientCredentialsAuth implements CatalogAuth {
     const type = body?.['token_type'];
     if (typeof token !== 'string' || token === '' || /[\r\n]/.test(token))
       throw new IcebergError('ICEBERG_CATALOG_AUTH_FAILED', `${where}: 200 without an access_token`);
-    if (typeof type === 'string' && type.toLowerCase() !== 'bearer')
+    // `N_A` is what RFC 8693 servers put there; Iceberg's own client accepts it too.
+    if (typeof type === 'string' && !['bearer', 'n_a'].includes(type.toLowerCase()))
       throw new IcebergError(
         'ICEBERG_CATALOG_AUTH_FAILED',
         `${where}: token_type ${type.slice(0, 40)} is not supported (bearer only)`,
       );
-    const expiresIn = body?.['expires_in'];
+    // Some servers send the number as a string.
+    const expiresIn = Number(body?.['expires_in'] ?? NaN);
     const expiresAtMs =
-      typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn > 0
-        ? sentAtMs + expiresIn * 1000
-        : jwtExpiryMs(token);
+      Number.isFinite(expiresIn) && expiresIn > 0 ? sentAtMs + expiresIn * 1000 : jwtExpiryMs(token);
     let refreshAtMs: number | undefined;
     if (expiresAtMs !== undefined) {
       const lifetimeMs = Math.max(0, expiresAtMs - sentAtMs);

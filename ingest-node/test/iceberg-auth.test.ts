@@ -13,6 +13,7 @@ import {
   BearerFileAuth,
   OAuth2ClientCredentialsAuth,
   jwtExpiryMs,
+  regionOfAwsHost,
   restCatalogFrom,
   type OAuth2Options,
 } from '../src/iceberg/auth.ts';
@@ -346,4 +347,29 @@ void test('config: iceberg.auth needs the files of its type and refuses the file
     load({ iceberg: { auth: { type: 'oauth2', clientIdFile: '/a', clientSecretFile: '/b' } } }),
     '',
   );
+  assert.match(load({ iceberg: { auth: { type: 'sigv4' } } }), /iceberg\.auth\.signingName is not set/);
+  assert.match(
+    load({
+      iceberg: { catalogUri: 'https://catalog.example:8181', auth: { type: 'sigv4', signingName: 'glue' } },
+    }),
+    /signingRegion is not set and iceberg\.catalogUri names no region/,
+  );
+  assert.equal(
+    load({
+      iceberg: {
+        catalogUri: 'https://glue.eu-west-1.amazonaws.com/iceberg',
+        auth: { type: 'sigv4', signingName: 'glue' },
+      },
+    }),
+    '',
+  );
+  assert.match(
+    load({
+      iceberg: { auth: { type: 'oauth2', clientIdFile: '/a', clientSecretFile: '/b', signingName: 'glue' } },
+    }),
+    /signingName is set but iceberg\.auth\.type is oauth2/,
+  );
+  assert.equal(regionOfAwsHost('glue.eu-west-1.amazonaws.com'), 'eu-west-1');
+  assert.equal(regionOfAwsHost('s3tables.us-gov-west-1.amazonaws.com'), 'us-gov-west-1');
+  assert.equal(regionOfAwsHost('catalog.example'), undefined);
 });

@@ -253,7 +253,7 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
   }
   if (adminPort > 65535)
     problems.push('listen.port is 65535: set listen.admin.port (its default is listen.port + 1)');
-  problems.push(...icebergAuthProblems(c.iceberg.auth));
+  problems.push(...icebergAuthProblems(c.iceberg.auth, c.iceberg.catalogUri));
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

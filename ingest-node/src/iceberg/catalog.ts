@@ -160,17 +160,25 @@ export class RestCatalog {
     path: string,
     body?: unknown,
   ): Promise<{ status: number; json: unknown; text: string; authorization: string | undefined }> {
-    const headers: Record<string, string> = { accept: 'application/json' };
+    let headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const authorization = await this.#o.auth?.authorization();
-    if (authorization !== undefined) headers['authorization'] = authorization;
+    const url = `${this.#base}${path}`;
+    const payload = body !== undefined ? stringifyJsonExact(body) : undefined;
+    const auth = this.#o.auth;
+    let authorization: string | undefined;
+    if (auth?.sign !== undefined)
+      headers = { ...headers, ...(await auth.sign({ method, url: new URL(url), headers, body: payload })) };
+    else {
+      authorization = await auth?.authorization();
+      if (authorization !== undefined) headers['authorization'] = authorization;
+    }
     let res: Response;
     let text: string;
     try {
-      res = await this.#fetch(`${this.#base}${path}`, {
+      res = await this.#fetch(url, {
         method,
         headers,
-        ...(body !== undefined ? { body: stringifyJsonExact(body) } : {}),
+        ...(payload !== undefined ? { body: payload } : {}),
         signal: AbortSignal.timeout(this.#o.requestTimeoutMs ?? 30_000),
       });
       text = await res.text();

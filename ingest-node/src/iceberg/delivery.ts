@@ -10,6 +10,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import type { ObjectStore } from '../store/types.ts';
 import type { CompiledView } from '../views/compile.ts';
 import type { SealedSegment } from '../wal/types.ts';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { restCatalogFrom } from './auth.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
@@ -37,6 +38,8 @@ export interface IcebergCommitOptions {
   readonly views: (segment: SealedSegment) => readonly CompiledView[];
   readonly log?: Logger;
   readonly fetch?: typeof fetch;
+  /** The node's AWS credentials, for `iceberg.auth.type: sigv4` (made only then). */
+  readonly awsCredentials?: () => AwsCredentialIdentityProvider;
 }
 
 /** The pipeline's `tableCommit` for a node, given its opened store and prefix. */
@@ -44,7 +47,11 @@ export function icebergTableCommit(
   o: IcebergCommitOptions,
 ): (store: ObjectStore, prefix: string) => (c: TableCommitContext) => Promise<readonly MarkerTable[]> {
   const log = o.log ?? silentLogger;
-  const catalog = restCatalogFrom(o.config, { log, ...(o.fetch !== undefined ? { fetch: o.fetch } : {}) });
+  const catalog = restCatalogFrom(o.config, {
+    log,
+    ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
+    ...(o.awsCredentials !== undefined ? { awsCredentials: o.awsCredentials } : {}),
+  });
   return (store, prefix) => {
     const writer = new IcebergWriter({
       catalog,

@@ -9,11 +9,14 @@ export const icebergTokenRetriesMaxDefault = 4;
 
 export const IcebergAuthSchema = Type.Object(
   {
-    type: Type.Union([Type.Literal('none'), Type.Literal('bearer'), Type.Literal('oauth2')], {
-      default: 'none',
-      description:
-        'none: no Authorization header. bearer: `Authorization: Bearer <tokenFile>`. oauth2: client credentials (clientIdFile, clientSecretFile) exchanged at tokenUri for a bearer token that is cached and replaced before it expires.',
-    }),
+    type: Type.Union(
+      [Type.Literal('none'), Type.Literal('bearer'), Type.Literal('oauth2'), Type.Literal('sigv4')],
+      {
+        default: 'none',
+        description:
+          'none: no Authorization header. bearer: `Authorization: Bearer <tokenFile>`. oauth2: client credentials (clientIdFile, clientSecretFile) exchanged at tokenUri for a bearer token that is cached and replaced before it expires. sigv4: AWS Signature Version 4 with the node’s AWS credentials (the `credentials` block), for AWS Glue’s and S3 Tables’ Iceberg REST endpoints.',
+      },
+    ),
     tokenFile: Type.Optional(
       Type.String({
         minLength: 1,
@@ -46,6 +49,22 @@ export const IcebergAuthSchema = Type.Object(
         minLength: 1,
         description:
           'oauth2: the `scope` of the token request (Polaris: `PRINCIPAL_ROLE:ALL`; Iceberg’s own clients send `catalog`). Unset: no scope is sent.',
+      }),
+    ),
+    signingName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        pattern: '^[a-z0-9-]+$',
+        description:
+          'sigv4: the service name requests are signed for: `glue` (AWS Glue), `s3tables` (S3 Tables).',
+      }),
+    ),
+    signingRegion: Type.Optional(
+      Type.String({
+        minLength: 1,
+        pattern: '^[a-z0-9-]+$',
+        description:
+          'sigv4: the region requests are signed for. Unset: the region in catalogUri’s host (`glue.<region>.amazonaws.com`).',
       }),
     ),
     refreshMarginMs: Type.Integer({
@@ -112,7 +131,7 @@ export const IcebergSchema = Type.Object(
 export type IcebergConfig = Static<typeof IcebergSchema>;
 
 /** Problems of an `iceberg.auth` block, for config/load.ts. */
-export function icebergAuthProblems(a: IcebergAuthConfig): string[] {
+export function icebergAuthProblems(a: IcebergAuthConfig, catalogUri?: string): string[] {
   const p: string[] = [];
   const set = (k: keyof IcebergAuthConfig): boolean => a[k] !== undefined;
   if (a.type === 'bearer' && !set('tokenFile'))
@@ -127,5 +146,18 @@ export function icebergAuthProblems(a: IcebergAuthConfig): string[] {
   if (a.type !== 'oauth2')
     for (const k of ['clientIdFile', 'clientSecretFile', 'tokenUri', 'scope'] as const)
       if (set(k)) p.push(`iceberg.auth.${k} is set but iceberg.auth.type is ${a.type} (set type: oauth2)`);
+  if (a.type === 'sigv4') {
+    if (!set('signingName'))
+      p.push('iceberg.auth.type is sigv4 but iceberg.auth.signingName is not set (glue, s3tables)');
+    if (
+      !set('signingRegion') &&
+      !/\.[a-z]{2}(-[a-z]+)+-\d+\.amazonaws\.com(\.cn)?(:\d+)?(\/|$)/.test(catalogUri ?? '')
+    )
+      p.push(
+        'iceberg.auth.type is sigv4 but iceberg.auth.signingRegion is not set and iceberg.catalogUri names no region (<service>.<region>.amazonaws.com)',
+      );
+  } else
+    for (const k of ['signingName', 'signingRegion'] as const)
+      if (set(k)) p.push(`iceberg.auth.${k} is set but iceberg.auth.type is ${a.type} (set type: sigv4)`);
   return p;
 }

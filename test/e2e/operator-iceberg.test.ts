@@ -237,12 +237,33 @@ void test('the CRDs refuse bad catalog and table values', async () => {
     ),
     await expectRejected(
       Resources.endpoint,
+      endpointBody('sigv4-no-name', {
+        catalogUri: 'https://glue.eu-west-1.amazonaws.com/iceberg',
+        auth: { type: 'sigv4' },
+      }),
+      /type sigv4 needs signingName/,
+    ),
+    await expectRejected(
+      Resources.endpoint,
+      endpointBody('sigv4-no-region', {
+        catalogUri: 'https://catalog.example/iceberg',
+        auth: { type: 'sigv4', signingName: 'glue' },
+      }),
+      /type sigv4 needs auth.signingRegion unless catalogUri/,
+    ),
+    await expectRejected(
+      Resources.endpoint,
+      endpointBody('stray-signing', { catalogUri: 'http://c:8181', auth: { signingName: 'glue' } }),
+      /signingName and signingRegion are for type sigv4/,
+    ),
+    await expectRejected(
+      Resources.endpoint,
       endpointBody('creds-in-uri', { catalogUri: 'https://user:pw@c:8181' }),
       /spec\.iceberg\.catalogUri/,
     ),
     await expectRejected(
       Resources.endpoint,
-      endpointBody('bad-type', { catalogUri: 'http://c:8181', auth: { type: 'sigv4' } }),
+      endpointBody('bad-type', { catalogUri: 'http://c:8181', auth: { type: 'basic' } }),
       /spec\.iceberg\.auth\.type.*supported values/i,
     ),
     await expectRejected(
@@ -276,4 +297,23 @@ void test('the CRDs refuse bad catalog and table values', async () => {
     ),
   ];
   for (const m of msgs) console.log(`# rejected: ${m.replace(/^.*?422 /, '')}`);
+  // The AWS endpoints pass: the region comes from the host, or is given.
+  for (const [name, iceberg] of [
+    [
+      'glue',
+      {
+        catalogUri: 'https://glue.eu-west-1.amazonaws.com/iceberg',
+        warehouse: '123456789012',
+        auth: { type: 'sigv4', signingName: 'glue' },
+      },
+    ],
+    [
+      'tables',
+      {
+        catalogUri: 'https://tables.internal/iceberg',
+        auth: { type: 'sigv4', signingName: 's3tables', signingRegion: 'us-east-1' },
+      },
+    ],
+  ] as const)
+    await client.create(Resources.endpoint, endpointBody(`sigv4-${name}`, iceberg));
 });

@@ -197,6 +197,13 @@ function icebergBlock(ice: NonNullable<EndpointSpec['iceberg']>): NodeConfigFile
             ...(a.scope !== undefined ? { scope: a.scope } : {}),
           }
         : {}),
+      // SigV4 signs with the nodes' own AWS identity (the credentials block): no Secret.
+      ...(a.type === 'sigv4'
+        ? {
+            ...(a.signingName !== undefined ? { signingName: a.signingName } : {}),
+            ...(a.signingRegion !== undefined ? { signingRegion: a.signingRegion } : {}),
+          }
+        : {}),
     },
   };
 }

@@ -336,10 +336,10 @@ const nodeIcebergAuth = IcebergAuthSchema.properties;
 
 export const IcebergAuth = Type.Object(
   {
-    type: StringEnum(['none', 'bearer', 'oauth2'], {
+    type: StringEnum(['none', 'bearer', 'oauth2', 'sigv4'], {
       default: 'none',
       description:
-        'none: no Authorization header. bearer: the token of tokenSecretRef. oauth2: client credentials (clientIdSecretRef, clientSecretSecretRef) exchanged at tokenUri for a bearer token the nodes cache and replace before it expires.',
+        'none: no Authorization header. bearer: the token of tokenSecretRef. oauth2: client credentials (clientIdSecretRef, clientSecretSecretRef) exchanged at tokenUri for a bearer token the nodes cache and replace before it expires. sigv4: AWS Signature Version 4 with the nodes’ AWS identity (spec.credentials: IRSA, AssumeRole, the default chain), for AWS Glue’s and S3 Tables’ Iceberg REST endpoints.',
     }),
     tokenSecretRef: Type.Optional(
       SecretKeyRef(
@@ -367,6 +367,22 @@ export const IcebergAuth = Type.Object(
     scope: Type.Optional(
       Type.String({ minLength: 1, maxLength: 1024, description: nodeIcebergAuth.scope.description ?? '' }),
     ),
+    signingName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: '^[a-z0-9-]+$',
+        description: nodeIcebergAuth.signingName.description ?? '',
+      }),
+    ),
+    signingRegion: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: '^[a-z0-9-]+$',
+        description: nodeIcebergAuth.signingRegion.description ?? '',
+      }),
+    ),
   },
   {
     default: { type: 'none' },
@@ -389,6 +405,14 @@ export const IcebergAuth = Type.Object(
         rule: "self.type == 'oauth2' || !(has(self.clientIdSecretRef) || has(self.clientSecretSecretRef) || has(self.tokenUri) || has(self.scope))",
         message: 'clientIdSecretRef, clientSecretSecretRef, tokenUri and scope are for type oauth2',
       },
+      {
+        rule: "self.type != 'sigv4' || has(self.signingName)",
+        message: 'type sigv4 needs signingName (glue, s3tables)',
+      },
+      {
+        rule: "self.type == 'sigv4' || !(has(self.signingName) || has(self.signingRegion))",
+        message: 'signingName and signingRegion are for type sigv4',
+      },
     ],
   },
 );
@@ -409,6 +433,12 @@ export const EndpointIceberg = Type.Object(
   {
     description:
       'The Iceberg REST catalog the nodes commit View tables to: each View with spec.iceberg appends every segment’s files to its table (docs/iceberg.md).',
+    'x-kubernetes-validations': [
+      {
+        rule: "self.auth.type != 'sigv4' || has(self.auth.signingRegion) || self.catalogUri.matches('^https?://[a-z0-9-]+[.][a-z]{2}(-[a-z]+)+-[0-9]+[.]amazonaws[.]com')",
+        message: 'type sigv4 needs auth.signingRegion unless catalogUri is <service>.<region>.amazonaws.com',
+      },
+    ],
   },
 );
 

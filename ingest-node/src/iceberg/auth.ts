@@ -2,8 +2,9 @@
 // none, a bearer token read from a file (a mounted Secret, rotated by
 // replacing the file), or OAuth2 client credentials (RFC 6749 §4.4) from
 // files, exchanged at the catalog's (or an identity provider's) token
-// endpoint. Token values never leave this module except as the Authorization
-// header: they are not in errors, logs or metrics.
+// endpoint, or AWS SigV4 with the node's own AWS credentials (Glue's and S3
+// Tables' REST endpoints). Token values never leave this module except as the
+// Authorization header: they are not in errors, logs or metrics.
 import { createHash, createHmac, type Hash, type Hmac } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';

@@ -44,6 +44,12 @@ export const REDACT_PATHS: readonly string[] = [
   '*.token',
   'operatorKey',
   'masterKey',
+  'clientSecret',
+  '*.clientSecret',
+  'client_secret',
+  '*.client_secret',
+  'access_token',
+  '*.access_token',
 ];
 
 const BIGINT_DEPTH_MAX = 6;
@@ -54,7 +60,7 @@ const BIGINT_DEPTH_MAX = 6;
  * SDK spells them, headers, passwords, tokens, the operator's keys.
  */
 const SECRET_FIELD =
-  /^(x-api-key|api-?key|authorization|password|passwd|secret|secret-?access-?key|session-?token|token|x-amz-security-token|operator-?key|master-?key)$/i;
+  /^(x-api-key|api-?key|authorization|password|passwd|secret|secret-?access-?key|session-?token|token|x-amz-security-token|operator-?key|master-?key|client[-_]?secret|(access|refresh|id|bearer)[-_]?token)$/i;
 const CENSOR = '[REDACTED]';
 
 /** Censors secret-named fields of a freshly serialized error and its causes, in place. */

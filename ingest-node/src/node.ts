@@ -29,7 +29,8 @@ import { RECORD_BYTES_MAX_DEFAULT } from './wal/format.ts';
 import { quarantineCounts } from './wal/recovery.ts';
 import { registerQuarantineGauge } from './metrics.ts';
 import type { Wal, WalOptions, WriteAheadLog } from './wal/types.ts';
-import { startConfiguredDelivery } from './delivery/config.ts';
+import { credentialsFromBlock, startConfiguredDelivery } from './delivery/config.ts';
+import { createCredentialsProvider } from './credentials.ts';
 import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
@@ -178,6 +179,9 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
               bucket: config.s3.bucket,
               views: (segment) => views?.viewsAt(segment.sealedAtMs) ?? [],
               log,
+              // SigV4 to the catalog signs with the same identity the node writes S3 with.
+              awsCredentials: () =>
+                createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log }),
             })
           : undefined;
       delivery = await startConfiguredDelivery(config, {

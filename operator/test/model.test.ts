@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buildEndpointResources } from '../src/model/resources.ts';
+import { buildDrainerJob } from '../src/model/drainer.ts';
 import type { BuildContext } from '../src/model/resources.ts';
 import { CONFIG_HASH_ANNOTATION, IRSA_ANNOTATION, endpointUrl } from '../src/model/names.ts';
 import type { CompiledView } from '../src/adapters/view-compiler.ts';
@@ -462,4 +463,134 @@ void test('disruption: the PDB allows no voluntary eviction (1 replica too); Kar
   const annotations = optedOut.statefulSet.spec?.template.metadata?.annotations ?? {};
   assert.equal(annotations['karpenter.sh/do-not-disrupt'], 'false', "the user's value wins");
   assert.equal(annotations['cluster-autoscaler.kubernetes.io/safe-to-evict'], 'false');
+});
+
+const icebergEndpoint = () =>
+  endpoint('orders', {
+    s3: { bucket: 'lake' },
+    apiKeySecretRef: { name: 'orders-keys' },
+    iceberg: {
+      catalogUri: 'https://polaris.data.svc:8181/api/catalog',
+      warehouse: 'analytics',
+      auth: {
+        type: 'oauth2',
+        clientIdSecretRef: { name: 'polaris-client' },
+        clientSecretSecretRef: { name: 'polaris-client' },
+        scope: 'PRINCIPAL_ROLE:ALL',
+      },
+    },
+  });
+
+const icebergView = () =>
+  compiledView(
+    'orders',
+    withViewDefaults({
+      endpointRef: { name: 'orders' },
+      columns: [{ name: 'id', type: 'BIGINT', path: '$.id', required: true }],
+      iceberg: { namespace: 'shop', table: 'orders' },
+    }),
+  );
+
+void test('snapshot: an Iceberg catalog with OAuth2 client credentials, a View with a table', () => {
+  matchSnapshot(
+    'iceberg-oauth2',
+    docs(buildEndpointResources(icebergEndpoint(), { ...ctx, views: [icebergView()] })),
+  );
+});
+
+void test('iceberg: the node config names mounted files, never a Secret; the Secrets are one projected folder', () => {
+  const r = buildEndpointResources(icebergEndpoint(), { ...ctx, views: [icebergView()] });
+  const config = JSON.parse(r.configMap.data?.['config.json'] ?? '{}') as { iceberg?: unknown };
+  assert.deepEqual(config.iceberg, {
+    catalogUri: 'https://polaris.data.svc:8181/api/catalog',
+    warehouse: 'analytics',
+    auth: {
+      type: 'oauth2',
+      clientIdFile: '/etc/landfall/iceberg/client-id',
+      clientSecretFile: '/etc/landfall/iceberg/client-secret',
+      scope: 'PRINCIPAL_ROLE:ALL',
+    },
+  });
+  assert.doesNotMatch(JSON.stringify(r.configMap.data), /polaris-client/, 'no Secret name in the ConfigMap');
+  assert.match(
+    r.viewsConfigMap.data?.['orders.yaml'] ?? '',
+    /iceberg:\n {2}namespace: shop\n {2}table: orders/,
+  );
+  const pod = r.statefulSet.spec?.template.spec;
+  assert.deepEqual(pod?.volumes?.find((v) => v.name === 'iceberg')?.projected?.sources, [
+    { secret: { name: 'polaris-client', items: [{ key: 'clientId', path: 'client-id' }] } },
+    { secret: { name: 'polaris-client', items: [{ key: 'clientSecret', path: 'client-secret' }] } },
+  ]);
+  const c = pod?.containers[0];
+  assert.deepEqual(
+    c?.volumeMounts?.find((m) => m.name === 'iceberg'),
+    { name: 'iceberg', mountPath: '/etc/landfall/iceberg', readOnly: true },
+  );
+  assert.ok(
+    !(c?.env ?? []).some((e) => e.valueFrom?.secretKeyRef?.name === 'polaris-client'),
+    'no catalog credential in the environment',
+  );
+
+  // Bearer: one file; none: no volume, auth none.
+  const bearer = buildEndpointResources(
+    endpoint('b', {
+      s3: { bucket: 'lake' },
+      apiKeySecretRef: { name: 'k' },
+      iceberg: { catalogUri: 'http://c:8181', auth: { type: 'bearer', tokenSecretRef: { name: 'tok' } } },
+    }),
+    ctx,
+  );
+  const icebergOf = (r: typeof bearer): unknown =>
+    (JSON.parse(r.configMap.data?.['config.json'] ?? '{}') as { iceberg?: unknown }).iceberg;
+  assert.deepEqual(icebergOf(bearer), {
+    catalogUri: 'http://c:8181',
+    auth: { type: 'bearer', tokenFile: '/etc/landfall/iceberg/token' },
+  });
+  assert.deepEqual(
+    bearer.statefulSet.spec?.template.spec?.volumes?.find((v) => v.name === 'iceberg')?.projected?.sources,
+    [{ secret: { name: 'tok', items: [{ key: 'token', path: 'token' }] } }],
+  );
+  const none = buildEndpointResources(
+    endpoint('n', {
+      s3: { bucket: 'lake' },
+      apiKeySecretRef: { name: 'k' },
+      iceberg: { catalogUri: 'http://c:8181' },
+    }),
+    ctx,
+  );
+  assert.deepEqual(icebergOf(none), {
+    catalogUri: 'http://c:8181',
+    auth: { type: 'none' },
+  });
+  assert.equal(
+    none.statefulSet.spec?.template.spec?.volumes?.find((v) => v.name === 'iceberg'),
+    undefined,
+  );
+});
+
+void test('iceberg: the drainer mounts the catalog credentials too (a drain commits its segments to the tables)', () => {
+  const ep = icebergEndpoint();
+  const d = buildDrainerJob({
+    ep: { ...ep, metadata: { ...ep.metadata, creationTimestamp: new Date('2026-01-01T00:00:00Z') } },
+    claim: {
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: { name: 'data-orders-ingest-1', namespace: 'tenant-a', uid: 'claim-uid' },
+      status: { phase: 'Bound' },
+    },
+    instance: 'orders-ingest-1',
+    nodeImage: 'img:1',
+    views: [icebergView()],
+  });
+  const pod = d.job.spec?.template.spec;
+  assert.ok(
+    pod?.containers[0]?.volumeMounts?.some(
+      (m) => m.name === 'iceberg' && m.mountPath === '/etc/landfall/iceberg',
+    ),
+  );
+  assert.equal(pod?.volumes?.find((v) => v.name === 'iceberg')?.projected?.sources?.length, 2);
+  assert.match(
+    d.configMap.data?.['config.json'] ?? '',
+    /"clientSecretFile": "\/etc\/landfall\/iceberg\/client-secret"/,
+  );
 });

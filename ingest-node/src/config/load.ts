@@ -15,6 +15,7 @@ import type { TObject, TSchema } from '@sinclair/typebox';
 import { NodeConfigSchema, adminPortOf, configLeaves } from './schema.ts';
 import type { ConfigLeaf, NodeConfig } from './schema.ts';
 import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
+import { icebergAuthProblems } from '../iceberg/settings.ts';
 
 /** Env vars with the LANDFALL_ prefix that are not config keys. */
 const RESERVED_ENV = new Set(['LANDFALL_CONFIG']);
@@ -257,6 +258,7 @@ function crossCheck(c: NodeConfig, problems: string[]): void {
   }
   if (adminPort > 65535)
     problems.push('listen.port is 65535: set listen.admin.port (its default is listen.port + 1)');
+  problems.push(...icebergAuthProblems(c.iceberg.auth, c.iceberg.catalogUri));
   if (c.auth.required === true && c.auth.apiKeysFile === undefined) {
     problems.push('auth.required is true but auth.apiKeysFile is not set');
   }

@@ -4,6 +4,7 @@
 // Written from the spec on purpose (no client package): the commit must be
 // exactly one request with our requirements, and every answer mapped to
 // "conflict", "maybe committed" or "broken" (errors.ts).
+import type { CatalogAuth } from './auth.ts';
 import { IcebergError } from './errors.ts';
 import type { IcebergSchema } from './schema.ts';
 
@@ -12,8 +13,8 @@ export interface RestCatalogOptions {
   readonly uri: string;
   /** Passed as `?warehouse=` to `GET /v1/config`. */
   readonly warehouse?: string;
-  /** `Authorization: Bearer …` on every call. */
-  readonly token?: () => string | undefined;
+  /** The `Authorization` header of every call (auth.ts). Unset: none. */
+  readonly auth?: CatalogAuth;
   /** Bound on each request. Default 30 s. */
   readonly requestTimeoutMs?: number;
   readonly fetch?: typeof fetch;
@@ -136,17 +137,48 @@ export class RestCatalog {
     path: string,
     body?: unknown,
   ): Promise<{ status: number; json: unknown; text: string }> {
-    const headers: Record<string, string> = { accept: 'application/json' };
+    let r = await this.#send(method, path, body);
+    // 401 (and the spec's 419 "credentials timed out") mean the request was not
+    // acted on: once with fresh credentials (a rotated file, a new token) is safe, even for a commit.
+    if ((r.status === 401 || r.status === 419) && r.authorization !== undefined) {
+      this.#o.auth?.rejected(r.authorization);
+      r = await this.#send(method, path, body);
+      if ((r.status === 401 || r.status === 419) && r.authorization !== undefined) {
+        this.#o.auth?.rejected(r.authorization);
+        throw new IcebergError(
+          'ICEBERG_CATALOG_AUTH_FAILED',
+          `${method} ${path}: ${r.status} with fresh credentials: ${errorText(r.json)}`,
+          { status: r.status },
+        );
+      }
+    }
+    return r;
+  }
+
+  async #send(
+    method: string,
+    path: string,
+    body?: unknown,
+  ): Promise<{ status: number; json: unknown; text: string; authorization: string | undefined }> {
+    let headers: Record<string, string> = { accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
-    const token = this.#o.token?.();
-    if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
+    const url = `${this.#base}${path}`;
+    const payload = body !== undefined ? stringifyJsonExact(body) : undefined;
+    const auth = this.#o.auth;
+    let authorization: string | undefined;
+    if (auth?.sign !== undefined)
+      headers = { ...headers, ...(await auth.sign({ method, url: new URL(url), headers, body: payload })) };
+    else {
+      authorization = await auth?.authorization();
+      if (authorization !== undefined) headers['authorization'] = authorization;
+    }
     let res: Response;
     let text: string;
     try {
-      res = await this.#fetch(`${this.#base}${path}`, {
+      res = await this.#fetch(url, {
         method,
         headers,
-        ...(body !== undefined ? { body: stringifyJsonExact(body) } : {}),
+        ...(payload !== undefined ? { body: payload } : {}),
         signal: AbortSignal.timeout(this.#o.requestTimeoutMs ?? 30_000),
       });
       text = await res.text();
@@ -165,12 +197,13 @@ export class RestCatalog {
         json = text;
       }
     }
-    return { status: res.status, json, text };
+    return { status: res.status, json, text, authorization };
   }
 
   #fail(method: string, path: string, r: { status: number; json: unknown }): never {
     const msg = `${method} ${path}: ${r.status} ${errorText(r.json)}`;
     if (r.status === 409) throw new IcebergError('ICEBERG_COMMIT_CONFLICT', msg, { status: r.status });
+    if (r.status === 401) throw new IcebergError('ICEBERG_CATALOG_AUTH_FAILED', msg, { status: r.status });
     // 5xx (and 419 auth timeouts, 429) may hide a commit that happened: the caller looks before retrying.
     if (r.status >= 500 || r.status === 429 || r.status === 419)
       throw new IcebergError('ICEBERG_CATALOG_UNAVAILABLE', msg, { status: r.status });

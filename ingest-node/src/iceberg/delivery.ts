@@ -10,7 +10,8 @@ import { silentLogger, type Logger } from '../log.ts';
 import type { ObjectStore } from '../store/types.ts';
 import type { CompiledView } from '../views/compile.ts';
 import type { SealedSegment } from '../wal/types.ts';
-import { RestCatalog } from './catalog.ts';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
+import { restCatalogFrom } from './auth.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
 import { IcebergError } from './errors.ts';
@@ -27,12 +28,18 @@ const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
 ]);
 
 export interface IcebergCommitOptions {
-  readonly config: IcebergConfig & { readonly catalogUri: string };
+  /** `auth` unset: none. */
+  readonly config: Omit<IcebergConfig, 'auth'> & {
+    readonly catalogUri: string;
+    readonly auth?: IcebergConfig['auth'];
+  };
   /** The bucket the node delivers to (data files are `s3://<bucket>/<key>`). */
   readonly bucket: string;
   readonly views: (segment: SealedSegment) => readonly CompiledView[];
   readonly log?: Logger;
   readonly fetch?: typeof fetch;
+  /** The node's AWS credentials, for `iceberg.auth.type: sigv4` (made only then). */
+  readonly awsCredentials?: () => AwsCredentialIdentityProvider;
 }
 
 /** The pipeline's `tableCommit` for a node, given its opened store and prefix. */
@@ -40,11 +47,10 @@ export function icebergTableCommit(
   o: IcebergCommitOptions,
 ): (store: ObjectStore, prefix: string) => (c: TableCommitContext) => Promise<readonly MarkerTable[]> {
   const log = o.log ?? silentLogger;
-  const catalog = new RestCatalog({
-    uri: o.config.catalogUri,
-    ...(o.config.warehouse !== undefined ? { warehouse: o.config.warehouse } : {}),
-    requestTimeoutMs: o.config.requestTimeoutMs,
+  const catalog = restCatalogFrom(o.config, {
+    log,
     ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
+    ...(o.awsCredentials !== undefined ? { awsCredentials: o.awsCredentials } : {}),
   });
   return (store, prefix) => {
     const writer = new IcebergWriter({

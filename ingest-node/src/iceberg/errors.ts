@@ -8,6 +8,13 @@ export type IcebergErrorCode =
   | 'ICEBERG_COMMIT_CONFLICTS_EXHAUSTED'
   /** A 5xx, a timeout or a network error: the commit may or may not have happened. */
   | 'ICEBERG_CATALOG_UNAVAILABLE'
+  /**
+   * The catalog's credentials cannot be had: a token or client file missing
+   * or empty, the token endpoint refused the client (400/401), or the
+   * catalog refused a fresh token. Delivery backs off and tries again, so a
+   * fixed Secret heals it without a restart.
+   */
+  | 'ICEBERG_CATALOG_AUTH_FAILED'
   /** Any other catalog answer (400, 401, 403, 404…): needs a human. */
   | 'ICEBERG_CATALOG_ERROR'
   | 'ICEBERG_TYPE_UNSUPPORTED'

@@ -33,6 +33,7 @@ import {
   DATA_MOUNT,
   ADMIN_PORT,
   HTTP_PORT,
+  ICEBERG_MOUNT,
   MQTT_MOUNT,
   TLS_MOUNT,
   VIEWS_MOUNT,
@@ -171,6 +172,42 @@ function mqttBlock(mqtt: NonNullable<EndpointSpec['mqtt']>): NodeConfigFile['mqt
   };
 }
 
+/** Files of the Iceberg catalog's Secrets, relative to ICEBERG_MOUNT. */
+export const ICEBERG_FILES = {
+  token: 'token',
+  clientId: 'client-id',
+  clientSecret: 'client-secret',
+} as const;
+
+function icebergBlock(ice: NonNullable<EndpointSpec['iceberg']>): NodeConfigFile['iceberg'] {
+  const a = ice.auth;
+  const file = (name: string): string => `${ICEBERG_MOUNT}/${name}`;
+  return {
+    catalogUri: ice.catalogUri,
+    ...(ice.warehouse !== undefined ? { warehouse: ice.warehouse } : {}),
+    // Paths only: the Secrets are projected into ICEBERG_MOUNT (model/resources.ts), never copied here.
+    auth: {
+      type: a.type,
+      ...(a.type === 'bearer' ? { tokenFile: file(ICEBERG_FILES.token) } : {}),
+      ...(a.type === 'oauth2'
+        ? {
+            clientIdFile: file(ICEBERG_FILES.clientId),
+            clientSecretFile: file(ICEBERG_FILES.clientSecret),
+            ...(a.tokenUri !== undefined ? { tokenUri: a.tokenUri } : {}),
+            ...(a.scope !== undefined ? { scope: a.scope } : {}),
+          }
+        : {}),
+      // SigV4 signs with the nodes' own AWS identity (the credentials block): no Secret.
+      ...(a.type === 'sigv4'
+        ? {
+            ...(a.signingName !== undefined ? { signingName: a.signingName } : {}),
+            ...(a.signingRegion !== undefined ? { signingRegion: a.signingRegion } : {}),
+          }
+        : {}),
+    },
+  };
+}
+
 function credentialsBlock(spec: EndpointSpec): NodeConfigFile['credentials'] {
   const c = spec.credentials;
   // IRSA: the EKS webhook projects the token and sets AWS_WEB_IDENTITY_TOKEN_FILE
@@ -242,6 +279,7 @@ export function renderNodeConfig(endpointName: string, spec: EndpointSpec): Node
   const duckdbBytes = viewsMemoryLimitBytes(spec);
   if (duckdbBytes !== undefined) config.views = { dir: VIEWS_MOUNT, memoryLimitBytes: duckdbBytes };
   if (spec.mqtt) config.mqtt = mqttBlock(spec.mqtt);
+  if (spec.iceberg) config.iceberg = icebergBlock(spec.iceberg);
   return config;
 }
 

@@ -17,6 +17,7 @@ import {
   StringEnum,
 } from './common.ts';
 import type { ObjectMeta } from './common.ts';
+import { IcebergAuthSchema, IcebergSchema } from '../../../ingest-node/src/iceberg/settings.ts';
 
 export const ENDPOINT_KIND = 'Endpoint';
 export const ENDPOINT_PLURAL = 'endpoints';
@@ -330,6 +331,117 @@ export const MqttBroker = Type.Object(
   },
 );
 
+const nodeIceberg = IcebergSchema.properties;
+const nodeIcebergAuth = IcebergAuthSchema.properties;
+
+export const IcebergAuth = Type.Object(
+  {
+    type: StringEnum(['none', 'bearer', 'oauth2', 'sigv4'], {
+      default: 'none',
+      description:
+        'none: no Authorization header. bearer: the token of tokenSecretRef. oauth2: client credentials (clientIdSecretRef, clientSecretSecretRef) exchanged at tokenUri for a bearer token the nodes cache and replace before it expires. sigv4: AWS Signature Version 4 with the nodes’ AWS identity (spec.credentials: IRSA, AssumeRole, the default chain), for AWS Glue’s and S3 Tables’ Iceberg REST endpoints.',
+    }),
+    tokenSecretRef: Type.Optional(
+      SecretKeyRef(
+        'bearer: the token, a Secret key mounted as a file the node re-reads when the kubelet updates it (rotation needs no restart).',
+        'token',
+      ),
+    ),
+    clientIdSecretRef: Type.Optional(
+      SecretKeyRef('oauth2: the client id, a Secret key mounted as a file.', 'clientId'),
+    ),
+    clientSecretSecretRef: Type.Optional(
+      SecretKeyRef(
+        'oauth2: the client secret, a Secret key mounted as a file (read at each token request).',
+        'clientSecret',
+      ),
+    ),
+    tokenUri: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 2048,
+        pattern: '^https?://[^\\s@]+$',
+        description: nodeIcebergAuth.tokenUri.description ?? '',
+      }),
+    ),
+    scope: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 1024, description: nodeIcebergAuth.scope.description ?? '' }),
+    ),
+    signingName: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: '^[a-z0-9-]+$',
+        description: nodeIcebergAuth.signingName.description ?? '',
+      }),
+    ),
+    signingRegion: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 63,
+        pattern: '^[a-z0-9-]+$',
+        description: nodeIcebergAuth.signingRegion.description ?? '',
+      }),
+    ),
+  },
+  {
+    default: { type: 'none' },
+    description:
+      'How the nodes authenticate to the catalog. Credentials come from Secrets the kubelet mounts into the pods; the operator never reads them.',
+    'x-kubernetes-validations': [
+      {
+        rule: "self.type != 'bearer' || has(self.tokenSecretRef)",
+        message: 'type bearer needs tokenSecretRef',
+      },
+      {
+        rule: "self.type != 'oauth2' || (has(self.clientIdSecretRef) && has(self.clientSecretSecretRef))",
+        message: 'type oauth2 needs clientIdSecretRef and clientSecretSecretRef',
+      },
+      {
+        rule: "self.type == 'bearer' || !has(self.tokenSecretRef)",
+        message: 'tokenSecretRef is for type bearer',
+      },
+      {
+        rule: "self.type == 'oauth2' || !(has(self.clientIdSecretRef) || has(self.clientSecretSecretRef) || has(self.tokenUri) || has(self.scope))",
+        message: 'clientIdSecretRef, clientSecretSecretRef, tokenUri and scope are for type oauth2',
+      },
+      {
+        rule: "self.type != 'sigv4' || has(self.signingName)",
+        message: 'type sigv4 needs signingName (glue, s3tables)',
+      },
+      {
+        rule: "self.type == 'sigv4' || !(has(self.signingName) || has(self.signingRegion))",
+        message: 'signingName and signingRegion are for type sigv4',
+      },
+    ],
+  },
+);
+
+export const EndpointIceberg = Type.Object(
+  {
+    catalogUri: Type.String({
+      maxLength: 2048,
+      pattern: '^https?://[^\\s@]+$',
+      description:
+        'Base URI of an Iceberg REST catalog (`http://catalog:8181`; routes under `/v1/`). No credentials in the URI (use auth).',
+    }),
+    warehouse: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 2048, description: nodeIceberg.warehouse.description ?? '' }),
+    ),
+    auth: IcebergAuth,
+  },
+  {
+    description:
+      'The Iceberg REST catalog the nodes commit View tables to: each View with spec.iceberg appends every segment’s files to its table (docs/iceberg.md).',
+    'x-kubernetes-validations': [
+      {
+        rule: "self.auth.type != 'sigv4' || has(self.auth.signingRegion) || self.catalogUri.matches('^https?://[a-z0-9-]+[.][a-z]{2}(-[a-z]+)+-[0-9]+[.]amazonaws[.]com')",
+        message: 'type sigv4 needs auth.signingRegion unless catalogUri is <service>.<region>.amazonaws.com',
+      },
+    ],
+  },
+);
+
 export const Mqtt = Type.Object(
   {
     brokers: Type.Array(MqttBroker, {
@@ -627,6 +739,7 @@ export const EndpointSpec = Type.Object(
         'none: accept any record bytes (bad records go to the DLQ). json: reject a request with a non-JSON line (400).',
     }),
     mqtt: Type.Optional(Mqtt),
+    iceberg: Type.Optional(EndpointIceberg),
     runtimeClassName: Type.Optional(
       Type.String({
         maxLength: 253,

@@ -47,6 +47,8 @@ export const ViewSpec = Type.Object(
         'x-kubernetes-list-map-keys': ['alias'],
       }),
     ),
+    // The table; the catalog is the Endpoint's spec.iceberg.
+    iceberg: node.iceberg,
   },
   {
     description: 'Desired state of a View: the view spec of DESIGN §6 plus the Endpoint it belongs to.',

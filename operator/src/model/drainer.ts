@@ -49,6 +49,7 @@ import {
   containerEnv,
   disruptionAnnotations,
   resources,
+  icebergSecretVolume,
 } from './resources.ts';
 
 /** Retries of a failed drainer pod before the Job is Failed (then a human looks). */
@@ -146,6 +147,7 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
     data: { [CONFIG_FILE]: nodeConfig.data?.[CONFIG_FILE] ?? '', ...viewFiles },
   };
   const viewKeys = Object.keys(viewFiles).sort();
+  const iceberg = icebergSecretVolume(ep.spec);
 
   const irsa = ep.spec.credentials?.irsaRoleArn;
   const serviceAccount: V1ServiceAccount = {
@@ -211,6 +213,8 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
                 { name: DATA_VOLUME, mountPath: DATA_MOUNT },
                 { name: 'config', mountPath: CONFIG_MOUNT, readOnly: true },
                 { name: 'views', mountPath: VIEWS_MOUNT, readOnly: true },
+                // A drain delivers the backlog with its table commits: it needs the catalog's credentials too.
+                ...(iceberg !== undefined ? [iceberg.mount] : []),
                 { name: 'tmp', mountPath: '/tmp' },
               ],
             },
@@ -224,6 +228,7 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
             viewKeys.length > 0
               ? { name: 'views', configMap: { name, items: viewKeys.map((k) => ({ key: k, path: k })) } }
               : { name: 'views', emptyDir: { sizeLimit: '1Mi' } },
+            ...(iceberg !== undefined ? [iceberg.volume] : []),
             { name: 'tmp', emptyDir: { sizeLimit: '1Gi' } },
           ],
         },

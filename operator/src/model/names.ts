@@ -53,6 +53,8 @@ export const API_KEYS_MOUNT = '/etc/landfall/api-keys';
 export const VIEWS_MOUNT = '/etc/landfall/views';
 /** MQTT passwords and TLS files, one folder per broker (`broker-<i>/`). */
 export const MQTT_MOUNT = '/etc/landfall/mqtt';
+/** The Iceberg catalog's credentials (spec.iceberg.auth's Secret refs), one projected folder. */
+export const ICEBERG_MOUNT = '/etc/landfall/iceberg';
 /** The node's certificate (spec.expose.tls.secretRef, a kubernetes.io/tls Secret). */
 export const TLS_MOUNT = '/etc/landfall/tls';
 /** Client Service port with HTTPS on the nodes (80 without). */

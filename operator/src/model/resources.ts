@@ -10,6 +10,8 @@ import type {
   V1EnvVar,
   V1PodSpec,
   V1TopologySpreadConstraint,
+  V1Volume,
+  V1VolumeMount,
   V1VolumeProjection,
   V1PodDisruptionBudget,
   V1ResourceRequirements,
@@ -20,6 +22,7 @@ import type {
 import type { Endpoint, EndpointSpec } from '../api/endpoint.ts';
 import {
   CONFIG_PATH,
+  ICEBERG_FILES,
   checkWithNodeLoader,
   mqttBrokerFiles,
   renderConfigFiles,
@@ -40,6 +43,7 @@ import {
   ENDPOINT_UID_LABEL,
   ADMIN_PORT,
   HTTP_PORT,
+  ICEBERG_MOUNT,
   IRSA_ANNOTATION,
   KARPENTER_DO_NOT_DISRUPT_ANNOTATION,
   MQTT_MOUNT,
@@ -386,6 +390,33 @@ function mqttSecretSources(spec: EndpointSpec): V1VolumeProjection[] {
   return sources;
 }
 
+/**
+ * The Iceberg catalog's credentials as one projected folder, mounted whole
+ * (not subPath) so the kubelet's updates of a rotated Secret reach the node,
+ * which re-reads the files. The kubelet reads the Secrets, not the operator:
+ * no Secret permission is needed for this.
+ */
+export function icebergSecretVolume(
+  spec: EndpointSpec,
+): { volume: V1Volume; mount: V1VolumeMount } | undefined {
+  const a = spec.iceberg?.auth;
+  const item = (ref: { name: string; key: string }, path: string): V1VolumeProjection => ({
+    secret: { name: ref.name, items: [{ key: ref.key, path }] },
+  });
+  const sources: V1VolumeProjection[] = [];
+  if (a?.type === 'bearer' && a.tokenSecretRef) sources.push(item(a.tokenSecretRef, ICEBERG_FILES.token));
+  if (a?.type === 'oauth2' && a.clientIdSecretRef && a.clientSecretSecretRef)
+    sources.push(
+      item(a.clientIdSecretRef, ICEBERG_FILES.clientId),
+      item(a.clientSecretSecretRef, ICEBERG_FILES.clientSecret),
+    );
+  if (sources.length === 0) return undefined;
+  return {
+    volume: { name: 'iceberg', projected: { defaultMode: 0o440, sources } },
+    mount: { name: 'iceberg', mountPath: ICEBERG_MOUNT, readOnly: true },
+  };
+}
+
 /** The operator's pod-spec placement fields with spec.podTemplate's overrides (docs/operator.md). */
 export function placement(ep: Defaulted): Partial<V1PodSpec> {
   const pt = ep.spec.podTemplate;
@@ -424,6 +455,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
   const names = childNames(ep);
   const spec = ep.spec;
   const mqttSources = mqttSecretSources(spec);
+  const iceberg = icebergSecretVolume(spec);
   const tlsSecret = spec.expose.tls?.secretRef.name;
   const probe = (path: string, periodSeconds: number, failureThreshold: number) => ({
     // The kubelet does not verify the certificate of an HTTPS probe.
@@ -494,6 +526,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
                 { name: 'views', mountPath: VIEWS_MOUNT, readOnly: true },
                 { name: 'api-keys', mountPath: API_KEYS_MOUNT, readOnly: true },
                 ...(mqttSources.length > 0 ? [{ name: 'mqtt', mountPath: MQTT_MOUNT, readOnly: true }] : []),
+                ...(iceberg !== undefined ? [iceberg.mount] : []),
                 // The whole folder, not subPath files: the kubelet updates a renewed Secret only there.
                 ...(tlsSecret !== undefined ? [{ name: 'tls', mountPath: TLS_MOUNT, readOnly: true }] : []),
                 { name: 'tmp', mountPath: '/tmp' },
@@ -528,6 +561,7 @@ export function buildStatefulSet(ep: Defaulted, ctx: BuildContext, hash: string)
             ...(mqttSources.length > 0
               ? [{ name: 'mqtt', projected: { defaultMode: 0o440, sources: mqttSources } }]
               : []),
+            ...(iceberg !== undefined ? [iceberg.volume] : []),
             ...(tlsSecret !== undefined
               ? [
                   {

@@ -10,6 +10,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { DuckDBInstance, type DuckDBConnection } from '@duckdb/node-api';
@@ -18,9 +19,9 @@ import { IcebergWriter, type SegmentAppend } from '../../ingest-node/src/iceberg
 import { compactTable, type CompactionResult } from '../../ingest-node/src/iceberg/compact.ts';
 import { createParquetDb, type ParquetDb } from '../../ingest-node/src/parquet/duckdb.ts';
 import { openObjectStore, type OpenedObjectStore } from '../../ingest-node/src/store/index.ts';
-import { startIcebergCatalog, startMinio } from '../harness/index.ts';
+import { startIcebergCatalog, startMinio, waitFor } from '../harness/index.ts';
 import type { IcebergCatalog, MinioServer } from '../harness/index.ts';
-import { awsEnv, CLI } from './helpers/views.ts';
+import { awsEnv, CLI, listKeys, post, serve } from './helpers/views.ts';
 
 let minio: MinioServer;
 let catalog: IcebergCatalog;
@@ -339,4 +340,90 @@ void test('nothing to do: too few small files, no snapshot', async () => {
   });
   assert.deepEqual([r.snapshotId, r.bins.length, r.dataFilesBefore, r.dataFilesAfter], [null, 0, 3, 3]);
   assert.equal((await look('few')).snapshots.length, 3);
+});
+
+const SERVE_VIEW = `
+name: orders
+columns:
+  - { name: id,  type: BIGINT,  path: $.id, required: true }
+  - { name: sku, type: VARCHAR, path: $.sku }
+iceberg: { namespace: served, table: orders }
+`;
+
+const servedScan = String.raw`
+import json, os
+from pyiceberg.catalog import load_catalog
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table('served.orders')
+print(json.dumps({
+  'ids': sorted(t.scan().to_arrow().column('id').to_pylist()),
+  'files': len(list(t.scan().plan_files())),
+  'operations': [s.summary.operation.value for s in t.snapshots()],
+}))
+`;
+
+void test('landfall serve with iceberg.compaction.intervalMs: a table fed every few hundred ms is compacted while appends go on, every row once', async () => {
+  const viewsDir = path.join(scratch, 'serve-views');
+  const dir = path.join(scratch, 'serve-node');
+  await mkdir(viewsDir, { recursive: true });
+  await writeFile(path.join(viewsDir, 'orders.yaml'), SERVE_VIEW);
+  const node = await serve('landfall-iceberg-compact', minio, path.join(dir, 'node.log'), [
+    `--s3.bucket=${minio.bucket}`,
+    `--s3.endpointUrl=${minio.endpoint}`,
+    '--s3.prefix=lf4',
+    '--endpoint.name=shop',
+    '--instance.id=shop-0',
+    `--wal.dir=${path.join(dir, 'wal')}`,
+    '--wal.segmentAgeMsMax=200',
+    `--views.dir=${viewsDir}`,
+    '--views.threads=1',
+    '--delivery.staleUploadAgeMs=0',
+    `--iceberg.catalogUri=${catalog.uri}`,
+    `--iceberg.warehouse=${catalog.warehouse}`,
+    '--iceberg.compaction.intervalMs=1500',
+    '--iceberg.compaction.minFiles=4',
+  ]);
+  const markerCount = async (): Promise<number> =>
+    (await listKeys(minio.s3(), minio.bucket, 'lf4/commits/shop/')).length;
+  try {
+    // One small segment per batch: post, wait for its marker, again.
+    const batches = 16;
+    const perBatch = 5;
+    for (let b = 0; b < batches; b++) {
+      await post(
+        node.url,
+        range(0, perBatch).map((i) => JSON.stringify({ id: b * 100 + i, sku: `s${b}` })),
+      );
+      await waitFor(async () => ((await markerCount()) > b ? true : undefined), {
+        what: `marker ${b + 1}`,
+        timeoutMs: 60_000,
+        intervalMs: 50,
+        process: node.proc,
+      });
+      // Half the batches before a compaction has to run, half after (appends on top of a replace).
+      if (b === batches / 2 - 1)
+        await waitFor(() => node.logs().find((l) => l.msg === 'iceberg compaction committed'), {
+          what: 'a scheduled compaction',
+          timeoutMs: 60_000,
+          intervalMs: 100,
+          process: node.proc,
+        });
+    }
+    const r = JSON.parse((await catalog.python(servedScan)).stdout) as {
+      ids: number[];
+      files: number;
+      operations: string[];
+    };
+    const want = range(0, batches).flatMap((b) => range(0, perBatch).map((i) => b * 100 + i));
+    assert.deepEqual(r.ids, want, 'every posted row once');
+    assert.equal(r.operations.filter((o) => o === 'append').length, batches, 'one append per segment');
+    assert.ok(r.operations.includes('replace'));
+    assert.ok(r.files < batches, `${r.files} data files for ${batches} segments`);
+    const committed = node.logs().filter((l) => l.msg === 'iceberg compaction committed');
+    console.log(
+      `# scheduled compaction: ${batches} segments → ${r.files} data files; ${committed.length} replace snapshot(s): ${committed.map((l) => `${String(l['filesDeleted'])}→${String(l['filesAdded'])}`).join(', ')}`,
+    );
+  } finally {
+    await node.proc.stop({ graceMs: 5_000 });
+  }
 });

@@ -44,7 +44,7 @@ export function help(): string {
     '',
     'Options:',
     '  --table NS.TABLE          the table (repeat for several)',
-    '  --catalog-uri URI         Iceberg REST catalog base URI (as iceberg.catalogUri); env LANDFALL_ICEBERG_CATALOGURI',
+    '  --catalog-uri URI         Iceberg REST catalog base URI (as iceberg.catalogUri); env LANDFALL_ICEBERG_CATALOG_URI',
     '  --warehouse W             warehouse asked for (as iceberg.warehouse); env LANDFALL_ICEBERG_WAREHOUSE',
     `  --target-file-bytes N     files below this are small; a rewrite takes up to this many input bytes (default ${compactionTargetFileBytesDefault})`,
     `  --min-files N             small files a partition needs before it is rewritten (default ${compactionMinFilesDefault}, ≥ 2)`,
@@ -118,7 +118,7 @@ export async function run(args: readonly string[], io: CommandIo): Promise<numbe
       return { namespace: t.slice(0, dot), table: t.slice(dot + 1) };
     });
     if (tables.length === 0) throw new UsageError('name a table: --table NAMESPACE.TABLE');
-    const catalogUri = stringFlag(values, 'catalog-uri') ?? io.env['LANDFALL_ICEBERG_CATALOGURI'];
+    const catalogUri = stringFlag(values, 'catalog-uri') ?? io.env['LANDFALL_ICEBERG_CATALOG_URI'];
     if (catalogUri === undefined || !/^https?:\/\//.test(catalogUri))
       throw new UsageError('--catalog-uri http(s)://… is required');
     const warehouse = stringFlag(values, 'warehouse') ?? io.env['LANDFALL_ICEBERG_WAREHOUSE'];

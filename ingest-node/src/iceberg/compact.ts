@@ -43,10 +43,17 @@ import { toBigInt, type LoadedTable, type RestCatalog, type TableMetadata } from
 import { IcebergError } from './errors.ts';
 import { manifestFileSchema, type ManifestFileEntry } from './manifest.ts';
 import type { IcebergSchema } from './schema.ts';
+import {
+  compactionBinsMaxDefault,
+  compactionMinFilesDefault,
+  compactionTargetFileBytesDefault,
+} from './compaction-settings.ts';
 
-export const compactionTargetFileBytesDefault = 128 * 1024 * 1024;
-export const compactionMinFilesDefault = 10;
-export const compactionBinsMaxDefault = 100;
+export {
+  compactionBinsMaxDefault,
+  compactionMinFilesDefault,
+  compactionTargetFileBytesDefault,
+} from './compaction-settings.ts';
 
 export interface CompactOptions {
   readonly catalog: RestCatalog;
@@ -68,6 +75,8 @@ export interface CompactOptions {
   readonly conflictRetriesMax?: number;
   /** Plan only: nothing is downloaded, written or committed. */
   readonly dryRun?: boolean;
+  /** Stops the run before its next rewrite or commit (a node shutting down). */
+  readonly signal?: AbortSignal;
   readonly log?: Logger;
   readonly nowMs?: () => number;
   readonly sleep?: (ms: number) => Promise<void>;
@@ -698,6 +707,7 @@ export class TableCompactor {
     const schema = this.#schema(loaded.metadata);
     let live: Bin[] = [];
     for (const [i, b] of bins.entries()) {
+      o.signal?.throwIfAborted();
       try {
         await this.#rewrite(b, schema, runId, i);
         live.push(b);
@@ -714,6 +724,7 @@ export class TableCompactor {
           { snapshotId: null, dataFilesAfter: base.live.length, conflicts, binsDropped: dropped },
           [],
         );
+      o.signal?.throwIfAborted();
       await o.beforeCommit?.(conflicts);
       const m = loaded.metadata;
       const snapshotId = newSnapshotId();

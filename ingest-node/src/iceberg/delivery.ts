@@ -27,7 +27,7 @@ const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
 ]);
 
 export interface IcebergCommitOptions {
-  readonly config: IcebergConfig & { readonly catalogUri: string };
+  readonly config: Omit<IcebergConfig, 'compaction'> & { readonly catalogUri: string };
   /** The bucket the node delivers to (data files are `s3://<bucket>/<key>`). */
   readonly bucket: string;
   readonly views: (segment: SealedSegment) => readonly CompiledView[];

@@ -239,6 +239,8 @@ void test('landfall iceberg compact: 24 small files → 1, same rows and checksu
   const tookMs = Date.now() - started;
   assert.ok(r !== undefined && r.snapshotId !== null);
   assert.deepEqual([r.dataFilesBefore, r.dataFilesAfter, r.conflicts], [segments, 1, 0]);
+  // One manifest per segment before; after, one adding the new file and one recording the deletions.
+  assert.deepEqual([r.manifestsBefore, r.manifestsAfter], [segments, 2]);
   const after = await look('small', before.snapshots.at(-1)![0]);
   assert.equal(after.files, 1, 'one data file in the current snapshot');
   assert.equal(after.count, before.count, 'same row count');
@@ -275,6 +277,8 @@ void test('landfall iceberg compact: 24 small files → 1, same rows and checksu
   // Compacting again takes the compacted file (an EXISTING entry now) and the new one.
   const [r2] = await cli(['--table=landfall.small', '--min-files=2']);
   assert.deepEqual([r2?.dataFilesBefore, r2?.dataFilesAfter], [2, 1]);
+  // The manifest of nothing but earlier deletions is left behind.
+  assert.deepEqual([r2?.manifestsBefore, r2?.manifestsAfter], [3, 2]);
   const twice = await look('small');
   assert.equal(twice.files, 1);
   assert.equal(twice.checksum, appended.checksum);

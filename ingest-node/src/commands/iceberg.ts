@@ -98,7 +98,7 @@ function line(r: CompactionResult): string {
       : r.dryRun
         ? ''
         : '; nothing committed';
-  return `${r.namespace}.${r.table}: ${what} ${files} files into ${r.bins.length}; data files ${r.dataFilesBefore} → ${r.dataFilesAfter}${commit} (${r.durationMs} ms)\n`;
+  return `${r.namespace}.${r.table}: ${what} ${files} files into ${r.bins.length}; data files ${r.dataFilesBefore} → ${r.dataFilesAfter}, manifests ${r.manifestsBefore} → ${r.manifestsAfter}${commit} (${r.durationMs} ms)\n`;
 }
 
 export async function run(args: readonly string[], io: CommandIo): Promise<number> {

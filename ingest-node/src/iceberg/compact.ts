@@ -111,6 +111,9 @@ export interface CompactionResult {
   /** Live data files of the current snapshot before and after (after = before in a dry run or no-op). */
   readonly dataFilesBefore: number;
   readonly dataFilesAfter: number;
+  /** Manifests of the current snapshot before and after. */
+  readonly manifestsBefore: number;
+  readonly manifestsAfter: number;
   readonly bins: readonly CompactionBin[];
   /** Bins whose rewritten file was dropped because an input was no longer live after a conflict. */
   readonly binsDropped: number;
@@ -463,7 +466,14 @@ export class TableCompactor {
     snapshotId: bigint,
     sequenceNumber: bigint,
     runId: string,
-  ): Promise<{ list: string; added: number; deleted: number; addedRows: number; deletedRows: number }> {
+  ): Promise<{
+    list: string;
+    manifests: number;
+    added: number;
+    deleted: number;
+    addedRows: number;
+    deletedRows: number;
+  }> {
     const replaced = new Set(bins.flatMap((b) => b.inputs.map((f) => f.path)));
     const listEntries: ManifestFileEntry[] = [];
     let written = 0;
@@ -475,14 +485,16 @@ export class TableCompactor {
     let deleted = 0;
     let deletedRows = 0;
 
+    // Manifests that hold a replaced file are rewritten, merged into one per
+    // (spec, Avro schema): a segment's manifest usually holds just its files,
+    // and one small manifest per replaced file would be as bad as the files.
+    const touched = new Map<string, { md: ManifestData; files: ManifestFileEntry[] }>();
     for (const { file } of base.manifests) {
       const md = base.data.get(file.manifest_path)!;
-      const touched = md.entries.some(
-        (e) => e['status'] !== 2 && replaced.has((e['data_file'] as { file_path: string }).file_path),
-      );
-      if (!touched) {
-        // A manifest with nothing live (an earlier compaction's deletions) is left behind.
-        if (file.added_files_count + file.existing_files_count === 0) continue;
+      const live = md.entries.filter((e) => e['status'] !== 2);
+      // A manifest with nothing live (an earlier compaction's deletions) is left behind.
+      if (live.length === 0) continue;
+      if (!live.some((e) => replaced.has((e['data_file'] as { file_path: string }).file_path))) {
         listEntries.push(file);
         continue;
       }
@@ -491,43 +503,53 @@ export class TableCompactor {
           'ICEBERG_TABLE_UNSUPPORTED',
           `manifest ${file.manifest_path} uses Avro this writer cannot write back`,
         );
-      // Entries keep what inheritance gave them: written out explicitly, as they are no longer ADDED here.
+      const k = `${file.partition_spec_id}\0${JSON.stringify(md.schema)}`;
+      const t = touched.get(k) ?? { md, files: [] };
+      t.files.push(file);
+      touched.set(k, t);
+    }
+    for (const { md, files: sources } of touched.values()) {
+      // Entries keep what inheritance gave them, written out: they are no longer ADDED by their manifest.
       const entries: Record<string, unknown>[] = [];
       let existing = 0;
       let existingRows = 0;
       let dels = 0;
       let delRows = 0;
       let minSeq: bigint | null = null;
-      for (const e of md.entries) {
-        if (e['status'] === 2) continue; // deletions of an earlier snapshot are not carried
-        const df = e['data_file'] as Record<string, unknown>;
-        const inheritedSeq = e['status'] === 1 ? toBigInt(file.sequence_number) : null;
-        const seq = toBigInt(e['sequence_number'] as bigint | null) ?? inheritedSeq;
-        const fileSeq = toBigInt(e['file_sequence_number'] as bigint | null) ?? inheritedSeq;
-        const snap = toBigInt(e['snapshot_id'] as bigint | null) ?? toBigInt(file.added_snapshot_id);
-        const gone = replaced.has(df['file_path'] as string);
-        const rows = num(df['record_count']);
-        if (gone) {
-          dels++;
-          delRows += rows;
-        } else {
-          existing++;
-          existingRows += rows;
-          if (seq !== null && (minSeq === null || seq < minSeq)) minSeq = seq;
+      for (const file of sources) {
+        for (const e of base.data.get(file.manifest_path)!.entries) {
+          if (e['status'] === 2) continue; // deletions of an earlier snapshot are not carried
+          const df = e['data_file'] as Record<string, unknown>;
+          const inheritedSeq = e['status'] === 1 ? toBigInt(file.sequence_number) : null;
+          const seq = toBigInt(e['sequence_number'] as bigint | null) ?? inheritedSeq;
+          const fileSeq = toBigInt(e['file_sequence_number'] as bigint | null) ?? inheritedSeq;
+          const snap = toBigInt(e['snapshot_id'] as bigint | null) ?? toBigInt(file.added_snapshot_id);
+          const gone = replaced.has(df['file_path'] as string);
+          const rows = num(df['record_count']);
+          if (gone) {
+            dels++;
+            delRows += rows;
+          } else {
+            existing++;
+            existingRows += rows;
+            if (seq !== null && (minSeq === null || seq < minSeq)) minSeq = seq;
+          }
+          entries.push({
+            ...e,
+            status: gone ? 2 : 0,
+            snapshot_id: gone ? snapshotId : snap,
+            sequence_number: seq,
+            file_sequence_number: fileSeq,
+          });
         }
-        entries.push({
-          ...e,
-          status: gone ? 2 : 0,
-          snapshot_id: gone ? snapshotId : snap,
-          sequence_number: seq,
-          file_sequence_number: fileSeq,
-        });
       }
       const body = encodeAvroContainer(md.schema, entries, this.#headerOf(md));
+      // The sources' partition summary still holds when they agree (entries only went away); else none.
+      const summaries = new Set(sources.map((f) => jsonKey(f.partitions)));
       listEntries.push({
         manifest_path: await put(body),
         manifest_length: body.length,
-        partition_spec_id: file.partition_spec_id,
+        partition_spec_id: sources[0]!.partition_spec_id,
         content: 0,
         sequence_number: sequenceNumber,
         min_sequence_number: minSeq ?? sequenceNumber,
@@ -538,8 +560,7 @@ export class TableCompactor {
         added_rows_count: 0,
         existing_rows_count: existingRows,
         deleted_rows_count: delRows,
-        // Still a valid summary: only entries went away.
-        partitions: file.partitions,
+        partitions: summaries.size === 1 ? sources[0]!.partitions : null,
         key_metadata: null,
       });
       deleted += dels;
@@ -624,7 +645,14 @@ export class TableCompactor {
     });
     const listKey = this.#key('metadata', `snap-${snapshotId}-compact-${runId}.avro`);
     await this.#o.store.put(listKey, list, { contentType: 'avro/binary' });
-    return { list: `${this.#bucketPrefix}${listKey}`, added, deleted, addedRows, deletedRows };
+    return {
+      list: `${this.#bucketPrefix}${listKey}`,
+      manifests: listEntries.length,
+      added,
+      deleted,
+      addedRows,
+      deletedRows,
+    };
   }
 
   #headerOf(md: ManifestData): Record<string, string> {
@@ -679,6 +707,7 @@ export class TableCompactor {
     let loaded = await this.#load();
     let base = await this.#read(loaded.metadata);
     const filesBefore = base.live.length;
+    const manifestsBefore = base.manifests.length;
     const bins = this.#plan(base);
     const describe = (b: Bin): CompactionBin => ({
       specId: b.specId,
@@ -689,7 +718,8 @@ export class TableCompactor {
       ...(b.output !== undefined ? { outputPath: b.output.path, outputBytes: b.output.bytes } : {}),
     });
     const result = (
-      extra: Pick<CompactionResult, 'snapshotId' | 'dataFilesAfter' | 'conflicts' | 'binsDropped'>,
+      extra: Pick<CompactionResult, 'snapshotId' | 'dataFilesAfter' | 'conflicts' | 'binsDropped'> &
+        Partial<Pick<CompactionResult, 'manifestsAfter'>>,
       done: readonly Bin[],
     ): CompactionResult => ({
       namespace: o.namespace,
@@ -697,6 +727,8 @@ export class TableCompactor {
       dryRun: o.dryRun === true,
       baseSnapshotId: base.id === null ? null : base.id.toString(),
       dataFilesBefore: filesBefore,
+      manifestsBefore,
+      manifestsAfter: base.manifests.length,
       bins: done.map(describe),
       durationMs: Date.now() - t0,
       ...extra,
@@ -778,7 +810,13 @@ export class TableCompactor {
           'iceberg compaction committed',
         );
         return result(
-          { snapshotId: snapshotId.toString(), dataFilesAfter, conflicts, binsDropped: dropped },
+          {
+            snapshotId: snapshotId.toString(),
+            dataFilesAfter,
+            manifestsAfter: files.manifests,
+            conflicts,
+            binsDropped: dropped,
+          },
           live,
         );
       } catch (err) {

@@ -431,3 +431,91 @@ void test('landfall serve with iceberg.compaction.intervalMs: a table fed every 
     await node.proc.stop({ graceMs: 5_000 });
   }
 });
+
+// A partitioned table written by another engine (PyIceberg: its own manifests,
+// deflate-compressed, identity partitions on a string and a date): compaction groups by
+// partition and carries the partition tuples as they are.
+const pyTable = String.raw`
+import json, os, sys, hashlib
+from datetime import date, datetime, timezone
+import pyarrow as pa
+from pyiceberg.catalog import load_catalog
+from pyiceberg.schema import Schema
+from pyiceberg.types import NestedField, LongType, StringType, TimestamptzType, DateType
+from pyiceberg.partitioning import PartitionSpec, PartitionField
+from pyiceberg.transforms import IdentityTransform
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+schema = Schema(NestedField(1, 'id', LongType(), required=False), NestedField(2, 'kind', StringType(), required=False),
+                NestedField(3, 'at', TimestamptzType(), required=False), NestedField(4, 'd', DateType(), required=False))
+arrow = pa.schema([pa.field('id', pa.int64()), pa.field('kind', pa.string()), pa.field('at', pa.timestamp('us', tz='UTC')),
+                   pa.field('d', pa.date32())])
+def batch(b):
+    rows = [(b * 100 + i, 'a' if i % 2 else 'b', datetime(2026, 1, 1 + (i % 3 == 0), 12, i, tzinfo=timezone.utc)) for i in range(6)]
+    return pa.table({'id': [r[0] for r in rows], 'kind': [r[1] for r in rows], 'at': [r[2] for r in rows],
+                     'd': [r[2].date() for r in rows]}, schema=arrow)
+def state(t):
+    rows = t.scan().to_arrow().to_pylist()
+    lines = sorted(json.dumps({k: str(v) for k, v in r.items()}, sort_keys=True) for r in rows)
+    files = list(t.scan().plan_files())
+    return {'count': len(rows), 'checksum': hashlib.sha256('\n'.join(lines).encode()).hexdigest(),
+            'files': len(files), 'partitions': sorted(set(str(f.file.partition) for f in files)),
+            'prunedFiles': len(list(t.scan(row_filter="kind == 'a'").plan_files())),
+            'prunedRows': len(t.scan(row_filter="kind == 'a'").to_arrow()),
+            'operation': t.current_snapshot().summary.operation.value}
+if sys.argv[1] == 'create':
+    cat.create_namespace_if_not_exists('pyw')
+    t = cat.create_table('pyw.events', schema=schema, partition_spec=PartitionSpec(
+        PartitionField(source_id=2, field_id=1000, transform=IdentityTransform(), name='kind'),
+        PartitionField(source_id=4, field_id=1001, transform=IdentityTransform(), name='d')))
+    for b in range(10):
+        t.append(batch(b))
+elif sys.argv[1] == 'append':
+    t = cat.load_table('pyw.events')
+    t.append(batch(10))
+t = cat.load_table('pyw.events')
+print(json.dumps(state(t)))
+`;
+
+interface PyState {
+  count: number;
+  checksum: string;
+  files: number;
+  partitions: string[];
+  prunedFiles: number;
+  prunedRows: number;
+  operation: string;
+}
+
+void test('a partitioned table another engine wrote: compacted per partition, partition tuples kept, pruning still works, that engine appends after', async () => {
+  const before = JSON.parse((await catalog.python(pyTable, ['create'])).stdout) as PyState;
+  // 10 appends × (2 kinds × 2 days) = 40 files in 4 partitions.
+  assert.equal(before.files, 40);
+  assert.equal(before.partitions.length, 4);
+  const r = await compactTable({
+    catalog: new RestCatalog({ uri: catalog.uri, warehouse: catalog.warehouse }),
+    store: opened.store,
+    bucket: minio.bucket,
+    prefix: 'lf',
+    db,
+    namespace: 'pyw',
+    table: 'events',
+    minFiles: 5,
+  });
+  assert.deepEqual(
+    r.bins.map((b) => b.files),
+    [10, 10, 10, 10],
+  );
+  assert.deepEqual([r.dataFilesBefore, r.dataFilesAfter], [40, 4]);
+  const after = JSON.parse((await catalog.python(pyTable, ['read'])).stdout) as PyState;
+  assert.deepEqual(
+    { ...after, operation: undefined },
+    { ...before, files: 4, prunedFiles: 2, operation: undefined },
+    'same rows and content, the same partitions, one file each; a filter on kind still prunes to its partitions',
+  );
+  assert.equal(before.prunedFiles, 20);
+  assert.equal(after.operation, 'replace');
+  // PyIceberg appends on top of our replace snapshot (it reads our manifest list and manifests).
+  const more = JSON.parse((await catalog.python(pyTable, ['append'])).stdout) as PyState;
+  assert.equal(more.count, before.count + 6);
+  assert.equal(more.operation, 'append');
+});

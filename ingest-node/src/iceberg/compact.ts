@@ -567,18 +567,19 @@ export class TableCompactor {
       deletedRows += delRows;
     }
 
-    // One manifest per partition spec ADDs the rewritten files.
-    const bySpec = new Map<number, Bin[]>();
+    // One manifest per (spec, Avro schema of the inputs' manifests) ADDs the
+    // rewritten files: each entry is written in the schema its template came in.
+    const bySchema = new Map<string, { specId: number; md: ManifestData; bins: Bin[] }>();
     for (const b of bins) {
-      const l = bySpec.get(b.specId) ?? [];
-      l.push(b);
-      bySpec.set(b.specId, l);
+      const md = base.data.get(b.inputs[0]!.manifestPath)!;
+      const k = `${b.specId}\0${JSON.stringify(md.schema)}`;
+      const g = bySchema.get(k) ?? { specId: b.specId, md, bins: [] };
+      g.bins.push(b);
+      bySchema.set(k, g);
     }
     let added = 0;
     let addedRows = 0;
-    for (const [specId, group] of bySpec) {
-      // The template: the first input's manifest (same spec, so the same partition type).
-      const md = base.data.get(group[0]!.inputs[0]!.manifestPath)!;
+    for (const { specId, md, bins: group } of bySchema.values()) {
       if (!encodable(md.schema))
         throw new IcebergError(
           'ICEBERG_TABLE_UNSUPPORTED',

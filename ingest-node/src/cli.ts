@@ -16,6 +16,7 @@ import { VERSION } from './config/version.ts';
 import { startNode } from './node.ts';
 import { deliveryCommands } from './commands/index.ts';
 import { drainCommand } from './commands/drain.ts';
+import { icebergCommand } from './commands/iceberg.ts';
 import { reprocessCommand } from './commands/reprocess.ts';
 import { viewsCommand } from './commands/views.ts';
 
@@ -122,6 +123,7 @@ export const commands: readonly CliCommand[] = [
   ...deliveryCommands,
   viewsCommand,
   reprocessCommand,
+  icebergCommand,
 ];
 
 function mainHelp(): string {

@@ -35,6 +35,9 @@ import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
+import { RestCatalog } from './iceberg/catalog.ts';
+import { startCompactionSchedule, type CompactionSchedule } from './iceberg/schedule.ts';
+import type { ObjectStore } from './store/types.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -161,6 +164,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
   const durable = 'onSealed' in wal ? (wal as Wal) : undefined;
   if (durable !== undefined) registerQuarantineGauge(registry, fs, walDir);
   let delivery: RunningDelivery | undefined;
+  let compaction: CompactionSchedule | undefined;
   // Views and raw Parquet (views.dir, outputs.rawParquet) ride on delivery: without a target there is nothing to build.
   let parquet: ParquetOutputs | undefined;
   if (durable !== undefined) {
@@ -172,7 +176,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
       if (catalogUri !== undefined && config.s3.bucket === undefined)
         throw new Error('iceberg.catalogUri needs s3.bucket: table data files are s3:// objects');
       const views = parquet?.registry;
-      const tableCommit =
+      const commitFactory =
         catalogUri !== undefined && config.s3.bucket !== undefined
           ? icebergTableCommit({
               config: { ...config.iceberg, catalogUri },
@@ -184,6 +188,15 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
                 createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log }),
             })
           : undefined;
+      // The compaction schedule works through the store delivery opens.
+      let deliveryStore: { store: ObjectStore; prefix: string } | undefined;
+      const tableCommit =
+        commitFactory !== undefined
+          ? (store: ObjectStore, prefix: string) => {
+              deliveryStore = { store, prefix };
+              return commitFactory(store, prefix);
+            }
+          : undefined;
       delivery = await startConfiguredDelivery(config, {
         wal: durable,
         clock,
@@ -193,7 +206,33 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
         ...(producers !== undefined ? { producers } : {}),
         ...(tableCommit !== undefined ? { tableCommit } : {}),
       });
+      const every = config.iceberg.compaction.intervalMs;
+      const parquetDb = parquet?.db;
+      if (every > 0 && catalogUri !== undefined && config.s3.bucket !== undefined && parquetDb !== undefined)
+        compaction = startCompactionSchedule({
+          config: config.iceberg.compaction,
+          catalog: new RestCatalog({
+            uri: catalogUri,
+            ...(config.iceberg.warehouse !== undefined ? { warehouse: config.iceberg.warehouse } : {}),
+            requestTimeoutMs: config.iceberg.requestTimeoutMs,
+          }),
+          bucket: config.s3.bucket,
+          store: () => deliveryStore,
+          db: parquetDb,
+          tables: () =>
+            (views?.viewsAt(clock.nowMs()) ?? []).flatMap((v) =>
+              v.spec.iceberg !== undefined ? [v.spec.iceberg] : [],
+            ),
+          conflictRetriesMax: config.iceberg.conflictRetriesMax,
+          log,
+        });
+      else if (every > 0)
+        log.warn(
+          {},
+          'iceberg.compaction.intervalMs is set but there is nothing to compact (it needs iceberg.catalogUri, s3.bucket and views.dir): not scheduled',
+        );
     } catch (err) {
+      await compaction?.stop();
       await parquet?.close();
       await wal.close();
       throw err;
@@ -223,7 +262,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     registry,
     delivery,
     parquet,
-    status: () => ({ ...delivery?.pipeline.status(), ...parquet?.status() }),
+    status: () => ({ ...delivery?.pipeline.status(), ...parquet?.status(), ...compaction?.status() }),
     backlog,
     async deliverBacklog(deadlineMonoMs, signal) {
       if (durable === undefined || delivery === undefined) return backlog();
@@ -267,6 +306,8 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     close(graceMs, parquetGraceMs = graceMs) {
       closing ??= (async () => {
         let ok = true;
+        // Before delivery: the schedule works through delivery's store.
+        await compaction?.stop();
         if (delivery !== undefined) {
           try {
             await delivery.stop(graceMs);

@@ -318,6 +318,8 @@ export interface ParquetOutputs {
   /** Undefined when neither views.dir nor outputs.rawParquet is set: nothing to add to delivery. */
   readonly producer: ArtifactProducer | undefined;
   readonly registry: ViewRegistry | undefined;
+  /** The one DuckDB instance (created on first use); undefined when there are no Parquet outputs. */
+  readonly db?: () => Promise<ParquetDb>;
   /** The /v1/status section. */
   status(): Record<string, unknown>;
   /**
@@ -395,6 +397,7 @@ export async function startParquetOutputs(
   return {
     producer,
     registry,
+    db,
     status: () => ({ ...reg?.status(), parquet: { scratchDir, rawParquet: raw } }),
     async close(graceMs = 10_000) {
       closed = true;

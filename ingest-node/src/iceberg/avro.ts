@@ -131,6 +131,17 @@ function unionBranch(branches: readonly AvroSchema[], value: unknown, path: stri
   return other;
 }
 
+const primitiveNames: ReadonlySet<string> = new Set<AvroPrimitive>([
+  'null',
+  'boolean',
+  'int',
+  'long',
+  'float',
+  'double',
+  'bytes',
+  'string',
+]);
+
 function encodeValue(sink: Sink, schema: AvroSchema, value: unknown, path: string): void {
   if (Array.isArray(schema)) {
     const branches = schema as readonly AvroSchema[];
@@ -178,7 +189,24 @@ function encodeValue(sink: Sink, schema: AvroSchema, value: unknown, path: strin
         sink.bytes(b);
         return;
       }
+      default:
+        // A named reference: never silently encoded as nothing.
+        throw new AvroEncodeError(`${path}: type ${String(schema)} is not supported`);
     }
+  }
+  // A primitive with attributes (`{"type": "int", "logicalType": "date"}`, as
+  // other writers' manifests have): encoded as the primitive.
+  const annotated = (schema as { readonly type?: unknown }).type;
+  if (
+    typeof annotated === 'string' &&
+    annotated !== 'record' &&
+    annotated !== 'array' &&
+    annotated !== 'map'
+  ) {
+    if (!primitiveNames.has(annotated))
+      throw new AvroEncodeError(`${path}: type ${annotated} is not supported`);
+    encodeValue(sink, annotated as AvroPrimitive, value, path);
+    return;
   }
   const complex = schema as Exclude<AvroSchema, AvroPrimitive | readonly AvroSchema[]>;
   switch (complex.type) {

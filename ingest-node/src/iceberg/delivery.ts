@@ -29,7 +29,7 @@ const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
 
 export interface IcebergCommitOptions {
   /** `auth` unset: none. */
-  readonly config: Omit<IcebergConfig, 'auth'> & {
+  readonly config: Omit<IcebergConfig, 'auth' | 'compaction'> & {
     readonly catalogUri: string;
     readonly auth?: IcebergConfig['auth'];
   };

@@ -1,5 +1,6 @@
 // The node's `iceberg` config block: the REST catalog View tables are committed to.
 import { Type, type Static } from '@sinclair/typebox';
+import { IcebergCompactionSchema } from './compaction-settings.ts';
 
 export const icebergRequestTimeoutMsDefault = 30_000;
 export const icebergConflictRetriesMaxDefault = 20;
@@ -120,6 +121,7 @@ export const IcebergSchema = Type.Object(
       description:
         'Commit conflicts (409: another writer moved the table) retried at once, with jitter, before the segment goes back to delivery’s backoff.',
     }),
+    compaction: IcebergCompactionSchema,
   },
   {
     additionalProperties: false,

@@ -35,7 +35,7 @@ import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
-import { RestCatalog } from './iceberg/catalog.ts';
+import { restCatalogFrom } from './iceberg/auth.ts';
 import { startCompactionSchedule, type CompactionSchedule } from './iceberg/schedule.ts';
 import type { ObjectStore } from './store/types.ts';
 import { fileSystemProbe } from './backpressure.ts';
@@ -211,11 +211,15 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
       if (every > 0 && catalogUri !== undefined && config.s3.bucket !== undefined && parquetDb !== undefined)
         compaction = startCompactionSchedule({
           config: config.iceberg.compaction,
-          catalog: new RestCatalog({
-            uri: catalogUri,
-            ...(config.iceberg.warehouse !== undefined ? { warehouse: config.iceberg.warehouse } : {}),
-            requestTimeoutMs: config.iceberg.requestTimeoutMs,
-          }),
+          // The same catalog auth as the appends (a catalog that needs a token for one needs it for both).
+          catalog: restCatalogFrom(
+            { ...config.iceberg, catalogUri },
+            {
+              log,
+              awsCredentials: () =>
+                createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log }),
+            },
+          ),
           bucket: config.s3.bucket,
           store: () => deliveryStore,
           db: parquetDb,

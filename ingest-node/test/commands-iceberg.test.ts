@@ -35,6 +35,12 @@ void test('usage errors exit 2 with the reason', async () => {
     [[...base, '--min-files=1'], /--min-files must be an integer ≥ 2/],
     [[...base, '--target-file-bytes=x'], /--target-file-bytes must be an integer/],
     [[...base, '--frobnicate'], /frobnicate/],
+    // Catalog auth flags are the node's iceberg.auth block, checked by the same rules.
+    [[...base, '--auth=kerberos'], /--auth must be one of none, bearer, oauth2, sigv4/],
+    [[...base, '--auth=bearer'], /iceberg.auth.tokenFile is not set/],
+    [[...base, '--auth=oauth2', '--client-id-file=/id'], /iceberg.auth.clientSecretFile is not set/],
+    [[...base, '--token-file=/t'], /tokenFile is set but iceberg.auth.type is none/],
+    [[...base, '--auth=sigv4', '--signing-name=glue'], /signingRegion is not set/],
   ];
   for (const [args, want] of cases) {
     const r = await cli(args);

@@ -5,7 +5,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { RestCatalog } from '../iceberg/catalog.ts';
+import { restCatalogFrom } from '../iceberg/auth.ts';
+import { createCredentialsProvider } from '../credentials.ts';
 import {
   compactionBinsMaxDefault,
   compactionMinFilesDefault,
@@ -13,7 +14,14 @@ import {
   compactTable,
   type CompactionResult,
 } from '../iceberg/compact.ts';
-import { icebergConflictRetriesMaxDefault } from '../iceberg/settings.ts';
+import {
+  icebergAuthProblems,
+  icebergConflictRetriesMaxDefault,
+  icebergRefreshMarginMsDefault,
+  icebergRequestTimeoutMsDefault,
+  icebergTokenRetriesMaxDefault,
+  type IcebergAuthConfig,
+} from '../iceberg/settings.ts';
 import { createParquetDb, type ParquetDb } from '../parquet/duckdb.ts';
 import {
   exitOk,
@@ -27,6 +35,7 @@ import {
   wantsHelp,
   type Command,
   type CommandIo,
+  type ParsedValues,
 } from './common.ts';
 
 const MiB = 1024 * 1024;
@@ -46,6 +55,14 @@ export function help(): string {
     '  --table NS.TABLE          the table (repeat for several)',
     '  --catalog-uri URI         Iceberg REST catalog base URI (as iceberg.catalogUri); env LANDFALL_ICEBERG_CATALOG_URI',
     '  --warehouse W             warehouse asked for (as iceberg.warehouse); env LANDFALL_ICEBERG_WAREHOUSE',
+    '  --auth TYPE               catalog auth as iceberg.auth.type: none (default), bearer, oauth2, sigv4',
+    '  --token-file F            bearer: the token file',
+    '  --client-id-file F        oauth2: client id file (with --client-secret-file; --token-uri, --scope optional)',
+    '  --client-secret-file F    oauth2: client secret file',
+    '  --token-uri URI           oauth2: token endpoint (default <catalog-uri>/v1/oauth/tokens)',
+    '  --scope S                 oauth2: scope of the token request',
+    '  --signing-name N          sigv4: glue or s3tables (signed with the AWS default credential chain)',
+    '  --signing-region R        sigv4: region (default: from the catalog URI)',
     `  --target-file-bytes N     files below this are small; a rewrite takes up to this many input bytes (default ${compactionTargetFileBytesDefault})`,
     `  --min-files N             small files a partition needs before it is rewritten (default ${compactionMinFilesDefault}, ≥ 2)`,
     `  --bins-max N              rewritten files per run at most (default ${compactionBinsMaxDefault})`,
@@ -70,6 +87,14 @@ const options = {
   table: { type: 'string', multiple: true },
   'catalog-uri': { type: 'string' },
   warehouse: { type: 'string' },
+  auth: { type: 'string' },
+  'token-file': { type: 'string' },
+  'client-id-file': { type: 'string' },
+  'client-secret-file': { type: 'string' },
+  'token-uri': { type: 'string' },
+  scope: { type: 'string' },
+  'signing-name': { type: 'string' },
+  'signing-region': { type: 'string' },
   'target-file-bytes': { type: 'string' },
   'min-files': { type: 'string' },
   'bins-max': { type: 'string' },
@@ -87,6 +112,34 @@ function intFlag(flag: string, text: string | undefined, dflt: number, min: numb
   const n = Number(text);
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag} must be an integer ≥ ${min}`);
   return n;
+}
+
+const AUTH_TYPES = ['none', 'bearer', 'oauth2', 'sigv4'] as const;
+
+/** `--auth` and its files as an `iceberg.auth` block, checked by the node's own rules. */
+function authFromFlags(values: ParsedValues, catalogUri: string): IcebergAuthConfig {
+  const type = stringFlag(values, 'auth') ?? 'none';
+  if (!(AUTH_TYPES as readonly string[]).includes(type))
+    throw new UsageError(`--auth must be one of ${AUTH_TYPES.join(', ')}`);
+  const opt = (k: keyof IcebergAuthConfig, flag: string): Partial<IcebergAuthConfig> => {
+    const v = stringFlag(values, flag);
+    return v === undefined ? {} : { [k]: v };
+  };
+  const auth = {
+    type: type as IcebergAuthConfig['type'],
+    refreshMarginMs: icebergRefreshMarginMsDefault,
+    tokenRetriesMax: icebergTokenRetriesMaxDefault,
+    ...opt('tokenFile', 'token-file'),
+    ...opt('clientIdFile', 'client-id-file'),
+    ...opt('clientSecretFile', 'client-secret-file'),
+    ...opt('tokenUri', 'token-uri'),
+    ...opt('scope', 'scope'),
+    ...opt('signingName', 'signing-name'),
+    ...opt('signingRegion', 'signing-region'),
+  };
+  const problems = icebergAuthProblems(auth, catalogUri);
+  if (problems.length > 0) throw new UsageError(problems.join('; '));
+  return auth;
 }
 
 function line(r: CompactionResult): string {
@@ -145,7 +198,18 @@ export async function run(args: readonly string[], io: CommandIo): Promise<numbe
     const json = values['json'] === true;
 
     const opened = storeFromFlags(values, io.env);
-    const catalog = new RestCatalog({ uri: catalogUri, ...(warehouse !== undefined ? { warehouse } : {}) });
+    const auth = authFromFlags(values, catalogUri);
+    // The same client (and auth) as the node's appends: a catalog that wants a token wants it here too.
+    const catalog = restCatalogFrom(
+      {
+        catalogUri,
+        ...(warehouse !== undefined ? { warehouse } : {}),
+        requestTimeoutMs: icebergRequestTimeoutMsDefault,
+        conflictRetriesMax,
+        auth,
+      },
+      { awsCredentials: () => createCredentialsProvider({ mode: 'default' }) },
+    );
     const ownScratch = stringFlag(values, 'scratch') === undefined;
     const scratch =
       stringFlag(values, 'scratch') ?? (await mkdtemp(path.join(tmpdir(), 'landfall-iceberg-compact-')));

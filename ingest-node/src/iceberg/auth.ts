@@ -444,7 +444,10 @@ export function catalogAuthFrom(
 
 /** The node's catalog client from its `iceberg` config block (delivery, commands). */
 export function restCatalogFrom(
-  config: Omit<IcebergConfig, 'auth'> & { readonly catalogUri: string; readonly auth?: IcebergAuthConfig },
+  config: Omit<IcebergConfig, 'auth' | 'compaction'> & {
+    readonly catalogUri: string;
+    readonly auth?: IcebergAuthConfig;
+  },
   deps: { fetch?: typeof fetch; log?: Logger; awsCredentials?: () => AwsCredentialIdentityProvider } = {},
 ): RestCatalog {
   return new RestCatalog({

@@ -23,6 +23,16 @@ import { checkViewFitsTable, icebergType, nameMapping, viewToIcebergSchema } fro
 import { IcebergError } from '../src/iceberg/errors.ts';
 import { icebergTableCommit } from '../src/iceberg/delivery.ts';
 import { compileView, createParquetDb, parseViewYaml } from '../src/views/index.ts';
+import {
+  bindSpec,
+  fieldSummaries,
+  partitionAvroType,
+  partitionsOfViewKey,
+  partitionValue,
+  specForView,
+  type ViewPartitionLevel,
+} from '../src/iceberg/partition.ts';
+import { viewKey, type HivePartition } from '../src/delivery/keys.ts';
 
 /** Decodes a container file with avsc (an independent Avro implementation). */
 async function avscRead(buf: Buffer): Promise<{ metadata: Record<string, string>; objects: unknown[] }> {
@@ -352,4 +362,235 @@ void test('table commit: view files built with a View version this process does 
   } finally {
     await db.close();
   }
+});
+
+void test('partition levels: date_trunc of a column → year/month/day/hour, a bare column → identity, anything else none', async () => {
+  const db = await createParquetDb({ memoryLimitBytes: 64 << 20, threads: 1 });
+  try {
+    const levels = [
+      ["date_trunc('day', ts)", 'dt'],
+      ["date_trunc('hour', ts)", 'hr'],
+      ["date_trunc('month', tz)", 'mo'],
+      ["date_trunc('year', d)", 'yr'],
+      ['Country', 'cc'],
+      ['d', 'dd'],
+      ['k', 'kk'],
+      ["date_trunc('week', ts)", 'wk'], // no Iceberg transform
+      ['lower(country)', 'lc'], // an expression
+      ["date_trunc('hour', d)", 'dh'], // hour of a DATE: Iceberg has none
+      ['ts', 'tsi'], // a timestamp's folder is rendered to the second: not an identity
+      ['x', 'xi'], // DOUBLE: not supported as an identity source here
+    ];
+    // A View has at most 8 levels: two Views.
+    const compiled = await Promise.all(
+      [levels.slice(0, 6), levels.slice(6)].map((part) => {
+        const yaml = [
+          'name: p',
+          'columns:',
+          '  - { name: ts, type: TIMESTAMP, path: $.ts }',
+          '  - { name: tz, type: TIMESTAMPTZ, path: $.tz }',
+          '  - { name: d, type: DATE, path: $.d }',
+          '  - { name: country, type: VARCHAR, path: $.c }',
+          '  - { name: k, type: BIGINT, path: $.k }',
+          '  - { name: x, type: DOUBLE, path: $.x }',
+          'partitioning:',
+          ...part.map(([e, a]) => `  - { expression: "${e}", alias: ${a} }`),
+        ].join('\n');
+        return db.withConnection((c) => compileView(c, parseViewYaml(yaml)));
+      }),
+    );
+    assert.deepEqual(
+      compiled
+        .flatMap((v) => v.partitions)
+        .map((p) => [p.alias, p.transform ? `${p.transform.transform}(${p.transform.source})` : null]),
+      [
+        ['dt', 'day(ts)'],
+        ['hr', 'hour(ts)'],
+        ['mo', 'month(tz)'],
+        ['yr', 'year(d)'],
+        ['cc', 'identity(country)'],
+        ['dd', 'identity(d)'],
+        ['kk', 'identity(k)'],
+        ['wk', null],
+        ['lc', null],
+        ['dh', null],
+        ['tsi', null],
+        ['xi', null],
+      ],
+    );
+  } finally {
+    await db.close();
+  }
+});
+
+void test('partition values: the real value from the folder text, typed per transform; the key decodes NULL and "" back', () => {
+  const schema = viewToIcebergSchema({
+    view: 'p',
+    columns: [
+      { name: 'ts', type: 'TIMESTAMP' },
+      { name: 'c', type: 'VARCHAR' },
+      { name: 'k', type: 'BIGINT' },
+      { name: 'i', type: 'INTEGER' },
+      { name: 'b', type: 'BOOLEAN' },
+    ],
+  });
+  const levels: ViewPartitionLevel[] = [
+    { alias: 'y', transform: { source: 'ts', transform: 'year' } },
+    { alias: 'm', transform: { source: 'ts', transform: 'month' } },
+    { alias: 'dt', transform: { source: 'ts', transform: 'day' } },
+    { alias: 'h', transform: { source: 'ts', transform: 'hour' } },
+    { alias: 'c', transform: { source: 'c', transform: 'identity' } },
+    { alias: 'k', transform: { source: 'k', transform: 'identity' } },
+    { alias: 'i', transform: { source: 'i', transform: 'identity' } },
+    { alias: 'b', transform: { source: 'b', transform: 'identity' } },
+    { alias: 'other' },
+  ];
+  const spec = specForView(levels, schema);
+  assert.deepEqual(
+    spec.fields.map((f) => [f.name, f.transform, f['source-id'], f['field-id']]),
+    [
+      ['y', 'year', 1, 1000],
+      ['m', 'month', 1, 1001],
+      ['dt', 'day', 1, 1002],
+      ['h', 'hour', 1, 1003],
+      ['c', 'identity', 2, 1004],
+      ['k', 'identity', 3, 1005],
+      ['i', 'identity', 4, 1006],
+      ['b', 'identity', 5, 1007],
+    ],
+  );
+  const bound = bindSpec(spec, schema, levels, 'ns.p');
+  const value = (alias: string, text: string | null): unknown =>
+    partitionValue(
+      bound.find((b) => b.alias === alias)!,
+      text,
+    );
+  assert.equal(value('y', '2026-01-01'), 56);
+  assert.equal(value('y', '1969-01-01'), -1);
+  assert.equal(value('m', '1970-02-01'), 1);
+  assert.equal(value('m', '1969-12-01'), -1);
+  assert.equal(value('dt', '1970-01-01'), 0);
+  assert.equal(value('dt', '2026-11-26'), Date.UTC(2026, 10, 26) / 86_400_000);
+  assert.equal(value('dt', '1900-03-01'), Date.UTC(1900, 2, 1) / 86_400_000);
+  assert.equal(value('h', '2026-11-26T13'), Date.UTC(2026, 10, 26, 13) / 3_600_000);
+  assert.equal(value('c', ''), '');
+  assert.equal(value('c', null), null);
+  assert.equal(value('c', '__HIVE_DEFAULT_PARTITION__'), '__HIVE_DEFAULT_PARTITION__');
+  assert.equal(value('k', '-9223372036854775808'), -(2n ** 63n));
+  assert.equal(value('i', '-2147483648'), -(2 ** 31));
+  assert.equal(value('b', 'false'), false);
+  for (const [alias, text] of [
+    ['m', '2026-11-26'], // not a month start
+    ['dt', '0044-03-15 (BC)'],
+    ['i', '2147483648'],
+    ['k', '1.5'],
+    ['b', 'yes'],
+  ] as const)
+    assert.throws(
+      () => value(alias, text),
+      (e: unknown) => e instanceof IcebergError && e.code === 'ICEBERG_PARTITION_MISMATCH',
+    );
+  // A table partitioned by something the View's levels do not give.
+  assert.throws(
+    () => bindSpec(spec, schema, levels.slice(1), 'ns.p'),
+    /ns\.p is partitioned by year\(ts\) \(y\); the View has no such partition level/,
+  );
+
+  // Keys: the folder encoding is undone (viewKey's inverse).
+  const ref = { endpoint: 'web', instance: 'web-0', epoch: 'E1', segmentId: 7n };
+  const parts: HivePartition[] = [
+    ['c', null],
+    ['e', ''],
+    ['s', '__HIVE_DEFAULT_PARTITION__'],
+    ['u', 'eu/west 1 ü'],
+  ];
+  assert.deepEqual(partitionsOfViewKey('lf/x', 'pv', viewKey('lf/x', ref, 'pv', parts)), parts);
+  assert.deepEqual(partitionsOfViewKey('', 'pv', viewKey('', ref, 'pv', [])), []);
+  assert.throws(() => partitionsOfViewKey('lf', 'pv', 'lf/views/other/a.parquet'), IcebergError);
+});
+
+void test('a partitioned manifest reads back with avsc: the tuple record by field id, typed; the list carries field summaries', async () => {
+  const schema = viewToIcebergSchema({
+    view: 'pv',
+    columns: [
+      { name: 'at', type: 'TIMESTAMPTZ' },
+      { name: 'c', type: 'VARCHAR' },
+    ],
+  });
+  const levels: ViewPartitionLevel[] = [
+    { alias: 'dt', transform: { source: 'at', transform: 'day' } },
+    { alias: 'c', transform: { source: 'c', transform: 'identity' } },
+  ];
+  const spec = specForView(levels, schema);
+  const bound = bindSpec(spec, schema, levels, 'ns.pv');
+  const tuples = [
+    [partitionValue(bound[0]!, '2026-01-02'), partitionValue(bound[1]!, 'de')],
+    [partitionValue(bound[0]!, '2026-01-01'), partitionValue(bound[1]!, null)],
+    [partitionValue(bound[0]!, '2026-01-03'), partitionValue(bound[1]!, '')],
+  ];
+  const buf = encodeManifest({
+    schemaJson: JSON.stringify(schema),
+    schemaId: 0,
+    spec: {
+      specId: 0,
+      fields: bound.map((b) => ({ field: b.field, avro: partitionAvroType(b.resultType) })),
+    },
+    files: tuples.map((t, i) => ({ path: `s3://b/${i}.parquet`, rows: 1, bytes: 10, partition: t })),
+  });
+  const { metadata, objects } = await avscRead(buf);
+  assert.deepEqual(JSON.parse(metadata['partition-spec'] ?? ''), spec.fields);
+  const written = JSON.parse(metadata['avro.schema'] ?? '') as {
+    fields: { name: string; type: { fields: { name: string; type: unknown }[] } }[];
+  };
+  const partitionRecord = written.fields[4]!.type.fields.find((f) => f.name === 'partition')!.type as {
+    fields: unknown[];
+  };
+  assert.deepEqual(partitionRecord.fields, [
+    { name: 'dt', type: ['null', { type: 'int', logicalType: 'date' }], default: null, 'field-id': 1000 },
+    { name: 'c', type: ['null', 'string'], default: null, 'field-id': 1001 },
+  ]);
+  const day = Date.UTC(2026, 0, 1) / 86_400_000;
+  assert.deepEqual(
+    objects.map((o) => ({ ...(o as { data_file: { partition: object } }).data_file.partition })),
+    [
+      { dt: day + 1, c: 'de' },
+      { dt: day, c: null },
+      { dt: day + 2, c: '' },
+    ],
+  );
+  const summaries = fieldSummaries(bound, tuples);
+  const int32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(n);
+    return b;
+  };
+  assert.deepEqual(summaries, [
+    { contains_null: false, contains_nan: false, lower_bound: int32(day), upper_bound: int32(day + 2) },
+    {
+      contains_null: true,
+      contains_nan: false,
+      lower_bound: Buffer.from(''),
+      upper_bound: Buffer.from('de'),
+    },
+  ]);
+  const list = await avscRead(
+    encodeManifestList({
+      snapshotId: 5n,
+      parentSnapshotId: null,
+      sequenceNumber: 1n,
+      inherited: [],
+      added: {
+        path: 's3://b/m.avro',
+        bytes: buf.length,
+        files: 3,
+        rows: 3,
+        specId: 0,
+        partitions: summaries,
+      },
+    }),
+  );
+  assert.deepEqual(
+    (list.objects[0] as { partitions: object[] }).partitions.map((p) => ({ ...p })),
+    summaries,
+  );
 });

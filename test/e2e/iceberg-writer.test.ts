@@ -11,6 +11,9 @@ import path from 'node:path';
 import { DuckDBInstance } from '@duckdb/node-api';
 import { RestCatalog } from '../../ingest-node/src/iceberg/catalog.ts';
 import { IcebergWriter, type SegmentAppend } from '../../ingest-node/src/iceberg/commit.ts';
+import { IcebergError } from '../../ingest-node/src/iceberg/errors.ts';
+import { partitionsOfViewKey, type ViewPartitionLevel } from '../../ingest-node/src/iceberg/partition.ts';
+import { viewKey, type HivePartition } from '../../ingest-node/src/delivery/keys.ts';
 import { openObjectStore, type OpenedObjectStore } from '../../ingest-node/src/store/index.ts';
 import { startIcebergCatalog, startMinio } from '../harness/index.ts';
 import type { IcebergCatalog, MinioServer } from '../harness/index.ts';
@@ -230,4 +233,243 @@ void test('a View that adds a column adds an Iceberg field: old snapshots read N
     w.append(append('pv3', 'web-0', 3, [f], [...columns, { name: 'extra', type: 'BIGINT' }])),
     /ICEBERG_SCHEMA_MISMATCH|extra: table has "string", view writes long/,
   );
+});
+
+// ---- partition specs -----------------------------------------------------------
+
+const partScan = String.raw`
+import json, os, sys
+from pyiceberg.catalog import load_catalog
+from pyiceberg.expressions import EqualTo, IsNull, GreaterThanOrEqual, LessThan
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table(('landfall', sys.argv[1]))
+filters = {'all': None, 'de': EqualTo('country', 'de'), 'empty': EqualTo('country', ''),
+           'null': IsNull('country'), 'day2': GreaterThanOrEqual('at', '2026-01-02T00:00:00+00:00'),
+           'before_feb': LessThan('at', '2026-02-01T00:00:00')}
+out = {'spec': [[f.name, str(f.transform), f.source_id, f.field_id] for f in t.spec().fields],
+       'specs': len(t.specs()),
+       'partitions': sorted(json.dumps({k: (None if v is None else str(v)) for k, v in r['partition'].items()}, sort_keys=True)
+                            for r in t.inspect.files().to_pylist())}
+# PyIceberg's own transforms over the rows: the tuples the files should carry.
+import datetime
+from pyiceberg.utils.datetime import date_to_days, datetime_to_micros
+def internal(v):
+    if isinstance(v, datetime.datetime): return datetime_to_micros(v)
+    if isinstance(v, datetime.date): return date_to_days(v)
+    return v
+sch = t.schema()
+def tup(r):
+    out = {}
+    for f in t.spec().fields:
+        src = sch.find_field(f.source_id)
+        out[f.name] = f.transform.transform(src.field_type)(internal(r[src.name]))
+    return json.dumps(out, sort_keys=True)
+out['computed'] = sorted(set(tup(r) for r in t.scan().to_arrow().to_pylist()))
+out['stored'] = sorted(json.dumps({k: internal(v) for k, v in r['partition'].items()}, sort_keys=True)
+                       for r in t.inspect.files().to_pylist())
+for name in sys.argv[2:]:
+    scan = t.scan() if filters[name] is None else t.scan(row_filter=filters[name])
+    out[name] = {'files': len(list(scan.plan_files())), 'n': sorted(scan.to_arrow().column('n').to_pylist())}
+print(json.dumps(out))
+`;
+
+interface PartScan {
+  spec: [string, string, number, number][];
+  specs: number;
+  partitions: string[];
+  computed: string[];
+  stored: string[];
+  [filter: string]: unknown;
+}
+type Filtered = { files: number; n: number[] };
+
+/** A View file at the key the node would give it (keys.ts viewKey, so the folder encoding is Landfall's). */
+async function partitionFile(
+  view: string,
+  segment: number,
+  partitions: HivePartition[],
+  selectSql: string,
+): Promise<SegmentAppend['files'][number]> {
+  const ref = { endpoint: 'web', instance: 'web-0', epoch: '01TESTEPOCH', segmentId: BigInt(segment) };
+  const key = viewKey('lf', ref, view, partitions);
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  const local = path.join(scratch, `p-${view}-${segment}-${Math.random().toString(36).slice(2)}.parquet`);
+  await c.run(`SET TimeZone = 'UTC'`);
+  await c.run(`COPY (${selectSql}) TO '${local}' (FORMAT parquet)`);
+  const rows = Number((await c.runAndReadAll(`SELECT count(*) FROM '${local}'`)).getRows()[0]![0]);
+  c.closeSync();
+  db.closeSync();
+  const body = readFileSync(local);
+  await opened.store.put(key, body);
+  // What iceberg/delivery.ts does: the values back from the key.
+  return { key, bytes: body.length, rows, partitions: partitionsOfViewKey('lf', view, key) };
+}
+
+const countryColumns = [
+  { name: 'event', type: 'VARCHAR' },
+  { name: 'n', type: 'BIGINT' },
+  { name: 'at', type: 'TIMESTAMP WITH TIME ZONE' },
+  { name: 'country', type: 'VARCHAR' },
+];
+// dt = date_trunc('day', at), country = country, lc = lower(event) (no Iceberg transform: not in the spec).
+const countryLevels: ViewPartitionLevel[] = [
+  { alias: 'dt', transform: { source: 'at', transform: 'day' } },
+  { alias: 'cc', transform: { source: 'country', transform: 'identity' } },
+  { alias: 'lc' },
+];
+
+function countryRows(first: number, rows: number, day: string, country: string | null): string {
+  const c = country === null ? 'NULL::VARCHAR' : `'${country}'`;
+  return `SELECT 'e' AS event, i::BIGINT AS n, TIMESTAMPTZ '${day} 00:00:00+00' + to_seconds(i) AS at, ${c} AS country
+          FROM range(${first}, ${first + rows}) t(i)`;
+}
+
+void test('a View partitioned by day(at) and identity(country) makes a partitioned table; scans prune by partition', async () => {
+  const w = writer();
+  const level = (day: string, country: string | null): HivePartition[] => [
+    ['dt', day],
+    ['cc', country],
+    ['lc', 'e'],
+  ];
+  const seg1 = [
+    await partitionFile('pp', 1, level('2026-01-01', 'de'), countryRows(0, 3, '2026-01-01', 'de')),
+    await partitionFile('pp', 1, level('2026-01-01', ''), countryRows(10, 2, '2026-01-01', '')),
+    await partitionFile('pp', 1, level('2026-01-02', null), countryRows(20, 2, '2026-01-02', null)),
+  ];
+  const seg2 = [
+    // A real value that spells the folder names: its own partition, the text itself.
+    await partitionFile(
+      'pp',
+      2,
+      level('2026-01-02', '__HIVE_DEFAULT_PARTITION__'),
+      countryRows(30, 1, '2026-01-02', '__HIVE_DEFAULT_PARTITION__'),
+    ),
+    await partitionFile('pp', 2, level('2026-01-03', 'fr/x y'), countryRows(40, 2, '2026-01-03', 'fr/x y')),
+  ];
+  // The folder encoding stays in the key, never in the tuple.
+  assert.match(seg1[1]!.key, /cc=__LANDFALL_EMPTY__\//);
+  assert.match(seg1[2]!.key, /cc=__HIVE_DEFAULT_PARTITION__\//);
+  const view = (files: SegmentAppend['files'], s: number): SegmentAppend => {
+    const a = append('pp', 'web-0', s, files, countryColumns);
+    return { ...a, view: { ...a.view, partitioning: countryLevels } };
+  };
+  assert.equal((await w.append(view(seg1, 1)))?.found, false);
+  assert.equal((await w.append(view(seg2, 2)))?.found, false);
+
+  const r = JSON.parse(
+    (await catalog.python(partScan, ['pp', 'all', 'de', 'empty', 'null', 'day2'])).stdout,
+  ) as PartScan;
+  assert.deepEqual(r.spec, [
+    ['dt', 'day', 3, 1000],
+    ['cc', 'identity', 4, 1001],
+  ]);
+  assert.deepEqual(r.partitions, [
+    '{"cc": "", "dt": "2026-01-01"}',
+    '{"cc": "__HIVE_DEFAULT_PARTITION__", "dt": "2026-01-02"}',
+    '{"cc": "de", "dt": "2026-01-01"}',
+    '{"cc": "fr/x y", "dt": "2026-01-03"}',
+    '{"cc": null, "dt": "2026-01-02"}',
+  ]);
+  // The tuples are what PyIceberg's own transforms give for the rows in each file.
+  assert.deepEqual(r.stored, r.computed);
+  const all = r['all'] as Filtered;
+  assert.deepEqual(all, { files: 5, n: [0, 1, 2, 10, 11, 20, 21, 30, 40, 41] });
+  // Each filter plans fewer files than the table has, and returns exactly its rows.
+  assert.deepEqual(r['de'], { files: 1, n: [0, 1, 2] });
+  assert.deepEqual(r['empty'], { files: 1, n: [10, 11] });
+  assert.deepEqual(r['null'], { files: 1, n: [20, 21] });
+  assert.deepEqual(r['day2'], { files: 3, n: [20, 21, 30, 40, 41] });
+});
+
+void test('hour, month and year of a timestamp and identity of a DATE: the tuples are PyIceberg’s transforms of the rows', async () => {
+  const w = writer();
+  const columns = [
+    { name: 'n', type: 'BIGINT' },
+    { name: 'at', type: 'TIMESTAMP' },
+    { name: 'd', type: 'DATE' },
+  ];
+  const levels: ViewPartitionLevel[] = [
+    { alias: 'y', transform: { source: 'at', transform: 'year' } },
+    { alias: 'm', transform: { source: 'at', transform: 'month' } },
+    { alias: 'h', transform: { source: 'at', transform: 'hour' } },
+    { alias: 'dd', transform: { source: 'd', transform: 'identity' } },
+  ];
+  // The folder texts views/compile.ts renders for these levels.
+  const file = (s: number, at: string, d: string, n: number): Promise<SegmentAppend['files'][number]> =>
+    partitionFile(
+      'ph',
+      s,
+      [
+        ['y', `${at.slice(0, 4)}-01-01`],
+        ['m', `${at.slice(0, 7)}-01`],
+        ['h', at.slice(0, 13).replace(' ', 'T')],
+        ['dd', d],
+      ],
+      `SELECT ${n}::BIGINT AS n, TIMESTAMP '${at}' AS at, DATE '${d}' AS d`,
+    );
+  const files = [
+    await file(1, '2026-01-31 23:59:59', '1969-12-31', 1),
+    await file(1, '2026-02-01 00:00:00', '2026-02-01', 2),
+    await file(1, '1969-12-31 23:00:00', '1900-03-01', 3),
+  ];
+  const a = append('ph', 'web-0', 1, files, columns);
+  await w.append({ ...a, view: { ...a.view, partitioning: levels } });
+  const r = JSON.parse((await catalog.python(partScan, ['ph', 'all', 'before_feb'])).stdout) as PartScan;
+  assert.deepEqual(
+    r.spec.map(([name, t]) => [name, t]),
+    [
+      ['y', 'year'],
+      ['m', 'month'],
+      ['h', 'hour'],
+      ['dd', 'identity'],
+    ],
+  );
+  // PyIceberg renders year/month/hour tuples as the ints the spec defines.
+  const hours = (iso: string): number => Date.parse(`${iso}:00:00Z`) / 3_600_000;
+  assert.deepEqual(
+    r.partitions.map((p) => JSON.parse(p) as Record<string, string>),
+    [
+      { dd: '1900-03-01', h: String(hours('1969-12-31T23')), m: '-1', y: '-1' },
+      { dd: '1969-12-31', h: String(hours('2026-01-31T23')), m: String(56 * 12), y: '56' },
+      { dd: '2026-02-01', h: String(hours('2026-02-01T00')), m: String(56 * 12 + 1), y: '56' },
+    ].sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1)),
+  );
+  assert.deepEqual(r.stored, r.computed);
+  assert.equal(r.stored.length, 3);
+  assert.deepEqual(r['before_feb'], { files: 2, n: [1, 3] });
+});
+
+void test('an existing unpartitioned table keeps taking a partitioned View; a table partitioned otherwise is refused', async () => {
+  const w = writer();
+  // Created by an unpartitioned View.
+  await w.append(append('pu', 'web-0', 1, [await viewFile('lf/views/pu/a.parquet', 0, 2)]));
+  const f = await viewFile('lf/views/pu/dt=2026-01-01/b.parquet', 10, 2);
+  const a = append('pu', 'web-0', 2, [{ ...f, partitions: [['dt', '2026-01-01']] }]);
+  const partitioned = {
+    ...a,
+    view: {
+      ...a.view,
+      partitioning: [{ alias: 'dt', transform: { source: 'at', transform: 'day' as const } }],
+    },
+  };
+  assert.equal((await w.append(partitioned))?.found, false);
+  const r = JSON.parse((await catalog.python(partScan, ['pu', 'all'])).stdout) as PartScan;
+  assert.deepEqual([r.spec, r.specs], [[], 1], 'no spec change');
+  assert.deepEqual(r['all'], { files: 2, n: [0, 1, 10, 11] });
+
+  // pp is partitioned by day(at), identity(country): a View without those levels cannot say where its rows go.
+  const b = append(
+    'pp',
+    'web-0',
+    9,
+    [await viewFile('lf/views/pp/c.parquet', 50, 1)],
+    countryColumns.slice(0, 3),
+  );
+  await assert.rejects(w.append(b), (err: unknown) => {
+    assert.ok(err instanceof IcebergError);
+    assert.equal(err.code, 'ICEBERG_PARTITION_MISMATCH');
+    assert.match(err.message, /partitioned by day\(at\) \(dt\)/);
+    return true;
+  });
 });

@@ -89,6 +89,10 @@ print(json.dumps({
   'current': str(t.current_snapshot().snapshot_id),
   'files': files,
   'direct': direct,
+  'spec': [[f.name, str(f.transform), f.source_id] for f in t.spec().fields],
+  # A filter on the partition source column: PyIceberg plans only the matching day's files.
+  'nov28': {'files': sorted(task.file.file_path for task in t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").plan_files()),
+            'n': sorted(t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").to_arrow().column('n').to_pylist())},
 }))
 `;
 
@@ -100,6 +104,8 @@ interface Scan {
   rows: Record<string, unknown>[];
   snapshots: { id: string; segment: string; records: string }[];
   current: string;
+  spec: [string, string, number][];
+  nov28: { files: string[]; n: number[] };
 }
 
 const pv = (user: string, ts: string, n: number, price: string): string =>
@@ -194,6 +200,14 @@ void test('landfall serve appends each segment’s view rows to an Iceberg table
       .sort(),
   );
   assert.deepEqual(r.direct, [1, 2, 3, 4, 5]);
+  // The View's date_trunc('day', viewed_at) AS dt is the table's partition spec, and prunes.
+  assert.deepEqual(r.spec, [['dt', 'day', 3]]);
+  assert.deepEqual(
+    r.nov28.files,
+    r.files.filter((f) => f.includes('/dt=2026-11-28/')),
+  );
+  assert.ok(r.nov28.files.length > 0 && r.nov28.files.length < r.files.length);
+  assert.deepEqual(r.nov28.n, [4, 5]);
 });
 
 const CRASH_VIEW = `

@@ -26,6 +26,16 @@ import { toBigInt, type LoadedTable, type Snapshot, type TableMetadata } from '.
 import { IcebergError } from './errors.ts';
 import { encodeManifest, encodeManifestList, type ManifestFileEntry } from './manifest.ts';
 import {
+  bindSpec,
+  fieldSummaries,
+  partitionAvroType,
+  partitionValue,
+  specForView,
+  type BoundPartitionField,
+  type ViewPartitionLevel,
+} from './partition.ts';
+import type { HivePartition } from '../delivery/keys.ts';
+import {
   checkViewFitsTable,
   nameMapping,
   viewToIcebergSchema,
@@ -54,10 +64,20 @@ export interface SegmentIdentity {
 export interface SegmentAppend {
   readonly namespace: string;
   readonly table: string;
-  readonly view: ViewColumns & { readonly specSha256: string };
+  readonly view: ViewColumns & {
+    readonly specSha256: string;
+    /** The View's partition levels (a new table's spec is derived from them); none: unpartitioned. */
+    readonly partitioning?: readonly ViewPartitionLevel[];
+  };
   readonly segment: SegmentIdentity;
   /** The View's Parquet objects of this segment (keys in the node's bucket). */
-  readonly files: readonly { readonly key: string; readonly bytes: number; readonly rows: number }[];
+  readonly files: readonly {
+    readonly key: string;
+    readonly bytes: number;
+    readonly rows: number;
+    /** The file's decoded partition levels (partition.ts partitionsOfViewKey), by alias. */
+    readonly partitions?: readonly HivePartition[];
+  }[];
 }
 
 export interface TableCommit {
@@ -107,6 +127,20 @@ function newSnapshotId(): bigint {
   return id === 0n ? 1n : id;
 }
 
+/** A file's tuple: each spec field's value from the View level it is bound to. */
+function partitionTuple(
+  bound: readonly BoundPartitionField[],
+  levels: readonly HivePartition[],
+  key: string,
+): ReturnType<typeof partitionValue>[] {
+  return bound.map((b) => {
+    const level = levels.find(([alias]) => alias === b.alias);
+    if (level === undefined)
+      throw new IcebergError('ICEBERG_PARTITION_MISMATCH', `${key} has no partition level ${b.alias}`);
+    return partitionValue(b, level[1]);
+  });
+}
+
 function s3Uri(bucket: string, key: string): string {
   return `s3://${bucket}/${key}`;
 }
@@ -129,11 +163,17 @@ export class IcebergWriter {
     if (t !== null) return t;
     await c.ensureNamespace(a.namespace);
     const schema = viewToIcebergSchema(a.view);
-    return c.createTable(a.namespace, a.table, schema, {
-      'format-version': '2',
-      'schema.name-mapping.default': nameMapping(schema),
-      'landfall.view': a.view.view,
-    });
+    return c.createTable(
+      a.namespace,
+      a.table,
+      schema,
+      {
+        'format-version': '2',
+        'schema.name-mapping.default': nameMapping(schema),
+        'landfall.view': a.view.view,
+      },
+      specForView(a.view.partitioning ?? [], schema),
+    );
   }
 
   /** The parent's manifests, read back through the node's store. */
@@ -197,23 +237,29 @@ export class IcebergWriter {
   #checkAppendable(
     a: SegmentAppend,
     m: TableMetadata,
-  ): { schema: IcebergSchema; evolve: { schema: IcebergSchema; lastColumnId: number } | undefined } {
+  ): {
+    schema: IcebergSchema;
+    evolve: { schema: IcebergSchema; lastColumnId: number } | undefined;
+    specId: number;
+    bound: BoundPartitionField[];
+  } {
     if (m['format-version'] !== 2)
       throw new IcebergError(
         'ICEBERG_TABLE_UNSUPPORTED',
         `table ${a.namespace}.${a.table} is format v${m['format-version']}; this version appends to v2 tables`,
       );
     const spec = m['partition-specs'].find((s) => s['spec-id'] === m['default-spec-id']);
-    if (spec === undefined || spec.fields.length > 0)
-      throw new IcebergError(
-        'ICEBERG_TABLE_UNSUPPORTED',
-        `table ${a.namespace}.${a.table} is partitioned; this version appends to unpartitioned tables`,
-      );
+    if (spec === undefined)
+      throw new IcebergError('ICEBERG_TABLE_UNSUPPORTED', 'the default partition spec is not listed');
     const schema = m.schemas.find((s) => s['schema-id'] === m['current-schema-id']);
     if (schema === undefined)
       throw new IcebergError('ICEBERG_TABLE_UNSUPPORTED', 'the current schema is not listed');
+    // The table's spec as it is: a View whose partitioning changed keeps
+    // appending as long as its levels still give every spec field.
+    const bound = bindSpec(spec, schema, a.view.partitioning ?? [], `${a.namespace}.${a.table}`);
+    const specId = spec['spec-id'];
     const fit = checkViewFitsTable(a.view, schema, m['last-column-id'] ?? 0);
-    if (fit.added.length === 0) return { schema, evolve: undefined };
+    if (fit.added.length === 0) return { schema, evolve: undefined, specId, bound };
     const evolved: IcebergSchema = {
       type: 'struct',
       'schema-id': Math.max(...m.schemas.map((s) => s['schema-id'])) + 1,
@@ -222,6 +268,8 @@ export class IcebergWriter {
     return {
       schema: evolved,
       evolve: { schema: evolved, lastColumnId: Math.max(...evolved.fields.map((f) => f.id)) },
+      specId,
+      bound,
     };
   }
 
@@ -251,13 +299,23 @@ export class IcebergWriter {
           found: true,
           conflicts,
         };
-      const { schema, evolve } = this.#checkAppendable(a, m);
+      const { schema, evolve, specId, bound } = this.#checkAppendable(a, m);
+      const tuples = a.files.map((f) => partitionTuple(bound, f.partitions ?? [], f.key));
 
-      // The manifest: a pure function of the segment's files and the schema.
+      // The manifest: a pure function of the segment's files, the schema and the spec.
       const manifest = encodeManifest({
         schemaJson: JSON.stringify(schema),
         schemaId: schema['schema-id'],
-        files: a.files.map((f) => ({ path: s3Uri(this.#o.bucket, f.key), rows: f.rows, bytes: f.bytes })),
+        spec: {
+          specId,
+          fields: bound.map((b) => ({ field: b.field, avro: partitionAvroType(b.resultType) })),
+        },
+        files: a.files.map((f, i) => ({
+          path: s3Uri(this.#o.bucket, f.key),
+          rows: f.rows,
+          bytes: f.bytes,
+          partition: tuples[i]!,
+        })),
       });
       const manifestKey = this.#metadataKey(a, `${name}-m0.avro`);
       await this.#o.store.put(manifestKey, manifest, { contentType: 'avro/binary' });
@@ -279,6 +337,8 @@ export class IcebergWriter {
           bytes: manifest.length,
           files: a.files.length,
           rows,
+          specId,
+          partitions: fieldSummaries(bound, tuples),
         },
       });
       const listKey = this.#metadataKey(a, `snap-${snapshotId}-${name}.avro`);

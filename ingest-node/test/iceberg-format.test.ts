@@ -33,6 +33,11 @@ import {
   type ViewPartitionLevel,
 } from '../src/iceberg/partition.ts';
 import { viewKey, type HivePartition } from '../src/delivery/keys.ts';
+import { decodeFooter, footerFieldIds, footerMetrics } from '../src/iceberg/footer.ts';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 /** Decodes a container file with avsc (an independent Avro implementation). */
 async function avscRead(buf: Buffer): Promise<{ metadata: Record<string, string>; objects: unknown[] }> {
@@ -593,4 +598,97 @@ void test('a partitioned manifest reads back with avsc: the tuple record by fiel
     (list.objects[0] as { partitions: object[] }).partitions.map((p) => ({ ...p })),
     summaries,
   );
+});
+
+void test('column metrics from a DuckDB-written footer: counts, nulls, bounds in Iceberg’s binary form per type', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lf-footer-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  try {
+    const file = path.join(dir, 'f.parquet');
+    const long = 'ü'.repeat(40); // 80 bytes
+    await c.run(`SET TimeZone = 'UTC'`);
+    await c.run(
+      `COPY (SELECT * FROM (VALUES
+         (1::INTEGER, -5::BIGINT, 1.5::DOUBLE, true, DATE '1969-12-31', TIMESTAMP '2026-01-01 00:00:00.000001', -12.34::DECIMAL(10,2), 'b', '${long}'),
+         (NULL, 7::BIGINT, -2.5::DOUBLE, false, DATE '2026-01-02', TIMESTAMP '1960-01-01', 99.99::DECIMAL(10,2), 'a', 'z'),
+         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+       ) t(i, l, d, b, dt, ts, dec, s, ls)) TO '${file}' (FORMAT parquet, ROW_GROUP_SIZE 2)`,
+    );
+    const meta = decodeFooter(readFileSync(file));
+    const fields = viewToIcebergSchema({
+      view: 'f',
+      columns: [
+        { name: 'i', type: 'INTEGER' },
+        { name: 'l', type: 'BIGINT' },
+        { name: 'd', type: 'DOUBLE' },
+        { name: 'b', type: 'BOOLEAN' },
+        { name: 'dt', type: 'DATE' },
+        { name: 'ts', type: 'TIMESTAMP' },
+        { name: 'dec', type: 'DECIMAL(10,2)' },
+        { name: 's', type: 'VARCHAR' },
+        { name: 'ls', type: 'VARCHAR' },
+      ],
+    }).fields;
+    const m = footerMetrics(meta, fields);
+    const byId = <T>(l: { key: number; value: T }[]): Record<number, T> =>
+      Object.fromEntries(l.map((e) => [e.key, e.value]));
+    assert.deepEqual(byId(m.value_counts), Object.fromEntries(fields.map((f) => [f.id, 3n])));
+    assert.deepEqual(byId(m.null_value_counts), {
+      1: 1n,
+      2: 1n,
+      3: 1n,
+      4: 1n,
+      5: 1n,
+      6: 1n,
+      7: 1n,
+      8: 1n,
+      9: 1n,
+    });
+    const lo = byId(m.lower_bounds);
+    const hi = byId(m.upper_bounds);
+    assert.deepEqual([lo[1]!.readInt32LE(0), hi[1]!.readInt32LE(0)], [1, 3]);
+    assert.deepEqual([lo[2]!.readBigInt64LE(0), hi[2]!.readBigInt64LE(0)], [-5n, 7n]);
+    assert.deepEqual([lo[3]!.readDoubleLE(0), hi[3]!.readDoubleLE(0)], [-2.5, 1.5]);
+    assert.deepEqual([lo[4], hi[4]], [Buffer.from([0]), Buffer.from([1])]);
+    assert.deepEqual([lo[5]!.readInt32LE(0), hi[5]!.readInt32LE(0)], [-1, Date.UTC(2026, 0, 2) / 86_400_000]);
+    assert.deepEqual(
+      [lo[6]!.readBigInt64LE(0), hi[6]!.readBigInt64LE(0)],
+      [BigInt(Date.UTC(1960, 0, 1)) * 1000n, BigInt(Date.UTC(2026, 0, 1)) * 1000n + 1n],
+    );
+    // Decimals: the unscaled value, big-endian two's complement, fewest bytes.
+    assert.deepEqual([lo[7], hi[7]], [Buffer.from([0xfb, 0x2e]), Buffer.from([0x27, 0x0f])]);
+    assert.deepEqual([lo[8], hi[8]], [Buffer.from('a'), Buffer.from('b')]);
+    // A string bound over 64 bytes ('ü'… sorts after 'z' in UTF-8): no upper bound (a cut one would be too low).
+    assert.deepEqual([lo[9], hi[9]], [Buffer.from('z'), undefined]);
+    assert.deepEqual(
+      [...footerFieldIds(meta).values()],
+      fields.map(() => undefined),
+      'no FIELD_IDS in this COPY',
+    );
+  } finally {
+    c.closeSync();
+    db.closeSync();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('a lower string bound over 64 bytes is cut on a UTF-8 character boundary', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lf-footer-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  try {
+    const file = path.join(dir, 'f.parquet');
+    await c.run(`COPY (SELECT 'a' || repeat('ü', 40) AS s) TO '${file}' (FORMAT parquet)`);
+    const m = footerMetrics(decodeFooter(readFileSync(file)), [
+      { id: 1, name: 's', required: false, type: 'string' },
+    ]);
+    // 'a' + 31 × 'ü' is 63 bytes: the 64th would split a character.
+    assert.deepEqual(m.lower_bounds, [{ key: 1, value: Buffer.from(`a${'ü'.repeat(31)}`) }]);
+    assert.deepEqual(m.upper_bounds, []);
+  } finally {
+    c.closeSync();
+    db.closeSync();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

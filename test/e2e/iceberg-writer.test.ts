@@ -473,3 +473,80 @@ void test('an existing unpartitioned table keeps taking a partitioned View; a ta
     return true;
   });
 });
+
+// ---- column stats ---------------------------------------------------------------
+
+const statsScan = String.raw`
+import json, os, sys
+from pyiceberg.catalog import load_catalog
+from pyiceberg.expressions import GreaterThanOrEqual, EqualTo
+cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
+t = cat.load_table(('landfall', sys.argv[1]))
+files = t.inspect.files().to_pylist()
+def show(m):
+    return {c: {k: (None if v is None else str(v)) for k, v in s.items()} for c, s in m.items()}
+out = {'metrics': sorted((show(f['readable_metrics']) for f in files), key=lambda m: m['n']['lower_bound']),
+       'all': len(list(t.scan().plan_files()))}
+for name, f in {'n_ge_100': GreaterThanOrEqual('n', 100), 'event_e500': EqualTo('event', 'e500'),
+                'price_ge_5': GreaterThanOrEqual('price', '5.00'),
+                'at_ge': GreaterThanOrEqual('at', '2026-01-01T00:03:20+00:00')}.items():
+    s = t.scan(row_filter=f)
+    out[name] = {'files': len(list(s.plan_files())), 'n': sorted(s.to_arrow().column('n').to_pylist())}
+print(json.dumps(out))
+`;
+
+void test('manifest entries carry column stats from each file’s footer; filters on non-partition columns prune by them', async () => {
+  const w = writer();
+  const rows = (first: number, count: number): string =>
+    `SELECT CASE WHEN i % 2 = 0 THEN 'e' || i END AS event, i::BIGINT AS n,
+            TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds(i) AS at, (i / 100)::DECIMAL(10,2) AS price
+     FROM range(${first}, ${first + count}) t(i)`;
+  const files = [
+    await partitionFile('ps', 1, [], rows(0, 4)),
+    await partitionFile('ps', 2, [], rows(100, 3)),
+    await partitionFile('ps', 3, [], rows(500, 2)),
+  ];
+  for (const [i, f] of files.entries()) await w.append(append('ps', 'web-0', i + 1, [f]));
+  const r = JSON.parse((await catalog.python(statsScan, ['ps'])).stdout) as {
+    metrics: Record<string, Record<string, string | null>>[];
+    all: number;
+    [k: string]: unknown;
+  };
+  const pick = (m: Record<string, Record<string, string | null>>, col: string) => {
+    const { value_count, null_value_count, lower_bound, upper_bound } = m[col]!;
+    return [value_count, null_value_count, lower_bound, upper_bound];
+  };
+  assert.deepEqual(
+    r.metrics.map((m) => ({
+      event: pick(m, 'event'),
+      n: pick(m, 'n'),
+      at: pick(m, 'at'),
+      price: pick(m, 'price'),
+    })),
+    [
+      {
+        event: ['4', '2', 'e0', 'e2'],
+        n: ['4', '0', '0', '3'],
+        at: ['4', '0', '2026-01-01 00:00:00+00:00', '2026-01-01 00:00:03+00:00'],
+        price: ['4', '0', '0.00', '0.03'],
+      },
+      {
+        event: ['3', '1', 'e100', 'e102'],
+        n: ['3', '0', '100', '102'],
+        at: ['3', '0', '2026-01-01 00:01:40+00:00', '2026-01-01 00:01:42+00:00'],
+        price: ['3', '0', '1.00', '1.02'],
+      },
+      {
+        event: ['2', '1', 'e500', 'e500'],
+        n: ['2', '0', '500', '501'],
+        at: ['2', '0', '2026-01-01 00:08:20+00:00', '2026-01-01 00:08:21+00:00'],
+        price: ['2', '0', '5.00', '5.01'],
+      },
+    ],
+  );
+  assert.equal(r.all, 3);
+  assert.deepEqual(r['n_ge_100'], { files: 2, n: [100, 101, 102, 500, 501] });
+  assert.deepEqual(r['event_e500'], { files: 1, n: [500] });
+  assert.deepEqual(r['price_ge_5'], { files: 1, n: [500, 501] });
+  assert.deepEqual(r['at_ge'], { files: 1, n: [500, 501] });
+});

@@ -35,6 +35,7 @@ import {
   type ViewPartitionLevel,
 } from './partition.ts';
 import type { HivePartition } from '../delivery/keys.ts';
+import { decodeFooter, footerBytesNeeded, footerFieldIds, footerMetrics, FooterError } from './footer.ts';
 import {
   checkViewFitsTable,
   nameMapping,
@@ -106,6 +107,13 @@ export interface IcebergWriterOptions {
   readonly random?: () => number;
 }
 
+type Footer = ReturnType<typeof decodeFooter>;
+
+/** First ranged read of a data file's tail: a flat View file's footer is a few KiB. */
+const footerTailBytes = 64 * 1024;
+/** Footers fetched at once per append (a segment may have up to views.partitionFilesMax files). */
+const footerReadsConcurrent = 8;
+
 /** Upper bound on parent manifest lists we read back (they are small Avro files). */
 const manifestListBytesMax = 64 * 1024 * 1024;
 
@@ -125,6 +133,23 @@ function newSnapshotId(): bigint {
   b[0] = b[0]! & 0x1f;
   const id = b.readBigUInt64BE() & ((1n << 53n) - 1n);
   return id === 0n ? 1n : id;
+}
+
+/**
+ * Readers resolve a file's columns by its Parquet field ids when it has them
+ * (the name mapping is only for files without): ids that are not the table's
+ * would read another column's values, so such a file is refused.
+ */
+function checkFileFieldIds(meta: Footer, schema: IcebergSchema, key: string): void {
+  const byName = new Map(schema.fields.map((f) => [f.name, f.id]));
+  for (const [name, id] of footerFieldIds(meta)) {
+    if (id === undefined) continue;
+    if (byName.get(name) !== id)
+      throw new IcebergError(
+        'ICEBERG_SCHEMA_MISMATCH',
+        `${key}: column ${name} has Parquet field id ${id}, the table's field ${name} is ${byName.get(name) ?? 'absent'}`,
+      );
+  }
 }
 
 /** A file's tuple: each spec field's value from the View level it is bound to. */
@@ -174,6 +199,37 @@ export class IcebergWriter {
       },
       specForView(a.view.partitioning ?? [], schema),
     );
+  }
+
+  /**
+   * Each file's Parquet footer (undefined: the store has no ranged reads, or
+   * the footer does not decode; that file's entry then carries no stats).
+   */
+  async #footers(files: SegmentAppend['files']): Promise<(Footer | undefined)[]> {
+    const store = this.#o.store;
+    if (store.getTail === undefined) return files.map(() => undefined);
+    const getTail = store.getTail.bind(store);
+    const out: (Footer | undefined)[] = [];
+    for (let i = 0; i < files.length; i += footerReadsConcurrent) {
+      const batch = files.slice(i, i + footerReadsConcurrent);
+      out.push(
+        ...(await Promise.all(
+          batch.map(async (f) => {
+            let tail = await getTail(f.key, Math.min(footerTailBytes, f.bytes));
+            if (tail === null) throw new Error(`view file ${f.key} is missing from the store`);
+            try {
+              const need = footerBytesNeeded(tail);
+              if (need > tail.length && need <= f.bytes) tail = await getTail(f.key, need);
+              return tail === null ? undefined : decodeFooter(tail);
+            } catch (err) {
+              if (err instanceof FooterError) return undefined;
+              throw err;
+            }
+          }),
+        )),
+      );
+    }
+    return out;
   }
 
   /** The parent's manifests, read back through the node's store. */
@@ -288,6 +344,7 @@ export class IcebergWriter {
     const name = `${a.segment.instance}-${a.segment.epoch}-${a.segment.segmentId}`;
 
     let loaded = await this.#ensureTable(a);
+    let footers: (Footer | undefined)[] | undefined;
     for (let conflicts = 0; ;) {
       const m = loaded.metadata;
       const mine = snapshotOfSegment(m, a.segment);
@@ -301,6 +358,12 @@ export class IcebergWriter {
         };
       const { schema, evolve, specId, bound } = this.#checkAppendable(a, m);
       const tuples = a.files.map((f) => partitionTuple(bound, f.partitions ?? [], f.key));
+      footers ??= await this.#footers(a.files);
+      const metrics = footers.map((meta, i) => {
+        if (meta === undefined) return undefined;
+        checkFileFieldIds(meta, schema, a.files[i]!.key);
+        return footerMetrics(meta, schema.fields);
+      });
 
       // The manifest: a pure function of the segment's files, the schema and the spec.
       const manifest = encodeManifest({
@@ -315,6 +378,7 @@ export class IcebergWriter {
           rows: f.rows,
           bytes: f.bytes,
           partition: tuples[i]!,
+          ...(metrics[i] !== undefined ? { metrics: metrics[i] } : {}),
         })),
       });
       const manifestKey = this.#metadataKey(a, `${name}-m0.avro`);

@@ -10,7 +10,9 @@
 // |               | fields, JSON), partition-spec-id, format-version  | snapshot and sequence numbers     |
 // |               | 2, content data                                   | null (inherited from the list),   |
 // |               |                                                   | data_file (path, PARQUET, rows,   |
-// |               |                                                   | bytes, partition tuple)           |
+// |               |                                                   | bytes, partition tuple, column    |
+// |               |                                                   | sizes, value/null counts, lower/  |
+// |               |                                                   | upper bounds by field id)         |
 // | manifest list | snapshot-id, parent-snapshot-id, sequence-number, | manifest_file: path, length,      |
 // |               | format-version 2                                  | spec id, content 0, sequence      |
 // |               |                                                   | numbers, added snapshot, counts,  |
@@ -30,6 +32,7 @@
 // it, and only the (small) manifest list is rewritten when a commit is
 // retried after a conflict.
 import { encodeAvroContainer, type AvroField, type AvroSchema } from './avro.ts';
+import type { FileMetrics } from './footer.ts';
 import type { FieldSummary, PartitionField, PartitionValue } from './partition.ts';
 
 const optional = (name: string, id: number, type: AvroSchema): AvroField => ({
@@ -149,6 +152,8 @@ export interface DataFile {
   readonly bytes: number;
   /** The file's partition tuple, one value per spec field (none for an unpartitioned table). */
   readonly partition?: readonly PartitionValue[];
+  /** Column metrics by field id (footer.ts); none: the entry carries no stats. */
+  readonly metrics?: FileMetrics;
 }
 
 export interface ManifestInput {
@@ -178,12 +183,12 @@ export function encodeManifest(m: ManifestInput): Buffer {
         partition: Object.fromEntries(fields.map((p, i) => [p.field.name, f.partition?.[i] ?? null])),
         record_count: f.rows,
         file_size_in_bytes: f.bytes,
-        column_sizes: null,
-        value_counts: null,
-        null_value_counts: null,
+        column_sizes: f.metrics?.column_sizes ?? null,
+        value_counts: f.metrics?.value_counts ?? null,
+        null_value_counts: f.metrics?.null_value_counts ?? null,
         nan_value_counts: null,
-        lower_bounds: null,
-        upper_bounds: null,
+        lower_bounds: f.metrics?.lower_bounds ?? null,
+        upper_bounds: f.metrics?.upper_bounds ?? null,
         key_metadata: null,
         split_offsets: null,
         equality_ids: null,

@@ -34,6 +34,7 @@ import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
+import { icebergFieldIds } from './iceberg/field-ids.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -164,10 +165,20 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
   let parquet: ParquetOutputs | undefined;
   if (durable !== undefined) {
     try {
-      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
-        parquet = await startParquetOutputs(config, { clock, log, registry });
-      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
       const catalogUri = config.iceberg.catalogUri;
+      // View files carry their tables' field ids (iceberg/field-ids.ts).
+      const fieldIds =
+        catalogUri !== undefined && config.s3.bucket !== undefined
+          ? icebergFieldIds({ config: { ...config.iceberg, catalogUri }, log })
+          : undefined;
+      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
+        parquet = await startParquetOutputs(config, {
+          clock,
+          log,
+          registry,
+          ...(fieldIds !== undefined ? { fieldIds } : {}),
+        });
+      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
       if (catalogUri !== undefined && config.s3.bucket === undefined)
         throw new Error('iceberg.catalogUri needs s3.bucket: table data files are s3:// objects');
       const views = parquet?.registry;

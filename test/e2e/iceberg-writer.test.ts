@@ -12,6 +12,8 @@ import { DuckDBInstance } from '@duckdb/node-api';
 import { RestCatalog } from '../../ingest-node/src/iceberg/catalog.ts';
 import { IcebergWriter, type SegmentAppend } from '../../ingest-node/src/iceberg/commit.ts';
 import { IcebergError } from '../../ingest-node/src/iceberg/errors.ts';
+import { icebergFieldIds } from '../../ingest-node/src/iceberg/field-ids.ts';
+import type { CompiledView } from '../../ingest-node/src/views/compile.ts';
 import { partitionsOfViewKey, type ViewPartitionLevel } from '../../ingest-node/src/iceberg/partition.ts';
 import { viewKey, type HivePartition } from '../../ingest-node/src/delivery/keys.ts';
 import { openObjectStore, type OpenedObjectStore } from '../../ingest-node/src/store/index.ts';
@@ -549,4 +551,93 @@ void test('manifest entries carry column stats from each file’s footer; filter
   assert.deepEqual(r['event_e500'], { files: 1, n: [500] });
   assert.deepEqual(r['price_ge_5'], { files: 1, n: [500, 501] });
   assert.deepEqual(r['at_ge'], { files: 1, n: [500, 501] });
+});
+
+// ---- Parquet field ids --------------------------------------------------------------
+
+const idsScan = String.raw`
+import json, os, sys
+from pyiceberg.catalog import load_catalog
+import pyarrow.fs as pafs, pyarrow.parquet as pq
+p = json.loads(os.environ['TESTBED_ICEBERG_PROPS'])
+cat = load_catalog('testbed', **p)
+t = cat.load_table(('landfall', sys.argv[1]))
+fs = pafs.S3FileSystem(endpoint_override=p['s3.endpoint'].split('://')[1], scheme='http', access_key=p['s3.access-key-id'],
+                       secret_key=p['s3.secret-access-key'], region=p['s3.region'])
+s = pq.read_schema(sys.argv[2], filesystem=fs)
+print(json.dumps({
+  'file_ids': {f.name: int(f.metadata[b'PARQUET:field_id']) for f in s if f.metadata and b'PARQUET:field_id' in f.metadata},
+  'schema': [[f.field_id, f.name] for f in t.schema().fields],
+  'rows': t.scan(selected_fields=('n', 'extra', 'z')).to_arrow().sort_by('n').to_pylist(),
+}))
+`;
+
+void test('field ids for a View’s files are its table’s, stable across a View edit; a file with other ids is refused', async () => {
+  // pv3 (test 3): event 1, n 2, at 3, price 4, extra 5. The View now writes extra and n, reordered, and a new z.
+  const edited = [
+    { name: 'extra', type: 'VARCHAR' },
+    { name: 'n', type: 'BIGINT' },
+    { name: 'z', type: 'INTEGER' },
+  ];
+  const compiled = {
+    spec: { name: 'pv', iceberg: { namespace: 'landfall', table: 'pv3' } },
+    columns: edited,
+  } as unknown as CompiledView;
+  const lookup = icebergFieldIds({
+    config: {
+      catalogUri: catalog.uri,
+      warehouse: catalog.warehouse,
+      requestTimeoutMs: 10_000,
+      conflictRetriesMax: 5,
+    },
+  });
+  const ids = (await lookup([compiled])).get('pv');
+  assert.deepEqual(ids, { extra: 5, n: 2, z: 6 });
+  // A table that does not exist yet: the ids it will be created with.
+  const fresh = { ...compiled, spec: { name: 'nv', iceberg: { namespace: 'landfall', table: 'new_one' } } };
+  assert.deepEqual((await lookup([fresh as CompiledView])).get('nv'), { extra: 1, n: 2, z: 3 });
+
+  const fieldIds = (m: Record<string, number>): string =>
+    `FIELD_IDS {${Object.entries(m)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(', ')}}`;
+  const write = async (key: string, m: Record<string, number>): Promise<SegmentAppend['files'][number]> => {
+    const db = await DuckDBInstance.create(':memory:');
+    const c = await db.connect();
+    const local = path.join(scratch, `ids-${m['n']}-${m['z']}.parquet`);
+    await c.run(
+      `COPY (SELECT 'x' || i AS extra, i::BIGINT AS n, i::INTEGER AS z FROM range(20, 22) t(i))
+       TO '${local}' (FORMAT parquet, ${fieldIds(m)})`,
+    );
+    c.closeSync();
+    db.closeSync();
+    const body = readFileSync(local);
+    await opened.store.put(key, body);
+    return { key, bytes: body.length, rows: 2 };
+  };
+  const w = writer();
+  // Wrong ids (the View's column order, 1..3): refused before anything is committed.
+  const wrong = await write('lf/views/pv3/ids-wrong.parquet', { extra: 1, n: 2, z: 3 });
+  await assert.rejects(w.append(append('pv3', 'web-0', 40, [wrong], edited)), (err: unknown) => {
+    assert.ok(err instanceof IcebergError);
+    assert.equal(err.code, 'ICEBERG_SCHEMA_MISMATCH');
+    assert.match(err.message, /column extra has Parquet field id 1, the table's field extra is 5/);
+    return true;
+  });
+  const right = await write('lf/views/pv3/ids-right.parquet', ids);
+  assert.equal((await w.append(append('pv3', 'web-0', 41, [right], edited)))?.found, false);
+  const r = JSON.parse((await catalog.python(idsScan, ['pv3', `${minio.bucket}/${right.key}`])).stdout) as {
+    file_ids: Record<string, number>;
+    schema: [number, string][];
+    rows: { n: number; extra: string | null; z: number | null }[];
+  };
+  assert.deepEqual(r.file_ids, { extra: 5, n: 2, z: 6 });
+  assert.deepEqual(r.schema.at(-1), [6, 'z']);
+  assert.deepEqual(
+    r.rows.filter((x) => x.n >= 20),
+    [
+      { n: 20, extra: 'x20', z: 20 },
+      { n: 21, extra: 'x21', z: 21 },
+    ],
+  );
 });

@@ -90,6 +90,9 @@ print(json.dumps({
   'files': files,
   'direct': direct,
   'spec': [[f.name, str(f.transform), f.source_id] for f in t.spec().fields],
+  # The Parquet field ids the node wrote into each data file.
+  'file_ids': sorted(set(json.dumps({x.name: int(x.metadata[b'PARQUET:field_id']) for x in pq.read_schema(f[len('s3://'):], filesystem=fs)
+                                     if x.metadata and b'PARQUET:field_id' in x.metadata}) for f in files)),
   # A filter on the partition source column: PyIceberg plans only the matching day's files.
   'nov28': {'files': sorted(task.file.file_path for task in t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").plan_files()),
             'n': sorted(t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").to_arrow().column('n').to_pylist())},
@@ -106,6 +109,7 @@ interface Scan {
   current: string;
   spec: [string, string, number][];
   nov28: { files: string[]; n: number[] };
+  file_ids: string[];
 }
 
 const pv = (user: string, ts: string, n: number, price: string): string =>
@@ -208,6 +212,11 @@ void test('landfall serve appends each segment’s view rows to an Iceberg table
   );
   assert.ok(r.nov28.files.length > 0 && r.nov28.files.length < r.files.length);
   assert.deepEqual(r.nov28.n, [4, 5]);
+  // Every data file carries the table's field ids (no name mapping needed).
+  assert.deepEqual(
+    r.file_ids.map((x) => JSON.parse(x) as unknown),
+    [{ event: 1, user_id: 2, viewed_at: 3, n: 4, price: 5 }],
+  );
 });
 
 const CRASH_VIEW = `

@@ -52,6 +52,13 @@ export interface ParquetProducerOptions {
   readonly log?: Logger;
   /** landfall_view_rows_total and friends go here. */
   readonly registry?: Registry;
+  /**
+   * Parquet field ids for the views' files (their Iceberg tables' ids, by view
+   * then column name), asked once per segment; none: files without ids.
+   */
+  readonly fieldIds?: (
+    views: readonly CompiledView[],
+  ) => Promise<ReadonlyMap<string, Readonly<Record<string, number>>>>;
 }
 
 /** WAL records as the materialiser takes them: an MQTT record's payload is its message, with the topic beside it. */
@@ -238,7 +245,9 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
       const db = await o.db();
       const started = performance.now();
       const ref = job.ref;
+      const fieldIds = o.fieldIds !== undefined ? await o.fieldIds(views) : undefined;
       const out = await materializeSegment(db, {
+        ...(fieldIds !== undefined ? { fieldIds } : {}),
         jobId: `${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`,
         records: walToSegmentRecords(job.records()),
         views,
@@ -340,7 +349,12 @@ export function parquetScratchDir(config: ParquetOutputsConfig): string {
  */
 export async function startParquetOutputs(
   config: ParquetOutputsConfig,
-  deps: { clock: Clock; log: Logger; registry?: Registry },
+  deps: {
+    clock: Clock;
+    log: Logger;
+    registry?: Registry;
+    fieldIds?: ParquetProducerOptions['fieldIds'];
+  },
 ): Promise<ParquetOutputs> {
   const raw = config.outputs.rawParquet;
   const dir = config.views.dir;
@@ -391,6 +405,7 @@ export async function startParquetOutputs(
     partitionFilesMax: config.views.partitionFilesMax,
     log: deps.log,
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+    ...(deps.fieldIds !== undefined ? { fieldIds: deps.fieldIds } : {}),
   });
   return {
     producer,

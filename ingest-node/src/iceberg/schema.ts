@@ -3,11 +3,12 @@
 //
 // Field ids: a new table numbers the View's columns 1..n in spec order. An
 // existing table's ids are kept: columns are found by name in the table's
-// current schema. The View's Parquet files carry no field ids (DuckDB writes
-// them only with COPY … FIELD_IDS, which the materialiser does not pass yet),
-// so the table carries `schema.name-mapping.default`: the spec's mapping from
-// column names to field ids for files without ids, which Iceberg readers
-// (Java, PyIceberg, Trino, Spark) apply.
+// current schema. The View's Parquet files carry these ids (field-ids.ts,
+// COPY … FIELD_IDS) when the catalog could be asked before they were
+// written; for those that could not (and files from before), the table
+// carries `schema.name-mapping.default`: the spec's mapping from column names
+// to field ids for files without ids, which Iceberg readers (Java, PyIceberg,
+// Trino, Spark) apply.
 import { IcebergError } from './errors.ts';
 
 export interface IcebergField {

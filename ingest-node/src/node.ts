@@ -35,6 +35,7 @@ import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
 import { icebergFieldIds } from './iceberg/field-ids.ts';
+import { icebergViewCheck } from './iceberg/view-check.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -177,6 +178,9 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
           log,
           registry,
           ...(fieldIds !== undefined ? { fieldIds } : {}),
+          ...(catalogUri !== undefined && config.s3.bucket !== undefined
+            ? { checkView: icebergViewCheck({ config: { ...config.iceberg, catalogUri }, log }) }
+            : {}),
         });
       const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
       if (catalogUri !== undefined && config.s3.bucket === undefined)

@@ -19,7 +19,14 @@ import {
   manifestEntrySchema,
   manifestFileSchema,
 } from '../src/iceberg/manifest.ts';
-import { checkViewFitsTable, icebergType, nameMapping, viewToIcebergSchema } from '../src/iceberg/schema.ts';
+import {
+  canPromote,
+  checkViewFitsTable,
+  icebergType,
+  nameMapping,
+  typeChanges,
+  viewToIcebergSchema,
+} from '../src/iceberg/schema.ts';
 import { IcebergError } from '../src/iceberg/errors.ts';
 import { icebergTableCommit } from '../src/iceberg/delivery.ts';
 import { compileView, createParquetDb, parseViewYaml } from '../src/views/index.ts';
@@ -691,4 +698,49 @@ void test('a lower string bound over 64 bytes is cut on a UTF-8 character bounda
     db.closeSync();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+void test('type promotions: int → long, float → double, decimal precision at the same scale; nothing else', () => {
+  const ok = [
+    ['int', 'long'],
+    ['float', 'double'],
+    ['decimal(10, 2)', 'decimal(12,2)'],
+    ['string', 'string'],
+  ];
+  const no = [
+    ['long', 'int'],
+    ['string', 'long'],
+    ['int', 'string'],
+    ['double', 'float'],
+    ['decimal(10, 2)', 'decimal(12, 3)'],
+    ['decimal(10, 2)', 'decimal(9, 2)'],
+    ['timestamp', 'timestamptz'],
+  ];
+  for (const [a, b] of ok) assert.equal(canPromote(a!, b!), true, `${a} → ${b}`);
+  for (const [a, b] of no) assert.equal(canPromote(a!, b!), false, `${a} → ${b}`);
+  const schema = {
+    fields: [
+      { id: 1, name: 'a', required: false, type: 'int' },
+      { id: 2, name: 'b', required: false, type: 'string' },
+    ],
+  };
+  assert.deepEqual(
+    typeChanges(
+      {
+        view: 'v',
+        columns: [
+          { name: 'new', type: 'VARCHAR' },
+          { name: 'a', type: 'BIGINT' },
+          { name: 'b', type: 'BIGINT' },
+        ],
+      },
+      schema,
+    ),
+    [{ index: 2, name: 'b', table: 'string', view: 'long' }],
+  );
+  const fit = checkViewFitsTable(
+    { view: 'v', columns: [{ name: 'a', type: 'BIGINT' }] },
+    { type: 'struct', 'schema-id': 0, ...schema },
+  );
+  assert.deepEqual(fit.promoted, [{ id: 1, name: 'a', required: false, type: 'long' }]);
 });

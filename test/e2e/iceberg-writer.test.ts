@@ -13,6 +13,8 @@ import { RestCatalog } from '../../ingest-node/src/iceberg/catalog.ts';
 import { IcebergWriter, type SegmentAppend } from '../../ingest-node/src/iceberg/commit.ts';
 import { IcebergError } from '../../ingest-node/src/iceberg/errors.ts';
 import { icebergFieldIds } from '../../ingest-node/src/iceberg/field-ids.ts';
+import { icebergViewCheck } from '../../ingest-node/src/iceberg/view-check.ts';
+import { ViewError } from '../../ingest-node/src/views/errors.ts';
 import type { CompiledView } from '../../ingest-node/src/views/compile.ts';
 import { partitionsOfViewKey, type ViewPartitionLevel } from '../../ingest-node/src/iceberg/partition.ts';
 import { viewKey, type HivePartition } from '../../ingest-node/src/delivery/keys.ts';
@@ -640,4 +642,66 @@ void test('field ids for a View’s files are its table’s, stable across a Vie
       { n: 21, extra: 'x21', z: 21 },
     ],
   );
+});
+
+// ---- type changes -------------------------------------------------------------------
+
+void test('a type change the table cannot promote is refused at View load (iceberg_type_change); int → long is promoted', async () => {
+  const check = icebergViewCheck({
+    config: {
+      catalogUri: catalog.uri,
+      warehouse: catalog.warehouse,
+      requestTimeoutMs: 10_000,
+      conflictRetriesMax: 5,
+    },
+  });
+  const view = (table: string, columns: { name: string; type: string }[]): CompiledView =>
+    ({ spec: { name: 'pv', iceberg: { namespace: 'landfall', table } }, columns }) as unknown as CompiledView;
+  // pv3 has extra as string (test 3).
+  await assert.rejects(
+    check(
+      view('pv3', [
+        { name: 'n', type: 'BIGINT' },
+        { name: 'extra', type: 'BIGINT' },
+      ]),
+    ),
+    (err: unknown) => {
+      assert.ok(err instanceof ViewError);
+      assert.equal(err.code, 'iceberg_type_change');
+      assert.equal(err.path, 'columns[1].type');
+      assert.match(err.message, /has extra as string; long is not a promotion of it/);
+      return true;
+    },
+  );
+  // Unchanged, added and dropped columns load; so does a table that does not exist yet.
+  await check(
+    view('pv3', [
+      { name: 'n', type: 'BIGINT' },
+      { name: 'new_col', type: 'DOUBLE' },
+    ]),
+  );
+  await check(view('no_such_table', [{ name: 'n', type: 'VARCHAR' }]));
+
+  // int → long: allowed at load, and the commit promotes the field; the old file reads as long.
+  const w = writer();
+  const intFile = await partitionFile('pi', 1, [], 'SELECT i::INTEGER AS n FROM range(0, 2) t(i)');
+  await w.append(append('pi', 'web-0', 1, [intFile], [{ name: 'n', type: 'INTEGER' }]));
+  const wide = [{ name: 'n', type: 'BIGINT' }];
+  await check(view('pi', wide));
+  const longFile = await partitionFile(
+    'pi',
+    2,
+    [],
+    'SELECT (i + 5000000000)::BIGINT AS n FROM range(0, 2) t(i)',
+  );
+  assert.equal((await w.append(append('pi', 'web-0', 2, [longFile], wide)))?.found, false);
+  const r = JSON.parse(
+    (
+      await catalog.python(scan.replace("'price': str(sorted(rows.column('price').to_pylist())[-1]),", ''), [
+        'pi',
+      ])
+    ).stdout,
+  ) as Scan;
+  assert.deepEqual(r.schema, [[1, 'n', 'long']]);
+  assert.deepEqual(r.n, [0, 1, 5000000000, 5000000001]);
 });

@@ -418,8 +418,7 @@ cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
 print(json.dumps(len(cat.load_table('misfit.orders').snapshots())))
 `;
 
-void test('a View its table cannot take does not hold delivery back: the marker records why, later segments flow', async () => {
-  assert.equal((await catalog.python(makeMisfitTable)).stdout.trim(), 'ok');
+void test('a View its table cannot take does not hold delivery back: the marker records why, later segments flow; a reload is refused (iceberg_type_change)', async () => {
   const misfitPrefix = 'lf3';
   const viewsDir = scratchDir('iceberg-misfit-views');
   await writeFile(path.join(viewsDir, 'orders.yaml'), MISFIT_VIEW);
@@ -439,6 +438,9 @@ void test('a View its table cannot take does not hold delivery back: the marker 
     `--iceberg.warehouse=${catalog.warehouse}`,
   ]);
   try {
+    // The table is made (id a string) after the View loaded: the load-time
+    // check could not see it, so the commit is what finds the misfit.
+    assert.equal((await catalog.python(makeMisfitTable)).stdout.trim(), 'ok');
     const delivered = async (n: number): Promise<TableMarker[]> =>
       waitFor(
         async () => {
@@ -476,6 +478,16 @@ void test('a View its table cannot take does not hold delivery back: the marker 
       3,
     );
     assert.equal(JSON.parse((await catalog.python(misfitSnapshots)).stdout), 0, 'nothing appended');
+    // A reload of the View (any edit) is checked against the table as it is now: refused, coded, on the column.
+    await writeFile(path.join(viewsDir, 'orders.yaml'), `${MISFIT_VIEW}# edited\n`);
+    const refused = await waitFor(() => misfit.logs().find((l) => l['code'] === 'iceberg_type_change'), {
+      what: 'the View reload to be refused',
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      process: misfit.proc,
+    });
+    assert.equal(refused['path'], 'columns[0].type');
+    assert.match(String(refused['error']), /misfit\.orders has id as string; long is not a promotion of it/);
   } finally {
     await misfit.proc.stop({ graceMs: 5_000 });
   }

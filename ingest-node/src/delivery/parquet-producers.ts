@@ -354,6 +354,8 @@ export async function startParquetOutputs(
     log: Logger;
     registry?: Registry;
     fieldIds?: ParquetProducerOptions['fieldIds'];
+    /** Runs after a View compiles, before it is used; a throw (a ViewError) refuses that version. */
+    checkView?: (view: CompiledView) => Promise<void>;
   },
 ): Promise<ParquetOutputs> {
   const raw = config.outputs.rawParquet;
@@ -391,7 +393,11 @@ export async function startParquetOutputs(
     registry = await openViewRegistry({
       dir,
       reloadIntervalMs: config.views.reloadIntervalMs,
-      compile: async (spec) => (await db()).withConnection((c) => compileView(c, spec)),
+      compile: async (spec) => {
+        const view = await (await db()).withConnection((c) => compileView(c, spec));
+        await deps.checkView?.(view);
+        return view;
+      },
       clock: deps.clock,
       log: deps.log,
       ...(deps.registry !== undefined ? { registry: deps.registry } : {}),

@@ -315,11 +315,13 @@ export class IcebergWriter {
     const bound = bindSpec(spec, schema, a.view.partitioning ?? [], `${a.namespace}.${a.table}`);
     const specId = spec['spec-id'];
     const fit = checkViewFitsTable(a.view, schema, m['last-column-id'] ?? 0);
-    if (fit.added.length === 0) return { schema, evolve: undefined, specId, bound };
+    if (fit.added.length === 0 && fit.promoted.length === 0)
+      return { schema, evolve: undefined, specId, bound };
+    const promoted = new Map(fit.promoted.map((f) => [f.id, f]));
     const evolved: IcebergSchema = {
       type: 'struct',
       'schema-id': Math.max(...m.schemas.map((s) => s['schema-id'])) + 1,
-      fields: [...schema.fields, ...fit.added],
+      fields: [...schema.fields.map((f) => promoted.get(f.id) ?? f), ...fit.added],
     };
     return {
       schema: evolved,

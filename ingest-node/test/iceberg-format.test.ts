@@ -29,6 +29,8 @@ import {
 } from '../src/iceberg/schema.ts';
 import { IcebergError } from '../src/iceberg/errors.ts';
 import { icebergTableCommit } from '../src/iceberg/delivery.ts';
+import { icebergFieldIds } from '../src/iceberg/field-ids.ts';
+import type { CompiledView } from '../src/views/compile.ts';
 import { compileView, createParquetDb, parseViewYaml } from '../src/views/index.ts';
 import {
   bindSpec,
@@ -743,4 +745,29 @@ void test('type promotions: int → long, float → double, decimal precision at
     { type: 'struct', 'schema-id': 0, ...schema },
   );
   assert.deepEqual(fit.promoted, [{ id: 1, name: 'a', required: false, type: 'long' }]);
+});
+
+void test('field-id lookup: a catalog that does not answer pauses the lookups (files go without ids), then they resume', async () => {
+  let calls = 0;
+  let now = 1_000_000;
+  const lookup = icebergFieldIds({
+    config: { catalogUri: 'http://catalog.invalid', requestTimeoutMs: 30_000, conflictRetriesMax: 1 },
+    fetch: () => {
+      calls++;
+      return Promise.reject(new Error('connection refused'));
+    },
+    nowMs: () => now,
+  });
+  const view = {
+    spec: { name: 'v', iceberg: { namespace: 'ns', table: 't' } },
+    columns: [{ name: 'a', type: 'BIGINT' }],
+  } as unknown as CompiledView;
+  assert.equal((await lookup([view])).size, 0);
+  assert.equal(calls, 1);
+  now += 5_000;
+  assert.equal((await lookup([view, view])).size, 0);
+  assert.equal(calls, 1, 'paused: no request');
+  now += 6_000;
+  await lookup([view]);
+  assert.equal(calls, 2, 'resumed');
 });

@@ -12,16 +12,27 @@
 // checks the ids a file carries against the table's (a table evolved in
 // between by another writer): a file whose ids are not the table's is refused,
 // never appended to be read wrong.
+//
+// The lookup sits in front of every segment's materialisation, so a catalog
+// that is away must not slow the uploads down (the commit waits for it
+// anyway, the uploads need not): each request is bounded by
+// lookupTimeoutMsMax, and after an unanswered one the lookups pause for
+// pauseAfterFailureMs (files written meanwhile go without ids).
+import { IcebergError } from './errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { CompiledView } from '../views/compile.ts';
 import { RestCatalog } from './catalog.ts';
 import { checkViewFitsTable, viewToIcebergSchema } from './schema.ts';
 import type { IcebergConfig } from './settings.ts';
 
+const lookupTimeoutMsMax = 5_000;
+const pauseAfterFailureMs = 10_000;
+
 export interface IcebergFieldIdsOptions {
   readonly config: IcebergConfig & { readonly catalogUri: string };
   readonly log?: Logger;
   readonly fetch?: typeof fetch;
+  readonly nowMs?: () => number;
 }
 
 export function icebergFieldIds(
@@ -31,14 +42,16 @@ export function icebergFieldIds(
   const catalog = new RestCatalog({
     uri: o.config.catalogUri,
     ...(o.config.warehouse !== undefined ? { warehouse: o.config.warehouse } : {}),
-    requestTimeoutMs: o.config.requestTimeoutMs,
+    requestTimeoutMs: Math.min(o.config.requestTimeoutMs, lookupTimeoutMsMax),
     ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
   });
+  const nowMs = o.nowMs ?? Date.now;
+  let pausedUntilMs = 0;
   return async (views) => {
     const out = new Map<string, Readonly<Record<string, number>>>();
     for (const view of views) {
       const target = view.spec.iceberg;
-      if (target === undefined) continue;
+      if (target === undefined || nowMs() < pausedUntilMs) continue;
       const columns = { view: view.spec.name, columns: view.columns };
       try {
         const t = await catalog.loadTable(target.namespace, target.table);
@@ -57,6 +70,8 @@ export function icebergFieldIds(
           Object.fromEntries(fields.filter((f) => written.has(f.name)).map((f) => [f.name, f.id])),
         );
       } catch (err) {
+        if (err instanceof IcebergError && err.code === 'ICEBERG_CATALOG_UNAVAILABLE')
+          pausedUntilMs = nowMs() + pauseAfterFailureMs;
         log.warn(
           { view: view.spec.name, table: `${target.namespace}.${target.table}`, err },
           'iceberg field ids unknown: this segment’s view files are written without them (the table’s name mapping reads them)',

@@ -21,7 +21,8 @@ export function icebergViewCheck(o: {
   const catalog = new RestCatalog({
     uri: o.config.catalogUri,
     ...(o.config.warehouse !== undefined ? { warehouse: o.config.warehouse } : {}),
-    requestTimeoutMs: o.config.requestTimeoutMs,
+    // A load (node start, a reload) waits for this: bounded shorter than a commit's requests.
+    requestTimeoutMs: Math.min(o.config.requestTimeoutMs, 5_000),
     ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
   });
   return async (view) => {

@@ -36,8 +36,11 @@ import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
 import { restCatalogFrom } from './iceberg/auth.ts';
+import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { startCompactionSchedule, type CompactionSchedule } from './iceberg/schedule.ts';
 import type { ObjectStore } from './store/types.ts';
+import { icebergFieldIds } from './iceberg/field-ids.ts';
+import { icebergViewCheck } from './iceberg/view-check.ts';
 import { fileSystemProbe } from './backpressure.ts';
 import type { DiskSpaceProbe } from './backpressure.ts';
 import { buildServer } from './http/server.ts';
@@ -169,10 +172,32 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
   let parquet: ParquetOutputs | undefined;
   if (durable !== undefined) {
     try {
-      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
-        parquet = await startParquetOutputs(config, { clock, log, registry });
-      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
       const catalogUri = config.iceberg.catalogUri;
+      // SigV4 to the catalog signs with the same identity the node writes S3 with.
+      const awsCredentials = (): AwsCredentialIdentityProvider =>
+        createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log });
+      // View files carry their tables' field ids (iceberg/field-ids.ts).
+      const fieldIds =
+        catalogUri !== undefined && config.s3.bucket !== undefined
+          ? icebergFieldIds({ config: { ...config.iceberg, catalogUri }, log, awsCredentials })
+          : undefined;
+      if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
+        parquet = await startParquetOutputs(config, {
+          clock,
+          log,
+          registry,
+          ...(fieldIds !== undefined ? { fieldIds } : {}),
+          ...(catalogUri !== undefined && config.s3.bucket !== undefined
+            ? {
+                checkView: icebergViewCheck({
+                  config: { ...config.iceberg, catalogUri },
+                  log,
+                  awsCredentials,
+                }),
+              }
+            : {}),
+        });
+      const producers = parquet?.producer !== undefined ? [parquet.producer] : undefined;
       if (catalogUri !== undefined && config.s3.bucket === undefined)
         throw new Error('iceberg.catalogUri needs s3.bucket: table data files are s3:// objects');
       const views = parquet?.registry;
@@ -183,9 +208,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
               bucket: config.s3.bucket,
               views: (segment) => views?.viewsAt(segment.sealedAtMs) ?? [],
               log,
-              // SigV4 to the catalog signs with the same identity the node writes S3 with.
-              awsCredentials: () =>
-                createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log }),
+              awsCredentials,
             })
           : undefined;
       // The compaction schedule works through the store delivery opens.
@@ -212,14 +235,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
         compaction = startCompactionSchedule({
           config: config.iceberg.compaction,
           // The same catalog auth as the appends (a catalog that needs a token for one needs it for both).
-          catalog: restCatalogFrom(
-            { ...config.iceberg, catalogUri },
-            {
-              log,
-              awsCredentials: () =>
-                createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log }),
-            },
-          ),
+          catalog: restCatalogFrom({ ...config.iceberg, catalogUri }, { log, awsCredentials }),
           bucket: config.s3.bucket,
           store: () => deliveryStore,
           db: parquetDb,

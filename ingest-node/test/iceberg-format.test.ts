@@ -19,10 +19,34 @@ import {
   manifestEntrySchema,
   manifestFileSchema,
 } from '../src/iceberg/manifest.ts';
-import { checkViewFitsTable, icebergType, nameMapping, viewToIcebergSchema } from '../src/iceberg/schema.ts';
+import {
+  canPromote,
+  checkViewFitsTable,
+  icebergType,
+  nameMapping,
+  typeChanges,
+  viewToIcebergSchema,
+} from '../src/iceberg/schema.ts';
 import { IcebergError } from '../src/iceberg/errors.ts';
 import { icebergTableCommit } from '../src/iceberg/delivery.ts';
+import { icebergFieldIds } from '../src/iceberg/field-ids.ts';
+import type { CompiledView } from '../src/views/compile.ts';
 import { compileView, createParquetDb, parseViewYaml } from '../src/views/index.ts';
+import {
+  bindSpec,
+  fieldSummaries,
+  partitionAvroType,
+  partitionsOfViewKey,
+  partitionValue,
+  specForView,
+  type ViewPartitionLevel,
+} from '../src/iceberg/partition.ts';
+import { viewKey, type HivePartition } from '../src/delivery/keys.ts';
+import { decodeFooter, footerFieldIds, footerMetrics } from '../src/iceberg/footer.ts';
+import { DuckDBInstance } from '@duckdb/node-api';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 /** Decodes a container file with avsc (an independent Avro implementation). */
 async function avscRead(buf: Buffer): Promise<{ metadata: Record<string, string>; objects: unknown[] }> {
@@ -352,4 +376,398 @@ void test('table commit: view files built with a View version this process does 
   } finally {
     await db.close();
   }
+});
+
+void test('partition levels: date_trunc of a column → year/month/day/hour, a bare column → identity, anything else none', async () => {
+  const db = await createParquetDb({ memoryLimitBytes: 64 << 20, threads: 1 });
+  try {
+    const levels = [
+      ["date_trunc('day', ts)", 'dt'],
+      ["date_trunc('hour', ts)", 'hr'],
+      ["date_trunc('month', tz)", 'mo'],
+      ["date_trunc('year', d)", 'yr'],
+      ['Country', 'cc'],
+      ['d', 'dd'],
+      ['k', 'kk'],
+      ["date_trunc('week', ts)", 'wk'], // no Iceberg transform
+      ['lower(country)', 'lc'], // an expression
+      ["date_trunc('hour', d)", 'dh'], // hour of a DATE: Iceberg has none
+      ['ts', 'tsi'], // a timestamp's folder is rendered to the second: not an identity
+      ['x', 'xi'], // DOUBLE: not supported as an identity source here
+    ];
+    // A View has at most 8 levels: two Views.
+    const compiled = await Promise.all(
+      [levels.slice(0, 6), levels.slice(6)].map((part) => {
+        const yaml = [
+          'name: p',
+          'columns:',
+          '  - { name: ts, type: TIMESTAMP, path: $.ts }',
+          '  - { name: tz, type: TIMESTAMPTZ, path: $.tz }',
+          '  - { name: d, type: DATE, path: $.d }',
+          '  - { name: country, type: VARCHAR, path: $.c }',
+          '  - { name: k, type: BIGINT, path: $.k }',
+          '  - { name: x, type: DOUBLE, path: $.x }',
+          'partitioning:',
+          ...part.map(([e, a]) => `  - { expression: "${e}", alias: ${a} }`),
+        ].join('\n');
+        return db.withConnection((c) => compileView(c, parseViewYaml(yaml)));
+      }),
+    );
+    assert.deepEqual(
+      compiled
+        .flatMap((v) => v.partitions)
+        .map((p) => [p.alias, p.transform ? `${p.transform.transform}(${p.transform.source})` : null]),
+      [
+        ['dt', 'day(ts)'],
+        ['hr', 'hour(ts)'],
+        ['mo', 'month(tz)'],
+        ['yr', 'year(d)'],
+        ['cc', 'identity(country)'],
+        ['dd', 'identity(d)'],
+        ['kk', 'identity(k)'],
+        ['wk', null],
+        ['lc', null],
+        ['dh', null],
+        ['tsi', null],
+        ['xi', null],
+      ],
+    );
+  } finally {
+    await db.close();
+  }
+});
+
+void test('partition values: the real value from the folder text, typed per transform; the key decodes NULL and "" back', () => {
+  const schema = viewToIcebergSchema({
+    view: 'p',
+    columns: [
+      { name: 'ts', type: 'TIMESTAMP' },
+      { name: 'c', type: 'VARCHAR' },
+      { name: 'k', type: 'BIGINT' },
+      { name: 'i', type: 'INTEGER' },
+      { name: 'b', type: 'BOOLEAN' },
+    ],
+  });
+  const levels: ViewPartitionLevel[] = [
+    { alias: 'y', transform: { source: 'ts', transform: 'year' } },
+    { alias: 'm', transform: { source: 'ts', transform: 'month' } },
+    { alias: 'dt', transform: { source: 'ts', transform: 'day' } },
+    { alias: 'h', transform: { source: 'ts', transform: 'hour' } },
+    { alias: 'c', transform: { source: 'c', transform: 'identity' } },
+    { alias: 'k', transform: { source: 'k', transform: 'identity' } },
+    { alias: 'i', transform: { source: 'i', transform: 'identity' } },
+    { alias: 'b', transform: { source: 'b', transform: 'identity' } },
+    { alias: 'other' },
+  ];
+  const spec = specForView(levels, schema);
+  assert.deepEqual(
+    spec.fields.map((f) => [f.name, f.transform, f['source-id'], f['field-id']]),
+    [
+      ['y', 'year', 1, 1000],
+      ['m', 'month', 1, 1001],
+      ['dt', 'day', 1, 1002],
+      ['h', 'hour', 1, 1003],
+      ['c', 'identity', 2, 1004],
+      ['k', 'identity', 3, 1005],
+      ['i', 'identity', 4, 1006],
+      ['b', 'identity', 5, 1007],
+    ],
+  );
+  const bound = bindSpec(spec, schema, levels, 'ns.p');
+  const value = (alias: string, text: string | null): unknown =>
+    partitionValue(
+      bound.find((b) => b.alias === alias)!,
+      text,
+    );
+  assert.equal(value('y', '2026-01-01'), 56);
+  assert.equal(value('y', '1969-01-01'), -1);
+  assert.equal(value('m', '1970-02-01'), 1);
+  assert.equal(value('m', '1969-12-01'), -1);
+  assert.equal(value('dt', '1970-01-01'), 0);
+  assert.equal(value('dt', '2026-11-26'), Date.UTC(2026, 10, 26) / 86_400_000);
+  assert.equal(value('dt', '1900-03-01'), Date.UTC(1900, 2, 1) / 86_400_000);
+  assert.equal(value('h', '2026-11-26T13'), Date.UTC(2026, 10, 26, 13) / 3_600_000);
+  assert.equal(value('c', ''), '');
+  assert.equal(value('c', null), null);
+  assert.equal(value('c', '__HIVE_DEFAULT_PARTITION__'), '__HIVE_DEFAULT_PARTITION__');
+  assert.equal(value('k', '-9223372036854775808'), -(2n ** 63n));
+  assert.equal(value('i', '-2147483648'), -(2 ** 31));
+  assert.equal(value('b', 'false'), false);
+  for (const [alias, text] of [
+    ['m', '2026-11-26'], // not a month start
+    ['dt', '0044-03-15 (BC)'],
+    ['i', '2147483648'],
+    ['k', '1.5'],
+    ['b', 'yes'],
+  ] as const)
+    assert.throws(
+      () => value(alias, text),
+      (e: unknown) => e instanceof IcebergError && e.code === 'ICEBERG_PARTITION_MISMATCH',
+    );
+  // A table partitioned by something the View's levels do not give.
+  assert.throws(
+    () => bindSpec(spec, schema, levels.slice(1), 'ns.p'),
+    /ns\.p is partitioned by year\(ts\) \(y\); the View has no such partition level/,
+  );
+
+  // Keys: the folder encoding is undone (viewKey's inverse).
+  const ref = { endpoint: 'web', instance: 'web-0', epoch: 'E1', segmentId: 7n };
+  const parts: HivePartition[] = [
+    ['c', null],
+    ['e', ''],
+    ['s', '__HIVE_DEFAULT_PARTITION__'],
+    ['u', 'eu/west 1 ü'],
+  ];
+  assert.deepEqual(partitionsOfViewKey('lf/x', 'pv', viewKey('lf/x', ref, 'pv', parts)), parts);
+  assert.deepEqual(partitionsOfViewKey('', 'pv', viewKey('', ref, 'pv', [])), []);
+  assert.throws(() => partitionsOfViewKey('lf', 'pv', 'lf/views/other/a.parquet'), IcebergError);
+});
+
+void test('a partitioned manifest reads back with avsc: the tuple record by field id, typed; the list carries field summaries', async () => {
+  const schema = viewToIcebergSchema({
+    view: 'pv',
+    columns: [
+      { name: 'at', type: 'TIMESTAMPTZ' },
+      { name: 'c', type: 'VARCHAR' },
+    ],
+  });
+  const levels: ViewPartitionLevel[] = [
+    { alias: 'dt', transform: { source: 'at', transform: 'day' } },
+    { alias: 'c', transform: { source: 'c', transform: 'identity' } },
+  ];
+  const spec = specForView(levels, schema);
+  const bound = bindSpec(spec, schema, levels, 'ns.pv');
+  const tuples = [
+    [partitionValue(bound[0]!, '2026-01-02'), partitionValue(bound[1]!, 'de')],
+    [partitionValue(bound[0]!, '2026-01-01'), partitionValue(bound[1]!, null)],
+    [partitionValue(bound[0]!, '2026-01-03'), partitionValue(bound[1]!, '')],
+  ];
+  const buf = encodeManifest({
+    schemaJson: JSON.stringify(schema),
+    schemaId: 0,
+    spec: {
+      specId: 0,
+      fields: bound.map((b) => ({ field: b.field, avro: partitionAvroType(b.resultType) })),
+    },
+    files: tuples.map((t, i) => ({ path: `s3://b/${i}.parquet`, rows: 1, bytes: 10, partition: t })),
+  });
+  const { metadata, objects } = await avscRead(buf);
+  assert.deepEqual(JSON.parse(metadata['partition-spec'] ?? ''), spec.fields);
+  const written = JSON.parse(metadata['avro.schema'] ?? '') as {
+    fields: { name: string; type: { fields: { name: string; type: unknown }[] } }[];
+  };
+  const partitionRecord = written.fields[4]!.type.fields.find((f) => f.name === 'partition')!.type as {
+    fields: unknown[];
+  };
+  assert.deepEqual(partitionRecord.fields, [
+    { name: 'dt', type: ['null', { type: 'int', logicalType: 'date' }], default: null, 'field-id': 1000 },
+    { name: 'c', type: ['null', 'string'], default: null, 'field-id': 1001 },
+  ]);
+  const day = Date.UTC(2026, 0, 1) / 86_400_000;
+  assert.deepEqual(
+    objects.map((o) => ({ ...(o as { data_file: { partition: object } }).data_file.partition })),
+    [
+      { dt: day + 1, c: 'de' },
+      { dt: day, c: null },
+      { dt: day + 2, c: '' },
+    ],
+  );
+  const summaries = fieldSummaries(bound, tuples);
+  const int32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(n);
+    return b;
+  };
+  assert.deepEqual(summaries, [
+    { contains_null: false, contains_nan: false, lower_bound: int32(day), upper_bound: int32(day + 2) },
+    {
+      contains_null: true,
+      contains_nan: false,
+      lower_bound: Buffer.from(''),
+      upper_bound: Buffer.from('de'),
+    },
+  ]);
+  const list = await avscRead(
+    encodeManifestList({
+      snapshotId: 5n,
+      parentSnapshotId: null,
+      sequenceNumber: 1n,
+      inherited: [],
+      added: {
+        path: 's3://b/m.avro',
+        bytes: buf.length,
+        files: 3,
+        rows: 3,
+        specId: 0,
+        partitions: summaries,
+      },
+    }),
+  );
+  assert.deepEqual(
+    (list.objects[0] as { partitions: object[] }).partitions.map((p) => ({ ...p })),
+    summaries,
+  );
+});
+
+void test('column metrics from a DuckDB-written footer: counts, nulls, bounds in Iceberg’s binary form per type', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lf-footer-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  try {
+    const file = path.join(dir, 'f.parquet');
+    const long = 'ü'.repeat(40); // 80 bytes
+    await c.run(`SET TimeZone = 'UTC'`);
+    await c.run(
+      `COPY (SELECT * FROM (VALUES
+         (1::INTEGER, -5::BIGINT, 1.5::DOUBLE, true, DATE '1969-12-31', TIMESTAMP '2026-01-01 00:00:00.000001', -12.34::DECIMAL(10,2), 'b', '${long}'),
+         (NULL, 7::BIGINT, -2.5::DOUBLE, false, DATE '2026-01-02', TIMESTAMP '1960-01-01', 99.99::DECIMAL(10,2), 'a', 'z'),
+         (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)
+       ) t(i, l, d, b, dt, ts, dec, s, ls)) TO '${file}' (FORMAT parquet, ROW_GROUP_SIZE 2)`,
+    );
+    const meta = decodeFooter(readFileSync(file));
+    const fields = viewToIcebergSchema({
+      view: 'f',
+      columns: [
+        { name: 'i', type: 'INTEGER' },
+        { name: 'l', type: 'BIGINT' },
+        { name: 'd', type: 'DOUBLE' },
+        { name: 'b', type: 'BOOLEAN' },
+        { name: 'dt', type: 'DATE' },
+        { name: 'ts', type: 'TIMESTAMP' },
+        { name: 'dec', type: 'DECIMAL(10,2)' },
+        { name: 's', type: 'VARCHAR' },
+        { name: 'ls', type: 'VARCHAR' },
+      ],
+    }).fields;
+    const m = footerMetrics(meta, fields);
+    const byId = <T>(l: { key: number; value: T }[]): Record<number, T> =>
+      Object.fromEntries(l.map((e) => [e.key, e.value]));
+    assert.deepEqual(byId(m.value_counts), Object.fromEntries(fields.map((f) => [f.id, 3n])));
+    assert.deepEqual(byId(m.null_value_counts), {
+      1: 1n,
+      2: 1n,
+      3: 1n,
+      4: 1n,
+      5: 1n,
+      6: 1n,
+      7: 1n,
+      8: 1n,
+      9: 1n,
+    });
+    const lo = byId(m.lower_bounds);
+    const hi = byId(m.upper_bounds);
+    assert.deepEqual([lo[1]!.readInt32LE(0), hi[1]!.readInt32LE(0)], [1, 3]);
+    assert.deepEqual([lo[2]!.readBigInt64LE(0), hi[2]!.readBigInt64LE(0)], [-5n, 7n]);
+    assert.deepEqual([lo[3]!.readDoubleLE(0), hi[3]!.readDoubleLE(0)], [-2.5, 1.5]);
+    assert.deepEqual([lo[4], hi[4]], [Buffer.from([0]), Buffer.from([1])]);
+    assert.deepEqual([lo[5]!.readInt32LE(0), hi[5]!.readInt32LE(0)], [-1, Date.UTC(2026, 0, 2) / 86_400_000]);
+    assert.deepEqual(
+      [lo[6]!.readBigInt64LE(0), hi[6]!.readBigInt64LE(0)],
+      [BigInt(Date.UTC(1960, 0, 1)) * 1000n, BigInt(Date.UTC(2026, 0, 1)) * 1000n + 1n],
+    );
+    // Decimals: the unscaled value, big-endian two's complement, fewest bytes.
+    assert.deepEqual([lo[7], hi[7]], [Buffer.from([0xfb, 0x2e]), Buffer.from([0x27, 0x0f])]);
+    assert.deepEqual([lo[8], hi[8]], [Buffer.from('a'), Buffer.from('b')]);
+    // A string bound over 64 bytes ('ü'… sorts after 'z' in UTF-8): no upper bound (a cut one would be too low).
+    assert.deepEqual([lo[9], hi[9]], [Buffer.from('z'), undefined]);
+    assert.deepEqual(
+      [...footerFieldIds(meta).values()],
+      fields.map(() => undefined),
+      'no FIELD_IDS in this COPY',
+    );
+  } finally {
+    c.closeSync();
+    db.closeSync();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('a lower string bound over 64 bytes is cut on a UTF-8 character boundary', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'lf-footer-'));
+  const db = await DuckDBInstance.create(':memory:');
+  const c = await db.connect();
+  try {
+    const file = path.join(dir, 'f.parquet');
+    await c.run(`COPY (SELECT 'a' || repeat('ü', 40) AS s) TO '${file}' (FORMAT parquet)`);
+    const m = footerMetrics(decodeFooter(readFileSync(file)), [
+      { id: 1, name: 's', required: false, type: 'string' },
+    ]);
+    // 'a' + 31 × 'ü' is 63 bytes: the 64th would split a character.
+    assert.deepEqual(m.lower_bounds, [{ key: 1, value: Buffer.from(`a${'ü'.repeat(31)}`) }]);
+    assert.deepEqual(m.upper_bounds, []);
+  } finally {
+    c.closeSync();
+    db.closeSync();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('type promotions: int → long, float → double, decimal precision at the same scale; nothing else', () => {
+  const ok = [
+    ['int', 'long'],
+    ['float', 'double'],
+    ['decimal(10, 2)', 'decimal(12,2)'],
+    ['string', 'string'],
+  ];
+  const no = [
+    ['long', 'int'],
+    ['string', 'long'],
+    ['int', 'string'],
+    ['double', 'float'],
+    ['decimal(10, 2)', 'decimal(12, 3)'],
+    ['decimal(10, 2)', 'decimal(9, 2)'],
+    ['timestamp', 'timestamptz'],
+  ];
+  for (const [a, b] of ok) assert.equal(canPromote(a!, b!), true, `${a} → ${b}`);
+  for (const [a, b] of no) assert.equal(canPromote(a!, b!), false, `${a} → ${b}`);
+  const schema = {
+    fields: [
+      { id: 1, name: 'a', required: false, type: 'int' },
+      { id: 2, name: 'b', required: false, type: 'string' },
+    ],
+  };
+  assert.deepEqual(
+    typeChanges(
+      {
+        view: 'v',
+        columns: [
+          { name: 'new', type: 'VARCHAR' },
+          { name: 'a', type: 'BIGINT' },
+          { name: 'b', type: 'BIGINT' },
+        ],
+      },
+      schema,
+    ),
+    [{ index: 2, name: 'b', table: 'string', view: 'long' }],
+  );
+  const fit = checkViewFitsTable(
+    { view: 'v', columns: [{ name: 'a', type: 'BIGINT' }] },
+    { type: 'struct', 'schema-id': 0, ...schema },
+  );
+  assert.deepEqual(fit.promoted, [{ id: 1, name: 'a', required: false, type: 'long' }]);
+});
+
+void test('field-id lookup: a catalog that does not answer pauses the lookups (files go without ids), then they resume', async () => {
+  let calls = 0;
+  let now = 1_000_000;
+  const lookup = icebergFieldIds({
+    config: { catalogUri: 'http://catalog.invalid', requestTimeoutMs: 30_000, conflictRetriesMax: 1 },
+    fetch: () => {
+      calls++;
+      return Promise.reject(new Error('connection refused'));
+    },
+    nowMs: () => now,
+  });
+  const view = {
+    spec: { name: 'v', iceberg: { namespace: 'ns', table: 't' } },
+    columns: [{ name: 'a', type: 'BIGINT' }],
+  } as unknown as CompiledView;
+  assert.equal((await lookup([view])).size, 0);
+  assert.equal(calls, 1);
+  now += 5_000;
+  assert.equal((await lookup([view, view])).size, 0);
+  assert.equal(calls, 1, 'paused: no request');
+  now += 6_000;
+  await lookup([view]);
+  assert.equal(calls, 2, 'resumed');
 });

@@ -151,6 +151,15 @@ function contract(
       assert.equal((await store.get('c/big.bin', { bytesMax: 10_000 }))?.length, 10_000);
     });
 
+    void test('getTail returns the last bytes (all of a shorter body), null for a missing key', async () => {
+      const body = randomBytes(10_000);
+      await store.put('c/tail.bin', body);
+      assert.ok(store.getTail !== undefined);
+      assert.deepEqual(await store.getTail('c/tail.bin', 8), body.subarray(10_000 - 8));
+      assert.deepEqual(await store.getTail('c/tail.bin', 20_000), body);
+      assert.equal(await store.getTail('c/none.bin', 8), null);
+    });
+
     void test('list returns keys in byte order, after a cursor, bounded, across "directories"', async () => {
       // Byte order is not directory-walk order: '-' (0x2d) < '/' (0x2f) < '0' (0x30).
       // (No key is a "directory" of another: MinIO and a folder cannot hold both.)

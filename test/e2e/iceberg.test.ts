@@ -89,6 +89,13 @@ print(json.dumps({
   'current': str(t.current_snapshot().snapshot_id),
   'files': files,
   'direct': direct,
+  'spec': [[f.name, str(f.transform), f.source_id] for f in t.spec().fields],
+  # The Parquet field ids the node wrote into each data file.
+  'file_ids': sorted(set(json.dumps({x.name: int(x.metadata[b'PARQUET:field_id']) for x in pq.read_schema(f[len('s3://'):], filesystem=fs)
+                                     if x.metadata and b'PARQUET:field_id' in x.metadata}) for f in files)),
+  # A filter on the partition source column: PyIceberg plans only the matching day's files.
+  'nov28': {'files': sorted(task.file.file_path for task in t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").plan_files()),
+            'n': sorted(t.scan(row_filter="viewed_at >= '2026-11-28T00:00:00+00:00'").to_arrow().column('n').to_pylist())},
 }))
 `;
 
@@ -100,6 +107,9 @@ interface Scan {
   rows: Record<string, unknown>[];
   snapshots: { id: string; segment: string; records: string }[];
   current: string;
+  spec: [string, string, number][];
+  nov28: { files: string[]; n: number[] };
+  file_ids: string[];
 }
 
 const pv = (user: string, ts: string, n: number, price: string): string =>
@@ -194,6 +204,19 @@ void test('landfall serve appends each segment’s view rows to an Iceberg table
       .sort(),
   );
   assert.deepEqual(r.direct, [1, 2, 3, 4, 5]);
+  // The View's date_trunc('day', viewed_at) AS dt is the table's partition spec, and prunes.
+  assert.deepEqual(r.spec, [['dt', 'day', 3]]);
+  assert.deepEqual(
+    r.nov28.files,
+    r.files.filter((f) => f.includes('/dt=2026-11-28/')),
+  );
+  assert.ok(r.nov28.files.length > 0 && r.nov28.files.length < r.files.length);
+  assert.deepEqual(r.nov28.n, [4, 5]);
+  // Every data file carries the table's field ids (no name mapping needed).
+  assert.deepEqual(
+    r.file_ids.map((x) => JSON.parse(x) as unknown),
+    [{ event: 1, user_id: 2, viewed_at: 3, n: 4, price: 5 }],
+  );
 });
 
 const CRASH_VIEW = `
@@ -395,8 +418,7 @@ cat = load_catalog('testbed', **json.loads(os.environ['TESTBED_ICEBERG_PROPS']))
 print(json.dumps(len(cat.load_table('misfit.orders').snapshots())))
 `;
 
-void test('a View its table cannot take does not hold delivery back: the marker records why, later segments flow', async () => {
-  assert.equal((await catalog.python(makeMisfitTable)).stdout.trim(), 'ok');
+void test('a View its table cannot take does not hold delivery back: the marker records why, later segments flow; a reload is refused (iceberg_type_change)', async () => {
   const misfitPrefix = 'lf3';
   const viewsDir = scratchDir('iceberg-misfit-views');
   await writeFile(path.join(viewsDir, 'orders.yaml'), MISFIT_VIEW);
@@ -416,6 +438,9 @@ void test('a View its table cannot take does not hold delivery back: the marker 
     `--iceberg.warehouse=${catalog.warehouse}`,
   ]);
   try {
+    // The table is made (id a string) after the View loaded: the load-time
+    // check could not see it, so the commit is what finds the misfit.
+    assert.equal((await catalog.python(makeMisfitTable)).stdout.trim(), 'ok');
     const delivered = async (n: number): Promise<TableMarker[]> =>
       waitFor(
         async () => {
@@ -453,6 +478,16 @@ void test('a View its table cannot take does not hold delivery back: the marker 
       3,
     );
     assert.equal(JSON.parse((await catalog.python(misfitSnapshots)).stdout), 0, 'nothing appended');
+    // A reload of the View (any edit) is checked against the table as it is now: refused, coded, on the column.
+    await writeFile(path.join(viewsDir, 'orders.yaml'), `${MISFIT_VIEW}# edited\n`);
+    const refused = await waitFor(() => misfit.logs().find((l) => l['code'] === 'iceberg_type_change'), {
+      what: 'the View reload to be refused',
+      timeoutMs: 60_000,
+      intervalMs: 100,
+      process: misfit.proc,
+    });
+    assert.equal(refused['path'], 'columns[0].type');
+    assert.match(String(refused['error']), /misfit\.orders has id as string; long is not a promotion of it/);
   } finally {
     await misfit.proc.stop({ graceMs: 5_000 });
   }

@@ -52,6 +52,13 @@ export interface ParquetProducerOptions {
   readonly log?: Logger;
   /** landfall_view_rows_total and friends go here. */
   readonly registry?: Registry;
+  /**
+   * Parquet field ids for the views' files (their Iceberg tables' ids, by view
+   * then column name), asked once per segment; none: files without ids.
+   */
+  readonly fieldIds?: (
+    views: readonly CompiledView[],
+  ) => Promise<ReadonlyMap<string, Readonly<Record<string, number>>>>;
 }
 
 /** WAL records as the materialiser takes them: an MQTT record's payload is its message, with the topic beside it. */
@@ -238,7 +245,9 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
       const db = await o.db();
       const started = performance.now();
       const ref = job.ref;
+      const fieldIds = o.fieldIds !== undefined ? await o.fieldIds(views) : undefined;
       const out = await materializeSegment(db, {
+        ...(fieldIds !== undefined ? { fieldIds } : {}),
         jobId: `${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`,
         records: walToSegmentRecords(job.records()),
         views,
@@ -342,7 +351,14 @@ export function parquetScratchDir(config: ParquetOutputsConfig): string {
  */
 export async function startParquetOutputs(
   config: ParquetOutputsConfig,
-  deps: { clock: Clock; log: Logger; registry?: Registry },
+  deps: {
+    clock: Clock;
+    log: Logger;
+    registry?: Registry;
+    fieldIds?: ParquetProducerOptions['fieldIds'];
+    /** Runs after a View compiles, before it is used; a throw (a ViewError) refuses that version. */
+    checkView?: (view: CompiledView) => Promise<void>;
+  },
 ): Promise<ParquetOutputs> {
   const raw = config.outputs.rawParquet;
   const dir = config.views.dir;
@@ -379,7 +395,11 @@ export async function startParquetOutputs(
     registry = await openViewRegistry({
       dir,
       reloadIntervalMs: config.views.reloadIntervalMs,
-      compile: async (spec) => (await db()).withConnection((c) => compileView(c, spec)),
+      compile: async (spec) => {
+        const view = await (await db()).withConnection((c) => compileView(c, spec));
+        await deps.checkView?.(view);
+        return view;
+      },
       clock: deps.clock,
       log: deps.log,
       ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
@@ -393,6 +413,7 @@ export async function startParquetOutputs(
     partitionFilesMax: config.views.partitionFilesMax,
     log: deps.log,
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+    ...(deps.fieldIds !== undefined ? { fieldIds: deps.fieldIds } : {}),
   });
   return {
     producer,

@@ -442,12 +442,15 @@ export function catalogAuthFrom(
   }
 }
 
-/** The node's catalog client from its `iceberg` config block (delivery, commands). */
+/** What a catalog client needs of the node's `iceberg` block (`auth` unset: none). */
+export type CatalogClientConfig = Omit<IcebergConfig, 'auth' | 'compaction'> & {
+  readonly catalogUri: string;
+  readonly auth?: IcebergAuthConfig;
+};
+
+/** The node's catalog client from its `iceberg` config block (delivery, lookups, compaction, commands). */
 export function restCatalogFrom(
-  config: Omit<IcebergConfig, 'auth' | 'compaction'> & {
-    readonly catalogUri: string;
-    readonly auth?: IcebergAuthConfig;
-  },
+  config: CatalogClientConfig,
   deps: { fetch?: typeof fetch; log?: Logger; awsCredentials?: () => AwsCredentialIdentityProvider } = {},
 ): RestCatalog {
   return new RestCatalog({

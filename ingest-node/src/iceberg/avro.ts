@@ -24,6 +24,7 @@
 // | array                     | blocks of (long count, items), ended by a 0 count        |
 // | map                       | blocks of (long count, (string key, value)…), 0 count    |
 // | union                     | long branch index, then the branch's encoding            |
+// | int/long + logicalType    | as the int/long (Iceberg's `date` partition values)      |
 import { createHash } from 'node:crypto';
 
 export type AvroPrimitive = 'null' | 'boolean' | 'int' | 'long' | 'float' | 'double' | 'bytes' | 'string';
@@ -39,6 +40,8 @@ export interface AvroField {
 
 export type AvroSchema =
   | AvroPrimitive
+  /** A logical type on an int or long: encoded as the int or long. */
+  | { readonly type: 'int' | 'long'; readonly logicalType: string }
   | readonly AvroSchema[] // a union
   | { readonly type: 'record'; readonly name: string; readonly fields: readonly AvroField[] }
   | {
@@ -210,6 +213,10 @@ function encodeValue(sink: Sink, schema: AvroSchema, value: unknown, path: strin
   }
   const complex = schema as Exclude<AvroSchema, AvroPrimitive | readonly AvroSchema[]>;
   switch (complex.type) {
+    case 'int':
+    case 'long':
+      encodeValue(sink, complex.type, value, path);
+      return;
     case 'record': {
       if (!isRecord(value))
         throw new AvroEncodeError(`${path}: expected an object for record ${complex.name}`);

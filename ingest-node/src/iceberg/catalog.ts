@@ -6,6 +6,7 @@
 // "conflict", "maybe committed" or "broken" (errors.ts).
 import type { CatalogAuth } from './auth.ts';
 import { IcebergError } from './errors.ts';
+import type { PartitionSpec } from './partition.ts';
 import type { IcebergSchema } from './schema.ts';
 
 export interface RestCatalogOptions {
@@ -39,7 +40,7 @@ export interface TableMetadata {
   readonly 'last-column-id'?: number;
   readonly schemas: readonly IcebergSchema[];
   readonly 'default-spec-id': number;
-  readonly 'partition-specs': readonly { readonly 'spec-id': number; readonly fields: readonly unknown[] }[];
+  readonly 'partition-specs': readonly PartitionSpec[];
   readonly 'current-snapshot-id'?: bigint | number | null;
   readonly snapshots?: readonly Snapshot[];
   readonly refs?: Readonly<
@@ -261,12 +262,13 @@ export class RestCatalog {
     table: string,
     schema: IcebergSchema,
     properties: Readonly<Record<string, string>>,
+    spec: PartitionSpec = { 'spec-id': 0, fields: [] },
   ): Promise<LoadedTable> {
     const path = `${await this.#tablePath(namespace)}/tables`;
     const r = await this.#request('POST', path, {
       name: table,
       schema,
-      'partition-spec': { 'spec-id': 0, fields: [] },
+      'partition-spec': spec,
       'write-order': { 'order-id': 0, fields: [] },
       'stage-create': false,
       properties,

@@ -26,6 +26,17 @@ import { toBigInt, type LoadedTable, type Snapshot, type TableMetadata } from '.
 import { IcebergError } from './errors.ts';
 import { encodeManifest, encodeManifestList, type ManifestFileEntry } from './manifest.ts';
 import {
+  bindSpec,
+  fieldSummaries,
+  partitionAvroType,
+  partitionValue,
+  specForView,
+  type BoundPartitionField,
+  type ViewPartitionLevel,
+} from './partition.ts';
+import type { HivePartition } from '../delivery/keys.ts';
+import { decodeFooter, footerBytesNeeded, footerFieldIds, footerMetrics, FooterError } from './footer.ts';
+import {
   checkViewFitsTable,
   nameMapping,
   viewToIcebergSchema,
@@ -54,10 +65,20 @@ export interface SegmentIdentity {
 export interface SegmentAppend {
   readonly namespace: string;
   readonly table: string;
-  readonly view: ViewColumns & { readonly specSha256: string };
+  readonly view: ViewColumns & {
+    readonly specSha256: string;
+    /** The View's partition levels (a new table's spec is derived from them); none: unpartitioned. */
+    readonly partitioning?: readonly ViewPartitionLevel[];
+  };
   readonly segment: SegmentIdentity;
   /** The View's Parquet objects of this segment (keys in the node's bucket). */
-  readonly files: readonly { readonly key: string; readonly bytes: number; readonly rows: number }[];
+  readonly files: readonly {
+    readonly key: string;
+    readonly bytes: number;
+    readonly rows: number;
+    /** The file's decoded partition levels (partition.ts partitionsOfViewKey), by alias. */
+    readonly partitions?: readonly HivePartition[];
+  }[];
 }
 
 export interface TableCommit {
@@ -86,6 +107,13 @@ export interface IcebergWriterOptions {
   readonly random?: () => number;
 }
 
+type Footer = ReturnType<typeof decodeFooter>;
+
+/** First ranged read of a data file's tail: a flat View file's footer is a few KiB. */
+const footerTailBytes = 64 * 1024;
+/** Footers fetched at once per append (a segment may have up to views.partitionFilesMax files). */
+const footerReadsConcurrent = 8;
+
 /** Upper bound on parent manifest lists we read back (they are small Avro files). */
 const manifestListBytesMax = 64 * 1024 * 1024;
 
@@ -105,6 +133,37 @@ function newSnapshotId(): bigint {
   b[0] = b[0]! & 0x1f;
   const id = b.readBigUInt64BE() & ((1n << 53n) - 1n);
   return id === 0n ? 1n : id;
+}
+
+/**
+ * Readers resolve a file's columns by its Parquet field ids when it has them
+ * (the name mapping is only for files without): ids that are not the table's
+ * would read another column's values, so such a file is refused.
+ */
+function checkFileFieldIds(meta: Footer, schema: IcebergSchema, key: string): void {
+  const byName = new Map(schema.fields.map((f) => [f.name, f.id]));
+  for (const [name, id] of footerFieldIds(meta)) {
+    if (id === undefined) continue;
+    if (byName.get(name) !== id)
+      throw new IcebergError(
+        'ICEBERG_SCHEMA_MISMATCH',
+        `${key}: column ${name} has Parquet field id ${id}, the table's field ${name} is ${byName.get(name) ?? 'absent'}`,
+      );
+  }
+}
+
+/** A file's tuple: each spec field's value from the View level it is bound to. */
+function partitionTuple(
+  bound: readonly BoundPartitionField[],
+  levels: readonly HivePartition[],
+  key: string,
+): ReturnType<typeof partitionValue>[] {
+  return bound.map((b) => {
+    const level = levels.find(([alias]) => alias === b.alias);
+    if (level === undefined)
+      throw new IcebergError('ICEBERG_PARTITION_MISMATCH', `${key} has no partition level ${b.alias}`);
+    return partitionValue(b, level[1]);
+  });
 }
 
 function s3Uri(bucket: string, key: string): string {
@@ -129,11 +188,48 @@ export class IcebergWriter {
     if (t !== null) return t;
     await c.ensureNamespace(a.namespace);
     const schema = viewToIcebergSchema(a.view);
-    return c.createTable(a.namespace, a.table, schema, {
-      'format-version': '2',
-      'schema.name-mapping.default': nameMapping(schema),
-      'landfall.view': a.view.view,
-    });
+    return c.createTable(
+      a.namespace,
+      a.table,
+      schema,
+      {
+        'format-version': '2',
+        'schema.name-mapping.default': nameMapping(schema),
+        'landfall.view': a.view.view,
+      },
+      specForView(a.view.partitioning ?? [], schema),
+    );
+  }
+
+  /**
+   * Each file's Parquet footer (undefined: the store has no ranged reads, or
+   * the footer does not decode; that file's entry then carries no stats).
+   */
+  async #footers(files: SegmentAppend['files']): Promise<(Footer | undefined)[]> {
+    const store = this.#o.store;
+    if (store.getTail === undefined) return files.map(() => undefined);
+    const getTail = store.getTail.bind(store);
+    const out: (Footer | undefined)[] = [];
+    for (let i = 0; i < files.length; i += footerReadsConcurrent) {
+      const batch = files.slice(i, i + footerReadsConcurrent);
+      out.push(
+        ...(await Promise.all(
+          batch.map(async (f) => {
+            let tail = await getTail(f.key, Math.min(footerTailBytes, f.bytes));
+            if (tail === null) throw new Error(`view file ${f.key} is missing from the store`);
+            try {
+              const need = footerBytesNeeded(tail);
+              if (need > tail.length && need <= f.bytes) tail = await getTail(f.key, need);
+              return tail === null ? undefined : decodeFooter(tail);
+            } catch (err) {
+              if (err instanceof FooterError) return undefined;
+              throw err;
+            }
+          }),
+        )),
+      );
+    }
+    return out;
   }
 
   /** The parent's manifests, read back through the node's store. */
@@ -197,31 +293,41 @@ export class IcebergWriter {
   #checkAppendable(
     a: SegmentAppend,
     m: TableMetadata,
-  ): { schema: IcebergSchema; evolve: { schema: IcebergSchema; lastColumnId: number } | undefined } {
+  ): {
+    schema: IcebergSchema;
+    evolve: { schema: IcebergSchema; lastColumnId: number } | undefined;
+    specId: number;
+    bound: BoundPartitionField[];
+  } {
     if (m['format-version'] !== 2)
       throw new IcebergError(
         'ICEBERG_TABLE_UNSUPPORTED',
         `table ${a.namespace}.${a.table} is format v${m['format-version']}; this version appends to v2 tables`,
       );
     const spec = m['partition-specs'].find((s) => s['spec-id'] === m['default-spec-id']);
-    if (spec === undefined || spec.fields.length > 0)
-      throw new IcebergError(
-        'ICEBERG_TABLE_UNSUPPORTED',
-        `table ${a.namespace}.${a.table} is partitioned; this version appends to unpartitioned tables`,
-      );
+    if (spec === undefined)
+      throw new IcebergError('ICEBERG_TABLE_UNSUPPORTED', 'the default partition spec is not listed');
     const schema = m.schemas.find((s) => s['schema-id'] === m['current-schema-id']);
     if (schema === undefined)
       throw new IcebergError('ICEBERG_TABLE_UNSUPPORTED', 'the current schema is not listed');
+    // The table's spec as it is: a View whose partitioning changed keeps
+    // appending as long as its levels still give every spec field.
+    const bound = bindSpec(spec, schema, a.view.partitioning ?? [], `${a.namespace}.${a.table}`);
+    const specId = spec['spec-id'];
     const fit = checkViewFitsTable(a.view, schema, m['last-column-id'] ?? 0);
-    if (fit.added.length === 0) return { schema, evolve: undefined };
+    if (fit.added.length === 0 && fit.promoted.length === 0)
+      return { schema, evolve: undefined, specId, bound };
+    const promoted = new Map(fit.promoted.map((f) => [f.id, f]));
     const evolved: IcebergSchema = {
       type: 'struct',
       'schema-id': Math.max(...m.schemas.map((s) => s['schema-id'])) + 1,
-      fields: [...schema.fields, ...fit.added],
+      fields: [...schema.fields.map((f) => promoted.get(f.id) ?? f), ...fit.added],
     };
     return {
       schema: evolved,
       evolve: { schema: evolved, lastColumnId: Math.max(...evolved.fields.map((f) => f.id)) },
+      specId,
+      bound,
     };
   }
 
@@ -240,6 +346,7 @@ export class IcebergWriter {
     const name = `${a.segment.instance}-${a.segment.epoch}-${a.segment.segmentId}`;
 
     let loaded = await this.#ensureTable(a);
+    let footers: (Footer | undefined)[] | undefined;
     for (let conflicts = 0; ;) {
       const m = loaded.metadata;
       const mine = snapshotOfSegment(m, a.segment);
@@ -251,13 +358,30 @@ export class IcebergWriter {
           found: true,
           conflicts,
         };
-      const { schema, evolve } = this.#checkAppendable(a, m);
+      const { schema, evolve, specId, bound } = this.#checkAppendable(a, m);
+      const tuples = a.files.map((f) => partitionTuple(bound, f.partitions ?? [], f.key));
+      footers ??= await this.#footers(a.files);
+      const metrics = footers.map((meta, i) => {
+        if (meta === undefined) return undefined;
+        checkFileFieldIds(meta, schema, a.files[i]!.key);
+        return footerMetrics(meta, schema.fields);
+      });
 
-      // The manifest: a pure function of the segment's files and the schema.
+      // The manifest: a pure function of the segment's files, the schema and the spec.
       const manifest = encodeManifest({
         schemaJson: JSON.stringify(schema),
         schemaId: schema['schema-id'],
-        files: a.files.map((f) => ({ path: s3Uri(this.#o.bucket, f.key), rows: f.rows, bytes: f.bytes })),
+        spec: {
+          specId,
+          fields: bound.map((b) => ({ field: b.field, avro: partitionAvroType(b.resultType) })),
+        },
+        files: a.files.map((f, i) => ({
+          path: s3Uri(this.#o.bucket, f.key),
+          rows: f.rows,
+          bytes: f.bytes,
+          partition: tuples[i]!,
+          ...(metrics[i] !== undefined ? { metrics: metrics[i] } : {}),
+        })),
       });
       const manifestKey = this.#metadataKey(a, `${name}-m0.avro`);
       await this.#o.store.put(manifestKey, manifest, { contentType: 'avro/binary' });
@@ -279,6 +403,8 @@ export class IcebergWriter {
           bytes: manifest.length,
           files: a.files.length,
           rows,
+          specId,
+          partitions: fieldSummaries(bound, tuples),
         },
       });
       const listKey = this.#metadataKey(a, `snap-${snapshotId}-${name}.avro`);

@@ -14,6 +14,7 @@ import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { restCatalogFrom } from './auth.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
+import { partitionsOfViewKey } from './partition.ts';
 import { IcebergError } from './errors.ts';
 import type { IcebergErrorCode } from './errors.ts';
 
@@ -25,6 +26,7 @@ const VIEW_CAUSED: ReadonlySet<IcebergErrorCode> = new Set([
   'ICEBERG_TYPE_UNSUPPORTED',
   'ICEBERG_SCHEMA_MISMATCH',
   'ICEBERG_TABLE_UNSUPPORTED',
+  'ICEBERG_PARTITION_MISMATCH',
 ]);
 
 export interface IcebergCommitOptions {
@@ -83,19 +85,27 @@ export function icebergTableCommit(
         const files = c.artifacts
           .filter((a) => a.kind === 'view' && a.view === view.spec.name)
           .map((a) => ({ key: a.key, bytes: a.bytes, rows: a.rows }));
+        const partitioning = view.partitions.map((p) => ({
+          alias: p.alias,
+          ...(p.transform !== undefined ? { transform: p.transform } : {}),
+        }));
         let result: Awaited<ReturnType<IcebergWriter['append']>>;
         try {
           result = await writer.append({
             namespace: target.namespace,
             table: target.table,
-            view: { view: view.spec.name, columns: view.columns, specSha256: view.specHash },
+            view: { view: view.spec.name, columns: view.columns, specSha256: view.specHash, partitioning },
             segment: {
               endpoint: c.ref.endpoint,
               instance: c.ref.instance,
               epoch: c.ref.epoch,
               segmentId: formatSegmentId(c.ref.segmentId),
             },
-            files,
+            // The partition values from the keys: all a delivery resumed after a restart has of them.
+            files: files.map((f) => ({
+              ...f,
+              partitions: partitionsOfViewKey(prefix, view.spec.name, f.key),
+            })),
           });
         } catch (err) {
           // A View its table cannot take must not hold back this segment and

@@ -19,8 +19,10 @@ export type IcebergErrorCode =
   | 'ICEBERG_CATALOG_ERROR'
   | 'ICEBERG_TYPE_UNSUPPORTED'
   | 'ICEBERG_SCHEMA_MISMATCH'
-  /** The table's metadata is something this writer cannot append to (partitioned, format v1/v3, files we cannot read). */
+  /** The table's metadata is something this writer cannot append to (format v1/v3, files we cannot read). */
   | 'ICEBERG_TABLE_UNSUPPORTED'
+  /** The table is partitioned in a way the View's partition levels do not give (or a file's value does not parse). */
+  | 'ICEBERG_PARTITION_MISMATCH'
   /**
    * The segment's view files were built with a View version this process no
    * longer knows (its registry keeps versions in memory only: a restart or a

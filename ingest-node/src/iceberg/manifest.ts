@@ -6,14 +6,25 @@
 //
 // | file          | header metadata                                   | objects                           |
 // | ------------- | ------------------------------------------------- | --------------------------------- |
-// | manifest      | schema, schema-id, partition-spec,                | manifest_entry: status 1 (ADDED), |
-// |               | partition-spec-id, format-version 2, content data | snapshot and sequence numbers     |
-// |               |                                                   | null (inherited from the list),   |
+// | manifest      | schema, schema-id, partition-spec (the spec's     | manifest_entry: status 1 (ADDED), |
+// |               | fields, JSON), partition-spec-id, format-version  | snapshot and sequence numbers     |
+// |               | 2, content data                                   | null (inherited from the list),   |
 // |               |                                                   | data_file (path, PARQUET, rows,   |
-// |               |                                                   | bytes, empty partition)           |
+// |               |                                                   | bytes, partition tuple, column    |
+// |               |                                                   | sizes, value/null counts, lower/  |
+// |               |                                                   | upper bounds by field id)         |
 // | manifest list | snapshot-id, parent-snapshot-id, sequence-number, | manifest_file: path, length,      |
-// |               | format-version 2                                  | spec 0, content 0, sequence       |
-// |               |                                                   | numbers, added snapshot, counts   |
+// |               | format-version 2                                  | spec id, content 0, sequence      |
+// |               |                                                   | numbers, added snapshot, counts,  |
+// |               |                                                   | partition field summaries         |
+//
+// The partition tuple (`data_file.partition`, id 102) is a record with one
+// optional field per spec field, named and numbered as the spec's (1000…),
+// typed as the transform's result (partition.ts). Each field summary in the
+// manifest list (id 507) holds contains_null, contains_nan (false: no float
+// partitions) and the lowest and highest non-null value of that field over
+// the manifest's files, in Iceberg's single-value binary form (int and date
+// 4 bytes LE, long 8 bytes LE, boolean 1 byte, string UTF-8).
 //
 // A manifest's entries carry no snapshot id or sequence number: in v2 they
 // are inherited from the manifest list entry that adds the manifest. So the
@@ -21,6 +32,8 @@
 // it, and only the (small) manifest list is rewritten when a commit is
 // retried after a conflict.
 import { encodeAvroContainer, type AvroField, type AvroSchema } from './avro.ts';
+import type { FileMetrics } from './footer.ts';
+import type { FieldSummary, PartitionField, PartitionValue } from './partition.ts';
 
 const optional = (name: string, id: number, type: AvroSchema): AvroField => ({
   name,
@@ -44,39 +57,58 @@ function intKeyedMap(name: string, keyId: number, valueId: number, value: AvroSc
   } satisfies AvroSchema & { readonly 'element-id': number };
 }
 
-/** `manifest_entry` of an unpartitioned table (the partition record is empty). */
-export const manifestEntrySchema: AvroSchema = {
-  type: 'record',
-  name: 'manifest_entry',
-  fields: [
-    required('status', 0, 'int'),
-    optional('snapshot_id', 1, 'long'),
-    optional('sequence_number', 3, 'long'),
-    optional('file_sequence_number', 4, 'long'),
-    required('data_file', 2, {
-      type: 'record',
-      name: 'r2',
-      fields: [
-        required('content', 134, 'int'),
-        required('file_path', 100, 'string'),
-        required('file_format', 101, 'string'),
-        required('partition', 102, { type: 'record', name: 'r102', fields: [] }),
-        required('record_count', 103, 'long'),
-        required('file_size_in_bytes', 104, 'long'),
-        optional('column_sizes', 108, intKeyedMap('column_sizes', 117, 118, 'long')),
-        optional('value_counts', 109, intKeyedMap('value_counts', 119, 120, 'long')),
-        optional('null_value_counts', 110, intKeyedMap('null_value_counts', 121, 122, 'long')),
-        optional('nan_value_counts', 137, intKeyedMap('nan_value_counts', 138, 139, 'long')),
-        optional('lower_bounds', 125, intKeyedMap('lower_bounds', 126, 127, 'bytes')),
-        optional('upper_bounds', 128, intKeyedMap('upper_bounds', 129, 130, 'bytes')),
-        optional('key_metadata', 131, 'bytes'),
-        optional('split_offsets', 132, { type: 'array', items: 'long', 'element-id': 133 }),
-        optional('equality_ids', 135, { type: 'array', items: 'int', 'element-id': 136 }),
-        optional('sort_order_id', 140, 'int'),
-      ],
-    }),
-  ],
-};
+/** `data_file` fields after `partition`. */
+const dataFileTail: readonly AvroField[] = [
+  required('record_count', 103, 'long'),
+  required('file_size_in_bytes', 104, 'long'),
+  optional('column_sizes', 108, intKeyedMap('column_sizes', 117, 118, 'long')),
+  optional('value_counts', 109, intKeyedMap('value_counts', 119, 120, 'long')),
+  optional('null_value_counts', 110, intKeyedMap('null_value_counts', 121, 122, 'long')),
+  optional('nan_value_counts', 137, intKeyedMap('nan_value_counts', 138, 139, 'long')),
+  optional('lower_bounds', 125, intKeyedMap('lower_bounds', 126, 127, 'bytes')),
+  optional('upper_bounds', 128, intKeyedMap('upper_bounds', 129, 130, 'bytes')),
+  optional('key_metadata', 131, 'bytes'),
+  optional('split_offsets', 132, { type: 'array', items: 'long', 'element-id': 133 }),
+  optional('equality_ids', 135, { type: 'array', items: 'int', 'element-id': 136 }),
+  optional('sort_order_id', 140, 'int'),
+];
+
+/** A partition tuple's fields: one optional field per spec field, the transform's result type. */
+export interface PartitionTupleField {
+  readonly field: PartitionField;
+  readonly avro: AvroSchema;
+}
+
+/** `manifest_entry` of a table whose spec gives `partition` (none: unpartitioned, an empty record). */
+export function manifestEntrySchemaFor(partition: readonly PartitionTupleField[]): AvroSchema {
+  return {
+    type: 'record',
+    name: 'manifest_entry',
+    fields: [
+      required('status', 0, 'int'),
+      optional('snapshot_id', 1, 'long'),
+      optional('sequence_number', 3, 'long'),
+      optional('file_sequence_number', 4, 'long'),
+      required('data_file', 2, {
+        type: 'record',
+        name: 'r2',
+        fields: [
+          required('content', 134, 'int'),
+          required('file_path', 100, 'string'),
+          required('file_format', 101, 'string'),
+          required('partition', 102, {
+            type: 'record',
+            name: 'r102',
+            fields: partition.map((p) => optional(p.field.name, p.field['field-id'], p.avro)),
+          }),
+          ...dataFileTail,
+        ],
+      }),
+    ],
+  };
+}
+
+export const manifestEntrySchema: AvroSchema = manifestEntrySchemaFor([]);
 
 export const manifestFileSchema: AvroSchema = {
   type: 'record',
@@ -118,20 +150,27 @@ export interface DataFile {
   readonly path: string;
   readonly rows: number;
   readonly bytes: number;
+  /** The file's partition tuple, one value per spec field (none for an unpartitioned table). */
+  readonly partition?: readonly PartitionValue[];
+  /** Column metrics by field id (footer.ts); none: the entry carries no stats. */
+  readonly metrics?: FileMetrics;
 }
 
 export interface ManifestInput {
   /** The table schema (Iceberg JSON), as the header's `schema`. */
   readonly schemaJson: string;
   readonly schemaId: number;
+  /** The spec the files are partitioned by; unpartitioned spec 0 when omitted. */
+  readonly spec?: { readonly specId: number; readonly fields: readonly PartitionTupleField[] };
   readonly files: readonly DataFile[];
 }
 
-/** The manifest adding `files` to an unpartitioned table (spec 0). */
+/** The manifest adding `files` to a table under one partition spec. */
 export function encodeManifest(m: ManifestInput): Buffer {
   if (m.files.length === 0) throw new RangeError('a manifest needs at least one data file');
+  const fields = m.spec?.fields ?? [];
   return encodeAvroContainer(
-    manifestEntrySchema,
+    manifestEntrySchemaFor(fields),
     m.files.map((f) => ({
       status: 1,
       snapshot_id: null,
@@ -141,15 +180,15 @@ export function encodeManifest(m: ManifestInput): Buffer {
         content: 0,
         file_path: f.path,
         file_format: 'PARQUET',
-        partition: {},
+        partition: Object.fromEntries(fields.map((p, i) => [p.field.name, f.partition?.[i] ?? null])),
         record_count: f.rows,
         file_size_in_bytes: f.bytes,
-        column_sizes: null,
-        value_counts: null,
-        null_value_counts: null,
+        column_sizes: f.metrics?.column_sizes ?? null,
+        value_counts: f.metrics?.value_counts ?? null,
+        null_value_counts: f.metrics?.null_value_counts ?? null,
         nan_value_counts: null,
-        lower_bounds: null,
-        upper_bounds: null,
+        lower_bounds: f.metrics?.lower_bounds ?? null,
+        upper_bounds: f.metrics?.upper_bounds ?? null,
         key_metadata: null,
         split_offsets: null,
         equality_ids: null,
@@ -159,8 +198,8 @@ export function encodeManifest(m: ManifestInput): Buffer {
     {
       schema: m.schemaJson,
       'schema-id': String(m.schemaId),
-      'partition-spec': '[]',
-      'partition-spec-id': '0',
+      'partition-spec': JSON.stringify(fields.map((p) => p.field)),
+      'partition-spec-id': String(m.spec?.specId ?? 0),
       'format-version': '2',
       content: 'data',
     },
@@ -179,6 +218,10 @@ export interface ManifestListInput {
     readonly bytes: number;
     readonly files: number;
     readonly rows: number;
+    /** Default 0 (unpartitioned). */
+    readonly specId?: number;
+    /** One per spec field (none for an unpartitioned table). */
+    readonly partitions?: readonly FieldSummary[];
   };
 }
 
@@ -205,7 +248,7 @@ export function encodeManifestList(l: ManifestListInput): Buffer {
   const added: ManifestFileEntry = {
     manifest_path: l.added.path,
     manifest_length: l.added.bytes,
-    partition_spec_id: 0,
+    partition_spec_id: l.added.specId ?? 0,
     content: 0,
     sequence_number: l.sequenceNumber,
     min_sequence_number: l.sequenceNumber,
@@ -216,7 +259,7 @@ export function encodeManifestList(l: ManifestListInput): Buffer {
     added_rows_count: l.added.rows,
     existing_rows_count: 0,
     deleted_rows_count: 0,
-    partitions: [],
+    partitions: l.added.partitions ?? [],
     key_metadata: null,
   };
   return encodeAvroContainer(manifestFileSchema, [added, ...l.inherited], {

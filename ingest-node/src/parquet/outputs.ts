@@ -34,6 +34,8 @@ export interface CopyOptions {
   readonly partitionBy: readonly string[];
   /** Parquet row-group size; DuckDB's default (122,880) when omitted. */
   readonly rowGroupRows?: number;
+  /** Parquet field ids by column name (an Iceberg table's ids); columns not named get none. */
+  readonly fieldIds?: Readonly<Record<string, number>>;
 }
 
 export const PARQUET_FILE_NAME = 'data.parquet';
@@ -71,6 +73,12 @@ export async function copyToParquet(
     if (!Number.isInteger(options.rowGroupRows) || options.rowGroupRows < 1)
       throw new Error('rowGroupRows must be a positive integer');
     copyOptions.push(`ROW_GROUP_SIZE ${options.rowGroupRows}`);
+  }
+  const ids = Object.entries(options.fieldIds ?? {});
+  if (ids.length > 0) {
+    if (!ids.every(([, id]) => Number.isInteger(id) && id > 0 && id < 2 ** 31))
+      throw new Error('field ids must be positive 32-bit integers');
+    copyOptions.push(`FIELD_IDS {${ids.map(([name, id]) => `${quoteIdent(name)}: ${id}`).join(', ')}}`);
   }
   if (partitioned) {
     copyOptions.push(`PARTITION_BY (${options.partitionBy.map(quoteIdent).join(', ')})`);
@@ -144,6 +152,7 @@ export async function copyPartitionFiles(
     readonly partitionsOf: (pid: number) => ParquetFile['partitions'];
     readonly pathOf: (partitions: ParquetFile['partitions']) => string;
     readonly rowGroupRows?: number;
+    readonly fieldIds?: Readonly<Record<string, number>>;
   },
 ): Promise<ParquetFile[]> {
   const files: ParquetFile[] = [];
@@ -157,6 +166,7 @@ export async function copyPartitionFiles(
       {
         partitionBy: [options.pidColumn],
         ...(options.rowGroupRows !== undefined ? { rowGroupRows: options.rowGroupRows } : {}),
+        ...(options.fieldIds !== undefined ? { fieldIds: options.fieldIds } : {}),
       },
     );
     for (const f of written) {

@@ -203,6 +203,36 @@ export class LocalFolderObjectStore implements ObjectStore {
     }
   }
 
+  async getTail(key: string, bytes: number): Promise<Buffer | null> {
+    if (!Number.isInteger(bytes) || bytes < 1 || bytes > getBytesMaxDefault)
+      throw new RangeError(`getTail: ${bytes} bytes is outside 1..${getBytesMaxDefault}`);
+    const what = `get ${this.description}/${key} (last ${bytes} bytes)`;
+    let handle: FileHandle;
+    try {
+      handle = await this.#fs.open(this.#objectPath(key), 'read');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw classifyFsError(err, what);
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile) return null;
+      const n = Math.min(bytes, st.size);
+      const buf = Buffer.allocUnsafe(n);
+      let got = 0;
+      while (got < n) {
+        const r = await handle.read(buf, got, n - got, st.size - n + got);
+        if (r === 0) break;
+        got += r;
+      }
+      return got === n ? buf : buf.subarray(0, got);
+    } catch (err) {
+      throw classifyFsError(err, what);
+    } finally {
+      await handle.close();
+    }
+  }
+
   async getStream(key: string): Promise<Readable | null> {
     const what = `get ${this.description}/${key}`;
     const file = this.#objectPath(key);

@@ -237,6 +237,15 @@ export class S3ObjectStore implements ObjectStore {
     return readBounded(res.body, bytesMax, what, true);
   }
 
+  async getTail(key: string, bytes: number, opts: { signal?: AbortSignal } = {}): Promise<Buffer | null> {
+    if (!Number.isInteger(bytes) || bytes < 1 || bytes > getBytesMaxDefault)
+      throw new RangeError(`getTail: ${bytes} bytes is outside 1..${getBytesMaxDefault}`);
+    const what = `get ${this.description}/${key} (last ${bytes} bytes)`;
+    const res = await this.#getObject(key, what, opts.signal, `bytes=-${bytes}`);
+    if (res === null) return null;
+    return readBounded(res.body, bytes, what, true);
+  }
+
   async getStream(key: string, opts: { signal?: AbortSignal } = {}): Promise<Readable | null> {
     const res = await this.#getObject(key, `get ${this.description}/${key}`, opts.signal);
     return res === null ? null : res.body;
@@ -389,11 +398,16 @@ export class S3ObjectStore implements ObjectStore {
     key: string,
     what: string,
     signal: AbortSignal | undefined,
+    range?: string,
   ): Promise<{ body: Readable; bytes: number | undefined } | null> {
     checkObjectKey(key);
     try {
       const out = await this.#client.send(
-        new GetObjectCommand({ Bucket: this.#bucket, Key: key }),
+        new GetObjectCommand({
+          Bucket: this.#bucket,
+          Key: key,
+          ...(range !== undefined ? { Range: range } : {}),
+        }),
         signalOpt(signal),
       );
       if (!(out.Body instanceof Readable))

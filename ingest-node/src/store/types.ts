@@ -113,6 +113,13 @@ export interface ObjectStore {
   /** The whole body (bounded by `bytesMax`), or null when the key does not exist. */
   get(key: string, opts?: GetOptions): Promise<Buffer | null>;
 
+  /**
+   * The last `bytes` bytes of the body (all of it when it is shorter), or null
+   * when the key does not exist: a Parquet footer without the whole file.
+   * Optional: stores without ranged reads leave it out (callers do without).
+   */
+  getTail?(key: string, bytes: number, opts?: { signal?: AbortSignal }): Promise<Buffer | null>;
+
   /** The body as a stream (for large artifacts), or null when the key does not exist. */
   getStream(key: string, opts?: { signal?: AbortSignal }): Promise<Readable | null>;
 

@@ -58,6 +58,19 @@ export interface CompiledPartition {
   readonly expressionSql: string;
   /** DuckDB type of the expression. */
   readonly type: string;
+  /**
+   * The level as a function of one View column that Iceberg has a partition
+   * transform for (`date_trunc('day', c)` → day(c), a bare column → identity),
+   * so a table's partition spec can be derived from it (iceberg/partition.ts).
+   * Undefined for any other expression.
+   */
+  readonly transform?: PartitionTransform;
+}
+
+export interface PartitionTransform {
+  /** The View column, as the spec names it. */
+  readonly source: string;
+  readonly transform: 'identity' | 'year' | 'month' | 'day' | 'hour';
 }
 
 export interface CompiledView {
@@ -196,6 +209,49 @@ function partitionValueSql(value: string, type: string, root: AstNode): string {
   return `strftime(${value}, '%Y-%m-%dT%H:%M:%S')`;
 }
 
+const TRANSFORM_UNITS: Readonly<Record<string, PartitionTransform['transform']>> = {
+  year: 'year',
+  years: 'year',
+  y: 'year',
+  yr: 'year',
+  month: 'month',
+  months: 'month',
+  mon: 'month',
+  day: 'day',
+  days: 'day',
+  d: 'day',
+  hour: 'hour',
+  hours: 'hour',
+  h: 'hour',
+};
+
+/**
+ * Only where the folder value (partitionValueSql) is exact for the transform:
+ * a timestamp's identity is rendered to the second, so it is not an identity;
+ * hour() needs a timestamp source (Iceberg has no hour of a date).
+ */
+function partitionTransform(root: AstNode, columns: readonly ViewColumn[]): PartitionTransform | undefined {
+  const columnOf = (n: AstNode | undefined): ViewColumn | undefined => {
+    const names = n?.class === 'COLUMN_REF' ? n['column_names'] : undefined;
+    if (!Array.isArray(names) || names.length !== 1 || typeof names[0] !== 'string') return undefined;
+    const name = names[0].toLowerCase();
+    return columns.find((c) => c.name.toLowerCase() === name);
+  };
+  const bare = columnOf(root);
+  if (bare !== undefined)
+    return ['VARCHAR', 'BIGINT', 'INTEGER', 'BOOLEAN', 'DATE'].includes(bare.type)
+      ? { source: bare.name, transform: 'identity' }
+      : undefined;
+  const unit = dateTruncUnit(root);
+  const transform = unit === undefined ? undefined : TRANSFORM_UNITS[unit];
+  const children = root['children'] as AstNode[] | undefined;
+  const col = children?.length === 2 ? columnOf(children[1]) : undefined;
+  if (transform === undefined || col === undefined) return undefined;
+  const timestamp = ['TIMESTAMP', 'TIMESTAMPTZ', 'TIMESTAMP WITH TIME ZONE'].includes(col.type);
+  if (!timestamp && (col.type !== 'DATE' || transform === 'hour')) return undefined;
+  return { source: col.name, transform };
+}
+
 /** The typed columns as an empty relation, to bind expressions against. */
 function typedShell(columns: readonly ViewColumn[]): string {
   return `(SELECT ${columns.map((c) => `NULL::${c.type} AS ${quoteIdent(c.name)}`).join(', ')})`;
@@ -279,7 +335,14 @@ export async function compileView(
         where,
         `a partition value must be a scalar, this one is ${type}`,
       );
-    partitions.push({ alias: p.alias, expressionSql: checked.sql, type, root: checked.root });
+    const transform = partitionTransform(checked.root, spec.columns);
+    partitions.push({
+      alias: p.alias,
+      expressionSql: checked.sql,
+      type,
+      root: checked.root,
+      ...(transform !== undefined ? { transform } : {}),
+    });
   }
 
   const sql = buildSql(spec, filterSql, filterColumns, partitions, options.typedReader ?? true);
@@ -289,7 +352,7 @@ export async function compileView(
     sql,
     columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
     filterSql,
-    partitions: partitions.map(({ alias, expressionSql, type }) => ({ alias, expressionSql, type })),
+    partitions: partitions.map(({ root: _root, ...p }) => p),
     readsTopic: spec.columns.some(isTopicColumn),
   };
 }

@@ -42,6 +42,11 @@ export const ViewErrorCode = {
    * outside DuckDB's memory limit, so one such filter could exhaust the node.
    */
   exprWidth: 'expr_width',
+  /**
+   * A column's type changed in a way the View's Iceberg table cannot promote
+   * its field to (string → int…; iceberg/view-check.ts).
+   */
+  icebergTypeChange: 'iceberg_type_change',
 } as const;
 export type ViewErrorCode = (typeof ViewErrorCode)[keyof typeof ViewErrorCode];
 

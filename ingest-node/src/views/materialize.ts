@@ -56,6 +56,11 @@ export interface MaterializeInput {
   readonly rowGroupRows?: number;
   /** Bounds on view partitions; defaultPartitionLimits() when omitted. */
   readonly partitionLimits?: PartitionLimits;
+  /**
+   * Parquet field ids for a view's files, by view name then column name (its
+   * Iceberg table's ids, iceberg/field-ids.ts); a view not listed gets none.
+   */
+  readonly fieldIds?: ReadonlyMap<string, Readonly<Record<string, number>>>;
 }
 
 /**
@@ -269,6 +274,7 @@ async function materializeView(
   rowGroupRows: number | undefined,
   limits: PartitionLimits,
   budget: Budget,
+  fieldIds: Readonly<Record<string, number>> | undefined,
 ): Promise<ViewOutput> {
   const rowsIn = loaded.rows;
   const started = performance.now();
@@ -281,6 +287,7 @@ async function materializeView(
     ', ',
   );
   const rg = rowGroupRows !== undefined ? { rowGroupRows } : {};
+  const ids = fieldIds !== undefined ? { fieldIds } : {};
   // One classification pass into a temp table, then the view and DLQ files
   // and the counts from it: cheaper than classifying twice (measured: about a
   // quarter less CPU per segment), and seq, time and payload are kept for DLQ rows only.
@@ -326,7 +333,7 @@ async function materializeView(
           conn,
           `SELECT ${out} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
           path.join(jobDir, 'views', name),
-          { partitionBy: aliases, ...rg },
+          { partitionBy: aliases, ...rg, ...ids },
         );
         files = written.map((f) => {
           const key = JSON.stringify(f.partitions.map(([, v]) => v));
@@ -348,7 +355,7 @@ async function materializeView(
            FROM ${CLASSIFIED_TABLE} c JOIN ${PARTS_TABLE} p ON ${match}
            WHERE c.__lf_status = 'ok' AND p.${PID} IS NOT NULL`,
           path.join(jobDir, 'views', name),
-          { pidColumn: PID, pids: kept.length, partitionsOf: (pid) => kept[pid - 1]!, pathOf, ...rg },
+          { pidColumn: PID, pids: kept.length, partitionsOf: (pid) => kept[pid - 1]!, pathOf, ...rg, ...ids },
         );
       }
     } else {
@@ -356,7 +363,7 @@ async function materializeView(
         conn,
         `SELECT ${columns} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
         path.join(jobDir, 'views', name),
-        { partitionBy: [], ...rg },
+        { partitionBy: [], ...rg, ...ids },
       );
     }
     // seq and ingest time of the DLQ rows: few, fetched for them alone (or all, when most rows are bad).
@@ -540,7 +547,18 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
       for (const view of input.views) {
         const started = performance.now();
         try {
-          views.push(await materializeView(conn, view, loaded, jobDir, input.rowGroupRows, limits, budget));
+          views.push(
+            await materializeView(
+              conn,
+              view,
+              loaded,
+              jobDir,
+              input.rowGroupRows,
+              limits,
+              budget,
+              input.fieldIds?.get(view.spec.name),
+            ),
+          );
         } catch (err) {
           if (isOutsideData(err)) throw err;
           const reason = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'failed';

@@ -129,6 +129,10 @@ export async function startIcebergCatalog(opts: StartIcebergCatalogOptions): Pro
         CATALOG_REST_PORT: String(port),
         CATALOG_URI: `jdbc:sqlite:file:${dbPath}`,
         CATALOG_JDBC_SCHEMA__VERSION: 'V1',
+        // One JDBC connection: SQLite has one writer, and two pooled connections of
+        // the same server upgrading read transactions at once get SQLITE_BUSY at
+        // once (the busy handler is skipped to avoid a deadlock), seen as 500s.
+        CATALOG_CLIENTS: '1',
         CATALOG_WAREHOUSE: warehouse,
         CATALOG_IO__IMPL: 'org.apache.iceberg.aws.s3.S3FileIO',
         CATALOG_S3_ENDPOINT: minio.endpoint,

@@ -24,7 +24,6 @@ import type { CompiledView } from '../views/compile.ts';
 import { restCatalogFrom, type CatalogClientConfig } from './auth.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { checkViewFitsTable, viewToIcebergSchema } from './schema.ts';
-import type { IcebergConfig } from './settings.ts';
 
 const lookupTimeoutMsMax = 5_000;
 const pauseAfterFailureMs = 10_000;

@@ -12,7 +12,6 @@ import { restCatalogFrom, type CatalogClientConfig } from './auth.ts';
 import type { RestCatalog } from './catalog.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { typeChanges } from './schema.ts';
-import type { IcebergConfig } from './settings.ts';
 
 export function icebergViewCheck(o: {
   readonly config: CatalogClientConfig;

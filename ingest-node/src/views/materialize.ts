@@ -24,7 +24,7 @@ import { keySegmentBytesMax, s3KeyBytesMax } from '../store/validate.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
 import { writeRawParquet } from '../parquet/raw.ts';
 import type { RawParquetOptions } from '../parquet/raw.ts';
-import { loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
+import { INPUT_RELATION, loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
 import type { LoadedRecords } from '../parquet/records.ts';
 import type { SegmentRecord } from '../parquet/records.ts';
 import { DlqErrorCode, quoteIdent, sqlString } from './compile.ts';
@@ -122,6 +122,12 @@ export interface SegmentOutputs {
 
 const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const CLASSIFIED_TABLE = '__lf_classified_rows';
+/** The first pass's rows (compile.ts fastSql), the rest's input, and both as one relation. */
+const FAST_TABLE = '__lf_fast_rows';
+const REST_INPUT = '__lf_rest_input';
+const CLASSIFIED_VIEW = '__lf_classified_all';
+/** The classified rows as a table, when a partition verdict must update some (assignPartitions). */
+const CLASSIFIED_COPY = '__lf_classified_copy';
 const PARTS_TABLE = '__lf_partition_rows';
 const PID = '__lf_pid';
 /** Longest reason quoted in a view_failed DLQ row. */
@@ -136,13 +142,44 @@ export function levelBytesSql(alias: string, v: string): string {
   return `(${Buffer.byteLength(alias) + 1} + CASE WHEN ${v} IS NULL THEN ${hiveDefaultPartition.length} WHEN ${v} = '' THEN ${hiveEmptyPartition.length} ELSE ${escaped} END)`;
 }
 
-/** The DLQ rows of a view, from the classified table. */
-function dlqSelectSql(): string {
+/** The DLQ rows of a view, from the classified rows `rel`. */
+function dlqSelectSql(rel: string): string {
   return `SELECT c.__lf_error_code AS error_code, c.__lf_error_message AS error_message, c.__lf_error_column AS "column",
          c.__lf_payload AS payload, m.seq AS seq, CAST(make_timestamp(m.ingest_us) AS TIMESTAMPTZ) AS ingest_time,
          strftime(make_timestamp(m.ingest_us), '%Y-%m-%d') AS dt
-       FROM ${CLASSIFIED_TABLE} c JOIN ${META_TABLE} m ON m.i = c.__lf_ordinal
+       FROM ${rel} c JOIN ${META_TABLE} m ON m.i = c.__lf_ordinal
        WHERE c.__lf_status = 'dlq' ORDER BY c.__lf_ordinal`;
+}
+
+/**
+ * Rows `c` of the classified rows in partition `p` of PARTS_TABLE (whose
+ * values are text; a DATE-valued partition is carried typed until then).
+ */
+function partitionMatchSql(view: CompiledView): string {
+  return view.partitions
+    .map((p) => {
+      const a = quoteIdent(p.alias);
+      return `${p.dateValued ? `CAST(c.${a} AS VARCHAR)` : `c.${a}`} IS NOT DISTINCT FROM p.${a}`;
+    })
+    .join(' AND ');
+}
+
+/**
+ * The view columns and partition values as the classified rows carry them:
+ * partition values as the text their folder is made of (compile.ts renders
+ * them), except DATEs, whose folder DuckDB writes as that same text — kept
+ * typed, one text per distinct value is made where text is needed
+ * (assignPartitions) instead of one per row.
+ */
+function carriedSql(view: CompiledView): string {
+  return [
+    ...view.columns.map((c) => quoteIdent(c.name)),
+    ...view.partitions.map((p) =>
+      p.dateValued
+        ? quoteIdent(p.alias)
+        : `CAST(${quoteIdent(p.alias)} AS VARCHAR) AS ${quoteIdent(p.alias)}`,
+    ),
+  ].join(', ');
 }
 
 /** Budget shared by the views of one segment. */
@@ -162,7 +199,9 @@ async function assignPartitions(
   view: CompiledView,
   limits: PartitionLimits,
   budget: Budget,
-): Promise<(readonly [string, string | null])[][]> {
+  classified: string,
+): Promise<{ kept: (readonly [string, string | null])[][]; rel: string }> {
+  let rel = classified;
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
   const q = aliases.map(quoteIdent);
@@ -178,7 +217,8 @@ async function assignPartitions(
   await conn.run(
     `CREATE OR REPLACE TEMP TABLE ${PARTS_TABLE} AS
      WITH g AS (
-       SELECT ${q.join(', ')}, count(*)::BIGINT AS __lf_n FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok' GROUP BY ALL
+       SELECT ${q.map((c) => `CAST(${c} AS VARCHAR) AS ${c}`).join(', ')}, __lf_n FROM (
+         SELECT ${q.join(', ')}, count(*)::BIGINT AS __lf_n FROM ${rel} WHERE __lf_status = 'ok' GROUP BY ALL)
      ), l AS (SELECT *, ${levels.join(', ')} FROM g
      ), v AS (SELECT *, ${pathBytes} AS __lf_path_bytes FROM l
      ), t AS (SELECT *, CASE ${tooLong.join(' ')} END AS __lf_too_long FROM v
@@ -198,7 +238,7 @@ async function assignPartitions(
        CASE WHEN __lf_too_long IS NULL AND __lf_rank <= ${limits.filesMax} AND __lf_cum <= ${Math.max(0, Math.floor(budget.markerBytes))} THEN __lf_rank END AS ${PID}
      FROM c`,
   );
-  const match = q.map((c) => `c.${c} IS NOT DISTINCT FROM p.${c}`).join(' AND ');
+  const match = partitionMatchSql(view);
   const refused = Number(
     (
       await conn.runAndReadAll(`SELECT count(*)::BIGINT FROM ${PARTS_TABLE} WHERE __lf_verdict IS NOT NULL`)
@@ -214,8 +254,13 @@ async function assignPartitions(
     const message = `CASE WHEN p.__lf_verdict = '${DlqErrorCode.partitionValueTooLong}'
         THEN CASE ${levelDetail} ELSE 'the partition folders need ' || p.__lf_path_bytes || ' bytes, too many for an object key of at most ${s3KeyBytesMax} bytes' END
         ELSE ${sqlString(`view ${name} may write ${limits.filesMax} partition files per segment (views.partitionFilesMax) within the commit marker's size bound; this segment has more partitions, and this row's is not among those kept (most rows first)`)} END`;
+    if (rel !== CLASSIFIED_TABLE) {
+      // The two passes' rows are a view over two tables: one table to update (rare: a segment over its limits).
+      await conn.run(`CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_COPY} AS SELECT * FROM ${rel}`);
+      rel = CLASSIFIED_COPY;
+    }
     await conn.run(
-      `UPDATE ${CLASSIFIED_TABLE} AS c SET __lf_status = 'dlq', __lf_error_code = p.__lf_verdict,
+      `UPDATE ${rel} AS c SET __lf_status = 'dlq', __lf_error_code = p.__lf_verdict,
          __lf_error_message = ${message},
          __lf_error_column = CASE WHEN p.__lf_verdict = '${DlqErrorCode.partitionValueTooLong}' THEN p.__lf_too_long ELSE ${sqlString(aliases[0]!)} END
        FROM ${PARTS_TABLE} p
@@ -223,7 +268,7 @@ async function assignPartitions(
     );
     // The classification kept payloads for its own DLQ rows only.
     await conn.run(
-      `UPDATE ${CLASSIFIED_TABLE} AS c SET __lf_payload = r.payload FROM ${RECORDS_RELATION} r
+      `UPDATE ${rel} AS c SET __lf_payload = r.payload FROM ${RECORDS_RELATION} r
        WHERE c.__lf_status = 'dlq' AND c.__lf_payload IS NULL AND r.i = c.__lf_ordinal`,
     );
   }
@@ -244,7 +289,7 @@ async function assignPartitions(
   }
   const last = kept[kept.length - 1];
   if (last !== undefined) budget.markerBytes -= Number(last[1]);
-  return out;
+  return { kept: out, rel };
 }
 
 /**
@@ -276,29 +321,59 @@ async function materializeView(
   const aliases = view.partitions.map((p) => p.alias);
   const columns = view.columns.map((c) => quoteIdent(c.name)).join(', ');
   const partitioned = aliases.length > 0;
-  // Partition values as the text their folder is made of (compile.ts renders them).
-  const out = [columns, ...aliases.map((a) => `CAST(${quoteIdent(a)} AS VARCHAR) AS ${quoteIdent(a)}`)].join(
-    ', ',
-  );
+  const out = carriedSql(view);
   const rg = rowGroupRows !== undefined ? { rowGroupRows } : {};
-  // One classification pass into a temp table, then the view and DLQ files
-  // and the counts from it: cheaper than classifying twice (measured: about a
-  // quarter less CPU per segment), and seq, time and payload are kept for DLQ rows only.
-  // (__lf_seq is the record's ordinal here, see parquet/records.ts.)
+  // The rows are classified once, into temp tables from which the view and
+  // DLQ files and the counts are written: cheaper than classifying twice
+  // (measured: about a quarter less CPU per segment), and seq, time and
+  // payload are kept for DLQ rows only. (__lf_seq is the record's ordinal
+  // here, see parquet/records.ts.) When the view compiled a first pass
+  // (compile.ts fastSql), that pass settles the rows that are fine and
+  // carries the text of the others, which the full classification then
+  // reads instead of the records; the two tables are read as one relation.
   // A `$topic` column needs each record's topic: the whole metadata table, joined.
   const withTopic = view.readsTopic && loaded.hasTopics;
+  const rest = view.fastSql === undefined ? undefined : restSql(view.sql);
+  const classify = (sql: string): string =>
+    `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
+     SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
+       ${partitioned ? '__lf_seq' : "CASE WHEN __lf_status = 'dlq' THEN __lf_seq END"} AS __lf_ordinal,
+       CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
+     FROM (\n${withLoadedText(sql)}\n)`;
+  let rel = CLASSIFIED_TABLE;
   if (withTopic) {
     await loaded.loadMeta();
     await useInput(conn, 'views+topic', true);
   }
   try {
-    await conn.run(
-      `CREATE OR REPLACE TEMP TABLE ${CLASSIFIED_TABLE} AS
-     SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
-       ${partitioned ? '__lf_seq' : "CASE WHEN __lf_status = 'dlq' THEN __lf_seq END"} AS __lf_ordinal,
-       CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
-     FROM (\n${withLoadedText(view.sql)}\n)`,
-    );
+    if (view.fastSql !== undefined && rest !== undefined) {
+      const unsettled = (c: string): string => `CASE WHEN __lf_status IS NULL THEN ${c} END`;
+      await conn.run(
+        `CREATE OR REPLACE TEMP TABLE ${FAST_TABLE} AS
+         SELECT __lf_status, ${partitioned ? '__lf_seq' : unsettled('__lf_seq')} AS __lf_ordinal,
+           ${unsettled('__lf_payload')} AS __lf_payload,
+           ${view.readsTopic ? unsettled('__lf_topic') : 'NULL::VARCHAR'} AS __lf_topic, ${out}
+         FROM (\n${withLoadedText(view.fastSql)}\n)`,
+      );
+      await conn.run(
+        `CREATE OR REPLACE TEMP VIEW ${REST_INPUT} AS
+         SELECT __lf_ordinal AS seq, NULL::TIMESTAMP AS ingest_time, __lf_payload AS payload,
+           __lf_topic AS topic, try(decode(__lf_payload)) AS payload_text
+         FROM ${FAST_TABLE} WHERE __lf_status IS NULL`,
+      );
+      await conn.run(classify(rest));
+      const names = [...view.columns.map((c) => quoteIdent(c.name)), ...aliases.map(quoteIdent)].join(', ');
+      await conn.run(
+        `CREATE OR REPLACE TEMP VIEW ${CLASSIFIED_VIEW} AS
+         SELECT __lf_status, NULL::VARCHAR AS __lf_error_code, NULL::VARCHAR AS __lf_error_message,
+           NULL::VARCHAR AS __lf_error_column, __lf_ordinal, NULL::BLOB AS __lf_payload, ${names}
+         FROM ${FAST_TABLE} WHERE __lf_status IS NOT NULL
+         UNION ALL
+         SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column, __lf_ordinal, __lf_payload, ${names}
+         FROM ${CLASSIFIED_TABLE}`,
+      );
+      rel = CLASSIFIED_VIEW;
+    } else await conn.run(classify(view.sql));
   } finally {
     if (withTopic) await useInput(conn, 'views', true);
   }
@@ -307,7 +382,9 @@ async function materializeView(
     if (partitioned) {
       // A row's partition can still send it to the DLQ (a key it cannot have,
       // one partition too many): decided before anything is written.
-      const kept = await assignPartitions(conn, view, limits, budget);
+      const assigned = await assignPartitions(conn, view, limits, budget, rel);
+      const kept = assigned.kept;
+      rel = assigned.rel;
       const pathOf = (partitions: ParquetFile['partitions']): string =>
         hiveLevels(partitions)
           .map((l) => `${l}/`)
@@ -324,7 +401,7 @@ async function materializeView(
         const byValues = new Map(kept.map((t) => [JSON.stringify(t.map(([, v]) => v)), t]));
         const written = await copyToParquet(
           conn,
-          `SELECT ${out} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
+          `SELECT ${[columns, ...aliases.map(quoteIdent)].join(', ')} FROM ${rel} WHERE __lf_status = 'ok'`,
           path.join(jobDir, 'views', name),
           { partitionBy: aliases, ...rg },
         );
@@ -339,13 +416,11 @@ async function materializeView(
           a.partitionPath < b.partitionPath ? -1 : a.partitionPath > b.partitionPath ? 1 : 0,
         );
       } else {
-        const match = aliases
-          .map((a) => `c.${quoteIdent(a)} IS NOT DISTINCT FROM p.${quoteIdent(a)}`)
-          .join(' AND ');
+        const match = partitionMatchSql(view);
         files = await copyPartitionFiles(
           conn,
           `SELECT ${view.columns.map((c) => `c.${quoteIdent(c.name)}`).join(', ')}, p.${PID}
-           FROM ${CLASSIFIED_TABLE} c JOIN ${PARTS_TABLE} p ON ${match}
+           FROM ${rel} c JOIN ${PARTS_TABLE} p ON ${match}
            WHERE c.__lf_status = 'ok' AND p.${PID} IS NOT NULL`,
           path.join(jobDir, 'views', name),
           { pidColumn: PID, pids: kept.length, partitionsOf: (pid) => kept[pid - 1]!, pathOf, ...rg },
@@ -354,7 +429,7 @@ async function materializeView(
     } else {
       files = await copyToParquet(
         conn,
-        `SELECT ${columns} FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'ok'`,
+        `SELECT ${columns} FROM ${rel} WHERE __lf_status = 'ok'`,
         path.join(jobDir, 'views', name),
         { partitionBy: [], ...rg },
       );
@@ -362,19 +437,19 @@ async function materializeView(
     // seq and ingest time of the DLQ rows: few, fetched for them alone (or all, when most rows are bad).
     const dlqOrdinals = (
       await conn.runAndReadAll(
-        `SELECT __lf_ordinal FROM ${CLASSIFIED_TABLE} WHERE __lf_status = 'dlq' ORDER BY __lf_ordinal LIMIT ${Math.ceil(rowsIn / 8) + 1}`,
+        `SELECT __lf_ordinal FROM ${rel} WHERE __lf_status = 'dlq' ORDER BY __lf_ordinal LIMIT ${Math.ceil(rowsIn / 8) + 1}`,
       )
     )
       .getRows()
       .map((r) => Number(r[0]));
     if (dlqOrdinals.length > 0)
       await loaded.loadMeta(dlqOrdinals.length > rowsIn / 8 ? undefined : dlqOrdinals);
-    const dlqFiles = await copyToParquet(conn, dlqSelectSql(), path.join(jobDir, 'dlq', name), {
+    const dlqFiles = await copyToParquet(conn, dlqSelectSql(rel), path.join(jobDir, 'dlq', name), {
       partitionBy: ['dt'],
       ...rg,
     });
     const counts = await conn.runAndReadAll(
-      `SELECT __lf_status, __lf_error_code, count(*)::BIGINT FROM ${CLASSIFIED_TABLE} GROUP BY ALL`,
+      `SELECT __lf_status, __lf_error_code, count(*)::BIGINT FROM ${rel} GROUP BY ALL`,
     );
     let okRows = 0;
     let filteredRows = 0;
@@ -415,9 +490,26 @@ async function materializeView(
       durationMs: performance.now() - started,
     };
   } finally {
-    await conn.run(`DROP TABLE IF EXISTS ${CLASSIFIED_TABLE}`);
-    await conn.run(`DROP TABLE IF EXISTS ${PARTS_TABLE}`);
+    await dropClassified(conn);
   }
+}
+
+/** Drops what a view's classification left (views first: they read the tables). */
+async function dropClassified(conn: DuckDBConnection): Promise<void> {
+  for (const v of [CLASSIFIED_VIEW, REST_INPUT]) await conn.run(`DROP VIEW IF EXISTS ${v}`);
+  for (const t of [CLASSIFIED_TABLE, CLASSIFIED_COPY, FAST_TABLE, PARTS_TABLE])
+    await conn.run(`DROP TABLE IF EXISTS ${t}`);
+}
+
+/**
+ * The full classification over the first pass's unsettled rows instead of
+ * the records: compile.ts's SELECT reads INPUT_RELATION in exactly one
+ * place, and REST_INPUT has its columns. undefined when the SQL does not
+ * have that shape (the view then runs in one pass).
+ */
+function restSql(sql: string): string | undefined {
+  const from = `FROM ${INPUT_RELATION}\n`;
+  return sql.split(from).length === 2 ? sql.replace(from, `FROM ${REST_INPUT}\n`) : undefined;
 }
 
 /**
@@ -462,8 +554,7 @@ async function failView(
   const name = view.spec.name;
   await rm(path.join(jobDir, 'views', name), { recursive: true, force: true });
   await rm(path.join(jobDir, 'dlq', name), { recursive: true, force: true });
-  await conn.run(`DROP TABLE IF EXISTS ${CLASSIFIED_TABLE}`);
-  await conn.run(`DROP TABLE IF EXISTS ${PARTS_TABLE}`);
+  await dropClassified(conn);
   await loaded.loadMeta();
   const message = reason.length > FAILED_MESSAGE_CHARS ? `${reason.slice(0, FAILED_MESSAGE_CHARS)}…` : reason;
   await conn.run(
@@ -474,10 +565,15 @@ async function failView(
      FROM ${RECORDS_RELATION}`,
   );
   try {
-    const dlqFiles = await copyToParquet(conn, dlqSelectSql(), path.join(jobDir, 'dlq', name), {
-      partitionBy: ['dt'],
-      ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
-    });
+    const dlqFiles = await copyToParquet(
+      conn,
+      dlqSelectSql(CLASSIFIED_TABLE),
+      path.join(jobDir, 'dlq', name),
+      {
+        partitionBy: ['dt'],
+        ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
+      },
+    );
     const dlqRows = dlqFiles.reduce((sum, f) => sum + f.rowCount, 0);
     if (dlqRows !== loaded.rows)
       throw new Error(`view ${name}: ${dlqRows} view_failed rows written for ${loaded.rows} records`);

@@ -246,3 +246,81 @@ void test('randomised: the two-pass path, the one-pass typed reader and the list
     for (const { out } of outs) await out.cleanup();
   }
 });
+
+/** Everything a ViewOutput says about its files, and their rows: what must not depend on the path taken. */
+async function outcomeOf(v: ViewOutput): Promise<unknown> {
+  return {
+    counts: [v.rowsIn, v.viewRows, v.filteredRows, v.dlqRows, v.dlqByCode, v.failed],
+    files: v.files.map((f) => [f.partitionPath, f.partitions, f.rowCount]),
+    dlqFiles: v.dlqFiles.map((f) => [f.partitionPath, f.partitions, f.rowCount]),
+    rows: await rowsOf(v),
+  };
+}
+
+void test('segments written straight from the first pass (every record a view row, dates as partitions) are what the classification writes; any other segment falls back', async () => {
+  const event = (i: number, day: number): string =>
+    JSON.stringify({
+      id: i,
+      ts: new Date(Date.UTC(2026, 10, 25 + day, i % 24, i % 60)).toISOString(),
+      user: `u${i % 97}`,
+    });
+  const segment = (payloads: string[]): SegmentRecord[] =>
+    payloads.map((p, i) => ({
+      seq: BigInt(i + 1),
+      ingestTimeMicros: 1_796_000_000_000_000n + BigInt(i),
+      payload: Buffer.from(p),
+    }));
+  const clean = segment(Array.from({ length: 3000 }, (_, i) => event(i, i % 3)));
+  // One record at fault (a fractional id), one a JSON scalar, one with an offset.
+  const dirty = segment([
+    ...clean.slice(0, 1000).map((r) => r.payload.toString()),
+    '{"id":3.7,"ts":"2026-11-25T00:00:00Z"}',
+    '42',
+    '{"id":1,"ts":"2026-11-27T01:30:00+02:00"}',
+  ]);
+  const specs = [
+    validateView({
+      name: 'daily',
+      columns: [
+        { name: 'id', type: 'INTEGER', path: '$.id', required: true },
+        { name: 'ts', type: 'TIMESTAMP', path: '$.ts', required: true },
+        { name: 'user', type: 'VARCHAR', path: '$.user' },
+      ],
+      partitioning: [{ expression: "date_trunc('day', ts)", alias: 'dt' }],
+    }),
+    validateView({
+      name: 'flat',
+      columns: [
+        { name: 'id', type: 'BIGINT', path: '$.id' },
+        { name: 'user', type: 'VARCHAR', path: '$.user' },
+      ],
+    }),
+  ];
+  const limitsCases = [
+    undefined,
+    // Fewer files than partitions: too_many_partitions for the smallest.
+    { filesMax: 2, keyBytesBase: () => 200, markerEntryBytes: () => 256, markerBytes: 1 << 20 },
+    // A marker budget for two partitions' entries only.
+    {
+      filesMax: 100,
+      keyBytesBase: () => 200,
+      markerEntryBytes: () => 256,
+      markerBytes: 2 * (256 + 200 + 14),
+    },
+  ];
+  for (const spec of specs) {
+    const twoPass = await db.withConnection((c) => compileView(c, spec));
+    const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
+    for (const [li, partitionLimits] of limitsCases.entries())
+      for (const [si, records] of [clean, dirty, clean, dirty, dirty, clean].entries()) {
+        const job = `${spec.name}-${li}-${si}`;
+        const limits = partitionLimits !== undefined ? { partitionLimits } : {};
+        const a = await materializeSegment(db, { jobId: `a-${job}`, records, views: [twoPass], ...limits });
+        const b = await materializeSegment(db, { jobId: `b-${job}`, records, views: [onePass], ...limits });
+        const [oa, ob] = [await outcomeOf(a.views[0]!), await outcomeOf(b.views[0]!)];
+        assert.deepEqual(oa, ob, job);
+        await a.cleanup();
+        await b.cleanup();
+      }
+  }
+});

@@ -20,6 +20,7 @@ import { JOBS_DIR } from '../parquet/duckdb.ts';
 import type { ParquetDb } from '../parquet/duckdb.ts';
 import { copyPartitionFiles, copyToParquet, PARTITION_FILES_PER_COPY } from '../parquet/outputs.ts';
 import { hiveDefaultPartition, hiveEmptyPartition, hiveLevels } from '../delivery/keys.ts';
+import type { HivePartition } from '../delivery/keys.ts';
 import { keySegmentBytesMax, s3KeyBytesMax } from '../store/validate.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
 import { writeRawParquet } from '../parquet/raw.ts';
@@ -306,6 +307,100 @@ export function withLoadedText(sql: string): string {
     : sql;
 }
 
+/**
+ * Views whose last segment had only view rows (by spec hash): for them the
+ * next segment is first written straight from the first pass (writeIfClean).
+ * Only a guess that saves time: a wrong one costs one pass, never a row.
+ */
+const lastSegmentClean = new Map<string, boolean>();
+const LAST_SEGMENT_CLEAN_MAX = 1024;
+function rememberClean(view: CompiledView, clean: boolean): void {
+  if (!lastSegmentClean.has(view.specHash) && lastSegmentClean.size >= LAST_SEGMENT_CLEAN_MAX)
+    lastSegmentClean.clear();
+  lastSegmentClean.set(view.specHash, clean);
+}
+const DATE_TEXT = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/;
+
+/**
+ * The common segment — every record a view row, a few dates as partitions —
+ * written with no table in between: the first pass's 'ok' rows straight into
+ * the view files (about a third less CPU than the first pass into a table
+ * and the files from it, measured). It stands only if it is what the
+ * classification would have written: every record written, every partition
+ * a plain date (DuckDB's folder for a DATE is its text; NULL and anything
+ * else take the general path, which can tell a NULL from its folder's text)
+ * and every partition kept by assignPartitions' rules (all kept: each key
+ * level and key fits, no more files than allowed, the marker entries within
+ * the budget). Otherwise the files are removed and undefined returned.
+ */
+async function writeIfClean(
+  conn: DuckDBConnection,
+  view: CompiledView,
+  fastSql: string,
+  rowsIn: number,
+  dir: string,
+  rowGroupRows: number | undefined,
+  limits: PartitionLimits,
+  budget: Budget,
+  started: number,
+): Promise<ViewOutput | undefined> {
+  const name = view.spec.name;
+  const aliases = view.partitions.map((p) => p.alias);
+  const names = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent).join(', ');
+  const written = await copyToParquet(
+    conn,
+    `SELECT ${names} FROM (\n${withLoadedText(fastSql)}\n) WHERE __lf_status = 'ok'`,
+    dir,
+    { partitionBy: aliases, ...(rowGroupRows !== undefined ? { rowGroupRows } : {}) },
+  );
+  const rows = written.reduce((sum, f) => sum + f.rowCount, 0);
+  let kept = rows === rowsIn;
+  let markerBytes = 0;
+  if (kept && aliases.length > 0) {
+    const base = limits.keyBytesBase(name);
+    const entry = limits.markerEntryBytes(name);
+    kept = written.length <= Math.min(limits.filesMax, PARTITION_FILES_PER_COPY);
+    for (const f of written) {
+      if (!kept) break;
+      kept = f.partitions.every(([, v]) => v !== null && DATE_TEXT.test(v));
+      const levels = hiveLevels(f.partitions as readonly HivePartition[]).map((l) => Buffer.byteLength(l));
+      const pathBytes = levels.reduce((sum, l) => sum + l + 1, 0);
+      kept &&= levels.every((l) => l <= keySegmentBytesMax) && pathBytes + base <= s3KeyBytesMax;
+      markerBytes += entry + base + pathBytes;
+    }
+    kept &&= markerBytes <= Math.max(0, Math.floor(budget.markerBytes));
+  }
+  rememberClean(view, rows === rowsIn);
+  if (!kept) {
+    await rm(dir, { recursive: true, force: true });
+    return undefined;
+  }
+  budget.markerBytes -= markerBytes;
+  const files = written.map((f) => ({
+    ...f,
+    partitionPath: hiveLevels(f.partitions as readonly HivePartition[])
+      .map((l) => `${l}/`)
+      .join(''),
+  }));
+  files.sort((a, b) => (a.partitionPath < b.partitionPath ? -1 : a.partitionPath > b.partitionPath ? 1 : 0));
+  const dlqByCode = Object.fromEntries(Object.values(DlqErrorCode).map((c) => [c, 0])) as Record<
+    DlqErrorCode,
+    number
+  >;
+  return {
+    view: name,
+    specHash: view.specHash,
+    rowsIn,
+    viewRows: rows,
+    filteredRows: 0,
+    dlqRows: 0,
+    dlqByCode,
+    files,
+    dlqFiles: [],
+    durationMs: performance.now() - started,
+  };
+}
+
 async function materializeView(
   conn: DuckDBConnection,
   view: CompiledView,
@@ -340,6 +435,27 @@ async function materializeView(
        ${partitioned ? '__lf_seq' : "CASE WHEN __lf_status = 'dlq' THEN __lf_seq END"} AS __lf_ordinal,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
      FROM (\n${withLoadedText(sql)}\n)`;
+  if (
+    view.fastSql !== undefined &&
+    rest !== undefined &&
+    !withTopic &&
+    rowsIn > 0 &&
+    view.partitions.every((p) => p.dateValued) &&
+    (lastSegmentClean.get(view.specHash) ?? view.filterSql === undefined)
+  ) {
+    const clean = await writeIfClean(
+      conn,
+      view,
+      view.fastSql,
+      rowsIn,
+      path.join(jobDir, 'views', name),
+      rowGroupRows,
+      limits,
+      budget,
+      started,
+    );
+    if (clean !== undefined) return clean;
+  }
   let rel = CLASSIFIED_TABLE;
   if (withTopic) {
     await loaded.loadMeta();
@@ -469,6 +585,11 @@ async function materializeView(
         dlqByCode[code as DlqErrorCode] += count;
       } else throw new Error(`unexpected row status ${String(status)}`);
     }
+    // Clean as far as the records go: rows refused only for their partition
+    // would be refused again, but the next segment's partitions may fit.
+    const partitionRefused =
+      dlqByCode[DlqErrorCode.tooManyPartitions] + dlqByCode[DlqErrorCode.partitionValueTooLong];
+    if (view.fastSql !== undefined) rememberClean(view, filteredRows === 0 && dlqRows === partitionRefused);
     const viewRows = files.reduce((sum, f) => sum + f.rowCount, 0);
     const dlqFileRows = dlqFiles.reduce((sum, f) => sum + f.rowCount, 0);
     // Three sources must agree: rows appended, rows classified (the table),

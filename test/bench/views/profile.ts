@@ -127,8 +127,19 @@ try {
       [
         'first pass (fastSql), table',
         `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_seq AS __lf_ordinal,
-           CASE WHEN __lf_status IS NULL THEN __lf_payload END AS __lf_payload, CASE WHEN __lf_status IS NULL THEN __lf_text END AS __lf_text,
-           NULL::VARCHAR AS __lf_topic, ${cols}, CAST(dt AS VARCHAR) AS dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+           CASE WHEN __lf_status IS NULL THEN __lf_payload END AS __lf_payload,
+           NULL::VARCHAR AS __lf_topic, ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'first pass table, then COPY of its ok rows',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_seq AS __lf_ordinal,
+           CASE WHEN __lf_status IS NULL THEN __lf_payload END AS __lf_payload,
+           NULL::VARCHAR AS __lf_topic, ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')});
+         COPY (SELECT ${cols}, dt FROM __p WHERE __lf_status = 'ok') TO '${scratch}/out-a' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
+      ],
+      [
+        'first pass straight into COPY (no table)',
+        `COPY (SELECT ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')}) WHERE __lf_status = 'ok') TO '${scratch}/out-b' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
       ],
       ['classification (list extraction), table', wrap(listed.sql)],
       ['read_ndjson of a file → table (ceiling reader)', ''],

@@ -6,11 +6,14 @@
 // delivery/keys.ts (rawKey/viewKey/dlqKey with each file's `partitions`) and
 // then calls `cleanup()`.
 //
-// Each view classifies every record once (compile.ts's SELECT) into a temp
-// table, from which the view file, the DLQ file and the counts are written.
-// Only DLQ rows carry their ordinal and payload in that table; their seq and
-// ingest time are joined from the records' metadata when the (small) DLQ is
-// written. The row accounting is checked, not assumed: records loaded, rows
+// Each view classifies every record once into temp tables, from which the
+// view file, the DLQ file and the counts are written: a first pass
+// (compile.ts fastSql) settles the rows that are fine, the full SELECT
+// (compile.ts sql) classifies the others. When the view's last segment was
+// all view rows, the first pass is tried straight into the view files
+// (writeIfClean) and kept only if this segment is too. Only DLQ rows carry
+// their ordinal and payload; their seq and ingest time are joined from the
+// records' metadata when the (small) DLQ is written. The row accounting is checked, not assumed: records loaded, rows
 // classified and rows DuckDB reports writing must agree, or the job fails
 // rather than report numbers that lie.
 import { mkdir, rm } from 'node:fs/promises';

@@ -308,11 +308,15 @@ void test('segments written straight from the first pass (every record a view ro
       markerBytes: 2 * (256 + 200 + 14),
     },
   ];
-  for (const spec of specs) {
-    const twoPass = await db.withConnection((c) => compileView(c, spec));
-    const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
-    for (const [li, partitionLimits] of limitsCases.entries())
-      for (const [si, records] of [clean, dirty, clean, dirty, dirty, clean].entries()) {
+  // More dates than one COPY may write (PARTITION_FILES_PER_COPY).
+  const wide = segment(Array.from({ length: 600 }, (_, i) => event(i, i % 300)));
+  for (const [li, partitionLimits] of limitsCases.entries())
+    for (const base of specs) {
+      // A name per limits case: the guess of the last segment (by spec hash) starts afresh.
+      const spec = { ...base, name: `${base.name}_${li}` };
+      const twoPass = await db.withConnection((c) => compileView(c, spec));
+      const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
+      for (const [si, records] of [clean, dirty, clean, dirty, dirty, clean, wide, clean].entries()) {
         const job = `${spec.name}-${li}-${si}`;
         const limits = partitionLimits !== undefined ? { partitionLimits } : {};
         const a = await materializeSegment(db, { jobId: `a-${job}`, records, views: [twoPass], ...limits });
@@ -322,5 +326,5 @@ void test('segments written straight from the first pass (every record a view ro
         await a.cleanup();
         await b.cleanup();
       }
-  }
+    }
 });

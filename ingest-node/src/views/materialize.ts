@@ -350,12 +350,23 @@ async function writeIfClean(
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
   const names = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent).join(', ');
-  const written = await copyToParquet(
-    conn,
-    `SELECT ${names} FROM (\n${withLoadedText(fastSql)}\n) WHERE __lf_status = 'ok'`,
-    dir,
-    { partitionBy: aliases, ...(rowGroupRows !== undefined ? { rowGroupRows } : {}) },
-  );
+  let written: ParquetFile[];
+  try {
+    written = await copyToParquet(
+      conn,
+      `SELECT ${names} FROM (\n${withLoadedText(fastSql)}\n) WHERE __lf_status = 'ok'`,
+      dir,
+      { partitionBy: aliases, ...(rowGroupRows !== undefined ? { rowGroupRows } : {}) },
+    );
+  } catch (err) {
+    // A guess gone wrong must cost no more than the pass: e.g. a segment
+    // with so many dates that DuckDB runs out of memory with every file
+    // open, which the general path bounds (partitionFilesMax, 256 files per COPY).
+    if (isOutsideData(err)) throw err;
+    rememberClean(view, false);
+    await rm(dir, { recursive: true, force: true });
+    return undefined;
+  }
   const rows = written.reduce((sum, f) => sum + f.rowCount, 0);
   let kept = rows === rowsIn;
   let markerBytes = 0;
@@ -588,11 +599,7 @@ async function materializeView(
         dlqByCode[code as DlqErrorCode] += count;
       } else throw new Error(`unexpected row status ${String(status)}`);
     }
-    // Clean as far as the records go: rows refused only for their partition
-    // would be refused again, but the next segment's partitions may fit.
-    const partitionRefused =
-      dlqByCode[DlqErrorCode.tooManyPartitions] + dlqByCode[DlqErrorCode.partitionValueTooLong];
-    if (view.fastSql !== undefined) rememberClean(view, filteredRows === 0 && dlqRows === partitionRefused);
+    if (view.fastSql !== undefined) rememberClean(view, okRows === rowsIn);
     const viewRows = files.reduce((sum, f) => sum + f.rowCount, 0);
     const dlqFileRows = dlqFiles.reduce((sum, f) => sum + f.rowCount, 0);
     // Three sources must agree: rows appended, rows classified (the table),

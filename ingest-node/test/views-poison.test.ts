@@ -328,6 +328,11 @@ void test('a view that raises on a segment: every row of it goes to its DLQ as v
           "ELSE 'ok' END AS __lf_status",
           "ELSE error('injected: the view raised') END AS __lf_status",
         ),
+        // The first pass settles fine rows without `sql`: it raises too.
+        fastSql: c.fastSql?.replace(
+          "ELSE 'ok' END AS __lf_status",
+          "ELSE error('injected: the view raised') END AS __lf_status",
+        ),
       },
       c,
     ],

@@ -1,8 +1,9 @@
 // The typed JSON reader (compile.ts: json_transform for views whose paths
-// are all object keys) against the list extraction it replaces: the same
-// awkward records through both compilations of each view must give the same
-// view rows, the same DLQ rows (code, column, message, payload, seq) and the
-// same counts. The records are written as raw text, so they hold what
+// are all object keys) and the two-pass classification built on it (a first
+// pass settling the rows that are fine, the full SELECT for the rest) against
+// the one-pass and the list extraction they replace: the same awkward records
+// through every compilation of each view must give the same view rows, the
+// same DLQ rows (code, column, message, payload, seq) and the same counts. The records are written as raw text, so they hold what
 // JSON.stringify never makes: duplicate keys, keys differing only in case,
 // number spellings, escapes, NUL, lone surrogates, payloads that are not
 // objects, and bytes that are not JSON or not UTF-8.
@@ -130,6 +131,24 @@ const VIEWS = [
     filter: 'coalesce(n, 1) % 2 = 1',
     partitioning: [{ expression: "date_trunc('day', ts)", alias: 'dt' }],
   }),
+  // Optional values under the filter and the partitions: NULL dates (the
+  // DATE partition carried typed), a partition expression that raises (a
+  // strict CAST of text), a filter that is NULL for some rows.
+  validateView({
+    name: 'nullable',
+    columns: [
+      { name: 'n', type: 'BIGINT', path: '$.n' },
+      { name: 'ts', type: 'TIMESTAMP', path: '$.ts' },
+      { name: 'a', type: 'VARCHAR', path: '$.a' },
+      { name: 'ok', type: 'BOOLEAN', path: '$.A', default: false },
+      { name: 'ob', type: 'JSON', path: '$.o.b' },
+    ],
+    filter: 'n <> 0 OR ok',
+    partitioning: [
+      { expression: "date_trunc('day', ts)", alias: 'day' },
+      { expression: 'CAST(a AS INTEGER) % 3', alias: 'r' },
+    ],
+  }),
 ];
 
 /** Every output row of a view, comparable: view rows by content, DLQ rows by seq. */
@@ -174,7 +193,7 @@ void test('flat key paths compile to json_transform; index paths, the whole payl
     assert.doesNotMatch(await sqlOf(columns), /json_transform/, JSON.stringify(columns));
 });
 
-void test('randomised: the typed reader and the list extraction put every record in the same place', async () => {
+void test('randomised: the two-pass path, the one-pass typed reader and the list extraction put every record in the same place', async () => {
   let seed = 11;
   const rand = (): number => {
     seed = (seed * 1103515245 + 12345) % 2147483648;
@@ -188,28 +207,124 @@ void test('randomised: the typed reader and the list extraction put every record
       payload: payload(rand),
     });
   for (const spec of VIEWS) {
-    const typed = await db.withConnection((c) => compileView(c, spec));
+    const twoPass = await db.withConnection((c) => compileView(c, spec));
+    const typed = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
     const listed = await db.withConnection((c) => compileView(c, spec, { typedReader: false }));
+    assert.notEqual(twoPass.fastSql, undefined);
+    assert.equal(typed.fastSql, undefined);
     assert.match(typed.sql, /json_transform/);
     assert.doesNotMatch(listed.sql, /json_transform/);
-    const a = await materializeSegment(db, { jobId: `typed-${spec.name}`, records, views: [typed] });
-    const b = await materializeSegment(db, { jobId: `listed-${spec.name}`, records, views: [listed] });
-    const [va, vb] = [a.views[0]!, b.views[0]!];
-    assert.equal(va.failed, undefined, `${spec.name}: typed`);
-    assert.equal(vb.failed, undefined, `${spec.name}: listed`);
-    assert.deepEqual(
-      { view: va.viewRows, filtered: va.filteredRows, dlq: va.dlqByCode },
-      { view: vb.viewRows, filtered: vb.filteredRows, dlq: vb.dlqByCode },
-      spec.name,
-    );
+    assert.equal(listed.fastSql, undefined);
+    const outs = [];
+    for (const [arm, view] of [
+      ['two-pass', twoPass],
+      ['typed', typed],
+      ['listed', listed],
+    ] as const)
+      outs.push({
+        arm,
+        out: await materializeSegment(db, { jobId: `${arm}-${spec.name}`, records, views: [view] }),
+      });
+    const [va, ra] = [outs[0]!.out.views[0]!, await rowsOf(outs[0]!.out.views[0]!)];
+    assert.equal(va.failed, undefined, `${spec.name}: two-pass`);
     // Not a vacuous comparison: every outcome occurs.
     assert.ok(va.viewRows > 500 && va.dlqRows > 500, `${spec.name}: ${JSON.stringify(va.dlqByCode)}`);
     if (spec.filter !== undefined) assert.ok(va.filteredRows > 50, `${spec.name}: filtered`);
-    const [ra, rb] = [await rowsOf(va), await rowsOf(vb)];
     assert.equal(ra.view.length, va.viewRows);
-    assert.deepEqual(ra.view, rb.view, `${spec.name}: view rows`);
-    assert.deepEqual(ra.dlq, rb.dlq, `${spec.name}: DLQ rows`);
-    await a.cleanup();
-    await b.cleanup();
+    for (const { arm, out } of outs.slice(1)) {
+      const vb = out.views[0]!;
+      assert.equal(vb.failed, undefined, `${spec.name}: ${arm}`);
+      assert.deepEqual(
+        { view: va.viewRows, filtered: va.filteredRows, dlq: va.dlqByCode },
+        { view: vb.viewRows, filtered: vb.filteredRows, dlq: vb.dlqByCode },
+        `${spec.name}: two-pass vs ${arm}`,
+      );
+      const rb = await rowsOf(vb);
+      assert.deepEqual(ra.view, rb.view, `${spec.name}: view rows, two-pass vs ${arm}`);
+      assert.deepEqual(ra.dlq, rb.dlq, `${spec.name}: DLQ rows, two-pass vs ${arm}`);
+    }
+    for (const { out } of outs) await out.cleanup();
   }
+});
+
+/** Everything a ViewOutput says about its files, and their rows: what must not depend on the path taken. */
+async function outcomeOf(v: ViewOutput): Promise<unknown> {
+  return {
+    counts: [v.rowsIn, v.viewRows, v.filteredRows, v.dlqRows, v.dlqByCode, v.failed],
+    files: v.files.map((f) => [f.partitionPath, f.partitions, f.rowCount]),
+    dlqFiles: v.dlqFiles.map((f) => [f.partitionPath, f.partitions, f.rowCount]),
+    rows: await rowsOf(v),
+  };
+}
+
+void test('segments written straight from the first pass (every record a view row, dates as partitions) are what the classification writes; any other segment falls back', async () => {
+  const event = (i: number, day: number): string =>
+    JSON.stringify({
+      id: i,
+      ts: new Date(Date.UTC(2026, 10, 25 + day, i % 24, i % 60)).toISOString(),
+      user: `u${i % 97}`,
+    });
+  const segment = (payloads: string[]): SegmentRecord[] =>
+    payloads.map((p, i) => ({
+      seq: BigInt(i + 1),
+      ingestTimeMicros: 1_796_000_000_000_000n + BigInt(i),
+      payload: Buffer.from(p),
+    }));
+  const clean = segment(Array.from({ length: 3000 }, (_, i) => event(i, i % 3)));
+  // One record at fault (a fractional id), one a JSON scalar, one with an offset.
+  const dirty = segment([
+    ...clean.slice(0, 1000).map((r) => r.payload.toString()),
+    '{"id":3.7,"ts":"2026-11-25T00:00:00Z"}',
+    '42',
+    '{"id":1,"ts":"2026-11-27T01:30:00+02:00"}',
+  ]);
+  const specs = [
+    validateView({
+      name: 'daily',
+      columns: [
+        { name: 'id', type: 'INTEGER', path: '$.id', required: true },
+        { name: 'ts', type: 'TIMESTAMP', path: '$.ts', required: true },
+        { name: 'user', type: 'VARCHAR', path: '$.user' },
+      ],
+      partitioning: [{ expression: "date_trunc('day', ts)", alias: 'dt' }],
+    }),
+    validateView({
+      name: 'flat',
+      columns: [
+        { name: 'id', type: 'BIGINT', path: '$.id' },
+        { name: 'user', type: 'VARCHAR', path: '$.user' },
+      ],
+    }),
+  ];
+  const limitsCases = [
+    undefined,
+    // Fewer files than partitions: too_many_partitions for the smallest.
+    { filesMax: 2, keyBytesBase: () => 200, markerEntryBytes: () => 256, markerBytes: 1 << 20 },
+    // A marker budget for two partitions' entries only.
+    {
+      filesMax: 100,
+      keyBytesBase: () => 200,
+      markerEntryBytes: () => 256,
+      markerBytes: 2 * (256 + 200 + 14),
+    },
+  ];
+  // More dates than one COPY may write (PARTITION_FILES_PER_COPY).
+  const wide = segment(Array.from({ length: 600 }, (_, i) => event(i, i % 300)));
+  for (const [li, partitionLimits] of limitsCases.entries())
+    for (const base of specs) {
+      // A name per limits case: the guess of the last segment (by spec hash) starts afresh.
+      const spec = { ...base, name: `${base.name}_${li}` };
+      const twoPass = await db.withConnection((c) => compileView(c, spec));
+      const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
+      for (const [si, records] of [clean, dirty, clean, dirty, dirty, clean, wide, clean].entries()) {
+        const job = `${spec.name}-${li}-${si}`;
+        const limits = partitionLimits !== undefined ? { partitionLimits } : {};
+        const a = await materializeSegment(db, { jobId: `a-${job}`, records, views: [twoPass], ...limits });
+        const b = await materializeSegment(db, { jobId: `b-${job}`, records, views: [onePass], ...limits });
+        const [oa, ob] = [await outcomeOf(a.views[0]!), await outcomeOf(b.views[0]!)];
+        assert.deepEqual(oa, ob, job);
+        await a.cleanup();
+        await b.cleanup();
+      }
+    }
 });

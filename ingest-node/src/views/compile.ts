@@ -59,6 +59,12 @@ export interface CompiledPartition {
   /** DuckDB type of the expression. */
   readonly type: string;
   /**
+   * The rendered value (partitionValueSql) is a DATE: its text as a folder
+   * and as CAST(… AS VARCHAR) are the same, so the materialiser may carry
+   * it typed and cast only the few distinct values (materialize.ts).
+   */
+  readonly dateValued: boolean;
+  /**
    * The level as a function of one View column that Iceberg has a partition
    * transform for (`date_trunc('day', c)` → day(c), a bare column → identity),
    * so a table's partition spec can be derived from it (iceberg/partition.ts).
@@ -79,6 +85,12 @@ export interface CompiledView {
   readonly specHash: string;
   /** The classification SELECT over INPUT_RELATION (see the header comment). */
   readonly sql: string;
+  /**
+   * The cheap first pass over INPUT_RELATION (see fastSql() below), or
+   * undefined when the view's paths are not flat: `__lf_status` is 'ok' or
+   * 'filtered' where that is certain, NULL for the rows `sql` must classify.
+   */
+  readonly fastSql: string | undefined;
   /** View columns in output order, with canonical DuckDB types. */
   readonly columns: readonly { readonly name: string; readonly type: string }[];
   readonly filterSql: string | undefined;
@@ -203,7 +215,7 @@ function dateTruncUnit(root: AstNode): string | undefined {
 function partitionValueSql(value: string, type: string, root: AstNode): string {
   if (type !== 'TIMESTAMP' && type !== 'TIMESTAMP WITH TIME ZONE') return value;
   const unit = dateTruncUnit(root);
-  if (unit !== undefined && DAY_OR_COARSER.has(unit)) return `CAST(${value} AS DATE)`;
+  if (truncatesToDay(type, root)) return `CAST(${value} AS DATE)`;
   if (unit === 'hour' || unit === 'hours' || unit === 'h') return `strftime(${value}, '%Y-%m-%dT%H')`;
   if (unit === 'minute' || unit === 'minutes' || unit === 'm') return `strftime(${value}, '%Y-%m-%dT%H:%M')`;
   return `strftime(${value}, '%Y-%m-%dT%H:%M:%S')`;
@@ -250,6 +262,12 @@ function partitionTransform(root: AstNode, columns: readonly ViewColumn[]): Part
   const timestamp = ['TIMESTAMP', 'TIMESTAMPTZ', 'TIMESTAMP WITH TIME ZONE'].includes(col.type);
   if (!timestamp && (col.type !== 'DATE' || transform === 'hour')) return undefined;
   return { source: col.name, transform };
+}
+
+function truncatesToDay(type: string, root: AstNode): boolean {
+  if (type !== 'TIMESTAMP' && type !== 'TIMESTAMP WITH TIME ZONE') return false;
+  const unit = dateTruncUnit(root);
+  return unit !== undefined && DAY_OR_COARSER.has(unit);
 }
 
 /** The typed columns as an empty relation, to bind expressions against. */
@@ -299,6 +317,12 @@ export interface CompileOptions {
    * the benchmark compare the typed reader against.
    */
   readonly typedReader?: boolean;
+  /**
+   * Compile the first pass for rows that are fine (`fastSql`; default true,
+   * needs the typed reader). false: every row takes the full classification,
+   * what views-typed-reader.test.ts compares the two-pass path against.
+   */
+  readonly fastPath?: boolean;
 }
 
 /**
@@ -324,7 +348,7 @@ export async function compileView(
     filterSql = checked.sql;
     filterColumns = checked.columns;
   }
-  const partitions: (CompiledPartition & { root: AstNode })[] = [];
+  const partitions: (Omit<CompiledPartition, 'dateValued'> & { root: AstNode })[] = [];
   for (const [i, p] of spec.partitioning.entries()) {
     const where = `partitioning[${i}].expression`;
     const checked = await checkExpression(conn, p.expression, columnNames, where);
@@ -345,14 +369,22 @@ export async function compileView(
     });
   }
 
-  const sql = buildSql(spec, filterSql, filterColumns, partitions, options.typedReader ?? true);
+  const typedReader = options.typedReader ?? true;
+  const sql = buildSql(spec, filterSql, filterColumns, partitions, typedReader);
   return {
     spec,
     specHash: viewSpecHash(spec),
     sql,
+    fastSql:
+      typedReader && (options.fastPath ?? true)
+        ? fastSql(spec, filterSql, filterColumns, partitions)
+        : undefined,
     columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
     filterSql,
-    partitions: partitions.map(({ root: _root, ...p }) => p),
+    partitions: partitions.map(({ root, ...p }) => ({
+      ...p,
+      dateValued: p.type === 'DATE' || truncatesToDay(p.type, root),
+    })),
     readsTopic: spec.columns.some(isTopicColumn),
   };
 }
@@ -480,38 +512,122 @@ function extractionSql(columns: readonly ViewColumn[], typedReader: boolean): Ex
   };
 }
 
-function buildSql(
-  spec: ViewSpec,
-  filterSql: string | undefined,
-  filterColumns: readonly string[],
-  partitions: readonly (CompiledPartition & { root: AstNode })[],
-  typedReader: boolean,
-): string {
-  const { first, second, jsonOk, rawRefs } = extractionSql(spec.columns, typedReader);
-  const raws = spec.columns.map((c, i) => {
-    const ref = rawRefs[i]!;
+/** Each column's raw value as `__lf_r<i>`, from its reference. */
+function rawsSql(columns: readonly ViewColumn[], refs: readonly string[]): string[] {
+  return columns.map((c, i) => {
+    const ref = refs[i]!;
     // JSON null counts as missing, like an absent key (json_extract_string already maps it to NULL).
     return isNestedOrJson(c.parsedType)
       ? `CASE WHEN ${ref} IS NULL OR ${ref} = 'null' THEN NULL ELSE ${ref} END AS __lf_r${i}`
       : `${ref} AS __lf_r${i}`;
   });
+}
 
-  const values = spec.columns.map((c, i) => {
+/** Each column's typed value (its default where the raw value is missing), named as the column. */
+function valuesSql(columns: readonly ViewColumn[]): string[] {
+  return columns.map((c, i) => {
     const raw = `__lf_r${i}`;
     const d = defaultSql(c);
     const cast = castSql(c, raw);
     return `${d === undefined ? cast : `CASE WHEN ${raw} IS NULL THEN ${d} ELSE ${cast} END`} AS ${quoteIdent(c.name)}`;
   });
+}
 
-  // Per column, one boolean: is this column at fault? Cheap to evaluate for
-  // every row; the error's code, column and message are built afterwards,
-  // for DLQ rows only.
-  const bads = spec.columns.map((c, i) => {
+/**
+ * Per column, one boolean `__lf_bad<i>`: is this column at fault? Cheap to
+ * evaluate for every row; the error's code, column and message are built
+ * afterwards, for DLQ rows only.
+ */
+function badsSql(columns: readonly ViewColumn[]): string[] {
+  return columns.map((c, i) => {
     const raw = `__lf_r${i}`;
     const failed = castFailedSql(c, raw, quoteIdent(c.name));
     const missing = c.required ? `${raw} IS NULL OR ` : '';
     return `coalesce(${missing}(${raw} IS NOT NULL AND ${failed}), FALSE) AS __lf_bad${i}`;
   });
+}
+
+/**
+ * The first of two passes (materialize.ts): the same raw values, casts,
+ * fault checks, filter and partition expressions as buildSql, over the typed
+ * reader's struct only, deciding only what is certain — 'ok' (the struct was
+ * read, no column at fault, the filter TRUE, every partition expression
+ * non-NULL without raising) or 'filtered' (read, no filter column at fault,
+ * the filter FALSE without raising) — and NULL for every other row: not read
+ * by json_transform, a column at fault, the filter NULL or raising, a
+ * partition value NULL (which may be a NULL value or a raise). No status or
+ * error CASE, no list extraction, no payload kept for the rows it settles.
+ * The NULL rows then go through buildSql's SELECT, which decides them exactly
+ * as before. Every expression that reaches an 'ok' or 'filtered' row is the
+ * one buildSql evaluates for it (the raw value is the struct's in both), so
+ * the two paths cannot disagree on a row this pass settles
+ * (views-typed-reader.test.ts compares them).
+ */
+function fastSql(
+  spec: ViewSpec,
+  filterSql: string | undefined,
+  filterColumns: readonly string[],
+  partitions: readonly (Omit<CompiledPartition, 'dateValued'> & { root: AstNode })[],
+): string | undefined {
+  const structure = flatStructure(spec.columns);
+  if (structure === undefined) return undefined;
+  const refs = spec.columns.map((c, i) => (isTopicColumn(c) ? '__lf_topic' : structure.refs[i]!));
+  const columnIndex = new Map(spec.columns.map((c, i) => [c.name, i]));
+  const bad = spec.columns.map((_, i) => `__lf_bad${i}`);
+  const filterBad = filterColumns.map((n) => `__lf_bad${columnIndex.get(n)!}`);
+  const evals: string[] = [];
+  if (filterSql !== undefined) evals.push(`try(${filterSql}) AS __lf_f`);
+  partitions.forEach((p, i) => evals.push(`try(${p.expressionSql}) AS __lf_p${i}`));
+  const cases: string[] = ['WHEN __lf_t IS NULL THEN NULL'];
+  if (filterSql !== undefined) {
+    if (filterBad.length > 0) cases.push(`WHEN ${filterBad.join(' OR ')} THEN NULL`);
+    cases.push('WHEN __lf_f IS NULL THEN NULL');
+    cases.push(`WHEN NOT __lf_f THEN '${ROW_STATUS.filtered}'`);
+  }
+  cases.push(`WHEN ${bad.join(' OR ')} THEN NULL`);
+  if (partitions.length > 0)
+    cases.push(`WHEN ${partitions.map((_, i) => `__lf_p${i} IS NULL`).join(' OR ')} THEN NULL`);
+  const partitionOut = partitions.map(
+    (p, i) => `${partitionValueSql(`__lf_p${i}`, p.type, p.root)} AS ${quoteIdent(p.alias)}`,
+  );
+  return [
+    'WITH __lf_src AS (',
+    '  SELECT seq AS __lf_seq, payload AS __lf_payload, topic AS __lf_topic, try(decode(payload)) AS __lf_text',
+    `  FROM ${INPUT_RELATION}`,
+    '), __lf_read AS (',
+    `  SELECT *, try(json_transform(__lf_text, ${sqlString(structure.json)})) AS __lf_t`,
+    '  FROM __lf_src',
+    '), __lf_raw AS (',
+    `  SELECT *,\n    ${rawsSql(spec.columns, refs).join(',\n    ')}`,
+    '  FROM __lf_read',
+    '), __lf_typed AS (',
+    `  SELECT *,\n    ${valuesSql(spec.columns).join(',\n    ')}`,
+    '  FROM __lf_raw',
+    '), __lf_checked AS (',
+    `  SELECT *,\n    ${badsSql(spec.columns).join(',\n    ')}`,
+    '  FROM __lf_typed',
+    '), __lf_evaluated AS (',
+    `  SELECT *${evals.map((e) => `,\n    ${e}`).join('')}`,
+    '  FROM __lf_checked',
+    ')',
+    `SELECT CASE ${cases.join('\n    ')}\n    ELSE '${ROW_STATUS.ok}' END AS __lf_status,`,
+    '  __lf_seq, __lf_payload, __lf_text, __lf_topic,',
+    `  ${[...spec.columns.map((c) => quoteIdent(c.name)), ...partitionOut].join(',\n  ')}`,
+    'FROM __lf_evaluated',
+  ].join('\n');
+}
+
+function buildSql(
+  spec: ViewSpec,
+  filterSql: string | undefined,
+  filterColumns: readonly string[],
+  partitions: readonly (Omit<CompiledPartition, 'dateValued'> & { root: AstNode })[],
+  typedReader: boolean,
+): string {
+  const { first, second, jsonOk, rawRefs } = extractionSql(spec.columns, typedReader);
+  const raws = rawsSql(spec.columns, rawRefs);
+  const values = valuesSql(spec.columns);
+  const bads = badsSql(spec.columns);
   const columnError = (c: ViewColumn, i: number): string => {
     const raw = `__lf_r${i}`;
     const col = sqlString(c.name);

@@ -1,0 +1,171 @@
+// Where a view's time goes (a script, not a test): the bench's events loaded
+// once, then each stage of the classification timed alone (CPU time of the
+// process, medians), and EXPLAIN ANALYZE of the classification with --explain.
+//
+//   node test/bench/views/profile.ts [--rows 1000000] [--runs 3] [--explain]
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { compileView, createParquetDb, parseViewYaml } from '../../../ingest-node/src/views/index.ts';
+import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
+import { loadRecords } from '../../../ingest-node/src/parquet/records.ts';
+import { withLoadedText } from '../../../ingest-node/src/views/materialize.ts';
+import { seededRandom } from '../../../ingest-node/src/fs/power-cut.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '1000000' },
+    runs: { type: 'string', default: '3' },
+    explain: { type: 'boolean', default: false },
+    only: { type: 'string' },
+  },
+});
+const ROWS = Number(args.rows);
+const RUNS = Number(args.runs);
+
+const VIEW = `
+name: page_views
+columns:
+  - { name: event,       type: VARCHAR,   path: $.event, required: true }
+  - { name: user_id,     type: VARCHAR,   path: $.user }
+  - { name: page,        type: VARCHAR,   path: $.page }
+  - { name: viewed_at,   type: TIMESTAMP, path: $.ts,    required: true }
+  - { name: duration_ms, type: INTEGER,   path: $.duration_ms }
+  - { name: country,     type: VARCHAR,   path: $.country }
+partitioning:
+  - { expression: "date_trunc('day', viewed_at)", alias: dt }
+`;
+
+function generate(n: number): SegmentRecord[] {
+  const rand = seededRandom(42);
+  const events = ['page_view', 'page_view', 'page_view', 'click', 'scroll', 'signup'];
+  const startMs = Date.UTC(2026, 10, 25, 12);
+  const stepMs = (2 * 86_400_000) / n;
+  const out: SegmentRecord[] = new Array<SegmentRecord>(n);
+  for (let i = 0; i < n; i++) {
+    const tsMs = startMs + Math.floor(i * stepMs);
+    const pageRank = Math.floor(2000 * Math.pow(rand(), 3));
+    const e: Record<string, unknown> = {
+      event: events[Math.floor(rand() * events.length)],
+      user: `u_${Math.floor(rand() * 100_000).toString(36)}`,
+      page: `/docs/section-${pageRank % 40}/page-${pageRank}`,
+      ts: new Date(tsMs).toISOString(),
+      duration_ms: Math.floor(rand() * 30_000),
+      country: String.fromCharCode(65 + Math.floor(rand() * 26), 65 + Math.floor(rand() * 26)),
+      session: `s_${Math.floor(i / 20).toString(36)}`,
+    };
+    if (rand() < 0.33) e['referrer'] = 'https://www.google.com/';
+    out[i] = {
+      seq: BigInt(i + 1),
+      ingestTimeMicros: BigInt(tsMs) * 1000n,
+      payload: Buffer.from(JSON.stringify(e)),
+    };
+  }
+  return out;
+}
+
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+const records = generate(ROWS);
+const scratch = await mkdtemp(path.join(tmpdir(), 'lf-profile-views-'));
+const db = await createParquetDb({ scratchDir: scratch, memoryLimitBytes: 2048 * 1024 * 1024, threads: 2 });
+try {
+  await db.withConnection(async (conn) => {
+    const view = await compileView(conn, parseViewYaml(VIEW));
+    const listed = await compileView(conn, parseViewYaml(VIEW), { typedReader: false });
+    await loadRecords(conn, records, { dir: scratch });
+    const cols = view.columns.map((c) => `"${c.name}"`).join(', ');
+    const wrap = (sql: string): string =>
+      `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
+         __lf_seq AS __lf_ordinal, CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${cols}, CAST(dt AS VARCHAR) AS dt
+       FROM (${withLoadedText(sql)})`;
+    const stages: [string, string][] = [
+      ['scan: count(*) of the loaded CSV', `SELECT count(*) FROM __lf_input`],
+      ['scan: sum(length(payload_text))', `SELECT sum(length(payload_text)) FROM __lf_input`],
+      [
+        'table of payload_text',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT seq, payload_text FROM __lf_input`,
+      ],
+      [
+        'json_transform → 6 VARCHAR, table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT json_transform(payload_text, '{"event":"VARCHAR","user":"VARCHAR","page":"VARCHAR","ts":"VARCHAR","duration_ms":"VARCHAR","country":"VARCHAR"}') AS t FROM __lf_input`,
+      ],
+      [
+        'json_transform → typed, table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT json_transform(payload_text, '{"event":"VARCHAR","user":"VARCHAR","page":"VARCHAR","ts":"TIMESTAMP","duration_ms":"INTEGER","country":"VARCHAR"}') AS t FROM __lf_input`,
+      ],
+      [
+        'json_transform → 6 VARCHAR + TRY_CASTs, table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT t.event, t.user, t.page, TRY_CAST(t.ts AS TIMESTAMP) AS ts, TRY_CAST(t.duration_ms AS INTEGER) AS d, t.country FROM (SELECT json_transform(payload_text, '{"event":"VARCHAR","user":"VARCHAR","page":"VARCHAR","ts":"VARCHAR","duration_ms":"VARCHAR","country":"VARCHAR"}') AS t FROM __lf_input)`,
+      ],
+      ['classification (typed reader), table', wrap(view.sql)],
+      [
+        'ablate: fast, columns only',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT ${cols} FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'ablate: fast, columns + status',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, ${cols} FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'ablate: fast, columns + status + dt',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, ${cols}, CAST(dt AS VARCHAR) AS dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'ablate: fast, columns + status + dt DATE',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'ablate: fast, columns + status + dt + seq',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_seq, ${cols}, CAST(dt AS VARCHAR) AS dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'first pass (fastSql), table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_seq AS __lf_ordinal,
+           CASE WHEN __lf_status IS NULL THEN __lf_payload END AS __lf_payload,
+           NULL::VARCHAR AS __lf_topic, ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')})`,
+      ],
+      [
+        'first pass table, then COPY of its ok rows',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_seq AS __lf_ordinal,
+           CASE WHEN __lf_status IS NULL THEN __lf_payload END AS __lf_payload,
+           NULL::VARCHAR AS __lf_topic, ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')});
+         COPY (SELECT ${cols}, dt FROM __p WHERE __lf_status = 'ok') TO '${scratch}/out-a' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
+      ],
+      [
+        'first pass straight into COPY (no table)',
+        `COPY (SELECT ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')}) WHERE __lf_status = 'ok') TO '${scratch}/out-b' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
+      ],
+      ['classification (list extraction), table', wrap(listed.sql)],
+      ['read_ndjson of a file → table (ceiling reader)', ''],
+    ];
+    for (const [name, sql] of stages) {
+      if (args.only !== undefined && !name.includes(args.only)) continue;
+      if (sql === '') continue;
+      const times: number[] = [];
+      for (let r = 0; r < RUNS; r++) {
+        const c0 = cpuMs();
+        await conn.run(sql);
+        times.push(cpuMs() - c0);
+      }
+      console.log(
+        `${name.padEnd(50)} ${median(times).toFixed(0).padStart(6)} ms CPU  (${times.map((t) => t.toFixed(0)).join(', ')})`,
+      );
+    }
+    if (args.explain) {
+      const sql = args.only?.includes('first')
+        ? `CREATE OR REPLACE TEMP TABLE __p AS ${withLoadedText(view.fastSql ?? '')}`
+        : wrap(view.sql);
+      const r = await conn.runAndReadAll(`EXPLAIN ANALYZE ${sql}`);
+      for (const row of r.getRows()) console.log(String(row[1]));
+    }
+  });
+} finally {
+  await db.close();
+  await rm(scratch, { recursive: true, force: true });
+}

@@ -56,6 +56,12 @@ export interface MaterializeInput {
   readonly rowGroupRows?: number;
   /** Bounds on view partitions; defaultPartitionLimits() when omitted. */
   readonly partitionLimits?: PartitionLimits;
+  /**
+   * Views already known not to materialise over this segment (their child
+   * process died, delivery/parquet-producers.ts), by name, with the reason:
+   * their rows go straight to the DLQ as `view_failed`, the expression never runs.
+   */
+  readonly failedViews?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -116,6 +122,8 @@ export interface SegmentOutputs {
   /** Wall time of loading the records into DuckDB, and of writing the raw Parquet. */
   readonly loadMs: number;
   readonly rawMs: number;
+  /** What is left of partitionLimits.markerBytes after these views (the next view's budget when views run apart). */
+  readonly markerBytesLeft: number;
   /** Removes the job's scratch folder (after the upload, or to give up). */
   cleanup(): Promise<void>;
 }
@@ -539,6 +547,11 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
       const budget: Budget = { markerBytes: limits.markerBytes };
       for (const view of input.views) {
         const started = performance.now();
+        const knownFailed = input.failedViews?.get(view.spec.name);
+        if (knownFailed !== undefined) {
+          views.push(await failView(conn, view, loaded, jobDir, input.rowGroupRows, knownFailed, started));
+          continue;
+        }
         try {
           views.push(await materializeView(conn, view, loaded, jobDir, input.rowGroupRows, limits, budget));
         } catch (err) {
@@ -557,6 +570,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         views,
         loadMs: t1 - t0,
         rawMs: t2 - t1,
+        markerBytesLeft: budget.markerBytes,
         cleanup,
       };
     });

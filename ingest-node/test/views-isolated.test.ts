@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parquetReadObjects } from 'hyparquet';
+import { Registry } from 'prom-client';
 import { compressors } from 'hyparquet-compressors';
 import { systemClock, type Clock } from '../src/clock.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
@@ -45,8 +46,8 @@ const prefix = 'lf';
 const endpoint = 'web';
 const instance = 'web-0';
 const MiB = 1024 * 1024;
-/** The smallest limit the config allows: Node and DuckDB start, a growing expression does not get far. */
-const LIMIT_BYTES = 2048 * MiB;
+/** The smallest limit the config allows: a growing expression does not get far. */
+const LIMIT_BYTES = 2560 * MiB;
 
 let root: string;
 let compiler: ParquetDb;
@@ -347,11 +348,56 @@ void test('a view whose expression grows each value by a factor: in process it g
   assert.equal(rows[0]!['error_code'], 'view_failed');
   const message = Buffer.from(rows[0]!['error_message'] as Uint8Array).toString();
   console.log(`view_failed message: ${message}`);
-  assert.match(message, /address-space limit/);
+  // Either DuckDB's allocation failed under the limit and the child wrote the
+  // DLQ itself, or the child died and a child of its own found the view.
+  assert.match(message, /Out of Memory Error|address-space limit/);
   // This process (the node's stand-in) never held the growth.
   const rss = process.resourceUsage().maxRSS * 1024;
   console.log(`this process's peak RSS: ${(rss / MiB).toFixed(0)} MiB`);
   assert.ok(rss < 1024 * MiB, `peak RSS ${rss}`);
+});
+
+void test("a view whose child is killed: raw Parquet and each view run in a child of their own; the culprit's rows go to its DLQ as view_failed in the same attempt", async () => {
+  const region = await compile(REGION_VIEW);
+  const killer = await compile({ ...REGION_VIEW, name: 'killer' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [
+    Array.from({ length: 50 }, (_, i) => record(i)),
+    Array.from({ length: 5 }, (_, i) => record(100 + i)),
+  ]);
+  const runner = createChildRunner({
+    addressSpaceBytes: LIMIT_BYTES,
+    processesMax: 1,
+    script: fileURLToPath(new URL('./fixtures/parquet-child-killer.ts', import.meta.url)),
+  });
+  runners.push(runner);
+  const registry = new Registry();
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [killer, region], raw: true, registry }),
+    2,
+  );
+  assert.equal(d.markers.length, 2);
+  assert.equal(d.stats.segmentFailuresTotal, 0);
+  for (const m of d.markers) {
+    checkAccounting(m);
+    assert.ok(m.artifacts.some((a) => a.kind === 'raw'));
+    assert.equal(m.views.find((v) => v.name === 'by_region')?.rows?.view, m.records);
+    assert.equal(m.views.find((v) => v.name === 'killer')?.rows?.dlqByCode?.['view_failed'], m.records);
+    const rows = [];
+    for (const a of m.artifacts.filter((x) => x.kind === 'dlq' && x.view === 'killer'))
+      rows.push(...(await parquetRows(d.store, a.key)));
+    assert.equal(rows.length, m.records);
+    assert.match(
+      Buffer.from(rows[0]!['error_message'] as Uint8Array).toString(),
+      /the materialiser process was killed by SIGKILL under its 2560 MiB address-space limit/,
+    );
+  }
+  // Per segment: the child of all, then the killer's own child.
+  assert.match(await registry.metrics(), /landfall_parquet_child_deaths_total\{stage="all"\} 2/);
+  assert.match(await registry.metrics(), /landfall_parquet_child_deaths_total\{stage="view"\} 2/);
+  assert.deepEqual(await readdir(path.join(root, 'children')).catch(() => []), []);
 });
 
 void test('records that cannot be loaded under the limit: retried a bounded number of times, then delivered without raw Parquet; the next segment flows', async () => {

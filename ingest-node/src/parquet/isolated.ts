@@ -30,6 +30,14 @@ import type { RawParquetOptions } from './raw.ts';
 /** The shell that sets the limit (POSIX `ulimit -v`, KiB). */
 export const LIMIT_SHELL = '/bin/sh';
 export const CHILD_SCRIPT = fileURLToPath(new URL('./child.ts', import.meta.url));
+/**
+ * Node's type stripping runs a WebAssembly module, and V8 reserves as much
+ * address space for its memory as the limit leaves (measured: under a 4 GiB
+ * limit the child held 3.5 GB before its first line; under 2.5 GiB it could
+ * not start). 2,048 pages (128 MiB) strip every module of the node and make
+ * the child's footprint independent of the limit: ~2 GB with DuckDB up.
+ */
+export const CHILD_NODE_FLAGS = ['--wasm-max-mem-pages=2048'] as const;
 /** Bytes of stdout (the JSON answer) and stderr (kept for the reason) read from a child. */
 const STDOUT_BYTES_MAX = 64 * 1024 * 1024;
 const STDERR_TAIL_BYTES = 4096;
@@ -195,6 +203,7 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
           'landfall-parquet',
           String(kib),
           process.execPath,
+          ...CHILD_NODE_FLAGS,
           script,
         ],
         {
@@ -219,7 +228,10 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
         if (outBytes > STDOUT_BYTES_MAX) child.kill('SIGKILL');
         else out.push(c);
       });
+      // The head says what failed (a V8 or DuckDB message), the tail where.
+      let errHead = '';
       child.stderr.on('data', (c: Buffer) => {
+        if (errHead.length < STDERR_TAIL_BYTES) errHead += c.toString('utf8').slice(0, STDERR_TAIL_BYTES);
         err = Buffer.concat([err, c]);
         if (err.length > STDERR_TAIL_BYTES) err = err.subarray(err.length - STDERR_TAIL_BYTES);
       });
@@ -249,7 +261,13 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
         const text = Buffer.concat(out).toString('utf8');
         const lines = text.split('\n').filter((l) => l !== '');
         const startedOk = lines[0] === '{"started":true}';
-        const tail = err.toString('utf8').trim().split('\n').slice(-3).join(' | ');
+        const headLines = errHead
+          .split('\n')
+          .map((l) => l.replace(/^#\s*/, '').trim())
+          .filter((l) => l !== '' && !/^-+/.test(l));
+        const tail = (headLines.length > 0 ? headLines : err.toString('utf8').trim().split('\n'))
+          .slice(0, 2)
+          .join(' | ');
         if (!startedOk) {
           // Node or DuckDB did not come up under the limit, or the shell could
           // not set it: the configuration or the machine, not the data.

@@ -13,13 +13,14 @@ export const viewsThreadsDefault = 2;
 export const viewsPartitionFilesMaxDefault = 1_000;
 export const viewsProcessesMaxDefault = 1;
 /** Default views.processAddressSpaceBytes beyond memoryLimitBytes. */
-export const viewsProcessAddressSpaceExtraBytesDefault = 2048 * MiB;
+export const viewsProcessAddressSpaceExtraBytesDefault = 3072 * MiB;
 /**
- * Address space a Parquet child needs beyond DuckDB's memory_limit before it
- * does any work (measured on Node 24 + DuckDB 1.5: Node alone reserves
- * ~1.25 GiB; with a 256 MiB memory_limit 1.5 GiB fails to start, 2 GiB works).
+ * Address space a Parquet child takes beyond DuckDB's memory_limit before it
+ * does any work (measured on Node 24 + DuckDB 1.5 with parquet/isolated.ts
+ * CHILD_NODE_FLAGS: ~1.55 GB for Node, ~2.0 GB once the modules are loaded
+ * and DuckDB is up).
  */
-export const processAddressSpaceHeadroomBytes = 1536 * MiB;
+export const processAddressSpaceHeadroomBytes = 2048 * MiB;
 /** A view file is a few KiB; anything near this is a mistake (or an attack on the parser). */
 export const viewFileBytesMax = 1 * MiB;
 /** Views one node applies at once: each is one classification pass per sealed segment. */
@@ -68,9 +69,9 @@ export const ViewsSchema = Type.Object(
     }),
     processAddressSpaceBytes: Type.Optional(
       Type.Integer({
-        minimum: 2048 * MiB,
+        minimum: 2560 * MiB,
         description:
-          'Hard address-space limit (RLIMIT_AS, via `ulimit -v` in /bin/sh) of each Parquet child process: the bound on what one segment’s materialisation can take, including allocations DuckDB’s memoryLimitBytes does not see (an expression that grows each value by a factor). A view whose child dies under it gets that segment’s rows in its DLQ as `view_failed`; the segment is delivered (docs/durability.md). Address space, not resident memory: Node and DuckDB reserve about 1.5 GiB before any work, so it must be at least memoryLimitBytes + 1.5 GiB. Default: memoryLimitBytes + 2 GiB.',
+          'Hard address-space limit (RLIMIT_AS, via `ulimit -v` in /bin/sh) of each Parquet child process: the bound on what one segment’s materialisation can take, including allocations DuckDB’s memoryLimitBytes does not see (an expression that grows each value by a factor). A view whose child dies under it gets that segment’s rows in its DLQ as `view_failed`; the segment is delivered (docs/durability.md). Address space, not resident memory: Node and DuckDB reserve about 2 GB before any work, so it must be at least memoryLimitBytes + 2 GiB. Default: memoryLimitBytes + 3 GiB.',
       }),
     ),
     partitionFilesMax: Type.Integer({

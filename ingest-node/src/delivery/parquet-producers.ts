@@ -18,7 +18,6 @@ import type { Clock } from '../clock.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import { createParquetDb, JOBS_DIR, SPILL_DIR, type ParquetDb } from '../parquet/duckdb.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
-import type { SegmentRecord } from '../parquet/records.ts';
 import { compileView, type CompiledView } from '../views/compile.ts';
 import {
   materializeSegment,
@@ -33,8 +32,8 @@ import {
   viewsProcessAddressSpaceExtraBytesDefault,
   type ViewsConfig,
 } from '../views/settings.ts';
-import { decodeMqttPayload, type WalRecord } from '../wal/format.ts';
-import { RecordFormat, type SealedSegment } from '../wal/types.ts';
+import type { SealedSegment } from '../wal/types.ts';
+import { walToSegmentRecords } from '../parquet/wal-records.ts';
 import { dlqKey, formatSegmentId, rawKey, segmentKey, utcDate, viewKey, type SegmentRef } from './keys.ts';
 import { markerBytesMax, type MarkerView, type MarkerViewRows } from './marker.ts';
 import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
@@ -86,25 +85,7 @@ export interface IsolatedOptions {
 /** Attempts of a segment whose records cannot be loaded in a child before it goes out without raw Parquet. */
 export const LOAD_FAILURES_MAX_DEFAULT = 3;
 
-/** WAL records as the materialiser takes them: an MQTT record's payload is its message, with the topic beside it. */
-export async function* walToSegmentRecords(records: AsyncIterable<WalRecord>): AsyncGenerator<SegmentRecord> {
-  for await (const r of records) {
-    if (r.format === RecordFormat.mqtt) {
-      let m: { topic: string; message: Uint8Array } | undefined;
-      try {
-        m = decodeMqttPayload(r.payload);
-      } catch {
-        // CRC-checked bytes our own writer framed: cannot happen short of a
-        // bug, and the record must still go somewhere (its view DLQ, as is).
-      }
-      if (m !== undefined) {
-        yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: m.message, topic: m.topic };
-        continue;
-      }
-    }
-    yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: r.payload };
-  }
-}
+export { walToSegmentRecords } from '../parquet/wal-records.ts';
 
 /** The marker's row accounting of one view over one segment. */
 export function viewRows(v: ViewOutput): MarkerViewRows {

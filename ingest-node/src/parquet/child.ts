@@ -5,11 +5,17 @@
 // goes to stdout. The segment is read and verified here, from the file, as
 // the pipeline would (delivery/producers.ts openVerifiedSegment).
 import { SegmentMismatchError, openVerifiedSegment, segmentRecords } from '../delivery/producers.ts';
-import { walToSegmentRecords } from '../delivery/parquet-producers.ts';
+import { walToSegmentRecords } from './wal-records.ts';
 import { isOutsideData, materializeSegment, type PartitionLimits } from '../views/materialize.ts';
 import { SegmentCorruptError } from '../wal/format.ts';
 import { createParquetDb, type ParquetDb } from './duckdb.ts';
-import { CHILD_EXIT_SETUP, decodeJson, encodeJson, type ChildAnswer, type ChildRequest } from './isolated.ts';
+import {
+  CHILD_EXIT_SETUP,
+  decodeJson,
+  encodeJson,
+  type ChildAnswer,
+  type ChildRequest,
+} from './child-protocol.ts';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];

@@ -36,6 +36,11 @@ COPY --from=deps /app/node_modules ./node_modules
 COPY --from=deps /app/ingest-node/node_modules ./ingest-node/node_modules
 COPY ingest-node/package.json ingest-node/
 COPY ingest-node/src ingest-node/src
+# Parquet work runs in child processes under a hard address-space limit
+# (ingest-node/src/parquet/isolated.ts), set with `ulimit -v` in /bin/sh: Node
+# cannot set a child's rlimits and distroless has no shell. dash needs only
+# libc, which the runtime image has; nothing else of the build image comes along.
+COPY --from=deps /usr/bin/dash /bin/sh
 # nonroot is UID/GID 65532, as the operator's StatefulSets require (runAsUser: 65532).
 USER 65532:65532
 EXPOSE 8080

@@ -16,9 +16,8 @@ import path from 'node:path';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../clock.ts';
 import { silentLogger, type Logger } from '../log.ts';
-import { createParquetDb, type ParquetDb } from '../parquet/duckdb.ts';
+import { createParquetDb, JOBS_DIR, SPILL_DIR, type ParquetDb } from '../parquet/duckdb.ts';
 import type { ParquetFile } from '../parquet/outputs.ts';
-import type { SegmentRecord } from '../parquet/records.ts';
 import { compileView, type CompiledView } from '../views/compile.ts';
 import {
   materializeSegment,
@@ -28,20 +27,36 @@ import {
   type ViewOutput,
 } from '../views/materialize.ts';
 import { openViewRegistry, type ViewRegistry } from '../views/registry.ts';
-import type { ViewsConfig } from '../views/settings.ts';
-import { decodeMqttPayload, type WalRecord } from '../wal/format.ts';
-import { RecordFormat, type SealedSegment } from '../wal/types.ts';
+import {
+  processAddressSpaceHeadroomBytes,
+  viewsProcessAddressSpaceExtraBytesDefault,
+  type ViewsConfig,
+} from '../views/settings.ts';
+import type { SealedSegment } from '../wal/types.ts';
+import { walToSegmentRecords } from '../parquet/wal-records.ts';
 import { dlqKey, formatSegmentId, rawKey, segmentKey, utcDate, viewKey, type SegmentRef } from './keys.ts';
 import { markerBytesMax, type MarkerView, type MarkerViewRows } from './marker.ts';
 import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
+import {
+  createChildRunner,
+  MaterializerError,
+  type ChildOutputs,
+  type ChildRunner,
+} from '../parquet/isolated.ts';
 import { contentTypes } from './upload.ts';
 
 /** The producer's kind: names its progress in state.json, so it stays. */
 export const PARQUET_PRODUCER_KIND = 'parquet';
 
 export interface ParquetProducerOptions {
-  /** The node's DuckDB instance (created on first call). */
-  readonly db: () => Promise<ParquetDb>;
+  /**
+   * In-process materialisation on this DuckDB instance: the reference the
+   * child process is checked against (views-isolated.test.ts) and what unit
+   * tests without a child use. A node uses `isolated`.
+   */
+  readonly db?: () => Promise<ParquetDb>;
+  /** Materialisation in child processes under an address-space limit (parquet/isolated.ts). */
+  readonly isolated?: IsolatedOptions;
   /** The views to apply to a segment (the registry's viewsAt its seal time). */
   readonly views: (segment: SealedSegment) => readonly CompiledView[];
   /** Also write raw Parquet. */
@@ -61,25 +76,23 @@ export interface ParquetProducerOptions {
   ) => Promise<ReadonlyMap<string, Readonly<Record<string, number>>>>;
 }
 
-/** WAL records as the materialiser takes them: an MQTT record's payload is its message, with the topic beside it. */
-export async function* walToSegmentRecords(records: AsyncIterable<WalRecord>): AsyncGenerator<SegmentRecord> {
-  for await (const r of records) {
-    if (r.format === RecordFormat.mqtt) {
-      let m: { topic: string; message: Uint8Array } | undefined;
-      try {
-        m = decodeMqttPayload(r.payload);
-      } catch {
-        // CRC-checked bytes our own writer framed: cannot happen short of a
-        // bug, and the record must still go somewhere (its view DLQ, as is).
-      }
-      if (m !== undefined) {
-        yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: m.message, topic: m.topic };
-        continue;
-      }
-    }
-    yield { seq: r.seq, ingestTimeMicros: r.ingestMicros, payload: r.payload };
-  }
+export interface IsolatedOptions {
+  readonly runner: ChildRunner;
+  /** Children's scratch folders go under it (`<views.scratchDir>/children`). */
+  readonly scratchDir: string;
+  readonly memoryLimitBytes: number;
+  readonly threads: number;
+  /**
+   * Attempts of one segment (in this process) whose records could not be
+   * loaded under the limit, after which it is delivered without raw Parquet.
+   */
+  readonly loadFailuresMax?: number;
 }
+
+/** Attempts of a segment whose records cannot be loaded in a child before it goes out without raw Parquet. */
+export const LOAD_FAILURES_MAX_DEFAULT = 3;
+
+export { walToSegmentRecords } from '../parquet/wal-records.ts';
 
 /** The marker's row accounting of one view over one segment. */
 export function viewRows(v: ViewOutput): MarkerViewRows {
@@ -195,6 +208,7 @@ interface ProducerMetrics {
   dlq: Counter<'view' | 'code'>;
   seconds: Histogram;
   rawRows: Counter;
+  childDeaths: Counter<'stage'>;
 }
 
 function registerMetrics(registry: Registry): ProducerMetrics {
@@ -220,6 +234,12 @@ function registerMetrics(registry: Registry): ProducerMetrics {
       help: 'Rows written to raw Parquet.',
       registers: [registry],
     }),
+    childDeaths: new Counter({
+      name: fresh('landfall_parquet_child_deaths_total'),
+      help: 'Parquet child processes that died or ran out of memory under views.processAddressSpaceBytes, by stage (all: every view at once; view: one view alone, whose rows then go to its DLQ as view_failed; load: raw Parquet or a view_failed DLQ, i.e. the records themselves).',
+      labelNames: ['stage'] as const,
+      registers: [registry],
+    }),
     seconds: new Histogram({
       name: fresh('landfall_parquet_segment_seconds'),
       help: 'Time to materialise one sealed segment (decode, raw Parquet, every view and DLQ).',
@@ -237,31 +257,204 @@ function registerMetrics(registry: Registry): ProducerMetrics {
 export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
   const log = o.log ?? silentLogger;
   const metrics = o.registry !== undefined ? registerMetrics(o.registry) : undefined;
+  /** Segments whose records could not be loaded in a child, by job id: attempts so far (bounded: in-flight segments only). */
+  const loadFailures = new Map<string, number>();
+
+  /**
+   * Every view and raw Parquet in one child. When it dies (out of memory
+   * under its limit, a signal), raw Parquet and each view run again in a
+   * child of their own, so the view that kills its child is found: its rows
+   * go to its DLQ as `view_failed` (written by one more child that does not
+   * run the view) and the segment is delivered. A child that dies without
+   * running any view expression (raw Parquet, or that view_failed DLQ) dies
+   * on the records themselves under the limit: the segment is retried
+   * (LOAD_FAILURES_MAX_DEFAULT attempts), then delivered with its archive
+   * and without what could not be written (docs/durability.md).
+   */
+  async function produceIsolated(
+    iso: IsolatedOptions,
+    job: SegmentJob,
+    jobId: string,
+    views: readonly CompiledView[],
+    limits: PartitionLimits,
+    fieldIds: ReadonlyMap<string, Readonly<Record<string, number>>> | undefined,
+  ): Promise<{
+    out: Pick<SegmentOutputs, 'raw' | 'views' | 'rowsIn' | 'cleanup'>;
+    markerViews?: MarkerView[];
+  }> {
+    const ref = job.ref;
+    const dirs: string[] = [];
+    const cleanup = async (): Promise<void> => {
+      for (const d of dirs) await rm(d, { recursive: true, force: true });
+    };
+    const keyBytesBase: Record<string, number> = {};
+    const markerEntryBytes: Record<string, number> = {};
+    for (const v of views) {
+      keyBytesBase[v.spec.name] = limits.keyBytesBase(v.spec.name);
+      markerEntryBytes[v.spec.name] = limits.markerEntryBytes(v.spec.name);
+    }
+    const rawOptions = o.raw ? { endpoint: ref.endpoint, instance: ref.instance } : undefined;
+    const run = async (part: {
+      raw: boolean;
+      views: readonly CompiledView[];
+      failed?: Record<string, string>;
+      markerBytes: number;
+    }): Promise<{ outputs?: ChildOutputs; reason?: string }> => {
+      const dir = path.join(iso.scratchDir, `${jobId}-${dirs.length}`);
+      dirs.push(dir);
+      const outcome = await iso.runner.run(
+        {
+          jobId,
+          scratchDir: dir,
+          memoryLimitBytes: iso.memoryLimitBytes,
+          threads: iso.threads,
+          segmentPath: job.segmentPath,
+          segment: job.segment,
+          ...(job.recordBytesMax !== undefined ? { recordBytesMax: job.recordBytesMax } : {}),
+          ...(part.raw && rawOptions !== undefined ? { raw: rawOptions } : {}),
+          ...(o.rowGroupRows !== undefined ? { rowGroupRows: o.rowGroupRows } : {}),
+          views: part.views,
+          ...(part.failed !== undefined ? { failedViews: part.failed } : {}),
+          ...(fieldIds !== undefined ? { fieldIds: Object.fromEntries(fieldIds) } : {}),
+          partitionLimits: {
+            filesMax: limits.filesMax,
+            keyBytesBase,
+            markerEntryBytes,
+            markerBytes: part.markerBytes,
+          },
+        },
+        job.signal,
+      );
+      return outcome.kind === 'ok' ? { outputs: outcome.outputs } : { reason: outcome.reason };
+    };
+    const asOut = (raw: ChildOutputs['raw'], vs: ChildOutputs['views'], rowsIn: number) => ({
+      raw,
+      views: vs,
+      rowsIn,
+      cleanup,
+    });
+    try {
+      const all = await run({ raw: o.raw, views, markerBytes: limits.markerBytes });
+      if (all.outputs !== undefined) {
+        loadFailures.delete(jobId);
+        return { out: asOut(all.outputs.raw, all.outputs.views, all.outputs.rowsIn) };
+      }
+      metrics?.childDeaths.inc({ stage: 'all' });
+      log.warn(
+        { segment: job.segment.fileName, reason: all.reason, views: views.map((v) => v.spec.name) },
+        'the Parquet child died: running raw Parquet and each view in a child of its own to find the cause',
+      );
+      let raw: ChildOutputs['raw'] = [];
+      let rowsIn: number | undefined;
+      const loadDeaths: string[] = [];
+      if (o.raw) {
+        const r = await run({ raw: true, views: [], markerBytes: limits.markerBytes });
+        if (r.outputs !== undefined) {
+          raw = r.outputs.raw;
+          rowsIn = r.outputs.rowsIn;
+        } else {
+          metrics?.childDeaths.inc({ stage: 'load' });
+          loadDeaths.push(`raw Parquet: ${r.reason}`);
+        }
+      }
+      let budget = limits.markerBytes;
+      const outs: ChildOutputs['views'][number][] = [];
+      for (const v of views) {
+        const one = await run({ raw: false, views: [v], markerBytes: budget });
+        if (one.outputs !== undefined) {
+          outs.push(...one.outputs.views);
+          budget = one.outputs.markerBytesLeft;
+          rowsIn ??= one.outputs.rowsIn;
+          continue;
+        }
+        metrics?.childDeaths.inc({ stage: 'view' });
+        const reason = one.reason ?? 'the materialiser process died';
+        const failed = await run({
+          raw: false,
+          views: [v],
+          failed: { [v.spec.name]: reason },
+          markerBytes: budget,
+        });
+        if (failed.outputs !== undefined) {
+          outs.push(...failed.outputs.views);
+          rowsIn ??= failed.outputs.rowsIn;
+        } else {
+          metrics?.childDeaths.inc({ stage: 'load' });
+          loadDeaths.push(`view ${v.spec.name}'s view_failed DLQ: ${failed.reason}`);
+        }
+      }
+      if (loadDeaths.length === 0) {
+        loadFailures.delete(jobId);
+        return { out: asOut(raw, outs, rowsIn ?? job.segment.records) };
+      }
+      const attempts = (loadFailures.get(jobId) ?? 0) + 1;
+      const max = iso.loadFailuresMax ?? LOAD_FAILURES_MAX_DEFAULT;
+      if (attempts < max) {
+        // Bounded: a segment is only here while it is being delivered.
+        if (loadFailures.size >= 1_000) loadFailures.clear();
+        loadFailures.set(jobId, attempts);
+        throw new MaterializerError(
+          `segment ${job.segment.fileName}: its records could not be loaded under the materialiser's limit (attempt ${attempts} of ${max}): ${loadDeaths.join('; ')}`,
+          'MATERIALIZER_LOAD',
+        );
+      }
+      loadFailures.delete(jobId);
+      log.error(
+        { segment: job.segment.fileName, attempts, failures: loadDeaths },
+        'the records of this segment cannot be loaded under views.processAddressSpaceBytes: it is delivered with its segment archive (every record), without raw Parquet or the listed view DLQs; raise the limit and run `landfall reprocess` to rebuild them',
+      );
+      const markerViews: MarkerView[] = [];
+      for (const v of views) {
+        const done = outs.find((x) => x.view === v.spec.name);
+        markerViews.push(
+          done !== undefined
+            ? { name: v.spec.name, specSha256: done.specHash, rows: viewRows(done) }
+            : { name: v.spec.name, specSha256: v.specHash },
+        );
+      }
+      return { out: asOut(raw, outs, rowsIn ?? job.segment.records), markerViews };
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
+
   return {
     kind: PARQUET_PRODUCER_KIND,
     async produce(job: SegmentJob) {
       const views = o.views(job.segment);
       if (!o.raw && views.length === 0) return { files: [], views: [] };
-      const db = await o.db();
       const started = performance.now();
       const ref = job.ref;
       const fieldIds = o.fieldIds !== undefined ? await o.fieldIds(views) : undefined;
-      const out = await materializeSegment(db, {
-        ...(fieldIds !== undefined ? { fieldIds } : {}),
-        jobId: `${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`,
-        records: walToSegmentRecords(job.records()),
+      const jobId = `${ref.endpoint}-${ref.epoch}-${formatSegmentId(ref.segmentId)}`;
+      const limits = segmentPartitionLimits(
+        job.prefix,
+        ref,
+        job.segment,
         views,
-        ...(o.raw ? { raw: { endpoint: ref.endpoint, instance: ref.instance } } : {}),
-        ...(o.rowGroupRows !== undefined ? { rowGroupRows: o.rowGroupRows } : {}),
-        partitionLimits: segmentPartitionLimits(
-          job.prefix,
-          ref,
-          job.segment,
+        o.raw,
+        o.partitionFilesMax ?? partitionFilesMaxDefault,
+      );
+      let out: Pick<SegmentOutputs, 'raw' | 'views' | 'rowsIn' | 'cleanup'>;
+      let markerViews: MarkerView[] | undefined;
+      if (o.isolated !== undefined) {
+        const r = await produceIsolated(o.isolated, job, jobId, views, limits, fieldIds);
+        out = r.out;
+        markerViews = r.markerViews;
+      } else {
+        if (o.db === undefined) throw new Error('parquetProducer needs db or isolated');
+        const db = await o.db();
+        out = await materializeSegment(db, {
+          jobId,
+          records: walToSegmentRecords(job.records()),
           views,
-          o.raw,
-          o.partitionFilesMax ?? partitionFilesMaxDefault,
-        ),
-      });
+          ...(o.raw ? { raw: { endpoint: ref.endpoint, instance: ref.instance } } : {}),
+          ...(o.rowGroupRows !== undefined ? { rowGroupRows: o.rowGroupRows } : {}),
+          ...(fieldIds !== undefined ? { fieldIds } : {}),
+          partitionLimits: limits,
+        });
+      }
       try {
         if (out.rowsIn !== job.segment.records)
           throw new Error(
@@ -282,7 +475,7 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
           const { file: _file, ...rest } = k;
           files.push({ ...rest, path: local });
         }
-        const markerViews: MarkerView[] = out.views.map((v) => ({
+        markerViews ??= out.views.map((v) => ({
           name: v.view,
           specSha256: v.specHash,
           rows: viewRows(v),
@@ -339,6 +532,11 @@ export interface ParquetOutputs {
   close(graceMs?: number): Promise<void>;
 }
 
+/** The compaction schedule's DuckDB scratch (iceberg/schedule.ts), inside the DuckDB scratch folder. */
+const COMPACTION_DIR = 'compaction';
+/** Child processes' scratch folders, one per run, inside the DuckDB scratch folder. */
+export const CHILDREN_DIR = 'children';
+
 /** The DuckDB scratch folder: views.scratchDir, else `parquet` inside the WAL dir (the WAL volume). */
 export function parquetScratchDir(config: ParquetOutputsConfig): string {
   return path.resolve(config.views.scratchDir ?? path.join(config.wal.dir, 'parquet'));
@@ -366,21 +564,31 @@ export async function startParquetOutputs(
     return { producer: undefined, registry: undefined, status: () => ({}), close: async () => {} };
   }
   const scratchDir = parquetScratchDir(config);
+  const addressSpaceBytes =
+    config.views.processAddressSpaceBytes ??
+    config.views.memoryLimitBytes + viewsProcessAddressSpaceExtraBytesDefault;
+  if (addressSpaceBytes < config.views.memoryLimitBytes + processAddressSpaceHeadroomBytes)
+    throw new Error(
+      `views.processAddressSpaceBytes (${addressSpaceBytes}) must be at least views.memoryLimitBytes + ${processAddressSpaceHeadroomBytes} (Node and DuckDB reserve that much address space before any work)`,
+    );
+  const runner = createChildRunner({ addressSpaceBytes, processesMax: config.views.processesMax });
+  const childrenDir = path.join(scratchDir, CHILDREN_DIR);
+  // A crashed run's children left their folders; the old in-process layout its jobs and spill.
+  for (const d of [CHILDREN_DIR, JOBS_DIR, SPILL_DIR])
+    await rm(path.join(scratchDir, d), { recursive: true, force: true });
+  await mkdir(childrenDir, { recursive: true });
   let creating: Promise<ParquetDb> | undefined;
   let closed = false;
   const db = (): Promise<ParquetDb> => {
     if (closed) return Promise.reject(new Error('Parquet outputs are closed'));
     // A failed creation (scratch not writable yet) is tried again next time.
+    // Compile-only (no file reachable): segments are materialised in child processes.
     creating ??= createParquetDb({
-      scratchDir,
       memoryLimitBytes: config.views.memoryLimitBytes,
-      threads: config.views.threads,
+      threads: 1,
     }).then(
       (d) => {
-        deps.log.info(
-          { scratchDir, memoryLimitBytes: d.memoryLimitBytes, threads: d.threads },
-          'DuckDB for Parquet outputs ready',
-        );
+        deps.log.info({ memoryLimitBytes: d.memoryLimitBytes }, 'DuckDB for compiling views ready');
         return d;
       },
       (err: unknown) => {
@@ -389,6 +597,19 @@ export async function startParquetOutputs(
       },
     );
     return creating;
+  };
+  let fileDbCreating: Promise<ParquetDb> | undefined;
+  const fileDb = (): Promise<ParquetDb> => {
+    if (closed) return Promise.reject(new Error('Parquet outputs are closed'));
+    fileDbCreating ??= createParquetDb({
+      scratchDir: path.join(scratchDir, COMPACTION_DIR),
+      memoryLimitBytes: config.views.memoryLimitBytes,
+      threads: config.views.threads,
+    }).catch((err: unknown) => {
+      fileDbCreating = undefined;
+      throw err;
+    });
+    return fileDbCreating;
   };
   let registry: ViewRegistry | undefined;
   if (dir !== undefined) {
@@ -407,7 +628,12 @@ export async function startParquetOutputs(
   }
   const reg = registry;
   const producer = parquetProducer({
-    db,
+    isolated: {
+      runner,
+      scratchDir: childrenDir,
+      memoryLimitBytes: config.views.memoryLimitBytes,
+      threads: config.views.threads,
+    },
     views: (segment) => reg?.viewsAt(segment.sealedAtMs) ?? [],
     raw,
     partitionFilesMax: config.views.partitionFilesMax,
@@ -418,11 +644,24 @@ export async function startParquetOutputs(
   return {
     producer,
     registry,
-    db,
-    status: () => ({ ...reg?.status(), parquet: { scratchDir, rawParquet: raw } }),
+    // DuckDB with file access, for the Iceberg compaction schedule (compaction
+    // rewrites the table's own files: its inputs are bounded, not record data).
+    db: fileDb,
+    status: () => ({
+      ...reg?.status(),
+      parquet: { scratchDir, rawParquet: raw, processesRunning: runner.running(), addressSpaceBytes },
+    }),
     async close(graceMs = 10_000) {
       closed = true;
+      await runner.close(graceMs);
       reg?.close();
+      const compactionDb = fileDbCreating;
+      fileDbCreating = undefined;
+      if (compactionDb !== undefined)
+        await compactionDb.then(
+          (d) => d.close(),
+          () => undefined,
+        );
       const pending = creating;
       creating = undefined;
       if (pending === undefined) return;

@@ -834,6 +834,8 @@ class DeliveryPipeline implements Pipeline {
       scratchDir: dir,
       fs: this.#fs,
       signal: this.#abort.signal,
+      segmentPath: file,
+      ...(rbm !== undefined ? { recordBytesMax: rbm } : {}),
       openSegment: () => openVerifiedSegment(file, seg, rbm, this.#fs),
       records: () => segmentRecords(openVerifiedSegment(file, seg, rbm, this.#fs), rbm),
     };

@@ -66,6 +66,13 @@ export interface SegmentJob {
   openSegment(): Readable;
   /** The records of the same verified stream, in seq order. */
   records(): AsyncIterable<WalRecord>;
+  /**
+   * The segment file on the real disk, and the record bound its frames are
+   * checked against: for a producer that reads it in another process
+   * (parquet/isolated.ts), which cannot use `fs`.
+   */
+  readonly segmentPath: string;
+  readonly recordBytesMax?: number;
 }
 
 /** A local file ready to upload, and what the marker will say about it. */

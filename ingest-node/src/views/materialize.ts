@@ -66,6 +66,12 @@ export interface MaterializeInput {
    * Iceberg table's ids, iceberg/field-ids.ts); a view not listed gets none.
    */
   readonly fieldIds?: ReadonlyMap<string, Readonly<Record<string, number>>>;
+  /**
+   * Views already known not to materialise over this segment (their child
+   * process died, delivery/parquet-producers.ts), by name, with the reason:
+   * their rows go straight to the DLQ as `view_failed`, the expression never runs.
+   */
+  readonly failedViews?: ReadonlyMap<string, string>;
 }
 
 /**
@@ -126,6 +132,8 @@ export interface SegmentOutputs {
   /** Wall time of loading the records into DuckDB, and of writing the raw Parquet. */
   readonly loadMs: number;
   readonly rawMs: number;
+  /** What is left of partitionLimits.markerBytes after these views (the next view's budget when views run apart). */
+  readonly markerBytesLeft: number;
   /** Removes the job's scratch folder (after the upload, or to give up). */
   cleanup(): Promise<void>;
 }
@@ -781,6 +789,11 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
       const budget: Budget = { markerBytes: limits.markerBytes };
       for (const view of input.views) {
         const started = performance.now();
+        const knownFailed = input.failedViews?.get(view.spec.name);
+        if (knownFailed !== undefined) {
+          views.push(await failView(conn, view, loaded, jobDir, input.rowGroupRows, knownFailed, started));
+          continue;
+        }
         try {
           views.push(
             await materializeView(
@@ -810,6 +823,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         views,
         loadMs: t1 - t0,
         rawMs: t2 - t1,
+        markerBytesLeft: budget.markerBytes,
         cleanup,
       };
     });

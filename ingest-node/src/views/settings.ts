@@ -11,6 +11,16 @@ export const viewsMemoryLimitBytesDefault = 512 * MiB;
 export const viewsThreadsDefault = 2;
 /** Matches views/materialize.ts partitionFilesMaxDefault (kept here so the config loader stays light). */
 export const viewsPartitionFilesMaxDefault = 1_000;
+export const viewsProcessesMaxDefault = 1;
+/** Default views.processAddressSpaceBytes beyond memoryLimitBytes. */
+export const viewsProcessAddressSpaceExtraBytesDefault = 3072 * MiB;
+/**
+ * Address space a Parquet child takes beyond DuckDB's memory_limit before it
+ * does any work (measured on Node 24 + DuckDB 1.5 with parquet/isolated.ts
+ * CHILD_NODE_FLAGS: ~1.55 GB for Node, ~2.0 GB once the modules are loaded
+ * and DuckDB is up).
+ */
+export const processAddressSpaceHeadroomBytes = 2048 * MiB;
 /** A view file is a few KiB; anything near this is a mistake (or an attack on the parser). */
 export const viewFileBytesMax = 1 * MiB;
 /** Views one node applies at once: each is one classification pass per sealed segment. */
@@ -42,14 +52,28 @@ export const ViewsSchema = Type.Object(
       minimum: 16 * MiB,
       default: viewsMemoryLimitBytesDefault,
       description:
-        'DuckDB memory_limit for Parquet work (views and raw Parquet); beyond it DuckDB spills to scratchDir. Keep it well under the container memory limit.',
+        'DuckDB memory_limit of each Parquet child process (views and raw Parquet); beyond it DuckDB spills to scratchDir. Keep it well under the container memory limit.',
     }),
     threads: Type.Integer({
       minimum: 1,
       maximum: 64,
       default: viewsThreadsDefault,
-      description: 'DuckDB threads for Parquet work; segments are materialised one at a time.',
+      description: 'DuckDB threads of each Parquet child process.',
     }),
+    processesMax: Type.Integer({
+      minimum: 1,
+      maximum: 16,
+      default: viewsProcessesMaxDefault,
+      description:
+        'Parquet child processes alive at once. Each sealed segment’s raw Parquet, views and DLQ are written by a child process (off the event loop that answers requests, and under processAddressSpaceBytes); further segments wait for one.',
+    }),
+    processAddressSpaceBytes: Type.Optional(
+      Type.Integer({
+        minimum: 2560 * MiB,
+        description:
+          'Hard address-space limit (RLIMIT_AS, via `ulimit -v` in /bin/sh) of each Parquet child process: the bound on what one segment’s materialisation can take, including allocations DuckDB’s memoryLimitBytes does not see (an expression that grows each value by a factor). A view whose child dies under it gets that segment’s rows in its DLQ as `view_failed`; the segment is delivered (docs/durability.md). Address space, not resident memory: Node and DuckDB reserve about 2 GB before any work, so it must be at least memoryLimitBytes + 2 GiB. Default: memoryLimitBytes + 3 GiB.',
+      }),
+    ),
     partitionFilesMax: Type.Integer({
       minimum: 1,
       maximum: 100_000,

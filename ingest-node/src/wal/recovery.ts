@@ -227,6 +227,26 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
           { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length },
           'removed WAL segment with a torn header',
         );
+      } else if (id === openId) {
+        // The open segment's header is synced only by its first group's
+        // fdatasync; the disk may have written later pages and not the
+        // header's. No group of it was acknowledged then: a torn tail (the
+        // whole file), kept in quarantine/ and removed.
+        const copiedTo = await copyTailToQuarantine(ctx, name, bytes, 0);
+        await fs.unlink(file);
+        dirDirty = true;
+        report.removedEmpty.push(name);
+        report.truncations.push({
+          fileName: name,
+          fromBytes: bytes.length,
+          toBytes: 0,
+          tail: 'torn-groups',
+          ...(copiedTo !== undefined ? { copiedTo } : {}),
+        });
+        log.warn(
+          { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length, copiedTo },
+          'removed the open WAL segment: its header never reached the disk',
+        );
       } else {
         seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, 0, ctx.recordBytesMax));
         const reason = `segment header ${scan.headerDefect ?? 'bad'} with data after it`;

@@ -140,11 +140,14 @@ export class PowerCutFileSystem implements FileSystem {
     const current = file.data.subarray(0, file.size);
     const extra = file.size - file.durable.length;
     if (options.tornTail === true && extra > 0 && startsWith(current, file.durable)) {
-      const keep = Math.floor(this.#random() * (extra + 1));
+      const page = options.scatteredPageBytes;
+      const scattered = page !== undefined && page > 0;
+      // Scattered: the size often made it whole (it is journaled with the first
+      // page written back), whichever pages did.
+      const keep = scattered && this.#random() < 0.5 ? extra : Math.floor(this.#random() * (extra + 1));
       const out = new Uint8Array(file.durable.length + keep);
       out.set(current.subarray(0, out.length));
-      const page = options.scatteredPageBytes;
-      if (page !== undefined && page > 0) {
+      if (scattered) {
         // Unsynced bytes in the page that holds the durable end are lost or kept with it.
         for (let p = Math.floor(file.durable.length / page) * page; p < out.length; p += page) {
           if (this.#random() < 0.5) out.fill(0, Math.max(p, file.durable.length), p + page);

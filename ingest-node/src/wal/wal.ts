@@ -434,6 +434,10 @@ class WriteAheadLogImpl implements Wal {
           this.#writing = false;
           this.#writeFailuresTotal++;
           this.#log.error({ err, dir: this.dir }, 'could not create a WAL segment');
+          if (this.#queueHead >= this.#queue.length) {
+            this.#kick();
+            return;
+          }
           const group = this.#takeGroup(this.#groupBytesMax);
           this.#settleFailed(
             group,

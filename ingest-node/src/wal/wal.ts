@@ -222,7 +222,7 @@ class WriteAheadLogImpl implements Wal {
   /** An fdatasync is in flight; never two. */
   #syncing = false;
   /** The first failure of a write or sync in flight; the undo runs once nothing is. */
-  #fault: unknown;
+  #fault: { readonly err: unknown } | undefined;
   #undoing = false;
   #sealRequests: SealRequest[] = [];
   #idleWaiters: (() => void)[] = [];
@@ -508,13 +508,13 @@ class WriteAheadLogImpl implements Wal {
       (n) => {
         this.#writing = false;
         if (n !== off)
-          this.#fault ??= fsError('EIO', 'write', seg.path, `short write (${n} of ${off} bytes)`);
+          this.#fault ??= { err: fsError('EIO', 'write', seg.path, `short write (${n} of ${off} bytes)`) };
         else group.written = true;
         this.#kick();
       },
       (err: unknown) => {
         this.#writing = false;
-        this.#fault ??= err;
+        this.#fault ??= { err };
         this.#kick();
       },
     );
@@ -535,7 +535,7 @@ class WriteAheadLogImpl implements Wal {
       },
       (err: unknown) => {
         this.#syncing = false;
-        this.#fault ??= err;
+        this.#fault ??= { err };
         this.#kick();
       },
     );
@@ -573,7 +573,7 @@ class WriteAheadLogImpl implements Wal {
    * and the file is cut back to the first of them.
    */
   #startUndo(): void {
-    const cause = this.#fault;
+    const cause = this.#fault?.err;
     this.#fault = undefined;
     const groups = this.#inflight;
     this.#inflight = [];

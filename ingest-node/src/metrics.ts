@@ -251,6 +251,26 @@ export function createMetrics(
     'Bytes of sealed segments not yet delivered.',
     'undeliveredBytes',
   );
+  extraGauge(
+    'landfall_wal_pipeline_depth',
+    'Group-commit pipeline depth (wal.pipelineDepth): write groups that may be written and not yet acknowledged.',
+    'pipelineDepth',
+  );
+  extraGauge(
+    'landfall_wal_pipeline_groups_in_flight',
+    'Write groups written or being written and not yet acknowledged, now.',
+    'pipelineGroupsInFlight',
+  );
+  extraCounter(
+    'landfall_wal_pipelined_writes_total',
+    "Group writes started while an earlier group's fdatasync ran (/ its group writes: how often the pipeline overlaps).",
+    'pipelinedWritesTotal',
+  );
+  extraCounter(
+    'landfall_wal_group_writes_total',
+    'WAL write groups written since start.',
+    'groupWritesTotal',
+  );
   extraCounter(
     'landfall_wal_write_failures_total',
     'WAL groups whose write or fdatasync failed since start.',

@@ -151,6 +151,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     instance: config.instance.id,
     segmentBytesMax: config.wal.segmentBytesMax,
     segmentAgeMsMax: config.wal.segmentAgeMsMax,
+    pipelineDepth: config.wal.pipelineDepth,
     fs,
     clock,
     log,

@@ -27,18 +27,22 @@ async function failOneGroup(
   const opts = walOptions(fs, { dir });
   const wal = await openWal(opts);
   const ok1 = await wal.append([enc('ok-1')], RecordFormat.ndjson);
-  fs.inject({ op, path: SEGMENT, fault });
+  // Until both appends failed: whether they share a group depends on the
+  // pipeline (the second may be written while the first one's sync runs).
+  fs.inject({ op, path: SEGMENT, fault, times: Infinity });
   const failed = await Promise.allSettled([
     wal.append([enc('bad-1a'), enc('bad-1b')], RecordFormat.ndjson),
     wal.append([enc('bad-2')], RecordFormat.ndjson),
   ]);
+  fs.clear();
   for (const f of failed) {
     assert.equal(f.status, 'rejected');
     assert.ok(isWalError(f.reason, WalErrorCode.writeFailed), String(f.reason));
     assert.equal(f.reason.fsCode, expectCode);
     assert.ok(f.reason.retryable);
   }
-  assert.equal(wal.stats().writeFailuresTotal, 1);
+  const failures = wal.stats().writeFailuresTotal;
+  assert.ok(failures === 1 || failures === 2, `${failures} write failures`);
   assert.equal(wal.stats().failed, false);
   // The failed group's seqs are reused: acknowledged seqs stay gap-free.
   const ok2 = await wal.append([enc('ok-2')], RecordFormat.ndjson);

@@ -41,10 +41,10 @@ void test('N concurrent appends share far fewer syncs, and seqs are gap-free in 
   assert.equal(dec(records.at(-1)!.payload), `${N - 1}.${(N - 1) % 3}`);
 });
 
-void test('a sync already in progress does not acknowledge an append that arrived during it', async () => {
+void test('a sync already in progress does not acknowledge an append that arrived during it (pipeline depth 1)', async () => {
   const held: { release: () => void; n: number }[] = [];
   const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
-  const wal = await openWal(walOptions(fs));
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 1 }));
   await wal.append([enc('warm-up: creates the segment')], RecordFormat.ndjson);
   fs.inject({
     op: 'datasync',
@@ -77,6 +77,99 @@ void test('a sync already in progress does not acknowledge an append that arrive
   assert.equal(wal.stats().syncsTotal, 3);
   fs.clear();
   await wal.close();
+});
+
+// Depth 2: group N+1 is written while group N's fdatasync runs, yet it is
+// acknowledged only by a sync that began after its write, and only after N.
+void test('pipelined: the next group is written during a sync, and acknowledged only by a later sync, in order', async () => {
+  const held: { release: () => void; n: number }[] = [];
+  const mem = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const fs = new FaultFileSystem(mem);
+  const wal = await openWal(walOptions(fs));
+  assert.equal(wal.stats().pipelineDepth, 2);
+  await wal.append([enc('warm-up: creates the segment')], RecordFormat.ndjson);
+  const file = wal.segmentPath(wal.stats().openSegmentId!);
+  fs.inject({
+    op: 'datasync',
+    path: /\.wal$/,
+    times: Infinity,
+    gate: (call) => {
+      const d = deferred();
+      held.push({ release: () => d.resolve(), n: call.n });
+      return d.promise;
+    },
+  });
+  const settled: string[] = [];
+  const a = wal.append([enc('first')], RecordFormat.ndjson).then((r) => (settled.push('a'), r));
+  while (held.length === 0) await tick();
+  const b = wal.append([enc('second')], RecordFormat.ndjson).then((r) => (settled.push('b'), r));
+  const written = async (s: string): Promise<boolean> =>
+    Buffer.from(await mem.readFile(file)).includes(Buffer.from(s));
+  while (!(await written('second'))) await tick();
+  // b's bytes are in the file while a's sync is still held: that is the pipeline.
+  assert.equal(wal.stats().pipelinedWritesTotal, 1);
+  assert.equal(wal.stats().pipelineGroupsInFlight, 2);
+  // Depth 2: c must wait for a slot (a and b are in flight).
+  const c = wal.append([enc('third')], RecordFormat.ndjson).then((r) => (settled.push('c'), r));
+  for (let i = 0; i < 20; i++) await tick();
+  assert.equal(await written('third'), false, 'no third group in flight at depth 2');
+  assert.deepEqual(settled, []);
+  assert.equal(held.length, 1, 'never two syncs at once');
+  held[0]!.release();
+  await a;
+  for (let i = 0; i < 20; i++) await tick();
+  assert.deepEqual(settled, ['a'], 'the sync that began before b was written does not acknowledge b');
+  assert.equal(held.length, 2, 'b gets a sync of its own');
+  assert.ok(await written('third'), 'c is written while b syncs');
+  held[1]!.release();
+  await b;
+  for (let i = 0; i < 20; i++) await tick();
+  assert.deepEqual(settled, ['a', 'b']);
+  assert.equal(held.length, 3);
+  held[2]!.release();
+  const rc = await c;
+  assert.deepEqual(settled, ['a', 'b', 'c']);
+  assert.equal(rc.firstSeq, 4n);
+  fs.clear();
+  await wal.close();
+});
+
+void test('pipelined: a failed sync fails its group and every group written after it; the file is cut back to the first', async () => {
+  const held: { release: (err?: Error) => void }[] = [];
+  const mem = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const fs = new FaultFileSystem(mem);
+  const opts = walOptions(fs);
+  const wal = await openWal(opts);
+  const ok = await wal.append([enc('ok-1')], RecordFormat.ndjson);
+  fs.inject({
+    op: 'datasync',
+    path: /\.wal$/,
+    times: 1,
+    gate: () => {
+      const d = deferred();
+      held.push({ release: () => d.resolve() });
+      return d.promise;
+    },
+  });
+  fs.inject({ op: 'datasync', path: /\.wal$/, fault: 'EIO', times: 1 });
+  const a = wal.append([enc('bad-a')], RecordFormat.ndjson);
+  while (held.length === 0) await tick();
+  const b = wal.append([enc('bad-b')], RecordFormat.ndjson);
+  while (wal.stats().pipelinedWritesTotal === 0) await tick();
+  held[0]!.release(); // a's sync goes on and fails (EIO)
+  const [ra, rb] = await Promise.allSettled([a, b]);
+  for (const r of [ra, rb]) {
+    assert.equal(r.status, 'rejected');
+    assert.ok(isWalError(r.reason, WalErrorCode.writeFailed), String(r.reason));
+  }
+  assert.equal(wal.stats().writeFailuresTotal, 1);
+  const next = await wal.append([enc('ok-2')], RecordFormat.ndjson);
+  assert.equal(next.firstSeq, ok.lastSeq + 1n, "the failed groups' seqs are reused");
+  await wal.close();
+  assert.deepEqual(
+    (await readWalDir(fs, DIR)).map((r) => dec(r.payload)),
+    ['ok-1', 'ok-2'],
+  );
 });
 
 void test('groups respect groupBytesMax and the segment size bound', async () => {

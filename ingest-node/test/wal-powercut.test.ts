@@ -59,7 +59,14 @@ async function iteration(seed: number, variant: Variant): Promise<Outcome> {
     }
   }
   const crashAt = 1 + Math.floor(rnd() * 400);
-  const rebooted = mem.armCrash(crashAt, { tornTail: variant === 'correct' && rnd() < 0.8 });
+  const tornTail = variant === 'correct' && rnd() < 0.8;
+  // Half the torn runs lose and keep unsynced pages in any order: with the
+  // pipeline, a later group's pages may survive an earlier group's.
+  const scattered = tornTail && rnd() < 0.5;
+  const rebooted = mem.armCrash(crashAt, {
+    tornTail,
+    ...(scattered ? { scatteredPageBytes: 16 + Math.floor(rnd() * 112) } : {}),
+  });
   const opts = walOptions(fs, { segmentBytesMax: 200 + Math.floor(rnd() * 800), groupBytesMax: 4096 });
 
   const acked = new Map<string, bigint>(); // payload → seq

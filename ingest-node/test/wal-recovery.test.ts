@@ -56,13 +56,20 @@ function setU32(b: Uint8Array, at: number, v: number): Buffer {
 }
 
 type Outcome =
-  | { kind: 'sealed'; records: number; bytes: number; truncated: boolean }
+  | { kind: 'sealed'; records: number; bytes: number; truncated: boolean; tail?: string }
   | { kind: 'quarantined' }
   | { kind: 'removed' };
 
 const groups = [[['a1', 'a2'], ['b1']], [['c1', 'c2', 'c3']], [['d1'], ['e1', 'e2']]];
 const seg: BuiltSegment = buildSegment(groups);
 const n = seg.bytes.length;
+
+// Group 2 re-encoded with seqs from 100: CRCs valid, sequence broken.
+const seqBroken = (() => {
+  const a = buildSegment(groups.slice(0, 1));
+  const b = buildSegment(groups.slice(1), { firstSeq: 100 });
+  return Buffer.concat([a.bytes, b.bytes.subarray(b.headerBytes)]);
+})();
 
 const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
   {
@@ -95,15 +102,27 @@ const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
     bytes: flip(seg.bytes, seg.frames[6]! + 27),
     expect: { kind: 'sealed', records: 6, bytes: seg.appendEnds[2]!, truncated: true },
   },
+  // In the open segment a later group start no longer proves the bad frame
+  // was synced: the pipelined writer writes group N+1 while N's fdatasync
+  // runs, so the disk may keep N+1 and lose part of N (both unacknowledged).
   {
-    name: 'bad CRC mid-file (later group follows)',
+    name: 'bad CRC mid-file, later group follows (torn unsynced groups in the open segment)',
     bytes: flip(seg.bytes, seg.frames[3]! + 27),
-    expect: { kind: 'quarantined' },
+    expect: { kind: 'sealed', records: 3, bytes: seg.appendEnds[1]!, truncated: true, tail: 'torn-groups' },
   },
   {
-    name: 'corrupt length field mid-file',
+    name: 'corrupt length field mid-file (open segment)',
     bytes: setU32(seg.bytes, seg.frames[4]!, 0xffffffff),
-    expect: { kind: 'quarantined' },
+    expect: { kind: 'sealed', records: 3, bytes: seg.appendEnds[1]!, truncated: true, tail: 'torn-groups' },
+  },
+  {
+    name: 'zeroed page mid-file, later group follows (open segment)',
+    bytes: (() => {
+      const out = Buffer.from(seg.bytes);
+      out.fill(0, seg.frames[3], seg.frames[5]);
+      return out;
+    })(),
+    expect: { kind: 'sealed', records: 3, bytes: seg.appendEnds[1]!, truncated: true, tail: 'torn-groups' },
   },
   {
     name: 'corrupt length field in the last frame',
@@ -111,14 +130,15 @@ const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
     expect: { kind: 'sealed', records: 7, bytes: seg.appendEnds[3]!, truncated: true },
   },
   {
-    name: 'seq out of order mid-file',
-    bytes: (() => {
-      // Re-encode group 2 with seqs from 100: CRCs valid, sequence broken.
-      const a = buildSegment(groups.slice(0, 1));
-      const b = buildSegment(groups.slice(1), { firstSeq: 100 });
-      return Buffer.concat([a.bytes, b.bytes.subarray(b.headerBytes)]);
-    })(),
-    expect: { kind: 'quarantined' },
+    name: 'seq out of order mid-file (open segment)',
+    bytes: seqBroken,
+    expect: {
+      kind: 'sealed',
+      records: 3,
+      bytes: buildSegment(groups.slice(0, 1)).bytes.length,
+      truncated: true,
+      tail: 'torn-groups',
+    },
   },
   {
     name: 'truncated segment header (cut while being created)',
@@ -131,7 +151,13 @@ const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
     bytes: seg.bytes.subarray(0, seg.headerBytes),
     expect: { kind: 'removed' },
   },
-  { name: 'bad header CRC with data after it', bytes: flip(seg.bytes, 17), expect: { kind: 'quarantined' } },
+  // The header is synced by the first group's fdatasync only: in the open
+  // segment a lost header page with later pages kept is a torn tail.
+  {
+    name: 'bad header CRC with data after it (open segment: removed, copy kept)',
+    bytes: flip(seg.bytes, 17),
+    expect: { kind: 'removed' },
+  },
   {
     name: 'first frame torn (nothing complete)',
     bytes: seg.bytes.subarray(0, seg.frames[1]),
@@ -157,6 +183,17 @@ for (const c of table) {
         assert.equal(r.truncations.length, c.expect.truncated ? 1 : 0);
         assert.equal(wal.stats().recoveryTruncationsTotal, c.expect.truncated ? 1 : 0);
         assert.equal(wal.stats().nextSeq, BigInt(c.expect.records + 1));
+        if (c.expect.tail !== undefined) {
+          const [t] = r.truncations;
+          assert.equal(t?.tail, c.expect.tail);
+          assert.equal(r.quarantined.length, 0);
+          // Never cut without a copy: the cut groups are in quarantine/, byte for byte.
+          assert.ok(t.copiedTo !== undefined, 'the cut tail was copied');
+          assert.deepEqual(
+            Buffer.from(fs.durableContents(t.copiedTo) ?? []),
+            Buffer.from(c.bytes.subarray(c.expect.bytes)),
+          );
+        }
         break;
       }
       case 'quarantined': {
@@ -179,6 +216,13 @@ for (const c of table) {
       }
       case 'removed':
         assert.deepEqual(r.removedEmpty, ['00000000000000000001.wal']);
+        if (c.name.includes('copy kept')) {
+          assert.equal(r.quarantined.length, 0);
+          const t = r.truncations[0];
+          assert.equal(t?.tail, 'torn-groups');
+          assert.ok(t.copiedTo !== undefined);
+          assert.deepEqual(Buffer.from(fs.durableContents(t.copiedTo) ?? []), Buffer.from(c.bytes));
+        }
         assert.ok(!names.includes('00000000000000000001.wal'));
         assert.equal(wal.sealedSegments().length, 0);
         break;
@@ -192,6 +236,37 @@ for (const c of table) {
     const all = await readWalDir(fs, DIR);
     assert.equal(dec(all.at(-1)!.payload), 'new');
     for (let i = 1; i < all.length; i++) assert.equal(all[i]!.seq, all[i - 1]!.seq + 1n);
+  });
+}
+
+// The same damage in a segment that was not the open one at the crash (a
+// later segment file exists, so the writer had drained and sealed it: every
+// group in it was synced) is damage to synced data: quarantined as before.
+const sealedEarlier: { name: string; bytes: Uint8Array }[] = [
+  { name: 'bad CRC mid-file', bytes: flip(seg.bytes, seg.frames[3]! + 27) },
+  { name: 'corrupt length field mid-file', bytes: setU32(seg.bytes, seg.frames[4]!, 0xffffffff) },
+  { name: 'seq out of order mid-file', bytes: seqBroken },
+  { name: 'bad header CRC with data after it', bytes: flip(seg.bytes, 17) },
+];
+for (const c of sealedEarlier) {
+  void test(`recovery: ${c.name} in a segment sealed before the crash (a later segment exists): quarantined`, async () => {
+    const { fs, opts } = await dirWithSegment(c.bytes);
+    // Segment 2 was created (header only) when the crash came; its seal's state write for 1 never landed.
+    const next = buildSegment([], { id: 2n });
+    await putFile(fs, path.join(DIR, '00000000000000000002.wal'), next.bytes);
+    const wal = await openWal(opts);
+    const r = wal.recovery;
+    assert.deepEqual(
+      r.quarantined.map((q) => q.fileName),
+      ['00000000000000000001.wal'],
+    );
+    assert.deepEqual(r.truncations, []);
+    assert.deepEqual(r.removedEmpty, ['00000000000000000002.wal']);
+    const kept = await fs.readFile(path.join(DIR, 'quarantine', '00000000000000000001.wal'));
+    assert.deepEqual(Buffer.from(kept), Buffer.from(c.bytes));
+    assert.equal(wal.sealedSegments().length, 0);
+    if (!c.name.includes('seq')) assert.ok(wal.stats().nextSeq > BigInt(seg.lastSeq));
+    await wal.close();
   });
 }
 

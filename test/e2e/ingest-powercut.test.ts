@@ -82,12 +82,16 @@ async function iteration(seed: number, variant: 'correct' | 'no-datasync'): Prom
   const node = await startNode(config, { fs, apiKeys: null });
   const torn = rnd() < 0.7;
   const cutAtOp = 1 + Math.floor(rnd() * 600);
+  // Half the torn cuts keep unsynced pages in any order: with the pipelined
+  // writer a later group's pages may survive an earlier, unsynced group's.
+  const scatteredPageBytes = torn && rnd() < 0.5 ? 256 + Math.floor(rnd() * 3840) : undefined;
   const { ledger, rebooted, oldShutdown } = await loadUntilPowerCut({
     node,
     mem,
     fs,
     cutAtOp,
     torn,
+    ...(scatteredPageBytes !== undefined ? { scatteredPageBytes } : {}),
     random: rnd,
     concurrency: 16,
     idPrefix: `s${seed}`,

@@ -133,6 +133,13 @@ export const WalSchema = Type.Object(
       60_000,
       100,
     ),
+    pipelineDepth: Type.Integer({
+      minimum: 1,
+      maximum: 16,
+      default: 2,
+      description:
+        "Group-commit pipeline depth: write groups written but not yet acknowledged. 2 writes the next group while the previous one's fdatasync runs; 1 writes, syncs and acknowledges one group at a time. A record is still acknowledged only after an fdatasync that began after it (and every earlier record) was written.",
+    }),
   },
   block('The write-ahead log: every accepted record is here before the node answers 202.'),
 );

@@ -11,7 +11,10 @@
 //   was never dir-synced is gone after a cut.
 // - Optionally (`tornTail`) a seeded-random prefix of each file's unsynced
 //   appended bytes survives, sometimes with its end zero-filled (the size made
-//   it to disk, the data blocks did not), because real disks do that.
+//   it to disk, the data blocks did not), because real disks do that. With
+//   `scatteredPageBytes` the pages of that prefix survive each on its own, in
+//   no order (a lost page reads as zeros): the disk wrote back some of the
+//   unsynced pages and not others, e.g. a later write's and not an earlier one's.
 //
 // `crash()` freezes this instance: every later operation, and every operation
 // still in flight, rejects with EIO ("power cut") and has no effect. It returns
@@ -62,6 +65,12 @@ export interface PowerCutOptions {
 export interface CrashOptions {
   /** Let a random prefix of each file's unsynced appended bytes survive. Default false. */
   readonly tornTail?: boolean;
+  /**
+   * With tornTail: keep each page (this many bytes, aligned to file offsets)
+   * of that prefix or lose it (zeros) independently, instead of keeping a
+   * prefix whole. Models write-back in any order. Default: off.
+   */
+  readonly scatteredPageBytes?: number;
 }
 
 export class PowerCutFileSystem implements FileSystem {
@@ -131,10 +140,19 @@ export class PowerCutFileSystem implements FileSystem {
     const current = file.data.subarray(0, file.size);
     const extra = file.size - file.durable.length;
     if (options.tornTail === true && extra > 0 && startsWith(current, file.durable)) {
-      const keep = Math.floor(this.#random() * (extra + 1));
+      const page = options.scatteredPageBytes;
+      const scattered = page !== undefined && page > 0;
+      // Scattered: the size often made it whole (it is journaled with the first
+      // page written back), whichever pages did.
+      const keep = scattered && this.#random() < 0.5 ? extra : Math.floor(this.#random() * (extra + 1));
       const out = new Uint8Array(file.durable.length + keep);
       out.set(current.subarray(0, out.length));
-      if (keep > 0 && this.#random() < 0.3) {
+      if (scattered) {
+        // Unsynced bytes in the page that holds the durable end are lost or kept with it.
+        for (let p = Math.floor(file.durable.length / page) * page; p < out.length; p += page) {
+          if (this.#random() < 0.5) out.fill(0, Math.max(p, file.durable.length), p + page);
+        }
+      } else if (keep > 0 && this.#random() < 0.3) {
         // Size reached the disk, some data blocks did not.
         const zeroFrom = file.durable.length + Math.floor(this.#random() * keep);
         out.fill(0, zeroFrom);

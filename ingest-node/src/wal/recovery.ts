@@ -168,6 +168,10 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
   }
   let maxFileId = 0n;
   let seqSeenMax = 0;
+  // The segment open at the crash can only be the highest id on disk: the
+  // writer drains its pipeline and seals a segment before it creates the next.
+  // Only there may several write groups have been unsynced at once.
+  const openId = segments.at(-1)?.id;
   for (const { name, id } of segments) {
     if (id > maxFileId) maxFileId = id;
     const file = path.join(dir, name);
@@ -223,6 +227,26 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
           { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length },
           'removed WAL segment with a torn header',
         );
+      } else if (id === openId) {
+        // The open segment's header is synced only by its first group's
+        // fdatasync; the disk may have written later pages and not the
+        // header's. No group of it was acknowledged then: a torn tail (the
+        // whole file), kept in quarantine/ and removed.
+        const copiedTo = await copyTailToQuarantine(ctx, name, bytes, 0);
+        await fs.unlink(file);
+        dirDirty = true;
+        report.removedEmpty.push(name);
+        report.truncations.push({
+          fileName: name,
+          fromBytes: bytes.length,
+          toBytes: 0,
+          tail: 'torn-groups',
+          ...(copiedTo !== undefined ? { copiedTo } : {}),
+        });
+        log.warn(
+          { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length, copiedTo },
+          'removed the open WAL segment: its header never reached the disk',
+        );
       } else {
         seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, 0, ctx.recordBytesMax));
         const reason = `segment header ${scan.headerDefect ?? 'bad'} with data after it`;
@@ -231,7 +255,14 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       }
       continue;
     }
-    if (scan.corruptAt !== undefined || scan.header.segmentId !== id) {
+    // A bad frame followed by a valid later group start: in a sealed (but
+    // unrecorded) segment every group was synced, so that is damage to synced
+    // data. In the open segment the pipelined writer writes group N+1 while
+    // group N's fdatasync runs, so the disk may have kept N+1 and not all of
+    // N: neither was acknowledged (acks wait for N's sync), and it is a torn
+    // tail like any other: cut at the last batch end, with a copy kept.
+    const tornGroups = scan.corruptAt !== undefined && id === openId;
+    if ((scan.corruptAt !== undefined && !tornGroups) || scan.header.segmentId !== id) {
       seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, scan.header.headerBytes, ctx.recordBytesMax));
       const reason =
         scan.corruptAt !== undefined
@@ -248,18 +279,19 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       // that might be someone's data without keeping a copy.
       const copiedTo = await copyTailToQuarantine(ctx, name, bytes.subarray(scan.goodBytes), scan.goodBytes);
       await truncateFile(fs, file, scan.goodBytes);
+      const tail = tornGroups ? 'torn-groups' : scan.tail;
       report.truncations.push({
         fileName: name,
         fromBytes: bytes.length,
         toBytes: scan.goodBytes,
-        tail: scan.tail,
+        tail,
         ...(copiedTo !== undefined ? { copiedTo } : {}),
       });
       log.warn(
         {
           dir,
           fileName: name,
-          tail: scan.tail,
+          tail,
           defect: scan.defect,
           fromBytes: bytes.length,
           toBytes: scan.goodBytes,

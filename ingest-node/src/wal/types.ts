@@ -108,6 +108,14 @@ export interface DurableWalStats extends WalStats {
   /** Bytes of appends accepted but not yet acknowledged (queued + being written). */
   readonly queuedBytes: number;
   readonly queuedAppends: number;
+  /** Configured bound on groups written but not yet acknowledged (group-commit pipeline depth). */
+  readonly pipelineDepth: number;
+  /** Groups written or being written and not yet acknowledged, now. */
+  readonly pipelineGroupsInFlight: number;
+  /** Group writes started while an fdatasync of an earlier group was in flight (the pipeline at work). */
+  readonly pipelinedWritesTotal: number;
+  /** Group writes started (pipelinedWritesTotal / this: how often the pipeline overlaps). */
+  readonly groupWritesTotal: number;
   /** Sealed segments not yet delivered, and their bytes (the delivery backlog). */
   readonly undeliveredSegments: number;
   readonly undeliveredBytes: number;
@@ -181,6 +189,11 @@ export interface WalOptions {
   readonly queueBytesMax?: number;
   /** Bound on one group (one write + one fdatasync). */
   readonly groupBytesMax?: number;
+  /**
+   * Groups written but not yet acknowledged (1…16; 1 = write, sync, ack,
+   * then the next group). Default PIPELINE_DEPTH_DEFAULT (2).
+   */
+  readonly pipelineDepth?: number;
   readonly timers?: Timers;
   /** Randomness for the epoch (tests pass a seeded one). Default crypto.randomBytes. */
   readonly randomBytes?: (n: number) => Uint8Array;

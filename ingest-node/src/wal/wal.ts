@@ -2,17 +2,22 @@
 // frames are in the segment file and an fdatasync that began after they were
 // written has returned.
 //
-// Shape of the hot path (one writer loop, no locks):
-//   append() validates, counts bytes against queueBytesMax, queues, kicks the loop.
-//   The loop takes every queued append that fits one group (groupBytesMax, and
-//   what is left of the segment), assigns seqs, encodes all frames into one
-//   reused buffer, issues ONE write and ONE fdatasync, then resolves the whole
-//   group. Appends arriving meanwhile queue for the next group, so a sync in
-//   progress never acknowledges records written after it began.
+// Shape of the hot path (one writer, no locks): append() validates, counts
+// bytes against queueBytesMax, queues, kicks the writer. The writer takes
+// every queued append that fits one group (groupBytesMax, and what is left of
+// the segment), assigns seqs, encodes all frames into one reused buffer and
+// issues ONE write. Groups are pipelined: group N+1 is encoded and written
+// while group N's fdatasync runs, up to pipelineDepth groups written and not
+// yet acknowledged. At most one write and one fdatasync are in flight; a sync
+// covers every group whose write completed before it started, and a group is
+// acknowledged only when such a sync returns, in order, so a sync in
+// progress never acknowledges records written after it began.
 //
-// Failure of a group's write or sync (EIO, ENOSPC, short write): seqs rewind,
-// the file is truncated back to the group's start and fsynced, every append
-// of the group rejects (WAL_WRITE_FAILED) and the next group carries on. If
+// Failure of a group's write or sync (EIO, ENOSPC, short write): once the
+// operation in flight settled, seqs rewind, the file is truncated back to the
+// start of the first unacknowledged group and fsynced, every append of that
+// group and of the groups written after it rejects (WAL_WRITE_FAILED) and the
+// next group carries on. If
 // the truncate or its fsync fails too, the segment is sealed at the group's
 // start (the state file records that length, so recovery cuts the failed
 // group off even if it reached the disk) and the next group opens a new
@@ -78,6 +83,14 @@ export const QUEUE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024;
  */
 export const GROUP_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
 /**
+ * Groups written but not yet acknowledged. 2: group N+1 is encoded and
+ * written while group N's fdatasync runs, so the disk is never idle waiting
+ * for the event loop; more buys little, since syncs never overlap and one
+ * sync covers every group written before it starts.
+ */
+export const PIPELINE_DEPTH_DEFAULT = 2;
+export const PIPELINE_DEPTH_LIMIT = 16;
+/**
  * Cap of the delay between retries of a seal's state write. The retries
  * themselves are not bounded: a seal that is never announced holds back every
  * later commit marker, so giving up would stall delivery until a restart.
@@ -114,14 +127,34 @@ interface OpenSegment {
   readonly path: string;
   readonly handle: FileHandle;
   readonly epoch: string;
+  readonly headerBytes: number;
   /** Durable length: header + every acknowledged group. */
   bytes: number;
+  /** Where the next group goes: `bytes` plus the groups in flight. */
+  writePos: number;
   records: number;
   firstSeq: number;
   lastSeq: number;
   firstIngestMicros: number;
   lastIngestMicros: number;
   firstRecordMonoMs: number;
+}
+
+/** A group written (or being written) and not yet acknowledged or failed. */
+interface InflightGroup {
+  readonly seg: OpenSegment;
+  readonly appends: readonly PendingAppend[];
+  /** What the appends count against queueBytesMax. */
+  readonly queuedBytes: number;
+  readonly pos: number;
+  /** Encoded length. */
+  readonly bytes: number;
+  readonly firstSeq: number;
+  /** One past the last seq. */
+  readonly endSeq: number;
+  readonly ingest: number;
+  /** The write completed (a sync that starts from now on covers it). */
+  written: boolean;
 }
 
 interface SealRequest {
@@ -140,6 +173,10 @@ export async function openWal(options: WalOptions): Promise<Wal> {
   const recordBytesMax = options.recordBytesMax ?? RECORD_BYTES_MAX_DEFAULT;
   if (!(recordBytesMax > 0 && recordBytesMax <= RECORD_BYTES_MAX_LIMIT)) {
     throw new RangeError(`recordBytesMax must be in (0, ${RECORD_BYTES_MAX_LIMIT}]`);
+  }
+  const depth = options.pipelineDepth ?? PIPELINE_DEPTH_DEFAULT;
+  if (!(Number.isInteger(depth) && depth >= 1 && depth <= PIPELINE_DEPTH_LIMIT)) {
+    throw new RangeError(`pipelineDepth must be an integer in [1, ${PIPELINE_DEPTH_LIMIT}]`);
   }
   const dir = path.resolve(options.dir);
   const recovered = await recoverWalDir({
@@ -167,6 +204,7 @@ class WriteAheadLogImpl implements Wal {
   readonly #recordBytesMax: number;
   readonly #queueBytesMax: number;
   readonly #groupBytesMax: number;
+  readonly #pipelineDepth: number;
   readonly #state: WalState;
   readonly #persister: StatePersister;
 
@@ -175,7 +213,17 @@ class WriteAheadLogImpl implements Wal {
   #queueHead = 0;
   #queuedBytes = 0;
   #queuedAppends = 0;
-  #running = false;
+  #pumping = false;
+  #pumpAgain = false;
+  /** Groups written or being written, not yet acknowledged, in order (≤ pipelineDepth). */
+  #inflight: InflightGroup[] = [];
+  /** A group write (or a segment creation) is in flight; never two. */
+  #writing = false;
+  /** An fdatasync is in flight; never two. */
+  #syncing = false;
+  /** The first failure of a write or sync in flight; the undo runs once nothing is. */
+  #fault: { readonly err: unknown } | undefined;
+  #undoing = false;
   #sealRequests: SealRequest[] = [];
   #idleWaiters: (() => void)[] = [];
   #open: OpenSegment | undefined;
@@ -200,6 +248,8 @@ class WriteAheadLogImpl implements Wal {
   #recordsTotal = 0;
   #bytesTotal = 0;
   #syncsTotal = 0;
+  #pipelinedWritesTotal = 0;
+  #groupWritesTotal = 0;
   #writeFailuresTotal = 0;
   #quarantinedTotal: number;
 
@@ -222,6 +272,7 @@ class WriteAheadLogImpl implements Wal {
     this.#recordBytesMax = recordBytesMax;
     this.#queueBytesMax = options.queueBytesMax ?? QUEUE_BYTES_MAX_DEFAULT;
     this.#groupBytesMax = options.groupBytesMax ?? GROUP_BYTES_MAX_DEFAULT;
+    this.#pipelineDepth = options.pipelineDepth ?? PIPELINE_DEPTH_DEFAULT;
     this.#state = recovered.state;
     this.#nextSeq = recovered.nextSeq;
     this.#nextSegmentId = recovered.nextSegmentId;
@@ -276,40 +327,277 @@ class WriteAheadLogImpl implements Wal {
   }
 
   #kick(): void {
-    if (this.#running) return;
-    this.#running = true;
-    void this.#run();
-  }
-
-  async #run(): Promise<void> {
+    if (this.#pumping) {
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#pumping = true;
     try {
-      for (;;) {
-        if (this.#sealRequests.length > 0) {
-          const requests = this.#sealRequests;
-          this.#sealRequests = [];
-          this.#sealAndReport(requests[0]!.reason, requests);
-          continue;
-        }
-        if (this.#queueHead >= this.#queue.length) break;
-        await this.#commitGroup();
-      }
+      do {
+        this.#pumpAgain = false;
+        this.#step();
+      } while (this.#pumpAgain);
     } catch (err) {
-      // #commitGroup handles its own failures; reaching here is a bug. Fail
+      // #step handles I/O failures itself; reaching here is a bug. Fail
       // loudly rather than leave appends hanging.
       this.#log.error({ err, dir: this.dir }, 'WAL writer loop crashed');
       this.#failed = new WalError(WalErrorCode.failed, 'WAL writer loop crashed', { cause: err });
       this.#rejectQueued(this.#failed);
     } finally {
-      this.#running = false;
+      this.#pumping = false;
+    }
+    if (this.#idle()) {
       const waiters = this.#idleWaiters;
       this.#idleWaiters = [];
       for (const w of waiters) w();
     }
   }
 
+  #idle(): boolean {
+    return (
+      !this.#writing &&
+      !this.#syncing &&
+      !this.#undoing &&
+      this.#inflight.length === 0 &&
+      this.#sealRequests.length === 0 &&
+      this.#queueHead >= this.#queue.length
+    );
+  }
+
   #whenIdle(): Promise<void> {
-    if (!this.#running && this.#queueHead >= this.#queue.length) return Promise.resolve();
+    if (this.#idle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * One decision of the writer: starts whatever the pipeline allows now. Every
+   * I/O completion calls #kick again. At most one write and one fdatasync are
+   * in flight; writes and syncs may overlap, two syncs never do (a sync that
+   * misses another's EIO on the same file would acknowledge lost bytes).
+   */
+  #step(): void {
+    if (this.#undoing) return;
+    if (this.#fault !== undefined) {
+      // Let the write or sync in flight settle first: a sync that succeeds
+      // still acknowledges what it covered, and no write may land after the
+      // undo's truncate.
+      if (!this.#writing && !this.#syncing) this.#startUndo();
+      return;
+    }
+    if (!this.#syncing) {
+      // Every group whose write completed: one fdatasync that starts now covers them all.
+      let n = 0;
+      while (n < this.#inflight.length && this.#inflight[n]!.written) n++;
+      if (n > 0) this.#startSync(n);
+    }
+    if (!this.#writing) this.#startWrite();
+  }
+
+  #startWrite(): void {
+    if (this.#failed !== undefined) {
+      this.#rejectQueued(this.#failed);
+      return;
+    }
+    const hasQueued = this.#queueHead < this.#queue.length;
+    const open = this.#open;
+    const drained = this.#inflight.length === 0 && !this.#syncing;
+    if (this.#sealRequests.length > 0) {
+      // Seals happen between groups with nothing in flight: a sealed segment
+      // holds only synced groups (recovery relies on it).
+      if (!drained) return;
+      const requests = this.#sealRequests;
+      this.#sealRequests = [];
+      this.#sealAndReport(requests[0]!.reason, requests);
+      this.#pumpAgain = true;
+      return;
+    }
+    if (open !== undefined && open.writePos > open.headerBytes) {
+      const full =
+        open.writePos >= this.#segmentBytesMax ||
+        (hasQueued && this.#queue[this.#queueHead]!.bytes > this.#segmentBytesMax - open.writePos);
+      if (full) {
+        if (!drained) return;
+        this.#sealAndReport('size', []);
+        this.#pumpAgain = true;
+        return;
+      }
+    }
+    if (!hasQueued) return;
+    if (open === undefined) {
+      this.#writing = true;
+      this.#createSegment().then(
+        () => {
+          this.#writing = false;
+          this.#kick();
+        },
+        (err: unknown) => {
+          this.#writing = false;
+          this.#writeFailuresTotal++;
+          this.#log.error({ err, dir: this.dir }, 'could not create a WAL segment');
+          if (this.#queueHead >= this.#queue.length) {
+            this.#kick();
+            return;
+          }
+          const group = this.#takeGroup(this.#groupBytesMax);
+          this.#settleFailed(
+            group,
+            sumBytes(group),
+            new WalError(WalErrorCode.writeFailed, 'WAL segment creation failed', { cause: err }),
+          );
+          this.#kick();
+        },
+      );
+      return;
+    }
+    if (this.#inflight.length >= this.#pipelineDepth) return;
+    this.#writeGroup(open);
+  }
+
+  /** Builds the next group from the queue and writes it at the segment's write position. */
+  #writeGroup(seg: OpenSegment): void {
+    // At least one append, even if it alone overflows the segment.
+    const appends = this.#takeGroup(Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.writePos));
+    const queuedBytes = sumBytes(appends);
+    // Encode the whole group into one buffer: one write. Writes never overlap,
+    // so one reused buffer is enough.
+    const buf = this.#buffer(queuedBytes);
+    const firstSeq = this.#nextSeq;
+    let seq = firstSeq;
+    const ingest = Math.max(this.#lastIngestMicros, Number(this.#clock.nowMicros()));
+    let off = 0;
+    let flags: number = FrameFlags.groupStart;
+    for (const a of appends) {
+      a.firstSeq = seq;
+      const records = a.records;
+      const last = records.length - 1;
+      for (let i = 0; i <= last; i++) {
+        off = encodeFrameInto(
+          buf,
+          off,
+          seq++,
+          ingest,
+          a.format,
+          i === last ? flags | FrameFlags.batchEnd : flags,
+          records[i]!,
+        );
+        flags = 0;
+      }
+    }
+    // Seqs and the write position move on now, for the next group; an undo
+    // rewinds both to the first failed group.
+    this.#nextSeq = seq;
+    this.#lastIngestMicros = ingest;
+    const pos = seg.writePos;
+    seg.writePos = pos + off;
+    const group: InflightGroup = {
+      seg,
+      appends,
+      queuedBytes,
+      pos,
+      bytes: off,
+      firstSeq,
+      endSeq: seq,
+      ingest,
+      written: false,
+    };
+    this.#groupWritesTotal++;
+    if (this.#syncing) this.#pipelinedWritesTotal++;
+    this.#inflight.push(group);
+    this.#writing = true;
+    seg.handle.write([off === buf.length ? buf : buf.subarray(0, off)], pos).then(
+      (n) => {
+        this.#writing = false;
+        if (n !== off)
+          this.#fault ??= { err: fsError('EIO', 'write', seg.path, `short write (${n} of ${off} bytes)`) };
+        else group.written = true;
+        this.#kick();
+      },
+      (err: unknown) => {
+        this.#writing = false;
+        this.#fault ??= { err };
+        this.#kick();
+      },
+    );
+  }
+
+  /** One fdatasync for the first `n` in-flight groups (all written before it starts). */
+  #startSync(n: number): void {
+    const seg = this.#inflight[0]!.seg;
+    this.#syncing = true;
+    seg.handle.datasync().then(
+      () => {
+        this.#syncing = false;
+        this.#syncsTotal++;
+        // Acknowledged in order, each only after its own sync (which began
+        // after its write and after every earlier group's sync returned).
+        this.#acknowledge(this.#inflight.splice(0, n));
+        this.#kick();
+      },
+      (err: unknown) => {
+        this.#syncing = false;
+        this.#fault ??= { err };
+        this.#kick();
+      },
+    );
+  }
+
+  #acknowledge(groups: readonly InflightGroup[]): void {
+    for (const g of groups) {
+      const seg = g.seg;
+      const count = g.endSeq - g.firstSeq;
+      if (seg.records === 0) {
+        seg.firstSeq = g.firstSeq;
+        seg.firstIngestMicros = g.ingest;
+        seg.firstRecordMonoMs = this.#clock.monotonicMs();
+        if (this.#open === seg) this.#armAgeTimer(this.#segmentAgeMsMax);
+      }
+      seg.bytes = g.pos + g.bytes;
+      seg.records += count;
+      seg.lastSeq = g.endSeq - 1;
+      seg.lastIngestMicros = g.ingest;
+      this.#appendsTotal += g.appends.length;
+      this.#recordsTotal += count;
+      this.#bytesTotal += g.bytes;
+      this.#queuedBytes -= g.queuedBytes;
+      this.#queuedAppends -= g.appends.length;
+      for (const a of g.appends) {
+        const k = a.records.length;
+        a.resolve({ firstSeq: BigInt(a.firstSeq), lastSeq: BigInt(a.firstSeq + k - 1), count: k });
+      }
+    }
+  }
+
+  /**
+   * A write or sync failed and nothing is in flight any more: every group not
+   * yet acknowledged fails (the failed one and the ones written after it),
+   * and the file is cut back to the first of them.
+   */
+  #startUndo(): void {
+    const cause = this.#fault?.err;
+    this.#fault = undefined;
+    const groups = this.#inflight;
+    this.#inflight = [];
+    const first = groups[0];
+    if (first === undefined) return;
+    this.#undoing = true;
+    this.#writeFailuresTotal++;
+    // The failed groups' seqs go to the next group, so acknowledged seqs stay gap-free.
+    this.#nextSeq = first.firstSeq;
+    this.#undoGroup(first.seg, first.pos, cause)
+      .then(
+        (failure) => {
+          for (const g of groups) this.#settleFailed(g.appends, g.queuedBytes, failure);
+        },
+        (err: unknown) => {
+          // #undoGroup turns its own failures into WAL_FAILED; this is a bug.
+          this.#failed ??= new WalError(WalErrorCode.failed, 'WAL undo crashed', { cause: err });
+          for (const g of groups) this.#settleFailed(g.appends, g.queuedBytes, this.#failed);
+        },
+      )
+      .finally(() => {
+        this.#undoing = false;
+        this.#kick();
+      });
   }
 
   #rejectQueued(err: unknown): void {
@@ -346,106 +634,6 @@ class WriteAheadLogImpl implements Wal {
     return group;
   }
 
-  async #commitGroup(): Promise<void> {
-    if (this.#failed !== undefined) {
-      this.#rejectQueued(this.#failed);
-      return;
-    }
-    // Rotate first if the next append does not fit what is left of the segment.
-    const open = this.#open;
-    if (
-      open !== undefined &&
-      open.records > 0 &&
-      this.#queue[this.#queueHead]!.bytes > this.#segmentBytesMax - open.bytes
-    ) {
-      this.#sealAndReport('size', []);
-    }
-    let seg = this.#open;
-    if (seg === undefined) {
-      try {
-        seg = await this.#createSegment();
-      } catch (err) {
-        this.#writeFailuresTotal++;
-        this.#log.error({ err, dir: this.dir }, 'could not create a WAL segment');
-        const group = this.#takeGroup(this.#groupBytesMax);
-        this.#settleFailed(
-          group,
-          sumBytes(group),
-          new WalError(WalErrorCode.writeFailed, 'WAL segment creation failed', { cause: err }),
-        );
-        return;
-      }
-    }
-    // Taken only now, so appends that arrived while the segment was being
-    // created join this group. At least one append, even if it alone
-    // overflows the segment.
-    const group = this.#takeGroup(Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.bytes));
-    const groupBytes = sumBytes(group);
-
-    // Encode the whole group into one buffer: one write, one sync.
-    const buf = this.#buffer(groupBytes);
-    const groupFirstSeq = this.#nextSeq;
-    let seq = groupFirstSeq;
-    const ingest = Math.max(this.#lastIngestMicros, Number(this.#clock.nowMicros()));
-    let off = 0;
-    let flags: number = FrameFlags.groupStart;
-    for (const a of group) {
-      a.firstSeq = seq;
-      const records = a.records;
-      const last = records.length - 1;
-      for (let i = 0; i <= last; i++) {
-        off = encodeFrameInto(
-          buf,
-          off,
-          seq++,
-          ingest,
-          a.format,
-          i === last ? flags | FrameFlags.batchEnd : flags,
-          records[i]!,
-        );
-        flags = 0;
-      }
-    }
-    const pos = seg.bytes;
-    try {
-      const n = await seg.handle.write([off === buf.length ? buf : buf.subarray(0, off)], pos);
-      if (n !== off) throw fsError('EIO', 'write', seg.path, `short write (${n} of ${off} bytes)`);
-      await seg.handle.datasync();
-      this.#syncsTotal++;
-    } catch (err) {
-      this.#writeFailuresTotal++;
-      // #nextSeq was never advanced: the next group reuses this group's
-      // seqs, so acknowledged seqs stay gap-free.
-      const failure = await this.#undoGroup(seg, pos, err);
-      this.#settleFailed(group, groupBytes, failure);
-      return;
-    }
-
-    this.#nextSeq = seq;
-    this.#lastIngestMicros = ingest;
-    const count = seq - groupFirstSeq;
-    if (seg.records === 0) {
-      seg.firstSeq = groupFirstSeq;
-      seg.firstIngestMicros = ingest;
-      seg.firstRecordMonoMs = this.#clock.monotonicMs();
-      this.#armAgeTimer(this.#segmentAgeMsMax);
-    }
-    seg.bytes = pos + off;
-    seg.records += count;
-    seg.lastSeq = seq - 1;
-    seg.lastIngestMicros = ingest;
-    this.#appendsTotal += group.length;
-    this.#recordsTotal += count;
-    this.#bytesTotal += off;
-    this.#queuedBytes -= groupBytes;
-    this.#queuedAppends -= group.length;
-    for (const a of group) {
-      const n = a.records.length;
-      a.resolve({ firstSeq: BigInt(a.firstSeq), lastSeq: BigInt(a.firstSeq + n - 1), count: n });
-    }
-    if (seg.bytes >= this.#segmentBytesMax) this.#sealAndReport('size', []);
-  }
-
   #settleFailed(group: readonly PendingAppend[], groupBytes: number, err: WalError): void {
     this.#queuedBytes -= groupBytes;
     this.#queuedAppends -= group.length;
@@ -480,6 +668,7 @@ class WriteAheadLogImpl implements Wal {
       // fsync, not fdatasync: the truncate must be on disk before we reject,
       // or the failed group could reappear after a crash.
       await seg.handle.sync();
+      seg.writePos = pos;
       return failure;
     } catch (err) {
       this.#log.error(
@@ -557,7 +746,9 @@ class WriteAheadLogImpl implements Wal {
       path: file,
       handle,
       epoch: this.#state.epoch,
+      headerBytes: header.length,
       bytes: header.length,
+      writePos: header.length,
       records: 0,
       firstSeq: 0,
       lastSeq: 0,
@@ -839,6 +1030,10 @@ class WriteAheadLogImpl implements Wal {
       nextSeq: BigInt(this.#nextSeq),
       appendsTotal: this.#appendsTotal,
       syncsTotal: this.#syncsTotal,
+      pipelineDepth: this.#pipelineDepth,
+      pipelineGroupsInFlight: this.#inflight.length,
+      pipelinedWritesTotal: this.#pipelinedWritesTotal,
+      groupWritesTotal: this.#groupWritesTotal,
       queuedBytes: this.#queuedBytes,
       queuedAppends: this.#queuedAppends,
       undeliveredSegments,

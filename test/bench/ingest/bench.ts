@@ -16,7 +16,9 @@
 //   npm run bench:ingest -- [--duration 10] [--runs 3] [--warmup 2] [--connections 64]
 //                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3] [--delivery]
 //                           [--segment-mb N]   (wal.segmentBytesMax; 16 with --delivery, else the default)
-//   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB)
+//                           [--pipeline-depth N]   (wal.pipelineDepth, the group-commit pipeline; default 2)
+//   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB,
+//    _PIPELINE_DEPTH)
 //
 // Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
 // p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable; with delivery, RSS ≤ 400 MiB.
@@ -54,6 +56,7 @@ const { values: args } = parseArgs({
     baseline: { type: 'string', default: env('BASELINE', '3') },
     delivery: { type: 'boolean', default: env('DELIVERY', '') === '1' },
     'segment-mb': { type: 'string', default: env('SEGMENT_MB', '') },
+    'pipeline-depth': { type: 'string', default: env('PIPELINE_DEPTH', '') },
   },
 });
 const DURATION_S = Number(args.duration);
@@ -70,6 +73,8 @@ const DELIVERY = args.delivery;
 // delivery is the only difference between them.
 const SEGMENT_BYTES_MAX =
   args['segment-mb'] !== '' ? Number(args['segment-mb']) * MiB : DELIVERY ? 16 * MiB : undefined;
+/** wal.pipelineDepth (group-commit pipeline depth); the config default unless given. */
+const PIPELINE_DEPTH = args['pipeline-depth'] !== '' ? Number(args['pipeline-depth']) : undefined;
 const EXAMPLE_VIEW = path.join(here, '..', '..', '..', 'docs', 'examples', 'views', 'page_views.yaml');
 
 type Target = 'null' | 'landfall' | 'landfall+delivery';
@@ -117,7 +122,11 @@ async function startLandfall(dir: string, delivery?: DeliveryTarget): Promise<Se
   const node = await startNode(
     defaultConfig({
       listen: { port: 0 },
-      wal: { dir, ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}) },
+      wal: {
+        dir,
+        ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}),
+        ...(PIPELINE_DEPTH !== undefined ? { pipelineDepth: PIPELINE_DEPTH } : {}),
+      },
       endpoint: { name: 'bench' },
       instance: { id: 'bench-0' },
       ...(delivery !== undefined
@@ -214,6 +223,9 @@ interface RunResult {
   /** Landfall only: fdatasyncs per second and appends per fdatasync (group size). */
   readonly syncsPerS?: number;
   readonly appendsPerSync?: number;
+  /** Landfall only: the group-commit pipeline depth, and the share of group writes that overlapped a sync. */
+  readonly pipelineDepth?: number;
+  readonly pipelinedShare?: number;
   readonly loadavg1: number;
   readonly load: LoadResult;
 }
@@ -284,6 +296,14 @@ async function measure(
       ...(syncs !== undefined && appends !== undefined
         ? { syncsPerS: syncs / wallS, appendsPerSync: syncs === 0 ? 0 : appends / syncs }
         : {}),
+      ...(wal0 !== undefined && wal1 !== undefined
+        ? {
+            pipelineDepth: wal1.pipelineDepth,
+            pipelinedShare:
+              (wal1.pipelinedWritesTotal - wal0.pipelinedWritesTotal) /
+              Math.max(1, wal1.groupWritesTotal - wal0.groupWritesTotal),
+          }
+        : {}),
       loadavg1: loadavg()[0]!,
       load,
     };
@@ -338,6 +358,8 @@ type Summary = Record<(typeof KEYS)[number], number> & {
   errors: number;
   syncsPerS?: number;
   appendsPerSync?: number;
+  pipelineDepth?: number;
+  pipelinedShare?: number;
   markers?: number;
 };
 
@@ -349,6 +371,10 @@ function summarize(rs: readonly RunResult[]): Summary {
   if (rs.every((r) => r.syncsPerS !== undefined)) {
     out.syncsPerS = median(rs.map((r) => r.syncsPerS!));
     out.appendsPerSync = median(rs.map((r) => r.appendsPerSync!));
+  }
+  if (rs.every((r) => r.pipelineDepth !== undefined)) {
+    out.pipelineDepth = rs[0]!.pipelineDepth!;
+    out.pipelinedShare = median(rs.map((r) => r.pipelinedShare!));
   }
   if (rs.every((r) => r.markers !== undefined)) out.markers = median(rs.map((r) => r.markers!));
   return out;
@@ -399,6 +425,9 @@ async function main(): Promise<void> {
               `loop delay p99 ${fmt(r.eventLoopDelayP99Ms, 1)} ms rss ${fmt(r.rssMaxMiB)} MiB` +
               (r.syncsPerS !== undefined
                 ? `  ${fmt(r.syncsPerS)} syncs/s, ${fmt(r.appendsPerSync ?? 0, 1)} appends/sync`
+                : '') +
+              (r.pipelineDepth !== undefined
+                ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync)`
                 : '') +
               (r.markers !== undefined ? `  ${r.markers} segments delivered` : '') +
               (r.non202 + r.errors > 0 ? `  non-202 ${r.non202} errors ${r.errors}` : '') +
@@ -503,7 +532,9 @@ async function main(): Promise<void> {
     if (s[1].landfall.syncsPerS !== undefined)
       goals.push(
         `${s[0]}: landfall group commit ${fmt(s[1].landfall.syncsPerS)} fdatasyncs/s, ` +
-          `${fmt(s[1].landfall.appendsPerSync ?? 0, 1)} requests per fdatasync`,
+          `${fmt(s[1].landfall.appendsPerSync ?? 0, 1)} requests per fdatasync, ` +
+          `pipeline depth ${s[1].landfall.pipelineDepth ?? '-'} ` +
+          `(${fmt(100 * (s[1].landfall.pipelinedShare ?? 0))}% of group writes overlapped an fdatasync)`,
       );
   console.log([...lines, '', ...goals].join('\n'));
 

@@ -55,6 +55,8 @@ export interface PowerCutLoadOptions {
   readonly cutAtOp: number;
   /** Keep a torn tail at the cut (a page half written). */
   readonly torn: boolean;
+  /** With torn: unsynced pages of this size survive each on its own, in any order (PowerCutFileSystem). */
+  readonly scatteredPageBytes?: number;
   readonly random: () => number;
   readonly concurrency: number;
   readonly idPrefix: string;
@@ -76,7 +78,10 @@ export async function loadUntilPowerCut(o: PowerCutLoadOptions): Promise<PowerCu
   const cut = (): void => {
     if (rebooted !== undefined) return;
     // One synchronous step: the disk stops, and nothing else reaches a client.
-    rebooted = mem.crash({ tornTail: o.torn });
+    rebooted = mem.crash({
+      tornTail: o.torn,
+      ...(o.scatteredPageBytes !== undefined ? { scatteredPageBytes: o.scatteredPageBytes } : {}),
+    });
     stopped = true;
     node.server.app.server.close();
     node.server.app.server.closeAllConnections();

@@ -35,7 +35,7 @@ import type { RunningDelivery } from './delivery/config.ts';
 import { startParquetOutputs } from './delivery/parquet-producers.ts';
 import type { ParquetOutputs } from './delivery/parquet-producers.ts';
 import { icebergTableCommit } from './iceberg/delivery.ts';
-import { restCatalogFrom } from './iceberg/auth.ts';
+import { catalogAuthFrom, restCatalogFrom } from './iceberg/auth.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { startCompactionSchedule, type CompactionSchedule } from './iceberg/schedule.ts';
 import type { ObjectStore } from './store/types.ts';
@@ -177,10 +177,21 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
       // SigV4 to the catalog signs with the same identity the node writes S3 with.
       const awsCredentials = (): AwsCredentialIdentityProvider =>
         createCredentialsProvider(credentialsFromBlock(config.credentials), { logger: log });
+      // One catalog auth for every client of the node: one OAuth2 token, one bearer file watch.
+      const shared =
+        catalogUri !== undefined
+          ? {
+              auth: catalogAuthFrom(catalogUri, config.iceberg.auth, {
+                requestTimeoutMs: config.iceberg.requestTimeoutMs,
+                log,
+                awsCredentials,
+              }),
+            }
+          : {};
       // View files carry their tables' field ids (iceberg/field-ids.ts).
       const fieldIds =
         catalogUri !== undefined && config.s3.bucket !== undefined
-          ? icebergFieldIds({ config: { ...config.iceberg, catalogUri }, log, awsCredentials })
+          ? icebergFieldIds({ config: { ...config.iceberg, catalogUri }, log, awsCredentials, ...shared })
           : undefined;
       if (config.s3.bucket !== undefined || config.s3.localDir !== undefined)
         parquet = await startParquetOutputs(config, {
@@ -194,6 +205,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
                   config: { ...config.iceberg, catalogUri },
                   log,
                   awsCredentials,
+                  ...shared,
                 }),
               }
             : {}),
@@ -210,6 +222,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
               views: (segment) => views?.viewsAt(segment.sealedAtMs) ?? [],
               log,
               awsCredentials,
+              ...shared,
             })
           : undefined;
       // The compaction schedule works through the store delivery opens.
@@ -236,7 +249,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
         compaction = startCompactionSchedule({
           config: config.iceberg.compaction,
           // The same catalog auth as the appends (a catalog that needs a token for one needs it for both).
-          catalog: restCatalogFrom({ ...config.iceberg, catalogUri }, { log, awsCredentials }),
+          catalog: restCatalogFrom({ ...config.iceberg, catalogUri }, { log, awsCredentials, ...shared }),
           bucket: config.s3.bucket,
           store: () => deliveryStore,
           db: parquetDb,

@@ -155,6 +155,8 @@ void test('an Endpoint with a catalog (OAuth2 from a Secret) and a View with a t
       warehouse: 'analytics',
       requestTimeoutMs: 30_000,
       conflictRetriesMax: 20,
+      // Compaction stays off (the schedule is the node's default; the operator sets none).
+      compaction: { intervalMs: 0, targetFileBytes: 134_217_728, minFiles: 10, binsMax: 100 },
       auth: {
         type: 'oauth2',
         clientIdFile: '/etc/landfall/iceberg/client-id',

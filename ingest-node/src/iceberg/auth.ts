@@ -448,20 +448,30 @@ export type CatalogClientConfig = Omit<IcebergConfig, 'auth' | 'compaction'> & {
   readonly auth?: IcebergAuthConfig;
 };
 
+export interface CatalogClientDeps {
+  readonly fetch?: typeof fetch;
+  readonly log?: Logger;
+  readonly awsCredentials?: () => AwsCredentialIdentityProvider;
+  /**
+   * One auth shared by the node's clients (appends, lookups, compaction), so
+   * an OAuth2 token is fetched once, not once per client. Unset: made from config.
+   */
+  readonly auth?: CatalogAuth;
+}
+
 /** The node's catalog client from its `iceberg` config block (delivery, lookups, compaction, commands). */
-export function restCatalogFrom(
-  config: CatalogClientConfig,
-  deps: { fetch?: typeof fetch; log?: Logger; awsCredentials?: () => AwsCredentialIdentityProvider } = {},
-): RestCatalog {
+export function restCatalogFrom(config: CatalogClientConfig, deps: CatalogClientDeps = {}): RestCatalog {
   return new RestCatalog({
     uri: config.catalogUri,
     ...(config.warehouse !== undefined ? { warehouse: config.warehouse } : {}),
     requestTimeoutMs: config.requestTimeoutMs,
-    auth: catalogAuthFrom(
-      config.catalogUri,
-      config.auth ?? { type: 'none', refreshMarginMs: 0, tokenRetriesMax: 0 },
-      { requestTimeoutMs: config.requestTimeoutMs, ...deps },
-    ),
+    auth:
+      deps.auth ??
+      catalogAuthFrom(
+        config.catalogUri,
+        config.auth ?? { type: 'none', refreshMarginMs: 0, tokenRetriesMax: 0 },
+        { requestTimeoutMs: config.requestTimeoutMs, ...deps },
+      ),
     ...(deps.fetch !== undefined ? { fetch: deps.fetch } : {}),
   });
 }

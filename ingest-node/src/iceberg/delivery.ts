@@ -11,6 +11,7 @@ import type { ObjectStore } from '../store/types.ts';
 import type { CompiledView } from '../views/compile.ts';
 import type { SealedSegment } from '../wal/types.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
+import type { CatalogAuth } from './auth.ts';
 import { restCatalogFrom } from './auth.ts';
 import { IcebergWriter } from './commit.ts';
 import type { IcebergConfig } from './settings.ts';
@@ -42,6 +43,8 @@ export interface IcebergCommitOptions {
   readonly fetch?: typeof fetch;
   /** The node's AWS credentials, for `iceberg.auth.type: sigv4` (made only then). */
   readonly awsCredentials?: () => AwsCredentialIdentityProvider;
+  /** The node's one catalog auth (auth.ts CatalogClientDeps.auth). */
+  readonly auth?: CatalogAuth;
 }
 
 /** The pipeline's `tableCommit` for a node, given its opened store and prefix. */
@@ -53,6 +56,7 @@ export function icebergTableCommit(
     log,
     ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
     ...(o.awsCredentials !== undefined ? { awsCredentials: o.awsCredentials } : {}),
+    ...(o.auth !== undefined ? { auth: o.auth } : {}),
   });
   return (store, prefix) => {
     const writer = new IcebergWriter({

@@ -21,6 +21,7 @@
 import { IcebergError } from './errors.ts';
 import { silentLogger, type Logger } from '../log.ts';
 import type { CompiledView } from '../views/compile.ts';
+import type { CatalogAuth } from './auth.ts';
 import { restCatalogFrom, type CatalogClientConfig } from './auth.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
 import { checkViewFitsTable, viewToIcebergSchema } from './schema.ts';
@@ -34,6 +35,8 @@ export interface IcebergFieldIdsOptions {
   readonly fetch?: typeof fetch;
   /** The node's AWS credentials, for `iceberg.auth.type: sigv4`. */
   readonly awsCredentials?: () => AwsCredentialIdentityProvider;
+  /** The node's one catalog auth (auth.ts CatalogClientDeps.auth). */
+  readonly auth?: CatalogAuth;
   readonly nowMs?: () => number;
 }
 
@@ -48,6 +51,7 @@ export function icebergFieldIds(
       log,
       ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
       ...(o.awsCredentials !== undefined ? { awsCredentials: o.awsCredentials } : {}),
+      ...(o.auth !== undefined ? { auth: o.auth } : {}),
     },
   );
   const nowMs = o.nowMs ?? Date.now;

@@ -8,6 +8,7 @@
 import { silentLogger, type Logger } from '../log.ts';
 import type { CompiledView } from '../views/compile.ts';
 import { ViewError, ViewErrorCode } from '../views/errors.ts';
+import type { CatalogAuth } from './auth.ts';
 import { restCatalogFrom, type CatalogClientConfig } from './auth.ts';
 import type { RestCatalog } from './catalog.ts';
 import type { AwsCredentialIdentityProvider } from '@smithy/types';
@@ -19,6 +20,8 @@ export function icebergViewCheck(o: {
   readonly fetch?: typeof fetch;
   /** The node's AWS credentials, for `iceberg.auth.type: sigv4`. */
   readonly awsCredentials?: () => AwsCredentialIdentityProvider;
+  /** The node's one catalog auth (auth.ts CatalogClientDeps.auth). */
+  readonly auth?: CatalogAuth;
 }): (view: CompiledView) => Promise<void> {
   const log = o.log ?? silentLogger;
   // A load (node start, a reload) waits for this: bounded shorter than a commit's requests.
@@ -29,6 +32,7 @@ export function icebergViewCheck(o: {
       log,
       ...(o.fetch !== undefined ? { fetch: o.fetch } : {}),
       ...(o.awsCredentials !== undefined ? { awsCredentials: o.awsCredentials } : {}),
+      ...(o.auth !== undefined ? { auth: o.auth } : {}),
     },
   );
   return async (view) => {

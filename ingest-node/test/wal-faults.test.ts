@@ -292,3 +292,32 @@ void test('any later state write announces a seal still waiting for its own retr
   assert.deepEqual(announced, [1n, second!.id]);
   await wal.close();
 });
+
+void test('a failed WAL still settles seal() and close(): shutdown never hangs on a dead disk', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 12 }));
+  const wal = await openWal(walOptions(fs));
+  await wal.append([enc('ok-1')], RecordFormat.ndjson);
+  // A short write whose undo (truncate) fails, with the state file unwritable: WAL_FAILED.
+  fs.inject({ op: 'write', path: SEGMENT, fault: 'short' });
+  fs.inject({ op: 'truncate', path: SEGMENT, fault: 'EIO' });
+  fs.inject({ op: 'open', path: /state\.json\.tmp$/, fault: 'EIO', times: Infinity });
+  await assert.rejects(wal.append([enc('bad')], RecordFormat.ndjson));
+  assert.equal(wal.stats().failed, true);
+  // Bounded waits only to turn a hang into a failure message; settling at all is the point.
+  const settles = async (p: Promise<unknown>, what: string): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    const outcome = await Promise.race([
+      p.then(
+        () => 'settled',
+        () => 'settled',
+      ),
+      new Promise<string>((r) => {
+        timer = setTimeout(() => r('hung'), 5_000);
+      }),
+    ]);
+    clearTimeout(timer);
+    assert.equal(outcome, 'settled', `${what} on a failed WAL`);
+  };
+  await settles(wal.seal('drain'), 'seal()');
+  await settles(wal.close(), 'close()');
+});

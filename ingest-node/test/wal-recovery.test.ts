@@ -124,6 +124,14 @@ const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
     })(),
     expect: { kind: 'sealed', records: 3, bytes: seg.appendEnds[1]!, truncated: true, tail: 'torn-groups' },
   },
+  // But only within the pipeline's reach (wal.pipelineDepth, 2 here): with
+  // two valid groups after it, the bad frame is in a synced, acknowledged
+  // group — damage, quarantined whole, never cut as a torn tail.
+  {
+    name: 'bad CRC in the first group, two later groups follow (synced data: quarantined)',
+    bytes: flip(seg.bytes, seg.frames[0]! + 27),
+    expect: { kind: 'quarantined' },
+  },
   {
     name: 'corrupt length field in the last frame',
     bytes: setU32(seg.bytes, seg.frames[8]!, 1),
@@ -182,6 +190,8 @@ for (const c of table) {
         assert.equal((await fs.stat(path.join(DIR, s.fileName))).size, c.expect.bytes);
         assert.equal(r.truncations.length, c.expect.truncated ? 1 : 0);
         assert.equal(wal.stats().recoveryTruncationsTotal, c.expect.truncated ? 1 : 0);
+        // The cut groups' seqs are handed out again, as for any torn tail (within
+        // the pipeline's reach nothing of them was acknowledged).
         assert.equal(wal.stats().nextSeq, BigInt(c.expect.records + 1));
         if (c.expect.tail !== undefined) {
           const [t] = r.truncations;

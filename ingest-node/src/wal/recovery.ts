@@ -11,6 +11,7 @@ import { EPOCH_PATTERN, newEpoch } from './epoch.ts';
 import {
   SEGMENT_HEADER_BYTES_MAX,
   checkFrame,
+  FrameFlags,
   findGroupStart,
   frameSeqNumber,
   scanSegment,
@@ -58,6 +59,12 @@ export interface RecoveryContext {
   readonly clock: Clock;
   readonly log: Logger;
   readonly recordBytesMax: number;
+  /**
+   * wal.pipelineDepth: at most this many write groups were written and not
+   * acknowledged at a crash, so a bad frame with more valid groups after it
+   * is damage to synced data (quarantined), never a torn tail.
+   */
+  readonly pipelineDepth: number;
   readonly randomBytes: (n: number) => Uint8Array;
 }
 
@@ -261,7 +268,15 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     // group N's fdatasync runs, so the disk may have kept N+1 and not all of
     // N: neither was acknowledged (acks wait for N's sync), and it is a torn
     // tail like any other: cut at the last batch end, with a copy kept.
-    const tornGroups = scan.corruptAt !== undefined && id === openId;
+    // Only within the pipeline's reach: group N torn means at most
+    // pipelineDepth − 1 later groups were written after it; with more after
+    // the bad frame, synced (acknowledged) groups follow it, which is damage,
+    // not a crash (and the highest segment on disk may be a sealed one whose
+    // seal's state write was cut short, every group of it synced).
+    const tornGroups =
+      scan.corruptAt !== undefined &&
+      id === openId &&
+      groupStartsAfter(bytes, scan.corruptAt + 1, ctx.recordBytesMax, ctx.pipelineDepth) < ctx.pipelineDepth;
     if ((scan.corruptAt !== undefined && !tornGroups) || scan.header.segmentId !== id) {
       seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, scan.header.headerBytes, ctx.recordBytesMax));
       const reason =
@@ -472,6 +487,23 @@ async function readTail(fs: FileSystem, file: string, from: number, size: number
   } finally {
     await fh.close();
   }
+}
+
+/** Valid group-start frames at or after `from` (in valid chains), counted up to `limit`. */
+function groupStartsAfter(bytes: Uint8Array, from: number, recordBytesMax: number, limit: number): number {
+  let n = 0;
+  let p = findGroupStart(bytes, from, 1, recordBytesMax);
+  while (p >= 0) {
+    let q = p;
+    let end = checkFrame(bytes, q, recordBytesMax);
+    while (end >= 0) {
+      if ((bytes[q + 25]! & FrameFlags.groupStart) !== 0 && ++n >= limit) return n;
+      q = end;
+      end = checkFrame(bytes, q, recordBytesMax);
+    }
+    p = findGroupStart(bytes, q + 1, 1, recordBytesMax);
+  }
+  return n;
 }
 
 /** Highest seq of any valid frame chain found from `from` on (seqs in a quarantined file stay used). */

@@ -185,6 +185,7 @@ export async function openWal(options: WalOptions): Promise<Wal> {
     clock: options.clock,
     log: options.log,
     recordBytesMax,
+    pipelineDepth: depth,
     randomBytes: options.randomBytes ?? ((n) => cryptoRandomBytes(n)),
   });
   return new WriteAheadLogImpl(options, dir, recordBytesMax, recovered);
@@ -394,23 +395,26 @@ class WriteAheadLogImpl implements Wal {
   }
 
   #startWrite(): void {
-    if (this.#failed !== undefined) {
-      this.#rejectQueued(this.#failed);
-      return;
-    }
     const hasQueued = this.#queueHead < this.#queue.length;
     const open = this.#open;
     const drained = this.#inflight.length === 0 && !this.#syncing;
-    if (this.#sealRequests.length > 0) {
+    // Seals are answered before the failed check, as the writer always did: a
+    // failed WAL still settles seal() (it reports the failure), or close()
+    // would wait for ever on a request nothing serves.
+    if (this.#sealRequests.length > 0 && drained) {
       // Seals happen between groups with nothing in flight: a sealed segment
       // holds only synced groups (recovery relies on it).
-      if (!drained) return;
       const requests = this.#sealRequests;
       this.#sealRequests = [];
       this.#sealAndReport(requests[0]!.reason, requests);
       this.#pumpAgain = true;
       return;
     }
+    if (this.#failed !== undefined) {
+      this.#rejectQueued(this.#failed);
+      return;
+    }
+    if (this.#sealRequests.length > 0) return;
     if (open !== undefined && open.writePos > open.headerBytes) {
       const full =
         open.writePos >= this.#segmentBytesMax ||

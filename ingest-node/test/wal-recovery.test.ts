@@ -162,9 +162,14 @@ const table: { name: string; bytes: Uint8Array; expect: Outcome }[] = [
   // The header is synced by the first group's fdatasync only: in the open
   // segment a lost header page with later pages kept is a torn tail.
   {
-    name: 'bad header CRC with data after it (open segment: removed, copy kept)',
-    bytes: flip(seg.bytes, 17),
+    name: 'bad header CRC with two groups after it (open segment, within the pipeline: removed, copy kept)',
+    bytes: flip(buildSegment(groups.slice(0, 2)).bytes, 17),
     expect: { kind: 'removed' },
+  },
+  {
+    name: 'bad header CRC with three groups after it (more than the pipeline holds: synced, quarantined)',
+    bytes: flip(seg.bytes, 17),
+    expect: { kind: 'quarantined' },
   },
   {
     name: 'first frame torn (nothing complete)',

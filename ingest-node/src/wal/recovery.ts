@@ -234,7 +234,13 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
           { dir, fileName: name, defect: scan.headerDefect, bytes: bytes.length },
           'removed WAL segment with a torn header',
         );
-      } else if (id === openId) {
+      } else if (
+        id === openId &&
+        // Within the pipeline's reach: the header goes with the first group's
+        // sync, so at most pipelineDepth groups (that one included) were
+        // unsynced; a file with more is a synced segment whose header rotted.
+        groupStartsAfter(bytes, 0, ctx.recordBytesMax, ctx.pipelineDepth + 1) <= ctx.pipelineDepth
+      ) {
         // The open segment's header is synced only by its first group's
         // fdatasync; the disk may have written later pages and not the
         // header's. No group of it was acknowledged then: a torn tail (the

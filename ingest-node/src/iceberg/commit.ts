@@ -24,7 +24,12 @@ import { decodeAvroContainer } from './avro.ts';
 import type { RestCatalog } from './catalog.ts';
 import { toBigInt, type LoadedTable, type Snapshot, type TableMetadata } from './catalog.ts';
 import { IcebergError } from './errors.ts';
-import { encodeManifest, encodeManifestList, type ManifestFileEntry } from './manifest.ts';
+import {
+  encodeManifest,
+  encodeManifestList,
+  manifestFileEntryFrom,
+  type ManifestFileEntry,
+} from './manifest.ts';
 import {
   bindSpec,
   fieldSummaries,
@@ -266,27 +271,7 @@ export class IcebergWriter {
         },
       );
     }
-    return objects.map((o) => {
-      const e = o as Partial<ManifestFileEntry> & Record<string, unknown>;
-      // v1 lists name the counts differently and carry no content/sequence numbers.
-      return {
-        manifest_path: e.manifest_path as string,
-        manifest_length: e.manifest_length as bigint,
-        partition_spec_id: e.partition_spec_id as number,
-        content: e.content ?? 0,
-        sequence_number: (e.sequence_number as bigint | undefined) ?? 0n,
-        min_sequence_number: (e.min_sequence_number as bigint | undefined) ?? 0n,
-        added_snapshot_id: e.added_snapshot_id as bigint,
-        added_files_count: (e.added_files_count ?? e['added_data_files_count'] ?? 0) as number,
-        existing_files_count: (e.existing_files_count ?? e['existing_data_files_count'] ?? 0) as number,
-        deleted_files_count: (e.deleted_files_count ?? e['deleted_data_files_count'] ?? 0) as number,
-        added_rows_count: (e.added_rows_count as bigint | undefined) ?? 0n,
-        existing_rows_count: (e.existing_rows_count as bigint | undefined) ?? 0n,
-        deleted_rows_count: (e.deleted_rows_count as bigint | undefined) ?? 0n,
-        partitions: (e.partitions as unknown[] | null | undefined) ?? null,
-        key_metadata: e.key_metadata ?? null,
-      };
-    });
+    return objects.map(manifestFileEntryFrom);
   }
 
   /** The schema the append writes with, and the schema change it needs first (new View columns). */

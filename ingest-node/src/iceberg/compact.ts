@@ -41,7 +41,7 @@ import { silentLogger, type Logger } from '../log.ts';
 import { decodeAvroContainer, encodeAvroContainer, type AvroSchema } from './avro.ts';
 import { toBigInt, type LoadedTable, type RestCatalog, type TableMetadata } from './catalog.ts';
 import { IcebergError } from './errors.ts';
-import { manifestFileSchema, type ManifestFileEntry } from './manifest.ts';
+import { manifestFileEntryFrom, manifestFileSchema, type ManifestFileEntry } from './manifest.ts';
 import type { IcebergSchema } from './schema.ts';
 import {
   compactionBinsMaxDefault,
@@ -215,28 +215,6 @@ function encodable(schema: unknown, depth = 0): boolean {
   }
 }
 
-function normalizeListEntry(o: unknown): ManifestFileEntry {
-  const e = o as Partial<ManifestFileEntry> & Record<string, unknown>;
-  // v1 lists name the counts differently and carry no content/sequence numbers.
-  return {
-    manifest_path: e.manifest_path as string,
-    manifest_length: e.manifest_length as bigint,
-    partition_spec_id: e.partition_spec_id as number,
-    content: e.content ?? 0,
-    sequence_number: (e.sequence_number as bigint | undefined) ?? 0n,
-    min_sequence_number: (e.min_sequence_number as bigint | undefined) ?? 0n,
-    added_snapshot_id: e.added_snapshot_id as bigint,
-    added_files_count: (e.added_files_count ?? e['added_data_files_count'] ?? 0) as number,
-    existing_files_count: (e.existing_files_count ?? e['existing_data_files_count'] ?? 0) as number,
-    deleted_files_count: (e.deleted_files_count ?? e['deleted_data_files_count'] ?? 0) as number,
-    added_rows_count: (e.added_rows_count as bigint | undefined) ?? 0n,
-    existing_rows_count: (e.existing_rows_count as bigint | undefined) ?? 0n,
-    deleted_rows_count: (e.deleted_rows_count as bigint | undefined) ?? 0n,
-    partitions: (e.partitions as unknown[] | null | undefined) ?? null,
-    key_metadata: e.key_metadata ?? null,
-  };
-}
-
 const num = (v: unknown): number => (typeof v === 'bigint' ? Number(v) : (v as number));
 
 export class TableCompactor {
@@ -316,7 +294,7 @@ export class TableCompactor {
         'ICEBERG_TABLE_UNSUPPORTED',
         `${objects.length} manifests in one snapshot (bound ${manifestsMax})`,
       );
-    const manifests = objects.map((o) => ({ file: normalizeListEntry(o) }));
+    const manifests = objects.map((o) => ({ file: manifestFileEntryFrom(o) }));
     for (const { file } of manifests)
       if (file.content !== 0 && file.added_files_count + file.existing_files_count > 0)
         throw new IcebergError(

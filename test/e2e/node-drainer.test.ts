@@ -346,12 +346,21 @@ void test('a pod deleted with a backlog while its kubelet is stopped: the draine
     claimBefore !== undefined && claimBefore.metadata?.deletionTimestamp === undefined,
     'the claim is kept while its drainer has not run',
   );
-  // A few seconds for the scheduler to look at the drainer pod with the node still unreachable.
-  await new Promise((r) => setTimeout(r, 5000));
-  const drainerPods = await client.listAll<V1Pod & KubeObject>(Resources.pod, {
-    namespace: ns,
-    labelSelector: `job-name=${CLAIM1}-drain`,
-  });
+  // The scheduler has looked at the drainer pod (its PodScheduled condition is
+  // set) with the node still unreachable: what it decided goes in the log.
+  const drainerPodsNow = () =>
+    client.listAll<V1Pod & KubeObject>(Resources.pod, {
+      namespace: ns,
+      labelSelector: `job-name=${CLAIM1}-drain`,
+    });
+  await waitFor(
+    async () =>
+      (await drainerPodsNow()).items.some((p) =>
+        p.status?.conditions?.some((x) => x.type === 'PodScheduled'),
+      ),
+    { what: 'the drainer pod seen by the scheduler', timeoutMs: 60_000, intervalMs: 250 },
+  );
+  const drainerPods = await drainerPodsNow();
   for (const p of drainerPods.items)
     note(
       `drainer pod ${p.metadata?.name ?? ''} with the kubelet down: phase ${p.status?.phase ?? '?'}, node ${p.spec?.nodeName ?? '(none)'}, ${JSON.stringify(p.status?.conditions?.find((x) => x.type === 'PodScheduled')?.message ?? '')}`,

@@ -95,7 +95,8 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
         }
       : o.store;
   const producers: ArtifactProducer[] = [];
-  if (o.outputs?.segments ?? true) producers.push(segmentArchiveProducer());
+  const archive = (o.outputs?.segments ?? true) ? segmentArchiveProducer() : undefined;
+  if (archive !== undefined) producers.push(archive);
   if (o.outputs?.rawParquet === true && (o.producers ?? []).length === 0)
     o.log.warn(
       {},
@@ -155,6 +156,7 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
     pipeline,
     stop: async (graceMs) => {
       await pipeline.stop(graceMs !== undefined ? { graceMs } : {});
+      await archive?.close();
       opened.close();
     },
   };

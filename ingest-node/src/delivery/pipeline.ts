@@ -58,6 +58,7 @@ import {
   segmentArchiveProducer,
   segmentRecords,
   type ArtifactProducer,
+  type ClosableProducer,
   type ProducedFile,
   type SegmentJob,
 } from './producers.ts';
@@ -389,6 +390,8 @@ class DeliveryPipeline implements Pipeline {
   readonly #store: ObjectStore;
   readonly #prefix: string;
   readonly #producers: readonly ArtifactProducer[];
+  /** The default archive producer, made (and closed) here; producers passed in are their owner's. */
+  readonly #ownProducer: ClosableProducer | undefined;
   readonly #fs: FileSystem;
   readonly #clock: Clock;
   readonly #log: Logger;
@@ -438,7 +441,11 @@ class DeliveryPipeline implements Pipeline {
     this.#wal = o.wal;
     this.#store = o.store;
     this.#prefix = normalizePrefix(o.prefix ?? '');
-    this.#producers = o.producers ?? [segmentArchiveProducer()];
+    if (o.producers === undefined) {
+      const own = segmentArchiveProducer();
+      this.#ownProducer = own;
+      this.#producers = [own];
+    } else this.#producers = o.producers;
     if (this.#producers.length === 0)
       throw new RangeError('the delivery pipeline needs at least one producer');
     const kinds = new Set(this.#producers.map((p) => p.kind));
@@ -1077,6 +1084,7 @@ class DeliveryPipeline implements Pipeline {
       clearTimeout(timer);
       if (abandoned) this.#log.error({ graceMs }, 'delivery steps ignored the abort; abandoning them');
       this.#abort.abort(new StoppedError());
+      await this.#ownProducer?.close();
       this.#log.info({ pending: this.#entries.size }, 'delivery pipeline stopped');
     })();
     return this.#stopping;

@@ -36,7 +36,8 @@ import {
   type WalRecord,
 } from '../wal/format.ts';
 import type { SealedSegment } from '../wal/types.ts';
-import { createZstdCompressor, zstdLevel } from './compress.ts';
+import { ArchiveWorker } from './archive-worker.ts';
+import { zstdLevel } from './compress.ts';
 import { segmentKey, type ArtifactKind, type SegmentRef } from './keys.ts';
 import type { MarkerView } from './marker.ts';
 import { contentTypes } from './upload.ts';
@@ -274,28 +275,42 @@ export async function hashSegment(job: SegmentJob): Promise<{ bytes: number; sha
 export interface SegmentArchiveOptions {
   /** zstd level; default compress.ts zstdLevel (1, measured). */
   readonly level?: number;
+  /**
+   * Where the verification, hashing and compression run: by default a worker
+   * thread of this producer's own at a lower priority (archive-worker.ts);
+   * pass one to share it or set its options.
+   */
+  readonly worker?: ArchiveWorker;
+}
+
+/** An ArtifactProducer with resources to release (the archive's worker thread). */
+export interface ClosableProducer extends ArtifactProducer {
+  close(): Promise<void>;
 }
 
 /**
  * `segments/…/{segmentId}.wal.zst`: zstd (one frame, content checksum) of the
  * exact sealed bytes, verified frame by frame on the way through, with the
- * sha256 of both sides from the same pass. The file is scratch: no fsync, a
- * crash simply compresses again (level 1 takes ~0.2 s for 64 MiB).
+ * sha256 of both sides from the same pass, all three on a worker thread
+ * (archive-worker.ts); this thread reads the segment and writes the archive
+ * through `job.fs`. The file is scratch: no fsync, a crash simply compresses
+ * again (level 1 takes ~0.2 s for 64 MiB).
  */
-export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): ArtifactProducer {
+export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): ClosableProducer {
+  const worker = opts.worker ?? new ArchiveWorker();
   return {
     kind: 'segment',
     async produce(job) {
       const file = path.join(job.scratchDir, `${job.ref.segmentId.toString().padStart(20, '0')}.wal.zst`);
-      const inTap = new HashTap();
-      const outTap = new HashTap();
-      await pipeline(
-        job.openSegment(),
-        inTap,
-        createZstdCompressor({ level: opts.level ?? zstdLevel, inputBytes: job.segment.bytes }),
-        outTap,
+      const r = await worker.archive(
+        openSegmentFile(job.segmentPath, job.segment, job.fs),
         fileWriteStream(job.fs, file),
-        { signal: job.signal },
+        {
+          expect: job.segment,
+          level: opts.level ?? zstdLevel,
+          signal: job.signal,
+          ...(job.recordBytesMax !== undefined ? { recordBytesMax: job.recordBytesMax } : {}),
+        },
       );
       return {
         files: [
@@ -303,14 +318,15 @@ export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): Artifa
             kind: 'segment',
             key: segmentKey(job.prefix, job.ref),
             path: file,
-            bytes: outTap.bytes,
-            sha256: outTap.sha256,
+            bytes: r.outputBytes,
+            sha256: r.outputSha256,
             rows: job.segment.records,
             contentType: contentTypes.segment,
           },
         ],
-        segment: { bytes: inTap.bytes, sha256: inTap.sha256 },
+        segment: { bytes: r.inputBytes, sha256: r.inputSha256 },
       };
     },
+    close: () => worker.close(),
   };
 }

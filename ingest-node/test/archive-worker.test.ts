@@ -1,0 +1,322 @@
+// The segment archive on its worker thread (delivery/archive-worker.ts): the
+// same archive and checksums as compressing on the main thread, the same
+// refusal of a corrupt or mismatched segment, a bounded hand-over, a lower
+// priority for the worker thread only, and no worker left behind.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { readFileSync, readdirSync } from 'node:fs';
+import { getPriority, tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { createZstdDecompress, zstdDecompressSync } from 'node:zlib';
+import { ArchiveWorker, ArchiveWorkerError } from '../src/delivery/archive-worker.ts';
+import { SegmentMismatchError, segmentArchiveProducer, type SegmentJob } from '../src/delivery/producers.ts';
+import { NodeFileSystem } from '../src/fs/node.ts';
+import { FrameFlags, SegmentCorruptError, encodeFrame, encodeSegmentHeader } from '../src/wal/format.ts';
+import type { SealedSegment } from '../src/wal/types.ts';
+
+function segment(
+  records: number,
+  payloadBytes = 900,
+  random = false,
+): { bytes: Buffer; state: SealedSegment } {
+  const parts: Uint8Array[] = [
+    encodeSegmentHeader({
+      segmentId: 7n,
+      createdMicros: 1n,
+      endpoint: 'e',
+      instance: 'e-0',
+      epoch: 'EPOCH1',
+    }),
+  ];
+  for (let i = 0; i < records; i++)
+    parts.push(
+      encodeFrame({
+        seq: 100n + BigInt(i),
+        ingestMicros: 1_000_000n + BigInt(i),
+        format: 1,
+        flags: i % 3 === 2 || i === records - 1 ? FrameFlags.batchEnd : 0,
+        payload: Buffer.from(
+          `{"i":${i},"pad":"${random ? randomBytes(payloadBytes).toString('base64') : 'z'.repeat(payloadBytes + (i % 50))}"}`,
+        ),
+      }),
+    );
+  const bytes = Buffer.concat(parts);
+  return {
+    bytes,
+    state: {
+      id: 7n,
+      epoch: 'EPOCH1',
+      fileName: '00000000000000000007.wal',
+      bytes: bytes.length,
+      records,
+      firstSeq: 100n,
+      lastSeq: 100n + BigInt(records - 1),
+      firstIngestMicros: 1_000_000n,
+      lastIngestMicros: 1_000_000n + BigInt(records - 1),
+      sealedAtMs: 0,
+      sealReason: 'size',
+      status: 'sealed',
+      progress: {},
+    },
+  };
+}
+
+const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+function collector(): { sink: Writable; bytes: () => Buffer } {
+  const out: Buffer[] = [];
+  return {
+    sink: new Writable({
+      write(c: Buffer, _e, cb) {
+        out.push(c);
+        cb();
+      },
+    }),
+    bytes: () => Buffer.concat(out),
+  };
+}
+
+function chunks(b: Buffer, size: number): Readable {
+  const cs: Buffer[] = [];
+  for (let i = 0; i < b.length; i += size) cs.push(Buffer.from(b.subarray(i, i + size)));
+  return Readable.from(cs);
+}
+
+/** Niceness of this process's threads named like Node's worker threads. */
+function workerThreadNices(): number[] {
+  const out: number[] = [];
+  for (const t of readdirSync('/proc/self/task')) {
+    try {
+      if (readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() !== 'WorkerThread') continue;
+      const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      out.push(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]));
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+void test('the worker makes the same archive and checksums as the bytes themselves, under any chunking', async () => {
+  const { bytes, state } = segment(3000);
+  const w = new ArchiveWorker({ idleMs: 60_000 });
+  try {
+    for (const size of [1, 777, 65_536, 1 << 20]) {
+      if (size === 1 && bytes.length > 200_000) {
+        // One-byte chunks of a 2.8 MB segment would take minutes of messages: a prefix segment instead.
+        const small = segment(20);
+        const c = collector();
+        const r = await w.archive(chunks(small.bytes, 1), c.sink, { expect: small.state, level: 1 });
+        assert.equal(r.inputSha256, sha(small.bytes));
+        assert.deepEqual(zstdDecompressSync(c.bytes()), small.bytes);
+        continue;
+      }
+      const c = collector();
+      const r = await w.archive(chunks(bytes, size), c.sink, { expect: state, level: 1 });
+      const archive = c.bytes();
+      assert.equal(r.inputBytes, bytes.length);
+      assert.equal(r.inputSha256, sha(bytes));
+      assert.equal(r.outputBytes, archive.length);
+      assert.equal(r.outputSha256, sha(archive));
+      assert.deepEqual(zstdDecompressSync(archive), bytes, `chunks of ${size}`);
+    }
+  } finally {
+    await w.close();
+  }
+});
+
+void test('a corrupt frame and a state mismatch are refused as on the main thread, and the worker goes on', async () => {
+  const { bytes, state } = segment(500);
+  const w = new ArchiveWorker({ idleMs: 60_000 });
+  try {
+    const bad = Buffer.from(bytes);
+    bad[bytes.length >> 1] = bad[bytes.length >> 1]! ^ 0x40;
+    const c1 = collector();
+    await assert.rejects(w.archive(chunks(bad, 4096), c1.sink, { expect: state, level: 1 }), (e: unknown) => {
+      assert.ok(e instanceof SegmentCorruptError, String(e));
+      assert.match(e.message, /^WAL segment corrupt at byte \d+: /);
+      assert.ok(e.offset > 0 && e.offset <= bytes.length >> 1);
+      return true;
+    });
+    assert.ok(c1.sink.destroyed, 'the sink of a refused segment is destroyed');
+    const c2 = collector();
+    await assert.rejects(
+      w.archive(chunks(bytes, 4096), c2.sink, { expect: { ...state, records: 499 }, level: 1 }),
+      (e: unknown) => e instanceof SegmentMismatchError && /499/.test(e.message),
+    );
+    // A truncated read (fewer bytes than the state records) is corruption too.
+    await assert.rejects(
+      w.archive(chunks(bytes.subarray(0, bytes.length - 10), 4096), collector().sink, {
+        expect: state,
+        level: 1,
+      }),
+      (e: unknown) => e instanceof SegmentCorruptError && e.reason === 'truncated',
+    );
+    // The same worker still serves a good segment afterwards.
+    const c3 = collector();
+    const r = await w.archive(chunks(bytes, 65_536), c3.sink, { expect: state, level: 1 });
+    assert.equal(r.inputSha256, sha(bytes));
+  } finally {
+    await w.close();
+  }
+});
+
+void test('a read error fails the job with that error; an abort stops it', async () => {
+  const { bytes, state } = segment(2000);
+  const w = new ArchiveWorker({ idleMs: 60_000 });
+  try {
+    const failing = new Readable({
+      read() {
+        this.destroy(Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' }));
+      },
+    });
+    await assert.rejects(w.archive(failing, collector().sink, { expect: state, level: 1 }), /EIO/);
+    const ac = new AbortController();
+    // A source that never ends: only the abort can finish the job.
+    const endless = new Readable({ read() {} });
+    endless.push(bytes.subarray(0, 4096));
+    const job = w.archive(endless, collector().sink, { expect: state, level: 1, signal: ac.signal });
+    setTimeout(() => ac.abort(new Error('stop now')), 50);
+    await assert.rejects(job, /stop now/);
+    assert.ok(endless.destroyed, 'the source is destroyed');
+  } finally {
+    await w.close();
+  }
+});
+
+void test('the hand-over is bounded: a slow sink holds the reader back', async () => {
+  // Random payloads: the archive is about as large as the input, so the
+  // sink's buffer is no hiding place for input bytes.
+  const { bytes, state } = segment(6_000, 3000, true); // ~24 MB
+  const window = 2;
+  const chunk = 1 << 20;
+  const w = new ArchiveWorker({ idleMs: 60_000, chunksInFlightMax: window });
+  let read = 0;
+  let settled = 0;
+  let maxGap = 0;
+  let at = 0;
+  const source = new Readable({
+    highWaterMark: 1,
+    read() {
+      if (at >= bytes.length) {
+        this.push(null);
+        return;
+      }
+      const c = Buffer.from(bytes.subarray(at, at + chunk));
+      at += c.length;
+      read += c.length;
+      maxGap = Math.max(maxGap, read - settled);
+      this.push(c);
+    },
+  });
+  // What has reached the sink, decompressed: input the worker has wholly processed.
+  const unzstd = createZstdDecompress();
+  unzstd.on('data', (c: Buffer) => (settled += c.length));
+  const sink = new Writable({
+    highWaterMark: 64 * 1024,
+    write(c: Buffer, _e, cb) {
+      unzstd.write(c);
+      setTimeout(cb, 3);
+    },
+  });
+  try {
+    const r = await w.archive(source, sink, { expect: state, level: 1 });
+    assert.equal(r.inputBytes, bytes.length);
+  } finally {
+    await w.close();
+  }
+  // Unbounded, the reader would run ~24 MB ahead of the slow sink; bounded,
+  // by the read chunk, the window of 256 KiB pieces and the stages' buffers.
+  assert.ok(maxGap <= 8 * chunk, `read ahead of the sink by ${maxGap} bytes`);
+  process.stdout.write(`# read ran ahead of the slow sink by at most ${maxGap} bytes\n`);
+});
+
+void test('the worker thread runs at niceness 10, the main thread keeps its own, and it ends when idle or closed', async () => {
+  const { bytes, state } = segment(200);
+  const w = new ArchiveWorker({ idleMs: 200 });
+  const gate = new Readable({ read() {} });
+  gate.push(bytes.subarray(0, 100));
+  const job = w.archive(gate, collector().sink, { expect: state, level: 1 });
+  // While the job waits for more bytes, the worker thread exists: read its niceness from /proc.
+  let nices: number[] = [];
+  // The thread lowers its priority once its modules are loaded.
+  for (let i = 0; i < 200 && !nices.includes(10); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    nices = workerThreadNices();
+  }
+  assert.ok(nices.includes(10), `worker threads' niceness: ${nices.join(', ')}`);
+  assert.equal(getPriority(), 0, 'the main thread keeps its priority');
+  gate.push(bytes.subarray(100));
+  gate.push(null);
+  await job;
+  assert.equal(w.running, true);
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(w.running, false, 'the idle worker ended');
+  // A closed worker refuses new jobs.
+  await w.close();
+  await assert.rejects(
+    w.archive(chunks(bytes, 4096), collector().sink, { expect: state, level: 1 }),
+    ArchiveWorkerError,
+  );
+});
+
+void test('a worker that dies fails its job as retryable (ArchiveWorkerError) and the next job starts a new one', async () => {
+  const { bytes, state } = segment(300);
+  const w = new ArchiveWorker({ idleMs: 60_000 });
+  try {
+    const gate = new Readable({ read() {} });
+    gate.push(bytes.subarray(0, 100));
+    const job = w.archive(gate, collector().sink, { expect: state, level: 1 });
+    for (let i = 0; i < 200 && w.threadId === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+    const first = w.threadId;
+    assert.ok(first !== undefined);
+    await w.terminateWorker();
+    await assert.rejects(job, ArchiveWorkerError);
+    const c = collector();
+    const r = await w.archive(chunks(bytes, 4096), c.sink, { expect: state, level: 1 });
+    assert.equal(r.inputSha256, sha(bytes));
+    assert.notEqual(w.threadId, first, 'a new worker thread');
+  } finally {
+    await w.close();
+  }
+});
+
+void test('segmentArchiveProducer through the real disk: archive file, checksums and close', async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'lf-archive-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const { bytes, state } = segment(1500);
+  const segPath = path.join(dir, state.fileName);
+  await writeFile(segPath, Buffer.concat([bytes, Buffer.from('tail beyond the sealed bytes')]));
+  const scratch = path.join(dir, 'scratch');
+  const producer = segmentArchiveProducer();
+  const fs = new NodeFileSystem();
+  await mkdir(scratch);
+  const job: SegmentJob = {
+    segment: state,
+    ref: { endpoint: 'e', instance: 'e-0', epoch: 'EPOCH1', segmentId: 7n },
+    prefix: '',
+    scratchDir: scratch,
+    fs,
+    signal: new AbortController().signal,
+    segmentPath: segPath,
+    openSegment: () => {
+      throw new Error('the archive producer reads the file itself');
+    },
+    records: () => {
+      throw new Error('unused');
+    },
+  };
+  const out = await producer.produce(job);
+  await producer.close();
+  assert.deepEqual(out.segment, { bytes: bytes.length, sha256: sha(bytes) });
+  const [f] = out.files;
+  assert.ok(f !== undefined);
+  const archive = await readFile(f.path);
+  assert.equal(f.bytes, archive.length);
+  assert.equal(f.sha256, sha(archive));
+  assert.deepEqual(zstdDecompressSync(archive), bytes);
+  assert.deepEqual(await readdir(scratch), [path.basename(f.path)]);
+});

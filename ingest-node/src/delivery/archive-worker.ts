@@ -291,6 +291,11 @@ export class ArchiveWorker {
     } finally {
       job.signal?.removeEventListener('abort', onAbort);
       sink.off('error', sinkError);
+      // A late error (the close of a destroyed file failing with EIO after a
+      // power cut) has nobody left to tell: without a listener it would be an
+      // uncaught exception. pipeline() leaves such listeners for the same reason.
+      sink.on('error', () => {});
+      source.on('error', () => {});
       if (!source.destroyed) source.destroy();
     }
   }

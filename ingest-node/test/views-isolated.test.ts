@@ -704,6 +704,29 @@ void test('a warm child killed mid-job (its own history, not the data): the job 
   }
 });
 
+void test('a view that fails inside a warm child (written as view_failed there): the job runs again in a fresh child, whose outcome counts', async () => {
+  const flaky = await compile({ ...REGION_VIEW, name: 'fails_when_warm' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [[record(1), record(2)], [record(3)]]);
+  const registry = new Registry();
+  const runner = childRunner({ script: killerScript, registry });
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [flaky], raw: true }),
+    2,
+  );
+  assert.equal(d.markers.length, 2);
+  for (const m of d.markers) {
+    checkAccounting(m);
+    assert.equal(m.views[0]?.rows?.view, m.records);
+  }
+  const metrics = await registry.metrics();
+  assert.match(metrics, /landfall_parquet_child_reruns_total 1\n/);
+  assert.match(metrics, /landfall_parquet_child_retired_total\{reason="failed"\} 1/);
+  assert.deepEqual(await jobFolders(), []);
+});
+
 void test('a job that outlives views.processJobTimeoutMs: its child is killed, a death on the data; the view that hangs gets view_failed, the rest is delivered', async () => {
   const region = await compile(REGION_VIEW);
   const hang = await compile({ ...REGION_VIEW, name: 'hang' });

@@ -19,9 +19,11 @@
 //
 // A long-lived child can die of its own history (address space fragmented
 // under RLIMIT_AS by earlier jobs) rather than of the job's data, so a death
-// only counts against the data in a fresh child: a job whose warm child died
-// (or failed on the data) runs once more in a child started for it, and that
-// outcome is the answer. A job that outlives jobTimeoutMs is killed and
+// only counts against the data in a fresh child: a job whose warm child died,
+// failed on the data or wrote a view as view_failed (a view that threw:
+// an allocation failure, in practice) runs once more in a child started for
+// it, and that outcome is the answer. A child in which a view threw is not
+// reused either. A job that outlives jobTimeoutMs is killed and
 // counts as a death on the data (no second run: a hang is the data's).
 //
 // A child's inputs are the segment file, the compiled views and its own
@@ -186,7 +188,13 @@ function stderrReason(c: Child): string {
 
 /** Outcome of one job in one child, before the fresh-child rule. */
 type Attempt =
-  | { readonly kind: 'ok'; readonly outputs: ChildOutputs; readonly wallMs: number }
+  | {
+      readonly kind: 'ok';
+      readonly outputs: ChildOutputs;
+      readonly wallMs: number;
+      /** A view the request ran failed inside the child (its rows written as view_failed). */
+      readonly viewFailed: boolean;
+    }
   | { readonly kind: 'died'; readonly reason: string; readonly wallMs: number; readonly hung: boolean };
 
 /** Child folders are unique in this process, whatever runner or scratch folder they belong to. */
@@ -483,8 +491,14 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
         metrics?.jobs.inc();
         if (answer.ok) {
           c.peakRssBytes = Math.max(c.peakRssBytes, answer.outputs.maxRssBytes);
-          settle(c);
-          resolve({ kind: 'ok', outputs: answer.outputs, wallMs });
+          // A view that threw (an allocation failure under the limit, in
+          // practice) leaves the child's DuckDB and heap in doubt: not reused.
+          const viewFailed = answer.outputs.views.some(
+            (v) => v.failed !== undefined && request.failedViews?.[v.view] === undefined,
+          );
+          if (viewFailed) retire(c, 'failed');
+          else settle(c);
+          resolve({ kind: 'ok', outputs: answer.outputs, wallMs, viewFailed });
           return;
         }
         const e = answer.error;
@@ -591,9 +605,12 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
         if (closed) throw new MaterializerError('the Parquet child runner is closed', 'MATERIALIZER_CLOSED');
         const first = await runIn(false, request, signal);
         let { child, result } = first;
-        if (result.kind === 'died' && first.warm && !result.hung) {
-          // The child had served other jobs: its death may be theirs (its heap,
-          // its fragmented address space), so only a fresh child's counts.
+        const failed = result.kind === 'died' ? !result.hung : result.viewFailed;
+        if (failed && first.warm) {
+          // The child had served other jobs: its death, or a view's failure
+          // in it, may be theirs (its heap, its fragmented address space), so
+          // only a fresh child's outcome counts.
+          if (result.kind === 'ok') await rm(jobDirOf(child, request), { recursive: true, force: true });
           metrics?.reruns.inc();
           ({ child, result } = await runIn(true, request, signal));
         }

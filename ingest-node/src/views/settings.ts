@@ -16,9 +16,10 @@ export const viewsProcessesMaxDefault = 1;
 export const viewsProcessNiceDefault = 10;
 /**
  * A Parquet child's job is killed after this long and counts as a death on
- * the data. Generous: a 64 MiB segment takes ~10 s here, minutes when DuckDB
- * spills or the machine is loaded, and a legitimate job cut short costs its
- * views' rows (view_failed); the bound is for a job that never ends.
+ * the data. Generous: a 20 MiB segment takes ~4 s here (operations.md),
+ * minutes when DuckDB spills or the machine is loaded, and a legitimate job
+ * cut short costs its views' rows (view_failed); the bound is for a job that
+ * never ends.
  */
 export const viewsProcessJobTimeoutMsDefault = 600_000;
 /** Default views.processAddressSpaceBytes beyond memoryLimitBytes. */

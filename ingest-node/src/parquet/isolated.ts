@@ -414,6 +414,10 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
 
   /** An idle child (unless `fresh`), or a new one once there is room for it. */
   const takeChild = async (fresh: boolean): Promise<Child> => {
+    const refuseIfClosed = (): void => {
+      if (closed) throw new MaterializerError('the Parquet child runner is closed', 'MATERIALIZER_CLOSED');
+    };
+    refuseIfClosed();
     if (!fresh) {
       for (const c of children)
         if (c.state === 'idle') {
@@ -429,12 +433,15 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
       if (idle !== undefined) retire(idle, 'replaced');
       const ending = [...children].filter((c) => c.state === 'ending');
       await Promise.race((ending.length > 0 ? ending : [...children]).map((c) => c.exited));
+      refuseIfClosed();
     }
+    // close() waits for the children it saw: none may start after it began.
+    refuseIfClosed();
     const c = startChild();
     await c.started;
     if (closed) {
       c.proc.kill('SIGKILL');
-      throw new MaterializerError('the Parquet child runner is closed', 'MATERIALIZER_CLOSED');
+      refuseIfClosed();
     }
     c.state = 'busy';
     return c;
@@ -464,7 +471,8 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
       let garbled = false;
       const onAbort = (): void => {
         aborted = true;
-        retire(c, 'failed', true);
+        // Delivery stopping (the node closing): not the child's fault, not the data's.
+        retire(c, 'close', true);
       };
       const timer = setTimeout(() => {
         hung = true;
@@ -681,7 +689,7 @@ function registerMetrics(registry: Registry): RunnerMetrics {
     }),
     retired: new Counter({
       name: fresh('landfall_parquet_child_retired_total'),
-      help: 'Parquet child processes ended, by reason (jobs: jobsPerProcessMax served; rss: peak RSS past its share of the limit; idle: no work for a while; failed: died or failed on a job; timeout: a job outlived views.processJobTimeoutMs; replaced: made room for a fresh child; close: the node stopped).',
+      help: 'Parquet child processes ended, by reason (jobs: jobsPerProcessMax served; rss: peak RSS past its share of the limit; idle: no work for a while; failed: died or failed on a job; timeout: a job outlived views.processJobTimeoutMs; replaced: made room for a fresh child; close: the node stopped or the job was aborted).',
       labelNames: ['reason'] as const,
       registers: [registry],
     }),

@@ -97,6 +97,7 @@ void describe('a node with views.dir and outputs.rawParquet', () => {
       { registry },
     );
     let marker: CommitMarker | null | undefined;
+    const childPids: number[] = [];
     const store = new LocalFolderObjectStore({ root: bucket });
     try {
       const res = await fetch(`${node.url}/v1/ingest`, {
@@ -111,13 +112,19 @@ void describe('a node with views.dir and outputs.rawParquet', () => {
       );
       const status = (await (await fetch(`${node.adminUrl}/v1/status`)).json()) as {
         views?: { loaded: { name: string; specSha256: string }[] };
-        parquet?: { scratchDir: string };
+        parquet?: { scratchDir: string; processes: { pid: number; jobsServed: number; state: string }[] };
       };
       assert.deepEqual(
         status.views?.loaded.map((v) => v.name),
         ['page_views'],
       );
       assert.equal(status.parquet?.scratchDir, path.join(walDir, 'parquet'));
+      // The child that wrote the segment is kept, idle, for the next one.
+      childPids.push(...(status.parquet?.processes ?? []).map((p) => p.pid));
+      assert.equal(childPids.length, 1);
+      assert.equal(status.parquet?.processes[0]?.jobsServed, 1);
+      assert.equal(status.parquet?.processes[0]?.state, 'idle');
+      process.kill(childPids[0]!, 0);
       const metrics = await registry.metrics();
       assert.match(metrics, /landfall_view_rows_total\{view="page_views",outcome="view"\} 3/);
       assert.match(metrics, /landfall_view_dlq_rows_total\{view="page_views",code="missing_required"\} 2/);
@@ -130,6 +137,9 @@ void describe('a node with views.dir and outputs.rawParquet', () => {
     } finally {
       assert.equal(await node.shutdown('test'), true);
     }
+    // A closed node leaves no child behind.
+    for (const pid of childPids) assert.throws(() => process.kill(pid, 0), /ESRCH/);
+    assert.match(await registry.metrics(), /landfall_parquet_child_retired_total\{reason="close"\} 1/);
     assert.ok(marker);
     const stem = `${instance}-${marker.epoch}-${marker.segmentId.toString().padStart(20, '0')}`;
     assert.deepEqual(

@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cp, mkdtemp, open, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { getPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parquetReadObjects } from 'hyparquet';
@@ -30,7 +30,12 @@ import { encodeCommitMarker, readCommitMarker, type CommitMarker } from '../src/
 import { parquetProducer, type IsolatedOptions } from '../src/delivery/parquet-producers.ts';
 import { startPipeline, type PipelineStats } from '../src/delivery/pipeline.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from '../src/delivery/producers.ts';
-import { createChildRunner, type ChildRunner } from '../src/parquet/isolated.ts';
+import {
+  createChildRunner,
+  type ChildRequest,
+  type ChildRunner,
+  type ChildRunnerOptions,
+} from '../src/parquet/isolated.ts';
 import { LocalFolderObjectStore } from '../src/store/local.ts';
 import {
   compileView,
@@ -89,16 +94,30 @@ const GROWING_VIEW = {
 const compile = (spec: object): Promise<CompiledView> =>
   compiler.withConnection((c) => compileView(c, validateView(spec)));
 
-function isolated(overrides: Partial<IsolatedOptions> = {}): IsolatedOptions {
-  const runner = createChildRunner({ addressSpaceBytes: LIMIT_BYTES, processesMax: 1 });
-  runners.push(runner);
-  return {
-    runner,
+function childRunner(overrides: Partial<ChildRunnerOptions> = {}): ChildRunner {
+  const runner = createChildRunner({
+    addressSpaceBytes: LIMIT_BYTES,
+    processesMax: 1,
     scratchDir: path.join(root, 'children'),
     memoryLimitBytes: 128 * MiB,
     threads: 1,
     ...overrides,
-  };
+  });
+  runners.push(runner);
+  return runner;
+}
+
+function isolated(overrides: Partial<IsolatedOptions> = {}): IsolatedOptions {
+  return { runner: overrides.runner ?? childRunner(), ...overrides };
+}
+
+/** Job folders (outputs) left in the children's scratch folders. */
+async function jobFolders(): Promise<string[]> {
+  const left: string[] = [];
+  for (const c of await readdir(path.join(root, 'children')).catch(() => []))
+    for (const j of await readdir(path.join(root, 'children', c, 'jobs')).catch(() => []))
+      left.push(`${c}/jobs/${j}`);
+  return left;
 }
 
 /** Appends each batch as its own sealed segment and closes the WAL. */
@@ -253,10 +272,11 @@ void test('the child process writes the same artifacts as the in-process materia
   } finally {
     await db.close();
   }
+  const runner = childRunner();
   const b = await deliver(
     walB,
     path.join(root, 'bucket-b'),
-    parquetProducer({ isolated: isolated(), views: () => views, raw: true }),
+    parquetProducer({ isolated: isolated({ runner }), views: () => views, raw: true }),
     2,
   );
   assert.equal(a.markers.length, 2);
@@ -268,11 +288,16 @@ void test('the child process writes the same artifacts as the in-process materia
     assert.equal(encodeCommitMarker(b.markers[i]!).toString(), encodeCommitMarker(ma).toString());
   }
   assert.ok(a.markers[1]!.views.every((v) => (v.rows?.dlq ?? 0) >= 3));
-  // Every child's folder is gone.
+  // One child served both segments; every job's folder is gone, and the child's once it ended.
+  assert.equal(runner.children().length, 1);
+  assert.equal(runner.children()[0]!.jobsServed, 2);
+  assert.deepEqual(await jobFolders(), []);
+  await runner.close(0);
   assert.deepEqual(await readdir(path.join(root, 'children')).catch(() => []), []);
 });
 
 const fixture = fileURLToPath(new URL('./fixtures/view-rss-child.ts', import.meta.url));
+const killerScript = fileURLToPath(new URL('./fixtures/parquet-child-killer.ts', import.meta.url));
 
 /** The in-process materialiser in a child of its own, its RSS watched; killed past `killAboveBytes`. */
 function inProcessPeak(
@@ -365,13 +390,8 @@ void test("a view whose child is killed: raw Parquet and each view run in a chil
     Array.from({ length: 50 }, (_, i) => record(i)),
     Array.from({ length: 5 }, (_, i) => record(100 + i)),
   ]);
-  const runner = createChildRunner({
-    addressSpaceBytes: LIMIT_BYTES,
-    processesMax: 1,
-    script: fileURLToPath(new URL('./fixtures/parquet-child-killer.ts', import.meta.url)),
-  });
-  runners.push(runner);
   const registry = new Registry();
+  const runner = childRunner({ script: killerScript, registry });
   const d = await deliver(
     walDir,
     path.join(root, 'bucket'),
@@ -395,9 +415,10 @@ void test("a view whose child is killed: raw Parquet and each view run in a chil
     );
   }
   // Per segment: the child of all, then the killer's own child.
-  assert.match(await registry.metrics(), /landfall_parquet_child_deaths_total\{stage="all"\} 2/);
-  assert.match(await registry.metrics(), /landfall_parquet_child_deaths_total\{stage="view"\} 2/);
-  assert.deepEqual(await readdir(path.join(root, 'children')).catch(() => []), []);
+  const metrics = await registry.metrics();
+  assert.match(metrics, /landfall_parquet_child_deaths_total\{stage="all"\} 2/);
+  assert.match(metrics, /landfall_parquet_child_deaths_total\{stage="view"\} 2/);
+  assert.deepEqual(await jobFolders(), []);
 });
 
 void test('records that cannot be loaded under the limit: retried a bounded number of times, then delivered without raw Parquet; the next segment flows', async () => {
@@ -409,11 +430,10 @@ void test('records that cannot be loaded under the limit: retried a bounded numb
   const script = path.join(root, 'dies.ts');
   const fh = await open(script, 'w');
   await fh.writeFile(
-    "process.stdin.resume(); process.stdin.on('end', () => { process.stdout.write('{\"started\":true}\\n'); process.kill(process.pid, 'SIGKILL'); });\n",
+    "process.stdout.write('{\"started\":true}\\n'); process.stdin.once('data', () => process.kill(process.pid, 'SIGKILL'));\n",
   );
   await fh.close();
-  const runner = createChildRunner({ addressSpaceBytes: LIMIT_BYTES, processesMax: 1, script });
-  runners.push(runner);
+  const runner = childRunner({ script });
   const d = await deliver(
     walDir,
     path.join(root, 'bucket'),
@@ -488,4 +508,255 @@ void test('a corrupt segment read in the child is quarantined, not delivered', a
     await pipeline.stop();
     await wal.close();
   }
+});
+
+/** Niceness of every thread of a process (/proc/<pid>/task/<tid>/stat, field 19). */
+async function threadNiceness(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    const s = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // Fields from 3 on follow the last ') '; field 19 is the 17th of them.
+    out.push(Number(s.slice(s.lastIndexOf(') ') + 2).split(' ')[16]));
+  }
+  return out;
+}
+
+void test('one long-lived child serves the segments at a lower CPU priority: every thread, DuckDB’s included, at the node’s niceness + views.processNice', async () => {
+  const region = await compile(REGION_VIEW);
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [[record(1), record(2)], [record(3)], [record(4)]]);
+  const registry = new Registry();
+  const runner = childRunner({ nice: 7, threads: 3, registry });
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [region], raw: true }),
+    3,
+  );
+  assert.equal(d.markers.length, 3);
+  const [child] = runner.children();
+  assert.ok(child);
+  assert.equal(runner.children().length, 1);
+  assert.equal(child.jobsServed, 3);
+  assert.equal(child.state, 'idle');
+  const expected = Math.min(19, getPriority() + 7);
+  const nice = await threadNiceness(child.pid);
+  console.log(`child ${child.pid}: ${nice.length} threads, niceness ${[...new Set(nice)].join(',')}`);
+  // Node's own threads, the libuv pool and DuckDB's 3 threads.
+  assert.ok(nice.length >= 4, `${nice.length} threads`);
+  assert.deepEqual(
+    nice.filter((n) => n !== expected),
+    [],
+  );
+  const metrics = await registry.metrics();
+  assert.match(metrics, /landfall_parquet_child_starts_total 1\n/);
+  assert.match(metrics, /landfall_parquet_child_jobs_total 3\n/);
+  await runner.close(0);
+  assert.throws(() => process.kill(child.pid, 0), /ESRCH/);
+  assert.match(await registry.metrics(), /landfall_parquet_child_retired_total\{reason="close"\} 1/);
+});
+
+void test('children are recycled after jobsPerProcessMax jobs, past their peak-RSS share of the limit, and when idle', async () => {
+  const region = await compile(REGION_VIEW);
+  const cases: [Partial<ChildRunnerOptions>, string, number, number][] = [
+    // The third child is kept: it has served one job.
+    [{ jobsPerProcessMax: 2 }, 'jobs', 2, 1],
+    // Any child's peak RSS passes a thousandth of its limit: one job each.
+    [{ peakRssFractionMax: 0.001 }, 'rss', 3, 3],
+  ];
+  for (const [i, [overrides, reason, starts, retired]] of cases.entries()) {
+    const walDir = path.join(root, `wal-${i}`);
+    await writeWal(walDir, [[record(1)], [record(2)], [record(3)]]);
+    const registry = new Registry();
+    const runner = childRunner({ ...overrides, registry });
+    const d = await deliver(
+      walDir,
+      path.join(root, `bucket-${i}`),
+      parquetProducer({ isolated: isolated({ runner }), views: () => [region], raw: true }),
+      3,
+    );
+    assert.equal(d.markers.length, 3);
+    assert.equal(d.stats.segmentFailuresTotal, 0);
+    const metrics = await registry.metrics();
+    assert.match(metrics, new RegExp(`landfall_parquet_child_starts_total ${starts}\\n`), reason);
+    assert.match(
+      metrics,
+      new RegExp(`landfall_parquet_child_retired_total\\{reason="${reason}"\\} ${retired}`),
+    );
+    assert.match(metrics, /landfall_parquet_child_jobs_total 3\n/);
+  }
+  const walDir = path.join(root, 'wal-idle');
+  await writeWal(walDir, [[record(1)]]);
+  const registry = new Registry();
+  const runner = childRunner({ idleMsMax: 100, registry });
+  await deliver(
+    walDir,
+    path.join(root, 'bucket-idle'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [region], raw: true }),
+    1,
+  );
+  for (let i = 0; runner.running() > 0; i++) {
+    assert.ok(i < 1000, 'the idle child ended');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.match(await registry.metrics(), /landfall_parquet_child_retired_total\{reason="idle"\} 1/);
+  assert.deepEqual(await jobFolders(), []);
+});
+
+void test('the blame rule, on the runner: a job whose warm child dies runs once more in a fresh child, whose death is the answer; a fresh child’s death is the answer at once', async () => {
+  const region = await compile(REGION_VIEW);
+  const killer = await compile({ ...REGION_VIEW, name: 'killer' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [[record(1), record(2)]]);
+  const wal = await openWal({
+    dir: walDir,
+    endpoint,
+    instance,
+    fs: new NodeFileSystem(),
+    clock: systemClock,
+    log: silentLogger,
+    segmentAgeMsMax: 3_600_000,
+  });
+  const segment = wal.segment(1n)!;
+  const segmentPath = wal.segmentPath(1n);
+  await wal.close();
+  let n = 0;
+  const request = (view: CompiledView): ChildRequest => ({
+    jobId: `job-${n++}`,
+    segmentPath,
+    segment,
+    views: [view],
+    partitionLimits: {
+      filesMax: 100,
+      keyBytesBase: { [view.spec.name]: 100 },
+      markerEntryBytes: { [view.spec.name]: 300 },
+      markerBytes: 1 << 20,
+    },
+  });
+  const registry = new Registry();
+  const runner = childRunner({ script: killerScript, registry });
+  const fresh = await runner.run(request(killer));
+  assert.equal(fresh.kind, 'died');
+  assert.match(await registry.metrics(), /landfall_parquet_child_reruns_total 0\n/);
+  const ok = await runner.run(request(region));
+  assert.equal(ok.kind, 'ok');
+  await ok.release();
+  assert.equal(runner.children()[0]?.jobsServed, 1);
+  const warm = await runner.run(request(killer));
+  assert.equal(warm.kind, 'died');
+  assert.match(warm.reason, /was killed by SIGKILL/);
+  const metrics = await registry.metrics();
+  assert.match(metrics, /landfall_parquet_child_reruns_total 1\n/);
+  // The first job's child, the one that served the region view, and the fresh one of the rerun.
+  assert.match(metrics, /landfall_parquet_child_starts_total 3\n/);
+  assert.deepEqual(await jobFolders(), []);
+});
+
+void test('a warm child killed mid-job (its own history, not the data): the job runs again in a fresh child and succeeds; no view is blamed', async () => {
+  const stall = await compile({ ...REGION_VIEW, name: 'stall_once' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [
+    Array.from({ length: 20 }, (_, i) => record(i)),
+    Array.from({ length: 30 }, (_, i) => record(100 + i)),
+  ]);
+  const stallFile = path.join(root, 'stalled.pid');
+  process.env['LANDFALL_TEST_STALL_FILE'] = stallFile;
+  const registry = new Registry();
+  const runner = childRunner({ script: killerScript, registry });
+  // The second segment's job stalls in the child that served the first; kill it then.
+  let killed: number | undefined;
+  const killer = (async () => {
+    for (let i = 0; i < 3000 && killed === undefined; i++) {
+      try {
+        killed = Number(readFileSync(stallFile, 'utf8'));
+      } catch {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    assert.ok(killed !== undefined && killed > 0, 'the warm child stalled');
+    assert.equal(runner.children()[0]?.pid, killed);
+    assert.equal(runner.children()[0]?.jobsServed, 1);
+    process.kill(killed, 'SIGKILL');
+  })();
+  try {
+    const d = await deliver(
+      walDir,
+      path.join(root, 'bucket'),
+      parquetProducer({ isolated: isolated({ runner }), views: () => [stall], raw: true, registry }),
+      2,
+    );
+    await killer;
+    assert.equal(d.markers.length, 2);
+    assert.equal(d.stats.segmentFailuresTotal, 0);
+    for (const m of d.markers) {
+      checkAccounting(m);
+      assert.ok(m.artifacts.some((a) => a.kind === 'raw'));
+      assert.equal(m.views[0]?.rows?.view, m.records);
+      assert.equal(m.views[0]?.rows?.dlq, 0);
+    }
+    const metrics = await registry.metrics();
+    assert.match(metrics, /landfall_parquet_child_reruns_total 1\n/);
+    assert.match(metrics, /landfall_parquet_child_starts_total 2\n/);
+    assert.doesNotMatch(metrics, /landfall_parquet_child_deaths_total\{/);
+    assert.deepEqual(await jobFolders(), []);
+  } finally {
+    delete process.env['LANDFALL_TEST_STALL_FILE'];
+  }
+});
+
+void test('a view that fails inside a warm child (written as view_failed there): the job runs again in a fresh child, whose outcome counts', async () => {
+  const flaky = await compile({ ...REGION_VIEW, name: 'fails_when_warm' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [[record(1), record(2)], [record(3)]]);
+  const registry = new Registry();
+  const runner = childRunner({ script: killerScript, registry });
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [flaky], raw: true }),
+    2,
+  );
+  assert.equal(d.markers.length, 2);
+  for (const m of d.markers) {
+    checkAccounting(m);
+    assert.equal(m.views[0]?.rows?.view, m.records);
+  }
+  const metrics = await registry.metrics();
+  assert.match(metrics, /landfall_parquet_child_reruns_total 1\n/);
+  assert.match(metrics, /landfall_parquet_child_retired_total\{reason="failed"\} 1/);
+  assert.deepEqual(await jobFolders(), []);
+});
+
+void test('a job that outlives views.processJobTimeoutMs: its child is killed, a death on the data; the view that hangs gets view_failed, the rest is delivered', async () => {
+  const region = await compile(REGION_VIEW);
+  const hang = await compile({ ...REGION_VIEW, name: 'hang' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [Array.from({ length: 10 }, (_, i) => record(i))]);
+  const registry = new Registry();
+  // Generous for the small jobs here, tiny beside the 10 min default.
+  const runner = childRunner({ script: killerScript, jobTimeoutMs: 5_000, registry });
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated({ runner }), views: () => [hang, region], raw: true, registry }),
+    1,
+  );
+  assert.equal(d.markers.length, 1);
+  assert.equal(d.stats.segmentFailuresTotal, 0);
+  const m = d.markers[0]!;
+  checkAccounting(m);
+  assert.ok(m.artifacts.some((a) => a.kind === 'raw'));
+  assert.equal(m.views.find((v) => v.name === 'by_region')?.rows?.view, 10);
+  assert.equal(m.views.find((v) => v.name === 'hang')?.rows?.dlqByCode?.['view_failed'], 10);
+  const rows = [];
+  for (const a of m.artifacts.filter((x) => x.kind === 'dlq' && x.view === 'hang'))
+    rows.push(...(await parquetRows(d.store, a.key)));
+  assert.match(
+    Buffer.from(rows[0]!['error_message'] as Uint8Array).toString(),
+    /ran longer than views.processJobTimeoutMs \(5000 ms\)/,
+  );
+  const metrics = await registry.metrics();
+  // All views at once, then the hanging view alone (in a warm child: a hang is not run again).
+  assert.match(metrics, /landfall_parquet_child_retired_total\{reason="timeout"\} 2/);
+  assert.doesNotMatch(metrics, /landfall_parquet_child_reruns_total [1-9]/);
 });

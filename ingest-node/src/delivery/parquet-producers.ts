@@ -77,11 +77,8 @@ export interface ParquetProducerOptions {
 }
 
 export interface IsolatedOptions {
+  /** Its children (scratch folders, DuckDB settings, limits) are set up where it is created. */
   readonly runner: ChildRunner;
-  /** Children's scratch folders go under it (`<views.scratchDir>/children`). */
-  readonly scratchDir: string;
-  readonly memoryLimitBytes: number;
-  readonly threads: number;
   /**
    * Attempts of one segment (in this process) whose records could not be
    * loaded under the limit, after which it is delivered without raw Parquet.
@@ -283,9 +280,10 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
     markerViews?: MarkerView[];
   }> {
     const ref = job.ref;
-    const dirs: string[] = [];
+    const releases: (() => Promise<void>)[] = [];
+    let runs = 0;
     const cleanup = async (): Promise<void> => {
-      for (const d of dirs) await rm(d, { recursive: true, force: true });
+      for (const r of releases.splice(0)) await r();
     };
     const keyBytesBase: Record<string, number> = {};
     const markerEntryBytes: Record<string, number> = {};
@@ -300,14 +298,10 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
       failed?: Record<string, string>;
       markerBytes: number;
     }): Promise<{ outputs?: ChildOutputs; reason?: string }> => {
-      const dir = path.join(iso.scratchDir, `${jobId}-${dirs.length}`);
-      dirs.push(dir);
       const outcome = await iso.runner.run(
         {
-          jobId,
-          scratchDir: dir,
-          memoryLimitBytes: iso.memoryLimitBytes,
-          threads: iso.threads,
+          // One folder per run: the outputs of earlier steps are still held.
+          jobId: `${jobId}-${runs++}`,
           segmentPath: job.segmentPath,
           segment: job.segment,
           ...(job.recordBytesMax !== undefined ? { recordBytesMax: job.recordBytesMax } : {}),
@@ -325,7 +319,9 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
         },
         job.signal,
       );
-      return outcome.kind === 'ok' ? { outputs: outcome.outputs } : { reason: outcome.reason };
+      if (outcome.kind !== 'ok') return { reason: outcome.reason };
+      releases.push(outcome.release);
+      return { outputs: outcome.outputs };
     };
     const asOut = (raw: ChildOutputs['raw'], vs: ChildOutputs['views'], rowsIn: number) => ({
       raw,
@@ -534,7 +530,7 @@ export interface ParquetOutputs {
 
 /** The compaction schedule's DuckDB scratch (iceberg/schedule.ts), inside the DuckDB scratch folder. */
 const COMPACTION_DIR = 'compaction';
-/** Child processes' scratch folders, one per run, inside the DuckDB scratch folder. */
+/** Child processes' scratch folders, one per child, inside the DuckDB scratch folder. */
 export const CHILDREN_DIR = 'children';
 
 /** The DuckDB scratch folder: views.scratchDir, else `parquet` inside the WAL dir (the WAL volume). */
@@ -571,12 +567,21 @@ export async function startParquetOutputs(
     throw new Error(
       `views.processAddressSpaceBytes (${addressSpaceBytes}) must be at least views.memoryLimitBytes + ${processAddressSpaceHeadroomBytes} (Node and DuckDB reserve that much address space before any work)`,
     );
-  const runner = createChildRunner({ addressSpaceBytes, processesMax: config.views.processesMax });
   const childrenDir = path.join(scratchDir, CHILDREN_DIR);
   // A crashed run's children left their folders; the old in-process layout its jobs and spill.
   for (const d of [CHILDREN_DIR, JOBS_DIR, SPILL_DIR])
     await rm(path.join(scratchDir, d), { recursive: true, force: true });
   await mkdir(childrenDir, { recursive: true });
+  const runner = createChildRunner({
+    addressSpaceBytes,
+    processesMax: config.views.processesMax,
+    scratchDir: childrenDir,
+    memoryLimitBytes: config.views.memoryLimitBytes,
+    threads: config.views.threads,
+    nice: config.views.processNice,
+    jobTimeoutMs: config.views.processJobTimeoutMs,
+    ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+  });
   let creating: Promise<ParquetDb> | undefined;
   let closed = false;
   const db = (): Promise<ParquetDb> => {
@@ -628,12 +633,7 @@ export async function startParquetOutputs(
   }
   const reg = registry;
   const producer = parquetProducer({
-    isolated: {
-      runner,
-      scratchDir: childrenDir,
-      memoryLimitBytes: config.views.memoryLimitBytes,
-      threads: config.views.threads,
-    },
+    isolated: { runner },
     views: (segment) => reg?.viewsAt(segment.sealedAtMs) ?? [],
     raw,
     partitionFilesMax: config.views.partitionFilesMax,
@@ -649,7 +649,13 @@ export async function startParquetOutputs(
     db: fileDb,
     status: () => ({
       ...reg?.status(),
-      parquet: { scratchDir, rawParquet: raw, processesRunning: runner.running(), addressSpaceBytes },
+      parquet: {
+        scratchDir,
+        rawParquet: raw,
+        processesRunning: runner.running(),
+        addressSpaceBytes,
+        processes: runner.children(),
+      },
     }),
     async close(graceMs = 10_000) {
       closed = true;

@@ -1,6 +1,7 @@
-// The protocol between the node and its Parquet child (isolated.ts starts
-// it, child.ts is it): the request on stdin, the answer on stdout, as JSON
-// with bigints. Light on purpose: the child loads this, not the runner.
+// The protocol between the node and its Parquet children (isolated.ts starts
+// them, child.ts is one): the child's setup as its one argument, then one
+// request per line on stdin and one answer per line on stdout, as JSON with
+// bigints. Light on purpose: the child loads this, not the runner.
 import { fileURLToPath } from 'node:url';
 import type { CompiledView } from '../views/compile.ts';
 import type { ViewOutput } from '../views/materialize.ts';
@@ -19,6 +20,18 @@ export const CHILD_SCRIPT = fileURLToPath(new URL('./child.ts', import.meta.url)
 export const CHILD_NODE_FLAGS = ['--wasm-max-mem-pages=2048'] as const;
 /** Exit code child.ts uses for "could not start" (DuckDB did not come up under the limit). */
 export const CHILD_EXIT_SETUP = 125;
+/** The line a child prints once, when Node and DuckDB are up, before it reads any request. */
+export const CHILD_STARTED_LINE = '{"started":true}';
+
+/** What a child is for its whole life (its one argument, JSON): one DuckDB instance, one scratch folder. */
+export interface ChildSetup {
+  /** The child's own scratch folder (DuckDB may touch nothing else); each job writes under `jobs/<jobId>`. */
+  readonly scratchDir: string;
+  readonly memoryLimitBytes: number;
+  readonly threads: number;
+  /** Niceness the child gives itself before DuckDB starts its threads (0: the node's own). */
+  readonly nice: number;
+}
 
 /** Partition limits as data: the per-view numbers PartitionLimits computes. */
 export interface ChildPartitionLimits {
@@ -29,11 +42,12 @@ export interface ChildPartitionLimits {
 }
 
 export interface ChildRequest {
+  /**
+   * Names the job's folder, `<scratchDir>/jobs/<jobId>`, which holds its
+   * outputs until the parent removes it: unique among the jobs whose outputs
+   * the parent still holds.
+   */
   readonly jobId: string;
-  /** The child's own scratch folder (DuckDB may touch nothing else); removed by the parent. */
-  readonly scratchDir: string;
-  readonly memoryLimitBytes: number;
-  readonly threads: number;
   readonly segmentPath: string;
   readonly segment: SealedSegment;
   readonly recordBytesMax?: number;
@@ -54,7 +68,7 @@ export interface ChildOutputs {
   readonly markerBytesLeft: number;
   readonly loadMs: number;
   readonly rawMs: number;
-  /** The child's own view of its peak resident set (getrusage), for metrics. */
+  /** The child's own view of its peak resident set over its life (getrusage): the runner recycles a child that grew. */
   readonly maxRssBytes: number;
 }
 

@@ -1,9 +1,15 @@
-// The Parquet child process (isolated.ts starts it under an address-space
-// limit). Reads one ChildRequest (JSON) from stdin, prints `{"started":true}`
-// once Node and DuckDB are up, materialises the segment (raw Parquet, views,
-// DLQ) into its scratch folder and prints one ChildAnswer line. Nothing else
-// goes to stdout. The segment is read and verified here, from the file, as
-// the pipeline would (delivery/producers.ts openVerifiedSegment).
+// A Parquet child process (isolated.ts starts it under an address-space
+// limit and keeps it for many jobs). Its setup (ChildSetup, JSON) is its one
+// argument: it lowers its own CPU priority, starts its one DuckDB instance
+// on its scratch folder, prints `{"started":true}`, then reads ChildRequests
+// (one JSON line each) from stdin, materialises each segment (raw Parquet,
+// views, DLQ) into `<scratch>/jobs/<jobId>` and prints one ChildAnswer line
+// per request. Nothing else goes to stdout. It ends when stdin ends. The
+// segment is read and verified here, from the file, as the pipeline would
+// (delivery/producers.ts openVerifiedSegment).
+import { readdirSync } from 'node:fs';
+import { getPriority, setPriority } from 'node:os';
+import { createInterface } from 'node:readline';
 import { SegmentMismatchError, openVerifiedSegment, segmentRecords } from '../delivery/producers.ts';
 import { walToSegmentRecords } from './wal-records.ts';
 import { isOutsideData, materializeSegment, type PartitionLimits } from '../views/materialize.ts';
@@ -11,16 +17,37 @@ import { SegmentCorruptError } from '../wal/format.ts';
 import { createParquetDb, type ParquetDb } from './duckdb.ts';
 import {
   CHILD_EXIT_SETUP,
+  CHILD_STARTED_LINE,
   decodeJson,
   encodeJson,
   type ChildAnswer,
   type ChildRequest,
+  type ChildSetup,
 } from './child-protocol.ts';
 
-async function readStdin(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  return Buffer.concat(chunks).toString('utf8');
+/**
+ * Raises this process's niceness by `nice` (capped at 19), on every thread
+ * that exists now (Linux keeps a niceness per thread: V8's and libuv's
+ * threads started with Node). DuckDB's threads, started after this from the
+ * main thread, inherit it: delivery work yields the CPU to the node's acks.
+ */
+function lowerPriority(nice: number): void {
+  if (nice === 0) return;
+  const target = Math.min(19, getPriority() + nice);
+  setPriority(target);
+  let tids: string[] = [];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    // Not Linux: the process-wide call above is all there is.
+  }
+  for (const tid of tids) {
+    try {
+      setPriority(Number(tid), target);
+    } catch {
+      // A thread that ended since the listing.
+    }
+  }
 }
 
 function limitsOf(r: ChildRequest): PartitionLimits {
@@ -38,65 +65,77 @@ function limitsOf(r: ChildRequest): PartitionLimits {
   };
 }
 
-function answer(a: ChildAnswer): void {
-  process.stdout.write(`${encodeJson(a)}\n`);
+/** stdout is a pipe: Node writes it synchronously, so a line is out before the next job starts. */
+function answer(line: string): void {
+  process.stdout.write(`${line}\n`);
 }
 
-const request = decodeJson(await readStdin()) as ChildRequest;
+async function serve(db: ParquetDb, request: ChildRequest): Promise<ChildAnswer> {
+  try {
+    const out = await materializeSegment(db, {
+      jobId: request.jobId,
+      records: walToSegmentRecords(
+        segmentRecords(
+          openVerifiedSegment(request.segmentPath, request.segment, request.recordBytesMax),
+          request.recordBytesMax,
+        ),
+      ),
+      views: request.views,
+      ...(request.raw !== undefined ? { raw: request.raw } : {}),
+      ...(request.rowGroupRows !== undefined ? { rowGroupRows: request.rowGroupRows } : {}),
+      partitionLimits: limitsOf(request),
+      ...(request.failedViews !== undefined
+        ? { failedViews: new Map(Object.entries(request.failedViews)) }
+        : {}),
+      ...(request.fieldIds !== undefined ? { fieldIds: new Map(Object.entries(request.fieldIds)) } : {}),
+    });
+    return {
+      ok: true,
+      outputs: {
+        rowsIn: out.rowsIn,
+        raw: out.raw,
+        views: out.views,
+        markerBytesLeft: out.markerBytesLeft,
+        loadMs: out.loadMs,
+        rawMs: out.rawMs,
+        maxRssBytes: process.resourceUsage().maxRSS * 1024,
+      },
+    };
+  } catch (err) {
+    const message = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'failed';
+    const code = (err as { code?: unknown }).code;
+    if (err instanceof SegmentCorruptError)
+      return { ok: false, error: { kind: 'defect', message, offset: err.offset, reason: err.reason } };
+    if (err instanceof SegmentMismatchError) return { ok: false, error: { kind: 'mismatch', message } };
+    if (isOutsideData(err))
+      return {
+        ok: false,
+        error: { kind: 'outside', message, ...(typeof code === 'string' ? { code } : {}) },
+      };
+    return { ok: false, error: { kind: 'data', message } };
+  }
+}
+
+const setup = JSON.parse(process.argv[2] ?? '{}') as ChildSetup;
 let db: ParquetDb;
 try {
+  lowerPriority(setup.nice);
   db = await createParquetDb({
-    scratchDir: request.scratchDir,
-    memoryLimitBytes: request.memoryLimitBytes,
-    threads: request.threads,
+    scratchDir: setup.scratchDir,
+    memoryLimitBytes: setup.memoryLimitBytes,
+    threads: setup.threads,
   });
 } catch (err) {
   process.stderr.write(`DuckDB did not start: ${(err as Error).message}\n`);
   process.exit(CHILD_EXIT_SETUP);
 }
-process.stdout.write('{"started":true}\n');
+answer(CHILD_STARTED_LINE);
 try {
-  const out = await materializeSegment(db, {
-    jobId: request.jobId,
-    records: walToSegmentRecords(
-      segmentRecords(
-        openVerifiedSegment(request.segmentPath, request.segment, request.recordBytesMax),
-        request.recordBytesMax,
-      ),
-    ),
-    views: request.views,
-    ...(request.raw !== undefined ? { raw: request.raw } : {}),
-    ...(request.rowGroupRows !== undefined ? { rowGroupRows: request.rowGroupRows } : {}),
-    partitionLimits: limitsOf(request),
-    ...(request.failedViews !== undefined
-      ? { failedViews: new Map(Object.entries(request.failedViews)) }
-      : {}),
-    ...(request.fieldIds !== undefined ? { fieldIds: new Map(Object.entries(request.fieldIds)) } : {}),
-  });
-  answer({
-    ok: true,
-    outputs: {
-      rowsIn: out.rowsIn,
-      raw: out.raw,
-      views: out.views,
-      markerBytesLeft: out.markerBytesLeft,
-      loadMs: out.loadMs,
-      rawMs: out.rawMs,
-      maxRssBytes: process.resourceUsage().maxRSS * 1024,
-    },
-  });
-} catch (err) {
-  const message = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'failed';
-  const code = (err as { code?: unknown }).code;
-  if (err instanceof SegmentCorruptError)
-    answer({ ok: false, error: { kind: 'defect', message, offset: err.offset, reason: err.reason } });
-  else if (err instanceof SegmentMismatchError) answer({ ok: false, error: { kind: 'mismatch', message } });
-  else if (isOutsideData(err))
-    answer({
-      ok: false,
-      error: { kind: 'outside', message, ...(typeof code === 'string' ? { code } : {}) },
-    });
-  else answer({ ok: false, error: { kind: 'data', message } });
+  // One job at a time: the runner sends the next request after this answer.
+  for await (const line of createInterface({ input: process.stdin, crlfDelay: Infinity })) {
+    if (line === '') continue;
+    answer(encodeJson(await serve(db, decodeJson(line) as ChildRequest)));
+  }
 } finally {
   await db.close();
 }

@@ -12,6 +12,16 @@ export const viewsThreadsDefault = 2;
 /** Matches views/materialize.ts partitionFilesMaxDefault (kept here so the config loader stays light). */
 export const viewsPartitionFilesMaxDefault = 1_000;
 export const viewsProcessesMaxDefault = 1;
+/** Niceness a Parquet child adds to the node's: its work yields the CPU to the acks. */
+export const viewsProcessNiceDefault = 10;
+/**
+ * A Parquet child's job is killed after this long and counts as a death on
+ * the data. Generous: a 20 MiB segment takes ~4 s here (operations.md),
+ * minutes when DuckDB spills or the machine is loaded, and a legitimate job
+ * cut short costs its views' rows (view_failed); the bound is for a job that
+ * never ends.
+ */
+export const viewsProcessJobTimeoutMsDefault = 600_000;
 /** Default views.processAddressSpaceBytes beyond memoryLimitBytes. */
 export const viewsProcessAddressSpaceExtraBytesDefault = 3072 * MiB;
 /**
@@ -65,7 +75,7 @@ export const ViewsSchema = Type.Object(
       maximum: 16,
       default: viewsProcessesMaxDefault,
       description:
-        'Parquet child processes alive at once. Each sealed segment’s raw Parquet, views and DLQ are written by a child process (off the event loop that answers requests, and under processAddressSpaceBytes); further segments wait for one.',
+        'Parquet child processes alive at once. Each sealed segment’s raw Parquet, views and DLQ are written by a child process (off the event loop that answers requests, at processNice, under processAddressSpaceBytes); further segments wait for one. A child is kept for the next segments (its start costs ~0.55 CPU s) and replaced after 100 jobs, after 2 minutes idle, when its peak RSS passes half of processAddressSpaceBytes, or after a job that failed in it.',
     }),
     processAddressSpaceBytes: Type.Optional(
       Type.Integer({
@@ -74,6 +84,19 @@ export const ViewsSchema = Type.Object(
           'Hard address-space limit (RLIMIT_AS, via `ulimit -v` in /bin/sh) of each Parquet child process: the bound on what one segment’s materialisation can take, including allocations DuckDB’s memoryLimitBytes does not see (an expression that grows each value by a factor). A view whose child dies under it gets that segment’s rows in its DLQ as `view_failed`; the segment is delivered (docs/durability.md). Address space, not resident memory: Node and DuckDB reserve about 2 GB before any work, so it must be at least memoryLimitBytes + 2 GiB. Default: memoryLimitBytes + 3 GiB.',
       }),
     ),
+    processNice: Type.Integer({
+      minimum: 0,
+      maximum: 19,
+      default: viewsProcessNiceDefault,
+      description:
+        'Niceness each Parquet child process adds to the node’s own (capped at 19), set by the child on itself before DuckDB starts its threads: Parquet and view work yields the CPU to the node’s request handling (acks). 0: the same priority as the node.',
+    }),
+    processJobTimeoutMs: Type.Integer({
+      minimum: 1_000,
+      default: viewsProcessJobTimeoutMsDefault,
+      description:
+        'A Parquet child’s job (one segment, or one step of finding a culprit view) running longer than this is killed and counts as the child dying on the data: the view that hangs gets that segment’s rows in its DLQ as `view_failed` (docs/durability.md). Generous on purpose: a legitimate job cut short costs its views’ rows.',
+    }),
     partitionFilesMax: Type.Integer({
       minimum: 1,
       maximum: 100_000,

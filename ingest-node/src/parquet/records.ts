@@ -164,10 +164,14 @@ class LineWriter {
   line(payload: Buffer): void {
     const b = this.#buf;
     let off = this.#off;
-    off += this.#digits.copy(b, off, this.#firstDigit);
+    // Byte stores and TypedArray#set: Buffer#copy with offsets allocates a
+    // view per call, a million short-lived objects per segment for the GC.
+    const d = this.#digits;
+    for (let k = this.#firstDigit; k < 20; k++) b[off++] = d[k]!;
     b[off++] = DELIM;
     b[off++] = QUOTE;
-    off += payload.copy(b, off);
+    b.set(payload, off);
+    off += payload.byteLength;
     b[off++] = QUOTE;
     b[off++] = NL;
     this.#off = off;

@@ -91,6 +91,12 @@ export interface CompiledView {
    * 'filtered' where that is certain, NULL for the rows `sql` must classify.
    */
   readonly fastSql: string | undefined;
+  /**
+   * The DuckDB type of `fastSql`'s json_transform result (`__lf_t`), when
+   * there is a first pass: read_json gives the same struct straight from an
+   * NDJSON file of the payloads (materialize.ts fastSqlOverNdjson).
+   */
+  readonly fastStructType: string | undefined;
   /** View columns in output order, with canonical DuckDB types. */
   readonly columns: readonly { readonly name: string; readonly type: string }[];
   readonly filterSql: string | undefined;
@@ -371,14 +377,27 @@ export async function compileView(
 
   const typedReader = options.typedReader ?? true;
   const sql = buildSql(spec, filterSql, filterColumns, partitions, typedReader);
+  const first =
+    typedReader && (options.fastPath ?? true)
+      ? fastSql(spec, filterSql, filterColumns, partitions)
+      : undefined;
+  let fastStructType: string | undefined;
+  const structure = flatStructure(spec.columns);
+  if (first !== undefined && structure !== undefined) {
+    fastStructType = structType(structure.json);
+    try {
+      // Keys DuckDB cannot name a struct field by (e.g. two differing only in case): no NDJSON pass.
+      await conn.run(`SELECT NULL::${fastStructType}`);
+    } catch {
+      fastStructType = undefined;
+    }
+  }
   return {
     spec,
     specHash: viewSpecHash(spec),
     sql,
-    fastSql:
-      typedReader && (options.fastPath ?? true)
-        ? fastSql(spec, filterSql, filterColumns, partitions)
-        : undefined,
+    fastSql: first,
+    fastStructType,
     columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
     filterSql,
     partitions: partitions.map(({ root, ...p }) => ({
@@ -456,6 +475,18 @@ export function flatStructure(
     return ref;
   });
   return { json: JSON.stringify(toJson(root)), refs };
+}
+
+/**
+ * The type json_transform gives for a structure: its keys in the order of
+ * the structure's JSON text (json_transform's order), VARCHAR and JSON leaves.
+ */
+export function structType(structureJson: string): string {
+  const of = (o: Record<string, unknown>): string =>
+    `STRUCT(${Object.entries(o)
+      .map(([k, v]) => `${quoteIdent(k)} ${typeof v === 'string' ? v : of(v as Record<string, unknown>)}`)
+      .join(', ')})`;
+  return of(JSON.parse(structureJson) as Record<string, unknown>);
 }
 
 function extractionSql(columns: readonly ViewColumn[], typedReader: boolean): Extraction {

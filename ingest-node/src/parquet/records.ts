@@ -17,6 +17,18 @@
 // kept in JS typed arrays while the file is written and appended to DuckDB in
 // bulk (whole typed-array slices per chunk, no per-record call).
 //
+// When a view will read its segment as clean (options.ndjson, decided by
+// materialize.ts), the records go first to NDJSON_FILE instead: the payloads
+// as they are, one per line, which read_json parses straight into the view's
+// struct (one parse per payload, in parallel, no text per row). That file
+// takes payloads while each is one line from '{' to '}' (ndjsonLine) and
+// each buffer is UTF-8 without CR or 0x1F (NdjsonWriter); from the first
+// record it cannot take, the rest go to the CSV file as above (a refused
+// buffer's records too). The NDJSON lines are also read back as text, by
+// the CSV reader with no quote, their ordinal being the line number (WITH
+// ORDINALITY), so every other pass sees the same relations whichever file a
+// record went to.
+//
 // Relations (temp objects: they live and die with the job's connection):
 //   __lf_records  i (ordinal), payload BLOB (exact bytes), payload_text VARCHAR (NULL when not UTF-8)
 //   __lf_meta     i, seq, ingest_us, topic

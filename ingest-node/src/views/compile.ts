@@ -329,6 +329,12 @@ export interface CompileOptions {
    * what views-typed-reader.test.ts compares the two-pass path against.
    */
   readonly fastPath?: boolean;
+  /**
+   * Give the first pass its struct type for read_json over NDJSON
+   * (`fastStructType`; default true). false: a clean segment is read as CSV
+   * text then json_transform, what the benchmark's --csv arm compares against.
+   */
+  readonly ndjson?: boolean;
 }
 
 /**
@@ -383,7 +389,7 @@ export async function compileView(
       : undefined;
   let fastStructType: string | undefined;
   const structure = flatStructure(spec.columns);
-  if (first !== undefined && structure !== undefined) {
+  if (first !== undefined && structure !== undefined && (options.ndjson ?? true)) {
     fastStructType = structType(structure.json);
     try {
       // Keys DuckDB cannot name a struct field by (e.g. two differing only in case): no NDJSON pass.

@@ -11,12 +11,13 @@
 // (compile.ts fastSql) settles the rows that are fine, the full SELECT
 // (compile.ts sql) classifies the others. When the view's last segment was
 // all view rows, the first pass is tried straight into the view files
-// (writeIfClean) and kept only if this segment is too. Only DLQ rows carry
-// their ordinal and payload; their seq and ingest time are joined from the
-// records' metadata when the (small) DLQ is written. The row accounting is
-// checked, not assumed: records loaded, rows classified and rows DuckDB
-// reports writing must agree, or the job fails rather than report numbers
-// that lie.
+// (writeIfClean) and kept only if this segment is too; it then reads the
+// records as NDJSON with read_json (fastSqlOverNdjson) when the loader could
+// write them so. Only DLQ rows carry their ordinal and payload; their seq and
+// ingest time are joined from the records' metadata when the (small) DLQ is
+// written. The row accounting is checked, not assumed: records loaded, rows
+// classified and rows DuckDB reports writing must agree, or the job fails
+// rather than report numbers that lie.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';

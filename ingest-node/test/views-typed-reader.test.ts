@@ -450,3 +450,41 @@ void test('a clean segment read as NDJSON (read_json, one parse per line) is kep
   // Not vacuous: some of the awkward ones are view rows (the NDJSON pass kept them).
   assert.ok(keptWeird > 10, String(keptWeird));
 });
+
+void test('integer-like keys: the typed reader reads each column from its own key (struct fields follow the JSON text, "1" before "b")', async () => {
+  const spec = validateView({
+    name: 'int_keys',
+    columns: [
+      { name: 'b', type: 'VARCHAR', path: '$.b' },
+      { name: 'one', type: 'VARCHAR', path: '$["1"]' },
+      { name: 'o_z', type: 'VARCHAR', path: '$.o.z' },
+      { name: 'o_10', type: 'INTEGER', path: '$.o["10"]' },
+      { name: 'o_2', type: 'VARCHAR', path: '$.o["2"]' },
+    ],
+  });
+  const records: SegmentRecord[] = [
+    '{"b":"B","1":"ONE","o":{"z":"Z","10":10,"2":"TWO"}}',
+    '{"1":"one","b":"b","o":{"2":"two","z":"z","10":"x"}}',
+    '{"b":"only b"}',
+  ].map((p, i) => ({
+    seq: BigInt(i + 1),
+    ingestTimeMicros: 1_796_000_000_000_000n,
+    payload: Buffer.from(p),
+  }));
+  const outs = [];
+  for (const [arm, options] of [
+    ['two-pass', {}],
+    ['typed', { fastPath: false }],
+    ['listed', { typedReader: false }],
+  ] as const) {
+    const view = await db.withConnection((c) => compileView(c, spec, options));
+    const out = await materializeSegment(db, { jobId: `int-keys-${arm}`, records, views: [view] });
+    outs.push(await outcomeOf(out.views[0]!));
+    await out.cleanup();
+  }
+  const listed = outs[2] as { rows: { view: string[] } };
+  // The reference: each column its own key's value ("x" is no INTEGER: that record is a DLQ row).
+  assert.deepEqual(listed.rows.view, [' ["B","ONE","Z",10,"TWO"]', ' ["only b",null,null,null,null]']);
+  assert.deepEqual(outs[0], outs[2], 'two-pass vs list extraction');
+  assert.deepEqual(outs[1], outs[2], 'one-pass typed vs list extraction');
+});

@@ -468,13 +468,17 @@ export function flatStructure(
   if (payloadColumns === 0) return undefined;
   const toJson = (n: Node): unknown =>
     Object.fromEntries([...n].map(([k, v]) => [k, v instanceof Map ? toJson(v) : v]));
+  // The struct's fields are in the order of the structure's JSON text, which
+  // is the object's key order: integer-like keys ("1", "2") first, ascending,
+  // then the others as inserted — not always the Map's order.
+  const fieldOrder = (n: Node): string[] => Object.keys(Object.fromEntries([...n.keys()].map((k) => [k, 0])));
   const refs = columns.map((c) => {
     if (isTopicColumn(c)) return undefined;
     let ref = '__lf_t';
     let node = root;
     for (const s of c.pathSegments) {
       const key = (s as { key: string }).key;
-      ref = `struct_extract_at(${ref}, ${[...node.keys()].indexOf(key) + 1})`;
+      ref = `struct_extract_at(${ref}, ${fieldOrder(node).indexOf(key) + 1})`;
       const next = node.get(key);
       if (next instanceof Map) node = next;
     }

@@ -71,7 +71,25 @@ async function* asAsync<T>(xs: readonly T[]): AsyncGenerator<T> {
   for (const x of xs) yield x;
 }
 
-void test('every payload comes back byte for byte with its seq, time and topic, in order (tiny buffers, both iterable kinds)', async () => {
+/** Payloads NDJSON_FILE takes one per line ('{' … '}', one line), some awkward for a CSV reader or a JSON one. */
+function ndjsonPayloads(n: number): Buffer[] {
+  const odd = [
+    '{"q":"\u0001 quote"}',
+    '{"nul":"\u0000"}',
+    '{"tab":"a\tb"}',
+    '{"a":1} {"a":2}',
+    '{"a":1}\u000b}',
+    '{,}',
+    '{"s":"\\u00e9 ü→😀"}',
+    '{"back":"\\\\"}',
+    '{"quote":"\\""}',
+  ].map((t) => Buffer.from(t));
+  return Array.from({ length: n }, (_, i) =>
+    i % 5 === 2 ? odd[i % odd.length]! : Buffer.from(`{"i":${i}}`),
+  );
+}
+
+void test('every payload comes back byte for byte with its seq, time and topic, in order (tiny buffers, both iterable kinds, CSV and NDJSON files)', async () => {
   // Ordinary payloads between the awkward ones, so the tiny buffers flush
   // often and an invalid one sits in the middle of a buffer.
   const payloads: Buffer[] = [];
@@ -79,53 +97,80 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
     payloads.push(p);
     for (let k = 0; k < 7; k++) payloads.push(Buffer.from(`{"i":${i},"k":${k}}`));
   }
-  const recs = records(payloads);
-  for (const [label, source] of [
-    ['array', recs],
-    ['async', asAsync(recs)],
-  ] as const) {
-    const dir = path.join(scratch, 'jobs', `exact-${label}`);
-    await mkdir(dir, { recursive: true });
-    await db.withConnection(async (conn) => {
-      const loaded = await loadRecords(conn, source, { dir, chunkBytes: 256, lineBytesMax: 200 });
-      assert.equal(loaded.rows, recs.length);
-      assert.equal(loaded.firstSeq, recs[0]!.seq);
-      assert.equal(loaded.lastSeq, recs.at(-1)!.seq);
-      assert.equal(
-        loaded.payloadBytes,
-        payloads.reduce((n, p) => n + p.length, 0),
-      );
-      // 0x01 (3), not UTF-8 (3), too large (1): the side table.
-      assert.equal(loaded.sideRows, 7, label);
-      assert.equal(loaded.hasTopics, true);
-      const views = await conn.runAndReadAll(
-        `SELECT seq, payload, payload_text IS NULL FROM ${INPUT_RELATION} ORDER BY seq`,
-      );
-      assert.deepEqual(
-        views.getRows().map(([seq, , noText]) => [seq, noText]),
-        recs.map((r, i) => [BigInt(i), !isUtf8Like(r.payload)]),
-        'views shape: the ordinal, and text exactly where the payload is UTF-8',
-      );
-      await loaded.loadMeta();
-      await useInput(conn, 'full', loaded.hasTopics);
-      const full = await conn.runAndReadAll(
-        `SELECT seq, epoch_us(ingest_time), topic, payload FROM ${INPUT_RELATION}`,
-      );
-      const rows = full.getRows();
-      assert.equal(rows.length, recs.length);
-      for (const [i, [seq, us, topic, payload]] of rows.entries()) {
-        const r = recs[i]!;
-        assert.equal(seq, r.seq, `row ${i} in order`);
-        assert.equal(us, r.ingestTimeMicros);
-        assert.equal(topic, r.topic ?? null);
-        assert.ok(
-          Buffer.from((payload as { bytes: Uint8Array }).bytes).equals(Buffer.from(r.payload)),
-          `payload ${i} exact (${label})`,
+  // [label, payloads, NDJSON file asked for, side rows, NDJSON file kept]
+  const cases: [string, Buffer[], boolean, number | undefined, boolean][] = [
+    // 0x01 (3), not UTF-8 (3), too large (1): the side table.
+    ['csv', payloads, false, 7, false],
+    // The first payload is empty: the CSV file from the start.
+    ['ndjson, switched at once', payloads, true, 7, false],
+    // NDJSON lines over several buffers, then the CSV file from the first payload it cannot take.
+    ['ndjson, then csv', [...ndjsonPayloads(60), ...payloads], true, 7, false],
+    // A buffer the CSV reader would not give back (a CR, a 0x1F, bytes not UTF-8 inside '{…}'): moved to the CSV file.
+    ...(['{"cr":"a\rb"}', '{"us":"a\u001fb"}', '{\u00ff}'] as const).map(
+      (bad): [string, Buffer[], boolean, number | undefined, boolean] => [
+        `ndjson, buffer refused for ${JSON.stringify(bad)}`,
+        [
+          ...ndjsonPayloads(40),
+          Buffer.from(bad, bad.includes('\u00ff') ? 'latin1' : 'utf8'),
+          ...ndjsonPayloads(40),
+        ],
+        true,
+        undefined, // records after the switch that hold a 0x01 go to the side table too
+        false,
+      ],
+    ),
+    ['ndjson, every record', ndjsonPayloads(120), true, 0, true],
+  ];
+  for (const [label, input, ndjson, sideRows, kept] of cases) {
+    const recs = records(input);
+    for (const [kind, source] of [
+      ['array', recs],
+      ['async', asAsync(recs)],
+    ] as const) {
+      const dir = path.join(scratch, 'jobs', `exact-${cases.findIndex((c) => c[0] === label)}-${kind}`);
+      await mkdir(dir, { recursive: true });
+      const at = `${label} (${kind})`;
+      await db.withConnection(async (conn) => {
+        const loaded = await loadRecords(conn, source, { dir, chunkBytes: 256, lineBytesMax: 200, ndjson });
+        assert.equal(loaded.rows, recs.length);
+        assert.equal(loaded.firstSeq, recs[0]!.seq);
+        assert.equal(loaded.lastSeq, recs.at(-1)!.seq);
+        assert.equal(
+          loaded.payloadBytes,
+          input.reduce((n, p) => n + p.length, 0),
         );
-      }
-      const n = await conn.runAndReadAll(`SELECT count(*) FROM ${RECORDS_RELATION}`);
-      assert.equal(n.getRows()[0]![0], BigInt(recs.length));
-    });
+        if (sideRows !== undefined) assert.equal(loaded.sideRows, sideRows, at);
+        assert.equal(loaded.ndjsonFile !== undefined, kept, at);
+        assert.equal(loaded.hasTopics, true);
+        const views = await conn.runAndReadAll(
+          `SELECT seq, payload, payload_text IS NULL FROM ${INPUT_RELATION} ORDER BY seq`,
+        );
+        assert.deepEqual(
+          views.getRows().map(([seq, , noText]) => [seq, noText]),
+          recs.map((r, i) => [BigInt(i), !isUtf8Like(r.payload)]),
+          'views shape: the ordinal, and text exactly where the payload is UTF-8',
+        );
+        await loaded.loadMeta();
+        await useInput(conn, 'full', loaded.hasTopics);
+        const full = await conn.runAndReadAll(
+          `SELECT seq, epoch_us(ingest_time), topic, payload FROM ${INPUT_RELATION}`,
+        );
+        const rows = full.getRows();
+        assert.equal(rows.length, recs.length);
+        for (const [i, [seq, us, topic, payload]] of rows.entries()) {
+          const r = recs[i]!;
+          assert.equal(seq, r.seq, `row ${i} in order`);
+          assert.equal(us, r.ingestTimeMicros);
+          assert.equal(topic, r.topic ?? null);
+          assert.ok(
+            Buffer.from((payload as { bytes: Uint8Array }).bytes).equals(Buffer.from(r.payload)),
+            `payload ${i} exact (${at})`,
+          );
+        }
+        const n = await conn.runAndReadAll(`SELECT count(*) FROM ${RECORDS_RELATION}`);
+        assert.equal(n.getRows()[0]![0], BigInt(recs.length));
+      });
+    }
   }
 });
 

@@ -14,6 +14,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { compileView, createParquetDb, materializeSegment, validateView } from '../src/views/index.ts';
 import type { ParquetDb, SegmentRecord, ViewOutput } from '../src/views/index.ts';
+import { ndjsonLine } from '../src/parquet/records.ts';
+import { fastSqlOverNdjson } from '../src/views/materialize.ts';
 
 let scratch: string;
 let db: ParquetDb;
@@ -327,4 +329,162 @@ void test('segments written straight from the first pass (every record a view ro
         await b.cleanup();
       }
     }
+});
+
+void test('a clean segment read as NDJSON (read_json, one parse per line) is kept only where the text path keeps it, row for row', async () => {
+  // Payloads the NDJSON file takes (one line, '{' … '}'), awkward for a JSON
+  // line reader: what it might read differently from json_transform over the
+  // text (whitespace JSON does not have, a second document, NaN, trailing
+  // commas, raw control bytes in strings, lone surrogates, key case, nesting).
+  const weird = [
+    '{"a":1} {"a":2}',
+    '{"a":1}\u000b}',
+    '{"a":1}\f}',
+    '{"a":1}/*c*/}',
+    '{"a":1}  }',
+    '{"a":1}}',
+    '{"a":1]}',
+    '{"a":NaN}',
+    '{"a":Infinity,"n":-Infinity}',
+    '{"a":1,}',
+    '{"x":[1,2,]}',
+    '{"a":"x\ty"}',
+    '{"a":"\u0000"}',
+    '{"a":"\\u0000z"}',
+    '{"a":"\\ud800"}',
+    '{}',
+    '{ }',
+    '{"a":{"x":1}}',
+    '{"o":5}',
+    '{"o":"s"}',
+    '{"o":{"B":1,"b":2}}',
+    '{"A":"upper","a":"lower"}',
+    '{"a":"dup","a":"dup2"}',
+    '{"a" : 1 , "n" : 3 }',
+    '{"n":1e999}',
+    '{"n":-0}',
+    '{"n":3.7}',
+    '{"n":"12"}',
+    '{"n":true}',
+    '{"n":01}',
+    '{"ts":"2026-11-26T10:00:00+02:00","n":1}',
+    '{"ts":"2026-11-26 10:00:00","n":1}',
+    '{"ts":null,"n":1}',
+    '{"\\u0061":"escaped key"}',
+    '{"x":"a string in a JSON column","n":1}',
+    '{"x":{"b":1,"c":"q"},"n":1}',
+  ];
+  let seed = 5;
+  const rand = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  const sampled: string[] = [];
+  while (sampled.length < 40) {
+    const p = payload(rand);
+    if (ndjsonLine(p, 1 << 20)) sampled.push(p.toString('latin1'));
+  }
+  const specs = [
+    {
+      spec: validateView({
+        name: 'ndjson_plain',
+        columns: [
+          { name: 'a', type: 'VARCHAR', path: '$.a' },
+          { name: 'ob', type: 'VARCHAR', path: '$.o.b' },
+          { name: 'n', type: 'INTEGER', path: '$.n' },
+          { name: 'x', type: 'JSON', path: '$.x' },
+        ],
+      }),
+      primer: '{"a":"p","n":1}',
+    },
+    {
+      // The typed view without $.a and $.o.b: keys differing only in case
+      // cannot both be struct fields, so such a view has no NDJSON pass.
+      spec: {
+        ...VIEWS[1]!,
+        name: 'ndjson_typed',
+        columns: VIEWS[1]!.columns.filter((c) => c.name !== 'd' && c.name !== 'l'),
+      },
+      primer: '{"n":1,"ts":"2026-11-26T10:00:00Z"}',
+    },
+  ];
+  const rec = (p: Buffer, i: number): SegmentRecord => ({
+    seq: BigInt(i + 1),
+    ingestTimeMicros: 1_796_000_000_000_000n + BigInt(i),
+    payload: p,
+  });
+  const twins = await db.withConnection((c) => compileView(c, VIEWS[1]!));
+  assert.equal(twins.fastStructType, undefined, '$.a and $.A: no NDJSON pass');
+  let job = 0;
+  let keptWeird = 0;
+  for (const { spec, primer } of specs) {
+    const twoPass = await db.withConnection((c) => compileView(c, spec));
+    const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
+    assert.notEqual(twoPass.fastStructType, undefined);
+    assert.notEqual(
+      fastSqlOverNdjson(twoPass.fastSql!),
+      undefined,
+      'the first pass has the shape read_json replaces',
+    );
+    const primed = [rec(Buffer.from(primer), 0), rec(Buffer.from(primer), 1)];
+    for (const text of [...weird, ...sampled]) {
+      const p = Buffer.from(text, 'latin1');
+      assert.ok(ndjsonLine(p, 1 << 20), JSON.stringify(text));
+      // A clean segment first, so that the next one is tried as clean.
+      const first = await materializeSegment(db, { jobId: `nd-${job++}`, records: primed, views: [twoPass] });
+      assert.equal(first.views[0]!.viewRows, 2);
+      await first.cleanup();
+      const records = [...primed, rec(p, 2)];
+      const a = await materializeSegment(db, { jobId: `nd-${job++}`, records, views: [twoPass] });
+      const b = await materializeSegment(db, { jobId: `nd-${job++}`, records, views: [onePass] });
+      assert.deepEqual(
+        await outcomeOf(a.views[0]!),
+        await outcomeOf(b.views[0]!),
+        `${spec.name}: ${JSON.stringify(text)}`,
+      );
+      if (a.views[0]!.viewRows === 3 && weird.includes(text)) keptWeird++;
+      await a.cleanup();
+      await b.cleanup();
+    }
+  }
+  // Not vacuous: some of the awkward ones are view rows (the NDJSON pass kept them).
+  assert.ok(keptWeird > 10, String(keptWeird));
+});
+
+void test('integer-like keys: the typed reader reads each column from its own key (struct fields follow the JSON text, "1" before "b")', async () => {
+  const spec = validateView({
+    name: 'int_keys',
+    columns: [
+      { name: 'b', type: 'VARCHAR', path: '$.b' },
+      { name: 'one', type: 'VARCHAR', path: '$["1"]' },
+      { name: 'o_z', type: 'VARCHAR', path: '$.o.z' },
+      { name: 'o_10', type: 'INTEGER', path: '$.o["10"]' },
+      { name: 'o_2', type: 'VARCHAR', path: '$.o["2"]' },
+    ],
+  });
+  const records: SegmentRecord[] = [
+    '{"b":"B","1":"ONE","o":{"z":"Z","10":10,"2":"TWO"}}',
+    '{"1":"one","b":"b","o":{"2":"two","z":"z","10":"x"}}',
+    '{"b":"only b"}',
+  ].map((p, i) => ({
+    seq: BigInt(i + 1),
+    ingestTimeMicros: 1_796_000_000_000_000n,
+    payload: Buffer.from(p),
+  }));
+  const outs = [];
+  for (const [arm, options] of [
+    ['two-pass', {}],
+    ['typed', { fastPath: false }],
+    ['listed', { typedReader: false }],
+  ] as const) {
+    const view = await db.withConnection((c) => compileView(c, spec, options));
+    const out = await materializeSegment(db, { jobId: `int-keys-${arm}`, records, views: [view] });
+    outs.push(await outcomeOf(out.views[0]!));
+    await out.cleanup();
+  }
+  const listed = outs[2] as { rows: { view: string[] } };
+  // The reference: each column its own key's value ("x" is no INTEGER: that record is a DLQ row).
+  assert.deepEqual(listed.rows.view, [' ["B","ONE","Z",10,"TWO"]', ' ["only b",null,null,null,null]']);
+  assert.deepEqual(outs[0], outs[2], 'two-pass vs list extraction');
+  assert.deepEqual(outs[1], outs[2], 'one-pass typed vs list extraction');
 });

@@ -17,6 +17,18 @@
 // kept in JS typed arrays while the file is written and appended to DuckDB in
 // bulk (whole typed-array slices per chunk, no per-record call).
 //
+// When a view will read its segment as clean (options.ndjson, decided by
+// materialize.ts), the records go first to NDJSON_FILE instead: the payloads
+// as they are, one per line, which read_json parses straight into the view's
+// struct (one parse per payload, in parallel, no text per row). That file
+// takes payloads while each is one line from '{' to '}' (ndjsonLine) and
+// each buffer is UTF-8 without CR or 0x1F (NdjsonWriter); from the first
+// record it cannot take, the rest go to the CSV file as above (a refused
+// buffer's records too). The NDJSON lines are also read back as text, by
+// the CSV reader with no quote, their ordinal being the line number (WITH
+// ORDINALITY), so every other pass sees the same relations whichever file a
+// record went to.
+//
 // Relations (temp objects: they live and die with the job's connection):
 //   __lf_records  i (ordinal), payload BLOB (exact bytes), payload_text VARCHAR (NULL when not UTF-8)
 //   __lf_meta     i, seq, ingest_us, topic
@@ -67,6 +79,8 @@ export interface LoadedRecords {
   readonly sideRows: number;
   /** Whether any record has a topic (the metadata table has a topic column). */
   readonly hasTopics: boolean;
+  /** NDJSON_FILE's path when it was asked for and holds every record, line i = ordinal i. */
+  readonly ndjsonFile: string | undefined;
   /**
    * Fills META_TABLE (ordinal → seq, ingest_us, topic): for every record
    * (raw Parquet), or only for these ordinals (a view's DLQ rows). Views
@@ -84,6 +98,12 @@ export interface LoadOptions {
   readonly lineBytesMax?: number;
   /** Size of each of the two write buffers (default 4 MiB). */
   readonly chunkBytes?: number;
+  /**
+   * Also write NDJSON_FILE, the payloads one per line, for read_json (a
+   * view's first pass, materialize.ts): kept only when every payload can be
+   * a line of it as is (ndjsonLine), else removed.
+   */
+  readonly ndjson?: boolean;
 }
 
 const MAX_U64 = (1n << 64n) - 1n;
@@ -103,6 +123,7 @@ const FRAME_BYTES = 24;
 const QUOTE = 0x01;
 const DELIM = 0x1f;
 const NL = 0x0a;
+const CR = 0x0d;
 
 /** The relation the view compiler reads (compile.ts documents its columns). */
 export const INPUT_RELATION = '__lf_input';
@@ -111,6 +132,7 @@ export const META_TABLE = '__lf_meta';
 const SIDE_TABLE = '__lf_side';
 const LINES_VIEW = '__lf_lines';
 export const RECORDS_FILE = 'records.csv';
+export const NDJSON_FILE = 'records.ndjson';
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048;
 
@@ -164,13 +186,25 @@ class LineWriter {
   line(payload: Buffer): void {
     const b = this.#buf;
     let off = this.#off;
-    off += this.#digits.copy(b, off, this.#firstDigit);
+    // Byte stores and TypedArray#set: Buffer#copy with offsets allocates a
+    // view per call, a million short-lived objects per segment for the GC.
+    const d = this.#digits;
+    for (let k = this.#firstDigit; k < 20; k++) b[off++] = d[k]!;
     b[off++] = DELIM;
     b[off++] = QUOTE;
-    off += payload.copy(b, off);
+    b.set(payload, off);
+    off += payload.byteLength;
     b[off++] = QUOTE;
     b[off++] = NL;
     this.#off = off;
+  }
+
+  /** Continues at this ordinal (after the records NDJSON_FILE holds). */
+  setOrdinal(ordinal: number): void {
+    const text = String(ordinal);
+    this.#digits.fill(0x30);
+    this.#digits.write(text, 20 - text.length, 'latin1');
+    this.#firstDigit = 20 - text.length;
   }
 
   /** Next ordinal. */
@@ -202,6 +236,80 @@ class LineWriter {
     await this.#pending;
     await this.#fh.close();
   }
+}
+
+/**
+ * NDJSON_FILE: the payloads as they are, one per line, through two reusable
+ * buffers. A buffer is written only when DuckDB's CSV reader (no quote, 0x1F
+ * as the delimiter) gives every line of it back exactly: valid UTF-8, no CR
+ * (the reader refuses a lone one) and no 0x1F; flush() hands back any other
+ * (rare: none of those bytes is in a JSON payload outside a string, where
+ * JSON forbids them raw) for the caller to move to the CSV file.
+ */
+class NdjsonWriter {
+  readonly #fh: FileHandle;
+  readonly #size: number;
+  #bufs: [Buffer, Buffer];
+  #buf: Buffer;
+  #off = 0;
+  #rows = 0;
+  #pending: Promise<unknown> = Promise.resolve();
+  /** Lines written to the file (ordinals 0 … written - 1). */
+  written = 0;
+
+  constructor(fh: FileHandle, size: number) {
+    this.#fh = fh;
+    this.#size = size;
+    this.#bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    this.#buf = this.#bufs[0];
+  }
+
+  fits(bytes: number): boolean {
+    return this.#off + bytes + 1 <= this.#size;
+  }
+
+  line(payload: Buffer): void {
+    const b = this.#buf;
+    b.set(payload, this.#off);
+    this.#off += payload.byteLength;
+    b[this.#off++] = NL;
+    this.#rows++;
+  }
+
+  /** Writes the buffer, or returns its lines when the file cannot carry them (nothing written then). */
+  async flush(): Promise<Buffer | undefined> {
+    if (this.#off === 0) return undefined;
+    const data = this.#buf.subarray(0, this.#off);
+    if (!isUtf8(data) || data.indexOf(CR) !== -1 || data.indexOf(DELIM) !== -1) return data;
+    await this.#pending;
+    this.#pending = this.#fh.write(data);
+    this.written += this.#rows;
+    this.#buf = this.#buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
+    this.#off = 0;
+    this.#rows = 0;
+    return undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.#pending;
+    await this.#fh.close();
+  }
+}
+
+/**
+ * Whether a payload may be a line of NDJSON_FILE (besides the bytes
+ * NdjsonWriter checks per buffer): read back exactly by DuckDB's CSV reader,
+ * and read by read_json (format newline_delimited) exactly as json_transform
+ * reads its text — one row for the line, the same struct or NULL. DuckDB's
+ * JSON line reader finds a line by its newline, skips blank lines and
+ * whitespace before a line, and takes \v and \f around a document as
+ * whitespace (JSON does not). So: one line, starting with '{' and ending
+ * with '}' (no blank line, BOM or whitespace around it). The first payload
+ * that is not turns the rest of the segment over to the CSV file.
+ */
+export function ndjsonLine(p: Buffer, lineBytesMax: number): boolean {
+  const n = p.byteLength;
+  return n > 1 && n <= lineBytesMax && p[0] === 0x7b && p[n - 1] === 0x7d && p.indexOf(NL) === -1;
 }
 
 /**
@@ -353,7 +461,15 @@ export async function loadRecords(
   const lineBytesMax = options.lineBytesMax ?? LINE_BYTES_MAX_DEFAULT;
   const chunkBytes = Math.max(options.chunkBytes ?? CHUNK_BYTES_DEFAULT, lineBytesMax + FRAME_BYTES);
   const file = path.join(options.dir, RECORDS_FILE);
-  const writer = new LineWriter(await open(file, 'wx'), chunkBytes);
+  const ndjsonPath = path.join(options.dir, NDJSON_FILE);
+  // Records go to NDJSON_FILE while they can (options.ndjson), then to the
+  // CSV file: ordinals 0 … ndjsonRows - 1 are lines of the first, the rest
+  // lines of the second or side rows.
+  let nd: NdjsonWriter | undefined =
+    options.ndjson === true ? new NdjsonWriter(await open(ndjsonPath, 'wx'), chunkBytes) : undefined;
+  let writer: LineWriter | undefined =
+    nd === undefined ? new LineWriter(await open(file, 'wx'), chunkBytes) : undefined;
+  let ndjsonRows = 0;
   const meta = new Meta();
   const side: [number, Uint8Array][] = [];
   let payloadBytes = 0;
@@ -363,63 +479,117 @@ export async function loadRecords(
     side.push([ordinal, payload]);
   };
   const onInvalid = (lines: Buffer): Buffer => keepUtf8Lines(lines, aside);
-
-  /** Takes one record; false when the write buffer must be flushed first (nothing taken then). */
-  const add = (r: SegmentRecord): boolean => {
-    const u8 = r.payload;
-    const p = isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
-    const inFile = p.byteLength <= lineBytesMax && p.indexOf(QUOTE) === -1;
-    if (inFile && !writer.fits(p.byteLength)) return false;
+  const taken = (r: SegmentRecord, bytes: number): void => {
     checkRecord(r);
-    const ordinal = meta.n;
     meta.push(r.seq, r.ingestTimeMicros, r.topic);
     firstSeq ??= r.seq;
     lastSeq = r.seq;
-    payloadBytes += p.byteLength;
+    payloadBytes += bytes;
+  };
+
+  /** Takes one record; false when a buffer must be flushed or the file switched first (nothing taken then). */
+  const add = (r: SegmentRecord): boolean => {
+    const u8 = r.payload;
+    const p = isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    if (nd !== undefined) {
+      if (!ndjsonLine(p, lineBytesMax) || !nd.fits(p.byteLength)) return false;
+      taken(r, p.byteLength);
+      nd.line(p);
+      return true;
+    }
+    const w = writer!;
+    const inFile = p.byteLength <= lineBytesMax && p.indexOf(QUOTE) === -1;
+    if (inFile && !w.fits(p.byteLength)) return false;
+    const ordinal = meta.n;
+    taken(r, p.byteLength);
     // Payload views may point into a decoder buffer that moves on: the side table keeps a copy.
-    if (inFile) writer.line(p);
+    if (inFile) w.line(p);
     else aside(ordinal, Buffer.from(p));
-    writer.step();
+    w.step();
     return true;
+  };
+
+  /** Ends NDJSON_FILE at what it holds; `lines` (records already counted in meta) go to the CSV file. */
+  const toCsv = async (lines: Buffer | undefined): Promise<void> => {
+    const ndw = nd!;
+    nd = undefined;
+    await ndw.close();
+    ndjsonRows = ndw.written;
+    const w = new LineWriter(await open(file, 'wx'), chunkBytes);
+    writer = w;
+    w.setOrdinal(ndjsonRows);
+    let ordinal = ndjsonRows;
+    for (let start = 0; lines !== undefined && start < lines.length; ordinal++) {
+      const end = lines.indexOf(NL, start);
+      const p = lines.subarray(start, end);
+      start = end + 1;
+      const inFile = p.byteLength <= lineBytesMax && p.indexOf(QUOTE) === -1;
+      if (inFile && !w.fits(p.byteLength)) await w.flush(onInvalid);
+      if (inFile) w.line(p);
+      else aside(ordinal, Buffer.from(p));
+      w.step();
+    }
+  };
+  /** What add() needs before it can take `r`: a flushed buffer, or the switch to the CSV file. */
+  const makeRoom = async (r: SegmentRecord): Promise<void> => {
+    if (nd === undefined) return writer!.flush(onInvalid);
+    const u8 = r.payload;
+    const p = isBuffer(u8) ? u8 : Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength);
+    const refused = await nd.flush();
+    if (refused !== undefined || !ndjsonLine(p, lineBytesMax)) await toCsv(refused);
   };
   try {
     if (Symbol.iterator in records) {
       // Plain loop for arrays and sync iterators: `for await` would cost a
       // promise turn per record, more than writing it.
       for (const r of records) {
-        if (!add(r)) {
-          await writer.flush(onInvalid);
-          add(r);
-        }
+        while (!add(r)) await makeRoom(r);
         if (meta.n % yieldEvery === 0) await yieldToEventLoop();
       }
     } else {
       for await (const r of records) {
-        if (!add(r)) {
-          await writer.flush(onInvalid);
-          add(r);
-        }
+        while (!add(r)) await makeRoom(r);
         if (meta.n % yieldEvery === 0) await yieldToEventLoop();
       }
     }
-    await writer.flush(onInvalid);
+    if (nd !== undefined) {
+      const refused = await nd.flush();
+      if (refused !== undefined) await toCsv(refused);
+    }
+    if (nd !== undefined) {
+      ndjsonRows = nd.written;
+      if (ndjsonRows !== meta.n) throw new Error('records: NDJSON file out of step with the records');
+    }
+    await writer?.flush(onInvalid);
   } finally {
-    await writer.close();
+    await nd?.close();
+    await writer?.close();
   }
+  const ndjsonFile = nd !== undefined ? ndjsonPath : undefined;
 
   await appendSide(conn, side);
   // Empty until a pass asks for it (loadMeta), so joins to it always bind.
   await writeMeta(conn, meta, []);
-  // The reader's options are all explicit: no sniffing, no header, no NULL
-  // spelling (a quoted empty field is the empty payload), and the line bound
-  // covers every payload the file holds.
-  await conn.run(
-    `CREATE TEMP VIEW ${LINES_VIEW} AS SELECT i, line FROM read_csv(${sqlString(file)},
+  // The readers' options are all explicit: no sniffing, no header, no NULL
+  // spelling (a quoted empty field is the empty payload; NDJSON lines are
+  // never empty), and the line bound covers every payload the files hold.
+  // The NDJSON file's ordinal is its line number (WITH ORDINALITY: DuckDB
+  // reads it in one thread then, in order), the CSV file's is written in it.
+  const maxLine = Math.max(2 * 1024 * 1024, lineBytesMax + 2 * FRAME_BYTES);
+  const parts: string[] = [];
+  if (ndjsonRows > 0)
+    parts.push(`SELECT CAST(o - 1 AS UBIGINT) AS i, line FROM read_csv(${sqlString(ndjsonPath)},
+       columns = {'line': 'VARCHAR'}, auto_detect = false, header = false,
+       delim = '\x1f', quote = '', escape = '', new_line = '\\n',
+       strict_mode = true, null_padding = false, max_line_size = ${maxLine}) WITH ORDINALITY AS __lf_n(line, o)`);
+  if (writer !== undefined)
+    parts.push(`SELECT i, line FROM read_csv(${sqlString(file)},
        columns = {'i': 'UBIGINT', 'line': 'VARCHAR'}, auto_detect = false, header = false,
        delim = '\x1f', quote = '\x01', escape = '\x01', new_line = '\\n',
        strict_mode = true, null_padding = false, allow_quoted_nulls = false,
-       max_line_size = ${Math.max(2 * 1024 * 1024, lineBytesMax + 2 * FRAME_BYTES)})`,
-  );
+       max_line_size = ${maxLine})`);
+  if (parts.length === 0) parts.push('SELECT NULL::UBIGINT AS i, NULL::VARCHAR AS line WHERE false');
+  await conn.run(`CREATE TEMP VIEW ${LINES_VIEW} AS ${parts.join('\n       UNION ALL ')}`);
   // encode() only relabels the VARCHAR as a BLOB (no copy, no escapes read).
   await conn.run(
     `CREATE TEMP VIEW ${RECORDS_RELATION} AS
@@ -442,6 +612,7 @@ export async function loadRecords(
     lastSeq,
     sideRows: side.length,
     hasTopics,
+    ndjsonFile,
   };
 }
 

@@ -91,6 +91,12 @@ export interface CompiledView {
    * 'filtered' where that is certain, NULL for the rows `sql` must classify.
    */
   readonly fastSql: string | undefined;
+  /**
+   * The DuckDB type of `fastSql`'s json_transform result (`__lf_t`), when
+   * there is a first pass: read_json gives the same struct straight from an
+   * NDJSON file of the payloads (materialize.ts fastSqlOverNdjson).
+   */
+  readonly fastStructType: string | undefined;
   /** View columns in output order, with canonical DuckDB types. */
   readonly columns: readonly { readonly name: string; readonly type: string }[];
   readonly filterSql: string | undefined;
@@ -323,6 +329,12 @@ export interface CompileOptions {
    * what views-typed-reader.test.ts compares the two-pass path against.
    */
   readonly fastPath?: boolean;
+  /**
+   * Give the first pass its struct type for read_json over NDJSON
+   * (`fastStructType`; default true). false: a clean segment is read as CSV
+   * text then json_transform, what the benchmark's --csv arm compares against.
+   */
+  readonly ndjson?: boolean;
 }
 
 /**
@@ -371,14 +383,27 @@ export async function compileView(
 
   const typedReader = options.typedReader ?? true;
   const sql = buildSql(spec, filterSql, filterColumns, partitions, typedReader);
+  const first =
+    typedReader && (options.fastPath ?? true)
+      ? fastSql(spec, filterSql, filterColumns, partitions)
+      : undefined;
+  let fastStructType: string | undefined;
+  const structure = flatStructure(spec.columns);
+  if (first !== undefined && structure !== undefined && (options.ndjson ?? true)) {
+    fastStructType = structType(structure.json);
+    try {
+      // Keys DuckDB cannot name a struct field by (e.g. two differing only in case): no NDJSON pass.
+      await conn.run(`SELECT NULL::${fastStructType}`);
+    } catch {
+      fastStructType = undefined;
+    }
+  }
   return {
     spec,
     specHash: viewSpecHash(spec),
     sql,
-    fastSql:
-      typedReader && (options.fastPath ?? true)
-        ? fastSql(spec, filterSql, filterColumns, partitions)
-        : undefined,
+    fastSql: first,
+    fastStructType,
     columns: spec.columns.map((c) => ({ name: c.name, type: c.type })),
     filterSql,
     partitions: partitions.map(({ root, ...p }) => ({
@@ -443,19 +468,35 @@ export function flatStructure(
   if (payloadColumns === 0) return undefined;
   const toJson = (n: Node): unknown =>
     Object.fromEntries([...n].map(([k, v]) => [k, v instanceof Map ? toJson(v) : v]));
+  // The struct's fields are in the order of the structure's JSON text, which
+  // is the object's key order: integer-like keys ("1", "2") first, ascending,
+  // then the others as inserted — not always the Map's order.
+  const fieldOrder = (n: Node): string[] => Object.keys(Object.fromEntries([...n.keys()].map((k) => [k, 0])));
   const refs = columns.map((c) => {
     if (isTopicColumn(c)) return undefined;
     let ref = '__lf_t';
     let node = root;
     for (const s of c.pathSegments) {
       const key = (s as { key: string }).key;
-      ref = `struct_extract_at(${ref}, ${[...node.keys()].indexOf(key) + 1})`;
+      ref = `struct_extract_at(${ref}, ${fieldOrder(node).indexOf(key) + 1})`;
       const next = node.get(key);
       if (next instanceof Map) node = next;
     }
     return ref;
   });
   return { json: JSON.stringify(toJson(root)), refs };
+}
+
+/**
+ * The type json_transform gives for a structure: its keys in the order of
+ * the structure's JSON text (json_transform's order), VARCHAR and JSON leaves.
+ */
+export function structType(structureJson: string): string {
+  const of = (o: Record<string, unknown>): string =>
+    `STRUCT(${Object.entries(o)
+      .map(([k, v]) => `${quoteIdent(k)} ${typeof v === 'string' ? v : of(v as Record<string, unknown>)}`)
+      .join(', ')})`;
+  return of(JSON.parse(structureJson) as Record<string, unknown>);
 }
 
 function extractionSql(columns: readonly ViewColumn[], typedReader: boolean): Extraction {

@@ -11,12 +11,13 @@
 // (compile.ts fastSql) settles the rows that are fine, the full SELECT
 // (compile.ts sql) classifies the others. When the view's last segment was
 // all view rows, the first pass is tried straight into the view files
-// (writeIfClean) and kept only if this segment is too. Only DLQ rows carry
-// their ordinal and payload; their seq and ingest time are joined from the
-// records' metadata when the (small) DLQ is written. The row accounting is
-// checked, not assumed: records loaded, rows classified and rows DuckDB
-// reports writing must agree, or the job fails rather than report numbers
-// that lie.
+// (writeIfClean) and kept only if this segment is too; it then reads the
+// records as NDJSON with read_json (fastSqlOverNdjson) when the loader could
+// write them so. Only DLQ rows carry their ordinal and payload; their seq and
+// ingest time are joined from the records' metadata when the (small) DLQ is
+// written. The row accounting is checked, not assumed: records loaded, rows
+// classified and rows DuckDB reports writing must agree, or the job fails
+// rather than report numbers that lie.
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
@@ -324,6 +325,41 @@ export function withLoadedText(sql: string): string {
     : sql;
 }
 
+/** The NDJSON file read by read_json as `__lf_t` for one view's first pass (fastSqlOverNdjson). */
+const NDJSON_RELATION = '__lf_ndjson';
+const FAST_READ =
+  /SELECT \*, try\(json_transform\(__lf_text, '(?:[^']|'')*'\)\) AS __lf_t\n {2}FROM __lf_src/;
+
+/**
+ * The first pass with its struct read by read_json from the segment's NDJSON
+ * file (parquet/records.ts ndjsonLine: the same struct json_transform gives
+ * over each payload's text, or NULL) instead of CSV text then
+ * json_transform: one parse of each payload, in parallel, and no text per
+ * row. It carries no ordinal, payload or text, so it serves only the write
+ * of a clean segment, where every row is 'ok' and none is needed.
+ * undefined when the SQL does not have the compiled shape.
+ */
+export function fastSqlOverNdjson(fastSql: string): string | undefined {
+  if (fastSql.split(FAST_READ).length !== 2) return undefined;
+  return fastSql.replace(
+    FAST_READ,
+    () =>
+      `SELECT NULL::UBIGINT AS __lf_seq, NULL::BLOB AS __lf_payload, NULL::VARCHAR AS __lf_topic,\n` +
+      `    NULL::VARCHAR AS __lf_text, __lf_t\n  FROM ${NDJSON_RELATION}`,
+  );
+}
+
+/** Points NDJSON_RELATION at the file with this view's struct type. */
+async function useNdjson(conn: DuckDBConnection, file: string, structType: string): Promise<void> {
+  await conn.run(
+    `CREATE OR REPLACE TEMP VIEW ${NDJSON_RELATION} AS SELECT v AS __lf_t FROM read_json(${sqlString(file)},
+       format = 'newline_delimited', records = false, columns = {'v': ${sqlString(structType)}},
+       ignore_errors = true, compression = 'uncompressed', maximum_object_size = ${NDJSON_OBJECT_BYTES_MAX})`,
+  );
+}
+/** read_json's bound on a line: above records.ts's lineBytesMax default (longer payloads never reach the file). */
+const NDJSON_OBJECT_BYTES_MAX = 2 * 1024 * 1024;
+
 /**
  * Views whose last segment had only view rows (by spec hash): for them the
  * next segment is first written straight from the first pass (writeIfClean).
@@ -337,6 +373,16 @@ function rememberClean(view: CompiledView, clean: boolean): void {
   lastSegmentClean.set(view.specHash, clean);
 }
 const DATE_TEXT = /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/;
+
+/** Whether the view's segment is first tried as clean (writeIfClean), topics aside. */
+function triesClean(view: CompiledView): boolean {
+  return (
+    view.fastSql !== undefined &&
+    restSql(view.sql) !== undefined &&
+    view.partitions.every((p) => p.dateValued) &&
+    (lastSegmentClean.get(view.specHash) ?? view.filterSql === undefined)
+  );
+}
 
 /**
  * The common segment — every record a view row, a few dates as partitions —
@@ -361,15 +407,23 @@ async function writeIfClean(
   budget: Budget,
   started: number,
   fieldIds: Readonly<Record<string, number>> | undefined,
+  ndjsonFile: string | undefined,
 ): Promise<ViewOutput | undefined> {
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
   const names = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent).join(', ');
   let written: ParquetFile[];
   try {
+    let source = withLoadedText(fastSql);
+    const overNdjson =
+      ndjsonFile !== undefined && view.fastStructType !== undefined ? fastSqlOverNdjson(fastSql) : undefined;
+    if (overNdjson !== undefined) {
+      await useNdjson(conn, ndjsonFile!, view.fastStructType!);
+      source = overNdjson;
+    }
     written = await copyToParquet(
       conn,
-      `SELECT ${names} FROM (\n${withLoadedText(fastSql)}\n) WHERE __lf_status = 'ok'`,
+      `SELECT ${names} FROM (\n${source}\n) WHERE __lf_status = 'ok'`,
       dir,
       {
         partitionBy: aliases,
@@ -471,14 +525,7 @@ async function materializeView(
        ${partitioned ? '__lf_seq' : "CASE WHEN __lf_status = 'dlq' THEN __lf_seq END"} AS __lf_ordinal,
        CASE WHEN __lf_status = 'dlq' THEN __lf_payload END AS __lf_payload, ${out}
      FROM (\n${withLoadedText(sql)}\n)`;
-  if (
-    view.fastSql !== undefined &&
-    rest !== undefined &&
-    !withTopic &&
-    rowsIn > 0 &&
-    view.partitions.every((p) => p.dateValued) &&
-    (lastSegmentClean.get(view.specHash) ?? view.filterSql === undefined)
-  ) {
+  if (view.fastSql !== undefined && !withTopic && rowsIn > 0 && triesClean(view)) {
     const clean = await writeIfClean(
       conn,
       view,
@@ -490,6 +537,7 @@ async function materializeView(
       budget,
       started,
       fieldIds,
+      loaded.ndjsonFile,
     );
     if (clean !== undefined) return clean;
   }
@@ -770,7 +818,16 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   try {
     return await db.withConnection(async (conn) => {
       const t0 = performance.now();
-      const loaded = await loadRecords(conn, input.records, { dir: jobDir });
+      // The records as NDJSON (parquet/records.ts) when a view's clean segment
+      // will read them so; otherwise the CSV file, which DuckDB reads in
+      // parallel (raw Parquet reads every record; the NDJSON file is read
+      // back as text in one thread).
+      const ndjson =
+        input.raw === undefined &&
+        input.views.some(
+          (v) => v.fastStructType !== undefined && !input.failedViews?.has(v.spec.name) && triesClean(v),
+        );
+      const loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
       const t1 = performance.now();
       let raw: ParquetFile[] = [];
       if (input.raw) {

@@ -2,15 +2,15 @@
 // once, then each stage of the classification timed alone (CPU time of the
 // process, medians), and EXPLAIN ANALYZE of the classification with --explain.
 //
-//   node test/bench/views/profile.ts [--rows 1000000] [--runs 3] [--explain]
-import { mkdtemp, rm } from 'node:fs/promises';
+//   node test/bench/views/profile.ts [--rows 1000000] [--runs 3] [--explain] [--only <stage text>]
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { compileView, createParquetDb, parseViewYaml } from '../../../ingest-node/src/views/index.ts';
 import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
 import { loadRecords } from '../../../ingest-node/src/parquet/records.ts';
-import { withLoadedText } from '../../../ingest-node/src/views/materialize.ts';
+import { fastSqlOverNdjson, withLoadedText } from '../../../ingest-node/src/views/materialize.ts';
 import { seededRandom } from '../../../ingest-node/src/fs/power-cut.ts';
 
 const { values: args } = parseArgs({
@@ -79,6 +79,17 @@ try {
     const view = await compileView(conn, parseViewYaml(VIEW));
     const listed = await compileView(conn, parseViewYaml(VIEW), { typedReader: false });
     await loadRecords(conn, records, { dir: scratch });
+    // The same payloads as an NDJSON file, for the stages that read it as the
+    // materialiser does for a clean segment (read_json, views/materialize.ts).
+    const ndjson = path.join(scratch, 'records.ndjson');
+    const nl = Buffer.from('\n');
+    await writeFile(ndjson, Buffer.concat(records.flatMap((r) => [Buffer.from(r.payload), nl])));
+    await conn.run(
+      `CREATE OR REPLACE TEMP VIEW __lf_ndjson AS SELECT v AS __lf_t FROM read_json('${ndjson}',
+         format = 'newline_delimited', records = false, columns = {'v': '${view.fastStructType ?? ''}'},
+         ignore_errors = true, compression = 'uncompressed')`,
+    );
+    const overNdjson = fastSqlOverNdjson(view.fastSql ?? '') ?? '';
     const cols = view.columns.map((c) => `"${c.name}"`).join(', ');
     const wrap = (sql: string): string =>
       `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, __lf_error_code, __lf_error_message, __lf_error_column,
@@ -142,7 +153,25 @@ try {
         `COPY (SELECT ${cols}, dt FROM (${withLoadedText(view.fastSql ?? '')}) WHERE __lf_status = 'ok') TO '${scratch}/out-b' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
       ],
       ['classification (list extraction), table', wrap(listed.sql)],
-      ['read_ndjson of a file → table (ceiling reader)', ''],
+      ['NDJSON: read_json → struct, table', `CREATE OR REPLACE TEMP TABLE __p AS SELECT * FROM __lf_ndjson`],
+      [
+        'NDJSON: first pass, table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT __lf_status, ${cols}, dt FROM (${overNdjson})`,
+      ],
+      [
+        'NDJSON: first pass straight into COPY',
+        `COPY (SELECT ${cols}, dt FROM (${overNdjson}) WHERE __lf_status = 'ok') TO '${scratch}/out-c' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
+      ],
+      [
+        'ceiling: read_ndjson typed → table',
+        `CREATE OR REPLACE TEMP TABLE __p AS SELECT * FROM read_ndjson('${ndjson}', columns = {event: 'VARCHAR', user: 'VARCHAR', page: 'VARCHAR', ts: 'TIMESTAMP', duration_ms: 'INTEGER', country: 'VARCHAR', referrer: 'VARCHAR', session: 'VARCHAR'})`,
+      ],
+      [
+        'ceiling: read_ndjson typed → COPY',
+        `COPY (SELECT event, "user" AS user_id, page, ts AS viewed_at, duration_ms, country, CAST(date_trunc('day', ts) AS DATE) AS dt
+           FROM read_ndjson('${ndjson}', columns = {event: 'VARCHAR', user: 'VARCHAR', page: 'VARCHAR', ts: 'TIMESTAMP', duration_ms: 'INTEGER', country: 'VARCHAR', referrer: 'VARCHAR', session: 'VARCHAR'}))
+         TO '${scratch}/out-d' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt), OVERWRITE_OR_IGNORE)`,
+      ],
     ];
     for (const [name, sql] of stages) {
       if (args.only !== undefined && !name.includes(args.only)) continue;

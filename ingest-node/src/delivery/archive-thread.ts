@@ -9,7 +9,7 @@
 // end, abort. Out (ArchiveReply): ack (a chunk was taken by the verifier:
 // the sender's window), out (a compressed chunk), done, error. Several jobs
 // may be in flight, told apart by id.
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { PassThrough, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parentPort, workerData } from 'node:worker_threads';
@@ -24,7 +24,8 @@ if (port === null) throw new Error('archive-thread.ts runs as a worker thread');
 const data = workerData as ArchiveThreadData;
 if (data.nice > 0) {
   try {
-    setPriority(data.nice);
+    // Added to the node's own (this thread inherited it), as the Parquet children do.
+    setPriority(Math.min(19, getPriority() + data.nice));
   } catch {
     // A sandbox that refuses it leaves the thread at the node's priority: slower acks, no harm.
   }

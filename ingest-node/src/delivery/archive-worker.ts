@@ -35,7 +35,7 @@ export class ArchiveWorkerError extends Error {
 }
 
 export interface ArchiveWorkerOptions {
-  /** Niceness of the worker thread; default 10 (0 = the node's own priority). */
+  /** Niceness the worker thread adds to the node's (capped at 19); default 10, 0 = the node's own. */
   readonly nice?: number;
   /** The worker ends after this long without a job. Default 30 s. */
   readonly idleMs?: number;

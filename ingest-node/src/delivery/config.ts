@@ -11,6 +11,7 @@ import type { Logger } from '../log.ts';
 import { openObjectStore, type ObjectStore, type ObjectStoreConfig } from '../store/index.ts';
 import type { Wal } from '../wal/types.ts';
 import { startPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
+import { ArchiveWorker } from './archive-worker.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from './producers.ts';
 import { normalizePrefix } from './keys.ts';
 import { defaultRetryPolicy } from './retry.ts';
@@ -66,6 +67,11 @@ export interface StartDeliveryOptions {
   /** Defaults applied by the node's config loader (or pass {} for all defaults). */
   readonly delivery: Partial<DeliveryConfig>;
   readonly outputs?: OutputsConfig;
+  /**
+   * Niceness the segment archive's worker thread adds to the node's
+   * (views.processNice); default archive-worker.ts archiveNiceDefault.
+   */
+  readonly archiveNice?: number;
   /** Extra producers (Parquet raw/views/DLQ, a later issue). */
   readonly producers?: readonly ArtifactProducer[];
   /** Table commits before each marker (iceberg/delivery.ts), given the opened store. */
@@ -95,7 +101,12 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
         }
       : o.store;
   const producers: ArtifactProducer[] = [];
-  const archive = (o.outputs?.segments ?? true) ? segmentArchiveProducer() : undefined;
+  const archive =
+    (o.outputs?.segments ?? true)
+      ? segmentArchiveProducer(
+          o.archiveNice !== undefined ? { worker: new ArchiveWorker({ nice: o.archiveNice }) } : {},
+        )
+      : undefined;
   if (archive !== undefined) producers.push(archive);
   if (o.outputs?.rawParquet === true && (o.producers ?? []).length === 0)
     o.log.warn(
@@ -201,6 +212,8 @@ export interface NodeDeliveryConfig {
   readonly credentials: CredentialsBlock;
   readonly outputs: OutputsConfig;
   readonly delivery: DeliveryConfig;
+  /** views.processNice: also the archive worker thread's niceness. */
+  readonly views?: { readonly processNice: number };
 }
 
 /**
@@ -237,6 +250,7 @@ export async function startConfiguredDelivery(
     prefix: target.prefix,
     delivery: config.delivery,
     outputs: config.outputs,
+    ...(config.views !== undefined ? { archiveNice: config.views.processNice } : {}),
     ...(deps.producers !== undefined ? { producers: deps.producers } : {}),
     ...(deps.tableCommit !== undefined ? { tableCommit: deps.tableCommit } : {}),
     clock: deps.clock,

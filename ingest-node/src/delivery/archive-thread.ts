@@ -1,9 +1,11 @@
-// The worker thread behind archive-worker.ts: verifies, hashes and
-// compresses segment bytes the node's main thread hands it, so the thread
-// that answers requests only moves buffers (issue 15: ack latency isolated
-// from delivery). It lowers its own CPU priority first: on Linux
-// setpriority(PRIO_PROCESS, 0) applies to the calling thread only, so the
-// main thread keeps its priority and the acks win the CPU.
+// The worker thread behind archive-worker.ts: verifies and hashes the
+// segment bytes the node's main thread hands it and drives their zstd
+// stream, so the thread that answers requests only moves buffers (issue 15:
+// ack latency isolated from delivery). It lowers its own CPU priority first:
+// on Linux setpriority(PRIO_PROCESS, 0) applies to the calling thread only,
+// so the main thread keeps its priority and the acks win the CPU. (The zstd
+// work itself runs on libuv's thread pool, whose threads keep the node's
+// priority.)
 //
 // Messages in (ArchiveRequest): begin, chunk (a transferred ArrayBuffer),
 // end, abort. Out (ArchiveReply): ack (a chunk was taken by the verifier:

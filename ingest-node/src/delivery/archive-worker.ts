@@ -1,9 +1,12 @@
-// The segment archive's CPU work (frame verification, sha256 of both sides,
-// zstd) on a worker thread at a lower priority (archive-thread.ts), so the
-// event loop that answers requests only reads the segment and writes the
-// archive through the node's FileSystem (the power-cut tests still see every
-// byte). Before this, a 1 MiB chunk cost the loop ~3 ms of CRC and sha256
-// walking (issue 15).
+// The segment archive's CPU work off the event loop that answers requests
+// (issue 15): frame verification and the sha256 of both sides run on a
+// worker thread at a lower priority (archive-thread.ts), which also drives
+// the zstd stream. The compression itself runs, as every node:zlib stream's
+// does, on libuv's thread pool at the node's own priority (one pool task at
+// a time per archive, so the WAL's file calls keep the other pool threads).
+// This thread only reads the segment and writes the archive through the
+// node's FileSystem (the power-cut tests still see every byte). Before, each
+// 1 MiB chunk cost the loop ~3 ms of CRC and sha256 walking.
 //
 // Bounds: the segment goes over in pieces of at most 256 KiB; at most
 // `chunksInFlightMax` of a job's pieces are handed over and not yet taken by
@@ -208,8 +211,16 @@ export class ArchiveWorker {
    * `job.signal` aborts. The sink is destroyed on failure.
    */
   async archive(source: Readable, sink: Writable, job: ArchiveJob): Promise<CompressResult> {
-    if (this.#closed) throw new ArchiveWorkerError('the segment archive worker is closed');
-    job.signal?.throwIfAborted();
+    const refuse = (err: unknown): never => {
+      // Nobody else will end them: an open file handle, or an uncaught 'error' later.
+      sink.on('error', () => {});
+      source.on('error', () => {});
+      sink.destroy();
+      source.destroy();
+      throw err;
+    };
+    if (this.#closed) refuse(new ArchiveWorkerError('the segment archive worker is closed'));
+    if (job.signal?.aborted === true) refuse(job.signal.reason);
     const w = this.#start();
     this.#clearIdle();
     w.ref();
@@ -258,14 +269,14 @@ export class ArchiveWorker {
       });
       try {
         for await (const chunk of source as AsyncIterable<Buffer>) {
-          while (p.failure === undefined && p.inFlight >= this.#window)
-            await new Promise<void>((r) => (p.wake = r));
-          if (p.failure !== undefined) break;
-          if (sink.writableNeedDrain) await once(sink, 'drain');
           if (p.failure !== undefined) break;
           // Pieces of at most pieceBytes: each of the worker's stream stages
           // may hold a chunk or two, so their size is what bounds its memory.
-          for (let at = 0; at < chunk.length; at += PIECE_BYTES) {
+          for (let at = 0; at < chunk.length && p.failure === undefined; at += PIECE_BYTES) {
+            while (p.failure === undefined && p.inFlight >= this.#window)
+              await new Promise<void>((r) => (p.wake = r));
+            if (p.failure === undefined && sink.writableNeedDrain) await once(sink, 'drain');
+            if (p.failure !== undefined) break;
             const piece = chunk.subarray(at, at + PIECE_BYTES);
             const ab =
               piece.byteOffset === 0 && piece.byteLength === piece.buffer.byteLength

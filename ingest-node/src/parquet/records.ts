@@ -158,6 +158,17 @@ class Meta {
   }
 }
 
+/**
+ * A write left in flight while the next buffer fills: its failure (ENOSPC,
+ * EIO) must wait for the next await of it, not be an unhandled rejection
+ * that kills the process (and, in the Parquet child, is read as a death on
+ * the data).
+ */
+function observed<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
 /** Writes `<i>\x1F\x01payload\x01\n` lines through two reusable buffers, each write overlapping the next fill. */
 class LineWriter {
   readonly #fh: FileHandle;
@@ -227,7 +238,7 @@ class LineWriter {
     if (!isUtf8(data)) data = onInvalid(data);
     // One write in flight at a time: the other buffer is being filled meanwhile.
     await this.#pending;
-    this.#pending = this.#fh.write(data);
+    this.#pending = observed(this.#fh.write(data));
     this.#buf = this.#buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
     this.#off = 0;
   }
@@ -282,7 +293,7 @@ class NdjsonWriter {
     const data = this.#buf.subarray(0, this.#off);
     if (!isUtf8(data) || data.indexOf(CR) !== -1 || data.indexOf(DELIM) !== -1) return data;
     await this.#pending;
-    this.#pending = this.#fh.write(data);
+    this.#pending = observed(this.#fh.write(data));
     this.written += this.#rows;
     this.#buf = this.#buf === this.#bufs[0] ? this.#bufs[1] : this.#bufs[0];
     this.#off = 0;
@@ -562,8 +573,11 @@ export async function loadRecords(
     }
     await writer?.flush(onInvalid);
   } finally {
-    await nd?.close();
-    await writer?.close();
+    try {
+      await nd?.close();
+    } finally {
+      await writer?.close();
+    }
   }
   const ndjsonFile = nd !== undefined ? ndjsonPath : undefined;
 

@@ -15,7 +15,7 @@ import { after, afterEach, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { cp, mkdtemp, open, readdir, rm } from 'node:fs/promises';
+import { cp, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { getPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +31,7 @@ import { parquetProducer, type IsolatedOptions } from '../src/delivery/parquet-p
 import { startPipeline, type PipelineStats } from '../src/delivery/pipeline.ts';
 import { segmentArchiveProducer, type ArtifactProducer } from '../src/delivery/producers.ts';
 import {
+  MaterializerError,
   createChildRunner,
   type ChildRequest,
   type ChildRunner,
@@ -759,4 +760,43 @@ void test('a job that outlives views.processJobTimeoutMs: its child is killed, a
   // All views at once, then the hanging view alone (in a warm child: a hang is not run again).
   assert.match(metrics, /landfall_parquet_child_retired_total\{reason="timeout"\} 2/);
   assert.doesNotMatch(metrics, /landfall_parquet_child_reruns_total [1-9]/);
+});
+
+void test('a child that never comes up is killed after startTimeoutMs: the start fails outside the data (MATERIALIZER_START), nothing is left running', async () => {
+  const silent = path.join(root, 'silent-child.mjs');
+  // Neither the started line nor an exit: a child stuck before DuckDB is up.
+  await writeFile(silent, 'setInterval(() => {}, 1000);\n');
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [[record(1)]]);
+  const wal = await openWal({
+    dir: walDir,
+    endpoint,
+    instance,
+    fs: new NodeFileSystem(),
+    clock: systemClock,
+    log: silentLogger,
+    segmentAgeMsMax: 3_600_000,
+  });
+  const segment = wal.segment(1n)!;
+  const segmentPath = wal.segmentPath(1n);
+  await wal.close();
+  const view = await compile(REGION_VIEW);
+  const runner = childRunner({ script: silent, startTimeoutMs: 500 });
+  await assert.rejects(
+    runner.run({
+      jobId: 'never-up',
+      segmentPath,
+      segment,
+      views: [view],
+      partitionLimits: {
+        filesMax: 100,
+        keyBytesBase: { [view.spec.name]: 100 },
+        markerEntryBytes: { [view.spec.name]: 300 },
+        markerBytes: 1 << 20,
+      },
+    }),
+    (e: unknown) =>
+      e instanceof MaterializerError && e.code === 'MATERIALIZER_START' && /within 500 ms/.test(e.message),
+  );
+  assert.equal(runner.running(), 0);
 });

@@ -9,12 +9,12 @@
 // objects, and bytes that are not JSON or not UTF-8.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { compileView, createParquetDb, materializeSegment, validateView } from '../src/views/index.ts';
 import type { ParquetDb, SegmentRecord, ViewOutput } from '../src/views/index.ts';
-import { ndjsonLine } from '../src/parquet/records.ts';
+import { NDJSON_FILE, ndjsonLine } from '../src/parquet/records.ts';
 import { fastSqlOverNdjson } from '../src/views/materialize.ts';
 
 let scratch: string;
@@ -417,6 +417,8 @@ void test('a clean segment read as NDJSON (read_json, one parse per line) is kep
   assert.equal(twins.fastStructType, undefined, '$.a and $.A: no NDJSON pass');
   let job = 0;
   let keptWeird = 0;
+  let overNdjson = 0;
+  let jobs = 0;
   for (const { spec, primer } of specs) {
     const twoPass = await db.withConnection((c) => compileView(c, spec));
     const onePass = await db.withConnection((c) => compileView(c, spec, { fastPath: false }));
@@ -436,6 +438,7 @@ void test('a clean segment read as NDJSON (read_json, one parse per line) is kep
       await first.cleanup();
       const records = [...primed, rec(p, 2)];
       const a = await materializeSegment(db, { jobId: `nd-${job++}`, records, views: [twoPass] });
+      jobs++;
       const b = await materializeSegment(db, { jobId: `nd-${job++}`, records, views: [onePass] });
       assert.deepEqual(
         await outcomeOf(a.views[0]!),
@@ -443,12 +446,17 @@ void test('a clean segment read as NDJSON (read_json, one parse per line) is kep
         `${spec.name}: ${JSON.stringify(text)}`,
       );
       if (a.views[0]!.viewRows === 3 && weird.includes(text)) keptWeird++;
+      // The NDJSON file held all three records, so the clean pass read it (read_json).
+      const nd = await readFile(path.join(a.jobDir, NDJSON_FILE)).catch(() => Buffer.alloc(0));
+      if (nd.filter((b) => b === 10).length === 3) overNdjson++;
       await a.cleanup();
       await b.cleanup();
     }
   }
   // Not vacuous: some of the awkward ones are view rows (the NDJSON pass kept them).
   assert.ok(keptWeird > 10, String(keptWeird));
+  // And the NDJSON path was the one taken (a fallback to the CSV text would also keep them).
+  assert.equal(overNdjson, jobs, `${overNdjson} of ${jobs} jobs read the records as NDJSON`);
 });
 
 void test('integer-like keys: the typed reader reads each column from its own key (struct fields follow the JSON text, "1" before "b")', async () => {

@@ -85,7 +85,7 @@ void test('pipelined: the next group is written during a sync, and acknowledged 
   const held: { release: () => void; n: number }[] = [];
   const mem = new PowerCutFileSystem({ jitterTicksMax: 0 });
   const fs = new FaultFileSystem(mem);
-  const wal = await openWal(walOptions(fs));
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 2 }));
   assert.equal(wal.stats().pipelineDepth, 2);
   await wal.append([enc('warm-up: creates the segment')], RecordFormat.ndjson);
   const file = wal.segmentPath(wal.stats().openSegmentId!);
@@ -138,7 +138,7 @@ void test('pipelined: a failed sync fails its group and every group written afte
   const held: { release: (err?: Error) => void }[] = [];
   const mem = new PowerCutFileSystem({ jitterTicksMax: 0 });
   const fs = new FaultFileSystem(mem);
-  const opts = walOptions(fs);
+  const opts = walOptions(fs, { pipelineDepth: 2 });
   const wal = await openWal(opts);
   const ok = await wal.append([enc('ok-1')], RecordFormat.ndjson);
   fs.inject({

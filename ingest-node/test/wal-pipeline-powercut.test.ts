@@ -97,7 +97,11 @@ async function iteration(seed: number): Promise<Outcome> {
       }
     },
   });
-  const opts = walOptions(fs, { segmentBytesMax: 4000 + Math.floor(rnd() * 8000), groupBytesMax: 2048 });
+  const opts = walOptions(fs, {
+    segmentBytesMax: 4000 + Math.floor(rnd() * 8000),
+    groupBytesMax: 2048,
+    pipelineDepth: 2,
+  });
   const acked = new Map<string, bigint>();
   const wal: Wal = await openWal(opts);
   assert.equal(wal.stats().pipelineDepth, 2);

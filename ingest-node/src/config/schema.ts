@@ -136,9 +136,9 @@ export const WalSchema = Type.Object(
     pipelineDepth: Type.Integer({
       minimum: 1,
       maximum: 16,
-      default: 2,
+      default: 1,
       description:
-        "Group-commit pipeline depth: write groups written but not yet acknowledged. 2 writes the next group while the previous one's fdatasync runs; 1 writes, syncs and acknowledges one group at a time. A record is still acknowledged only after an fdatasync that began after it (and every earlier record) was written.",
+        "Group-commit pipeline depth: write groups written but not yet acknowledged. 1 writes, syncs and acknowledges one group at a time (measured best on local disks: larger groups, fewer fdatasyncs); 2 writes the next group while the previous one's fdatasync runs, for disks whose writes are slow next to their syncs. Recovery allows torn groups at least 2 deep whatever this is. A record is still acknowledged only after an fdatasync that began after it (and every earlier record) was written.",
     }),
   },
   block('The write-ahead log: every accepted record is here before the node answers 202.'),

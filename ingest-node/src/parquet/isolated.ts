@@ -55,6 +55,12 @@ import { viewsProcessJobTimeoutMsDefault, viewsProcessNiceDefault } from '../vie
 
 export type { ChildOutputs, ChildRequest } from './child-protocol.ts';
 
+/**
+ * A child must print its started line within this (Node, type stripping and
+ * DuckDB: ~0.6 CPU s, 1.7 s wall on a loaded 2-core machine); else it is
+ * killed and the start fails outside the data (retried with backoff).
+ */
+export const CHILD_START_TIMEOUT_MS = 60_000;
 /** The shell that sets the limit (POSIX `ulimit -v`, KiB). */
 export const LIMIT_SHELL = '/bin/sh';
 /** Bytes of one stdout line (a JSON answer) read from a child; stderr kept per job (head and tail, for the reason). */
@@ -116,6 +122,8 @@ export interface ChildRunnerOptions {
   readonly nice?: number;
   /** A job running longer is killed and counts as a death on the data (views.processJobTimeoutMs). */
   readonly jobTimeoutMs?: number;
+  /** A child not up within this is killed; the start fails outside the data. Default CHILD_START_TIMEOUT_MS. */
+  readonly startTimeoutMs?: number;
   readonly jobsPerProcessMax?: number;
   readonly idleMsMax?: number;
   readonly peakRssFractionMax?: number;
@@ -212,6 +220,7 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
   const nice = o.nice ?? viewsProcessNiceDefault;
   if (!Number.isInteger(nice) || nice < 0 || nice > 19) throw new Error('nice must be an integer 0–19');
   const jobTimeoutMs = o.jobTimeoutMs ?? viewsProcessJobTimeoutMsDefault;
+  const startTimeoutMs = o.startTimeoutMs ?? CHILD_START_TIMEOUT_MS;
   const jobsPerProcessMax = o.jobsPerProcessMax ?? JOBS_PER_PROCESS_MAX_DEFAULT;
   const idleMsMax = o.idleMsMax ?? IDLE_MS_MAX_DEFAULT;
   const peakRssBytesMax = (o.peakRssFractionMax ?? PEAK_RSS_FRACTION_MAX_DEFAULT) * o.addressSpaceBytes;
@@ -324,10 +333,20 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
     };
     children.add(c);
     let up = false;
+    // A child that neither comes up nor exits (DuckDB stuck on a hung scratch
+    // volume) would hold its slot, and all Parquet work, for ever.
+    let startTimedOut = false;
+    const startTimer = setTimeout(() => {
+      if (up) return;
+      startTimedOut = true;
+      proc.kill('SIGKILL');
+    }, startTimeoutMs);
+    startTimer.unref();
     const onLine = (line: string): void => {
       if (!up) {
         if (line === CHILD_STARTED_LINE) {
           up = true;
+          clearTimeout(startTimer);
           startedResolve();
         } else proc.kill('SIGKILL');
         return;
@@ -374,6 +393,7 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
       if (c.state === 'dead') return;
       c.state = 'dead';
       clearTimeout(c.idleTimer);
+      clearTimeout(startTimer);
       children.delete(c);
       if (!up) {
         // Node or DuckDB did not come up under the limit, or the shell could
@@ -387,7 +407,9 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
                   'MATERIALIZER_SPAWN',
                 )
               : new MaterializerError(
-                  `the Parquet child process did not start (exit ${code ?? sig}, address-space limit ${limitText}): ${stderrReason(c)}`,
+                  startTimedOut
+                    ? `the Parquet child process did not start within ${startTimeoutMs} ms (address-space limit ${limitText}): ${stderrReason(c)}`
+                    : `the Parquet child process did not start (exit ${code ?? sig}, address-space limit ${limitText}): ${stderrReason(c)}`,
                   'MATERIALIZER_START',
                 ),
         );

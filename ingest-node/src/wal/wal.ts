@@ -83,12 +83,23 @@ export const QUEUE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024;
  */
 export const GROUP_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
 /**
- * Groups written but not yet acknowledged. 2: group N+1 is encoded and
- * written while group N's fdatasync runs, so the disk is never idle waiting
- * for the event loop; more buys little, since syncs never overlap and one
- * sync covers every group written before it starts.
+ * Groups written but not yet acknowledged. 1 (measured, issue 15, 2 cores and
+ * a local virtio disk, `npm run bench:ingest -- --pipeline-depth N`): at 2
+ * the next group is written as soon as the previous one's sync starts, so it
+ * holds only what arrived during a write: 1 KiB requests went from ~31 to ~17
+ * per fdatasync and from 31.8k to 24–27k req/s; 64 KiB requests gained
+ * nothing (208 vs 193 MB/s, p99 50 vs 65 ms). Depth 2+ stays for disks whose
+ * writes are slow next to their syncs.
  */
-export const PIPELINE_DEPTH_DEFAULT = 2;
+export const PIPELINE_DEPTH_DEFAULT = 1;
+/**
+ * Recovery allows torn groups as deep as max(pipelineDepth, this): a WAL
+ * written at the earlier default depth (2) and reopened at 1 after a power
+ * cut recovers its torn tail as it would have, instead of quarantining the
+ * open segment. At depth 1 a bad frame followed by one valid group cannot
+ * be a torn write, so this only ever spares a tail that may be one.
+ */
+export const PIPELINE_DEPTH_RECOVERY_MIN = 2;
 export const PIPELINE_DEPTH_LIMIT = 16;
 /**
  * Cap of the delay between retries of a seal's state write. The retries
@@ -185,7 +196,7 @@ export async function openWal(options: WalOptions): Promise<Wal> {
     clock: options.clock,
     log: options.log,
     recordBytesMax,
-    pipelineDepth: depth,
+    pipelineDepth: Math.max(depth, PIPELINE_DEPTH_RECOVERY_MIN),
     randomBytes: options.randomBytes ?? ((n) => cryptoRandomBytes(n)),
   });
   return new WriteAheadLogImpl(options, dir, recordBytesMax, recovered);

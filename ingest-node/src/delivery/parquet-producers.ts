@@ -331,15 +331,28 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
     });
     try {
       const all = await run({ raw: o.raw, views, markerBytes: limits.markerBytes });
-      if (all.outputs !== undefined) {
+      // A view that threw (an allocation failure under the limit, in
+      // practice) in a child it shared with other work may have failed for
+      // what that work left behind, or left DuckDB unable to run the views
+      // after it: a verdict of view_failed is only trusted from a child that
+      // ran that view alone, as after a death.
+      const shared = o.raw || views.length > 1;
+      const threw = all.outputs?.views.filter((v) => v.failed !== undefined).map((v) => v.view) ?? [];
+      if (all.outputs !== undefined && (threw.length === 0 || !shared)) {
         loadFailures.delete(jobId);
         return { out: asOut(all.outputs.raw, all.outputs.views, all.outputs.rowsIn) };
       }
-      metrics?.childDeaths.inc({ stage: 'all' });
-      log.warn(
-        { segment: job.segment.fileName, reason: all.reason, views: views.map((v) => v.spec.name) },
-        'the Parquet child died: running raw Parquet and each view in a child of its own to find the cause',
-      );
+      if (all.outputs === undefined) {
+        metrics?.childDeaths.inc({ stage: 'all' });
+        log.warn(
+          { segment: job.segment.fileName, reason: all.reason, views: views.map((v) => v.spec.name) },
+          'the Parquet child died: running raw Parquet and each view in a child of its own to find the cause',
+        );
+      } else
+        log.warn(
+          { segment: job.segment.fileName, failed: threw, views: views.map((v) => v.spec.name) },
+          'a view failed in a Parquet child it shared with other work: running raw Parquet and each view in a child of its own',
+        );
       let raw: ChildOutputs['raw'] = [];
       let rowsIn: number | undefined;
       const loadDeaths: string[] = [];

@@ -46,7 +46,7 @@ import {
   type ParquetDb,
 } from '../src/views/index.ts';
 import { openWal } from '../src/wal/wal.ts';
-import { RecordFormat } from '../src/wal/types.ts';
+import { RecordFormat, type SealedSegment } from '../src/wal/types.ts';
 
 const prefix = 'lf';
 const endpoint = 'web';
@@ -604,11 +604,12 @@ void test('children are recycled after jobsPerProcessMax jobs, past their peak-R
   assert.deepEqual(await jobFolders(), []);
 });
 
-void test('the blame rule, on the runner: a job whose warm child dies runs once more in a fresh child, whose death is the answer; a fresh child’s death is the answer at once', async () => {
-  const region = await compile(REGION_VIEW);
-  const killer = await compile({ ...REGION_VIEW, name: 'killer' });
+/** A WAL with the given sealed segments of records; the first segment and its path, the WAL closed. */
+async function sealedSegment(
+  batches: readonly (readonly string[])[],
+): Promise<{ segment: SealedSegment; segmentPath: string }> {
   const walDir = path.join(root, 'wal');
-  await writeWal(walDir, [[record(1), record(2)]]);
+  await writeWal(walDir, batches);
   const wal = await openWal({
     dir: walDir,
     endpoint,
@@ -621,11 +622,19 @@ void test('the blame rule, on the runner: a job whose warm child dies runs once 
   const segment = wal.segment(1n)!;
   const segmentPath = wal.segmentPath(1n);
   await wal.close();
-  let n = 0;
-  const request = (view: CompiledView): ChildRequest => ({
-    jobId: `job-${n++}`,
-    segmentPath,
-    segment,
+  return { segment, segmentPath };
+}
+
+/** A runner request for one view over `seg`. */
+function oneViewRequest(
+  jobId: string,
+  seg: { segment: SealedSegment; segmentPath: string },
+  view: CompiledView,
+): ChildRequest {
+  return {
+    jobId,
+    segmentPath: seg.segmentPath,
+    segment: seg.segment,
     views: [view],
     partitionLimits: {
       filesMax: 100,
@@ -633,7 +642,15 @@ void test('the blame rule, on the runner: a job whose warm child dies runs once 
       markerEntryBytes: { [view.spec.name]: 300 },
       markerBytes: 1 << 20,
     },
-  });
+  };
+}
+
+void test('the blame rule, on the runner: a job whose warm child dies runs once more in a fresh child, whose death is the answer; a fresh child’s death is the answer at once', async () => {
+  const region = await compile(REGION_VIEW);
+  const killer = await compile({ ...REGION_VIEW, name: 'killer' });
+  const seg = await sealedSegment([[record(1), record(2)]]);
+  let n = 0;
+  const request = (view: CompiledView): ChildRequest => oneViewRequest(`job-${n++}`, seg, view);
   const registry = new Registry();
   const runner = childRunner({ script: killerScript, registry });
   const fresh = await runner.run(request(killer));
@@ -766,35 +783,11 @@ void test('a child that never comes up is killed after startTimeoutMs: the start
   const silent = path.join(root, 'silent-child.mjs');
   // Neither the started line nor an exit: a child stuck before DuckDB is up.
   await writeFile(silent, 'setInterval(() => {}, 1000);\n');
-  const walDir = path.join(root, 'wal');
-  await writeWal(walDir, [[record(1)]]);
-  const wal = await openWal({
-    dir: walDir,
-    endpoint,
-    instance,
-    fs: new NodeFileSystem(),
-    clock: systemClock,
-    log: silentLogger,
-    segmentAgeMsMax: 3_600_000,
-  });
-  const segment = wal.segment(1n)!;
-  const segmentPath = wal.segmentPath(1n);
-  await wal.close();
+  const seg = await sealedSegment([[record(1)]]);
   const view = await compile(REGION_VIEW);
   const runner = childRunner({ script: silent, startTimeoutMs: 500 });
   await assert.rejects(
-    runner.run({
-      jobId: 'never-up',
-      segmentPath,
-      segment,
-      views: [view],
-      partitionLimits: {
-        filesMax: 100,
-        keyBytesBase: { [view.spec.name]: 100 },
-        markerEntryBytes: { [view.spec.name]: 300 },
-        markerBytes: 1 << 20,
-      },
-    }),
+    runner.run(oneViewRequest('never-up', seg, view)),
     (e: unknown) =>
       e instanceof MaterializerError && e.code === 'MATERIALIZER_START' && /within 500 ms/.test(e.message),
   );

@@ -46,7 +46,7 @@ import {
   type ParquetDb,
 } from '../src/views/index.ts';
 import { openWal } from '../src/wal/wal.ts';
-import { RecordFormat, type SealedSegment } from '../src/wal/types.ts';
+import { RecordFormat, type SealedSegment, type Wal } from '../src/wal/types.ts';
 
 const prefix = 'lf';
 const endpoint = 'web';
@@ -121,9 +121,9 @@ async function jobFolders(): Promise<string[]> {
   return left;
 }
 
-/** Appends each batch as its own sealed segment and closes the WAL. */
-async function writeWal(dir: string, batches: readonly (readonly string[])[]): Promise<void> {
-  const wal = await openWal({
+/** The WAL of these tests: the real disk, segments sealed only when asked. */
+function openTestWal(dir: string): Promise<Wal> {
+  return openWal({
     dir,
     endpoint,
     instance,
@@ -132,6 +132,11 @@ async function writeWal(dir: string, batches: readonly (readonly string[])[]): P
     log: silentLogger,
     segmentAgeMsMax: 3_600_000,
   });
+}
+
+/** Appends each batch as its own sealed segment and closes the WAL. */
+async function writeWal(dir: string, batches: readonly (readonly string[])[]): Promise<void> {
+  const wal = await openTestWal(dir);
   try {
     for (const batch of batches) {
       await wal.append(
@@ -169,15 +174,7 @@ async function deliver(
   parquet: ArtifactProducer,
   expect: number,
 ): Promise<Delivered> {
-  const wal = await openWal({
-    dir: walDir,
-    endpoint,
-    instance,
-    fs: new NodeFileSystem(),
-    clock: systemClock,
-    log: silentLogger,
-    segmentAgeMsMax: 3_600_000,
-  });
+  const wal = await openTestWal(walDir);
   const store = new LocalFolderObjectStore({ root: bucket });
   let quarantined = 0;
   const pipeline = await startPipeline({
@@ -472,15 +469,7 @@ void test('a corrupt segment read in the child is quarantined, not delivered', a
   await fh.close();
   // Only the Parquet producer reads the segment here: the child must find the defect itself.
   const parquet = parquetProducer({ isolated: isolated(), views: () => [region], raw: true });
-  const wal = await openWal({
-    dir: walDir,
-    endpoint,
-    instance,
-    fs: new NodeFileSystem(),
-    clock: systemClock,
-    log: silentLogger,
-    segmentAgeMsMax: 3_600_000,
-  });
+  const wal = await openTestWal(walDir);
   const store = new LocalFolderObjectStore({ root: path.join(root, 'bucket') });
   let quarantined = 0;
   const pipeline = await startPipeline({
@@ -610,15 +599,7 @@ async function sealedSegment(
 ): Promise<{ segment: SealedSegment; segmentPath: string }> {
   const walDir = path.join(root, 'wal');
   await writeWal(walDir, batches);
-  const wal = await openWal({
-    dir: walDir,
-    endpoint,
-    instance,
-    fs: new NodeFileSystem(),
-    clock: systemClock,
-    log: silentLogger,
-    segmentAgeMsMax: 3_600_000,
-  });
+  const wal = await openTestWal(walDir);
   const segment = wal.segment(1n)!;
   const segmentPath = wal.segmentPath(1n);
   await wal.close();

@@ -272,6 +272,16 @@ export function createMetrics(
     'groupWritesTotal',
   );
   extraCounter(
+    'landfall_wal_write_seconds_total',
+    'Seconds WAL group writes took, from submit to completion (the I/O pool queue and event-loop delay included); / landfall_wal_group_writes_total = mean per group.',
+    'writeSecondsTotal',
+  );
+  extraCounter(
+    'landfall_wal_sync_seconds_total',
+    'Seconds WAL fdatasyncs took, from submit to completion (the I/O pool queue and event-loop delay included); / landfall_wal_syncs_total = mean per sync.',
+    'syncSecondsTotal',
+  );
+  extraCounter(
     'landfall_wal_write_failures_total',
     'WAL groups whose write or fdatasync failed since start.',
     'writeFailuresTotal',

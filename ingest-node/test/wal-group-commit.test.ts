@@ -8,6 +8,7 @@ import { openWal } from '../src/wal/wal.ts';
 import { isWalError } from '../src/wal/errors.ts';
 import { RecordFormat, WalErrorCode, type AppendResult } from '../src/wal/types.ts';
 import { dec, deferred, enc, readWalDir, tick, walOptions } from './wal-helpers.ts';
+import type { ManualClock } from './wal-helpers.ts';
 
 const DIR = '/data/wal/orders';
 
@@ -235,4 +236,30 @@ void test('close() writes what is queued before sealing', async () => {
   assert.equal(wal.sealedSegments().length, 1);
   assert.equal(wal.sealedSegments()[0]!.sealReason, 'close');
   assert.equal((await readWalDir(fs, DIR)).length, 50);
+});
+
+void test('writeSecondsTotal and syncSecondsTotal add up each group write and fdatasync, submit to completion', async () => {
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const opts = walOptions(fs, { pipelineDepth: 1 });
+  const clock = opts.clock as ManualClock;
+  const wal = await openWal(opts);
+  await wal.append([enc('warm-up: creates the segment')], RecordFormat.ndjson);
+  const before = wal.stats();
+  // Each write takes 3 ms and each fdatasync 7 ms on the WAL's clock.
+  const slow = (ms: number) => async (): Promise<void> => {
+    await tick();
+    clock.advance(ms);
+  };
+  fs.inject({ op: 'write', path: /\.wal$/, times: Infinity, gate: slow(3) });
+  fs.inject({ op: 'datasync', path: /\.wal$/, times: Infinity, gate: slow(7) });
+  for (let i = 0; i < 4; i++) await wal.append([enc(`r${i}`)], RecordFormat.ndjson);
+  const after = wal.stats();
+  const groups = after.groupWritesTotal - before.groupWritesTotal;
+  const syncs = after.syncsTotal - before.syncsTotal;
+  assert.equal(groups, 4);
+  assert.equal(syncs, 4);
+  assert.ok(Math.abs(after.writeSecondsTotal - before.writeSecondsTotal - 4 * 0.003) < 1e-9);
+  assert.ok(Math.abs(after.syncSecondsTotal - before.syncSecondsTotal - 4 * 0.007) < 1e-9);
+  fs.clear();
+  await wal.close();
 });

@@ -19,6 +19,10 @@ export interface StartMinioOptions {
   region?: string;
   /** Bound on the wait for `/minio/health/ready`; default 30 000. */
   readyTimeoutMs?: number;
+  /** Start the server under `nice -n <nice>` (every thread it makes inherits it); default 0. */
+  nice?: number;
+  /** Keep the objects here instead of a scratch folder on the run's disk (e.g. a tmpfs). */
+  dataDir?: string;
 }
 
 export interface MinioServer {
@@ -42,6 +46,8 @@ export interface MinioServer {
   stop(): Promise<void>;
   /** Wall-clock ms of the last start (spawn to ready check passing). */
   readonly startupMs: number;
+  /** The running server's pid (a restart changes it); undefined while it is down. */
+  readonly pid: number | undefined;
 }
 
 let bucketCounter = 0;
@@ -55,9 +61,10 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
   const bin = testbedBinary('minio');
   const region = opts.region ?? 'us-east-1';
   const readyTimeoutMs = opts.readyTimeoutMs ?? 30_000;
+  const nice = opts.nice ?? 0;
   const accessKeyId = 'landfall-test';
   const secretAccessKey = randomBytes(18).toString('base64url');
-  const dataDir = scratchDir('minio');
+  const dataDir = opts.dataDir ?? scratchDir('minio');
   const logPath = `${dataDir}.log`;
   let port = 0;
   let proc: ServerProcess | undefined;
@@ -69,8 +76,9 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
     const consolePort = await freePort();
     const p = startProcess({
       name: 'minio',
-      command: bin,
+      command: nice > 0 ? 'nice' : bin,
       args: [
+        ...(nice > 0 ? ['-n', String(nice), bin] : []),
         'server',
         '--address',
         `127.0.0.1:${port}`,
@@ -151,6 +159,9 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
     },
     get startupMs() {
       return startupMs;
+    },
+    get pid() {
+      return proc?.running() === true ? proc.pid : undefined;
     },
     async stop() {
       for (const c of clients) c.destroy();

@@ -116,6 +116,13 @@ export interface DurableWalStats extends WalStats {
   readonly pipelinedWritesTotal: number;
   /** Group writes started (pipelinedWritesTotal / this: how often the pipeline overlaps). */
   readonly groupWritesTotal: number;
+  /**
+   * Seconds from each group write's and each fdatasync's start to its completion
+   * callback, summed (the pool's queue and a busy event loop included): divided
+   * by groupWritesTotal and syncsTotal, the mean time a group waited for each.
+   */
+  readonly writeSecondsTotal: number;
+  readonly syncSecondsTotal: number;
   /** Sealed segments not yet delivered, and their bytes (the delivery backlog). */
   readonly undeliveredSegments: number;
   readonly undeliveredBytes: number;

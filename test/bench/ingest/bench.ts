@@ -16,9 +16,23 @@
 //   npm run bench:ingest -- [--duration 10] [--runs 3] [--warmup 2] [--connections 64]
 //                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3] [--delivery]
 //                           [--segment-mb N]   (wal.segmentBytesMax; 16 with --delivery, else the default)
-//                           [--pipeline-depth N]   (wal.pipelineDepth, the group-commit pipeline; default 2)
+//                           [--pipeline-depth N]   (wal.pipelineDepth, the group-commit pipeline; the config default)
+//                           [--targets null,landfall,landfall+delivery]   (a subset, e.g. to profile one;
+//                            the summary needs null and landfall)
+//                           [--store-nice N]   (MinIO's niceness; default 10, see below)
+//                           [--store-dir /path]   (MinIO's objects; default a folder in /dev/shm, see below)
 //   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB,
-//    _PIPELINE_DEPTH)
+//    _PIPELINE_DEPTH, _STORE_NICE, _STORE_DIR)
+//
+// MinIO stands in for the remote object store a real node uploads to, which
+// costs the node's machine no CPU at all; here it shares the two cores, so it
+// runs niced (10 by default) to take only the CPU the node and the load
+// generator leave, and keeps its objects in memory (/dev/shm), so that its
+// writes and syncs do not queue on the disk the WAL fdatasyncs on, as a
+// remote store's would not. Each run prints where
+// the CPU went (test/bench/cpu.ts): the server's main thread, its libuv pool,
+// V8's threads, its other threads (the archive worker), its child processes
+// (the Parquet children), MinIO and the load generator.
 //
 // Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
 // p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable; with delivery, RSS ≤ 400 MiB.
@@ -37,6 +51,8 @@ import { defaultConfig } from '../../../ingest-node/src/config/load.ts';
 import { startNode } from '../../../ingest-node/src/node.ts';
 import type { Wal } from '../../../ingest-node/src/wal/types.ts';
 import { startMinio } from '../../harness/minio.ts';
+import { cpuCores, cpuSnapshot } from '../cpu.ts';
+import type { CpuSnapshot } from '../cpu.ts';
 import type { MinioServer } from '../../harness/minio.ts';
 import { buildBody } from './bodies.ts';
 import type { Shape } from './bodies.ts';
@@ -57,6 +73,10 @@ const { values: args } = parseArgs({
     delivery: { type: 'boolean', default: env('DELIVERY', '') === '1' },
     'segment-mb': { type: 'string', default: env('SEGMENT_MB', '') },
     'pipeline-depth': { type: 'string', default: env('PIPELINE_DEPTH', '') },
+    'store-nice': { type: 'string', default: env('STORE_NICE', '10') },
+    'scratch-dir': { type: 'string', default: env('SCRATCH_DIR', '') },
+    targets: { type: 'string', default: env('TARGETS', '') },
+    'store-dir': { type: 'string', default: env('STORE_DIR', '/dev/shm') },
   },
 });
 const DURATION_S = Number(args.duration);
@@ -75,12 +95,20 @@ const SEGMENT_BYTES_MAX =
   args['segment-mb'] !== '' ? Number(args['segment-mb']) * MiB : DELIVERY ? 16 * MiB : undefined;
 /** wal.pipelineDepth (group-commit pipeline depth); the config default unless given. */
 const PIPELINE_DEPTH = args['pipeline-depth'] !== '' ? Number(args['pipeline-depth']) : undefined;
+/** delivery.scratchDir and views.scratchDir of landfall+delivery; default inside wal.dir (the WAL's disk). */
+const SCRATCH_DIR = args['scratch-dir'];
+const STORE_NICE = Number(args['store-nice']);
 const EXAMPLE_VIEW = path.join(here, '..', '..', '..', 'docs', 'examples', 'views', 'page_views.yaml');
 
 type Target = 'null' | 'landfall' | 'landfall+delivery';
-const TARGETS: readonly Target[] = DELIVERY
-  ? ['null', 'landfall', 'landfall+delivery']
-  : ['null', 'landfall'];
+const TARGETS: readonly Target[] =
+  args.targets !== ''
+    ? (args.targets.split(',').map((t) => t.trim()) as Target[])
+    : DELIVERY
+      ? ['null', 'landfall', 'landfall+delivery']
+      : ['null', 'landfall'];
+for (const t of TARGETS)
+  if (!['null', 'landfall', 'landfall+delivery'].includes(t)) throw new Error(`unknown target ${t}`);
 
 /** Where landfall+delivery delivers: one MinIO for the whole bench, a fresh bucket per run. */
 interface DeliveryTarget {
@@ -137,7 +165,15 @@ async function startLandfall(dir: string, delivery?: DeliveryTarget): Promise<Se
               prefix: 'bench',
             },
             outputs: { rawParquet: true },
-            views: { dir: delivery.viewsDir },
+            views: {
+              dir: delivery.viewsDir,
+              ...(SCRATCH_DIR !== ''
+                ? { scratchDir: path.join(SCRATCH_DIR, `views-${path.basename(dir)}`) }
+                : {}),
+            },
+            ...(SCRATCH_DIR !== ''
+              ? { delivery: { scratchDir: path.join(SCRATCH_DIR, `delivery-${path.basename(dir)}`) } }
+              : {}),
           }
         : {}),
     }),
@@ -175,7 +211,7 @@ async function countKeys(minio: MinioServer, bucket: string, prefix: string): Pr
 }
 
 /** Runs load.ts against `url`; `onWarm` is called when the measured part starts. */
-function generateLoad(o: LoadOptions, onWarm: () => void): Promise<LoadResult> {
+function generateLoad(o: LoadOptions, onWarm: (pid: number) => void): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [path.join(here, 'load.ts'), JSON.stringify(o)], {
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -186,7 +222,7 @@ function generateLoad(o: LoadOptions, onWarm: () => void): Promise<LoadResult> {
       out += d;
       if (!warm && out.startsWith('warm\n')) {
         warm = true;
-        onWarm();
+        onWarm(child.pid ?? 0);
       }
     });
     child.once('error', reject);
@@ -216,6 +252,12 @@ interface RunResult {
   readonly serverElu: number;
   /** Server event-loop delay p99 over the measured window (monitorEventLoopDelay, 10 ms resolution), ms. */
   readonly eventLoopDelayP99Ms: number;
+  /**
+   * Cores per CPU consumer over the measured window: `server:main`, `server:libuv pool`,
+   * `server:V8 (GC, compiler)`, `server:other threads`, `children` (the Parquet
+   * children), `store` (MinIO), `load generator`.
+   */
+  readonly cpuBy: Record<string, number>;
   /** Server process peak RSS over the measured window (sampled every 100 ms), MiB. */
   readonly rssMaxMiB: number;
   /** landfall+delivery: commit markers written by the end of the run (segments delivered). */
@@ -226,6 +268,9 @@ interface RunResult {
   /** Landfall only: the group-commit pipeline depth, and the share of group writes that overlapped a sync. */
   readonly pipelineDepth?: number;
   readonly pipelinedShare?: number;
+  /** Landfall only: mean ms from a group write's / an fdatasync's submit to its completion callback. */
+  readonly writeMsMean?: number;
+  readonly syncMsMean?: number;
   readonly loadavg1: number;
   readonly load: LoadResult;
 }
@@ -249,13 +294,21 @@ async function measure(
   let wal0 = server.wal?.stats();
   let delay: ReturnType<typeof monitorEventLoopDelay> | undefined;
   let rssMax = 0;
+  let loadPid = 0;
+  const others = (): Record<string, number | undefined> => ({
+    'load generator': loadPid,
+    store: delivery?.minio.pid,
+  });
+  let cpuSnap0: CpuSnapshot = new Map();
   const rssTimer = setInterval(() => {
     if (delay !== undefined) rssMax = Math.max(rssMax, process.memoryUsage.rss());
   }, 100);
   try {
     const load = await generateLoad(
       { url: server.url, shape, connections: CONNECTIONS, durationS: DURATION_S, warmupS: WARMUP_S },
-      () => {
+      (pid) => {
+        loadPid = pid;
+        cpuSnap0 = cpuSnapshot(process.pid, others());
         cpu0 = process.cpuUsage();
         elu0 = performance.eventLoopUtilization();
         t0 = performance.now();
@@ -266,8 +319,11 @@ async function measure(
       },
     );
     delay?.disable();
-    const markers = await server.markers?.();
     const wallS = (performance.now() - t0) / 1000;
+    const cpuBy = cpuCores(cpuSnap0, cpuSnapshot(process.pid, others()), wallS);
+    // The load generator has exited by now: its own figure, over its measured run.
+    cpuBy['load generator'] = load.cpuS / load.durationS;
+    const markers = await server.markers?.();
     const cpu = process.cpuUsage(cpu0);
     const elu = performance.eventLoopUtilization(elu0);
     const wal1 = server.wal?.stats();
@@ -291,6 +347,7 @@ async function measure(
       serverCpuCores: (cpu.user + cpu.system) / 1e6 / wallS,
       serverElu: elu.utilization,
       eventLoopDelayP99Ms: delay !== undefined ? delay.percentile(99) / 1e6 : NaN,
+      cpuBy,
       rssMaxMiB: rssMax / MiB,
       ...(markers !== undefined ? { markers } : {}),
       ...(syncs !== undefined && appends !== undefined
@@ -302,6 +359,12 @@ async function measure(
             pipelinedShare:
               (wal1.pipelinedWritesTotal - wal0.pipelinedWritesTotal) /
               Math.max(1, wal1.groupWritesTotal - wal0.groupWritesTotal),
+            writeMsMean:
+              (1000 * (wal1.writeSecondsTotal - wal0.writeSecondsTotal)) /
+              Math.max(1, wal1.groupWritesTotal - wal0.groupWritesTotal),
+            syncMsMean:
+              (1000 * (wal1.syncSecondsTotal - wal0.syncSecondsTotal)) /
+              Math.max(1, wal1.syncsTotal - wal0.syncsTotal),
           }
         : {}),
       loadavg1: loadavg()[0]!,
@@ -397,9 +460,11 @@ async function main(): Promise<void> {
   const runs: RunResult[] = [];
   let baselineMbPerS: number | undefined;
   let delivery: DeliveryTarget | undefined;
+  let storeDir: string | undefined;
   try {
-    if (DELIVERY) {
-      const minio = await startMinio();
+    if (TARGETS.includes('landfall+delivery')) {
+      storeDir = await mkdtemp(path.join(args['store-dir'], 'landfall-bench-minio-'));
+      const minio = await startMinio({ nice: STORE_NICE, dataDir: storeDir });
       // The node's default credential chain reads these (as in a pod with a Secret).
       process.env['AWS_ACCESS_KEY_ID'] = minio.accessKeyId;
       process.env['AWS_SECRET_ACCESS_KEY'] = minio.secretAccessKey;
@@ -407,7 +472,9 @@ async function main(): Promise<void> {
       const viewsDir = await mkdtemp(path.join(benchDir, 'views-'));
       await copyFile(EXAMPLE_VIEW, path.join(viewsDir, 'page_views.yaml'));
       delivery = { minio, viewsDir };
-      console.log(`delivery: MinIO ${minio.endpoint}, raw Parquet on, view ${EXAMPLE_VIEW}`);
+      console.log(
+        `delivery: MinIO ${minio.endpoint} at nice ${STORE_NICE}, objects in ${storeDir}, raw Parquet on, view ${EXAMPLE_VIEW}`,
+      );
     }
     if (BASELINE_S > 0) {
       baselineMbPerS = await diskBaseline(benchDir, BASELINE_S);
@@ -427,11 +494,15 @@ async function main(): Promise<void> {
                 ? `  ${fmt(r.syncsPerS)} syncs/s, ${fmt(r.appendsPerSync ?? 0, 1)} appends/sync`
                 : '') +
               (r.pipelineDepth !== undefined
-                ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync)`
+                ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync)` +
+                  `, write ${fmt(r.writeMsMean ?? NaN, 2)} ms + sync ${fmt(r.syncMsMean ?? NaN, 2)} ms per group`
                 : '') +
               (r.markers !== undefined ? `  ${r.markers} segments delivered` : '') +
               (r.non202 + r.errors > 0 ? `  non-202 ${r.non202} errors ${r.errors}` : '') +
-              `  (load ${r.loadavg1.toFixed(2)})`,
+              `  (load ${r.loadavg1.toFixed(2)})\n` +
+              `      cpu by consumer (cores): ${Object.entries(r.cpuBy)
+                .map(([k, c]) => `${k} ${fmt(c, 2)}`)
+                .join(', ')}`,
           );
         }
       }
@@ -439,8 +510,13 @@ async function main(): Promise<void> {
   } finally {
     await delivery?.minio.stop();
     await rm(benchDir, { recursive: true, force: true });
+    if (storeDir !== undefined) await rm(storeDir, { recursive: true, force: true });
   }
   const load1 = loadavg();
+  if (!TARGETS.includes('null') || !TARGETS.includes('landfall')) {
+    console.log('\n(no summary: it compares landfall with the null route, and a target was left out)');
+    return;
+  }
 
   type ShapeSummary = Partial<Record<Target, Summary>> & {
     null: Summary;
@@ -479,7 +555,7 @@ async function main(): Promise<void> {
       pairedRatio: paired('landfall'),
     };
     s.ratio = s.landfall.reqPerS / s.null.reqPerS;
-    if (DELIVERY) {
+    if (TARGETS.includes('landfall+delivery')) {
       const d = of('landfall+delivery');
       s['landfall+delivery'] = d;
       s.deliveryRatio = d.reqPerS / s.null.reqPerS;
@@ -559,6 +635,8 @@ async function main(): Promise<void> {
           shapes: SHAPES,
           delivery: DELIVERY,
           segmentBytesMax: SEGMENT_BYTES_MAX,
+          storeNice: STORE_NICE,
+          storeDir: args['store-dir'],
         },
         diskBaselineMbPerS: baselineMbPerS,
         bodies: Object.fromEntries(

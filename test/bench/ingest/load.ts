@@ -24,6 +24,8 @@ export interface LoadResult {
   readonly statusCounts: Record<string, number>;
   readonly errors: number;
   readonly timeouts: number;
+  /** The load generator's own CPU (user + sys) over the measured run, seconds. */
+  readonly cpuS: number;
   /** Latency of 202 responses, ms. */
   readonly latencyMs: {
     readonly p50: number;
@@ -55,6 +57,7 @@ function percentile(sorted: Float64Array, p: number): number {
 
 async function run(o: LoadOptions, durationS: number, record: boolean): Promise<LoadResult> {
   const { body } = buildBody(o.shape);
+  const cpu0 = process.cpuUsage();
   let latencies = new Float64Array(1 << 16);
   let n = 0;
   const instance = autocannon({
@@ -79,6 +82,7 @@ async function run(o: LoadOptions, durationS: number, record: boolean): Promise<
     });
   }
   const r = await instance;
+  const cpu = process.cpuUsage(cpu0);
   const sorted = latencies.subarray(0, n).sort();
   let sum = 0;
   for (const v of sorted) sum += v;
@@ -90,6 +94,7 @@ async function run(o: LoadOptions, durationS: number, record: boolean): Promise<
     statusCounts,
     errors: r.errors,
     timeouts: r.timeouts,
+    cpuS: (cpu.user + cpu.system) / 1e6,
     latencyMs: {
       p50: percentile(sorted, 50),
       p95: percentile(sorted, 95),

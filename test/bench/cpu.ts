@@ -1,0 +1,97 @@
+// Where a benchmark's CPU went, from /proc (Linux): the server process split by
+// thread kind, its child processes (the Parquet children) and any other process
+// named by pid (MinIO). Two snapshots, at the start and the end of a measured
+// window, and their difference in cores (1.0 = one core busy for the window).
+// A process that starts and exits inside the window is missed; a child that
+// outlives it is counted from zero when it was not there at the start.
+import { readdirSync, readFileSync } from 'node:fs';
+
+const TICKS_PER_S = 100; // USER_HZ: 100 on every Linux the bench runs on (getconf CLK_TCK)
+
+/** utime + stime (ticks) and the thread name of one /proc stat file. */
+function readStat(file: string): { comm: string; ppid: number; ticks: number } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined; // exited between the listing and the read
+  }
+  // "pid (comm) state ppid …": comm may hold spaces and parentheses, so split at the last ')'.
+  const close = text.lastIndexOf(')');
+  const comm = text.slice(text.indexOf('(') + 1, close);
+  const f = text.slice(close + 2).split(' ');
+  // After comm: [0] state, [1] ppid, …, [11] utime, [12] stime.
+  return { comm, ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) };
+}
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** The thread kind a Node thread name stands for (names as Node 24 sets them). */
+function threadKind(pid: number, tid: number, comm: string): string {
+  if (tid === pid) return 'main';
+  if (comm.startsWith('libuv-worker')) return 'libuv pool';
+  if (comm.startsWith('V8 ')) return 'V8 (GC, compiler)';
+  if (comm.startsWith('DuckDB') || comm.startsWith('duckdb')) return 'DuckDB';
+  return 'other threads';
+}
+
+export type CpuSnapshot = ReadonlyMap<string, number>;
+
+/**
+ * Ticks per group: `server:<thread kind>` for `serverPid`'s threads,
+ * `children` for its descendant processes (all their threads), and
+ * `<name>` for each extra process (all its threads and descendants).
+ */
+export function cpuSnapshot(
+  serverPid: number,
+  extra: Readonly<Record<string, number | undefined>>,
+): CpuSnapshot {
+  const out = new Map<string, number>();
+  const add = (k: string, t: number): void => void out.set(k, (out.get(k) ?? 0) + t);
+  for (const tid of listDir(`/proc/${serverPid}/task`)) {
+    const s = readStat(`/proc/${serverPid}/task/${tid}/stat`);
+    if (s !== undefined) add(`server:${threadKind(serverPid, Number(tid), s.comm)}`, s.ticks);
+  }
+  // Every process's parent, to find descendants (the Parquet children, MinIO's own helpers).
+  const parent = new Map<number, number>();
+  const ticks = new Map<number, number>();
+  for (const name of listDir('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    const s = readStat(`/proc/${pid}/stat`);
+    if (s === undefined) continue;
+    parent.set(pid, s.ppid);
+    ticks.set(pid, s.ticks);
+  }
+  const under = (pid: number, root: number): boolean => {
+    for (
+      let p = parent.get(pid), hops = 0;
+      p !== undefined && p > 1 && hops < 64;
+      p = parent.get(p), hops++
+    ) {
+      if (p === root) return true;
+    }
+    return false;
+  };
+  const extraPids = Object.entries(extra).filter((e): e is [string, number] => e[1] !== undefined);
+  for (const [pid, t] of ticks) {
+    const named = extraPids.find(([, root]) => pid === root || under(pid, root));
+    if (named !== undefined) add(named[0], t);
+    else if (under(pid, serverPid)) add('children', t);
+  }
+  return out;
+}
+
+/** Cores per group between two snapshots `wallS` seconds apart, largest first. */
+export function cpuCores(a: CpuSnapshot, b: CpuSnapshot, wallS: number): Record<string, number> {
+  const rows: [string, number][] = [];
+  for (const [k, t] of b) rows.push([k, (t - (a.get(k) ?? 0)) / TICKS_PER_S / wallS]);
+  rows.sort((x, y) => y[1] - x[1]);
+  return Object.fromEntries(rows.filter(([, c]) => c > 0));
+}

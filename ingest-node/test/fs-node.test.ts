@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdtemp, rm, readFile } from 'node:fs/promises';
-import { NodeFileSystem } from '../src/fs/node.ts';
+import { NodeFileSystem, SYNC_WRITE_BYTES_MAX } from '../src/fs/node.ts';
 import { mkdirDurable, writeFileAtomic } from '../src/fs/durable.ts';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -55,4 +55,43 @@ void test('NodeFileSystem: the operations the WAL uses, on the real disk', async
   await fs.unlink(path.join(dir, 'moved.wal'));
   await assert.rejects(fs.stat(file), { code: 'ENOENT' });
   await assert.rejects(fs.syncDir(path.join(dir, 'state.json')), { code: 'ENOTDIR' });
+});
+
+void test('NodeFileSystem.write: small writes on the calling thread and large ones through the pool give the same bytes and the same errors', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'landfall-fs-write-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const fs = new NodeFileSystem();
+  const file = path.join(dir, 'f');
+  const h = await fs.open(file, 'createExclusive');
+  const small = Buffer.alloc(1000, 1);
+  const big = Buffer.alloc(SYNC_WRITE_BYTES_MAX + 1, 2);
+  const parts = [Buffer.alloc(10, 3), Buffer.alloc(20, 4)];
+  let pos = 0;
+  for (const bufs of [[small], [big], parts, [big, small]]) {
+    const n = bufs.reduce((k, b) => k + b.length, 0);
+    assert.equal(await h.write(bufs, pos), n);
+    pos += n;
+  }
+  await h.datasync();
+  await h.close();
+  assert.deepEqual(await readFile(file), Buffer.concat([small, big, ...parts, big, small]));
+
+  // Errors are rejections (never a synchronous throw), with the syscall's code, on both paths.
+  const full = await fs.open('/dev/full', 'readWrite');
+  try {
+    for (const bufs of [[small], [big], parts]) {
+      let p: Promise<number> | undefined;
+      assert.doesNotThrow(() => (p = full.write(bufs, 0)));
+      await assert.rejects(p!, (err: NodeJS.ErrnoException) => err.code === 'ENOSPC');
+    }
+  } finally {
+    await full.close();
+  }
+  const ro = await fs.open(file, 'read');
+  try {
+    await assert.rejects(ro.write([small], 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+    await assert.rejects(ro.write([big], 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
+  } finally {
+    await ro.close();
+  }
 });

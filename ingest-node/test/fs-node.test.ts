@@ -57,12 +57,12 @@ void test('NodeFileSystem: the operations the WAL uses, on the real disk', async
   await assert.rejects(fs.syncDir(path.join(dir, 'state.json')), { code: 'ENOTDIR' });
 });
 
-void test('NodeFileSystem.write: small writes on the calling thread and large ones through the pool give the same bytes and the same errors', async (t) => {
+void test('NodeFileSystem.write: small writes on the calling thread (latency-critical handles) and through the pool give the same bytes and the same errors', async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'landfall-fs-write-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
   const fs = new NodeFileSystem();
   const file = path.join(dir, 'f');
-  const h = await fs.open(file, 'createExclusive');
+  const h = await fs.open(file, 'createExclusive', { latencyCritical: true });
   const small = Buffer.alloc(1000, 1);
   const big = Buffer.alloc(SYNC_WRITE_BYTES_MAX + 1, 2);
   const parts = [Buffer.alloc(10, 3), Buffer.alloc(20, 4)];
@@ -77,7 +77,7 @@ void test('NodeFileSystem.write: small writes on the calling thread and large on
   assert.deepEqual(await readFile(file), Buffer.concat([small, big, ...parts, big, small]));
 
   // Errors are rejections (never a synchronous throw), with the syscall's code, on both paths.
-  const full = await fs.open('/dev/full', 'readWrite');
+  const full = await fs.open('/dev/full', 'readWrite', { latencyCritical: true });
   try {
     for (const bufs of [[small], [big], parts]) {
       let p: Promise<number> | undefined;
@@ -87,11 +87,38 @@ void test('NodeFileSystem.write: small writes on the calling thread and large on
   } finally {
     await full.close();
   }
-  const ro = await fs.open(file, 'read');
+  const ro = await fs.open(file, 'read', { latencyCritical: true });
   try {
     await assert.rejects(ro.write([small], 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
     await assert.rejects(ro.write([big], 0), (err: NodeJS.ErrnoException) => err.code === 'EBADF');
   } finally {
     await ro.close();
+  }
+});
+
+void test('NodeFileSystem.write: only a latency-critical handle writes small buffers without a turn of the event loop', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'landfall-fs-write-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const fs = new NodeFileSystem();
+  /** Whether `write` settled before a setImmediate queued just before it ran. */
+  const settlesInTurn = async (h: Awaited<ReturnType<NodeFileSystem['open']>>, bytes: number) => {
+    let turned = false;
+    setImmediate(() => (turned = true));
+    await h.write([Buffer.alloc(bytes, 5)], 0);
+    return !turned;
+  };
+  const wal = await fs.open(path.join(dir, 'wal'), 'createExclusive', { latencyCritical: true });
+  const other = await fs.open(path.join(dir, 'other'), 'createExclusive');
+  try {
+    assert.equal(await settlesInTurn(wal, 32 * 1024), true, 'a WAL group of 32 KiB: on the calling thread');
+    assert.equal(
+      await settlesInTurn(wal, SYNC_WRITE_BYTES_MAX + 1),
+      false,
+      'a larger group: through the pool',
+    );
+    assert.equal(await settlesInTurn(other, 32 * 1024), false, 'any other handle: through the pool');
+  } finally {
+    await wal.close();
+    await other.close();
   }
 });

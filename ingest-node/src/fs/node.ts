@@ -3,18 +3,22 @@
 // directory fd for its entries (new segment, rename of a state file).
 import fsp from 'node:fs/promises';
 import { constants, writeSync, writevSync } from 'node:fs';
-import type { FileHandle, FileStat, FileSystem, OpenMode } from './types.ts';
+import type { FileHandle, FileStat, FileSystem, OpenHints, OpenMode } from './types.ts';
 
 /**
- * Writes up to this many bytes are made on the calling thread (a pwrite into
- * the page cache: tens of microseconds) instead of through libuv's pool. The
+ * On a latency-critical handle (the WAL's segments: OpenHints), writes up to
+ * this many bytes are made on the calling thread (a pwrite into the page
+ * cache: tens of microseconds) instead of through libuv's pool. The
  * pool round trip costs more than the write: a thread to wake, a queue the
  * delivery work also uses, and a completion that waits for its turn on the
  * event loop, ~0.35 ms per WAL group against ~0.04 ms this way (issue 15,
  * measured by bench:ingest's write ms per group). The WAL's group at 1 KiB
  * per request is ~32 KiB; larger writes (64 KiB bodies make groups of
  * megabytes) still go through the pool, so the event loop is never held for
- * long. fdatasync always goes through the pool.
+ * long. fdatasync always goes through the pool. Other handles (delivery's
+ * scratch files, the local store) keep every write on the pool: a write
+ * that waits for the disk (dirty-page throttling while delivery writes
+ * hundreds of MB) must not hold the thread that answers requests for them.
  */
 export const SYNC_WRITE_BYTES_MAX = 128 * 1024;
 
@@ -28,10 +32,12 @@ const FLAGS: Record<OpenMode, string | number> = {
 class NodeFileHandle implements FileHandle {
   readonly path: string;
   readonly #fh: fsp.FileHandle;
+  readonly #syncWriteBytesMax: number;
 
-  constructor(path: string, fh: fsp.FileHandle) {
+  constructor(path: string, fh: fsp.FileHandle, hints?: OpenHints) {
     this.path = path;
     this.#fh = fh;
+    this.#syncWriteBytesMax = hints?.latencyCritical === true ? SYNC_WRITE_BYTES_MAX : -1;
   }
 
   async write(buffers: readonly Uint8Array[], position: number): Promise<number> {
@@ -42,7 +48,7 @@ class NodeFileHandle implements FileHandle {
     // promise's rejection, as the pool's would be.
     let total = 0;
     for (const b of buffers) total += b.byteLength;
-    if (total <= SYNC_WRITE_BYTES_MAX) {
+    if (total <= this.#syncWriteBytesMax) {
       const fd = this.#fh.fd;
       return buffers.length === 1
         ? writeSync(fd, buffers[0]!, 0, total, position)
@@ -85,8 +91,8 @@ class NodeFileHandle implements FileHandle {
 }
 
 export class NodeFileSystem implements FileSystem {
-  async open(path: string, mode: OpenMode): Promise<FileHandle> {
-    return new NodeFileHandle(path, await fsp.open(path, FLAGS[mode], 0o640));
+  async open(path: string, mode: OpenMode, hints?: OpenHints): Promise<FileHandle> {
+    return new NodeFileHandle(path, await fsp.open(path, FLAGS[mode], 0o640), hints);
   }
 
   async readFile(path: string): Promise<Uint8Array> {

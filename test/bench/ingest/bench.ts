@@ -8,10 +8,13 @@
 //       the acks,
 // for two shapes, 1 KiB single-event bodies and 64 KiB NDJSON bodies of 100
 // events, at 64 connections. The load generator (autocannon, load.ts) runs in
-// a child process; the servers run here. Runs alternate (null, landfall, null…)
-// so a noisy neighbour hurts both alike; the table shows medians of ≥ 3 runs,
-// with the server's event-loop delay p99 (monitorEventLoopDelay) and peak RSS
-// over the measured window.
+// a child process, and so does each run's server (server.ts, a fresh process
+// per run: its CPU, event loop and RSS are its own, as a deployed node's are,
+// and no run inherits an earlier one's heap). Runs alternate (null, landfall,
+// null…) so a noisy neighbour hurts both alike; the table shows medians of
+// ≥ 3 runs, with the server's event-loop delay p99 (monitorEventLoopDelay)
+// and peak RSS over the measured window (the node's process; the Parquet
+// children are processes of their own).
 //
 //   npm run bench:ingest -- [--duration 10] [--runs 3] [--warmup 2] [--connections 64]
 //                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3] [--delivery]
@@ -37,19 +40,14 @@
 // Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
 // p99 ≤ 10 ms; 64 KiB at ≥ 250 MB/s durable; with delivery, RSS ≤ 400 MiB.
 // The JSON lands in test/bench/results/ingest-<date>.json.
-import { spawn } from 'node:child_process';
+import { fork, spawn } from 'node:child_process';
 import { copyFile, mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import type { EventLoopUtilization } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import Fastify from 'fastify';
-import { defaultConfig } from '../../../ingest-node/src/config/load.ts';
-import { startNode } from '../../../ingest-node/src/node.ts';
-import type { Wal } from '../../../ingest-node/src/wal/types.ts';
 import { startMinio } from '../../harness/minio.ts';
 import { cpuCores, cpuSnapshot } from '../cpu.ts';
 import type { CpuSnapshot } from '../cpu.ts';
@@ -57,6 +55,7 @@ import type { MinioServer } from '../../harness/minio.ts';
 import { buildBody } from './bodies.ts';
 import type { Shape } from './bodies.ts';
 import type { LoadOptions, LoadResult } from './load.ts';
+import type { ControlMessage, ServerMessage, ServerSpec, ServerStats, Target } from './server.ts';
 
 const MiB = 1024 * 1024;
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -100,7 +99,6 @@ const SCRATCH_DIR = args['scratch-dir'];
 const STORE_NICE = Number(args['store-nice']);
 const EXAMPLE_VIEW = path.join(here, '..', '..', '..', 'docs', 'examples', 'views', 'page_views.yaml');
 
-type Target = 'null' | 'landfall' | 'landfall+delivery';
 const TARGETS: readonly Target[] =
   args.targets !== ''
     ? (args.targets.split(',').map((t) => t.trim()) as Target[])
@@ -116,77 +114,70 @@ interface DeliveryTarget {
   readonly viewsDir: string;
 }
 
-interface Server {
+/** A server process (server.ts) for one run. */
+interface ServerProcess {
   readonly url: string;
-  readonly wal?: Wal;
+  readonly pid: number;
   /** Commit markers in the delivery bucket so far (landfall+delivery only). */
   readonly markers?: () => Promise<number>;
+  warm(): void;
+  end(): Promise<ServerStats>;
   close(): Promise<void>;
 }
 
-/** (a) The ceiling: the same HTTP stack, the body read in full, no WAL. */
-async function startNullServer(): Promise<Server> {
-  const app = Fastify({ logger: false });
-  app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
-  app.post('/v1/ingest', async (request, reply) => {
-    let bytes = 0;
-    await new Promise<void>((resolve, reject) => {
-      const raw = request.raw;
-      raw.on('data', (c: Buffer) => void (bytes += c.length));
-      raw.on('end', resolve);
-      raw.on('error', reject);
+/** Forks server.ts for `target`; resolves once it listens. */
+async function startServer(
+  target: Target,
+  walDir: string,
+  delivery?: DeliveryTarget,
+): Promise<ServerProcess> {
+  const bucket =
+    target === 'landfall+delivery' && delivery !== undefined ? await delivery.minio.newBucket() : undefined;
+  const spec: ServerSpec = {
+    target,
+    walDir,
+    ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}),
+    ...(PIPELINE_DEPTH !== undefined ? { pipelineDepth: PIPELINE_DEPTH } : {}),
+    ...(bucket !== undefined && delivery !== undefined
+      ? {
+          delivery: {
+            endpointUrl: delivery.minio.endpoint,
+            bucket,
+            viewsDir: delivery.viewsDir,
+            ...(SCRATCH_DIR !== '' ? { scratchDir: path.join(SCRATCH_DIR, path.basename(walDir)) } : {}),
+          },
+        }
+      : {}),
+  };
+  const child = fork(path.join(here, 'server.ts'), [JSON.stringify(spec)], { stdio: 'inherit' });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  let onStats: ((s: ServerStats) => void) | undefined;
+  const url = await new Promise<string>((resolve, reject) => {
+    child.on('message', (m: ServerMessage) => {
+      if (m.t === 'ready') resolve(m.url);
+      else onStats?.(m.stats);
     });
-    void reply.code(202).type('application/json');
-    return `{"accepted":1,"bytes":${bytes}}`;
+    void exited.then((code) =>
+      reject(new Error(`bench server (${target}) exited ${code} before it listened`)),
+    );
   });
-  const url = await app.listen({ host: '127.0.0.1', port: 0 });
-  return { url, close: () => app.close() };
-}
-
-/** (b) Landfall: the real node, its WAL in a fresh dir on the disk under test; (c) the same, delivering. */
-async function startLandfall(dir: string, delivery?: DeliveryTarget): Promise<Server> {
-  const bucket = delivery !== undefined ? await delivery.minio.newBucket() : undefined;
-  const node = await startNode(
-    defaultConfig({
-      listen: { port: 0 },
-      wal: {
-        dir,
-        ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}),
-        ...(PIPELINE_DEPTH !== undefined ? { pipelineDepth: PIPELINE_DEPTH } : {}),
-      },
-      endpoint: { name: 'bench' },
-      instance: { id: 'bench-0' },
-      ...(delivery !== undefined
-        ? {
-            s3: {
-              bucket,
-              endpointUrl: delivery.minio.endpoint,
-              prefix: 'bench',
-            },
-            outputs: { rawParquet: true },
-            views: {
-              dir: delivery.viewsDir,
-              ...(SCRATCH_DIR !== ''
-                ? { scratchDir: path.join(SCRATCH_DIR, `views-${path.basename(dir)}`) }
-                : {}),
-            },
-            ...(SCRATCH_DIR !== ''
-              ? { delivery: { scratchDir: path.join(SCRATCH_DIR, `delivery-${path.basename(dir)}`) } }
-              : {}),
-          }
-        : {}),
-    }),
-    { apiKeys: null },
-  );
+  const control = (m: ControlMessage): void => void child.send(m);
   return {
-    url: node.url,
-    wal: node.wal as Wal,
-    ...(delivery !== undefined && bucket !== undefined
+    url,
+    pid: child.pid!,
+    ...(bucket !== undefined && delivery !== undefined
       ? { markers: () => countKeys(delivery.minio, bucket, 'bench/commits/') }
       : {}),
+    warm: () => control({ t: 'warm' }),
+    end: () =>
+      new Promise<ServerStats>((resolve) => {
+        onStats = resolve;
+        control({ t: 'end' });
+      }),
     close: async () => {
-      await node.shutdown('bench');
+      control({ t: 'close' });
+      const code = await exited;
+      if (code !== 0) throw new Error(`bench server (${target}) exited ${code}`);
     },
   };
 }
@@ -284,54 +275,32 @@ async function measure(
 ): Promise<RunResult> {
   const body = buildBody(shape);
   const walDir = await mkdtemp(path.join(benchDir, `wal-${shape}-`));
-  const server =
-    target === 'null'
-      ? await startNullServer()
-      : await startLandfall(walDir, target === 'landfall+delivery' ? delivery : undefined);
-  let cpu0 = process.cpuUsage();
-  let elu0: EventLoopUtilization = performance.eventLoopUtilization();
-  let t0 = performance.now();
-  let wal0 = server.wal?.stats();
-  let delay: ReturnType<typeof monitorEventLoopDelay> | undefined;
-  let rssMax = 0;
+  const server = await startServer(target, walDir, delivery);
   let loadPid = 0;
   const others = (): Record<string, number | undefined> => ({
     'load generator': loadPid,
     store: delivery?.minio.pid,
   });
   let cpuSnap0: CpuSnapshot = new Map();
-  const rssTimer = setInterval(() => {
-    if (delay !== undefined) rssMax = Math.max(rssMax, process.memoryUsage.rss());
-  }, 100);
+  let t0 = performance.now();
   try {
     const load = await generateLoad(
       { url: server.url, shape, connections: CONNECTIONS, durationS: DURATION_S, warmupS: WARMUP_S },
       (pid) => {
         loadPid = pid;
-        cpuSnap0 = cpuSnapshot(process.pid, others());
-        cpu0 = process.cpuUsage();
-        elu0 = performance.eventLoopUtilization();
+        server.warm();
+        cpuSnap0 = cpuSnapshot(server.pid, others());
         t0 = performance.now();
-        wal0 = server.wal?.stats();
-        delay = monitorEventLoopDelay({ resolution: 10 });
-        delay.enable();
-        rssMax = process.memoryUsage.rss();
       },
     );
-    delay?.disable();
-    const wallS = (performance.now() - t0) / 1000;
-    const cpuBy = cpuCores(cpuSnap0, cpuSnapshot(process.pid, others()), wallS);
+    const stats = await server.end();
+    const cpuBy = cpuCores(cpuSnap0, cpuSnapshot(server.pid, others()), (performance.now() - t0) / 1000);
     // The load generator has exited by now: its own figure, over its measured run.
     cpuBy['load generator'] = load.cpuS / load.durationS;
     const markers = await server.markers?.();
-    const cpu = process.cpuUsage(cpu0);
-    const elu = performance.eventLoopUtilization(elu0);
-    const wal1 = server.wal?.stats();
     const reqPerS = load.ok / load.durationS;
     const non202 = Object.entries(load.statusCounts).reduce((n, [c, k]) => (c === '202' ? n : n + k), 0);
-    const syncs = wal0 !== undefined && wal1 !== undefined ? wal1.syncsTotal - wal0.syncsTotal : undefined;
-    const appends =
-      wal0 !== undefined && wal1 !== undefined ? wal1.appendsTotal - wal0.appendsTotal : undefined;
+    const w = stats.wal;
     return {
       run,
       shape,
@@ -344,35 +313,26 @@ async function measure(
       p99: load.latencyMs.p99,
       non202,
       errors: load.errors + load.timeouts,
-      serverCpuCores: (cpu.user + cpu.system) / 1e6 / wallS,
-      serverElu: elu.utilization,
-      eventLoopDelayP99Ms: delay !== undefined ? delay.percentile(99) / 1e6 : NaN,
+      serverCpuCores: stats.cpuCores,
+      serverElu: stats.elu,
+      eventLoopDelayP99Ms: stats.loopDelayP99Ms,
       cpuBy,
-      rssMaxMiB: rssMax / MiB,
+      rssMaxMiB: stats.rssMaxMiB,
       ...(markers !== undefined ? { markers } : {}),
-      ...(syncs !== undefined && appends !== undefined
-        ? { syncsPerS: syncs / wallS, appendsPerSync: syncs === 0 ? 0 : appends / syncs }
-        : {}),
-      ...(wal0 !== undefined && wal1 !== undefined
+      ...(w !== undefined
         ? {
-            pipelineDepth: wal1.pipelineDepth,
-            pipelinedShare:
-              (wal1.pipelinedWritesTotal - wal0.pipelinedWritesTotal) /
-              Math.max(1, wal1.groupWritesTotal - wal0.groupWritesTotal),
-            writeMsMean:
-              (1000 * (wal1.writeSecondsTotal - wal0.writeSecondsTotal)) /
-              Math.max(1, wal1.groupWritesTotal - wal0.groupWritesTotal),
-            syncMsMean:
-              (1000 * (wal1.syncSecondsTotal - wal0.syncSecondsTotal)) /
-              Math.max(1, wal1.syncsTotal - wal0.syncsTotal),
+            syncsPerS: w.syncs / stats.wallS,
+            appendsPerSync: w.syncs === 0 ? 0 : w.appends / w.syncs,
+            pipelineDepth: w.pipelineDepth,
+            pipelinedShare: w.pipelinedWrites / Math.max(1, w.groupWrites),
+            writeMsMean: (1000 * w.writeSeconds) / Math.max(1, w.groupWrites),
+            syncMsMean: (1000 * w.syncSeconds) / Math.max(1, w.syncs),
           }
         : {}),
       loadavg1: loadavg()[0]!,
       load,
     };
   } finally {
-    clearInterval(rssTimer);
-    delay?.disable();
     await server.close();
     await rm(walDir, { recursive: true, force: true });
   }

@@ -36,7 +36,8 @@ function listDir(dir: string): string[] {
 function threadKind(pid: number, tid: number, comm: string): string {
   if (tid === pid) return 'main';
   if (comm.startsWith('libuv-worker')) return 'libuv pool';
-  if (comm.startsWith('V8 ')) return 'V8 (GC, compiler)';
+  if (comm.startsWith('V8Worker') || comm.startsWith('DelayedTaskSche')) return 'V8 (GC, compiler)';
+  if (comm.startsWith('WorkerThread')) return 'worker threads';
   if (comm.startsWith('DuckDB') || comm.startsWith('duckdb')) return 'DuckDB';
   return 'other threads';
 }

@@ -34,7 +34,7 @@
 // writes and syncs do not queue on the disk the WAL fdatasyncs on, as a
 // remote store's would not. Each run prints where
 // the CPU went (test/bench/cpu.ts): the server's main thread, its libuv pool,
-// V8's threads, its other threads (the archive worker), its child processes
+// V8's threads, its worker threads (the archive worker), its child processes
 // (the Parquet children), MinIO and the load generator.
 //
 // Goals (reported, not asserted): 1 KiB at ≥ 0.9× the null route's req/s with
@@ -245,7 +245,7 @@ interface RunResult {
   readonly eventLoopDelayP99Ms: number;
   /**
    * Cores per CPU consumer over the measured window: `server:main`, `server:libuv pool`,
-   * `server:V8 (GC, compiler)`, `server:other threads`, `children` (the Parquet
+   * `server:V8 (GC, compiler)`, `server:worker threads` (the archive worker), `children` (the Parquet
    * children), `store` (MinIO), `load generator`.
    */
   readonly cpuBy: Record<string, number>;

@@ -241,7 +241,7 @@ interface RunResult {
   readonly serverCpuCores: number;
   /** Server event-loop utilisation over the measured window (0…1). */
   readonly serverElu: number;
-  /** Server event-loop delay p99 over the measured window (monitorEventLoopDelay, 10 ms resolution), ms. */
+  /** Server event-loop delay p99 over the measured window, beyond the 1 ms sampling interval (server.ts), ms. */
   readonly eventLoopDelayP99Ms: number;
   /**
    * Cores per CPU consumer over the measured window: `server:main`, `server:libuv pool`,

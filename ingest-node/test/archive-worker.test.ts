@@ -11,10 +11,11 @@ import { getPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { createZstdDecompress, zstdDecompressSync } from 'node:zlib';
-import { ArchiveWorker, ArchiveWorkerError } from '../src/delivery/archive-worker.ts';
+import { ArchiveWorker, ArchiveWorkerError, archivePieceBytes } from '../src/delivery/archive-worker.ts';
 import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
 import { SegmentMismatchError, segmentArchiveProducer, type SegmentJob } from '../src/delivery/producers.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
+import type { FileHandle, OpenMode } from '../src/fs/types.ts';
 import { FrameFlags, SegmentCorruptError, encodeFrame, encodeSegmentHeader } from '../src/wal/format.ts';
 import type { SealedSegment } from '../src/wal/types.ts';
 
@@ -358,7 +359,31 @@ void test('segmentArchiveProducer through the real disk: archive file, checksums
   await writeFile(segPath, Buffer.concat([bytes, Buffer.from('tail beyond the sealed bytes')]));
   const scratch = path.join(dir, 'scratch');
   const producer = segmentArchiveProducer();
-  const fs = new NodeFileSystem();
+  // The real disk, with the segment's read buffers kept to look at afterwards.
+  const disk = new NodeFileSystem();
+  const reads: Uint8Array[] = [];
+  const bound = <T extends object>(t: T, k: string | symbol): unknown => {
+    const v: unknown = Reflect.get(t, k);
+    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+  };
+  const fs = new Proxy(disk, {
+    get: (t, k) =>
+      k === 'open'
+        ? async (p: string, mode: OpenMode): Promise<FileHandle> => {
+            const h = await t.open(p, mode);
+            if (p !== segPath) return h;
+            return new Proxy(h, {
+              get: (ht, hk) =>
+                hk === 'read'
+                  ? (buf: Uint8Array, off: number, len: number, pos: number) => {
+                      reads.push(buf);
+                      return ht.read(buf, off, len, pos);
+                    }
+                  : bound(ht, hk),
+            });
+          }
+        : bound(t, k),
+  });
   await mkdir(scratch);
   const job: SegmentJob = {
     segment: state,
@@ -385,4 +410,8 @@ void test('segmentArchiveProducer through the real disk: archive file, checksums
   assert.equal(f.sha256, sha(archive));
   assert.deepEqual(zstdDecompressSync(archive), bytes);
   assert.deepEqual(await readdir(scratch), [path.basename(f.path)]);
+  // Read in the worker's piece size, each buffer moved to the worker as it
+  // was read (detached here): no copy, and no garbage on this thread.
+  assert.ok(reads.length >= Math.ceil(bytes.length / archivePieceBytes), `${reads.length} reads`);
+  for (const b of reads.slice(0, -1)) assert.equal(b.byteLength, 0, 'a read buffer was moved, not copied');
 });

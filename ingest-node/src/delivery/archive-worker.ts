@@ -66,8 +66,13 @@ interface Pending {
 export const archiveNiceDefault = 10;
 const IDLE_MS_DEFAULT = 30_000;
 const CHUNKS_IN_FLIGHT_MAX_DEFAULT = 4;
-/** Largest piece handed over (reads are 1 MiB: fs/streams.ts). */
-const PIECE_BYTES = 256 * 1024;
+/**
+ * Largest piece handed over. A source read in pieces of this size (as
+ * segmentArchiveProducer reads) hands each buffer over as it is; larger
+ * chunks are copied piece by piece.
+ */
+export const archivePieceBytes = 256 * 1024;
+const PIECE_BYTES = archivePieceBytes;
 
 export class ArchiveWorker {
   readonly #nice: number;

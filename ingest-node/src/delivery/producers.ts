@@ -18,7 +18,7 @@ import type { FileSystem } from '../fs/types.ts';
 import { HashTap } from '../store/hashing.ts';
 import { readSegmentStream, type WalRecord } from '../wal/format.ts';
 import type { SealedSegment } from '../wal/types.ts';
-import { ArchiveWorker } from './archive-worker.ts';
+import { ArchiveWorker, archivePieceBytes } from './archive-worker.ts';
 import { zstdLevel } from './compress.ts';
 import { segmentKey, type ArtifactKind, type SegmentRef } from './keys.ts';
 import type { MarkerView } from './marker.ts';
@@ -95,9 +95,21 @@ export { SegmentCheck, SegmentMismatchError, SegmentVerifier, isSegmentDefect } 
 
 const realDisk = new NodeFileSystem();
 
-/** Reads exactly `segment.bytes` of the file: a longer file's tail is not the segment's. */
-export function openSegmentFile(file: string, segment: SealedSegment, fs: FileSystem = realDisk): Readable {
-  return fileReadStream(fs, file, { start: 0, end: Math.max(0, segment.bytes - 1) });
+/**
+ * Reads exactly `segment.bytes` of the file: a longer file's tail is not the
+ * segment's. `chunkBytes` sets the read size (default 1 MiB).
+ */
+export function openSegmentFile(
+  file: string,
+  segment: SealedSegment,
+  fs: FileSystem = realDisk,
+  chunkBytes?: number,
+): Readable {
+  return fileReadStream(fs, file, {
+    start: 0,
+    end: Math.max(0, segment.bytes - 1),
+    ...(chunkBytes !== undefined ? { chunkBytes } : {}),
+  });
 }
 
 /**
@@ -162,7 +174,9 @@ export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): Closab
     async produce(job) {
       const file = path.join(job.scratchDir, `${job.ref.segmentId.toString().padStart(20, '0')}.wal.zst`);
       const r = await worker.archive(
-        openSegmentFile(job.segmentPath, job.segment, job.fs),
+        // Reads of the worker's piece size: each read buffer is moved to the
+        // worker as it is, neither copied nor left as this thread's garbage.
+        openSegmentFile(job.segmentPath, job.segment, job.fs, archivePieceBytes),
         fileWriteStream(job.fs, file),
         {
           expect: job.segment,

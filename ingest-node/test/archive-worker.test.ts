@@ -11,9 +11,11 @@ import { getPriority, tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { createZstdDecompress, zstdDecompressSync } from 'node:zlib';
-import { ArchiveWorker, ArchiveWorkerError } from '../src/delivery/archive-worker.ts';
+import { ArchiveWorker, ArchiveWorkerError, archivePieceBytes } from '../src/delivery/archive-worker.ts';
+import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
 import { SegmentMismatchError, segmentArchiveProducer, type SegmentJob } from '../src/delivery/producers.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
+import type { FileHandle, OpenMode } from '../src/fs/types.ts';
 import { FrameFlags, SegmentCorruptError, encodeFrame, encodeSegmentHeader } from '../src/wal/format.ts';
 import type { SealedSegment } from '../src/wal/types.ts';
 
@@ -21,6 +23,7 @@ function segment(
   records: number,
   payloadBytes = 900,
   random = false,
+  payloads?: readonly Buffer[],
 ): { bytes: Buffer; state: SealedSegment } {
   const parts: Uint8Array[] = [
     encodeSegmentHeader({
@@ -38,9 +41,11 @@ function segment(
         ingestMicros: 1_000_000n + BigInt(i),
         format: 1,
         flags: i % 3 === 2 || i === records - 1 ? FrameFlags.batchEnd : 0,
-        payload: Buffer.from(
-          `{"i":${i},"pad":"${random ? randomBytes(payloadBytes).toString('base64') : 'z'.repeat(payloadBytes + (i % 50))}"}`,
-        ),
+        payload:
+          payloads?.[i] ??
+          Buffer.from(
+            `{"i":${i},"pad":"${random ? randomBytes(payloadBytes).toString('base64') : 'z'.repeat(payloadBytes + (i % 50))}"}`,
+          ),
       }),
     );
   const bytes = Buffer.concat(parts);
@@ -85,19 +90,32 @@ function chunks(b: Buffer, size: number): Readable {
   return Readable.from(cs);
 }
 
-/** Niceness of this process's threads named like Node's worker threads. */
-function workerThreadNices(): number[] {
-  const out: number[] = [];
+interface ThreadCpu {
+  readonly name: string;
+  readonly nice: number;
+  /** utime + stime, in clock ticks. */
+  readonly ticks: number;
+}
+
+/** This process's threads by id: name, niceness and CPU time, from /proc. */
+function threads(): Map<string, ThreadCpu> {
+  const out = new Map<string, ThreadCpu>();
   for (const t of readdirSync('/proc/self/task')) {
     try {
-      if (readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() !== 'WorkerThread') continue;
+      const name = readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim();
       const st = readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      out.push(Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[16]));
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      out.set(t, { name, nice: Number(f[16]), ticks: Number(f[11]) + Number(f[12]) });
     } catch {
       // The thread ended between the listing and the read.
     }
   }
   return out;
+}
+
+/** Niceness of this process's threads named like Node's worker threads. */
+function workerThreadNices(): number[] {
+  return [...threads().values()].filter((t) => t.name === 'WorkerThread').map((t) => t.nice);
 }
 
 void test('the worker makes the same archive and checksums as the bytes themselves, under any chunking', async () => {
@@ -229,7 +247,7 @@ void test('the hand-over is bounded: a slow sink holds the reader back', async (
     await w.close();
   }
   // Unbounded, the reader would run ~24 MB ahead of the slow sink; bounded,
-  // by the read chunk, the window of 256 KiB pieces and the stages' buffers.
+  // by the read chunk, the window of pieces and the sink's buffer.
   assert.ok(maxGap <= 8 * chunk, `read ahead of the sink by ${maxGap} bytes`);
   process.stdout.write(`# read ran ahead of the slow sink by at most ${maxGap} bytes\n`);
 });
@@ -265,6 +283,53 @@ void test('the worker thread runs 10 nicer than the node, the main thread keeps 
   );
 });
 
+void test("the compression runs on the niced worker thread too, not on libuv's pool at the node's priority", async () => {
+  const base = getPriority();
+  // The pool's threads start with the first call that needs them, at the
+  // priority of the thread making it: in a node that is the main thread
+  // (the WAL's file calls). Start them here the same way, or a pool first
+  // used by the niced worker would be niced too and hide what this checks.
+  await readFile('/proc/self/stat');
+  const pool = [...threads().values()].filter((t) => t.name === 'libuv-worker');
+  assert.ok(pool.length > 0, 'the libuv pool threads are there (named libuv-worker)');
+  for (const t of pool) assert.equal(t.nice, base, "the pool runs at the node's priority");
+  // NDJSON events at level 9: zstd is most of the job's CPU (~0.1 s).
+  const lines = ndjsonSample(8 * 1024 * 1024)
+    .toString()
+    .trimEnd()
+    .split('\n');
+  const { bytes, state } = segment(
+    lines.length,
+    0,
+    false,
+    lines.map((l) => Buffer.from(l)),
+  );
+  const w = new ArchiveWorker({ idleMs: 60_000 });
+  try {
+    // Warm up (the worker's start and module loading are not the point).
+    const small = segment(20);
+    await w.archive(chunks(small.bytes, 4096), collector().sink, { expect: small.state, level: 1 });
+    const before = threads();
+    const c = collector();
+    const r = await w.archive(chunks(bytes, 1 << 20), c.sink, { expect: state, level: 9 });
+    const after = threads();
+    assert.deepEqual(zstdDecompressSync(c.bytes()), bytes);
+    assert.ok(r.outputBytes < bytes.length / 4);
+    const gained = (pick: (t: ThreadCpu) => boolean): number => {
+      let sum = 0;
+      for (const [id, t] of after) if (pick(t)) sum += t.ticks - (before.get(id)?.ticks ?? 0);
+      return sum;
+    };
+    const niced = gained((t) => t.name === 'WorkerThread' && t.nice === Math.min(19, base + 10));
+    const poolTicks = gained((t) => t.name === 'libuv-worker');
+    process.stdout.write(`# CPU ticks: worker thread ${niced}, libuv pool ${poolTicks}\n`);
+    // zstd on the pool (a node:zlib stream) put most of the job there.
+    assert.ok(niced > 0 && poolTicks * 4 <= niced, `worker thread ${niced} ticks, pool ${poolTicks}`);
+  } finally {
+    await w.close();
+  }
+});
+
 void test('a worker that dies fails its job as retryable (ArchiveWorkerError) and the next job starts a new one', async () => {
   const { bytes, state } = segment(300);
   const w = new ArchiveWorker({ idleMs: 60_000 });
@@ -294,7 +359,31 @@ void test('segmentArchiveProducer through the real disk: archive file, checksums
   await writeFile(segPath, Buffer.concat([bytes, Buffer.from('tail beyond the sealed bytes')]));
   const scratch = path.join(dir, 'scratch');
   const producer = segmentArchiveProducer();
-  const fs = new NodeFileSystem();
+  // The real disk, with the segment's read buffers kept to look at afterwards.
+  const disk = new NodeFileSystem();
+  const reads: Uint8Array[] = [];
+  const bound = <T extends object>(t: T, k: string | symbol): unknown => {
+    const v: unknown = Reflect.get(t, k);
+    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
+  };
+  const fs = new Proxy(disk, {
+    get: (t, k) =>
+      k === 'open'
+        ? async (p: string, mode: OpenMode): Promise<FileHandle> => {
+            const h = await t.open(p, mode);
+            if (p !== segPath) return h;
+            return new Proxy(h, {
+              get: (ht, hk) =>
+                hk === 'read'
+                  ? (buf: Uint8Array, off: number, len: number, pos: number) => {
+                      reads.push(buf);
+                      return ht.read(buf, off, len, pos);
+                    }
+                  : bound(ht, hk),
+            });
+          }
+        : bound(t, k),
+  });
   await mkdir(scratch);
   const job: SegmentJob = {
     segment: state,
@@ -321,4 +410,8 @@ void test('segmentArchiveProducer through the real disk: archive file, checksums
   assert.equal(f.sha256, sha(archive));
   assert.deepEqual(zstdDecompressSync(archive), bytes);
   assert.deepEqual(await readdir(scratch), [path.basename(f.path)]);
+  // Read in the worker's piece size, each buffer moved to the worker as it
+  // was read (detached here): no copy, and no garbage on this thread.
+  assert.ok(reads.length >= Math.ceil(bytes.length / archivePieceBytes), `${reads.length} reads`);
+  for (const b of reads.slice(0, -1)) assert.equal(b.byteLength, 0, 'a read buffer was moved, not copied');
 });

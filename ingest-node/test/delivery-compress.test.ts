@@ -16,6 +16,7 @@ import {
   zstdCompressStream,
   zstdLevel,
 } from '../src/delivery/compress.ts';
+import { ZstdFrameEncoder } from '../src/delivery/zstd-frame.ts';
 import { sha256Hex } from '../src/store/hashing.ts';
 
 let dir: string;
@@ -118,4 +119,55 @@ void test('an abort signal stops the compression', async () => {
     }),
     { name: 'AbortError' },
   );
+});
+
+/** ZstdFrameEncoder over `data` fed in pieces of `size`. */
+function encodeInPieces(data: Buffer, size: number, inputBytes: number = data.length): Buffer {
+  const enc = new ZstdFrameEncoder({ inputBytes });
+  const out: Uint8Array[] = [];
+  for (let at = 0; at < data.length; at += size) out.push(...enc.write(data.subarray(at, at + size)));
+  out.push(...enc.end());
+  return Buffer.concat(out);
+}
+
+void test("ZstdFrameEncoder (the archive worker's synchronous zstd) makes the very bytes of the stream compressor: one frame", async () => {
+  const data = ndjsonSample(3 * 1024 * 1024, 11);
+  const streamed: Buffer[] = [];
+  await zstdCompressStream(
+    Readable.from([data]),
+    new Writable({
+      write(c: Buffer, _e, cb) {
+        streamed.push(c);
+        cb();
+      },
+    }),
+    { inputBytes: data.length },
+  );
+  const want = Buffer.concat(streamed);
+  for (const size of [1000, 65_536, 256 * 1024, data.length]) {
+    const got = encodeInPieces(data, size);
+    assert.ok(got.equals(want), `pieces of ${size}: ${got.length} bytes, the stream made ${want.length}`);
+  }
+  // One frame: its header records the whole content size, and node's
+  // decoder (which stops after the first frame) gets all of it back.
+  const one = encodeInPieces(data, 256 * 1024);
+  assert.equal(one.readUInt32LE(0), 0xfd2fb528);
+  assert.deepEqual(zlib.zstdDecompressSync(one), data);
+  assert.deepEqual(await decompress(one), data);
+  // Empty input: a valid empty frame, as the stream makes.
+  assert.deepEqual(zlib.zstdDecompressSync(encodeInPieces(Buffer.alloc(0), 1)), Buffer.alloc(0));
+});
+
+void test('ZstdFrameEncoder: pieces own their ArrayBuffers, a size other than the pledged one throws, no use after end', () => {
+  const data = randomBytes(600 * 1024);
+  const enc = new ZstdFrameEncoder({ inputBytes: data.length });
+  const pieces = [...enc.write(data), ...enc.end()];
+  for (const p of pieces) assert.equal(p.byteLength, p.buffer.byteLength, 'transferable without a copy');
+  assert.deepEqual(zlib.zstdDecompressSync(Buffer.concat(pieces)), data);
+  assert.throws(() => enc.write(data), /after end/);
+  // Fewer bytes than pledged: zstd refuses to end the frame.
+  const wrongSize = { code: 'ZSTD_error_srcSize_wrong' };
+  assert.throws(() => encodeInPieces(data, 65_536, data.length + 1), wrongSize);
+  // More than pledged: refused too.
+  assert.throws(() => encodeInPieces(data, 65_536, data.length - 1), wrongSize);
 });

@@ -278,12 +278,16 @@ void describe('delivery pipeline (local store)', () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const markers: string[] = [];
-    let firstKey: string | undefined;
     const s = hooked(store, async (op, key) => {
-      if (op === 'put' && key.endsWith('.wal.zst')) {
-        firstKey ??= key;
-        if (key === firstKey) await gate;
-      }
+      // The first segment's archive (not the first archive put: segments are
+      // produced concurrently, and a later one may reach its upload first).
+      const first = w.sealedSegments()[0];
+      if (
+        op === 'put' &&
+        first !== undefined &&
+        key.endsWith(`/${first.id.toString().padStart(20, '0')}.wal.zst`)
+      )
+        await gate;
       if (op === 'createIfAbsent') markers.push(key);
     });
     const events: PipelineEvent[] = [];

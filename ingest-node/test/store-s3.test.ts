@@ -3,14 +3,14 @@
 // bucket, wrong key).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes, type Hash, type Hmac } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   CreateMultipartUploadCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
+  S3Client,
   UploadPartCommand,
-  type S3Client,
 } from '@aws-sdk/client-s3';
 import { startMinio, type MinioServer } from '../../test/harness/index.ts';
 import { classifyError, isRetryable, StoreError } from '../src/store/errors.ts';
@@ -172,6 +172,65 @@ void describe('S3ObjectStore on MinIO', () => {
       assert.equal(e3.status, 403);
     } finally {
       badClient.destroy();
+    }
+  });
+
+  void test('a single PUT hashes its body once: the signer reuses the sha256 the store computed', async () => {
+    // The SDK's hash (signing and checksums) counted by the bytes it is given.
+    let sdkHashedBytes = 0;
+    class CountingSha256 {
+      readonly #secret: string | Uint8Array | undefined;
+      #h: Hash | Hmac;
+      constructor(secret?: string | ArrayBuffer | ArrayBufferView) {
+        this.#secret =
+          secret === undefined || typeof secret === 'string'
+            ? secret
+            : ArrayBuffer.isView(secret)
+              ? new Uint8Array(secret.buffer, secret.byteOffset, secret.byteLength)
+              : new Uint8Array(secret);
+        this.#h = this.#make();
+      }
+      #make(): Hash | Hmac {
+        return this.#secret === undefined ? createHash('sha256') : createHmac('sha256', this.#secret);
+      }
+      update(data: string | ArrayBuffer | ArrayBufferView): void {
+        const b =
+          typeof data === 'string'
+            ? Buffer.from(data)
+            : ArrayBuffer.isView(data)
+              ? data
+              : new Uint8Array(data);
+        sdkHashedBytes += b.byteLength;
+        this.#h.update(b as Uint8Array);
+      }
+      digest(): Promise<Uint8Array> {
+        return Promise.resolve(new Uint8Array(this.#h.digest()));
+      }
+      reset(): void {
+        this.#h = this.#make();
+      }
+    }
+    const counted = new S3Client({
+      region: minio.region,
+      endpoint: minio.endpoint,
+      forcePathStyle: true,
+      credentials: { accessKeyId: minio.accessKeyId, secretAccessKey: minio.secretAccessKey },
+      sha256: CountingSha256,
+    });
+    try {
+      const store = new S3ObjectStore({ client: counted, bucket: minio.bucket });
+      const body = randomBytes(2 * MiB);
+      const put = await store.put('once/2mib.bin', body, { sha256: sha256Hex(body) });
+      assert.equal(put.multipart, false);
+      // Before, the signer hashed all 2 MiB again; now only its own small strings.
+      assert.ok(sdkHashedBytes < 64 * 1024, `the SDK hashed ${sdkHashedBytes} bytes`);
+      // (A read checks the object's stored checksum, which hashes it: after the count.)
+      assert.equal((await store.get('once/2mib.bin'))?.equals(body), true, 'MinIO took the signed body');
+      // The store's own check still refuses a body that is not the sha256 it was given.
+      const err = await storeError(store.put('once/bad.bin', body, { sha256: sha256Hex(Buffer.from('x')) }));
+      assert.equal(err.code, 'checksum_mismatch');
+    } finally {
+      counted.destroy();
     }
   });
 

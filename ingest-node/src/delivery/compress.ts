@@ -14,18 +14,9 @@ import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import zlib from 'node:zlib';
 import { HashTap } from '../store/hashing.ts';
+import { createZstdCompressor, type ZstdFrameOptions } from './zstd-frame.ts';
 
-/**
- * Level 1. Measured with src/delivery/bench-zstd.ts (64 MiB of NDJSON events,
- * 2-core dev machine, single stream): level 1 ≈ 340-360 MB/s at ratio 8.0;
- * level 3 (zstd's default) ≈ 210-270 MB/s at 7.8; level 6 ≈ 120 MB/s at 8.9;
- * level 9 ≈ 60-75 MB/s at 9.3. On NDJSON, levels 1-2 are at least as small
- * as 3-4 and faster (a second, more repetitive log-like sample agreed: 10.7
- * vs 10.3), so 3 buys nothing. Level 6+ saves 10-25 % of archive bytes for
- * 3× the CPU, which a 2-core node also needs for HTTP and DuckDB views; the
- * sealer must never fall behind the WAL. Callers may pass a higher `level`.
- */
-export const zstdLevel = 1;
+export { createZstdCompressor, zstdLevel } from './zstd-frame.ts';
 
 export interface CompressResult {
   /** The segment as read: what the marker's `segment` field records. */
@@ -36,23 +27,8 @@ export interface CompressResult {
   readonly outputSha256: string;
 }
 
-export interface CompressOptions {
-  readonly level?: number;
-  /** Known input size: recorded in the zstd frame header so readers can pre-size. */
-  readonly inputBytes?: number;
+export interface CompressOptions extends ZstdFrameOptions {
   readonly signal?: AbortSignal;
-}
-
-export function createZstdCompressor(opts: CompressOptions = {}): zlib.ZstdCompress {
-  return zlib.createZstdCompress({
-    params: {
-      [zlib.constants.ZSTD_c_compressionLevel]: opts.level ?? zstdLevel,
-      // A content checksum in the frame: `zstd -t` and our reader detect a
-      // corrupted archive even without the marker's sha256.
-      [zlib.constants.ZSTD_c_checksumFlag]: 1,
-    },
-    ...(opts.inputBytes !== undefined ? { pledgedSrcSize: opts.inputBytes } : {}),
-  });
 }
 
 /** Compresses `source` into `sink`, hashing both sides. */

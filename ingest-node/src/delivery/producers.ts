@@ -10,36 +10,19 @@
 // producer whose produce() feeds `job.records()` to materializeSegment and
 // returns its files with rawKey/viewKey/dlqKey keys and `views` spec hashes.
 import path from 'node:path';
-import {
-  pipeline as streamPipeline,
-  Transform,
-  Writable,
-  type Readable,
-  type TransformCallback,
-} from 'node:stream';
+import { pipeline as streamPipeline, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NodeFileSystem } from '../fs/node.ts';
 import { fileReadStream, fileWriteStream } from '../fs/streams.ts';
 import type { FileSystem } from '../fs/types.ts';
 import { HashTap } from '../store/hashing.ts';
-import {
-  FRAME_HEADER_BYTES,
-  FrameFlags,
-  RECORD_BYTES_MAX_DEFAULT,
-  SEGMENT_HEADER_BYTES_MAX,
-  SegmentCorruptError,
-  checkFrame,
-  decodeSegmentHeader,
-  frameDefect,
-  readSegmentStream,
-  type SegmentHeader,
-  type WalRecord,
-} from '../wal/format.ts';
+import { readSegmentStream, type WalRecord } from '../wal/format.ts';
 import type { SealedSegment } from '../wal/types.ts';
-import { ArchiveWorker } from './archive-worker.ts';
+import { ArchiveWorker, archivePieceBytes } from './archive-worker.ts';
 import { zstdLevel } from './compress.ts';
 import { segmentKey, type ArtifactKind, type SegmentRef } from './keys.ts';
 import type { MarkerView } from './marker.ts';
+import { SegmentVerifier } from './segment-verifier.ts';
 import { contentTypes } from './upload.ts';
 
 /** One sealed segment, as a producer sees it. */
@@ -108,137 +91,25 @@ export interface ArtifactProducer {
   produce(job: SegmentJob): Promise<ProducedArtifacts>;
 }
 
-/**
- * Thrown when a segment's bytes decode but disagree with what the state file
- * recorded for it (another segment's header, other seqs or record count):
- * treated like corruption, the file is quarantined, never delivered.
- */
-export class SegmentMismatchError extends Error {
-  readonly code = 'SEGMENT_MISMATCH';
-  constructor(message: string) {
-    super(message);
-    this.name = 'SegmentMismatchError';
-  }
-}
-
-export function isSegmentDefect(err: unknown): err is SegmentCorruptError | SegmentMismatchError {
-  return err instanceof SegmentCorruptError || err instanceof SegmentMismatchError;
-}
-
-/**
- * A pass-through that checks every frame as it flows (strict, as the
- * readers: CRC, length bound, gap-free seqs, a final batch end) and the
- * result against the sealed segment's state entry. It allocates nothing per
- * record (the full decoder costs about twice as much on a 64 MiB segment of
- * small events, and the sealer must never fall behind the WAL). Errors in
- * flush, before the end reaches the consumer, so a compressor downstream
- * never completes an archive of a corrupt segment.
- */
-export class SegmentVerifier extends Transform {
-  bytes = 0;
-  records = 0;
-  readonly #expect: SealedSegment;
-  readonly #recordBytesMax: number;
-  /** An incomplete header or frame from earlier chunks (at most one frame). */
-  #carry: Buffer = Buffer.alloc(0);
-  /** Segment offset of the carry's first byte. */
-  #carryAt = 0;
-  #header: SegmentHeader | undefined;
-  #firstSeq: bigint | undefined;
-  #lastSeq: bigint | undefined;
-  #lastFlags = FrameFlags.batchEnd as number;
-
-  constructor(expect: SealedSegment, opts: { recordBytesMax?: number } = {}) {
-    super();
-    this.#expect = expect;
-    this.#recordBytesMax = opts.recordBytesMax ?? RECORD_BYTES_MAX_DEFAULT;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
-    try {
-      this.bytes += chunk.length;
-      this.#scan(chunk);
-    } catch (err) {
-      cb(err as Error);
-      return;
-    }
-    cb(null, chunk);
-  }
-
-  #scan(chunk: Buffer): void {
-    const buf = this.#carry.length === 0 ? chunk : Buffer.concat([this.#carry, chunk]);
-    const base = this.#carryAt;
-    let off = 0;
-    if (this.#header === undefined) {
-      const h = decodeSegmentHeader(buf);
-      if (!h.ok) {
-        if (h.defect === 'short' && buf.length < SEGMENT_HEADER_BYTES_MAX) {
-          this.#carry = buf;
-          return;
-        }
-        throw new SegmentCorruptError(0, h.defect, 'segment header');
-      }
-      this.#header = h.header;
-      off = h.header.headerBytes;
-    }
-    for (;;) {
-      if (buf.length - off < FRAME_HEADER_BYTES) break;
-      const length = buf.readUInt32LE(off);
-      if (length > this.#recordBytesMax) throw new SegmentCorruptError(base + off, 'length');
-      if (off + FRAME_HEADER_BYTES + length > buf.length) break;
-      const end = checkFrame(buf, off, this.#recordBytesMax);
-      if (end < 0) throw new SegmentCorruptError(base + off, frameDefect(end));
-      const seq = buf.readBigUInt64LE(off + 8);
-      if (this.#lastSeq !== undefined && seq !== this.#lastSeq + 1n)
-        throw new SegmentCorruptError(base + off, 'seq', `expected ${this.#lastSeq + 1n}, found ${seq}`);
-      this.#firstSeq ??= seq;
-      this.#lastSeq = seq;
-      this.#lastFlags = buf[off + 25]!;
-      this.records++;
-      off = end;
-    }
-    // Copy the tail: keeping a view would pin the whole chunk.
-    this.#carry = Buffer.from(buf.subarray(off));
-    this.#carryAt = base + off;
-  }
-
-  override _flush(cb: TransformCallback): void {
-    try {
-      const e = this.#expect;
-      if (this.bytes !== e.bytes)
-        throw new SegmentCorruptError(
-          this.bytes,
-          'truncated',
-          `file holds ${this.bytes} of ${e.bytes} bytes`,
-        );
-      const h = this.#header;
-      if (h === undefined) throw new SegmentCorruptError(0, 'short', 'segment header');
-      if (this.#carry.length > 0) throw new SegmentCorruptError(this.#carryAt, 'truncated');
-      if ((this.#lastFlags & FrameFlags.batchEnd) === 0)
-        throw new SegmentCorruptError(this.bytes, 'partial-batch');
-      const problems: string[] = [];
-      if (h.segmentId !== e.id) problems.push(`header segment id ${h.segmentId}, state ${e.id}`);
-      if (h.epoch !== e.epoch) problems.push(`header epoch ${h.epoch}, state ${e.epoch}`);
-      if (this.records !== e.records) problems.push(`${this.records} records, state ${e.records}`);
-      if (this.#firstSeq !== e.firstSeq || this.#lastSeq !== e.lastSeq)
-        problems.push(`seqs ${this.#firstSeq}..${this.#lastSeq}, state ${e.firstSeq}..${e.lastSeq}`);
-      if (problems.length > 0)
-        throw new SegmentMismatchError(
-          `segment ${e.fileName} disagrees with state.json: ${problems.join('; ')}`,
-        );
-    } catch (err) {
-      cb(err as Error);
-      return;
-    }
-    cb();
-  }
-}
+export { SegmentCheck, SegmentMismatchError, SegmentVerifier, isSegmentDefect } from './segment-verifier.ts';
 
 const realDisk = new NodeFileSystem();
 
-/** Reads exactly `segment.bytes` of the file: a longer file's tail is not the segment's. */
-export function openSegmentFile(file: string, segment: SealedSegment, fs: FileSystem = realDisk): Readable {
-  return fileReadStream(fs, file, { start: 0, end: Math.max(0, segment.bytes - 1) });
+/**
+ * Reads exactly `segment.bytes` of the file: a longer file's tail is not the
+ * segment's. `chunkBytes` sets the read size (default 1 MiB).
+ */
+export function openSegmentFile(
+  file: string,
+  segment: SealedSegment,
+  fs: FileSystem = realDisk,
+  chunkBytes?: number,
+): Readable {
+  return fileReadStream(fs, file, {
+    start: 0,
+    end: Math.max(0, segment.bytes - 1),
+    ...(chunkBytes !== undefined ? { chunkBytes } : {}),
+  });
 }
 
 /**
@@ -303,7 +174,9 @@ export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): Closab
     async produce(job) {
       const file = path.join(job.scratchDir, `${job.ref.segmentId.toString().padStart(20, '0')}.wal.zst`);
       const r = await worker.archive(
-        openSegmentFile(job.segmentPath, job.segment, job.fs),
+        // Reads of the worker's piece size: each read buffer is moved to the
+        // worker as it is, neither copied nor left as this thread's garbage.
+        openSegmentFile(job.segmentPath, job.segment, job.fs, archivePieceBytes),
         fileWriteStream(job.fs, file),
         {
           expect: job.segment,

@@ -339,8 +339,21 @@ export class S3ObjectStore implements ObjectStore {
         ? { ChecksumAlgorithm: 'SHA256', ChecksumSHA256: Buffer.from(sha256, 'hex').toString('base64') }
         : {}),
     };
+    const command = new PutObjectCommand(input);
+    // SigV4 signs the body's sha256 (x-amz-content-sha256), and for a buffer
+    // body the SDK hashes it again on this thread unless the header is set:
+    // it is the sha256 just computed over this very buffer, so the request is
+    // the same, with one pass over the bytes instead of two.
+    command.middlewareStack.add(
+      (next) => (args) => {
+        const req = args.request as { headers?: Record<string, string> };
+        if (req.headers !== undefined) req.headers['x-amz-content-sha256'] = sha256;
+        return next(args);
+      },
+      { step: 'build', name: 'landfallPayloadSha256' },
+    );
     try {
-      await this.#client.send(new PutObjectCommand(input), signalOpt(opts.signal));
+      await this.#client.send(command, signalOpt(opts.signal));
     } catch (err) {
       throw classifyError(err, what);
     }

@@ -89,7 +89,7 @@ export const ViewsSchema = Type.Object(
       maximum: 19,
       default: viewsProcessNiceDefault,
       description:
-        'Niceness each Parquet child process adds to the node’s own (capped at 19), set by the child on itself before DuckDB starts its threads: Parquet and view work yields the CPU to the node’s request handling (acks). The segment archive’s worker thread (frame verification, sha256) takes the same niceness; its zstd compression runs on libuv’s thread pool at the node’s priority. 0: the same priority as the node.',
+        'Niceness each Parquet child process adds to the node’s own (capped at 19), set by the child on itself before DuckDB starts its threads: Parquet and view work yields the CPU to the node’s request handling (acks). The segment archive’s worker thread (frame verification, sha256 and zstd compression) takes the same niceness. 0: the same priority as the node.',
     }),
     processJobTimeoutMs: Type.Integer({
       minimum: 1_000,

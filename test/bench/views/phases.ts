@@ -17,6 +17,7 @@ import {
   parseViewYaml,
 } from '../../../ingest-node/src/views/index.ts';
 import { ceilingSql, generate, VIEW } from './data.ts';
+import { threadTimes, diff } from './threads.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -39,6 +40,7 @@ let t0 = 0;
 let c0 = 0;
 let depth = 0;
 let firstCpu = 0;
+let ttFirst: Map<string, number> | undefined;
 const cpu = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
@@ -59,7 +61,10 @@ for (const method of ['run', 'runAndReadAll', 'createAppender'] as const) {
   proto[method] = async function (this: unknown, ...a: unknown[]) {
     // runAndReadAll calls run: only the outer call is timed.
     if (marks === undefined || depth > 0) return orig.apply(this, a);
-    if (marks.length === 0) firstCpu = cpu() - c0;
+    if (marks.length === 0) {
+      firstCpu = cpu() - c0;
+      ttFirst = threadTimes();
+    }
     depth++;
     const s = performance.now();
     const c = cpu();
@@ -90,13 +95,16 @@ try {
     marks = [];
     t0 = performance.now();
     c0 = cpu();
+    const tt = threadTimes();
+    ttFirst = tt;
     const out = await materializeSegment(db, { jobId: `phases-${run}`, records, views: [compiled] });
     const total = performance.now() - t0;
     const totalCpu = cpu() - c0;
+    const threads = diff(tt, threadTimes());
     const m = marks;
     marks = undefined;
     console.log(
-      `\nrun ${run + 1}/${RUNS}: ${total.toFixed(0)} ms wall, ${totalCpu.toFixed(0)} ms cpu (loadMs ${out.loadMs.toFixed(0)}), view rows ${out.views[0]!.viewRows}`,
+      `\nrun ${run + 1}/${RUNS}: ${total.toFixed(0)} ms wall, ${totalCpu.toFixed(0)} ms cpu (loadMs ${out.loadMs.toFixed(0)}), view rows ${out.views[0]!.viewRows}\n  CPU ms by thread kind: before the first statement ${JSON.stringify(diff(tt, ttFirst ?? tt))}, whole segment ${JSON.stringify(threads)}`,
     );
     const first = m[0]?.startMs ?? 0;
     console.log(

@@ -198,6 +198,9 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
         }
         const n = await conn.runAndReadAll(`SELECT count(*) FROM ${RECORDS_RELATION}`);
         assert.equal(n.getRows()[0]![0], BigInt(recs.length));
+        // Its metadata arrays go to the next load (this loop's next case reuses them).
+        loaded.release();
+        await assert.rejects(loaded.loadMeta(), /after release/);
       });
     }
   }

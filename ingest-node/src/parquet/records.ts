@@ -91,6 +91,12 @@ export interface LoadedRecords {
    * never need it for the rows they keep, so it is not loaded up front.
    */
   loadMeta(ordinals?: readonly number[]): Promise<void>;
+  /**
+   * The job is done with the records: their metadata arrays go to the next
+   * segment, and loadMeta() fails from now on. Optional (without it they are
+   * garbage collected).
+   */
+  release(): void;
 }
 
 export interface LoadOptions {
@@ -143,6 +149,12 @@ export const NDJSON_FILE = 'records.ndjson';
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048;
 
+/**
+ * One segment's metadata arrays, kept for the next (as the write buffers
+ * are, for the same reason): 16 bytes per record of the largest segment seen.
+ */
+let metaPool: { seq: BigUint64Array; ingest: BigInt64Array } | undefined;
+
 /** Growable typed arrays of the per-record metadata. */
 class Meta {
   seq: BigUint64Array;
@@ -150,11 +162,27 @@ class Meta {
   topics: (string | undefined)[] | undefined;
   n = 0;
   payloadBytes = 0;
-  /** Sized for `expected` records when known (an array): growing by doubling copies, and is garbage for the GC. */
+  /**
+   * Sized for `expected` records when known (an array): growing by doubling
+   * copies, and is garbage for the GC. The previous segment's arrays are
+   * taken when they are large enough (see metaPool).
+   */
   constructor(expected: number | undefined) {
     const n = Math.max(expected ?? 4096, 16);
-    this.seq = new BigUint64Array(n);
-    this.ingest = new BigInt64Array(n);
+    const pooled = metaPool;
+    if (pooled !== undefined && pooled.seq.length >= n) {
+      metaPool = undefined;
+      this.seq = pooled.seq;
+      this.ingest = pooled.ingest;
+    } else {
+      this.seq = new BigUint64Array(n);
+      this.ingest = new BigInt64Array(n);
+    }
+  }
+  /** Keeps the arrays for the next segment (the larger pair): this Meta is not used after. */
+  release(): void {
+    if (metaPool === undefined || metaPool.seq.length < this.seq.length)
+      metaPool = { seq: this.seq, ingest: this.ingest };
   }
   push(seq: bigint, ingest: bigint, topic: string | undefined): void {
     if (this.n === this.seq.length) {
@@ -712,11 +740,18 @@ export async function loadRecords(
   const hasTopics = meta.topics !== undefined;
   await useInput(conn, 'views', hasTopics);
   let metaFull = false;
+  let released = false;
   return {
     async loadMeta(ordinals) {
+      if (released) throw new Error('records: loadMeta() after release()');
       if (metaFull) return;
       await writeMeta(conn, meta, ordinals);
       metaFull = ordinals === undefined;
+    },
+    release() {
+      if (released) return;
+      released = true;
+      meta.release();
     },
     relation: INPUT_RELATION,
     rows: meta.n,

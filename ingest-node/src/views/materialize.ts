@@ -815,6 +815,8 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   const cleanup = (): Promise<void> => rm(jobDir, { recursive: true, force: true });
   await cleanup();
   await mkdir(jobDir, { recursive: true });
+  // Released once the job is done with the records (their arrays serve the next segment).
+  let loaded: LoadedRecords | undefined;
   try {
     return await db.withConnection(async (conn) => {
       const t0 = performance.now();
@@ -827,7 +829,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         input.views.some(
           (v) => v.fastStructType !== undefined && !input.failedViews?.has(v.spec.name) && triesClean(v),
         );
-      const loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
+      loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
       const t1 = performance.now();
       let raw: ParquetFile[] = [];
       if (input.raw) {
@@ -887,5 +889,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   } catch (err) {
     await cleanup();
     throw err;
+  } finally {
+    loaded?.release();
   }
 }

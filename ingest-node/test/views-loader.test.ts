@@ -297,3 +297,51 @@ void test('materialised outputs: DLQ rows keep exact bytes, seq and time; raw Pa
     await out.cleanup();
   }
 });
+
+void test('loads running at once after one that gave its buffers and metadata arrays back do not share them', async () => {
+  // Same chunk size and record count everywhere: every load can take what the first gave back.
+  const make = (base: bigint): SegmentRecord[] =>
+    ndjsonPayloads(400).map((p, i) => ({
+      seq: base + BigInt(i),
+      ingestTimeMicros: 1_790_000_000_000_000n + base + BigInt(i),
+      payload: Buffer.from(p.toString().replace('{', `{"from":${base},`)),
+    }));
+  const other = await createParquetDb({ scratchDir: scratch, memoryLimitBytes: 256 << 20, threads: 1 });
+  try {
+    const load = (d: ParquetDb, name: string, recs: SegmentRecord[]) =>
+      d.withConnection(async (conn) => {
+        const dir = path.join(scratch, 'jobs', name);
+        await mkdir(dir, { recursive: true });
+        const loaded = await loadRecords(conn, recs, {
+          dir,
+          chunkBytes: 512,
+          lineBytesMax: 200,
+          ndjson: true,
+        });
+        // Give the other load time to fill the same buffers and arrays, were they shared.
+        await new Promise((r) => setTimeout(r, 20));
+        await loaded.loadMeta();
+        await useInput(conn, 'full', loaded.hasTopics);
+        const rows = (
+          await conn.runAndReadAll(`SELECT seq, epoch_us(ingest_time), payload FROM ${INPUT_RELATION}`)
+        ).getRows();
+        loaded.release();
+        return rows.map(([seq, us, payload]) => [
+          seq,
+          us,
+          Buffer.from((payload as { bytes: Uint8Array }).bytes).toString(),
+        ]);
+      });
+    const expect = (recs: SegmentRecord[]) =>
+      recs.map((r) => [r.seq, r.ingestTimeMicros, Buffer.from(r.payload).toString()]);
+    const first = make(1_000n);
+    assert.deepEqual(await load(db, 'pool-first', first), expect(first));
+    const a = make(2_000_000n);
+    const b = make(3_000_000n);
+    const [ra, rb] = await Promise.all([load(db, 'pool-a', a), load(other, 'pool-b', b)]);
+    assert.deepEqual(ra, expect(a));
+    assert.deepEqual(rb, expect(b));
+  } finally {
+    await other.close();
+  }
+});

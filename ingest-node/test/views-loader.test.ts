@@ -67,6 +67,13 @@ function records(payloads: Buffer[], spread = 1): SegmentRecord[] {
   }));
 }
 
+/** Consecutive slices of 1, 2, 3, … records. */
+function batches<T>(xs: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let at = 0, n = 1; at < xs.length; at += n, n++) out.push(xs.slice(at, at + n));
+  return out;
+}
+
 async function* asAsync<T>(xs: readonly T[]): AsyncGenerator<T> {
   for (const x of xs) yield x;
 }
@@ -145,6 +152,8 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
       ['array', recs, undefined],
       ['array of Uint8Array views', views, 5],
       ['async', asAsync(recs), undefined],
+      // As the Parquet child reads a segment: batches of uneven size, a yield every 5 records.
+      ['async batches', asAsync(batches(views)), 5],
     ] as const) {
       const dir = path.join(
         scratch,

@@ -31,6 +31,7 @@ import {
   checkFrame,
   decodeSegmentHeader,
   frameDefect,
+  readSegmentBatches,
   readSegmentStream,
   type SegmentHeader,
   type WalRecord,
@@ -259,6 +260,14 @@ export function openVerifiedSegment(
 /** The records of a verified segment stream, in seq order. */
 export function segmentRecords(source: Readable, recordBytesMax?: number): AsyncIterable<WalRecord> {
   return readSegmentStream(
+    source as AsyncIterable<Uint8Array>,
+    recordBytesMax !== undefined ? { recordBytesMax } : {},
+  );
+}
+
+/** segmentRecords a chunk's records at a time (wal/format.ts readSegmentBatches). */
+export function segmentRecordBatches(source: Readable, recordBytesMax?: number): AsyncIterable<WalRecord[]> {
+  return readSegmentBatches(
     source as AsyncIterable<Uint8Array>,
     recordBytesMax !== undefined ? { recordBytesMax } : {},
   );

@@ -72,6 +72,13 @@ export interface SegmentRecord {
   readonly topic?: string | undefined;
 }
 
+/**
+ * A segment's records in seq order: any iterable, or an async one of records
+ * or of batches of them (a batch costs one promise turn, not one per record).
+ */
+export type SegmentRecords =
+  Iterable<SegmentRecord> | AsyncIterable<SegmentRecord | readonly SegmentRecord[]>;
+
 export interface LoadedRecords {
   /** Relation with the compiler's input columns (see compile.ts): seq, ingest_time, payload, topic. */
   readonly relation: string;
@@ -571,7 +578,7 @@ async function appendSide(conn: DuckDBConnection, side: [number, Uint8Array][]):
  */
 export async function loadRecords(
   conn: DuckDBConnection,
-  records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>,
+  records: SegmentRecords,
   options: LoadOptions,
 ): Promise<LoadedRecords> {
   const yieldEvery = options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS;
@@ -656,9 +663,9 @@ export async function loadRecords(
     if (refused !== undefined || !ndjsonLine(p, lineBytesMax)) await toCsv(refused);
   };
   try {
-    if (Array.isArray(records)) {
-      const all = records as readonly SegmentRecord[];
-      let sinceYield = 0;
+    // Arrays (the caller's, or an async source's batches) through takeRun while lines go to NDJSON_FILE.
+    let sinceYield = 0;
+    const takeArray = async (all: readonly SegmentRecord[]): Promise<void> => {
       for (let i = 0; i < all.length;) {
         if (nd !== undefined) {
           const stop = nd.takeRun(all, i, yieldEvery - sinceYield, meta, lineBytesMax);
@@ -675,7 +682,9 @@ export async function loadRecords(
           await yieldToEventLoop();
         }
       }
-    } else if (Symbol.iterator in records) {
+    };
+    if (Array.isArray(records)) await takeArray(records as readonly SegmentRecord[]);
+    else if (Symbol.iterator in records) {
       // Plain loop for sync iterators: `for await` would cost a promise turn
       // per record, more than writing it.
       for (const r of records) {
@@ -683,9 +692,17 @@ export async function loadRecords(
         if (meta.n % yieldEvery === 0) await yieldToEventLoop();
       }
     } else {
-      for await (const r of records) {
+      for await (const item of records) {
+        if (Array.isArray(item)) {
+          await takeArray(item as readonly SegmentRecord[]);
+          continue;
+        }
+        const r = item as SegmentRecord;
         while (!add(r)) await makeRoom(r);
-        if (meta.n % yieldEvery === 0) await yieldToEventLoop();
+        if (++sinceYield >= yieldEvery) {
+          sinceYield = 0;
+          await yieldToEventLoop();
+        }
       }
     }
     if (nd !== undefined) {

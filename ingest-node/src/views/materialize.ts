@@ -32,7 +32,7 @@ import { writeRawParquet } from '../parquet/raw.ts';
 import type { RawParquetOptions } from '../parquet/raw.ts';
 import { INPUT_RELATION, loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
 import type { LoadedRecords } from '../parquet/records.ts';
-import type { SegmentRecord } from '../parquet/records.ts';
+import type { SegmentRecords } from '../parquet/records.ts';
 import { DlqErrorCode, quoteIdent, sqlString } from './compile.ts';
 import { viewsPartitionFilesMaxDefault } from './settings.ts';
 import type { CompiledView } from './compile.ts';
@@ -55,7 +55,7 @@ export interface MaterializeInput {
    */
   readonly jobId: string;
   /** The sealed segment's records, in seq order. */
-  readonly records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>;
+  readonly records: SegmentRecords;
   readonly views: readonly CompiledView[];
   /** Write raw Parquet too (omit for none). */
   readonly raw?: RawParquetOptions;

@@ -67,6 +67,13 @@ function records(payloads: Buffer[], spread = 1): SegmentRecord[] {
   }));
 }
 
+/** Consecutive slices of 1, 2, 3, … records. */
+function batches<T>(xs: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let at = 0, n = 1; at < xs.length; at += n, n++) out.push(xs.slice(at, at + n));
+  return out;
+}
+
 async function* asAsync<T>(xs: readonly T[]): AsyncGenerator<T> {
   for (const x of xs) yield x;
 }
@@ -119,19 +126,50 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
         false,
       ],
     ),
+    // A payload from '{' to '}' over two lines, amid lines the fast path takes: the CSV file from it on.
+    [
+      'ndjson, then a payload with a newline',
+      [...ndjsonPayloads(30), Buffer.from('{"a":\n1}'), ...ndjsonPayloads(30)],
+      true,
+      undefined,
+      false,
+    ],
     ['ndjson, every record', ndjsonPayloads(120), true, 0, true],
   ];
   for (const [label, input, ndjson, sideRows, kept] of cases) {
     const recs = records(input);
-    for (const [kind, source] of [
-      ['array', recs],
-      ['async', asAsync(recs)],
+    // Payloads as views into one shared ArrayBuffer (as a WAL reader hands
+    // them out), not Buffers, and a yield every few records: the array
+    // loop's fast path for NDJSON lines (takeRun) stops and resumes often.
+    const shared = Buffer.concat(input);
+    let at = 0;
+    const views = recs.map((r) => {
+      const payload = new Uint8Array(shared.buffer, shared.byteOffset + at, r.payload.byteLength);
+      at += r.payload.byteLength;
+      return { ...r, payload };
+    });
+    for (const [kind, source, yieldEveryRows] of [
+      ['array', recs, undefined],
+      ['array of Uint8Array views', views, 5],
+      ['async', asAsync(recs), undefined],
+      // As the Parquet child reads a segment: batches of uneven size, a yield every 5 records.
+      ['async batches', asAsync(batches(views)), 5],
     ] as const) {
-      const dir = path.join(scratch, 'jobs', `exact-${cases.findIndex((c) => c[0] === label)}-${kind}`);
+      const dir = path.join(
+        scratch,
+        'jobs',
+        `exact-${cases.findIndex((c) => c[0] === label)}-${kind.replaceAll(' ', '-')}`,
+      );
       await mkdir(dir, { recursive: true });
       const at = `${label} (${kind})`;
       await db.withConnection(async (conn) => {
-        const loaded = await loadRecords(conn, source, { dir, chunkBytes: 256, lineBytesMax: 200, ndjson });
+        const loaded = await loadRecords(conn, source, {
+          dir,
+          chunkBytes: 256,
+          lineBytesMax: 200,
+          ndjson,
+          ...(yieldEveryRows !== undefined ? { yieldEveryRows } : {}),
+        });
         assert.equal(loaded.rows, recs.length);
         assert.equal(loaded.firstSeq, recs[0]!.seq);
         assert.equal(loaded.lastSeq, recs.at(-1)!.seq);
@@ -169,6 +207,9 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
         }
         const n = await conn.runAndReadAll(`SELECT count(*) FROM ${RECORDS_RELATION}`);
         assert.equal(n.getRows()[0]![0], BigInt(recs.length));
+        // Its metadata arrays go to the next load (this loop's next case reuses them).
+        loaded.release();
+        await assert.rejects(loaded.loadMeta(), /after release/);
       });
     }
   }
@@ -263,5 +304,53 @@ void test('materialised outputs: DLQ rows keep exact bytes, seq and time; raw Pa
     assert.equal(l.viewRows, json.length);
   } finally {
     await out.cleanup();
+  }
+});
+
+void test('loads running at once after one that gave its buffers and metadata arrays back do not share them', async () => {
+  // Same chunk size and record count everywhere: every load can take what the first gave back.
+  const make = (base: bigint): SegmentRecord[] =>
+    ndjsonPayloads(400).map((p, i) => ({
+      seq: base + BigInt(i),
+      ingestTimeMicros: 1_790_000_000_000_000n + base + BigInt(i),
+      payload: Buffer.from(p.toString().replace('{', `{"from":${base},`)),
+    }));
+  const other = await createParquetDb({ scratchDir: scratch, memoryLimitBytes: 256 << 20, threads: 1 });
+  try {
+    const load = (d: ParquetDb, name: string, recs: SegmentRecord[]) =>
+      d.withConnection(async (conn) => {
+        const dir = path.join(scratch, 'jobs', name);
+        await mkdir(dir, { recursive: true });
+        const loaded = await loadRecords(conn, recs, {
+          dir,
+          chunkBytes: 512,
+          lineBytesMax: 200,
+          ndjson: true,
+        });
+        // Give the other load time to fill the same buffers and arrays, were they shared.
+        await new Promise((r) => setTimeout(r, 20));
+        await loaded.loadMeta();
+        await useInput(conn, 'full', loaded.hasTopics);
+        const rows = (
+          await conn.runAndReadAll(`SELECT seq, epoch_us(ingest_time), payload FROM ${INPUT_RELATION}`)
+        ).getRows();
+        loaded.release();
+        return rows.map(([seq, us, payload]) => [
+          seq,
+          us,
+          Buffer.from((payload as { bytes: Uint8Array }).bytes).toString(),
+        ]);
+      });
+    const expect = (recs: SegmentRecord[]) =>
+      recs.map((r) => [r.seq, r.ingestTimeMicros, Buffer.from(r.payload).toString()]);
+    const first = make(1_000n);
+    assert.deepEqual(await load(db, 'pool-first', first), expect(first));
+    const a = make(2_000_000n);
+    const b = make(3_000_000n);
+    const [ra, rb] = await Promise.all([load(db, 'pool-a', a), load(other, 'pool-b', b)]);
+    assert.deepEqual(ra, expect(a));
+    assert.deepEqual(rb, expect(b));
+  } finally {
+    await other.close();
   }
 });

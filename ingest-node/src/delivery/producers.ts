@@ -16,7 +16,7 @@ import { NodeFileSystem } from '../fs/node.ts';
 import { fileReadStream, fileWriteStream } from '../fs/streams.ts';
 import type { FileSystem } from '../fs/types.ts';
 import { HashTap } from '../store/hashing.ts';
-import { readSegmentStream, type WalRecord } from '../wal/format.ts';
+import { readSegmentBatches, readSegmentStream, type WalRecord } from '../wal/format.ts';
 import type { SealedSegment } from '../wal/types.ts';
 import { ArchiveWorker, archivePieceBytes } from './archive-worker.ts';
 import { zstdLevel } from './compress.ts';
@@ -130,6 +130,14 @@ export function openVerifiedSegment(
 /** The records of a verified segment stream, in seq order. */
 export function segmentRecords(source: Readable, recordBytesMax?: number): AsyncIterable<WalRecord> {
   return readSegmentStream(
+    source as AsyncIterable<Uint8Array>,
+    recordBytesMax !== undefined ? { recordBytesMax } : {},
+  );
+}
+
+/** segmentRecords a chunk's records at a time (wal/format.ts readSegmentBatches). */
+export function segmentRecordBatches(source: Readable, recordBytesMax?: number): AsyncIterable<WalRecord[]> {
+  return readSegmentBatches(
     source as AsyncIterable<Uint8Array>,
     recordBytesMax !== undefined ? { recordBytesMax } : {},
   );

@@ -10,8 +10,8 @@
 import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
-import { SegmentMismatchError, openVerifiedSegment, segmentRecords } from '../delivery/producers.ts';
-import { walToSegmentRecords } from './wal-records.ts';
+import { SegmentMismatchError, openVerifiedSegment, segmentRecordBatches } from '../delivery/producers.ts';
+import { walBatchesToSegmentRecords } from './wal-records.ts';
 import { isOutsideData, materializeSegment, type PartitionLimits } from '../views/materialize.ts';
 import { SegmentCorruptError } from '../wal/format.ts';
 import { createParquetDb, type ParquetDb } from './duckdb.ts';
@@ -74,8 +74,8 @@ async function serve(db: ParquetDb, request: ChildRequest): Promise<ChildAnswer>
   try {
     const out = await materializeSegment(db, {
       jobId: request.jobId,
-      records: walToSegmentRecords(
-        segmentRecords(
+      records: walBatchesToSegmentRecords(
+        segmentRecordBatches(
           openVerifiedSegment(request.segmentPath, request.segment, request.recordBytesMax),
           request.recordBytesMax,
         ),

@@ -27,7 +27,11 @@
 // buffer's records too). The NDJSON lines are also read back as text, by
 // the CSV reader with no quote, their ordinal being the line number (WITH
 // ORDINALITY), so every other pass sees the same relations whichever file a
-// record went to.
+// record went to. For an array of records (the benchmark's case) the lines
+// go in through one tight loop (NdjsonWriter.takeRun), and the write
+// buffers are kept from one segment to the next: in a heap that holds the
+// segment, the GC's full mark that fresh buffers set off cost as much CPU
+// as the file (test/bench/views/phases.ts shows the time by thread).
 //
 // Relations (temp objects: they live and die with the job's connection):
 //   __lf_records  i (ordinal), payload BLOB (exact bytes), payload_text VARCHAR (NULL when not UTF-8)
@@ -68,6 +72,13 @@ export interface SegmentRecord {
   readonly topic?: string | undefined;
 }
 
+/**
+ * A segment's records in seq order: any iterable, or an async one of records
+ * or of batches of them (a batch costs one promise turn, not one per record).
+ */
+export type SegmentRecords =
+  Iterable<SegmentRecord> | AsyncIterable<SegmentRecord | readonly SegmentRecord[]>;
+
 export interface LoadedRecords {
   /** Relation with the compiler's input columns (see compile.ts): seq, ingest_time, payload, topic. */
   readonly relation: string;
@@ -87,6 +98,12 @@ export interface LoadedRecords {
    * never need it for the rows they keep, so it is not loaded up front.
    */
   loadMeta(ordinals?: readonly number[]): Promise<void>;
+  /**
+   * The job is done with the records: their metadata arrays go to the next
+   * segment, and loadMeta() fails from now on. Optional (without it they are
+   * garbage collected).
+   */
+  release(): void;
 }
 
 export interface LoadOptions {
@@ -120,6 +137,9 @@ const CHUNK_BYTES_DEFAULT = 4 * 1024 * 1024;
 /** Framing around a payload: ordinal (≤ 20 digits), 0x1F, two quotes, newline. */
 const FRAME_BYTES = 24;
 
+/** Buffer#indexOf for any Uint8Array (a payload need not be a Buffer): one native call, no view made. */
+const indexOfByte = Reflect.get(Buffer.prototype, 'indexOf') as (this: Uint8Array, value: number) => number;
+
 const QUOTE = 0x01;
 const DELIM = 0x1f;
 const NL = 0x0a;
@@ -136,12 +156,41 @@ export const NDJSON_FILE = 'records.ndjson';
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048;
 
+/**
+ * One segment's metadata arrays, kept for the next (as the write buffers
+ * are, for the same reason): 16 bytes per record of the largest segment seen.
+ */
+let metaPool: { seq: BigUint64Array; ingest: BigInt64Array } | undefined;
+
 /** Growable typed arrays of the per-record metadata. */
 class Meta {
-  seq = new BigUint64Array(4096);
-  ingest = new BigInt64Array(4096);
+  seq: BigUint64Array;
+  ingest: BigInt64Array;
   topics: (string | undefined)[] | undefined;
   n = 0;
+  payloadBytes = 0;
+  /**
+   * Sized for `expected` records when known (an array): growing by doubling
+   * copies, and is garbage for the GC. The previous segment's arrays are
+   * taken when they are large enough (see metaPool).
+   */
+  constructor(expected: number | undefined) {
+    const n = Math.max(expected ?? 4096, 16);
+    const pooled = metaPool;
+    if (pooled !== undefined && pooled.seq.length >= n) {
+      metaPool = undefined;
+      this.seq = pooled.seq;
+      this.ingest = pooled.ingest;
+    } else {
+      this.seq = new BigUint64Array(n);
+      this.ingest = new BigInt64Array(n);
+    }
+  }
+  /** Keeps the arrays for the next segment (the larger pair): this Meta is not used after. */
+  release(): void {
+    if (metaPool === undefined || metaPool.seq.length < this.seq.length)
+      metaPool = { seq: this.seq, ingest: this.ingest };
+  }
   push(seq: bigint, ingest: bigint, topic: string | undefined): void {
     if (this.n === this.seq.length) {
       const seqs = new BigUint64Array(this.n * 2);
@@ -159,6 +208,24 @@ class Meta {
 }
 
 /**
+ * Write buffers kept from one segment to the next (at most POOL_BUFFERS_MAX):
+ * a fresh pair of 4 MiB buffers per segment is external memory that, in a
+ * heap holding a segment's records, sets off a full mark of that heap on the
+ * GC's threads (measured: 200-300 ms of CPU per 1M-record segment, as much
+ * as writing the file).
+ */
+const bufferPool: Buffer[] = [];
+const POOL_BUFFERS_MAX = 4;
+function takeBuffer(size: number): Buffer {
+  const i = bufferPool.findIndex((b) => b.length === size);
+  return i === -1 ? Buffer.allocUnsafe(size) : bufferPool.splice(i, 1)[0]!;
+}
+/** Back to the pool, once nothing refers to them any more (no write in flight, no lines still being moved). */
+function returnBuffers(bufs: readonly Buffer[]): void {
+  for (const b of bufs) if (bufferPool.length < POOL_BUFFERS_MAX) bufferPool.push(b);
+}
+
+/**
  * A write left in flight while the next buffer fills: its failure (ENOSPC,
  * EIO) must wait for the next await of it, not be an unhandled rejection
  * that kills the process (and, in the Parquet child, is read as a death on
@@ -173,7 +240,7 @@ function observed<T>(p: Promise<T>): Promise<T> {
 class LineWriter {
   readonly #fh: FileHandle;
   readonly #size: number;
-  #bufs: [Buffer, Buffer];
+  readonly #bufs: [Buffer, Buffer];
   #buf: Buffer;
   #off = 0;
   #pending: Promise<unknown> = Promise.resolve();
@@ -184,7 +251,7 @@ class LineWriter {
   constructor(fh: FileHandle, size: number) {
     this.#fh = fh;
     this.#size = size;
-    this.#bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    this.#bufs = [takeBuffer(size), takeBuffer(size)];
     this.#buf = this.#bufs[0];
   }
 
@@ -247,6 +314,10 @@ class LineWriter {
     await this.#pending;
     await this.#fh.close();
   }
+
+  get buffers(): readonly Buffer[] {
+    return this.#bufs;
+  }
 }
 
 /**
@@ -260,7 +331,7 @@ class LineWriter {
 class NdjsonWriter {
   readonly #fh: FileHandle;
   readonly #size: number;
-  #bufs: [Buffer, Buffer];
+  readonly #bufs: [Buffer, Buffer];
   #buf: Buffer;
   #off = 0;
   #rows = 0;
@@ -271,7 +342,7 @@ class NdjsonWriter {
   constructor(fh: FileHandle, size: number) {
     this.#fh = fh;
     this.#size = size;
-    this.#bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    this.#bufs = [takeBuffer(size), takeBuffer(size)];
     this.#buf = this.#bufs[0];
   }
 
@@ -285,6 +356,44 @@ class NdjsonWriter {
     this.#off += payload.byteLength;
     b[this.#off++] = NL;
     this.#rows++;
+  }
+
+  /**
+   * The hot loop of a clean segment: takes records[from …] into the buffer
+   * while each is a plain line (ndjsonLine) that fits, at most `max` of them,
+   * with no call per record but Buffer#indexOf and the copy (measured: a
+   * third of the per-record time of add() below, which it otherwise does
+   * the same as). Returns the index it stopped at: the end, `from + max`, or
+   * a record for add() (a full buffer, a payload that is no plain line).
+   */
+  takeRun(
+    records: readonly SegmentRecord[],
+    from: number,
+    max: number,
+    meta: Meta,
+    lineBytesMax: number,
+  ): number {
+    const b = this.#buf;
+    const room = this.#size - 1;
+    let off = this.#off;
+    let i = from;
+    const end = Math.min(records.length, from + max);
+    for (; i < end; i++) {
+      const r = records[i]!;
+      const p = r.payload;
+      const n = p.byteLength;
+      if (n < 2 || n > lineBytesMax || off + n > room || p[0] !== 0x7b || p[n - 1] !== 0x7d) break;
+      if (indexOfByte.call(p, NL) !== -1) break;
+      checkRecord(r);
+      meta.push(r.seq, r.ingestTimeMicros, r.topic);
+      meta.payloadBytes += n;
+      b.set(p, off);
+      off += n;
+      b[off++] = NL;
+    }
+    this.#rows += i - from;
+    this.#off = off;
+    return i;
   }
 
   /** Writes the buffer, or returns its lines when the file cannot carry them (nothing written then). */
@@ -304,6 +413,10 @@ class NdjsonWriter {
   async close(): Promise<void> {
     await this.#pending;
     await this.#fh.close();
+  }
+
+  get buffers(): readonly Buffer[] {
+    return this.#bufs;
   }
 }
 
@@ -465,7 +578,7 @@ async function appendSide(conn: DuckDBConnection, side: [number, Uint8Array][]):
  */
 export async function loadRecords(
   conn: DuckDBConnection,
-  records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>,
+  records: SegmentRecords,
   options: LoadOptions,
 ): Promise<LoadedRecords> {
   const yieldEvery = options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS;
@@ -480,12 +593,13 @@ export async function loadRecords(
     options.ndjson === true ? new NdjsonWriter(await open(ndjsonPath, 'wx'), chunkBytes) : undefined;
   let writer: LineWriter | undefined =
     nd === undefined ? new LineWriter(await open(file, 'wx'), chunkBytes) : undefined;
+  const writers: (NdjsonWriter | LineWriter)[] = [
+    ...(nd !== undefined ? [nd] : []),
+    ...(writer ? [writer] : []),
+  ];
   let ndjsonRows = 0;
-  const meta = new Meta();
+  const meta = new Meta(Array.isArray(records) ? records.length : undefined);
   const side: [number, Uint8Array][] = [];
-  let payloadBytes = 0;
-  let firstSeq: bigint | undefined;
-  let lastSeq: bigint | undefined;
   const aside = (ordinal: number, payload: Uint8Array): void => {
     side.push([ordinal, payload]);
   };
@@ -493,9 +607,7 @@ export async function loadRecords(
   const taken = (r: SegmentRecord, bytes: number): void => {
     checkRecord(r);
     meta.push(r.seq, r.ingestTimeMicros, r.topic);
-    firstSeq ??= r.seq;
-    lastSeq = r.seq;
-    payloadBytes += bytes;
+    meta.payloadBytes += bytes;
   };
 
   /** Takes one record; false when a buffer must be flushed or the file switched first (nothing taken then). */
@@ -527,6 +639,7 @@ export async function loadRecords(
     await ndw.close();
     ndjsonRows = ndw.written;
     const w = new LineWriter(await open(file, 'wx'), chunkBytes);
+    writers.push(w);
     writer = w;
     w.setOrdinal(ndjsonRows);
     let ordinal = ndjsonRows;
@@ -550,17 +663,46 @@ export async function loadRecords(
     if (refused !== undefined || !ndjsonLine(p, lineBytesMax)) await toCsv(refused);
   };
   try {
-    if (Symbol.iterator in records) {
-      // Plain loop for arrays and sync iterators: `for await` would cost a
-      // promise turn per record, more than writing it.
+    // Arrays (the caller's, or an async source's batches) through takeRun while lines go to NDJSON_FILE.
+    let sinceYield = 0;
+    const takeArray = async (all: readonly SegmentRecord[]): Promise<void> => {
+      for (let i = 0; i < all.length;) {
+        if (nd !== undefined) {
+          const stop = nd.takeRun(all, i, yieldEvery - sinceYield, meta, lineBytesMax);
+          sinceYield += stop - i;
+          i = stop;
+        }
+        if (i < all.length && sinceYield < yieldEvery) {
+          const r = all[i++]!;
+          while (!add(r)) await makeRoom(r);
+          sinceYield++;
+        }
+        if (sinceYield >= yieldEvery) {
+          sinceYield = 0;
+          await yieldToEventLoop();
+        }
+      }
+    };
+    if (Array.isArray(records)) await takeArray(records as readonly SegmentRecord[]);
+    else if (Symbol.iterator in records) {
+      // Plain loop for sync iterators: `for await` would cost a promise turn
+      // per record, more than writing it.
       for (const r of records) {
         while (!add(r)) await makeRoom(r);
         if (meta.n % yieldEvery === 0) await yieldToEventLoop();
       }
     } else {
-      for await (const r of records) {
+      for await (const item of records) {
+        if (Array.isArray(item)) {
+          await takeArray(item as readonly SegmentRecord[]);
+          continue;
+        }
+        const r = item as SegmentRecord;
         while (!add(r)) await makeRoom(r);
-        if (meta.n % yieldEvery === 0) await yieldToEventLoop();
+        if (++sinceYield >= yieldEvery) {
+          sinceYield = 0;
+          await yieldToEventLoop();
+        }
       }
     }
     if (nd !== undefined) {
@@ -579,6 +721,8 @@ export async function loadRecords(
       await writer?.close();
     }
   }
+  // Every write has completed (close() awaited it) and no lines are left to move.
+  for (const w of writers) returnBuffers(w.buffers);
   const ndjsonFile = nd !== undefined ? ndjsonPath : undefined;
 
   await appendSide(conn, side);
@@ -613,17 +757,24 @@ export async function loadRecords(
   const hasTopics = meta.topics !== undefined;
   await useInput(conn, 'views', hasTopics);
   let metaFull = false;
+  let released = false;
   return {
     async loadMeta(ordinals) {
+      if (released) throw new Error('records: loadMeta() after release()');
       if (metaFull) return;
       await writeMeta(conn, meta, ordinals);
       metaFull = ordinals === undefined;
     },
+    release() {
+      if (released) return;
+      released = true;
+      meta.release();
+    },
     relation: INPUT_RELATION,
     rows: meta.n,
-    payloadBytes,
-    firstSeq,
-    lastSeq,
+    payloadBytes: meta.payloadBytes,
+    firstSeq: meta.n > 0 ? meta.seq[0] : undefined,
+    lastSeq: meta.n > 0 ? meta.seq[meta.n - 1] : undefined,
     sideRows: side.length,
     hasTopics,
     ndjsonFile,

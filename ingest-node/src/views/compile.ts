@@ -582,6 +582,10 @@ function valuesSql(columns: readonly ViewColumn[]): string[] {
 function badsSql(columns: readonly ViewColumn[]): string[] {
   return columns.map((c, i) => {
     const raw = `__lf_r${i}`;
+    // A VARCHAR or JSON column's value is its raw value (castSql): present,
+    // it cannot fail, and only a missing required one is at fault. Written
+    // out, the always-false test cost ~5% of a clean segment's CPU (bench:views).
+    if (castSql(c, raw) === raw) return `${c.required ? `${raw} IS NULL` : 'FALSE'} AS __lf_bad${i}`;
     const failed = castFailedSql(c, raw, quoteIdent(c.name));
     const missing = c.required ? `${raw} IS NULL OR ` : '';
     return `coalesce(${missing}(${raw} IS NOT NULL AND ${failed}), FALSE) AS __lf_bad${i}`;

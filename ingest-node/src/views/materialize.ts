@@ -32,7 +32,7 @@ import { writeRawParquet } from '../parquet/raw.ts';
 import type { RawParquetOptions } from '../parquet/raw.ts';
 import { INPUT_RELATION, loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
 import type { LoadedRecords } from '../parquet/records.ts';
-import type { SegmentRecord } from '../parquet/records.ts';
+import type { SegmentRecords } from '../parquet/records.ts';
 import { DlqErrorCode, quoteIdent, sqlString } from './compile.ts';
 import { viewsPartitionFilesMaxDefault } from './settings.ts';
 import type { CompiledView } from './compile.ts';
@@ -55,7 +55,7 @@ export interface MaterializeInput {
    */
   readonly jobId: string;
   /** The sealed segment's records, in seq order. */
-  readonly records: Iterable<SegmentRecord> | AsyncIterable<SegmentRecord>;
+  readonly records: SegmentRecords;
   readonly views: readonly CompiledView[];
   /** Write raw Parquet too (omit for none). */
   readonly raw?: RawParquetOptions;
@@ -815,6 +815,8 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   const cleanup = (): Promise<void> => rm(jobDir, { recursive: true, force: true });
   await cleanup();
   await mkdir(jobDir, { recursive: true });
+  // Released once the job is done with the records (their arrays serve the next segment).
+  let loaded: LoadedRecords | undefined;
   try {
     return await db.withConnection(async (conn) => {
       const t0 = performance.now();
@@ -827,7 +829,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         input.views.some(
           (v) => v.fastStructType !== undefined && !input.failedViews?.has(v.spec.name) && triesClean(v),
         );
-      const loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
+      loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
       const t1 = performance.now();
       let raw: ParquetFile[] = [];
       if (input.raw) {
@@ -887,5 +889,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
   } catch (err) {
     await cleanup();
     throw err;
+  } finally {
+    loaded?.release();
   }
 }

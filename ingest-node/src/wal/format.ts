@@ -456,6 +456,20 @@ export async function* readSegmentStream(
   source: AsyncIterable<Uint8Array>,
   options: ReadOptions & { readonly onHeader?: (header: SegmentHeader) => void } = {},
 ): AsyncGenerator<WalRecord, void, undefined> {
+  for await (const batch of readSegmentBatches(source, options)) yield* batch;
+}
+
+/**
+ * readSegmentStream a chunk's records at a time: one promise turn per chunk
+ * instead of one per record (per generator on the way), which for a
+ * consumer that is itself a tight loop (parquet/records.ts) costs more than
+ * the records' own work (measured: ~0.44 s of main-thread CPU per million
+ * records through two generators).
+ */
+export async function* readSegmentBatches(
+  source: AsyncIterable<Uint8Array>,
+  options: ReadOptions & { readonly onHeader?: (header: SegmentHeader) => void } = {},
+): AsyncGenerator<WalRecord[], void, undefined> {
   const decoder = new SegmentDecoder(options);
   let announced = false;
   for await (const chunk of source) {
@@ -464,7 +478,7 @@ export async function* readSegmentStream(
       announced = true;
       options.onHeader?.(decoder.header);
     }
-    yield* records;
+    if (records.length > 0) yield records;
   }
   decoder.end();
 }

@@ -4,7 +4,7 @@
 // the same data, on the same instance. Runs alternate (view, ceiling, view…)
 // so a noisy neighbour hurts both sides alike; the table shows the medians.
 //
-//   npm run bench:views -- [--rows 1000000] [--runs 3] [--threads 2] [--list] [--one-pass] [--csv]
+//   npm run bench:views -- [--rows 1000000] [--runs 3] [--threads 2] [--list] [--one-pass] [--csv] [--base DIR]
 //
 // --list adds an alternating arm: the same view compiled without the
 // typed JSON reader (compileView's typedReader: false, the list extraction
@@ -13,6 +13,11 @@
 // (fastPath: false): every row through the full classification. --csv adds
 // one whose clean segments are read as CSV text then json_transform
 // (compileView's ndjson: false), i.e. without the NDJSON records file.
+// --base DIR adds one running the materialiser of another checkout of this
+// repository (DIR/ingest-node/src/views/index.ts, e.g. `git worktree add DIR
+// <commit>` or an extracted `git archive`, with node_modules resolvable from
+// it) on this run's instance and data: a change that has no switch, before
+// and after in one process.
 //
 // Goal (not an assertion): the materialiser at ≥ 0.8× the ceiling's rows/s.
 // The materialiser's time includes loading the records from JS memory into
@@ -21,15 +26,15 @@ import { mkdir, mkdtemp, rm, writeFile, readdir, stat } from 'node:fs/promises';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type * as Views from '../../../ingest-node/src/views/index.ts';
 import {
   compileView,
   createParquetDb,
   materializeSegment,
   parseViewYaml,
 } from '../../../ingest-node/src/views/index.ts';
-import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
-import { seededRandom } from '../../../ingest-node/src/fs/power-cut.ts';
+import { ceilingSql, generate, VIEW } from './data.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -40,92 +45,13 @@ const { values: args } = parseArgs({
     list: { type: 'boolean', default: false },
     'one-pass': { type: 'boolean', default: false },
     csv: { type: 'boolean', default: false },
+    base: { type: 'string' },
   },
 });
 const ROWS = Number(args.rows);
 const RUNS = Math.max(3, Number(args.runs));
 const THREADS = Number(args.threads);
 const MEMORY_LIMIT_BYTES = Number(args['memory-mb']) * 1024 * 1024;
-
-const VIEW = `
-name: page_views
-columns:
-  - { name: event,       type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,     type: VARCHAR,   path: $.user }
-  - { name: page,        type: VARCHAR,   path: $.page }
-  - { name: viewed_at,   type: TIMESTAMP, path: $.ts,    required: true }
-  - { name: duration_ms, type: INTEGER,   path: $.duration_ms }
-  - { name: country,     type: VARCHAR,   path: $.country }
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
-
-// The ceiling: the same columns, types and partitioning, with DuckDB's own reader.
-function ceilingSql(input: string, output: string): string {
-  return `COPY (
-    SELECT event, "user" AS user_id, page, ts AS viewed_at, duration_ms, country, CAST(date_trunc('day', ts) AS DATE) AS dt
-    FROM read_ndjson('${input}', columns = {event: 'VARCHAR', user: 'VARCHAR', page: 'VARCHAR', ts: 'TIMESTAMP',
-      duration_ms: 'INTEGER', country: 'VARCHAR', referrer: 'VARCHAR', session: 'VARCHAR'})
-  ) TO '${output}' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (dt))`;
-}
-
-// Deterministic PRNG (mulberry32): the same data on every run and machine.
-const rng = seededRandom;
-
-/**
- * Realistic cardinalities: 8 event types (page_view ~60 %), ~100k users,
- * 2,000 pages with a Zipf-like skew, 40 countries, a referrer on a third of
- * events, session ids; timestamps increasing over about two days (two partitions).
- */
-function generate(n: number): SegmentRecord[] {
-  const rand = rng(42);
-  const events = [
-    'page_view',
-    'page_view',
-    'page_view',
-    'page_view',
-    'page_view',
-    'page_view',
-    'click',
-    'scroll',
-    'add_to_cart',
-    'checkout',
-    'signup',
-    'search',
-  ];
-  const countries = Array.from({ length: 40 }, (_, i) =>
-    String.fromCharCode(65 + (i % 26), 65 + ((i * 7) % 26)),
-  );
-  const referrers = [
-    'https://www.google.com/',
-    'https://news.ycombinator.com/',
-    'https://t.co/abc',
-    'https://duckduckgo.com/',
-  ];
-  const startMs = Date.UTC(2026, 10, 25, 12);
-  const stepMs = (2 * 86_400_000) / n;
-  const records: SegmentRecord[] = new Array<SegmentRecord>(n);
-  for (let i = 0; i < n; i++) {
-    const tsMs = startMs + Math.floor(i * stepMs);
-    const pageRank = Math.floor(2000 * Math.pow(rand(), 3));
-    const event: Record<string, unknown> = {
-      event: events[Math.floor(rand() * events.length)],
-      user: `u_${Math.floor(rand() * 100_000).toString(36)}`,
-      page: `/docs/section-${pageRank % 40}/page-${pageRank}`,
-      ts: new Date(tsMs).toISOString(),
-      duration_ms: Math.floor(rand() * 30_000),
-      country: countries[Math.floor(Math.pow(rand(), 2) * countries.length)],
-      session: `s_${Math.floor(i / 20).toString(36)}`,
-    };
-    if (rand() < 0.33) event['referrer'] = referrers[Math.floor(rand() * referrers.length)];
-    records[i] = {
-      seq: BigInt(i + 1),
-      ingestTimeMicros: BigInt(tsMs) * 1000n + 500n,
-      payload: Buffer.from(JSON.stringify(event)),
-    };
-  }
-  return records;
-}
 
 async function dirBytes(dir: string): Promise<number> {
   let total = 0;
@@ -163,6 +89,19 @@ async function main(): Promise<void> {
     const csvView = await db.withConnection((c) =>
       compileView(c, { ...parseViewYaml(VIEW), name: 'page_views_csv' }, { ndjson: false }),
     );
+    // Another checkout's materialiser, its own compile of the same view (another name: the clean guess is per spec hash).
+    const baseModule =
+      args.base !== undefined
+        ? ((await import(
+            pathToFileURL(path.resolve(args.base, 'ingest-node/src/views/index.ts')).href
+          )) as typeof Views)
+        : undefined;
+    const baseView =
+      baseModule !== undefined
+        ? await db.withConnection((c) =>
+            baseModule.compileView(c, { ...baseModule.parseViewYaml(VIEW), name: 'page_views_base' }),
+          )
+        : undefined;
     // The ceiling's input file, written once, before any clock starts.
     const ndjson = path.join(scratch, 'input.ndjson');
     const nl = Buffer.from('\n');
@@ -179,6 +118,7 @@ async function main(): Promise<void> {
     const list = { ms: [] as number[], cpuMs: [] as number[] };
     const onePass = { ms: [] as number[], cpuMs: [] as number[] };
     const csv = { ms: [] as number[], cpuMs: [] as number[], loadMs: [] as number[] };
+    const base = { ms: [] as number[], cpuMs: [] as number[], loadMs: [] as number[] };
     for (let run = 0; run < RUNS; run++) {
       const t0 = performance.now();
       const c0 = cpuMs();
@@ -229,6 +169,20 @@ async function main(): Promise<void> {
         if (o.views[0]!.viewRows !== ROWS) throw new Error('csv: not every row in the view');
         await o.cleanup();
       }
+      if (baseModule !== undefined && baseView !== undefined) {
+        const t5 = performance.now();
+        const c5 = cpuMs();
+        const o = await baseModule.materializeSegment(db, {
+          jobId: `bench-base-${run}`,
+          records,
+          views: [baseView],
+        });
+        base.ms.push(performance.now() - t5);
+        base.cpuMs.push(cpuMs() - c5);
+        base.loadMs.push(o.loadMs);
+        if (o.views[0]!.viewRows !== ROWS) throw new Error('base: not every row in the view');
+        await o.cleanup();
+      }
       console.log(
         `run ${run + 1}/${RUNS}: materialiser ${view.ms.at(-1)!.toFixed(0)} ms (load ${out.loadMs.toFixed(0)} ms, cpu ${view.cpuMs.at(-1)!.toFixed(0)} ms), ceiling ${ceiling.ms.at(-1)!.toFixed(0)} ms (cpu ${ceiling.cpuMs.at(-1)!.toFixed(0)} ms)` +
           (args.list
@@ -239,6 +193,9 @@ async function main(): Promise<void> {
             : '') +
           (args.csv
             ? `, csv ${csv.ms.at(-1)!.toFixed(0)} ms (load ${csv.loadMs.at(-1)!.toFixed(0)} ms, cpu ${csv.cpuMs.at(-1)!.toFixed(0)} ms)`
+            : '') +
+          (baseModule !== undefined
+            ? `, base ${base.ms.at(-1)!.toFixed(0)} ms (load ${base.loadMs.at(-1)!.toFixed(0)} ms, cpu ${base.cpuMs.at(-1)!.toFixed(0)} ms)`
             : ''),
       );
     }
@@ -270,6 +227,10 @@ async function main(): Promise<void> {
       console.log(
         `| ${'materialiser, records as CSV only (before)'.padEnd(44)} | ${median(csv.ms).toFixed(0).padStart(9)} | ${rowsFmt(ROWS / (median(csv.ms) / 1000)).padStart(10)} | ${''.padStart(9)} |`,
       );
+    if (baseModule !== undefined)
+      console.log(
+        `| ${'materialiser of --base'.padEnd(44)} | ${median(base.ms).toFixed(0).padStart(9)} | ${rowsFmt(ROWS / (median(base.ms) / 1000)).padStart(10)} | ${''.padStart(9)} |`,
+      );
     console.log(
       `| ${'ceiling: DuckDB read_ndjson → Parquet'.padEnd(44)} | ${median(ceiling.ms).toFixed(0).padStart(9)} | ${rowsFmt(ceilingRowsPerS).padStart(10)} | ${(ceiling.bytes / ROWS).toFixed(2).padStart(9)} |`,
     );
@@ -290,6 +251,10 @@ async function main(): Promise<void> {
     if (args.csv)
       console.log(
         `records as CSV only (before): ${(ROWS / (median(csv.ms) / 1000) / ceilingRowsPerS).toFixed(2)}× the ceiling by wall clock (load ${median(csv.loadMs).toFixed(0)} ms), CPU ${median(csv.cpuMs).toFixed(0)} ms → ${(median(ceiling.cpuMs) / median(csv.cpuMs)).toFixed(2)}×`,
+      );
+    if (baseModule !== undefined)
+      console.log(
+        `--base ${args.base}: ${(ROWS / (median(base.ms) / 1000) / ceilingRowsPerS).toFixed(2)}× the ceiling by wall clock (load ${median(base.loadMs).toFixed(0)} ms), CPU ${median(base.cpuMs).toFixed(0)} ms → ${(median(ceiling.cpuMs) / median(base.cpuMs)).toFixed(2)}×`,
       );
     const result = {
       benchmark: 'views',
@@ -348,6 +313,18 @@ async function main(): Promise<void> {
               loadMedianMs: median(csv.loadMs),
               cpuMedianMs: median(csv.cpuMs),
               cpuRunsMs: csv.cpuMs,
+            },
+          }
+        : {}),
+      ...(baseModule !== undefined
+        ? {
+            base: {
+              dir: args.base,
+              medianMs: median(base.ms),
+              runsMs: base.ms,
+              loadMedianMs: median(base.loadMs),
+              cpuMedianMs: median(base.cpuMs),
+              cpuRunsMs: base.cpuMs,
             },
           }
         : {}),

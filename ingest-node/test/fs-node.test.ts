@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { mkdtemp, rm, readFile } from 'node:fs/promises';
-import { NodeFileSystem, SYNC_WRITE_BYTES_MAX } from '../src/fs/node.ts';
+import {
+  NodeFileSystem,
+  SYNC_WRITE_BACKOFF_MS,
+  SYNC_WRITE_BYTES_MAX,
+  SYNC_WRITE_SLOW_MS,
+} from '../src/fs/node.ts';
 import { mkdirDurable, writeFileAtomic } from '../src/fs/durable.ts';
 
 const enc = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -120,5 +125,36 @@ void test('NodeFileSystem.write: only a latency-critical handle writes small buf
   } finally {
     await wal.close();
     await other.close();
+  }
+});
+
+void test('NodeFileSystem.write: after a slow write on the calling thread, the handle writes through the pool for the back-off', async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'landfall-fs-write-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  // A clock the test moves: each read advances it by `step` ms, so a write looks as slow as the test says.
+  let nowMs = 0;
+  let step = 0;
+  const fs = new NodeFileSystem({ monotonicMs: () => (nowMs += step) });
+  const h = await fs.open(path.join(dir, 'wal'), 'createExclusive', { latencyCritical: true });
+  const settlesInTurn = async (): Promise<boolean> => {
+    let turned = false;
+    setImmediate(() => (turned = true));
+    await h.write([Buffer.alloc(4096, 6)], 0);
+    return !turned;
+  };
+  try {
+    step = 0.1; // fast writes: on the calling thread
+    assert.equal(await settlesInTurn(), true);
+    assert.equal(await settlesInTurn(), true);
+    step = SYNC_WRITE_SLOW_MS + 1; // this one is slow: it is made, then the handle backs off
+    assert.equal(await settlesInTurn(), true);
+    step = 0;
+    assert.equal(await settlesInTurn(), false, 'within the back-off: through the pool');
+    nowMs += SYNC_WRITE_BACKOFF_MS - 10;
+    assert.equal(await settlesInTurn(), false, 'still within it');
+    nowMs += 20;
+    assert.equal(await settlesInTurn(), true, 'after it: on the calling thread again');
+  } finally {
+    await h.close();
   }
 });

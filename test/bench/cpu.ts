@@ -2,8 +2,9 @@
 // thread kind, its child processes (the Parquet children) and any other process
 // named by pid (MinIO). Two snapshots, at the start and the end of a measured
 // window, and their difference in cores (1.0 = one core busy for the window).
-// A process that starts and exits inside the window is missed; a child that
-// outlives it is counted from zero when it was not there at the start.
+// Differences are taken per thread and per process, then summed per group: a
+// thread or process that exits inside the window is missed (its CPU until
+// then is not counted), and one that starts inside it is counted from zero.
 import { readdirSync, readFileSync } from 'node:fs';
 
 const TICKS_PER_S = 100; // USER_HZ: 100 on every Linux the bench runs on (getconf CLK_TCK)
@@ -42,7 +43,8 @@ function threadKind(pid: number, tid: number, comm: string): string {
   return 'other threads';
 }
 
-export type CpuSnapshot = ReadonlyMap<string, number>;
+/** Ticks per thread (`t<tid>`) or process (`p<pid>`), with the group each belongs to. */
+export type CpuSnapshot = ReadonlyMap<string, { readonly group: string; readonly ticks: number }>;
 
 /**
  * Ticks per group: `server:<thread kind>` for `serverPid`'s threads,
@@ -53,11 +55,11 @@ export function cpuSnapshot(
   serverPid: number,
   extra: Readonly<Record<string, number | undefined>>,
 ): CpuSnapshot {
-  const out = new Map<string, number>();
-  const add = (k: string, t: number): void => void out.set(k, (out.get(k) ?? 0) + t);
+  const out = new Map<string, { group: string; ticks: number }>();
   for (const tid of listDir(`/proc/${serverPid}/task`)) {
     const s = readStat(`/proc/${serverPid}/task/${tid}/stat`);
-    if (s !== undefined) add(`server:${threadKind(serverPid, Number(tid), s.comm)}`, s.ticks);
+    if (s !== undefined)
+      out.set(`t${tid}`, { group: `server:${threadKind(serverPid, Number(tid), s.comm)}`, ticks: s.ticks });
   }
   // Every process's parent, to find descendants (the Parquet children, MinIO's own helpers).
   const parent = new Map<number, number>();
@@ -83,16 +85,22 @@ export function cpuSnapshot(
   const extraPids = Object.entries(extra).filter((e): e is [string, number] => e[1] !== undefined);
   for (const [pid, t] of ticks) {
     const named = extraPids.find(([, root]) => pid === root || under(pid, root));
-    if (named !== undefined) add(named[0], t);
-    else if (under(pid, serverPid)) add('children', t);
+    if (named !== undefined) out.set(`p${pid}`, { group: named[0], ticks: t });
+    else if (under(pid, serverPid)) out.set(`p${pid}`, { group: 'children', ticks: t });
   }
   return out;
 }
 
 /** Cores per group between two snapshots `wallS` seconds apart, largest first. */
 export function cpuCores(a: CpuSnapshot, b: CpuSnapshot, wallS: number): Record<string, number> {
-  const rows: [string, number][] = [];
-  for (const [k, t] of b) rows.push([k, (t - (a.get(k) ?? 0)) / TICKS_PER_S / wallS]);
+  const sums = new Map<string, number>();
+  for (const [id, { group, ticks }] of b) {
+    const before = a.get(id);
+    // A reused id in another group is another thread or process: counted from zero.
+    const d = ticks - (before !== undefined && before.group === group ? before.ticks : 0);
+    sums.set(group, (sums.get(group) ?? 0) + Math.max(0, d));
+  }
+  const rows = [...sums].map(([g, t]): [string, number] => [g, t / TICKS_PER_S / wallS]);
   rows.sort((x, y) => y[1] - x[1]);
   return Object.fromEntries(rows.filter(([, c]) => c > 0));
 }

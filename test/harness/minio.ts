@@ -65,7 +65,8 @@ export async function startMinio(opts: StartMinioOptions = {}): Promise<MinioSer
   const accessKeyId = 'landfall-test';
   const secretAccessKey = randomBytes(18).toString('base64url');
   const dataDir = opts.dataDir ?? scratchDir('minio');
-  const logPath = `${dataDir}.log`;
+  // Beside a scratch folder even when the objects live elsewhere (a tmpfs): the run's artifacts keep it.
+  const logPath = `${opts.dataDir !== undefined ? scratchDir('minio') : dataDir}.log`;
   let port = 0;
   let proc: ServerProcess | undefined;
   const clients = new Set<S3Client>();

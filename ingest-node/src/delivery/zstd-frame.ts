@@ -62,13 +62,20 @@ interface ZlibSyncInternals {
   readonly _writeState?: Uint32Array;
 }
 
-/** Output buffer per writeSync call; zstd emits blocks of up to 128 KiB. */
-const OUT_BYTES = 128 * 1024;
+/**
+ * Output buffer per writeSync call. zstd emits blocks of up to 128 KiB; twice
+ * that is more than what the call that ends the frame can have left to give
+ * (one block's compressed bound and the epilogue), so that call always returns
+ * with room to spare and is never repeated: a repeated ZSTD_e_end would start
+ * a second, empty frame.
+ */
+const OUT_BYTES = 256 * 1024;
 const NOTHING = new Uint8Array(0);
 
 /**
  * One zstd frame (level, content checksum, pledged size: the same settings
- * and the same bytes as createZstdCompressor), compressed synchronously on
+ * as createZstdCompressor, and the same bytes as zstdCompressSync over the
+ * whole input or that stream given it in one write), compressed synchronously on
  * the calling thread. write() and end() return the frame bytes completed by
  * then, each in an ArrayBuffer of its own (transferable); write() often
  * returns none, as zstd emits whole blocks. Throws if zstd reports an error

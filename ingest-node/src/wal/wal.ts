@@ -535,6 +535,7 @@ class WriteAheadLogImpl implements Wal {
       },
       (err: unknown) => {
         this.#writing = false;
+        this.#writeMsTotal += this.#clock.monotonicMs() - writeStartMs;
         this.#fault ??= { err };
         this.#kick();
       },

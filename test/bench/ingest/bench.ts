@@ -150,7 +150,13 @@ async function startServer(
       : {}),
   };
   const child = fork(path.join(here, 'server.ts'), [JSON.stringify(spec)], { stdio: 'inherit' });
+  // A send to a server that died fails here, not as an uncaught exception: the exit says why.
+  child.on('error', () => {});
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const died = exited.then((code) => {
+    throw new Error(`bench server (${target}) exited ${code} during the run`);
+  });
+  died.catch(() => {});
   let onStats: ((s: ServerStats) => void) | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     child.on('message', (m: ServerMessage) => {
@@ -161,7 +167,9 @@ async function startServer(
       reject(new Error(`bench server (${target}) exited ${code} before it listened`)),
     );
   });
-  const control = (m: ControlMessage): void => void child.send(m);
+  const control = (m: ControlMessage): void => {
+    if (child.connected) child.send(m);
+  };
   return {
     url,
     pid: child.pid!,
@@ -170,10 +178,13 @@ async function startServer(
       : {}),
     warm: () => control({ t: 'warm' }),
     end: () =>
-      new Promise<ServerStats>((resolve) => {
-        onStats = resolve;
-        control({ t: 'end' });
-      }),
+      Promise.race([
+        new Promise<ServerStats>((resolve) => {
+          onStats = resolve;
+          control({ t: 'end' });
+        }),
+        died,
+      ]),
     close: async () => {
       control({ t: 'close' });
       const code = await exited;
@@ -335,6 +346,8 @@ async function measure(
   } finally {
     await server.close();
     await rm(walDir, { recursive: true, force: true });
+    if (SCRATCH_DIR !== '')
+      await rm(path.join(SCRATCH_DIR, path.basename(walDir)), { recursive: true, force: true });
   }
 }
 

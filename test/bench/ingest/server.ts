@@ -183,6 +183,10 @@ async function main(): Promise<void> {
       );
     }
   });
+  // The bench went away (killed, crashed): no server outlives it.
+  process.on('disconnect', () => {
+    void server.close().finally(() => process.exit(1));
+  });
   send({ t: 'ready', url: server.url });
 }
 

@@ -1,4 +1,4 @@
-// Where a view's time goes (a script, not a test): the bench's events loaded
+// Where a view's time goes (a script, not a test): the bench's events (data.ts) loaded
 // once, then each stage of the classification timed alone (CPU time of the
 // process, medians), and EXPLAIN ANALYZE of the classification with --explain.
 //
@@ -8,10 +8,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { compileView, createParquetDb, parseViewYaml } from '../../../ingest-node/src/views/index.ts';
-import type { SegmentRecord } from '../../../ingest-node/src/views/index.ts';
 import { loadRecords } from '../../../ingest-node/src/parquet/records.ts';
 import { fastSqlOverNdjson, withLoadedText } from '../../../ingest-node/src/views/materialize.ts';
-import { seededRandom } from '../../../ingest-node/src/fs/power-cut.ts';
+import { generate, VIEW } from './data.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -23,47 +22,6 @@ const { values: args } = parseArgs({
 });
 const ROWS = Number(args.rows);
 const RUNS = Number(args.runs);
-
-const VIEW = `
-name: page_views
-columns:
-  - { name: event,       type: VARCHAR,   path: $.event, required: true }
-  - { name: user_id,     type: VARCHAR,   path: $.user }
-  - { name: page,        type: VARCHAR,   path: $.page }
-  - { name: viewed_at,   type: TIMESTAMP, path: $.ts,    required: true }
-  - { name: duration_ms, type: INTEGER,   path: $.duration_ms }
-  - { name: country,     type: VARCHAR,   path: $.country }
-partitioning:
-  - { expression: "date_trunc('day', viewed_at)", alias: dt }
-`;
-
-function generate(n: number): SegmentRecord[] {
-  const rand = seededRandom(42);
-  const events = ['page_view', 'page_view', 'page_view', 'click', 'scroll', 'signup'];
-  const startMs = Date.UTC(2026, 10, 25, 12);
-  const stepMs = (2 * 86_400_000) / n;
-  const out: SegmentRecord[] = new Array<SegmentRecord>(n);
-  for (let i = 0; i < n; i++) {
-    const tsMs = startMs + Math.floor(i * stepMs);
-    const pageRank = Math.floor(2000 * Math.pow(rand(), 3));
-    const e: Record<string, unknown> = {
-      event: events[Math.floor(rand() * events.length)],
-      user: `u_${Math.floor(rand() * 100_000).toString(36)}`,
-      page: `/docs/section-${pageRank % 40}/page-${pageRank}`,
-      ts: new Date(tsMs).toISOString(),
-      duration_ms: Math.floor(rand() * 30_000),
-      country: String.fromCharCode(65 + Math.floor(rand() * 26), 65 + Math.floor(rand() * 26)),
-      session: `s_${Math.floor(i / 20).toString(36)}`,
-    };
-    if (rand() < 0.33) e['referrer'] = 'https://www.google.com/';
-    out[i] = {
-      seq: BigInt(i + 1),
-      ingestTimeMicros: BigInt(tsMs) * 1000n,
-      payload: Buffer.from(JSON.stringify(e)),
-    };
-  }
-  return out;
-}
 
 const cpuMs = (): number => {
   const u = process.cpuUsage();

@@ -151,6 +151,8 @@ void test('every payload comes back byte for byte with its seq, time and topic, 
     for (const [kind, source, yieldEveryRows] of [
       ['array', recs, undefined],
       ['array of Uint8Array views', views, 5],
+      // Below 1 counts as 1 (it once made the batch loop take nothing and yield for ever).
+      ['array, yield every 0', recs, 0],
       ['async', asAsync(recs), undefined],
       // As the Parquet child reads a segment: batches of uneven size, a yield every 5 records.
       ['async batches', asAsync(batches(views)), 5],

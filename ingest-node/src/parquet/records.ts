@@ -109,7 +109,7 @@ export interface LoadedRecords {
 export interface LoadOptions {
   /** The job's folder (inside the DuckDB scratch folder): the records file is written here. */
   readonly dir: string;
-  /** Give the event loop a turn every this many records (default DEFAULT_YIELD_EVERY_ROWS). */
+  /** Give the event loop a turn every this many records (default DEFAULT_YIELD_EVERY_ROWS; below 1 counts as 1). */
   readonly yieldEveryRows?: number;
   /** Larger payloads go to the side table (default 1 MiB): keeps the CSV reader's line buffer small. */
   readonly lineBytesMax?: number;
@@ -581,7 +581,8 @@ export async function loadRecords(
   records: SegmentRecords,
   options: LoadOptions,
 ): Promise<LoadedRecords> {
-  const yieldEvery = options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS;
+  // Below 1, the batch loop would take nothing and yield for ever.
+  const yieldEvery = Math.max(1, Math.floor(options.yieldEveryRows ?? DEFAULT_YIELD_EVERY_ROWS));
   const lineBytesMax = options.lineBytesMax ?? LINE_BYTES_MAX_DEFAULT;
   const chunkBytes = Math.max(options.chunkBytes ?? CHUNK_BYTES_DEFAULT, lineBytesMax + FRAME_BYTES);
   const file = path.join(options.dir, RECORDS_FILE);

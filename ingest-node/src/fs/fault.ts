@@ -1,7 +1,7 @@
 // A FileSystem wrapper that fails chosen operations on chosen paths, for tests
 // of the WAL's error paths: EIO, ENOSPC, short writes, and gates that hold an
 // operation open (a datasync in progress) until the test releases it.
-import type { FileHandle, FileStat, FileSystem, FsOp, OpenHints, OpenMode } from './types.ts';
+import type { FileHandle, FileStat, FileSystem, FsOp, OpenMode } from './types.ts';
 import { fsError } from './types.ts';
 
 /**
@@ -131,8 +131,8 @@ export class FaultFileSystem implements FileSystem {
     return result;
   }
 
-  async open(path: string, mode: OpenMode, hints?: OpenHints): Promise<FileHandle> {
-    const inner = await this.#run('open', path, () => this.inner.open(path, mode, hints));
+  async open(path: string, mode: OpenMode): Promise<FileHandle> {
+    const inner = await this.#run('open', path, () => this.inner.open(path, mode));
     return new FaultFileHandle(this, inner);
   }
   readFile(path: string): Promise<Uint8Array> {

@@ -2,40 +2,8 @@
 // hot path: it skips the inode timestamps fsync would also flush), fsync of a
 // directory fd for its entries (new segment, rename of a state file).
 import fsp from 'node:fs/promises';
-import { constants, writeSync, writevSync } from 'node:fs';
-import type { FileHandle, FileStat, FileSystem, OpenHints, OpenMode } from './types.ts';
-
-/**
- * On a latency-critical handle (the WAL's segments: OpenHints), writes up to
- * this many bytes are made on the calling thread (a pwrite into the page
- * cache: tens of microseconds) instead of through libuv's pool. The
- * pool round trip costs more than the write: a thread to wake, a queue the
- * delivery work also uses, and a completion that waits for its turn on the
- * event loop, ~0.35 ms per WAL group against ~0.04 ms this way (issue 15,
- * measured by bench:ingest's write ms per group). The WAL's group at 1 KiB
- * per request is ~32 KiB; larger writes (64 KiB bodies make groups of
- * megabytes) still go through the pool, so the event loop is never held for
- * long. fdatasync always goes through the pool. Other handles (delivery's
- * scratch files, the local store) keep every write on the pool: a write
- * that waits for the disk (dirty-page throttling while delivery writes
- * hundreds of MB) must not hold the thread that answers requests for them.
- */
-export const SYNC_WRITE_BYTES_MAX = 128 * 1024;
-/**
- * A write into the page cache can still wait for the disk (dirty-page
- * throttling, a journal commit in progress): one on the calling thread that
- * took longer than this sends the handle's writes back to the pool for
- * SYNC_WRITE_BACKOFF_MS, so a slow disk costs the event loop at most one
- * such write per back-off, not one per group. Measured on ext4 beside a
- * running fdatasync: p99 0.1 ms, worst 2-3 ms for 32-128 KiB.
- */
-export const SYNC_WRITE_SLOW_MS = 2;
-export const SYNC_WRITE_BACKOFF_MS = 1000;
-
-export interface NodeFileSystemOptions {
-  /** Monotonic ms, for the slow-write back-off; default performance.now. */
-  readonly monotonicMs?: () => number;
-}
+import { constants } from 'node:fs';
+import type { FileHandle, FileStat, FileSystem, OpenMode } from './types.ts';
 
 const FLAGS: Record<OpenMode, string | number> = {
   read: 'r',
@@ -47,39 +15,16 @@ const FLAGS: Record<OpenMode, string | number> = {
 class NodeFileHandle implements FileHandle {
   readonly path: string;
   readonly #fh: fsp.FileHandle;
-  readonly #syncWriteBytesMax: number;
-  readonly #now: () => number;
-  /** Until when (monotonic ms) writes go through the pool after a slow one here. */
-  #poolUntilMs = -Infinity;
 
-  constructor(path: string, fh: fsp.FileHandle, hints: OpenHints | undefined, now: () => number) {
+  constructor(path: string, fh: fsp.FileHandle) {
     this.path = path;
     this.#fh = fh;
-    this.#syncWriteBytesMax = hints?.latencyCritical === true ? SYNC_WRITE_BYTES_MAX : -1;
-    this.#now = now;
   }
 
   async write(buffers: readonly Uint8Array[], position: number): Promise<number> {
     // libuv loops over partial writes itself and returns the total, so a
     // short count here means the kernel refused the rest (ENOSPC after a
-    // partial write), not that we should simply retry. (The synchronous
-    // calls run the same libuv code.) A synchronous error becomes this
-    // promise's rejection, as the pool's would be.
-    let total = 0;
-    for (const b of buffers) total += b.byteLength;
-    if (total <= this.#syncWriteBytesMax) {
-      const t0 = this.#now();
-      if (t0 >= this.#poolUntilMs) {
-        const fd = this.#fh.fd;
-        try {
-          return buffers.length === 1
-            ? writeSync(fd, buffers[0]!, 0, total, position)
-            : writevSync(fd, buffers, position);
-        } finally {
-          if (this.#now() - t0 > SYNC_WRITE_SLOW_MS) this.#poolUntilMs = this.#now() + SYNC_WRITE_BACKOFF_MS;
-        }
-      }
-    }
+    // partial write), not that we should simply retry.
     if (buffers.length === 1) {
       const buf = buffers[0]!;
       const { bytesWritten } = await this.#fh.write(buf, 0, buf.byteLength, position);
@@ -117,14 +62,8 @@ class NodeFileHandle implements FileHandle {
 }
 
 export class NodeFileSystem implements FileSystem {
-  readonly #now: () => number;
-
-  constructor(opts: NodeFileSystemOptions = {}) {
-    this.#now = opts.monotonicMs ?? (() => performance.now());
-  }
-
-  async open(path: string, mode: OpenMode, hints?: OpenHints): Promise<FileHandle> {
-    return new NodeFileHandle(path, await fsp.open(path, FLAGS[mode], 0o640), hints, this.#now);
+  async open(path: string, mode: OpenMode): Promise<FileHandle> {
+    return new NodeFileHandle(path, await fsp.open(path, FLAGS[mode], 0o640));
   }
 
   async readFile(path: string): Promise<Uint8Array> {

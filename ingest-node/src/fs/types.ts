@@ -16,16 +16,6 @@
  */
 export type OpenMode = 'read' | 'readWrite' | 'createExclusive' | 'createTruncate';
 
-/** How a handle will be used; an implementation may ignore it. */
-export interface OpenHints {
-  /**
-   * Each write is on the path of an answer someone waits for (the WAL's
-   * group writes): the real filesystem makes small ones on the calling
-   * thread rather than through libuv's pool (fs/node.ts).
-   */
-  readonly latencyCritical?: boolean;
-}
-
 export interface FileStat {
   readonly size: number;
   readonly isFile: boolean;
@@ -54,7 +44,7 @@ export interface FileHandle {
 }
 
 export interface FileSystem {
-  open(path: string, mode: OpenMode, hints?: OpenHints): Promise<FileHandle>;
+  open(path: string, mode: OpenMode): Promise<FileHandle>;
   /** Whole file contents (small files, and segment scans at recovery). */
   readFile(path: string): Promise<Uint8Array>;
   /** Atomically replaces `to` if it exists (POSIX rename). Durable only after syncDir of both parents. */

@@ -750,7 +750,7 @@ class WriteAheadLogImpl implements Wal {
     });
     let handle: FileHandle | undefined;
     try {
-      handle = await this.#fs.open(file, 'createExclusive', { latencyCritical: true });
+      handle = await this.#fs.open(file, 'createExclusive');
       const n = await handle.write([header], 0);
       if (n !== header.length)
         throw fsError('EIO', 'write', file, `short write (${n} of ${header.length} bytes)`);

@@ -267,6 +267,11 @@ export function createMetrics(
     'pipelinedWritesTotal',
   );
   extraCounter(
+    'landfall_wal_staged_appends_total',
+    "Appends encoded into the next write group while the pipeline was full (during an earlier group's fdatasync), off the critical path between a sync's return and the next write.",
+    'stagedAppendsTotal',
+  );
+  extraCounter(
     'landfall_wal_group_writes_total',
     'WAL write groups written since start.',
     'groupWritesTotal',

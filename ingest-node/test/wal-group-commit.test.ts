@@ -6,6 +6,7 @@ import { PowerCutFileSystem } from '../src/fs/power-cut.ts';
 import { FaultFileSystem } from '../src/fs/fault.ts';
 import { openWal } from '../src/wal/wal.ts';
 import { isWalError } from '../src/wal/errors.ts';
+import { FrameFlags } from '../src/wal/format.ts';
 import { RecordFormat, WalErrorCode, type AppendResult } from '../src/wal/types.ts';
 import { dec, deferred, enc, readWalDir, tick, walOptions } from './wal-helpers.ts';
 import type { ManualClock } from './wal-helpers.ts';
@@ -170,6 +171,143 @@ void test('pipelined: a failed sync fails its group and every group written afte
   assert.deepEqual(
     (await readWalDir(fs, DIR)).map((r) => dec(r.payload)),
     ['ok-1', 'ok-2'],
+  );
+});
+
+// Encoding ahead (wal.ts): appends that arrive while a group's fdatasync runs
+// are encoded into the next group then, not after the sync returns, and that
+// group is written at once; a failure, a seal or a close puts it back.
+const holdSyncs = (fs: FaultFileSystem, held: { release: () => void }[], fault?: 'EIO'): void => {
+  fs.inject({
+    op: 'datasync',
+    path: /\.wal$/,
+    times: 1,
+    gate: () => {
+      const d = deferred();
+      held.push({ release: () => d.resolve() });
+      return d.promise;
+    },
+    ...(fault !== undefined ? { fault } : {}),
+  });
+};
+
+void test('appends arriving during a sync are encoded ahead, then written as one group the moment it returns', async () => {
+  const held: { release: () => void }[] = [];
+  const mem = new PowerCutFileSystem({ jitterTicksMax: 0 });
+  const fs = new FaultFileSystem(mem);
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 1 }));
+  await wal.append([enc('warm-up')], RecordFormat.ndjson);
+  const file = wal.segmentPath(wal.stats().openSegmentId!);
+  holdSyncs(fs, held);
+  const a = wal.append([enc('a')], RecordFormat.ndjson);
+  while (held.length === 0) await tick();
+  const writesBefore = fs.calls.write;
+  const b = wal.append([enc('b1'), enc('b2')], RecordFormat.ndjson);
+  const c = wal.append([enc('c')], RecordFormat.recordio);
+  for (let i = 0; i < 10; i++) await tick();
+  assert.equal(wal.stats().stagedAppendsTotal, 2, 'b and c were encoded while the sync ran');
+  assert.equal(fs.calls.write, writesBefore, 'and nothing was written');
+  assert.equal(Buffer.from(await mem.readFile(file)).includes(Buffer.from('b1')), false);
+  held[0]!.release();
+  await a;
+  // d arrives after the sync returned and before the staged group is written: it joins it.
+  const [rb, rc] = await Promise.all([b, c]);
+  assert.equal(fs.calls.write, writesBefore + 1, 'b and c went out in one write');
+  assert.deepEqual([rb.firstSeq, rb.lastSeq, rc.firstSeq], [3n, 4n, 5n]);
+  await wal.close();
+  const records = await readWalDir(fs, DIR);
+  assert.deepEqual(
+    records.map((r) => [dec(r.payload), r.seq, r.format, r.flags]),
+    [
+      ['warm-up', 1n, RecordFormat.ndjson, FrameFlags.groupStart | FrameFlags.batchEnd],
+      ['a', 2n, RecordFormat.ndjson, FrameFlags.groupStart | FrameFlags.batchEnd],
+      ['b1', 3n, RecordFormat.ndjson, FrameFlags.groupStart],
+      ['b2', 4n, RecordFormat.ndjson, FrameFlags.batchEnd],
+      ['c', 5n, RecordFormat.recordio, FrameFlags.batchEnd],
+    ],
+  );
+});
+
+void test('a failed sync puts the group encoded ahead back: its appends are written after the undo, seqs gap-free', async () => {
+  const held: { release: () => void }[] = [];
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 1 }));
+  const ok = await wal.append([enc('ok-1')], RecordFormat.ndjson);
+  holdSyncs(fs, held, 'EIO');
+  const bad = wal.append([enc('bad')], RecordFormat.ndjson);
+  while (held.length === 0) await tick();
+  const b = wal.append([enc('b')], RecordFormat.ndjson);
+  const c = wal.append([enc('c1'), enc('c2')], RecordFormat.ndjson);
+  for (let i = 0; i < 10; i++) await tick();
+  assert.equal(wal.stats().stagedAppendsTotal, 2);
+  held[0]!.release(); // the held sync fails: bad is undone; b and c were never written
+  await assert.rejects(bad, (err: unknown) => isWalError(err, WalErrorCode.writeFailed));
+  const [rb, rc] = await Promise.all([b, c]);
+  assert.equal(rb.firstSeq, ok.lastSeq + 1n, "the failed group's seq goes to b");
+  assert.deepEqual([rc.firstSeq, rc.lastSeq], [rb.lastSeq + 1n, rb.lastSeq + 2n]);
+  await wal.close();
+  assert.deepEqual(
+    (await readWalDir(fs, DIR)).map((r) => [dec(r.payload), r.seq]),
+    [
+      ['ok-1', 1n],
+      ['b', 2n],
+      ['c1', 3n],
+      ['c2', 4n],
+    ],
+  );
+});
+
+void test('a seal asked for while a group is encoded ahead puts it in the next segment, in order', async () => {
+  const held: { release: () => void }[] = [];
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 1 }));
+  await wal.append([enc('one')], RecordFormat.ndjson);
+  holdSyncs(fs, held);
+  const two = wal.append([enc('two')], RecordFormat.ndjson);
+  while (held.length === 0) await tick();
+  const three = wal.append([enc('three')], RecordFormat.ndjson);
+  for (let i = 0; i < 10; i++) await tick();
+  assert.equal(wal.stats().stagedAppendsTotal, 1);
+  const sealed = wal.seal('age');
+  held[0]!.release();
+  const s = await sealed;
+  assert.ok(s !== null);
+  assert.deepEqual([s.firstSeq, s.lastSeq], [1n, 2n], 'the sealed segment ends with the synced group');
+  const r3 = await three;
+  assert.equal(r3.firstSeq, 3n);
+  await two;
+  await wal.close();
+  const segs = wal.sealedSegments();
+  assert.equal(segs.length, 2);
+  assert.deepEqual([segs[1]!.firstSeq, segs[1]!.lastSeq], [3n, 3n]);
+});
+
+void test('groups encoded ahead respect groupBytesMax and the segment size bound', async () => {
+  const held: { release: () => void }[] = [];
+  const fs = new FaultFileSystem(new PowerCutFileSystem({ jitterTicksMax: 0 }));
+  const wal = await openWal(walOptions(fs, { pipelineDepth: 1, groupBytesMax: 1000, segmentBytesMax: 4000 }));
+  await wal.append([new Uint8Array(74)], RecordFormat.recordio);
+  holdSyncs(fs, held);
+  const first = wal.append([new Uint8Array(74)], RecordFormat.recordio);
+  while (held.length === 0) await tick();
+  const payload = new Uint8Array(74); // 100-byte frames
+  const rest = Array.from({ length: 60 }, () => wal.append([payload], RecordFormat.recordio));
+  for (let i = 0; i < 10; i++) await tick();
+  assert.equal(wal.stats().stagedAppendsTotal, 10, 'one group of at most 1000 bytes is encoded ahead');
+  held[0]!.release();
+  await first;
+  await Promise.all(rest);
+  await wal.close();
+  const segs = wal.sealedSegments();
+  for (const s of segs) assert.ok(s.bytes <= 4000, `segment ${s.fileName} is ${s.bytes} bytes`);
+  assert.equal(
+    segs.reduce((n, s) => n + s.records, 0),
+    62,
+  );
+  const records = await readWalDir(fs, DIR);
+  assert.deepEqual(
+    records.map((r) => r.seq),
+    Array.from({ length: 62 }, (_, i) => BigInt(i + 1)),
   );
 });
 

@@ -114,6 +114,12 @@ export interface DurableWalStats extends WalStats {
   readonly pipelineGroupsInFlight: number;
   /** Group writes started while an fdatasync of an earlier group was in flight (the pipeline at work). */
   readonly pipelinedWritesTotal: number;
+  /**
+   * Appends encoded into the next group while the pipeline was full (at depth
+   * 1: during an fdatasync), instead of between the sync's return and the
+   * next write (wal.ts, "Encoding ahead").
+   */
+  readonly stagedAppendsTotal: number;
   /** Group writes started (pipelinedWritesTotal / this: how often the pipeline overlaps). */
   readonly groupWritesTotal: number;
   /**

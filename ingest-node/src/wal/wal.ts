@@ -13,6 +13,16 @@
 // acknowledged only when such a sync returns, in order, so a sync in
 // progress never acknowledges records written after it began.
 //
+// Encoding ahead: while the pipeline is full (at depth 1: while a group's
+// fdatasync runs), appends are encoded into the next group as they arrive
+// (the "staged" group: seqs taken, nothing written). When the sync returns,
+// that group goes out at once with whatever else arrived meanwhile; before,
+// the whole group (~1 ms for 2 MB on this machine) was encoded between the
+// sync's return and the next write, on the critical path of every cycle. The
+// bytes on disk are the same as without it. A staged group is put back on
+// the queue (its seqs returned) before anything that could move the write
+// position under it: a failure's undo, a seal, a failed WAL.
+//
 // Failure of a group's write or sync (EIO, ENOSPC, short write): once the
 // operation in flight settled, seqs rewind, the file is truncated back to the
 // start of the first unacknowledged group and fsynced, every append of that
@@ -168,6 +178,20 @@ interface InflightGroup {
   written: boolean;
 }
 
+/** The next group, being encoded while the pipeline is full (see "Encoding ahead"). */
+interface StagedGroup {
+  readonly seg: OpenSegment;
+  /** Where it will be written: the segment's write position when it was begun. */
+  readonly pos: number;
+  readonly appends: PendingAppend[];
+  queuedBytes: number;
+  /** Encoded so far, from the start of `buf`. */
+  bytes: number;
+  buf: Buffer;
+  readonly firstSeq: number;
+  readonly ingest: number;
+}
+
 interface SealRequest {
   readonly reason: SealReason;
   readonly resolve: (s: SealedSegment | null) => void;
@@ -243,6 +267,7 @@ class WriteAheadLogImpl implements Wal {
   #nextSegmentId: bigint;
   #lastIngestMicros: number;
   #scratch: Buffer = Buffer.allocUnsafe(0);
+  #staged: StagedGroup | undefined;
   #ageTimer: unknown;
   #failed: WalError | undefined;
   #closing: Promise<void> | undefined;
@@ -265,6 +290,7 @@ class WriteAheadLogImpl implements Wal {
   #writeMsTotal = 0;
   #syncMsTotal = 0;
   #pipelinedWritesTotal = 0;
+  #stagedAppendsTotal = 0;
   #groupWritesTotal = 0;
   #writeFailuresTotal = 0;
   #quarantinedTotal: number;
@@ -358,6 +384,7 @@ class WriteAheadLogImpl implements Wal {
       // loudly rather than leave appends hanging.
       this.#log.error({ err, dir: this.dir }, 'WAL writer loop crashed');
       this.#failed = new WalError(WalErrorCode.failed, 'WAL writer loop crashed', { cause: err });
+      this.#unstage();
       this.#rejectQueued(this.#failed);
     } finally {
       this.#pumping = false;
@@ -375,6 +402,7 @@ class WriteAheadLogImpl implements Wal {
       !this.#syncing &&
       !this.#undoing &&
       this.#inflight.length === 0 &&
+      this.#staged === undefined &&
       this.#sealRequests.length === 0 &&
       this.#queueHead >= this.#queue.length
     );
@@ -397,7 +425,10 @@ class WriteAheadLogImpl implements Wal {
       // Let the write or sync in flight settle first: a sync that succeeds
       // still acknowledges what it covered, and no write may land after the
       // undo's truncate.
-      if (!this.#writing && !this.#syncing) this.#startUndo();
+      if (!this.#writing && !this.#syncing) {
+        this.#unstage();
+        this.#startUndo();
+      }
       return;
     }
     if (!this.#syncing) {
@@ -407,6 +438,7 @@ class WriteAheadLogImpl implements Wal {
       if (n > 0) this.#startSync(n);
     }
     if (!this.#writing) this.#startWrite();
+    this.#stageAhead();
   }
 
   #startWrite(): void {
@@ -418,7 +450,9 @@ class WriteAheadLogImpl implements Wal {
     // would wait for ever on a request nothing serves.
     if (this.#sealRequests.length > 0 && drained) {
       // Seals happen between groups with nothing in flight: a sealed segment
-      // holds only synced groups (recovery relies on it).
+      // holds only synced groups (recovery relies on it). A staged group goes
+      // to the next segment.
+      this.#unstage();
       const requests = this.#sealRequests;
       this.#sealRequests = [];
       this.#sealAndReport(requests[0]!.reason, requests);
@@ -426,10 +460,16 @@ class WriteAheadLogImpl implements Wal {
       return;
     }
     if (this.#failed !== undefined) {
+      this.#unstage();
       this.#rejectQueued(this.#failed);
       return;
     }
     if (this.#sealRequests.length > 0) return;
+    if (this.#staged !== undefined) {
+      // It fits the segment (it was only begun where it did): no full check.
+      if (this.#inflight.length < this.#pipelineDepth) this.#writeGroup(this.#staged.seg);
+      return;
+    }
     if (open !== undefined && open.writePos > open.headerBytes) {
       const full =
         open.writePos >= this.#segmentBytesMax ||
@@ -472,40 +512,34 @@ class WriteAheadLogImpl implements Wal {
     this.#writeGroup(open);
   }
 
-  /** Builds the next group from the queue and writes it at the segment's write position. */
+  /**
+   * Writes the next group at the segment's write position: the staged group,
+   * if there is one, else a new one with at least one append (even if it
+   * alone overflows the segment); either way with every further queued
+   * append that fits.
+   */
   #writeGroup(seg: OpenSegment): void {
-    // At least one append, even if it alone overflows the segment.
-    const appends = this.#takeGroup(Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.writePos));
-    const queuedBytes = sumBytes(appends);
-    // Encode the whole group into one buffer: one write. Writes never overlap,
-    // so one reused buffer is enough.
-    const buf = this.#buffer(queuedBytes);
-    const firstSeq = this.#nextSeq;
-    let seq = firstSeq;
-    const ingest = Math.max(this.#lastIngestMicros, Number(this.#clock.nowMicros()));
-    let off = 0;
-    let flags: number = FrameFlags.groupStart;
-    for (const a of appends) {
-      a.firstSeq = seq;
-      const records = a.records;
-      const last = records.length - 1;
-      for (let i = 0; i <= last; i++) {
-        off = encodeFrameInto(
-          buf,
-          off,
-          seq++,
-          ingest,
-          a.format,
-          i === last ? flags | FrameFlags.batchEnd : flags,
-          records[i]!,
-        );
-        flags = 0;
-      }
+    // A staged group is always for here (it is put back before anything moves
+    // the write position); should that ever not hold, it is encoded afresh.
+    if (this.#staged !== undefined && (this.#staged.seg !== seg || this.#staged.pos !== seg.writePos))
+      this.#unstage();
+    let g = this.#staged;
+    this.#staged = undefined;
+    const limitBytes = Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.writePos);
+    if (g === undefined) {
+      g = this.#beginGroup(seg, this.#queue[this.#queueHead]!.bytes);
+      this.#encodeNext(g);
     }
-    // Seqs and the write position move on now, for the next group; an undo
-    // rewinds both to the first failed group.
-    this.#nextSeq = seq;
-    this.#lastIngestMicros = ingest;
+    while (
+      this.#queueHead < this.#queue.length &&
+      g.bytes + this.#queue[this.#queueHead]!.bytes <= limitBytes
+    )
+      this.#encodeNext(g);
+    const { appends, queuedBytes, buf, firstSeq, ingest } = g;
+    const off = g.bytes;
+    const seq = this.#nextSeq;
+    // The write position moves on now, for the next group (seqs moved as the
+    // frames were encoded); an undo rewinds both to the first failed group.
     const pos = seg.writePos;
     seg.writePos = pos + off;
     const group: InflightGroup = {
@@ -540,6 +574,95 @@ class WriteAheadLogImpl implements Wal {
         this.#kick();
       },
     );
+  }
+
+  /**
+   * While the pipeline is full, encodes queued appends into the staged group
+   * (see "Encoding ahead"), as far as they fit where it will be written.
+   */
+  #stageAhead(): void {
+    if (this.#writing || this.#undoing || this.#fault !== undefined || this.#failed !== undefined) return;
+    if (this.#sealRequests.length > 0 || this.#queueHead >= this.#queue.length) return;
+    const seg = this.#open;
+    // Not full: #startWrite writes (or a seal or a new segment comes first).
+    if (seg === undefined || this.#inflight.length < this.#pipelineDepth) return;
+    const limitBytes = Math.min(this.#groupBytesMax, this.#segmentBytesMax - seg.writePos);
+    let g = this.#staged;
+    if (g === undefined) {
+      // What does not fit here waits for #startWrite's own decision (a seal, one oversize append).
+      if (this.#queue[this.#queueHead]!.bytes > limitBytes) return;
+      g = this.#staged = this.#beginGroup(seg, this.#queue[this.#queueHead]!.bytes);
+    }
+    while (
+      this.#queueHead < this.#queue.length &&
+      g.bytes + this.#queue[this.#queueHead]!.bytes <= limitBytes
+    ) {
+      this.#encodeNext(g);
+      this.#stagedAppendsTotal++;
+    }
+  }
+
+  /** A new, empty group at the segment's write position, its buffer sized for `bytesHint`. */
+  #beginGroup(seg: OpenSegment, bytesHint: number): StagedGroup {
+    const ingest = Math.max(this.#lastIngestMicros, Number(this.#clock.nowMicros()));
+    this.#lastIngestMicros = ingest;
+    return {
+      seg,
+      pos: seg.writePos,
+      appends: [],
+      queuedBytes: 0,
+      bytes: 0,
+      buf: this.#buffer(bytesHint, 0),
+      firstSeq: this.#nextSeq,
+      ingest,
+    };
+  }
+
+  /** Takes the queue's next append into group `g`: seqs, frames (the group's first frame starts the group). */
+  #encodeNext(g: StagedGroup): void {
+    const queue = this.#queue;
+    const a = queue[this.#queueHead++]!;
+    if (this.#queueHead === queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 4096) {
+      this.#queue = queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+    if (g.bytes + a.bytes > g.buf.length) g.buf = this.#buffer(g.bytes + a.bytes, g.bytes, g.buf);
+    const buf = g.buf;
+    let seq = this.#nextSeq;
+    a.firstSeq = seq;
+    let off = g.bytes;
+    let flags: number = off === 0 ? FrameFlags.groupStart : 0;
+    const records = a.records;
+    const last = records.length - 1;
+    for (let i = 0; i <= last; i++) {
+      off = encodeFrameInto(
+        buf,
+        off,
+        seq++,
+        g.ingest,
+        a.format,
+        i === last ? flags | FrameFlags.batchEnd : flags,
+        records[i]!,
+      );
+      flags = 0;
+    }
+    this.#nextSeq = seq;
+    g.bytes = off;
+    g.queuedBytes += a.bytes;
+    g.appends.push(a);
+  }
+
+  /** Puts the staged group's appends back at the head of the queue, and returns its seqs. */
+  #unstage(): void {
+    const g = this.#staged;
+    if (g === undefined) return;
+    this.#staged = undefined;
+    this.#queue = g.appends.concat(this.#queue.slice(this.#queueHead));
+    this.#queueHead = 0;
+    this.#nextSeq = g.firstSeq;
   }
 
   /** One fdatasync for the first `n` in-flight groups (all written before it starts). */
@@ -664,15 +787,26 @@ class WriteAheadLogImpl implements Wal {
     for (const a of group) a.reject(err);
   }
 
-  /** A reusable buffer for groups up to groupBytesMax; bigger (single huge appends) get their own. */
-  #buffer(bytes: number): Buffer {
-    if (bytes > this.#groupBytesMax) return Buffer.allocUnsafe(bytes);
-    if (this.#scratch.length < bytes) {
-      let size = Math.max(64 * 1024, this.#scratch.length);
-      while (size < bytes) size *= 2;
-      this.#scratch = Buffer.allocUnsafe(Math.min(size, this.#groupBytesMax));
+  /**
+   * A buffer of at least `bytes` for a group: the reused scratch buffer up to
+   * groupBytesMax, a buffer of its own beyond (one huge append). The first
+   * `keep` bytes of `from` (a group being grown) are copied over. Only one
+   * group is ever encoded at a time and it is encoded only while no write is
+   * in flight, so one scratch buffer is enough.
+   */
+  #buffer(bytes: number, keep: number, from?: Buffer): Buffer {
+    let buf: Buffer;
+    if (bytes > this.#groupBytesMax) buf = Buffer.allocUnsafe(bytes);
+    else {
+      if (this.#scratch.length < bytes) {
+        let size = Math.max(64 * 1024, this.#scratch.length);
+        while (size < bytes) size *= 2;
+        this.#scratch = Buffer.allocUnsafe(Math.min(size, this.#groupBytesMax));
+      }
+      buf = this.#scratch;
     }
-    return this.#scratch.length === bytes ? this.#scratch : this.#scratch.subarray(0, bytes);
+    if (from !== undefined && from !== buf && keep > 0) from.copy(buf, 0, 0, keep);
+    return buf;
   }
 
   /**
@@ -1057,6 +1191,7 @@ class WriteAheadLogImpl implements Wal {
       pipelineDepth: this.#pipelineDepth,
       pipelineGroupsInFlight: this.#inflight.length,
       pipelinedWritesTotal: this.#pipelinedWritesTotal,
+      stagedAppendsTotal: this.#stagedAppendsTotal,
       groupWritesTotal: this.#groupWritesTotal,
       writeSecondsTotal: this.#writeMsTotal / 1000,
       syncSecondsTotal: this.#syncMsTotal / 1000,

@@ -278,6 +278,8 @@ interface RunResult {
   /** Landfall only: the group-commit pipeline depth, and the share of group writes that overlapped a sync. */
   readonly pipelineDepth?: number;
   readonly pipelinedShare?: number;
+  /** Landfall only: the share of appends encoded ahead, during an earlier group's fdatasync. */
+  readonly stagedShare?: number;
   /** What the bench disk's device wrote over the measured window (all writers: WAL, scratch, page-cache writeback). */
   readonly diskMbPerS?: number;
   readonly diskWritesPerS?: number;
@@ -353,6 +355,7 @@ async function measure(
             appendsPerSync: w.syncs === 0 ? 0 : w.appends / w.syncs,
             pipelineDepth: w.pipelineDepth,
             pipelinedShare: w.pipelinedWrites / Math.max(1, w.groupWrites),
+            stagedShare: w.stagedAppends / Math.max(1, w.appends),
             writeMsMean: (1000 * w.writeSeconds) / Math.max(1, w.groupWrites),
             syncMsMean: (1000 * w.syncSeconds) / Math.max(1, w.syncs),
           }
@@ -468,7 +471,8 @@ async function main(): Promise<void> {
                 ? `  ${fmt(r.syncsPerS)} syncs/s, ${fmt(r.appendsPerSync ?? 0, 1)} appends/sync`
                 : '') +
               (r.pipelineDepth !== undefined
-                ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync)` +
+                ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync, ` +
+                  `${fmt(100 * (r.stagedShare ?? 0))}% of appends encoded ahead)` +
                   `, write ${fmt(r.writeMsMean ?? NaN, 2)} ms + sync ${fmt(r.syncMsMean ?? NaN, 2)} ms per group`
                 : '') +
               (r.markers !== undefined ? `  ${r.markers} segments delivered` : '') +

@@ -54,6 +54,8 @@ export interface ServerStats {
     readonly appends: number;
     readonly groupWrites: number;
     readonly pipelinedWrites: number;
+    /** Appends encoded ahead, while an earlier group's fdatasync ran (wal.ts "Encoding ahead"). */
+    readonly stagedAppends: number;
     readonly writeSeconds: number;
     readonly syncSeconds: number;
     readonly pipelineDepth: number;
@@ -165,6 +167,7 @@ async function main(): Promise<void> {
                   appends: wal1.appendsTotal - wal0.appendsTotal,
                   groupWrites: wal1.groupWritesTotal - wal0.groupWritesTotal,
                   pipelinedWrites: wal1.pipelinedWritesTotal - wal0.pipelinedWritesTotal,
+                  stagedAppends: wal1.stagedAppendsTotal - wal0.stagedAppendsTotal,
                   writeSeconds: wal1.writeSecondsTotal - wal0.writeSecondsTotal,
                   syncSeconds: wal1.syncSecondsTotal - wal0.syncSecondsTotal,
                   pipelineDepth: wal1.pipelineDepth,

@@ -239,3 +239,43 @@ void test('a segment tried as clean with one row of each kind at fault falls bac
     await out.cleanup();
   }
 });
+
+void test('the clean write keeps the Iceberg field ids, its first column included (now a CASE)', async () => {
+  const spec = validateView({
+    name: 'ids',
+    columns: [
+      { name: 'id', type: 'VARCHAR', path: '$.id', required: true },
+      { name: 'n', type: 'INTEGER', path: '$.n' },
+      { name: 'ts', type: 'TIMESTAMP', path: '$.ts', required: true },
+    ],
+    partitioning: [{ expression: "date_trunc('day', ts)", alias: 'dt' }],
+  });
+  const view = await db.withConnection((c) => compileView(c, spec));
+  const fieldIds = new Map([['ids', { id: 7, n: 8, ts: 9 }]]);
+  const idsOf = async (file: string): Promise<unknown> =>
+    db.withConnection(async (c) =>
+      (
+        await c.runAndReadAll(
+          `SELECT name, field_id FROM parquet_schema('${file}') WHERE field_id IS NOT NULL ORDER BY field_id`,
+        )
+      ).getRows(),
+    );
+  for (const [i, payloads] of [clean(50), clean(300)].entries()) {
+    // The second segment follows a clean one: written by the clean write.
+    const out = await materializeSegment(db, {
+      jobId: `ids-${i}`,
+      records: segment(payloads),
+      views: [view],
+      fieldIds,
+    });
+    if (i === 1) assert.ok((await readFile(path.join(out.jobDir, NDJSON_FILE))).length > 0);
+    const v = out.views[0]!;
+    assert.equal(v.viewRows, payloads.length);
+    assert.deepEqual(await idsOf(v.files[0]!.localPath), [
+      ['id', 7n],
+      ['n', 8n],
+      ['ts', 9n],
+    ]);
+    await out.cleanup();
+  }
+});

@@ -167,8 +167,9 @@ function castFailedSql(column: ViewColumn, raw: string, value: string): string {
     // runs for those rows alone. Text that is the value's own spelling
     // (digits, a '-') has neither, so the common case is settled by one
     // comparison before the three scans (a CASE evaluates a branch only for
-    // the rows that reach it; OR and AND evaluate both sides for every row):
-    // ~5 % of a clean segment's CPU (bench:views).
+    // the rows that reach it, where OR and AND in a projection evaluate both
+    // sides for every row): a few per cent of a clean write's CPU
+    // (test/bench/views/copy-ab.ts, docs/views.md).
     return `CASE WHEN ${value} IS NULL THEN TRUE WHEN CAST(${value} AS VARCHAR) = ${raw} THEN FALSE ELSE (contains(${raw}, '.') OR contains(${raw}, 'e') OR contains(${raw}, 'E')) AND TRY_CAST(${raw} AS DOUBLE) IS DISTINCT FROM ${value} END`;
   }
   return `${value} IS NULL`;

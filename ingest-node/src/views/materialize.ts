@@ -384,6 +384,9 @@ function triesClean(view: CompiledView): boolean {
   );
 }
 
+/** error()'s message in writeIfClean: a row that is not 'ok' (the segment is classified instead). */
+const NOT_CLEAN = 'landfall: not a clean segment';
+
 /**
  * The common segment — every record a view row, a few dates as partitions —
  * written with no table in between: the first pass's 'ok' rows straight into
@@ -396,9 +399,6 @@ function triesClean(view: CompiledView): boolean {
  * level and key fits, no more files than allowed, the marker entries within
  * the budget). Otherwise the files are removed and undefined returned.
  */
-/** error()'s message in writeIfClean: a row that is not 'ok' (the segment is classified instead). */
-const NOT_CLEAN = 'landfall: not a clean segment';
-
 async function writeIfClean(
   conn: DuckDBConnection,
   view: CompiledView,
@@ -417,9 +417,10 @@ async function writeIfClean(
   const [first, ...others] = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent);
   // No WHERE: the attempt stands only if every row is 'ok', so the first row
   // that is not ends it (error() runs only for the rows that reach its
-  // branch). Filtering the rows out instead cost ~5 % of a clean segment's
-  // CPU (a selection on every chunk before the Parquet writer), and a wrong
-  // guess read the whole segment before it could be seen.
+  // branch). Filtering the rows out and counting them came to the same
+  // outcome at a few per cent more CPU (a selection on every chunk before the
+  // Parquet writer), and a wrong guess read the whole segment before it could
+  // be seen (docs/views.md, issue 15: test/bench/views/dirty.ts).
   const names = [
     `CASE WHEN __lf_status IS DISTINCT FROM '${ROW_STATUS.ok}' THEN error(${sqlString(NOT_CLEAN)}) ELSE ${first!} END AS ${first!}`,
     ...others,

@@ -33,7 +33,7 @@ import type { RawParquetOptions } from '../parquet/raw.ts';
 import { INPUT_RELATION, loadRecords, META_TABLE, RECORDS_RELATION, useInput } from '../parquet/records.ts';
 import type { LoadedRecords } from '../parquet/records.ts';
 import type { SegmentRecords } from '../parquet/records.ts';
-import { DlqErrorCode, quoteIdent, sqlString } from './compile.ts';
+import { DlqErrorCode, quoteIdent, ROW_STATUS, sqlString } from './compile.ts';
 import { viewsPartitionFilesMaxDefault } from './settings.ts';
 import type { CompiledView } from './compile.ts';
 
@@ -384,6 +384,9 @@ function triesClean(view: CompiledView): boolean {
   );
 }
 
+/** error()'s message in writeIfClean: a row that is not 'ok' (the segment is classified instead). */
+const NOT_CLEAN = 'landfall: not a clean segment';
+
 /**
  * The common segment — every record a view row, a few dates as partitions —
  * written with no table in between: the first pass's 'ok' rows straight into
@@ -411,7 +414,17 @@ async function writeIfClean(
 ): Promise<ViewOutput | undefined> {
   const name = view.spec.name;
   const aliases = view.partitions.map((p) => p.alias);
-  const names = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent).join(', ');
+  const [first, ...others] = [...view.columns.map((c) => c.name), ...aliases].map(quoteIdent);
+  // No WHERE: the attempt stands only if every row is 'ok', so the first row
+  // that is not ends it (error() runs only for the rows that reach its
+  // branch). Filtering the rows out and counting them came to the same
+  // outcome at a few per cent more CPU (a selection on every chunk before the
+  // Parquet writer), and a wrong guess read the whole segment before it could
+  // be seen (docs/views.md, issue 15: test/bench/views/dirty.ts).
+  const names = [
+    `CASE WHEN __lf_status IS DISTINCT FROM '${ROW_STATUS.ok}' THEN error(${sqlString(NOT_CLEAN)}) ELSE ${first!} END AS ${first!}`,
+    ...others,
+  ].join(', ');
   let written: ParquetFile[];
   try {
     let source = withLoadedText(fastSql);
@@ -421,17 +434,12 @@ async function writeIfClean(
       await useNdjson(conn, ndjsonFile!, view.fastStructType!);
       source = overNdjson;
     }
-    written = await copyToParquet(
-      conn,
-      `SELECT ${names} FROM (\n${source}\n) WHERE __lf_status = 'ok'`,
-      dir,
-      {
-        partitionBy: aliases,
-        ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
-        // The table's field ids, as the general path writes them (iceberg/field-ids.ts).
-        ...(fieldIds !== undefined ? { fieldIds } : {}),
-      },
-    );
+    written = await copyToParquet(conn, `SELECT ${names} FROM (\n${source}\n)`, dir, {
+      partitionBy: aliases,
+      ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
+      // The table's field ids, as the general path writes them (iceberg/field-ids.ts).
+      ...(fieldIds !== undefined ? { fieldIds } : {}),
+    });
   } catch (err) {
     // A guess gone wrong must cost no more than the pass: e.g. a segment
     // with so many dates that DuckDB runs out of memory with every file

@@ -222,7 +222,10 @@ void test('torn overwrite without pages: new bytes up to a point, old after; an 
     assert.equal(got.length, 10);
     outcomes.add(got);
   }
-  assert.ok(outcomes.has('oooooooooo') && outcomes.has('oonnnnoooo') && outcomes.size >= 4, [...outcomes].join());
+  assert.ok(
+    outcomes.has('oooooooooo') && outcomes.has('oonnnnoooo') && outcomes.size >= 4,
+    [...outcomes].join(),
+  );
   const sizes = new Set<number>();
   for (let seed = 1; seed <= 20; seed++) {
     const fs = new PowerCutFileSystem({ seed });

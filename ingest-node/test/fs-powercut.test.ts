@@ -241,3 +241,21 @@ void test('torn overwrite without pages: new bytes up to a point, old after; an 
   }
   assert.deepEqual([...sizes].sort(), [10, 4]);
 });
+
+void test('a directory sync that returns after a later one never takes back what the later one made durable', async () => {
+  let overtaken = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const fs = new PowerCutFileSystem({ seed, jitterTicksMax: 40 });
+    await mkdirDurable(fs, '/d');
+    await writeFileAtomic(fs, '/d/a', enc('x'));
+    let earlierDone = false;
+    const earlier = fs.syncDir('/d').then(() => void (earlierDone = true)); // its snapshot holds a, not b
+    await fs.rename('/d/a', '/d/b');
+    await fs.syncDir('/d');
+    if (!earlierDone) overtaken++;
+    await earlier;
+    const after = fs.crash();
+    assert.deepEqual(await after.readdir('/d'), ['b'], `seed ${seed}`);
+  }
+  assert.ok(overtaken > 5, `only ${overtaken} runs had the later sync return first`);
+});

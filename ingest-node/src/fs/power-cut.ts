@@ -47,6 +47,9 @@ interface FileNode {
   mtimeMs: number;
   /** Contents as of the last completed datasync/sync. */
   durable: Uint8Array;
+  /** As for directories: a sync that returns after a later-started one keeps the later snapshot. */
+  syncsStarted?: number;
+  durableSync?: number;
 }
 
 interface DirNode {
@@ -54,6 +57,14 @@ interface DirNode {
   readonly entries: Map<string, Node>;
   /** Entries as of the last completed syncDir. */
   durable: Map<string, Node>;
+  /**
+   * syncDir calls started on this directory, and the number of the one whose
+   * snapshot `durable` holds: a sync that started earlier and returns later
+   * must not put back an older snapshot (a real fsync never un-persists a
+   * later one's entries).
+   */
+  syncsStarted?: number;
+  durableSync?: number;
 }
 
 type Node = FileNode | DirNode;
@@ -406,8 +417,12 @@ export class PowerCutFileSystem implements FileSystem {
     this.#checkAlive('syncDir', p);
     const dir = this.#dir(p, 'syncDir');
     const snapshot = new Map(dir.entries);
+    const ticket = (dir.syncsStarted = (dir.syncsStarted ?? 0) + 1);
     await this.#begin('syncDir', p);
-    dir.durable = snapshot;
+    if (ticket > (dir.durableSync ?? 0)) {
+      dir.durable = snapshot;
+      dir.durableSync = ticket;
+    }
   }
 
   async stat(p: string): Promise<FileStat> {
@@ -475,9 +490,14 @@ class PowerCutFileHandle implements FileHandle {
   async #sync(op: FsOp): Promise<void> {
     // Covers what was written before the call, and only once it returns.
     if (this.#closed) throw fsError('EBADF', op, this.path);
-    const snapshot = this.#file.data.slice(0, this.#file.size);
+    const file = this.#file;
+    const snapshot = file.data.slice(0, file.size);
+    const ticket = (file.syncsStarted = (file.syncsStarted ?? 0) + 1);
     await this.#op(op);
-    this.#file.durable = snapshot;
+    if (ticket > (file.durableSync ?? 0)) {
+      file.durable = snapshot;
+      file.durableSync = ticket;
+    }
   }
 
   async truncate(length: number): Promise<void> {

@@ -261,6 +261,21 @@ export function createMetrics(
     'Write groups written or being written and not yet acknowledged, now.',
     'pipelineGroupsInFlight',
   );
+  extraGauge(
+    'landfall_wal_free_segment_files',
+    'Delivered segment files kept for new segments to be written over (wal.recycleSegmentsMax).',
+    'freeSegmentFiles',
+  );
+  extraGauge(
+    'landfall_wal_free_segment_bytes',
+    'Bytes of the free segment files (counted in landfall_wal_retained_bytes).',
+    'freeSegmentBytes',
+  );
+  extraCounter(
+    'landfall_wal_recycled_segments_total',
+    'Segments written over a free (recycled) file since start.',
+    'recycledSegmentsTotal',
+  );
   extraCounter(
     'landfall_wal_pipelined_writes_total',
     "Group writes started while an earlier group's fdatasync ran (/ its group writes: how often the pipeline overlaps).",

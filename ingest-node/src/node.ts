@@ -152,6 +152,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     segmentBytesMax: config.wal.segmentBytesMax,
     segmentAgeMsMax: config.wal.segmentAgeMsMax,
     pipelineDepth: config.wal.pipelineDepth,
+    recycleSegmentsMax: config.wal.recycleSegmentsMax,
     fs,
     clock,
     log,

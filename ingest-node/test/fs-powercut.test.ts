@@ -171,3 +171,91 @@ void test('link is a second name, durable only after the new parent is synced; r
   // tmp's name was never synced into /a: only b survived the cut, and it is gone now.
   assert.deepEqual(await after.readdir('/a'), []);
 });
+
+void test('torn overwrite: each unsynced overwritten page survives new or stays old, never zeros', async () => {
+  const PAGE = 8;
+  const seen = { newPage: 0, oldPage: 0, mixedFile: 0 };
+  for (let seed = 1; seed <= 40; seed++) {
+    const fs = new PowerCutFileSystem({ seed });
+    await mkdirDurable(fs, '/d');
+    const fh = await fs.open('/d/f', 'createExclusive');
+    await fs.syncDir('/d');
+    const oldBytes = enc('o'.repeat(64));
+    await fh.write([oldBytes], 0);
+    await fh.datasync();
+    // Overwrite pages 1..5 in place, unsynced (a recycled file's new frames).
+    await fh.write([enc('n'.repeat(40))], PAGE);
+    const after = fs.crash({ tornTail: true, scatteredPageBytes: PAGE });
+    const got = dec(await after.readFile('/d/f'));
+    assert.equal(got.length, 64, `seed ${seed}: the size did not change`);
+    assert.equal(got.slice(0, PAGE), 'o'.repeat(PAGE), `seed ${seed}: an untouched page changed`);
+    assert.equal(got.slice(48), 'o'.repeat(16), `seed ${seed}: an untouched page changed`);
+    let kinds = 0;
+    for (let p = PAGE; p < 48; p += PAGE) {
+      const page = got.slice(p, p + PAGE);
+      assert.ok(page === 'n'.repeat(PAGE) || page === 'o'.repeat(PAGE), `seed ${seed}: page ${p} is ${page}`);
+      if (page[0] === 'n') {
+        seen.newPage++;
+        kinds |= 1;
+      } else {
+        seen.oldPage++;
+        kinds |= 2;
+      }
+    }
+    if (kinds === 3) seen.mixedFile++;
+  }
+  assert.ok(seen.newPage > 20 && seen.oldPage > 20 && seen.mixedFile > 5, JSON.stringify(seen));
+});
+
+void test('torn overwrite without pages: new bytes up to a point, old after; an unsynced shrink lands or not', async () => {
+  const outcomes = new Set<string>();
+  for (let seed = 1; seed <= 40; seed++) {
+    const fs = new PowerCutFileSystem({ seed });
+    await mkdirDurable(fs, '/d');
+    const fh = await fs.open('/d/f', 'createExclusive');
+    await fs.syncDir('/d');
+    await fh.write([enc('oooooooooo')], 0);
+    await fh.datasync();
+    await fh.write([enc('nnnn')], 2);
+    const got = dec(await fs.crash({ tornTail: true }).readFile('/d/f'));
+    assert.match(got, /^oon*o*$/, `seed ${seed}`);
+    assert.equal(got.length, 10);
+    outcomes.add(got);
+  }
+  assert.ok(
+    outcomes.has('oooooooooo') && outcomes.has('oonnnnoooo') && outcomes.size >= 4,
+    [...outcomes].join(),
+  );
+  const sizes = new Set<number>();
+  for (let seed = 1; seed <= 20; seed++) {
+    const fs = new PowerCutFileSystem({ seed });
+    await mkdirDurable(fs, '/d');
+    const fh = await fs.open('/d/f', 'createExclusive');
+    await fs.syncDir('/d');
+    await fh.write([enc('0123456789')], 0);
+    await fh.datasync();
+    await fh.truncate(4);
+    const got = dec(await fs.crash({ tornTail: true }).readFile('/d/f'));
+    assert.ok(got === '0123' || got === '0123456789', got);
+    sizes.add(got.length);
+  }
+  assert.deepEqual([...sizes].sort(), [10, 4]);
+});
+
+void test('a directory sync that returns after a later one never takes back what the later one made durable', async () => {
+  let overtaken = 0;
+  for (let seed = 1; seed <= 40; seed++) {
+    const fs = new PowerCutFileSystem({ seed, jitterTicksMax: 40 });
+    await mkdirDurable(fs, '/d');
+    await writeFileAtomic(fs, '/d/a', enc('x'));
+    let earlierDone = false;
+    const earlier = fs.syncDir('/d').then(() => void (earlierDone = true)); // its snapshot holds a, not b
+    await fs.rename('/d/a', '/d/b');
+    await fs.syncDir('/d');
+    if (!earlierDone) overtaken++;
+    await earlier;
+    const after = fs.crash();
+    assert.deepEqual(await after.readdir('/d'), ['b'], `seed ${seed}`);
+  }
+  assert.ok(overtaken > 5, `only ${overtaken} runs had the later sync return first`);
+});

@@ -13,7 +13,7 @@ import {
   type WalRecord,
 } from '../src/wal/format.ts';
 import { WalState, STATE_FILE } from '../src/wal/state.ts';
-import type { Timers, WalOptions } from '../src/wal/types.ts';
+import type { Timers, Wal, WalOptions } from '../src/wal/types.ts';
 
 export class ManualClock implements Clock {
   ms: number;
@@ -195,4 +195,89 @@ export function buildSegment(
     groupStarts,
     lastSeq: seq - 1,
   };
+}
+
+/**
+ * A delivery loop for power-cut runs: every sealed segment is read (exactly
+ * its bytes, strictly), marked delivered and deleted as soon as it is
+ * announced, so deleted files become free files and new segments are written
+ * over them (wal.recycleSegmentsMax). Errors after the cut are expected and
+ * ignored; `errors` keeps the ones before it.
+ */
+export class TestDeliverer {
+  /** payload → seq of every record read from a segment before it was deleted. */
+  readonly read = new Map<string, bigint>();
+  /** Payloads of segments whose deleteSegment resolved: they must never come back. */
+  readonly deleted = new Set<string>();
+  readonly errors: unknown[] = [];
+  #chain: Promise<void> = Promise.resolve();
+  readonly #off: () => void;
+
+  constructor(wal: Wal, fs: FileSystem, dir: string, frozen: () => boolean) {
+    this.#off = wal.onSealed((seg) => {
+      this.#chain = this.#chain.then(async () => {
+        if (frozen()) return;
+        try {
+          const bytes = (await fs.readFile(path.join(dir, seg.fileName))).subarray(0, seg.bytes);
+          const payloads: string[] = [];
+          for (const r of readSegment(bytes).records) {
+            payloads.push(dec(r.payload));
+            this.read.set(dec(r.payload), r.seq);
+          }
+          await wal.markDelivered(seg.id);
+          await wal.deleteSegment(seg.id);
+          for (const p of payloads) this.deleted.add(p);
+        } catch (err) {
+          if (!frozen()) this.errors.push(err);
+        }
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#off();
+    await this.#chain;
+  }
+}
+
+/**
+ * After a reboot: the records in the WAL dir plus those a TestDeliverer read
+ * before deleting must hold every acknowledged record at its seq, seqs
+ * gap-free from 1 across both, and no record of a deleted segment may be in
+ * the dir again (a recycled file's stale frame read as data).
+ */
+export function checkRecovered(
+  records: readonly WalRecord[],
+  acked: ReadonlyMap<string, bigint>,
+  deliverer: TestDeliverer | undefined,
+  /** The first seq the run wrote (records before it were deleted by the test itself). */
+  firstSeq = 1n,
+): { ackedLost: number; seqErrors: string[]; staleReturned: number } {
+  const found = new Map<string, bigint>(deliverer?.read ?? []);
+  const seqErrors: string[] = [];
+  let staleReturned = 0;
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    const p = dec(r.payload);
+    if (deliverer?.deleted.has(p) === true) staleReturned++;
+    found.set(p, r.seq);
+    if (i > 0 && r.seq !== records[i - 1]!.seq + 1n) seqErrors.push(`gap ${records[i - 1]!.seq} → ${r.seq}`);
+  }
+  const seqs = new Set<bigint>(found.values());
+  const max = [...seqs].reduce((m, s) => (s > m ? s : m), 0n);
+  if (records.length > 0 && records.at(-1)!.seq !== max)
+    seqErrors.push(`the dir ends at ${records.at(-1)!.seq}, seqs went to ${max}`);
+  for (let s = firstSeq; s <= max; s++) {
+    if (!seqs.has(s)) {
+      seqErrors.push(`seq ${s} missing`);
+      break;
+    }
+  }
+  let ackedLost = 0;
+  for (const [p, seq] of acked) {
+    const at = found.get(p);
+    if (at === undefined) ackedLost++;
+    else if (at !== seq) seqErrors.push(`${p} acked as ${seq}, found at ${at}`);
+  }
+  return { ackedLost, seqErrors, staleReturned };
 }

@@ -140,6 +140,13 @@ export const WalSchema = Type.Object(
       description:
         "Group-commit pipeline depth: write groups written but not yet acknowledged. 1 writes, syncs and acknowledges one group at a time (measured best on local disks: larger groups, fewer fdatasyncs); 2 writes the next group while the previous one's fdatasync runs, for disks whose writes are slow next to their syncs. Recovery allows torn groups at least 2 deep whatever this is. A record is still acknowledged only after an fdatasync that began after it (and every earlier record) was written.",
     }),
+    recycleSegmentsMax: Type.Integer({
+      minimum: 0,
+      maximum: 64,
+      default: 2,
+      description:
+        "Delivered segment files kept (renamed to `<id>.free`) for new segments to be written over instead of allocating fresh blocks: overwriting blocks that were written and synced before makes the write + fdatasync cycle cheaper (a raw write + fdatasync loop on ext4 over virtio, 2 MiB groups: ~1.4 ms instead of ~3.4 ms; 32 KiB fdatasync 0.17 instead of 0.28 ms; in the node with delivery running, 1 KiB requests +4 % req/s). Only a node that delivers frees segments. Each free file holds up to segmentBytesMax of the volume and counts in the WAL's retained bytes; on ENOSPC the WAL releases them. 0 removes delivered files at once.",
+    }),
   },
   block('The write-ahead log: every accepted record is here before the node answers 202.'),
 );

@@ -15,6 +15,11 @@
 //   `scatteredPageBytes` the pages of that prefix survive each on its own, in
 //   no order (a lost page reads as zeros): the disk wrote back some of the
 //   unsynced pages and not others, e.g. a later write's and not an earlier one's.
+// - With `tornTail`, unsynced bytes written over durable ones (a recycled WAL
+//   file overwritten in place) survive page by page as the new bytes or stay
+//   the old ones (`scatteredPageBytes`), or as new bytes up to a random point
+//   and old ones after it: old data never turns into zeros, its blocks are
+//   allocated. Without tornTail only the durable contents survive.
 //
 // `crash()` freezes this instance: every later operation, and every operation
 // still in flight, rejects with EIO ("power cut") and has no effect. It returns
@@ -42,6 +47,9 @@ interface FileNode {
   mtimeMs: number;
   /** Contents as of the last completed datasync/sync. */
   durable: Uint8Array;
+  /** As for directories: a sync that returns after a later-started one keeps the later snapshot. */
+  syncsStarted?: number;
+  durableSync?: number;
 }
 
 interface DirNode {
@@ -49,6 +57,14 @@ interface DirNode {
   readonly entries: Map<string, Node>;
   /** Entries as of the last completed syncDir. */
   durable: Map<string, Node>;
+  /**
+   * syncDir calls started on this directory, and the number of the one whose
+   * snapshot `durable` holds: a sync that started earlier and returns later
+   * must not put back an older snapshot (a real fsync never un-persists a
+   * later one's entries).
+   */
+  syncsStarted?: number;
+  durableSync?: number;
 }
 
 type Node = FileNode | DirNode;
@@ -139,7 +155,10 @@ export class PowerCutFileSystem implements FileSystem {
     let bytes = file.durable;
     const current = file.data.subarray(0, file.size);
     const extra = file.size - file.durable.length;
-    if (options.tornTail === true && extra > 0 && startsWith(current, file.durable)) {
+    const appendOnly = startsWith(current, file.durable);
+    if (options.tornTail === true && !appendOnly) {
+      bytes = this.#overwritten(file.durable, current, options);
+    } else if (options.tornTail === true && extra > 0) {
       const page = options.scatteredPageBytes;
       const scattered = page !== undefined && page > 0;
       // Scattered: the size often made it whole (it is journaled with the first
@@ -161,6 +180,54 @@ export class PowerCutFileSystem implements FileSystem {
     }
     const data = bytes.slice();
     return { kind: 'file', data, size: data.length, mtimeMs: file.mtimeMs, durable: data.slice() };
+  }
+
+  /**
+   * Unsynced bytes that replaced durable ones (a recycled file overwritten in
+   * place, an unsynced truncate): on disk every overwritten page is either
+   * the new one or still the old one (never zeros: its blocks were
+   * allocated), each on its own when scattered, else the new bytes up to a
+   * random point of the changed range and the old ones after it. An unsynced
+   * size change lands or not; bytes appended past the durable end follow the
+   * append rules above.
+   */
+  #overwritten(durable: Uint8Array, current: Uint8Array, options: CrashOptions): Uint8Array {
+    const page = options.scatteredPageBytes;
+    const scattered = page !== undefined && page > 0;
+    let length: number;
+    if (current.length > durable.length) {
+      const extra = current.length - durable.length;
+      length =
+        durable.length +
+        (scattered && this.#random() < 0.5 ? extra : Math.floor(this.#random() * (extra + 1)));
+    } else {
+      length = this.#random() < 0.5 ? durable.length : current.length;
+    }
+    const out = new Uint8Array(length);
+    out.set(durable.subarray(0, Math.min(length, durable.length)));
+    // Appended past the durable end: kept (new bytes), sometimes partly lost (zeros).
+    if (length > durable.length) out.set(current.subarray(durable.length, length), durable.length);
+    const common = Math.min(length, durable.length, current.length);
+    let firstDiff = 0;
+    while (firstDiff < common && durable[firstDiff] === current[firstDiff]) firstDiff++;
+    if (scattered) {
+      for (let p = Math.floor(firstDiff / page) * page; p < length; p += page) {
+        const end = Math.min(p + page, length);
+        // The new page, or the old one (zeros where the file had no bytes).
+        const fresh = this.#random() < 0.5;
+        for (let i = p; i < end; i++)
+          out[i] = fresh && i < current.length ? current[i]! : i < durable.length ? durable[i]! : 0;
+      }
+    } else {
+      // New bytes up to a random point, old ones after it.
+      const cut = firstDiff + Math.floor(this.#random() * (length - firstDiff + 1));
+      out.set(current.subarray(firstDiff, Math.min(cut, current.length)), firstDiff);
+      if (cut < durable.length) out.set(durable.subarray(cut, Math.min(length, durable.length)), cut);
+      if (length > durable.length && this.#random() < 0.3) {
+        out.fill(0, Math.max(cut, durable.length + Math.floor(this.#random() * (length - durable.length))));
+      }
+    }
+    return out;
   }
 
   // ---- internals ------------------------------------------------------------
@@ -350,8 +417,12 @@ export class PowerCutFileSystem implements FileSystem {
     this.#checkAlive('syncDir', p);
     const dir = this.#dir(p, 'syncDir');
     const snapshot = new Map(dir.entries);
+    const ticket = (dir.syncsStarted = (dir.syncsStarted ?? 0) + 1);
     await this.#begin('syncDir', p);
-    dir.durable = snapshot;
+    if (ticket > (dir.durableSync ?? 0)) {
+      dir.durable = snapshot;
+      dir.durableSync = ticket;
+    }
   }
 
   async stat(p: string): Promise<FileStat> {
@@ -419,9 +490,14 @@ class PowerCutFileHandle implements FileHandle {
   async #sync(op: FsOp): Promise<void> {
     // Covers what was written before the call, and only once it returns.
     if (this.#closed) throw fsError('EBADF', op, this.path);
-    const snapshot = this.#file.data.slice(0, this.#file.size);
+    const file = this.#file;
+    const snapshot = file.data.slice(0, file.size);
+    const ticket = (file.syncsStarted = (file.syncsStarted ?? 0) + 1);
     await this.#op(op);
-    this.#file.durable = snapshot;
+    if (ticket > (file.durableSync ?? 0)) {
+      file.durable = snapshot;
+      file.durableSync = ticket;
+    }
   }
 
   async truncate(length: number): Promise<void> {

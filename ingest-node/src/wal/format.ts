@@ -245,6 +245,9 @@ export type FrameDefect = 'truncated' | 'length' | 'crc' | 'seq';
 const FRAME_TRUNCATED = -1;
 const FRAME_LENGTH = -2;
 const FRAME_CRC = -3;
+/** scanSegment only: a valid frame with a seq below the expected one. */
+const FRAME_SEQ = -4;
+const FRAME_STALE = -5;
 
 /**
  * Validates the frame at `offset` without allocating: its end offset, or a
@@ -486,7 +489,11 @@ export async function* readSegmentBatches(
 // ---------------------------------------------------------------------------
 // Recovery scan (lenient): how much of an unsealed segment is good
 
-export type TailKind = 'clean' | 'partial-batch' | 'torn' | 'zeros' | 'bad-frame';
+/**
+ * `stale`: the chain ends at a valid frame whose seq is below the next
+ * expected one: an older segment's frame left in a recycled file, never data.
+ */
+export type TailKind = 'clean' | 'partial-batch' | 'torn' | 'zeros' | 'bad-frame' | 'stale';
 
 export interface SegmentScan {
   /** Undefined when the header is missing or invalid (see headerDefect). */
@@ -511,17 +518,33 @@ export interface SegmentScan {
    * damaged. Recovery quarantines such a file.
    */
   readonly corruptAt: number | undefined;
+  /**
+   * The lowest seq a frame after goodBytes could have and be this segment's
+   * (unacknowledged) data: one past the last good seq, else the expected
+   * first seq (1 when unknown). Anything lower is a recycled file's stale frame.
+   */
+  readonly newSeqMin: number;
+}
+
+export interface ScanOptions {
+  readonly recordBytesMax?: number;
+  /**
+   * The seq the segment's first frame must have (docs/wal-format.md,
+   * "Recycled segment files"): a first frame below it is stale (ends the
+   * log), above it a seq defect when `firstSeqExact`, accepted otherwise
+   * (the bound is then only a lower bound, e.g. after the state file was lost).
+   */
+  readonly firstSeq?: number;
+  readonly firstSeqExact?: boolean;
 }
 
 /**
  * Classifies an unsealed segment for recovery (never throws on bad data).
  * See docs/wal-format.md "Recovery" for the rules this implements.
  */
-export function scanSegment(
-  bytes: Uint8Array,
-  options: { readonly recordBytesMax?: number } = {},
-): SegmentScan {
+export function scanSegment(bytes: Uint8Array, options: ScanOptions = {}): SegmentScan {
   const recordBytesMax = options.recordBytesMax ?? RECORD_BYTES_MAX_DEFAULT;
+  const firstSeqWanted = options.firstSeq;
   const h = decodeSegmentHeader(bytes);
   if (!h.ok) {
     const later = findGroupStart(bytes, 1, 0, recordBytesMax);
@@ -538,6 +561,7 @@ export function scanSegment(
       defect: undefined,
       defectOffset: 0,
       corruptAt: later >= 0 ? 0 : undefined,
+      newSeqMin: firstSeqWanted ?? 1,
     };
   }
   const header = h.header;
@@ -556,14 +580,22 @@ export function scanSegment(
   let corruptAt: number | undefined;
   while (off < bytes.length) {
     let end = checkFrame(bytes, off, recordBytesMax);
-    if (end >= 0 && expected >= 0 && frameSeqNumber(bytes, off) !== expected) end = -4;
+    if (end >= 0) {
+      const seq = frameSeqNumber(bytes, off);
+      const want = expected >= 0 ? expected : firstSeqWanted;
+      if (want !== undefined && seq < want) end = FRAME_STALE;
+      else if (want !== undefined && seq !== want && (expected >= 0 || options.firstSeqExact === true))
+        end = FRAME_SEQ;
+    }
     if (end < 0) {
-      defect = end === -4 ? 'seq' : frameDefect(end);
+      defect = end === FRAME_SEQ || end === FRAME_STALE ? 'seq' : frameDefect(end);
       defectOffset = off;
       if (isZero(bytes, off)) tail = 'zeros';
       else {
-        tail = end === FRAME_TRUNCATED ? 'torn' : 'bad-frame';
-        const minSeq = lastGoodSeq >= 0 ? lastGoodSeq + 1 : 1;
+        tail = end === FRAME_TRUNCATED ? 'torn' : end === FRAME_STALE ? 'stale' : 'bad-frame';
+        // Only a frame that could be this segment's data proves a later group:
+        // a recycled file's stale frames (lower seqs) never do.
+        const minSeq = newSeqMin(lastGoodSeq, records, firstSeq, firstSeqWanted);
         if (findGroupStart(bytes, off + 1, minSeq, recordBytesMax) >= 0) corruptAt = off;
       }
       break;
@@ -597,7 +629,58 @@ export function scanSegment(
     defect,
     defectOffset,
     corruptAt,
+    newSeqMin: newSeqMin(lastGoodSeq, records, firstSeq, firstSeqWanted),
   };
+}
+
+/** See SegmentScan.newSeqMin. */
+function newSeqMin(
+  lastGoodSeq: number,
+  records: number,
+  firstSeq: number,
+  wanted: number | undefined,
+): number {
+  if (lastGoodSeq >= 0) return lastGoodSeq + 1;
+  // Frames of a batch that never ended are this segment's too.
+  if (records > 0) return firstSeq;
+  return wanted ?? 1;
+}
+
+/**
+ * Where a tail that recovery cuts at `from` may hold this segment's own
+ * (unacknowledged, or torn acknowledged) bytes, so the copy kept in
+ * quarantine/ covers them: up to the first stale frame (a valid frame with a
+ * seq below `newSeqMin`: an older segment's bytes in a recycled file), or
+ * beyond it to the end of the last valid frame that could be new. Without
+ * stale frames, the whole tail (as for a file that was never recycled).
+ */
+export function ownTailEnd(
+  bytes: Uint8Array,
+  from: number,
+  newSeqMin: number,
+  recordBytesMax: number,
+): number {
+  let staleAt = -1;
+  let lastNewEnd = from;
+  const last = bytes.length - FRAME_HEADER_BYTES;
+  for (let p = from; p <= last; p++) {
+    const flags = bytes[p + 25]!;
+    if (flags > 0x03) continue;
+    if (readU32(bytes, p + 12) > 0x1fffff) continue;
+    const length = readU32(bytes, p);
+    if (length > recordBytesMax || p + FRAME_HEADER_BYTES + length > bytes.length) continue;
+    const stale = frameSeqNumber(bytes, p) < newSeqMin;
+    // Past the first stale frame only new frames matter.
+    if (stale && staleAt >= 0) continue;
+    const end = checkFrame(bytes, p, recordBytesMax);
+    if (end < 0) continue;
+    if (stale) staleAt = p;
+    else {
+      lastNewEnd = end;
+      p = end - 1;
+    }
+  }
+  return staleAt < 0 ? bytes.length : Math.max(staleAt, lastNewEnd);
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   FrameFlags,
   findGroupStart,
   frameSeqNumber,
+  ownTailEnd,
   scanSegment,
 } from './format.ts';
 import { STATE_FILE, WalState } from './state.ts';
@@ -43,6 +44,16 @@ export async function quarantineCounts(
   }
 }
 const SEGMENT_FILE = /^(\d{20})\.wal$/;
+/**
+ * A delivered segment's file kept for reuse (docs/wal-format.md, "Recycled
+ * segment files"): named after the segment it held, with an extension no
+ * reader of segments matches.
+ */
+const FREE_FILE = /^(\d{20})\.free$/;
+
+export function freeFileName(id: bigint): string {
+  return `${id.toString().padStart(20, '0')}.free`;
+}
 
 export function segmentFileName(id: bigint): string {
   return `${id.toString().padStart(20, '0')}.wal`;
@@ -65,6 +76,8 @@ export interface RecoveryContext {
    * is damage to synced data (quarantined), never a torn tail.
    */
   readonly pipelineDepth: number;
+  /** wal.recycleSegmentsMax: free files kept beyond it (the setting was lowered) are removed. */
+  readonly recycleSegmentsMax: number;
   readonly randomBytes: (n: number) => Uint8Array;
 }
 
@@ -74,6 +87,8 @@ export interface Recovered {
   readonly nextSeq: number;
   readonly lastIngestMicros: number;
   readonly report: RecoveryReport;
+  /** Free files (names in the WAL dir) a new segment may take, lowest id first. */
+  readonly freeFiles: string[];
 }
 
 interface Report {
@@ -155,6 +170,21 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     else state.epoch = epoch;
   }
 
+  // --- free files ---------------------------------------------------------------
+  // Kept only while the state that orders seqs is the one they were freed
+  // under: their stale frames are told from data by seq (below the next
+  // expected one), which a new epoch's restarted bookkeeping cannot promise.
+  const freeFiles: string[] = [];
+  const freeNames = names.filter((n) => FREE_FILE.test(n)).sort();
+  for (const name of freeNames) {
+    if (!report.epochRotated && stateProblem === undefined && freeFiles.length < ctx.recycleSegmentsMax) {
+      freeFiles.push(name);
+      continue;
+    }
+    await fs.unlink(path.join(dir, name));
+    dirDirty = true;
+  }
+
   // --- segment files ------------------------------------------------------------
   const onDisk = new Set(segments.map((s) => s.name));
   for (const seg of [...state.segments.values()]) {
@@ -179,6 +209,17 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
   // writer drains its pipeline and seals a segment before it creates the next.
   // Only there may several write groups have been unsynced at once.
   const openId = segments.at(-1)?.id;
+  // The seq the next segment's first frame must have. Seqs are gap-free per
+  // instance and a segment's first seq is one past the previous segment's
+  // last (or past seqHighWater, written at every open before any segment is
+  // created): every earlier segment is either recorded in the state
+  // (seqHighWater covers it) or still on disk and scanned first, in id order.
+  // Without a trusted state it is only a lower bound, from what is on disk.
+  const stateTrusted = stateProblem === undefined && !report.epochRotated;
+  let nextSeq: number | undefined = stateTrusted ? Number(state.seqHighWater) + 1 : undefined;
+  const seen = (lastSeq: number): void => {
+    nextSeq = Math.max(nextSeq ?? 0, lastSeq + 1);
+  };
   for (const { name, id } of segments) {
     if (id > maxFileId) maxFileId = id;
     const file = path.join(dir, name);
@@ -191,6 +232,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     }
     const known = state.segments.get(id);
     if (known !== undefined) {
+      seen(Number(known.lastSeq));
       const size = (await fs.stat(file)).size;
       if (size < known.bytes) {
         state.segments.delete(id);
@@ -199,12 +241,11 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       } else if (size > known.bytes) {
         // Sealed at a write failure whose truncate failed: the tail is that
         // failed group, which must stay invisible.
-        const copiedTo = await copyTailToQuarantine(
-          ctx,
-          name,
-          await readTail(fs, file, known.bytes, size),
-          known.bytes,
-        );
+        // A seal whose truncate of a recycled file failed leaves an older
+        // segment's stale frames there too: copy only what may be this one's.
+        const tailBytes = await readTail(fs, file, known.bytes, size);
+        const own = ownTailEnd(tailBytes, 0, Number(known.lastSeq) + 1, ctx.recordBytesMax);
+        const copiedTo = await copyTailToQuarantine(ctx, name, tailBytes.subarray(0, own), known.bytes);
         await truncateFile(fs, file, known.bytes);
         report.truncations.push({
           fileName: name,
@@ -223,7 +264,10 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     // Not recorded as sealed: it was open at the crash (or its seal's state
     // write was cut short). Scan it.
     const bytes = await fs.readFile(file);
-    const scan = scanSegment(bytes, { recordBytesMax: ctx.recordBytesMax });
+    const scan = scanSegment(bytes, {
+      recordBytesMax: ctx.recordBytesMax,
+      ...(nextSeq !== undefined ? { firstSeq: nextSeq, firstSeqExact: stateTrusted } : {}),
+    });
     if (scan.header === undefined) {
       if (scan.corruptAt === undefined && bytes.length <= SEGMENT_HEADER_BYTES_MAX) {
         // Cut while being created: no record can have been acknowledged in it.
@@ -239,7 +283,8 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
         // Within the pipeline's reach: the header goes with the first group's
         // sync, so at most pipelineDepth groups (that one included) were
         // unsynced; a file with more is a synced segment whose header rotted.
-        groupStartsAfter(bytes, 0, ctx.recordBytesMax, ctx.pipelineDepth + 1) <= ctx.pipelineDepth
+        groupStartsAfter(bytes, 0, ctx.recordBytesMax, ctx.pipelineDepth + 1, scan.newSeqMin) <=
+          ctx.pipelineDepth
       ) {
         // The open segment's header is synced only by its first group's
         // fdatasync; the disk may have written later pages and not the
@@ -262,6 +307,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
         );
       } else {
         seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, 0, ctx.recordBytesMax));
+        seen(seqSeenMax);
         const reason = `segment header ${scan.headerDefect ?? 'bad'} with data after it`;
         await quarantineFile(ctx, name, reason);
         report.quarantined.push({ fileName: name, reason });
@@ -282,9 +328,11 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     const tornGroups =
       scan.corruptAt !== undefined &&
       id === openId &&
-      groupStartsAfter(bytes, scan.corruptAt + 1, ctx.recordBytesMax, ctx.pipelineDepth) < ctx.pipelineDepth;
+      groupStartsAfter(bytes, scan.corruptAt + 1, ctx.recordBytesMax, ctx.pipelineDepth, scan.newSeqMin) <
+        ctx.pipelineDepth;
     if ((scan.corruptAt !== undefined && !tornGroups) || scan.header.segmentId !== id) {
       seqSeenMax = Math.max(seqSeenMax, maxValidSeq(bytes, scan.header.headerBytes, ctx.recordBytesMax));
+      seen(seqSeenMax);
       const reason =
         scan.corruptAt !== undefined
           ? `bad frame (${scan.defect ?? 'bad'}) at byte ${scan.corruptAt} followed by a later write group`
@@ -298,9 +346,22 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       // disk without atomic page writes a torn page can also damage the end
       // of an acknowledged group, which then looks the same. Never cut bytes
       // that might be someone's data without keeping a copy.
-      const copiedTo = await copyTailToQuarantine(ctx, name, bytes.subarray(scan.goodBytes), scan.goodBytes);
+      // In a recycled file the tail also holds an older segment's stale
+      // frames: those are not copied (megabytes at every restart), only what
+      // may be this segment's own bytes.
+      const own = ownTailEnd(bytes, scan.goodBytes, scan.newSeqMin, ctx.recordBytesMax);
+      const copiedTo = await copyTailToQuarantine(
+        ctx,
+        name,
+        bytes.subarray(scan.goodBytes, own),
+        scan.goodBytes,
+      );
       await truncateFile(fs, file, scan.goodBytes);
-      const tail = tornGroups ? 'torn-groups' : scan.tail;
+      const tail = tornGroups
+        ? 'torn-groups'
+        : own === scan.goodBytes && scan.tail === 'stale'
+          ? 'stale'
+          : scan.tail;
       report.truncations.push({
         fileName: name,
         fromBytes: bytes.length,
@@ -344,6 +405,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
       progress: {},
     };
     state.addSegment(sealed);
+    seen(Number(sealed.lastSeq));
     report.recoveredSegments++;
   }
   state.discard.clear();
@@ -377,6 +439,7 @@ export async function recoverWalDir(ctx: RecoveryContext): Promise<Recovered> {
     nextSeq: Number(state.seqHighWater) + 1,
     lastIngestMicros,
     report: r,
+    freeFiles,
   };
 }
 
@@ -495,19 +558,29 @@ async function readTail(fs: FileSystem, file: string, from: number, size: number
   }
 }
 
-/** Valid group-start frames at or after `from` (in valid chains), counted up to `limit`. */
-function groupStartsAfter(bytes: Uint8Array, from: number, recordBytesMax: number, limit: number): number {
+/**
+ * Valid group-start frames at or after `from` (in valid chains) with a seq of
+ * at least `seqMin`, counted up to `limit`. Lower seqs are a recycled file's
+ * stale frames: they prove nothing about this segment.
+ */
+function groupStartsAfter(
+  bytes: Uint8Array,
+  from: number,
+  recordBytesMax: number,
+  limit: number,
+  seqMin: number,
+): number {
   let n = 0;
-  let p = findGroupStart(bytes, from, 1, recordBytesMax);
+  let p = findGroupStart(bytes, from, seqMin, recordBytesMax);
   while (p >= 0) {
     let q = p;
     let end = checkFrame(bytes, q, recordBytesMax);
-    while (end >= 0) {
+    while (end >= 0 && frameSeqNumber(bytes, q) >= seqMin) {
       if ((bytes[q + 25]! & FrameFlags.groupStart) !== 0 && ++n >= limit) return n;
       q = end;
       end = checkFrame(bytes, q, recordBytesMax);
     }
-    p = findGroupStart(bytes, q + 1, 1, recordBytesMax);
+    p = findGroupStart(bytes, q + 1, seqMin, recordBytesMax);
   }
   return n;
 }

@@ -31,7 +31,7 @@ export interface WalStats {
   readonly epoch: string;
   readonly openSegmentId: bigint | null;
   readonly openSegmentBytes: number;
-  /** Bytes of every segment file still on the volume (open + sealed-not-yet-deleted). */
+  /** Bytes of every segment file still on the volume (open + sealed-not-yet-deleted + free files). */
   readonly retainedBytes: number;
   readonly sealedSegments: number;
   readonly nextSeq: bigint;
@@ -105,6 +105,11 @@ export interface SealedSegment {
 }
 
 export interface DurableWalStats extends WalStats {
+  /** Delivered segments' files kept for new segments to write over (wal.recycleSegmentsMax), and their bytes (in retainedBytes). */
+  readonly freeSegmentFiles: number;
+  readonly freeSegmentBytes: number;
+  /** Segments written over a free file since open. */
+  readonly recycledSegmentsTotal: number;
   /** Bytes of appends accepted but not yet acknowledged (queued + being written). */
   readonly queuedBytes: number;
   readonly queuedAppends: number;
@@ -207,6 +212,12 @@ export interface WalOptions {
    * then the next group). Default PIPELINE_DEPTH_DEFAULT (2).
    */
   readonly pipelineDepth?: number;
+  /**
+   * Delivered segment files kept as free files for new segments to write
+   * over (0…64; 0 removes them as soon as they are deleted). Default
+   * RECYCLE_SEGMENTS_MAX_DEFAULT (2).
+   */
+  readonly recycleSegmentsMax?: number;
   readonly timers?: Timers;
   /** Randomness for the epoch (tests pass a seeded one). Default crypto.randomBytes. */
   readonly randomBytes?: (n: number) => Uint8Array;

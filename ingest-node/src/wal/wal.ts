@@ -49,7 +49,7 @@ import {
   encodeSegmentHeader,
 } from './format.ts';
 import { WalError } from './errors.ts';
-import { quarantineFile, recoverWalDir, segmentFileName } from './recovery.ts';
+import { freeFileName, quarantineFile, recoverWalDir, segmentFileName } from './recovery.ts';
 import { StatePersister, type WalState } from './state.ts';
 import { WalErrorCode } from './types.ts';
 import type {
@@ -112,6 +112,16 @@ export const PIPELINE_DEPTH_DEFAULT = 1;
 export const PIPELINE_DEPTH_RECOVERY_MIN = 2;
 export const PIPELINE_DEPTH_LIMIT = 16;
 /**
+ * Delivered segment files kept for reuse (wal.recycleSegmentsMax). A new
+ * segment written over an old file's blocks needs no block allocation and
+ * makes its fdatasyncs cheaper (measured on ext4 over virtio: 2 MiB groups
+ * 0.38 ms write + 0.98 ms sync instead of ~2 + 1.35 ms, 32 KiB syncs 0.17
+ * instead of 0.28 ms). 2: one file to take at each rotation and one being
+ * freed by delivery meanwhile; each costs up to segmentBytesMax of volume.
+ */
+export const RECYCLE_SEGMENTS_MAX_DEFAULT = 2;
+export const RECYCLE_SEGMENTS_LIMIT = 64;
+/**
  * Cap of the delay between retries of a seal's state write. The retries
  * themselves are not bounded: a seal that is never announced holds back every
  * later commit marker, so giving up would stall delivery until a restart.
@@ -149,6 +159,11 @@ interface OpenSegment {
   readonly handle: FileHandle;
   readonly epoch: string;
   readonly headerBytes: number;
+  /**
+   * The file's length: past writePos in a recycled file (an older segment's
+   * stale bytes, cut off at the seal), else writePos.
+   */
+  fileBytes: number;
   /** Durable length: header + every acknowledged group. */
   bytes: number;
   /** Where the next group goes: `bytes` plus the groups in flight. */
@@ -192,10 +207,21 @@ interface StagedGroup {
   readonly ingest: number;
 }
 
+/** A delivered segment's file kept for a later segment to write over. */
+interface FreeFile {
+  readonly name: string;
+  readonly bytes: number;
+}
+
 interface SealRequest {
   readonly reason: SealReason;
   readonly resolve: (s: SealedSegment | null) => void;
   readonly reject: (e: unknown) => void;
+}
+
+function isNoSpace(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 function sumBytes(group: readonly PendingAppend[]): number {
@@ -213,6 +239,10 @@ export async function openWal(options: WalOptions): Promise<Wal> {
   if (!(Number.isInteger(depth) && depth >= 1 && depth <= PIPELINE_DEPTH_LIMIT)) {
     throw new RangeError(`pipelineDepth must be an integer in [1, ${PIPELINE_DEPTH_LIMIT}]`);
   }
+  const recycleMax = options.recycleSegmentsMax ?? RECYCLE_SEGMENTS_MAX_DEFAULT;
+  if (!(Number.isInteger(recycleMax) && recycleMax >= 0 && recycleMax <= RECYCLE_SEGMENTS_LIMIT)) {
+    throw new RangeError(`recycleSegmentsMax must be an integer in [0, ${RECYCLE_SEGMENTS_LIMIT}]`);
+  }
   const dir = path.resolve(options.dir);
   const recovered = await recoverWalDir({
     fs: options.fs,
@@ -221,9 +251,13 @@ export async function openWal(options: WalOptions): Promise<Wal> {
     log: options.log,
     recordBytesMax,
     pipelineDepth: Math.max(depth, PIPELINE_DEPTH_RECOVERY_MIN),
+    recycleSegmentsMax: recycleMax,
     randomBytes: options.randomBytes ?? ((n) => cryptoRandomBytes(n)),
   });
-  return new WriteAheadLogImpl(options, dir, recordBytesMax, recovered);
+  const free: FreeFile[] = [];
+  for (const name of recovered.freeFiles)
+    free.push({ name, bytes: (await options.fs.stat(path.join(dir, name))).size });
+  return new WriteAheadLogImpl(options, dir, recordBytesMax, recovered, recycleMax, free);
 }
 
 class WriteAheadLogImpl implements Wal {
@@ -243,6 +277,12 @@ class WriteAheadLogImpl implements Wal {
   readonly #pipelineDepth: number;
   readonly #state: WalState;
   readonly #persister: StatePersister;
+  readonly #recycleMax: number;
+  /** Free files, at most #recycleMax (docs/wal-format.md "Recycled segment files"). */
+  readonly #free: FreeFile[];
+  /** deleteSegment calls turning a file into a free one right now (they count against #recycleMax). */
+  #freeing = 0;
+  #recycledTotal = 0;
 
   // Writer loop
   #queue: PendingAppend[] = [];
@@ -300,8 +340,12 @@ class WriteAheadLogImpl implements Wal {
     dir: string,
     recordBytesMax: number,
     recovered: Awaited<ReturnType<typeof recoverWalDir>>,
+    recycleMax: number,
+    free: FreeFile[],
   ) {
     this.dir = dir;
+    this.#recycleMax = recycleMax;
+    this.#free = free;
     this.recovery = recovered.report;
     this.#fs = options.fs;
     this.#clock = options.clock;
@@ -455,8 +499,7 @@ class WriteAheadLogImpl implements Wal {
       this.#unstage();
       const requests = this.#sealRequests;
       this.#sealRequests = [];
-      this.#sealAndReport(requests[0]!.reason, requests);
-      this.#pumpAgain = true;
+      this.#seal(requests[0]!.reason, requests);
       return;
     }
     if (this.#failed !== undefined) {
@@ -476,8 +519,7 @@ class WriteAheadLogImpl implements Wal {
         (hasQueued && this.#queue[this.#queueHead]!.bytes > this.#segmentBytesMax - open.writePos);
       if (full) {
         if (!drained) return;
-        this.#sealAndReport('size', []);
-        this.#pumpAgain = true;
+        this.#seal('size', []);
         return;
       }
     }
@@ -542,6 +584,7 @@ class WriteAheadLogImpl implements Wal {
     // frames were encoded); an undo rewinds both to the first failed group.
     const pos = seg.writePos;
     seg.writePos = pos + off;
+    if (seg.writePos > seg.fileBytes) seg.fileBytes = seg.writePos;
     const group: InflightGroup = {
       seg,
       appends,
@@ -822,7 +865,9 @@ class WriteAheadLogImpl implements Wal {
       cause,
     });
     try {
+      if (isNoSpace(cause)) await this.#releaseFree();
       await seg.handle.truncate(pos);
+      seg.fileBytes = pos;
       // fsync, not fdatasync: the truncate must be on disk before we reject,
       // or the failed group could reappear after a crash.
       await seg.handle.sync();
@@ -883,20 +928,37 @@ class WriteAheadLogImpl implements Wal {
       epoch: this.#state.epoch,
     });
     let handle: FileHandle | undefined;
-    try {
-      handle = await this.#fs.open(file, 'createExclusive');
-      const n = await handle.write([header], 0);
-      if (n !== header.length)
-        throw fsError('EIO', 'write', file, `short write (${n} of ${header.length} bytes)`);
-      // The new name must be durable before any record in it is acknowledged.
-      // The header needs no sync of its own: the first group's fdatasync
-      // covers it, and a file cut before that holds no record.
-      await this.#fs.syncDir(this.dir);
-    } catch (err) {
-      if (handle !== undefined) await handle.close().catch(() => {});
-      // Best effort: a record-less segment is removed at recovery anyway.
-      await this.#fs.unlink(file).catch(() => {});
-      throw err;
+    let fileBytes = header.length;
+    const free = this.#takeFree();
+    if (free !== undefined) {
+      try {
+        handle = await this.#recycle(free, file, header);
+        fileBytes = Math.max(header.length, free.bytes);
+        this.#recycledTotal++;
+      } catch (err) {
+        this.#log.warn(
+          { err, dir: this.dir, fileName, freeFile: free.name },
+          'could not reuse a free WAL segment file; creating a new one',
+        );
+      }
+    }
+    if (handle === undefined) {
+      try {
+        handle = await this.#fs.open(file, 'createExclusive');
+        const n = await handle.write([header], 0);
+        if (n !== header.length)
+          throw fsError('EIO', 'write', file, `short write (${n} of ${header.length} bytes)`);
+        // The new name must be durable before any record in it is acknowledged.
+        // The header needs no sync of its own: the first group's fdatasync
+        // covers it, and a file cut before that holds no record.
+        await this.#fs.syncDir(this.dir);
+      } catch (err) {
+        if (handle !== undefined) await handle.close().catch(() => {});
+        // Best effort: a record-less segment is removed at recovery anyway.
+        await this.#fs.unlink(file).catch(() => {});
+        if (isNoSpace(err)) await this.#releaseFree();
+        throw err;
+      }
     }
     const seg: OpenSegment = {
       id,
@@ -905,6 +967,7 @@ class WriteAheadLogImpl implements Wal {
       handle,
       epoch: this.#state.epoch,
       headerBytes: header.length,
+      fileBytes,
       bytes: header.length,
       writePos: header.length,
       records: 0,
@@ -915,8 +978,102 @@ class WriteAheadLogImpl implements Wal {
       firstRecordMonoMs: 0,
     };
     this.#open = seg;
-    this.#log.debug({ dir: this.dir, fileName }, 'WAL segment created');
+    this.#log.debug({ dir: this.dir, fileName, recycled: free !== undefined }, 'WAL segment created');
     return seg;
+  }
+
+  /** The largest free file, if any (it holds the most blocks a new segment need not allocate). */
+  #takeFree(): FreeFile | undefined {
+    if (this.#free.length === 0) return undefined;
+    let best = 0;
+    for (let i = 1; i < this.#free.length; i++) if (this.#free[i]!.bytes > this.#free[best]!.bytes) best = i;
+    return this.#free.splice(best, 1)[0];
+  }
+
+  /**
+   * Turns a free file into the new segment `file`: the header is written over
+   * the old one and made durable first, and only then does the file get the
+   * segment's name (fsync of the directory). So a file named as a segment
+   * always starts with its own header; after it lie an older segment's stale
+   * frames, which the first groups overwrite and the seal cuts off, and which
+   * recovery tells from data by their seqs (docs/wal-format.md).
+   */
+  async #recycle(free: FreeFile, file: string, header: Uint8Array): Promise<FileHandle> {
+    const freePath = path.join(this.dir, free.name);
+    let renamed = false;
+    let handle: FileHandle | undefined;
+    try {
+      const h = await this.#fs.open(freePath, 'readWrite');
+      try {
+        const n = await h.write([header], 0);
+        if (n !== header.length)
+          throw fsError('EIO', 'write', freePath, `short write (${n} of ${header.length} bytes)`);
+        await h.datasync();
+      } finally {
+        await h.close().catch(() => {});
+      }
+      await this.#fs.rename(freePath, file);
+      renamed = true;
+      await this.#fs.syncDir(this.dir);
+      // Reopened by its new name, so everything that follows a segment path sees it as one.
+      handle = await this.#fs.open(file, 'readWrite');
+      return handle;
+    } catch (err) {
+      // Best effort: a record-less segment is removed at recovery anyway, and
+      // a free file is never needed.
+      await this.#fs.unlink(renamed ? file : freePath).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Gives the volume its free files back (it is full: their blocks are better used by anything else). */
+  async #releaseFree(): Promise<void> {
+    const names = this.#free.splice(0).map((f) => f.name);
+    if (names.length === 0) return;
+    for (const name of names) await this.#fs.unlink(path.join(this.dir, name)).catch(() => {});
+    await this.#fs.syncDir(this.dir).catch(() => {});
+    this.#log.warn(
+      { dir: this.dir, files: names.length },
+      'WAL volume full: released the free segment files',
+    );
+  }
+
+  /**
+   * Seals the open segment with nothing in flight. A recycled file is first
+   * cut to the segment's exact end (fsync), before the seal is recorded, so a
+   * sealed segment's file ends at its last frame as a new file's would.
+   */
+  #seal(reason: SealReason, requests: readonly SealRequest[]): void {
+    const seg = this.#open;
+    if (seg === undefined || seg.records === 0 || seg.fileBytes <= seg.bytes) {
+      this.#sealAndReport(reason, requests);
+      this.#pumpAgain = true;
+      return;
+    }
+    this.#writing = true;
+    const cut = async (): Promise<void> => {
+      await seg.handle.truncate(seg.bytes);
+      seg.fileBytes = seg.bytes;
+      await seg.handle.sync();
+    };
+    cut().then(
+      () => {
+        this.#writing = false;
+        this.#sealAndReport(reason, requests);
+        this.#kick();
+      },
+      (err: unknown) => {
+        // Readers read exactly `bytes`, and recovery cuts a sealed file back
+        // to them (copying only what may be this segment's, not stale frames).
+        this.#log.warn(
+          { err, dir: this.dir, fileName: seg.fileName, bytes: seg.bytes },
+          'could not cut a recycled WAL segment to its end at the seal; recovery will',
+        );
+        this.#writing = false;
+        this.#sealAndReport(reason, requests);
+        this.#kick();
+      },
+    );
   }
 
   #sealedInfo(seg: OpenSegment, reason: SealReason): SealedSegment {
@@ -1140,14 +1297,48 @@ class WriteAheadLogImpl implements Wal {
       await this.#persist();
       this.#deliveredDurable.add(id);
     }
-    await this.#fs.unlink(path.join(this.dir, seg.fileName));
-    await this.#fs.syncDir(this.dir);
+    await this.#freeOrUnlink(seg);
     this.#state.segments.delete(id);
     this.#deliveredDurable.delete(id);
     // Not critical: recovery drops a delivered entry whose file is gone.
     await this.#persist().catch((err: unknown) =>
       this.#log.warn({ err, dir: this.dir }, 'WAL state write failed'),
     );
+  }
+
+  /**
+   * A delivered segment's file becomes a free file while there is room for
+   * one (renamed, so no reader of segments sees it again), else it is removed.
+   * Only a file that ends exactly at the segment's end: a longer one (a seal
+   * at a failed write) may hold frames with seqs a later segment reused.
+   */
+  async #freeOrUnlink(seg: SealedSegment): Promise<void> {
+    const file = path.join(this.dir, seg.fileName);
+    if (
+      this.#free.length + this.#freeing < this.#recycleMax &&
+      seg.sealReason !== 'write-failure' &&
+      this.#closing === undefined
+    ) {
+      this.#freeing++;
+      let freed: FreeFile | undefined;
+      try {
+        const bytes = (await this.#fs.stat(file)).size;
+        if (bytes === seg.bytes && this.#failed === undefined) {
+          const name = freeFileName(seg.id);
+          await this.#fs.rename(file, path.join(this.dir, name));
+          freed = { name, bytes };
+        }
+      } finally {
+        this.#freeing--;
+      }
+      if (freed !== undefined) {
+        this.#free.push(freed);
+        await this.#fs.syncDir(this.dir);
+        return;
+      }
+    }
+    await this.#fs.unlink(file);
+    await this.#fs.syncDir(this.dir);
   }
 
   async quarantineSegment(id: bigint, reason: string): Promise<void> {
@@ -1179,11 +1370,17 @@ class WriteAheadLogImpl implements Wal {
     const undeliveredSegments = segs.sealedCount;
     const undeliveredBytes = segs.sealedBytes;
     const open = this.#open;
+    let freeBytes = 0;
+    for (const f of this.#free) freeBytes += f.bytes;
     return {
       epoch: this.#state.epoch,
+      freeSegmentFiles: this.#free.length,
+      freeSegmentBytes: freeBytes,
+      recycledSegmentsTotal: this.#recycledTotal,
       openSegmentId: open?.id ?? null,
       openSegmentBytes: open?.bytes ?? 0,
-      retainedBytes: sealedBytes + (open?.bytes ?? 0),
+      retainedBytes:
+        sealedBytes + (open === undefined ? 0 : Math.max(open.bytes, open.fileBytes)) + freeBytes,
       sealedSegments: this.#state.segments.size,
       nextSeq: BigInt(this.#nextSeq),
       appendsTotal: this.#appendsTotal,

@@ -20,12 +20,14 @@
 //                           [--shapes 1k,64k] [--dir /path/on/the/disk] [--baseline 3] [--delivery]
 //                           [--segment-mb N]   (wal.segmentBytesMax; 16 with --delivery, else the default)
 //                           [--pipeline-depth N]   (wal.pipelineDepth, the group-commit pipeline; the config default)
+//                           [--recycle-segments N]   (wal.recycleSegmentsMax: delivered files reused; the config
+//                            default; only landfall+delivery ever frees a segment)
 //                           [--targets null,landfall,landfall+delivery]   (a subset, e.g. to profile one;
 //                            the summary needs null and landfall)
 //                           [--store-nice N]   (MinIO's niceness; default 10, see below)
 //                           [--store-dir /path]   (MinIO's objects; default a folder in /dev/shm, see below)
 //   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB,
-//    _PIPELINE_DEPTH, _STORE_NICE, _STORE_DIR)
+//    _PIPELINE_DEPTH, _RECYCLE_SEGMENTS, _STORE_NICE, _STORE_DIR)
 //
 // MinIO stands in for the remote object store a real node uploads to, which
 // costs the node's machine no CPU at all; here it shares the two cores, so it
@@ -80,6 +82,7 @@ const { values: args } = parseArgs({
     delivery: { type: 'boolean', default: env('DELIVERY', '') === '1' },
     'segment-mb': { type: 'string', default: env('SEGMENT_MB', '') },
     'pipeline-depth': { type: 'string', default: env('PIPELINE_DEPTH', '') },
+    'recycle-segments': { type: 'string', default: env('RECYCLE_SEGMENTS', '') },
     'store-nice': { type: 'string', default: env('STORE_NICE', '10') },
     'scratch-dir': { type: 'string', default: env('SCRATCH_DIR', '') },
     targets: { type: 'string', default: env('TARGETS', '') },
@@ -102,6 +105,8 @@ const SEGMENT_BYTES_MAX =
   args['segment-mb'] !== '' ? Number(args['segment-mb']) * MiB : DELIVERY ? 16 * MiB : undefined;
 /** wal.pipelineDepth (group-commit pipeline depth); the config default unless given. */
 const PIPELINE_DEPTH = args['pipeline-depth'] !== '' ? Number(args['pipeline-depth']) : undefined;
+/** wal.recycleSegmentsMax; the config default unless given. */
+const RECYCLE_SEGMENTS = args['recycle-segments'] !== '' ? Number(args['recycle-segments']) : undefined;
 /** delivery.scratchDir and views.scratchDir of landfall+delivery; default inside wal.dir (the WAL's disk). */
 const SCRATCH_DIR = args['scratch-dir'];
 const STORE_NICE = Number(args['store-nice']);
@@ -146,6 +151,7 @@ async function startServer(
     walDir,
     ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}),
     ...(PIPELINE_DEPTH !== undefined ? { pipelineDepth: PIPELINE_DEPTH } : {}),
+    ...(RECYCLE_SEGMENTS !== undefined ? { recycleSegmentsMax: RECYCLE_SEGMENTS } : {}),
     ...(bucket !== undefined && delivery !== undefined
       ? {
           delivery: {
@@ -286,6 +292,8 @@ interface RunResult {
   /** Landfall only: mean ms from a group write's / an fdatasync's submit to its completion callback. */
   readonly writeMsMean?: number;
   readonly syncMsMean?: number;
+  /** Landfall only: segments written over a free (recycled) file during the window. */
+  readonly recycledSegments?: number;
   readonly loadavg1: number;
   readonly load: LoadResult;
 }
@@ -358,6 +366,7 @@ async function measure(
             stagedShare: w.stagedAppends / Math.max(1, w.appends),
             writeMsMean: (1000 * w.writeSeconds) / Math.max(1, w.groupWrites),
             syncMsMean: (1000 * w.syncSeconds) / Math.max(1, w.syncs),
+            recycledSegments: w.recycled,
           }
         : {}),
       loadavg1: loadavg()[0]!,
@@ -473,7 +482,8 @@ async function main(): Promise<void> {
               (r.pipelineDepth !== undefined
                 ? `, pipeline depth ${r.pipelineDepth} (${fmt(100 * (r.pipelinedShare ?? 0))}% of group writes during a sync, ` +
                   `${fmt(100 * (r.stagedShare ?? 0))}% of appends encoded ahead)` +
-                  `, write ${fmt(r.writeMsMean ?? NaN, 2)} ms + sync ${fmt(r.syncMsMean ?? NaN, 2)} ms per group`
+                  `, write ${fmt(r.writeMsMean ?? NaN, 2)} ms + sync ${fmt(r.syncMsMean ?? NaN, 2)} ms per group` +
+                  `, ${r.recycledSegments ?? 0} segments recycled`
                 : '') +
               (r.markers !== undefined ? `  ${r.markers} segments delivered` : '') +
               (r.diskMbPerS !== undefined

@@ -24,6 +24,7 @@ export interface ServerSpec {
   readonly walDir: string;
   readonly segmentBytesMax?: number;
   readonly pipelineDepth?: number;
+  readonly recycleSegmentsMax?: number;
   /** landfall+delivery only. */
   readonly delivery?: {
     readonly endpointUrl: string;
@@ -59,6 +60,7 @@ export interface ServerStats {
     readonly writeSeconds: number;
     readonly syncSeconds: number;
     readonly pipelineDepth: number;
+    readonly recycled: number;
   };
 }
 
@@ -99,6 +101,7 @@ async function startLandfall(spec: ServerSpec): Promise<Running> {
         dir: spec.walDir,
         ...(spec.segmentBytesMax !== undefined ? { segmentBytesMax: spec.segmentBytesMax } : {}),
         ...(spec.pipelineDepth !== undefined ? { pipelineDepth: spec.pipelineDepth } : {}),
+        ...(spec.recycleSegmentsMax !== undefined ? { recycleSegmentsMax: spec.recycleSegmentsMax } : {}),
       },
       endpoint: { name: 'bench' },
       instance: { id: 'bench-0' },
@@ -171,6 +174,7 @@ async function main(): Promise<void> {
                   writeSeconds: wal1.writeSecondsTotal - wal0.writeSecondsTotal,
                   syncSeconds: wal1.syncSecondsTotal - wal0.syncSecondsTotal,
                   pipelineDepth: wal1.pipelineDepth,
+                  recycled: wal1.recycledSegmentsTotal - wal0.recycledSegmentsTotal,
                 },
               }
             : {}),

@@ -244,15 +244,53 @@ interface Page {
   readonly uncompressedBytes: number;
 }
 
-/** One column of the current row group: its sealed pages and the page being filled. */
+/** Room kept in front of a page's values for its definition levels, so the page is compressed without a copy. */
+const LEVELS_ROOM = 32;
+/**
+ * Value buffers of 'bytes' columns kept from one segment to the next (at
+ * most POOL_BUFFERS_MAX, each at most a page and a 1 MiB record past it):
+ * a payload column's buffer grows to a page per file, and fresh external
+ * memory of that size in every job sets off the GC's full marks (records.ts
+ * keeps its write buffers for the same reason).
+ */
+const bufferPool: Buffer[] = [];
+const POOL_BUFFERS_MAX = 2;
+function takeBuffer(): Buffer {
+  return bufferPool.pop() ?? Buffer.allocUnsafe(64 * 1024);
+}
+function giveBuffer(b: Buffer, pageBytes: number): void {
+  if (
+    bufferPool.length < POOL_BUFFERS_MAX &&
+    b.length > 64 * 1024 &&
+    b.length <= pageBytes + LEVELS_ROOM + (1 << 20)
+  )
+    bufferPool.push(b);
+}
+
+/** Plain INT64 is little-endian: a typed array's bytes are the page's values on a little-endian host. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * One column of the current row group: its sealed pages and the page being
+ * filled. Three kinds, each with no call per row beyond what its values
+ * need: 'const' (endpoint, instance: one value, counted, laid out when the
+ * page is sealed), 'int64' (a typed array) and 'bytes' (length-prefixed
+ * values behind LEVELS_ROOM; nullable columns keep their level runs).
+ */
 class Column {
   readonly name: string;
   readonly physical: number;
   readonly pages: Page[] = [];
+  readonly #kind: 'const' | 'int64' | 'bytes';
+  readonly #constant: Buffer | undefined;
+  readonly #unsigned: boolean;
+  readonly #pooled: boolean;
+  #ints: BigInt64Array | BigUint64Array;
   #values: Buffer;
-  #off = 0;
+  #off = LEVELS_ROOM;
   #pageValues = 0;
-  readonly #levels = new DefLevels();
+  /** Level runs of a nullable column; undefined: every value present (one run). */
+  readonly #levels: DefLevels | undefined;
   nulls = 0;
   values = 0;
   /** Plain-encoded min and max (statistics), when tracked. */
@@ -261,51 +299,125 @@ class Column {
   readonly #pageBytes: number;
   readonly #level: number;
 
-  constructor(name: string, physical: number, pageBytes: number, level: number) {
+  constructor(
+    name: string,
+    spec:
+      | { readonly kind: 'const'; readonly value: Buffer }
+      | { readonly kind: 'int64'; readonly unsigned: boolean }
+      | { readonly kind: 'bytes'; readonly nullable: boolean; readonly pooled: boolean },
+    pageBytes: number,
+    level: number,
+  ) {
     this.name = name;
-    this.physical = physical;
+    this.#kind = spec.kind;
+    this.physical = spec.kind === 'int64' ? TYPE_INT64 : TYPE_BYTE_ARRAY;
+    this.#constant = spec.kind === 'const' ? spec.value : undefined;
+    this.#unsigned = spec.kind === 'int64' && spec.unsigned;
+    this.#levels = spec.kind === 'bytes' && spec.nullable ? new DefLevels() : undefined;
     this.#pageBytes = pageBytes;
     this.#level = level;
-    this.#values = Buffer.allocUnsafe(Math.min(pageBytes, 64 * 1024) + 16);
+    this.#ints = this.#unsigned
+      ? new BigUint64Array(spec.kind === 'int64' ? 4096 : 0)
+      : new BigInt64Array(spec.kind === 'int64' ? 4096 : 0);
+    this.#pooled = spec.kind === 'bytes' && spec.pooled;
+    this.#values =
+      spec.kind !== 'bytes' ? Buffer.alloc(0) : this.#pooled ? takeBuffer() : Buffer.allocUnsafe(4096);
   }
-  #room(n: number): void {
-    if (this.#off + n <= this.#values.length) return;
-    const b = Buffer.allocUnsafe(Math.max(this.#values.length * 2, this.#off + n));
-    this.#values.copy(b, 0, 0, this.#off);
-    this.#values = b;
+
+  /** A row of a 'const' column. */
+  constant(): void {
+    this.values++;
+    if (++this.#pageValues * (4 + this.#constant!.length) >= this.#pageBytes) this.seal();
   }
-  /** A BYTE_ARRAY value (or null). */
+
+  /** A value of an 'int64' column. */
+  int64(v: bigint): void {
+    if (this.#pageValues === this.#ints.length) {
+      const next = this.#unsigned
+        ? new BigUint64Array(this.#ints.length * 2)
+        : new BigInt64Array(this.#ints.length * 2);
+      next.set(this.#ints);
+      this.#ints = next;
+    }
+    this.#ints[this.#pageValues++] = v;
+    this.values++;
+    if (this.#pageValues * 8 >= this.#pageBytes) this.seal();
+  }
+
+  /** A value of a 'bytes' column (null only in a nullable one). */
   bytes(v: Uint8Array | undefined): void {
     if (v === undefined) {
-      this.#levels.push(0);
+      this.#levels!.push(0);
       this.nulls++;
     } else {
-      this.#room(4 + v.byteLength);
-      this.#values.writeUInt32LE(v.byteLength, this.#off);
-      this.#values.set(v, this.#off + 4);
-      this.#off += 4 + v.byteLength;
-      this.#levels.push(1);
+      const need = this.#off + 4 + v.byteLength;
+      if (need > this.#values.length) {
+        // Doubling, but not far past a page: the buffer lives as long as the file.
+        const size = Math.max(need, Math.min(this.#values.length * 2, this.#pageBytes + LEVELS_ROOM + 4));
+        const b = Buffer.allocUnsafe(size);
+        this.#values.copy(b, 0, 0, this.#off);
+        this.#values = b;
+      }
+      const b = this.#values;
+      const n = v.byteLength;
+      let o = this.#off;
+      b[o++] = n & 0xff;
+      b[o++] = (n >>> 8) & 0xff;
+      b[o++] = (n >>> 16) & 0xff;
+      b[o++] = n >>> 24;
+      b.set(v, o);
+      this.#off = o + n;
+      this.#levels?.push(1);
     }
     this.values++;
     this.#pageValues++;
-    if (this.#off >= this.#pageBytes) this.seal();
+    if (this.#off - LEVELS_ROOM >= this.#pageBytes) this.seal();
   }
-  /** An INT64 value, as its 8 little-endian bytes. */
-  int64(v: bigint, unsigned: boolean): void {
-    this.#room(8);
-    if (unsigned) this.#values.writeBigUInt64LE(v, this.#off);
-    else this.#values.writeBigInt64LE(v, this.#off);
-    this.#off += 8;
-    this.#levels.push(1);
-    this.values++;
-    this.#pageValues++;
-    if (this.#off >= this.#pageBytes) this.seal();
+
+  /** `<u32 length><RLE runs>` of the page's levels. */
+  #levelBytes(): Buffer {
+    if (this.#levels !== undefined) return this.#levels.take();
+    const out = Buffer.allocUnsafe(16);
+    let o = 4;
+    let h = this.#pageValues * 2;
+    while (h >= 0x80) {
+      out[o++] = (h & 0x7f) | 0x80;
+      h = Math.floor(h / 128);
+    }
+    out[o++] = h;
+    out[o++] = 1;
+    out.writeUInt32LE(o - 4, 0);
+    return out.subarray(0, o);
   }
+
   /** Ends the page being filled: levels and values, compressed, behind their header. */
   seal(): void {
     if (this.#pageValues === 0) return;
-    const levels = this.#levels.take();
-    const raw = Buffer.concat([levels, this.#values.subarray(0, this.#off)]);
+    const levels = this.#levelBytes();
+    let raw: Buffer;
+    if (this.#kind === 'bytes' && levels.length <= LEVELS_ROOM) {
+      const start = LEVELS_ROOM - levels.length;
+      levels.copy(this.#values, start);
+      raw = this.#values.subarray(start, this.#off);
+    } else if (this.#kind === 'bytes')
+      raw = Buffer.concat([levels, this.#values.subarray(LEVELS_ROOM, this.#off)]);
+    else if (this.#kind === 'const') {
+      const v = this.#constant!;
+      raw = Buffer.allocUnsafe(levels.length + this.#pageValues * (4 + v.length));
+      levels.copy(raw);
+      const one = Buffer.allocUnsafe(4 + v.length);
+      one.writeUInt32LE(v.length, 0);
+      v.copy(one, 4);
+      raw.fill(one, levels.length);
+    } else {
+      raw = Buffer.allocUnsafe(levels.length + this.#pageValues * 8);
+      levels.copy(raw);
+      if (LITTLE_ENDIAN) Buffer.from(this.#ints.buffer, 0, this.#pageValues * 8).copy(raw, levels.length);
+      else
+        for (let i = 0; i < this.#pageValues; i++)
+          if (this.#unsigned) raw.writeBigUInt64LE(this.#ints[i]!, levels.length + i * 8);
+          else raw.writeBigInt64LE(this.#ints[i]!, levels.length + i * 8);
+    }
     const body = zlib.zstdCompressSync(raw, {
       params: { [zlib.constants.ZSTD_c_compressionLevel]: this.#level },
     });
@@ -318,12 +430,16 @@ class Column {
       )
       .end();
     this.pages.push({ header: Buffer.from(header), body, uncompressedBytes: raw.length });
-    this.#off = 0;
+    this.#off = LEVELS_ROOM;
     this.#pageValues = 0;
   }
-  get pendingBytes(): number {
-    return this.#off;
+
+  /** The file is done: its value buffer serves the next one. */
+  release(): void {
+    if (this.#pooled) giveBuffer(this.#values, this.#pageBytes);
+    this.#values = Buffer.alloc(0);
   }
+
   /** Forgets the row group (after it was written). */
   reset(): void {
     this.pages.length = 0;
@@ -362,6 +478,7 @@ class DateFile {
   #offset = 0;
   rows = 0;
   #groupRows = 0;
+  #groupBytes = 0;
   #seqMin = MAX_U64;
   #seqMax = 0n;
   #timeMin = MAX_I64;
@@ -390,17 +507,16 @@ class DateFile {
     this.#fh = fh;
     const pageBytes = o.pageBytes ?? PAGE_BYTES;
     const level = o.zstdLevel ?? ZSTD_LEVEL;
-    const col = (name: string, physical: number): Column => new Column(name, physical, pageBytes, level);
-    this.#cols = {
-      endpoint: col('endpoint', TYPE_BYTE_ARRAY),
-      instance: col('instance', TYPE_BYTE_ARRAY),
-      seq: col('seq', TYPE_INT64),
-      ingest: col('ingest_time', TYPE_INT64),
-      topic: col('topic', TYPE_BYTE_ARRAY),
-      payload: col('payload', TYPE_BYTE_ARRAY),
-    };
     this.#endpoint = Buffer.from(o.endpoint, 'utf8');
     this.#instance = Buffer.from(o.instance, 'utf8');
+    this.#cols = {
+      endpoint: new Column('endpoint', { kind: 'const', value: this.#endpoint }, pageBytes, level),
+      instance: new Column('instance', { kind: 'const', value: this.#instance }, pageBytes, level),
+      seq: new Column('seq', { kind: 'int64', unsigned: true }, pageBytes, level),
+      ingest: new Column('ingest_time', { kind: 'int64', unsigned: false }, pageBytes, level),
+      topic: new Column('topic', { kind: 'bytes', nullable: true, pooled: false }, pageBytes, level),
+      payload: new Column('payload', { kind: 'bytes', nullable: false, pooled: true }, pageBytes, level),
+    };
     this.#rowGroupRows = o.rowGroupRows ?? ROW_GROUP_ROWS_DEFAULT;
     this.#write([MAGIC]);
   }
@@ -429,10 +545,10 @@ class DateFile {
 
   add(r: SegmentRecord, payload: Uint8Array): void {
     const c = this.#cols;
-    c.endpoint.bytes(this.#endpoint);
-    c.instance.bytes(this.#instance);
-    c.seq.int64(r.seq, true);
-    c.ingest.int64(r.ingestTimeMicros, false);
+    c.endpoint.constant();
+    c.instance.constant();
+    c.seq.int64(r.seq);
+    c.ingest.int64(r.ingestTimeMicros);
     if (r.seq < this.#seqMin) this.#seqMin = r.seq;
     if (r.seq > this.#seqMax) this.#seqMax = r.seq;
     if (r.ingestTimeMicros < this.#timeMin) this.#timeMin = r.ingestTimeMicros;
@@ -451,16 +567,9 @@ class DateFile {
     c.payload.bytes(payload);
     this.rows++;
     this.#groupRows++;
-    if (this.#groupRows >= this.#rowGroupRows || this.#groupBytes() >= ROW_GROUP_BYTES_MAX) this.#endGroup();
-  }
-
-  #groupBytes(): number {
-    let n = 0;
-    for (const col of Object.values(this.#cols)) {
-      n += col.pendingBytes;
-      for (const p of col.pages) n += p.uncompressedBytes;
-    }
-    return n;
+    // Payload and topic are what can grow a row group past its byte bound; the rest is 16 bytes a row.
+    this.#groupBytes += 20 + payload.byteLength + (r.topic !== undefined ? this.#lastTopicBytes!.length : 0);
+    if (this.#groupRows >= this.#rowGroupRows || this.#groupBytes >= ROW_GROUP_BYTES_MAX) this.#endGroup();
   }
 
   /** Seals every column's last page and queues the row group's bytes. */
@@ -510,6 +619,7 @@ class DateFile {
     this.#groups.push({ rows: this.#groupRows, offset: groupOffset, chunks });
     this.#write(bufs);
     this.#groupRows = 0;
+    this.#groupBytes = 0;
     this.#seqMin = MAX_U64;
     this.#seqMax = 0n;
     this.#timeMin = MAX_I64;
@@ -530,6 +640,7 @@ class DateFile {
     tail.writeUInt32LE(footer.length, 0);
     MAGIC.copy(tail, 4);
     this.#write([footer, tail]);
+    for (const col of Object.values(this.#cols)) col.release();
     await this.#pending;
     await this.#fh.close();
     return {

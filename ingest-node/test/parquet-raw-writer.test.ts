@@ -6,14 +6,15 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { createParquetDb, materializeSegment } from '../src/views/index.ts';
+import { compileView, createParquetDb, materializeSegment, parseViewYaml } from '../src/views/index.ts';
 import type { ParquetDb, ParquetFile, SegmentRecord } from '../src/views/index.ts';
 import { RawParquetWriter, utcDate } from '../src/parquet/raw-writer.ts';
+import { materializeSegmentJob } from '../src/parquet/segment-job.ts';
 import { sha256File } from '../src/parquet/outputs.ts';
 import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
 
@@ -285,4 +286,103 @@ void test('bytes per row no worse than DuckDB on repeated and on varied JSON eve
     assert.deepEqual(await readRows([mine!]), await readRows(duck.raw));
     await duck.cleanup();
   }
+});
+
+void test("materializeSegmentJob: one read for raw Parquet and the views, the same rows as materializeSegment's raw COPY and views", async () => {
+  const view = await db.withConnection(async (c) =>
+    compileView(
+      c,
+      parseViewYaml(
+        await readFile(new URL('../../docs/examples/views/page_views.yaml', import.meta.url), 'utf8'),
+      ),
+    ),
+  );
+  const base = BigInt(Date.UTC(2026, 10, 26, 23, 59)) * 1000n;
+  const records: SegmentRecord[] = Array.from({ length: 3000 }, (_, i) => ({
+    seq: BigInt(i + 1),
+    ingestTimeMicros: base + BigInt(i) * 40_000n,
+    payload:
+      i % 97 === 5
+        ? Buffer.from('not json')
+        : i % 89 === 3
+          ? randomBytes(12)
+          : Buffer.from(
+              JSON.stringify({
+                event: i % 13 === 0 ? 'click' : 'page_view',
+                user: `u${i % 50}`,
+                ...(i % 71 === 1
+                  ? {}
+                  : { ts: new Date(Date.UTC(2026, 0, 1 + (i % 3), 0, 0, i % 60)).toISOString() }),
+              }),
+            ),
+  }));
+  const rows = async (files: readonly ParquetFile[]): Promise<string> =>
+    JSON.stringify(await readRows(files), (_k, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v,
+    );
+  // Only view rows: after the first such segment, a view's segment is first tried as clean (the NDJSON path).
+  const clean = records.map((r, i) => ({
+    ...r,
+    payload: Buffer.from(JSON.stringify({ event: 'page_view', user: `u${i}`, ts: '2026-01-02T03:04:05Z' })),
+  }));
+  for (const [run, set] of [records, clean, clean].entries()) {
+    const raw = { endpoint: 'clicks', instance: 'clicks-0' };
+    const job = await materializeSegmentJob(db, { jobId: `job-${run}`, records: set, views: [view], raw });
+    const ref = await materializeSegment(db, { jobId: `ref-${run}`, records: set, views: [view], raw });
+    assert.equal(job.rowsIn, set.length);
+    assert.equal(
+      job.raw.reduce((s, f) => s + f.rowCount, 0),
+      set.length,
+    );
+    assert.equal(await rows(job.raw), await rows(ref.raw));
+    const [v, w] = [job.views[0]!, ref.views[0]!];
+    assert.deepEqual(
+      [v.viewRows, v.filteredRows, v.dlqRows, v.dlqByCode],
+      [w.viewRows, w.filteredRows, w.dlqRows, w.dlqByCode],
+    );
+    if (set === records) assert.ok(v.dlqRows > 0 && v.filteredRows > 0 && v.viewRows > 0);
+    else assert.equal(v.viewRows, set.length);
+    assert.equal(await rows(v.files), await rows(w.files));
+    assert.equal(await rows(v.dlqFiles), await rows(w.dlqFiles));
+    await job.cleanup();
+    await ref.cleanup();
+  }
+  // Raw alone (a retry after a view's child died): the same files, nothing else.
+  const alone = await materializeSegmentJob(db, {
+    jobId: 'alone',
+    records,
+    views: [],
+    raw: { endpoint: 'clicks', instance: 'clicks-0' },
+  });
+  assert.deepEqual([alone.rowsIn, alone.firstSeq, alone.lastSeq, alone.views], [3000, 1n, 3000n, []]);
+  assert.equal(
+    alone.payloadBytes,
+    records.reduce((s, r) => s + r.payload.byteLength, 0),
+  );
+  assert.deepEqual(
+    alone.raw.map((f) => [f.partitionPath, f.rowCount]),
+    [
+      ['dt=2026-11-26/', 1500],
+      ['dt=2026-11-27/', 1500],
+    ],
+  );
+  await alone.cleanup();
+  await assert.rejects(stat(alone.jobDir), { code: 'ENOENT' });
+});
+
+void test('materializeSegmentJob: a corrupt read ends the job with its error and leaves no raw file behind', async () => {
+  const broken = (async function* () {
+    yield [{ seq: 1n, ingestTimeMicros: 0n, payload: Buffer.from('{}') }];
+    throw new Error('segment read failed');
+  })();
+  await assert.rejects(
+    materializeSegmentJob(db, {
+      jobId: 'broken',
+      records: broken,
+      views: [],
+      raw: { endpoint: 'e', instance: 'i' },
+    }),
+    /segment read failed/,
+  );
+  await assert.rejects(stat(path.join(scratch, 'jobs', 'broken')), { code: 'ENOENT' });
 });

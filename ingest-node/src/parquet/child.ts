@@ -6,7 +6,8 @@
 // views, DLQ) into `<scratch>/jobs/<jobId>` and prints one ChildAnswer line
 // per request. Nothing else goes to stdout. It ends when stdin ends. The
 // segment is read and verified here, from the file, as the pipeline would
-// (delivery/producers.ts openVerifiedSegment).
+// (delivery/producers.ts openVerifiedSegment), once: the records go to the
+// raw Parquet writer and the view loader together (segment-job.ts).
 import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';

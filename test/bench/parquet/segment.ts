@@ -14,7 +14,7 @@
 //
 // Medians of --runs jobs (the first child job, which pays the start, apart).
 //
-//   node test/bench/parquet/segment.ts [--shape 1k|64k|both] [--segment-mb 16]
+//   npm run bench:parquet -- [--shape 1k|64k|both] [--segment-mb 16]
 //        [--runs 5] [--bodies varied|bench] [--arms child,phases] [--threads 2]
 //        [--base DIR]
 //

@@ -6,14 +6,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { compileView, createParquetDb, materializeSegment, parseViewYaml } from '../src/views/index.ts';
 import type { ParquetDb, ParquetFile, SegmentRecord } from '../src/views/index.ts';
-import { RawParquetWriter, utcDate } from '../src/parquet/raw-writer.ts';
+import { RawParquetWriter, utcDate, writeAll } from '../src/parquet/raw-writer.ts';
 import { materializeSegmentJob } from '../src/parquet/segment-job.ts';
 import { sha256File } from '../src/parquet/outputs.ts';
 import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
@@ -385,4 +385,23 @@ void test('materializeSegmentJob: a corrupt read ends the job with its error and
     /segment read failed/,
   );
   await assert.rejects(stat(path.join(scratch, 'jobs', 'broken')), { code: 'ENOENT' });
+});
+
+void test('writeAll: a short write goes on from the byte it stopped at; a write that takes nothing fails as the disk', async () => {
+  const got: Buffer[] = [];
+  let calls = 0;
+  const short = {
+    writev: (bufs: Buffer[]) => {
+      calls++;
+      const all = Buffer.concat(bufs).subarray(0, 3);
+      got.push(Buffer.from(all));
+      return Promise.resolve({ bytesWritten: all.length, buffers: bufs });
+    },
+  } as unknown as FileHandle;
+  const parts = [Buffer.from('ab'), Buffer.from('cdefg'), Buffer.alloc(0), Buffer.from('h')];
+  await writeAll(short, parts, 8);
+  assert.equal(Buffer.concat(got).toString(), 'abcdefgh');
+  assert.equal(calls, 3);
+  const stuck = { writev: () => Promise.resolve({ bytesWritten: 0, buffers: [] }) } as unknown as FileHandle;
+  await assert.rejects(writeAll(stuck, parts, 8), { code: 'EIO' });
 });

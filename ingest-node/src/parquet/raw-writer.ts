@@ -538,7 +538,7 @@ class DateFile {
     }
     this.#offset += n;
     const prev = this.#pending;
-    const p = prev.then(() => this.#fh.writev(bufs));
+    const p = prev.then(() => writeAll(this.#fh, bufs, n));
     p.catch(() => {});
     this.#pending = p;
   }
@@ -656,6 +656,29 @@ class DateFile {
   async abort(): Promise<void> {
     await this.#pending.catch(() => undefined);
     await this.#fh.close().catch(() => undefined);
+  }
+}
+
+/** Every byte of `bufs`, however many calls it takes (a short write is legal, if rare, on a regular file). */
+export async function writeAll(fh: FileHandle, bufs: Buffer[], bytes: number): Promise<void> {
+  let left = bufs;
+  let todo = bytes;
+  for (;;) {
+    const { bytesWritten } = await fh.writev(left);
+    todo -= bytesWritten;
+    if (todo === 0) return;
+    if (bytesWritten === 0)
+      throw Object.assign(new Error('raw Parquet: the disk took no bytes'), { code: 'EIO' });
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const b of left) {
+      if (skip >= b.length) skip -= b.length;
+      else {
+        rest.push(skip > 0 ? b.subarray(skip) : b);
+        skip = 0;
+      }
+    }
+    left = rest;
   }
 }
 

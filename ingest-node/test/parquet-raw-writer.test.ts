@@ -6,7 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'hyparquet';
@@ -404,4 +404,32 @@ void test('writeAll: a short write goes on from the byte it stopped at; a write 
   assert.equal(calls, 3);
   const stuck = { writev: () => Promise.resolve({ bytesWritten: 0, buffers: [] }) } as unknown as FileHandle;
   await assert.rejects(writeAll(stuck, parts, 8), { code: 'EIO' });
+});
+
+void test('materializeSegmentJob: a jobId that is no safe folder name is refused before any folder is touched', async () => {
+  const outside = path.join(scratch, 'escape');
+  await mkdir(outside, { recursive: true });
+  for (const views of [
+    [],
+    [
+      await db.withConnection(async (c) =>
+        compileView(
+          c,
+          parseViewYaml(
+            await readFile(new URL('../../docs/examples/views/page_views.yaml', import.meta.url), 'utf8'),
+          ),
+        ),
+      ),
+    ],
+  ])
+    await assert.rejects(
+      materializeSegmentJob(db, {
+        jobId: '../escape',
+        records: [{ seq: 1n, ingestTimeMicros: 0n, payload: Buffer.from('{}') }],
+        views,
+        raw: { endpoint: 'e', instance: 'i' },
+      }),
+      /safe folder name/,
+    );
+  assert.ok((await stat(outside)).isDirectory(), 'the folder beside jobs/ is still there');
 });

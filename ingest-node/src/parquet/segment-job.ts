@@ -22,6 +22,8 @@ function* slices(all: readonly SegmentRecord[]): Generator<readonly SegmentRecor
   for (let i = 0; i < all.length; i += SLICE_RECORDS) yield all.slice(i, i + SLICE_RECORDS);
 }
 const SLICE_RECORDS = 8192;
+/** materialize.ts's rule for a job's folder name. */
+const JOB_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
 /** The records, also fed to the raw writer on their way (a batch at a time when they come in batches). */
 async function* alsoToRaw(
@@ -47,6 +49,8 @@ async function* alsoToRaw(
 export async function materializeSegmentJob(db: ParquetDb, input: MaterializeInput): Promise<SegmentOutputs> {
   if (input.raw === undefined) return materializeSegment(db, input);
   if (db.scratchDir === undefined) throw new Error('this Parquet DuckDB instance has no scratch folder');
+  // Checked before any folder is made or removed (materializeSegment checks it too, later).
+  if (!JOB_ID.test(input.jobId)) throw new Error(`jobId '${input.jobId}' is not a safe folder name`);
   const jobDir = path.join(db.scratchDir, JOBS_DIR, input.jobId);
   const raw = new RawParquetWriter({
     dir: path.join(jobDir, 'raw'),
@@ -58,8 +62,6 @@ export async function materializeSegmentJob(db: ParquetDb, input: MaterializeInp
   try {
     if (input.views.length === 0) {
       // Raw alone (a retry after a view's child died): no view loader to feed.
-      if (path.basename(jobDir) !== input.jobId || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/.test(input.jobId))
-        throw new Error(`jobId '${input.jobId}' is not a safe folder name`);
       await rm(jobDir, { recursive: true, force: true });
       await mkdir(jobDir, { recursive: true });
       let payloadBytes = 0;

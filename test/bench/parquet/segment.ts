@@ -334,7 +334,11 @@ async function phasesArm(
       kindRuns.push(threads);
       const first = m[0]!;
       const rows: [string, number, number][] = [
-        ['(JS before the first statement: segment read + records file)', first.startMs, NaN],
+        [
+          '(JS before the first statement: segment read, raw Parquet pages, records file)',
+          first.startMs,
+          NaN,
+        ],
         ...m.map((x): [string, number, number] => [x.label, x.ms, x.cpuMs]),
       ];
       const seen = new Map<string, number>();

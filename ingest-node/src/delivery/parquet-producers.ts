@@ -20,7 +20,6 @@ import { createParquetDb, JOBS_DIR, SPILL_DIR, type ParquetDb } from '../parquet
 import type { ParquetFile } from '../parquet/outputs.ts';
 import { compileView, type CompiledView } from '../views/compile.ts';
 import {
-  materializeSegment,
   partitionFilesMaxDefault,
   type PartitionLimits,
   type SegmentOutputs,
@@ -34,6 +33,7 @@ import {
 } from '../views/settings.ts';
 import type { SealedSegment } from '../wal/types.ts';
 import { walToSegmentRecords } from '../parquet/wal-records.ts';
+import { materializeSegmentJob } from '../parquet/segment-job.ts';
 import { dlqKey, formatSegmentId, rawKey, segmentKey, utcDate, viewKey, type SegmentRef } from './keys.ts';
 import { markerBytesMax, type MarkerView, type MarkerViewRows } from './marker.ts';
 import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
@@ -454,7 +454,8 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
       } else {
         if (o.db === undefined) throw new Error('parquetProducer needs db or isolated');
         const db = await o.db();
-        out = await materializeSegment(db, {
+        // The child's job, in process: the same files (views-isolated.test.ts compares the markers).
+        out = await materializeSegmentJob(db, {
           jobId,
           records: walToSegmentRecords(job.records()),
           views,

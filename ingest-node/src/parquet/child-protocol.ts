@@ -67,6 +67,7 @@ export interface ChildOutputs {
   readonly views: readonly ViewOutput[];
   readonly markerBytesLeft: number;
   readonly loadMs: number;
+  /** The raw writer's own time; with views it runs as the loader reads the records, so loadMs holds it too. */
   readonly rawMs: number;
   /** The child's own view of its peak resident set over its life (getrusage): the runner recycles a child that grew. */
   readonly maxRssBytes: number;

@@ -6,21 +6,24 @@
 // views, DLQ) into `<scratch>/jobs/<jobId>` and prints one ChildAnswer line
 // per request. Nothing else goes to stdout. It ends when stdin ends. The
 // segment is read and verified here, from the file, as the pipeline would
-// (delivery/producers.ts openVerifiedSegment).
+// (delivery/producers.ts openVerifiedSegment), once: the records go to the
+// raw Parquet writer and the view loader together (segment-job.ts).
 import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { SegmentMismatchError, openVerifiedSegment, segmentRecordBatches } from '../delivery/producers.ts';
 import { walBatchesToSegmentRecords } from './wal-records.ts';
-import { isOutsideData, materializeSegment, type PartitionLimits } from '../views/materialize.ts';
+import { isOutsideData, type PartitionLimits } from '../views/materialize.ts';
 import { SegmentCorruptError } from '../wal/format.ts';
 import { createParquetDb, type ParquetDb } from './duckdb.ts';
+import { materializeSegmentJob } from './segment-job.ts';
 import {
   CHILD_EXIT_SETUP,
   CHILD_STARTED_LINE,
   decodeJson,
   encodeJson,
   type ChildAnswer,
+  type ChildOutputs,
   type ChildRequest,
   type ChildSetup,
 } from './child-protocol.ts';
@@ -70,34 +73,42 @@ function answer(line: string): void {
   process.stdout.write(`${line}\n`);
 }
 
+/** The job, as materializeSegmentJob runs it (raw Parquet from the records as they are read). */
+async function materialize(db: ParquetDb, request: ChildRequest): Promise<Omit<ChildOutputs, 'maxRssBytes'>> {
+  const out = await materializeSegmentJob(db, {
+    jobId: request.jobId,
+    records: walBatchesToSegmentRecords(
+      segmentRecordBatches(
+        openVerifiedSegment(request.segmentPath, request.segment, request.recordBytesMax),
+        request.recordBytesMax,
+      ),
+    ),
+    views: request.views,
+    ...(request.raw !== undefined ? { raw: request.raw } : {}),
+    ...(request.rowGroupRows !== undefined ? { rowGroupRows: request.rowGroupRows } : {}),
+    partitionLimits: limitsOf(request),
+    ...(request.failedViews !== undefined
+      ? { failedViews: new Map(Object.entries(request.failedViews)) }
+      : {}),
+    ...(request.fieldIds !== undefined ? { fieldIds: new Map(Object.entries(request.fieldIds)) } : {}),
+  });
+  return {
+    rowsIn: out.rowsIn,
+    raw: out.raw,
+    views: out.views,
+    markerBytesLeft: out.markerBytesLeft,
+    loadMs: out.loadMs,
+    rawMs: out.rawMs,
+  };
+}
+
 async function serve(db: ParquetDb, request: ChildRequest): Promise<ChildAnswer> {
   try {
-    const out = await materializeSegment(db, {
-      jobId: request.jobId,
-      records: walBatchesToSegmentRecords(
-        segmentRecordBatches(
-          openVerifiedSegment(request.segmentPath, request.segment, request.recordBytesMax),
-          request.recordBytesMax,
-        ),
-      ),
-      views: request.views,
-      ...(request.raw !== undefined ? { raw: request.raw } : {}),
-      ...(request.rowGroupRows !== undefined ? { rowGroupRows: request.rowGroupRows } : {}),
-      partitionLimits: limitsOf(request),
-      ...(request.failedViews !== undefined
-        ? { failedViews: new Map(Object.entries(request.failedViews)) }
-        : {}),
-      ...(request.fieldIds !== undefined ? { fieldIds: new Map(Object.entries(request.fieldIds)) } : {}),
-    });
+    const out = await materialize(db, request);
     return {
       ok: true,
       outputs: {
-        rowsIn: out.rowsIn,
-        raw: out.raw,
-        views: out.views,
-        markerBytesLeft: out.markerBytesLeft,
-        loadMs: out.loadMs,
-        rawMs: out.rawMs,
+        ...out,
         maxRssBytes: process.resourceUsage().maxRSS * 1024,
       },
     };

@@ -21,13 +21,16 @@
 //                           [--segment-mb N]   (wal.segmentBytesMax; 16 with --delivery, else the default)
 //                           [--pipeline-depth N]   (wal.pipelineDepth, the group-commit pipeline; the config default)
 //                           [--recycle-segments N]   (wal.recycleSegmentsMax: delivered files reused; the config
-//                            default; only landfall+delivery ever frees a segment)
+//                            default; only landfall+delivery ever frees a segment, unless --free-sealed)
+//                           [--free-sealed]   (landfall without delivery marks every sealed segment delivered
+//                            and deletes it at once: a delivery that costs nothing, so files are reused
+//                            with no Parquet or upload CPU beside the WAL)
 //                           [--targets null,landfall,landfall+delivery]   (a subset, e.g. to profile one;
 //                            the summary needs null and landfall)
 //                           [--store-nice N]   (MinIO's niceness; default 10, see below)
 //                           [--store-dir /path]   (MinIO's objects; default a folder in /dev/shm, see below)
 //   (or LANDFALL_BENCH_DURATION, _RUNS, _WARMUP, _CONNECTIONS, _SHAPES, _DIR, _BASELINE, _DELIVERY=1, _SEGMENT_MB,
-//    _PIPELINE_DEPTH, _RECYCLE_SEGMENTS, _STORE_NICE, _STORE_DIR)
+//    _PIPELINE_DEPTH, _RECYCLE_SEGMENTS, _FREE_SEALED=1, _STORE_NICE, _STORE_DIR)
 //
 // MinIO stands in for the remote object store a real node uploads to, which
 // costs the node's machine no CPU at all; here it shares the two cores, so it
@@ -83,6 +86,7 @@ const { values: args } = parseArgs({
     'segment-mb': { type: 'string', default: env('SEGMENT_MB', '') },
     'pipeline-depth': { type: 'string', default: env('PIPELINE_DEPTH', '') },
     'recycle-segments': { type: 'string', default: env('RECYCLE_SEGMENTS', '') },
+    'free-sealed': { type: 'boolean', default: env('FREE_SEALED', '') === '1' },
     'store-nice': { type: 'string', default: env('STORE_NICE', '10') },
     'scratch-dir': { type: 'string', default: env('SCRATCH_DIR', '') },
     targets: { type: 'string', default: env('TARGETS', '') },
@@ -152,6 +156,7 @@ async function startServer(
     ...(SEGMENT_BYTES_MAX !== undefined ? { segmentBytesMax: SEGMENT_BYTES_MAX } : {}),
     ...(PIPELINE_DEPTH !== undefined ? { pipelineDepth: PIPELINE_DEPTH } : {}),
     ...(RECYCLE_SEGMENTS !== undefined ? { recycleSegmentsMax: RECYCLE_SEGMENTS } : {}),
+    ...(args['free-sealed'] ? { freeSealed: true } : {}),
     ...(bucket !== undefined && delivery !== undefined
       ? {
           delivery: {

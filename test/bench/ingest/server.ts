@@ -25,6 +25,12 @@ export interface ServerSpec {
   readonly segmentBytesMax?: number;
   readonly pipelineDepth?: number;
   readonly recycleSegmentsMax?: number;
+  /**
+   * landfall without delivery: every sealed segment is marked delivered and
+   * deleted at once, as a delivery that costs nothing would, so the WAL
+   * reuses files (recycleSegmentsMax) with no Parquet or upload CPU beside it.
+   */
+  readonly freeSealed?: boolean;
   /** landfall+delivery only. */
   readonly delivery?: {
     readonly endpointUrl: string;
@@ -120,6 +126,13 @@ async function startLandfall(spec: ServerSpec): Promise<Running> {
     { apiKeys: null },
   );
   const wal = node.wal as Wal;
+  if (spec.freeSealed === true && d === undefined)
+    wal.onSealed((s) => {
+      void wal
+        .markDelivered(s.id)
+        .then(() => wal.deleteSegment(s.id))
+        .catch((err: unknown) => console.error(`bench: could not free segment ${s.fileName}:`, err));
+    });
   return {
     url: node.url,
     walStats: () => wal.stats(),

@@ -13,7 +13,7 @@ import { asyncBufferFromFile, parquetMetadataAsync, parquetReadObjects } from 'h
 import { compressors } from 'hyparquet-compressors';
 import { compileView, createParquetDb, materializeSegment, parseViewYaml } from '../src/views/index.ts';
 import type { ParquetDb, ParquetFile, SegmentRecord } from '../src/views/index.ts';
-import { RawParquetWriter, utcDate, writeAll } from '../src/parquet/raw-writer.ts';
+import { dayOfMicros, RawParquetWriter, utcDate, writeAll } from '../src/parquet/raw-writer.ts';
 import { materializeSegmentJob } from '../src/parquet/segment-job.ts';
 import { sha256File } from '../src/parquet/outputs.ts';
 import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
@@ -218,14 +218,79 @@ void test('the UTC date of a day number is the one DuckDB gives a partition', as
   assert.throws(() => utcDate(-719_529), /before year 0/);
 });
 
+void test('ingest times far from now (past 2^53 µs) land on the UTC date DuckDB gives them', async () => {
+  const times = [
+    (1n << 53n) + 1n,
+    (1n << 60n) + 12_345n,
+    9_223_371_331_200_000_000n, // 294246-12-31
+    -(1n << 53n) - 1n,
+    -62_167_219_200_000_000n, // 0000-01-01
+    86_400_000_000n - 1n,
+    -1n,
+  ];
+  const theirs = await db.withConnection(async (c) =>
+    (
+      await c.runAndReadAll(
+        `SELECT strftime(make_timestamp(t), '%Y-%m-%d') FROM unnest([${times.join(', ')}]::BIGINT[]) u(t)`,
+      )
+    ).getRowsJson(),
+  );
+  assert.deepEqual(
+    times.map((t) => utcDate(dayOfMicros(t))),
+    theirs.map((r) => r[0]),
+  );
+  // And the writer files such a record under that date instead of refusing it.
+  const dir = path.join(scratch, 'far', 'raw');
+  const w = new RawParquetWriter({ dir, endpoint: 'e', instance: 'i' });
+  await w.add([{ seq: 1n, ingestTimeMicros: (1n << 60n) + 12_345n, payload: Buffer.from('{}') }]);
+  const files = await w.finish();
+  assert.deepEqual(
+    files.map((f) => path.relative(dir, f.localPath)),
+    [path.join(`dt=${String(theirs[1]![0])}`, 'data_0.parquet')],
+  );
+});
+
+void test('string statistics: none for a topic longer than 256 bytes, no signed-order min/max for topics', async () => {
+  // The chunk's max (bytes: 'ü' > 'é' > 's'), longer than 256 bytes.
+  const long = `ü/${'x'.repeat(300)}`;
+  const records: SegmentRecord[] = [
+    { seq: 1n, ingestTimeMicros: 0n, payload: Buffer.from('a'), topic: 'é/1' },
+    { seq: 2n, ingestTimeMicros: 1n, payload: Buffer.from('b'), topic: 'sensors/2' },
+  ];
+  const [short] = await writeRaw(path.join(scratch, 'topic-short', 'raw'), records);
+  const [longFile] = await writeRaw(path.join(scratch, 'topic-long', 'raw'), [
+    ...records,
+    { seq: 3n, ingestTimeMicros: 2n, payload: Buffer.from('c'), topic: long },
+  ]);
+  const stats = async (file: string): Promise<unknown[]> =>
+    db.withConnection(async (c) =>
+      (
+        await c.runAndReadAll(
+          `SELECT stats_min, stats_max, stats_min_value, stats_max_value FROM parquet_metadata('${file}')
+           WHERE path_in_schema = 'topic'`,
+        )
+      ).getRowsJson(),
+    );
+  // Unsigned (byte) order: 'sensors/2' < 'é/1'; the deprecated signed fields are not written for topics.
+  assert.deepEqual(await stats(short!.localPath), [[null, null, 'sensors/2', 'é/1']]);
+  assert.deepEqual(await stats(longFile!.localPath), [[null, null, null, null]]);
+  // The values themselves are all there.
+  const got = await db.withConnection(async (c) =>
+    (
+      await c.runAndReadAll(`SELECT topic FROM read_parquet('${longFile!.localPath}') ORDER BY seq`)
+    ).getRowsJson(),
+  );
+  assert.deepEqual(got, [['é/1'], ['sensors/2'], [long]]);
+});
+
 void test('bad input is refused and abort leaves nothing behind', async () => {
   const dir = path.join(scratch, 'bad', 'raw');
   const w = new RawParquetWriter({ dir, endpoint: 'e', instance: 'i' });
   await w.add([{ seq: 1n, ingestTimeMicros: 0n, payload: Buffer.from('ok') }]);
   await assert.rejects(w.add([{ seq: -1n, ingestTimeMicros: 0n, payload: Buffer.alloc(0) }]), /not a u64/);
   await assert.rejects(
-    w.add([{ seq: 2n, ingestTimeMicros: 1n << 60n, payload: Buffer.alloc(0) }]),
-    /outside the dates/,
+    w.add([{ seq: 2n, ingestTimeMicros: -(1n << 60n), payload: Buffer.alloc(0) }]),
+    /before year 0/,
   );
   await w.abort();
   await assert.rejects(stat(dir), { code: 'ENOENT' });

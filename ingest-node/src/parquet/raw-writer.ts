@@ -468,6 +468,13 @@ interface RowGroupMeta {
 
 /** Statistics of the columns that have them: which, and how their min and max are ordered. */
 const STATS = new Set(['endpoint', 'instance', 'seq', 'ingest_time', 'topic']);
+/**
+ * A string statistic longer than this is not written (no min/max for that
+ * chunk: a reader then cannot prune it, which is always correct). DuckDB cuts
+ * them to 256 bytes and marks them inexact; an MQTT topic may be 65,535 bytes,
+ * written twice per chunk in the footer otherwise.
+ */
+export const STATS_STRING_BYTES_MAX = 256;
 
 /** One output file (one UTC date): its open handle, its row groups so far and the row group being filled. */
 class DateFile {
@@ -715,12 +722,19 @@ function fileMetaData(rows: number, groups: readonly RowGroupMeta[]): Buffer {
           .i64(7, ch.compressed)
           .i64(9, ch.offset);
         m.struct(12, (st) => {
-          // The deprecated signed min/max only where signed order is right (not for the unsigned seq).
-          if (ch.column.name !== 'seq' && ch.min !== undefined && ch.max !== undefined)
-            st.binary(1, ch.max).binary(2, ch.min);
+          const bounded =
+            ch.min !== undefined &&
+            ch.max !== undefined &&
+            (ch.column.physical !== TYPE_BYTE_ARRAY ||
+              (ch.min.length <= STATS_STRING_BYTES_MAX && ch.max.length <= STATS_STRING_BYTES_MAX));
+          // The deprecated min/max are compared signed (bytes too): right for
+          // ingest_time, and for endpoint and instance, one value per file;
+          // not for the unsigned seq, nor for topics, where a non-ASCII byte
+          // would order differently.
+          if (bounded && ch.column.name !== 'seq' && ch.column.name !== 'topic')
+            st.binary(1, ch.max!).binary(2, ch.min!);
           st.i64(3, ch.nulls);
-          if (ch.min !== undefined && ch.max !== undefined && STATS.has(ch.column.name))
-            st.binary(5, ch.max).binary(6, ch.min);
+          if (bounded && STATS.has(ch.column.name)) st.binary(5, ch.max!).binary(6, ch.min!);
         });
       });
     });
@@ -736,6 +750,14 @@ function fileMetaData(rows: number, groups: readonly RowGroupMeta[]): Buffer {
   t.binary(6, CREATED_BY);
   t.listStruct(7, schema.slice(1), (o) => o.struct(1, () => {}));
   return Buffer.from(t.end());
+}
+
+const DAY_US_BIG = BigInt(DAY_US);
+
+/** The UTC day number (days since 1970-01-01) of any i64 µs time: floor division in BigInt. */
+export function dayOfMicros(us: bigint): number {
+  const q = us / DAY_US_BIG;
+  return Number(us < 0n && q * DAY_US_BIG !== us ? q - 1n : q);
 }
 
 /** 'YYYY-MM-DD' of a day number (days since 1970-01-01), as DuckDB's strftime writes it for years 0 and later. */
@@ -779,9 +801,9 @@ export class RawParquetWriter {
     for (const r of records) {
       if (r.seq < 0n || r.seq > MAX_U64) throw new RangeError(`seq ${r.seq} is not a u64`);
       const us = Number(r.ingestTimeMicros);
-      if (!Number.isSafeInteger(us))
-        throw new RangeError(`ingestTimeMicros ${r.ingestTimeMicros} is outside the dates raw Parquet takes`);
-      const day = Math.floor(us / DAY_US);
+      // Beyond 2^53 µs (years ~1685 to ~2255) a double's division can land on
+      // the wrong day: those (from a badly wrong clock) take the exact way.
+      const day = Number.isSafeInteger(us) ? Math.floor(us / DAY_US) : dayOfMicros(r.ingestTimeMicros);
       if (day !== this.#day) {
         let f = this.#files.get(day);
         if (f === undefined) {

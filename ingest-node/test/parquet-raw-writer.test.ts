@@ -246,7 +246,7 @@ void test('ingest times far from now (past 2^53 µs) land on the UTC date DuckDB
   const files = await w.finish();
   assert.deepEqual(
     files.map((f) => path.relative(dir, f.localPath)),
-    [path.join(`dt=${String(theirs[1]![0])}`, 'data_0.parquet')],
+    [path.join(`dt=${theirs[1]![0] as string}`, 'data_0.parquet')],
   );
 });
 

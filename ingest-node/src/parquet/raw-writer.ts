@@ -732,9 +732,9 @@ function fileMetaData(rows: number, groups: readonly RowGroupMeta[]): Buffer {
           // not for the unsigned seq, nor for topics, where a non-ASCII byte
           // would order differently.
           if (bounded && ch.column.name !== 'seq' && ch.column.name !== 'topic')
-            st.binary(1, ch.max!).binary(2, ch.min!);
+            st.binary(1, ch.max).binary(2, ch.min);
           st.i64(3, ch.nulls);
-          if (bounded && STATS.has(ch.column.name)) st.binary(5, ch.max!).binary(6, ch.min!);
+          if (bounded && STATS.has(ch.column.name)) st.binary(5, ch.max).binary(6, ch.min);
         });
       });
     });

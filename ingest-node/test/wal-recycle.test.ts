@@ -46,7 +46,7 @@ void test('a delivered file is reused: renamed to <id>.free, then written over b
   const freeBytes = (await mem.stat(path.join(DIR, '00000000000000000001.free'))).size;
   assert.equal(wal.stats().freeSegmentFiles, 1);
   assert.equal(wal.stats().freeSegmentBytes, freeBytes);
-  assert.equal(wal.stats().retainedBytes, freeBytes, 'free files count against the WAL volume');
+  assert.equal(wal.stats().retainedBytes, 0, 'free files are not backlog: delivery cannot shrink them');
   // Smaller than the free file: the seal cuts the old bytes off.
   for (let i = 0; i < 5; i++) await wal.append([enc(rec('b', i))], RecordFormat.ndjson);
   assert.equal(wal.stats().recycledSegmentsTotal, 1);
@@ -278,3 +278,26 @@ void test('a lost state file starts a new epoch and removes the free files (thei
   );
   await reopened.close();
 });
+
+// A delete whose directory sync failed after the rename (or the unlink) is
+// retried: the file is already gone, and the retry must finish the delete,
+// or retention (which stops at the first failure) would stop for good.
+for (const recycleSegmentsMax of [2, 0]) {
+  void test(`deleteSegment retried after its directory sync failed finishes (recycleSegmentsMax ${recycleSegmentsMax})`, async () => {
+    const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 5 }));
+    const wal = await openWal(walOptions(fs, { recycleSegmentsMax }));
+    for (let i = 0; i < 3; i++) await wal.append([enc(rec('a', i))], RecordFormat.ndjson);
+    const a = (await wal.seal())!;
+    await wal.markDelivered(a.id);
+    fs.inject({ op: 'syncDir', fault: 'EIO' });
+    await assert.rejects(wal.deleteSegment(a.id), /EIO/);
+    assert.equal(wal.sealedSegments().length, 1, 'still listed after the failed delete');
+    await wal.deleteSegment(a.id);
+    assert.deepEqual(wal.sealedSegments(), []);
+    assert.equal(wal.stats().retainedBytes, 0);
+    // And the WAL goes on: new records, their seqs after a's.
+    const next = await wal.append([enc(rec('b', 0))], RecordFormat.ndjson);
+    assert.equal(next.firstSeq, a.lastSeq + 1n);
+    await wal.close();
+  });
+}

@@ -31,7 +31,12 @@ export interface WalStats {
   readonly epoch: string;
   readonly openSegmentId: bigint | null;
   readonly openSegmentBytes: number;
-  /** Bytes of every segment file still on the volume (open + sealed-not-yet-deleted + free files). */
+  /**
+   * Bytes of the open segment and of every sealed segment not yet deleted: what
+   * the backlog watermarks (walBytesHigh/Low) count. Free files (reused by new
+   * segments, freeSegmentBytes) are not in it: delivery cannot shrink them, so
+   * counting them could hold the backlog above walBytesLow for ever.
+   */
   readonly retainedBytes: number;
   readonly sealedSegments: number;
   readonly nextSeq: bigint;
@@ -105,7 +110,7 @@ export interface SealedSegment {
 }
 
 export interface DurableWalStats extends WalStats {
-  /** Delivered segments' files kept for new segments to write over (wal.recycleSegmentsMax), and their bytes (in retainedBytes). */
+  /** Delivered segments' files kept for new segments to write over (wal.recycleSegmentsMax), and their bytes (not in retainedBytes; on the volume, so in statfs). */
   readonly freeSegmentFiles: number;
   readonly freeSegmentBytes: number;
   /** Segments written over a free file since open. */

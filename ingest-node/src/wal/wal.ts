@@ -1314,6 +1314,22 @@ class WriteAheadLogImpl implements Wal {
    */
   async #freeOrUnlink(seg: SealedSegment): Promise<void> {
     const file = path.join(this.dir, seg.fileName);
+    // Already gone: an earlier attempt renamed or removed it and then failed
+    // at its directory sync. Sync again and let the caller finish (a retry
+    // that failed on the missing file for ever would stop retention).
+    const gone = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'ENOENT';
+    if (
+      await this.#fs.stat(file).then(
+        () => false,
+        (err: unknown) => {
+          if (gone(err)) return true;
+          throw err;
+        },
+      )
+    ) {
+      await this.#fs.syncDir(this.dir);
+      return;
+    }
     if (
       this.#free.length + this.#freeing < this.#recycleMax &&
       seg.sealReason !== 'write-failure' &&
@@ -1337,7 +1353,9 @@ class WriteAheadLogImpl implements Wal {
         return;
       }
     }
-    await this.#fs.unlink(file);
+    await this.#fs.unlink(file).catch((err: unknown) => {
+      if (!gone(err)) throw err;
+    });
     await this.#fs.syncDir(this.dir);
   }
 
@@ -1379,8 +1397,7 @@ class WriteAheadLogImpl implements Wal {
       recycledSegmentsTotal: this.#recycledTotal,
       openSegmentId: open?.id ?? null,
       openSegmentBytes: open?.bytes ?? 0,
-      retainedBytes:
-        sealedBytes + (open === undefined ? 0 : Math.max(open.bytes, open.fileBytes)) + freeBytes,
+      retainedBytes: sealedBytes + (open === undefined ? 0 : Math.max(open.bytes, open.fileBytes)),
       sealedSegments: this.#state.segments.size,
       nextSeq: BigInt(this.#nextSeq),
       appendsTotal: this.#appendsTotal,

@@ -1318,15 +1318,14 @@ class WriteAheadLogImpl implements Wal {
     // at its directory sync. Sync again and let the caller finish (a retry
     // that failed on the missing file for ever would stop retention).
     const gone = (err: unknown): boolean => (err as { code?: unknown } | null)?.code === 'ENOENT';
-    if (
-      await this.#fs.stat(file).then(
-        () => false,
-        (err: unknown) => {
-          if (gone(err)) return true;
-          throw err;
-        },
-      )
-    ) {
+    const bytes = await this.#fs.stat(file).then(
+      (st) => st.size,
+      (err: unknown) => {
+        if (gone(err)) return undefined;
+        throw err;
+      },
+    );
+    if (bytes === undefined) {
       await this.#fs.syncDir(this.dir);
       return;
     }
@@ -1338,7 +1337,6 @@ class WriteAheadLogImpl implements Wal {
       this.#freeing++;
       let freed: FreeFile | undefined;
       try {
-        const bytes = (await this.#fs.stat(file)).size;
         if (bytes === seg.bytes && this.#failed === undefined) {
           const name = freeFileName(seg.id);
           await this.#fs.rename(file, path.join(this.dir, name));

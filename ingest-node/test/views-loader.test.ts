@@ -5,7 +5,7 @@
 // outputs built on it (raw Parquet, view, DLQ) must not tell the difference.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
@@ -355,4 +355,67 @@ void test('loads running at once after one that gave its buffers and metadata ar
   } finally {
     await other.close();
   }
+});
+
+void test('records files kept in the pool are written over: the next segment reads exactly its own records, and the pool stays bounded', async () => {
+  const poolDir = path.join(scratch, 'pool');
+  const make = (base: bigint, n: number): SegmentRecord[] =>
+    ndjsonPayloads(n).map((p, i) => ({
+      seq: base + BigInt(i),
+      ingestTimeMicros: 1_790_000_000_000_000n + BigInt(i),
+      payload: Buffer.from(p.toString().replace('{', `{"from":${base},`)),
+    }));
+  const load = (name: string, recs: SegmentRecord[], ndjson: boolean) =>
+    db.withConnection(async (conn) => {
+      const dir = path.join(scratch, 'jobs', name);
+      await mkdir(dir, { recursive: true });
+      const pooledBefore = (await readdir(poolDir)).length;
+      const loaded = await loadRecords(conn, recs, {
+        dir,
+        chunkBytes: 512,
+        lineBytesMax: 200,
+        ndjson,
+        poolDir,
+      });
+      const taken = pooledBefore - (await readdir(poolDir)).length;
+      const written = await stat(path.join(dir, ndjson ? 'records.ndjson' : 'records.csv'));
+      await loaded.loadMeta();
+      await useInput(conn, 'full', loaded.hasTopics);
+      const rows = (await conn.runAndReadAll(`SELECT seq, payload FROM ${INPUT_RELATION}`)).getRows();
+      loaded.release();
+      await loaded.recycleFiles();
+      assert.deepEqual(await readdir(dir), [], 'the job folder keeps no records file');
+      return {
+        taken,
+        bytes: written.size,
+        rows: rows.map(([seq, p]) => [seq, Buffer.from((p as { bytes: Uint8Array }).bytes).toString()]),
+      };
+    });
+  const expect = (recs: SegmentRecord[]) => recs.map((r) => [r.seq, Buffer.from(r.payload).toString()]);
+  const lineBytes = (recs: SegmentRecord[]) => recs.reduce((n, r) => n + r.payload.byteLength + 1, 0);
+  for (const ndjson of [true, false]) {
+    await rm(poolDir, { recursive: true, force: true });
+    await mkdir(poolDir);
+    // A large segment, then smaller ones written over its file: no line of it may survive.
+    const big = make(1_000n, 600);
+    assert.deepEqual((await load(`over-${ndjson}-big`, big, ndjson)).rows, expect(big));
+    assert.equal((await readdir(poolDir)).length, 1, 'the file went to the pool');
+    for (const [k, n] of [40, 1, 300].entries()) {
+      const small = make(BigInt(10_000 * (k + 1)), n);
+      const out = await load(`over-${ndjson}-${k}`, small, ndjson);
+      assert.equal(out.taken, 1, 'the pooled file was taken');
+      assert.deepEqual(out.rows, expect(small));
+      if (ndjson) assert.equal(out.bytes, lineBytes(small), 'cut at what this segment wrote');
+    }
+  }
+  // Two loads at once, one pooled file: each gets a file of its own.
+  const a = make(5_000_000n, 200);
+  const b = make(6_000_000n, 250);
+  const [ra, rb] = await Promise.all([load('over-a', a, true), load('over-b', b, true)]);
+  assert.deepEqual(ra.rows, expect(a));
+  assert.deepEqual(rb.rows, expect(b));
+  // Three files given back at once: the pool keeps its bound, the rest are removed.
+  const c = make(7_000_000n, 10);
+  await Promise.all([load('over-c1', c, true), load('over-c2', c, true), load('over-c3', c, true)]);
+  assert.equal((await readdir(poolDir)).length <= 2, true);
 });

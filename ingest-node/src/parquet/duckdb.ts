@@ -39,9 +39,14 @@ export interface ParquetDb {
   close(): Promise<void>;
 }
 
-/** Per-job output folders live under `<scratchDir>/jobs/`, DuckDB's spill files under `<scratchDir>/spill/`. */
+/**
+ * Per-job output folders live under `<scratchDir>/jobs/`, DuckDB's spill
+ * files under `<scratchDir>/spill/`, records files kept for the next segment
+ * under `<scratchDir>/pool/` (parquet/records.ts filePool).
+ */
 export const JOBS_DIR = 'jobs';
 export const SPILL_DIR = 'spill';
+export const POOL_DIR = 'pool';
 
 export function sqlString(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
@@ -61,8 +66,10 @@ export async function createParquetDb(options: ParquetDbOptions): Promise<Parque
     // folder itself: a misconfigured path must not cost anyone their files.
     await rm(path.join(scratchDir, JOBS_DIR), { recursive: true, force: true });
     await rm(path.join(scratchDir, SPILL_DIR), { recursive: true, force: true });
+    await rm(path.join(scratchDir, POOL_DIR), { recursive: true, force: true });
     await mkdir(path.join(scratchDir, JOBS_DIR), { recursive: true });
     await mkdir(path.join(scratchDir, SPILL_DIR), { recursive: true });
+    await mkdir(path.join(scratchDir, POOL_DIR), { recursive: true });
   }
   const instance = await DuckDBInstance.create(':memory:', {
     threads: String(options.threads),

@@ -85,6 +85,7 @@ export async function materializeSegmentJob(db: ParquetDb, input: MaterializeInp
         views: [],
         loadMs: 0,
         rawMs: spent.ms + performance.now() - t,
+        recordsAsNdjson: false,
         markerBytesLeft: (input.partitionLimits ?? defaultPartitionLimits()).markerBytes,
         cleanup: () => rm(jobDir, { recursive: true, force: true }),
       };

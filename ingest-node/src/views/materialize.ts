@@ -21,7 +21,7 @@
 import { mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { JOBS_DIR } from '../parquet/duckdb.ts';
+import { JOBS_DIR, POOL_DIR } from '../parquet/duckdb.ts';
 import type { ParquetDb } from '../parquet/duckdb.ts';
 import { copyPartitionFiles, copyToParquet, PARTITION_FILES_PER_COPY } from '../parquet/outputs.ts';
 import { hiveDefaultPartition, hiveEmptyPartition, hiveLevels } from '../delivery/keys.ts';
@@ -133,6 +133,11 @@ export interface SegmentOutputs {
   /** Wall time of loading the records into DuckDB, and of writing the raw Parquet. */
   readonly loadMs: number;
   readonly rawMs: number;
+  /**
+   * Whether every record went to the NDJSON file that read_json reads
+   * (parquet/records.ts): a view's clean write could read them so.
+   */
+  readonly recordsAsNdjson: boolean;
   /** What is left of partitionLimits.markerBytes after these views (the next view's budget when views run apart). */
   readonly markerBytesLeft: number;
   /** Removes the job's scratch folder (after the upload, or to give up). */
@@ -820,6 +825,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
     names.add(v.spec.name);
   }
   const jobDir = path.join(db.scratchDir, JOBS_DIR, input.jobId);
+  const poolDir = path.join(db.scratchDir, POOL_DIR);
   const cleanup = (): Promise<void> => rm(jobDir, { recursive: true, force: true });
   await cleanup();
   await mkdir(jobDir, { recursive: true });
@@ -837,7 +843,11 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         input.views.some(
           (v) => v.fastStructType !== undefined && !input.failedViews?.has(v.spec.name) && triesClean(v),
         );
-      loaded = await loadRecords(conn, input.records, { dir: jobDir, ndjson });
+      loaded = await loadRecords(conn, input.records, {
+        dir: jobDir,
+        ndjson,
+        poolDir,
+      });
       const t1 = performance.now();
       let raw: ParquetFile[] = [];
       if (input.raw) {
@@ -880,6 +890,9 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
           views.push(await failView(conn, view, loaded, jobDir, input.rowGroupRows, reason, started));
         }
       }
+      // Every pass has read them: the next segment writes over them (page
+      // cache and blocks already there) instead of into new files.
+      await loaded.recycleFiles();
       return {
         jobDir,
         rowsIn: loaded.rows,
@@ -890,6 +903,7 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
         views,
         loadMs: t1 - t0,
         rawMs: t2 - t1,
+        recordsAsNdjson: loaded.ndjsonFile !== undefined,
         markerBytesLeft: budget.markerBytes,
         cleanup,
       };

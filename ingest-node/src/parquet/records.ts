@@ -150,9 +150,6 @@ const CHUNK_BYTES_DEFAULT = 4 * 1024 * 1024;
 /** Framing around a payload: ordinal (≤ 20 digits), 0x1F, two quotes, newline. */
 const FRAME_BYTES = 24;
 
-/** Buffer#indexOf for any Uint8Array (a payload need not be a Buffer): one native call, no view made. */
-const indexOfByte = Reflect.get(Buffer.prototype, 'indexOf') as (this: Uint8Array, value: number) => number;
-
 const QUOTE = 0x01;
 const DELIM = 0x1f;
 const NL = 0x0a;
@@ -166,6 +163,8 @@ const SIDE_TABLE = '__lf_side';
 const LINES_VIEW = '__lf_lines';
 export const RECORDS_FILE = 'records.csv';
 export const NDJSON_FILE = 'records.ndjson';
+/** The most records one NdjsonWriter.takeRun call takes (bounds its array of line ends). */
+const RUN_ROWS_MAX = 8192;
 /** DuckDB's vector size: the most rows one data chunk holds. */
 const CHUNK_ROWS = 2048;
 
@@ -203,6 +202,11 @@ class Meta {
   release(): void {
     if (metaPool === undefined || metaPool.seq.length < this.seq.length)
       metaPool = { seq: this.seq, ingest: this.ingest };
+  }
+  /** Forgets the records from `n` on (taken, then found to be no NDJSON line: NdjsonWriter.takeRun). */
+  truncate(n: number): void {
+    this.n = n;
+    if (this.topics !== undefined && this.topics.length > n) this.topics.length = n;
   }
   push(seq: bigint, ingest: bigint, topic: string | undefined): void {
     if (this.n === this.seq.length) {
@@ -451,13 +455,19 @@ class NdjsonWriter {
     this.#rows++;
   }
 
+  /** Where takeRun's payloads end in the buffer (their newline's offset): at most RUN_ROWS_MAX. */
+  readonly #ends = new Int32Array(RUN_ROWS_MAX);
+
   /**
    * The hot loop of a clean segment: takes records[from …] into the buffer
-   * while each is a plain line (ndjsonLine) that fits, at most `max` of them,
-   * with no call per record but Buffer#indexOf and the copy (measured: a
+   * while each is a plain line (ndjsonLine) that fits, at most `max` of them
+   * (and RUN_ROWS_MAX), with no call per record but the copy (measured: a
    * third of the per-record time of add() below, which it otherwise does
-   * the same as). Returns the index it stopped at: the end, `from + max`, or
-   * a record for add() (a full buffer, a payload that is no plain line).
+   * the same as). The newline check is one search over everything the run
+   * copied, the payloads' separators not yet written (a search per payload
+   * was a quarter of the loop's time). Returns the index it stopped at: the
+   * end, `from + max`, or a record for add() (a full buffer, a payload that
+   * is no plain line).
    */
   takeRun(
     records: readonly SegmentRecord[],
@@ -468,23 +478,42 @@ class NdjsonWriter {
   ): number {
     const b = this.#buf;
     const room = this.#size - 1;
-    let off = this.#off;
+    const start = this.#off;
+    const ends = this.#ends;
+    const metaStart = meta.n;
+    let off = start;
     let i = from;
-    const end = Math.min(records.length, from + max);
+    const end = Math.min(records.length, from + Math.min(max, RUN_ROWS_MAX));
     for (; i < end; i++) {
       const r = records[i]!;
       const p = r.payload;
       const n = p.byteLength;
       if (n < 2 || n > lineBytesMax || off + n > room || p[0] !== 0x7b || p[n - 1] !== 0x7d) break;
-      if (indexOfByte.call(p, NL) !== -1) break;
       checkRecord(r);
       meta.push(r.seq, r.ingestTimeMicros, r.topic);
       meta.payloadBytes += n;
       b.set(p, off);
       off += n;
-      b[off++] = NL;
+      ends[i - from] = off;
+      // Not a newline (the search below must see only the payloads' own): every separator is set after it.
+      b[off++] = 0x7d;
     }
-    this.#rows += i - from;
+    let taken = i - from;
+    const inside = taken === 0 ? -1 : b.subarray(start, off).indexOf(NL);
+    if (inside !== -1) {
+      // The payload holding it and those after it go back to add(), which refuses that one.
+      const at = start + inside;
+      let k = 0;
+      while (ends[k]! < at) k++;
+      const kept = k === 0 ? start : ends[k - 1]! + 1;
+      meta.payloadBytes -= off - kept - (taken - k);
+      meta.truncate(metaStart + k);
+      taken = k;
+      off = kept;
+      i = from + k;
+    }
+    for (let k = 0; k < taken; k++) b[ends[k]!] = NL;
+    this.#rows += taken;
     this.#off = off;
     return i;
   }

@@ -76,6 +76,12 @@ export interface BackpressureOptions {
   readonly disk: DiskSpaceProbe;
   readonly clock: Clock;
   readonly log: Logger;
+  /**
+   * Called when the free space crosses a watermark (true: under the low one,
+   * false: back over the high one), e.g. so the WAL gives back the files it
+   * keeps for reuse. Must not throw.
+   */
+  readonly onDiskLow?: (low: boolean) => void;
 }
 
 export type NotReadyReason = 'draining' | 'wal_failed' | 'wal_state_failing' | 'wal_backlog' | 'disk_low';
@@ -159,6 +165,7 @@ export class Backpressure {
         if (this.#diskLow)
           this.#o.log.warn(fields, 'WAL volume free space under the low watermark: refusing writes');
         else this.#o.log.info(fields, 'WAL volume free space back over the high watermark: accepting writes');
+        this.#o.onDiskLow?.(this.#diskLow);
       }
     } catch (err) {
       this.#o.log.error({ err }, 'measuring WAL volume free space failed; keeping the last state');

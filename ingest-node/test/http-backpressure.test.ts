@@ -5,6 +5,14 @@
 
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { systemClock } from '../src/clock.ts';
+import { NodeFileSystem } from '../src/fs/node.ts';
+import { silentLogger } from '../src/log.ts';
+import { openWal } from '../src/wal/wal.ts';
+import type { Wal } from '../src/wal/types.ts';
 import { codeOf, ingest, read, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 
@@ -176,5 +184,56 @@ void describe('backpressure', () => {
     assert.equal((await inflight).status, 202);
     await closing;
     t = undefined;
+  });
+});
+
+void describe('backpressure and the durable WAL', () => {
+  let t: TestServer<Wal> | undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    await t?.close();
+    await t?.wal.close();
+    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    t = undefined;
+  });
+
+  void it('volume free space under the low watermark: the WAL gives its free segment files back and keeps none until over the high one', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'landfall-disk-low-'));
+    const wal = await openWal({
+      dir,
+      endpoint: 'test',
+      instance: 'test-0',
+      fs: new NodeFileSystem(),
+      clock: systemClock,
+      log: silentLogger,
+      recycleSegmentsMax: 2,
+    });
+    t = await startTestServer({
+      wal,
+      config: { backpressure: { diskFreeBytesLow: 1_000_000, diskFreeBytesHigh: 2_000_000 } },
+    });
+    const server = t;
+    const free = async (): Promise<string[]> => (await readdir(wal.dir)).filter((n) => n.endsWith('.free'));
+    /** One request's segment, sealed, delivered and deleted. */
+    const deliverOne = async (): Promise<void> => {
+      assert.equal((await ingest(server.url, '{"a":1}\n')).status, 202);
+      const seg = await wal.seal();
+      assert.ok(seg !== null);
+      await wal.markDelivered(seg.id);
+      await wal.deleteSegment(seg.id);
+    };
+    await deliverOne();
+    assert.equal((await free()).length, 1, 'a delivered file is kept for reuse');
+
+    t.disk.freeBytes = 500_000;
+    await t.server.backpressure.refresh();
+    await until(() => wal.stats().freeSegmentFiles === 0);
+    assert.deepEqual(await free(), []);
+    assert.equal(codeOf(await ingest(t.url, '{"a":1}\n')), 'LF_DISK_LOW');
+
+    t.disk.freeBytes = 2_500_000;
+    await t.server.backpressure.refresh();
+    await deliverOne();
+    assert.equal((await free()).length, 1, 'over the high watermark: kept again');
   });
 });

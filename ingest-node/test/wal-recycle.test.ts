@@ -301,3 +301,35 @@ for (const recycleSegmentsMax of [2, 0]) {
     await wal.close();
   });
 }
+
+void test('a volume short of space (setVolumeLow): the free files go back to it and delivered files are removed, not kept, until it is back', async () => {
+  const mem = new PowerCutFileSystem({ seed: 11 });
+  const wal = await openWal(walOptions(mem, { recycleSegmentsMax: 2 }));
+  await freeSegment(wal, 10, 'a');
+  await freeSegment(wal, 10, 'b');
+  assert.equal(wal.stats().freeSegmentFiles, 1, 'b was written over a');
+  await wal.setVolumeLow(true);
+  assert.equal(wal.stats().freeSegmentFiles, 0);
+  assert.deepEqual(
+    (await names(mem)).filter((n) => n.endsWith('.free')),
+    [],
+    'unlinked (and the directory synced: a power cut now keeps them gone)',
+  );
+  const disk = mem.crash();
+  assert.deepEqual(
+    (await names(disk)).filter((n) => n.endsWith('.free')),
+    [],
+  );
+  const wal2 = await openWal(walOptions(disk, { recycleSegmentsMax: 2 }));
+  await wal2.setVolumeLow(true);
+  await freeSegment(wal2, 5, 'c');
+  assert.equal(wal2.stats().freeSegmentFiles, 0, 'while low, a delivered file is removed');
+  assert.deepEqual(
+    (await names(disk)).filter((n) => SEGMENT.test(`/${n}`) || n.endsWith('.free')),
+    [],
+  );
+  await wal2.setVolumeLow(false);
+  await freeSegment(wal2, 5, 'd');
+  assert.equal(wal2.stats().freeSegmentFiles, 1, 'back over the high watermark: kept again');
+  await wal2.close();
+});

@@ -23,7 +23,7 @@ import { silentLogger } from '../log.ts';
 import type { NodeConfig } from '../config/schema.ts';
 import { adminPortOf } from '../config/schema.ts';
 import { VERSION } from '../config/version.ts';
-import type { DurableWalStats, WriteAheadLog, WalStats } from '../wal/types.ts';
+import type { DurableWalStats, Wal, WriteAheadLog, WalStats } from '../wal/types.ts';
 import { RecordFormat, WalErrorCode } from '../wal/types.ts';
 import { Backpressure, statfsProbe } from '../backpressure.ts';
 import type { DiskSpaceProbe } from '../backpressure.ts';
@@ -278,6 +278,13 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     disk: deps.disk ?? statfsProbe(config.wal.dir),
     clock,
     log,
+    onDiskLow: (low) => {
+      // The durable WAL's free files go back to a volume short of space.
+      if ('setVolumeLow' in wal && typeof wal.setVolumeLow === 'function')
+        (wal as Pick<Wal, 'setVolumeLow'>)
+          .setVolumeLow(low)
+          .catch((err: unknown) => log.error({ err }, 'releasing the WAL free segment files failed'));
+    },
   });
   await backpressure.start();
   const metrics = createMetrics(registry, { wal, backpressure }, deps.defaultMetrics ?? false);

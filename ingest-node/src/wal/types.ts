@@ -258,4 +258,12 @@ export interface Wal extends WriteAheadLog {
   seal(reason?: SealReason): Promise<SealedSegment | null>;
   /** Seals the open segment if its first record is older than segmentAgeMsMax; true if it did. */
   maybeSealByAge(): Promise<boolean>;
+  /**
+   * The volume's free space is under backpressure's low watermark (true) or
+   * back over its high one (false). While low, the free segment files
+   * (recycleSegmentsMax) go back to the volume and delivered files are
+   * removed instead of kept: up to recycleSegmentsMax × segmentBytesMax that
+   * the node, refusing writes meanwhile, needs more than faster writes.
+   */
+  setVolumeLow(low: boolean): Promise<void>;
 }

@@ -282,6 +282,8 @@ class WriteAheadLogImpl implements Wal {
   readonly #free: FreeFile[];
   /** deleteSegment calls turning a file into a free one right now (they count against #recycleMax). */
   #freeing = 0;
+  /** setVolumeLow: while the volume is short of space, delivered files are removed, not kept. */
+  #volumeLow = false;
   #recycledTotal = 0;
 
   // Writer loop
@@ -1026,16 +1028,23 @@ class WriteAheadLogImpl implements Wal {
     }
   }
 
-  /** Gives the volume its free files back (it is full: their blocks are better used by anything else). */
-  async #releaseFree(): Promise<void> {
+  /** Gives the volume its free files back (it is full or nearly: their blocks are better used by anything else). */
+  async #releaseFree(why: 'full' | 'low' = 'full'): Promise<void> {
     const names = this.#free.splice(0).map((f) => f.name);
     if (names.length === 0) return;
     for (const name of names) await this.#fs.unlink(path.join(this.dir, name)).catch(() => {});
     await this.#fs.syncDir(this.dir).catch(() => {});
     this.#log.warn(
       { dir: this.dir, files: names.length },
-      'WAL volume full: released the free segment files',
+      why === 'full'
+        ? 'WAL volume full: released the free segment files'
+        : 'WAL volume free space under the low watermark: released the free segment files',
     );
+  }
+
+  async setVolumeLow(low: boolean): Promise<void> {
+    this.#volumeLow = low;
+    if (low) await this.#releaseFree('low');
   }
 
   /**
@@ -1331,6 +1340,7 @@ class WriteAheadLogImpl implements Wal {
     }
     if (
       this.#free.length + this.#freeing < this.#recycleMax &&
+      !this.#volumeLow &&
       seg.sealReason !== 'write-failure' &&
       this.#closing === undefined
     ) {

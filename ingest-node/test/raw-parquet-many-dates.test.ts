@@ -21,6 +21,8 @@ import { getJson, listKeys, readParquetObject, type MarkerJson } from '../../tes
 import type { Clock } from '../src/clock.ts';
 import { defaultConfig } from '../src/config/load.ts';
 import { startNode, type RunningNode } from '../src/node.ts';
+import { rawKey } from '../src/delivery/keys.ts';
+import { segmentDates, segmentPartitionLimits } from '../src/delivery/parquet-producers.ts';
 import { openWal } from '../src/wal/wal.ts';
 import type { Wal } from '../src/wal/types.ts';
 
@@ -239,4 +241,45 @@ void test('a clock that steps back within a segment: ingest times do not go back
   } finally {
     await h.close();
   }
+});
+
+void test("the marker's budget counts every date a segment's records carry: a short span listed, a long one read", async () => {
+  const DAY_US = 86_400_000_000n;
+  const day = (d: number): bigint => BigInt(Date.UTC(2026, 0, 1)) * 1000n + BigInt(d) * DAY_US + DAY_US / 2n;
+  const iso = (d: number): string => new Date(Number(day(d) / 1000n)).toISOString().slice(0, 10);
+  let reads = 0;
+  const from = (ds: readonly number[]) => () => {
+    reads++;
+    return (async function* () {
+      for (const d of ds) yield { ingestMicros: day(d) };
+    })();
+  };
+  // A short span: its days and one each side, the records not read.
+  assert.deepEqual(
+    await segmentDates({ firstIngestMicros: day(0), lastIngestMicros: day(3) }, from([0, 3])),
+    [-1, 0, 1, 2, 3, 4].map(iso),
+  );
+  assert.equal(reads, 0);
+  // A clock stepped forward 30 years: two dates, not the span's 10,000 days.
+  const years = 30 * 365;
+  assert.deepEqual(
+    await segmentDates({ firstIngestMicros: day(0), lastIngestMicros: day(years) }, from([0, 0, years])),
+    [iso(0), iso(years)],
+  );
+  assert.equal(reads, 1);
+  // 1,500 dates (a clock stepped forward a day at a time): every one (the budget listed 1,000 at most).
+  const many = Array.from({ length: 1500 }, (_, i) => i);
+  const dates = await segmentDates({ firstIngestMicros: day(0), lastIngestMicros: day(1499) }, from(many));
+  assert.deepEqual(dates, many.map(iso));
+  // Ends that do not bound the records (not what the WAL writes): the records are read.
+  assert.deepEqual(
+    await segmentDates({ firstIngestMicros: day(10), lastIngestMicros: day(2) }, from([10, 2, 400])),
+    [iso(2), iso(10), iso(400)],
+  );
+  // Each date costs the marker one raw entry.
+  const ref = { endpoint, instance, epoch: '01JBQ8ZK1M4X9Q2W7YV3T5R6PA', segmentId: 1n };
+  const entry = 256 + rawKey('lf', ref, dates[0]!).length;
+  const budget = (ds: readonly string[]): number =>
+    segmentPartitionLimits('lf', ref, ds, [], true, 1000).markerBytes;
+  assert.equal(budget(dates.slice(0, 1000)) - budget(dates), 500 * entry);
 });

@@ -77,6 +77,16 @@ void describe('config', () => {
     assert.match(problems[0] ?? '', /allowed under wal: dir, segmentBytesMax, segmentAgeMsMax/);
   });
 
+  void it('wal.segmentAgeMsMax is at most 7 days (a segment spans one raw Parquet date file per day it lives)', () => {
+    const week = 7 * 24 * 3600_000;
+    assert.equal(loadConfig({ args: [`--wal.segmentAgeMsMax=${week}`] }).wal.segmentAgeMsMax, week);
+    const problems = problemsOf(() => loadConfig({ args: [`--wal.segmentAgeMsMax=${week + 1}`] }));
+    assert.ok(
+      problems.some((p) => /^wal\.segmentAgeMsMax \(from flag --wal\.segmentAgeMsMax\)/.test(p)),
+      problems.join('\n'),
+    );
+  });
+
   void it('unknown top-level blocks, env vars and flags are rejected too, all reported at once', async () => {
     const y = await file('top.yaml', 'walz: {}\n');
     const problems = problemsOf(() =>

@@ -202,6 +202,56 @@ void test('DuckDB reads the statistics: min and max of seq (unsigned), ingest_ti
   assert.deepEqual(none, [['0']]);
 });
 
+void test('more dates than files kept open: the least recently written is suspended and resumed; same files as DuckDB writes', async () => {
+  // 100 dates, round robin, then a long run per date: each date file is
+  // suspended (row group written, handle closed) and opened again for append
+  // many times. The WAL never gives this order (its ingest times do not go
+  // back); a writer fed it still writes every row under its true date.
+  const day = 86_400_000_000n;
+  const base = BigInt(Date.UTC(2026, 0, 1)) * 1000n;
+  const records: SegmentRecord[] = [];
+  for (let i = 0; i < 1200; i++) {
+    const d = i < 600 ? i % 100 : Math.floor((i - 600) / 6);
+    records.push({
+      seq: 10n + BigInt(i),
+      ingestTimeMicros: base + BigInt(d) * day + BigInt(i),
+      payload: Buffer.from(JSON.stringify({ i, d })),
+      topic: i % 4 === 0 ? `t/${d}` : undefined,
+    });
+  }
+  const mine = await writeRaw(path.join(scratch, 'dates', 'raw'), records, { rowGroupRows: 4, batch: 37 });
+  const duck = await materializeSegment(db, {
+    jobId: 'dates-duck',
+    records,
+    views: [],
+    raw: { endpoint: 'clicks', instance: 'clicks-0' },
+  });
+  assert.equal(mine.length, 100);
+  assert.deepEqual(
+    mine.map((f) => [f.partitionPath, f.rowCount]),
+    duck.raw.map((f) => [f.partitionPath, f.rowCount]),
+  );
+  for (const f of mine) {
+    assert.equal(f.sizeBytes, (await stat(f.localPath)).size);
+    assert.equal(f.sha256, await sha256File(f.localPath));
+  }
+  assert.deepEqual(await readRows(mine), await readRows(duck.raw));
+  // DuckDB reads every file whole, each date's rows in seq order under their dt.
+  const glob = path.join(scratch, 'dates', 'raw', '*', '*.parquet');
+  const [[rows, bad, unordered]] = (await db.withConnection(async (c) =>
+    (
+      await c.runAndReadAll(
+        `SELECT count(*), count(*) FILTER (WHERE strftime(ingest_time, '%Y-%m-%d') <> dt),
+                count(*) FILTER (WHERE seq < prev)
+         FROM (SELECT *, lag(seq) OVER (PARTITION BY filename ORDER BY file_row_number) AS prev
+               FROM read_parquet('${glob}', hive_partitioning = true, filename = true, file_row_number = true))`,
+      )
+    ).getRowsJson(),
+  )) as [[string, string, string]];
+  assert.deepEqual([rows, bad, unordered], ['1200', '0', '0']);
+  await duck.cleanup();
+});
+
 void test('the UTC date of a day number is the one DuckDB gives a partition', async () => {
   const days = [-719_528, -1, 0, 1, 10_957, 20_783, 2_932_896, 2_932_897];
   const theirs = await db.withConnection(async (c) =>

@@ -91,6 +91,34 @@ void test('seal by age through the injected clock and timers', async () => {
   assert.equal(timers.pending.size, 0);
 });
 
+void test('seal by age past the longest timer (2^31 - 1 ms): armed in steps Node can keep, sealed on time', async () => {
+  // Node fires a longer timeout after 1 ms (TimeoutOverflowWarning): armed
+  // with the whole age, the WAL would wake every millisecond until it is due.
+  const TIMER_MS_MAX = 2 ** 31 - 1;
+  const fs = new PowerCutFileSystem({ seed: 5 });
+  const clock = new ManualClock();
+  const timers = new ManualTimers(clock);
+  const ageMs = 30 * 24 * 3600_000;
+  const wal = await openWal(walOptions(fs, { clock, timers, segmentAgeMsMax: ageMs }));
+  const announced: SealedSegment[] = [];
+  wal.onSealed((s) => announced.push(s));
+  await wal.append([enc('a')], RecordFormat.ndjson);
+  const armedIn = (): number => [...timers.pending.values()][0]!.at - clock.monotonicMs();
+  const armed = (): number => timers.pending.size;
+  assert.equal(armed(), 1);
+  assert.equal(armedIn(), TIMER_MS_MAX);
+  clock.advance(TIMER_MS_MAX);
+  assert.equal(timers.runDue(), 1);
+  while (armed() === 0) await new Promise((r) => setImmediate(r));
+  assert.equal(armedIn(), ageMs - TIMER_MS_MAX, 'armed again for what is left');
+  assert.equal(announced.length, 0);
+  clock.advance(ageMs - TIMER_MS_MAX);
+  assert.equal(timers.runDue(), 1);
+  while (announced.length === 0) await new Promise((r) => setImmediate(r));
+  assert.equal(announced[0]!.sealReason, 'age');
+  await wal.close();
+});
+
 void test('close seals a segment with records and removes an empty one', async () => {
   const fs = new FaultFileSystem(new PowerCutFileSystem({ seed: 6 }));
   const opts = walOptions(fs);

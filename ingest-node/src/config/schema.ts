@@ -16,6 +16,12 @@ import { ViewsSchema } from '../views/settings.ts';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
+/**
+ * wal.segmentAgeMsMax's largest value. A segment sealed by age holds its
+ * records back from S3 until then, and spans one UTC date per day it lives:
+ * a week is already more than any trickle endpoint needs.
+ */
+export const SEGMENT_AGE_MS_MAX_LIMIT = 7 * 24 * 3600_000;
 
 /** Names that end up in S3 keys and metric labels: keep them boring. */
 const namePattern = '^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$';
@@ -27,8 +33,8 @@ const bytes = (description: string, defaultBytes: number, minimum = 0, maximum?:
     default: defaultBytes,
     description,
   });
-const millis = (description: string, defaultMs: number, minimum = 0) =>
-  Type.Integer({ minimum, default: defaultMs, description });
+const millis = (description: string, defaultMs: number, minimum = 0, maximum?: number) =>
+  Type.Integer({ minimum, ...(maximum === undefined ? {} : { maximum }), default: defaultMs, description });
 
 /** Options every block carries: closed (unknown keys are errors) and defaulted as a whole. */
 const block = (description: string) => ({ additionalProperties: false, default: {}, description }) as const;
@@ -129,9 +135,10 @@ export const WalSchema = Type.Object(
     }),
     segmentBytesMax: bytes('A segment seals once it holds this many bytes.', 64 * MiB, 4 * KiB),
     segmentAgeMsMax: millis(
-      'A segment seals once it is this old, so quiet endpoints still deliver.',
+      "A segment seals once it is this old, so quiet endpoints still deliver. At most 7 days: a segment's records are not in S3 before it seals, and its raw Parquet and DLQ files are one per UTC ingest date it spans.",
       60_000,
       100,
+      SEGMENT_AGE_MS_MAX_LIMIT,
     ),
     pipelineDepth: Type.Integer({
       minimum: 1,

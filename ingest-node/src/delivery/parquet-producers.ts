@@ -32,8 +32,10 @@ import {
   type ViewsConfig,
 } from '../views/settings.ts';
 import type { SealedSegment } from '../wal/types.ts';
+import type { WalRecord } from '../wal/format.ts';
 import { walToSegmentRecords } from '../parquet/wal-records.ts';
 import { materializeSegmentJob } from '../parquet/segment-job.ts';
+import { dayOfMicros } from '../parquet/raw-writer.ts';
 import { dlqKey, formatSegmentId, rawKey, segmentKey, utcDate, viewKey, type SegmentRef } from './keys.ts';
 import { markerBytesMax, type MarkerView, type MarkerViewRows } from './marker.ts';
 import type { ArtifactProducer, ProducedFile, SegmentJob } from './producers.ts';
@@ -116,13 +118,34 @@ const markerHeadBytes = 4096;
 const markerArtifactBytes = 256;
 const markerViewBytes = 1536;
 
-/** UTC dates a segment's records can span (raw and DLQ files are one per date), with a day of slack each side for a clock that stepped. */
-function segmentDates(segment: SealedSegment): string[] {
+/** Day spans a segment's dates are listed for; a longer span is read for the dates its records carry. */
+export const SEGMENT_DATE_SPAN_LISTED_MAX = 64;
+
+/**
+ * The UTC dates a segment's records carry, or a superset (raw and DLQ files
+ * are one per date). The WAL's ingest times never go back (a record gets the
+ * later of the clock and the last ingest time), so every record lies in
+ * [firstIngestMicros, lastIngestMicros]: that span's days, a day of slack
+ * each side, when it is short. A long span (wal.segmentAgeMsMax is at most 7
+ * days, so a wall clock stepped forward) may hold few dates or many: its
+ * records are read for the exact ones, so the marker's budget neither
+ * reserves room for a jump's empty days nor leaves out dates past any cap.
+ */
+export async function segmentDates(
+  segment: Pick<SealedSegment, 'firstIngestMicros' | 'lastIngestMicros'>,
+  records: () => AsyncIterable<Pick<WalRecord, 'ingestMicros'>>,
+): Promise<string[]> {
   const dayMicros = 86_400_000_000n;
   const first = segment.firstIngestMicros < dayMicros ? 0n : segment.firstIngestMicros - dayMicros;
   const last = segment.lastIngestMicros + dayMicros;
   const dates: string[] = [];
-  for (let t = first; t <= last && dates.length < 1_000; t += dayMicros) dates.push(utcDate(t));
+  if (last >= first && (last - first) / dayMicros < BigInt(SEGMENT_DATE_SPAN_LISTED_MAX)) {
+    for (let t = first; t <= last; t += dayMicros) dates.push(utcDate(t));
+    return dates;
+  }
+  const days = new Set<number>();
+  for await (const r of records()) days.add(dayOfMicros(r.ingestMicros));
+  for (const d of [...days].sort((a, b) => a - b)) dates.push(utcDate(BigInt(d) * dayMicros));
   return dates;
 }
 
@@ -135,12 +158,11 @@ function segmentDates(segment: SealedSegment): string[] {
 export function segmentPartitionLimits(
   prefix: string,
   ref: SegmentRef,
-  segment: SealedSegment,
+  dates: readonly string[],
   views: readonly CompiledView[],
   raw: boolean,
   filesMax: number,
 ): PartitionLimits {
-  const dates = segmentDates(segment);
   let fixed = markerHeadBytes + markerArtifactBytes + segmentKey(prefix, ref).length;
   if (raw) for (const dt of dates) fixed += markerArtifactBytes + rawKey(prefix, ref, dt).length;
   for (const v of views) {
@@ -440,7 +462,7 @@ export function parquetProducer(o: ParquetProducerOptions): ArtifactProducer {
       const limits = segmentPartitionLimits(
         job.prefix,
         ref,
-        job.segment,
+        await segmentDates(job.segment, () => job.records()),
         views,
         o.raw,
         o.partitionFilesMax ?? partitionFilesMaxDefault,

@@ -55,8 +55,16 @@ export const PAGE_BYTES = 8 * 1024 * 1024;
  * payloads within 1 %: parquet-raw-writer.test.ts compares) for less CPU.
  */
 export const ZSTD_LEVEL = 1;
-/** Distinct ingest dates one segment may span here (a clock stepping across many days): each is an open file. */
-export const RAW_DATES_MAX = 64;
+/**
+ * Date files open at once, each with its handle and its row group being
+ * filled. A segment may span more dates (a trickle endpoint's long-lived
+ * segment, a clock stepping forward across many days): the date least
+ * recently written is then suspended (its row group written, its handle
+ * closed, its buffers freed; its footer waits for finish) and resumed, opened
+ * for append, if its date comes again. The WAL's ingest times never go back,
+ * so in a segment's seq order a suspended date does not come again.
+ */
+export const RAW_FILES_OPEN_MAX = 64;
 
 const MAX_U64 = (1n << 64n) - 1n;
 const MIN_I64 = -(1n << 63n);
@@ -450,6 +458,16 @@ class Column {
   }
 }
 
+// A type, not an interface: Object.values sees its members as Columns.
+type DateColumns = {
+  readonly endpoint: Column;
+  readonly instance: Column;
+  readonly seq: Column;
+  readonly ingest: Column;
+  readonly topic: Column;
+  readonly payload: Column;
+};
+
 interface ChunkMeta {
   readonly column: Column;
   readonly offset: number;
@@ -476,11 +494,15 @@ const STATS = new Set(['endpoint', 'instance', 'seq', 'ingest_time', 'topic']);
  */
 export const STATS_STRING_BYTES_MAX = 256;
 
-/** One output file (one UTC date): its open handle, its row groups so far and the row group being filled. */
+/**
+ * One output file (one UTC date): its handle, its row groups so far and the
+ * row group being filled. Suspended (see RAW_FILES_OPEN_MAX), it holds only
+ * its row groups' metadata and its running hash.
+ */
 class DateFile {
   readonly dt: string;
   readonly localPath: string;
-  readonly #fh: FileHandle;
+  #fh: FileHandle | undefined;
   readonly #hash: Hash = createHash('sha256');
   #offset = 0;
   rows = 0;
@@ -495,16 +517,10 @@ class DateFile {
   #lastTopic: string | undefined;
   #lastTopicBytes: Buffer | undefined;
   readonly #groups: RowGroupMeta[] = [];
-  readonly #cols: {
-    endpoint: Column;
-    instance: Column;
-    seq: Column;
-    ingest: Column;
-    topic: Column;
-    payload: Column;
-  };
+  #cols: DateColumns;
   readonly #endpoint: Buffer;
   readonly #instance: Buffer;
+  readonly #o: RawWriterOptions;
   readonly #rowGroupRows: number;
   #pending: Promise<unknown> = Promise.resolve();
 
@@ -512,11 +528,18 @@ class DateFile {
     this.dt = dt;
     this.localPath = localPath;
     this.#fh = fh;
-    const pageBytes = o.pageBytes ?? PAGE_BYTES;
-    const level = o.zstdLevel ?? ZSTD_LEVEL;
+    this.#o = o;
     this.#endpoint = Buffer.from(o.endpoint, 'utf8');
     this.#instance = Buffer.from(o.instance, 'utf8');
-    this.#cols = {
+    this.#cols = this.#newColumns();
+    this.#rowGroupRows = o.rowGroupRows ?? ROW_GROUP_ROWS_DEFAULT;
+    this.#write([MAGIC]);
+  }
+
+  #newColumns(): DateColumns {
+    const pageBytes = this.#o.pageBytes ?? PAGE_BYTES;
+    const level = this.#o.zstdLevel ?? ZSTD_LEVEL;
+    return {
       endpoint: new Column('endpoint', { kind: 'const', value: this.#endpoint }, pageBytes, level),
       instance: new Column('instance', { kind: 'const', value: this.#instance }, pageBytes, level),
       seq: new Column('seq', { kind: 'int64', unsigned: true }, pageBytes, level),
@@ -524,8 +547,26 @@ class DateFile {
       topic: new Column('topic', { kind: 'bytes', nullable: true, pooled: false }, pageBytes, level),
       payload: new Column('payload', { kind: 'bytes', nullable: false, pooled: true }, pageBytes, level),
     };
-    this.#rowGroupRows = o.rowGroupRows ?? ROW_GROUP_ROWS_DEFAULT;
-    this.#write([MAGIC]);
+  }
+
+  get open(): boolean {
+    return this.#fh !== undefined;
+  }
+
+  /** Writes the row group being filled, closes the handle and frees the buffers: the file has no footer yet. */
+  async suspend(): Promise<void> {
+    this.#endGroup();
+    for (const col of Object.values(this.#cols)) col.release();
+    await this.#pending;
+    const fh = this.#fh!;
+    this.#fh = undefined;
+    await fh.close();
+  }
+
+  /** Opens the suspended file for append: the next row group goes after the last one written. */
+  async resume(): Promise<void> {
+    this.#fh = await open(this.localPath, 'a');
+    this.#cols = this.#newColumns();
   }
 
   static async open(dir: string, dt: string, o: RawWriterOptions): Promise<DateFile> {
@@ -544,8 +585,9 @@ class DateFile {
       n += b.length;
     }
     this.#offset += n;
+    const fh = this.#fh!;
     const prev = this.#pending;
-    const p = prev.then(() => writeAll(this.#fh, bufs, n));
+    const p = prev.then(() => writeAll(fh, bufs, n));
     p.catch(() => {});
     this.#pending = p;
   }
@@ -641,6 +683,7 @@ class DateFile {
   }
 
   async finish(): Promise<ParquetFile> {
+    if (this.#fh === undefined) await this.resume();
     this.#endGroup();
     const footer = fileMetaData(this.rows, this.#groups);
     const tail = Buffer.allocUnsafe(8);
@@ -649,7 +692,9 @@ class DateFile {
     this.#write([footer, tail]);
     for (const col of Object.values(this.#cols)) col.release();
     await this.#pending;
-    await this.#fh.close();
+    const fh = this.#fh!;
+    this.#fh = undefined;
+    await fh.close();
     return {
       localPath: this.localPath,
       partitionPath: `dt=${this.dt}/`,
@@ -662,7 +707,8 @@ class DateFile {
 
   async abort(): Promise<void> {
     await this.#pending.catch(() => undefined);
-    await this.#fh.close().catch(() => undefined);
+    await this.#fh?.close().catch(() => undefined);
+    this.#fh = undefined;
   }
 }
 
@@ -786,6 +832,8 @@ export function utcDate(day: number): string {
 export class RawParquetWriter {
   readonly #o: RawWriterOptions;
   readonly #files = new Map<number, DateFile>();
+  /** The open ones, least recently written first. */
+  readonly #open = new Map<number, DateFile>();
   #day = NaN;
   #file: DateFile | undefined;
   rows = 0;
@@ -806,12 +854,19 @@ export class RawParquetWriter {
       const day = Number.isSafeInteger(us) ? Math.floor(us / DAY_US) : dayOfMicros(r.ingestTimeMicros);
       if (day !== this.#day) {
         let f = this.#files.get(day);
-        if (f === undefined) {
-          if (this.#files.size >= RAW_DATES_MAX)
-            throw new RangeError(`a segment spanning more than ${RAW_DATES_MAX} ingest dates`);
-          f = await DateFile.open(this.#o.dir, utcDate(day), this.#o);
-          this.#files.set(day, f);
+        if (f === undefined || !f.open) {
+          if (this.#open.size >= RAW_FILES_OPEN_MAX) {
+            const [lru, old] = this.#open.entries().next().value!;
+            this.#open.delete(lru);
+            await old.suspend();
+          }
+          if (f === undefined) {
+            f = await DateFile.open(this.#o.dir, utcDate(day), this.#o);
+            this.#files.set(day, f);
+          } else await f.resume();
         }
+        this.#open.delete(day);
+        this.#open.set(day, f);
         this.#file = f;
         this.#day = day;
       }
@@ -819,13 +874,15 @@ export class RawParquetWriter {
       this.rows++;
     }
     // Row groups written meanwhile are on their way: wait, so at most one is held per file.
-    for (const f of this.#files.values()) await f.drain();
+    for (const f of this.#open.values()) await f.drain();
   }
 
   async finish(): Promise<ParquetFile[]> {
     const out: ParquetFile[] = [];
+    // One at a time: a suspended file is opened again only for its footer.
     for (const f of this.#files.values()) out.push(await f.finish());
     this.#files.clear();
+    this.#open.clear();
     out.sort((a, b) => (a.localPath < b.localPath ? -1 : a.localPath > b.localPath ? 1 : 0));
     return out;
   }
@@ -834,6 +891,7 @@ export class RawParquetWriter {
   async abort(): Promise<void> {
     for (const f of this.#files.values()) await f.abort();
     this.#files.clear();
+    this.#open.clear();
     await rm(this.#o.dir, { recursive: true, force: true });
   }
 }

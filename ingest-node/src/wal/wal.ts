@@ -80,6 +80,8 @@ export const SEGMENT_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
  * quiet endpoint to ~1,440 segments a day instead of thousands of tiny files.
  */
 export const SEGMENT_AGE_MS_MAX_DEFAULT = 60_000;
+/** The longest delay Node's setTimeout keeps (2^31 - 1 ms, ~24.8 days). */
+const TIMER_MS_MAX = 2 ** 31 - 1;
 /**
  * Hard cap on accepted-but-unacknowledged bytes. The HTTP layer bounds its
  * in-flight bytes below this; the cap is the WAL's own guarantee that a
@@ -1219,7 +1221,8 @@ class WriteAheadLogImpl implements Wal {
           this.#log.error({ err, dir: this.dir }, 'WAL age seal failed'),
         );
       },
-      Math.max(0, ms),
+      // Node fires a longer timeout after 1 ms; maybeSealByAge arms again for the rest.
+      Math.min(Math.max(0, ms), TIMER_MS_MAX),
     );
   }
 

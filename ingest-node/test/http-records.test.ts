@@ -1,9 +1,9 @@
-// NDJSON is split from the chunks a body arrived (or was decoded) in, not from
-// a concatenation of them (records.ts): the same records, errors and line
-// numbers as splitting the whole body, with records inside one chunk left as
-// views of it. And over HTTP on the real WAL: bodies that reach the server in
-// several chunks (gzip and zstd decode in 64 KiB pieces; an unencoded body
-// sent in pieces) land byte for byte.
+// NDJSON and RecordIO are split from the chunks a body arrived (or was
+// decoded) in, not from a concatenation of them (records.ts): the same
+// records, errors and line numbers as splitting the whole body, with records
+// inside one chunk left as views of it. And over HTTP on the real WAL: bodies
+// that reach the server in several chunks (gzip and zstd decode in 64 KiB
+// pieces; an unencoded body sent in pieces) land byte for byte.
 
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
-import { splitNdjson, splitNdjsonChunks } from '../src/http/records.ts';
+import { splitNdjson, splitNdjsonChunks, splitRecordio, splitRecordioChunks } from '../src/http/records.ts';
 import type { SplitOptions } from '../src/http/records.ts';
 import { openWal } from '../src/wal/wal.ts';
 import { readSegment } from '../src/wal/format.ts';
@@ -129,6 +129,91 @@ void describe('splitNdjsonChunks: the same as splitNdjson of the whole body', ()
   });
 });
 
+void describe('splitRecordioChunks: the same as splitRecordio of the whole body', () => {
+  let seed = 8765;
+  const rand = (n: number): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) % n;
+  };
+  // A length with a low byte past 127 (202), so every bit of a length that straddles chunks counts.
+  const payloads = [
+    '',
+    '{}',
+    '{"k":1}',
+    'not json',
+    '{"s":"x y z w v"}',
+    'x'.repeat(30),
+    `"${'y'.repeat(200)}"`,
+  ];
+  /** Records, sometimes with a short tail (a cut length or payload), cut into random chunks. */
+  const body = (): Buffer => {
+    const parts: Buffer[] = [];
+    for (let r = rand(7); r > 0; r--) {
+      const p = Buffer.from(payloads[rand(payloads.length)]!);
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(p.length);
+      parts.push(len, p);
+    }
+    const whole = Buffer.concat(parts);
+    return rand(4) === 0 ? whole.subarray(0, rand(whole.length + 1)) : whole;
+  };
+
+  void it('random records, truncated tails, caps that bite, validation on and off', () => {
+    let errors = 0;
+    let copies = 0;
+    for (let k = 0; k < 6000; k++) {
+      const whole = body();
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < whole.length;) {
+        const n = rand(3) === 0 ? 0 : 1 + rand(rand(2) === 0 ? 12 : 400);
+        chunks.push(Buffer.from(whole.subarray(i, i + n)));
+        i += n;
+      }
+      const o: SplitOptions = {
+        recordBytesMax: rand(3) === 0 ? rand(12) : rand(3) === 0 ? 200 + rand(4) : 1 << 20,
+        recordsMax: rand(3) === 0 ? rand(5) : 1 << 20,
+        validateJson: rand(2) === 0,
+      };
+      const expected = outcome(() => splitRecordio(whole, o));
+      assert.deepEqual(
+        outcome(() => splitRecordioChunks(chunks, o)),
+        expected,
+        `${JSON.stringify(chunks.map((c) => c.toString('latin1')))} ${JSON.stringify(o)}`,
+      );
+      if ('error' in expected) errors++;
+      else
+        for (const r of splitRecordioChunks(chunks, o))
+          if (r.length > 0 && !chunks.some((c) => isViewOf(r, c))) copies++;
+    }
+    assert.ok(errors > 500 && errors < 5500, `${errors} errors`);
+    assert.ok(copies > 500, `${copies} records copied`);
+  });
+
+  void it('a payload inside one chunk is a view of it; one across chunks (or a length across them) still splits', () => {
+    const o: SplitOptions = { recordBytesMax: 1 << 20, recordsMax: 1 << 20, validateJson: false };
+    const chunks = [
+      Buffer.from([0, 0, 0, 3, 0x61, 0x62, 0x63, 0, 0]),
+      Buffer.from([0, 2, 0x64]),
+      Buffer.from([0x65]),
+    ];
+    const records = splitRecordioChunks(chunks, o);
+    assert.deepEqual(
+      records.map((r) => r.toString()),
+      ['abc', 'de'],
+    );
+    assert.ok(isViewOf(records[0]!, chunks[0]!));
+    assert.ok(!chunks.some((c) => isViewOf(records[1]!, c)));
+    // A payload that ends exactly where its chunk does is still a view.
+    const exact = [Buffer.from([0, 0, 0, 2, 0x66, 0x67]), Buffer.from([0, 0, 0, 1, 0x68])];
+    const [first, second] = splitRecordioChunks(exact, o);
+    assert.equal(first!.toString() + second!.toString(), 'fgh');
+    assert.ok(isViewOf(first!, exact[0]!));
+    assert.ok(isViewOf(second!, exact[1]!));
+  });
+});
+
 interface Stored {
   readonly seq: bigint;
   readonly payload: Buffer;
@@ -225,6 +310,28 @@ void describe('bodies in several chunks, on the real WAL', () => {
     assert.deepEqual(
       stored.map((r) => r.seq),
       stored.map((_, i) => stored[0]!.seq + BigInt(i)),
+    );
+  });
+
+  void it('a zstd RecordIO body decoded in 64 KiB chunks, payloads and lengths across their edges: byte for byte', async () => {
+    const s = await start();
+    const { lines } = bigBody();
+    const parts: Buffer[] = [];
+    for (const line of lines) {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(Buffer.byteLength(line));
+      parts.push(len, Buffer.from(line));
+    }
+    const r = await ingest(s.url, zstdCompressSync(Buffer.concat(parts)), {
+      'content-type': 'application/x-recordio',
+      'content-encoding': 'zstd',
+    });
+    assert.equal(r.status, 202, r.text);
+    assert.equal((r.json as { accepted: number }).accepted, lines.length);
+    await s.wal.close();
+    assert.deepEqual(
+      (await storedRecords(dir!)).map((x) => x.payload.toString()),
+      lines,
     );
   });
 

@@ -4,11 +4,12 @@
 // line unless validation asks for it. The records keep their exact bytes:
 // what a producer sent is what lands in the WAL and in S3.
 //
-// NDJSON is split from the chunks the body arrived (or was decoded) in, not
-// from one Buffer.concat of them: that copy was a fresh 64 KiB ArrayBuffer
-// per request, and at a few thousand requests a second those external bytes
-// alone made V8 run a full mark-compact every ~160 ms (measured, issue 15).
-// Only a line that straddles two chunks is copied, into a buffer of its own.
+// NDJSON and RecordIO are split from the chunks the body arrived (or was
+// decoded) in, not from one Buffer.concat of them: that copy was a fresh
+// 64 KiB ArrayBuffer per request, and at a few thousand requests a second
+// those external bytes alone made V8 run a full mark-compact every ~160 ms
+// (measured, issue 15). Only a record that straddles two chunks is copied,
+// into a buffer of its own. JSON bodies are still joined for their scanner.
 
 import { isUtf8 } from 'node:buffer';
 import type { LandfallError } from '../errors.ts';
@@ -207,7 +208,7 @@ export function splitNdjsonChunks(chunks: readonly Buffer[], o: SplitOptions, st
   return out;
 }
 
-/** The body as one Buffer (the JSON and RecordIO splitters need it whole). */
+/** The body as one Buffer (the JSON splitter needs it whole). */
 function whole(chunks: readonly Buffer[]): Buffer {
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
@@ -233,6 +234,78 @@ export function splitRecordio(buf: Buffer, o: SplitOptions, stop?: StopCheck): B
     v?.check(buf, i, i + size, `Record ${n}`);
     out.push(buf.subarray(i, i + size));
     i += size;
+  }
+  return out;
+}
+
+/**
+ * splitRecordio of the concatenation of `chunks`, with the same records and
+ * errors, without concatenating: a payload inside one chunk is a subarray of
+ * it; one that straddles chunks is copied into a buffer of its own (at most
+ * recordBytesMax bytes: the length is checked first).
+ */
+export function splitRecordioChunks(chunks: readonly Buffer[], o: SplitOptions, stop?: StopCheck): Buffer[] {
+  if (chunks.length === 1) return splitRecordio(chunks[0]!, o, stop);
+  const v = o.validateJson ? new JsonValidator(stop) : undefined;
+  const out: Buffer[] = [];
+  /** Bytes of all chunks not consumed yet. */
+  let left = 0;
+  for (const chunk of chunks) left += chunk.length;
+  let c = 0;
+  let at = 0;
+  /** The chunk the next byte is in (left > 0). */
+  const current = (): Buffer => {
+    while (at === chunks[c]!.length) {
+      c++;
+      at = 0;
+    }
+    return chunks[c]!;
+  };
+  const readLength = (): number => {
+    const cur = current();
+    let size: number;
+    if (cur.length - at >= 4) size = cur.readUInt32BE(at);
+    else {
+      size = 0;
+      for (let k = 0; k < 4; k++) size = size * 256 + current()[at++]!;
+      left -= 4;
+      return size;
+    }
+    at += 4;
+    left -= 4;
+    return size;
+  };
+  const take = (size: number): Buffer => {
+    if (size === 0) return Buffer.alloc(0);
+    const cur = current();
+    left -= size;
+    if (cur.length - at >= size) {
+      at += size;
+      return cur.subarray(at - size, at);
+    }
+    const record = Buffer.allocUnsafe(size);
+    for (let got = 0; got < size;) {
+      const piece = current();
+      const k = Math.min(piece.length - at, size - got);
+      piece.copy(record, got, at, at + k);
+      got += k;
+      at += k;
+    }
+    return record;
+  };
+  let n = 0;
+  while (left > 0) {
+    n++;
+    if (n > o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
+    if (left < 4)
+      throw new RecordioTruncatedError(n, `${left} byte(s) left where a 4-byte length was expected`);
+    const size = readLength();
+    if (size > o.recordBytesMax)
+      throw new RecordTooLargeError(`record ${n}, ${size} bytes`, o.recordBytesMax);
+    if (left < size) throw new RecordioTruncatedError(n, `it declares ${size} bytes but ${left} follow`);
+    const record = take(size);
+    v?.check(record, 0, size, `Record ${n}`);
+    out.push(record);
   }
   return out;
 }
@@ -469,7 +542,7 @@ export function splitRecords(
       ? splitNdjsonChunks(chunks, o, stop)
       : format === 'json'
         ? splitJson(whole(chunks), o, stop)
-        : splitRecordio(whole(chunks), o, stop);
+        : splitRecordioChunks(chunks, o, stop);
   if (records.length === 0) throw new EmptyBodyError();
   return records;
 }

@@ -129,9 +129,16 @@ export function splitNdjsonChunks(chunks: readonly Buffer[], o: SplitOptions, st
   const v = o.validateJson ? new JsonValidator(stop) : undefined;
   const out: Buffer[] = [];
   let line = 0;
-  /** The line being read began in an earlier chunk: its bytes so far (none empty). */
-  let pieces: Buffer[] = [];
+  // A line that began in an earlier chunk: its bytes so far, as pieces (none
+  // empty) kept only while they could still make a record (at most
+  // recordBytesMax and a CR), so a long line cut into many small chunks costs
+  // no piece per chunk; past that only its length, last byte and whether it
+  // has content (a byte that is not blank) are kept, which is all a blank
+  // line's skip or an oversize line's error needs.
+  let pieces: Buffer[] | undefined = [];
   let pieceBytes = 0;
+  let content = false;
+  let lastByte = -1;
   const take = (buf: Buffer, start: number, next: number): void => {
     let end = next;
     if (end > start && buf[end - 1] === CR) end--;
@@ -145,32 +152,35 @@ export function splitNdjsonChunks(chunks: readonly Buffer[], o: SplitOptions, st
     v?.check(buf, start, end, `Line ${line}`);
     out.push(buf.subarray(start, end));
   };
+  const addPiece = (buf: Buffer, start: number, end: number): void => {
+    content ||= !isBlank(buf, start, end);
+    lastByte = buf[end - 1]!;
+    pieceBytes += end - start;
+    if (pieces === undefined) return;
+    if (pieceBytes > o.recordBytesMax + 1) pieces = undefined;
+    else pieces.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+  };
   const takePieces = (): void => {
+    const kept = pieces;
+    pieces = [];
+    const bytes = pieceBytes;
+    pieceBytes = 0;
+    const hasContent = content;
+    content = false;
     // Whole in one chunk after all (its newline opened the next one): no copy.
-    if (pieces.length === 1) {
-      take(pieces[0]!, 0, pieceBytes);
+    if (kept?.length === 1) {
+      take(kept[0]!, 0, bytes);
       return;
     }
-    const last = pieces[pieces.length - 1]!;
-    const end = last[last.length - 1] === CR ? pieceBytes - 1 : pieceBytes;
-    const first = pieces[0]![0];
-    if (end === 0) return;
-    if (first === SP || first === TAB || first === CR) {
-      let blank = true;
-      let left = end;
-      for (let i = 0; blank && left > 0; i++) {
-        const p = pieces[i]!;
-        const n = Math.min(p.length, left);
-        blank = isBlank(p, 0, n);
-        left -= n;
-      }
-      if (blank) return;
-    }
-    if (end > o.recordBytesMax) throw new RecordTooLargeError(`line ${line}, ${end} bytes`, o.recordBytesMax);
+    if (!hasContent) return;
+    const end = lastByte === CR ? bytes - 1 : bytes;
+    // (The pieces are gone only past recordBytesMax and a CR.)
+    if (end > o.recordBytesMax || kept === undefined)
+      throw new RecordTooLargeError(`line ${line}, ${end} bytes`, o.recordBytesMax);
     if (out.length >= o.recordsMax) throw new TooManyRecordsError(o.recordsMax);
     const record = Buffer.allocUnsafe(end);
     let at = 0;
-    for (const p of pieces) {
+    for (const p of kept) {
       if (at >= end) break;
       at += p.copy(record, at, 0, Math.min(p.length, end - at));
     }
@@ -183,25 +193,19 @@ export function splitNdjsonChunks(chunks: readonly Buffer[], o: SplitOptions, st
     while (start < len) {
       const nl = buf.indexOf(LF, start);
       if (nl === -1) {
-        pieces.push(start === 0 ? buf : buf.subarray(start));
-        pieceBytes += len - start;
+        addPiece(buf, start, len);
         break;
       }
       line++;
-      if (pieces.length === 0) take(buf, start, nl);
+      if (pieceBytes === 0) take(buf, start, nl);
       else {
-        if (nl > start) {
-          pieces.push(buf.subarray(start, nl));
-          pieceBytes += nl - start;
-        }
+        if (nl > start) addPiece(buf, start, nl);
         takePieces();
-        pieces = [];
-        pieceBytes = 0;
       }
       start = nl + 1;
     }
   }
-  if (pieces.length > 0) {
+  if (pieceBytes > 0) {
     line++;
     takePieces();
   }

@@ -9,6 +9,7 @@ import {
   decodeMqttPayload,
   decodeSegmentHeader,
   encodeFrame,
+  encodeFrameInto,
   encodeMqttPayload,
   encodeSegmentHeader,
   readSegment,
@@ -67,6 +68,31 @@ void test('frame layout is the documented one (little-endian, CRC over everythin
     const bad = Buffer.from(f);
     bad[i] = bad[i]! ^ 0x01;
     assert.ok(checkFrame(bad, 0, 1024) < 0, `flip at byte ${i}`);
+  }
+});
+
+void test('encodeFrameInto writes the CRC over bytes [8, end) at any offset, for any payload view', () => {
+  const rnd = seededRandom(7);
+  const bytes = seededBytes(8);
+  const buf = Buffer.alloc(300 * 1024);
+  for (let k = 0; k < 300; k++) {
+    const size =
+      k % 50 === 0 ? 0 : k % 37 === 0 ? 70_000 + Math.floor(rnd() * 100_000) : Math.floor(rnd() * 700);
+    // A view inside a larger buffer, as a record split from a request body is (a Buffer or not), or a copy.
+    const backing = bytes(size + 16);
+    const view = backing.subarray(5, 5 + size);
+    const payload =
+      k % 3 === 0
+        ? new Uint8Array(view)
+        : k % 3 === 1
+          ? Buffer.from(view.buffer, view.byteOffset, view.byteLength)
+          : view;
+    const offset = Math.floor(rnd() * 1000);
+    const seq = Math.floor(rnd() * 2 ** 52);
+    const end = encodeFrameInto(buf, offset, seq, Math.floor(rnd() * 2 ** 52), k % 5, k % 4, payload);
+    assert.equal(end, offset + FRAME_HEADER_BYTES + size);
+    assert.equal(buf.readUInt32LE(offset + 4), crc32c(buf.subarray(offset + 8, end)) >>> 0, `frame ${k}`);
+    assert.equal(checkFrame(buf.subarray(0, end), offset, 1 << 20), end);
   }
 });
 

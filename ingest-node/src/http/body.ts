@@ -67,8 +67,8 @@ const DECODER_CHUNK_BYTES = 64 * 1024;
 const clientAborted = (): LandfallError =>
   new BadRequestError('the client closed the connection before the body ended');
 
-function concat(chunks: Buffer[], total: number): Buffer {
-  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, total);
+function concat(chunks: Buffer[]): Buffer {
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }
 
 function reserveOrFail(res: Reservation, n: number): LandfallError | undefined {
@@ -124,9 +124,9 @@ function readIdentity(
   hash: Hash | undefined,
   counter: RecordCounter | undefined,
   watch: BodyWatch,
-): Promise<Buffer> {
+): Promise<Buffer[]> {
   const max = Math.min(limits.bodyBytesMax, limits.decodedBytesMax);
-  return new Promise<Buffer>((resolve, reject) => {
+  return new Promise<Buffer[]>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let total = 0;
     let settled = false;
@@ -139,7 +139,7 @@ function readIdentity(
       stream.off('close', onClose);
       if (err === undefined) {
         watch.arrived();
-        resolve(concat(chunks, total));
+        resolve(chunks);
       } else {
         // Discard the rest so the error answer can be written; the reply closes the connection.
         stream.resume();
@@ -259,8 +259,8 @@ async function readEncoded(
   hash: Hash | undefined,
   counter: RecordCounter | undefined,
   watch: BodyWatch,
-): Promise<Buffer> {
-  const raw = await readIdentity(
+): Promise<Buffer[]> {
+  const rawChunks = await readIdentity(
     stream,
     { bodyBytesMax: limits.bodyBytesMax, decodedBytesMax: limits.bodyBytesMax, recordsPerRequestMax: 0 },
     res,
@@ -268,6 +268,7 @@ async function readEncoded(
     undefined,
     watch,
   );
+  const raw = concat(rawChunks);
   const out = { chunks: [] as Buffer[], decoded: 0 };
   let offset = 0;
   let frames = 0;
@@ -287,12 +288,15 @@ async function readEncoded(
   }
   const refused = countEnd(counter, res, limits.recordsPerRequestMax);
   if (refused !== undefined) throw refused;
-  return concat(out.chunks, out.decoded);
+  return out.chunks;
 }
 
 /**
- * `counter` counts records as they appear (undefined: the splitter counts);
- * `watch` is told when the body has arrived and asked whether to stop.
+ * The decoded body, as the chunks it arrived or was decoded in (none for an
+ * empty body): not concatenated, since a copy of every large body is garbage
+ * V8 pays for (records.ts splits the chunks as they are). `counter` counts
+ * records as they appear (undefined: the splitter counts); `watch` is told
+ * when the body has arrived and asked whether to stop.
  */
 export function readBody(
   stream: Readable,
@@ -302,7 +306,7 @@ export function readBody(
   watch: BodyWatch,
   counter: RecordCounter | undefined,
   hash?: Hash,
-): Promise<Buffer> {
+): Promise<Buffer[]> {
   return encoding === 'identity'
     ? readIdentity(stream, limits, res, hash, counter, watch)
     : readEncoded(stream, encoding, limits, res, hash, counter, watch);

@@ -175,11 +175,30 @@ export function frameBytes(payloadBytes: number): number {
   return FRAME_HEADER_BYTES + payloadBytes;
 }
 
+/** CRC32C (reflected polynomial 0x82F63B78), a byte at a time: for the 18 header bytes a frame's CRC starts with. */
+const CRC32C_TABLE = ((): Int32Array => {
+  const t = new Int32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[n] = c;
+  }
+  return t;
+})();
+
+function crc32cOfRange(buf: Uint8Array, start: number, end: number): number {
+  let c = -1;
+  for (let i = start; i < end; i++) c = CRC32C_TABLE[(c ^ buf[i]!) & 0xff]! ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
+
 /**
  * Encodes one frame into `buf` at `offset` and returns the offset after it.
  * The hot path: seq and ingest time are plain numbers (exact below 2^53,
- * which a per-instance counter or a µs timestamp will not reach), so writing
- * a frame allocates nothing but the CRC's subarray view.
+ * which a per-instance counter or a µs timestamp will not reach), and the
+ * CRC is the header bytes' CRC (in JS) continued natively over the payload
+ * as given, so writing a frame allocates nothing: a subarray view of `buf`
+ * per frame for the CRC was ~13 KB of garbage per 100-event request.
  */
 export function encodeFrameInto(
   buf: Buffer,
@@ -200,7 +219,7 @@ export function encodeFrameInto(
   buf[offset + 24] = format;
   buf[offset + 25] = flags;
   buf.set(payload, offset + FRAME_HEADER_BYTES);
-  buf.writeUInt32LE(crc32c(buf.subarray(offset + 8, end)), offset + 4);
+  buf.writeUInt32LE(crc32c(payload, crc32cOfRange(buf, offset + 8, offset + FRAME_HEADER_BYTES)), offset + 4);
   return end;
 }
 

@@ -40,7 +40,9 @@
 // remote store's would not. Each run prints where
 // the CPU went (test/bench/cpu.ts): the server's main thread, its libuv pool,
 // V8's threads, its worker threads (the archive worker), its child processes
-// (the Parquet children), MinIO and the load generator.
+// (the Parquet children), MinIO and the load generator; and how often the
+// server's main isolate ran a full mark-compact and a scavenge per 1,000
+// requests (a fresh large Buffer per request shows up there first: issue 15).
 //
 // The disk baseline (test/bench/disk.ts) is taken two ways: appending to a new
 // file, as the WAL writes a new segment (with its first second apart, since
@@ -281,6 +283,10 @@ interface RunResult {
   readonly cpuBy: Record<string, number>;
   /** Server process peak RSS over the measured window (sampled every 100 ms), MiB. */
   readonly rssMaxMiB: number;
+  /** The server's main-isolate full mark-compacts and scavenges per 1,000 answered requests, and its GC pause per request, µs. */
+  readonly gcMajorPer1k: number;
+  readonly gcMinorPer1k: number;
+  readonly gcPauseUsPerReq: number;
   /** landfall+delivery: commit markers written by the end of the run (segments delivered). */
   readonly markers?: number;
   /** Landfall only: fdatasyncs per second and appends per fdatasync (group size). */
@@ -360,6 +366,9 @@ async function measure(
       eventLoopDelayP99Ms: stats.loopDelayP99Ms,
       cpuBy,
       rssMaxMiB: stats.rssMaxMiB,
+      gcMajorPer1k: (1000 * stats.gc.major) / Math.max(1, load.ok),
+      gcMinorPer1k: (1000 * stats.gc.minor) / Math.max(1, load.ok),
+      gcPauseUsPerReq: (1000 * stats.gc.pauseMs) / Math.max(1, load.ok),
       ...(disk !== undefined ? { diskMbPerS: disk.mbPerS, diskWritesPerS: disk.writesPerS } : {}),
       ...(markers !== undefined ? { markers } : {}),
       ...(w !== undefined
@@ -498,7 +507,9 @@ async function main(): Promise<void> {
               `  (load ${r.loadavg1.toFixed(2)})\n` +
               `      cpu by consumer (cores): ${Object.entries(r.cpuBy)
                 .map(([k, c]) => `${k} ${fmt(c, 2)}`)
-                .join(', ')}`,
+                .join(', ')}\n` +
+              `      main-isolate GC per 1,000 requests: ${fmt(r.gcMajorPer1k, 2)} full mark-compacts, ` +
+              `${fmt(r.gcMinorPer1k, 2)} scavenges; main-thread GC pause ${fmt(r.gcPauseUsPerReq, 1)} µs per request`,
           );
         }
       }

@@ -9,7 +9,12 @@
 // IPC (process.send): → {t:'ready', url}; ← {t:'warm'} starts the measured
 // window; ← {t:'end'} ends it → {t:'stats', stats}; ← {t:'close'} shuts down
 // and exits.
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import {
+  PerformanceObserver,
+  constants as perfConstants,
+  monitorEventLoopDelay,
+  performance,
+} from 'node:perf_hooks';
 import Fastify from 'fastify';
 import { defaultConfig } from '../../../ingest-node/src/config/load.ts';
 import { startNode } from '../../../ingest-node/src/node.ts';
@@ -55,6 +60,12 @@ export interface ServerStats {
   readonly loopDelayP99Ms: number;
   /** Peak RSS, sampled every 100 ms, MiB. */
   readonly rssMaxMiB: number;
+  /**
+   * The main isolate's garbage collections over the window: full mark-compacts
+   * (what a fresh large Buffer per request sets off, issue 15), scavenges, and
+   * the main thread's pause in all of them (V8's helper threads not included).
+   */
+  readonly gc: { readonly major: number; readonly minor: number; readonly pauseMs: number };
   /** Landfall only: the WAL's counters over the window. */
   readonly wal?: {
     readonly syncs: number;
@@ -152,6 +163,17 @@ async function main(): Promise<void> {
   let wal0 = server.walStats?.();
   let rssMax = 0;
   let rssTimer: NodeJS.Timeout | undefined;
+  const gc = { major: 0, minor: 0, pauseMs: 0 };
+  let gcCounting = false;
+  new PerformanceObserver((list) => {
+    if (!gcCounting) return;
+    for (const e of list.getEntries()) {
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gc.major++;
+      else if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+      gc.pauseMs += e.duration;
+    }
+  }).observe({ entryTypes: ['gc'] });
   const delay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
   process.on('message', (m: ControlMessage) => {
     if (m.t === 'warm') {
@@ -159,10 +181,12 @@ async function main(): Promise<void> {
       cpu0 = process.cpuUsage();
       elu0 = performance.eventLoopUtilization();
       wal0 = server.walStats?.();
+      gcCounting = true;
       delay.enable();
       rssMax = process.memoryUsage.rss();
       rssTimer = setInterval(() => (rssMax = Math.max(rssMax, process.memoryUsage.rss())), 100);
     } else if (m.t === 'end') {
+      gcCounting = false;
       delay.disable();
       clearInterval(rssTimer);
       const wallS = (performance.now() - t0) / 1000;
@@ -176,6 +200,7 @@ async function main(): Promise<void> {
           elu: performance.eventLoopUtilization(elu0).utilization,
           loopDelayP99Ms: Math.max(0, delay.percentile(99) / 1e6 - LOOP_DELAY_RESOLUTION_MS),
           rssMaxMiB: Math.max(rssMax, process.memoryUsage.rss()) / (1024 * 1024),
+          gc: { ...gc },
           ...(wal0 !== undefined && wal1 !== undefined
             ? {
                 wal: {

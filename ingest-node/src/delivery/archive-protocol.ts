@@ -20,7 +20,8 @@ export type ArchiveRequest =
   | { readonly t: 'abort'; readonly id: number };
 
 export type ArchiveReply =
-  | { readonly t: 'ack'; readonly id: number }
+  /** A piece was processed; its buffer comes back (moved) for the next read, when the piece was whole. */
+  | { readonly t: 'ack'; readonly id: number; readonly buf?: ArrayBuffer }
   | { readonly t: 'out'; readonly id: number; readonly buf: ArrayBuffer }
   | {
       readonly t: 'done';

@@ -75,6 +75,8 @@ const CHUNKS_IN_FLIGHT_MAX_DEFAULT = 2;
  */
 export const archivePieceBytes = 1024 * 1024;
 const PIECE_BYTES = archivePieceBytes;
+/** Handed-back piece buffers kept for reads: the window's worth for a job or two, ~4 MiB. */
+const SPARE_BUFFERS_MAX = 4;
 
 export class ArchiveWorker {
   readonly #nice: number;
@@ -85,6 +87,8 @@ export class ArchiveWorker {
   #nextId = 1;
   #idleTimer: NodeJS.Timeout | undefined;
   #closed = false;
+  /** Piece buffers the worker has handed back, for the next reads (readBuffer): at most SPARE_BUFFERS_MAX. */
+  readonly #spare: ArrayBuffer[] = [];
 
   constructor(o: ArchiveWorkerOptions = {}) {
     this.#nice = o.nice ?? archiveNiceDefault;
@@ -94,6 +98,19 @@ export class ArchiveWorker {
       throw new RangeError('nice must be an integer 0..19');
     if (!Number.isInteger(this.#window) || this.#window < 1)
       throw new RangeError('chunksInFlightMax must be ≥ 1');
+  }
+
+  /**
+   * A buffer of `bytes` to read the next piece into: one the worker handed
+   * back when it is of the piece size, else undefined (allocate one). Pass
+   * it as the source's read buffers (segmentArchiveProducer does): a piece
+   * read into it moves to the worker and comes back, so reading a segment
+   * leaves no garbage on this thread.
+   */
+  readBuffer(bytes: number): Buffer | undefined {
+    if (bytes !== PIECE_BYTES) return undefined;
+    const ab = this.#spare.pop();
+    return ab === undefined ? undefined : Buffer.from(ab);
   }
 
   /** Worker thread alive now (for tests and metrics). */
@@ -145,6 +162,8 @@ export class ArchiveWorker {
     if (p === undefined) return;
     switch (m.t) {
       case 'ack': {
+        if (m.buf !== undefined && m.buf.byteLength === PIECE_BYTES && this.#spare.length < SPARE_BUFFERS_MAX)
+          this.#spare.push(m.buf);
         p.inFlight--;
         const wake = p.wake;
         p.wake = undefined;

@@ -104,11 +104,13 @@ export function openSegmentFile(
   segment: SealedSegment,
   fs: FileSystem = realDisk,
   chunkBytes?: number,
+  takeBuffer?: (bytes: number) => Buffer | undefined,
 ): Readable {
   return fileReadStream(fs, file, {
     start: 0,
     end: Math.max(0, segment.bytes - 1),
     ...(chunkBytes !== undefined ? { chunkBytes } : {}),
+    ...(takeBuffer !== undefined ? { takeBuffer } : {}),
   });
 }
 
@@ -182,9 +184,12 @@ export function segmentArchiveProducer(opts: SegmentArchiveOptions = {}): Closab
     async produce(job) {
       const file = path.join(job.scratchDir, `${job.ref.segmentId.toString().padStart(20, '0')}.wal.zst`);
       const r = await worker.archive(
-        // Reads of the worker's piece size: each read buffer is moved to the
-        // worker as it is, neither copied nor left as this thread's garbage.
-        openSegmentFile(job.segmentPath, job.segment, job.fs, archivePieceBytes),
+        // Reads of the worker's piece size, into the buffers it hands back:
+        // each read buffer is moved to the worker as it is and returns,
+        // neither copied nor left as this thread's garbage.
+        openSegmentFile(job.segmentPath, job.segment, job.fs, archivePieceBytes, (bytes) =>
+          worker.readBuffer(bytes),
+        ),
         fileWriteStream(job.fs, file),
         {
           expect: job.segment,

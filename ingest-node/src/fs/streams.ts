@@ -12,7 +12,17 @@ const CHUNK_BYTES = 1 << 20;
 export function fileReadStream(
   fs: FileSystem,
   file: string,
-  opts: { readonly start?: number; readonly end?: number; readonly chunkBytes?: number } = {},
+  opts: {
+    readonly start?: number;
+    readonly end?: number;
+    readonly chunkBytes?: number;
+    /**
+     * A buffer of this many bytes to read into, or undefined for a new one:
+     * buffers that would otherwise be garbage (the archive worker hands its
+     * pieces back). A chunk pushed belongs to the consumer from then on.
+     */
+    readonly takeBuffer?: (bytes: number) => Buffer | undefined;
+  } = {},
 ): Readable {
   let handle: FileHandle | undefined;
   let pos = opts.start ?? 0;
@@ -34,7 +44,7 @@ export function fileReadStream(
     }
     const want = Math.min(chunk, end + 1 - pos);
     if (want <= 0) return null;
-    const buf = Buffer.allocUnsafe(want);
+    const buf = opts.takeBuffer?.(want) ?? Buffer.allocUnsafe(want);
     const n = await handle.read(buf, 0, want, pos);
     pos += n;
     return n === 0 ? null : n === want ? buf : buf.subarray(0, n);

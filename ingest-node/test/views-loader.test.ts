@@ -5,7 +5,7 @@
 // outputs built on it (raw Parquet, view, DLQ) must not tell the difference.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { asyncBufferFromFile, parquetReadObjects } from 'hyparquet';
@@ -418,4 +418,45 @@ void test('records files kept in the pool are written over: the next segment rea
   const c = make(7_000_000n, 10);
   await Promise.all([load('over-c1', c, true), load('over-c2', c, true), load('over-c3', c, true)]);
   assert.equal((await readdir(poolDir)).length <= 2, true);
+});
+
+void test('a write of the records file that fails (ENOSPC) fails the load and leaves no descriptor open on its files', async () => {
+  const probe = await open('/dev/null', 'r');
+  const proto = Object.getPrototypeOf(probe) as { write: (...a: unknown[]) => Promise<unknown> };
+  await probe.close();
+  const write = proto.write;
+  const recs = Array.from({ length: 20_000 }, (_, i) => ({
+    seq: BigInt(i),
+    ingestTimeMicros: 1n,
+    payload: Buffer.from(`{"i":${i}}`),
+  }));
+  const openOn = async (dir: string): Promise<string[]> => {
+    const out: string[] = [];
+    for (const fd of await readdir('/proc/self/fd')) {
+      const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+      if (target.startsWith(dir)) out.push(target);
+    }
+    return out;
+  };
+  for (const ndjson of [true, false]) {
+    const dir = path.join(scratch, 'jobs', `enospc-${ndjson}`);
+    await mkdir(dir, { recursive: true });
+    proto.write = () => Promise.reject(Object.assign(new Error('injected ENOSPC'), { code: 'ENOSPC' }));
+    try {
+      await assert.rejects(
+        db.withConnection((conn) =>
+          loadRecords(conn, recs, {
+            dir,
+            ndjson,
+            chunkBytes: 64 * 1024,
+            poolDir: path.join(scratch, 'pool'),
+          }),
+        ),
+        /ENOSPC/,
+      );
+    } finally {
+      proto.write = write;
+    }
+    assert.deepEqual(await openOn(dir), [], `ndjson ${ndjson}: no descriptor left open`);
+  }
 });

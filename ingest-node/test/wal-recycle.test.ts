@@ -333,3 +333,21 @@ void test('a volume short of space (setVolumeLow): the free files go back to it 
   assert.equal(wal2.stats().freeSegmentFiles, 1, 'back over the high watermark: kept again');
   await wal2.close();
 });
+
+void test('the volume going low while a delivered file is being renamed to <id>.free: that file is removed, not kept', async () => {
+  const mem = new PowerCutFileSystem({ seed: 12 });
+  const fs = new FaultFileSystem(mem);
+  const wal = await openWal(walOptions(fs, { recycleSegmentsMax: 2 }));
+  for (let i = 0; i < 10; i++) await wal.append([enc(rec('a', i))], RecordFormat.ndjson);
+  const a = (await wal.seal())!;
+  await wal.markDelivered(a.id);
+  // setVolumeLow's release runs while the rename is held: it finds no free file yet.
+  fs.inject({ op: 'rename', path: SEGMENT, gate: () => wal.setVolumeLow(true) });
+  await wal.deleteSegment(a.id);
+  assert.equal(wal.stats().freeSegmentFiles, 0);
+  assert.deepEqual(
+    (await names(mem)).filter((n) => n.endsWith('.free')),
+    [],
+  );
+  await wal.close();
+});

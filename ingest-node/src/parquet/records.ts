@@ -309,6 +309,7 @@ class ScratchFile {
     // Short writes resumed: the file's bytes must be exactly the buffers'.
     for (let off = 0; off < data.length;) {
       const { bytesWritten } = await this.#fh.write(data, off, data.length - off, this.#bytes);
+      if (bytesWritten <= 0) throw new Error('records file: a write wrote nothing');
       off += bytesWritten;
       this.#bytes += bytesWritten;
     }
@@ -408,8 +409,13 @@ class LineWriter {
   }
 
   async close(): Promise<void> {
-    await this.#pending;
-    await this.#fh.close();
+    // A failed write (ENOSPC, EIO) must not leave the file open: its folder's
+    // removal would not give its blocks back while the descriptor lives.
+    try {
+      await this.#pending;
+    } finally {
+      await this.#fh.close();
+    }
   }
 
   get buffers(): readonly Buffer[] {
@@ -533,8 +539,13 @@ class NdjsonWriter {
   }
 
   async close(): Promise<void> {
-    await this.#pending;
-    await this.#fh.close();
+    // A failed write (ENOSPC, EIO) must not leave the file open: its folder's
+    // removal would not give its blocks back while the descriptor lives.
+    try {
+      await this.#pending;
+    } finally {
+      await this.#fh.close();
+    }
   }
 
   get buffers(): readonly Buffer[] {

@@ -1358,6 +1358,13 @@ class WriteAheadLogImpl implements Wal {
       } finally {
         this.#freeing--;
       }
+      // The volume went low (setVolumeLow) during the rename: the release
+      // already ran and would not see this file.
+      if (freed !== undefined && this.#volumeLow) {
+        await this.#fs.unlink(path.join(this.dir, freed.name));
+        await this.#fs.syncDir(this.dir);
+        return;
+      }
       if (freed !== undefined) {
         this.#free.push(freed);
         await this.#fs.syncDir(this.dir);

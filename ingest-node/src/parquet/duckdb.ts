@@ -48,6 +48,17 @@ export const JOBS_DIR = 'jobs';
 export const SPILL_DIR = 'spill';
 export const POOL_DIR = 'pool';
 
+/**
+ * Partition files one COPY may write (outputs.ts copyPartitionFiles groups
+ * partitions by this many): each open writer buffers a row group, so this
+ * bounds memory. DuckDB's own limit on open partition files
+ * (`partitioned_write_max_open_files`, 100 by default) is set to it: past its
+ * limit DuckDB closes a file and later writes a second one into the same
+ * partition, which copyToParquet refuses (one file per partition) — a view
+ * with 101-256 partitions over a few hundred thousand rows failed whole.
+ */
+export const PARTITION_FILES_PER_COPY = 256;
+
 export function sqlString(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
 }
@@ -90,6 +101,7 @@ export async function createParquetDb(options: ParquetDbOptions): Promise<Parque
     } else {
       await conn.run("SET GLOBAL temp_directory = ''");
     }
+    await conn.run(`SET GLOBAL partitioned_write_max_open_files = ${PARTITION_FILES_PER_COPY}`);
     await conn.run('SET GLOBAL enable_external_access = false');
     await conn.run('SET GLOBAL lock_configuration = true');
   } finally {

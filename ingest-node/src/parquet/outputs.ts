@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { DuckDBConnection } from '@duckdb/node-api';
-import { sqlString } from './duckdb.ts';
+import { PARTITION_FILES_PER_COPY, sqlString } from './duckdb.ts';
 
 export interface ParquetFile {
   /** Absolute path of the file in the scratch folder. */
@@ -130,8 +130,7 @@ export async function copyToParquet(
   return files;
 }
 
-/** Partition files DuckDB writes in one COPY: each open writer buffers a row group, so this bounds memory. */
-export const PARTITION_FILES_PER_COPY = 256;
+export { PARTITION_FILES_PER_COPY } from './duckdb.ts';
 
 /**
  * View files, one per partition, where the partition of each row is an id the

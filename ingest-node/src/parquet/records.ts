@@ -105,6 +105,12 @@ export interface LoadedRecords {
    */
   release(): void;
   /**
+   * At least as many UTC ingest dates as the records span (max − min + 1
+   * days): a bound for a write partitioned by ingest date (the DLQ), one
+   * pass over the metadata array.
+   */
+  ingestDaysAtMost(): number;
+  /**
    * No pass will read the records files again: they go to the pool for the
    * next segment (LoadOptions.poolDir), or are removed. Optional (the job
    * folder's removal takes them otherwise); the relations over them must not
@@ -907,6 +913,19 @@ export async function loadRecords(
       if (released) return;
       released = true;
       meta.release();
+    },
+    ingestDaysAtMost() {
+      if (meta.n === 0) return 0;
+      let min = meta.ingest[0]!;
+      let max = min;
+      for (let k = 1; k < meta.n; k++) {
+        const t = meta.ingest[k]!;
+        if (t < min) min = t;
+        else if (t > max) max = t;
+      }
+      const day = 86_400_000_000n;
+      const floorDay = (t: bigint): bigint => (t >= 0n ? t / day : -((-t + day - 1n) / day));
+      return Number(floorDay(max) - floorDay(min)) + 1;
     },
     async recycleFiles() {
       for (const f of files.splice(0)) await recycleScratch(f, options.poolDir);

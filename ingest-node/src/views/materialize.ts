@@ -176,6 +176,40 @@ function dlqSelectSql(rel: string): string {
 }
 
 /**
+ * The DLQ files of the classified rows `rel`, one per ingest date: in one
+ * COPY, or in one per PARTITION_FILES_PER_COPY dates when the records span
+ * more (DuckDB keeps that many partition files open; past it, a date would
+ * get a second file). The dates' metadata must be loaded.
+ */
+async function copyDlq(
+  conn: DuckDBConnection,
+  rel: string,
+  loaded: LoadedRecords,
+  dir: string,
+  rowGroupRows: number | undefined,
+): Promise<ParquetFile[]> {
+  const options = { partitionBy: ['dt'], ...(rowGroupRows !== undefined ? { rowGroupRows } : {}) };
+  if (loaded.ingestDaysAtMost() <= PARTITION_FILES_PER_COPY)
+    return copyToParquet(conn, dlqSelectSql(rel), dir, options);
+  const dates = (await conn.runAndReadAll(`SELECT DISTINCT dt FROM (${dlqSelectSql(rel)}) ORDER BY dt`))
+    .getRows()
+    .map((r) => String(r[0]));
+  const files: ParquetFile[] = [];
+  for (let k = 0; k < dates.length; k += PARTITION_FILES_PER_COPY) {
+    const group = dates.slice(k, k + PARTITION_FILES_PER_COPY).map(sqlString);
+    files.push(
+      ...(await copyToParquet(
+        conn,
+        `SELECT * FROM (${dlqSelectSql(rel)}) WHERE dt IN (${group.join(', ')})`,
+        path.join(dir, String(k)),
+        options,
+      )),
+    );
+  }
+  return files;
+}
+
+/**
  * Rows `c` of the classified rows in partition `p` of PARTS_TABLE (whose
  * values are text; a DATE-valued partition is carried typed until then).
  */
@@ -658,10 +692,7 @@ async function materializeView(
       .map((r) => Number(r[0]));
     if (dlqOrdinals.length > 0)
       await loaded.loadMeta(dlqOrdinals.length > rowsIn / 8 ? undefined : dlqOrdinals);
-    const dlqFiles = await copyToParquet(conn, dlqSelectSql(rel), path.join(jobDir, 'dlq', name), {
-      partitionBy: ['dt'],
-      ...rg,
-    });
+    const dlqFiles = await copyDlq(conn, rel, loaded, path.join(jobDir, 'dlq', name), rowGroupRows);
     const counts = await conn.runAndReadAll(
       `SELECT __lf_status, __lf_error_code, count(*)::BIGINT FROM ${rel} GROUP BY ALL`,
     );
@@ -780,14 +811,12 @@ async function failView(
      FROM ${RECORDS_RELATION}`,
   );
   try {
-    const dlqFiles = await copyToParquet(
+    const dlqFiles = await copyDlq(
       conn,
-      dlqSelectSql(CLASSIFIED_TABLE),
+      CLASSIFIED_TABLE,
+      loaded,
       path.join(jobDir, 'dlq', name),
-      {
-        partitionBy: ['dt'],
-        ...(rowGroupRows !== undefined ? { rowGroupRows } : {}),
-      },
+      rowGroupRows,
     );
     const dlqRows = dlqFiles.reduce((sum, f) => sum + f.rowCount, 0);
     if (dlqRows !== loaded.rows)

@@ -55,6 +55,23 @@ export const PAGE_BYTES = 8 * 1024 * 1024;
  * payloads within 1 %: parquet-raw-writer.test.ts compares) for less CPU.
  */
 export const ZSTD_LEVEL = 1;
+
+/**
+ * A string's UTF-8 bytes, or a copy of bytes, in a buffer of their own: not
+ * a slice of one of Node's shared 64 KiB pool blocks, which bytes kept until
+ * a file's footer would pin (one block per date file).
+ */
+function ownBytes(text: string): Buffer {
+  const b = Buffer.alloc(Buffer.byteLength(text, 'utf8'));
+  b.write(text, 'utf8');
+  return b;
+}
+function ownCopy(bytes: Buffer): Buffer {
+  const b = Buffer.alloc(bytes.length);
+  bytes.copy(b);
+  return b;
+}
+
 /**
  * Date files open at once, each with its handle and its row group being
  * filled. A segment may span more dates (a trickle endpoint's long-lived
@@ -426,9 +443,13 @@ class Column {
           if (this.#unsigned) raw.writeBigUInt64LE(this.#ints[i]!, levels.length + i * 8);
           else raw.writeBigInt64LE(this.#ints[i]!, levels.length + i * 8);
     }
-    const body = zlib.zstdCompressSync(raw, {
+    const out = zlib.zstdCompressSync(raw, {
       params: { [zlib.constants.ZSTD_c_compressionLevel]: this.#level },
     });
+    // A small output is a slice of node:zlib's 64 KiB output chunk: copied,
+    // so a page of a few bytes does not hold 64 KiB until it is written
+    // (a segment's many small pages, a suspended date file's last ones).
+    const body = out.buffer.byteLength > 2 * out.length ? Buffer.from(out) : out;
     const header = new Thrift()
       .i32(1, PAGE_DATA)
       .i32(2, raw.length)
@@ -446,6 +467,8 @@ class Column {
   release(): void {
     if (this.#pooled) giveBuffer(this.#values, this.#pageBytes);
     this.#values = Buffer.alloc(0);
+    // A suspended date file keeps its columns (their chunk metadata) for its footer, not their buffers.
+    this.#ints = this.#unsigned ? new BigUint64Array(0) : new BigInt64Array(0);
   }
 
   /** Forgets the row group (after it was written). */
@@ -469,7 +492,8 @@ type DateColumns = {
 };
 
 interface ChunkMeta {
-  readonly column: Column;
+  /** Not the Column: a date file keeps its chunks' metadata until its footer, not their buffers. */
+  readonly column: { readonly name: string; readonly physical: number };
   readonly offset: number;
   readonly compressed: number;
   readonly uncompressed: number;
@@ -529,8 +553,10 @@ class DateFile {
     this.localPath = localPath;
     this.#fh = fh;
     this.#o = o;
-    this.#endpoint = Buffer.from(o.endpoint, 'utf8');
-    this.#instance = Buffer.from(o.instance, 'utf8');
+    // Not Buffer.from: a short string's bytes are a slice of a shared pool
+    // block, which a date file kept for its footer would pin, one per date.
+    this.#endpoint = ownBytes(o.endpoint);
+    this.#instance = ownBytes(o.instance);
     this.#cols = this.#newColumns();
     this.#rowGroupRows = o.rowGroupRows ?? ROW_GROUP_ROWS_DEFAULT;
     this.#write([MAGIC]);
@@ -625,8 +651,10 @@ class DateFile {
   #endGroup(): void {
     if (this.#groupRows === 0) return;
     const c = this.#cols;
+    // The statistics live until the footer: buffers of their own, not
+    // slices of Node's shared 64 KiB pool blocks, which each would pin.
     const le64 = (v: bigint, unsigned: boolean): Buffer => {
-      const b = Buffer.allocUnsafe(8);
+      const b = Buffer.alloc(8);
       if (unsigned) b.writeBigUInt64LE(v);
       else b.writeBigInt64LE(v);
       return b;
@@ -637,8 +665,8 @@ class DateFile {
     c.seq.max = le64(this.#seqMax, true);
     c.ingest.min = le64(this.#timeMin, false);
     c.ingest.max = le64(this.#timeMax, false);
-    c.topic.min = this.#topicMin;
-    c.topic.max = this.#topicMax;
+    c.topic.min = this.#topicMin !== undefined ? ownCopy(this.#topicMin) : undefined;
+    c.topic.max = this.#topicMax !== undefined ? ownCopy(this.#topicMax) : undefined;
     const groupOffset = this.#offset;
     const bufs: Buffer[] = [];
     const chunks: ChunkMeta[] = [];
@@ -653,7 +681,7 @@ class DateFile {
         uncompressed += p.header.length + p.uncompressedBytes;
       }
       chunks.push({
-        column: col,
+        column: { name: col.name, physical: col.physical },
         offset,
         compressed,
         uncompressed,

@@ -117,6 +117,11 @@ function countEnd(
  * Collects an unencoded body. Event listeners rather than `for await` because
  * this runs for every request and async iteration costs a promise per chunk.
  */
+/** Chunks under this size are copied into one buffer (readIdentity), so a body has at most one Buffer per this many bytes, about. */
+const SMALL_CHUNK_BYTES = 4096;
+/** The buffer small chunks are copied into (at most; less when the body's limit is nearer). */
+const SMALL_CHUNKS_BUFFER_BYTES = 64 * 1024;
+
 function readIdentity(
   stream: Readable,
   limits: Pick<BodyLimits, 'bodyBytesMax' | 'decodedBytesMax' | 'recordsPerRequestMax'>,
@@ -163,9 +168,37 @@ function readIdentity(
         return;
       }
       hash?.update(chunk);
-      chunks.push(chunk);
+      if (chunk.length >= SMALL_CHUNK_BYTES) {
+        flushSmall();
+        chunks.push(chunk);
+        return;
+      }
+      // Small chunks (a client sending a byte at a time) are copied together:
+      // a Buffer per chunk would cost ~200 bytes of heap per body byte, none
+      // of it charged to the in-flight budget.
+      if (small === undefined || smallLen + chunk.length > small.length) {
+        flushSmall();
+        small = Buffer.allocUnsafeSlow(Math.min(SMALL_CHUNKS_BUFFER_BYTES, max - total + chunk.length));
+      }
+      chunk.copy(small, smallLen);
+      smallLen += chunk.length;
     };
-    const onEnd = (): void => finish(countEnd(counter, res, limits.recordsPerRequestMax));
+    let small: Buffer | undefined;
+    let smallLen = 0;
+    const flushSmall = (): void => {
+      if (small !== undefined && smallLen > 0)
+        chunks.push(
+          smallLen * 2 < small.length
+            ? Buffer.copyBytesFrom(small, 0, smallLen)
+            : small.subarray(0, smallLen),
+        );
+      small = undefined;
+      smallLen = 0;
+    };
+    const onEnd = (): void => {
+      flushSmall();
+      finish(countEnd(counter, res, limits.recordsPerRequestMax));
+    };
     const onError = (): void => finish(clientAborted());
     const onClose = (): void => finish(clientAborted());
     stream.on('data', onData);
@@ -230,6 +263,13 @@ function decodeOnce(
     decoder.on('end', () => {
       if (settled) return;
       settled = true;
+      // The decoder's last output chunk is a slice of its 64 KiB output
+      // buffer, mostly unused for a small frame: records viewing it would
+      // hold all of it until the WAL wrote them (64 KiB per frame of a
+      // many-frame body, uncharged). A copy of the used part instead.
+      const last = out.chunks.at(-1);
+      if (last !== undefined && last.buffer.byteLength > 2 * last.length)
+        out.chunks[out.chunks.length - 1] = Buffer.copyBytesFrom(last);
       resolve(decoder.bytesWritten);
     });
     decoder.on('error', (err: Error) => fail(new DecodeFailedError(encoding, err.message)));

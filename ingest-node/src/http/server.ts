@@ -527,6 +527,8 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       }
 
       const records = splitRecords(format, body, splitOptions, check);
+      // The chunks no record views need not wait for the WAL: this frame lives until the append returns.
+      body.length = 0;
       // application/json is counted by its splitter; the others were charged as they were decoded.
       // Last look before the append: once it starts, the records will be written.
       const stop = chargeRecords(reservation, records.length, limits.recordsPerRequestMax) ?? check();

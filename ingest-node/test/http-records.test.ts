@@ -414,3 +414,38 @@ void describe('what a body holds while its records wait for the WAL', () => {
     }
   });
 });
+
+void describe('small chunks in every order', () => {
+  void it('any mix of small and large chunks comes back in order, byte for byte; a lone small body is not copied', async () => {
+    const limits = {
+      bodyBytesMax: 1 << 20,
+      decodedBytesMax: 1 << 20,
+      recordsPerRequestMax: 100_000,
+      framesPerBodyMax: 1024,
+    };
+    const res = () => ({
+      reserved: 0,
+      records: 0,
+      budget: { tryReserve: () => true, overloaded: () => new Error('x') as never },
+    });
+    const watch = { arrived: () => {}, check: () => undefined };
+    const one = Buffer.from('{"a":1}\n');
+    const alone = await readBody(Readable.from([one]), 'identity', limits, res(), watch, undefined);
+    assert.equal(alone.length, 1);
+    assert.equal(alone[0], one, 'the one small chunk as it came');
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let round = 0; round < 200; round++) {
+      const pieces: Buffer[] = [];
+      for (let k = rand(12); k >= 0; k--) {
+        const size = rand(3) === 0 ? 4096 + rand(9000) : rand(5000);
+        pieces.push(Buffer.from(Array.from({ length: size }, () => rand(256))));
+      }
+      const got = await readBody(Readable.from(pieces), 'identity', limits, res(), watch, undefined);
+      assert.deepEqual(Buffer.concat(got), Buffer.concat(pieces), `round ${round}`);
+    }
+  });
+});

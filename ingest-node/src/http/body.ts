@@ -175,17 +175,34 @@ function readIdentity(
       }
       // Small chunks (a client sending a byte at a time) are copied together:
       // a Buffer per chunk would cost ~200 bytes of heap per body byte, none
-      // of it charged to the in-flight budget.
+      // of it charged to the in-flight budget. A small chunk on its own (a
+      // small body, in one piece) stays as it came: no buffer, no copy.
+      if (lone === undefined && small === undefined) {
+        lone = chunk;
+        return;
+      }
       if (small === undefined || smallLen + chunk.length > small.length) {
+        const first = lone;
+        lone = undefined;
         flushSmall();
-        small = Buffer.allocUnsafeSlow(Math.min(SMALL_CHUNKS_BUFFER_BYTES, max - total + chunk.length));
+        small = Buffer.allocUnsafeSlow(
+          Math.min(SMALL_CHUNKS_BUFFER_BYTES, max - total + chunk.length + (first?.length ?? 0)),
+        );
+        if (first !== undefined) {
+          first.copy(small, 0);
+          smallLen = first.length;
+        }
       }
       chunk.copy(small, smallLen);
       smallLen += chunk.length;
     };
+    /** The body's small chunk not yet joined by another (kept as it came). */
+    let lone: Buffer | undefined;
     let small: Buffer | undefined;
     let smallLen = 0;
     const flushSmall = (): void => {
+      if (lone !== undefined) chunks.push(lone);
+      lone = undefined;
       if (small !== undefined && smallLen > 0)
         chunks.push(
           smallLen * 2 < small.length

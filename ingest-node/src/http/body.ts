@@ -119,8 +119,12 @@ function countEnd(
  */
 /** Chunks under this size are copied into one buffer (readIdentity), so a body has at most one Buffer per this many bytes, about. */
 const SMALL_CHUNK_BYTES = 4096;
-/** The buffer small chunks are copied into (at most; less when the body's limit is nearer). */
-const SMALL_CHUNKS_BUFFER_BYTES = 64 * 1024;
+/**
+ * The buffer small chunks are copied into (at most; less when the body's
+ * limit is nearer): a new one when it is full, so a body holds a buffer per
+ * 4-8 KiB of small chunks, and a small body in a few pieces costs 8 KiB, not more.
+ */
+const SMALL_CHUNKS_BUFFER_BYTES = 8 * 1024;
 
 function readIdentity(
   stream: Readable,

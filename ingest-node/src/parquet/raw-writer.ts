@@ -359,8 +359,8 @@ class Column {
   int64(v: bigint): void {
     if (this.#pageValues === this.#ints.length) {
       const next = this.#unsigned
-        ? new BigUint64Array(this.#ints.length * 2)
-        : new BigInt64Array(this.#ints.length * 2);
+        ? new BigUint64Array(Math.max(4096, this.#ints.length * 2))
+        : new BigInt64Array(Math.max(4096, this.#ints.length * 2));
       next.set(this.#ints);
       this.#ints = next;
     }

@@ -79,9 +79,10 @@ export interface BackpressureOptions {
   /**
    * Called when the free space crosses a watermark (true: under the low one,
    * false: back over the high one), e.g. so the WAL gives back the files it
-   * keeps for reuse. Must not throw.
+   * keeps for reuse. Awaited by the check that saw the crossing (refresh()),
+   * so once it resolves the release is done; a failure is logged.
    */
-  readonly onDiskLow?: (low: boolean) => void;
+  readonly onDiskLow?: (low: boolean) => Promise<void> | void;
 }
 
 export type NotReadyReason = 'draining' | 'wal_failed' | 'wal_state_failing' | 'wal_backlog' | 'disk_low';
@@ -165,7 +166,11 @@ export class Backpressure {
         if (this.#diskLow)
           this.#o.log.warn(fields, 'WAL volume free space under the low watermark: refusing writes');
         else this.#o.log.info(fields, 'WAL volume free space back over the high watermark: accepting writes');
-        this.#o.onDiskLow?.(this.#diskLow);
+        try {
+          await this.#o.onDiskLow?.(this.#diskLow);
+        } catch (err) {
+          this.#o.log.error({ err }, 'acting on the WAL volume free-space watermark failed');
+        }
       }
     } catch (err) {
       this.#o.log.error({ err }, 'measuring WAL volume free space failed; keeping the last state');

@@ -14,16 +14,12 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
-import { codeOf, ingest, startTestServer, until } from './helpers/server.ts';
+import { codeOf, ingest, openDiskWal, startTestServer, until } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 import { FakeClock } from './helpers/fakes.ts';
 import { IdempotencyCache } from '../src/http/idempotency.ts';
-import { openWal } from '../src/wal/wal.ts';
 import { readSegment } from '../src/wal/format.ts';
 import type { Wal } from '../src/wal/types.ts';
-import { NodeFileSystem } from '../src/fs/node.ts';
-import { systemClock } from '../src/clock.ts';
-import { silentLogger } from '../src/log.ts';
 import { recordCounter, splitNdjson, splitRecordio } from '../src/http/records.ts';
 
 function recordio(payloads: readonly string[]): Buffer {
@@ -456,14 +452,7 @@ void describe('on the real WAL', () => {
 
   void it('hostile bodies leave nothing in the segment files; the next good request is all there is', async () => {
     dir = await mkdtemp(join(tmpdir(), 'landfall-bounds-'));
-    const wal = await openWal({
-      dir,
-      endpoint: 'test',
-      instance: 'test-0',
-      fs: new NodeFileSystem(),
-      clock: systemClock,
-      log: silentLogger,
-    });
+    const wal = await openDiskWal(dir);
     t = await startTestServer({ wal });
     const empty = zstdCompressSync(Buffer.alloc(0));
     const one = zstdCompressSync(Buffer.from('{"f":1}\n'));

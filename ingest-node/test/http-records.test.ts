@@ -16,13 +16,9 @@ import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { splitNdjson, splitNdjsonChunks, splitRecordio, splitRecordioChunks } from '../src/http/records.ts';
 import type { SplitOptions } from '../src/http/records.ts';
 import { readBody } from '../src/http/body.ts';
-import { openWal } from '../src/wal/wal.ts';
 import { readSegment } from '../src/wal/format.ts';
 import type { Wal } from '../src/wal/types.ts';
-import { NodeFileSystem } from '../src/fs/node.ts';
-import { systemClock } from '../src/clock.ts';
-import { silentLogger } from '../src/log.ts';
-import { ingest, startTestServer } from './helpers/server.ts';
+import { ingest, openDiskWal, startTestServer } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 
 /** `r` lies inside `chunk`'s bytes (small Buffers share a pool slab, so `.buffer` alone says nothing). */
@@ -282,14 +278,7 @@ void describe('bodies in several chunks, on the real WAL', () => {
 
   const start = async (): Promise<TestServer<Wal>> => {
     dir = await mkdtemp(join(tmpdir(), 'landfall-http-records-'));
-    const wal = await openWal({
-      dir,
-      endpoint: 'test',
-      instance: 'test-0',
-      fs: new NodeFileSystem(),
-      clock: systemClock,
-      log: silentLogger,
-    });
+    const wal = await openDiskWal(dir);
     t = await startTestServer({ wal });
     return t;
   };

@@ -9,16 +9,13 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { openWal } from '../src/wal/wal.ts';
 import { readSegment } from '../src/wal/format.ts';
 import type { Wal } from '../src/wal/types.ts';
 import { RecordFormat } from '../src/wal/types.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
 import { FaultFileSystem } from '../src/fs/fault.ts';
 import type { FileSystem } from '../src/fs/types.ts';
-import { systemClock } from '../src/clock.ts';
-import { silentLogger } from '../src/log.ts';
-import { codeOf, ingest, startTestServer } from './helpers/server.ts';
+import { codeOf, ingest, openDiskWal, startTestServer } from './helpers/server.ts';
 import type { TestServer } from './helpers/server.ts';
 
 interface Stored {
@@ -28,7 +25,7 @@ interface Stored {
 }
 
 async function openOn(dir: string, fs: FileSystem = new NodeFileSystem()): Promise<Wal> {
-  return openWal({ dir, endpoint: 'test', instance: 'test-0', fs, clock: systemClock, log: silentLogger });
+  return openDiskWal(dir, { fs });
 }
 
 /** Every record in every segment file of `dir`, in order. */

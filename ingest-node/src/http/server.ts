@@ -278,12 +278,10 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
     disk: deps.disk ?? statfsProbe(config.wal.dir),
     clock,
     log,
-    onDiskLow: (low) => {
+    onDiskLow: async (low) => {
       // The durable WAL's free files go back to a volume short of space.
       if ('setVolumeLow' in wal && typeof wal.setVolumeLow === 'function')
-        (wal as Pick<Wal, 'setVolumeLow'>)
-          .setVolumeLow(low)
-          .catch((err: unknown) => log.error({ err }, 'releasing the WAL free segment files failed'));
+        await (wal as Pick<Wal, 'setVolumeLow'>).setVolumeLow(low);
     },
   });
   await backpressure.start();

@@ -9,7 +9,10 @@ import { defaultConfig } from '../../src/config/load.ts';
 import type { NodeConfig } from '../../src/config/schema.ts';
 import type { Logger } from '../../src/log.ts';
 import { silentLogger } from '../../src/log.ts';
-import type { WriteAheadLog } from '../../src/wal/types.ts';
+import type { Wal, WalOptions, WriteAheadLog } from '../../src/wal/types.ts';
+import { openWal } from '../../src/wal/wal.ts';
+import { NodeFileSystem } from '../../src/fs/node.ts';
+import { systemClock } from '../../src/clock.ts';
 import { MemoryWal } from './memory-wal.ts';
 import { FakeClock, FakeDisk } from './fakes.ts';
 
@@ -32,6 +35,19 @@ export interface TestServerOptions<W extends WriteAheadLog> {
   readonly log?: Logger;
   /** The server's clock; a FakeClock the test moves by hand when absent. */
   readonly clock?: FakeClock;
+}
+
+/** The durable WAL on the real disk in `dir`, for a test server's tests of what reaches the segments. */
+export function openDiskWal(dir: string, overrides: Partial<WalOptions> = {}): Promise<Wal> {
+  return openWal({
+    dir,
+    endpoint: 'test',
+    instance: 'test-0',
+    fs: new NodeFileSystem(),
+    clock: systemClock,
+    log: silentLogger,
+    ...overrides,
+  });
 }
 
 export async function startTestServer<W extends WriteAheadLog = MemoryWal>(

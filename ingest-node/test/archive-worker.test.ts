@@ -15,7 +15,7 @@ import { ArchiveWorker, ArchiveWorkerError, archivePieceBytes } from '../src/del
 import { ndjsonSample } from '../src/delivery/bench-zstd.ts';
 import { SegmentMismatchError, segmentArchiveProducer, type SegmentJob } from '../src/delivery/producers.ts';
 import { NodeFileSystem } from '../src/fs/node.ts';
-import type { FileHandle, OpenMode } from '../src/fs/types.ts';
+import type { FileHandle, FileSystem, OpenMode } from '../src/fs/types.ts';
 import { FrameFlags, SegmentCorruptError, encodeFrame, encodeSegmentHeader } from '../src/wal/format.ts';
 import type { SealedSegment } from '../src/wal/types.ts';
 
@@ -351,6 +351,30 @@ void test('a worker that dies fails its job as retryable (ArchiveWorkerError) an
   }
 });
 
+/** The job segmentArchiveProducer gets for a segment file (it reads the file itself, nothing else). */
+function archiveJob(
+  segment: SealedSegment,
+  segmentPath: string,
+  scratchDir: string,
+  fs: FileSystem,
+): SegmentJob {
+  return {
+    segment,
+    ref: { endpoint: 'e', instance: 'e-0', epoch: 'EPOCH1', segmentId: 7n },
+    prefix: '',
+    scratchDir,
+    fs,
+    signal: new AbortController().signal,
+    segmentPath,
+    openSegment: () => {
+      throw new Error('the archive producer reads the file itself');
+    },
+    records: () => {
+      throw new Error('unused');
+    },
+  };
+}
+
 void test('segmentArchiveProducer through the real disk: archive file, checksums and close', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'lf-archive-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
@@ -385,21 +409,7 @@ void test('segmentArchiveProducer through the real disk: archive file, checksums
         : bound(t, k),
   });
   await mkdir(scratch);
-  const job: SegmentJob = {
-    segment: state,
-    ref: { endpoint: 'e', instance: 'e-0', epoch: 'EPOCH1', segmentId: 7n },
-    prefix: '',
-    scratchDir: scratch,
-    fs,
-    signal: new AbortController().signal,
-    segmentPath: segPath,
-    openSegment: () => {
-      throw new Error('the archive producer reads the file itself');
-    },
-    records: () => {
-      throw new Error('unused');
-    },
-  };
+  const job = archiveJob(state, segPath, scratch, fs);
   const out = await producer.produce(job);
   await producer.close();
   assert.deepEqual(out.segment, { bytes: bytes.length, sha256: sha(bytes) });
@@ -440,21 +450,7 @@ void test('the worker hands each piece buffer back and the next reads go into it
     await writeFile(segPath, bytes);
     const scratch = path.join(dir, `scratch-${k}`);
     await mkdir(scratch);
-    const out = await producer.produce({
-      segment: state,
-      ref: { endpoint: 'e', instance: 'e-0', epoch: 'EPOCH1', segmentId: 7n },
-      prefix: '',
-      scratchDir: scratch,
-      fs: new NodeFileSystem(),
-      signal: new AbortController().signal,
-      segmentPath: segPath,
-      openSegment: () => {
-        throw new Error('the archive producer reads the file itself');
-      },
-      records: () => {
-        throw new Error('unused');
-      },
-    });
+    const out = await producer.produce(archiveJob(state, segPath, scratch, new NodeFileSystem()));
     assert.deepEqual(out.segment, { bytes: bytes.length, sha256: sha(bytes) });
     const archive = await readFile(out.files[0]!.path);
     assert.deepEqual(zstdDecompressSync(archive), bytes);

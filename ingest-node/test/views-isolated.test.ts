@@ -168,6 +168,9 @@ interface Delivered {
  * Delivers every sealed segment of the WAL in `walDir` with these producers,
  * waiting (bounded by attempts, not time) for `expect` markers.
  */
+/** A delivery here takes seconds; a stalled one fails the test instead of holding the suite. */
+const DELIVER_WAIT_MS_MAX = 240_000;
+
 async function deliver(
   walDir: string,
   bucket: string,
@@ -194,9 +197,14 @@ async function deliver(
     },
   });
   try {
+    const deadline = Date.now() + DELIVER_WAIT_MS_MAX;
     for (;;) {
       const s = pipeline.stats();
       if (s.segmentsDeliveredTotal + quarantined >= expect) break;
+      if (Date.now() > deadline)
+        assert.fail(
+          `${s.segmentsDeliveredTotal} of ${expect} delivered after ${DELIVER_WAIT_MS_MAX} ms; last error ${JSON.stringify(s.lastError)}`,
+        );
       if (s.segmentFailuresTotal >= 20)
         assert.fail(
           `${s.segmentsDeliveredTotal} of ${expect} delivered; stalled on ${JSON.stringify(s.lastError)}`,
@@ -678,13 +686,16 @@ void test('a warm child killed mid-job (its own history, not the data): the job 
     process.kill(killed, 'SIGKILL');
   })();
   try {
-    const d = await deliver(
-      walDir,
-      path.join(root, 'bucket'),
-      parquetProducer({ isolated: isolated({ runner }), views: () => [stall], raw: true, registry }),
-      2,
-    );
-    await killer;
+    // Together: if the killer fails, the stalled job would otherwise keep delivery waiting.
+    const [d] = await Promise.all([
+      deliver(
+        walDir,
+        path.join(root, 'bucket'),
+        parquetProducer({ isolated: isolated({ runner }), views: () => [stall], raw: true, registry }),
+        2,
+      ),
+      killer,
+    ]);
     assert.equal(d.markers.length, 2);
     assert.equal(d.stats.segmentFailuresTotal, 0);
     for (const m of d.markers) {

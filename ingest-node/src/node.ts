@@ -415,6 +415,8 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       clock,
       log,
       disk: deps.disk ?? fileSystemProbe(fs, walDir),
+      // The Parquet children's records pools are on the WAL volume by default.
+      onDiskLow: (low) => storage.parquet?.setVolumeLow?.(low),
       registry,
       defaultMetrics: true,
       mqttAppending: () => mqtt?.appendingMessages() ?? 0,

@@ -634,6 +634,69 @@ function oneViewRequest(
   };
 }
 
+/** Records files kept in the children's pools (parquet/records.ts filePool), by child folder. */
+async function pooledFiles(): Promise<string[]> {
+  const kept: string[] = [];
+  for (const c of await readdir(path.join(root, 'children')).catch(() => []))
+    for (const f of await readdir(path.join(root, 'children', c, 'pool')).catch(() => []))
+      kept.push(`${c}/pool/${f}`);
+  return kept;
+}
+
+/** Polls `check` every 20 ms until it holds (at most 20 s). */
+async function until(what: string, check: () => Promise<boolean> | boolean): Promise<void> {
+  for (let i = 0; !(await check()); i++) {
+    assert.ok(i < 1000, what);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+void test('while the WAL volume is low, no child is kept between jobs: idle children end at once, busy ones after their job, and their records pools go with their folders; kept again once it is back', async () => {
+  const region = await compile(REGION_VIEW);
+  const seg = await sealedSegment([[record(1), record(2), record(3)]]);
+  let n = 0;
+  const registry = new Registry();
+  const runner = childRunner({ registry });
+  const job = async (): Promise<void> => {
+    const out = await runner.run(oneViewRequest(`job-${n++}`, seg, region));
+    assert.equal(out.kind, 'ok');
+    if (out.kind === 'ok') await out.release();
+  };
+  const retiredLow = async (): Promise<number> =>
+    Number(
+      /landfall_parquet_child_retired_total\{reason="volume_low"\} (\d+)/.exec(
+        await registry.metrics(),
+      )?.[1] ?? 0,
+    );
+
+  await job();
+  assert.equal(runner.running(), 1);
+  await until('the warm child keeps its records file', async () => (await pooledFiles()).length === 1);
+
+  runner.setVolumeLow(true);
+  await until('the idle child ended', () => runner.running() === 0);
+  await until(
+    'its folder, pool included, was removed',
+    async () => (await readdir(path.join(root, 'children'))).length === 0,
+  );
+  assert.equal(await retiredLow(), 1);
+
+  // A job while low: its child ends once it is answered, its pool with it.
+  await job();
+  await until('the child ended after its job', () => runner.running() === 0);
+  await until('no records file kept', async () => (await readdir(path.join(root, 'children'))).length === 0);
+  assert.equal(await retiredLow(), 2);
+
+  runner.setVolumeLow(false);
+  await job();
+  await job();
+  assert.equal(runner.running(), 1);
+  assert.equal(runner.children()[0]?.jobsServed, 2);
+  await until('the pool is used again', async () => (await pooledFiles()).length === 1);
+  assert.equal(await retiredLow(), 2);
+  assert.deepEqual(await jobFolders(), []);
+});
+
 void test('the blame rule, on the runner: a job whose warm child dies runs once more in a fresh child, whose death is the answer; a fresh child’s death is the answer at once', async () => {
   const region = await compile(REGION_VIEW);
   const killer = await compile({ ...REGION_VIEW, name: 'killer' });

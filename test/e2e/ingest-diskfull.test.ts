@@ -11,10 +11,13 @@
 //      hysteresis), and back to 202 and ready when space returns.
 //  (c) the same as (a) for real: an 8 MiB tmpfs filled to the brim. Needs
 //      mount(2) (root); skips with a message where it is not permitted.
+//  (d) under the watermark a delivering node also gives back the space its
+//      Parquet children keep for speed (their records files), and keeps it
+//      again once space returns.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NodeFileSystem } from '../../ingest-node/src/fs/node.ts';
@@ -323,6 +326,74 @@ void describe('disk full', () => {
     } finally {
       await node?.shutdown('test');
       execFileSync('umount', [mnt]);
+    }
+  });
+
+  void it('(d) a delivering node under the watermark: its Parquet children end with their records files, and are kept again over it', async () => {
+    const dir = join(scratch, 'pools');
+    const walDir = join(dir, 'wal');
+    const viewsDir = join(dir, 'views');
+    await mkdir(viewsDir, { recursive: true });
+    await writeFile(
+      join(viewsDir, 'ids.yaml'),
+      'name: ids\ncolumns:\n  - { name: id, type: INTEGER, path: $.id, required: true }\n',
+    );
+    const disk = new SettableDisk(10 * 1024 * MiB);
+    const node = await startNode(
+      defaultConfig({
+        listen: { port: 0 },
+        wal: { dir: walDir, segmentAgeMsMax: 200 },
+        endpoint: { name: 'pools' },
+        instance: { id: 'pools-0' },
+        s3: { localDir: join(dir, 'bucket') },
+        outputs: { rawParquet: true },
+        views: { dir: viewsDir, threads: 1, memoryLimitBytes: 128 * MiB },
+        backpressure: { checkIntervalMs: 20, diskFreeBytesLow: 512 * MiB, diskFreeBytesHigh: 1024 * MiB },
+      }),
+      { apiKeys: null, disk },
+    );
+    // The children's folders (parquet/isolated.ts), each with its records pool (parquet/records.ts).
+    const childrenDir = join(walDir, 'parquet', 'children');
+    const pooled = async (): Promise<number> => {
+      let n = 0;
+      for (const c of await readdir(childrenDir).catch(() => []))
+        n += (await readdir(join(childrenDir, c, 'pool')).catch(() => [])).length;
+      return n;
+    };
+    const children = async (): Promise<number> => (await readdir(childrenDir).catch(() => [])).length;
+    const delivered = (): number => node.delivery?.pipeline.stats().segmentsDeliveredTotal ?? 0;
+    const post = async (id: number): Promise<void> => {
+      const r = await fetch(`${node.url}/v1/ingest`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-ndjson' },
+        body: `{"id":${id}}\n`,
+      });
+      assert.equal(r.status, 202);
+    };
+    try {
+      await post(1);
+      await waitFor(() => delivered() >= 1, { what: 'the first segment delivered', timeoutMs: 60_000 });
+      await waitFor(async () => (await pooled()) >= 1, {
+        what: 'a warm child keeping its records file',
+        timeoutMs: 20_000,
+      });
+
+      disk.freeBytes = 100 * MiB;
+      await waitFor(async () => (await children()) === 0, {
+        what: 'the children and their folders gone under the watermark',
+        timeoutMs: 20_000,
+      });
+
+      disk.freeBytes = 2 * 1024 * MiB;
+      await waitFor(async () => (await httpStatus(`${node.url}/readyz`)).status === 200, {
+        what: '/readyz back to 200',
+        timeoutMs: 10_000,
+      });
+      await post(2);
+      await waitFor(() => delivered() >= 2, { what: 'the second segment delivered', timeoutMs: 60_000 });
+      await waitFor(async () => (await pooled()) >= 1, { what: 'the pool kept again', timeoutMs: 20_000 });
+    } finally {
+      await node.shutdown('test');
     }
   });
 });

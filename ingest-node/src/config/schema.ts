@@ -213,7 +213,7 @@ export const BackpressureSchema = Type.Object(
       6 * GiB,
     ),
     diskFreeBytesLow: bytes(
-      'Stop accepting (503 LF_DISK_LOW, /readyz false) when the WAL volume has less free space than this.',
+      'Stop accepting (503 LF_DISK_LOW, /readyz false) when the WAL volume has less free space than this. While under it, the WAL gives back its free segment files (wal.recycleSegmentsMax) and Parquet children on that volume are not kept between jobs (their records files go with them).',
       512 * MiB,
     ),
     diskFreeBytesHigh: bytes(

@@ -11,7 +11,7 @@
 // startParquetOutputs() is what node.ts wires in: the node's one DuckDB
 // instance (created on first use, scratch on the WAL volume), the views
 // registry (views.dir) and the producer.
-import { copyFile, mkdir, rename, rm } from 'node:fs/promises';
+import { copyFile, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { Clock } from '../clock.ts';
@@ -557,6 +557,13 @@ export interface ParquetOutputs {
   /** The /v1/status section. */
   status(): Record<string, unknown>;
   /**
+   * The WAL volume is short of space (backpressure.diskFreeBytesLow) or has
+   * it back: when the DuckDB scratch folder is on that volume, no Parquet
+   * child is kept between jobs while it is low (ChildRunner.setVolumeLow),
+   * so their records pools go back to it.
+   */
+  setVolumeLow?(low: boolean): void;
+  /**
    * Stops watching views.dir and closes DuckDB (after delivery has stopped).
    * A segment still being materialised (DuckDB cannot be interrupted) is
    * waited for at most `graceMs` (default 10 s); its work is redone at the next start.
@@ -608,6 +615,11 @@ export async function startParquetOutputs(
   for (const d of [CHILDREN_DIR, JOBS_DIR, SPILL_DIR])
     await rm(path.join(scratchDir, d), { recursive: true, force: true });
   await mkdir(childrenDir, { recursive: true });
+  // Another volume's space is no help to the WAL, and ending children costs CPU delivery needs then.
+  const onWalVolume = await stat(config.wal.dir).then(
+    async (w) => (await stat(childrenDir)).dev === w.dev,
+    () => false, // no WAL folder (a tool, a test): no volume to share
+  );
   const runner = createChildRunner({
     addressSpaceBytes,
     processesMax: config.views.processesMax,
@@ -693,6 +705,9 @@ export async function startParquetOutputs(
         processes: runner.children(),
       },
     }),
+    setVolumeLow(low) {
+      if (onWalVolume) runner.setVolumeLow(low);
+    },
     async close(graceMs = 10_000) {
       closed = true;
       await runner.close(graceMs);

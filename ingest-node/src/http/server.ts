@@ -70,6 +70,12 @@ export interface ServerDeps {
   readonly log?: Logger;
   /** Free space of the WAL volume; defaults to statfs on config.wal.dir. */
   readonly disk?: DiskSpaceProbe;
+  /**
+   * The WAL volume went under backpressure.diskFreeBytesLow (true) or back
+   * over diskFreeBytesHigh (false), after the WAL has acted on it: others
+   * holding space there for speed give it back (the Parquet children).
+   */
+  readonly onDiskLow?: (low: boolean) => void;
   /** A registry of this node's own; one is created when absent. */
   readonly registry?: Registry;
   /**
@@ -282,6 +288,7 @@ export async function buildServer(deps: ServerDeps): Promise<IngestServer> {
       // The durable WAL's free files go back to a volume short of space.
       if ('setVolumeLow' in wal && typeof wal.setVolumeLow === 'function')
         await (wal as Pick<Wal, 'setVolumeLow'>).setVolumeLow(low);
+      deps.onDiskLow?.(low);
     },
   });
   await backpressure.start();

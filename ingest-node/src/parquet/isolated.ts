@@ -15,7 +15,11 @@
 // many jobs: a job takes an idle child or starts one, up to processesMax
 // alive. A child is ended after jobsPerProcessMax jobs, after idleMsMax
 // without work, when its peak RSS passes peakRssFractionMax of its limit,
-// and after any job that failed in it.
+// and after any job that failed in it. While the volume its scratch folder
+// is on is short of space (setVolumeLow), a child ends after each job and
+// idle ones end at once: a warm child keeps its records files for the next
+// job (parquet/records.ts filePool, up to twice a segment's payloads), space
+// the WAL needs more.
 //
 // A long-lived child can die of its own history (address space fragmented
 // under RLIMIT_AS by earlier jobs) rather than of the job's data, so a death
@@ -154,6 +158,12 @@ export interface ChildRunner {
    * killed).
    */
   run(request: ChildRequest, signal?: AbortSignal): Promise<ChildOutcome>;
+  /**
+   * While `low`, no child is kept between jobs: idle children end now, busy
+   * ones when their job is answered, and their folders (records pool
+   * included) go once their outputs are released.
+   */
+  setVolumeLow(low: boolean): void;
   /** Ends idle children, waits up to graceMs for running jobs, then kills what is left; resolves when every child has exited. */
   close(graceMs: number): Promise<void>;
 }
@@ -162,7 +172,7 @@ function human(bytes: number): string {
   return bytes % 2 ** 30 === 0 ? `${bytes / 2 ** 30} GiB` : `${Math.round(bytes / 2 ** 20)} MiB`;
 }
 
-type RetireReason = 'jobs' | 'rss' | 'idle' | 'failed' | 'timeout' | 'replaced' | 'close';
+type RetireReason = 'jobs' | 'rss' | 'idle' | 'failed' | 'timeout' | 'replaced' | 'volume_low' | 'close';
 
 interface Child {
   readonly serial: number;
@@ -234,6 +244,7 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
   /** Folders of exited children being removed: close() waits for them too. */
   const removals = new Set<Promise<void>>();
   let closed = false;
+  let volumeLow = false;
 
   const acquire = async (signal?: AbortSignal): Promise<void> => {
     if (active < o.processesMax) {
@@ -475,6 +486,7 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
     if (closed) retire(c, 'close');
     else if (c.jobsServed >= jobsPerProcessMax) retire(c, 'jobs');
     else if (c.peakRssBytes > peakRssBytesMax) retire(c, 'rss');
+    else if (volumeLow) retire(c, 'volume_low');
     else {
       c.state = 'idle';
       c.idleTimer = setTimeout(() => retire(c, 'idle'), idleMsMax);
@@ -663,6 +675,10 @@ export function createChildRunner(o: ChildRunnerOptions): ChildRunner {
       } finally {
         release();
       }
+    },
+    setVolumeLow(low) {
+      volumeLow = low;
+      if (low) for (const c of children) if (c.state === 'idle') retire(c, 'volume_low');
     },
     async close(graceMs) {
       closed = true;

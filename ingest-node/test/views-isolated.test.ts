@@ -112,14 +112,17 @@ function isolated(overrides: Partial<IsolatedOptions> = {}): IsolatedOptions {
   return { runner: overrides.runner ?? childRunner(), ...overrides };
 }
 
-/** Job folders (outputs) left in the children's scratch folders. */
-async function jobFolders(): Promise<string[]> {
-  const left: string[] = [];
+/** The entries of `<child>/<sub>` in every child's scratch folder, as `<child>/<sub>/<name>`. */
+async function inChildren(sub: string): Promise<string[]> {
+  const found: string[] = [];
   for (const c of await readdir(path.join(root, 'children')).catch(() => []))
-    for (const j of await readdir(path.join(root, 'children', c, 'jobs')).catch(() => []))
-      left.push(`${c}/jobs/${j}`);
-  return left;
+    for (const e of await readdir(path.join(root, 'children', c, sub)).catch(() => []))
+      found.push(`${c}/${sub}/${e}`);
+  return found;
 }
+
+/** Job folders (outputs) left in the children's scratch folders. */
+const jobFolders = (): Promise<string[]> => inChildren('jobs');
 
 /** The WAL of these tests: the real disk, segments sealed only when asked. */
 function openTestWal(dir: string): Promise<Wal> {
@@ -634,14 +637,8 @@ function oneViewRequest(
   };
 }
 
-/** Records files kept in the children's pools (parquet/records.ts filePool), by child folder. */
-async function pooledFiles(): Promise<string[]> {
-  const kept: string[] = [];
-  for (const c of await readdir(path.join(root, 'children')).catch(() => []))
-    for (const f of await readdir(path.join(root, 'children', c, 'pool')).catch(() => []))
-      kept.push(`${c}/pool/${f}`);
-  return kept;
-}
+/** Records files kept in the children's pools (parquet/records.ts filePool). */
+const pooledFiles = (): Promise<string[]> => inChildren('pool');
 
 /** Polls `check` every 20 ms until it holds (at most 20 s). */
 async function until(what: string, check: () => Promise<boolean> | boolean): Promise<void> {

@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -517,6 +517,67 @@ void describe('MQTT source: TLS, passwords, WebSockets', () => {
       async () => (await metric(node, 'landfall_mqtt_connected', { broker: 'badpw' })) === 1,
       'connected with the new password',
     );
+    assert.equal(await node.shutdown('test'), true);
+  });
+
+  void it('a certificate rotation caught half-way (new key, old certificate; an empty key) keeps the previous TLS material and reconnects', async () => {
+    copyFileSync(join(pki, 'client.pem'), join(pki, 'rot.pem'));
+    copyFileSync(join(pki, 'client.key'), join(pki, 'rot.key'));
+    writeFileSync(join(pki, 'rot-pw'), 'right-password\n');
+    const cfg = nodeConfig('rot', {
+      brokers: [
+        {
+          url: `mqtts://127.0.0.1:${tlsPort}`,
+          name: 'tls',
+          clientId: 'landfall-rot',
+          caFile: join(pki, 'ca.pem'),
+          certFile: join(pki, 'rot.pem'),
+          keyFile: join(pki, 'rot.key'),
+          username: 'landfall',
+          passwordFile: join(pki, 'rot-pw'),
+          topics: [{ filter: 'rot/#', qos: 1 }],
+        },
+      ],
+    });
+    const { node, log } = await start(cfg);
+    await subscribed(log);
+    const rejections: unknown[] = [];
+    const onRejection = (err: unknown): void => {
+      rejections.push(err);
+    };
+    process.on('unhandledRejection', onRejection);
+    try {
+      // Takes the session over on the plain listener: the node's connection is closed and it reconnects.
+      const kick = async (n: number): Promise<void> => {
+        const taker = await mqtt.connectAsync(tls.url, { clientId: 'landfall-rot', reconnectPeriod: 0 });
+        await taker.endAsync(true);
+        await until(
+          async () =>
+            (await metric(node, 'landfall_mqtt_connects_total', { broker: 'tls' })) >= n &&
+            (await metric(node, 'landfall_mqtt_connected', { broker: 'tls' })) === 1,
+          `reconnected (${n})`,
+        );
+      };
+      const refused = (): number =>
+        log.lines.filter((l) => l.msg === 'MQTT: re-reading secrets failed; using the previous ones').length;
+      copyFileSync(join(pki, 'server.key'), join(pki, 'rot.key')); // the key first, the certificate not yet
+      await kick(2);
+      assert.ok(refused() >= 1, 'the mismatched pair was refused');
+      writeFileSync(join(pki, 'rot.key'), ''); // a key file being rewritten
+      const before = refused();
+      await kick(3);
+      assert.ok(refused() > before, 'the empty key was refused');
+      copyFileSync(join(pki, 'client.key'), join(pki, 'rot.key')); // the rotation completes
+      const pub = await publisher(tls.url);
+      await publishAll(pub, (id) => `rot/${id}`, range(0, 5));
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_acks_total', { broker: 'tls' })) === 5,
+        'acked over the connection kept alive',
+      );
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
     assert.equal(await node.shutdown('test'), true);
   });
 });

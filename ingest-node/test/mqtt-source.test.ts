@@ -462,6 +462,35 @@ void describe('MQTT source: connection', () => {
     await r.source.stop(1000);
   });
 
+  void it('a reconnect attempt that throws (tls.connect on bad TLS material) is logged and retried, not an unhandled rejection', async () => {
+    let throws = 2;
+    const r = await rig(config({ reconnectMinMs: 10, reconnectMaxMs: 40 }), {
+      setup: (f) => {
+        const connect = f.connect.bind(f);
+        f.reconnect = () => {
+          if (throws-- > 0) throw new Error('error:05800074:x509 certificate routines::key values mismatch');
+          return connect();
+        };
+      },
+    });
+    const rejections: unknown[] = [];
+    const onRejection = (err: unknown): void => {
+      rejections.push(err);
+    };
+    process.on('unhandledRejection', onRejection);
+    try {
+      r.client.drop();
+      await until(() => r.client.connected, 'connected on the third attempt', 5000);
+      assert.deepEqual(rejections, []);
+      const failed = r.log.lines.filter((l) => l.msg === 'MQTT: reconnect attempt failed; retrying');
+      assert.equal(failed.length, 2);
+      assert.equal(r.client.connectTimesMs.length, 2, 'the initial connect and the one that worked');
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      await r.source.stop(1000);
+    }
+  });
+
   void it('stop writes and acknowledges what it holds, then disconnects cleanly', async () => {
     const r = await rig();
     r.bp.refuse = new WalBacklogError(10, 5); // e.g. draining: held, not written

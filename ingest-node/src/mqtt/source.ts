@@ -32,6 +32,7 @@
 // broker, which queues what follows in the session. A 100 ms poll resumes once
 // the watermarks allow (their hysteresis is the Backpressure's).
 
+import { createSecureContext } from 'node:tls';
 import mqtt from 'mqtt';
 import type { IClientOptions, IConnackPacket, IPublishPacket, ISubscriptionGrant, MqttClient } from 'mqtt';
 import type { Logger } from '../log.ts';
@@ -103,6 +104,19 @@ export interface BrokerSourceOptions {
   readonly recordBytesMax: number;
   /** The WAL's own bound on one record: larger messages cannot be stored at all. */
   readonly walRecordBytesMax: number;
+}
+
+/**
+ * Throws if the CA, certificate and key would not make a TLS context (a key that does not
+ * match the certificate, an empty or truncated PEM), as tls.connect would, synchronously.
+ */
+function checkTlsMaterial(s: BrokerSecrets): void {
+  if (s.ca === undefined && s.cert === undefined && s.key === undefined) return;
+  createSecureContext({
+    ...(s.ca !== undefined ? { ca: s.ca } : {}),
+    ...(s.cert !== undefined ? { cert: s.cert } : {}),
+    ...(s.key !== undefined ? { key: s.key } : {}),
+  });
 }
 
 /** One broker connection: subscribe, buffer, append, acknowledge, reconnect. */
@@ -311,22 +325,38 @@ export class BrokerSource {
     this.#log.info({ broker: this.name, delayMs, attempt: this.#reconnectAttempt }, 'MQTT: reconnecting');
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
-      void this.#reconnect();
+      this.#reconnect().catch((err: unknown) => this.#reconnectFailed(err));
     }, delayMs);
     this.#reconnectTimer.unref();
   }
 
   async #reconnect(): Promise<void> {
     try {
-      // Rotated passwords and certificates are picked up here, without a restart.
-      this.#secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+      // Rotated passwords and certificates are picked up here, without a restart. Files
+      // caught half-way through a rotation (a new key with the old certificate, an empty
+      // or truncated key) are refused here and the previous ones kept: tls.connect would
+      // throw on them, and the next attempt re-reads the files anyway.
+      const secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+      checkTlsMaterial(secrets);
+      this.#secrets = secrets;
       const client = this.#client;
       if (client !== undefined) Object.assign(client.options, this.#clientOptions());
     } catch (err) {
       this.#log.error({ broker: this.name, err }, 'MQTT: re-reading secrets failed; using the previous ones');
     }
     if (this.#stopping) return;
-    this.#client?.reconnect();
+    try {
+      // mqtt.js builds the socket synchronously here (tls.connect throws on bad TLS material).
+      this.#client?.reconnect();
+    } catch (err) {
+      this.#reconnectFailed(err);
+    }
+  }
+
+  /** A reconnect attempt that threw before it could open a socket: no 'close' follows, so retry from here. */
+  #reconnectFailed(err: unknown): void {
+    this.#log.error({ broker: this.name, err }, 'MQTT: reconnect attempt failed; retrying');
+    this.#scheduleReconnect();
   }
 
   // ---------------------------------------------------------------------------

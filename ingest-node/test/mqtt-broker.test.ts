@@ -355,6 +355,36 @@ void describe('MQTT source on a real broker', () => {
     }
   });
 
+  void it('a message larger than limits.inflightBytesMax (within the WAL bound): MQTT 5 broker does not send it; the rest flows', async () => {
+    // A small box: passes the load check (1 MiB + 1000 × 128 ≤ 2 MiB); the WAL bound stays 16 MiB.
+    const cfg = nodeConfig(
+      'budget',
+      {},
+      {
+        limits: {
+          decodedBytesMax: 1024 * 1024,
+          recordsPerRequestMax: 1000,
+          inflightBytesMax: 2 * 1024 * 1024,
+        },
+      },
+    );
+    const { node, log } = await start(cfg);
+    await subscribed(log);
+    const pub = await publisher();
+    await pub.publishAsync('budget/big', Buffer.alloc(3 * 1024 * 1024, 0x61), { qos: 1 });
+    await publishAll(pub, (id) => `budget/small/${id}`, range(0, 5));
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_acks_total')) === 5,
+      'the five small ones acked',
+    );
+    const records = readMqttRecords(join(dir, 'budget'), { strict: true });
+    assert.deepEqual(
+      records.map((r) => r.topic).sort(),
+      range(0, 5).map((id) => `budget/small/${id}`),
+    );
+    assert.equal(await metric(node, 'landfall_mqtt_pending_messages'), 0);
+  });
+
   void it('reconnects after the broker restarts, with the session intact', async () => {
     const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
     try {

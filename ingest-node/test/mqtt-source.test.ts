@@ -396,6 +396,42 @@ void describe('MQTT source: bounds and backpressure', () => {
   });
 });
 
+void describe('MQTT source: a message larger than the in-flight byte budget', () => {
+  void it('is announced and refused like one too large for a WAL record, not held for ever', async () => {
+    // A small box: passes the load check (1024 + 10 × 128 ≤ 4096), far below the WAL record bound.
+    const limits = {
+      decodedBytesMax: 1024,
+      recordBytesMax: 1024,
+      recordsPerRequestMax: 10,
+      inflightBytesMax: 4096,
+    };
+    const max = 4096 - RECORD_OVERHEAD_BYTES;
+    const v5 = await rig(config({}, { limits }));
+    assert.equal(
+      v5.client.options.properties?.maximumPacketSize,
+      max,
+      'the broker is told what can be stored',
+    );
+    await v5.source.stop(1000);
+
+    const r = await rig(config({ protocolVersion: 4 }, { limits }));
+    r.bp.budget = 4096;
+    // record bytes = 2 + 'site/a' + body: one byte over what the budget can ever admit.
+    const big = r.client.deliver(1, { body: 'x'.repeat(max - 8 + 1) });
+    assert.equal(big.result(), 'held', 'never acknowledged');
+    assert.equal(r.client.connected, false, 'refused: connection closed, not held with the socket unread');
+    assert.equal(await r.metric('landfall_mqtt_messages_refused_total'), 1);
+    assert.equal(await r.metric('landfall_mqtt_pending_messages'), 0);
+    assert.equal(r.bp.reserved, 0);
+    await until(() => r.client.connected, 'reconnected');
+    // The largest message the budget admits goes through, alone.
+    const largest = r.client.deliver(2, { body: 'y'.repeat(max - 8) });
+    assert.equal(largest.result(), 'deferred');
+    await until(() => r.client.acked().length === 1, 'the largest admissible message acked');
+    await r.source.stop(1000);
+  });
+});
+
 void describe('MQTT source: connection', () => {
   void it('reconnects with bounded exponential backoff, and starts over after a connection that stayed up', async () => {
     let refuse = 5;

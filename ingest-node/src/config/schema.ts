@@ -177,7 +177,7 @@ export const LimitsSchema = Type.Object(
       256 * MiB, // the WAL frame format's own bound
     ),
     inflightBytesMax: bytes(
-      'Decoded bytes held by all requests not yet answered, each record also charged a fixed overhead (128 bytes) for what it costs in memory; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path. Must be at least decodedBytesMax + recordsPerRequestMax × 128, the cost of the largest legal request (checked at load).',
+      'Decoded bytes held by all requests not yet answered, each record also charged a fixed overhead (128 bytes) for what it costs in memory; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path. Must be at least decodedBytesMax + recordsPerRequestMax × 128, the cost of the largest legal request (checked at load). Also bounds an MQTT message: one larger than inflightBytesMax − 128 bytes is never taken (see docs/edge.md).',
       256 * MiB,
       1,
     ),

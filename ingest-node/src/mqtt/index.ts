@@ -71,6 +71,7 @@ export async function startMqttSource(
         recordBytesMax: config.limits.recordBytesMax,
         walRecordBytesMax:
           deps.walRecordBytesMax ?? Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
+        inflightBytesMax: config.limits.inflightBytesMax,
       }),
   );
   const started: BrokerSource[] = [];

@@ -104,6 +104,8 @@ export interface BrokerSourceOptions {
   readonly recordBytesMax: number;
   /** The WAL's own bound on one record: larger messages cannot be stored at all. */
   readonly walRecordBytesMax: number;
+  /** limits.inflightBytesMax: a message must fit it (with the per-record overhead) to be admitted ever. */
+  readonly inflightBytesMax: number;
 }
 
 /**
@@ -148,9 +150,19 @@ export class BrokerSource {
   #draining = false;
   #idleWaiters: (() => void)[] = [];
   #lastOversizeWarnMs = Number.NEGATIVE_INFINITY;
+  /**
+   * The largest message (record bytes) this source can store: one WAL record, and a cost
+   * (bytes + per-record overhead) the in-flight byte budget can admit once it is free.
+   * A larger one could never be admitted: held for ever, it would stall the session.
+   */
+  readonly #messageBytesMax: number;
 
   constructor(options: BrokerSourceOptions) {
     this.#o = options;
+    this.#messageBytesMax = Math.max(
+      0,
+      Math.min(options.walRecordBytesMax, options.inflightBytesMax - RECORD_OVERHEAD_BYTES),
+    );
     this.#c = options.counters;
     this.#log = options.log;
   }
@@ -211,9 +223,10 @@ export class BrokerSource {
             properties: {
               sessionExpiryInterval: m.sessionExpirySec,
               receiveMaximum: m.inflightMessagesMax,
-              // A PUBLISH larger than this could not become one WAL record; MQTT 5 brokers
-              // must not send it (see docs/edge.md for what that means and how to avoid it).
-              maximumPacketSize: this.#o.walRecordBytesMax,
+              // A PUBLISH larger than this could not be stored (one WAL record, within the
+              // in-flight byte budget); MQTT 5 brokers must not send it (see docs/edge.md for
+              // what that means and how to avoid it). The packet is larger than its record.
+              maximumPacketSize: this.#messageBytesMax,
             },
           }
         : {}),
@@ -375,7 +388,7 @@ export class BrokerSource {
     const topic = packet.topic;
     const message = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
     const recordBytes = 2 + Buffer.byteLength(topic) + message.length;
-    if (recordBytes > this.#o.walRecordBytesMax) {
+    if (recordBytes > this.#messageBytesMax) {
       this.#tooLarge(qos, topic, recordBytes, callback);
       return;
     }
@@ -438,12 +451,19 @@ export class BrokerSource {
   }
 
   #tooLarge(qos: 0 | 1, topic: string, recordBytes: number, callback: (err?: Error) => void): void {
-    const fields = { broker: this.name, topic, recordBytes, walRecordBytesMax: this.#o.walRecordBytesMax };
+    const fields = {
+      broker: this.name,
+      topic,
+      recordBytes,
+      messageBytesMax: this.#messageBytesMax,
+      walRecordBytesMax: this.#o.walRecordBytesMax,
+      inflightBytesMax: this.#o.inflightBytesMax,
+    };
     if (qos === 0) {
       this.#c.countDropped('too_large');
       this.#log.error(
         fields,
-        'MQTT: QoS 0 message too large for a WAL record; dropped (QoS 0 is never resent)',
+        'MQTT: QoS 0 message too large to store (a WAL record, or limits.inflightBytesMax); dropped (QoS 0 is never resent)',
       );
       callback();
       return;
@@ -453,7 +473,7 @@ export class BrokerSource {
     this.#c.refusedTooLarge++;
     this.#log.error(
       fields,
-      'MQTT: QoS 1 message too large for a WAL record; not acknowledged, closing the connection (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
+      'MQTT: QoS 1 message too large to store (a WAL record, or limits.inflightBytesMax); not acknowledged, closing the connection (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
     );
     this.#dropConnection();
   }

@@ -345,6 +345,32 @@ void describe('MQTT source: bounds and backpressure', () => {
     await r.source.stop(1000);
   });
 
+  void it('the pause ends when the node accepts writes again even if nothing is held any more', async () => {
+    const r = await rig();
+    r.bp.refuse = new WalBacklogError(10, 5);
+    r.client.deliver(1);
+    r.client.deliver(2);
+    await until(async () => (await r.metric('landfall_mqtt_paused')) === 1, 'paused');
+    // The connection drops: its QoS 1 messages are let go (the broker has them, or lost them with its session).
+    r.client.drop();
+    await until(() => r.client.connected, 'reconnected');
+    assert.equal(await r.metric('landfall_mqtt_pending_messages'), 0);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal(await r.metric('landfall_mqtt_paused'), 1, 'still paused while the node refuses writes');
+    r.bp.refuse = undefined;
+    await until(
+      async () => (await r.metric('landfall_mqtt_paused')) === 0,
+      'resumed with nothing held',
+      2000,
+    );
+    assert.deepEqual(
+      r.source.status().map((s) => [s.paused, s.pauseReason]),
+      [[false, null]],
+    );
+    assert.equal(r.wal.appends.length, 0);
+    await r.source.stop(1000);
+  });
+
   void it('past inflightMessagesMax (or the byte budget) the callback is held: mqtt.js stops reading', async () => {
     const r = await rig(config({ inflightMessagesMax: 3 }));
     r.bp.refuse = new WalBacklogError(10, 5);

@@ -500,6 +500,12 @@ export class BrokerSource {
 
   #flush(): void {
     if (this.#appending !== undefined || this.#retryTimer !== undefined || this.#pending.length === 0) {
+      // Nothing held any more (a closed connection let its QoS 1 messages go, and the broker
+      // may have lost them with its session): nothing will come to write, so the pause ends
+      // here once the node accepts writes again (the poll calls this while paused).
+      if (this.#paused && this.#appending === undefined && this.#pending.length === 0) {
+        if (this.#refusal() === undefined) this.#resume();
+      }
       this.#unblock();
       return;
     }

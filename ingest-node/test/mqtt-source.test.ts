@@ -603,6 +603,13 @@ void describe('mqtt config block', () => {
     assert.throws(() => config({ topics: [{ filter: 'a', qos: 2 }] }), /qos/);
   });
 
+  void it('sessionExpirySec is at least 60: 0 would let the broker discard unacknowledged messages on every disconnect', () => {
+    assert.throws(() => config({ sessionExpirySec: 0 }), /sessionExpirySec/);
+    assert.throws(() => config({ sessionExpirySec: 59 }), /sessionExpirySec/);
+    assert.equal(config({ sessionExpirySec: 60 }).mqtt.sessionExpirySec, 60);
+    assert.equal(config().mqtt.sessionExpirySec, 604_800);
+  });
+
   void it('cross-key checks list every problem', () => {
     const c = config({
       reconnectMinMs: 100,

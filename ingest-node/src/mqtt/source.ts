@@ -23,7 +23,9 @@
 // (received, not yet durable). MQTT 5 announces it as Receive Maximum, so the
 // broker stops sending unacknowledged QoS 1 messages at that point; past it
 // (QoS 0 floods, MQTT 3.1.1 brokers) handleMessage keeps its callback, which
-// stops mqtt.js reading the socket (TCP backpressure). Message bytes (plus the
+// stops mqtt.js reading the socket (TCP backpressure; PINGRESP is not read either,
+// so a hold longer than ~1.5 × keepalive costs the connection: the held QoS 1
+// messages are redelivered, see docs/edge.md). Message bytes (plus the
 // per-record overhead, as for HTTP) are also claimed from the node's in-flight
 // byte budget shared with HTTP.
 //

@@ -413,6 +413,28 @@ void describe('MQTT source on a real broker', () => {
   });
 });
 
+void describe('MQTT source: a session lost while the node was down', () => {
+  void it('is counted by the restarted node (the session is remembered in wal.dir)', async () => {
+    const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+    try {
+      const cfg = nodeConfig('lostsession', { brokers: [{ url: own.url }] });
+      const a = await start(cfg);
+      await subscribed(a.log);
+      assert.equal(await metric(a.node, 'landfall_mqtt_sessions_lost_total'), 0, 'the first session ever');
+      assert.equal(await a.node.shutdown('test'), true);
+      await own.stopServer({ graceMs: 0 }); // SIGKILL: the broker loses the session
+      await own.startServer();
+      const b = await start(cfg);
+      await subscribed(b.log);
+      assert.equal(await metric(b.node, 'landfall_mqtt_sessions_lost_total'), 1);
+      assert.ok(b.log.lines.some((l) => l.level === 'error' && l.msg?.includes('no session') === true));
+      assert.equal(await b.node.shutdown('test'), true);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 void describe('MQTT source: TLS, passwords, WebSockets', () => {
   let tls: MosquittoServer;
   let pki: string;

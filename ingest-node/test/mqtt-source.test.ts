@@ -7,6 +7,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { defaultConfig } from '../src/config/load.ts';
@@ -163,6 +166,7 @@ async function rig(
   opts: {
     wal?: MemoryWal;
     walRecordBytesMax?: number;
+    stateDir?: string;
     random?: () => number;
     setup?: (f: FakeClient) => void;
   } = {},
@@ -179,6 +183,7 @@ async function rig(
     log,
     random: opts.random ?? (() => 0.5),
     ...(opts.walRecordBytesMax !== undefined ? { walRecordBytesMax: opts.walRecordBytesMax } : {}),
+    ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
     connect: (_url, options) => {
       const f = new FakeClient(options);
       opts.setup?.(f);
@@ -502,6 +507,35 @@ void describe('MQTT source: connection', () => {
     );
     assert.ok(r.log.lines.some((l) => l.level === 'error' && l.msg?.includes('no session') === true));
     await r.source.stop(1000);
+  });
+
+  void it('a session lost while the node was down is counted after a restart (remembered in the state directory)', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'landfall-mqtt-state-'));
+    const session = (present: boolean) => (f: FakeClient) => {
+      f.onConnect = (c) => c.accept(present);
+    };
+    try {
+      const first = await rig(config(), { stateDir, setup: session(false) });
+      assert.equal(await first.metric('landfall_mqtt_sessions_lost_total'), 0, 'the first session ever');
+      await first.source.stop(1000);
+      assert.equal(readdirSync(stateDir).filter((n) => n.startsWith('mqtt-session-')).length, 1);
+      const kept = await rig(config(), { stateDir, setup: session(true) });
+      assert.equal(await kept.metric('landfall_mqtt_sessions_lost_total'), 0, 'the broker kept it');
+      await kept.source.stop(1000);
+      const lost = await rig(config(), { stateDir, setup: session(false) });
+      assert.equal(await lost.metric('landfall_mqtt_sessions_lost_total'), 1, 'lost while the node was down');
+      assert.ok(lost.log.lines.some((l) => l.level === 'error' && l.msg?.includes('no session') === true));
+      await lost.source.stop(1000);
+      // Another client id is another session: its first one is not a loss.
+      const other = await rig(
+        config({ brokers: [{ url: 'mqtt://broker.local:1883', name: 'b1', clientId: 'landfall-other' }] }),
+        { stateDir, setup: session(false) },
+      );
+      assert.equal(await other.metric('landfall_mqtt_sessions_lost_total'), 0);
+      await other.source.stop(1000);
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 
   void it('a connection that is closed right after CONNACK keeps backing off (no tight reconnect loop)', async () => {

@@ -33,6 +33,12 @@ export interface MqttSourceDeps {
    * (limits.recordBytesMax, at least RECORD_BYTES_MAX_DEFAULT).
    */
   readonly walRecordBytesMax?: number;
+  /**
+   * A directory that survives restarts (node.ts: wal.dir) where each broker source
+   * remembers that it had a session, so a session lost while the node was down is
+   * counted too. Without it only losses between two connections of one process are.
+   */
+  readonly stateDir?: string;
 }
 
 export interface MqttSource {
@@ -72,6 +78,7 @@ export async function startMqttSource(
         walRecordBytesMax:
           deps.walRecordBytesMax ?? Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
         inflightBytesMax: config.limits.inflightBytesMax,
+        ...(deps.stateDir !== undefined ? { stateDir: deps.stateDir } : {}),
       }),
   );
   const started: BrokerSource[] = [];

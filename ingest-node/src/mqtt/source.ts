@@ -34,6 +34,9 @@
 // broker, which queues what follows in the session. A 100 ms poll resumes once
 // the watermarks allow (their hysteresis is the Backpressure's).
 
+import { createHash } from 'node:crypto';
+import { access, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import mqtt from 'mqtt';
 import type { IClientOptions, IConnackPacket, IPublishPacket, ISubscriptionGrant, MqttClient } from 'mqtt';
@@ -108,6 +111,8 @@ export interface BrokerSourceOptions {
   readonly walRecordBytesMax: number;
   /** limits.inflightBytesMax: a message must fit it (with the per-record overhead) to be admitted ever. */
   readonly inflightBytesMax: number;
+  /** Where the source remembers it had a session (see MqttSourceDeps.stateDir). */
+  readonly stateDir?: string;
 }
 
 /**
@@ -133,6 +138,11 @@ export class BrokerSource {
   #conn: Conn | undefined;
   #connSeq = 0;
   #everConnected = false;
+  /** The session marker file, when a state directory was given. */
+  readonly #sessionFile: string | undefined;
+  /** A session was established with this broker and client id before (by this process or an earlier one). */
+  #hadSession = false;
+  #sessionWrite: Promise<void> | undefined;
   /** Received, not yet handed to the WAL, in arrival order. */
   readonly #pending: Item[] = [];
   /** The append in progress (at most one per connection keeps PUBACKs in order). */
@@ -161,6 +171,16 @@ export class BrokerSource {
 
   constructor(options: BrokerSourceOptions) {
     this.#o = options;
+    this.#sessionFile =
+      options.stateDir === undefined
+        ? undefined
+        : join(
+            options.stateDir,
+            `mqtt-session-${createHash('sha256')
+              .update(`${options.broker.url}\0${options.broker.clientId}`)
+              .digest('hex')
+              .slice(0, 16)}.json`,
+          );
     this.#messageBytesMax = Math.max(
       0,
       Math.min(options.walRecordBytesMax, options.inflightBytesMax - RECORD_OVERHEAD_BYTES),
@@ -176,6 +196,7 @@ export class BrokerSource {
   /** Reads the secrets (rejects if a file is unreadable) and starts connecting; does not wait for the broker. */
   async start(): Promise<void> {
     this.#secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+    this.#hadSession = await this.#readSessionMarker();
     const client = this.#o.connect(this.#o.broker.url, this.#clientOptions());
     if (typeof (client as unknown as Partial<MqttInternals>)._sendPacket !== 'function') {
       client.end(true);
@@ -244,7 +265,7 @@ export class BrokerSource {
     this.#c.connected = 1;
     this.#c.connects++;
     const sessionPresent = connack.sessionPresent;
-    if (!sessionPresent && this.#everConnected) {
+    if (!sessionPresent && (this.#everConnected || this.#hadSession)) {
       this.#c.sessionsLost++;
       this.#log.error(
         { broker: this.name, clientId: this.#o.broker.clientId },
@@ -252,8 +273,44 @@ export class BrokerSource {
       );
     }
     this.#everConnected = true;
+    if (!this.#hadSession) {
+      this.#hadSession = true;
+      this.#sessionWrite = this.#writeSessionMarker();
+    }
     this.#log.info({ broker: this.name, sessionPresent, connection: conn.n }, 'MQTT: connected');
     this.#subscribe(conn);
+  }
+
+  /** True when an earlier run had a session with this broker under this client id. */
+  async #readSessionMarker(): Promise<boolean> {
+    const file = this.#sessionFile;
+    if (file === undefined) return false;
+    try {
+      await access(file);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.#log.warn({ broker: this.name, file, err }, 'MQTT: cannot read the session marker');
+      }
+      return false;
+    }
+  }
+
+  /** Best effort: if it is lost, a later session loss after a restart goes uncounted. */
+  async #writeSessionMarker(): Promise<void> {
+    const file = this.#sessionFile;
+    if (file === undefined) return;
+    const b = this.#o.broker;
+    const body = `${JSON.stringify({ url: b.url, clientId: b.clientId, since: new Date().toISOString() })}\n`;
+    try {
+      await writeFile(`${file}.tmp`, body);
+      await rename(`${file}.tmp`, file);
+    } catch (err) {
+      this.#log.warn(
+        { broker: this.name, file, err },
+        'MQTT: cannot write the session marker; a session lost while the node is down will not be counted',
+      );
+    }
   }
 
   #subscribe(conn: Conn): void {
@@ -678,6 +735,7 @@ export class BrokerSource {
     this.#o.backpressure.release(this.#pending.reduce((n, m) => n + m.reserved, 0));
     this.#pending.length = 0;
     this.#updateGauges();
+    await this.#sessionWrite;
     const client = this.#client;
     if (client !== undefined) {
       const remaining = Math.max(0, deadlineMs - performance.now());

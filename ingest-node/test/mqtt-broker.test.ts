@@ -355,6 +355,54 @@ void describe('MQTT source on a real broker', () => {
     }
   });
 
+  void it('over MQTT 3.1.1 a message too large is refused at its fixed header, not buffered whole first', async () => {
+    const pub = await publisher();
+    let bytesRead = 0;
+    const wal = new MemoryWal();
+    const registry = new Registry();
+    const log = memoryLogger();
+    const source = await startMqttSource(nodeConfig('wire4', { protocolVersion: 4 }), {
+      wal,
+      registry,
+      log,
+      backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
+      walRecordBytesMax: 1024,
+      connect: (url, options) => {
+        const client = mqtt.connect(url, options);
+        // Counts what the node's connections read (wrapped before the source wraps it).
+        const c = client as unknown as { streamBuilder: (cl: MqttClient) => NodeJS.ReadableStream };
+        const build = c.streamBuilder;
+        c.streamBuilder = (cl) => {
+          const stream = build(cl);
+          stream.on('data', (chunk: Buffer) => {
+            bytesRead += chunk.length;
+          });
+          return stream;
+        };
+        return client;
+      },
+    });
+    assert.ok(source);
+    try {
+      await subscribed(log);
+      await pub.publishAsync('wire4/large', Buffer.alloc(16 * 1024 * 1024, 1), { qos: 1 });
+      const m = (name: string) => metricValue(registry, name);
+      await until(
+        async () => (await m('landfall_mqtt_messages_refused_total')) >= 2,
+        'refused on every redelivery',
+      );
+      assert.equal(await m('landfall_mqtt_acks_total'), 0, 'never acknowledged: the broker keeps it');
+      assert.equal(wal.appends.length, 0);
+      assert.ok(
+        bytesRead < 4 * 1024 * 1024,
+        `read ${bytesRead} bytes over ${await m('landfall_mqtt_connects_total')} connections: not the 16 MiB message`,
+      );
+      assert.ok(log.has('connection closed before reading it'));
+    } finally {
+      await source.stop(1000);
+    }
+  });
+
   void it('a message larger than limits.inflightBytesMax (within the WAL bound): MQTT 5 broker does not send it; the rest flows', async () => {
     // A small box: passes the load check (1 MiB + 1000 × 128 ≤ 2 MiB); the WAL bound stays 16 MiB.
     const cfg = nodeConfig(

@@ -23,6 +23,8 @@ import type { RecordFormat as RecordFormatT } from '../src/wal/types.ts';
 import { WalBacklogError } from '../src/errors.ts';
 import { RECORD_OVERHEAD_BYTES } from '../src/backpressure.ts';
 import type { LandfallError } from '../src/errors.ts';
+import { PacketSizeGuard } from '../src/mqtt/packet-guard.ts';
+import type { OversizePublish } from '../src/mqtt/packet-guard.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
 import { memoryLogger, metricValue, until } from './mqtt-helpers.ts';
 
@@ -460,6 +462,65 @@ void describe('MQTT source: a message larger than the in-flight byte budget', ()
     assert.equal(largest.result(), 'deferred');
     await until(() => r.client.acked().length === 1, 'the largest admissible message acked');
     await r.source.stop(1000);
+  });
+});
+
+/** An MQTT packet as on the wire: fixed header (type, flags, remaining length), then the body. */
+function wirePacket(type: number, flags: number, body: Buffer): Buffer {
+  const len: number[] = [];
+  let n = body.length;
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    len.push(b);
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([(type << 4) | flags, ...len]), body]);
+}
+
+function wirePublish(qos: 0 | 1, topic: string, payloadBytes: number): Buffer {
+  const t = Buffer.from(topic);
+  const head = Buffer.alloc(2);
+  head.writeUInt16BE(t.length);
+  const id = qos > 0 ? Buffer.from([0, 7]) : Buffer.alloc(0);
+  return wirePacket(3, qos << 1, Buffer.concat([head, t, id, Buffer.alloc(payloadBytes, 0x61)]));
+}
+
+void describe('MQTT source: PacketSizeGuard (MQTT 3.1.1 packets too large, seen at their fixed header)', () => {
+  void it('passes every packet up to the bound, whatever the chunking, and stops at the first PUBLISH over it', () => {
+    const max = 3 * 1024 * 1024;
+    // Record bytes = 2 + topic (3) + payload: sizes around the 1-, 2-, 3- and 4-byte remaining lengths, and the bound.
+    const fits = [0, 100, 122, 123, 16_000, 16_379, 16_380, 2_097_000, max - 5];
+    const wire = Buffer.concat([
+      wirePacket(2, 0, Buffer.from([0, 0])), // CONNACK
+      ...fits.map((p, i) => wirePublish(i % 2 === 0 ? 1 : 0, 'a/b', p)),
+      wirePacket(13, 0, Buffer.alloc(0)), // PINGRESP
+      wirePacket(9, 0, Buffer.from([0, 1, 0])), // SUBACK
+      wirePublish(1, 'a/b', max - 4), // one byte over
+      wirePublish(0, 'a/b', 10),
+    ]);
+    for (const chunking of [1, 7, 1024, 65_536, wire.length]) {
+      const seen: OversizePublish[] = [];
+      const guard = new PacketSizeGuard(max, (p) => seen.push(p));
+      let consumedAtCut = -1;
+      for (let i = 0; i < wire.length; i += chunking) {
+        guard.push(wire.subarray(i, i + chunking));
+        if (seen.length > 0 && consumedAtCut < 0) consumedAtCut = Math.min(wire.length, i + chunking);
+      }
+      assert.deepEqual(seen, [{ qos: 1, recordBytes: max + 1 }], `chunks of ${chunking}`);
+      const cutAt = wire.length - wirePublish(0, 'a/b', 10).length - wirePublish(1, 'a/b', max - 4).length;
+      assert.ok(
+        consumedAtCut - cutAt <= Math.max(chunking, 5),
+        `chunks of ${chunking}: seen at byte ${consumedAtCut}, the header ends by ${cutAt + 5}`,
+      );
+    }
+  });
+
+  void it('a QoS 0 PUBLISH over the bound is reported with its QoS', () => {
+    const seen: OversizePublish[] = [];
+    const guard = new PacketSizeGuard(64, (p) => seen.push(p));
+    guard.push(wirePublish(0, 'x', 62)); // record 2 + 1 + 62 = 65
+    assert.deepEqual(seen, [{ qos: 0, recordBytes: 65 }]);
   });
 });
 

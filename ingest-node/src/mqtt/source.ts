@@ -39,6 +39,7 @@ import { access, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import mqtt from 'mqtt';
+import type { Duplex } from 'node:stream';
 import type { IClientOptions, IConnackPacket, IPublishPacket, ISubscriptionGrant, MqttClient } from 'mqtt';
 import type { Logger } from '../log.ts';
 import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
@@ -50,6 +51,7 @@ import { RecordFormat, WalErrorCode } from '../wal/types.ts';
 import type { WriteAheadLog } from '../wal/types.ts';
 import type { BrokerCounters } from './metrics.ts';
 import { readSecrets } from './options.ts';
+import { PacketSizeGuard } from './packet-guard.ts';
 import type { BrokerSecrets, MqttConfig, ReadFileFn, ResolvedBroker } from './options.ts';
 
 /** Opens an mqtt.js client; tests pass their own. */
@@ -205,6 +207,7 @@ export class BrokerSource {
       );
     }
     this.#client = client;
+    this.#guardPacketSize(client);
     client.handleMessage = (packet, callback) => this.#onPublish(packet, callback);
     client.on('connect', (connack) => this.#onConnect(connack));
     client.on('close', () => this.#onClose());
@@ -216,6 +219,29 @@ export class BrokerSource {
       'MQTT: connecting',
     );
     client.connect();
+  }
+
+  /**
+   * MQTT 3.1.1 has no Maximum Packet Size: a PUBLISH too large to store would be buffered
+   * whole by mqtt-packet (up to 256 MiB) before #onPublish could refuse it. Each connection's
+   * bytes also go through a PacketSizeGuard, which closes the connection at such a packet's
+   * fixed header. (MQTT 5 brokers do not send it: the bound is announced in CONNECT.)
+   */
+  #guardPacketSize(client: MqttClient): void {
+    if (this.#o.mqtt.protocolVersion !== 4) return;
+    const c = client as unknown as { streamBuilder?: (client: MqttClient) => Duplex };
+    const build = c.streamBuilder;
+    if (typeof build !== 'function') return; // a test's scripted client
+    c.streamBuilder = (cl) => {
+      const stream = build(cl);
+      const guard = new PacketSizeGuard(this.#messageBytesMax, (p) => {
+        this.#tooLargeOnTheWire(p.qos === 0 ? 0 : 1, p.recordBytes);
+        stream.destroy();
+      });
+      // Registered before mqtt.js pipes the stream (same tick), so it sees every chunk first.
+      stream.on('data', (chunk: Buffer) => guard.push(chunk));
+      return stream;
+    };
   }
 
   #clientOptions(): IClientOptions {
@@ -506,6 +532,32 @@ export class BrokerSource {
         oversizeTotal: this.#c.oversize,
       },
       'MQTT: message larger than limits.recordBytesMax; written anyway (the broker already accepted it). Logged at most once a minute; see landfall_mqtt_messages_oversize_total',
+    );
+  }
+
+  /** A PUBLISH refused at its fixed header (MQTT 3.1.1): the connection is closed before it is read. */
+  #tooLargeOnTheWire(qos: 0 | 1, recordBytes: number): void {
+    this.#c.received[qos]++;
+    const fields = {
+      broker: this.name,
+      qos,
+      recordBytes,
+      messageBytesMax: this.#messageBytesMax,
+      walRecordBytesMax: this.#o.walRecordBytesMax,
+      inflightBytesMax: this.#o.inflightBytesMax,
+    };
+    if (qos === 0) {
+      this.#c.countDropped('too_large');
+      this.#log.error(
+        fields,
+        'MQTT: QoS 0 message too large to store (a WAL record, or limits.inflightBytesMax); connection closed before reading it, the message is lost (QoS 0 is never resent)',
+      );
+      return;
+    }
+    this.#c.refusedTooLarge++;
+    this.#log.error(
+      fields,
+      'MQTT: QoS 1 message too large to store (a WAL record, or limits.inflightBytesMax); not acknowledged, connection closed before reading it (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
     );
   }
 

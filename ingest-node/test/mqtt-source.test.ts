@@ -429,6 +429,28 @@ void describe('MQTT source: bounds and backpressure', () => {
   });
 });
 
+void describe('MQTT source: a topic too long to frame', () => {
+  void it('is refused like a message too large (no throw inside mqtt.js’s packet loop)', async () => {
+    const r = await rig(config({ topics: [{ filter: '#', qos: 1 }] }));
+    const topic = '\ufffd'.repeat(22_000); // 66,000 bytes in UTF-8: what invalid UTF-8 from a broker becomes
+    const d = r.client.deliver(1, { topic, body: 'x' });
+    assert.equal(d.result(), 'held', 'never acknowledged');
+    assert.equal(r.client.connected, false, 'connection closed');
+    assert.equal(await r.metric('landfall_mqtt_messages_refused_total'), 1);
+    await until(() => r.client.connected, 'reconnected');
+    r.client.deliver(2, { qos: 0, topic, body: 'y' });
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'too_large' }), 1);
+    const logged = r.log.lines.find((l) => l.msg?.includes('too large') === true);
+    assert.ok(logged);
+    assert.ok(
+      String((logged.fields as { topic?: string }).topic).length < 300,
+      'the topic is cut in the log',
+    );
+    assert.equal(r.wal.appends.length, 0);
+    await r.source.stop(1000);
+  });
+});
+
 void describe('MQTT source: a message larger than the in-flight byte budget', () => {
   void it('is announced and refused like one too large for a WAL record, not held for ever', async () => {
     // A small box: passes the load check (1024 + 10 × 128 ≤ 4096), far below the WAL record bound.

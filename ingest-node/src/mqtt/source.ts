@@ -472,8 +472,12 @@ export class BrokerSource {
     if (packet.dup) this.#c.redelivered++;
     const topic = packet.topic;
     const message = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const recordBytes = 2 + Buffer.byteLength(topic) + message.length;
-    if (recordBytes > this.#messageBytesMax) {
+    const topicBytes = Buffer.byteLength(topic);
+    const recordBytes = 2 + topicBytes + message.length;
+    // A topic over 65535 bytes cannot be framed (encodeMqttPayload would throw, inside mqtt.js's
+    // packet loop: a crash). MQTT forbids it, but mqtt-packet turns each invalid UTF-8 byte
+    // into a 3-byte U+FFFD, so a broker that forwards invalid UTF-8 could cause one.
+    if (recordBytes > this.#messageBytesMax || topicBytes > 0xffff) {
       this.#tooLarge(qos, topic, recordBytes, callback);
       return;
     }
@@ -564,7 +568,8 @@ export class BrokerSource {
   #tooLarge(qos: 0 | 1, topic: string, recordBytes: number, callback: (err?: Error) => void): void {
     const fields = {
       broker: this.name,
-      topic,
+      topic: topic.length > 256 ? `${topic.slice(0, 256)}…` : topic,
+      topicBytes: Buffer.byteLength(topic),
       recordBytes,
       messageBytesMax: this.#messageBytesMax,
       walRecordBytesMax: this.#o.walRecordBytesMax,

@@ -319,6 +319,16 @@ void describe('MQTT source: acknowledgement', () => {
     await r.source.stop(1000);
   });
 
+  void it('a QoS 0 message left in the pump of a closed connection is counted as dropped on disconnect, not shutdown', async () => {
+    const r = await rig();
+    r.client.onConnect = () => {}; // the broker does not answer yet
+    r.client.drop();
+    r.client.deliver(0, { qos: 0 });
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'disconnect' }), 1);
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'shutdown' }), 0);
+    await r.source.stop(1000);
+  });
+
   void it('an append failure acknowledges nothing and retries the same messages in order', async () => {
     const r = await rig();
     r.wal.failWith = Object.assign(new Error('EIO'), { code: 'WAL_WRITE_FAILED' });

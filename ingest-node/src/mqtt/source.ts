@@ -464,8 +464,9 @@ export class BrokerSource {
     const conn = this.#conn;
     const qos: 0 | 1 = packet.qos === 0 ? 0 : 1;
     if (this.#stopping || conn === undefined) {
-      // Shutting down: read nothing more and acknowledge nothing; QoS 1 comes back next time.
-      if (qos === 0) this.#c.countDropped('shutdown');
+      // Shutting down, or a packet left in the pump of a connection that closed: read nothing
+      // more and acknowledge nothing; QoS 1 comes back next time.
+      if (qos === 0) this.#c.countDropped(this.#stopping ? 'shutdown' : 'disconnect');
       return;
     }
     this.#c.received[qos]++;

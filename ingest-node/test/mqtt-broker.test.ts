@@ -483,6 +483,46 @@ void describe('MQTT source: a session lost while the node was down', () => {
   });
 });
 
+void describe('MQTT source: paused when the broker loses the session', () => {
+  void it('landfall_mqtt_paused returns to 0 once the WAL drains, though nothing is held any more', async () => {
+    const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+    const wal = new MemoryWal();
+    wal.retainedBytesExtra = 4 * 1024 * 1024; // over walBytesHigh: the node refuses writes
+    try {
+      const cfg = nodeConfig(
+        'pausedlost',
+        { brokers: [{ url: own.url }] },
+        { backpressure: { walBytesHigh: 2 * 1024 * 1024, walBytesLow: 1024 * 1024 } },
+      );
+      const { node, log } = await start(cfg, { openWal: async () => wal, apiKeys: null });
+      await subscribed(log);
+      const pub = await publisher(own.url);
+      await publishAll(pub, (id) => `pausedlost/${id}`, range(0, 3));
+      await pub.endAsync(true);
+      await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 1, 'paused');
+      await own.stopServer({ graceMs: 0 }); // SIGKILL: the session and the 3 messages are gone
+      await own.startServer();
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_connects_total')) >= 2,
+        'reconnected',
+        15_000,
+      );
+      assert.equal(await metric(node, 'landfall_mqtt_pending_messages'), 0);
+      wal.retainedBytesExtra = 0;
+      await node.server.backpressure.refresh();
+      assert.equal(node.server.backpressure.admit(), undefined);
+      await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 0, 'resumed', 3000);
+      assert.deepEqual(
+        node.mqtt?.status().map((s) => [s.paused, s.pauseReason]),
+        [[false, null]],
+      );
+      assert.equal(await node.shutdown('test'), true);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
 void describe('MQTT source: TLS, passwords, WebSockets', () => {
   let tls: MosquittoServer;
   let pki: string;

@@ -232,6 +232,31 @@ void describe('MQTT source on a real broker', () => {
     assert.ok(log.has('accepting writes again'));
   });
 
+  void it('paused past inflightMessagesMax (MQTT 3.1.1): the connection outlives the keepalive while the socket is not read', async () => {
+    const wal = new MemoryWal();
+    wal.retainedBytesExtra = 4 * 1024 * 1024; // over walBytesHigh: the node refuses writes
+    const cfg = nodeConfig(
+      'heldping',
+      { protocolVersion: 4, inflightMessagesMax: 10, keepaliveSec: 1 },
+      { backpressure: { walBytesHigh: 2 * 1024 * 1024, walBytesLow: 1024 * 1024 } },
+    );
+    const { node, log } = await start(cfg, { openWal: async () => wal, apiKeys: null });
+    await subscribed(log);
+    const pub = await publisher();
+    // Mosquitto sends up to 20 unacknowledged (max_inflight_messages): 10 held, then a callback held.
+    await publishAll(pub, (id) => `heldping/${id}`, range(0, 100));
+    await until(async () => (await metric(node, 'landfall_mqtt_pending_messages')) === 11, 'holding');
+    await new Promise((resolve) => setTimeout(resolve, 5_000)); // over 3 × 1.5 × keepalive
+    assert.equal(await metric(node, 'landfall_mqtt_disconnects_total'), 0, 'no keepalive timeout');
+    assert.equal(await metric(node, 'landfall_mqtt_connected'), 1);
+    wal.retainedBytesExtra = 0;
+    await until(async () => (await metric(node, 'landfall_mqtt_acks_total')) === 100, 'all acked', 15_000);
+    const topics = new Set(wal.appends.flatMap((a) => a.records.map((r) => decodeMqttPayload(r).topic)));
+    assert.equal(topics.size, 100);
+    assert.equal(await metric(node, 'landfall_mqtt_messages_redelivered_total'), 0);
+    assert.equal(await node.shutdown('test'), true);
+  });
+
   void it('drain mode: MQTT publishes are not acknowledged while draining (they stay with the broker), delivered after DELETE', async () => {
     const cfg = nodeConfig('drain', {}, { s3: { localDir: join(dir, 'drain-bucket') } });
     const { node, log } = await start(cfg, { apiKeys: null });

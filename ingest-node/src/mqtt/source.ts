@@ -24,8 +24,8 @@
 // broker stops sending unacknowledged QoS 1 messages at that point; past it
 // (QoS 0 floods, MQTT 3.1.1 brokers) handleMessage keeps its callback, which
 // stops mqtt.js reading the socket (TCP backpressure; PINGRESP is not read either,
-// so a hold longer than ~1.5 × keepalive costs the connection: the held QoS 1
-// messages are redelivered, see docs/edge.md). Message bytes (plus the
+// so meanwhile the source sends the PINGREQs and holds off mqtt.js's keepalive
+// timeout, see #keepaliveWhileBlocked). Message bytes (plus the
 // per-record overhead, as for HTTP) are also claimed from the node's in-flight
 // byte budget shared with HTTP.
 //
@@ -96,6 +96,14 @@ interface MqttInternals {
   readonly stream?: { cork?(): void; uncork?(): void };
 }
 
+/** mqtt.js's keepalive (public API; a test's scripted client may lack it). */
+interface MqttKeepalive {
+  readonly connected?: boolean;
+  readonly keepalive?: number;
+  sendPing?(): void;
+  reschedulePing?(force?: boolean): void;
+}
+
 export interface BrokerSourceOptions {
   readonly broker: ResolvedBroker;
   readonly mqtt: MqttConfig;
@@ -155,6 +163,8 @@ export class BrokerSource {
   #paused = false;
   #pauseReason: string | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
+  /** When the last PINGREQ was sent on mqtt.js's behalf while a callback is held. */
+  #blockedPingMs: number | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDelayMs = 0;
   #reconnectTimer: NodeJS.Timeout | undefined;
@@ -747,11 +757,38 @@ export class BrokerSource {
       if (!this.#paused && this.#blocked === undefined) {
         clearInterval(this.#pollTimer);
         this.#pollTimer = undefined;
+        this.#blockedPingMs = undefined;
         return;
       }
       this.#flush();
+      this.#keepaliveWhileBlocked();
     }, PAUSE_POLL_MS);
     this.#pollTimer.unref();
+  }
+
+  /**
+   * While a callback is held mqtt.js reads nothing, PINGRESP included, so its keepalive
+   * would close the connection after 1.5 × keepalive, and the held messages would be
+   * redelivered, again and again for as long as the node is paused. Meanwhile the source
+   * stands in for it: a PINGREQ every half keepalive (the broker needs a packet from us
+   * within 1.5 × keepalive), and mqtt.js's timeout held off. A connection that died
+   * meanwhile is found when a write fails, or by mqtt.js's keepalive once reading resumes.
+   */
+  #keepaliveWhileBlocked(): void {
+    const client = this.#client as unknown as MqttKeepalive | undefined;
+    if (this.#blocked === undefined || client?.connected !== true) {
+      this.#blockedPingMs = undefined;
+      return;
+    }
+    const keepaliveMs = (client.keepalive ?? this.#o.mqtt.keepaliveSec) * 1000;
+    if (keepaliveMs <= 0) return;
+    const now = performance.now();
+    // The first one at once: mqtt.js's last PINGREQ may be up to a keepalive old.
+    if (this.#blockedPingMs === undefined || now - this.#blockedPingMs >= keepaliveMs / 2) {
+      client.sendPing?.();
+      this.#blockedPingMs = now;
+    }
+    client.reschedulePing?.(true);
   }
 
   #updateGauges(): void {

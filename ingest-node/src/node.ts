@@ -449,6 +449,7 @@ export async function startNode(config: NodeConfig, deps: NodeDeps = {}): Promis
       backpressure: server.backpressure,
       registry: server.metrics.registry,
       log,
+      stateDir: walDir,
     });
   } catch (err) {
     await server.close();

@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
@@ -232,6 +232,31 @@ void describe('MQTT source on a real broker', () => {
     assert.ok(log.has('accepting writes again'));
   });
 
+  void it('paused past inflightMessagesMax (MQTT 3.1.1): the connection outlives the keepalive while the socket is not read', async () => {
+    const wal = new MemoryWal();
+    wal.retainedBytesExtra = 4 * 1024 * 1024; // over walBytesHigh: the node refuses writes
+    const cfg = nodeConfig(
+      'heldping',
+      { protocolVersion: 4, inflightMessagesMax: 10, keepaliveSec: 1 },
+      { backpressure: { walBytesHigh: 2 * 1024 * 1024, walBytesLow: 1024 * 1024 } },
+    );
+    const { node, log } = await start(cfg, { openWal: async () => wal, apiKeys: null });
+    await subscribed(log);
+    const pub = await publisher();
+    // Mosquitto sends up to 20 unacknowledged (max_inflight_messages): 10 held, then a callback held.
+    await publishAll(pub, (id) => `heldping/${id}`, range(0, 100));
+    await until(async () => (await metric(node, 'landfall_mqtt_pending_messages')) === 11, 'holding');
+    await new Promise((resolve) => setTimeout(resolve, 5_000)); // over 3 × 1.5 × keepalive
+    assert.equal(await metric(node, 'landfall_mqtt_disconnects_total'), 0, 'no keepalive timeout');
+    assert.equal(await metric(node, 'landfall_mqtt_connected'), 1);
+    wal.retainedBytesExtra = 0;
+    await until(async () => (await metric(node, 'landfall_mqtt_acks_total')) === 100, 'all acked', 15_000);
+    const topics = new Set(wal.appends.flatMap((a) => a.records.map((r) => decodeMqttPayload(r).topic)));
+    assert.equal(topics.size, 100);
+    assert.equal(await metric(node, 'landfall_mqtt_messages_redelivered_total'), 0);
+    assert.equal(await node.shutdown('test'), true);
+  });
+
   void it('drain mode: MQTT publishes are not acknowledged while draining (they stay with the broker), delivered after DELETE', async () => {
     const cfg = nodeConfig('drain', {}, { s3: { localDir: join(dir, 'drain-bucket') } });
     const { node, log } = await start(cfg, { apiKeys: null });
@@ -355,6 +380,84 @@ void describe('MQTT source on a real broker', () => {
     }
   });
 
+  void it('over MQTT 3.1.1 a message too large is refused at its fixed header, not buffered whole first', async () => {
+    const pub = await publisher();
+    let bytesRead = 0;
+    const wal = new MemoryWal();
+    const registry = new Registry();
+    const log = memoryLogger();
+    const source = await startMqttSource(nodeConfig('wire4', { protocolVersion: 4 }), {
+      wal,
+      registry,
+      log,
+      backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
+      walRecordBytesMax: 1024,
+      connect: (url, options) => {
+        const client = mqtt.connect(url, options);
+        // Counts what the node's connections read (wrapped before the source wraps it).
+        const c = client as unknown as { streamBuilder: (cl: MqttClient) => NodeJS.ReadableStream };
+        const build = c.streamBuilder;
+        c.streamBuilder = (cl) => {
+          const stream = build(cl);
+          stream.on('data', (chunk: Buffer) => {
+            bytesRead += chunk.length;
+          });
+          return stream;
+        };
+        return client;
+      },
+    });
+    assert.ok(source);
+    try {
+      await subscribed(log);
+      await pub.publishAsync('wire4/large', Buffer.alloc(16 * 1024 * 1024, 1), { qos: 1 });
+      const m = (name: string) => metricValue(registry, name);
+      await until(
+        async () => (await m('landfall_mqtt_messages_refused_total')) >= 2,
+        'refused on every redelivery',
+      );
+      assert.equal(await m('landfall_mqtt_acks_total'), 0, 'never acknowledged: the broker keeps it');
+      assert.equal(wal.appends.length, 0);
+      assert.ok(
+        bytesRead < 4 * 1024 * 1024,
+        `read ${bytesRead} bytes over ${await m('landfall_mqtt_connects_total')} connections: not the 16 MiB message`,
+      );
+      assert.ok(log.has('connection closed before reading it'));
+    } finally {
+      await source.stop(1000);
+    }
+  });
+
+  void it('a message larger than limits.inflightBytesMax (within the WAL bound): MQTT 5 broker does not send it; the rest flows', async () => {
+    // A small box: passes the load check (1 MiB + 1000 × 128 ≤ 2 MiB); the WAL bound stays 16 MiB.
+    const cfg = nodeConfig(
+      'budget',
+      {},
+      {
+        limits: {
+          decodedBytesMax: 1024 * 1024,
+          recordsPerRequestMax: 1000,
+          inflightBytesMax: 2 * 1024 * 1024,
+        },
+      },
+    );
+    const { node, log } = await start(cfg);
+    await subscribed(log);
+    const pub = await publisher();
+    await pub.publishAsync('budget/big', Buffer.alloc(3 * 1024 * 1024, 0x61), { qos: 1 });
+    await publishAll(pub, (id) => `budget/small/${id}`, range(0, 5));
+    await until(
+      async () => (await metric(node, 'landfall_mqtt_acks_total')) === 5,
+      'the five small ones acked',
+    );
+    const records = readMqttRecords(join(dir, 'budget'), { strict: true });
+    assert.deepEqual(
+      records.map((r) => r.topic).sort(),
+      range(0, 5).map((id) => `budget/small/${id}`),
+    );
+    assert.equal(await metric(node, 'landfall_mqtt_pending_messages'), 0);
+  });
+
   void it('reconnects after the broker restarts, with the session intact', async () => {
     const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
     try {
@@ -377,6 +480,68 @@ void describe('MQTT source on a real broker', () => {
       );
       await pub.endAsync();
       await node.shutdown('test');
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+void describe('MQTT source: a session lost while the node was down', () => {
+  void it('is counted by the restarted node (the session is remembered in wal.dir)', async () => {
+    const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+    try {
+      const cfg = nodeConfig('lostsession', { brokers: [{ url: own.url }] });
+      const a = await start(cfg);
+      await subscribed(a.log);
+      assert.equal(await metric(a.node, 'landfall_mqtt_sessions_lost_total'), 0, 'the first session ever');
+      assert.equal(await a.node.shutdown('test'), true);
+      await own.stopServer({ graceMs: 0 }); // SIGKILL: the broker loses the session
+      await own.startServer();
+      const b = await start(cfg);
+      await subscribed(b.log);
+      assert.equal(await metric(b.node, 'landfall_mqtt_sessions_lost_total'), 1);
+      assert.ok(b.log.lines.some((l) => l.level === 'error' && l.msg?.includes('no session') === true));
+      assert.equal(await b.node.shutdown('test'), true);
+    } finally {
+      await own.stop();
+    }
+  });
+});
+
+void describe('MQTT source: paused when the broker loses the session', () => {
+  void it('landfall_mqtt_paused returns to 0 once the WAL drains, though nothing is held any more', async () => {
+    const own = await startMosquitto({ extraConfig: ['max_queued_messages 0'] });
+    const wal = new MemoryWal();
+    wal.retainedBytesExtra = 4 * 1024 * 1024; // over walBytesHigh: the node refuses writes
+    try {
+      const cfg = nodeConfig(
+        'pausedlost',
+        { brokers: [{ url: own.url }] },
+        { backpressure: { walBytesHigh: 2 * 1024 * 1024, walBytesLow: 1024 * 1024 } },
+      );
+      const { node, log } = await start(cfg, { openWal: async () => wal, apiKeys: null });
+      await subscribed(log);
+      const pub = await publisher(own.url);
+      await publishAll(pub, (id) => `pausedlost/${id}`, range(0, 3));
+      await pub.endAsync(true);
+      await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 1, 'paused');
+      await own.stopServer({ graceMs: 0 }); // SIGKILL: the session and the 3 messages are gone
+      await own.startServer();
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_connects_total')) >= 2,
+        'reconnected',
+        15_000,
+      );
+      assert.equal(await metric(node, 'landfall_mqtt_pending_messages'), 0);
+      wal.retainedBytesExtra = 0;
+      await node.server.backpressure.refresh();
+      assert.equal(node.server.backpressure.admit(), undefined);
+      await until(async () => (await metric(node, 'landfall_mqtt_paused')) === 0, 'resumed', 3000);
+      assert.deepEqual(
+        node.mqtt?.status().map((s) => [s.paused, s.pauseReason]),
+        [[false, null]],
+      );
+      assert.equal(await node.shutdown('test'), true);
     } finally {
       await own.stop();
     }
@@ -517,6 +682,67 @@ void describe('MQTT source: TLS, passwords, WebSockets', () => {
       async () => (await metric(node, 'landfall_mqtt_connected', { broker: 'badpw' })) === 1,
       'connected with the new password',
     );
+    assert.equal(await node.shutdown('test'), true);
+  });
+
+  void it('a certificate rotation caught half-way (new key, old certificate; an empty key) keeps the previous TLS material and reconnects', async () => {
+    copyFileSync(join(pki, 'client.pem'), join(pki, 'rot.pem'));
+    copyFileSync(join(pki, 'client.key'), join(pki, 'rot.key'));
+    writeFileSync(join(pki, 'rot-pw'), 'right-password\n');
+    const cfg = nodeConfig('rot', {
+      brokers: [
+        {
+          url: `mqtts://127.0.0.1:${tlsPort}`,
+          name: 'tls',
+          clientId: 'landfall-rot',
+          caFile: join(pki, 'ca.pem'),
+          certFile: join(pki, 'rot.pem'),
+          keyFile: join(pki, 'rot.key'),
+          username: 'landfall',
+          passwordFile: join(pki, 'rot-pw'),
+          topics: [{ filter: 'rot/#', qos: 1 }],
+        },
+      ],
+    });
+    const { node, log } = await start(cfg);
+    await subscribed(log);
+    const rejections: unknown[] = [];
+    const onRejection = (err: unknown): void => {
+      rejections.push(err);
+    };
+    process.on('unhandledRejection', onRejection);
+    try {
+      // Takes the session over on the plain listener: the node's connection is closed and it reconnects.
+      const kick = async (n: number): Promise<void> => {
+        const taker = await mqtt.connectAsync(tls.url, { clientId: 'landfall-rot', reconnectPeriod: 0 });
+        await taker.endAsync(true);
+        await until(
+          async () =>
+            (await metric(node, 'landfall_mqtt_connects_total', { broker: 'tls' })) >= n &&
+            (await metric(node, 'landfall_mqtt_connected', { broker: 'tls' })) === 1,
+          `reconnected (${n})`,
+        );
+      };
+      const refused = (): number =>
+        log.lines.filter((l) => l.msg === 'MQTT: re-reading secrets failed; using the previous ones').length;
+      copyFileSync(join(pki, 'server.key'), join(pki, 'rot.key')); // the key first, the certificate not yet
+      await kick(2);
+      assert.ok(refused() >= 1, 'the mismatched pair was refused');
+      writeFileSync(join(pki, 'rot.key'), ''); // a key file being rewritten
+      const before = refused();
+      await kick(3);
+      assert.ok(refused() > before, 'the empty key was refused');
+      copyFileSync(join(pki, 'client.key'), join(pki, 'rot.key')); // the rotation completes
+      const pub = await publisher(tls.url);
+      await publishAll(pub, (id) => `rot/${id}`, range(0, 5));
+      await until(
+        async () => (await metric(node, 'landfall_mqtt_acks_total', { broker: 'tls' })) === 5,
+        'acked over the connection kept alive',
+      );
+      assert.deepEqual(rejections, []);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
     assert.equal(await node.shutdown('test'), true);
   });
 });

@@ -7,6 +7,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import type { IClientOptions, IPublishPacket, MqttClient } from 'mqtt';
 import { defaultConfig } from '../src/config/load.ts';
@@ -20,6 +23,8 @@ import type { RecordFormat as RecordFormatT } from '../src/wal/types.ts';
 import { WalBacklogError } from '../src/errors.ts';
 import { RECORD_OVERHEAD_BYTES } from '../src/backpressure.ts';
 import type { LandfallError } from '../src/errors.ts';
+import { PacketSizeGuard } from '../src/mqtt/packet-guard.ts';
+import type { OversizePublish } from '../src/mqtt/packet-guard.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
 import { memoryLogger, metricValue, until } from './mqtt-helpers.ts';
 
@@ -163,6 +168,7 @@ async function rig(
   opts: {
     wal?: MemoryWal;
     walRecordBytesMax?: number;
+    stateDir?: string;
     random?: () => number;
     setup?: (f: FakeClient) => void;
   } = {},
@@ -179,6 +185,7 @@ async function rig(
     log,
     random: opts.random ?? (() => 0.5),
     ...(opts.walRecordBytesMax !== undefined ? { walRecordBytesMax: opts.walRecordBytesMax } : {}),
+    ...(opts.stateDir !== undefined ? { stateDir: opts.stateDir } : {}),
     connect: (_url, options) => {
       const f = new FakeClient(options);
       opts.setup?.(f);
@@ -312,6 +319,16 @@ void describe('MQTT source: acknowledgement', () => {
     await r.source.stop(1000);
   });
 
+  void it('a QoS 0 message left in the pump of a closed connection is counted as dropped on disconnect, not shutdown', async () => {
+    const r = await rig();
+    r.client.onConnect = () => {}; // the broker does not answer yet
+    r.client.drop();
+    r.client.deliver(0, { qos: 0 });
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'disconnect' }), 1);
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'shutdown' }), 0);
+    await r.source.stop(1000);
+  });
+
   void it('an append failure acknowledges nothing and retries the same messages in order', async () => {
     const r = await rig();
     r.wal.failWith = Object.assign(new Error('EIO'), { code: 'WAL_WRITE_FAILED' });
@@ -342,6 +359,32 @@ void describe('MQTT source: bounds and backpressure', () => {
     r.bp.refuse = undefined;
     await until(() => r.client.acked().length === 5, 'acks after resume');
     assert.equal(await r.metric('landfall_mqtt_paused'), 0);
+    await r.source.stop(1000);
+  });
+
+  void it('the pause ends when the node accepts writes again even if nothing is held any more', async () => {
+    const r = await rig();
+    r.bp.refuse = new WalBacklogError(10, 5);
+    r.client.deliver(1);
+    r.client.deliver(2);
+    await until(async () => (await r.metric('landfall_mqtt_paused')) === 1, 'paused');
+    // The connection drops: its QoS 1 messages are let go (the broker has them, or lost them with its session).
+    r.client.drop();
+    await until(() => r.client.connected, 'reconnected');
+    assert.equal(await r.metric('landfall_mqtt_pending_messages'), 0);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal(await r.metric('landfall_mqtt_paused'), 1, 'still paused while the node refuses writes');
+    r.bp.refuse = undefined;
+    await until(
+      async () => (await r.metric('landfall_mqtt_paused')) === 0,
+      'resumed with nothing held',
+      2000,
+    );
+    assert.deepEqual(
+      r.source.status().map((s) => [s.paused, s.pauseReason]),
+      [[false, null]],
+    );
+    assert.equal(r.wal.appends.length, 0);
     await r.source.stop(1000);
   });
 
@@ -396,6 +439,123 @@ void describe('MQTT source: bounds and backpressure', () => {
   });
 });
 
+void describe('MQTT source: a topic too long to frame', () => {
+  void it('is refused like a message too large (no throw inside mqtt.js’s packet loop)', async () => {
+    const r = await rig(config({ topics: [{ filter: '#', qos: 1 }] }));
+    const topic = '\ufffd'.repeat(22_000); // 66,000 bytes in UTF-8: what invalid UTF-8 from a broker becomes
+    const d = r.client.deliver(1, { topic, body: 'x' });
+    assert.equal(d.result(), 'held', 'never acknowledged');
+    assert.equal(r.client.connected, false, 'connection closed');
+    assert.equal(await r.metric('landfall_mqtt_messages_refused_total'), 1);
+    await until(() => r.client.connected, 'reconnected');
+    r.client.deliver(2, { qos: 0, topic, body: 'y' });
+    assert.equal(await r.metric('landfall_mqtt_messages_dropped_total', { reason: 'too_large' }), 1);
+    const logged = r.log.lines.find((l) => l.msg?.includes('too large') === true);
+    assert.ok(logged);
+    assert.ok(
+      String((logged.fields as { topic?: string }).topic).length < 300,
+      'the topic is cut in the log',
+    );
+    assert.equal(r.wal.appends.length, 0);
+    await r.source.stop(1000);
+  });
+});
+
+void describe('MQTT source: a message larger than the in-flight byte budget', () => {
+  void it('is announced and refused like one too large for a WAL record, not held for ever', async () => {
+    // A small box: passes the load check (1024 + 10 × 128 ≤ 4096), far below the WAL record bound.
+    const limits = {
+      decodedBytesMax: 1024,
+      recordBytesMax: 1024,
+      recordsPerRequestMax: 10,
+      inflightBytesMax: 4096,
+    };
+    const max = 4096 - RECORD_OVERHEAD_BYTES;
+    const v5 = await rig(config({}, { limits }));
+    assert.equal(
+      v5.client.options.properties?.maximumPacketSize,
+      max,
+      'the broker is told what can be stored',
+    );
+    await v5.source.stop(1000);
+
+    const r = await rig(config({ protocolVersion: 4 }, { limits }));
+    r.bp.budget = 4096;
+    // record bytes = 2 + 'site/a' + body: one byte over what the budget can ever admit.
+    const big = r.client.deliver(1, { body: 'x'.repeat(max - 8 + 1) });
+    assert.equal(big.result(), 'held', 'never acknowledged');
+    assert.equal(r.client.connected, false, 'refused: connection closed, not held with the socket unread');
+    assert.equal(await r.metric('landfall_mqtt_messages_refused_total'), 1);
+    assert.equal(await r.metric('landfall_mqtt_pending_messages'), 0);
+    assert.equal(r.bp.reserved, 0);
+    await until(() => r.client.connected, 'reconnected');
+    // The largest message the budget admits goes through, alone.
+    const largest = r.client.deliver(2, { body: 'y'.repeat(max - 8) });
+    assert.equal(largest.result(), 'deferred');
+    await until(() => r.client.acked().length === 1, 'the largest admissible message acked');
+    await r.source.stop(1000);
+  });
+});
+
+/** An MQTT packet as on the wire: fixed header (type, flags, remaining length), then the body. */
+function wirePacket(type: number, flags: number, body: Buffer): Buffer {
+  const len: number[] = [];
+  let n = body.length;
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    len.push(b);
+  } while (n > 0);
+  return Buffer.concat([Buffer.from([(type << 4) | flags, ...len]), body]);
+}
+
+function wirePublish(qos: 0 | 1, topic: string, payloadBytes: number): Buffer {
+  const t = Buffer.from(topic);
+  const head = Buffer.alloc(2);
+  head.writeUInt16BE(t.length);
+  const id = qos > 0 ? Buffer.from([0, 7]) : Buffer.alloc(0);
+  return wirePacket(3, qos << 1, Buffer.concat([head, t, id, Buffer.alloc(payloadBytes, 0x61)]));
+}
+
+void describe('MQTT source: PacketSizeGuard (MQTT 3.1.1 packets too large, seen at their fixed header)', () => {
+  void it('passes every packet up to the bound, whatever the chunking, and stops at the first PUBLISH over it', () => {
+    const max = 3 * 1024 * 1024;
+    // Record bytes = 2 + topic (3) + payload: sizes around the 1-, 2-, 3- and 4-byte remaining lengths, and the bound.
+    const fits = [0, 100, 122, 123, 16_000, 16_379, 16_380, 2_097_000, max - 5];
+    const wire = Buffer.concat([
+      wirePacket(2, 0, Buffer.from([0, 0])), // CONNACK
+      ...fits.map((p, i) => wirePublish(i % 2 === 0 ? 1 : 0, 'a/b', p)),
+      wirePacket(13, 0, Buffer.alloc(0)), // PINGRESP
+      wirePacket(9, 0, Buffer.from([0, 1, 0])), // SUBACK
+      wirePublish(1, 'a/b', max - 4), // one byte over
+      wirePublish(0, 'a/b', 10),
+    ]);
+    for (const chunking of [1, 7, 1024, 65_536, wire.length]) {
+      const seen: OversizePublish[] = [];
+      const guard = new PacketSizeGuard(max, (p) => seen.push(p));
+      let consumedAtCut = -1;
+      for (let i = 0; i < wire.length; i += chunking) {
+        guard.push(wire.subarray(i, i + chunking));
+        if (seen.length > 0 && consumedAtCut < 0) consumedAtCut = Math.min(wire.length, i + chunking);
+      }
+      assert.deepEqual(seen, [{ qos: 1, recordBytes: max + 1 }], `chunks of ${chunking}`);
+      const cutAt = wire.length - wirePublish(0, 'a/b', 10).length - wirePublish(1, 'a/b', max - 4).length;
+      assert.ok(
+        consumedAtCut - cutAt <= Math.max(chunking, 5),
+        `chunks of ${chunking}: seen at byte ${consumedAtCut}, the header ends by ${cutAt + 5}`,
+      );
+    }
+  });
+
+  void it('a QoS 0 PUBLISH over the bound is reported with its QoS', () => {
+    const seen: OversizePublish[] = [];
+    const guard = new PacketSizeGuard(64, (p) => seen.push(p));
+    guard.push(wirePublish(0, 'x', 62)); // record 2 + 1 + 62 = 65
+    assert.deepEqual(seen, [{ qos: 0, recordBytes: 65 }]);
+  });
+});
+
 void describe('MQTT source: connection', () => {
   void it('reconnects with bounded exponential backoff, and starts over after a connection that stayed up', async () => {
     let refuse = 5;
@@ -442,6 +602,35 @@ void describe('MQTT source: connection', () => {
     await r.source.stop(1000);
   });
 
+  void it('a session lost while the node was down is counted after a restart (remembered in the state directory)', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'landfall-mqtt-state-'));
+    const session = (present: boolean) => (f: FakeClient) => {
+      f.onConnect = (c) => c.accept(present);
+    };
+    try {
+      const first = await rig(config(), { stateDir, setup: session(false) });
+      assert.equal(await first.metric('landfall_mqtt_sessions_lost_total'), 0, 'the first session ever');
+      await first.source.stop(1000);
+      assert.equal(readdirSync(stateDir).filter((n) => n.startsWith('mqtt-session-')).length, 1);
+      const kept = await rig(config(), { stateDir, setup: session(true) });
+      assert.equal(await kept.metric('landfall_mqtt_sessions_lost_total'), 0, 'the broker kept it');
+      await kept.source.stop(1000);
+      const lost = await rig(config(), { stateDir, setup: session(false) });
+      assert.equal(await lost.metric('landfall_mqtt_sessions_lost_total'), 1, 'lost while the node was down');
+      assert.ok(lost.log.lines.some((l) => l.level === 'error' && l.msg?.includes('no session') === true));
+      await lost.source.stop(1000);
+      // Another client id is another session: its first one is not a loss.
+      const other = await rig(
+        config({ brokers: [{ url: 'mqtt://broker.local:1883', name: 'b1', clientId: 'landfall-other' }] }),
+        { stateDir, setup: session(false) },
+      );
+      assert.equal(await other.metric('landfall_mqtt_sessions_lost_total'), 0);
+      await other.source.stop(1000);
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+
   void it('a connection that is closed right after CONNACK keeps backing off (no tight reconnect loop)', async () => {
     let flaps = 4;
     const r = await rig(config({ reconnectMinMs: 10, reconnectMaxMs: 40 }), {
@@ -460,6 +649,35 @@ void describe('MQTT source: connection', () => {
       assert.ok((gaps[i] ?? 0) >= c - 2, `gap ${i} = ${(gaps[i] ?? 0).toFixed(1)} ms, want ≥ ${c}`);
     });
     await r.source.stop(1000);
+  });
+
+  void it('a reconnect attempt that throws (tls.connect on bad TLS material) is logged and retried, not an unhandled rejection', async () => {
+    let throws = 2;
+    const r = await rig(config({ reconnectMinMs: 10, reconnectMaxMs: 40 }), {
+      setup: (f) => {
+        const connect = f.connect.bind(f);
+        f.reconnect = () => {
+          if (throws-- > 0) throw new Error('error:05800074:x509 certificate routines::key values mismatch');
+          return connect();
+        };
+      },
+    });
+    const rejections: unknown[] = [];
+    const onRejection = (err: unknown): void => {
+      rejections.push(err);
+    };
+    process.on('unhandledRejection', onRejection);
+    try {
+      r.client.drop();
+      await until(() => r.client.connected, 'connected on the third attempt', 5000);
+      assert.deepEqual(rejections, []);
+      const failed = r.log.lines.filter((l) => l.msg === 'MQTT: reconnect attempt failed; retrying');
+      assert.equal(failed.length, 2);
+      assert.equal(r.client.connectTimesMs.length, 2, 'the initial connect and the one that worked');
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      await r.source.stop(1000);
+    }
   });
 
   void it('stop writes and acknowledges what it holds, then disconnects cleanly', async () => {
@@ -510,6 +728,13 @@ void describe('mqtt config block', () => {
     );
     assert.throws(() => config({ brokers: [{ url: 'http://h' }] }), /url/);
     assert.throws(() => config({ topics: [{ filter: 'a', qos: 2 }] }), /qos/);
+  });
+
+  void it('sessionExpirySec is at least 60: 0 would let the broker discard unacknowledged messages on every disconnect', () => {
+    assert.throws(() => config({ sessionExpirySec: 0 }), /sessionExpirySec/);
+    assert.throws(() => config({ sessionExpirySec: 59 }), /sessionExpirySec/);
+    assert.equal(config({ sessionExpirySec: 60 }).mqtt.sessionExpirySec, 60);
+    assert.equal(config().mqtt.sessionExpirySec, 604_800);
   });
 
   void it('cross-key checks list every problem', () => {

@@ -177,7 +177,7 @@ export const LimitsSchema = Type.Object(
       256 * MiB, // the WAL frame format's own bound
     ),
     inflightBytesMax: bytes(
-      'Decoded bytes held by all requests not yet answered, each record also charged a fixed overhead (128 bytes) for what it costs in memory; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path. Must be at least decodedBytesMax + recordsPerRequestMax × 128, the cost of the largest legal request (checked at load).',
+      'Decoded bytes held by all requests not yet answered, each record also charged a fixed overhead (128 bytes) for what it costs in memory; beyond it new bytes are refused with 503 LF_OVERLOADED. Bounds the memory of the ingest path. Must be at least decodedBytesMax + recordsPerRequestMax × 128, the cost of the largest legal request (checked at load). Also bounds an MQTT message: one larger than inflightBytesMax − 128 bytes is never taken (see docs/edge.md).',
       256 * MiB,
       1,
     ),
@@ -440,11 +440,15 @@ export const MqttSchema = Type.Object(
     ),
     reconnectMaxMs: millis('Longest reconnect delay.', 30_000, 10),
     sessionExpirySec: Type.Integer({
-      minimum: 0,
+      // Not 0: the broker would discard the session on every disconnect, with the messages it
+      // had sent but the node had not yet acknowledged (not durable yet), and with everything
+      // published while the node reconnects or restarts. 60 s covers a reconnect at the longest
+      // default backoff (reconnectMaxMs 30 s) and a quick restart; size it for real outages.
+      minimum: 60,
       maximum: 4294967295,
       default: 604_800,
       description:
-        'MQTT 5 session expiry: how long the broker keeps the session (subscriptions and queued messages) while the node is away. 4294967295: never expires. MQTT 3.1.1 sessions last until the broker expires them (mosquitto: persistent_client_expiration).',
+        'MQTT 5 session expiry: how long the broker keeps the session (subscriptions, queued messages, and those sent but not yet acknowledged) while the node is away. At least 60: with 0 the broker would discard the session, and the messages the node had not yet made durable, on every disconnect. 4294967295: never expires. MQTT 3.1.1 sessions last until the broker expires them (mosquitto: persistent_client_expiration).',
     }),
     inflightMessagesMax: Type.Integer({
       minimum: 1,

@@ -33,6 +33,12 @@ export interface MqttSourceDeps {
    * (limits.recordBytesMax, at least RECORD_BYTES_MAX_DEFAULT).
    */
   readonly walRecordBytesMax?: number;
+  /**
+   * A directory that survives restarts (node.ts: wal.dir) where each broker source
+   * remembers that it had a session, so a session lost while the node was down is
+   * counted too. Without it only losses between two connections of one process are.
+   */
+  readonly stateDir?: string;
 }
 
 export interface MqttSource {
@@ -71,6 +77,8 @@ export async function startMqttSource(
         recordBytesMax: config.limits.recordBytesMax,
         walRecordBytesMax:
           deps.walRecordBytesMax ?? Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
+        inflightBytesMax: config.limits.inflightBytesMax,
+        ...(deps.stateDir !== undefined ? { stateDir: deps.stateDir } : {}),
       }),
   );
   const started: BrokerSource[] = [];

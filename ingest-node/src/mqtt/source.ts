@@ -23,7 +23,9 @@
 // (received, not yet durable). MQTT 5 announces it as Receive Maximum, so the
 // broker stops sending unacknowledged QoS 1 messages at that point; past it
 // (QoS 0 floods, MQTT 3.1.1 brokers) handleMessage keeps its callback, which
-// stops mqtt.js reading the socket (TCP backpressure). Message bytes (plus the
+// stops mqtt.js reading the socket (TCP backpressure; PINGRESP is not read either,
+// so meanwhile the source sends the PINGREQs and holds off mqtt.js's keepalive
+// timeout, see #keepaliveWhileBlocked). Message bytes (plus the
 // per-record overhead, as for HTTP) are also claimed from the node's in-flight
 // byte budget shared with HTTP.
 //
@@ -32,7 +34,12 @@
 // broker, which queues what follows in the session. A 100 ms poll resumes once
 // the watermarks allow (their hysteresis is the Backpressure's).
 
+import { createHash } from 'node:crypto';
+import { access, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import mqtt from 'mqtt';
+import type { Duplex } from 'node:stream';
 import type { IClientOptions, IConnackPacket, IPublishPacket, ISubscriptionGrant, MqttClient } from 'mqtt';
 import type { Logger } from '../log.ts';
 import { RECORD_OVERHEAD_BYTES } from '../backpressure.ts';
@@ -44,6 +51,7 @@ import { RecordFormat, WalErrorCode } from '../wal/types.ts';
 import type { WriteAheadLog } from '../wal/types.ts';
 import type { BrokerCounters } from './metrics.ts';
 import { readSecrets } from './options.ts';
+import { PacketSizeGuard } from './packet-guard.ts';
 import type { BrokerSecrets, MqttConfig, ReadFileFn, ResolvedBroker } from './options.ts';
 
 /** Opens an mqtt.js client; tests pass their own. */
@@ -88,6 +96,14 @@ interface MqttInternals {
   readonly stream?: { cork?(): void; uncork?(): void };
 }
 
+/** mqtt.js's keepalive (public API; a test's scripted client may lack it). */
+interface MqttKeepalive {
+  readonly connected?: boolean;
+  readonly keepalive?: number;
+  sendPing?(): void;
+  reschedulePing?(force?: boolean): void;
+}
+
 export interface BrokerSourceOptions {
   readonly broker: ResolvedBroker;
   readonly mqtt: MqttConfig;
@@ -103,6 +119,23 @@ export interface BrokerSourceOptions {
   readonly recordBytesMax: number;
   /** The WAL's own bound on one record: larger messages cannot be stored at all. */
   readonly walRecordBytesMax: number;
+  /** limits.inflightBytesMax: a message must fit it (with the per-record overhead) to be admitted ever. */
+  readonly inflightBytesMax: number;
+  /** Where the source remembers it had a session (see MqttSourceDeps.stateDir). */
+  readonly stateDir?: string;
+}
+
+/**
+ * Throws if the CA, certificate and key would not make a TLS context (a key that does not
+ * match the certificate, an empty or truncated PEM), as tls.connect would, synchronously.
+ */
+function checkTlsMaterial(s: BrokerSecrets): void {
+  if (s.ca === undefined && s.cert === undefined && s.key === undefined) return;
+  createSecureContext({
+    ...(s.ca !== undefined ? { ca: s.ca } : {}),
+    ...(s.cert !== undefined ? { cert: s.cert } : {}),
+    ...(s.key !== undefined ? { key: s.key } : {}),
+  });
 }
 
 /** One broker connection: subscribe, buffer, append, acknowledge, reconnect. */
@@ -115,6 +148,11 @@ export class BrokerSource {
   #conn: Conn | undefined;
   #connSeq = 0;
   #everConnected = false;
+  /** The session marker file, when a state directory was given. */
+  readonly #sessionFile: string | undefined;
+  /** A session was established with this broker and client id before (by this process or an earlier one). */
+  #hadSession = false;
+  #sessionWrite: Promise<void> | undefined;
   /** Received, not yet handed to the WAL, in arrival order. */
   readonly #pending: Item[] = [];
   /** The append in progress (at most one per connection keeps PUBACKs in order). */
@@ -125,6 +163,8 @@ export class BrokerSource {
   #paused = false;
   #pauseReason: string | undefined;
   #pollTimer: NodeJS.Timeout | undefined;
+  /** When the last PINGREQ was sent on mqtt.js's behalf while a callback is held. */
+  #blockedPingMs: number | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #retryDelayMs = 0;
   #reconnectTimer: NodeJS.Timeout | undefined;
@@ -134,9 +174,29 @@ export class BrokerSource {
   #draining = false;
   #idleWaiters: (() => void)[] = [];
   #lastOversizeWarnMs = Number.NEGATIVE_INFINITY;
+  /**
+   * The largest message (record bytes) this source can store: one WAL record, and a cost
+   * (bytes + per-record overhead) the in-flight byte budget can admit once it is free.
+   * A larger one could never be admitted: held for ever, it would stall the session.
+   */
+  readonly #messageBytesMax: number;
 
   constructor(options: BrokerSourceOptions) {
     this.#o = options;
+    this.#sessionFile =
+      options.stateDir === undefined
+        ? undefined
+        : join(
+            options.stateDir,
+            `mqtt-session-${createHash('sha256')
+              .update(`${options.broker.url}\0${options.broker.clientId}`)
+              .digest('hex')
+              .slice(0, 16)}.json`,
+          );
+    this.#messageBytesMax = Math.max(
+      0,
+      Math.min(options.walRecordBytesMax, options.inflightBytesMax - RECORD_OVERHEAD_BYTES),
+    );
     this.#c = options.counters;
     this.#log = options.log;
   }
@@ -148,6 +208,7 @@ export class BrokerSource {
   /** Reads the secrets (rejects if a file is unreadable) and starts connecting; does not wait for the broker. */
   async start(): Promise<void> {
     this.#secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+    this.#hadSession = await this.#readSessionMarker();
     const client = this.#o.connect(this.#o.broker.url, this.#clientOptions());
     if (typeof (client as unknown as Partial<MqttInternals>)._sendPacket !== 'function') {
       client.end(true);
@@ -156,6 +217,7 @@ export class BrokerSource {
       );
     }
     this.#client = client;
+    this.#guardPacketSize(client);
     client.handleMessage = (packet, callback) => this.#onPublish(packet, callback);
     client.on('connect', (connack) => this.#onConnect(connack));
     client.on('close', () => this.#onClose());
@@ -167,6 +229,29 @@ export class BrokerSource {
       'MQTT: connecting',
     );
     client.connect();
+  }
+
+  /**
+   * MQTT 3.1.1 has no Maximum Packet Size: a PUBLISH too large to store would be buffered
+   * whole by mqtt-packet (up to 256 MiB) before #onPublish could refuse it. Each connection's
+   * bytes also go through a PacketSizeGuard, which closes the connection at such a packet's
+   * fixed header. (MQTT 5 brokers do not send it: the bound is announced in CONNECT.)
+   */
+  #guardPacketSize(client: MqttClient): void {
+    if (this.#o.mqtt.protocolVersion !== 4) return;
+    const c = client as unknown as { streamBuilder?: (client: MqttClient) => Duplex };
+    const build = c.streamBuilder;
+    if (typeof build !== 'function') return; // a test's scripted client
+    c.streamBuilder = (cl) => {
+      const stream = build(cl);
+      const guard = new PacketSizeGuard(this.#messageBytesMax, (p) => {
+        this.#tooLargeOnTheWire(p.qos === 0 ? 0 : 1, p.recordBytes);
+        stream.destroy();
+      });
+      // Registered before mqtt.js pipes the stream (same tick), so it sees every chunk first.
+      stream.on('data', (chunk: Buffer) => guard.push(chunk));
+      return stream;
+    };
   }
 
   #clientOptions(): IClientOptions {
@@ -197,9 +282,10 @@ export class BrokerSource {
             properties: {
               sessionExpiryInterval: m.sessionExpirySec,
               receiveMaximum: m.inflightMessagesMax,
-              // A PUBLISH larger than this could not become one WAL record; MQTT 5 brokers
-              // must not send it (see docs/edge.md for what that means and how to avoid it).
-              maximumPacketSize: this.#o.walRecordBytesMax,
+              // A PUBLISH larger than this could not be stored (one WAL record, within the
+              // in-flight byte budget); MQTT 5 brokers must not send it (see docs/edge.md for
+              // what that means and how to avoid it). The packet is larger than its record.
+              maximumPacketSize: this.#messageBytesMax,
             },
           }
         : {}),
@@ -215,7 +301,7 @@ export class BrokerSource {
     this.#c.connected = 1;
     this.#c.connects++;
     const sessionPresent = connack.sessionPresent;
-    if (!sessionPresent && this.#everConnected) {
+    if (!sessionPresent && (this.#everConnected || this.#hadSession)) {
       this.#c.sessionsLost++;
       this.#log.error(
         { broker: this.name, clientId: this.#o.broker.clientId },
@@ -223,8 +309,44 @@ export class BrokerSource {
       );
     }
     this.#everConnected = true;
+    if (!this.#hadSession) {
+      this.#hadSession = true;
+      this.#sessionWrite = this.#writeSessionMarker();
+    }
     this.#log.info({ broker: this.name, sessionPresent, connection: conn.n }, 'MQTT: connected');
     this.#subscribe(conn);
+  }
+
+  /** True when an earlier run had a session with this broker under this client id. */
+  async #readSessionMarker(): Promise<boolean> {
+    const file = this.#sessionFile;
+    if (file === undefined) return false;
+    try {
+      await access(file);
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.#log.warn({ broker: this.name, file, err }, 'MQTT: cannot read the session marker');
+      }
+      return false;
+    }
+  }
+
+  /** Best effort: if it is lost, a later session loss after a restart goes uncounted. */
+  async #writeSessionMarker(): Promise<void> {
+    const file = this.#sessionFile;
+    if (file === undefined) return;
+    const b = this.#o.broker;
+    const body = `${JSON.stringify({ url: b.url, clientId: b.clientId, since: new Date().toISOString() })}\n`;
+    try {
+      await writeFile(`${file}.tmp`, body);
+      await rename(`${file}.tmp`, file);
+    } catch (err) {
+      this.#log.warn(
+        { broker: this.name, file, err },
+        'MQTT: cannot write the session marker; a session lost while the node is down will not be counted',
+      );
+    }
   }
 
   #subscribe(conn: Conn): void {
@@ -311,22 +433,38 @@ export class BrokerSource {
     this.#log.info({ broker: this.name, delayMs, attempt: this.#reconnectAttempt }, 'MQTT: reconnecting');
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
-      void this.#reconnect();
+      this.#reconnect().catch((err: unknown) => this.#reconnectFailed(err));
     }, delayMs);
     this.#reconnectTimer.unref();
   }
 
   async #reconnect(): Promise<void> {
     try {
-      // Rotated passwords and certificates are picked up here, without a restart.
-      this.#secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+      // Rotated passwords and certificates are picked up here, without a restart. Files
+      // caught half-way through a rotation (a new key with the old certificate, an empty
+      // or truncated key) are refused here and the previous ones kept: tls.connect would
+      // throw on them, and the next attempt re-reads the files anyway.
+      const secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
+      checkTlsMaterial(secrets);
+      this.#secrets = secrets;
       const client = this.#client;
       if (client !== undefined) Object.assign(client.options, this.#clientOptions());
     } catch (err) {
       this.#log.error({ broker: this.name, err }, 'MQTT: re-reading secrets failed; using the previous ones');
     }
     if (this.#stopping) return;
-    this.#client?.reconnect();
+    try {
+      // mqtt.js builds the socket synchronously here (tls.connect throws on bad TLS material).
+      this.#client?.reconnect();
+    } catch (err) {
+      this.#reconnectFailed(err);
+    }
+  }
+
+  /** A reconnect attempt that threw before it could open a socket: no 'close' follows, so retry from here. */
+  #reconnectFailed(err: unknown): void {
+    this.#log.error({ broker: this.name, err }, 'MQTT: reconnect attempt failed; retrying');
+    this.#scheduleReconnect();
   }
 
   // ---------------------------------------------------------------------------
@@ -336,16 +474,21 @@ export class BrokerSource {
     const conn = this.#conn;
     const qos: 0 | 1 = packet.qos === 0 ? 0 : 1;
     if (this.#stopping || conn === undefined) {
-      // Shutting down: read nothing more and acknowledge nothing; QoS 1 comes back next time.
-      if (qos === 0) this.#c.countDropped('shutdown');
+      // Shutting down, or a packet left in the pump of a connection that closed: read nothing
+      // more and acknowledge nothing; QoS 1 comes back next time.
+      if (qos === 0) this.#c.countDropped(this.#stopping ? 'shutdown' : 'disconnect');
       return;
     }
     this.#c.received[qos]++;
     if (packet.dup) this.#c.redelivered++;
     const topic = packet.topic;
     const message = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-    const recordBytes = 2 + Buffer.byteLength(topic) + message.length;
-    if (recordBytes > this.#o.walRecordBytesMax) {
+    const topicBytes = Buffer.byteLength(topic);
+    const recordBytes = 2 + topicBytes + message.length;
+    // A topic over 65535 bytes cannot be framed (encodeMqttPayload would throw, inside mqtt.js's
+    // packet loop: a crash). MQTT forbids it, but mqtt-packet turns each invalid UTF-8 byte
+    // into a 3-byte U+FFFD, so a broker that forwards invalid UTF-8 could cause one.
+    if (recordBytes > this.#messageBytesMax || topicBytes > 0xffff) {
       this.#tooLarge(qos, topic, recordBytes, callback);
       return;
     }
@@ -407,13 +550,47 @@ export class BrokerSource {
     );
   }
 
-  #tooLarge(qos: 0 | 1, topic: string, recordBytes: number, callback: (err?: Error) => void): void {
-    const fields = { broker: this.name, topic, recordBytes, walRecordBytesMax: this.#o.walRecordBytesMax };
+  /** A PUBLISH refused at its fixed header (MQTT 3.1.1): the connection is closed before it is read. */
+  #tooLargeOnTheWire(qos: 0 | 1, recordBytes: number): void {
+    this.#c.received[qos]++;
+    const fields = {
+      broker: this.name,
+      qos,
+      recordBytes,
+      messageBytesMax: this.#messageBytesMax,
+      walRecordBytesMax: this.#o.walRecordBytesMax,
+      inflightBytesMax: this.#o.inflightBytesMax,
+    };
     if (qos === 0) {
       this.#c.countDropped('too_large');
       this.#log.error(
         fields,
-        'MQTT: QoS 0 message too large for a WAL record; dropped (QoS 0 is never resent)',
+        'MQTT: QoS 0 message too large to store (a WAL record, or limits.inflightBytesMax); connection closed before reading it, the message is lost (QoS 0 is never resent)',
+      );
+      return;
+    }
+    this.#c.refusedTooLarge++;
+    this.#log.error(
+      fields,
+      'MQTT: QoS 1 message too large to store (a WAL record, or limits.inflightBytesMax); not acknowledged, connection closed before reading it (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
+    );
+  }
+
+  #tooLarge(qos: 0 | 1, topic: string, recordBytes: number, callback: (err?: Error) => void): void {
+    const fields = {
+      broker: this.name,
+      topic: topic.length > 256 ? `${topic.slice(0, 256)}…` : topic,
+      topicBytes: Buffer.byteLength(topic),
+      recordBytes,
+      messageBytesMax: this.#messageBytesMax,
+      walRecordBytesMax: this.#o.walRecordBytesMax,
+      inflightBytesMax: this.#o.inflightBytesMax,
+    };
+    if (qos === 0) {
+      this.#c.countDropped('too_large');
+      this.#log.error(
+        fields,
+        'MQTT: QoS 0 message too large to store (a WAL record, or limits.inflightBytesMax); dropped (QoS 0 is never resent)',
       );
       callback();
       return;
@@ -423,7 +600,7 @@ export class BrokerSource {
     this.#c.refusedTooLarge++;
     this.#log.error(
       fields,
-      'MQTT: QoS 1 message too large for a WAL record; not acknowledged, closing the connection (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
+      'MQTT: QoS 1 message too large to store (a WAL record, or limits.inflightBytesMax); not acknowledged, closing the connection (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
     );
     this.#dropConnection();
   }
@@ -450,6 +627,12 @@ export class BrokerSource {
 
   #flush(): void {
     if (this.#appending !== undefined || this.#retryTimer !== undefined || this.#pending.length === 0) {
+      // Nothing held any more (a closed connection let its QoS 1 messages go, and the broker
+      // may have lost them with its session): nothing will come to write, so the pause ends
+      // here once the node accepts writes again (the poll calls this while paused).
+      if (this.#paused && this.#appending === undefined && this.#pending.length === 0) {
+        if (this.#refusal() === undefined) this.#resume();
+      }
       this.#unblock();
       return;
     }
@@ -574,11 +757,38 @@ export class BrokerSource {
       if (!this.#paused && this.#blocked === undefined) {
         clearInterval(this.#pollTimer);
         this.#pollTimer = undefined;
+        this.#blockedPingMs = undefined;
         return;
       }
       this.#flush();
+      this.#keepaliveWhileBlocked();
     }, PAUSE_POLL_MS);
     this.#pollTimer.unref();
+  }
+
+  /**
+   * While a callback is held mqtt.js reads nothing, PINGRESP included, so its keepalive
+   * would close the connection after 1.5 × keepalive, and the held messages would be
+   * redelivered, again and again for as long as the node is paused. Meanwhile the source
+   * stands in for it: a PINGREQ every half keepalive (the broker needs a packet from us
+   * within 1.5 × keepalive), and mqtt.js's timeout held off. A connection that died
+   * meanwhile is found when a write fails, or by mqtt.js's keepalive once reading resumes.
+   */
+  #keepaliveWhileBlocked(): void {
+    const client = this.#client as unknown as MqttKeepalive | undefined;
+    if (this.#blocked === undefined || client?.connected !== true) {
+      this.#blockedPingMs = undefined;
+      return;
+    }
+    const keepaliveMs = (client.keepalive ?? this.#o.mqtt.keepaliveSec) * 1000;
+    if (keepaliveMs <= 0) return;
+    const now = performance.now();
+    // The first one at once: mqtt.js's last PINGREQ may be up to a keepalive old.
+    if (this.#blockedPingMs === undefined || now - this.#blockedPingMs >= keepaliveMs / 2) {
+      client.sendPing?.();
+      this.#blockedPingMs = now;
+    }
+    client.reschedulePing?.(true);
   }
 
   #updateGauges(): void {
@@ -620,6 +830,7 @@ export class BrokerSource {
     this.#o.backpressure.release(this.#pending.reduce((n, m) => n + m.reserved, 0));
     this.#pending.length = 0;
     this.#updateGauges();
+    await this.#sessionWrite;
     const client = this.#client;
     if (client !== undefined) {
       const remaining = Math.max(0, deadlineMs - performance.now());

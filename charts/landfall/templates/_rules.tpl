@@ -67,7 +67,9 @@ rules:
     verbs: [list, delete]
   # Drainer Jobs (a volume without a pod: `landfall drain` on its node),
   # listed by label on each poll. delete: a Job that succeeded, when its claim
-  # is deleted (its finished pod would keep the claim in pvc-protection).
+  # is deleted (its finished pod would keep the claim in pvc-protection), or a
+  # finished Job (succeeded or failed, no pod alive) whose ordinal a scale-up
+  # wants again. The pods of a failed Job are listed live (pods: list, below).
   - apiGroups: [batch]
     resources: [jobs]
     verbs: [create, list, delete]

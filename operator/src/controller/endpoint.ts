@@ -13,6 +13,7 @@ import {
   CONFIG_HASH_ANNOTATION,
   DATA_VOLUME,
   DRAIN_FROM_ANNOTATION,
+  DRAINER_CLAIM_LABEL,
   DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
   ENDPOINT_UID_LABEL,
@@ -50,6 +51,7 @@ import {
   reachable,
   reclaimAction,
   releaseStrayDrains,
+  scaleUpClaim,
   undrainReplica,
 } from './lifecycle.ts';
 import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
@@ -548,14 +550,24 @@ export class EndpointController {
         endpointCreated: ctx.ep.metadata.creationTimestamp,
       })) {
         if (c.ordinal >= desired) continue;
-        const job = jobs.get(drainerName(c.claim.metadata?.name ?? ''));
-        if (c.claim.metadata?.deletionTimestamp !== undefined) reclaiming.push(c.ordinal);
-        else if (job === undefined) continue;
-        // A succeeded drainer holds nothing (an unlabelled claim is kept after
-        // it): the pod may have the volume back. Its Job goes first: it would
-        // vouch at a later scale-down for a WAL the pod has written to since.
-        else if (drainerOutcome(job) === 'succeeded') await this.deleteDrainerJob(ctx.namespace, job);
-        else reclaiming.push(c.ordinal);
+        const claimName = c.claim.metadata?.name ?? '';
+        const job = jobs.get(drainerName(claimName));
+        // A finished drainer holds nothing (an unlabelled claim is kept after
+        // it; a failed one leaves the WAL to the pod): the pod may have the
+        // volume back. Its Job goes first: it would vouch at a later
+        // scale-down for a WAL the pod has written to since. A failed Job's
+        // pods are read live: none may still run on the volume.
+        const livePods =
+          job !== undefined && drainerOutcome(job) === 'failed'
+            ? await this.liveDrainerPods(ctx.namespace, claimName)
+            : 0;
+        const hold = scaleUpClaim({ claim: c.claim, job, livePods });
+        if (hold.kind === 'held') reclaiming.push(c.ordinal);
+        else if (hold.kind === 'deleteJob' && job !== undefined) {
+          await this.deleteDrainerJob(ctx.namespace, job);
+          if (drainerOutcome(job) === 'failed')
+            this.d.events.record(ctx.ep, 'Normal', 'DrainerDeleted', hold.why);
+        }
       }
     }
     const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
@@ -660,6 +672,15 @@ export class EndpointController {
       }
     }
     return { pending, remaining };
+  }
+
+  /** Pods of a claim's drainer that are not finished (Succeeded or Failed), read live. */
+  private async liveDrainerPods(namespace: string, claimName: string): Promise<number> {
+    const pods = await this.d.client.listAll<V1Pod & KubeObject>(Resources.pod, {
+      namespace,
+      labelSelector: `${DRAINER_CLAIM_LABEL}=${claimName}`,
+    });
+    return pods.items.filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed').length;
   }
 
   private async deleteDrainerJob(namespace: string, job: V1Job): Promise<void> {

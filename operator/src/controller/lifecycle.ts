@@ -195,6 +195,58 @@ export function planScale(input: ScalePlanInput): ScalePlan {
   return { replicas, drainFrom, waiting };
 }
 
+/** On a scale-up, what the drainer Job of an ordinal wanted again means for its pod. */
+export type ScaleUpClaim =
+  /** Nothing holds the volume: the pod may start on it. */
+  | { kind: 'free' }
+  /** A drainer may still write the volume (or the claim is going): no pod there yet. */
+  | { kind: 'held'; why: string }
+  /** A finished drainer: its Job goes (it would vouch at a later scale-down for a WAL the pod writes to), then the pod may start. */
+  | { kind: 'deleteJob'; why: string };
+
+/**
+ * A scale-up never starts a pod on a volume a drainer may still write (two
+ * writers on one WAL). A succeeded drainer holds nothing. A failed one (S3
+ * down past its retries, its deadline) holds nothing either once none of its
+ * pods is alive (`livePods`: pods of the Job not Succeeded or Failed, read
+ * live; and the Job's own active and terminating counts): the ingest pod then
+ * delivers the WAL itself. Waiting for a human to delete the Job would keep
+ * the Endpoint below its replicas for nothing.
+ */
+export function scaleUpClaim(input: {
+  claim: V1PersistentVolumeClaim;
+  job: V1Job | undefined;
+  livePods: number;
+}): ScaleUpClaim {
+  const name = input.claim.metadata?.name ?? '';
+  if (input.claim.metadata?.deletionTimestamp !== undefined)
+    return { kind: 'held', why: `${name} is being deleted` };
+  const { job } = input;
+  if (job === undefined) return { kind: 'free' };
+  const jobName = job.metadata?.name ?? drainerName(name);
+  switch (drainerOutcome(job)) {
+    case 'missing':
+      return { kind: 'free' };
+    case 'running':
+      return { kind: 'held', why: `drainer Job ${jobName} is delivering what ${name} holds` };
+    case 'succeeded':
+      return { kind: 'deleteJob', why: `drainer Job ${jobName} succeeded` };
+    case 'failed': {
+      const alive = (job.status?.active ?? 0) + (job.status?.terminating ?? 0) + input.livePods;
+      if (alive > 0)
+        return {
+          kind: 'held',
+          why: `drainer Job ${jobName} failed but a pod of it is still alive on ${name}`,
+        };
+      const c = job.status?.conditions?.find((x) => x.type === 'Failed' && x.status === 'True');
+      return {
+        kind: 'deleteJob',
+        why: `drainer Job ${jobName} failed (${c?.reason ?? 'Failed'}) and none of its pods is alive: deleted, ${name} goes back to its pod, which delivers the WAL itself`,
+      };
+    }
+  }
+}
+
 /** The claims of this Endpoint's StatefulSet: uid-labelled, or unlabelled and younger than the Endpoint (volumes.ts). */
 export function ownClaims(input: {
   claims: readonly V1PersistentVolumeClaim[];

@@ -1,20 +1,12 @@
 // Scale-down and volume reclaim decisions (controller/lifecycle.ts) and the
-// drainer Job builder (model/drainer.ts): pure functions, no I/O; and a few
-// reconciles of the Endpoint controller against a fake client.
+// drainer Job builder (model/drainer.ts): pure functions, no I/O.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { V1Job, V1PersistentVolumeClaim, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Job, V1PersistentVolumeClaim, V1PodDisruptionBudget } from '@kubernetes/client-node';
 import { planScale, reclaimAction, ownClaims, scaleUpClaim } from '../src/controller/lifecycle.ts';
-import { EndpointController } from '../src/controller/endpoint.ts';
-import type { Store } from '../src/controller/endpoint.ts';
-import { ViewCompileCache } from '../src/controller/views.ts';
-import type { Endpoint } from '../src/api/endpoint.ts';
-import type { View } from '../src/api/view.ts';
-import type { KubeClient, KubeObject, ResourceType } from '../src/runtime/kube.ts';
-import { silentLogger } from '../src/runtime/log.ts';
 import type { ReplicaDrain } from '../src/controller/lifecycle.ts';
 import { buildDrainerJob, drainerOutcome } from '../src/model/drainer.ts';
-import { buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
+import { buildPdb, buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
 import { drainerName } from '../src/model/names.ts';
 import { ShutdownSchema } from '../../ingest-node/src/config/schema.ts';
 import { endpoint } from './fixtures.ts';
@@ -117,132 +109,6 @@ void test('scale-up: a failed drainer with no live pod gives the volume back; a 
   );
 });
 
-function store<T extends KubeObject>(items: T[] = []): Store<T> {
-  return {
-    getByKey: (key) => items.find((o) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}` === key),
-    list: () => items,
-  };
-}
-
-/** An Endpoint controller over a fake client: what it applies, creates, deletes and records. */
-function fakeController(input: {
-  ep: Endpoint;
-  statefulSets?: (V1StatefulSet & KubeObject)[];
-  list: (kind: string) => KubeObject[];
-  create?: (kind: string, obj: KubeObject) => KubeObject;
-}) {
-  const calls: string[] = [];
-  const applied: KubeObject[] = [];
-  const events: string[] = [];
-  const client = {
-    async apply(_rt: ResourceType, obj: KubeObject) {
-      applied.push(obj);
-      return { ...obj, metadata: { ...obj.metadata, resourceVersion: '1' } };
-    },
-    async jsonPatch(rt: ResourceType, _ns: string, _n: string, ops: unknown) {
-      calls.push(`jsonPatch ${rt.kind} ${JSON.stringify(ops)}`);
-      return {};
-    },
-    async mergePatch(rt: ResourceType, _ns: string, name: string, body: unknown) {
-      calls.push(`mergePatch ${rt.kind} ${name} ${JSON.stringify(body)}`);
-      return {};
-    },
-    async get() {
-      return undefined;
-    },
-    async listAll(rt: ResourceType) {
-      return { items: input.list(rt.kind), metadata: {} };
-    },
-    async create(rt: ResourceType, obj: KubeObject) {
-      calls.push(`create ${rt.kind} ${obj.metadata?.name ?? ''}`);
-      return input.create ? input.create(rt.kind, obj) : obj;
-    },
-    async delete(rt: ResourceType, _ns: string, name: string, opts?: unknown) {
-      calls.push(`delete ${rt.kind} ${name} ${JSON.stringify(opts ?? {})}`);
-    },
-  } as unknown as KubeClient;
-  const controller = new EndpointController({
-    client,
-    endpoints: store([input.ep as Endpoint & KubeObject]),
-    views: store<View & KubeObject>(),
-    statefulSets: store(input.statefulSets ?? []),
-    pods: store<V1Pod & KubeObject>(),
-    compileCache: new ViewCompileCache(async () => ({ ok: false, error: 'unused' })),
-    events: { record: (_o, type, reason, message) => void events.push(`${type} ${reason}: ${message}`) },
-    log: silentLogger,
-    nodeImage: 'img',
-    operatorKey: Buffer.alloc(32, 7),
-    probe: async () => ({ openSegmentBytes: 0, sealedSegments: 0, segmentsPending: 0 }),
-  });
-  return { controller, calls, applied, events };
-}
-
-const ownedClaim = (n: number, extra: Record<string, unknown> = {}): KubeObject =>
-  ({
-    metadata: {
-      name: `data-clicks-ingest-${n}`,
-      namespace: 'tenant-a',
-      uid: `claim-${n}`,
-      labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' },
-      ...extra,
-    },
-    status: { phase: 'Bound' },
-  }) as KubeObject;
-
-void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is deleted and the StatefulSet goes to 3', async () => {
-  const ep = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 3 }, {
-    resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'],
-  }); // prettier-ignore
-  const sts = {
-    metadata: {
-      name: 'clicks-ingest',
-      namespace: 'tenant-a',
-      ownerReferences: [{ apiVersion: 'landfall.dev/v1alpha1', kind: 'Endpoint', name: 'clicks', uid: 'uid-clicks', controller: true }], // prettier-ignore
-    },
-    spec: { replicas: 1, template: { metadata: { annotations: {} } } },
-  } as unknown as V1StatefulSet & KubeObject;
-  const failedJob = {
-    metadata: {
-      name: 'data-clicks-ingest-1-drain',
-      uid: 'job-1',
-      ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }], // prettier-ignore
-    },
-    status: { failed: 4, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
-  } as KubeObject;
-  const run = async (drainerPods: KubeObject[]) => {
-    const f = fakeController({
-      ep,
-      statefulSets: [sts],
-      list: (kind) =>
-        kind === 'PersistentVolumeClaim'
-          ? [ownedClaim(0), ownedClaim(1)]
-          : kind === 'Job'
-            ? [failedJob]
-            : kind === 'Pod'
-              ? drainerPods
-              : [],
-    });
-    await f.controller.reconcile('tenant-a/clicks');
-    const applied = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
-    return { ...f, replicas: applied?.spec?.replicas };
-  };
-  const pod = (phase: string) => ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}` }, status: { phase } }) as KubeObject; // prettier-ignore
-
-  const free = await run([pod('Failed'), pod('Failed')]);
-  assert.equal(free.replicas, 3, 'nothing holds ordinal 1 any more');
-  assert.ok(
-    free.calls.includes('delete Job data-clicks-ingest-1-drain {"preconditions":{"uid":"job-1"}}'),
-    free.calls.join('\n'),
-  );
-  assert.ok(
-    free.events.some((e) => /^Normal DrainerDeleted: drainer Job data-clicks-ingest-1-drain failed/.test(e)),
-  );
-
-  const held = await run([pod('Failed'), pod('Running')]);
-  assert.equal(held.replicas, 1, 'a pod of the failed Job still runs on the volume: held');
-  assert.ok(!held.calls.some((c) => c.startsWith('delete Job')));
-});
-
 void test('reclaim: a claim is deleted only after its drainer succeeded, and only with the uid label', () => {
   const c = claim(2, 'Bound');
   const act = (j: V1Job | undefined, labelled = true, podExists = false) =>
@@ -305,7 +171,7 @@ void test('the drainer Job: the pod it replaces, on its node, self-sufficient, o
     views: [{ name: 'page_views', spec: { name: 'page_views', columns: [] }, specHash: 'h' }],
   });
   const owner = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-2', uid: 'claim-uid-2', controller: true }; // prettier-ignore
-  for (const o of [d.job, d.configMap, d.serviceAccount]) {
+  for (const o of [d.job, d.configMap, d.serviceAccount, d.pdb]) {
     assert.equal(o.metadata?.name, 'data-clicks-ingest-2-drain');
     assert.deepEqual(o.metadata?.ownerReferences, [owner], 'owned by the claim, never by the Endpoint');
   }
@@ -356,6 +222,36 @@ void test('the drainer Job: the pod it replaces, on its node, self-sufficient, o
     claimName: 'data-clicks-ingest-2',
   });
   assert.equal(ctr?.image, 'img:1');
+});
+
+void test('the drainer pod is protected from eviction: its own PDB, and disruptions do not use up its retries', () => {
+  const ep = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 }, {
+    creationTimestamp: new Date('2026-01-01T00:00:00Z'),
+  }) as Parameters<typeof buildStatefulSet>[0]; // prettier-ignore
+  const d = buildDrainerJob({ ep, claim: claim(2, 'Bound'), instance: 'clicks-ingest-2', nodeImage: 'img', views: [] }); // prettier-ignore
+  const other = buildDrainerJob({ ep, claim: claim(3, 'Bound'), instance: 'clicks-ingest-3', nodeImage: 'img', views: [] }); // prettier-ignore
+  const selects = (pdb: V1PodDisruptionBudget, labels: Record<string, string> | undefined) =>
+    Object.entries(pdb.spec?.selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
+  const podLabels = d.job.spec?.template.metadata?.labels;
+  // The Endpoint's PDB selects only the ingest pods (the StatefulSet's selector); the drainer's selects its pod.
+  assert.equal(selects(buildPdb(ep), podLabels), false);
+  assert.equal(selects(d.pdb, podLabels), true, 'the drainer PDB selects the drainer pod');
+  assert.equal(
+    selects(d.pdb, other.job.spec?.template.metadata?.labels),
+    false,
+    "not another claim's drainer",
+  );
+  const ingest = buildStatefulSet(ep, { nodeImage: 'img', views: [] }, 'h').spec?.template.metadata?.labels;
+  assert.equal(selects(d.pdb, ingest), false, 'not the ingest pods');
+  // An integer minAvailable: a Job has no scale subresource, which maxUnavailable would need.
+  assert.deepEqual(d.pdb.spec?.minAvailable, 1);
+  assert.equal(d.pdb.spec?.maxUnavailable, undefined);
+  assert.equal(d.pdb.metadata?.name, 'data-clicks-ingest-2-drain');
+  assert.equal(d.pdb.metadata?.namespace, 'tenant-a');
+  assert.deepEqual(d.job.spec?.podFailurePolicy, {
+    rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] }],
+  });
+  assert.equal(d.job.spec?.template.spec?.restartPolicy, 'Never', 'podFailurePolicy requires it');
 });
 
 void test('names: drainer names fit a label value; grace period outlasts the shutdown budget', () => {

@@ -32,6 +32,7 @@ rules:
   - apiGroups: [""]
     resources: [configmaps]
     verbs: [get]
+  # The Endpoint's PDB, and one per drainer Job (owned by its claim).
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
     verbs: [create, patch]

@@ -41,7 +41,7 @@ import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict, isNotFound } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
-import { buildDrainerJob, drainerOutcome } from '../model/drainer.ts';
+import { buildDrainerJob, buildDrainerPdb, drainerOutcome } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import {
@@ -624,6 +624,8 @@ export class EndpointController {
           });
           await this.d.client.apply(Resources.serviceAccount, d.serviceAccount);
           await this.d.client.apply(Resources.configMap, d.configMap);
+          // Before the Job: no moment where `kubectl drain` may evict its pod.
+          await this.d.client.apply(Resources.pdb, d.pdb);
           try {
             await this.d.client.create(Resources.job, d.job);
           } catch (err) {
@@ -660,10 +662,25 @@ export class EndpointController {
         }
         case 'keep':
           break;
-        case 'wait':
+        case 'wait': {
+          // A drainer started by an operator without drainer PDBs gets its PDB now.
+          const job = jobs.get(drainerName(name));
+          if (
+            job !== undefined &&
+            drainerOutcome(job) === 'running' &&
+            job.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid &&
+            claim.metadata?.deletionTimestamp === undefined
+          )
+            try {
+              await this.d.client.apply(Resources.pdb, buildDrainerPdb(ep, claim));
+            } catch (err) {
+              // Best effort (a terminating namespace refuses new objects): the drainer runs on.
+              this.log.warn({ err, claim: name }, 'drainer PodDisruptionBudget not applied');
+            }
           pending.push(action.why);
           remaining++;
           break;
+        }
         case 'blocked':
           this.d.events.record(ep, 'Warning', 'DrainerBlocked', action.why);
           pending.push(action.why);

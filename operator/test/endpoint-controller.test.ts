@@ -419,6 +419,80 @@ void test('a drainer is started with its PodDisruptionBudget applied before its 
   );
 });
 
+void test('namespace deletion: claims deleted under the finalizer before any drainer ran are a Warning each, and the finalizer is released without "Drained"', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  ); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: {
+        name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`,
+        labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' },
+        deletionTimestamp: '2026-01-03T00:00:01Z', // the namespace controller's delete
+      },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([['PersistentVolumeClaim', [claim(0), claim(1)]]]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  assert.deepEqual(
+    events.filter((x) => x.startsWith('Warning VolumeDeletedUndrained')).map((x) => x.split(' ')[2]),
+    ['data-clicks-ingest-0', 'data-clicks-ingest-1'],
+    events.join('\n'),
+  );
+  assert.ok(f.calls.includes('mergePatch Endpoint clicks'), 'the ledger is kept on the Endpoint');
+  lists.set('PersistentVolumeClaim', []); // pvc-protection let them go: the volumes are released
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!f.calls.some((x) => x.startsWith('create Job')), 'no drainer could run');
+  assert.ok(!events.some((x) => x.startsWith('Normal Drained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Warning VolumeDeletedUndrained: every replica drained, but 2 volume\(s\) were deleted before their drainer succeeded .*data-clicks-ingest-0, data-clicks-ingest-1; releasing the finalizer/); // prettier-ignore
+  assert.equal(f.calls.filter((x) => x === 'jsonPatch Endpoint').length, 1, 'the finalizer is released');
+});
+
+void test('deletion: a claim the operator drained and deleted itself is "Drained", also while terminating', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  ); // prettier-ignore
+  const claim = (deleting: boolean) =>
+    ({
+      metadata: {
+        name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0',
+        labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' },
+        ...(deleting ? { deletionTimestamp: '2026-01-03T00:01:00Z' } : {}),
+      },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const done = {
+    metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] },
+    status: { conditions: [{ type: 'Complete', status: 'True' }] },
+  } as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(false)]],
+    ['Job', [done]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  const deleted = f.calls.indexOf('delete PersistentVolumeClaim data-clicks-ingest-0 uid=claim-0');
+  assert.ok(deleted > 0, f.calls.join('\n'));
+  assert.equal(f.calls[deleted - 1], 'mergePatch Endpoint clicks', 'recorded drained just before the delete');
+  lists.set('PersistentVolumeClaim', [claim(true)]); // pvc-protection: terminating a while; its Job deleted
+  lists.set('Job', []);
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []);
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(
+    events.at(-1) ?? '',
+    /^Normal Drained: every replica drained and every volume drained and deleted/,
+  );
+});
+
 void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {
   const e = endpoint(
     'clicks',

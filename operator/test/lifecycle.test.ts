@@ -3,7 +3,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Job, V1PersistentVolumeClaim, V1PodDisruptionBudget } from '@kubernetes/client-node';
-import { planScale, reclaimAction, ownClaims, scaleUpClaim } from '../src/controller/lifecycle.ts';
+import {
+  markClaimDrained,
+  ownClaims,
+  parseClaimLedger,
+  planScale,
+  reclaimAction,
+  scaleUpClaim,
+  settleClaims,
+  undrainedClaims,
+} from '../src/controller/lifecycle.ts';
 import type { ReplicaDrain } from '../src/controller/lifecycle.ts';
 import { buildDrainerJob, drainerOutcome } from '../src/model/drainer.ts';
 import { buildPdb, buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
@@ -128,6 +137,39 @@ void test('reclaim: a claim is deleted only after its drainer succeeded, and onl
   assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2', 'Complete') }).kind, 'deleteJob'); // prettier-ignore
   assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2') }).kind, 'wait', 'a running drainer is left to finish'); // prettier-ignore
 });
+
+void test("the finalizer's claim ledger: a claim deleted by someone else before its drainer succeeded is undrained, never drained", () => {
+  const bound = (n: number) => claim(n, 'Bound');
+  const deleting = (n: number) => claim(n, 'Bound', { deletionTimestamp: new Date() });
+  const own = (n: number, condition?: string) => job(`claim-uid-${n}`, condition);
+  // First pass: every claim seen is pending.
+  const first = settleClaims({ ledger: {}, claims: [{ claim: bound(0), job: undefined }, { claim: bound(1), job: own(1) }] });
+  assert.deepEqual(first.ledger, { 'data-clicks-ingest-0/claim-uid-0': 'pending', 'data-clicks-ingest-1/claim-uid-1': 'pending' });
+  assert.deepEqual(first.undrained, []);
+  // The namespace controller deletes them: 0 has no drainer, 1's drainer still runs (it may yet succeed).
+  const second = settleClaims({ ledger: first.ledger, claims: [{ claim: deleting(0), job: undefined }, { claim: deleting(1), job: own(1) }] });
+  assert.deepEqual(second.undrained, ['data-clicks-ingest-0']);
+  assert.equal(second.ledger['data-clicks-ingest-1/claim-uid-1'], 'pending');
+  // Then 1 is gone without its drainer having succeeded: undrained too; reported once.
+  const third = settleClaims({ ledger: second.ledger, claims: [{ claim: deleting(0), job: undefined }] });
+  assert.deepEqual(third.undrained, ['data-clicks-ingest-1']);
+  assert.deepEqual(settleClaims({ ledger: third.ledger, claims: [] }).undrained, [], 'reported once');
+  assert.deepEqual(undrainedClaims(third.ledger), ['data-clicks-ingest-0', 'data-clicks-ingest-1']);
+  // Failed drainer, deleted claim: undrained. Succeeded drainer, deleted claim: drained.
+  assert.deepEqual(settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: own(2, 'Failed') }] }).undrained, ['data-clicks-ingest-2']);
+  const ok = settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: own(2, 'Complete') }] });
+  assert.deepEqual([ok.undrained, ok.ledger], [[], { 'data-clicks-ingest-2/claim-uid-2': 'drained' }]);
+  assert.deepEqual(settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: job('an-older-claim', 'Complete') }] }).undrained, ['data-clicks-ingest-2'], "an earlier claim's Job proves nothing");
+  // The operator's own delete after a drain is recorded first: terminating, then gone, it stays drained.
+  const marked = markClaimDrained(first.ledger, bound(0));
+  assert.equal(marked['data-clicks-ingest-0/claim-uid-0'], 'drained');
+  assert.deepEqual(settleClaims({ ledger: marked, claims: [{ claim: deleting(0), job: undefined }, { claim: bound(1), job: own(1) }] }).undrained, []);
+  const gone = settleClaims({ ledger: marked, claims: [{ claim: bound(1), job: own(1) }] });
+  assert.deepEqual([gone.undrained, gone.ledger], [[], { 'data-clicks-ingest-1/claim-uid-1': 'pending' }], 'a drained entry goes with its claim');
+  assert.deepEqual(markClaimDrained({ 'a/1': 'drained', 'b/2': 'drained' }, bound(0), new Set(['b/2'])), { 'b/2': 'drained', 'data-clicks-ingest-0/claim-uid-0': 'drained' }, 'pruned');
+  assert.deepEqual(parseClaimLedger('{"a/1":"drained","b/2":"nonsense"}'), { 'a/1': 'drained' });
+  assert.deepEqual(parseClaimLedger('not json'), {});
+}); // prettier-ignore
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {
   const own = ownClaims({

@@ -8,7 +8,9 @@ rules:
   - apiGroups: [landfall.dev]
     resources: [endpoints, views]
     verbs: [list, watch]
-  # The landfall.dev/drain finalizer: JSON patches that add and remove it.
+  # The landfall.dev/drain finalizer: JSON patches that add and remove it; and
+  # the landfall.dev/wal-claims annotation (merge patch): which claims the
+  # finalizer saw drained, or deleted undrained.
   - apiGroups: [landfall.dev]
     resources: [endpoints]
     verbs: [patch]

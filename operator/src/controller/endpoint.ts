@@ -13,6 +13,7 @@ import {
   CONFIG_HASH_ANNOTATION,
   DATA_VOLUME,
   DRAIN_FROM_ANNOTATION,
+  CLAIMS_ANNOTATION,
   DRAINER_CLAIM_LABEL,
   DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
@@ -45,16 +46,21 @@ import { buildDrainerJob, buildDrainerPdb, drainerOutcome } from '../model/drain
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import {
+  claimKey,
   drainReplica,
+  markClaimDrained,
   ownClaims,
+  parseClaimLedger,
   planScale,
   reachable,
   reclaimAction,
   releaseStrayDrains,
   scaleUpClaim,
+  settleClaims,
+  undrainedClaims,
   undrainReplica,
 } from './lifecycle.ts';
-import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
+import type { ClaimLedger, NodeAccess, ReplicaDrain } from './lifecycle.ts';
 import { drainLeavingNodes, nodeLeaving } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
@@ -597,8 +603,9 @@ export class EndpointController {
   ): Promise<{ pending: string[]; remaining: number }> {
     const namespace = ep.metadata.namespace ?? '';
     const stsName = childNames(ep).statefulSet;
+    const all = claims ?? (await this.listClaims(ep));
     const own = ownClaims({
-      claims: claims ?? (await this.listClaims(ep)),
+      claims: all,
       statefulSetName: stsName,
       uid: ep.metadata.uid ?? '',
       endpointCreated: ep.metadata.creationTimestamp,
@@ -642,6 +649,8 @@ export class EndpointController {
           break;
         }
         case 'deleteClaim': {
+          // Recorded first: a finalizer that sees it terminating, or gone, knows it was drained.
+          await this.markClaimDrained(ep, claim, all);
           await this.d.client.delete(Resources.pvc, namespace, name, {
             preconditions: { uid: claim.metadata?.uid },
           });
@@ -689,6 +698,34 @@ export class EndpointController {
       }
     }
     return { pending, remaining };
+  }
+
+  /** The claim ledger (CLAIMS_ANNOTATION) as the Endpoint in hand has it. */
+  private claimLedger(ep: Endpoint): ClaimLedger {
+    return parseClaimLedger(ep.metadata.annotations?.[CLAIMS_ANNOTATION]);
+  }
+
+  /** Writes the claim ledger on the Endpoint (a merge patch of one annotation), and on the object in hand. */
+  private async writeClaimLedger(ep: Endpoint, ledger: ClaimLedger): Promise<void> {
+    const value = Object.keys(ledger).length > 0 ? JSON.stringify(ledger) : undefined;
+    if (ep.metadata.annotations?.[CLAIMS_ANNOTATION] === value) return;
+    await this.d.client.mergePatch(Resources.endpoint, ep.metadata.namespace ?? '', ep.metadata.name ?? '', {
+      metadata: { annotations: { [CLAIMS_ANNOTATION]: value ?? null } },
+    });
+    const annotations = { ...ep.metadata.annotations };
+    if (value === undefined) delete annotations[CLAIMS_ANNOTATION];
+    else annotations[CLAIMS_ANNOTATION] = value;
+    ep.metadata.annotations = annotations;
+  }
+
+  /** Before the operator deletes a claim it drained (its drainer succeeded, or its replica reported drained). */
+  private async markClaimDrained(
+    ep: Endpoint,
+    claim: V1PersistentVolumeClaim,
+    claims?: readonly V1PersistentVolumeClaim[],
+  ): Promise<void> {
+    const present = new Set((claims ?? (await this.listClaims(ep))).map(claimKey));
+    await this.writeClaimLedger(ep, markClaimDrained(this.claimLedger(ep), claim, present));
   }
 
   /** Pods of a claim's drainer that are not finished (Succeeded or Failed), read live. */
@@ -748,7 +785,10 @@ export class EndpointController {
       tls: servesTls(ep),
       effects: {
         getClaim: (name) => this.d.client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, name),
-        deleteClaim: (name, uid) => this.d.client.delete(Resources.pvc, ns, name, { preconditions: { uid } }),
+        deleteClaim: async (name, uid) => {
+          await this.markClaimDrained(ep, { metadata: { name, uid } });
+          await this.d.client.delete(Resources.pvc, ns, name, { preconditions: { uid } });
+        },
         deletePod: (name, uid) => this.d.client.delete(Resources.pod, ns, name, { preconditions: { uid } }),
         event: (type, reason, message) => this.d.events.record(ep, type, reason, message),
       },
@@ -963,6 +1003,26 @@ export class EndpointController {
     const spec = withEndpointDefaults(ep.spec);
     const full = { ...ep, spec };
     const names = childNames(full);
+    // 0. Account for every claim: one deleted under the finalizer before its
+    //    drainer succeeded (a namespace deletion deletes the claims itself,
+    //    and refuses new Jobs) was not drained, and is never reported so.
+    const claims = await this.listClaims(full);
+    const jobs = await this.listDrainerJobs(full);
+    const settled = settleClaims({
+      ledger: this.claimLedger(ep),
+      claims: ownClaims({
+        claims,
+        statefulSetName: names.statefulSet,
+        uid: ep.metadata.uid ?? '',
+        endpointCreated: ep.metadata.creationTimestamp,
+      }).map(({ claim }) => ({ claim, job: jobs.get(drainerName(claim.metadata?.name ?? '')) })),
+    });
+    if (settled.changed) await this.writeClaimLedger(ep, settled.ledger);
+    for (const name of settled.undrained) {
+      const why = `${name} was deleted (by someone else: a namespace deletion?) before its drainer succeeded: what its WAL held undelivered is not delivered`;
+      this.log.warn({ key, claim: name }, why);
+      this.d.events.record(ep, 'Warning', 'VolumeDeletedUndrained', why);
+    }
     // 1. Every replica that can be asked drains (refuses writes, delivers
     //    everything) and is waited for; one that cannot (gone, terminating,
     //    not running — e.g. a foreground cascade deleted it) is the volume
@@ -1013,18 +1073,24 @@ export class EndpointController {
         this.log.warn({ err, key }, why);
         this.d.events.record(ep, 'Warning', 'DrainerWithoutViews', why);
       }
-      const reclaim = await this.reclaimClaims(full, 0, views);
+      const reclaim = await this.reclaimClaims(full, 0, views, claims);
       waiting.push(...reclaim.pending);
       if (reclaim.remaining === 0 && this.podsOf({ ep: full, namespace } as Ctx).length > 0)
         waiting.push('waiting for the pods to terminate');
     }
     if (waiting.length === 0) {
-      this.d.events.record(
-        ep,
-        'Normal',
-        'Drained',
-        'every replica drained and every volume drained and deleted: releasing the finalizer',
-      );
+      const lost = undrainedClaims(this.claimLedger(ep));
+      if (lost.length > 0) {
+        const why = `every replica drained, but ${lost.length} volume(s) were deleted before their drainer succeeded (their undelivered records are not delivered): ${lost.join(', ')}; releasing the finalizer`;
+        this.log.warn({ key, claims: lost }, why);
+        this.d.events.record(ep, 'Warning', 'VolumeDeletedUndrained', why.slice(0, 1000));
+      } else
+        this.d.events.record(
+          ep,
+          'Normal',
+          'Drained',
+          'every replica drained and every volume drained and deleted: releasing the finalizer',
+        );
       await this.removeFinalizer(ep);
       return {};
     }

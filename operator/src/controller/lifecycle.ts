@@ -336,3 +336,100 @@ export function reclaimAction(input: {
           };
   }
 }
+
+/** How a claim of the Endpoint ended, as far as the finalizer is concerned (CLAIMS_ANNOTATION). */
+export type ClaimFate = 'pending' | 'drained' | 'undrained';
+/** `<claim name>/<claim uid>` → its fate. */
+export type ClaimLedger = Record<string, ClaimFate>;
+
+export function claimKey(claim: V1PersistentVolumeClaim): string {
+  return `${claim.metadata?.name ?? ''}/${claim.metadata?.uid ?? ''}`;
+}
+
+/** The annotation's ledger; anything unreadable is an empty one. */
+export function parseClaimLedger(text: string | undefined): ClaimLedger {
+  if (text === undefined) return {};
+  try {
+    const v: unknown = JSON.parse(text);
+    const out: ClaimLedger = {};
+    if (v !== null && typeof v === 'object' && !Array.isArray(v))
+      for (const [k, f] of Object.entries(v as Record<string, unknown>))
+        if (f === 'pending' || f === 'drained' || f === 'undrained') out[k] = f;
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * The operator is about to delete a claim it drained: "drained", so a
+ * finalizer that later sees the claim terminating, or gone, does not take it
+ * for one deleted under it. Entries "drained" of claims no longer listed
+ * (`present`: keys of every claim listed now) are dropped: nothing needs them.
+ */
+export function markClaimDrained(
+  ledger: ClaimLedger,
+  claim: V1PersistentVolumeClaim,
+  present?: ReadonlySet<string>,
+): ClaimLedger {
+  const out: ClaimLedger = {};
+  for (const [k, f] of Object.entries(ledger))
+    if (!(f === 'drained' && present !== undefined && !present.has(k))) out[k] = f;
+  out[claimKey(claim)] = 'drained';
+  return out;
+}
+
+/**
+ * The finalizer's account of every claim it has seen (the deleting
+ * Endpoint's): a claim is "drained" only by its drainer's success (or the
+ * operator's own delete after it, markClaimDrained). One that is deleted by
+ * someone else before that — terminating without a drainer at work, or gone
+ * while still "pending" — is "undrained": a namespace deletion deletes the
+ * claims itself, and no drainer can be created in a terminating namespace.
+ * A claim terminating while its drainer still runs stays "pending": the
+ * drainer may yet succeed (pvc-protection keeps the claim for its pod).
+ */
+export function settleClaims(input: {
+  ledger: ClaimLedger;
+  claims: readonly { claim: V1PersistentVolumeClaim; job: V1Job | undefined }[];
+}): { ledger: ClaimLedger; undrained: string[]; changed: boolean } {
+  const ledger: ClaimLedger = { ...input.ledger };
+  const undrained: string[] = [];
+  let changed = false;
+  const present = new Set<string>();
+  for (const { claim, job } of input.claims) {
+    const key = claimKey(claim);
+    present.add(key);
+    if (ledger[key] === undefined) {
+      ledger[key] = 'pending';
+      changed = true;
+    }
+    if (ledger[key] !== 'pending' || claim.metadata?.deletionTimestamp === undefined) continue;
+    const owned = job?.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid;
+    const outcome = owned ? drainerOutcome(job) : 'missing';
+    if (outcome === 'running') continue;
+    ledger[key] = outcome === 'succeeded' ? 'drained' : 'undrained';
+    if (outcome !== 'succeeded') undrained.push(claim.metadata?.name ?? key);
+    changed = true;
+  }
+  for (const [key, fate] of Object.entries(ledger)) {
+    if (present.has(key)) continue;
+    if (fate === 'pending') {
+      ledger[key] = 'undrained';
+      undrained.push(key.slice(0, key.lastIndexOf('/')));
+      changed = true;
+    } else if (fate === 'drained') {
+      delete ledger[key];
+      changed = true;
+    }
+  }
+  return { ledger, undrained, changed };
+}
+
+/** Names of the claims the ledger reports "undrained". */
+export function undrainedClaims(ledger: ClaimLedger): string[] {
+  return Object.entries(ledger)
+    .filter(([, f]) => f === 'undrained')
+    .map(([k]) => k.slice(0, k.lastIndexOf('/')))
+    .sort();
+}

@@ -59,7 +59,11 @@ import {
 export const DRAINER_BACKOFF_LIMIT = 3;
 /** `landfall drain --timeout-ms`: one attempt's bound. */
 export const DRAINER_TIMEOUT_MS = 20 * 60_000;
-/** The whole Job's bound, all attempts: past it the Job is Failed and the claim kept. */
+/**
+ * The whole Job's bound, all attempts, counted from the Job's start (time
+ * Pending, e.g. on a node whose kubelet is down, included): past it the Job is
+ * Failed (DeadlineExceeded) and the claim kept; deleting the Job starts anew.
+ */
 export const DRAINER_ACTIVE_DEADLINE_SECONDS = 60 * 60;
 
 /**

@@ -169,6 +169,9 @@ void test("the finalizer's claim ledger: a claim deleted by someone else before 
   assert.deepEqual(markClaimDrained({ 'a/1': 'drained', 'b/2': 'drained' }, bound(0), new Set(['b/2'])), { 'b/2': 'drained', 'data-clicks-ingest-0/claim-uid-0': 'drained' }, 'pruned');
   assert.deepEqual(parseClaimLedger('{"a/1":"drained","b/2":"nonsense"}'), { 'a/1': 'drained' });
   assert.deepEqual(parseClaimLedger('not json'), {});
+  // Never bound: nothing was written on it, its deletion loses nothing.
+  const unbound = settleClaims({ ledger: {}, claims: [{ claim: claim(3, 'Pending', { deletionTimestamp: new Date() }), job: undefined }] });
+  assert.deepEqual([unbound.undrained, unbound.ledger, unbound.changed], [[], {}, false]);
 }); // prettier-ignore
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {

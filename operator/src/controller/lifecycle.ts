@@ -387,7 +387,8 @@ export function markClaimDrained(
  * while still "pending" — is "undrained": a namespace deletion deletes the
  * claims itself, and no drainer can be created in a terminating namespace.
  * A claim terminating while its drainer still runs stays "pending": the
- * drainer may yet succeed (pvc-protection keeps the claim for its pod).
+ * drainer may yet succeed (pvc-protection keeps the claim for its pod). A
+ * claim never bound held nothing and is not accounted for.
  */
 export function settleClaims(input: {
   ledger: ClaimLedger;
@@ -400,6 +401,8 @@ export function settleClaims(input: {
   for (const { claim, job } of input.claims) {
     const key = claimKey(claim);
     present.add(key);
+    // Never bound: no WAL was ever written on it, nothing to account for (yet).
+    if ((claim.status?.phase ?? 'Pending') === 'Pending' && ledger[key] === undefined) continue;
     if (ledger[key] === undefined) {
       ledger[key] = 'pending';
       changed = true;

@@ -3,7 +3,7 @@
 // unchanged status is not written again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { V1Node, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1PodDisruptionBudget, V1StatefulSet } from '@kubernetes/client-node';
 import { EndpointController } from '../src/controller/endpoint.ts';
 import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.ts';
 import { ViewCompileCache } from '../src/controller/views.ts';
@@ -29,6 +29,7 @@ function fakeClient(
   const calls: string[] = [];
   const statuses: unknown[] = [];
   const applied: KubeObject[] = [];
+  const patches: unknown[] = [];
   const client = {
     async apply(rt: ResourceType, obj: KubeObject, opts: { subresource?: string } = {}) {
       const what = `apply ${rt.kind}${opts.subresource ? '/status' : ''} ${obj.metadata?.name ?? ''}`;
@@ -38,8 +39,13 @@ function fakeClient(
       else applied.push(obj);
       return { ...obj, metadata: { ...obj.metadata, resourceVersion: '1', generation: 1 } };
     },
-    async jsonPatch(rt: ResourceType) {
+    async jsonPatch(rt: ResourceType, _namespace: string, _name: string, ops: { op: string }[] = []) {
       calls.push(`jsonPatch ${rt.kind}`);
+      patches.push(ops);
+      return {};
+    },
+    async mergePatch(rt: ResourceType, _namespace: string, name: string) {
+      calls.push(`mergePatch ${rt.kind} ${name}`);
       return {};
     },
     async get(rt: ResourceType, _namespace: string, name: string) {
@@ -63,7 +69,7 @@ function fakeClient(
       );
     },
   };
-  return { client: client as unknown as KubeClient, calls, statuses, applied };
+  return { client: client as unknown as KubeClient, calls, statuses, applied, patches };
 }
 
 function controller(
@@ -343,6 +349,148 @@ void test('scale-up over an unlabelled claim whose drainer succeeded: its Job is
   const running = await run('Suspended');
   assert.equal(running.replicas, 1, 'a drainer still at work holds its ordinal');
   assert.ok(!running.calls.some((x) => x.startsWith('delete Job')), running.calls.join('\n'));
+});
+
+void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is deleted and the StatefulSet goes to 3, unless a pod of it is alive', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 3 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  );
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const failedJob = {
+    metadata: { name: 'data-clicks-ingest-1-drain', namespace: 'tenant-a', uid: 'job-1', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }] },
+    status: { failed: 4, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
+  } as KubeObject; // prettier-ignore
+  const drainerPod = (phase: string) =>
+    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}` }, status: { phase } }) as KubeObject;
+  const run = async (drainerPods: KubeObject[]) => {
+    const f = fakeClient(
+      undefined,
+      new Map(),
+      new Map([
+        ['PersistentVolumeClaim', [claim(0), claim(1)]],
+        ['Job', [failedJob]],
+        ['Pod', drainerPods],
+      ]),
+    );
+    const { c, events } = controller(f.client, e, undefined, { statefulSets: store([ownStatefulSet(e, 1)]) });
+    await c.reconcile('tenant-a/clicks');
+    const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+    return { replicas: sts?.spec?.replicas, calls: f.calls, events };
+  };
+  const free = await run([drainerPod('Failed'), drainerPod('Failed')]);
+  assert.equal(free.replicas, 3, 'nothing holds ordinal 1 any more: the pod delivers the WAL itself');
+  assert.ok(free.calls.includes('delete Job data-clicks-ingest-1-drain uid=job-1'), free.calls.join('\n'));
+  assert.ok(
+    free.events.some((x) => /^Normal DrainerDeleted: drainer Job data-clicks-ingest-1-drain failed \(BackoffLimitExceeded\)/.test(x)),
+    free.events.join('\n'),
+  ); // prettier-ignore
+  const held = await run([drainerPod('Failed'), drainerPod('Running')]);
+  assert.equal(held.replicas, 1, 'a pod of the failed Job still runs on the volume: held');
+  assert.ok(!held.calls.some((x) => x.startsWith('delete Job')), held.calls.join('\n'));
+});
+
+void test('a drainer is started with its PodDisruptionBudget applied before its Job', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  );
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-1', namespace: 'tenant-a', uid: 'claim-1', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const f = fakeClient(undefined, new Map(), new Map([['PersistentVolumeClaim', [claim]]]));
+  const { c } = controller(f.client, e, undefined, { statefulSets: store([ownStatefulSet(e, 1)]) });
+  await c.reconcile('tenant-a/clicks');
+  const pdbAt = f.calls.indexOf('apply PodDisruptionBudget data-clicks-ingest-1-drain');
+  const jobAt = f.calls.indexOf('create Job data-clicks-ingest-1-drain');
+  assert.ok(pdbAt >= 0 && jobAt >= 0 && pdbAt < jobAt, f.calls.join('\n'));
+  const pdb = f.applied.find((o) => o.kind === 'PodDisruptionBudget' && o.metadata?.name === 'data-clicks-ingest-1-drain') as V1PodDisruptionBudget; // prettier-ignore
+  assert.deepEqual(
+    pdb.metadata?.ownerReferences?.map((r) => r.uid),
+    ['claim-1'],
+    'owned by the claim, like the Job',
+  );
+});
+
+void test('namespace deletion: claims deleted under the finalizer before any drainer ran are a Warning each, and the finalizer is released without "Drained"', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  ); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: {
+        name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`,
+        labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' },
+        deletionTimestamp: '2026-01-03T00:00:01Z', // the namespace controller's delete
+      },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([['PersistentVolumeClaim', [claim(0), claim(1)]]]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  assert.deepEqual(
+    events.filter((x) => x.startsWith('Warning VolumeDeletedUndrained')).map((x) => x.split(' ')[2]),
+    ['data-clicks-ingest-0', 'data-clicks-ingest-1'],
+    events.join('\n'),
+  );
+  assert.ok(f.calls.includes('mergePatch Endpoint clicks'), 'the ledger is kept on the Endpoint');
+  lists.set('PersistentVolumeClaim', []); // pvc-protection let them go: the volumes are released
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!f.calls.some((x) => x.startsWith('create Job')), 'no drainer could run');
+  assert.ok(!events.some((x) => x.startsWith('Normal Drained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Warning VolumeDeletedUndrained: every replica drained, but 2 volume\(s\) were deleted before their drainer succeeded .*data-clicks-ingest-0, data-clicks-ingest-1; releasing the finalizer/); // prettier-ignore
+  assert.equal(f.calls.filter((x) => x === 'jsonPatch Endpoint').length, 1, 'the finalizer is released');
+});
+
+void test('deletion: a claim the operator drained and deleted itself is "Drained", also while terminating', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  ); // prettier-ignore
+  const claim = (deleting: boolean) =>
+    ({
+      metadata: {
+        name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0',
+        labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' },
+        ...(deleting ? { deletionTimestamp: '2026-01-03T00:01:00Z' } : {}),
+      },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const done = {
+    metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] },
+    status: { conditions: [{ type: 'Complete', status: 'True' }] },
+  } as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(false)]],
+    ['Job', [done]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  const deleted = f.calls.indexOf('delete PersistentVolumeClaim data-clicks-ingest-0 uid=claim-0');
+  assert.ok(deleted > 0, f.calls.join('\n'));
+  assert.equal(f.calls[deleted - 1], 'mergePatch Endpoint clicks', 'recorded drained just before the delete');
+  lists.set('PersistentVolumeClaim', [claim(true)]); // pvc-protection: terminating a while; its Job deleted
+  lists.set('Job', []);
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []);
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(
+    events.at(-1) ?? '',
+    /^Normal Drained: every replica drained and every volume drained and deleted/,
+  );
 });
 
 void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {

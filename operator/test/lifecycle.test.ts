@@ -2,11 +2,20 @@
 // drainer Job builder (model/drainer.ts): pure functions, no I/O.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { V1Job, V1PersistentVolumeClaim } from '@kubernetes/client-node';
-import { planScale, reclaimAction, ownClaims } from '../src/controller/lifecycle.ts';
+import type { V1Job, V1PersistentVolumeClaim, V1PodDisruptionBudget } from '@kubernetes/client-node';
+import {
+  markClaimDrained,
+  ownClaims,
+  parseClaimLedger,
+  planScale,
+  reclaimAction,
+  scaleUpClaim,
+  settleClaims,
+  undrainedClaims,
+} from '../src/controller/lifecycle.ts';
 import type { ReplicaDrain } from '../src/controller/lifecycle.ts';
 import { buildDrainerJob, drainerOutcome } from '../src/model/drainer.ts';
-import { buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
+import { buildPdb, buildStatefulSet, terminationGracePeriodSeconds } from '../src/model/resources.ts';
 import { drainerName } from '../src/model/names.ts';
 import { ShutdownSchema } from '../../ingest-node/src/config/schema.ts';
 import { endpoint } from './fixtures.ts';
@@ -83,6 +92,32 @@ const job = (owner: string, condition?: string): V1Job => ({
   status: condition ? { conditions: [{ type: condition, status: 'True', reason: 'R', message: 'M' }] } : {},
 }); // prettier-ignore
 
+void test('scale-up: a failed drainer with no live pod gives the volume back; a running one, or a live pod, holds it', () => {
+  const c = claim(1, 'Bound');
+  const failed = (status: V1Job['status'] = {}): V1Job => {
+    const j = job('claim-uid-1', 'Failed');
+    return { ...j, status: { ...j.status, ...status } };
+  };
+  assert.equal(scaleUpClaim({ claim: c, job: undefined, livePods: 0 }).kind, 'free');
+  assert.equal(scaleUpClaim({ claim: c, job: job('claim-uid-1'), livePods: 1 }).kind, 'held', 'running');
+  assert.equal(
+    scaleUpClaim({ claim: c, job: job('claim-uid-1', 'Complete'), livePods: 0 }).kind,
+    'deleteJob',
+  );
+  const gone = scaleUpClaim({ claim: c, job: failed(), livePods: 0 });
+  assert.equal(gone.kind, 'deleteJob', 'failed, nothing alive: the pod delivers the WAL itself');
+  assert.match(gone.kind === 'deleteJob' ? gone.why : '', /failed \(R\) and none of its pods is alive/);
+  assert.equal(scaleUpClaim({ claim: c, job: failed(), livePods: 1 }).kind, 'held', 'a pod of it still runs');
+  assert.equal(scaleUpClaim({ claim: c, job: failed({ active: 1 }), livePods: 0 }).kind, 'held');
+  assert.equal(scaleUpClaim({ claim: c, job: failed({ terminating: 1 }), livePods: 0 }).kind, 'held');
+  const deleting = claim(1, 'Bound', { deletionTimestamp: new Date() });
+  assert.equal(
+    scaleUpClaim({ claim: deleting, job: undefined, livePods: 0 }).kind,
+    'held',
+    'the claim is going',
+  );
+});
+
 void test('reclaim: a claim is deleted only after its drainer succeeded, and only with the uid label', () => {
   const c = claim(2, 'Bound');
   const act = (j: V1Job | undefined, labelled = true, podExists = false) =>
@@ -102,6 +137,42 @@ void test('reclaim: a claim is deleted only after its drainer succeeded, and onl
   assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2', 'Complete') }).kind, 'deleteJob'); // prettier-ignore
   assert.equal(reclaimAction({ claim: deleting, labelled: true, podExists: false, job: job('claim-uid-2') }).kind, 'wait', 'a running drainer is left to finish'); // prettier-ignore
 });
+
+void test("the finalizer's claim ledger: a claim deleted by someone else before its drainer succeeded is undrained, never drained", () => {
+  const bound = (n: number) => claim(n, 'Bound');
+  const deleting = (n: number) => claim(n, 'Bound', { deletionTimestamp: new Date() });
+  const own = (n: number, condition?: string) => job(`claim-uid-${n}`, condition);
+  // First pass: every claim seen is pending.
+  const first = settleClaims({ ledger: {}, claims: [{ claim: bound(0), job: undefined }, { claim: bound(1), job: own(1) }] });
+  assert.deepEqual(first.ledger, { 'data-clicks-ingest-0/claim-uid-0': 'pending', 'data-clicks-ingest-1/claim-uid-1': 'pending' });
+  assert.deepEqual(first.undrained, []);
+  // The namespace controller deletes them: 0 has no drainer, 1's drainer still runs (it may yet succeed).
+  const second = settleClaims({ ledger: first.ledger, claims: [{ claim: deleting(0), job: undefined }, { claim: deleting(1), job: own(1) }] });
+  assert.deepEqual(second.undrained, ['data-clicks-ingest-0']);
+  assert.equal(second.ledger['data-clicks-ingest-1/claim-uid-1'], 'pending');
+  // Then 1 is gone without its drainer having succeeded: undrained too; reported once.
+  const third = settleClaims({ ledger: second.ledger, claims: [{ claim: deleting(0), job: undefined }] });
+  assert.deepEqual(third.undrained, ['data-clicks-ingest-1']);
+  assert.deepEqual(settleClaims({ ledger: third.ledger, claims: [] }).undrained, [], 'reported once');
+  assert.deepEqual(undrainedClaims(third.ledger), ['data-clicks-ingest-0', 'data-clicks-ingest-1']);
+  // Failed drainer, deleted claim: undrained. Succeeded drainer, deleted claim: drained.
+  assert.deepEqual(settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: own(2, 'Failed') }] }).undrained, ['data-clicks-ingest-2']);
+  const ok = settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: own(2, 'Complete') }] });
+  assert.deepEqual([ok.undrained, ok.ledger], [[], { 'data-clicks-ingest-2/claim-uid-2': 'drained' }]);
+  assert.deepEqual(settleClaims({ ledger: {}, claims: [{ claim: deleting(2), job: job('an-older-claim', 'Complete') }] }).undrained, ['data-clicks-ingest-2'], "an earlier claim's Job proves nothing");
+  // The operator's own delete after a drain is recorded first: terminating, then gone, it stays drained.
+  const marked = markClaimDrained(first.ledger, bound(0));
+  assert.equal(marked['data-clicks-ingest-0/claim-uid-0'], 'drained');
+  assert.deepEqual(settleClaims({ ledger: marked, claims: [{ claim: deleting(0), job: undefined }, { claim: bound(1), job: own(1) }] }).undrained, []);
+  const gone = settleClaims({ ledger: marked, claims: [{ claim: bound(1), job: own(1) }] });
+  assert.deepEqual([gone.undrained, gone.ledger], [[], { 'data-clicks-ingest-1/claim-uid-1': 'pending' }], 'a drained entry goes with its claim');
+  assert.deepEqual(markClaimDrained({ 'a/1': 'drained', 'b/2': 'drained' }, bound(0), new Set(['b/2'])), { 'b/2': 'drained', 'data-clicks-ingest-0/claim-uid-0': 'drained' }, 'pruned');
+  assert.deepEqual(parseClaimLedger('{"a/1":"drained","b/2":"nonsense"}'), { 'a/1': 'drained' });
+  assert.deepEqual(parseClaimLedger('not json'), {});
+  // Never bound: nothing was written on it, its deletion loses nothing.
+  const unbound = settleClaims({ ledger: {}, claims: [{ claim: claim(3, 'Pending', { deletionTimestamp: new Date() }), job: undefined }] });
+  assert.deepEqual([unbound.undrained, unbound.ledger, unbound.changed], [[], {}, false]);
+}); // prettier-ignore
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {
   const own = ownClaims({
@@ -145,7 +216,7 @@ void test('the drainer Job: the pod it replaces, on its node, self-sufficient, o
     views: [{ name: 'page_views', spec: { name: 'page_views', columns: [] }, specHash: 'h' }],
   });
   const owner = { apiVersion: 'v1', kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-2', uid: 'claim-uid-2', controller: true }; // prettier-ignore
-  for (const o of [d.job, d.configMap, d.serviceAccount]) {
+  for (const o of [d.job, d.configMap, d.serviceAccount, d.pdb]) {
     assert.equal(o.metadata?.name, 'data-clicks-ingest-2-drain');
     assert.deepEqual(o.metadata?.ownerReferences, [owner], 'owned by the claim, never by the Endpoint');
   }
@@ -196,6 +267,36 @@ void test('the drainer Job: the pod it replaces, on its node, self-sufficient, o
     claimName: 'data-clicks-ingest-2',
   });
   assert.equal(ctr?.image, 'img:1');
+});
+
+void test('the drainer pod is protected from eviction: its own PDB, and disruptions do not use up its retries', () => {
+  const ep = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 2 }, {
+    creationTimestamp: new Date('2026-01-01T00:00:00Z'),
+  }) as Parameters<typeof buildStatefulSet>[0]; // prettier-ignore
+  const d = buildDrainerJob({ ep, claim: claim(2, 'Bound'), instance: 'clicks-ingest-2', nodeImage: 'img', views: [] }); // prettier-ignore
+  const other = buildDrainerJob({ ep, claim: claim(3, 'Bound'), instance: 'clicks-ingest-3', nodeImage: 'img', views: [] }); // prettier-ignore
+  const selects = (pdb: V1PodDisruptionBudget, labels: Record<string, string> | undefined) =>
+    Object.entries(pdb.spec?.selector?.matchLabels ?? {}).every(([k, v]) => labels?.[k] === v);
+  const podLabels = d.job.spec?.template.metadata?.labels;
+  // The Endpoint's PDB selects only the ingest pods (the StatefulSet's selector); the drainer's selects its pod.
+  assert.equal(selects(buildPdb(ep), podLabels), false);
+  assert.equal(selects(d.pdb, podLabels), true, 'the drainer PDB selects the drainer pod');
+  assert.equal(
+    selects(d.pdb, other.job.spec?.template.metadata?.labels),
+    false,
+    "not another claim's drainer",
+  );
+  const ingest = buildStatefulSet(ep, { nodeImage: 'img', views: [] }, 'h').spec?.template.metadata?.labels;
+  assert.equal(selects(d.pdb, ingest), false, 'not the ingest pods');
+  // An integer minAvailable: a Job has no scale subresource, which maxUnavailable would need.
+  assert.deepEqual(d.pdb.spec?.minAvailable, 1);
+  assert.equal(d.pdb.spec?.maxUnavailable, undefined);
+  assert.equal(d.pdb.metadata?.name, 'data-clicks-ingest-2-drain');
+  assert.equal(d.pdb.metadata?.namespace, 'tenant-a');
+  assert.deepEqual(d.job.spec?.podFailurePolicy, {
+    rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] }],
+  });
+  assert.equal(d.job.spec?.template.spec?.restartPolicy, 'Never', 'podFailurePolicy requires it');
 });
 
 void test('names: drainer names fit a label value; grace period outlasts the shutdown budget', () => {

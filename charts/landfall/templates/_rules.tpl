@@ -8,7 +8,9 @@ rules:
   - apiGroups: [landfall.dev]
     resources: [endpoints, views]
     verbs: [list, watch]
-  # The landfall.dev/drain finalizer: JSON patches that add and remove it.
+  # The landfall.dev/drain finalizer: JSON patches that add and remove it; and
+  # the landfall.dev/wal-claims annotation (merge patch): which claims the
+  # finalizer saw drained, or deleted undrained.
   - apiGroups: [landfall.dev]
     resources: [endpoints]
     verbs: [patch]
@@ -32,6 +34,7 @@ rules:
   - apiGroups: [""]
     resources: [configmaps]
     verbs: [get]
+  # The Endpoint's PDB, and one per drainer Job (owned by its claim).
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
     verbs: [create, patch]
@@ -67,7 +70,9 @@ rules:
     verbs: [list, delete]
   # Drainer Jobs (a volume without a pod: `landfall drain` on its node),
   # listed by label on each poll. delete: a Job that succeeded, when its claim
-  # is deleted (its finished pod would keep the claim in pvc-protection).
+  # is deleted (its finished pod would keep the claim in pvc-protection), or a
+  # finished Job (succeeded or failed, no pod alive) whose ordinal a scale-up
+  # wants again. The pods of a failed Job are listed live (pods: list, below).
   - apiGroups: [batch]
     resources: [jobs]
     verbs: [create, list, delete]

@@ -13,6 +13,8 @@ import {
   CONFIG_HASH_ANNOTATION,
   DATA_VOLUME,
   DRAIN_FROM_ANNOTATION,
+  CLAIMS_ANNOTATION,
+  DRAINER_CLAIM_LABEL,
   DRAINER_ENDPOINT_LABEL,
   ENDPOINT_LABEL,
   ENDPOINT_UID_LABEL,
@@ -40,19 +42,25 @@ import type { EventSink } from '../runtime/events.ts';
 import { Resources, isConflict, isNotFound } from '../runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../runtime/kube.ts';
 import type { Logger } from '../runtime/log.ts';
-import { buildDrainerJob, drainerOutcome } from '../model/drainer.ts';
+import { buildDrainerJob, buildDrainerPdb, drainerOutcome } from '../model/drainer.ts';
 import { jsonEqual, mergeConditions } from './conditions.ts';
 import type { Condition, ConditionInput } from './conditions.ts';
 import {
+  claimKey,
   drainReplica,
+  markClaimDrained,
   ownClaims,
+  parseClaimLedger,
   planScale,
   reachable,
   reclaimAction,
   releaseStrayDrains,
+  scaleUpClaim,
+  settleClaims,
+  undrainedClaims,
   undrainReplica,
 } from './lifecycle.ts';
-import type { NodeAccess, ReplicaDrain } from './lifecycle.ts';
+import type { ClaimLedger, NodeAccess, ReplicaDrain } from './lifecycle.ts';
 import { drainLeavingNodes, nodeLeaving } from './node-drain.ts';
 import { compileEndpointViews, viewsOfEndpoint } from './views.ts';
 import { foreignClaims } from './volumes.ts';
@@ -548,14 +556,24 @@ export class EndpointController {
         endpointCreated: ctx.ep.metadata.creationTimestamp,
       })) {
         if (c.ordinal >= desired) continue;
-        const job = jobs.get(drainerName(c.claim.metadata?.name ?? ''));
-        if (c.claim.metadata?.deletionTimestamp !== undefined) reclaiming.push(c.ordinal);
-        else if (job === undefined) continue;
-        // A succeeded drainer holds nothing (an unlabelled claim is kept after
-        // it): the pod may have the volume back. Its Job goes first: it would
-        // vouch at a later scale-down for a WAL the pod has written to since.
-        else if (drainerOutcome(job) === 'succeeded') await this.deleteDrainerJob(ctx.namespace, job);
-        else reclaiming.push(c.ordinal);
+        const claimName = c.claim.metadata?.name ?? '';
+        const job = jobs.get(drainerName(claimName));
+        // A finished drainer holds nothing (an unlabelled claim is kept after
+        // it; a failed one leaves the WAL to the pod): the pod may have the
+        // volume back. Its Job goes first: it would vouch at a later
+        // scale-down for a WAL the pod has written to since. A failed Job's
+        // pods are read live: none may still run on the volume.
+        const livePods =
+          job !== undefined && drainerOutcome(job) === 'failed'
+            ? await this.liveDrainerPods(ctx.namespace, claimName)
+            : 0;
+        const hold = scaleUpClaim({ claim: c.claim, job, livePods });
+        if (hold.kind === 'held') reclaiming.push(c.ordinal);
+        else if (hold.kind === 'deleteJob' && job !== undefined) {
+          await this.deleteDrainerJob(ctx.namespace, job);
+          if (drainerOutcome(job) === 'failed')
+            this.d.events.record(ctx.ep, 'Normal', 'DrainerDeleted', hold.why);
+        }
       }
     }
     const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
@@ -585,8 +603,9 @@ export class EndpointController {
   ): Promise<{ pending: string[]; remaining: number }> {
     const namespace = ep.metadata.namespace ?? '';
     const stsName = childNames(ep).statefulSet;
+    const all = claims ?? (await this.listClaims(ep));
     const own = ownClaims({
-      claims: claims ?? (await this.listClaims(ep)),
+      claims: all,
       statefulSetName: stsName,
       uid: ep.metadata.uid ?? '',
       endpointCreated: ep.metadata.creationTimestamp,
@@ -612,6 +631,8 @@ export class EndpointController {
           });
           await this.d.client.apply(Resources.serviceAccount, d.serviceAccount);
           await this.d.client.apply(Resources.configMap, d.configMap);
+          // Before the Job: no moment where `kubectl drain` may evict its pod.
+          await this.d.client.apply(Resources.pdb, d.pdb);
           try {
             await this.d.client.create(Resources.job, d.job);
           } catch (err) {
@@ -628,6 +649,8 @@ export class EndpointController {
           break;
         }
         case 'deleteClaim': {
+          // Recorded first: a finalizer that sees it terminating, or gone, knows it was drained.
+          await this.markClaimDrained(ep, claim, all);
           await this.d.client.delete(Resources.pvc, namespace, name, {
             preconditions: { uid: claim.metadata?.uid },
           });
@@ -648,10 +671,25 @@ export class EndpointController {
         }
         case 'keep':
           break;
-        case 'wait':
+        case 'wait': {
+          // A drainer started by an operator without drainer PDBs gets its PDB now.
+          const job = jobs.get(drainerName(name));
+          if (
+            job !== undefined &&
+            drainerOutcome(job) === 'running' &&
+            job.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid &&
+            claim.metadata?.deletionTimestamp === undefined
+          )
+            try {
+              await this.d.client.apply(Resources.pdb, buildDrainerPdb(ep, claim));
+            } catch (err) {
+              // Best effort (a terminating namespace refuses new objects): the drainer runs on.
+              this.log.warn({ err, claim: name }, 'drainer PodDisruptionBudget not applied');
+            }
           pending.push(action.why);
           remaining++;
           break;
+        }
         case 'blocked':
           this.d.events.record(ep, 'Warning', 'DrainerBlocked', action.why);
           pending.push(action.why);
@@ -660,6 +698,43 @@ export class EndpointController {
       }
     }
     return { pending, remaining };
+  }
+
+  /** The claim ledger (CLAIMS_ANNOTATION) as the Endpoint in hand has it. */
+  private claimLedger(ep: Endpoint): ClaimLedger {
+    return parseClaimLedger(ep.metadata.annotations?.[CLAIMS_ANNOTATION]);
+  }
+
+  /** Writes the claim ledger on the Endpoint (a merge patch of one annotation), and on the object in hand. */
+  private async writeClaimLedger(ep: Endpoint, ledger: ClaimLedger): Promise<void> {
+    const value = Object.keys(ledger).length > 0 ? JSON.stringify(ledger) : undefined;
+    if (ep.metadata.annotations?.[CLAIMS_ANNOTATION] === value) return;
+    await this.d.client.mergePatch(Resources.endpoint, ep.metadata.namespace ?? '', ep.metadata.name ?? '', {
+      metadata: { annotations: { [CLAIMS_ANNOTATION]: value ?? null } },
+    });
+    const annotations = { ...ep.metadata.annotations };
+    if (value === undefined) delete annotations[CLAIMS_ANNOTATION];
+    else annotations[CLAIMS_ANNOTATION] = value;
+    ep.metadata.annotations = annotations;
+  }
+
+  /** Before the operator deletes a claim it drained (its drainer succeeded, or its replica reported drained). */
+  private async markClaimDrained(
+    ep: Endpoint,
+    claim: V1PersistentVolumeClaim,
+    claims?: readonly V1PersistentVolumeClaim[],
+  ): Promise<void> {
+    const present = new Set((claims ?? (await this.listClaims(ep))).map(claimKey));
+    await this.writeClaimLedger(ep, markClaimDrained(this.claimLedger(ep), claim, present));
+  }
+
+  /** Pods of a claim's drainer that are not finished (Succeeded or Failed), read live. */
+  private async liveDrainerPods(namespace: string, claimName: string): Promise<number> {
+    const pods = await this.d.client.listAll<V1Pod & KubeObject>(Resources.pod, {
+      namespace,
+      labelSelector: `${DRAINER_CLAIM_LABEL}=${claimName}`,
+    });
+    return pods.items.filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed').length;
   }
 
   private async deleteDrainerJob(namespace: string, job: V1Job): Promise<void> {
@@ -710,7 +785,10 @@ export class EndpointController {
       tls: servesTls(ep),
       effects: {
         getClaim: (name) => this.d.client.get<V1PersistentVolumeClaim & KubeObject>(Resources.pvc, ns, name),
-        deleteClaim: (name, uid) => this.d.client.delete(Resources.pvc, ns, name, { preconditions: { uid } }),
+        deleteClaim: async (name, uid) => {
+          await this.markClaimDrained(ep, { metadata: { name, uid } });
+          await this.d.client.delete(Resources.pvc, ns, name, { preconditions: { uid } });
+        },
         deletePod: (name, uid) => this.d.client.delete(Resources.pod, ns, name, { preconditions: { uid } }),
         event: (type, reason, message) => this.d.events.record(ep, type, reason, message),
       },
@@ -925,6 +1003,26 @@ export class EndpointController {
     const spec = withEndpointDefaults(ep.spec);
     const full = { ...ep, spec };
     const names = childNames(full);
+    // 0. Account for every claim: one deleted under the finalizer before its
+    //    drainer succeeded (a namespace deletion deletes the claims itself,
+    //    and refuses new Jobs) was not drained, and is never reported so.
+    const claims = await this.listClaims(full);
+    const jobs = await this.listDrainerJobs(full);
+    const settled = settleClaims({
+      ledger: this.claimLedger(ep),
+      claims: ownClaims({
+        claims,
+        statefulSetName: names.statefulSet,
+        uid: ep.metadata.uid ?? '',
+        endpointCreated: ep.metadata.creationTimestamp,
+      }).map(({ claim }) => ({ claim, job: jobs.get(drainerName(claim.metadata?.name ?? '')) })),
+    });
+    if (settled.changed) await this.writeClaimLedger(ep, settled.ledger);
+    for (const name of settled.undrained) {
+      const why = `${name} was deleted (by someone else: a namespace deletion?) before its drainer succeeded: what its WAL held undelivered is not delivered`;
+      this.log.warn({ key, claim: name }, why);
+      this.d.events.record(ep, 'Warning', 'VolumeDeletedUndrained', why);
+    }
     // 1. Every replica that can be asked drains (refuses writes, delivers
     //    everything) and is waited for; one that cannot (gone, terminating,
     //    not running — e.g. a foreground cascade deleted it) is the volume
@@ -975,18 +1073,24 @@ export class EndpointController {
         this.log.warn({ err, key }, why);
         this.d.events.record(ep, 'Warning', 'DrainerWithoutViews', why);
       }
-      const reclaim = await this.reclaimClaims(full, 0, views);
+      const reclaim = await this.reclaimClaims(full, 0, views, claims);
       waiting.push(...reclaim.pending);
       if (reclaim.remaining === 0 && this.podsOf({ ep: full, namespace } as Ctx).length > 0)
         waiting.push('waiting for the pods to terminate');
     }
     if (waiting.length === 0) {
-      this.d.events.record(
-        ep,
-        'Normal',
-        'Drained',
-        'every replica drained and every volume drained and deleted: releasing the finalizer',
-      );
+      const lost = undrainedClaims(this.claimLedger(ep));
+      if (lost.length > 0) {
+        const why = `every replica drained, but ${lost.length} volume(s) were deleted before their drainer succeeded (their undelivered records are not delivered): ${lost.join(', ')}; releasing the finalizer`;
+        this.log.warn({ key, claims: lost }, why);
+        this.d.events.record(ep, 'Warning', 'VolumeDeletedUndrained', why.slice(0, 1000));
+      } else
+        this.d.events.record(
+          ep,
+          'Normal',
+          'Drained',
+          'every replica drained and every volume drained and deleted: releasing the finalizer',
+        );
       await this.removeFinalizer(ep);
       return {};
     }

@@ -195,6 +195,58 @@ export function planScale(input: ScalePlanInput): ScalePlan {
   return { replicas, drainFrom, waiting };
 }
 
+/** On a scale-up, what the drainer Job of an ordinal wanted again means for its pod. */
+export type ScaleUpClaim =
+  /** Nothing holds the volume: the pod may start on it. */
+  | { kind: 'free' }
+  /** A drainer may still write the volume (or the claim is going): no pod there yet. */
+  | { kind: 'held'; why: string }
+  /** A finished drainer: its Job goes (it would vouch at a later scale-down for a WAL the pod writes to), then the pod may start. */
+  | { kind: 'deleteJob'; why: string };
+
+/**
+ * A scale-up never starts a pod on a volume a drainer may still write (two
+ * writers on one WAL). A succeeded drainer holds nothing. A failed one (S3
+ * down past its retries, its deadline) holds nothing either once none of its
+ * pods is alive (`livePods`: pods of the Job not Succeeded or Failed, read
+ * live; and the Job's own active and terminating counts): the ingest pod then
+ * delivers the WAL itself. Waiting for a human to delete the Job would keep
+ * the Endpoint below its replicas for nothing.
+ */
+export function scaleUpClaim(input: {
+  claim: V1PersistentVolumeClaim;
+  job: V1Job | undefined;
+  livePods: number;
+}): ScaleUpClaim {
+  const name = input.claim.metadata?.name ?? '';
+  if (input.claim.metadata?.deletionTimestamp !== undefined)
+    return { kind: 'held', why: `${name} is being deleted` };
+  const { job } = input;
+  if (job === undefined) return { kind: 'free' };
+  const jobName = job.metadata?.name ?? drainerName(name);
+  switch (drainerOutcome(job)) {
+    case 'missing':
+      return { kind: 'free' };
+    case 'running':
+      return { kind: 'held', why: `drainer Job ${jobName} is delivering what ${name} holds` };
+    case 'succeeded':
+      return { kind: 'deleteJob', why: `drainer Job ${jobName} succeeded` };
+    case 'failed': {
+      const alive = (job.status?.active ?? 0) + (job.status?.terminating ?? 0) + input.livePods;
+      if (alive > 0)
+        return {
+          kind: 'held',
+          why: `drainer Job ${jobName} failed but a pod of it is still alive on ${name}`,
+        };
+      const c = job.status?.conditions?.find((x) => x.type === 'Failed' && x.status === 'True');
+      return {
+        kind: 'deleteJob',
+        why: `drainer Job ${jobName} failed (${c?.reason ?? 'Failed'}) and none of its pods is alive: deleted, ${name} goes back to its pod, which delivers the WAL itself`,
+      };
+    }
+  }
+}
+
 /** The claims of this Endpoint's StatefulSet: uid-labelled, or unlabelled and younger than the Endpoint (volumes.ts). */
 export function ownClaims(input: {
   claims: readonly V1PersistentVolumeClaim[];
@@ -283,4 +335,104 @@ export function reclaimAction(input: {
             why: `drainer Job ${job} succeeded; ${name} has no ${ENDPOINT_UID_LABEL} label (made by an older operator) and is kept`,
           };
   }
+}
+
+/** How a claim of the Endpoint ended, as far as the finalizer is concerned (CLAIMS_ANNOTATION). */
+export type ClaimFate = 'pending' | 'drained' | 'undrained';
+/** `<claim name>/<claim uid>` → its fate. */
+export type ClaimLedger = Record<string, ClaimFate>;
+
+export function claimKey(claim: V1PersistentVolumeClaim): string {
+  return `${claim.metadata?.name ?? ''}/${claim.metadata?.uid ?? ''}`;
+}
+
+/** The annotation's ledger; anything unreadable is an empty one. */
+export function parseClaimLedger(text: string | undefined): ClaimLedger {
+  if (text === undefined) return {};
+  try {
+    const v: unknown = JSON.parse(text);
+    const out: ClaimLedger = {};
+    if (v !== null && typeof v === 'object' && !Array.isArray(v))
+      for (const [k, f] of Object.entries(v as Record<string, unknown>))
+        if (f === 'pending' || f === 'drained' || f === 'undrained') out[k] = f;
+    return out;
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * The operator is about to delete a claim it drained: "drained", so a
+ * finalizer that later sees the claim terminating, or gone, does not take it
+ * for one deleted under it. Entries "drained" of claims no longer listed
+ * (`present`: keys of every claim listed now) are dropped: nothing needs them.
+ */
+export function markClaimDrained(
+  ledger: ClaimLedger,
+  claim: V1PersistentVolumeClaim,
+  present?: ReadonlySet<string>,
+): ClaimLedger {
+  const out: ClaimLedger = {};
+  for (const [k, f] of Object.entries(ledger))
+    if (!(f === 'drained' && present !== undefined && !present.has(k))) out[k] = f;
+  out[claimKey(claim)] = 'drained';
+  return out;
+}
+
+/**
+ * The finalizer's account of every claim it has seen (the deleting
+ * Endpoint's): a claim is "drained" only by its drainer's success (or the
+ * operator's own delete after it, markClaimDrained). One that is deleted by
+ * someone else before that — terminating without a drainer at work, or gone
+ * while still "pending" — is "undrained": a namespace deletion deletes the
+ * claims itself, and no drainer can be created in a terminating namespace.
+ * A claim terminating while its drainer still runs stays "pending": the
+ * drainer may yet succeed (pvc-protection keeps the claim for its pod). A
+ * claim never bound held nothing and is not accounted for.
+ */
+export function settleClaims(input: {
+  ledger: ClaimLedger;
+  claims: readonly { claim: V1PersistentVolumeClaim; job: V1Job | undefined }[];
+}): { ledger: ClaimLedger; undrained: string[]; changed: boolean } {
+  const ledger: ClaimLedger = { ...input.ledger };
+  const undrained: string[] = [];
+  let changed = false;
+  const present = new Set<string>();
+  for (const { claim, job } of input.claims) {
+    const key = claimKey(claim);
+    present.add(key);
+    // Never bound: no WAL was ever written on it, nothing to account for (yet).
+    if ((claim.status?.phase ?? 'Pending') === 'Pending' && ledger[key] === undefined) continue;
+    if (ledger[key] === undefined) {
+      ledger[key] = 'pending';
+      changed = true;
+    }
+    if (ledger[key] !== 'pending' || claim.metadata?.deletionTimestamp === undefined) continue;
+    const owned = job?.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid;
+    const outcome = owned ? drainerOutcome(job) : 'missing';
+    if (outcome === 'running') continue;
+    ledger[key] = outcome === 'succeeded' ? 'drained' : 'undrained';
+    if (outcome !== 'succeeded') undrained.push(claim.metadata?.name ?? key);
+    changed = true;
+  }
+  for (const [key, fate] of Object.entries(ledger)) {
+    if (present.has(key)) continue;
+    if (fate === 'pending') {
+      ledger[key] = 'undrained';
+      undrained.push(key.slice(0, key.lastIndexOf('/')));
+      changed = true;
+    } else if (fate === 'drained') {
+      delete ledger[key];
+      changed = true;
+    }
+  }
+  return { ledger, undrained, changed };
+}
+
+/** Names of the claims the ledger reports "undrained". */
+export function undrainedClaims(ledger: ClaimLedger): string[] {
+  return Object.entries(ledger)
+    .filter(([, f]) => f === 'undrained')
+    .map(([k]) => k.slice(0, k.lastIndexOf('/')))
+    .sort();
 }

@@ -13,13 +13,16 @@
 // claim, not by the Endpoint: they live as long as the volume they drain and go
 // with it when the operator deletes the claim after the Job succeeded. Only the
 // user's Secrets (S3 keys, referenced by name) are shared with the pods; the
-// user owns those.
+// user owns those. A fourth object, its PodDisruptionBudget, keeps
+// `kubectl drain` from evicting the drainer pod while the WAL it delivers is
+// still on the node's volume (buildDrainerPdb).
 import type {
   V1ConfigMap,
   V1EnvVar,
   V1Job,
   V1OwnerReference,
   V1PersistentVolumeClaim,
+  V1PodDisruptionBudget,
   V1ServiceAccount,
   V1Toleration,
 } from '@kubernetes/client-node';
@@ -56,7 +59,11 @@ import {
 export const DRAINER_BACKOFF_LIMIT = 3;
 /** `landfall drain --timeout-ms`: one attempt's bound. */
 export const DRAINER_TIMEOUT_MS = 20 * 60_000;
-/** The whole Job's bound, all attempts: past it the Job is Failed and the claim kept. */
+/**
+ * The whole Job's bound, all attempts, counted from the Job's start (time
+ * Pending, e.g. on a node whose kubelet is down, included): past it the Job is
+ * Failed (DeadlineExceeded) and the claim kept; deleting the Job starts anew.
+ */
 export const DRAINER_ACTIVE_DEADLINE_SECONDS = 60 * 60;
 
 /**
@@ -88,6 +95,7 @@ export interface Drainer {
   job: V1Job;
   configMap: V1ConfigMap;
   serviceAccount: V1ServiceAccount;
+  pdb: V1PodDisruptionBudget;
 }
 
 function claimOwner(claim: V1PersistentVolumeClaim): V1OwnerReference {
@@ -111,6 +119,48 @@ function labels(ep: Defaulted, claim: string): Record<string, string> {
     [DRAINER_ENDPOINT_LABEL]: endpointName(ep),
     [DRAINER_CLAIM_LABEL]: claim,
     [ENDPOINT_UID_LABEL]: ep.metadata.uid ?? '',
+  };
+}
+
+/**
+ * No voluntary eviction of the drainer pod: the WAL it delivers is on the
+ * node's local volume, and an evicted drainer cannot move (its volume is
+ * pinned to the node) — `kubectl drain` or a node-group upgrade would take
+ * the node, and the undelivered records with it. The eviction API refuses
+ * while the pod runs and `kubectl drain` retries until the Job is done.
+ *
+ * One per drainer, owned by the claim like the Job: an Endpoint's foreground
+ * delete (which removes the Endpoint's own PDB) leaves it in place while the
+ * drainer runs. `minAvailable: 1`, not `maxUnavailable: 0`: the disruption
+ * controller computes maxUnavailable from the scale of the pods' controller,
+ * and a Job has no scale subresource (the PDB would sit in SyncFailed,
+ * refusing evictions only as a fail-safe); an integer minAvailable needs no
+ * controller. It selects the one drainer pod of this claim: with one pod
+ * running, 1 healthy of 1 wanted allows no disruption. A Pending or finished
+ * pod is not protected by any PDB (the eviction API lets those go), which is
+ * what a drain wants.
+ */
+export function buildDrainerPdb(ep: Defaulted, claim: V1PersistentVolumeClaim): V1PodDisruptionBudget {
+  const claimName = claim.metadata?.name ?? '';
+  return {
+    apiVersion: 'policy/v1',
+    kind: 'PodDisruptionBudget',
+    metadata: {
+      name: drainerName(claimName),
+      namespace: endpointNamespace(ep),
+      labels: labels(ep, claimName),
+      ownerReferences: [claimOwner(claim)],
+    },
+    spec: {
+      minAvailable: 1,
+      selector: {
+        matchLabels: {
+          'app.kubernetes.io/component': 'drainer',
+          [DRAINER_CLAIM_LABEL]: claimName,
+          [ENDPOINT_UID_LABEL]: ep.metadata.uid ?? '',
+        },
+      },
+    },
   };
 }
 
@@ -170,6 +220,11 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
     spec: {
       backoffLimit: DRAINER_BACKOFF_LIMIT,
       activeDeadlineSeconds: DRAINER_ACTIVE_DEADLINE_SECONDS,
+      // A pod failed by a disruption (an eviction the PDB let through, a
+      // preemption, a NoExecute taint, the kubelet's node-pressure eviction)
+      // is retried without counting against backoffLimit: only the drain
+      // itself failing uses up the retries. Needs restartPolicy Never (below).
+      podFailurePolicy: { rules: [{ action: 'Ignore', onPodConditions: [{ type: 'DisruptionTarget' }] }] },
       template: {
         // Karpenter and the Cluster Autoscaler leave the node alone while it drains.
         metadata: { labels: labels(ep, claimName), annotations: disruptionAnnotations() },
@@ -235,7 +290,7 @@ export function buildDrainerJob(input: DrainerInput): Drainer {
       },
     },
   };
-  return { job, configMap, serviceAccount };
+  return { job, configMap, serviceAccount, pdb: buildDrainerPdb(ep, claim) };
 }
 
 /** The Job's outcome from its conditions: a Job is done only with Complete=True. */

@@ -33,6 +33,14 @@ export const DRAINER_CLAIM_LABEL = 'landfall.dev/drainer-claim';
 export const DRAINER_ENDPOINT_LABEL = 'landfall.dev/drainer-endpoint';
 /** On the StatefulSet: the lowest ordinal told to drain (POST /v1/drain) for a scale-down not finished yet. */
 export const DRAIN_FROM_ANNOTATION = 'landfall.dev/drain-from-ordinal';
+/**
+ * On the Endpoint: the WAL claims whose end the finalizer must account for,
+ * JSON `{"<claim>/<uid>": "pending" | "drained" | "undrained"}`. "drained" is
+ * written before the operator deletes a claim it drained; "undrained": a claim
+ * of a deleting Endpoint deleted by someone else (a namespace deletion) before
+ * its drainer succeeded. controller/lifecycle.ts settleClaims.
+ */
+export const CLAIMS_ANNOTATION = 'landfall.dev/wal-claims';
 /** Set by the scheduler on a WaitForFirstConsumer claim: the node its volume was provisioned on. */
 export const SELECTED_NODE_ANNOTATION = 'volume.kubernetes.io/selected-node';
 

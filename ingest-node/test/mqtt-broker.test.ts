@@ -428,6 +428,69 @@ void describe('MQTT source on a real broker', () => {
     }
   });
 
+  void it('over MQTT 3.1.1 a QoS 1 message too large that arrives whole in one read is refused once per delivery, not again by the parser', async () => {
+    const pub = await publisher();
+    const registry = new Registry();
+    const log = memoryLogger();
+    const source = await startMqttSource(nodeConfig('wire1', { protocolVersion: 4 }), {
+      wal: new MemoryWal(),
+      registry,
+      log,
+      backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
+      walRecordBytesMax: 1024,
+    });
+    assert.ok(source);
+    try {
+      await subscribed(log);
+      await pub.publishAsync('wire1/large', Buffer.alloc(4096, 1), { qos: 1 });
+      const refused = () => metricValue(registry, 'landfall_mqtt_messages_refused_total');
+      await until(async () => (await refused()) >= 3, 'refused on every redelivery');
+      await source.stop(1000);
+      const atHeader = log.lines.filter((l) =>
+        String(l.msg).includes('connection closed before reading it'),
+      ).length;
+      assert.equal(await refused(), atHeader, 'each delivery refused once, at its fixed header');
+      assert.ok(!log.has('closing the connection (the broker keeps it)'), 'the parser never saw it');
+    } finally {
+      await source.stop(1000);
+    }
+  });
+
+  void it('over MQTT 3.1.1 a QoS 0 message too large is dropped alone: the connection stays, every small QoS 0 message around it is written, it is counted once', async () => {
+    const pub = await publisher();
+    const wal = new MemoryWal();
+    const registry = new Registry();
+    const log = memoryLogger();
+    const source = await startMqttSource(
+      nodeConfig('wire0', { protocolVersion: 4, topics: [{ filter: 'wire0/#', qos: 0 }] }),
+      {
+        wal,
+        registry,
+        log,
+        backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
+        walRecordBytesMax: 1024,
+      },
+    );
+    assert.ok(source);
+    try {
+      await subscribed(log);
+      for (let i = 0; i < 100; i++) {
+        if (i === 50) await pub.publishAsync('wire0/big', Buffer.alloc(4096, 1), { qos: 0 });
+        await pub.publishAsync('wire0/small', JSON.stringify({ i }), { qos: 0 });
+      }
+      const m = (name: string, labels: Record<string, string> = {}) => metricValue(registry, name, labels);
+      const small = (): number =>
+        wal.appends.flatMap((a) => a.records).filter((r) => decodeMqttPayload(r).topic === 'wire0/small')
+          .length;
+      await until(() => small() === 100, 'every small QoS 0 message written');
+      assert.equal(await m('landfall_mqtt_messages_dropped_total', { reason: 'too_large' }), 1);
+      assert.equal(await m('landfall_mqtt_messages_received_total', { qos: '0' }), 101);
+      assert.equal(await m('landfall_mqtt_disconnects_total'), 0);
+    } finally {
+      await source.stop(1000);
+    }
+  });
+
   void it('a message larger than limits.inflightBytesMax (within the WAL bound): MQTT 5 broker does not send it; the rest flows', async () => {
     // A small box: passes the load check (1 MiB + 1000 × 128 ≤ 2 MiB); the WAL bound stays 16 MiB.
     const cfg = nodeConfig(

@@ -533,7 +533,10 @@ void describe('MQTT source: PacketSizeGuard (MQTT 3.1.1 packets too large, seen 
     ]);
     for (const chunking of [1, 7, 1024, 65_536, wire.length]) {
       const seen: OversizePublish[] = [];
-      const guard = new PacketSizeGuard(max, (p) => seen.push(p));
+      const guard = new PacketSizeGuard(max, (p) => {
+        seen.push(p);
+        return true;
+      });
       let consumedAtCut = -1;
       for (let i = 0; i < wire.length; i += chunking) {
         guard.push(wire.subarray(i, i + chunking));
@@ -548,11 +551,23 @@ void describe('MQTT source: PacketSizeGuard (MQTT 3.1.1 packets too large, seen 
     }
   });
 
-  void it('a QoS 0 PUBLISH over the bound is reported with its QoS', () => {
+  void it('a QoS 0 PUBLISH over the bound is reported with its QoS; one let through (false) is skipped and the next one seen', () => {
     const seen: OversizePublish[] = [];
-    const guard = new PacketSizeGuard(64, (p) => seen.push(p));
-    guard.push(wirePublish(0, 'x', 62)); // record 2 + 1 + 62 = 65
-    assert.deepEqual(seen, [{ qos: 0, recordBytes: 65 }]);
+    const guard = new PacketSizeGuard(64, (p) => {
+      seen.push(p);
+      return p.qos > 0;
+    });
+    const wire = Buffer.concat([
+      wirePublish(0, 'x', 62), // record 2 + 1 + 62 = 65
+      wirePublish(0, 'x', 10),
+      wirePublish(1, 'x', 70),
+      wirePublish(1, 'x', 80), // after a stop: not seen
+    ]);
+    for (let i = 0; i < wire.length; i += 3) guard.push(wire.subarray(i, i + 3));
+    assert.deepEqual(seen, [
+      { qos: 0, recordBytes: 65 },
+      { qos: 1, recordBytes: 73 },
+    ]);
   });
 });
 

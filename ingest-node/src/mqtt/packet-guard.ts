@@ -15,14 +15,15 @@ export interface OversizePublish {
 const PUBLISH = 3;
 
 /**
- * Fed every chunk read from one connection, in order. Calls `onTooLarge` once,
- * at the fixed header of the first PUBLISH over `recordBytesMax`, and then
- * ignores the rest (the caller closes the connection). A malformed length
- * (more than 4 bytes) stops it too: mqtt-packet reports that itself.
+ * Fed every chunk read from one connection, in order. Calls `onTooLarge` at
+ * the fixed header of each PUBLISH over `recordBytesMax`; when it returns true
+ * (the caller closes the connection) the guard ignores everything after, else
+ * it goes on past that packet. A malformed length (more than 4 bytes) stops
+ * it too: mqtt-packet reports that itself.
  */
 export class PacketSizeGuard {
   readonly #recordBytesMax: number;
-  readonly #onTooLarge: (p: OversizePublish) => void;
+  readonly #onTooLarge: (p: OversizePublish) => boolean;
   /** 0: at a packet's first byte; 1: in its remaining length; 2: stopped. */
   #state = 0;
   #first = 0;
@@ -32,7 +33,7 @@ export class PacketSizeGuard {
   /** Bytes of the current packet's body still to pass. */
   #skip = 0;
 
-  constructor(recordBytesMax: number, onTooLarge: (p: OversizePublish) => void) {
+  constructor(recordBytesMax: number, onTooLarge: (p: OversizePublish) => boolean) {
     this.#recordBytesMax = recordBytesMax;
     this.#onTooLarge = onTooLarge;
   }
@@ -68,10 +69,7 @@ export class PacketSizeGuard {
       const qos = (this.#first >> 1) & 3;
       // Remaining length = 2 + topic + packet id (QoS > 0) + payload; the record is 2 + topic + payload.
       const recordBytes = this.#length - (qos > 0 ? 2 : 0);
-      if (recordBytes > this.#recordBytesMax) {
-        this.#state = 2;
-        this.#onTooLarge({ qos, recordBytes });
-      }
+      if (recordBytes > this.#recordBytesMax && this.#onTooLarge({ qos, recordBytes })) this.#state = 2;
     }
   }
 }

@@ -93,7 +93,7 @@ interface Blocked {
 
 interface MqttInternals {
   _sendPacket(packet: { cmd: 'puback'; messageId: number }, cb?: (err?: Error) => void): void;
-  readonly stream?: { cork?(): void; uncork?(): void };
+  readonly stream?: { cork?(): void; uncork?(): void; readonly destroyed?: boolean };
 }
 
 /** mqtt.js's keepalive (public API; a test's scripted client may lack it). */
@@ -234,8 +234,12 @@ export class BrokerSource {
   /**
    * MQTT 3.1.1 has no Maximum Packet Size: a PUBLISH too large to store would be buffered
    * whole by mqtt-packet (up to 256 MiB) before #onPublish could refuse it. Each connection's
-   * bytes also go through a PacketSizeGuard, which closes the connection at such a packet's
-   * fixed header. (MQTT 5 brokers do not send it: the bound is announced in CONNECT.)
+   * bytes also go through a PacketSizeGuard, which closes the connection at a QoS 1 such
+   * packet's fixed header (the connection is closed for it anyway: the broker keeps it). A
+   * QoS 0 one is left to #onPublish, which drops it alone: closing the connection for it
+   * would lose every QoS 0 message behind it and while reconnecting; its memory is bounded
+   * by the broker's max_packet_size (docs/edge.md). (MQTT 5 brokers do not send either:
+   * the bound is announced in CONNECT.)
    */
   #guardPacketSize(client: MqttClient): void {
     if (this.#o.mqtt.protocolVersion !== 4) return;
@@ -245,8 +249,10 @@ export class BrokerSource {
     c.streamBuilder = (cl) => {
       const stream = build(cl);
       const guard = new PacketSizeGuard(this.#messageBytesMax, (p) => {
-        this.#tooLargeOnTheWire(p.qos === 0 ? 0 : 1, p.recordBytes);
+        if (p.qos === 0) return false;
+        this.#tooLargeOnTheWire(1, p.recordBytes);
         stream.destroy();
+        return true;
       });
       // Registered before mqtt.js pipes the stream (same tick), so it sees every chunk first.
       stream.on('data', (chunk: Buffer) => guard.push(chunk));
@@ -473,7 +479,10 @@ export class BrokerSource {
   #onPublish(packet: IPublishPacket, callback: (err?: Error) => void): void {
     const conn = this.#conn;
     const qos: 0 | 1 = packet.qos === 0 ? 0 : 1;
-    if (this.#stopping || conn === undefined) {
+    // A destroyed stream: packets mqtt.js still parses from the chunk it was reading when the
+    // PacketSizeGuard closed it (the refused packet itself among them: already counted).
+    const dead = (this.#client as unknown as MqttInternals | undefined)?.stream?.destroyed === true;
+    if (this.#stopping || conn === undefined || dead) {
       // Shutting down, or a packet left in the pump of a connection that closed: read nothing
       // more and acknowledge nothing; QoS 1 comes back next time.
       if (qos === 0) this.#c.countDropped(this.#stopping ? 'shutdown' : 'disconnect');

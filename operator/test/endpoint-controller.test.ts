@@ -367,7 +367,7 @@ void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is dele
     status: { failed: 4, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
   } as KubeObject; // prettier-ignore
   const drainerPod = (phase: string) =>
-    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}` }, status: { phase } }) as KubeObject;
+    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}`, labels: { 'landfall.dev/drainer-endpoint': 'clicks', 'landfall.dev/drainer-claim': 'data-clicks-ingest-1' } }, status: { phase } }) as KubeObject; // prettier-ignore
   const run = async (drainerPods: KubeObject[]) => {
     const f = fakeClient(
       undefined,
@@ -393,6 +393,46 @@ void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is dele
   const held = await run([drainerPod('Failed'), drainerPod('Running')]);
   assert.equal(held.replicas, 1, 'a pod of the failed Job still runs on the volume: held');
   assert.ok(!held.calls.some((x) => x.startsWith('delete Job')), held.calls.join('\n'));
+});
+
+void test('one writer per WAL: a drainer pod alive after its Job was deleted (background) holds the scale-up and starts no second drainer', async () => {
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  // `kubectl delete job data-clicks-ingest-1-drain`: the Job is gone, its pod is still terminating.
+  const oldDrainer = (phase: string, deleting = true) =>
+    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}`, labels: { 'landfall.dev/drainer-endpoint': 'clicks', 'landfall.dev/drainer-claim': 'data-clicks-ingest-1' }, ...(deleting ? { deletionTimestamp: '2026-01-03T00:00:00Z' } : {}) }, status: { phase } }) as KubeObject; // prettier-ignore
+  const run = async (replicas: number, pods: KubeObject[]) => {
+    const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas },
+      { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+    const f = fakeClient(undefined, new Map(), new Map([
+      ['PersistentVolumeClaim', [claim(0), claim(1)]],
+      ['Job', []],
+      ['Pod', pods],
+    ])); // prettier-ignore
+    const { c } = controller(f.client, e, undefined, { statefulSets: store([ownStatefulSet(e, 1)]) });
+    await c.reconcile('tenant-a/clicks');
+    const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+    return { replicas: sts?.spec?.replicas, calls: f.calls, statuses: f.statuses };
+  };
+  const up = await run(3, [oldDrainer('Running')]);
+  assert.equal(up.replicas, 1, 'ordinal 1 stays reclaiming while the old drainer pod is alive');
+  assert.match(JSON.stringify(up.statuses.at(-1)), /ordinal 1: 1 drainer pod\(s\) of data-clicks-ingest-1 still alive though its Job is gone/); // prettier-ignore
+  assert.equal(
+    (await run(3, [oldDrainer('Succeeded', false)])).replicas,
+    3,
+    'a finished drainer pod holds nothing',
+  );
+  const reclaim = await run(1, [oldDrainer('Running')]);
+  assert.ok(!reclaim.calls.some((x) => x.startsWith('create Job')), reclaim.calls.join('\n'));
+  assert.match(JSON.stringify(reclaim.statuses.at(-1)), /drainer pod\(s\) still alive though Job data-clicks-ingest-1-drain is gone/); // prettier-ignore
+  const after = await run(1, [oldDrainer('Failed', false)]);
+  assert.ok(
+    after.calls.includes('create Job data-clicks-ingest-1-drain'),
+    'once it ended, a new drainer starts',
+  );
 });
 
 void test('a drainer is started with its PodDisruptionBudget applied before its Job', async () => {

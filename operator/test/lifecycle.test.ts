@@ -118,6 +118,31 @@ void test('scale-up: a failed drainer with no live pod gives the volume back; a 
   );
 });
 
+void test('one writer per WAL: a drainer pod still alive (its Job gone, or done) holds the ordinal and starts no second drainer', () => {
+  const c = claim(1, 'Bound');
+  // `kubectl delete job` (background propagation): the Job is gone, its pod still runs or terminates.
+  const gone = scaleUpClaim({ claim: c, job: undefined, livePods: 1 });
+  assert.equal(gone.kind, 'held', 'no ingest pod beside a live drainer pod');
+  assert.match(
+    gone.kind === 'held' ? gone.why : '',
+    /drainer pod\(s\) of data-clicks-ingest-1 still alive though its Job is gone/,
+  );
+  assert.equal(scaleUpClaim({ claim: c, job: job('claim-uid-1', 'Complete'), livePods: 1 }).kind, 'held');
+  const up = planScale({ desired: 3, current: 1, drainFrom: undefined, replicas: new Map(), reclaiming: [1], holds: new Map([[1, 'why-1']]), undrainFailed: false }); // prettier-ignore
+  assert.deepEqual(up, {
+    replicas: 1,
+    drainFrom: undefined,
+    waiting: ['ordinal 1: why-1; scaling up to it afterwards'],
+  });
+  const second = reclaimAction({ claim: claim(2, 'Bound'), labelled: true, podExists: false, job: undefined, liveDrainerPods: 1 }); // prettier-ignore
+  assert.equal(second.kind, 'wait', 'no second drainer beside the old one');
+  assert.match(
+    second.kind === 'wait' ? second.why : '',
+    /drainer pod\(s\) still alive though Job data-clicks-ingest-2-drain is gone/,
+  );
+  assert.equal(reclaimAction({ claim: claim(2, 'Bound'), labelled: true, podExists: false, job: undefined, liveDrainerPods: 0 }).kind, 'startDrainer'); // prettier-ignore
+});
+
 void test('reclaim: a claim is deleted only after its drainer succeeded, and only with the uid label', () => {
   const c = claim(2, 'Bound');
   const act = (j: V1Job | undefined, labelled = true, podExists = false) =>

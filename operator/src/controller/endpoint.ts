@@ -545,10 +545,14 @@ export class EndpointController {
           );
       }
     const reclaiming: number[] = [];
+    const holds = new Map<number, string>();
     if (desired > current) {
       const claims = await this.listClaims(ctx.ep);
       ctx.claims = claims;
       const jobs = await this.listDrainerJobs(ctx.ep);
+      // Read live, once: no pod may start on a volume a drainer pod is still
+      // alive on, whatever its Job says (or if its Job is gone).
+      const livePods = await this.liveDrainerPods(ctx.ep);
       for (const c of ownClaims({
         claims,
         statefulSetName: stsName,
@@ -559,24 +563,21 @@ export class EndpointController {
         const claimName = c.claim.metadata?.name ?? '';
         const job = jobs.get(drainerName(claimName));
         // A finished drainer holds nothing (an unlabelled claim is kept after
-        // it; a failed one leaves the WAL to the pod): the pod may have the
-        // volume back. Its Job goes first: it would vouch at a later
-        // scale-down for a WAL the pod has written to since. A failed Job's
-        // pods are read live: none may still run on the volume.
-        const livePods =
-          job !== undefined && drainerOutcome(job) === 'failed'
-            ? await this.liveDrainerPods(ctx.namespace, claimName)
-            : 0;
-        const hold = scaleUpClaim({ claim: c.claim, job, livePods });
-        if (hold.kind === 'held') reclaiming.push(c.ordinal);
-        else if (hold.kind === 'deleteJob' && job !== undefined) {
+        // it; a failed one leaves the WAL to the pod) once none of its pods
+        // is alive: the pod may have the volume back. Its Job goes first: it
+        // would vouch at a later scale-down for a WAL the pod has written to since.
+        const hold = scaleUpClaim({ claim: c.claim, job, livePods: livePods.get(claimName) ?? 0 });
+        if (hold.kind === 'held') {
+          reclaiming.push(c.ordinal);
+          holds.set(c.ordinal, hold.why);
+        } else if (hold.kind === 'deleteJob' && job !== undefined) {
           await this.deleteDrainerJob(ctx.namespace, job);
           if (drainerOutcome(job) === 'failed')
             this.d.events.record(ctx.ep, 'Normal', 'DrainerDeleted', hold.why);
         }
       }
     }
-    const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
+    const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, holds, undrainFailed });
     ctx.statefulSetReplicas = plan.replicas;
     ctx.drainFrom = plan.drainFrom;
     for (const w of plan.waiting) ctx.draining.push(`${stsName}: ${w}`);
@@ -614,12 +615,22 @@ export class EndpointController {
     const jobs = await this.listDrainerJobs(ep);
     const pending: string[] = [];
     let remaining = 0;
+    let livePods: Map<string, number> | undefined;
     for (const { claim, ordinal, labelled } of own) {
       const name = claim.metadata?.name ?? '';
       // A live read, not the cache: a pod that still runs on this volume must never meet a drainer.
       const podExists =
         (await this.d.client.get(Resources.pod, namespace, `${stsName}-${ordinal}`)) !== undefined;
-      const action = reclaimAction({ claim, labelled, podExists, job: jobs.get(drainerName(name)) });
+      const job = jobs.get(drainerName(name));
+      // Nor a drainer pod whose Job is gone (read live, once per call, only when needed).
+      if (job === undefined && livePods === undefined) livePods = await this.liveDrainerPods(ep);
+      const action = reclaimAction({
+        claim,
+        labelled,
+        podExists,
+        job,
+        liveDrainerPods: livePods?.get(name) ?? 0,
+      });
       switch (action.kind) {
         case 'startDrainer': {
           const d = buildDrainerJob({
@@ -728,13 +739,23 @@ export class EndpointController {
     await this.writeClaimLedger(ep, markClaimDrained(this.claimLedger(ep), claim, present));
   }
 
-  /** Pods of a claim's drainer that are not finished (Succeeded or Failed), read live. */
-  private async liveDrainerPods(namespace: string, claimName: string): Promise<number> {
+  /**
+   * Per claim name, its drainer pods that are not finished (Succeeded or
+   * Failed; a terminating one is alive), read live: one list of the
+   * Endpoint's drainer pods, whatever Job (if any) they belong to.
+   */
+  private async liveDrainerPods(ep: Endpoint): Promise<Map<string, number>> {
     const pods = await this.d.client.listAll<V1Pod & KubeObject>(Resources.pod, {
-      namespace,
-      labelSelector: `${DRAINER_CLAIM_LABEL}=${claimName}`,
+      namespace: ep.metadata.namespace ?? '',
+      labelSelector: `${DRAINER_ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
     });
-    return pods.items.filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed').length;
+    const alive = new Map<string, number>();
+    for (const p of pods.items) {
+      const claim = p.metadata?.labels?.[DRAINER_CLAIM_LABEL];
+      if (claim === undefined || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') continue;
+      alive.set(claim, (alive.get(claim) ?? 0) + 1);
+    }
+    return alive;
   }
 
   private async deleteDrainerJob(namespace: string, job: V1Job): Promise<void> {

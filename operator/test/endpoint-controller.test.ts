@@ -533,6 +533,38 @@ void test('deletion: a claim the operator drained and deleted itself is "Drained
   );
 });
 
+void test('deletion: a terminating claim whose drainer succeeds between two polls of the finalizer is "Drained": recorded before its Job is deleted', async () => {
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  // kubectl delete pvc while its drainer runs: pvc-protection keeps the claim for the drainer pod.
+  const terminating = {
+    metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', deletionTimestamp: '2026-01-03T00:00:30Z', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const job = (status: object) =>
+    ({ metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] }, status }) as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([['PersistentVolumeClaim', [terminating]], ['Job', [job({ active: 1 })]]]); // prettier-ignore
+  const f = fakeClient(undefined, new Map(), lists);
+  let jobLists = 0;
+  const listAll = f.client.listAll.bind(f.client);
+  f.client.listAll = async (rt: ResourceType, o?: Parameters<typeof listAll>[1]) => {
+    // The finalizer's account (step 0) sees it running; the reclaim (step 3) sees it done.
+    if (rt.kind === 'Job' && ++jobLists === 2) lists.set('Job', [job({ conditions: [{ type: 'Complete', status: 'True' }] })]); // prettier-ignore
+    return listAll(rt, o);
+  };
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  const deleted = f.calls.indexOf('delete Job data-clicks-ingest-0-drain uid=job-0');
+  assert.ok(deleted > 0, f.calls.join('\n'));
+  assert.match(f.calls[deleted - 1] ?? '', /^mergePatch Endpoint clicks$/, 'recorded drained just before');
+  lists.set('Job', []); // deleted
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []); // pvc-protection let it go
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Normal Drained: /);
+});
+
 void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {
   const e = endpoint(
     'clicks',

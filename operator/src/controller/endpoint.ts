@@ -667,14 +667,16 @@ export class EndpointController {
           });
           this.d.events.record(ep, 'Normal', 'VolumeReclaimed', `${action.why}: deleted`);
           // Its finished pod would keep the claim (pvc-protection): the Job goes now, not with the claim.
-          const job = jobs.get(drainerName(name));
           if (job !== undefined) await this.deleteDrainerJob(namespace, job);
           pending.push(`${name}: being deleted`);
           remaining++;
           break;
         }
         case 'deleteJob': {
-          const job = jobs.get(drainerName(name));
+          // Its drainer succeeded: recorded first, so a finalizer that sees the
+          // claim gone (without the Job) does not take it for one deleted undrained.
+          if (job?.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid)
+            await this.markClaimDrained(ep, claim, all);
           if (job !== undefined) await this.deleteDrainerJob(namespace, job);
           pending.push(action.why);
           remaining++;
@@ -684,7 +686,6 @@ export class EndpointController {
           break;
         case 'wait': {
           // A drainer started by an operator without drainer PDBs gets its PDB now.
-          const job = jobs.get(drainerName(name));
           if (
             job !== undefined &&
             drainerOutcome(job) === 'running' &&

@@ -492,6 +492,83 @@ void test('namespace deletion: claims deleted under the finalizer before any dra
   assert.equal(f.calls.filter((x) => x === 'jsonPatch Endpoint').length, 1, 'the finalizer is released');
 });
 
+void test("namespace deletion: a claim kept by a failed drainer, deleted before the finalizer's first poll, is reported undrained (the ledger knew it before the deletion)", async () => {
+  const live = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const failed = {
+    metadata: { name: 'data-clicks-ingest-1-drain', namespace: 'tenant-a', uid: 'job-1', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }] },
+    status: { conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
+  } as KubeObject; // prettier-ignore
+  // Normal life: ordinal 1 was scaled down, its drainer failed (S3 down): the claim is kept.
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(0), claim(1)]],
+    ['Job', [failed]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const eps = store([live as Endpoint & KubeObject]);
+  const a = controller(f.client, live, undefined, {
+    endpoints: eps,
+    statefulSets: store([ownStatefulSet(live, 1)]),
+  });
+  await a.c.reconcile('tenant-a/clicks');
+  assert.ok(
+    a.events.some((x) => x.startsWith('Warning DrainerBlocked')),
+    a.events.join('\n'),
+  );
+  assert.deepEqual(JSON.parse(eps.items[0]?.metadata.annotations?.['landfall.dev/wal-claims'] ?? '{}'), {
+    'data-clicks-ingest-1/claim-1': 'pending',
+  });
+  const writes = () => f.calls.filter((x) => x.startsWith('mergePatch Endpoint')).length;
+  assert.equal(writes(), 1);
+  await a.c.reconcile('tenant-a/clicks');
+  assert.equal(writes(), 1, 'written once per claim, not per poll');
+  // kubectl delete namespace: the claim no pod uses is deleted before the first finalize poll.
+  const dying = { ...live, metadata: { ...live.metadata, deletionTimestamp: '2026-01-03T00:00:00Z' } };
+  lists.set('PersistentVolumeClaim', []);
+  lists.set('Job', []);
+  const b = controller(f.client, dying);
+  await b.c.reconcile('tenant-a/clicks');
+  assert.ok(
+    b.events.some((x) => x.startsWith('Warning VolumeDeletedUndrained: data-clicks-ingest-1 was deleted')),
+    b.events.join('\n'),
+  );
+  assert.ok(!b.events.some((x) => x.startsWith('Normal Drained')), b.events.join('\n'));
+});
+
+void test('scale-up: a claim handed back to its pod leaves the ledger; one still held stays pending', async () => {
+  const ledger = { 'data-clicks-ingest-1/claim-1': 'pending', 'data-clicks-ingest-2/claim-2': 'pending' };
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 3 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'], annotations: { 'landfall.dev/wal-claims': JSON.stringify(ledger) } }); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  // Ordinal 1's drainer failed and is dead (its Job goes); ordinal 2's still runs.
+  const job = (n: number, status: object) =>
+    ({ metadata: { name: `data-clicks-ingest-${n}-drain`, namespace: 'tenant-a', uid: `job-${n}`, ownerReferences: [{ kind: 'PersistentVolumeClaim', name: `data-clicks-ingest-${n}`, uid: `claim-${n}`, controller: true }] }, status }) as KubeObject; // prettier-ignore
+  const f = fakeClient(undefined, new Map(), new Map([
+    ['PersistentVolumeClaim', [claim(0), claim(1), claim(2)]],
+    ['Job', [job(1, { conditions: [{ type: 'Failed', status: 'True', reason: 'DeadlineExceeded' }] }), job(2, { active: 1 })]],
+  ])); // prettier-ignore
+  const eps = store([e as Endpoint & KubeObject]);
+  const { c } = controller(f.client, e, undefined, {
+    endpoints: eps,
+    statefulSets: store([ownStatefulSet(e, 1)]),
+  });
+  await c.reconcile('tenant-a/clicks');
+  const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+  assert.equal(sts?.spec?.replicas, 2);
+  assert.deepEqual(JSON.parse(eps.items[0]?.metadata.annotations?.['landfall.dev/wal-claims'] ?? '{}'), {
+    'data-clicks-ingest-2/claim-2': 'pending',
+  });
+});
+
 void test('deletion: a claim the operator drained and deleted itself is "Drained", also while terminating', async () => {
   const e = endpoint(
     'clicks',

@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Job, V1PersistentVolumeClaim, V1PodDisruptionBudget } from '@kubernetes/client-node';
 import {
+  dropPendingClaims,
   markClaimDrained,
+  markClaimPending,
   ownClaims,
   parseClaimLedger,
   planScale,
@@ -198,6 +200,33 @@ void test("the finalizer's claim ledger: a claim deleted by someone else before 
   const unbound = settleClaims({ ledger: {}, claims: [{ claim: claim(3, 'Pending', { deletionTimestamp: new Date() }), job: undefined }] });
   assert.deepEqual([unbound.undrained, unbound.ledger, unbound.changed], [[], {}, false]);
 }); // prettier-ignore
+
+void test('the claim ledger outside the finalizer: a Bound claim left without a pod is pending once; a claim handed back leaves', () => {
+  const c = claim(1, 'Bound');
+  assert.deepEqual(markClaimPending({}, c), { 'data-clicks-ingest-1/claim-uid-1': 'pending' });
+  assert.equal(
+    markClaimPending({ 'data-clicks-ingest-1/claim-uid-1': 'pending' }, c),
+    undefined,
+    'one write per claim',
+  );
+  assert.equal(
+    markClaimPending({ 'data-clicks-ingest-1/claim-uid-1': 'drained' }, c),
+    undefined,
+    'never back from drained',
+  );
+  assert.equal(markClaimPending({}, claim(1, 'Pending')), undefined, 'never bound: nothing to account for');
+  const ledger = {
+    'data-clicks-ingest-1/claim-uid-1': 'pending',
+    'data-clicks-ingest-2/claim-uid-2': 'drained',
+  } as const;
+  assert.deepEqual(dropPendingClaims(ledger, [c, claim(2, 'Bound')]), {
+    'data-clicks-ingest-2/claim-uid-2': 'drained',
+  });
+  assert.equal(dropPendingClaims(ledger, [claim(3, 'Bound')]), undefined);
+  // Deleted before the finalizer's first poll: gone while pending is undrained.
+  const settled = settleClaims({ ledger: markClaimPending({}, c) ?? {}, claims: [] });
+  assert.deepEqual(settled.undrained, ['data-clicks-ingest-1']);
+});
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {
   const own = ownClaims({

@@ -48,7 +48,9 @@ import type { Condition, ConditionInput } from './conditions.ts';
 import {
   claimKey,
   drainReplica,
+  dropPendingClaims,
   markClaimDrained,
+  markClaimPending,
   ownClaims,
   parseClaimLedger,
   planScale,
@@ -546,6 +548,7 @@ export class EndpointController {
       }
     const reclaiming: number[] = [];
     const holds = new Map<number, string>();
+    const handedBack: { claim: V1PersistentVolumeClaim; ordinal: number }[] = [];
     if (desired > current) {
       const claims = await this.listClaims(ctx.ep);
       ctx.claims = claims;
@@ -570,14 +573,24 @@ export class EndpointController {
         if (hold.kind === 'held') {
           reclaiming.push(c.ordinal);
           holds.set(c.ordinal, hold.why);
-        } else if (hold.kind === 'deleteJob' && job !== undefined) {
+          continue;
+        }
+        if (hold.kind === 'deleteJob' && job !== undefined) {
           await this.deleteDrainerJob(ctx.namespace, job);
           if (drainerOutcome(job) === 'failed')
             this.d.events.record(ctx.ep, 'Normal', 'DrainerDeleted', hold.why);
         }
+        handedBack.push(c);
       }
     }
     const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, holds, undrainFailed });
+    // Back with their pods (below the replicas applied): no longer the
+    // ledger's to account for (controller/lifecycle.ts markClaimPending).
+    const ledger = dropPendingClaims(
+      this.claimLedger(ctx.ep),
+      handedBack.filter((c) => c.ordinal < plan.replicas).map((c) => c.claim),
+    );
+    if (ledger !== undefined) await this.writeClaimLedger(ctx.ep, ledger);
     ctx.statefulSetReplicas = plan.replicas;
     ctx.drainFrom = plan.drainFrom;
     for (const w of plan.waiting) ctx.draining.push(`${stsName}: ${w}`);
@@ -631,6 +644,13 @@ export class EndpointController {
         job,
         liveDrainerPods: livePods?.get(name) ?? 0,
       });
+      if (action.kind === 'startDrainer' || action.kind === 'wait' || action.kind === 'blocked') {
+        // Accounted for from now on, not only by the finalizer: a claim a
+        // namespace deletion removes before the finalizer's first poll is
+        // then reported undrained, not "Drained". Written once per claim.
+        const ledger = markClaimPending(this.claimLedger(ep), claim);
+        if (ledger !== undefined) await this.writeClaimLedger(ep, ledger);
+      }
       switch (action.kind) {
         case 'startDrainer': {
           const d = buildDrainerJob({

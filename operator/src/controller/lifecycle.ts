@@ -402,6 +402,43 @@ export function markClaimDrained(
 }
 
 /**
+ * A Bound claim left without a pod (a drainer starts, runs, failed, or is
+ * waited for) is "pending" from then on, not only once the finalizer sees
+ * it: a namespace deletion may delete it before the finalizer's first poll,
+ * and a claim the ledger never knew would end "Drained". Returns the new
+ * ledger, or undefined when the claim is known already (one write per claim).
+ */
+export function markClaimPending(
+  ledger: ClaimLedger,
+  claim: V1PersistentVolumeClaim,
+): ClaimLedger | undefined {
+  if (claim.status?.phase !== 'Bound') return undefined;
+  const key = claimKey(claim);
+  if (ledger[key] !== undefined) return undefined;
+  return { ...ledger, [key]: 'pending' };
+}
+
+/**
+ * A scale-up gave these claims back to their pods: their "pending" entries
+ * go (the pods deliver what they hold). Returns the new ledger, or undefined
+ * when nothing changed.
+ */
+export function dropPendingClaims(
+  ledger: ClaimLedger,
+  claims: readonly V1PersistentVolumeClaim[],
+): ClaimLedger | undefined {
+  const out: ClaimLedger = { ...ledger };
+  let changed = false;
+  for (const c of claims) {
+    const key = claimKey(c);
+    if (out[key] !== 'pending') continue;
+    delete out[key];
+    changed = true;
+  }
+  return changed ? out : undefined;
+}
+
+/**
  * The finalizer's account of every claim it has seen (the deleting
  * Endpoint's): a claim is "drained" only by its drainer's success (or the
  * operator's own delete after it, markClaimDrained). One that is deleted by

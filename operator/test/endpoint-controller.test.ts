@@ -9,6 +9,7 @@ import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.t
 import { ViewCompileCache } from '../src/controller/views.ts';
 import type { Endpoint } from '../src/api/endpoint.ts';
 import type { View } from '../src/api/view.ts';
+import { KubeApiError } from '../src/runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../src/runtime/kube.ts';
 import { silentLogger } from '../src/runtime/log.ts';
 import { endpoint } from './fixtures.ts';
@@ -637,6 +638,53 @@ void test('deletion: a terminating claim whose drainer succeeds between two poll
   lists.set('Job', []); // deleted
   await c.reconcile('tenant-a/clicks');
   lists.set('PersistentVolumeClaim', []); // pvc-protection let it go
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Normal Drained: /);
+});
+
+void test('deletion: a ledger computed from a stale Endpoint is refused (409 on its resourceVersion), never turning "drained" into "undrained"', async () => {
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  const claim = (deleting: boolean) =>
+    ({ metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' }, ...(deleting ? { deletionTimestamp: '2026-01-03T00:01:00Z' } : {}) }, status: { phase: 'Bound' } }) as KubeObject; // prettier-ignore
+  const done = {
+    metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] },
+    status: { conditions: [{ type: 'Complete', status: 'True' }] },
+  } as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(false)]],
+    ['Job', [done]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  // The apiserver: a merge patch with metadata.resourceVersion is refused unless it is the current one.
+  let rv = 7;
+  const server: string[] = [];
+  f.client.mergePatch = async <T extends KubeObject>(_rt: ResourceType, _ns: string | undefined, _name: string, body: unknown) => {
+    const m = (body as { metadata: { resourceVersion?: string; annotations: Record<string, string> } }).metadata;
+    if (m.resourceVersion !== undefined && m.resourceVersion !== String(rv)) throw new KubeApiError(409, 'the object has been modified', 'Conflict', {});
+    rv++;
+    server.push(m.annotations['landfall.dev/wal-claims'] ?? '');
+    return { metadata: { resourceVersion: String(rv) } } as T;
+  }; // prettier-ignore
+  const eps = store([e as Endpoint & KubeObject]);
+  const { c, events } = controller(f.client, e, undefined, { endpoints: eps });
+  await c.reconcile('tenant-a/clicks'); // pending (rv 8), then drained (rv 9) before the claim is deleted
+  assert.deepEqual(server, [
+    '{"data-clicks-ingest-0/claim-0":"pending"}',
+    '{"data-clicks-ingest-0/claim-0":"drained"}',
+  ]);
+  // The informer's cache replaced by the older watch event (rv 8, "pending").
+  const stale = { ...e, metadata: { ...e.metadata, resourceVersion: '8', annotations: { 'landfall.dev/wal-claims': server[0] ?? '' } } }; // prettier-ignore
+  eps.items[0] = stale;
+  lists.set('PersistentVolumeClaim', [claim(true)]);
+  lists.set('Job', []);
+  await assert.rejects(c.reconcile('tenant-a/clicks'), /modified/, 'the stale write is refused');
+  assert.equal(server.length, 2);
+  // The cache catches up (rv 9, "drained"): nothing to write, and the end is "Drained".
+  eps.items[0] = { ...e, metadata: { ...e.metadata, resourceVersion: '9', annotations: { 'landfall.dev/wal-claims': server[1] ?? '' } } }; // prettier-ignore
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []);
   await c.reconcile('tenant-a/clicks');
   assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
   assert.match(events.at(-1) ?? '', /^Normal Drained: /);

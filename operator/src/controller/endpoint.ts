@@ -737,17 +737,36 @@ export class EndpointController {
     return parseClaimLedger(ep.metadata.annotations?.[CLAIMS_ANNOTATION]);
   }
 
-  /** Writes the claim ledger on the Endpoint (a merge patch of one annotation), and on the object in hand. */
+  /**
+   * Writes the claim ledger on the Endpoint (a merge patch of one annotation),
+   * and on the object in hand. The patch carries the resourceVersion the
+   * ledger was read at: one computed from a stale Endpoint (an informer cache
+   * behind our own last write) gets 409 and the reconcile is retried on a
+   * fresh read, rather than overwriting "drained" with what an older ledger
+   * made of it.
+   */
   private async writeClaimLedger(ep: Endpoint, ledger: ClaimLedger): Promise<void> {
     const value = Object.keys(ledger).length > 0 ? JSON.stringify(ledger) : undefined;
     if (ep.metadata.annotations?.[CLAIMS_ANNOTATION] === value) return;
-    await this.d.client.mergePatch(Resources.endpoint, ep.metadata.namespace ?? '', ep.metadata.name ?? '', {
-      metadata: { annotations: { [CLAIMS_ANNOTATION]: value ?? null } },
-    });
+    const rv = ep.metadata.resourceVersion;
+    const updated = await this.d.client.mergePatch<Endpoint & KubeObject>(
+      Resources.endpoint,
+      ep.metadata.namespace ?? '',
+      ep.metadata.name ?? '',
+      {
+        metadata: {
+          ...(rv !== undefined ? { resourceVersion: rv } : {}),
+          annotations: { [CLAIMS_ANNOTATION]: value ?? null },
+        },
+      },
+    );
     const annotations = { ...ep.metadata.annotations };
     if (value === undefined) delete annotations[CLAIMS_ANNOTATION];
     else annotations[CLAIMS_ANNOTATION] = value;
     ep.metadata.annotations = annotations;
+    // The next write of this reconcile follows this one, not the read.
+    const next = (updated as KubeObject | undefined)?.metadata?.resourceVersion;
+    if (next !== undefined) ep.metadata.resourceVersion = next;
   }
 
   /** Before the operator deletes a claim it drained (its drainer succeeded, or its replica reported drained). */

@@ -137,6 +137,21 @@ interface Ctx {
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
 
+/**
+ * The claim ledger was computed from a stale Endpoint (its write got 409 on
+ * the resourceVersion): nothing is wrong, the reconcile is retried shortly on
+ * the informer's fresher copy, without a ReconcileFailed event.
+ */
+class StaleLedger extends Error {
+  constructor(cause: unknown) {
+    super('the claim ledger was read from a stale Endpoint: retried on a fresh read', { cause });
+    this.name = 'StaleLedger';
+  }
+}
+
+/** How soon a reconcile whose ledger write was stale is retried. */
+const STALE_LEDGER_RETRY_MS = 1000;
+
 /** A step that cannot proceed for a reason of its own (the Degraded reason), retried with backoff. */
 class StepBlocked extends Error {
   readonly reason: string;
@@ -184,7 +199,14 @@ export class EndpointController {
       this.networkPolicySwept.delete(key);
       return {}; // gone: the garbage collector removes the children (owner references)
     }
-    if (ep.metadata.deletionTimestamp) return this.finalize(ep);
+    if (ep.metadata.deletionTimestamp)
+      try {
+        return await this.finalize(ep);
+      } catch (err) {
+        if (!(err instanceof StaleLedger)) throw err;
+        this.log.info({ key }, err.message);
+        return { requeueAfterMs: STALE_LEDGER_RETRY_MS };
+      }
 
     const spec = withEndpointDefaults(ep.spec);
     const ctx: Ctx = {
@@ -223,6 +245,10 @@ export class EndpointController {
       try {
         await step.run(ctx);
       } catch (err) {
+        if (err instanceof StaleLedger) {
+          this.log.info({ key, step: step.name }, err.message);
+          return { requeueAfterMs: STALE_LEDGER_RETRY_MS };
+        }
         const message = `${step.name}: ${(err as Error).message}`;
         this.d.events.record(ep, 'Warning', 'ReconcileFailed', message);
         await this.updateStatus(ctx, [], {
@@ -749,23 +775,29 @@ export class EndpointController {
     const value = Object.keys(ledger).length > 0 ? JSON.stringify(ledger) : undefined;
     if (ep.metadata.annotations?.[CLAIMS_ANNOTATION] === value) return;
     const rv = ep.metadata.resourceVersion;
-    const updated = await this.d.client.mergePatch<Endpoint & KubeObject>(
-      Resources.endpoint,
-      ep.metadata.namespace ?? '',
-      ep.metadata.name ?? '',
-      {
-        metadata: {
-          ...(rv !== undefined ? { resourceVersion: rv } : {}),
-          annotations: { [CLAIMS_ANNOTATION]: value ?? null },
+    let updated: KubeObject | undefined;
+    try {
+      updated = await this.d.client.mergePatch<Endpoint & KubeObject>(
+        Resources.endpoint,
+        ep.metadata.namespace ?? '',
+        ep.metadata.name ?? '',
+        {
+          metadata: {
+            ...(rv !== undefined ? { resourceVersion: rv } : {}),
+            annotations: { [CLAIMS_ANNOTATION]: value ?? null },
+          },
         },
-      },
-    );
+      );
+    } catch (err) {
+      if (isConflict(err)) throw new StaleLedger(err);
+      throw err;
+    }
     const annotations = { ...ep.metadata.annotations };
     if (value === undefined) delete annotations[CLAIMS_ANNOTATION];
     else annotations[CLAIMS_ANNOTATION] = value;
     ep.metadata.annotations = annotations;
     // The next write of this reconcile follows this one, not the read.
-    const next = (updated as KubeObject | undefined)?.metadata?.resourceVersion;
+    const next = updated?.metadata?.resourceVersion;
     if (next !== undefined) ep.metadata.resourceVersion = next;
   }
 

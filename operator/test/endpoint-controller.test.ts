@@ -9,6 +9,7 @@ import type { EndpointControllerDeps, Store } from '../src/controller/endpoint.t
 import { ViewCompileCache } from '../src/controller/views.ts';
 import type { Endpoint } from '../src/api/endpoint.ts';
 import type { View } from '../src/api/view.ts';
+import { KubeApiError } from '../src/runtime/kube.ts';
 import type { KubeClient, KubeObject, ResourceType } from '../src/runtime/kube.ts';
 import { silentLogger } from '../src/runtime/log.ts';
 import { endpoint } from './fixtures.ts';
@@ -367,7 +368,7 @@ void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is dele
     status: { failed: 4, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
   } as KubeObject; // prettier-ignore
   const drainerPod = (phase: string) =>
-    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}` }, status: { phase } }) as KubeObject;
+    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}`, labels: { 'landfall.dev/drainer-endpoint': 'clicks', 'landfall.dev/drainer-claim': 'data-clicks-ingest-1' } }, status: { phase } }) as KubeObject; // prettier-ignore
   const run = async (drainerPods: KubeObject[]) => {
     const f = fakeClient(
       undefined,
@@ -393,6 +394,46 @@ void test('scale-up 1 → 3 over a failed drainer (S3 was down): its Job is dele
   const held = await run([drainerPod('Failed'), drainerPod('Running')]);
   assert.equal(held.replicas, 1, 'a pod of the failed Job still runs on the volume: held');
   assert.ok(!held.calls.some((x) => x.startsWith('delete Job')), held.calls.join('\n'));
+});
+
+void test('one writer per WAL: a drainer pod alive after its Job was deleted (background) holds the scale-up and starts no second drainer', async () => {
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  // `kubectl delete job data-clicks-ingest-1-drain`: the Job is gone, its pod is still terminating.
+  const oldDrainer = (phase: string, deleting = true) =>
+    ({ metadata: { name: `data-clicks-ingest-1-drain-${phase}`, labels: { 'landfall.dev/drainer-endpoint': 'clicks', 'landfall.dev/drainer-claim': 'data-clicks-ingest-1' }, ...(deleting ? { deletionTimestamp: '2026-01-03T00:00:00Z' } : {}) }, status: { phase } }) as KubeObject; // prettier-ignore
+  const run = async (replicas: number, pods: KubeObject[]) => {
+    const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas },
+      { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+    const f = fakeClient(undefined, new Map(), new Map([
+      ['PersistentVolumeClaim', [claim(0), claim(1)]],
+      ['Job', []],
+      ['Pod', pods],
+    ])); // prettier-ignore
+    const { c } = controller(f.client, e, undefined, { statefulSets: store([ownStatefulSet(e, 1)]) });
+    await c.reconcile('tenant-a/clicks');
+    const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+    return { replicas: sts?.spec?.replicas, calls: f.calls, statuses: f.statuses };
+  };
+  const up = await run(3, [oldDrainer('Running')]);
+  assert.equal(up.replicas, 1, 'ordinal 1 stays reclaiming while the old drainer pod is alive');
+  assert.match(JSON.stringify(up.statuses.at(-1)), /ordinal 1: 1 drainer pod\(s\) of data-clicks-ingest-1 still alive though its Job is gone/); // prettier-ignore
+  assert.equal(
+    (await run(3, [oldDrainer('Succeeded', false)])).replicas,
+    3,
+    'a finished drainer pod holds nothing',
+  );
+  const reclaim = await run(1, [oldDrainer('Running')]);
+  assert.ok(!reclaim.calls.some((x) => x.startsWith('create Job')), reclaim.calls.join('\n'));
+  assert.match(JSON.stringify(reclaim.statuses.at(-1)), /drainer pod\(s\) still alive though Job data-clicks-ingest-1-drain is gone/); // prettier-ignore
+  const after = await run(1, [oldDrainer('Failed', false)]);
+  assert.ok(
+    after.calls.includes('create Job data-clicks-ingest-1-drain'),
+    'once it ended, a new drainer starts',
+  );
 });
 
 void test('a drainer is started with its PodDisruptionBudget applied before its Job', async () => {
@@ -452,6 +493,83 @@ void test('namespace deletion: claims deleted under the finalizer before any dra
   assert.equal(f.calls.filter((x) => x === 'jsonPatch Endpoint').length, 1, 'the finalizer is released');
 });
 
+void test("namespace deletion: a claim kept by a failed drainer, deleted before the finalizer's first poll, is reported undrained (the ledger knew it before the deletion)", async () => {
+  const live = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  const failed = {
+    metadata: { name: 'data-clicks-ingest-1-drain', namespace: 'tenant-a', uid: 'job-1', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-1', uid: 'claim-1', controller: true }] },
+    status: { conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded' }] },
+  } as KubeObject; // prettier-ignore
+  // Normal life: ordinal 1 was scaled down, its drainer failed (S3 down): the claim is kept.
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(0), claim(1)]],
+    ['Job', [failed]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  const eps = store([live as Endpoint & KubeObject]);
+  const a = controller(f.client, live, undefined, {
+    endpoints: eps,
+    statefulSets: store([ownStatefulSet(live, 1)]),
+  });
+  await a.c.reconcile('tenant-a/clicks');
+  assert.ok(
+    a.events.some((x) => x.startsWith('Warning DrainerBlocked')),
+    a.events.join('\n'),
+  );
+  assert.deepEqual(JSON.parse(eps.items[0]?.metadata.annotations?.['landfall.dev/wal-claims'] ?? '{}'), {
+    'data-clicks-ingest-1/claim-1': 'pending',
+  });
+  const writes = () => f.calls.filter((x) => x.startsWith('mergePatch Endpoint')).length;
+  assert.equal(writes(), 1);
+  await a.c.reconcile('tenant-a/clicks');
+  assert.equal(writes(), 1, 'written once per claim, not per poll');
+  // kubectl delete namespace: the claim no pod uses is deleted before the first finalize poll.
+  const dying = { ...live, metadata: { ...live.metadata, deletionTimestamp: '2026-01-03T00:00:00Z' } };
+  lists.set('PersistentVolumeClaim', []);
+  lists.set('Job', []);
+  const b = controller(f.client, dying);
+  await b.c.reconcile('tenant-a/clicks');
+  assert.ok(
+    b.events.some((x) => x.startsWith('Warning VolumeDeletedUndrained: data-clicks-ingest-1 was deleted')),
+    b.events.join('\n'),
+  );
+  assert.ok(!b.events.some((x) => x.startsWith('Normal Drained')), b.events.join('\n'));
+});
+
+void test('scale-up: a claim handed back to its pod leaves the ledger; one still held stays pending', async () => {
+  const ledger = { 'data-clicks-ingest-1/claim-1': 'pending', 'data-clicks-ingest-2/claim-2': 'pending' };
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 3 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'], annotations: { 'landfall.dev/wal-claims': JSON.stringify(ledger) } }); // prettier-ignore
+  const claim = (n: number) =>
+    ({
+      metadata: { name: `data-clicks-ingest-${n}`, namespace: 'tenant-a', uid: `claim-${n}`, labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+      status: { phase: 'Bound' },
+    }) as KubeObject; // prettier-ignore
+  // Ordinal 1's drainer failed and is dead (its Job goes); ordinal 2's still runs.
+  const job = (n: number, status: object) =>
+    ({ metadata: { name: `data-clicks-ingest-${n}-drain`, namespace: 'tenant-a', uid: `job-${n}`, ownerReferences: [{ kind: 'PersistentVolumeClaim', name: `data-clicks-ingest-${n}`, uid: `claim-${n}`, controller: true }] }, status }) as KubeObject; // prettier-ignore
+  const f = fakeClient(undefined, new Map(), new Map([
+    ['PersistentVolumeClaim', [claim(0), claim(1), claim(2)]],
+    ['Job', [job(1, { conditions: [{ type: 'Failed', status: 'True', reason: 'DeadlineExceeded' }] }), job(2, { active: 1 })]],
+  ])); // prettier-ignore
+  const eps = store([e as Endpoint & KubeObject]);
+  const { c } = controller(f.client, e, undefined, {
+    endpoints: eps,
+    statefulSets: store([ownStatefulSet(e, 1)]),
+  });
+  await c.reconcile('tenant-a/clicks');
+  const sts = f.applied.find((o) => o.kind === 'StatefulSet') as V1StatefulSet | undefined;
+  assert.equal(sts?.spec?.replicas, 2);
+  assert.deepEqual(JSON.parse(eps.items[0]?.metadata.annotations?.['landfall.dev/wal-claims'] ?? '{}'), {
+    'data-clicks-ingest-2/claim-2': 'pending',
+  });
+});
+
 void test('deletion: a claim the operator drained and deleted itself is "Drained", also while terminating', async () => {
   const e = endpoint(
     'clicks',
@@ -491,6 +609,86 @@ void test('deletion: a claim the operator drained and deleted itself is "Drained
     events.at(-1) ?? '',
     /^Normal Drained: every replica drained and every volume drained and deleted/,
   );
+});
+
+void test('deletion: a terminating claim whose drainer succeeds between two polls of the finalizer is "Drained": recorded before its Job is deleted', async () => {
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  // kubectl delete pvc while its drainer runs: pvc-protection keeps the claim for the drainer pod.
+  const terminating = {
+    metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', deletionTimestamp: '2026-01-03T00:00:30Z', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  const job = (status: object) =>
+    ({ metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] }, status }) as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([['PersistentVolumeClaim', [terminating]], ['Job', [job({ active: 1 })]]]); // prettier-ignore
+  const f = fakeClient(undefined, new Map(), lists);
+  let jobLists = 0;
+  const listAll = f.client.listAll.bind(f.client);
+  f.client.listAll = async (rt: ResourceType, o?: Parameters<typeof listAll>[1]) => {
+    // The finalizer's account (step 0) sees it running; the reclaim (step 3) sees it done.
+    if (rt.kind === 'Job' && ++jobLists === 2) lists.set('Job', [job({ conditions: [{ type: 'Complete', status: 'True' }] })]); // prettier-ignore
+    return listAll(rt, o);
+  };
+  const { c, events } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  const deleted = f.calls.indexOf('delete Job data-clicks-ingest-0-drain uid=job-0');
+  assert.ok(deleted > 0, f.calls.join('\n'));
+  assert.match(f.calls[deleted - 1] ?? '', /^mergePatch Endpoint clicks$/, 'recorded drained just before');
+  lists.set('Job', []); // deleted
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []); // pvc-protection let it go
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Normal Drained: /);
+});
+
+void test('deletion: a ledger computed from a stale Endpoint is refused (409 on its resourceVersion) and retried quietly, never turning "drained" into "undrained"', async () => {
+  const e = endpoint('clicks', { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', deletionTimestamp: '2026-01-03T00:00:00Z', finalizers: ['landfall.dev/drain'] }); // prettier-ignore
+  const claim = (deleting: boolean) =>
+    ({ metadata: { name: 'data-clicks-ingest-0', namespace: 'tenant-a', uid: 'claim-0', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' }, ...(deleting ? { deletionTimestamp: '2026-01-03T00:01:00Z' } : {}) }, status: { phase: 'Bound' } }) as KubeObject; // prettier-ignore
+  const done = {
+    metadata: { name: 'data-clicks-ingest-0-drain', namespace: 'tenant-a', uid: 'job-0', ownerReferences: [{ kind: 'PersistentVolumeClaim', name: 'data-clicks-ingest-0', uid: 'claim-0', controller: true }] },
+    status: { conditions: [{ type: 'Complete', status: 'True' }] },
+  } as KubeObject; // prettier-ignore
+  const lists = new Map<string, KubeObject[]>([
+    ['PersistentVolumeClaim', [claim(false)]],
+    ['Job', [done]],
+  ]);
+  const f = fakeClient(undefined, new Map(), lists);
+  // The apiserver: a merge patch with metadata.resourceVersion is refused unless it is the current one.
+  let rv = 7;
+  const server: string[] = [];
+  f.client.mergePatch = async <T extends KubeObject>(_rt: ResourceType, _ns: string | undefined, _name: string, body: unknown) => {
+    const m = (body as { metadata: { resourceVersion?: string; annotations: Record<string, string> } }).metadata;
+    if (m.resourceVersion !== undefined && m.resourceVersion !== String(rv)) throw new KubeApiError(409, 'the object has been modified', 'Conflict', {});
+    rv++;
+    server.push(m.annotations['landfall.dev/wal-claims'] ?? '');
+    return { metadata: { resourceVersion: String(rv) } } as T;
+  }; // prettier-ignore
+  const eps = store([e as Endpoint & KubeObject]);
+  const { c, events } = controller(f.client, e, undefined, { endpoints: eps });
+  await c.reconcile('tenant-a/clicks'); // pending (rv 8), then drained (rv 9) before the claim is deleted
+  assert.deepEqual(server, [
+    '{"data-clicks-ingest-0/claim-0":"pending"}',
+    '{"data-clicks-ingest-0/claim-0":"drained"}',
+  ]);
+  // The informer's cache replaced by the older watch event (rv 8, "pending").
+  const stale = { ...e, metadata: { ...e.metadata, resourceVersion: '8', annotations: { 'landfall.dev/wal-claims': server[0] ?? '' } } }; // prettier-ignore
+  eps.items[0] = stale;
+  lists.set('PersistentVolumeClaim', [claim(true)]);
+  lists.set('Job', []);
+  assert.deepEqual(await c.reconcile('tenant-a/clicks'), { requeueAfterMs: 1000 }, 'refused, retried soon');
+  assert.equal(server.length, 2, 'the stale write is refused');
+  assert.ok(!events.some((x) => x.startsWith('Warning')), events.join('\n'));
+  // The cache catches up (rv 9, "drained"): nothing to write, and the end is "Drained".
+  eps.items[0] = { ...e, metadata: { ...e.metadata, resourceVersion: '9', annotations: { 'landfall.dev/wal-claims': server[1] ?? '' } } }; // prettier-ignore
+  await c.reconcile('tenant-a/clicks');
+  lists.set('PersistentVolumeClaim', []);
+  await c.reconcile('tenant-a/clicks');
+  assert.ok(!events.some((x) => x.startsWith('Warning VolumeDeletedUndrained')), events.join('\n'));
+  assert.match(events.at(-1) ?? '', /^Normal Drained: /);
 });
 
 void test('a replica left in drain mode that nothing drains gets DELETE /v1/drain; one on a leaving node, past the replicas or whose claim goes does not', async () => {

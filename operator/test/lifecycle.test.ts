@@ -4,7 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { V1Job, V1PersistentVolumeClaim, V1PodDisruptionBudget } from '@kubernetes/client-node';
 import {
+  dropPendingClaims,
   markClaimDrained,
+  markClaimPending,
   ownClaims,
   parseClaimLedger,
   planScale,
@@ -118,6 +120,31 @@ void test('scale-up: a failed drainer with no live pod gives the volume back; a 
   );
 });
 
+void test('one writer per WAL: a drainer pod still alive (its Job gone, or done) holds the ordinal and starts no second drainer', () => {
+  const c = claim(1, 'Bound');
+  // `kubectl delete job` (background propagation): the Job is gone, its pod still runs or terminates.
+  const gone = scaleUpClaim({ claim: c, job: undefined, livePods: 1 });
+  assert.equal(gone.kind, 'held', 'no ingest pod beside a live drainer pod');
+  assert.match(
+    gone.kind === 'held' ? gone.why : '',
+    /drainer pod\(s\) of data-clicks-ingest-1 still alive though its Job is gone/,
+  );
+  assert.equal(scaleUpClaim({ claim: c, job: job('claim-uid-1', 'Complete'), livePods: 1 }).kind, 'held');
+  const up = planScale({ desired: 3, current: 1, drainFrom: undefined, replicas: new Map(), reclaiming: [1], holds: new Map([[1, 'why-1']]), undrainFailed: false }); // prettier-ignore
+  assert.deepEqual(up, {
+    replicas: 1,
+    drainFrom: undefined,
+    waiting: ['ordinal 1: why-1; scaling up to it afterwards'],
+  });
+  const second = reclaimAction({ claim: claim(2, 'Bound'), labelled: true, podExists: false, job: undefined, liveDrainerPods: 1 }); // prettier-ignore
+  assert.equal(second.kind, 'wait', 'no second drainer beside the old one');
+  assert.match(
+    second.kind === 'wait' ? second.why : '',
+    /drainer pod\(s\) still alive though Job data-clicks-ingest-2-drain is gone/,
+  );
+  assert.equal(reclaimAction({ claim: claim(2, 'Bound'), labelled: true, podExists: false, job: undefined, liveDrainerPods: 0 }).kind, 'startDrainer'); // prettier-ignore
+});
+
 void test('reclaim: a claim is deleted only after its drainer succeeded, and only with the uid label', () => {
   const c = claim(2, 'Bound');
   const act = (j: V1Job | undefined, labelled = true, podExists = false) =>
@@ -173,6 +200,33 @@ void test("the finalizer's claim ledger: a claim deleted by someone else before 
   const unbound = settleClaims({ ledger: {}, claims: [{ claim: claim(3, 'Pending', { deletionTimestamp: new Date() }), job: undefined }] });
   assert.deepEqual([unbound.undrained, unbound.ledger, unbound.changed], [[], {}, false]);
 }); // prettier-ignore
+
+void test('the claim ledger outside the finalizer: a Bound claim left without a pod is pending once; a claim handed back leaves', () => {
+  const c = claim(1, 'Bound');
+  assert.deepEqual(markClaimPending({}, c), { 'data-clicks-ingest-1/claim-uid-1': 'pending' });
+  assert.equal(
+    markClaimPending({ 'data-clicks-ingest-1/claim-uid-1': 'pending' }, c),
+    undefined,
+    'one write per claim',
+  );
+  assert.equal(
+    markClaimPending({ 'data-clicks-ingest-1/claim-uid-1': 'drained' }, c),
+    undefined,
+    'never back from drained',
+  );
+  assert.equal(markClaimPending({}, claim(1, 'Pending')), undefined, 'never bound: nothing to account for');
+  const ledger = {
+    'data-clicks-ingest-1/claim-uid-1': 'pending',
+    'data-clicks-ingest-2/claim-uid-2': 'drained',
+  } as const;
+  assert.deepEqual(dropPendingClaims(ledger, [c, claim(2, 'Bound')]), {
+    'data-clicks-ingest-2/claim-uid-2': 'drained',
+  });
+  assert.equal(dropPendingClaims(ledger, [claim(3, 'Bound')]), undefined);
+  // Deleted before the finalizer's first poll: gone while pending is undrained.
+  const settled = settleClaims({ ledger: markClaimPending({}, c) ?? {}, claims: [] });
+  assert.deepEqual(settled.undrained, ['data-clicks-ingest-1']);
+});
 
 void test("own claims: this uid, or unlabelled and younger than the Endpoint; never another Endpoint's", () => {
   const own = ownClaims({

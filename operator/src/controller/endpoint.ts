@@ -48,7 +48,9 @@ import type { Condition, ConditionInput } from './conditions.ts';
 import {
   claimKey,
   drainReplica,
+  dropPendingClaims,
   markClaimDrained,
+  markClaimPending,
   ownClaims,
   parseClaimLedger,
   planScale,
@@ -135,6 +137,21 @@ interface Ctx {
 
 type Step = { name: string; run: (ctx: Ctx) => Promise<void> };
 
+/**
+ * The claim ledger was computed from a stale Endpoint (its write got 409 on
+ * the resourceVersion): nothing is wrong, the reconcile is retried shortly on
+ * the informer's fresher copy, without a ReconcileFailed event.
+ */
+class StaleLedger extends Error {
+  constructor(cause: unknown) {
+    super('the claim ledger was read from a stale Endpoint: retried on a fresh read', { cause });
+    this.name = 'StaleLedger';
+  }
+}
+
+/** How soon a reconcile whose ledger write was stale is retried. */
+const STALE_LEDGER_RETRY_MS = 1000;
+
 /** A step that cannot proceed for a reason of its own (the Degraded reason), retried with backoff. */
 class StepBlocked extends Error {
   readonly reason: string;
@@ -182,7 +199,14 @@ export class EndpointController {
       this.networkPolicySwept.delete(key);
       return {}; // gone: the garbage collector removes the children (owner references)
     }
-    if (ep.metadata.deletionTimestamp) return this.finalize(ep);
+    if (ep.metadata.deletionTimestamp)
+      try {
+        return await this.finalize(ep);
+      } catch (err) {
+        if (!(err instanceof StaleLedger)) throw err;
+        this.log.info({ key }, err.message);
+        return { requeueAfterMs: STALE_LEDGER_RETRY_MS };
+      }
 
     const spec = withEndpointDefaults(ep.spec);
     const ctx: Ctx = {
@@ -221,6 +245,10 @@ export class EndpointController {
       try {
         await step.run(ctx);
       } catch (err) {
+        if (err instanceof StaleLedger) {
+          this.log.info({ key, step: step.name }, err.message);
+          return { requeueAfterMs: STALE_LEDGER_RETRY_MS };
+        }
         const message = `${step.name}: ${(err as Error).message}`;
         this.d.events.record(ep, 'Warning', 'ReconcileFailed', message);
         await this.updateStatus(ctx, [], {
@@ -545,10 +573,15 @@ export class EndpointController {
           );
       }
     const reclaiming: number[] = [];
+    const holds = new Map<number, string>();
+    const handedBack: { claim: V1PersistentVolumeClaim; ordinal: number }[] = [];
     if (desired > current) {
       const claims = await this.listClaims(ctx.ep);
       ctx.claims = claims;
       const jobs = await this.listDrainerJobs(ctx.ep);
+      // Read live, once: no pod may start on a volume a drainer pod is still
+      // alive on, whatever its Job says (or if its Job is gone).
+      const livePods = await this.liveDrainerPods(ctx.ep);
       for (const c of ownClaims({
         claims,
         statefulSetName: stsName,
@@ -559,24 +592,31 @@ export class EndpointController {
         const claimName = c.claim.metadata?.name ?? '';
         const job = jobs.get(drainerName(claimName));
         // A finished drainer holds nothing (an unlabelled claim is kept after
-        // it; a failed one leaves the WAL to the pod): the pod may have the
-        // volume back. Its Job goes first: it would vouch at a later
-        // scale-down for a WAL the pod has written to since. A failed Job's
-        // pods are read live: none may still run on the volume.
-        const livePods =
-          job !== undefined && drainerOutcome(job) === 'failed'
-            ? await this.liveDrainerPods(ctx.namespace, claimName)
-            : 0;
-        const hold = scaleUpClaim({ claim: c.claim, job, livePods });
-        if (hold.kind === 'held') reclaiming.push(c.ordinal);
-        else if (hold.kind === 'deleteJob' && job !== undefined) {
+        // it; a failed one leaves the WAL to the pod) once none of its pods
+        // is alive: the pod may have the volume back. Its Job goes first: it
+        // would vouch at a later scale-down for a WAL the pod has written to since.
+        const hold = scaleUpClaim({ claim: c.claim, job, livePods: livePods.get(claimName) ?? 0 });
+        if (hold.kind === 'held') {
+          reclaiming.push(c.ordinal);
+          holds.set(c.ordinal, hold.why);
+          continue;
+        }
+        if (hold.kind === 'deleteJob' && job !== undefined) {
           await this.deleteDrainerJob(ctx.namespace, job);
           if (drainerOutcome(job) === 'failed')
             this.d.events.record(ctx.ep, 'Normal', 'DrainerDeleted', hold.why);
         }
+        handedBack.push(c);
       }
     }
-    const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, undrainFailed });
+    const plan = planScale({ desired, current, drainFrom, replicas, reclaiming, holds, undrainFailed });
+    // Back with their pods (below the replicas applied): no longer the
+    // ledger's to account for (controller/lifecycle.ts markClaimPending).
+    const ledger = dropPendingClaims(
+      this.claimLedger(ctx.ep),
+      handedBack.filter((c) => c.ordinal < plan.replicas).map((c) => c.claim),
+    );
+    if (ledger !== undefined) await this.writeClaimLedger(ctx.ep, ledger);
     ctx.statefulSetReplicas = plan.replicas;
     ctx.drainFrom = plan.drainFrom;
     for (const w of plan.waiting) ctx.draining.push(`${stsName}: ${w}`);
@@ -614,12 +654,29 @@ export class EndpointController {
     const jobs = await this.listDrainerJobs(ep);
     const pending: string[] = [];
     let remaining = 0;
+    let livePods: Map<string, number> | undefined;
     for (const { claim, ordinal, labelled } of own) {
       const name = claim.metadata?.name ?? '';
       // A live read, not the cache: a pod that still runs on this volume must never meet a drainer.
       const podExists =
         (await this.d.client.get(Resources.pod, namespace, `${stsName}-${ordinal}`)) !== undefined;
-      const action = reclaimAction({ claim, labelled, podExists, job: jobs.get(drainerName(name)) });
+      const job = jobs.get(drainerName(name));
+      // Nor a drainer pod whose Job is gone (read live, once per call, only when needed).
+      if (job === undefined && livePods === undefined) livePods = await this.liveDrainerPods(ep);
+      const action = reclaimAction({
+        claim,
+        labelled,
+        podExists,
+        job,
+        liveDrainerPods: livePods?.get(name) ?? 0,
+      });
+      if (action.kind === 'startDrainer' || action.kind === 'wait' || action.kind === 'blocked') {
+        // Accounted for from now on, not only by the finalizer: a claim a
+        // namespace deletion removes before the finalizer's first poll is
+        // then reported undrained, not "Drained". Written once per claim.
+        const ledger = markClaimPending(this.claimLedger(ep), claim);
+        if (ledger !== undefined) await this.writeClaimLedger(ep, ledger);
+      }
       switch (action.kind) {
         case 'startDrainer': {
           const d = buildDrainerJob({
@@ -656,14 +713,16 @@ export class EndpointController {
           });
           this.d.events.record(ep, 'Normal', 'VolumeReclaimed', `${action.why}: deleted`);
           // Its finished pod would keep the claim (pvc-protection): the Job goes now, not with the claim.
-          const job = jobs.get(drainerName(name));
           if (job !== undefined) await this.deleteDrainerJob(namespace, job);
           pending.push(`${name}: being deleted`);
           remaining++;
           break;
         }
         case 'deleteJob': {
-          const job = jobs.get(drainerName(name));
+          // Its drainer succeeded: recorded first, so a finalizer that sees the
+          // claim gone (without the Job) does not take it for one deleted undrained.
+          if (job?.metadata?.ownerReferences?.find((r) => r.controller)?.uid === claim.metadata?.uid)
+            await this.markClaimDrained(ep, claim, all);
           if (job !== undefined) await this.deleteDrainerJob(namespace, job);
           pending.push(action.why);
           remaining++;
@@ -673,7 +732,6 @@ export class EndpointController {
           break;
         case 'wait': {
           // A drainer started by an operator without drainer PDBs gets its PDB now.
-          const job = jobs.get(drainerName(name));
           if (
             job !== undefined &&
             drainerOutcome(job) === 'running' &&
@@ -705,17 +763,42 @@ export class EndpointController {
     return parseClaimLedger(ep.metadata.annotations?.[CLAIMS_ANNOTATION]);
   }
 
-  /** Writes the claim ledger on the Endpoint (a merge patch of one annotation), and on the object in hand. */
+  /**
+   * Writes the claim ledger on the Endpoint (a merge patch of one annotation),
+   * and on the object in hand. The patch carries the resourceVersion the
+   * ledger was read at: one computed from a stale Endpoint (an informer cache
+   * behind our own last write) gets 409 and the reconcile is retried on a
+   * fresh read, rather than overwriting "drained" with what an older ledger
+   * made of it.
+   */
   private async writeClaimLedger(ep: Endpoint, ledger: ClaimLedger): Promise<void> {
     const value = Object.keys(ledger).length > 0 ? JSON.stringify(ledger) : undefined;
     if (ep.metadata.annotations?.[CLAIMS_ANNOTATION] === value) return;
-    await this.d.client.mergePatch(Resources.endpoint, ep.metadata.namespace ?? '', ep.metadata.name ?? '', {
-      metadata: { annotations: { [CLAIMS_ANNOTATION]: value ?? null } },
-    });
+    const rv = ep.metadata.resourceVersion;
+    let updated: KubeObject | undefined;
+    try {
+      updated = await this.d.client.mergePatch<Endpoint & KubeObject>(
+        Resources.endpoint,
+        ep.metadata.namespace ?? '',
+        ep.metadata.name ?? '',
+        {
+          metadata: {
+            ...(rv !== undefined ? { resourceVersion: rv } : {}),
+            annotations: { [CLAIMS_ANNOTATION]: value ?? null },
+          },
+        },
+      );
+    } catch (err) {
+      if (isConflict(err)) throw new StaleLedger(err);
+      throw err;
+    }
     const annotations = { ...ep.metadata.annotations };
     if (value === undefined) delete annotations[CLAIMS_ANNOTATION];
     else annotations[CLAIMS_ANNOTATION] = value;
     ep.metadata.annotations = annotations;
+    // The next write of this reconcile follows this one, not the read.
+    const next = updated?.metadata?.resourceVersion;
+    if (next !== undefined) ep.metadata.resourceVersion = next;
   }
 
   /** Before the operator deletes a claim it drained (its drainer succeeded, or its replica reported drained). */
@@ -728,13 +811,23 @@ export class EndpointController {
     await this.writeClaimLedger(ep, markClaimDrained(this.claimLedger(ep), claim, present));
   }
 
-  /** Pods of a claim's drainer that are not finished (Succeeded or Failed), read live. */
-  private async liveDrainerPods(namespace: string, claimName: string): Promise<number> {
+  /**
+   * Per claim name, its drainer pods that are not finished (Succeeded or
+   * Failed; a terminating one is alive), read live: one list of the
+   * Endpoint's drainer pods, whatever Job (if any) they belong to.
+   */
+  private async liveDrainerPods(ep: Endpoint): Promise<Map<string, number>> {
     const pods = await this.d.client.listAll<V1Pod & KubeObject>(Resources.pod, {
-      namespace,
-      labelSelector: `${DRAINER_CLAIM_LABEL}=${claimName}`,
+      namespace: ep.metadata.namespace ?? '',
+      labelSelector: `${DRAINER_ENDPOINT_LABEL}=${ep.metadata.name ?? ''}`,
     });
-    return pods.items.filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed').length;
+    const alive = new Map<string, number>();
+    for (const p of pods.items) {
+      const claim = p.metadata?.labels?.[DRAINER_CLAIM_LABEL];
+      if (claim === undefined || p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') continue;
+      alive.set(claim, (alive.get(claim) ?? 0) + 1);
+    }
+    return alive;
   }
 
   private async deleteDrainerJob(namespace: string, job: V1Job): Promise<void> {

@@ -144,6 +144,8 @@ export interface ScalePlanInput {
   replicas: ReadonlyMap<number, ReplicaDrain>;
   /** Ordinals >= current whose volume is being reclaimed (drainer Job, claim being deleted): no pod may start there. */
   reclaiming: readonly number[];
+  /** Why an ordinal of `reclaiming` is held (scaleUpClaim), for the Draining condition. */
+  holds?: ReadonlyMap<number, string>;
   /** Ordinals in [drainFrom, min(desired, current)) whose DELETE /v1/drain failed. */
   undrainFailed: boolean;
 }
@@ -181,9 +183,8 @@ export function planScale(input: ScalePlanInput): ScalePlan {
     const held = input.reclaiming.filter((k) => k >= current && k < desired).sort((a, b) => a - b)[0];
     if (held !== undefined) {
       replicas = held;
-      waiting.push(
-        `ordinal ${held}: its volume is being drained by a drainer Job; scaling up to it afterwards`,
-      );
+      const why = input.holds?.get(held) ?? 'its volume is being drained by a drainer Job';
+      waiting.push(`ordinal ${held}: ${why}; scaling up to it afterwards`);
     }
   }
   const drainFrom =
@@ -206,12 +207,16 @@ export type ScaleUpClaim =
 
 /**
  * A scale-up never starts a pod on a volume a drainer may still write (two
- * writers on one WAL). A succeeded drainer holds nothing. A failed one (S3
- * down past its retries, its deadline) holds nothing either once none of its
- * pods is alive (`livePods`: pods of the Job not Succeeded or Failed, read
- * live; and the Job's own active and terminating counts): the ingest pod then
- * delivers the WAL itself. Waiting for a human to delete the Job would keep
- * the Endpoint below its replicas for nothing.
+ * writers on one WAL: the WAL has no lock). `livePods`: the claim's drainer
+ * pods not Succeeded or Failed (terminating ones count), read live, whatever
+ * Job they belong to: a Job deleted with background propagation (`kubectl
+ * delete job`) leaves its pod running or terminating. While one is alive the
+ * ordinal is held, whatever the Job says. A succeeded drainer holds nothing
+ * then. A failed one (S3 down past its retries, its deadline) holds nothing
+ * either once none of its pods is alive (also the Job's own active and
+ * terminating counts): the ingest pod then delivers the WAL itself. Waiting
+ * for a human to delete the Job would keep the Endpoint below its replicas
+ * for nothing.
  */
 export function scaleUpClaim(input: {
   claim: V1PersistentVolumeClaim;
@@ -222,23 +227,31 @@ export function scaleUpClaim(input: {
   if (input.claim.metadata?.deletionTimestamp !== undefined)
     return { kind: 'held', why: `${name} is being deleted` };
   const { job } = input;
-  if (job === undefined) return { kind: 'free' };
-  const jobName = job.metadata?.name ?? drainerName(name);
-  switch (drainerOutcome(job)) {
+  const outcome = drainerOutcome(job);
+  const jobName = job?.metadata?.name ?? drainerName(name);
+  if (outcome === 'running')
+    return { kind: 'held', why: `drainer Job ${jobName} is delivering what ${name} holds` };
+  if (input.livePods > 0)
+    return {
+      kind: 'held',
+      why:
+        outcome === 'missing'
+          ? `${input.livePods} drainer pod(s) of ${name} still alive though its Job is gone (deleted with background propagation?): waiting for them to end`
+          : `drainer Job ${jobName} ${outcome === 'succeeded' ? 'succeeded' : 'failed'} but a pod of it is still alive on ${name}`,
+    };
+  switch (outcome) {
     case 'missing':
       return { kind: 'free' };
-    case 'running':
-      return { kind: 'held', why: `drainer Job ${jobName} is delivering what ${name} holds` };
     case 'succeeded':
       return { kind: 'deleteJob', why: `drainer Job ${jobName} succeeded` };
     case 'failed': {
-      const alive = (job.status?.active ?? 0) + (job.status?.terminating ?? 0) + input.livePods;
+      const alive = (job?.status?.active ?? 0) + (job?.status?.terminating ?? 0);
       if (alive > 0)
         return {
           kind: 'held',
           why: `drainer Job ${jobName} failed but a pod of it is still alive on ${name}`,
         };
-      const c = job.status?.conditions?.find((x) => x.type === 'Failed' && x.status === 'True');
+      const c = job?.status?.conditions?.find((x) => x.type === 'Failed' && x.status === 'True');
       return {
         kind: 'deleteJob',
         why: `drainer Job ${jobName} failed (${c?.reason ?? 'Failed'}) and none of its pods is alive: deleted, ${name} goes back to its pod, which delivers the WAL itself`,
@@ -292,6 +305,8 @@ export function reclaimAction(input: {
   /** The pod of the claim's ordinal exists (running or terminating). */
   podExists: boolean;
   job: V1Job | undefined;
+  /** Drainer pods of the claim not Succeeded or Failed (terminating counts), read live; needed only when its Job is missing. */
+  liveDrainerPods?: number;
 }): ReclaimAction {
   const { claim } = input;
   const name = claim.metadata?.name ?? '';
@@ -317,7 +332,14 @@ export function reclaimAction(input: {
     };
   switch (drainerOutcome(input.job)) {
     case 'missing':
-      return { kind: 'startDrainer' };
+      // A Job deleted with background propagation leaves its pod running (or
+      // terminating) on the volume: a second drainer would be a second writer.
+      return (input.liveDrainerPods ?? 0) > 0
+        ? {
+            kind: 'wait',
+            why: `${name}: ${input.liveDrainerPods ?? 0} drainer pod(s) still alive though Job ${job} is gone: a new drainer starts after they end`,
+          }
+        : { kind: 'startDrainer' };
     case 'running':
       return { kind: 'wait', why: `drainer Job ${job} is delivering what ${name} holds` };
     case 'failed': {
@@ -377,6 +399,43 @@ export function markClaimDrained(
     if (!(f === 'drained' && present !== undefined && !present.has(k))) out[k] = f;
   out[claimKey(claim)] = 'drained';
   return out;
+}
+
+/**
+ * A Bound claim left without a pod (a drainer starts, runs, failed, or is
+ * waited for) is "pending" from then on, not only once the finalizer sees
+ * it: a namespace deletion may delete it before the finalizer's first poll,
+ * and a claim the ledger never knew would end "Drained". Returns the new
+ * ledger, or undefined when the claim is known already (one write per claim).
+ */
+export function markClaimPending(
+  ledger: ClaimLedger,
+  claim: V1PersistentVolumeClaim,
+): ClaimLedger | undefined {
+  if (claim.status?.phase !== 'Bound') return undefined;
+  const key = claimKey(claim);
+  if (ledger[key] !== undefined) return undefined;
+  return { ...ledger, [key]: 'pending' };
+}
+
+/**
+ * A scale-up gave these claims back to their pods: their "pending" entries
+ * go (the pods deliver what they hold). Returns the new ledger, or undefined
+ * when nothing changed.
+ */
+export function dropPendingClaims(
+  ledger: ClaimLedger,
+  claims: readonly V1PersistentVolumeClaim[],
+): ClaimLedger | undefined {
+  const out: ClaimLedger = { ...ledger };
+  let changed = false;
+  for (const c of claims) {
+    const key = claimKey(c);
+    if (out[key] !== 'pending') continue;
+    delete out[key];
+    changed = true;
+  }
+  return changed ? out : undefined;
 }
 
 /**

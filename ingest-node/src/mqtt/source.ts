@@ -250,7 +250,7 @@ export class BrokerSource {
       const stream = build(cl);
       const guard = new PacketSizeGuard(this.#messageBytesMax, (p) => {
         if (p.qos === 0) return false;
-        this.#tooLargeOnTheWire(1, p.recordBytes);
+        this.#tooLargeOnTheWire(p.recordBytes);
         stream.destroy();
         return true;
       });
@@ -559,42 +559,35 @@ export class BrokerSource {
     );
   }
 
-  /** A PUBLISH refused at its fixed header (MQTT 3.1.1): the connection is closed before it is read. */
-  #tooLargeOnTheWire(qos: 0 | 1, recordBytes: number): void {
-    this.#c.received[qos]++;
-    const fields = {
+  /** Log fields of a message too large to store (its topic, when it was read). */
+  #tooLargeFields(recordBytes: number, topic?: string): Record<string, unknown> {
+    return {
       broker: this.name,
-      qos,
+      ...(topic !== undefined
+        ? {
+            topic: topic.length > 256 ? `${topic.slice(0, 256)}…` : topic,
+            topicBytes: Buffer.byteLength(topic),
+          }
+        : {}),
       recordBytes,
       messageBytesMax: this.#messageBytesMax,
       walRecordBytesMax: this.#o.walRecordBytesMax,
       inflightBytesMax: this.#o.inflightBytesMax,
     };
-    if (qos === 0) {
-      this.#c.countDropped('too_large');
-      this.#log.error(
-        fields,
-        'MQTT: QoS 0 message too large to store (a WAL record, or limits.inflightBytesMax); connection closed before reading it, the message is lost (QoS 0 is never resent)',
-      );
-      return;
-    }
+  }
+
+  /** A QoS 1 PUBLISH refused at its fixed header (MQTT 3.1.1): the connection is closed before it is read. */
+  #tooLargeOnTheWire(recordBytes: number): void {
+    this.#c.received[1]++;
     this.#c.refusedTooLarge++;
     this.#log.error(
-      fields,
+      this.#tooLargeFields(recordBytes),
       'MQTT: QoS 1 message too large to store (a WAL record, or limits.inflightBytesMax); not acknowledged, connection closed before reading it (the broker keeps it). Limit message size at the broker (mosquitto: max_packet_size) — see docs/edge.md',
     );
   }
 
   #tooLarge(qos: 0 | 1, topic: string, recordBytes: number, callback: (err?: Error) => void): void {
-    const fields = {
-      broker: this.name,
-      topic: topic.length > 256 ? `${topic.slice(0, 256)}…` : topic,
-      topicBytes: Buffer.byteLength(topic),
-      recordBytes,
-      messageBytesMax: this.#messageBytesMax,
-      walRecordBytesMax: this.#o.walRecordBytesMax,
-      inflightBytesMax: this.#o.inflightBytesMax,
-    };
+    const fields = this.#tooLargeFields(recordBytes, topic);
     if (qos === 0) {
       this.#c.countDropped('too_large');
       this.#log.error(

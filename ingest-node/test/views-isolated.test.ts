@@ -430,6 +430,46 @@ void test("a view whose child is killed: raw Parquet and each view run in a chil
   assert.deepEqual(await jobFolders(), []);
 });
 
+void test('a record that makes DuckDB raise an INTERNAL error (it invalidates the database): only that view of that segment is view_failed; the segment and the next one are delivered', async () => {
+  // date_part with a specifier from the data: 'epoch' has no ICU extractor for a TIMESTAMPTZ.
+  const dp = await compile({
+    name: 'dp',
+    columns: [
+      { name: 'unit', type: 'VARCHAR', path: '$.unit' },
+      { name: 'ts', type: 'TIMESTAMPTZ', path: '$.ts', required: true },
+    ],
+    partitioning: [{ expression: "date_part(coalesce(unit, 'year'), ts)", alias: 'part' }],
+  });
+  const region = await compile(REGION_VIEW);
+  const good = (i: number): string =>
+    JSON.stringify({ id: i, region: 'eu', unit: 'year', ts: '2026-11-26T10:00:00Z' });
+  const walDir = path.join(root, 'wal');
+  await writeWal(walDir, [
+    [
+      ...Array.from({ length: 29 }, (_, i) => good(i)),
+      '{"id":99,"unit":"epoch","ts":"2026-11-26T10:00:00Z"}',
+    ],
+    Array.from({ length: 10 }, (_, i) => good(100 + i)),
+  ]);
+  const d = await deliver(
+    walDir,
+    path.join(root, 'bucket'),
+    parquetProducer({ isolated: isolated(), views: () => [dp, region], raw: true }),
+    2,
+  );
+  assert.equal(d.markers.length, 2);
+  assert.equal(d.stats.segmentFailuresTotal, 0, 'no attempt failed outside the data');
+  const [first, second] = d.markers;
+  for (const m of d.markers) {
+    checkAccounting(m);
+    assert.ok(m.artifacts.some((a) => a.kind === 'raw'));
+    assert.equal(m.views.find((v) => v.name === 'by_region')?.rows?.view, m.records);
+  }
+  assert.equal(first!.views.find((v) => v.name === 'dp')?.rows?.dlqByCode?.['view_failed'], 30);
+  assert.equal(second!.views.find((v) => v.name === 'dp')?.rows?.view, 10);
+  assert.deepEqual(await jobFolders(), []);
+});
+
 void test('records that cannot be loaded under the limit: retried a bounded number of times, then delivered without raw Parquet; the next segment flows', async () => {
   const region = await compile(REGION_VIEW);
   const walDir = path.join(root, 'wal');

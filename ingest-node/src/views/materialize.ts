@@ -483,7 +483,7 @@ async function writeIfClean(
     // A guess gone wrong must cost no more than the pass: e.g. a segment
     // with so many dates that DuckDB runs out of memory with every file
     // open, which the general path bounds (partitionFilesMax, 256 files per COPY).
-    if (isOutsideData(err)) throw err;
+    if (isOutsideData(err) || invalidatesDb(err)) throw err;
     rememberClean(view, false);
     await rm(dir, { recursive: true, force: true });
     return undefined;
@@ -783,6 +783,17 @@ export function isOutsideData(err: unknown): boolean {
 }
 
 /**
+ * A DuckDB INTERNAL error (an assertion inside DuckDB: e.g. `date_part` with
+ * a specifier from the data it has no ICU extractor for) invalidates the
+ * database: every later statement fails with "FATAL Error: … database has
+ * been invalidated". It is the data's doing, but nothing more can run here.
+ */
+export function invalidatesDb(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return /^INTERNAL Error\b/.test(message);
+}
+
+/**
  * A view that could not be materialised over a segment: every record goes to
  * its DLQ as `view_failed`, with the reason, so the segment is still
  * delivered and the rows can be rebuilt (`landfall reprocess`) once the view
@@ -915,6 +926,11 @@ export async function materializeSegment(db: ParquetDb, input: MaterializeInput)
           );
         } catch (err) {
           if (isOutsideData(err)) throw err;
+          // Thrown on, not written as view_failed here: every statement on this
+          // DuckDB would now fail as FATAL (outside the data: retried for ever).
+          // The job fails on the data and the parent runs each view in a child
+          // of its own (parquet/isolated.ts), where this view alone fails.
+          if (invalidatesDb(err)) throw err;
           const reason = ((err as Error).message ?? String(err)).split('\n')[0] ?? 'failed';
           views.push(await failView(conn, view, loaded, jobDir, input.rowGroupRows, reason, started));
         }

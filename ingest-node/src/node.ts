@@ -145,6 +145,10 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
   const log = deps.log ?? silentLogger;
   const fs = deps.fs ?? new NodeFileSystem();
   const walDir = resolve(config.wal.dir);
+  // The HTTP layer enforces limits.recordBytesMax; the WAL's bound guards against
+  // corrupt frames at recovery and must not shrink when a user lowers the limit.
+  // Delivery reads the segments back with the same bound.
+  const walRecordBytesMax = Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT);
   const wal = await (deps.openWal ?? openWal)({
     dir: walDir,
     endpoint: config.endpoint.name,
@@ -156,9 +160,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
     fs,
     clock,
     log,
-    // The HTTP layer enforces limits.recordBytesMax; the WAL's bound guards against
-    // corrupt frames at recovery and must not shrink when a user lowers the limit.
-    recordBytesMax: Math.max(config.limits.recordBytesMax, RECORD_BYTES_MAX_DEFAULT),
+    recordBytesMax: walRecordBytesMax,
     // In-flight bytes are bounded before the WAL (limits.inflightBytesMax); its queue
     // also counts frame headers, so give it headroom rather than a second, tighter limit.
     queueBytesMax: 2 * config.limits.inflightBytesMax,
@@ -241,6 +243,7 @@ export async function openNodeStorage(config: NodeConfig, deps: StorageDeps = {}
         log,
         registry,
         fs,
+        recordBytesMax: walRecordBytesMax,
         ...(producers !== undefined ? { producers } : {}),
         ...(tableCommit !== undefined ? { tableCommit } : {}),
       });

@@ -41,6 +41,53 @@ void describe('startNode', () => {
     await assert.rejects(fetch(`${node.url}/healthz`));
   });
 
+  void it('a record over 16 MiB, taken under a higher limits.recordBytesMax, is delivered (archive and raw Parquet), not quarantined as a corrupt frame', async () => {
+    const MiB = 1024 * 1024;
+    const base = join(dir, 'big-record');
+    const bucket = join(base, 'bucket');
+    const node = await startNode(
+      defaultConfig({
+        listen: { port: 0 },
+        wal: { dir: join(base, 'wal'), segmentAgeMsMax: 300 },
+        s3: { localDir: bucket },
+        outputs: { rawParquet: true },
+        views: { threads: 1, memoryLimitBytes: 256 * MiB },
+        limits: {
+          recordBytesMax: 24 * MiB,
+          bodyBytesMax: 64 * MiB,
+          decodedBytesMax: 64 * MiB,
+          inflightBytesMax: 512 * MiB,
+        },
+      }),
+    );
+    try {
+      const a = await ingest(node.url, `${JSON.stringify({ event: 'y'.repeat(17 * MiB) })}\n`);
+      assert.equal(a.status, 202);
+      const stats = () => node.delivery!.pipeline.stats();
+      for (let i = 0; stats().segmentsDeliveredTotal + stats().quarantinedTotal < 1; i++) {
+        assert.ok(i < 3000, 'the segment was delivered or quarantined');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(
+        stats().quarantinedTotal,
+        0,
+        'the segment was quarantined: its record read as a corrupt frame',
+      );
+      assert.equal(stats().segmentsDeliveredTotal, 1);
+      const files = await readdir(bucket, { recursive: true });
+      assert.ok(
+        files.some((f) => f.startsWith('raw/') && f.endsWith('.parquet')),
+        'raw Parquet written',
+      );
+      assert.ok(
+        files.some((f) => f.startsWith('segments/') && f.endsWith('.wal.zst')),
+        'archive written',
+      );
+    } finally {
+      await node.shutdown('test');
+    }
+  });
+
   void it('shutdown lets in-flight requests finish, refuses new ones, then closes the WAL', async () => {
     const wal = new MemoryWal();
     const node = await startNode(defaultConfig({ listen: { port: 0 } }), {

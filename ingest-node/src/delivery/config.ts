@@ -81,6 +81,12 @@ export interface StartDeliveryOptions {
   readonly registry?: Registry;
   /** The WAL's filesystem: scratch files and a local-folder target go through it. Default: the real disk. */
   readonly fs?: FileSystem;
+  /**
+   * The WAL's bound on one record (its recordBytesMax): segments are read back
+   * with it, or a record the WAL took would read as a corrupt frame and
+   * quarantine its segment. Default RECORD_BYTES_MAX_DEFAULT.
+   */
+  readonly recordBytesMax?: number;
 }
 
 export interface RunningDelivery {
@@ -138,6 +144,7 @@ export async function startDelivery(o: StartDeliveryOptions): Promise<RunningDel
     ...(d.segmentsAheadMax !== undefined ? { segmentsAheadMax: d.segmentsAheadMax } : {}),
     ...(d.uploadsInFlightMax !== undefined ? { uploadsInFlightMax: d.uploadsInFlightMax } : {}),
     ...(d.segmentRetryDelayMsMax !== undefined ? { segmentRetryDelayMsMax: d.segmentRetryDelayMsMax } : {}),
+    ...(o.recordBytesMax !== undefined ? { recordBytesMax: o.recordBytesMax } : {}),
     ...(d.staleUploadAgeMs !== undefined ? { staleUploadAgeMs: d.staleUploadAgeMs } : {}),
     ...(d.staleUploadCheckIntervalMs !== undefined
       ? { staleUploadCheckIntervalMs: d.staleUploadCheckIntervalMs }
@@ -232,6 +239,8 @@ export async function startConfiguredDelivery(
     producers?: readonly ArtifactProducer[];
     tableCommit?: StartDeliveryOptions['tableCommit'];
     fs?: FileSystem;
+    /** The WAL's recordBytesMax (StartDeliveryOptions.recordBytesMax). */
+    recordBytesMax?: number;
   },
 ): Promise<RunningDelivery | undefined> {
   if (config.s3.bucket === undefined && config.s3.localDir === undefined) {
@@ -257,5 +266,6 @@ export async function startConfiguredDelivery(
     log: deps.log,
     ...(deps.fs !== undefined ? { fs: deps.fs } : {}),
     ...(deps.registry !== undefined ? { registry: deps.registry } : {}),
+    ...(deps.recordBytesMax !== undefined ? { recordBytesMax: deps.recordBytesMax } : {}),
   });
 }

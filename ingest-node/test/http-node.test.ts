@@ -16,6 +16,7 @@ import { main } from '../src/cli.ts';
 import type { CliIo } from '../src/cli.ts';
 import { MemoryWal } from './helpers/memory-wal.ts';
 import { ingest } from './helpers/server.ts';
+import { openLocalSegment, records } from '../src/commands/common.ts';
 
 const CLI = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 
@@ -79,10 +80,12 @@ void describe('startNode', () => {
         files.some((f) => f.startsWith('raw/') && f.endsWith('.parquet')),
         'raw Parquet written',
       );
-      assert.ok(
-        files.some((f) => f.startsWith('segments/') && f.endsWith('.wal.zst')),
-        'archive written',
-      );
+      const archive = files.find((f) => f.startsWith('segments/') && f.endsWith('.wal.zst'));
+      assert.ok(archive !== undefined, 'archive written');
+      // The tools (landfall expand, verify, reprocess) read it back whole.
+      const back: number[] = [];
+      for await (const r of records(openLocalSegment(join(bucket, archive)))) back.push(r.payload.byteLength);
+      assert.deepEqual(back, [17 * MiB + '{"event":""}'.length]);
     } finally {
       await node.shutdown('test');
     }

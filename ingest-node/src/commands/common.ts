@@ -13,7 +13,12 @@ import { createZstdDecompressor } from '../delivery/compress.ts';
 import { HashTap } from '../store/hashing.ts';
 import { openObjectStore, type ObjectStoreConfig, type OpenedObjectStore } from '../store/index.ts';
 import type { ObjectStore } from '../store/types.ts';
-import { readSegmentStream, type SegmentHeader, type WalRecord } from '../wal/format.ts';
+import {
+  readSegmentStream,
+  RECORD_BYTES_MAX_LIMIT,
+  type SegmentHeader,
+  type WalRecord,
+} from '../wal/format.ts';
 
 /**
  * What a command gets from the CLI: cli.ts's CliIo, plus an optional binary
@@ -225,11 +230,19 @@ export function openLocalSegment(file: string): Readable {
   return file.endsWith('.zst') ? pipeline(src, createZstdDecompressor(), () => {}) : src;
 }
 
+/**
+ * A segment's records. Read with the frame format's own bound, not the
+ * default: the node that wrote the segment may have taken records up to its
+ * limits.recordBytesMax (up to 256 MiB), which the tools cannot know.
+ */
 export function records(
   source: Readable,
   onHeader?: (h: SegmentHeader) => void,
 ): AsyncGenerator<WalRecord, void, undefined> {
-  return readSegmentStream(source as AsyncIterable<Uint8Array>, onHeader !== undefined ? { onHeader } : {});
+  return readSegmentStream(source as AsyncIterable<Uint8Array>, {
+    recordBytesMax: RECORD_BYTES_MAX_LIMIT,
+    ...(onHeader !== undefined ? { onHeader } : {}),
+  });
 }
 
 /**

@@ -360,6 +360,37 @@ void test('a view that raises on a segment: every row of it goes to its DLQ as v
   assert.match(Buffer.from(rows[0]!['error_message'] as Uint8Array).toString(), /injected: the view raised/);
 });
 
+void test("a timestamp past the range ICU can cast (it raises even under TRY_CAST) is that row's cast_failed, not the whole segment's view_failed", async () => {
+  const far = '294247-01-10T04:00:54.775806';
+  const good = (i: number): string =>
+    JSON.stringify({ id: i, at: '2026-11-26T10:00:00+02:00', tz: '2026-11-26T10:00:00Z' });
+  for (const [column, bad] of [
+    ['at', JSON.stringify({ id: 99, at: far, tz: '2026-11-26T10:00:00Z' })],
+    ['tz', JSON.stringify({ id: 99, at: '2026-11-26T10:00:00+02:00', tz: far })],
+  ] as const) {
+    const d = await deliver([[...Array.from({ length: 20 }, (_, i) => good(i)), bad], [good(100)]], {
+      name: `times_${column}`,
+      columns: [
+        { name: 'id', type: 'INTEGER', path: '$.id', required: true },
+        { name: 'at', type: 'TIMESTAMP', path: '$.at' },
+        { name: 'tz', type: 'TIMESTAMPTZ', path: '$.tz' },
+      ],
+    });
+    assert.equal(d.markers.length, 2);
+    assert.equal(d.failures, 0);
+    for (const m of d.markers) checkAccounting(m);
+    const rows = d.markers[0]!.views[0]!.rows!;
+    assert.equal(rows.view, 20, column);
+    assert.deepEqual(
+      Object.entries(rows.dlqByCode ?? {}).filter(([, n]) => n > 0),
+      [['cast_failed', 1]],
+      column,
+    );
+    await rm(path.join(root, 'wal'), { recursive: true, force: true });
+    await rm(path.join(root, 'bucket'), { recursive: true, force: true });
+  }
+});
+
 void test('the key-level length the materialiser computes in SQL is the one delivery/keys.ts makes', async () => {
   const pdb = (db = await createParquetDb({ memoryLimitBytes: 64 << 20, threads: 1 }));
   const values: (string | null)[] = [

@@ -133,6 +133,17 @@ function defaultSql(column: ViewColumn): string | undefined {
   return `CAST(${sqlString(text)} AS ${column.type})`;
 }
 
+/**
+ * VARCHAR → TIMESTAMPTZ that is NULL for any text it cannot take. ICU's cast
+ * raises "date overflows timestamp range" even under TRY_CAST for a year past
+ * the range (e.g. '294247-01-10T04:00:54.775806'): uncaught, one such record
+ * failed its whole segment's view (view_failed); under try() it is that row's
+ * cast_failed.
+ */
+function tryTimestamptz(raw: string): string {
+  return `try(TRY_CAST(${raw} AS TIMESTAMPTZ))`;
+}
+
 /** Typed value from the raw element `raw` (VARCHAR for scalars, JSON for nested/JSON columns). */
 function castSql(column: ViewColumn, raw: string): string {
   const t = column.parsedType;
@@ -147,7 +158,9 @@ function castSql(column: ViewColumn, raw: string): string {
         // as if it were UTC), so offsets go through TIMESTAMPTZ, which honours
         // them. That cast is ICU's and about twice as slow, so the common
         // `…Z` (Date.toISOString) takes the direct cast, which is exact for it.
-        return `CASE WHEN ends_with(${raw}, 'Z') THEN TRY_CAST(${raw} AS TIMESTAMP) ELSE TRY_CAST(TRY_CAST(${raw} AS TIMESTAMPTZ) AS TIMESTAMP) END`;
+        return `CASE WHEN ends_with(${raw}, 'Z') THEN TRY_CAST(${raw} AS TIMESTAMP) ELSE TRY_CAST(${tryTimestamptz(raw)} AS TIMESTAMP) END`;
+      case 'TIMESTAMPTZ':
+        return tryTimestamptz(raw);
       default:
         return `TRY_CAST(${raw} AS ${t.name})`;
     }

@@ -49,6 +49,32 @@ void test('a width, pad length or format width that is not a constant within the
   }
 });
 
+void test('a function that can multiply its input (replace, regexp_replace, array_to_string) over a constant is refused at load: it would be evaluated there, unbounded', async () => {
+  let nested = "'a'";
+  for (let i = 0; i < 9; i++) nested = `replace(${nested}, 'a', 'aaaaaaaaaa')`; // 10^9 bytes if evaluated
+  const refused = [
+    `length(${nested}) > 0`,
+    "length(regexp_replace('a', '.', 'aaaaaaaaaa', 'g')) > 0",
+    "length(array_to_string(string_split('aaaa', ''), 'bbbbbbbbbb')) > 0",
+    "event = replace(event, 'x', replace('y', 'y', 'yyyyyyyyyy'))",
+  ];
+  for (const text of refused) {
+    await assert.rejects(
+      check(text),
+      (err: unknown) =>
+        err instanceof ViewError && err.code === 'expr_width' && /must read a column/.test(err.message),
+      text,
+    );
+  }
+  // Over a column they run per row, in a Parquet child under its address-space limit.
+  for (const text of [
+    "replace(event, 'a', 'b') = 'x'",
+    "regexp_replace(lower(event), '[^a-z]', '', 'g') <> ''",
+    "array_to_string(string_split(event, '/'), '.') <> ''",
+  ])
+    await check(text);
+});
+
 void test('ordinary widths pass', async () => {
   for (const text of [
     "lpad(event, 10, '0') = 'x'",

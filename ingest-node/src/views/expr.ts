@@ -247,6 +247,25 @@ export const EXPR_WIDTH_MAX = 1024;
 
 /** Functions whose argument at this index is a result length. */
 const WIDTH_ARGUMENTS: Readonly<Record<string, number>> = { lpad: 1, rpad: 1, repeat: 1 };
+/**
+ * Functions whose result can be a multiple of their first argument's length
+ * (a replacement longer than its pattern, a separator per element). Over a
+ * constant, DuckDB evaluates them when the view is bound — in the node's own
+ * process and in the operator, with no address-space limit — and nesting
+ * multiplies: ten `replace(…, 'a', 'aaaaaaaaaa')` are 10^10 bytes from 300
+ * characters. Over a column they run per row in a Parquet child, under its
+ * limit. So their first argument must read a column.
+ */
+const GROWTH_FUNCTIONS: ReadonlySet<string> = new Set(['replace', 'regexp_replace', 'array_to_string']);
+
+/** Whether `node` reads a column anywhere inside it. */
+function readsColumn(node: unknown): boolean {
+  if (Array.isArray(node)) return node.some(readsColumn);
+  if (node === null || typeof node !== 'object') return false;
+  if ((node as AstNode).class === 'COLUMN_REF') return true;
+  return Object.values(node).some(readsColumn);
+}
+
 /** Functions whose first argument is a format string with widths and precisions in it. */
 const FORMAT_FUNCTIONS: Readonly<Record<string, 'fmt' | 'printf'>> = { format: 'fmt', printf: 'printf' };
 
@@ -498,6 +517,11 @@ export async function checkExpression(
     }
   };
   const checkWidths = (name: string, args: readonly AstNode[]): void => {
+    if (GROWTH_FUNCTIONS.has(name) && !readsColumn(args[0]))
+      fail(
+        ViewErrorCode.exprWidth,
+        `${name}(): its first argument must read a column (over a constant it is evaluated when the view loads, where its result can grow without bound)`,
+      );
     const at = WIDTH_ARGUMENTS[name];
     if (at !== undefined) {
       const c = constantOf(args[at]);

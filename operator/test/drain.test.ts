@@ -7,7 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import { checkDrained } from '../src/controller/drain.ts';
-import { drainBlocker, httpNodeStatusProbe, parseNodeStatus } from '../src/adapters/node-status.ts';
+import {
+  drainBlocker,
+  httpNodeStatusProbe,
+  NODE_REPLY_BYTES_MAX,
+  parseNodeStatus,
+} from '../src/adapters/node-status.ts';
 import type { NodeDrainState, NodeStatusProbe } from '../src/adapters/node-status.ts';
 import { startNode } from '../../ingest-node/src/node.ts';
 import type { RunningNode } from '../../ingest-node/src/node.ts';
@@ -152,6 +157,31 @@ void test('the HTTP probe sends the status key and reads the answer', async () =
     await assert.rejects(probe(url, 'bad'), /401/);
     assert.deepEqual(seen, ['/v1/status good', '/v1/status bad']);
   } finally {
+    server.close();
+  }
+});
+
+void test('an answer over NODE_REPLY_BYTES_MAX (a pod streaming without end) is refused, not read into memory', async () => {
+  let sent = 0;
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const more = (): void => {
+      while (sent < 64 * NODE_REPLY_BYTES_MAX && !res.destroyed) {
+        sent += chunk.length;
+        if (!res.write(chunk)) return void res.once('drain', more);
+      }
+      res.end();
+    };
+    more();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    await assert.rejects(httpNodeStatusProbe(10_000)(url, 'k'), /over 1048576 bytes/);
+    assert.ok(sent < 16 * NODE_REPLY_BYTES_MAX, `the node stopped being read (${sent} bytes sent)`);
+  } finally {
+    server.closeAllConnections();
     server.close();
   }
 });

@@ -93,6 +93,32 @@ function podTlsAgent(): Agent {
 export type NodeStatusProbe = (baseUrl: string, apiKey: string) => Promise<NodeDrainState>;
 
 /**
+ * Largest answer the operator reads from a node: a status is a few KiB. The
+ * pod runs an image the Endpoint's author may choose, and one operator serves
+ * every Endpoint: an endless answer must not take its memory.
+ */
+export const NODE_REPLY_BYTES_MAX = 1024 * 1024;
+
+/** The body as text, refused (and the connection dropped) past `bytesMax`. */
+async function boundedText(
+  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown },
+  bytesMax: number,
+  what: string,
+): Promise<string> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const chunk of body) {
+    n += chunk.length;
+    if (n > bytesMax) {
+      body.destroy();
+      throw new Error(`${what}: the answer is over ${bytesMax} bytes`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/**
  * One bounded call to a node's admin port with the operator's key: the one
  * place that speaks HTTP to nodes (status probe, drain control, node drains).
  * Any answer but 200/202 is an error carrying its status and the body's start.
@@ -115,8 +141,10 @@ export async function callNode(
     ...(baseUrl.startsWith('https:') ? { dispatcher: podTlsAgent() } : {}),
     headersTimeout: timeoutMs,
     bodyTimeout: timeoutMs,
+    // bodyTimeout bounds the gap between chunks, not the whole answer.
+    signal: AbortSignal.timeout(2 * timeoutMs),
   });
-  const text = await res.body.text();
+  const text = await boundedText(res.body, NODE_REPLY_BYTES_MAX, `${method} ${baseUrl}${path}`);
   if (res.statusCode !== 200 && res.statusCode !== 202)
     throw new Error(`${method} ${baseUrl}${path}: ${res.statusCode} ${text.slice(0, 200)}`);
   return JSON.parse(text) as unknown;

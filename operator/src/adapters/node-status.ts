@@ -93,11 +93,11 @@ function podTlsAgent(): Agent {
 export type NodeStatusProbe = (baseUrl: string, apiKey: string) => Promise<NodeDrainState>;
 
 /**
- * Largest answer the operator reads from a node: a status is a few KiB. The
+ * Largest answer the operator reads from a node: a status is a few KiB (a few hundred views: well under this). The
  * pod runs an image the Endpoint's author may choose, and one operator serves
  * every Endpoint: an endless answer must not take its memory.
  */
-export const NODE_REPLY_BYTES_MAX = 1024 * 1024;
+export const NODE_REPLY_BYTES_MAX = 4 * 1024 * 1024;
 
 /** The body as text, refused (and the connection dropped) past `bytesMax`. */
 async function boundedText(

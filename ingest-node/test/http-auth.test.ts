@@ -116,8 +116,12 @@ void describe('auth: key file parsing', () => {
     assert.equal(ok.keys.length, 2);
     const bad = parseKeys(`${KEY_A} admin\n`, 'f');
     assert.equal(bad.problems.length, 1);
-    assert.match(bad.problems[0] ?? '', /f line 1: unknown scope "admin"/);
+    assert.match(bad.problems[0] ?? '', /f line 1: word 2 \(5 characters\) is not a scope/);
     assert.doesNotMatch(bad.problems[0] ?? '', new RegExp(KEY_A));
+    // Two keys on one line: the second is no scope, and is not echoed either.
+    const two = parseKeys(`${KEY_A} ${KEY_B}\n`, 'f');
+    assert.equal(two.problems.length, 1);
+    assert.doesNotMatch(two.problems[0] ?? '', new RegExp(KEY_B));
   });
 
   void it('drain is never a default scope: it must be named (a producer key cannot stop a node)', () => {

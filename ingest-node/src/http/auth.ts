@@ -85,10 +85,14 @@ export function parseKeys(text: string, origin: string): ParsedKeys {
     }
     const scopes = new Set<Scope>();
     let bad = false;
-    for (const s of rest) {
+    for (const [i, s] of rest.entries()) {
       if ((SCOPES as readonly string[]).includes(s)) scopes.add(s as Scope);
       else {
-        problems.push(`${origin} line ${n + 1}: unknown scope "${s}" (known: ${SCOPES.join(', ')})`);
+        // Not echoed: an unknown "scope" is as likely a second key on the line,
+        // and this message is thrown at start and logged on reload.
+        problems.push(
+          `${origin} line ${n + 1}: word ${i + 2} (${s.length} characters) is not a scope (known: ${SCOPES.join(', ')})`,
+        );
         bad = true;
       }
     }

@@ -7,7 +7,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -801,6 +801,25 @@ void describe('mqtt config block', () => {
     assert.equal(b?.name, '10.0.0.1-80');
     assert.equal(b?.clientId, 'custom');
     assert.deepEqual(b?.topics, [{ filter: 'x/#', qos: 0 }]);
+  });
+
+  void it('a password over mqtt:// to another host is said at start (sent in clear); over TLS or to this host it is not', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lf-mqtt-pw-'));
+    try {
+      const passwordFile = join(dir, 'password');
+      writeFileSync(passwordFile, 's3cret\n');
+      const warned = async (url: string): Promise<boolean> => {
+        const r = await rig(config({ brokers: [{ url, name: 'b1', username: 'u', passwordFile }] }));
+        await r.source.stop(100);
+        return r.log.has('password is sent in clear');
+      };
+      assert.equal(await warned('mqtt://broker.example.com:1883'), true);
+      assert.equal(await warned('ws://10.0.0.7:8080/mqtt'), true);
+      assert.equal(await warned('mqtt://127.0.0.1:1883'), false);
+      assert.equal(await warned('mqtt://localhost:1883'), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   void it('reads the password file without its trailing newline, and names an unreadable file', async () => {

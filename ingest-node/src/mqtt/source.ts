@@ -207,6 +207,7 @@ export class BrokerSource {
 
   /** Reads the secrets (rejects if a file is unreadable) and starts connecting; does not wait for the broker. */
   async start(): Promise<void> {
+    this.#warnCleartextPassword();
     this.#secrets = await readSecrets(this.#o.broker.config, this.#o.readFile);
     this.#hadSession = await this.#readSessionMarker();
     const client = this.#o.connect(this.#o.broker.url, this.#clientOptions());
@@ -229,6 +230,25 @@ export class BrokerSource {
       'MQTT: connecting',
     );
     client.connect();
+  }
+
+  /**
+   * A password sent over mqtt:// or ws:// crosses the network in clear. Not
+   * refused (an in-cluster broker Service without TLS is a common setup, its
+   * traffic on the pod network), but said once at start, unless the broker is
+   * on this host.
+   */
+  #warnCleartextPassword(): void {
+    const b = this.#o.broker;
+    if (b.config.passwordFile === undefined) return;
+    const url = new URL(b.url);
+    if (url.protocol === 'mqtts:' || url.protocol === 'wss:') return;
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (host === 'localhost' || host === '::1' || /^127\./.test(host)) return;
+    this.#log.warn(
+      { broker: this.name, url: b.url },
+      'MQTT: the broker password is sent in clear (the url is not mqtts:// or wss://); use TLS unless the network between node and broker is trusted',
+    );
   }
 
   /**

@@ -777,3 +777,107 @@ void test('deletion: drainers started without the View files (compiler down) are
   );
   assert.equal(warnings.length, 1);
 });
+
+/** A same-named object of someone else's: no controller owner reference, or another one's. */
+const notOurs = (name: string, owner?: string): KubeObject => ({
+  metadata: {
+    name,
+    namespace: 'tenant-a',
+    uid: 'theirs',
+    ...(owner ? { ownerReferences: [{ kind: 'Endpoint', name: 'x', uid: owner, controller: true }] } : {}),
+  },
+});
+
+void test('ownership: a same-named ServiceAccount, ConfigMap, Service, PDB or StatefulSet the Endpoint does not control is left untouched and reported', async () => {
+  const children = [
+    'ServiceAccount clicks-ingest',
+    'ConfigMap clicks-ingest-views',
+    'ConfigMap clicks-ingest',
+    'Service clicks-ingest-headless',
+    'Service clicks-ingest',
+    // Only in a live read: the informer's label-selected cache does not have it.
+    'StatefulSet clicks-ingest',
+    'PodDisruptionBudget clicks-ingest',
+  ];
+  for (const child of children)
+    for (const owner of [undefined, 'uid-of-another-team']) {
+      const name = child.split(' ')[1] ?? '';
+      const f = fakeClient(undefined, new Map([[child, notOurs(name, owner)]]));
+      const { c, events } = controller(f.client, ep());
+      // A StatefulSet of another Endpoint (a deleted namesake) keeps its own reason: PreviousStatefulSet.
+      const previous = child.startsWith('StatefulSet') && owner !== undefined;
+      const reason = previous ? 'PreviousStatefulSet' : 'OwnershipConflict';
+      const message = previous
+        ? `${child} belongs to another Endpoint`
+        : `${child} exists and does not belong to this Endpoint`;
+      await assert.rejects(c.reconcile('tenant-a/clicks'), new RegExp(message), child);
+      assert.ok(!f.calls.includes(`apply ${child}`), `${child} not applied: ${f.calls.join(', ')}`);
+      // Nothing runs on a foreign ServiceAccount or behind a foreign Service.
+      if (child !== 'PodDisruptionBudget clicks-ingest')
+        assert.ok(!f.calls.includes('apply StatefulSet clicks-ingest'), `${child}: ${f.calls.join(', ')}`);
+      const status = f.statuses.at(-1) as { conditions: { type: string; reason: string; message: string }[] };
+      const degraded = status.conditions.find((x) => x.type === 'Degraded');
+      assert.equal(degraded?.reason, reason, child);
+      assert.match(degraded?.message ?? '', new RegExp(message));
+      assert.ok(
+        events.some((e) => e.startsWith('Warning ReconcileFailed:') && e.includes(message)),
+        events.join('\n'),
+      );
+    }
+});
+
+void test('ownership: children the Endpoint controls are still applied (forced over edits)', async () => {
+  const e = ep();
+  const ours = (name: string): KubeObject => ({
+    metadata: {
+      name,
+      namespace: 'tenant-a',
+      uid: `u-${name}`,
+      ownerReferences: [{ kind: 'Endpoint', name: 'clicks', uid: e.metadata.uid ?? '', controller: true }],
+    },
+  });
+  const children = [
+    'ServiceAccount clicks-ingest',
+    'ConfigMap clicks-ingest-views',
+    'ConfigMap clicks-ingest',
+    'Service clicks-ingest-headless',
+    'Service clicks-ingest',
+    'StatefulSet clicks-ingest',
+    'PodDisruptionBudget clicks-ingest',
+  ];
+  const f = fakeClient(undefined, new Map(children.map((k) => [k, ours(k.split(' ')[1] ?? '')])));
+  const { c } = controller(f.client, e);
+  await c.reconcile('tenant-a/clicks');
+  for (const child of children)
+    assert.ok(f.calls.includes(`apply ${child}`), `${child}: ${f.calls.join(', ')}`);
+  const status = f.statuses.at(-1) as { conditions: { type: string; status: string }[] };
+  assert.notEqual(status.conditions.find((x) => x.type === 'Degraded')?.status, 'True');
+});
+
+void test('ownership: a drainer is not started over a same-named ServiceAccount, ConfigMap or PDB its claim does not control', async () => {
+  const e = endpoint(
+    'clicks',
+    { s3: { bucket: 'acme-events' }, apiKeySecretRef: { name: 'k' }, replicas: 1 },
+    { resourceVersion: '7', creationTimestamp: '2026-01-01T00:00:00Z', finalizers: ['landfall.dev/drain'] },
+  );
+  const claim = {
+    metadata: { name: 'data-clicks-ingest-1', namespace: 'tenant-a', uid: 'claim-1', labels: { 'landfall.dev/endpoint': 'clicks', 'landfall.dev/endpoint-uid': 'uid-clicks' } },
+    status: { phase: 'Bound' },
+  } as KubeObject; // prettier-ignore
+  for (const kind of ['ServiceAccount', 'ConfigMap', 'PodDisruptionBudget']) {
+    const child = `${kind} data-clicks-ingest-1-drain`;
+    const f = fakeClient(
+      undefined,
+      new Map([[child, notOurs('data-clicks-ingest-1-drain')]]),
+      new Map([['PersistentVolumeClaim', [claim]]]),
+    );
+    const { c, events } = controller(f.client, e, undefined, { statefulSets: store([ownStatefulSet(e, 1)]) });
+    await c.reconcile('tenant-a/clicks');
+    assert.ok(!f.calls.includes(`apply ${child}`), `${child}: ${f.calls.join(', ')}`);
+    assert.ok(!f.calls.includes('create Job data-clicks-ingest-1-drain'), `${child}: ${f.calls.join(', ')}`);
+    assert.ok(
+      events.some((x) => x.startsWith('Warning DrainerBlocked:') && x.includes(`${child} exists`)),
+      events.join('\n'),
+    );
+  }
+});

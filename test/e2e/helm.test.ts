@@ -490,7 +490,10 @@ void describe('installed chart', () => {
     const kinds: [string, string, string[]][] = [
       ['endpoints', 'landfall.dev', ['list', 'watch', 'patch']],
       ['views', 'landfall.dev', ['list', 'watch']],
-      ['statefulsets', 'apps', ['list', 'watch', 'create', 'patch']],
+      ['statefulsets', 'apps', ['get', 'list', 'watch', 'create', 'patch']],
+      ['serviceaccounts', '', ['get', 'create', 'patch']],
+      ['services', '', ['get', 'create', 'patch']],
+      ['poddisruptionbudgets', 'policy', ['get', 'create', 'patch']],
       ['pods', '', ['list', 'watch', 'get']],
       ['configmaps', '', ['get', 'create', 'patch']],
       ['persistentvolumeclaims', '', ['list', 'delete']],

@@ -24,20 +24,18 @@ rules:
     resources: [endpoints/finalizers]
     verbs: [update]
   # Children, server-side applied: an apply is a patch, and an apply that
-  # creates the object is also authorized as create.
+  # creates the object is also authorized as create. get: the operator reads
+  # each first and applies only over one its owner (the Endpoint, or a drainer's
+  # claim) controls; a same-named object of someone else's is left untouched.
+  # (A restarted operator also reads an Endpoint's views ConfigMap, its last
+  # good output, to keep serving a View whose current generation does not compile.)
   - apiGroups: [""]
     resources: [serviceaccounts, configmaps, services]
-    verbs: [create, patch]
-  # A restarted operator reads an Endpoint's views ConfigMap (its last good
-  # output) to keep serving a View whose current generation does not compile.
-  # Nothing more than patch already returns.
-  - apiGroups: [""]
-    resources: [configmaps]
-    verbs: [get]
+    verbs: [get, create, patch]
   # The Endpoint's PDB, and one per drainer Job (owned by its claim).
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
-    verbs: [create, patch]
+    verbs: [get, create, patch]
   # spec.expose: the Ingress and the Gateway API HTTPRoute, applied when asked
   # for and deleted when the Endpoint no longer asks for them. get: the operator
   # reads the object first and touches it only if the Endpoint owns it (a
@@ -54,9 +52,11 @@ rules:
     resources: [httproutes]
     verbs: [get, create, patch, delete]
   # StatefulSets: applied, and watched (label-selected informer) for status.
+  # get: the ownership check before the apply reads the object live (a
+  # same-named one without our labels is not in the informer's cache).
   - apiGroups: [apps]
     resources: [statefulsets]
-    verbs: [list, watch, create, patch]
+    verbs: [get, list, watch, create, patch]
   # Pod readiness for the Endpoint status and pod IPs for the drain check.
   - apiGroups: [""]
     resources: [pods]

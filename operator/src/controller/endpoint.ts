@@ -316,8 +316,20 @@ export class EndpointController {
     ctx.excludedViews = result.excluded.size;
   }
 
+  /**
+   * The Endpoint's own children (ServiceAccount, ConfigMaps, Services, PDB,
+   * StatefulSet) are applied only over objects it controls: a same-named
+   * object made by hand or by another tool is left untouched and the reconcile
+   * stops here (Degraded OwnershipConflict), since the pods would otherwise
+   * run as that ServiceAccount, or be served by that Service.
+   */
+  private async applyOwnedOrBlock(ctx: Ctx, rt: ResourceType, obj: KubeObject): Promise<void> {
+    const conflict = await this.applyOwned(ctx, rt, obj);
+    if (conflict !== undefined) throw new StepBlocked('OwnershipConflict', conflict);
+  }
+
   private async ensureServiceAccount(ctx: Ctx): Promise<void> {
-    await this.d.client.apply(Resources.serviceAccount, buildServiceAccount(ctx.ep));
+    await this.applyOwnedOrBlock(ctx, Resources.serviceAccount, buildServiceAccount(ctx.ep));
   }
 
   private async ensureConfigMap(ctx: Ctx): Promise<void> {
@@ -327,14 +339,14 @@ export class EndpointController {
       statusKeyLine(deriveStatusKey(this.d.operatorKey, ctx.ep)),
     );
     ctx.configHash = hash;
-    await this.d.client.apply(Resources.configMap, viewsConfigMap);
-    await this.d.client.apply(Resources.configMap, configMap);
+    await this.applyOwnedOrBlock(ctx, Resources.configMap, viewsConfigMap);
+    await this.applyOwnedOrBlock(ctx, Resources.configMap, configMap);
   }
 
   private async ensureServices(ctx: Ctx): Promise<void> {
     const { headless, client } = buildServices(ctx.ep);
-    await this.d.client.apply(Resources.service, headless);
-    await this.d.client.apply(Resources.service, client);
+    await this.applyOwnedOrBlock(ctx, Resources.service, headless);
+    await this.applyOwnedOrBlock(ctx, Resources.service, client);
   }
 
   /**
@@ -404,14 +416,35 @@ export class EndpointController {
 
   /** Applies obj unless its name holds an object this Endpoint does not control; returns that conflict. */
   private async applyOwned(ctx: Ctx, rt: ResourceType, obj: KubeObject): Promise<string | undefined> {
+    const conflict = await this.applyControlled(ctx.ep.metadata.uid, 'this Endpoint', rt, obj);
+    if (conflict === undefined) return undefined;
+    const hint =
+      rt === Resources.ingress || rt === Resources.httpRoute ? ', or drop the field from spec.expose' : '';
+    return `${conflict}. Delete or rename it to let the operator create its own${hint}`;
+  }
+
+  /**
+   * Applies obj unless its name (in obj's namespace) holds an object whose
+   * controller owner reference is not ownerUid; returns that conflict, the
+   * object left untouched. A live read, not a cache.
+   */
+  private async applyControlled(
+    ownerUid: string | undefined,
+    ownerDescription: string,
+    rt: ResourceType,
+    obj: KubeObject,
+  ): Promise<string | undefined> {
     const name = obj.metadata?.name ?? '';
-    const existing = await this.d.client.get(rt, ctx.namespace, name);
-    if (existing !== undefined && !this.controls(ctx, existing)) {
+    const existing = await this.d.client.get(rt, obj.metadata?.namespace, name);
+    const controlled = (existing?.metadata?.ownerReferences ?? []).some(
+      (r) => r.controller === true && ownerUid !== undefined && r.uid === ownerUid,
+    );
+    if (existing !== undefined && !controlled) {
       const owner = existing.metadata?.ownerReferences?.find((r) => r.controller === true);
       const whose = owner
         ? `it is controlled by ${owner.kind} ${owner.name} (uid ${owner.uid})`
         : 'it has no controller owner reference (made by hand or by another tool)';
-      return `${rt.kind} ${name} exists and does not belong to this Endpoint: ${whose}; not applied, left untouched. Delete or rename it to let the operator create its own, or drop the field from spec.expose`;
+      return `${rt.kind} ${name} exists and does not belong to ${ownerDescription}: ${whose}; not applied, left untouched`;
     }
     // Ours: force our fields back (a kubectl edit is reverted). Absent: no
     // force, so one made by someone else between the read and this apply is a
@@ -446,14 +479,25 @@ export class EndpointController {
       ctx.configHash,
     );
     const stsName = desired.metadata?.name ?? '';
-    const cached = this.d.statefulSets.getByKey(`${ctx.namespace}/${stsName}`);
+    // A live read, not the label-selected cache: a same-named StatefulSet
+    // without our labels (made by hand) must be seen too, and left untouched.
+    const cached = await this.d.client.get<V1StatefulSet & KubeObject>(
+      Resources.statefulSet,
+      ctx.namespace,
+      stsName,
+    );
     const uid = ctx.ep.metadata.uid ?? '';
-    const owner = cached?.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
-    if (cached && owner !== uid)
-      throw new StepBlocked(
-        'PreviousStatefulSet',
-        `StatefulSet ${stsName} belongs to another Endpoint (uid ${owner ?? 'none'}), e.g. a deleted one of the same name: waiting for the garbage collector to remove it`,
-      );
+    const controller = cached?.metadata?.ownerReferences?.find((r) => r.controller);
+    if (cached && controller?.uid !== uid)
+      throw controller?.kind === 'Endpoint'
+        ? new StepBlocked(
+            'PreviousStatefulSet',
+            `StatefulSet ${stsName} belongs to another Endpoint (uid ${controller.uid}), e.g. a deleted one of the same name: waiting for the garbage collector to remove it`,
+          )
+        : new StepBlocked(
+            'OwnershipConflict',
+            `StatefulSet ${stsName} exists and does not belong to this Endpoint: ${controller ? `it is controlled by ${controller.kind} ${controller.name} (uid ${controller.uid})` : 'it has no controller owner reference (made by hand or by another tool)'}; not applied, left untouched. Delete or rename it to let the operator create its own`,
+          );
     // Claim templates are immutable: an existing StatefulSet keeps its own
     // (one made before the uid label existed keeps them unlabelled).
     if (cached?.spec?.volumeClaimTemplates && desired.spec)
@@ -482,7 +526,11 @@ export class EndpointController {
         [DRAIN_FROM_ANNOTATION]: String(ctx.drainFrom),
       };
     ctx.previousHash = cached?.spec?.template.metadata?.annotations?.[CONFIG_HASH_ANNOTATION];
-    ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired);
+    // Ours: forced (kubectl edits reverted). Absent: not forced, so one made
+    // between the read and this apply is a conflict (409), not a takeover.
+    ctx.statefulSet = await this.d.client.apply<V1StatefulSet & KubeObject>(Resources.statefulSet, desired, {
+      force: cached !== undefined,
+    });
     if (!cached) {
       this.d.events.record(
         ctx.ep,
@@ -686,10 +734,22 @@ export class EndpointController {
             nodeImage: this.d.nodeImage,
             views,
           });
-          await this.d.client.apply(Resources.serviceAccount, d.serviceAccount);
-          await this.d.client.apply(Resources.configMap, d.configMap);
-          // Before the Job: no moment where `kubectl drain` may evict its pod.
-          await this.d.client.apply(Resources.pdb, d.pdb);
+          // Each only over an object the claim controls (or none): a same-named
+          // one of someone else's is left untouched and no drainer starts.
+          const claimUid = claim.metadata?.uid;
+          const claimOwner = `volume claim ${name}`;
+          const conflict =
+            (await this.applyControlled(claimUid, claimOwner, Resources.serviceAccount, d.serviceAccount)) ??
+            (await this.applyControlled(claimUid, claimOwner, Resources.configMap, d.configMap)) ??
+            // Before the Job: no moment where `kubectl drain` may evict its pod.
+            (await this.applyControlled(claimUid, claimOwner, Resources.pdb, d.pdb));
+          if (conflict !== undefined) {
+            const why = `${name}: drainer not started: ${conflict}`;
+            this.d.events.record(ep, 'Warning', 'DrainerBlocked', why);
+            pending.push(why);
+            remaining++;
+            break;
+          }
           try {
             await this.d.client.create(Resources.job, d.job);
           } catch (err) {
@@ -739,7 +799,13 @@ export class EndpointController {
             claim.metadata?.deletionTimestamp === undefined
           )
             try {
-              await this.d.client.apply(Resources.pdb, buildDrainerPdb(ep, claim));
+              const conflict = await this.applyControlled(
+                claim.metadata?.uid,
+                `volume claim ${name}`,
+                Resources.pdb,
+                buildDrainerPdb(ep, claim),
+              );
+              if (conflict !== undefined) this.log.warn({ claim: name }, conflict);
             } catch (err) {
               // Best effort (a terminating namespace refuses new objects): the drainer runs on.
               this.log.warn({ err, claim: name }, 'drainer PodDisruptionBudget not applied');
@@ -860,7 +926,7 @@ export class EndpointController {
   }
 
   private async ensurePdb(ctx: Ctx): Promise<void> {
-    await this.d.client.apply(Resources.pdb, buildPdb(ctx.ep));
+    await this.applyOwnedOrBlock(ctx, Resources.pdb, buildPdb(ctx.ep));
   }
 
   /** controller/node-drain.ts: drain, then replace, a replica whose node is cordoned or being removed. */

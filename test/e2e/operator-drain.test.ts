@@ -303,15 +303,21 @@ void test('scale-down drains the ordinals first, a revert takes writes again, a 
   );
   phase('drainer Job running, claim kept');
 
-  // What the Job controller writes when `landfall drain` exits 0.
+  // What the Job controller writes when `landfall drain` exits 0. Its
+  // startTime as it is now: the Job controller may have set it since `job`
+  // was read, and it is immutable once set.
   const now = new Date().toISOString();
+  const startTime =
+    (await client.get<typeof job>(Resources.job, ns, 'data-scale-ingest-2-drain'))?.status?.startTime ??
+    job.status?.startTime ??
+    now;
   await client.request(
     HttpMethod.PATCH,
     `/apis/batch/v1/namespaces/${ns}/jobs/data-scale-ingest-2-drain/status`,
     {
       body: {
         status: {
-          startTime: job.status?.startTime ?? now,
+          startTime,
           completionTime: now,
           succeeded: 1,
           active: 0,

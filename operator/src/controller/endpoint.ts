@@ -416,7 +416,12 @@ export class EndpointController {
 
   /** Applies obj unless its name holds an object this Endpoint does not control; returns that conflict. */
   private async applyOwned(ctx: Ctx, rt: ResourceType, obj: KubeObject): Promise<string | undefined> {
-    const conflict = await this.applyControlled(ctx.ep.metadata.uid, 'this Endpoint', rt, obj);
+    const conflict = await this.applyControlled(
+      { uid: ctx.ep.metadata.uid, kind: 'Endpoint', name: ctx.ep.metadata.name },
+      'this Endpoint',
+      rt,
+      obj,
+    );
     if (conflict === undefined) return undefined;
     const hint =
       rt === Resources.ingress || rt === Resources.httpRoute ? ', or drop the field from spec.expose' : '';
@@ -425,11 +430,15 @@ export class EndpointController {
 
   /**
    * Applies obj unless its name (in obj's namespace) holds an object whose
-   * controller owner reference is not ownerUid; returns that conflict, the
-   * object left untouched. A live read, not a cache.
+   * controller owner reference is not `owner`; returns that conflict, the
+   * object left untouched. A live read, not a cache. An object controlled by
+   * an earlier owner of the same kind and name (another uid: a deleted
+   * Endpoint or claim re-created under its name — only one can exist at a
+   * time) is this owner's predecessor's, made by this operator, and taken
+   * over: the garbage collector would remove it anyway.
    */
   private async applyControlled(
-    ownerUid: string | undefined,
+    owner: { uid: string | undefined; kind: string; name: string | undefined },
     ownerDescription: string,
     rt: ResourceType,
     obj: KubeObject,
@@ -437,7 +446,10 @@ export class EndpointController {
     const name = obj.metadata?.name ?? '';
     const existing = await this.d.client.get(rt, obj.metadata?.namespace, name);
     const controlled = (existing?.metadata?.ownerReferences ?? []).some(
-      (r) => r.controller === true && ownerUid !== undefined && r.uid === ownerUid,
+      (r) =>
+        r.controller === true &&
+        owner.uid !== undefined &&
+        (r.uid === owner.uid || (r.kind === owner.kind && owner.name !== undefined && r.name === owner.name)),
     );
     if (existing !== undefined && !controlled) {
       const owner = existing.metadata?.ownerReferences?.find((r) => r.controller === true);
@@ -736,13 +748,13 @@ export class EndpointController {
           });
           // Each only over an object the claim controls (or none): a same-named
           // one of someone else's is left untouched and no drainer starts.
-          const claimUid = claim.metadata?.uid;
+          const claimRef = { uid: claim.metadata?.uid, kind: 'PersistentVolumeClaim', name };
           const claimOwner = `volume claim ${name}`;
           const conflict =
-            (await this.applyControlled(claimUid, claimOwner, Resources.serviceAccount, d.serviceAccount)) ??
-            (await this.applyControlled(claimUid, claimOwner, Resources.configMap, d.configMap)) ??
+            (await this.applyControlled(claimRef, claimOwner, Resources.serviceAccount, d.serviceAccount)) ??
+            (await this.applyControlled(claimRef, claimOwner, Resources.configMap, d.configMap)) ??
             // Before the Job: no moment where `kubectl drain` may evict its pod.
-            (await this.applyControlled(claimUid, claimOwner, Resources.pdb, d.pdb));
+            (await this.applyControlled(claimRef, claimOwner, Resources.pdb, d.pdb));
           if (conflict !== undefined) {
             const why = `${name}: drainer not started: ${conflict}`;
             this.d.events.record(ep, 'Warning', 'DrainerBlocked', why);
@@ -800,7 +812,7 @@ export class EndpointController {
           )
             try {
               const conflict = await this.applyControlled(
-                claim.metadata?.uid,
+                { uid: claim.metadata?.uid, kind: 'PersistentVolumeClaim', name },
                 `volume claim ${name}`,
                 Resources.pdb,
                 buildDrainerPdb(ep, claim),

@@ -19,8 +19,9 @@
 // retention of delivered segments, so sealedSegments falls to 0 once every
 // marker is written. Segments the pipeline quarantined (corrupt) leave the
 // WAL's list and do not block; they stay in the retained volume's quarantine/.
-// /v1/status needs an API key with the `status` scope: the operator keeps its
-// own in a Secret it mounts next to the user's keys (see model/resources.ts).
+// /v1/status needs an API key with the `status` scope (/v1/drain: `drain`):
+// the operator derives its own key (model/operator-key.ts) and the nodes get
+// only its hash, in the Endpoint's ConfigMap (see model/resources.ts).
 import { Agent, request } from 'undici';
 
 export interface NodeDrainState {

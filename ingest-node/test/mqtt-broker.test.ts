@@ -88,6 +88,22 @@ function metric(
   return metricValue(node.server.metrics.registry, name, labels);
 }
 
+/** A source on the real broker, its WAL taking records of at most 1 KiB, with no backpressure. */
+async function kibRecordSource(config: ReturnType<typeof nodeConfig>) {
+  const wal = new MemoryWal();
+  const registry = new Registry();
+  const log = memoryLogger();
+  const source = await startMqttSource(config, {
+    wal,
+    registry,
+    log,
+    backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
+    walRecordBytesMax: 1024,
+  });
+  assert.ok(source);
+  return { source, registry, log, wal };
+}
+
 async function publisher(url = broker.url): Promise<MqttClient> {
   const c = await mqtt.connectAsync(url, { reconnectPeriod: 0, connectTimeout: 5000 });
   clients.push(c);
@@ -430,16 +446,7 @@ void describe('MQTT source on a real broker', () => {
 
   void it('over MQTT 3.1.1 a QoS 1 message too large that arrives whole in one read is refused once per delivery, not again by the parser', async () => {
     const pub = await publisher();
-    const registry = new Registry();
-    const log = memoryLogger();
-    const source = await startMqttSource(nodeConfig('wire1', { protocolVersion: 4 }), {
-      wal: new MemoryWal(),
-      registry,
-      log,
-      backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
-      walRecordBytesMax: 1024,
-    });
-    assert.ok(source);
+    const { source, registry, log } = await kibRecordSource(nodeConfig('wire1', { protocolVersion: 4 }));
     try {
       await subscribed(log);
       await pub.publishAsync('wire1/large', Buffer.alloc(4096, 1), { qos: 1 });
@@ -458,20 +465,9 @@ void describe('MQTT source on a real broker', () => {
 
   void it('over MQTT 3.1.1 a QoS 0 message too large is dropped alone: the connection stays, every small QoS 0 message around it is written, it is counted once', async () => {
     const pub = await publisher();
-    const wal = new MemoryWal();
-    const registry = new Registry();
-    const log = memoryLogger();
-    const source = await startMqttSource(
+    const { source, registry, log, wal } = await kibRecordSource(
       nodeConfig('wire0', { protocolVersion: 4, topics: [{ filter: 'wire0/#', qos: 0 }] }),
-      {
-        wal,
-        registry,
-        log,
-        backpressure: { admit: () => undefined, tryReserve: () => true, release: () => {} },
-        walRecordBytesMax: 1024,
-      },
     );
-    assert.ok(source);
     try {
       await subscribed(log);
       for (let i = 0; i < 100; i++) {

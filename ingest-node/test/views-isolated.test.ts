@@ -46,6 +46,7 @@ import {
   type ParquetDb,
 } from '../src/views/index.ts';
 import { openWal } from '../src/wal/wal.ts';
+import { waitFor } from '../../test/harness/proc.ts';
 import { RecordFormat, type SealedSegment, type Wal } from '../src/wal/types.ts';
 
 const prefix = 'lf';
@@ -680,13 +681,9 @@ function oneViewRequest(
 /** Records files kept in the children's pools (parquet/records.ts filePool). */
 const pooledFiles = (): Promise<string[]> => inChildren('pool');
 
-/** Polls `check` every 20 ms until it holds (at most 20 s). */
-async function until(what: string, check: () => Promise<boolean> | boolean): Promise<void> {
-  for (let i = 0; !(await check()); i++) {
-    assert.ok(i < 1000, what);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** The test harness's poll (test/harness/proc.ts waitFor), 20 s at most. */
+const until = (what: string, check: () => Promise<boolean> | boolean): Promise<true> =>
+  waitFor(async () => (await check()) || undefined, { what, timeoutMs: 20_000, intervalMs: 20 });
 
 void test('while the WAL volume is low, no child is kept between jobs: idle children end at once, busy ones after their job, and their records pools go with their folders; kept again once it is back', async () => {
   const region = await compile(REGION_VIEW);
